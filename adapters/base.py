@@ -1,0 +1,192 @@
+"""The small base every protocol adapter builds on.
+
+An adapter is opened with ``async with``, read with ``async for obs in adapter.observations()``,
+and owns everything about its connection: connecting, subscribing, reconnecting with backoff,
+sequence tracking and resync. Library callbacks feed a bounded queue; when it overflows the
+adapter counts the loss and emits a gap observation so the tracker never calls a part complete
+that may have missed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+
+from monitor.errors import AdapterError
+from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
+
+__all__ = ["Adapter", "AdapterState", "AdapterStats", "DiscoveredSignal"]
+
+log = logging.getLogger(__name__)
+
+
+class AdapterState(StrEnum):
+    """Where an adapter is in its life; ``closed`` is final and reopening is refused."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    LOST = "lost"
+    CLOSED = "closed"
+
+
+class AdapterStats:
+    """Counters an adapter keeps for the health line and the dashboard (never reset while running)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._logged: set[str] = set()
+
+    def count(self, kind: str, n: int = 1, *, message: str | None = None) -> None:
+        """Count an event; log ``message`` the first time this kind happens, never again."""
+        self.counts[kind] += n
+        if message is not None and kind not in self._logged:
+            self._logged.add(kind)
+            log.warning("%s (further '%s' events are counted, not logged)", message, kind)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class Adapter:
+    """Base of all adapters: state machine, bounded output queue, gap and connection events.
+
+    Subclasses implement :meth:`_run`, a coroutine that connects, reads and reconnects forever,
+    pushing observations with :meth:`_emit`. The base starts it on ``__aenter__`` and cancels it
+    on ``__aexit__``, so the adapter owns its task.
+    """
+
+    type_name: str = ""
+
+    def __init__(self, machine: str, *, queue_size: int = 10_000) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.machine = machine
+        self.state = AdapterState.NEW
+        self.stats = AdapterStats()
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._overflowing = False
+
+    async def __aenter__(self) -> Self:
+        if self.state is not AdapterState.NEW:
+            raise AdapterError(f"adapter for {self.machine} is {self.state}; create a new one instead of reopening")
+        self.state = AdapterState.CONNECTING
+        self._task = asyncio.create_task(self._guarded_run(), name=f"adapter:{self.machine}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the adapter's task and release its connection; safe to call twice."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._close()
+        self.state = AdapterState.CLOSED
+
+    async def observations(self) -> AsyncIterator[Observation]:
+        """Yield observations in the order the adapter produced them, until the adapter closes."""
+        while True:
+            if self.state is AdapterState.CLOSED and self._queue.empty():
+                return
+            if self._task is not None and self._task.done() and self._queue.empty():
+                exc = self._task.exception() if not self._task.cancelled() else None
+                if exc is not None:
+                    raise exc
+                return
+            getter = asyncio.ensure_future(self._queue.get())
+            waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
+            if self._task is not None:
+                waiters.add(self._task)  # type: ignore[arg-type]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    async def _guarded_run(self) -> None:
+        await self._run()
+
+    async def _run(self) -> None:
+        """Connect, read and reconnect until cancelled; implemented by each protocol."""
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        """Release protocol resources; called once on close."""
+
+    async def _emit(self, obs: Observation) -> None:
+        """Queue an observation, waiting when the consumer is slow (back-pressure, no loss)."""
+        await self._queue.put(obs)
+
+    def _emit_nowait(self, obs: Observation) -> bool:
+        """Queue from a callback that cannot wait; overflow is counted and reported as a gap."""
+        try:
+            self._queue.put_nowait(obs)
+        except asyncio.QueueFull:
+            self._overflowing = True
+            self.stats.count(
+                "queue_overflow",
+                message=f"{self.machine}: observation queue full ({self._queue.maxsize}); values dropped",
+            )
+            return False
+        if self._overflowing:
+            self._overflowing = False
+            self._put_gap("observations dropped: adapter queue overflowed")
+        return True
+
+    def _put_gap(self, reason: str) -> None:
+        gap = Observation(self.machine, GAP_SIGNAL, datetime.now(UTC), reason)
+        try:
+            self._queue.put_nowait(gap)
+        except asyncio.QueueFull:
+            self._overflowing = True
+
+    async def _emit_gap(self, reason: str, time: datetime | None = None) -> None:
+        """Tell the tracker data was lost; the part in progress becomes incomplete."""
+        self.stats.count("gaps")
+        await self._emit(Observation(self.machine, GAP_SIGNAL, time or datetime.now(UTC), reason))
+
+    async def _set_state(self, state: AdapterState, detail: str = "") -> None:
+        """Change state, log one line, and tell downstream through a connection observation."""
+        if state is self.state:
+            return
+        previous, self.state = self.state, state
+        log.info("%s: %s -> %s%s", self.machine, previous, state, f" ({detail})" if detail else "")
+        if state in (AdapterState.CONNECTED, AdapterState.LOST):
+            await self._emit(Observation(self.machine, CONNECTION_SIGNAL, datetime.now(UTC), str(state)))
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredSignal:
+    """One readable value found by ``monitor discover``, with enough to write a ``signals:`` entry.
+
+    ``address`` is what goes into the site file (a NodeId with namespace URI or browse path for
+    OPC UA; a data item id for MTConnect); ``suggested`` is the canonical signal it looks like.
+    """
+
+    path: str
+    address: str
+    kind: str
+    data_type: str = ""
+    units: str = ""
+    value: str = ""
+    suggested: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""MTConnect: the document parser, the client adapter, discovery, and our own agent (with SHDR input)."""

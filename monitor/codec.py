@@ -1,0 +1,148 @@
+"""JSON-able dicts of the domain objects, for the store, the spool, the sinks and ``--json``.
+
+One codec for all of them so a part written to SQLite, spooled to disk for InfluxDB or printed by
+the CLI reads the same everywhere, and survives versions (no pickle).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from monitor.model import (
+    Alert,
+    AlertKind,
+    AlertState,
+    Observation,
+    PartRecord,
+    PartStatus,
+    Severity,
+    SpindleStats,
+    ToolUse,
+)
+
+__all__ = [
+    "alert_from_dict",
+    "alert_to_dict",
+    "event_from_dict",
+    "event_to_dict",
+    "observation_from_dict",
+    "observation_to_dict",
+    "part_from_dict",
+    "part_to_dict",
+]
+
+
+def _t(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def observation_to_dict(obs: Observation) -> dict[str, Any]:
+    return {"machine": obs.machine, "signal": obs.signal, "time": _t(obs.time), "value": obs.value, "seq": obs.source_seq}
+
+
+def observation_from_dict(d: dict[str, Any]) -> Observation:
+    return Observation(d["machine"], d["signal"], _dt(d["time"]), d.get("value"), d.get("seq"))
+
+
+def part_to_dict(part: PartRecord) -> dict[str, Any]:
+    return {
+        "key": part.key,
+        "machine": part.machine,
+        "program": part.program,
+        "part_number": part.part_number,
+        "start": _t(part.start),
+        "end": _t(part.end),
+        "status": str(part.status),
+        "measurements": dict(part.measurements),
+        "missing": list(part.missing),
+        "tools": [
+            {"tool": t.tool, "life_start": t.life_start, "life_end": t.life_end, "cutting_time": t.cutting_time}
+            for t in part.tools
+        ],
+        "spindle": {
+            "mean_load": part.spindle.mean_load,
+            "peak_load": part.spindle.peak_load,
+            "cutting_time": part.spindle.cutting_time,
+            "energy": part.spindle.energy,
+        },
+        "counter": part.counter,
+        "notes": list(part.notes),
+    }
+
+
+def part_from_dict(d: dict[str, Any]) -> PartRecord:
+    return PartRecord(
+        key=d["key"],
+        machine=d["machine"],
+        program=d["program"],
+        part_number=int(d["part_number"]),
+        start=_dt(d["start"]),
+        end=_dt(d["end"]),
+        status=PartStatus(d["status"]),
+        measurements={k: float(v) for k, v in d.get("measurements", {}).items()},
+        missing=tuple(d.get("missing", ())),
+        tools=tuple(ToolUse(**t) for t in d.get("tools", ())),
+        spindle=SpindleStats(**d.get("spindle", {})),
+        counter=d.get("counter"),
+        notes=tuple(d.get("notes", ())),
+    )
+
+
+def alert_to_dict(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "machine": alert.machine,
+        "program": alert.program,
+        "feature": alert.feature,
+        "kind": str(alert.kind),
+        "severity": str(alert.severity),
+        "state": str(alert.state),
+        "part_number": alert.part_number,
+        "message": alert.message,
+        "time": _t(alert.time),
+        "evidence": alert.evidence,
+        "part_key": alert.part_key,
+    }
+
+
+def alert_from_dict(d: dict[str, Any]) -> Alert:
+    return Alert(
+        id=d["id"],
+        machine=d["machine"],
+        program=d["program"],
+        feature=d["feature"],
+        kind=AlertKind(d["kind"]),
+        severity=Severity(d["severity"]),
+        state=AlertState(d["state"]),
+        part_number=int(d["part_number"]),
+        message=d["message"],
+        time=_dt(d["time"]),
+        evidence=dict(d.get("evidence") or {}),
+        part_key=d.get("part_key"),
+    )
+
+
+def event_to_dict(event: PartRecord | Alert | Observation) -> dict[str, Any]:
+    """Tag the event with its type so a spool line can be read back without context."""
+    if isinstance(event, PartRecord):
+        return {"type": "part", **part_to_dict(event)}
+    if isinstance(event, Alert):
+        return {"type": "alert", **alert_to_dict(event)}
+    return {"type": "observation", **observation_to_dict(event)}
+
+
+def event_from_dict(d: dict[str, Any]) -> PartRecord | Alert | Observation:
+    body = {k: v for k, v in d.items() if k != "type"}
+    kind = d.get("type")
+    if kind == "part":
+        return part_from_dict(body)
+    if kind == "alert":
+        return alert_from_dict(body)
+    if kind == "observation":
+        return observation_from_dict(body)
+    raise ValueError(f"unknown event type {kind!r}")

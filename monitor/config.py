@@ -1,0 +1,394 @@
+"""Site and part-program configuration: pydantic models, validated once at load.
+
+A site file names the machines, their sources and signal mappings, the store, the sinks and the
+folder of part-program files. Every problem in every file is collected and raised together as one
+:class:`~monitor.errors.ConfigError` whose lines read ``file:line key.path: expected ...``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from adapters.mtconnect.config import MtConnectSignal, MtConnectSource
+from adapters.opcua.config import OpcUaSignal, OpcUaSource
+from monitor.detect.config import DetectionConfig
+from monitor.errors import ConfigError, ConfigIssue
+from monitor.model import AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
+from monitor.sinks.config import SinksConfig
+from monitor.yamlmarks import LoadedYaml, load_yaml
+
+__all__ = [
+    "DashboardConfig",
+    "MachineConfig",
+    "MtConnectMachine",
+    "OpcUaMachine",
+    "PositionFeatureConfig",
+    "ProgramConfig",
+    "ReplayMachine",
+    "ReplaySource",
+    "Site",
+    "SiteConfig",
+    "SizeFeatureConfig",
+    "StoreConfig",
+    "TrackingConfig",
+    "load_program",
+    "load_site",
+]
+
+_STRICT = ConfigDict(extra="forbid")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+# ---------------------------------------------------------------------------------------- programs
+class AxisConfig(BaseModel):
+    """One axis of a position feature: ``{signal: probe.hole1_x, nominal: 25.0}``."""
+
+    model_config = _STRICT
+    signal: str
+    nominal: float
+
+    @field_validator("signal")
+    @classmethod
+    def _probe(cls, v: str) -> str:
+        if not v.startswith("probe."):
+            raise ValueError("expected a probe signal name like probe.hole1_x")
+        return v
+
+
+class SizeFeatureConfig(BaseModel):
+    """A size feature (diameter, length): nominal with lower and upper limits in mm."""
+
+    model_config = _STRICT
+    kind: Literal["size"]
+    signal: str
+    nominal: float
+    lower: float
+    upper: float
+
+    @field_validator("signal")
+    @classmethod
+    def _probe(cls, v: str) -> str:
+        if not v.startswith("probe."):
+            raise ValueError("expected a probe signal name like probe.hole1_dia")
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> SizeFeatureConfig:
+        if not self.lower < self.upper:
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        if not self.lower <= self.nominal <= self.upper:
+            raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
+        return self
+
+
+class PositionFeatureConfig(BaseModel):
+    """A position feature judged as true position against a tolerance zone diameter in mm."""
+
+    model_config = _STRICT
+    kind: Literal["position"]
+    x: AxisConfig
+    y: AxisConfig
+    z: AxisConfig | None = None
+    tolerance: float = Field(gt=0, description="diameter of the positional tolerance zone, mm")
+
+
+FeatureConfig = Annotated[SizeFeatureConfig | PositionFeatureConfig, Field(discriminator="kind")]
+
+
+class ProgramConfig(BaseModel):
+    """One part program: how its parts end, its measured features and detection settings."""
+
+    model_config = _STRICT
+    program: str = Field(min_length=1)
+    part_end: str = "part_count"
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+
+    @field_validator("part_end")
+    @classmethod
+    def _part_end(cls, v: str) -> str:
+        if v in ("part_count", "program_end"):
+            return v
+        if v.startswith("signal:") and is_canonical_signal(v.removeprefix("signal:")):
+            return v
+        raise ValueError("expected part_count, program_end or signal:<canonical signal name>")
+
+    def feature_models(self) -> list[Feature]:
+        """The features as domain objects, in file order."""
+        out: list[Feature] = []
+        for name, f in self.features.items():
+            if isinstance(f, SizeFeatureConfig):
+                out.append(SizeFeature(name, f.signal, f.nominal, f.lower, f.upper))
+            else:
+                z = AxisRef(f.z.signal, f.z.nominal) if f.z else None
+                out.append(
+                    PositionFeature(name, AxisRef(f.x.signal, f.x.nominal), AxisRef(f.y.signal, f.y.nominal), f.tolerance, z)
+                )
+        return out
+
+    def probe_signals(self) -> list[str]:
+        """Every probe signal a complete part of this program must have."""
+        seen: dict[str, None] = {}
+        for feature in self.feature_models():
+            for s in feature.signals:
+                seen[s] = None
+        return list(seen)
+
+
+# ------------------------------------------------------------------------------------------- site
+class StoreConfig(BaseModel):
+    """The embedded SQLite store; relative paths are taken from the site file's folder."""
+
+    model_config = _STRICT
+    path: Path = Path("monitor.db")
+
+
+class DashboardConfig(BaseModel):
+    """The web dashboard the daemon serves."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = Field(default=None, description="needed to acknowledge or close alerts")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> DashboardConfig:
+        if self.enabled and not self.token and not _is_loopback(self.bind):
+            raise ValueError(
+                f"binding the dashboard to {self.bind} without a token exposes it to the network; "
+                "set dashboard.token (e.g. ${DASHBOARD_TOKEN}) or bind to 127.0.0.1"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TrackingConfig(BaseModel):
+    """How a machine's observations are cut into parts."""
+
+    model_config = _STRICT
+    grace_s: float = Field(default=5.0, ge=0, description="probe values this late still belong to the part")
+    max_skew_s: float = Field(default=0.0, ge=0, description="tolerated clock difference between sources")
+    clock_offset_s: float = Field(default=0.0, description="added to this source's timestamps")
+
+
+class ReplaySource(BaseModel):
+    """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
+
+    model_config = _STRICT
+    type: Literal["replay"]
+    path: Path
+    speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible")
+
+
+def _check_signal_name(name: str) -> str:
+    if not is_canonical_signal(name):
+        raise ValueError(
+            f"{name!r} is not a canonical signal; use spindle.load, spindle.speed, tool.number, "
+            "tool.life, part.count, program.name, execution, part.complete or probe.<name>"
+        )
+    return name
+
+
+SignalName = Annotated[str, AfterValidator(_check_signal_name)]
+
+
+def _address_kind(v: Any) -> str:
+    return "str" if isinstance(v, str) else "spec"
+
+
+OpcUaAddress = Annotated[
+    Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)
+]
+MtConnectAddress = Annotated[
+    Annotated[str, Tag("str")] | Annotated[MtConnectSignal, Tag("spec")], Discriminator(_address_kind)
+]
+
+
+class _MachineBase(BaseModel):
+    model_config = _STRICT
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+class OpcUaMachine(_MachineBase):
+    """A machine read over OPC UA; signals map to NodeIds or browse paths."""
+
+    source: OpcUaSource
+    signals: dict[SignalName, OpcUaAddress] = Field(default_factory=dict)
+
+
+class MtConnectMachine(_MachineBase):
+    """A machine read from an MTConnect agent; signals map to data item ids, names or types."""
+
+    source: MtConnectSource
+    signals: dict[SignalName, MtConnectAddress] = Field(default_factory=dict)
+
+
+class ReplayMachine(_MachineBase):
+    """A machine whose observations come from a recorded file (canonical names already)."""
+
+    source: ReplaySource
+    signals: dict[SignalName, str] = Field(default_factory=dict)
+
+
+def _source_type(v: Any) -> str | None:
+    if isinstance(v, dict):
+        src = v.get("source")
+        if isinstance(src, dict):
+            t = src.get("type")
+            return t if isinstance(t, str) else None
+        return None
+    src = getattr(v, "source", None)
+    return getattr(src, "type", None)
+
+
+MachineConfig = Annotated[
+    Annotated[OpcUaMachine, Tag("opcua")] | Annotated[MtConnectMachine, Tag("mtconnect")] | Annotated[ReplayMachine, Tag("replay")],
+    Discriminator(
+        _source_type,
+        custom_error_type="source_type",
+        custom_error_message="source.type must be one of opcua, mtconnect, replay",
+    ),
+]
+
+
+class SiteConfig(BaseModel):
+    """The site file: one daemon's machines, store, sinks and dashboard."""
+
+    model_config = _STRICT
+    site: str = Field(min_length=1)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    programs: Path = Path("programs")
+    machines: list[MachineConfig] = Field(default_factory=list)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @model_validator(mode="after")
+    def _sources_of_one_machine(self) -> SiteConfig:
+        owner: dict[tuple[str, str], int] = {}
+        for i, m in enumerate(self.machines):
+            for signal in m.signals:
+                first = owner.setdefault((m.id, signal), i)
+                if first != i:
+                    raise ValueError(
+                        f"machine {m.id}: signal {signal} is mapped by machines[{first}] and machines[{i}]; "
+                        "sources of one machine must map different signals"
+                    )
+        return self
+
+
+# ---------------------------------------------------------------------------------------- loading
+@dataclass
+class Site:
+    """A loaded site: the validated site file, its programs by name, and where they came from."""
+
+    config: SiteConfig
+    path: Path
+    programs: dict[str, ProgramConfig] = field(default_factory=dict)
+    program_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def store_path(self) -> Path:
+        p = self.config.store.path
+        return p if p.is_absolute() else self.path.parent / p
+
+    def machine_ids(self) -> list[str]:
+        return list(dict.fromkeys(m.id for m in self.config.machines))
+
+
+def _issues_from(doc: LoadedYaml, exc: ValidationError, tags: frozenset[str]) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p in tags or p.startswith("function-"))))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against configs/README.md"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and err["type"] not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        msg = msg.removeprefix("Value error, ")
+        issues.append(doc.issue(loc, msg))
+    return issues
+
+
+_TAGS = frozenset({"opcua", "mtconnect", "replay", "size", "position", "str", "spec", "[key]"})
+
+
+def _validate(model: type[_M], doc: LoadedYaml) -> tuple[_M | None, list[ConfigIssue]]:
+    issues = list(doc.issues)
+    if doc.data is None:
+        return None, issues
+    if not isinstance(doc.data, dict):
+        return None, [*issues, doc.issue((), "expected a mapping of keys at the top of the file")]
+    try:
+        return model.model_validate(doc.data), issues
+    except ValidationError as exc:
+        return None, issues + _issues_from(doc, exc, _TAGS)
+
+
+def load_program(path: Path, environ: dict[str, str] | None = None) -> ProgramConfig:
+    """Load one part-program file; raises ConfigError with every issue in it."""
+    program, issues = _validate(ProgramConfig, load_yaml(path, environ))
+    if issues or program is None:
+        raise ConfigError(issues)
+    return program
+
+
+def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
+    """Load a site file and every program file in its programs folder, reporting all issues at once."""
+    doc = load_yaml(path, environ)
+    config, issues = _validate(SiteConfig, doc)
+    programs_key: Any = config.programs if config is not None else (doc.data or {}).get("programs", "programs") if isinstance(doc.data, dict) else None
+    site = Site(config, path) if config is not None else None
+    programs: dict[str, ProgramConfig] = {}
+    program_files: dict[str, Path] = {}
+    if isinstance(programs_key, (str, Path)):
+        folder = Path(programs_key)
+        folder = folder if folder.is_absolute() else path.parent / folder
+        if not folder.is_dir():
+            issues.append(doc.issue(("programs",), f"program folder {folder} does not exist; create it or fix the path"))
+        else:
+            for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+                program, more = _validate(ProgramConfig, load_yaml(file, environ))
+                issues += more
+                if program is None:
+                    continue
+                if program.program in programs:
+                    issues.append(
+                        ConfigIssue(
+                            str(file), 1, "program", f"program {program.program} is also defined in {program_files[program.program]}"
+                        )
+                    )
+                    continue
+                programs[program.program] = program
+                program_files[program.program] = file
+    if issues or site is None:
+        raise ConfigError(issues or [ConfigIssue(str(path), None, "", "empty site file")])
+    site.programs, site.program_files = programs, program_files
+    return site

@@ -1,0 +1,87 @@
+"""One exception hierarchy for the whole product.
+
+Every error the monitor raises on purpose derives from :class:`MonitorError`, so the CLI and the
+daemon can catch one type at their boundary and print a message that says what to do::
+
+    MonitorError
+    ├── ConfigError          a site or program file is wrong (file:line key.path: expected ...)
+    ├── AdapterError         a controller could not be read
+    │   ├── ConnectError     the endpoint refused, timed out, or rejected our credentials
+    │   └── BadDocument      the controller sent something we cannot parse (malformed, hostile)
+    ├── StoreError           the embedded SQLite store could not be opened, migrated or written
+    ├── SinkError            an output (InfluxDB, MQTT, webhook) refused or failed a write
+    └── DetectionError       a detector was configured with values it cannot work with
+
+Library exceptions are translated at one boundary with ``raise ... from exc`` so the cause is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AdapterError",
+    "BadDocument",
+    "ConfigError",
+    "ConfigIssue",
+    "ConnectError",
+    "DetectionError",
+    "MonitorError",
+    "SinkError",
+    "StoreError",
+]
+
+
+class MonitorError(Exception):
+    """Root of every error the monitor raises deliberately; catch this at a boundary."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in one config file, located precisely enough to fix without searching."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        key = f" {self.key}" if self.key else ""
+        return f"{where}{key}: {self.message}"
+
+
+class ConfigError(MonitorError):
+    """Raised when a site or program file cannot be loaded; carries every issue found, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues) or "invalid configuration")
+
+
+class AdapterError(MonitorError):
+    """Raised when a machine's controller cannot be read; the adapter usually retries by itself."""
+
+
+class ConnectError(AdapterError):
+    """Raised when an endpoint cannot be reached or refuses us; check the address, network and credentials."""
+
+
+class BadDocument(AdapterError):
+    """Raised when a controller sends data we refuse to interpret: malformed, truncated or hostile XML."""
+
+
+class StoreError(MonitorError):
+    """Raised when the SQLite store cannot be opened, migrated or written; check the path and disk space."""
+
+
+class SinkError(MonitorError):
+    """Raised when an output refuses a write; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DetectionError(MonitorError):
+    """Raised when detection settings cannot work (for example an ARL target no limit reaches)."""

@@ -1,0 +1,276 @@
+"""The domain model every module speaks: observations in, part records through, alerts out.
+
+Objects here are frozen and carry no behaviour beyond small derived values, so they can cross
+threads, be compared in tests and be serialised to JSON for the store and the sinks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "CANONICAL_SIGNALS",
+    "GAP_SIGNAL",
+    "CONNECTION_SIGNAL",
+    "Alert",
+    "AlertKind",
+    "AlertState",
+    "AxisRef",
+    "Feature",
+    "Observation",
+    "PartRecord",
+    "PartStatus",
+    "PositionFeature",
+    "Severity",
+    "SizeFeature",
+    "SpindleStats",
+    "ToolUse",
+    "Value",
+    "is_canonical_signal",
+]
+
+Value = float | str | None
+"""An observed value: a number, a text (program name, execution state) or None for UNAVAILABLE."""
+
+CANONICAL_SIGNALS: frozenset[str] = frozenset(
+    {
+        "spindle.load",
+        "spindle.speed",
+        "spindle.override",
+        "tool.number",
+        "tool.life",
+        "part.count",
+        "part.complete",
+        "program.name",
+        "execution",
+    }
+)
+"""Signal names every adapter maps to; probe results are ``probe.<name>`` in addition."""
+
+GAP_SIGNAL = "source.gap"
+"""Emitted by an adapter when it knows data was lost (agent restart, buffer overrun, reconnect).
+
+The value is a short human description of the gap. The tracker marks the part in progress as
+incomplete, because a part that may have missed a probe value must never look complete."""
+
+CONNECTION_SIGNAL = "source.connection"
+"""Emitted by an adapter on every connection state change; value is ``connected`` or ``lost``."""
+
+
+def is_canonical_signal(name: str) -> bool:
+    """True for the fixed canonical names and for any ``probe.<name>``/``tool.life.<n>`` style name."""
+    if name in CANONICAL_SIGNALS or name in (GAP_SIGNAL, CONNECTION_SIGNAL):
+        return True
+    head, _, tail = name.partition(".")
+    if head == "probe" and tail:
+        return True
+    return name.startswith("tool.life.") and len(name) > len("tool.life.")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of one signal of one machine at one time, as the controller reported it.
+
+    ``time`` is the controller's timestamp (UTC, timezone-aware) where the protocol gives one.
+    ``source_seq`` is the protocol's own sequence number (MTConnect) when there is one, so
+    replays after a reconnect can be recognised.
+    """
+
+    machine: str
+    signal: str
+    time: datetime
+    value: Value
+    source_seq: int | None = None
+
+    @property
+    def number(self) -> float | None:
+        """The value as a finite float, or None when it is missing, text or not finite."""
+        v = self.value
+        if isinstance(v, bool):
+            return float(v)
+        if isinstance(v, (int, float)):
+            f = float(v)
+            return f if math.isfinite(f) else None
+        if isinstance(v, str):
+            try:
+                f = float(v)
+            except ValueError:
+                return None
+            return f if math.isfinite(f) else None
+        return None
+
+
+class PartStatus(StrEnum):
+    """How a part's record ended; only ``complete`` parts are fed to drift detection."""
+
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """A tool that cut during the part, with its life counter at the first and last sight."""
+
+    tool: str
+    life_start: float | None = None
+    life_end: float | None = None
+    cutting_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpindleStats:
+    """Spindle aggregates over the part's cycle; load in percent, times in seconds."""
+
+    mean_load: float | None = None
+    peak_load: float | None = None
+    cutting_time: float = 0.0
+    energy: float | None = None
+    """Integral of load over cutting time (percent-seconds), a proxy for work done on the part."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """Everything that happened to one part on one machine.
+
+    ``key`` is stable across restarts and replays (machine, program and the controller time at
+    which the part ended), so the store can refuse to record the same part twice.
+    """
+
+    key: str
+    machine: str
+    program: str
+    part_number: int
+    start: datetime
+    end: datetime
+    status: PartStatus
+    measurements: dict[str, float] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    tools: tuple[ToolUse, ...] = ()
+    spindle: SpindleStats = field(default_factory=SpindleStats)
+    counter: int | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def tool_life(self) -> float | None:
+        """Life counter of the last tool that cut (the one most likely to drive drift)."""
+        for use in reversed(self.tools):
+            if use.life_end is not None:
+                return use.life_end
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AxisRef:
+    """One axis of a position feature: the probe signal that measures it and its nominal."""
+
+    signal: str
+    nominal: float
+
+
+@dataclass(frozen=True, slots=True)
+class SizeFeature:
+    """A size (diameter, length, depth) judged against lower and upper limits."""
+
+    name: str
+    signal: str
+    nominal: float
+    lower: float
+    upper: float
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return (self.signal,)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionFeature:
+    """A hole or boss position judged as true position: 2*sqrt(dx^2+dy^2[+dz^2]) <= tolerance."""
+
+    name: str
+    x: AxisRef
+    y: AxisRef
+    tolerance: float
+    z: AxisRef | None = None
+
+    @property
+    def axes(self) -> tuple[tuple[str, AxisRef], ...]:
+        axes = [("x", self.x), ("y", self.y)]
+        if self.z is not None:
+            axes.append(("z", self.z))
+        return tuple(axes)
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(a.signal for _, a in self.axes)
+
+    def true_position(self, measurements: dict[str, float]) -> float | None:
+        """The diameter of the zone the measured point needs, or None when an axis is missing."""
+        total = 0.0
+        for _, axis in self.axes:
+            value = measurements.get(axis.signal)
+            if value is None:
+                return None
+            total += (value - axis.nominal) ** 2
+        return 2.0 * math.sqrt(total)
+
+
+Feature = SizeFeature | PositionFeature
+
+
+class AlertKind(StrEnum):
+    """What raised an alert."""
+
+    FORECAST = "forecast"
+    EWMA = "ewma"
+    CUSUM = "cusum"
+    RUN_RULE = "run_rule"
+    OUT_OF_TOLERANCE = "out_of_tolerance"
+    SIGNAL_LOST = "signal_lost"
+    INCOMPLETE_PART = "incomplete_part"
+
+
+class Severity(StrEnum):
+    """Escalation ladder of an alert: watch, then warning, then critical."""
+
+    WATCH = "watch"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"watch": 0, "warning": 1, "critical": 2}[self.value]
+
+
+class AlertState(StrEnum):
+    """Life of an alert: open until acknowledged by a person or closed when back in control."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as it stands after its latest change; sinks receive every change.
+
+    ``id`` is stable for the life of the alert (one per machine, program, feature and kind while
+    open) so a sink can update what it showed instead of adding a new line.
+    """
+
+    id: str
+    machine: str
+    program: str
+    feature: str
+    kind: AlertKind
+    severity: Severity
+    state: AlertState
+    part_number: int
+    message: str
+    time: datetime
+    evidence: dict[str, Any] = field(default_factory=dict)
+    part_key: str | None = None

@@ -1,0 +1,1 @@
+"""Outputs of the monitor beyond the embedded store: InfluxDB, MQTT, webhooks."""
