@@ -1,0 +1,21 @@
+"""The ``monitor`` command line. Each command parses arguments, calls one library function and
+renders the result; the commands live in the modules imported below, one concern each."""
+
+from __future__ import annotations
+
+import importlib
+
+from monitor.cli._app import app
+
+__all__ = ["app", "main"]
+
+_COMMAND_MODULES = [
+    "monitor.cli.core",
+]
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
