@@ -1,0 +1,242 @@
+"""The drift engine: complete part records in, alert state changes out.
+
+One :class:`DriftEngine` watches every feature of every program on every machine. Per feature it
+keeps a bounded history and a few pure detectors (``monitor.detect``); after each part it asks
+each detector kind whether it signals, and the alert book turns those answers into managed alerts:
+one open alert per (machine, program, feature, kind) that opens, escalates (watch -> warning ->
+critical) and closes after ``close_after`` quiet parts. Only state *changes* leave the engine.
+
+Heavy work (ARL root finding for the chart limits) happens once in the constructor; a part costs
+a few small numpy operations per feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from monitor.codec import alert_from_dict, alert_to_dict
+from monitor.detect.watch import FeatureWatch, Signal, WatchPlan
+from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
+
+if TYPE_CHECKING:
+    from monitor.config import ProgramConfig
+
+__all__ = ["DriftEngine"]
+
+_STATE_VERSION = 1
+
+
+@dataclass
+class _Book:
+    """An open (or acknowledged) alert with its quiet/active counters."""
+
+    alert: Alert
+    quiet: int = 0
+
+
+class DriftEngine:
+    """Runs the detectors of every (machine, program, feature) and manages the alerts they raise.
+
+    >>> from monitor.config import ProgramConfig
+    >>> prog = ProgramConfig.model_validate({"program": "O1", "features": {"dia": {
+    ...     "kind": "size", "signal": "probe.dia", "nominal": 10.0, "lower": 9.99, "upper": 10.01}}})
+    >>> engine = DriftEngine({"O1": prog})
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> part = PartRecord("k1", "m1", "O1", 1, t, t, PartStatus.COMPLETE, {"probe.dia": 10.02})
+    >>> [(a.kind.value, a.severity.value) for a in engine.process(part)]
+    [('out_of_tolerance', 'critical')]
+    """
+
+    def __init__(self, programs: Mapping[str, ProgramConfig]) -> None:
+        self._programs = dict(programs)
+        self._plans: dict[str, list[WatchPlan]] = {
+            name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()
+        }
+        self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
+        self._book: dict[tuple[str, str, str, str], _Book] = {}
+        self._lost: dict[str, Alert] = {}
+        self._last_part: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------ parts
+    def process(self, part: PartRecord) -> list[Alert]:
+        """Feed one part; returns the alerts it opened, escalated or closed (never raises on odd values)."""
+        if part.status is not PartStatus.COMPLETE:
+            self._count("part_not_complete")
+            return []
+        plans = self._plans.get(part.program)
+        if plans is None:
+            self._count("unknown_program")
+            return []
+        self._last_part[part.machine] = part.part_number
+        changes: list[Alert] = []
+        for plan in plans:
+            key = (part.machine, part.program, plan.feature.name)
+            watch = self._watches.get(key)
+            if watch is None:
+                watch = self._watches[key] = FeatureWatch(plan)
+            outcome = watch.update(part)
+            if outcome.skipped:
+                self._count(outcome.skipped)
+                continue
+            for kind, signal in outcome.signals.items():
+                changes += self._reconcile(part, plan, kind, signal)
+        return changes
+
+    def _reconcile(self, part: PartRecord, plan: WatchPlan, kind: AlertKind, signal: Signal | None) -> list[Alert]:
+        key = (part.machine, part.program, plan.feature.name, str(kind))
+        entry = self._book.get(key)
+        if signal is None:
+            if entry is None:
+                return []
+            entry.quiet += 1
+            if entry.quiet < plan.config.close_after:
+                return []
+            del self._book[key]
+            closed = replace(
+                entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
+                evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": "back in control"},
+            )
+            return [closed]
+        if entry is None:
+            alert = Alert(
+                id=f"{part.machine}/{part.program}/{plan.feature.name}/{kind}/{part.part_number}",
+                machine=part.machine,
+                program=part.program,
+                feature=plan.feature.name,
+                kind=kind,
+                severity=signal.severity,
+                state=AlertState.OPEN,
+                part_number=part.part_number,
+                message=signal.message,
+                time=part.end,
+                evidence=signal.evidence,
+                part_key=part.key,
+            )
+            self._book[key] = _Book(alert)
+            return [alert]
+        entry.quiet = 0
+        if signal.severity.rank > entry.alert.severity.rank:
+            entry.alert = replace(
+                entry.alert, severity=signal.severity, message=signal.message, time=part.end,
+                evidence={**signal.evidence, "opened_at_part": entry.alert.part_number,
+                          "escalated_at_part": part.part_number},
+                part_key=part.key,
+            )
+            return [entry.alert]
+        return []
+
+    # ------------------------------------------------------------------------------ people
+    def acknowledge(self, alert_id: str, time: datetime) -> Alert | None:
+        """Mark an open alert acknowledged; it stays so (even when escalating) until it closes."""
+        for entry in self._book.values():
+            if entry.alert.id == alert_id:
+                if entry.alert.state is AlertState.ACKNOWLEDGED:
+                    return None
+                entry.alert = replace(entry.alert, state=AlertState.ACKNOWLEDGED, time=time)
+                return entry.alert
+        for machine, alert in self._lost.items():
+            if alert.id == alert_id and alert.state is AlertState.OPEN:
+                self._lost[machine] = replace(alert, state=AlertState.ACKNOWLEDGED, time=time)
+                return self._lost[machine]
+        return None
+
+    def close(self, alert_id: str, time: datetime) -> Alert | None:
+        """Close an alert by hand; if the condition persists a new alert (new id) opens on a later part."""
+        for key, entry in self._book.items():
+            if entry.alert.id == alert_id:
+                del self._book[key]
+                return replace(
+                    entry.alert, state=AlertState.CLOSED, time=time,
+                    evidence={**entry.alert.evidence, "close_reason": "closed by hand"},
+                )
+        for machine, alert in self._lost.items():
+            if alert.id == alert_id:
+                del self._lost[machine]
+                return replace(alert, state=AlertState.CLOSED, time=time)
+        return None
+
+    def connection_changed(self, machine: str, connected: bool, time: datetime) -> list[Alert]:
+        """Open a SIGNAL_LOST alert when a machine's source is lost; close it when it is back."""
+        current = self._lost.get(machine)
+        if connected:
+            if current is None:
+                return []
+            del self._lost[machine]
+            return [replace(current, state=AlertState.CLOSED, time=time, message=f"{machine}: connection restored")]
+        if current is not None:
+            return []
+        part_number = self._last_part.get(machine, 0)
+        alert = Alert(
+            id=f"{machine}/-/connection/{AlertKind.SIGNAL_LOST}/{part_number}@{time.timestamp():.0f}",
+            machine=machine,
+            program="",
+            feature="connection",
+            kind=AlertKind.SIGNAL_LOST,
+            severity=Severity.WARNING,
+            state=AlertState.OPEN,
+            part_number=part_number,
+            message=f"{machine}: lost connection to the controller; parts are not being monitored",
+            time=time,
+            evidence={"last_part_number": part_number, "lost_at": time.isoformat()},
+        )
+        self._lost[machine] = alert
+        return [alert]
+
+    def open_alerts(self) -> list[Alert]:
+        """Every alert that is open or acknowledged, oldest first."""
+        alerts = [e.alert for e in self._book.values()] + list(self._lost.values())
+        return sorted(alerts, key=lambda a: (a.time, a.id))
+
+    # ------------------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume after a restart, as plain JSON-able data."""
+        return {
+            "version": _STATE_VERSION,
+            "watches": [
+                {"machine": m, "program": p, "feature": f, "state": w.state()}
+                for (m, p, f), w in self._watches.items()
+            ],
+            "alerts": [
+                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items()
+            ],
+            "lost": {m: alert_to_dict(a) for m, a in self._lost.items()},
+            "last_part": dict(self._last_part),
+            "counters": dict(self.counters),
+        }
+
+    @classmethod
+    def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any]) -> DriftEngine:
+        """Rebuild an engine from :meth:`state`; watches of programs no longer configured are dropped."""
+        engine = cls(programs)
+        plans = {(name, p.feature.name): p for name, ps in engine._plans.items() for p in ps}
+        for w in state.get("watches", []):
+            plan = plans.get((w["program"], w["feature"]))
+            if plan is None:
+                continue
+            engine._watches[(w["machine"], w["program"], w["feature"])] = FeatureWatch.from_state(plan, w["state"])
+        for a in state.get("alerts", []):
+            m, p, f, k = a["key"]
+            engine._book[(m, p, f, k)] = _Book(alert_from_dict(a["alert"]), int(a.get("quiet", 0)))
+        engine._lost = {m: alert_from_dict(d) for m, d in state.get("lost", {}).items()}
+        engine._last_part = {m: int(n) for m, n in state.get("last_part", {}).items()}
+        engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+        return engine
+
+    # ------------------------------------------------------------------------------ dashboard
+    def feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
+        """JSON-able data for the dashboard chart of one feature (empty ``values`` before its first part)."""
+        watch = self._watches.get((machine, program, feature))
+        if watch is not None:
+            return watch.view()
+        for plan in self._plans.get(program, []):
+            if plan.feature.name == feature:
+                return FeatureWatch(plan).view()
+        return {"machine": machine, "program": program, "feature": feature, "values": [], "error": "unknown feature"}
+
+    def _count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
