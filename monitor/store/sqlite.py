@@ -1,0 +1,380 @@
+"""SQLite store: one transaction per part, stable part keys, schema migrations from the start.
+
+Why SQLite: nothing to install, WAL mode lets the CLI read while the daemon writes, and one
+transaction per part means a crash leaves either the whole part (with its measurements and the
+alerts it raised) or none of it. Re-recording a part with a key already stored is a no-op, so a
+daemon that restarts and sees the same part again never counts it twice.
+
+The class is synchronous and meant to be used from one thread; the daemon calls it through
+``asyncio.to_thread`` on a single-worker executor so commits never block the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
+from monitor.errors import StoreError
+from monitor.model import Alert, AlertState, PartRecord, PartStatus
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
+
+MIGRATIONS: list[str] = [
+    # 1: first release
+    """
+    CREATE TABLE parts (
+        key TEXT PRIMARY KEY,
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        part_number INTEGER NOT NULL,
+        start TEXT NOT NULL,
+        end TEXT NOT NULL,
+        status TEXT NOT NULL,
+        counter INTEGER,
+        data TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX parts_by_program ON parts (machine, program, part_number);
+    CREATE INDEX parts_by_end ON parts (end);
+    CREATE TABLE measurements (
+        part_key TEXT NOT NULL REFERENCES parts (key) ON DELETE CASCADE,
+        signal TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (part_key, signal)
+    );
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        part_number INTEGER NOT NULL,
+        opened TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX alerts_by_machine ON alerts (machine, program, updated);
+    CREATE TABLE alert_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id TEXT NOT NULL,
+        time TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE detector_state (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE TABLE adapter_positions (
+        machine TEXT NOT NULL,
+        source TEXT NOT NULL,
+        position TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        PRIMARY KEY (machine, source)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Store:
+    """The monitor's embedded database. Open with ``Store(path)`` or ``with Store(path) as s:``."""
+
+    def __init__(self, path: Path | str, *, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}; check the path, permissions and disk space") from exc
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this monitor ({SCHEMA_VERSION}); upgrade the monitor"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # ---------------------------------------------------------------------- writes
+    def record_part(
+        self,
+        part: PartRecord,
+        alerts: Sequence[Alert] = (),
+        detector_state: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Store a part with its measurements, the alerts it raised and the detector state after it.
+
+        All in one transaction. Returns False (and writes nothing) when the part's key is already
+        stored: the same part seen again after a restart or a replay.
+        """
+        with self._lock, self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO parts (key, machine, program, part_number, start, end, status, counter, data, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    part.key,
+                    part.machine,
+                    part.program,
+                    part.part_number,
+                    part.start.isoformat(),
+                    part.end.isoformat(),
+                    str(part.status),
+                    part.counter,
+                    json.dumps(part_to_dict(part)),
+                    _now(),
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._db.executemany(
+                "INSERT INTO measurements (part_key, signal, value) VALUES (?, ?, ?)",
+                [(part.key, s, v) for s, v in part.measurements.items()],
+            )
+            self._write_alerts(alerts)
+            if detector_state is not None:
+                self._write_state(*detector_state)
+            return True
+
+    def record_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Store alert changes not tied to a part (acknowledge, close, signal lost)."""
+        with self._lock, self._tx():
+            self._write_alerts(alerts)
+
+    def save_detector_state(self, name: str, state: dict[str, Any]) -> None:
+        with self._lock, self._tx():
+            self._write_state(name, state)
+
+    def save_position(self, machine: str, source: str, position: dict[str, Any]) -> None:
+        """Remember where an adapter was (for example the MTConnect instanceId and next sequence)."""
+        with self._lock, self._tx():
+            self._db.execute(
+                "INSERT INTO adapter_positions (machine, source, position, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (machine, source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
+                (machine, source, json.dumps(position), _now()),
+            )
+
+    def _write_alerts(self, alerts: Iterable[Alert]) -> None:
+        for alert in alerts:
+            data = json.dumps(alert_to_dict(alert))
+            t = alert.time.isoformat()
+            self._db.execute(
+                "INSERT INTO alerts (id, machine, program, feature, kind, severity, state, part_number, opened, updated, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state,"
+                " part_number = excluded.part_number, updated = excluded.updated, data = excluded.data",
+                (
+                    alert.id,
+                    alert.machine,
+                    alert.program,
+                    alert.feature,
+                    str(alert.kind),
+                    str(alert.severity),
+                    str(alert.state),
+                    alert.part_number,
+                    t,
+                    t,
+                    data,
+                ),
+            )
+            self._db.execute("INSERT INTO alert_events (alert_id, time, data) VALUES (?, ?, ?)", (alert.id, t, data))
+
+    def _write_state(self, name: str, state: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO detector_state (name, state, updated) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+            (name, json.dumps(state), _now()),
+        )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # ----------------------------------------------------------------------- reads
+    def parts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+    ) -> list[PartRecord]:
+        """Parts in the order they ended; ``last`` keeps only the most recent N."""
+        where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
+        if first_part is not None:
+            where.append("part_number >= ?")
+            args.append(first_part)
+        if last_part is not None:
+            where.append("part_number <= ?")
+            args.append(last_part)
+        sql = "SELECT data FROM parts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY end DESC, rowid DESC"
+        if last is not None:
+            sql += " LIMIT ?"
+            args.append(last)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [part_from_dict(json.loads(r[0])) for r in reversed(rows)]
+
+    def part_count(self, *, machine: str | None = None, program: str | None = None) -> int:
+        where, args = _filters(machine=machine, program=program)
+        sql = "SELECT COUNT(*) FROM parts" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock:
+            return int(self._db.execute(sql, args).fetchone()[0])
+
+    def next_part_numbers(self, machine: str) -> dict[str, int]:
+        """Per program, the part number the tracker should give the next part of this machine."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT program, MAX(part_number) FROM parts WHERE machine = ? GROUP BY program", (machine,)
+            ).fetchall()
+        return {program: int(n) + 1 for program, n in rows}
+
+    def alerts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+    ) -> list[Alert]:
+        """Alerts as they stand now, oldest change first."""
+        where, args = _filters(machine=machine, program=program, state=str(state) if state else None)
+        if since is not None:
+            where.append("updated >= ?")
+            args.append(since.isoformat())
+        if open_only:
+            where.append("state != 'closed'")
+        sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY updated, rowid"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [alert_from_dict(json.loads(r[0])) for r in rows]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return alert_from_dict(json.loads(row[0])) if row else None
+
+    def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:
+        """Every alert change after sequence number ``after``; for ``monitor alerts --follow``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, data FROM alert_events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+        return [(int(seq), alert_from_dict(json.loads(data))) for seq, data in rows]
+
+    def last_alert_event(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM alert_events").fetchone()
+        return int(row[0] or 0)
+
+    def load_detector_state(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM detector_state WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def load_position(self, machine: str, source: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT position FROM adapter_positions WHERE machine = ? AND source = ?", (machine, source)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def integrity_problems(self) -> list[str]:
+        """What a crash could have torn: parts whose stored measurements differ from their record."""
+        problems: list[str] = []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.key, p.data, COUNT(m.signal) FROM parts p LEFT JOIN measurements m ON m.part_key = p.key GROUP BY p.key"
+            ).fetchall()
+            check = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            problems.append(f"sqlite integrity_check: {check}")
+        for key, data, n in rows:
+            expected = len(json.loads(data)["measurements"])
+            if expected != n:
+                problems.append(f"part {key}: {n} measurements stored, {expected} in the record")
+        return problems
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, translated to StoreError."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot start a store transaction: {exc}") from exc
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if t is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"store commit failed: {exc}; check disk space") from exc
+        else:
+            self._db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"store write failed: {e}") from e
+
+
+def _filters(**kw: str | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in kw.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    return where, args
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

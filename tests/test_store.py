@@ -1,0 +1,168 @@
+"""The SQLite store: transactions per part, stable keys, migrations, and surviving a killed writer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import StoreError
+from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
+from monitor.store import SCHEMA_VERSION, Store
+
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+def part(n: int, machine: str = "m1", program: str = "O1001") -> PartRecord:
+    end = T0 + timedelta(minutes=n)
+    return PartRecord(
+        key=f"{machine}/{program}/{end.isoformat()}",
+        machine=machine,
+        program=program,
+        part_number=n,
+        start=end - timedelta(seconds=50),
+        end=end,
+        status=PartStatus.COMPLETE,
+        measurements={"probe.hole1_dia": 10.0 + n * 1e-4, "probe.hole1_x": 25.0},
+        tools=(ToolUse("12", 100.0, 101.0, 30.0),),
+        spindle=SpindleStats(40.0, 55.0, 30.0, 1200.0),
+        counter=n,
+    )
+
+
+def alert(n: int, state: AlertState = AlertState.OPEN) -> Alert:
+    return Alert(
+        id=f"m1/O1001/hole1_dia/forecast/{n}",
+        machine="m1",
+        program="O1001",
+        feature="hole1_dia",
+        kind=AlertKind.FORECAST,
+        severity=Severity.WARNING,
+        state=state,
+        part_number=n,
+        message="hole1_dia drifting",
+        time=T0 + timedelta(minutes=n),
+        evidence={"slope_um_per_part": -1.2},
+    )
+
+
+def test_part_round_trips_and_is_stored_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        assert store.record_part(part(1), [alert(1)], ("engine", {"x": 1})) is True
+        assert store.record_part(part(1), [alert(1)]) is False
+        assert store.parts() == [part(1)]
+        assert store.alerts()[0].evidence == {"slope_um_per_part": -1.2}
+        assert store.load_detector_state("engine") == {"x": 1}
+        assert len(store.alert_events()) == 1  # the duplicate part wrote no alert either
+
+
+def test_filters_and_next_part_numbers(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        for n in range(1, 6):
+            store.record_part(part(n))
+        store.record_part(part(3, program="O2002"))
+        store.record_part(part(1, machine="m2"))
+        assert [p.part_number for p in store.parts(machine="m1", program="O1001", last=2)] == [4, 5]
+        assert store.next_part_numbers("m1") == {"O1001": 6, "O2002": 4}
+        assert store.part_count(machine="m2") == 1
+        assert [p.part_number for p in store.parts(program="O1001", first_part=2, last_part=3, machine="m1")] == [2, 3]
+
+
+def test_alert_changes_update_one_row_and_keep_history(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        store.record_alerts([alert(1)])
+        store.record_alerts([alert(1, AlertState.ACKNOWLEDGED)])
+        assert [a.state for a in store.alerts()] == [AlertState.ACKNOWLEDGED]
+        assert [a.state for _, a in store.alert_events()] == [AlertState.OPEN, AlertState.ACKNOWLEDGED]
+        assert store.alerts(open_only=True) and not store.alerts(state=AlertState.CLOSED)
+
+
+def test_adapter_positions(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        store.save_position("m1", "mtconnect", {"instance": 7, "next": 1234})
+        store.save_position("m1", "mtconnect", {"instance": 7, "next": 1300})
+        assert store.load_position("m1", "mtconnect") == {"instance": 7, "next": 1300}
+        assert store.load_position("m1", "opcua") is None
+
+
+def test_schema_version_and_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this monitor"):
+        Store(path)
+
+
+def test_a_failed_part_transaction_leaves_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "m.db") as store:
+        bad_alert = alert(1)
+        object.__setattr__(bad_alert, "evidence", {"bad": object()})  # not JSON-able: fails mid-transaction
+        with pytest.raises(TypeError):
+            store.record_part(part(1), [bad_alert])
+        assert store.parts() == [] and store.alerts() == []
+        assert store.record_part(part(1)) is True
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from tests.test_store import part, alert
+    from monitor.store import Store
+    store = Store(sys.argv[1])
+    for n in range(1, int(sys.argv[2]) + 1):
+        store.record_part(part(n), [alert(n)] if n % 3 == 0 else [], ("engine", {"n": n}))
+        print(n, flush=True)
+    """
+)
+
+
+def _writer(db: Path, count: int) -> subprocess.Popen[str]:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(count)], stdout=subprocess.PIPE, text=True, cwd=root
+    )
+
+
+def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    total = 400
+    proc = _writer(db, total)
+    assert proc.stdout is not None
+    acknowledged = 0
+    for line in proc.stdout:  # kill it while it is writing, after a fair number of commits
+        acknowledged = int(line)
+        if acknowledged >= 60:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    with Store(db) as store:
+        assert store.integrity_problems() == []
+        stored = store.parts()
+        assert len(stored) >= acknowledged  # every acknowledged commit survived
+        assert len(stored) < total
+        assert [p.part_number for p in stored] == list(range(1, len(stored) + 1))
+        state = store.load_detector_state("engine")
+        assert state is not None and state["n"] == len(stored)  # state moved with its part
+        assert {a.part_number for a in store.alerts()} == {n for n in range(1, len(stored) + 1) if n % 3 == 0}
+    # the restarted writer sees the same parts again: nothing is stored twice
+    proc = _writer(db, total)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    with Store(db) as store:
+        assert store.integrity_problems() == []
+        assert [p.part_number for p in store.parts()] == list(range(1, total + 1))
+        events = store.alert_events(limit=10_000)
+        assert len(events) == len({a.id for _, a in events}) == total // 3
+    assert json.dumps(out.split()[-1]) == json.dumps(str(total))
