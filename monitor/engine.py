@@ -99,7 +99,8 @@ class DriftEngine:
             del self._book[key]
             closed = replace(
                 entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
-                evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": "back in control"},
+                evidence={**entry.alert.evidence, "closed_at_part": part.part_number,
+                          "close_reason": "back in control"},
             )
             return [closed]
         if entry is None:

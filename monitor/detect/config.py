@@ -71,15 +71,24 @@ class DetectionConfig(BaseModel):
         lt=1,
         description="significance level the trend (Kendall tau) must reach before a forecast alert opens",
     )
-    warning_parts: int = Field(default=10, ge=1, description="forecast alert escalates to warning at this many parts to breach")
-    critical_parts: int = Field(default=3, ge=0, description="forecast alert escalates to critical at this many parts to breach")
+    warning_parts: int = Field(
+        default=10, ge=1, description="forecast alert escalates to warning at this many parts to breach"
+    )
+    critical_parts: int = Field(
+        default=3, ge=0, description="forecast alert escalates to critical at this many parts to breach"
+    )
     escalate_after: int = Field(
-        default=5, ge=1, description="a chart alert (EWMA, CUSUM, run rule) still signalling after this many parts becomes a warning"
+        default=5,
+        ge=1,
+        description="a chart alert (EWMA, CUSUM, run rule) still signalling after this many parts becomes a warning",
     )
     close_after: int = Field(default=3, ge=1, description="consecutive in-control parts that close an alert")
     history: int = Field(default=200, ge=20, le=100_000, description="parts kept per feature for charts and capability")
     attribution_min_r: float = Field(
-        default=0.7, ge=0, le=1, description="|correlation| a covariate needs before an alert names it as the likely cause"
+        default=0.7,
+        ge=0,
+        le=1,
+        description="|correlation| a covariate needs before an alert names it as the likely cause",
     )
     offsets: dict[str, OffsetKind] = Field(
         default_factory=dict,

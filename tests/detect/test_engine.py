@@ -1,0 +1,143 @@
+"""The drift engine's alert management: open, escalate, acknowledge, close, persist."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from monitor.config import ProgramConfig
+from monitor.engine import DriftEngine
+from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, Severity
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def _program(**detection: Any) -> ProgramConfig:
+    return ProgramConfig.model_validate(
+        {
+            "program": "O1234",
+            "features": {
+                "hole1_pos": {
+                    "kind": "position",
+                    "x": {"signal": "probe.hole1_x", "nominal": 25.0},
+                    "y": {"signal": "probe.hole1_y", "nominal": 40.0},
+                    "tolerance": 0.05,
+                },
+                "hole1_dia": {
+                    "kind": "size",
+                    "signal": "probe.hole1_dia",
+                    "nominal": 10.0075,
+                    "lower": 10.0,
+                    "upper": 10.015,
+                },
+            },
+            "detection": detection,
+        }
+    )
+
+
+def _part(n: int, x: float = 25.0, y: float = 40.0, dia: float = 10.0075, *, machine: str = "vmc-01",
+          status: PartStatus = PartStatus.COMPLETE, program: str = "O1234") -> PartRecord:
+    t = T0 + timedelta(minutes=n)
+    return PartRecord(
+        key=f"{machine}/{program}/{n}", machine=machine, program=program, part_number=n, start=t, end=t,
+        status=status, measurements={"probe.hole1_x": x, "probe.hole1_y": y, "probe.hole1_dia": dia},
+    )
+
+
+def test_out_of_tolerance_opens_once_and_closes_after_quiet_parts() -> None:
+    engine = DriftEngine({"O1234": _program(close_after=2)})
+    assert engine.process(_part(1)) == []
+    opened = engine.process(_part(2, dia=10.02))
+    oot = [a for a in opened if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    assert len(oot) == 1
+    alert = oot[0]
+    assert alert.id == "vmc-01/O1234/hole1_dia/out_of_tolerance/2"
+    assert alert.severity is Severity.CRITICAL and alert.state is AlertState.OPEN
+    assert "hole1_dia" in alert.message and "\n" not in alert.message
+    json.dumps(alert.evidence)
+    # still out: no new change, still one open alert for that kind
+    assert [a for a in engine.process(_part(3, dia=10.02)) if a.kind is AlertKind.OUT_OF_TOLERANCE] == []
+    assert [a.id for a in engine.open_alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE] == [alert.id]
+    assert [a for a in engine.process(_part(4)) if a.kind is AlertKind.OUT_OF_TOLERANCE] == []
+    closed = [a for a in engine.process(_part(5)) if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    assert [(a.id, a.state) for a in closed] == [(alert.id, AlertState.CLOSED)]
+
+
+def test_true_position_judges_both_axes() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    # dx = dy = 0.02 -> TP = 2*sqrt(2)*0.02 = 0.0566 > 0.05 although each axis alone is inside 0.025
+    alerts = engine.process(_part(1, x=25.02, y=40.02))
+    assert [a.feature for a in alerts if a.kind is AlertKind.OUT_OF_TOLERANCE] == ["hole1_pos"]
+    assert alerts[0].evidence["true_position"] == pytest.approx(2 * math.sqrt(2) * 0.02)
+
+
+def test_odd_inputs_are_counted_not_raised() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    assert engine.process(_part(1, program="O9999")) == []
+    assert engine.process(_part(2, status=PartStatus.INCOMPLETE)) == []
+    assert engine.process(_part(3, dia=math.nan)) == []
+    assert engine.process(_part(4, x=math.inf)) == []
+    assert engine.counters["unknown_program"] == 1
+    assert engine.counters["part_not_complete"] == 1
+    assert engine.counters["nonfinite_measurement"] == 2
+
+
+def test_acknowledged_stays_acknowledged_until_closed_by_hand() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    [alert] = engine.process(_part(1, dia=10.02))
+    acked = engine.acknowledge(alert.id, T0)
+    assert acked is not None and acked.state is AlertState.ACKNOWLEDGED
+    assert engine.acknowledge(alert.id, T0) is None  # no change the second time
+    engine.process(_part(2, dia=10.03))
+    assert engine.open_alerts()[0].state is AlertState.ACKNOWLEDGED
+    closed = engine.close(alert.id, T0)
+    assert closed is not None and closed.state is AlertState.CLOSED
+    assert engine.close(alert.id, T0) is None
+    assert engine.acknowledge("nope", T0) is None
+    # the condition persists: a new alert with a new id opens on the next part
+    [again] = [a for a in engine.process(_part(3, dia=10.03)) if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    assert again.id != alert.id and again.state is AlertState.OPEN
+
+
+def test_signal_lost_opens_and_closes() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    engine.process(_part(7))
+    [lost] = engine.connection_changed("vmc-01", False, T0)
+    assert lost.kind is AlertKind.SIGNAL_LOST and lost.state is AlertState.OPEN and lost.part_number == 7
+    assert engine.connection_changed("vmc-01", False, T0) == []
+    [back] = engine.connection_changed("vmc-01", True, T0 + timedelta(minutes=1))
+    assert back.id == lost.id and back.state is AlertState.CLOSED
+    assert engine.connection_changed("vmc-01", True, T0) == []
+
+
+def test_state_round_trips_through_json_and_resumes() -> None:
+    programs = {"O1234": _program()}
+    a = DriftEngine(programs)
+    for n in range(1, 15):
+        a.process(_part(n, x=25.0 + 0.001 * math.sin(n), dia=10.0075 + 0.0002 * n))
+    a.process(_part(15, dia=10.02))
+    a.connection_changed("vmc-02", False, T0)
+    b = DriftEngine.from_state(programs, json.loads(json.dumps(a.state())))
+    assert [x.id for x in b.open_alerts()] == [x.id for x in a.open_alerts()]
+    for n in range(16, 30):
+        p = _part(n, x=25.0 + 0.0005 * n, dia=10.0075 + 0.0003 * n)
+        assert a.process(p) == b.process(p)
+    assert a.state() == b.state()
+    assert a.feature_view("vmc-01", "O1234", "hole1_dia") == b.feature_view("vmc-01", "O1234", "hole1_dia")
+
+
+def test_feature_view_is_json_able() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    for n in range(1, 12):
+        engine.process(_part(n, dia=10.0075 + 0.0001 * n))
+    view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
+    json.dumps(view)
+    assert [v["part_number"] for v in view["values"]] == list(range(1, 12))
+    assert view["limits"]["upper"] == 10.015
+    empty = engine.feature_view("vmc-09", "O1234", "hole1_pos")
+    assert empty["values"] == []
