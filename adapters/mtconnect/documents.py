@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 __all__ = [
+    "KNOWN_ERROR_CODES",
+    "Asset",
     "AssetsDocument",
     "CuttingToolAsset",
     "DataItem",
     "DataSetValue",
     "Device",
     "DevicesDocument",
+    "Document",
     "ErrorDocument",
     "ErrorEntry",
     "GenericAsset",
@@ -25,16 +28,13 @@ __all__ = [
     "MtcObservation",
     "ObservedValue",
     "StreamsDocument",
-    "Document",
-    "Asset",
-    "KNOWN_ERROR_CODES",
     "parse_time",
 ]
 
-DataSetValue = dict[str, "str | None | dict[str, str | None]"]
+DataSetValue = dict[str, "str | dict[str, str | None] | None"]
 """A DATA_SET (key -> text, None when removed) or TABLE (key -> {cell key -> text}) value."""
 
-ObservedValue = str | None | DataSetValue
+ObservedValue = str | DataSetValue | None
 """The raw value of one observation: text, None for UNAVAILABLE, or the entries of a set/table."""
 
 KNOWN_ERROR_CODES: frozenset[str] = frozenset(

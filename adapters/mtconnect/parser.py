@@ -67,6 +67,8 @@ _local = threading.local()
 _VERSION = re.compile(r":(\d+(?:\.\d+)*)$")
 _SETS = ("DataSet", "Table")
 _ASSET_EVENTS = frozenset({"AssetChanged", "AssetRemoved"})
+_ASSET_ROOTS = frozenset({"CuttingTool", "CuttingToolArchetype", "Part", "PartArchetype", "File", "RawMaterial",
+                          "QIFDocumentWrapper", "ComponentConfigurationParameters", "Fixture", "Pallet"})
 _CATEGORY = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
 
 
@@ -187,7 +189,7 @@ def _dispatch(root: Any, data: bytes, only: frozenset[str] | None) -> Document:
         return _error(root, q)
     if local == "MTConnectAssets":
         return _assets(root, q)
-    if root.get("assetId") is not None:
+    if root.get("assetId") is not None or local in _ASSET_ROOTS:
         return AssetsDocument("", Header(), (_asset(root),))
     raise BadDocument(f"not an MTConnect document (root element {local!r}): {_head(data)}")
 
@@ -231,7 +233,6 @@ def _streams(root: Any, q: str, only: frozenset[str] | None = None) -> StreamsDo
     out: list[MtcObservation] = []
     append = out.append
     qlen = len(q)
-    anyq = (q or "{}") + "*"
     t_header, t_streams, t_ds, t_cs = q + "Header", q + "Streams", q + "DeviceStream", q + "ComponentStream"
     containers = {q + k: v for k, v in _CATEGORY.items()}
     for child in root.iterchildren(t_header, t_streams):
@@ -245,31 +246,30 @@ def _streams(root: Any, q: str, only: frozenset[str] | None = None) -> StreamsDo
                 for cont in cs.iterchildren(*containers):
                     cat = containers[cont.tag]
                     cond = cat == "CONDITION"
-                    for el in cont.iterchildren(anyq):
+                    for el in cont.iterchildren("*"):
                         did = el.get("dataItemId")
                         if only is not None and did not in only:
                             continue
-                        tag = el.tag[qlen:]
+                        seq = el.get("sequence")
+                        ts = el.get("timestamp")
+                        tag = el.tag
+                        if tag.startswith(q):
+                            tag = tag[qlen:]
+                        else:  # a vendor extension: an observation if it looks like one, else ignored
+                            if seq is None or did is None:
+                                continue
+                            tag = _split(tag)[1]
+                        if did is None or ts is None:
+                            raise BadDocument(f"observation {tag} without dataItemId or timestamp")
                         text = el.text
                         if cond:
                             level: str | None = tag
                             value: ObservedValue = text.strip() if text else ""
                             if tag == "Unavailable":
                                 level = value = None
-                            append(
-                                MtcObservation(
-                                    int(el.get("sequence")),
-                                    el.get("timestamp"),
-                                    did,
-                                    cat,
-                                    el.get("type") or tag,
-                                    value,
-                                    dev,
-                                    cid,
-                                    level,
-                                    el.get("nativeCode"),
-                                )
-                            )
+                            obs = MtcObservation(int(seq), ts, did, cat, el.get("type") or tag, value, dev, cid, level)
+                            obs.native_code = el.get("nativeCode")
+                            append(obs)
                             continue
                         if tag.endswith(_SETS):
                             value = _set_value(el, q)
@@ -277,13 +277,10 @@ def _streams(root: Any, q: str, only: frozenset[str] | None = None) -> StreamsDo
                             value = None
                         else:
                             value = text if text is not None else ""
-                        obs = MtcObservation(int(el.get("sequence")), el.get("timestamp"), did, cat, tag, value, dev, cid)
+                        obs = MtcObservation(int(seq), ts, did, cat, tag, value, dev, cid)
                         if tag in _ASSET_EVENTS:
                             obs.asset_type = el.get("assetType")
                         append(obs)
-    for o in out:
-        if o.data_item_id is None or o.timestamp is None:
-            raise BadDocument(f"observation {o.element} without dataItemId or timestamp (sequence {o.sequence})")
     return StreamsDocument(_version(q), header, out)
 
 
