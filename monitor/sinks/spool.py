@@ -19,10 +19,10 @@ look at; they are never retried.
 >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
 >>> with tempfile.TemporaryDirectory() as d:
 ...     spool = Spool(Path(d), segment_events=2)
-...     spool.append([Observation("m1", "spindle.load", t, float(i)) for i in range(3)])
+...     kept = spool.append([Observation("m1", "spindle.load", t, float(i)) for i in range(3)])
 ...     first = spool.take_head()
-...     [e.value for e in first.events], spool.pending_events
-(([0.0, 1.0], 3))
+...     kept, [e.value for e in first.events], spool.pending_events
+(3, [0.0, 1.0], 3)
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._segments: dict[int, int] = {}  # number -> events in it, oldest first
         self._bytes = 0
+        self._pending = 0  # events in all segments; an int so other threads can read it safely
         self._tail_open = False  # may the newest segment take more appends?
         self.corrupt_lines = 0
         for path in sorted(directory.iterdir()):
@@ -109,6 +110,7 @@ class Spool:
                 path.unlink()
                 continue
             self._segments[number] = count
+            self._pending += count
             self._bytes += path.stat().st_size
 
     @staticmethod
@@ -120,7 +122,7 @@ class Spool:
     @property
     def pending_events(self) -> int:
         """Events on disk waiting to be written."""
-        return sum(self._segments.values())
+        return self._pending
 
     @property
     def pending_bytes(self) -> int:
@@ -155,6 +157,7 @@ class Spool:
             if number not in self._segments:
                 self._sync_dir()
             self._segments[number] = self._segments.get(number, 0) + len(chunk)
+            self._pending += len(chunk)
             self._bytes += len(data)
             self._tail_open = self._segments[number] < self.segment_events
             kept += len(chunk)
@@ -176,6 +179,7 @@ class Spool:
             os.fsync(f.fileno())
         self._sync_dir()
         self._segments = {number: len(events), **self._segments}
+        self._pending += len(events)
         self._bytes += len(data)
         if len(self._segments) == 1:
             self._tail_open = False
@@ -221,10 +225,11 @@ class Spool:
             segment.path.unlink()
         except FileNotFoundError:
             size = 0
-        self._segments.pop(segment.number, None)
+        self._pending -= self._segments.pop(segment.number, 0)
         self._bytes = max(0, self._bytes - size)
         if not self._segments:
             self._bytes = 0
+            self._pending = 0
 
     def set_aside(self, events: Sequence[Event], reason: str) -> None:
         """Append a refused batch to ``rejected.jsonl`` with the reason, for a person to inspect."""
