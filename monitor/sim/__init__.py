@@ -1,0 +1,38 @@
+"""The simulated cell: seeded physics of CNC machines, their signals and the ground truth.
+
+Used by ``monitor demo``, the tests, the simulated OPC UA and MTConnect servers and the
+detection benchmark. Load a scenario, build a cell, then read it::
+
+    cell = SimCell(load_scenario("demo"), seed=3)
+    for event in cell.events():              # time-ordered canonical signal updates
+        ...
+    cell.measurements("O1001")               # per-part probe values and context, no events
+    cell.ground_truth()                      # drift start and first out-of-tolerance part
+    await run_cell(cell, publish, speed=60)  # paced replay into a protocol server
+"""
+
+from __future__ import annotations
+
+from monitor.sim.cell import GroundTruth, SimCell, SimEvent, SimMachine
+from monitor.sim.csvfile import write_csv, write_program_csv
+from monitor.sim.physics import SimPart
+from monitor.sim.process import PROCESSES, load_programs
+from monitor.sim.runner import Publish, run_cell
+from monitor.sim.scenario import Scenario, list_scenarios, load_scenario
+
+__all__ = [
+    "PROCESSES",
+    "GroundTruth",
+    "Publish",
+    "Scenario",
+    "SimCell",
+    "SimEvent",
+    "SimMachine",
+    "SimPart",
+    "list_scenarios",
+    "load_programs",
+    "load_scenario",
+    "run_cell",
+    "write_csv",
+    "write_program_csv",
+]
