@@ -109,9 +109,7 @@ class OpcUaSource(BaseModel):
     username_env: str | None = Field(
         default=None, description="name of the environment variable holding the user name (never the name itself)"
     )
-    password_env: str | None = Field(
-        default=None, description="name of the environment variable holding the password"
-    )
+    password_env: str | None = Field(default=None, description="name of the environment variable holding the password")
     namespaces: dict[str, str] = Field(
         default_factory=dict,
         description="extra browse-path prefixes: {prefix: namespace URI}; `app` overrides the server's own namespace",

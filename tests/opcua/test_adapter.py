@@ -1,0 +1,148 @@
+"""The OPC UA adapter against the simulated CNC over TCP: mapping, timestamps, status, config checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import adapters.opcua.addressing as addressing_mod
+import adapters.opcua.client as client_mod
+import adapters.opcua.simserver as simserver_mod
+from adapters.opcua.addressing import BrowsePathAddress, NodeAddress, parse_address
+from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
+from adapters.opcua.simserver import SIM_APPLICATION_URI, OpcUaSimServer
+from adapters.registry import adapter_class
+from monitor.errors import ConfigError
+from monitor.model import CONNECTION_SIGNAL
+from tests.opcua.helpers import MACHINE, Collector, machine_config
+
+T0 = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)  # after the nodes' creation time
+
+
+def test_public_names_are_exported() -> None:
+    for mod in (addressing_mod, client_mod, simserver_mod):
+        public = {
+            n for n in vars(mod) if not n.startswith("_") and getattr(vars(mod)[n], "__module__", None) == mod.__name__
+        }
+        assert public <= set(mod.__all__), (mod.__name__, public - set(mod.__all__))
+
+
+def test_registry_serves_this_adapter() -> None:
+    assert adapter_class("opcua") is OpcUaAdapter
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("nsu=urn:x:y;s=Macro.R500", NodeAddress("urn:x:y", "s", "Macro.R500")),
+        ("ns=urn:vendor:cnc;s=Spindle1.Load", NodeAddress("urn:vendor:cnc", "s", "Spindle1.Load")),
+        ("i=2258", NodeAddress(None, "i", "2258")),
+        ("ns=0;i=2258", NodeAddress(None, "i", "2258")),
+        ("MA:Machines/app:VMC-01", BrowsePathAddress((("MA", "Machines"), ("app", "VMC-01")))),
+    ],
+)
+def test_parse_address(text: str, expected: object) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["ns=3;s=Spindle1.Load", "Machines/app:X", "i=abc"])
+def test_parse_address_refuses_unstable_or_unprefixed(text: str) -> None:
+    with pytest.raises(ValueError, match=r"namespace|prefix|numeric"):
+        parse_address(text)
+
+
+def test_numeric_namespace_index_is_a_config_error() -> None:
+    cfg = machine_config("opc.tcp://127.0.0.1:1", {"spindle.load": "ns=3;s=Spindle1.Load"})
+    with pytest.raises(ConfigError, match="URI"):
+        OpcUaAdapter(cfg)
+
+
+def test_queue_size_must_cover_publishing_interval() -> None:
+    cfg = machine_config(
+        "opc.tcp://127.0.0.1:1",
+        {"spindle.load": {"node": "i=2258", "queue_size": 2}, "spindle.speed": "i=2258"},
+        publishing_interval_ms=500,
+        sampling_interval_ms=100,
+        queue_size=5,
+    )
+    warnings = queue_size_warnings(cfg.source, OpcUaAdapter(cfg).plans)
+    assert len(warnings) == 1 and warnings[0].startswith("spindle.load: queue_size 2 < ")
+
+
+async def test_values_arrive_with_source_timestamps(sim: OpcUaSimServer) -> None:
+    async with OpcUaAdapter(machine_config(sim.endpoint)) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(lambda items: any(o.signal == CONNECTION_SIGNAL for o in items), what="connected")
+            for i in range(1, 6):
+                await sim.publish(MACHINE.id, "spindle.load", 10.0 * i, T0 + timedelta(seconds=i))
+            await sim.publish(MACHINE.id, "program.name", "O1234", T0)
+            await sim.publish(MACHINE.id, "execution", "ACTIVE", T0)
+            await sim.publish(MACHINE.id, "part.count", 7, T0)
+            await sim.publish(MACHINE.id, "probe.hole1_x", 25.0012, T0)
+            await col.wait(lambda items: any(o.signal == "probe.hole1_x" and o.value == 25.0012 for o in items))
+            await col.wait(lambda items: len([o for o in items if o.signal == "spindle.load" and o.time >= T0]) == 5)
+            loads = [(o.time, o.value) for o in col.of("spindle.load") if o.time >= T0]
+            assert loads == [(T0 + timedelta(seconds=i), 10.0 * i) for i in range(1, 6)]
+            assert [o.value for o in col.of("program.name")][-1] == "O1234"
+            assert [o.value for o in col.of("execution")][-1] == "ACTIVE"
+            assert [o.value for o in col.of("part.count")][-1] == 7.0
+            assert adapter.resolved["probe.hole1_x"] == f"nsu={SIM_APPLICATION_URI};s=vmc-01.Vendor.Macro.R500"
+            assert adapter.resolved["spindle.load"].startswith(f"nsu={SIM_APPLICATION_URI};")
+        finally:
+            await col.aclose()
+
+
+async def test_bad_status_becomes_unavailable_and_logs_once(
+    sim: OpcUaSimServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with OpcUaAdapter(machine_config(sim.endpoint)) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(lambda items: any(o.signal == CONNECTION_SIGNAL for o in items), what="connected")
+            for i in range(3):
+                await sim.publish(MACHINE.id, "probe.hole1_y", None, T0 + timedelta(seconds=i))
+                await sim.publish(MACHINE.id, "probe.hole1_y", 40.0 + i, T0 + timedelta(seconds=i, milliseconds=500))
+            await col.wait(lambda items: any(o.signal == "probe.hole1_y" and o.value == 42.0 for o in items))
+            values = [o.value for o in col.of("probe.hole1_y") if o.time >= T0]
+            assert values == [None, 40.0, None, 41.0, None, 42.0]
+            logged = [r for r in caplog.records if "BadNoCommunication" in r.getMessage()]
+            assert len(logged) == 1
+            assert adapter.stats.counts["bad_status:probe.hole1_y:BadNoCommunication"] == 3
+        finally:
+            await col.aclose()
+
+
+async def test_unknown_browse_path_is_skipped_and_reported(sim: OpcUaSimServer) -> None:
+    signals = {
+        "spindle.load": "MA:Machines/app:vmc-01/CNC:CncInterface/CNC:CncSpindleList/app:S1/CNC:ActLoad",
+        "spindle.speed": "MA:Machines/app:vmc-01/CNC:CncInterface/CNC:CncSpindleList/app:S9/CNC:ActSpeed",
+        "tool.number": "XX:Nothing",
+    }
+    async with OpcUaAdapter(machine_config(sim.endpoint, signals)) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(lambda items: any(o.signal == CONNECTION_SIGNAL for o in items), what="connected")
+            await sim.publish(MACHINE.id, "spindle.load", 55.0, T0)
+            await col.wait(lambda items: any(o.signal == "spindle.load" and o.value == 55.0 for o in items))
+            assert set(adapter.resolved) == {"spindle.load"}
+            assert adapter.stats.counts["unresolved:spindle.speed"] == 1
+            assert adapter.stats.counts["unresolved:tool.number"] == 1
+        finally:
+            await col.aclose()
+
+
+async def test_deadband_filters_small_changes(sim: OpcUaSimServer) -> None:
+    signals = {"spindle.load": {"node": "nsu=urn:cnc-monitor:sim;s=vmc-01.CncInterface.CncSpindleList.S1.ActLoad",
+                                "deadband": 1.0}}  # fmt: skip
+    async with OpcUaAdapter(machine_config(sim.endpoint, signals)) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(lambda items: any(o.signal == CONNECTION_SIGNAL for o in items), what="connected")
+            for i, v in enumerate([10.0, 10.5, 10.9, 12.0, 12.2, 20.0]):
+                await sim.publish(MACHINE.id, "spindle.load", v, T0 + timedelta(seconds=i))
+            await col.wait(lambda items: any(o.value == 20.0 for o in items))
+            assert [o.value for o in col.of("spindle.load") if o.time >= T0] == [10.0, 12.0, 20.0]
+        finally:
+            await col.aclose()
