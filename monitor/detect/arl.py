@@ -1,0 +1,173 @@
+"""Average run length (ARL) of two-sided EWMA and tabular CUSUM charts, and limits for a target ARL.
+
+Both charts are approximated by finite Markov chains on standardized data (in-control N(0, 1)):
+
+* EWMA ``Z_t = (1 - lam) Z_{t-1} + lam x_t`` with fixed limits ``+-L sqrt(lam / (2 - lam))``
+  (asymptotic sigma), ``Z_0 = 0``: the in-control interval is cut into ``states`` cells and the
+  chain moves between cell centres (Lucas & Saccucci 1990, Technometrics 32(1) 1-12).
+* Tabular CUSUM ``S_t = max(0, S_{t-1} + x_t - k)`` signalling at ``S_t > h``: the chain of
+  Brook & Evans (1972, Biometrika 59(3) 539-549) with an atom at zero. The two-sided ARL combines
+  the upper and lower one-sided ARLs as ``1/ARL = 1/ARL+ + 1/ARL-`` (Van Dobben de Bruyn 1968),
+  which is the usual table value (Montgomery, *Introduction to SQC*, Table 9.3).
+
+The zero-state ARL is ``(I - P)^{-1} 1`` at the start state. 151 states give published table
+values to a few parts in a thousand for 1 ms of ``numpy.linalg.solve``; limits for a target ARL
+are found with Brent's method on ``log ARL`` (about 30 ms) and cached.
+
+>>> round(ewma_arl(0.10, 2.814))
+499
+>>> round(cusum_arl(0.5, 5.0, shift=1.0), 1)
+10.4
+>>> round(ewma_limit(0.10, 500.0), 2)
+2.81
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from monitor.errors import DetectionError
+
+__all__ = [
+    "DEFAULT_STATES",
+    "arl_table",
+    "cusum_arl",
+    "cusum_h",
+    "ewma_arl",
+    "ewma_limit",
+    "shewhart_limit",
+]
+
+DEFAULT_STATES = 151
+"""Markov-chain states: enough for <1% error against Lucas & Saccucci and Montgomery tables."""
+
+DEFAULT_SHIFTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def _check(name: str, value: float, lo: float, hi: float = math.inf) -> None:
+    if not (math.isfinite(value) and lo < value < hi) and not (value == hi and hi == 1.0):
+        raise DetectionError(f"{name} must lie in ({lo}, {hi}); got {value}")
+
+
+def ewma_arl(lam: float, limit: float, shift: float = 0.0, states: int = DEFAULT_STATES) -> float:
+    """Zero-state ARL of a two-sided EWMA chart with weight ``lam`` and width ``limit`` (L) at a mean ``shift``."""
+    _check("lambda", lam, 0.0, 1.0)
+    _check("L", limit, 0.0)
+    m = states | 1  # odd, so that a cell is centred on 0
+    h = limit * math.sqrt(lam / (2.0 - lam))
+    d = 2.0 * h / m
+    c = -h + d * (np.arange(m) + 0.5)
+    base = (1.0 - lam) * c[:, None]
+    upper = norm.cdf((c[None, :] + d / 2 - base) / lam - shift)
+    lower = norm.cdf((c[None, :] - d / 2 - base) / lam - shift)
+    p = upper - lower
+    arl = np.linalg.solve(np.eye(m) - p, np.ones(m))
+    return float(arl[m // 2])
+
+
+def _cusum_one_sided(k: float, h: float, shift: float, states: int, headstart: float) -> float:
+    m = states
+    w = 2.0 * h / (2 * m - 1)
+    c = np.arange(m) * w
+    edges = (np.arange(m) + 0.5) * w  # upper edge of each state
+    cdf = norm.cdf(edges[None, :] - c[:, None] + k - shift)
+    p = np.empty((m, m))
+    p[:, 0] = cdf[:, 0]
+    p[:, 1:] = cdf[:, 1:] - cdf[:, :-1]
+    arl = np.linalg.solve(np.eye(m) - p, np.ones(m))
+    start = min(m - 1, round(headstart / w))
+    return float(arl[start])
+
+
+def cusum_arl(
+    k: float, h: float, shift: float = 0.0, states: int = DEFAULT_STATES, headstart: float = 0.0
+) -> float:
+    """Zero-state ARL of a two-sided tabular CUSUM (reference ``k``, interval ``h``, sigmas) at a mean ``shift``.
+
+    ``headstart`` is the fast-initial-response start value of both sums (Lucas & Crosier 1982).
+    """
+    _check("k", k + 1.0, 0.0)
+    _check("h", h, 0.0)
+    if not 0.0 <= headstart < h:
+        raise DetectionError(f"headstart must lie in [0, h); got {headstart}")
+    up = _cusum_one_sided(k, h, shift, states, headstart)
+    down = _cusum_one_sided(k, h, -shift, states, headstart)
+    return 1.0 / (1.0 / up + 1.0 / down)
+
+
+def _solve(arl_of: Callable[[float], float], target: float, lo: float, hi: float, what: str) -> float:
+    """Root of ``log ARL(x) = log target``, widening the bracket upwards from ``hi`` as needed."""
+    goal = math.log(target)
+
+    def g(x: float) -> float:
+        arl = arl_of(x)
+        if not math.isfinite(arl) or arl <= 0:  # the solve broke down: ARL far beyond any target
+            return math.inf
+        return math.log(arl) - goal
+
+    if not g(lo) < 0:
+        raise DetectionError(f"{what} below {lo} is needed for an in-control ARL of {target:g}")
+    top = hi
+    while g(top) < 0:
+        top *= 1.5
+        if top > 60:
+            raise DetectionError(f"no {what} reaches an in-control ARL of {target:g}")
+    return float(brentq(g, lo, top, xtol=1e-6))
+
+
+@lru_cache(maxsize=256)
+def ewma_limit(lam: float, arl0: float, states: int = DEFAULT_STATES) -> float:
+    """The width L (asymptotic EWMA sigmas) that gives the in-control ARL ``arl0``."""
+    _check("lambda", lam, 0.0, 1.0)
+    _check("arl0", arl0, 1.0)
+    return _solve(lambda x: ewma_arl(lam, x, 0.0, states), arl0, 0.3, 3.0, "EWMA limit L")
+
+
+@lru_cache(maxsize=256)
+def cusum_h(k: float, arl0: float, states: int = DEFAULT_STATES, fir: bool = False) -> float:
+    """The decision interval h (sigmas) that gives the in-control ARL ``arl0`` (with an h/2 head start if ``fir``)."""
+    _check("k", k + 1.0, 0.0)
+    _check("arl0", arl0, 1.0)
+
+    def arl(h: float) -> float:
+        return cusum_arl(k, h, 0.0, states, h / 2 if fir else 0.0)
+
+    return _solve(arl, arl0, 0.05, 4.0, "CUSUM interval h")
+
+
+def shewhart_limit(arl0: float) -> float:
+    """Two-sided limit (sigmas) of an individuals chart whose in-control ARL is ``arl0``."""
+    _check("arl0", arl0, 1.0)
+    return float(norm.isf(0.5 / arl0))
+
+
+def arl_table(
+    chart: str,
+    *,
+    lam: float = 0.2,
+    k: float = 0.5,
+    limit: float | None = None,
+    arl0: float | None = None,
+    fir: bool = False,
+    shifts: tuple[float, ...] = DEFAULT_SHIFTS,
+) -> dict[str, object]:
+    """What ``monitor tune`` prints: the limit (given or solved for ``arl0``) and the ARL per shift."""
+    if (limit is None) == (arl0 is None):
+        raise DetectionError("give either a limit (--limit/--h) or a target in-control ARL (--arl0)")
+    if chart == "ewma":
+        width = limit if limit is not None else ewma_limit(lam, float(arl0))  # type: ignore[arg-type]
+        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": ewma_arl(lam, width, s) for s in shifts}
+        return {"chart": "ewma", "lambda": lam, "L": round(width, 4), "arl0": ewma_arl(lam, width), "arl": arls}
+    if chart == "cusum":
+        h = limit if limit is not None else cusum_h(k, float(arl0), fir=fir)  # type: ignore[arg-type]
+        hs = h / 2 if fir else 0.0
+        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": cusum_arl(k, h, s, headstart=hs) for s in shifts}
+        return {"chart": "cusum", "k": k, "h": round(h, 4), "fir": fir, "arl0": cusum_arl(k, h, headstart=hs),
+                "arl": arls}
+    raise DetectionError(f"unknown chart {chart!r}; use ewma or cusum")

@@ -1,0 +1,143 @@
+"""Attribution of a drift: which process signal moves with it, and the offset that re-centres it."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from monitor.detect.base import check_finite, check_range, register
+from monitor.detect.config import OffsetKind
+
+__all__ = ["COVARIATES", "Attribution", "AttributionResult", "OffsetSuggestion", "suggest_offset"]
+
+COVARIATES: dict[str, str] = {
+    "tool_life": "tool life",
+    "cutting_time": "cutting time",
+    "spindle_load": "spindle load",
+    "warmup": "time since warm-up",
+}
+"""Covariates the engine extracts from part records, with the words used in alert messages.
+Ties are broken in this order: tool wear is the most common cause of gradual drift."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionResult:
+    """Pearson r of the deviation with each covariate over the window, and the best if strong enough."""
+
+    n: int
+    correlations: dict[str, float]
+    cause: str | None
+    r: float | None
+    skipped: bool = False
+
+
+@register("attribution")
+class Attribution:
+    """Correlates a feature's deviation with covariates (tool life, cutting time, load, warm-up).
+
+    ``update(x, covariates)`` keeps the last ``window`` pairs; a covariate is correlated over the
+    parts where it is known (at least ``min_parts``, not constant). The cause named is the
+    covariate with the largest |r| if it reaches ``min_r``. Correlation is evidence, not proof: a
+    linear drift correlates with anything monotone in time, hence the tie order in COVARIATES.
+    NaN or infinite ``x`` is skipped (``skipped``); non-finite covariates count as unknown.
+
+    >>> at = Attribution(min_r=0.9)
+    >>> res = [at.update(0.001 * i + 0.0002 * (-1) ** i, {"tool_life": 100.0 - i, "spindle_load": 40.0})
+    ...        for i in range(10)]
+    >>> res[-1].cause, round(res[-1].r, 3)
+    ('tool_life', -0.998)
+    """
+
+    def __init__(self, window: int = 30, min_r: float = 0.7, min_parts: int = 8) -> None:
+        self.window = int(check_range("window", window, 3, 100_000))
+        self.min_r = check_range("min_r", min_r, 0.0, 1.0)
+        self.min_parts = int(check_range("min_parts", min_parts, 3, 100_000))
+        self._rows: deque[tuple[float, dict[str, float]]] = deque(maxlen=self.window)
+        self._n = 0
+
+    def reset(self) -> None:
+        self._rows.clear()
+        self._n = 0
+
+    def update(self, x: float, covariates: Mapping[str, float | None] | None = None) -> AttributionResult:
+        if not check_finite(x):
+            return self._result(skipped=True)
+        cov = {k: float(v) for k, v in (covariates or {}).items() if v is not None and check_finite(v)}
+        self._rows.append((float(x), cov))
+        self._n += 1
+        return self._result()
+
+    def _result(self, skipped: bool = False) -> AttributionResult:
+        names = [n for n in COVARIATES if any(n in c for _, c in self._rows)]
+        names += sorted({n for _, c in self._rows for n in c} - set(names))
+        corr: dict[str, float] = {}
+        for name in names:
+            pairs = [(x, c[name]) for x, c in self._rows if name in c]
+            if len(pairs) < self.min_parts:
+                continue
+            a = np.array(pairs)
+            if np.ptp(a[:, 0]) == 0 or np.ptp(a[:, 1]) == 0:
+                continue
+            r = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
+            if math.isfinite(r):
+                corr[name] = r
+        cause = None
+        best = 0.0
+        for name, r in corr.items():
+            if abs(r) >= self.min_r and abs(r) > abs(best) + 1e-9:
+                cause, best = name, r
+        return AttributionResult(self._n, corr, cause, best if cause else None, skipped)
+
+    def state(self) -> dict[str, Any]:
+        return {"window": self.window, "min_r": self.min_r, "min_parts": self.min_parts, "n": self._n,
+                "rows": [[x, c] for x, c in self._rows]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Attribution:
+        obj = cls(state["window"], state["min_r"], state["min_parts"])
+        obj._rows.extend((float(x), {k: float(v) for k, v in c.items()}) for x, c in state["rows"])
+        obj._n = int(state["n"])
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetSuggestion:
+    """The offset change that re-centres a feature: which register, by how much (mm, signed)."""
+
+    register: str
+    change: float
+
+    def text(self) -> str:
+        return f"suggest {self.register} {self.change:+.4f} mm"
+
+
+_OFFSET_FACTORS: dict[str, tuple[str, float]] = {
+    "diameter": ("X wear offset (diameter)", -1.0),
+    "radius": ("X wear offset (radius)", -0.5),
+    "cutter_radius_hole": ("cutter radius (D) wear", 0.5),
+    "cutter_radius_boss": ("cutter radius (D) wear", -0.5),
+    "length": ("length (H/Z) wear offset", -1.0),
+}
+
+
+def suggest_offset(deviation: float, kind: OffsetKind | str) -> OffsetSuggestion:
+    """Offset change for a size feature whose mean is ``deviation`` mm off nominal, or for one axis.
+
+    ``kind`` is an :data:`~monitor.detect.config.OffsetKind` for size features, or an axis letter
+    ("x", "y", "z") for a position feature (work/wear offset of that axis, change = -deviation).
+    A bore with cutter compensation that is 0.004 mm too large wants 0.002 mm more cutter radius:
+
+    >>> suggest_offset(0.004, "cutter_radius_hole").text()
+    'suggest cutter radius (D) wear +0.0020 mm'
+    >>> suggest_offset(0.012, "x").text()
+    'suggest X wear offset -0.0120 mm'
+    """
+    if kind in _OFFSET_FACTORS:
+        register_name, factor = _OFFSET_FACTORS[kind]
+        return OffsetSuggestion(register_name, factor * deviation)
+    return OffsetSuggestion(f"{kind.upper()} wear offset", -deviation)
