@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import numpy as np
+
 from monitor.config import PositionFeatureConfig, ProgramConfig, SizeFeatureConfig
 from monitor.model import Observation, Value
-from monitor.sim.physics import PartPlan, SimPart, simulate_machine
+from monitor.sim.physics import END_S, OpRun, PartPlan, SimPart, simulate_machine
 from monitor.sim.process import PROBE_TOOL_NUMBER, PROCESSES, load_programs
 from monitor.sim.scenario import Scenario
 
@@ -60,11 +62,13 @@ class SimEvent(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SimMachine:
-    """A simulated machine: its id, the programs it runs in order, the signals it publishes."""
+    """A simulated machine: its id, the programs it runs in order, the signals it publishes and
+    the tool numbers ``tool.number`` can show (the probe is :data:`PROBE_TOOL_NUMBER`)."""
 
     id: str
     programs: tuple[str, ...]
     signals: tuple[str, ...]
+    tools: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +112,7 @@ class SimCell:
         self._plans: dict[str, list[PartPlan]] = {
             m.id: simulate_machine(scenario, m, i, seed, self._programs, parts) for i, m in enumerate(scenario.machines)
         }
-        self.machines: list[SimMachine] = [
-            SimMachine(
-                m.id,
-                tuple(run.program for run in m.programs),
-                _BASE_SIGNALS + tuple(dict.fromkeys(s for r in m.programs for s in PROCESSES[r.program].probe_signals)),
-            )
-            for m in scenario.machines
-        ]
+        self.machines: list[SimMachine] = [_describe(m.id, [r.program for r in m.programs]) for m in scenario.machines]
 
     # ------------------------------------------------------------------------------ fast views
     def programs(self) -> dict[str, ProgramConfig]:
@@ -180,6 +177,33 @@ class SimCell:
             yield SimEvent(epoch + timedelta(seconds=t), machine, signal, value)
 
 
+def _describe(machine: str, programs: list[str]) -> SimMachine:
+    """Programs, signals and tool numbers of one machine, in the order the cell uses them."""
+    processes = [PROCESSES[p] for p in programs]
+    probes = dict.fromkeys(s for p in processes for s in p.probe_signals)
+    tools = dict.fromkeys(op.tool_number for p in processes for op in p.operations)
+    return SimMachine(machine, tuple(programs), (*_BASE_SIGNALS, *probes), (*tools, PROBE_TOOL_NUMBER))
+
+
+def _op_events(
+    ev: list[_Raw], machine: str, op: OpRun, rng: np.random.Generator | None, noise: float, dt: float
+) -> None:
+    """Tool change, spindle run-up, load samples (or one mean value without ``rng``), spindle stop."""
+    ev.append((op.change_at, machine, "tool.number", float(op.op.tool_number)))
+    ev.append((op.change_at, machine, "tool.life", round(op.life_before, 2)))
+    ev.append((op.cut_start, machine, "spindle.speed", op.op.rpm))
+    if rng is not None:
+        n = int((op.cut_end - op.cut_start) / dt)
+        loads = np.round(op.load + noise * rng.standard_normal(n), 1)
+        base = op.cut_start
+        ev.extend((base + (k + 1) * dt, machine, "spindle.load", float(v)) for k, v in enumerate(loads))
+    else:
+        ev.append((op.cut_start, machine, "spindle.load", round(op.load, 1)))
+    ev.append((op.cut_end, machine, "spindle.load", 0.0))
+    ev.append((op.cut_end, machine, "spindle.speed", 0.0))
+    ev.append((op.cut_end, machine, "tool.life", round(op.life_after, 2)))
+
+
 def _axes(feature: SizeFeatureConfig | PositionFeatureConfig) -> list[tuple[str, float]]:
     """(signal, nominal) of every coordinate that makes the feature."""
     if isinstance(feature, SizeFeatureConfig):
@@ -210,8 +234,6 @@ def _machine_events(
     machine: str, plans: list[PartPlan], scenario: Scenario, seed: int, index: int, samples: bool
 ) -> Iterator[_Raw]:
     """One machine's updates in time order, part by part (a part's window is sorted on its own)."""
-    import numpy as np
-
     rng = np.random.default_rng([seed, index, 2])
     spec = scenario.machines[index]
     noise = spec.noise.load_pct
@@ -219,26 +241,19 @@ def _machine_events(
     for plan in plans:
         part = plan.part
         ev: list[_Raw] = []
-        s = plan.start_s
+        s = plan.aborted.change_at if plan.aborted is not None else plan.start_s
         if plan.first_of_batch:
             if part.counter == 1:
                 ev.append((s, machine, "part.count", 0.0))
             ev.append((s, machine, "program.name", part.program))
-        ev.append((s, machine, "execution", "ACTIVE"))
+        if plan.aborted is not None:
+            ev.append((s, machine, "execution", "ACTIVE"))
+            _op_events(ev, machine, plan.aborted, rng if samples else None, noise, dt)
+            ev.append((plan.aborted.cut_end, machine, "execution", "INTERRUPTED"))
+            ev.append((plan.aborted.cut_end + END_S, machine, "execution", "READY"))
+        ev.append((plan.start_s, machine, "execution", "ACTIVE"))
         for op in plan.ops:
-            ev.append((op.change_at, machine, "tool.number", float(op.op.tool_number)))
-            ev.append((op.change_at, machine, "tool.life", round(op.life_before, 2)))
-            ev.append((op.cut_start, machine, "spindle.speed", op.op.rpm))
-            if samples:
-                n = int((op.cut_end - op.cut_start) / dt)
-                loads = np.round(op.load + noise * rng.standard_normal(n), 1)
-                base = op.cut_start
-                ev.extend((base + (k + 1) * dt, machine, "spindle.load", float(v)) for k, v in enumerate(loads))
-            else:
-                ev.append((op.cut_start, machine, "spindle.load", round(op.load, 1)))
-            ev.append((op.cut_end, machine, "spindle.load", 0.0))
-            ev.append((op.cut_end, machine, "spindle.speed", 0.0))
-            ev.append((op.cut_end, machine, "tool.life", round(op.life_after, 2)))
+            _op_events(ev, machine, op, rng if samples else None, noise, dt)
         ev.append((plan.probe_change_at, machine, "tool.number", float(PROBE_TOOL_NUMBER)))
         for signal, at in plan.probe_times.items():
             ev.append((at, machine, signal, part.measured.get(signal)))

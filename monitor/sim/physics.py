@@ -83,6 +83,8 @@ class SimPart:
     cutting_time_s: float
     warm_min: float
     thermal: float
+    aborted_attempts: int = 0
+    """1 when a first attempt at this part was interrupted (see the scenario's ``aborts``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,8 @@ class PartPlan:
     probe_times: dict[str, float]
     first_of_batch: bool
     stop_after: bool
+    aborted: OpRun | None = None
+    """The interrupted first operation of an aborted attempt at this part, if there was one."""
     """A break or a changeover follows: the machine shows STOPPED."""
 
 
@@ -244,6 +248,7 @@ def simulate_machine(
         steps = [s for s in spec.steps if _step_applies(s, run.program, single)]
         _check_creep(steps, program, spec.id)
         breaks = {b.after_part: b.idle_s for b in spec.breaks if _step_applies(b, run.program, single)}
+        aborts = {a.at_part for a in spec.aborts if _step_applies(a, run.program, single)}
         n_ops = len(process.operations)
         cut_total = spec.cycle_s - TOOL_CHANGE_S * (n_ops + 1) - PROBE_STEP_S * len(process.probe_signals) - END_S
         if cut_total <= 0:
@@ -277,6 +282,12 @@ def simulate_machine(
                     state.fixture["z"] += step.dz_um
                 elif isinstance(step, Offset):
                     state.offsets[step.signal] = state.offsets.get(step.signal, 0.0) + step.um
+            aborted: OpRun | None = None
+            if n in aborts:
+                aborted = _interrupted(process.operations[0], tools, t, cut_total)
+                thermal.heat(aborted.cut_end - t)
+                thermal.cool(END_S + spec.idle_s)
+                t = aborted.cut_end + END_S + spec.idle_s
             start = t
             ops: list[OpRun] = []
             cursor = start
@@ -351,6 +362,7 @@ def simulate_machine(
                 cutting_time_s=cut_time,
                 warm_min=(probe_change_at - warm_start) / 60.0,
                 thermal=theta,
+                aborted_attempts=int(aborted is not None),
             )
             brk = breaks.get(n)
             last_of_batch = n == n_parts
@@ -362,12 +374,25 @@ def simulate_machine(
             else:
                 idle = spec.idle_s + spec.idle_jitter_s * jitter
             stop = changeover or brk is not None
-            plans.append(PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop))
+            plans.append(PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted))
             thermal.cool(idle)
             t = end + idle
             if brk is not None or changeover:
                 warm_start = t
     return plans
+
+
+def _interrupted(op: Operation, tools: dict[str, _Tool], t: float, cut_total: float) -> OpRun:
+    """The first operation of an aborted attempt, stopped halfway; the tool still wore."""
+    tool = tools[op.tool]
+    if tool.life_parts is not None and tool.cuts >= tool.life_parts:
+        tool.replace()
+    dur = cut_total * op.share / 2.0
+    life_before = tool.minutes
+    tool.cuts += 1
+    tool.minutes += dur / 60.0
+    load = op.load_pct * (1.0 + tool.load_gain * tool.wear()) + tool.chip_load
+    return OpRun(op, t, t + TOOL_CHANGE_S, t + TOOL_CHANGE_S + dur, life_before, tool.minutes, load)
 
 
 def _plateau(cycle_s: float, idle_s: float, heat_tau_s: float, cool_tau_s: float) -> float:

@@ -20,6 +20,7 @@ from monitor.yamlmarks import LoadedYaml, load_yaml
 
 __all__ = [
     "SCENARIO_DIR",
+    "Abort",
     "Break",
     "ChippedTool",
     "Creep",
@@ -87,6 +88,15 @@ class Break(BaseModel):
     model_config = _STRICT
     after_part: int = Field(ge=1)
     idle_s: float = Field(gt=0)
+    program: str | None = None
+
+
+class Abort(BaseModel):
+    """An interrupted cycle: the operator stops part ``at_part`` during its first operation, resets,
+    and machines it again on a fresh blank. The counter does not move for the aborted attempt."""
+
+    model_config = _STRICT
+    at_part: int = Field(ge=1)
     program: str | None = None
 
 
@@ -177,6 +187,7 @@ class MachineSpec(BaseModel):
     idle_jitter_s: float = Field(default=4.0, ge=0, description="uniform +- variation of idle_s")
     changeover_s: float = Field(default=900.0, gt=0, description="idle between two batches")
     breaks: list[Break] = Field(default_factory=list)
+    aborts: list[Abort] = Field(default_factory=list)
     thermal: Thermal = Field(default_factory=Thermal)
     noise: Noise = Field(default_factory=Noise)
     bias_um: dict[str, float] = Field(
@@ -207,8 +218,12 @@ class MachineSpec(BaseModel):
         for signal in [*self.bias_um, *self.dropouts.signals]:
             if signal not in signals:
                 problems.append(f"{signal}: not a probe signal of {names}; signals are {sorted(signals)}")
-        for i, item in enumerate([*self.steps, *self.breaks]):
-            where = f"steps[{i}]" if i < len(self.steps) else f"breaks[{i - len(self.steps)}]"
+        items: list[tuple[str, Step | Break | Abort]] = [
+            *((f"steps[{i}]", s) for i, s in enumerate(self.steps)),
+            *((f"breaks[{i}]", b) for i, b in enumerate(self.breaks)),
+            *((f"aborts[{i}]", a) for i, a in enumerate(self.aborts)),
+        ]
+        for where, item in items:
             if item.program is None and len(names) > 1:
                 problems.append(f"{where}: say which program (the machine runs {names})")
             elif item.program is not None and item.program not in names:

@@ -161,3 +161,28 @@ def test_write_csv_one_file_per_program_with_empty_dropouts(tmp_path: Path) -> N
     assert rows[9]["probe.hole1_x"] == "" and rows[10]["probe.hole1_dia"] == ""
     first = cell.measurements("O1001")[0]
     assert float(rows[0]["probe.hole1_dia"]) == first.measured["probe.hole1_dia"]
+
+
+def test_aborted_attempt_is_interrupted_without_counting_a_part() -> None:
+    cell = _cell("aborted", 0, parts=20)
+    events = list(cell.events(include_spindle_samples=False))
+    execution = [e for e in events if e.signal == "execution"]
+    interrupted = [i for i, e in enumerate(execution) if e.value == "INTERRUPTED"]
+    assert len(interrupted) == 1
+    i = interrupted[0]
+    assert [e.value for e in execution[i - 1 : i + 3]] == ["ACTIVE", "INTERRUPTED", "READY", "ACTIVE"]
+    count_before = [e.value for e in events if e.signal == "part.count" and e.time <= execution[i].time][-1]
+    assert count_before == 14.0, "the counter never moves for the aborted attempt"
+    assert [e.value for e in events if e.signal == "part.count"] == [float(n) for n in range(21)]
+    parts = cell.measurements("O1001")
+    assert [p.part for p in parts] == list(range(1, 21))
+    assert parts[14].aborted_attempts == 1 and parts[14].tool_cuts["T1"] == parts[13].tool_cuts["T1"] + 2
+    attempt = (execution[i - 1].time, execution[i].time)
+    assert not [e for e in events if e.signal.startswith("probe.") and attempt[0] <= e.time <= attempt[1]]
+
+
+def test_machines_list_their_tools() -> None:
+    cell = _cell("demo", 0, parts=2)
+    assert cell.machines[0].tools == (1, 5, 12, 99)
+    numbers = {e.value for e in cell.events() if e.machine == "vmc-01" and e.signal == "tool.number"}
+    assert numbers == {float(t) for t in cell.machines[0].tools}
