@@ -79,6 +79,9 @@ class GroundTruth:
     scenario's ``drift_threshold_um`` from part 1's mean (None = stable). ``first_out_of_tolerance``:
     first part whose true value (before probe noise; true position for position features) is
     outside tolerance. ``mean_out_of_tolerance``: the same judged on the mean, free of scatter.
+    ``causes``: what moved the mean by at least the threshold over the batch, among
+    ``wear:<tool>`` (tool wear or a chip), ``thermal`` (spindle growth) and ``step`` (fixture
+    shift, creep, offset edit).
     """
 
     machine: str
@@ -87,6 +90,7 @@ class GroundTruth:
     drift_starts: int | None
     first_out_of_tolerance: int | None
     mean_out_of_tolerance: int | None = None
+    causes: tuple[str, ...] = ()
 
 
 class SimCell:
@@ -140,14 +144,16 @@ class SimCell:
         threshold = self.scenario.drift_threshold_um / 1000.0
         for m in self.machines:
             for program in m.programs:
-                parts = [p.part for p in self._plans[m.id] if p.part.program == program]
+                plans = [p for p in self._plans[m.id] if p.part.program == program]
+                parts = [p.part for p in plans]
                 for name, feature in self._programs[program].features.items():
                     axes = _axes(feature)
                     ref = {s: parts[0].mean[s] for s, _ in axes}
                     drift = next((p.part for p in parts if _moved(p.mean, ref) >= threshold), None)
                     oot = next((p.part for p in parts if _out_of_tolerance(feature, p.true)), None)
                     moot = next((p.part for p in parts if _out_of_tolerance(feature, p.mean)), None)
-                    out.append(GroundTruth(m.id, program, name, drift, oot, moot))
+                    causes = _causes(program, feature, plans, threshold * 1000.0)
+                    out.append(GroundTruth(m.id, program, name, drift, oot, moot, causes))
         return out
 
     @property
@@ -212,6 +218,24 @@ def _axes(feature: SizeFeatureConfig | PositionFeatureConfig) -> list[tuple[str,
     if feature.z is not None:
         axes.append((feature.z.signal, feature.z.nominal))
     return axes
+
+
+def _causes(
+    program: str, feature: SizeFeatureConfig | PositionFeatureConfig, plans: list[PartPlan], threshold_um: float
+) -> tuple[str, ...]:
+    """Which mean components (wear, thermal, step) span at least ``threshold_um`` over the batch."""
+    signals = [s for s, _ in _axes(feature)]
+    out: list[str] = []
+    for k, label in enumerate(("wear", "thermal", "step")):
+        span = max(
+            max(p.components[s][k] for p in plans) - min(p.components[s][k] for p in plans) for s in signals
+        )
+        if span < threshold_um:
+            continue
+        if label == "wear" and isinstance(feature, SizeFeatureConfig):
+            label = f"wear:{PROCESSES[program].size_effects[feature.signal].tool}"
+        out.append(label)
+    return tuple(out)
 
 
 def _moved(values: dict[str, float], ref: dict[str, float]) -> float:

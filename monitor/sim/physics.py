@@ -114,6 +114,8 @@ class PartPlan:
     stop_after: bool
     aborted: OpRun | None = None
     """The interrupted first operation of an aborted attempt at this part, if there was one."""
+    components: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """Per probe signal, the mean's (wear, thermal, step) parts in um, for attributing drift."""
     """A break or a changeover follows: the machine shows STOPPED."""
 
 
@@ -323,20 +325,25 @@ def simulate_machine(
             measured: dict[str, float | None] = {}
             true: dict[str, float] = {}
             mean: dict[str, float] = {}
+            components: dict[str, tuple[float, float, float]] = {}
             for i, sig in enumerate(signals):
-                um = spec.bias_um.get(sig.name, 0.0) + state.offsets.get(sig.name, 0.0)
+                wear_um = thermal_um = 0.0
+                step_um = state.offsets.get(sig.name, 0.0)
                 if sig.axis is None:
                     if sig.tool is not None:
-                        um += sig.wear_gain * tools[sig.tool].wear()
-                    um += sig.thermal_gain * theta * thermal.axis(sig.thermal_axis)
+                        wear_um = sig.wear_gain * tools[sig.tool].wear()
+                    thermal_um = sig.thermal_gain * theta * thermal.axis(sig.thermal_axis)
                     scatter = noise.process_um * float(process_z[i])
                 else:
-                    um += theta * thermal.axis(sig.axis) + state.fixture[sig.axis]
+                    thermal_um = theta * thermal.axis(sig.axis)
+                    step_um += state.fixture[sig.axis]
                     for creep, features in creep_rates:
                         if sig.feature in features and n >= creep.at_part:
                             rate = {"x": creep.dx_um_per_part, "y": creep.dy_um_per_part}.get(sig.axis, 0.0)
-                            um += rate * (n - creep.at_part + 1)
+                            step_um += rate * (n - creep.at_part + 1)
                     scatter = noise.fixture_um * float(fixture_z["xyz".index(sig.axis)])
+                components[sig.name] = (wear_um, thermal_um, step_um)
+                um = spec.bias_um.get(sig.name, 0.0) + wear_um + thermal_um + step_um
                 mean[sig.name] = sig.nominal + um / 1000.0
                 true[sig.name] = mean[sig.name] + scatter / 1000.0
                 lost = sig.name in drop_signals and (n in dropped_parts or drop_u[i] < spec.dropouts.probability)
@@ -374,7 +381,7 @@ def simulate_machine(
             else:
                 idle = spec.idle_s + spec.idle_jitter_s * jitter
             stop = changeover or brk is not None
-            plans.append(PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted))
+            plans.append(PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted, components))
             thermal.cool(idle)
             t = end + idle
             if brk is not None or changeover:

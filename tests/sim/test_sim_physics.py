@@ -192,3 +192,13 @@ def test_parts_override_and_fast_path_speed() -> None:
     elapsed = time.perf_counter() - t0
     assert len(measurements) == 200 and len(cell.measurements("O2002")) == 200
     assert elapsed < 1.0, f"parts-only path took {elapsed:.2f} s"
+
+
+def test_ground_truth_names_the_causes() -> None:
+    demo = {(g.machine, g.feature): g.causes for g in _cell("demo").ground_truth()}
+    assert demo[("vmc-01", "hole1_dia")] == ("wear:T12",)
+    assert demo[("vmc-01", "hole1_pos")] == ("thermal", "step")
+    assert demo[("vmc-02", "bore_dia")] == ("wear:T7",)
+    assert all(g.causes == () for g in _cell("stable").ground_truth())
+    step = {g.feature: g.causes for g in _cell("step").ground_truth()}
+    assert step["hole2_pos"] == ("step",) and step["hole2_dia"] == ("wear:T12",)

@@ -140,3 +140,13 @@ def test_unknown_creep_feature_is_a_config_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="hole9_pos"):
         SimCell(load_scenario(path))
+
+
+def test_readme_key_reference_is_a_valid_scenario(tmp_path: Path) -> None:
+    """The documented example uses every key; it must load, so the reference cannot rot."""
+    text = (PROGRAM_DIR.parent / "scenarios" / "README.md").read_text(encoding="utf-8")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "reference.yaml"
+    path.write_text(block, encoding="utf-8")
+    cell = SimCell(load_scenario(path), parts=90)
+    assert len(cell.measurements("O1001")) == 90
