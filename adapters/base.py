@@ -10,6 +10,7 @@ that may have missed data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -94,10 +95,8 @@ class Adapter:
         """Stop the adapter's task and release its connection; safe to call twice."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self._close()
         self.state = AdapterState.CLOSED

@@ -7,7 +7,8 @@ imports asyncua.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from monitor.errors import ConfigError, ConfigIssue
 
@@ -23,7 +24,7 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-def adapter_class(source_type: str) -> type[Adapter]:
+def adapter_class(source_type: str) -> Callable[[Any], Adapter]:
     """The adapter class for a source type; an unknown type is a config error naming the choices."""
     try:
         target = ADAPTERS[source_type]
@@ -32,5 +33,5 @@ def adapter_class(source_type: str) -> type[Adapter]:
             [ConfigIssue("<site>", None, "source.type", f"unknown source type {source_type!r}; one of {sorted(ADAPTERS)}")]
         ) from None
     module_name, _, attr = target.partition(":")
-    cls: type[Adapter] = getattr(importlib.import_module(module_name), attr)
+    cls: Callable[[Any], Adapter] = getattr(importlib.import_module(module_name), attr)
     return cls

@@ -220,12 +220,8 @@ def _address_kind(v: Any) -> str:
     return "str" if isinstance(v, str) else "spec"
 
 
-OpcUaAddress = Annotated[
-    Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)
-]
-MtConnectAddress = Annotated[
-    Annotated[str, Tag("str")] | Annotated[MtConnectSignal, Tag("spec")], Discriminator(_address_kind)
-]
+OpcUaAddress = Annotated[Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)]
+MtConnectAddress = Annotated[Annotated[str, Tag("str")] | Annotated[MtConnectSignal, Tag("spec")], Discriminator(_address_kind)]
 
 
 class _MachineBase(BaseModel):
@@ -267,7 +263,9 @@ def _source_type(v: Any) -> str | None:
 
 
 MachineConfig = Annotated[
-    Annotated[OpcUaMachine, Tag("opcua")] | Annotated[MtConnectMachine, Tag("mtconnect")] | Annotated[ReplayMachine, Tag("replay")],
+    Annotated[OpcUaMachine, Tag("opcua")]
+    | Annotated[MtConnectMachine, Tag("mtconnect")]
+    | Annotated[ReplayMachine, Tag("replay")],
     Discriminator(
         _source_type,
         custom_error_type="source_type",
@@ -364,7 +362,13 @@ def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
     """Load a site file and every program file in its programs folder, reporting all issues at once."""
     doc = load_yaml(path, environ)
     config, issues = _validate(SiteConfig, doc)
-    programs_key: Any = config.programs if config is not None else (doc.data or {}).get("programs", "programs") if isinstance(doc.data, dict) else None
+    programs_key: Any = (
+        config.programs
+        if config is not None
+        else (doc.data or {}).get("programs", "programs")
+        if isinstance(doc.data, dict)
+        else None
+    )
     site = Site(config, path) if config is not None else None
     programs: dict[str, ProgramConfig] = {}
     program_files: dict[str, Path] = {}
@@ -382,7 +386,10 @@ def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
                 if program.program in programs:
                     issues.append(
                         ConfigIssue(
-                            str(file), 1, "program", f"program {program.program} is also defined in {program_files[program.program]}"
+                            str(file),
+                            1,
+                            "program",
+                            f"program {program.program} is also defined in {program_files[program.program]}",
                         )
                     )
                     continue

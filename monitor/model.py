@@ -14,8 +14,8 @@ from typing import Any
 
 __all__ = [
     "CANONICAL_SIGNALS",
-    "GAP_SIGNAL",
     "CONNECTION_SIGNAL",
+    "GAP_SIGNAL",
     "Alert",
     "AlertKind",
     "AlertState",

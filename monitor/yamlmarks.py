@@ -83,8 +83,8 @@ class _Builder:
     def build_scalar(self, node: yaml.Node, path: Loc) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             return None
-        value = yaml.SafeLoader.construct_scalar(_LOADER, node)  # type: ignore[arg-type]
-        resolved = _LOADER.resolve(yaml.ScalarNode, value, (node.style is None, False))
+        value = yaml.SafeLoader.construct_scalar(_LOADER, node)
+        resolved = _LOADER.resolve(yaml.ScalarNode, value, (node.style is None, False))  # type: ignore[no-untyped-call]
         if node.tag == resolved or node.tag.startswith("tag:yaml.org,2002:"):
             constructed = _LOADER.construct_object(node, deep=True)
         else:

@@ -128,9 +128,7 @@ WRITER = textwrap.dedent(
 
 def _writer(db: Path, count: int) -> subprocess.Popen[str]:
     root = Path(__file__).resolve().parents[1]
-    return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db), str(count)], stdout=subprocess.PIPE, text=True, cwd=root
-    )
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(count)], stdout=subprocess.PIPE, text=True, cwd=root)
 
 
 def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None:

@@ -161,7 +161,9 @@ def test_two_sources_with_clock_skew_are_aligned() -> None:
     for i, t0 in enumerate((0.0, 20.0, 40.0)):
         c = cycle(t0, i + 1)
         main = [o for o in c if not o.signal.startswith("probe.")]
-        probes = [Observation(o.machine, o.signal, o.time - timedelta(seconds=3), o.value) for o in c if o.signal.startswith("probe.")]
+        probes = [
+            Observation(o.machine, o.signal, o.time - timedelta(seconds=3), o.value) for o in c if o.signal.startswith("probe.")
+        ]
         stream += main + probes  # probe source delivers after the controller's values
     parts = run(tracker, stream)
     assert [p.status for p in parts] == [PartStatus.COMPLETE] * 3
@@ -187,7 +189,11 @@ def test_gap_during_part_makes_it_incomplete() -> None:
 
 def test_program_end_rule() -> None:
     tracker = PartTracker("m1", {"O1001": program(part_end="program_end")}, TrackingConfig(grace_s=0))
-    stream = [*start(), *[o for o in cycle(0, 1) if o.signal != "part.count"], *[o for o in cycle(20, 1) if o.signal != "part.count"]]
+    stream = [
+        *start(),
+        *[o for o in cycle(0, 1) if o.signal != "part.count"],
+        *[o for o in cycle(20, 1) if o.signal != "part.count"],
+    ]
     parts = run(tracker, stream)
     assert [p.status for p in parts] == [PartStatus.COMPLETE, PartStatus.COMPLETE]
 
@@ -195,7 +201,7 @@ def test_program_end_rule() -> None:
 def test_explicit_part_complete_signal_rule() -> None:
     tracker = PartTracker("m1", {"O1001": program(part_end="signal:part.complete")}, TrackingConfig(grace_s=0))
     stream = [*start()]
-    for i, t0 in enumerate((0.0, 20.0)):
+    for t0 in (0.0, 20.0):
         stream += [o for o in cycle(t0, 1) if o.signal != "part.count"]
         stream += [obs(t0 + 6.2, "part.complete", 1), obs(t0 + 6.3, "part.complete", 0)]
     parts = run(tracker, stream)

@@ -51,7 +51,7 @@ def emit_rows(
         return n
     table = Table(title=title, header_style="bold")
     for _, header in columns:
-        table.add_column(header)
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(key)) for key, _ in columns))
         n += 1

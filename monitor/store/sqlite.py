@@ -259,6 +259,10 @@ class Store:
             rows = self._db.execute(sql, args).fetchall()
         return [part_from_dict(json.loads(r[0])) for r in reversed(rows)]
 
+    def has_part(self, key: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM parts WHERE key = ?", (key,)).fetchone() is not None
+
     def part_count(self, *, machine: str | None = None, program: str | None = None) -> int:
         where, args = _filters(machine=machine, program=program)
         sql = "SELECT COUNT(*) FROM parts" + (" WHERE " + " AND ".join(where) if where else "")

@@ -1,0 +1,213 @@
+"""Core commands: run, check, parts, alerts, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.config import load_site
+from monitor.errors import ConfigError, MonitorError
+from monitor.queries import alert_row, check_summary, open_store, parse_since, part_row
+
+__all__ = ["ConfigOption", "ack", "alerts", "check", "parts", "run"]
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="Site file (machines, store, sinks, programs folder).", envvar="MONITOR_CONFIG"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line, for scripts.")]
+_DEFAULT_SITE = Path("configs/site.yaml")
+
+
+def _fail(exc: MonitorError) -> typer.Exit:
+    if isinstance(exc, ConfigError):
+        err_console.print(f"[bold red]{len(exc.issues)} problem(s) in the configuration:[/]")
+        for issue in exc.issues:
+            err_console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOption = _DEFAULT_SITE,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (default: the site's log_level).")] = None,
+) -> None:
+    """Run the monitor daemon: read every machine, track parts, detect drift, store and publish.
+
+    Stops cleanly on Ctrl-C or SIGTERM (parts in progress are kept for the next start)."""
+    from monitor.daemon import run_daemon
+
+    try:
+        site = load_site(config)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    _logging(log_level or site.config.log_level)
+
+    async def started(daemon: object) -> None:
+        url = getattr(daemon, "dashboard_url", None)
+        console.print(
+            f"monitor running for site [bold]{site.config.site}[/]: {len(site.machine_ids())} machine(s)"
+            + (f", dashboard {url}" if url else "")
+        )
+
+    try:
+        asyncio.run(run_daemon(site, on_start=started))
+    except MonitorError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def check(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
+    """Validate the site file and every program file; list every problem with file, line and key.
+
+    Exit code 0 and a summary of what the daemon would watch, or 1 and all problems at once."""
+    try:
+        summary = check_summary(config)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        emit_json(summary)
+        return
+    console.print(f"[green]OK[/] site [bold]{summary['site']}[/], store {summary['store']}")
+    emit_rows(
+        ({**m, "sources": ", ".join(m["sources"]), "signals": ", ".join(m["signals"])} for m in summary["machines"]),
+        as_json=False,
+        columns=[("machine", "machine"), ("sources", "source"), ("signals", "signals")],
+        title="machines",
+    )
+    emit_rows(
+        ({**p, "features": ", ".join(p["features"])} for p in summary["programs"]),
+        as_json=False,
+        columns=[("program", "program"), ("part_end", "part end"), ("features", "features"), ("file", "file")],
+        title="programs",
+    )
+    if summary["sinks"]:
+        console.print("sinks: " + ", ".join(summary["sinks"]))
+    if summary["dashboard"]:
+        console.print(f"dashboard: {summary['dashboard']}")
+
+
+@app.command()
+def parts(
+    config: ConfigOption = _DEFAULT_SITE,
+    machine: Annotated[str | None, typer.Option(help="Only this machine.")] = None,
+    program: Annotated[str | None, typer.Option(help="Only this program.")] = None,
+    last: Annotated[int, typer.Option(help="How many of the most recent parts.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List recorded parts, newest last, with their status and measurements."""
+    try:
+        with open_store(config) as store:
+            rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if not as_json:
+        for row in rows:
+            row["values"] = "  ".join(f"{k.removeprefix('probe.')}={v:.4f}" for k, v in row["measurements"].items())
+    n = emit_rows(
+        rows,
+        as_json=as_json,
+        columns=[
+            ("machine", "machine"),
+            ("program", "program"),
+            ("part", "part"),
+            ("status", "status"),
+            ("end", "ended"),
+            ("tool", "tool"),
+            ("tool_life", "tool life"),
+            ("mean_load", "load %"),
+            ("values", "measurements"),
+        ],
+        title="parts",
+    )
+    if not as_json and n == 0:
+        console.print("no parts recorded yet")
+
+
+_ALERT_COLUMNS = [
+    ("time", "time"),
+    ("machine", "machine"),
+    ("program", "program"),
+    ("feature", "feature"),
+    ("kind", "kind"),
+    ("severity", "severity"),
+    ("state", "state"),
+    ("part_number", "part"),
+    ("message", "message"),
+    ("id", "id"),
+]
+
+
+@app.command()
+def alerts(
+    config: ConfigOption = _DEFAULT_SITE,
+    machine: Annotated[str | None, typer.Option(help="Only this machine.")] = None,
+    program: Annotated[str | None, typer.Option(help="Only this program.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only alerts changed since: 2h, 30m, 7d or an ISO time.")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only alerts not yet closed.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing alert changes as they are stored.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List alerts as they stand now; with --follow, print every change as it happens."""
+    try:
+        since_t = parse_since(since)
+    except ValueError:
+        err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {since!r}")
+        raise typer.Exit(2) from None
+    try:
+        with open_store(config) as store:
+            rows = [alert_row(a) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)]
+            n = emit_rows(rows, as_json=as_json, columns=_ALERT_COLUMNS, title="alerts")
+            if not as_json and n == 0 and not follow:
+                console.print("no alerts")
+            if follow:
+                seq = store.last_alert_event()
+                while True:
+                    time.sleep(0.5)
+                    for seq, alert in store.alert_events(seq):  # noqa: B020, B007 - seq advances the cursor
+                        if (machine and alert.machine != machine) or (program and alert.program != program):
+                            continue
+                        row = alert_row(alert)
+                        if as_json:
+                            emit_json(row)
+                        else:
+                            console.print(
+                                f"{row['time']} [bold]{row['severity']}[/] {row['state']} {row['machine']} "
+                                f"{row['program']} {row['feature']}: {row['message']}",
+                                highlight=False,
+                            )
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def ack(
+    alert_id: Annotated[str, typer.Argument(help="The alert id shown by `monitor alerts`.")],
+    config: ConfigOption = _DEFAULT_SITE,
+    close: Annotated[bool, typer.Option("--close", help="Close the alert instead of acknowledging it.")] = False,
+) -> None:
+    """Acknowledge (or close) an alert: through the running daemon when it is up, else in the store."""
+    from monitor.acknowledge import acknowledge_alert
+
+    try:
+        alert, via = asyncio.run(acknowledge_alert(config, alert_id, close=close))
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    console.print(f"{alert.id}: {alert.state} ({via})")

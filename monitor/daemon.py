@@ -1,0 +1,254 @@
+"""The daemon: wires adapters, the pipeline, the store, sinks and the dashboard; owns no logic.
+
+Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
+
+    Daemon.run
+    ├── pump:<machine>      one per configured source: adapter observations -> bounded queue
+    ├── process             queue -> Pipeline (in the store's worker thread) -> sinks, hub
+    ├── tick                releases parts whose grace window ran out; health line
+    ├── sink:<name>         one RunningSink per configured output
+    └── dashboard           the web server, when enabled
+
+SIGINT/SIGTERM set the stop event: adapters stop, the queue drains, parts waiting in a grace
+window are stored, sinks flush (bounded), the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from adapters.base import Adapter
+from adapters.registry import adapter_class
+from monitor.codec import alert_to_dict, part_to_dict
+from monitor.config import Site
+from monitor.errors import MonitorError
+from monitor.events import EventHub
+from monitor.model import Alert, Observation, PartRecord
+from monitor.pipeline import Outcome, Pipeline
+from monitor.store import Store
+
+__all__ = ["Daemon", "OutputSink", "run_daemon"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class OutputSink(Protocol):
+    """What the daemon needs of a sink wrapper (see monitor.sinks.base.RunningSink)."""
+
+    name: str
+
+    def offer(self, event: PartRecord | Alert | Observation) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class Daemon:
+    """One site's monitor. Build it, then ``await daemon.run(stop)``."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        hub: EventHub | None = None,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        health_every_s: float = 60.0,
+    ) -> None:
+        self.site = site
+        self.hub = hub or EventHub()
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._health_every_s = health_every_s
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.adapters: list[Adapter] = []
+        self.sinks: list[OutputSink] = []
+        self.dashboard_url: str | None = None
+        self._last_obs: dict[str, tuple[datetime, float]] = {}
+        self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ helpers
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run store/pipeline work on the single worker thread (never on the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def status(self) -> dict[str, Any]:
+        """Health of every part of the daemon, for the health line and the dashboard."""
+        machines = {}
+        if self.pipeline is not None:
+            machines = {m: s.as_dict() for m, s in self.pipeline.status.items()}
+        for adapter in self.adapters:
+            entry = machines.setdefault(adapter.machine, {"machine": adapter.machine})
+            entry.setdefault("sources", []).append(
+                {"type": adapter.type_name, "state": str(adapter.state), "counts": adapter.stats.as_dict()}
+            )
+        return {
+            "site": self.site.config.site,
+            "machines": machines,
+            "sinks": {s.name: s.status() for s in self.sinks},
+            "queue": self._queue.qsize(),
+            "counts": dict(self.pipeline.counts) if self.pipeline else {},
+        }
+
+    async def acknowledge(self, alert_id: str) -> Alert | None:
+        assert self.pipeline is not None
+        alert = await self.call(self.pipeline.acknowledge, alert_id)
+        if alert is not None:
+            self._publish(Outcome(alerts=[alert]))
+        return alert
+
+    async def close_alert(self, alert_id: str) -> Alert | None:
+        assert self.pipeline is not None
+        alert = await self.call(self.pipeline.close_alert, alert_id)
+        if alert is not None:
+            self._publish(Outcome(alerts=[alert]))
+        return alert
+
+    # --------------------------------------------------------------------- run
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then shut down cleanly, flushing everything."""
+        self.store = await self.call(Store, self.site.store_path)
+        try:
+            self.pipeline = await self.call(Pipeline, self.site, self.store)
+            self.sinks = _build_sinks(self.site)
+            self.adapters = [adapter_class(m.source.type)(m) for m in self.site.config.machines]
+            async with contextlib.AsyncExitStack() as stack:
+                for adapter in self.adapters:
+                    await stack.enter_async_context(adapter)
+                async with asyncio.TaskGroup() as tg:
+                    pumps = [tg.create_task(self._pump(a), name=f"pump:{a.machine}") for a in self.adapters]
+                    sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
+                    processor = tg.create_task(self._process(), name="process")
+                    ticker = tg.create_task(self._tick(), name="tick")
+                    dashboard = await self._start_dashboard(stack)
+                    self.started.set()
+                    await stop.wait()
+                    for task in (*pumps, ticker):
+                        task.cancel()
+                    await self._queue.join()
+                    processor.cancel()
+                    outcome = await self.call(self.pipeline.close)
+                    self._publish(outcome)
+                    for sink in self.sinks:
+                        await sink.aclose()
+                    for task in sink_tasks:
+                        task.cancel()
+                    if dashboard is not None:
+                        dashboard.cancel()
+        finally:
+            if self.store is not None:
+                await self.call(self.store.close)
+            self._worker.shutdown(wait=True)
+            log.info("daemon stopped")
+
+    async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> asyncio.Task[None] | None:
+        config = self.site.config.dashboard
+        if not config.enabled:
+            return None
+        try:
+            from monitor.dashboard.server import serve_dashboard
+        except ImportError:
+            return None
+        runner = await serve_dashboard(self, config.bind, config.port)
+        stack.push_async_callback(runner.cleanup)
+        self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"  # type: ignore[index]
+        log.warning("dashboard at %s", self.dashboard_url)
+        return None
+
+    async def _pump(self, adapter: Adapter) -> None:
+        """Move one adapter's observations into the shared bounded queue (waits when full)."""
+        try:
+            async for obs in adapter.observations():
+                self._last_obs[obs.machine] = (obs.time, time.monotonic())
+                await self._queue.put(obs)
+                for sink in self.sinks:
+                    sink.offer(obs)
+        except MonitorError as exc:  # a machine that fails for good must not stop the others
+            log.error("%s: source stopped: %s", adapter.machine, exc)
+
+    async def _process(self) -> None:
+        assert self.pipeline is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                outcome = await self.call(self.pipeline.observe, batch)
+                self._publish(outcome)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _tick(self) -> None:
+        """Once a second: release parts whose grace ran out (in controller time); health line."""
+        assert self.pipeline is not None
+        last_health = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            estimates = {m: t + timedelta(seconds=now - seen) for m, (t, seen) in self._last_obs.items()}
+            outcome = await self.call(self.pipeline.advance, estimates)
+            self._publish(outcome)
+            if now - last_health >= self._health_every_s:
+                last_health = now
+                log.info("health %s", self.status())
+
+    def _publish(self, outcome: Outcome) -> None:
+        for part in outcome.parts:
+            self.hub.publish("part", part_to_dict(part))
+            for sink in self.sinks:
+                sink.offer(part)
+        for alert in outcome.alerts:
+            self.hub.publish("alert", alert_to_dict(alert))
+            for sink in self.sinks:
+                sink.offer(alert)
+            log.warning("ALERT %s %s %s: %s", alert.severity, alert.state, alert.machine, alert.message)
+
+
+def _build_sinks(site: Site) -> list[OutputSink]:
+    """The configured outputs, each wrapped for buffering, retry and spooling."""
+    try:
+        from monitor.sinks.factory import build_sinks
+    except ImportError:
+        return []
+    sinks: list[OutputSink] = build_sinks(site)
+    return sinks
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM ask the daemon to stop cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_daemon(
+    site: Site, *, stop: asyncio.Event | None = None, on_start: Callable[[Daemon], Awaitable[None]] | None = None
+) -> Daemon:
+    """Run a daemon for ``site`` until SIGINT/SIGTERM (or ``stop``); returns it for its final status."""
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    daemon = Daemon(site)
+    runner = asyncio.create_task(daemon.run(stop))
+    started = asyncio.create_task(daemon.started.wait())
+    await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+    if on_start is not None and daemon.started.is_set():
+        await on_start(daemon)
+    await runner
+    started.cancel()
+    return daemon

@@ -1,0 +1,179 @@
+"""The synchronous core of the daemon: observation in, stored parts and alert changes out.
+
+Everything here is plain code (no asyncio) so it can run in the daemon's worker thread, in tests
+without an event loop, and in benchmarks. Per observation: the machine's tracker may finish parts;
+each finished part goes through the drift engine and lands in the store in one transaction with
+the alerts it raised and the engine state after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.config import Site
+from monitor.engine import DriftEngine
+from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
+from monitor.store import Store
+from monitor.tracking import PartTracker
+
+__all__ = ["ENGINE_STATE", "MachineStatus", "Outcome", "Pipeline"]
+
+log = logging.getLogger(__name__)
+
+ENGINE_STATE = "drift-engine"
+"""Name under which the engine's state is kept in the store."""
+
+
+@dataclass
+class MachineStatus:
+    """What the cell page and the health line show of one machine."""
+
+    machine: str
+    connection: str = "unknown"
+    program: str | None = None
+    counter: int | None = None
+    parts: int = 0
+    last_part_end: str | None = None
+    last_seen: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Outcome:
+    """What one batch of observations produced: new parts (stored) and alert changes (stored)."""
+
+    parts: list[PartRecord] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class Pipeline:
+    """Trackers per machine, the drift engine and the store, wired in one direction."""
+
+    def __init__(self, site: Site, store: Store) -> None:
+        self.site = site
+        self.store = store
+        self.counts: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        saved = store.load_detector_state(ENGINE_STATE)
+        self.engine = DriftEngine.from_state(site.programs, saved) if saved else DriftEngine(site.programs)
+        self._reconcile_people_changes()
+        self.trackers: dict[str, PartTracker] = {}
+        self.status: dict[str, MachineStatus] = {}
+        for machine_id in site.machine_ids():
+            sources = [m for m in site.config.machines if m.id == machine_id]
+            offsets = {signal: m.tracking.clock_offset_s for m in sources for signal in m.signals}
+            tracking = sources[0].tracking
+            if len(sources) > 1:  # tolerate the widest skew any source of the machine declares
+                widest = max(m.tracking.max_skew_s for m in sources)
+                tracking = tracking.model_copy(update={"max_skew_s": widest})
+            self.trackers[machine_id] = PartTracker(
+                machine_id,
+                site.programs,
+                tracking,
+                signal_offsets=offsets,
+                next_part_numbers=store.next_part_numbers(machine_id),
+            )
+            self.status[machine_id] = MachineStatus(machine_id, parts=store.part_count(machine=machine_id))
+
+    def _reconcile_people_changes(self) -> None:
+        """Acknowledgements and closes written to the store while the daemon was down win."""
+        now = datetime.now(UTC)
+        for alert in self.engine.open_alerts():
+            stored = self.store.alert(alert.id)
+            if stored is None or stored.state == alert.state:
+                continue
+            if stored.state is AlertState.ACKNOWLEDGED:
+                self.engine.acknowledge(alert.id, now)
+            elif stored.state is AlertState.CLOSED:
+                self.engine.close(alert.id, now)
+
+    # ------------------------------------------------------------------ feeding
+    def observe(self, batch: Iterable[Observation]) -> Outcome:
+        """Process observations in order; a bad one is counted and skipped, never fatal."""
+        outcome = Outcome()
+        for obs in batch:
+            tracker = self.trackers.get(obs.machine)
+            if tracker is None:
+                self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
+                continue
+            status = self.status[obs.machine]
+            status.last_seen = obs.time.isoformat()
+            try:
+                parts = tracker.update(obs)
+            except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
+                self._count(f"bad_observation:{type(exc).__name__}", f"{obs.machine}: bad observation {obs!r} skipped ({exc})")
+                continue
+            if obs.signal == CONNECTION_SIGNAL:
+                status.connection = str(obs.value)
+                changes = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
+                if changes:
+                    self.store.record_alerts(changes)
+                    outcome.alerts += changes
+            status.program = tracker.program
+            status.counter = tracker.counter
+            self._finish(parts, outcome)
+        return outcome
+
+    def advance(self, now_by_machine: dict[str, datetime]) -> Outcome:
+        """Release parts whose grace window has run out in controller time."""
+        outcome = Outcome()
+        for machine, now in now_by_machine.items():
+            tracker = self.trackers.get(machine)
+            if tracker is not None:
+                self._finish(tracker.advance(now), outcome)
+        return outcome
+
+    def close(self) -> Outcome:
+        """Shutdown: release parts still waiting in a grace window."""
+        outcome = Outcome()
+        for tracker in self.trackers.values():
+            self._finish(tracker.close(), outcome)
+        return outcome
+
+    def acknowledge(self, alert_id: str) -> Alert | None:
+        alert = self.engine.acknowledge(alert_id, datetime.now(UTC))
+        if alert is not None:
+            self.store.record_alerts([alert])
+            self.store.save_detector_state(ENGINE_STATE, self.engine.state())
+        return alert
+
+    def close_alert(self, alert_id: str) -> Alert | None:
+        alert = self.engine.close(alert_id, datetime.now(UTC))
+        if alert is not None:
+            self.store.record_alerts([alert])
+            self.store.save_detector_state(ENGINE_STATE, self.engine.state())
+        return alert
+
+    def _finish(self, parts: list[PartRecord], outcome: Outcome) -> None:
+        for part in parts:
+            if self.store.has_part(part.key):  # seen before a restart: the engine has it already
+                outcome.duplicates += 1
+                self.counts["duplicate_parts"] += 1
+                continue
+            alerts = self.engine.process(part)
+            stored = self.store.record_part(part, alerts, (ENGINE_STATE, self.engine.state()))
+            if not stored:
+                outcome.duplicates += 1
+                self.counts["duplicate_parts"] += 1
+                continue
+            status = self.status[part.machine]
+            status.parts += 1
+            status.last_part_end = part.end.isoformat()
+            self.counts[f"parts_{part.status}"] += 1
+            self.counts["alert_changes"] += len(alerts)
+            outcome.parts.append(part)
+            outcome.alerts += alerts
+
+    def _count(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning("%s (further '%s' are counted, not logged)", message, kind)

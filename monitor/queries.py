@@ -1,0 +1,102 @@
+"""What the CLI (and the dashboard API) show, as plain rows: one place computes the numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from monitor.codec import alert_to_dict
+from monitor.config import Site, load_site
+from monitor.model import Alert, PartRecord
+from monitor.store import Store
+
+__all__ = ["alert_row", "check_summary", "open_store", "parse_since", "part_row"]
+
+
+def check_summary(path: Path) -> dict[str, Any]:
+    """Load and validate a site; the summary of what a daemon on it would watch."""
+    site: Site = load_site(path)
+    machines = []
+    for machine_id in site.machine_ids():
+        sources = [m for m in site.config.machines if m.id == machine_id]
+        machines.append(
+            {
+                "machine": machine_id,
+                "sources": [_source_text(m.source) for m in sources],
+                "signals": sorted(s for m in sources for s in m.signals),
+            }
+        )
+    programs = [
+        {
+            "program": name,
+            "file": str(site.program_files[name]),
+            "part_end": p.part_end,
+            "features": [f.name for f in p.feature_models()],
+        }
+        for name, p in site.programs.items()
+    ]
+    sinks = site.config.sinks
+    return {
+        "site": site.config.site,
+        "store": str(site.store_path),
+        "machines": machines,
+        "programs": programs,
+        "sinks": [n for n, v in (("influx", sinks.influx), ("mqtt", sinks.mqtt)) if v] + ["webhook"] * len(sinks.webhooks),
+        "dashboard": f"http://{site.config.dashboard.bind}:{site.config.dashboard.port}/"
+        if site.config.dashboard.enabled
+        else None,
+    }
+
+
+def _source_text(source: Any) -> str:
+    for attr in ("endpoint", "url", "path"):
+        value = getattr(source, attr, None)
+        if value is not None:
+            return f"{source.type} {value}"
+    return str(source.type)
+
+
+def part_row(part: PartRecord) -> dict[str, Any]:
+    """One part as a flat row; measurements are listed under their probe signal names."""
+    return {
+        "machine": part.machine,
+        "program": part.program,
+        "part": part.part_number,
+        "status": str(part.status),
+        "end": part.end.isoformat(timespec="seconds"),
+        "counter": part.counter,
+        "tool": part.tools[-1].tool if part.tools else None,
+        "tool_life": part.tool_life,
+        "mean_load": part.spindle.mean_load,
+        "cutting_s": round(part.spindle.cutting_time, 1),
+        "measurements": dict(part.measurements),
+        "missing": list(part.missing),
+        "notes": list(part.notes),
+        "key": part.key,
+    }
+
+
+def alert_row(alert: Alert) -> dict[str, Any]:
+    return alert_to_dict(alert)
+
+
+def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """``2h``, ``30m``, ``7d`` ago, or an ISO time (UTC if no zone).
+
+    >>> parse_since("2h", datetime(2026, 1, 1, 12, tzinfo=UTC)).isoformat()
+    '2026-01-01T10:00:00+00:00'
+    """
+    if text is None:
+        return None
+    now = now or datetime.now(UTC)
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - timedelta(**{units[text[-1]]: float(text[:-1])})
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def open_store(site_path: Path) -> Store:
+    """The store a site's daemon writes, opened for reading by the CLI."""
+    return Store(load_site(site_path).store_path)

@@ -1,0 +1,127 @@
+"""The daemon end to end on a replay source: parts and alerts stored, bad input survived, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_site
+from monitor.daemon import Daemon
+from monitor.model import AlertKind, PartStatus
+from monitor.store import Store
+from tests.streams import batch, write_jsonl, write_site
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _run_until_parts(daemon: Daemon, parts: int) -> None:
+    stop = asyncio.Event()
+    sub = daemon.hub.subscribe()
+    runner = asyncio.create_task(daemon.run(stop))
+    seen = 0
+    async with asyncio.timeout(30):
+        async for event in sub:
+            if event.kind == "part":
+                seen += 1
+                if seen == parts:
+                    break
+    sub.close()
+    stop.set()
+    await asyncio.wait_for(runner, 10)
+
+
+async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -> None:
+    bad = [
+        "this is not json",
+        json.dumps({"signal": "probe.hole1_dia", "time": "2026-03-02T06:00:00+00:00", "value": "NaN"}),
+        json.dumps({"signal": "spindle.load", "time": "not a time", "value": 1}),
+    ]
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(12, oot_at=9), bad)
+    site = load_site(write_site(tmp_path, replay))
+    daemon = Daemon(site)
+    await _run_until_parts(daemon, 12)
+    with Store(site.store_path) as store:
+        parts = store.parts()
+        assert [p.part_number for p in parts] == list(range(1, 13))
+        assert all(p.status is PartStatus.COMPLETE for p in parts)
+        oot = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
+        assert oot and oot[0].part_number == 9 and oot[0].feature == "hole1_dia"
+    assert daemon.adapters[0].stats.counts["bad_lines"] == 2
+
+
+async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> None:
+    stream = batch(6)
+    replay = write_jsonl(tmp_path / "m1.jsonl", stream)
+    site = load_site(write_site(tmp_path, replay))
+    await _run_until_parts(Daemon(site), 6)
+    # the controller is read again from the start (agent replays history), then makes 4 more parts
+    write_jsonl(replay, stream + batch(4, start_count=6, t0=200.0)[2:])
+    daemon = Daemon(site)
+    stop = asyncio.Event()
+    sub = daemon.hub.subscribe()
+    runner = asyncio.create_task(daemon.run(stop))
+    async with asyncio.timeout(30):
+        async for event in sub:
+            if event.kind == "part" and event.data["counter"] == 10:
+                break
+    sub.close()
+    stop.set()
+    await asyncio.wait_for(runner, 10)
+    with Store(site.store_path) as store:
+        counters = [p.counter for p in store.parts()]
+    assert sorted(counters) == list(range(1, 11))
+
+
+def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path) -> None:
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(8, oot_at=5))
+    site = write_site(tmp_path, replay)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "-c", str(site), "--log-level", "warning"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = tmp_path / "monitor.db"
+    deadline = time.monotonic() + 60
+    stored = 0
+    while time.monotonic() < deadline and stored < 8:  # poll the condition, not a fixed sleep
+        if db.exists():
+            with Store(db) as store:
+                stored = store.part_count()
+        time.sleep(0.1)
+    assert stored == 8
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 5.0
+    parts = subprocess.run(
+        [sys.executable, "-m", "monitor", "parts", "-c", str(site), "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    rows = [json.loads(line) for line in parts.stdout.splitlines()]
+    assert [r["part"] for r in rows] == list(range(1, 9))
+    assert rows[4]["measurements"]["probe.hole1_dia"] == pytest.approx(10.02)
+    alerts = subprocess.run(
+        [sys.executable, "-m", "monitor", "alerts", "-c", str(site), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kinds = {(a["kind"], a["part_number"]) for a in map(json.loads, alerts.stdout.splitlines())}
+    assert ("out_of_tolerance", 5) in kinds
+    table = subprocess.run(
+        [sys.executable, "-m", "monitor", "parts", "-c", str(site)], env=env, capture_output=True, text=True, check=True
+    )
+    assert "hole1_dia=10.0200" in table.stdout
