@@ -7,7 +7,8 @@ detection benchmark. Load a scenario, build a cell, then read it::
     for event in cell.events():              # time-ordered canonical signal updates
         ...
     cell.measurements("O1001")               # per-part probe values and context, no events
-    cell.ground_truth()                      # drift start and first out-of-tolerance part
+    cell.ground_truth()                      # drift start, first out-of-tolerance part, causes
+    SimCell(vary_scenario(load_scenario("tool_wear"), seed=k), seed=k)   # benchmark variety
     await run_cell(cell, publish, speed=60)  # paced replay into a protocol server
 """
 
@@ -19,6 +20,7 @@ from monitor.sim.physics import SimPart
 from monitor.sim.process import PROCESSES, load_programs
 from monitor.sim.runner import Publish, run_cell
 from monitor.sim.scenario import Scenario, list_scenarios, load_scenario
+from monitor.sim.variants import vary_scenario
 
 __all__ = [
     "PROCESSES",
@@ -33,6 +35,7 @@ __all__ = [
     "load_programs",
     "load_scenario",
     "run_cell",
+    "vary_scenario",
     "write_csv",
     "write_program_csv",
 ]

@@ -10,8 +10,9 @@ The model, per part ``n`` of a batch (lengths in micrometres):
 * tool wear after ``c`` cuts: ``w = rate * c * (1 + accel * c / 100) + chips``; a size feature
   moves by ``wear_gain * w`` of the tool that finishes it; spindle load of an operation is
   ``load * (1 + load_gain_per_um * w) + chip load``;
-* spindle growth ``theta`` in [0, 1] rises as ``1 - exp(-t / heat_tau)`` while the machine cycles
-  and falls as ``exp(-t / cool_tau)`` while it idles; positions move by ``theta * (x, y, z)_um``;
+* spindle temperature ``theta`` in [0, 1] rises as ``1 - exp(-t / heat_tau)`` while the machine cycles
+  and falls as ``exp(-t / cool_tau)`` while it idles; positions move by ``theta / plateau * (x, y,
+  z)_um``, where ``plateau`` is the steady state of cycling with the machine's ``idle_s``;
 * true value = nominal + bias + wear + thermal + steps (the mean) + fixture/process scatter;
   measured value = true value + probe noise, rounded to 0.1 um, or None on a dropout.
 """
@@ -64,7 +65,9 @@ class SimPart:
     process centre without any scatter (the drift the detector should find); ``measured`` is what
     the controller published (None = UNAVAILABLE). ``tool_life`` is the cutting minutes each tool
     had used at the end of this part's cut (what ``tool.life`` reports); ``warm_min`` counts minutes
-    since the machine started cold (run start or end of the last break).
+    since the machine last started cycling after a long idle (run start, end of a break or of a
+    changeover), up to this part's probing; ``thermal`` is the spindle's growth state then
+    (1 = the production plateau the scenario's ``thermal`` values describe).
     """
 
     machine: str
@@ -368,7 +371,7 @@ def simulate_machine(
                 spindle_mean_load=load_time / cut_time,
                 cutting_time_s=cut_time,
                 warm_min=(probe_change_at - warm_start) / 60.0,
-                thermal=theta,
+                thermal=theta * scale,
                 aborted_attempts=int(aborted is not None),
             )
             brk = breaks.get(n)

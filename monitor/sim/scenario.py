@@ -241,6 +241,7 @@ class Scenario(BaseModel):
     """A simulated cell: machines with their programs and physics, for a given number of parts."""
 
     model_config = _STRICT
+    name: str = Field(default="", description="defaults to the file stem when loaded from a file")
     description: str = ""
     parts: int = Field(default=100, ge=1, description="parts per batch unless a batch says otherwise")
     epoch: datetime = Field(default=datetime(2026, 1, 5, 6, 0, tzinfo=UTC), description="simulated time zero (UTC)")
@@ -315,7 +316,8 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         issues.append(doc.issue((), "expected a mapping of keys at the top of the file"))
     if issues:
         raise ConfigError(issues)
+    data = doc.data if "name" in doc.data else {"name": path.stem, **doc.data}
     try:
-        return Scenario.model_validate(doc.data)
+        return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_issues(doc, exc)) from exc

@@ -11,7 +11,7 @@ import pytest
 
 from monitor.config import PositionFeatureConfig, SizeFeatureConfig
 from monitor.model import PositionFeature, SizeFeature
-from monitor.sim import SimCell, SimPart, load_scenario
+from monitor.sim import SimCell, SimPart, load_scenario, vary_scenario
 
 
 def _cell(name: str, seed: int = 0, parts: int | None = None) -> SimCell:
@@ -202,3 +202,19 @@ def test_ground_truth_names_the_causes() -> None:
     assert all(g.causes == () for g in _cell("stable").ground_truth())
     step = {g.feature: g.causes for g in _cell("step").ground_truth()}
     assert step["hole2_pos"] == ("step",) and step["hole2_dia"] == ("wear:T12",)
+
+
+def test_variants_differ_in_physics_but_stable_stays_stable() -> None:
+    base = load_scenario("tool_wear")
+    crossings = set()
+    for k in range(12):
+        variant = vary_scenario(base, k)
+        assert variant.name == f"tool_wear~{k}"
+        assert vary_scenario(base, k) == variant
+        gt = {g.feature: g for g in SimCell(variant, seed=k).ground_truth()}
+        crossings.add(gt["hole1_dia"].first_out_of_tolerance)
+    assert len(crossings) >= 6, crossings
+    for k in range(5):
+        assert all(g.drift_starts is None for g in SimCell(vary_scenario(load_scenario("stable"), k)).ground_truth())
+    step = vary_scenario(load_scenario("step"), 3)
+    assert step.machines[0].steps[0].at_part != 40 or step.machines[0].steps[1].at_part != 70
