@@ -14,22 +14,24 @@ detection benchmark. Load a scenario, build a cell, then read it::
 
 from __future__ import annotations
 
-from monitor.sim.cell import GroundTruth, SimCell, SimEvent, SimMachine
+from monitor.sim.cell import GroundTruth, SimCell, SimEvent, SimMachineSpec
 from monitor.sim.csvfile import write_csv, write_program_csv
 from monitor.sim.physics import SimPart
-from monitor.sim.process import PROCESSES, load_programs
+from monitor.sim.process import PROCESSES, PROGRAMS_DIR, load_programs
 from monitor.sim.runner import Publish, run_cell
-from monitor.sim.scenario import Scenario, list_scenarios, load_scenario
+from monitor.sim.scenario import SCENARIO_DIR, Scenario, list_scenarios, load_scenario
 from monitor.sim.variants import vary_scenario
 
 __all__ = [
     "PROCESSES",
+    "PROGRAMS_DIR",
+    "SCENARIO_DIR",
     "GroundTruth",
     "Publish",
     "Scenario",
     "SimCell",
     "SimEvent",
-    "SimMachine",
+    "SimMachineSpec",
     "SimPart",
     "list_scenarios",
     "load_programs",

@@ -34,7 +34,7 @@ from monitor.sim.physics import END_S, OpRun, PartPlan, SimPart, simulate_machin
 from monitor.sim.process import PROBE_TOOL_NUMBER, PROCESSES, load_programs
 from monitor.sim.scenario import Scenario
 
-__all__ = ["GroundTruth", "SimCell", "SimEvent", "SimMachine"]
+__all__ = ["GroundTruth", "SimCell", "SimEvent", "SimMachineSpec"]
 
 _BASE_SIGNALS = (
     "program.name",
@@ -61,7 +61,7 @@ class SimEvent(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class SimMachine:
+class SimMachineSpec:
     """A simulated machine: its id, the programs it runs in order, the signals it publishes and
     the tool numbers ``tool.number`` can show (the probe is :data:`PROBE_TOOL_NUMBER`)."""
 
@@ -116,7 +116,7 @@ class SimCell:
         self._plans: dict[str, list[PartPlan]] = {
             m.id: simulate_machine(scenario, m, i, seed, self._programs, parts) for i, m in enumerate(scenario.machines)
         }
-        self.machines: list[SimMachine] = [_describe(m.id, [r.program for r in m.programs]) for m in scenario.machines]
+        self.machines: list[SimMachineSpec] = [_describe(m.id, [r.program for r in m.programs]) for m in scenario.machines]
 
     # ------------------------------------------------------------------------------ fast views
     def programs(self) -> dict[str, ProgramConfig]:
@@ -183,12 +183,12 @@ class SimCell:
             yield SimEvent(epoch + timedelta(seconds=t), machine, signal, value)
 
 
-def _describe(machine: str, programs: list[str]) -> SimMachine:
+def _describe(machine: str, programs: list[str]) -> SimMachineSpec:
     """Programs, signals and tool numbers of one machine, in the order the cell uses them."""
     processes = [PROCESSES[p] for p in programs]
     probes = dict.fromkeys(s for p in processes for s in p.probe_signals)
     tools = dict.fromkeys(op.tool_number for p in processes for op in p.operations)
-    return SimMachine(machine, tuple(programs), (*_BASE_SIGNALS, *probes), (*tools, PROBE_TOOL_NUMBER))
+    return SimMachineSpec(machine, tuple(programs), (*_BASE_SIGNALS, *probes), (*tools, PROBE_TOOL_NUMBER))
 
 
 def _op_events(

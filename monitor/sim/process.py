@@ -16,14 +16,14 @@ from monitor.config import ProgramConfig, load_program
 __all__ = [
     "PROBE_TOOL_NUMBER",
     "PROCESSES",
-    "PROGRAM_DIR",
+    "PROGRAMS_DIR",
     "Operation",
     "ProcessSpec",
     "SizeEffect",
     "load_programs",
 ]
 
-PROGRAM_DIR = Path(__file__).resolve().parent / "programs"
+PROGRAMS_DIR = Path(__file__).resolve().parent / "programs"
 """Packaged part-program files, one per program, named ``<program>.yaml``."""
 
 PROBE_TOOL_NUMBER = 99
@@ -121,4 +121,4 @@ PROCESSES: dict[str, ProcessSpec] = {
 
 def load_programs() -> dict[str, ProgramConfig]:
     """The packaged program files, validated by the product's own loader, keyed by program name."""
-    return {name: load_program(PROGRAM_DIR / f"{name}.yaml") for name in PROCESSES}
+    return {name: load_program(PROGRAMS_DIR / f"{name}.yaml") for name in PROCESSES}

@@ -11,7 +11,7 @@ import monitor.sim
 from monitor.config import load_program
 from monitor.errors import ConfigError
 from monitor.sim import PROCESSES, SimCell, list_scenarios, load_programs, load_scenario
-from monitor.sim.process import PROGRAM_DIR
+from monitor.sim.process import PROGRAMS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def test_every_scenario_loads_and_simulates(name: str) -> None:
 
 
 def test_load_by_path_equals_load_by_name() -> None:
-    assert load_scenario(PROGRAM_DIR.parent / "scenarios" / "demo.yaml") == load_scenario("demo")
+    assert load_scenario(PROGRAMS_DIR.parent / "scenarios" / "demo.yaml") == load_scenario("demo")
 
 
 def test_programs_validate_and_match_the_process_table() -> None:
@@ -144,7 +144,7 @@ def test_unknown_creep_feature_is_a_config_error(tmp_path: Path) -> None:
 
 def test_readme_key_reference_is_a_valid_scenario(tmp_path: Path) -> None:
     """The documented example uses every key; it must load, so the reference cannot rot."""
-    text = (PROGRAM_DIR.parent / "scenarios" / "README.md").read_text(encoding="utf-8")
+    text = (PROGRAMS_DIR.parent / "scenarios" / "README.md").read_text(encoding="utf-8")
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "reference.yaml"
     path.write_text(block, encoding="utf-8")
