@@ -2,22 +2,75 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+from typing import Literal
 
-__all__ = ["InfluxConfig", "MqttConfig", "SinksConfig", "WebhookConfig"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = ["InfluxConfig", "MqttConfig", "RawSignalConfig", "SinksConfig", "WebhookConfig"]
 
 
-class InfluxConfig(BaseModel):
-    """InfluxDB v2 write API target (InfluxDB 2.x/3.x, or anything speaking ``/api/v2/write``)."""
+class RawSignalConfig(BaseModel):
+    """How one raw signal is written to InfluxDB (measurement ``signal``).
+
+    ``off`` writes nothing; ``change`` writes every update whose value differs from the previous
+    one of that machine and signal; ``downsample`` writes at most one point per ``interval_s``
+    per machine and signal: the first update in each interval (aligned to the epoch), so a
+    spindle load sampled at 100 Hz can be kept at 1 Hz.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(pattern=r"^https?://")
-    org: str = "monitor"
-    bucket: str = "cnc"
-    token: str = ""
-    batch_size: int = Field(default=1000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    mode: Literal["off", "change", "downsample"] = "change"
+    interval_s: float | None = Field(default=None, gt=0, description="bucket width for mode downsample, seconds")
+
+    @model_validator(mode="after")
+    def _interval_matches_mode(self) -> RawSignalConfig:
+        if self.mode == "downsample" and self.interval_s is None:
+            raise ValueError("mode downsample needs interval_s (seconds), e.g. {mode: downsample, interval_s: 1.0}")
+        if self.mode != "downsample" and self.interval_s is not None:
+            raise ValueError(f"interval_s only applies to mode downsample (mode is {self.mode})")
+        return self
+
+
+class InfluxConfig(BaseModel):
+    """InfluxDB v2 write API target (InfluxDB 2.x/3.x, or anything speaking ``/api/v2/write``).
+
+    The point schema written is documented in ``docs/influx.md``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", description="base URL of the server, e.g. http://influx:8086")
+    org: str = Field(default="monitor", description="organisation that owns the bucket")
+    bucket: str = Field(default="cnc", description="bucket the points go to")
+    token: SecretStr = Field(
+        default=SecretStr(""), description="API token with write access; write ${INFLUX_TOKEN}, never the token itself"
+    )
+    batch_size: int = Field(default=1000, ge=1, description="points per write request, and per spool segment")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="longest a point waits for its batch to fill")
+    buffer_size: int = Field(default=10_000, ge=1, description="points held in memory at most")
+    timeout_s: float = Field(default=10.0, gt=0, description="limit for one write request")
+    verify_ssl: bool = Field(default=True, description="check the server's TLS certificate (https URLs)")
+    write_parts: bool = Field(default=True, description="write one point per part record (measurement part)")
+    write_alerts: bool = Field(default=True, description="write one point per alert state change (measurement alert)")
+    signals: dict[str, RawSignalConfig] = Field(
+        default_factory=dict,
+        description="raw signals to write (measurement signal), by canonical name; unlisted signals are not written",
+    )
+    spool_dir: Path | None = Field(
+        default=Path("spool/influx"),
+        description="on-disk spool for outages and daemon restarts, relative to the site file; null disables it",
+    )
+    spool_max_mb: float = Field(default=1024.0, gt=0, description="spool folder bound; beyond it points drop")
+    retry_initial_s: float = Field(default=0.5, gt=0, description="first retry delay; doubles per failure, with jitter")
+    retry_max_s: float = Field(default=30.0, gt=0, description="longest retry delay (Retry-After may ask more)")
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> InfluxConfig:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(f"retry_initial_s {self.retry_initial_s} must not exceed retry_max_s {self.retry_max_s}")
+        return self
 
 
 class MqttConfig(BaseModel):

@@ -1,0 +1,458 @@
+"""The InfluxDB time-series sink: part records, alert changes and chosen raw signals as points.
+
+Three pieces, each testable alone:
+
+- :class:`PointEncoder` turns a part record, alert or observation into one line-protocol line
+  (schema in ``docs/influx.md``). Every point carries an explicit timestamp taken from the event
+  (part end, alert change, controller time), so writing the same event twice writes the *same*
+  point: InfluxDB keeps one point per series and timestamp, and a replay after an outage or a
+  crash overwrites instead of duplicating.
+- :class:`SignalFilter` decides which raw observations are written (off, every change, or
+  downsampled), so a 100 Hz spindle load cannot dwarf everything else. It runs in
+  :meth:`RunningSink.offer`, before anything is buffered or spooled.
+- :class:`InfluxSink` writes batches through influxdb-client's aiohttp-based async API and
+  translates every failure into :class:`SinkError`: connection errors, timeouts, 429 and 5xx are
+  retryable (with the server's ``Retry-After``), as are 401/403/404 (a token or bucket an operator
+  can fix without losing the spooled data); other 4xx (400 unparsable, 413 too large, 422 field
+  type conflict) will never succeed and are set aside. The token never appears in any message.
+
+:func:`build_influx_sink` wires the three into a :class:`RunningSink` from the site's
+``sinks.influx`` section; it is what the daemon calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import aiohttp
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from monitor.errors import SinkError
+from monitor.model import Alert, Feature, Observation, PartRecord, PositionFeature, SizeFeature
+from monitor.sinks.base import Backoff, RetryAfterError, RunningSink, SinkEvent
+from monitor.sinks.config import InfluxConfig, RawSignalConfig
+
+if TYPE_CHECKING:
+    from monitor.config import ProgramConfig
+
+__all__ = [
+    "ALERT_MEASUREMENT",
+    "PART_MEASUREMENT",
+    "SIGNAL_MEASUREMENT",
+    "InfluxSink",
+    "Point",
+    "PointEncoder",
+    "SignalFilter",
+    "build_influx_sink",
+    "time_ns",
+]
+
+log = logging.getLogger(__name__)
+
+PART_MEASUREMENT = "part"
+ALERT_MEASUREMENT = "alert"
+SIGNAL_MEASUREMENT = "signal"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RETRYABLE_4XX = frozenset({401, 403, 404, 408, 429})
+
+
+def time_ns(t: datetime) -> int:
+    """Nanoseconds since the epoch, exactly (no float rounding), for an aware datetime.
+
+    >>> time_ns(datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC))
+    1767225600000001000
+    """
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return ((t - _EPOCH) // timedelta(microseconds=1)) * 1000
+
+
+_NS: Any = WritePrecision.NS
+_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\n"})
+_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
+_STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\n"})
+
+FieldValue = float | int | bool | str
+
+
+class Point:
+    """One line-protocol point; escaping per the InfluxDB line protocol reference.
+
+    A tiny typed builder (influxdb-client's own ``Point`` is untyped and slower): tags with
+    empty values and non-finite floats are skipped, as InfluxDB cannot store them.
+
+    >>> Point("part").tag("machine", "vmc 1,a").field("msg", 'say "hi"').field("n", 3).field("ok", True).line(5)
+    'part,machine=vmc\\\\ 1\\\\,a msg="say \\\\"hi\\\\"",n=3i,ok=true 5'
+    """
+
+    __slots__ = ("_fields", "_measurement", "_tags")
+
+    def __init__(self, measurement: str) -> None:
+        self._measurement = measurement.translate(_MEASUREMENT_ESCAPES)
+        self._tags: list[str] = []
+        self._fields: list[str] = []
+
+    def tag(self, key: str, value: str) -> Point:
+        if value:
+            self._tags.append(f"{key.translate(_KEY_ESCAPES)}={value.translate(_KEY_ESCAPES)}")
+        return self
+
+    def field(self, key: str, value: FieldValue) -> Point:
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = f"{value}i"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return self
+            text = repr(value)
+        else:
+            text = '"' + value.translate(_STRING_ESCAPES) + '"'
+        self._fields.append(f"{key.translate(_KEY_ESCAPES)}={text}")
+        return self
+
+    def line(self, timestamp_ns: int) -> str | None:
+        """The line, or None when the point has no field (InfluxDB would refuse it)."""
+        if not self._fields:
+            return None
+        head = ",".join([self._measurement, *sorted(self._tags)])
+        return f"{head} {','.join(self._fields)} {timestamp_ns}"
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+class PointEncoder:
+    """Line protocol for part records, alerts and observations (see ``docs/influx.md``).
+
+    ``programs`` gives nominal values, so part points carry each feature's deviation and true
+    position, not only the raw probe values.
+
+    >>> from monitor.model import PartStatus
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> part = PartRecord("k1", "vmc-01", "O1234", 7, t, t + timedelta(seconds=90), PartStatus.COMPLETE,
+    ...                   measurements={"probe.hole1_dia": 10.01})
+    >>> tags, fields, stamp = PointEncoder().encode(part).split(" ")
+    >>> tags
+    'part,machine=vmc-01,program=O1234,status=complete'
+    >>> fields.split(",")
+    ['cycle_time_s=90.0', 'key="k1"', 'missing=0i', 'part_number=7i', 'probe.hole1_dia=10.01']
+    >>> stamp
+    '1767225690000000000'
+    """
+
+    def __init__(self, programs: Mapping[str, ProgramConfig] | None = None) -> None:
+        self._features: dict[str, list[Feature]] = {
+            name: program.feature_models() for name, program in (programs or {}).items()
+        }
+
+    def encode(self, event: SinkEvent) -> str | None:
+        """One line of line protocol, or None when the event has nothing writable."""
+        if isinstance(event, PartRecord):
+            return self._part(event).line(time_ns(event.end))
+        if isinstance(event, Alert):
+            return self._alert(event).line(time_ns(event.time))
+        return self._signal(event).line(time_ns(event.time))
+
+    def encode_batch(self, batch: Sequence[SinkEvent]) -> str:
+        lines = [line for line in (self.encode(e) for e in batch) if line]
+        return "\n".join(lines)
+
+    def _part(self, part: PartRecord) -> Point:
+        p = (
+            Point(PART_MEASUREMENT)
+            .tag("machine", part.machine)
+            .tag("program", part.program)
+            .tag("status", str(part.status))
+        )
+        fields: dict[str, FieldValue | None] = {
+            "part_number": int(part.part_number),
+            "key": part.key,
+            "cycle_time_s": (part.end - part.start).total_seconds(),
+            "missing": len(part.missing),
+        }
+        for signal, value in part.measurements.items():
+            fields[signal] = float(value)  # one type per field, or InfluxDB refuses the batch
+        for feature in self._features.get(part.program, ()):
+            fields.update(_feature_fields(feature, part.measurements))
+        spindle = part.spindle
+        fields["spindle_mean_load"] = _finite(spindle.mean_load)
+        fields["spindle_peak_load"] = _finite(spindle.peak_load)
+        fields["spindle_energy"] = _finite(spindle.energy)
+        fields["cutting_time_s"] = float(spindle.cutting_time) if spindle.cutting_time else None
+        fields["tool_life"] = _finite(part.tool_life)
+        if part.tools:
+            fields["tool"] = part.tools[-1].tool
+        if part.counter is not None:
+            fields["counter"] = int(part.counter)
+        for name in sorted(fields):
+            field_value = fields[name]
+            if field_value is not None:
+                p.field(name, field_value)
+        return p
+
+    def _alert(self, alert: Alert) -> Point:
+        p = (
+            Point(ALERT_MEASUREMENT)
+            .tag("machine", alert.machine)
+            .tag("program", alert.program)
+            .tag("feature", alert.feature)
+            .tag("kind", str(alert.kind))
+            .tag("severity", str(alert.severity))
+            .tag("state", str(alert.state))
+            .field("message", alert.message)
+            .field("part_number", int(alert.part_number))
+            .field("alert_id", alert.id)
+        )
+        breach = _evidence_number(alert.evidence, "parts_to_breach")
+        if breach is not None:
+            p.field("parts_to_breach", breach)
+        interval = alert.evidence.get("breach_interval")
+        if interval is None and isinstance(alert.evidence.get("forecast"), dict):
+            interval = alert.evidence["forecast"].get("breach_interval")
+        if isinstance(interval, (list, tuple)) and len(interval) == 2:
+            low, high = (_number(v) for v in interval)
+            if low is not None and high is not None:
+                p.field("parts_to_breach_low", low).field("parts_to_breach_high", high)
+        return p
+
+    def _signal(self, obs: Observation) -> Point:
+        p = (
+            Point(SIGNAL_MEASUREMENT)
+            .tag("machine", obs.machine)
+            .tag("signal", obs.signal)
+        )
+        value = obs.value
+        if isinstance(value, str):
+            p.field("text", value)
+        elif value is not None and obs.number is not None:
+            p.field("value", obs.number)
+        p.field("available", value is not None)
+        return p
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _evidence_number(evidence: Mapping[str, Any], key: str) -> float | None:
+    if key in evidence:
+        return _number(evidence[key])
+    nested = evidence.get("forecast")
+    if isinstance(nested, Mapping) and key in nested:
+        return _number(nested[key])
+    return None
+
+
+def _feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict[str, float]:
+    """Deviation from nominal per feature, in mm: ``F.dev`` for sizes; ``F.dx``/``F.dy``/``F.tp``."""
+    out: dict[str, float] = {}
+    if isinstance(feature, SizeFeature):
+        value = measurements.get(feature.signal)
+        if value is not None:
+            out[f"{feature.name}.dev"] = value - feature.nominal
+        return out
+    assert isinstance(feature, PositionFeature)
+    for axis_name, axis in feature.axes:
+        value = measurements.get(axis.signal)
+        if value is not None:
+            out[f"{feature.name}.d{axis_name}"] = value - axis.nominal
+    tp = feature.true_position(dict(measurements))
+    if tp is not None:
+        out[f"{feature.name}.tp"] = tp
+        out[f"{feature.name}.tp_used"] = tp / feature.tolerance
+    return out
+
+
+class SignalFilter:
+    """Which raw observations go to InfluxDB; a pure, bounded filter for :meth:`RunningSink.offer`.
+
+    Part records and alerts pass unless switched off. An observation passes according to its
+    signal's mode: ``off`` (or unlisted) never, ``change`` when its value differs from the last
+    one that passed for that machine and signal, ``downsample`` when it is the first in its
+    ``interval_s`` bucket. State is one entry per machine and configured signal.
+
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> f = SignalFilter({"spindle.load": RawSignalConfig(mode="downsample", interval_s=1.0)})
+    >>> [f(Observation("m", "spindle.load", t + timedelta(seconds=s), 1.0)) for s in (0, 0.5, 1.0, 1.2, 3.1)]
+    [True, False, True, False, True]
+    """
+
+    def __init__(
+        self, signals: Mapping[str, RawSignalConfig], *, parts: bool = True, alerts: bool = True
+    ) -> None:
+        self._signals = dict(signals)
+        self._parts = parts
+        self._alerts = alerts
+        self._last: dict[tuple[str, str], object] = {}
+
+    def __call__(self, event: SinkEvent) -> bool:
+        if isinstance(event, PartRecord):
+            return self._parts
+        if isinstance(event, Alert):
+            return self._alerts
+        mode = self._signals.get(event.signal)
+        if mode is None or mode.mode == "off":
+            return False
+        key = (event.machine, event.signal)
+        if mode.mode == "change":
+            marker: object = event.value
+        else:
+            assert mode.interval_s is not None
+            marker = time_ns(event.time) // int(mode.interval_s * 1e9)
+        if key in self._last and self._last[key] == marker:
+            return False
+        self._last[key] = marker
+        return True
+
+
+def _retry_after_s(value: Any) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _server_message(exc: ApiException) -> str:
+    message = getattr(exc, "message", None) or exc.reason or ""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return " ".join(str(message).split())[:500]
+
+
+class InfluxSink:
+    """Writes batches of events to an InfluxDB v2 write API with influxdb-client's async client.
+
+    Never blocks the event loop: encoding runs in a worker thread and the request goes through
+    aiohttp. Raises :class:`SinkError` (or :class:`RetryAfterError`) for every failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        org: str,
+        bucket: str,
+        token: str = "",
+        programs: Mapping[str, ProgramConfig] | None = None,
+        timeout_s: float = 10.0,
+        verify_ssl: bool = True,
+        name: str = "influx",
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.org = org
+        self.bucket = bucket
+        self._token = token
+        self._timeout_ms = int(timeout_s * 1000)
+        self._verify_ssl = verify_ssl
+        self.encoder = PointEncoder(programs)
+        self._client: InfluxDBClientAsync | None = None
+        self._closed = False
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never appear in a message (the token)."""
+        return (self._token,) if self._token else ()
+
+    def __repr__(self) -> str:
+        return f"InfluxSink(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    async def write(self, batch: Sequence[SinkEvent]) -> None:
+        if self._closed:
+            raise SinkError(f"{self.name}: sink is closed", retryable=False)
+        body = await asyncio.to_thread(self.encoder.encode_batch, batch) if len(batch) > 50 else (
+            self.encoder.encode_batch(batch)
+        )
+        if not body:
+            return
+        if self._client is None:
+            self._client = InfluxDBClientAsync(
+                url=self.url, token=self._token, org=self.org, timeout=self._timeout_ms, verify_ssl=self._verify_ssl
+            )
+        where = f"{self.name} write to {self.url} (bucket {self.bucket})"
+        try:
+            await self._client.write_api().write(
+                bucket=self.bucket, org=self.org, record=body, write_precision=_NS
+            )
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            message = self._scrub(f"{where}: HTTP {status}: {_server_message(exc)}")
+            if status == 429 or status >= 500 or status in _RETRYABLE_4XX:
+                headers: Mapping[str, str] = exc.headers or {}
+                raise RetryAfterError(message, retry_after=_retry_after_s(headers.get("Retry-After"))) from None
+            raise SinkError(message, retryable=False) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            detail = self._scrub(str(exc) or type(exc).__name__)
+            raise SinkError(f"{where} failed: {detail}", retryable=True) from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await cast(Any, client).close()
+
+
+def build_influx_sink(
+    config: InfluxConfig,
+    programs: Mapping[str, ProgramConfig],
+    *,
+    base_dir: Path,
+    name: str = "influx",
+) -> RunningSink:
+    """The daemon's entry point: an :class:`InfluxSink` in its :class:`RunningSink`, from the site file.
+
+    ``base_dir`` is the site file's folder; a relative ``spool_dir`` is taken from there.
+    """
+    token = config.token.get_secret_value()
+    sink = InfluxSink(
+        url=config.url,
+        org=config.org,
+        bucket=config.bucket,
+        token=token,
+        programs=programs,
+        timeout_s=config.timeout_s,
+        verify_ssl=config.verify_ssl,
+        name=name,
+    )
+    spool_dir = config.spool_dir
+    if spool_dir is not None and not spool_dir.is_absolute():
+        spool_dir = base_dir / spool_dir
+    return RunningSink(
+        sink,
+        buffer_size=config.buffer_size,
+        batch_size=config.batch_size,
+        flush_interval_s=config.flush_interval_s,
+        spool_dir=spool_dir,
+        spool_max_bytes=int(config.spool_max_mb * 1024 * 1024),
+        backoff=Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s),
+        admit=SignalFilter(config.signals, parts=config.write_parts, alerts=config.write_alerts),
+        secrets=sink.secrets,
+    )
