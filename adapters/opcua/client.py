@@ -126,6 +126,10 @@ def _aware(t: datetime | None) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
+_OVERFLOW_BITS = 0x0480
+"""StatusCode InfoType=DataValue (0x400) with the Overflow bit (0x80), OPC 10000-4 §7.39."""
+
+
 class _LostError(Exception):
     """Internal: the current session ended; the message says why."""
 
@@ -174,12 +178,12 @@ class OpcUaAdapter(Adapter):
             self._client = client
             try:
                 reason = await self._serve(client)
+                self.stats.count("reconnects")
+                await self._set_state(AdapterState.LOST, reason)
             finally:
                 self._client = None
-                await close_quietly(client)
+                await close_quietly(client, min(2.0, self.source.request_timeout_s))
             attempt = 0
-            self.stats.count("reconnects")
-            await self._set_state(AdapterState.LOST, reason)
             await asyncio.sleep(self._backoff(0))
 
     async def _close(self) -> None:
@@ -232,7 +236,11 @@ class OpcUaAdapter(Adapter):
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = self.source.publishing_interval_ms
         params.RequestedMaxKeepAliveCount = self.source.keepalive_count
-        params.RequestedLifetimeCount = self.source.keepalive_count * 3
+        # the server keeps the subscription this many intervals without a publish request:
+        # at least three keep-alive periods (OPC 10000-4 §5.13.2) and at least a minute
+        params.RequestedLifetimeCount = max(
+            3 * self.source.keepalive_count, math.ceil(60_000 / self.source.publishing_interval_ms)
+        )
         params.MaxNotificationsPerPublish = 0
         params.PublishingEnabled = True
         params.Priority = 0
@@ -284,8 +292,7 @@ class OpcUaAdapter(Adapter):
         self._client_overflow = True
         self.stats.count(
             "client_queue_overflow",
-            message=f"{self.machine}: asyncua notification queue full ({self.source.notification_queue}); "
-            "notifications dropped",
+            message=f"{self.machine}: asyncua notification queue full ({self.source.notification_queue}); notifications dropped",
         )
 
     async def _pump(self, sub: Subscription) -> None:
@@ -313,12 +320,16 @@ class OpcUaAdapter(Adapter):
         value: Value
         if status is not None and not status.is_good():
             self.stats.count(
-                f"bad_status:{signal}:{status.name}",
+                f"bad_status:{status.name}",
                 message=f"{self.machine}: {signal} reported {status.name}; recorded as UNAVAILABLE",
             )
             value = None
         else:
             value = _to_value(dv.Value.Value if dv.Value is not None else None)
+        if status is not None and status.value & _OVERFLOW_BITS == _OVERFLOW_BITS:
+            # The server's queue for this item overflowed: older changes were discarded there.
+            self.stats.count("server_queue_overflow", message=f"{self.machine}: server dropped changes of {signal}")
+            self._put_gap(f"server queue of {signal} overflowed; changes lost")
         last = self._last.get(signal)
         if last is not None and last == (value, when):
             self.stats.count("duplicates_skipped")

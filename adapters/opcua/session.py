@@ -139,9 +139,7 @@ async def open_client(source: OpcUaSource) -> Client:
         name = _status_name(exc)
         if name in _CREDENTIAL_CODES:
             who = f"user from ${source.username_env}" if source.username_env else "anonymous access"
-            raise ConnectError(
-                f"{source.endpoint} refused the {who}: {name}; check the user name and password"
-            ) from exc
+            raise ConnectError(f"{source.endpoint} refused the {who}: {name}; check the user name and password") from exc
         if name in _CERT_CODES:
             raise ConnectError(
                 f"{source.endpoint} refused our client certificate {source.certificate}: {name}; "

@@ -43,9 +43,10 @@ from adapters.opcua.addressing import PREFIXES
 __all__ = [
     "DEFAULT_SIGNAL_MAP",
     "SIM_APPLICATION_URI",
+    "MachineShape",
     "OpcUaSimServer",
-    "SimMachine",
     "SimSecurity",
+    "shapes_for",
     "signal_map",
 ]
 
@@ -72,7 +73,7 @@ _FIRST_MACRO = 500
 
 
 @dataclass(frozen=True, slots=True)
-class SimMachine:
+class MachineShape:
     """One simulated machine: its id and the probe values and tools it exposes from the start.
 
     Probe values and tools first published later are added on the fly, but a client only sees
@@ -86,9 +87,20 @@ class SimMachine:
     """Further canonical signals (e.g. ``part.complete``) exposed as vendor variables."""
 
 
-def signal_map(machine: SimMachine | str) -> dict[str, str]:
+def shapes_for(machines: Iterable[Any]) -> list[MachineShape]:
+    """Shapes for the machines of a simulated cell (anything with ``id`` and ``signals``)."""
+    out = []
+    for m in machines:
+        signals = tuple(m.signals)
+        probes = tuple(s.removeprefix("probe.") for s in signals if s.startswith("probe."))
+        extra = tuple(s for s in signals if not s.startswith("probe.") and s not in DEFAULT_SIGNAL_MAP)
+        out.append(MachineShape(m.id, probes=probes, extra=extra))
+    return out
+
+
+def signal_map(machine: MachineShape | str) -> dict[str, str]:
     """The ``signals:`` section that reads ``machine`` from this simulator."""
-    m = machine if isinstance(machine, SimMachine) else SimMachine(machine)
+    m = machine if isinstance(machine, MachineShape) else MachineShape(machine)
     out = {k: v.format(machine=m.id) for k, v in DEFAULT_SIGNAL_MAP.items()}
     for i, probe in enumerate(m.probes):
         out[f"probe.{probe}"] = f"nsu={SIM_APPLICATION_URI};s={m.id}.Vendor.Macro.R{_FIRST_MACRO + i}"
@@ -144,20 +156,23 @@ class OpcUaSimServer:
 
     def __init__(
         self,
-        machines: Sequence[str | SimMachine],
+        machines: Sequence[str | MachineShape],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         security: SimSecurity | None = None,
         application_uri: str = SIM_APPLICATION_URI,
+        start_time: datetime | None = None,
     ) -> None:
-        self.machines = [m if isinstance(m, SimMachine) else SimMachine(m) for m in machines]
+        self.machines = [m if isinstance(m, MachineShape) else MachineShape(m) for m in machines]
         if len({m.id for m in self.machines}) != len(self.machines):
             raise ValueError("machine ids must be unique")
         self.host = host
         self.port = port
         self.security = security
         self.application_uri = application_uri
+        self.start_time = start_time or datetime.now(UTC)
+        """Timestamp of the placeholder (BadWaitingForInitialData) values before the first publish."""
         self._server: Server | None = None
         self._ns: dict[str, int] = {}
         self._vars: dict[tuple[str, str], list[_Var]] = {}
@@ -172,9 +187,7 @@ class OpcUaSimServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
     @property
@@ -257,32 +270,37 @@ class OpcUaSimServer:
     ) -> Node:
         nid = self._id(machine, path)
         node = await parent.add_variable(nid, self._q(prefix, name), ua.Variant(value, vtype), vtype)
-        if description:
-            await node.write_attribute(
-                ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description)))
+        if signals:
+            # No value until the machine publishes one: a client must not mistake the
+            # placeholder for a reading, nor its creation time for controller time.
+            await self._server_or_fail().write_attribute_value(
+                nid,
+                ua.DataValue(
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData),
+                    SourceTimestamp=self.start_time,
+                    ServerTimestamp=self.start_time,
+                ),
             )
+        if description:
+            await node.write_attribute(ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(description))))
         for s in signals:
             self._vars.setdefault((machine, s), []).append(_Var(nid, vtype))
         return node
 
-    async def _build_machine(self, machines: Node, m: SimMachine) -> None:
+    async def _build_machine(self, machines: Node, m: MachineShape) -> None:
         mid = m.id
         root = await machines.add_object(ua.NodeId(mid, self._ns["app"]), self._q("app", mid))
         self._objects[(mid, "")] = root
         mon = await self._obj(root, mid, "Monitoring", "MT", "Monitoring")
         mt = await self._obj(mon, mid, "Monitoring.MachineTool", "MT", "MachineTool")
-        await self._var(
-            mt, mid, "Monitoring.MachineTool.PowerOnDuration", "MT", "PowerOnDuration", 0, ua.VariantType.UInt32
-        )
+        await self._var(mt, mid, "Monitoring.MachineTool.PowerOnDuration", "MT", "PowerOnDuration", 0, ua.VariantType.UInt32)
         equipment = await self._obj(root, mid, "Equipment", "MT", "Equipment")
         await self._obj(equipment, mid, "Equipment.Tools", "MT", "Tools")
         for t in m.tools:
             await self._add_tool(mid, t)
         prod = await self._obj(root, mid, "Production", "MT", "Production")
         active = await self._obj(prod, mid, "Production.ActiveProgram", "MT", "ActiveProgram")
-        await self._var(
-            active, mid, "Production.ActiveProgram.Name", "MT", "Name", "", ua.VariantType.String, ["program.name"]
-        )
+        await self._var(active, mid, "Production.ActiveProgram.Name", "MT", "Name", "", ua.VariantType.String, ["program.name"])
         state = await self._obj(active, mid, "Production.ActiveProgram.State", "MT", "State")
         await self._var(
             state, mid, "Production.ActiveProgram.State.CurrentState", "UA", "CurrentState",
@@ -299,15 +317,11 @@ class OpcUaSimServer:
         base = "CncInterface.CncSpindleList.S1."
         await self._var(s1, mid, base + "ActLoad", "CNC", "ActLoad", 0.0, ua.VariantType.Double, ["spindle.load"])
         await self._var(s1, mid, base + "ActSpeed", "CNC", "ActSpeed", 0.0, ua.VariantType.Double, ["spindle.speed"])
-        await self._var(
-            s1, mid, base + "ActOverride", "CNC", "ActOverride", 100.0, ua.VariantType.Double, ["spindle.override"]
-        )
+        await self._var(s1, mid, base + "ActOverride", "CNC", "ActOverride", 100.0, ua.VariantType.Double, ["spindle.override"])
         channels = await self._obj(cnc, mid, "CncInterface.CncChannelList", "CNC", "CncChannelList")
         c1 = await self._obj(channels, mid, "CncInterface.CncChannelList.C1", "app", "C1")
         base = "CncInterface.CncChannelList.C1."
-        await self._var(
-            c1, mid, base + "ActProgramName", "CNC", "ActProgramName", "", ua.VariantType.String, ["program.name"]
-        )
+        await self._var(c1, mid, base + "ActProgramName", "CNC", "ActProgramName", "", ua.VariantType.String, ["program.name"])
         await self._var(
             c1, mid, base + "ActMainProgramName", "CNC", "ActMainProgramName", "", ua.VariantType.String,
             ["program.name"],
@@ -323,9 +337,7 @@ class OpcUaSimServer:
         for probe in m.probes:
             await self._add_probe(mid, probe)
         for sig in m.extra:
-            await self._var(
-                vendor, mid, f"Vendor.{sig}", "app", sig, 0.0, ua.VariantType.Double, [sig], description=sig
-            )
+            await self._var(vendor, mid, f"Vendor.{sig}", "app", sig, 0.0, ua.VariantType.Double, [sig], description=sig)
 
     async def _add_tool(self, mid: str, number: int) -> None:
         tools = self._objects[(mid, "Equipment.Tools")]
@@ -336,9 +348,7 @@ class OpcUaSimServer:
             life, mid, path + ".ToolLife.Count", "app", "Count", 0.0, ua.VariantType.Double, [f"tool.life.{number}"]
         )
         await count.add_property(self._id(mid, path + ".ToolLife.Count.Indication"), self._q("MT", "Indication"), 3)
-        await count.add_property(
-            self._id(mid, path + ".ToolLife.Count.WarningValue"), self._q("MT", "WarningValue"), 400.0
-        )
+        await count.add_property(self._id(mid, path + ".ToolLife.Count.WarningValue"), self._q("MT", "WarningValue"), 400.0)
         await count.add_property(self._id(mid, path + ".ToolLife.Count.LimitValue"), self._q("MT", "LimitValue"), 500.0)
 
     async def _add_probe(self, mid: str, probe: str) -> None:
@@ -350,7 +360,16 @@ class OpcUaSimServer:
             description=f"probe.{probe}",
         )  # fmt: skip
 
+    def _server_or_fail(self) -> Server:
+        if self._server is None:
+            raise RuntimeError("simulator is not running")
+        return self._server
+
     # ------------------------------------------------------------------------------ publishing
+    async def publish_event(self, event: Any) -> None:
+        """The :data:`monitor.sim.Publish` hook: write one ``SimEvent(time, machine, signal, value)``."""
+        await self.publish(event.machine, event.signal, event.value, event.time)
+
     def node_of(self, machine: str, signal: str) -> ua.NodeId:
         """The (first) node a canonical signal of a machine is written to."""
         return self._vars[(machine, signal)][0].node
@@ -387,9 +406,7 @@ class OpcUaSimServer:
                     ServerTimestamp=now,
                 )
             else:
-                dv = ua.DataValue(
-                    ua.Variant(_coerce(value, var.vtype), var.vtype), SourceTimestamp=time, ServerTimestamp=now
-                )
+                dv = ua.DataValue(ua.Variant(_coerce(value, var.vtype), var.vtype), SourceTimestamp=time, ServerTimestamp=now)
             await server.write_attribute_value(var.node, dv)
         self.published += 1
 

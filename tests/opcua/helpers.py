@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.opcua.client import OpcUaAdapter
-from adapters.opcua.simserver import SimMachine, signal_map
+from adapters.opcua.simserver import MachineShape, signal_map
 from monitor.config import OpcUaMachine
-from monitor.model import Observation
+from monitor.model import CONNECTION_SIGNAL, Observation
 
-MACHINE = SimMachine("vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia"), tools=(1, 12))
+MACHINE = MachineShape("vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia"), tools=(1, 12))
 
 
 def machine_config(endpoint: str, signals: dict[str, Any] | None = None, **source: Any) -> OpcUaMachine:
@@ -62,9 +62,7 @@ class Collector:
     def of(self, signal: str) -> list[Observation]:
         return [o for o in self.items if o.signal == signal]
 
-    async def wait(
-        self, predicate: Callable[[list[Observation]], bool], within_s: float = 10.0, what: str = ""
-    ) -> None:
+    async def wait(self, predicate: Callable[[list[Observation]], bool], within_s: float = 10.0, what: str = "") -> None:
         await wait_until(lambda: predicate(self.items) or self.error is not None, within_s, what or "observations")
         if self.error is not None and not predicate(self.items):
             raise AssertionError(f"adapter failed: {self.error!r}")
@@ -73,3 +71,8 @@ class Collector:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+def connected(items: list[Observation]) -> bool:
+    """True once the adapter reported its first connection."""
+    return any(o.signal == CONNECTION_SIGNAL and o.value == "connected" for o in items)
