@@ -16,11 +16,15 @@ class MtConnectSource(BaseModel):
 
     type: Literal["mtconnect"]
     url: str = Field(pattern=r"^https?://", description="http://host:port of the agent")
-    device: str | None = None
-    interval_ms: int = Field(default=500, ge=0)
-    heartbeat_ms: int = Field(default=10_000, gt=0)
-    count: int = Field(default=1000, ge=1)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    device: str | None = Field(default=None, description="device name or uuid; needed when the agent serves several")
+    interval_ms: int = Field(default=500, ge=0, description="streaming interval; also the polling period")
+    heartbeat_ms: int = Field(default=10_000, gt=0, description="a stream silent for 2 heartbeats is dead")
+    count: int = Field(default=1000, ge=1, description="observations per /sample document")
+    streaming: bool = Field(default=True, description="false: poll /sample instead of streaming")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="first reconnect delay (doubles, jittered)")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the reconnect delay")
+    parse_in_thread_bytes: int = Field(default=64 * 1024, ge=0, description="larger documents parse off the loop")
+    max_document_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="larger documents are refused")
 
 
 class MtConnectSignal(BaseModel):
@@ -28,12 +32,15 @@ class MtConnectSignal(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = None
-    name: str | None = None
-    type: str | None = None
-    subType: str | None = None  # noqa: N815 - MTConnect's own spelling
-    component: str | None = None
-    key: str | None = Field(default=None, description="one key of a DATA_SET or TABLE item")
+    id: str | None = Field(default=None, description="data item id (exact)")
+    name: str | None = Field(default=None, description="data item name")
+    type: str | None = Field(default=None, description="data item type, e.g. LOAD, PART_COUNT")
+    subType: str | None = Field(default=None, description="data item subType, e.g. ACTUAL")  # noqa: N815
+    component: str | None = Field(default=None, description="component id, name, type or Type[name] label")
+    key: str | None = Field(
+        default=None,
+        description="one key of a DATA_SET or TABLE item; for an ASSET_CHANGED item, the ToolLife type",
+    )
 
     @model_validator(mode="after")
     def _one_selector(self) -> MtConnectSignal:

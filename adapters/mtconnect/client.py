@@ -1,0 +1,462 @@
+"""The MTConnect client adapter: one agent device in, canonical observations out.
+
+The protocol as real agents behave:
+
+1. ``/probe`` gives the device model; the configured signals are bound to data items
+   (:mod:`adapters.mtconnect.mapping`).
+2. ``/current`` gives every item's latest value, ``nextSequence`` and ``instanceId``; the bound
+   values are emitted once.
+3. ``/sample?from=<next>&interval=..&heartbeat=..`` streams multipart parts (split by boundary and
+   Content-length). Agents that answer a plain document instead are polled with ``/sample``.
+
+Sequence discipline: observations are emitted in sequence order exactly once (``_next`` only moves
+forward; anything below it is a replay and is dropped). An ``instanceId`` change means the agent
+restarted: re-probe, re-read, report a gap, and read the new buffer from its start when it has not
+wrapped, so nothing published since the restart is lost. ``OUT_OF_RANGE`` means we fell behind the
+agent's buffer: resynchronise from ``/current`` and report the lost sequence range as a gap. A
+stream that misses its heartbeat is dead: reconnect. A malformed document is counted, logged once
+with the URL and its first bytes, and the adapter resynchronises. Documents larger than
+``parse_in_thread_bytes`` are parsed in a worker thread so the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from adapters.base import Adapter, AdapterState
+from adapters.mtconnect.buffer import ConditionState, apply_condition
+from adapters.mtconnect.documents import (
+    AssetsDocument,
+    CuttingToolAsset,
+    DevicesDocument,
+    Document,
+    ErrorDocument,
+    MtcObservation,
+    StreamsDocument,
+    parse_time,
+)
+from adapters.mtconnect.mapping import Binding, condition_level, convert, resolve, select_devices
+from adapters.mtconnect.parser import parse_document
+from monitor.config import MtConnectMachine
+from monitor.errors import AdapterError, BadDocument, ConnectError
+from monitor.model import Observation
+
+__all__ = ["AgentClient", "MtConnectAdapter", "iter_multipart"]
+
+log = logging.getLogger(__name__)
+
+
+class _Restarted(Exception):
+    """The agent's instanceId changed under us."""
+
+
+class _OutOfRange(Exception):
+    """The agent no longer holds the sequence we asked for."""
+
+
+class _StreamEnded(Exception):
+    """The agent closed the stream or missed its heartbeat."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    doc: Document
+    url: str
+
+
+class AgentClient:
+    """HTTP requests to one agent, each answer parsed (off the loop when large)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        parse_in_thread_bytes: int = 64 * 1024,
+        max_document_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.parse_in_thread_bytes = parse_in_thread_bytes
+        self.max_document_bytes = max_document_bytes
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def parse(self, body: bytes, only: frozenset[str] | None = None) -> Document:
+        """Parse one document; large ones in a worker thread."""
+        if len(body) > self.parse_in_thread_bytes:
+            return await asyncio.to_thread(parse_document, body, max_bytes=self.max_document_bytes, only=only)
+        return parse_document(body, max_bytes=self.max_document_bytes, only=only)
+
+    async def get(self, path: str, only: frozenset[str] | None = None, *, limit_s: float = 30.0) -> _Page:
+        url = self.url(path)
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ConnectError(f"{url}: {exc or type(exc).__name__}; is the agent running and reachable?") from exc
+        try:
+            return _Page(await self.parse(body, only), url)
+        except BadDocument as exc:
+            raise BadDocument(f"{url} (HTTP {resp.status}): {exc}") from exc
+
+    async def probe(self, device: str | None = None) -> DevicesDocument:
+        page = await self.get(f"/{device}/probe" if device else "/probe")
+        doc = _expect(page, DevicesDocument)
+        assert isinstance(doc, DevicesDocument)
+        return doc
+
+    async def current(self, only: frozenset[str] | None = None) -> StreamsDocument:
+        page = await self.get("/current", only)
+        doc = _expect(page, StreamsDocument)
+        assert isinstance(doc, StreamsDocument)
+        return doc
+
+    async def asset(self, asset_id: str) -> AssetsDocument | None:
+        page = await self.get(f"/asset/{asset_id}")
+        return page.doc if isinstance(page.doc, AssetsDocument) else None
+
+
+def _expect(page: _Page, kind: type) -> Document:
+    doc = page.doc
+    if isinstance(doc, ErrorDocument):
+        if "OUT_OF_RANGE" in doc.codes:
+            raise _OutOfRange(doc.errors[0].message)
+        text = "; ".join(f"{e.code}: {e.message}" for e in doc.errors)
+        raise AdapterError(f"{page.url}: agent answered {text}")
+    if not isinstance(doc, kind):
+        raise BadDocument(f"{page.url}: expected {kind.__name__}, got {type(doc).__name__}")
+    return doc
+
+
+async def iter_multipart(
+    content: aiohttp.StreamReader, boundary: str, part_wait_s: float, max_bytes: int = 64 * 1024 * 1024
+) -> AsyncIterator[bytes]:
+    """Bodies of a ``multipart/x-mixed-replace`` (or chunked ``multipart/mixed``) stream.
+
+    Parts are found by their boundary line and read by their Content-length. ``part_wait_s`` bounds
+    the wait for each part: a heartbeat that does not come raises :class:`TimeoutError`.
+    """
+    marker = b"--" + boundary.encode()
+    while True:
+        line = await asyncio.wait_for(content.readline(), part_wait_s)
+        if not line:
+            return
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith(marker):
+            raise BadDocument(f"multipart stream: expected boundary, got {line[:60]!r}")
+        if line.endswith(b"--"):
+            return
+        length: int | None = None
+        while True:
+            head = await asyncio.wait_for(content.readline(), part_wait_s)
+            if not head:
+                return
+            head = head.strip()
+            if not head:
+                break
+            name, _, value = head.partition(b":")
+            if name.strip().lower() == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError as exc:
+                    raise BadDocument(f"multipart stream: bad Content-length {value[:20]!r}") from exc
+        if length is None or length < 0 or length > max_bytes:
+            raise BadDocument(f"multipart stream: part without a usable Content-length ({length})")
+        body = await asyncio.wait_for(content.readexactly(length), part_wait_s)
+        yield body
+
+
+class MtConnectAdapter(Adapter):
+    """Reads one machine from an MTConnect agent (any version 1.1 - 2.x) into canonical observations."""
+
+    type_name = "mtconnect"
+
+    def __init__(self, machine: MtConnectMachine, *, queue_size: int = 10_000) -> None:
+        super().__init__(machine.id, queue_size=queue_size)
+        self.config = machine
+        self.source = machine.source
+        self.instance_id: int | None = None
+        self.next_sequence: int | None = None
+        self.bindings: list[Binding] = []
+        self._by_item: dict[str, list[Binding]] = {}
+        self._only: frozenset[str] = frozenset()
+        self._conditions: dict[str, ConditionState] = {}
+        self._sets: dict[str, dict[str, object]] = {}
+        self._client: AgentClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+        self.streaming = self.source.streaming
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            await self._close()
+
+    async def _loop(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._client = AgentClient(
+            self.source.url,
+            self._session,
+            parse_in_thread_bytes=self.source.parse_in_thread_bytes,
+            max_document_bytes=self.source.max_document_bytes,
+        )
+        failures = 0
+        while True:
+            try:
+                await self._session_cycle(self._client)
+                failures = 0
+            except _Restarted:
+                failures = 0
+                continue  # re-probe at once: the gap is reported by _synchronise
+            except _OutOfRange as exc:
+                self.stats.count("out_of_range", message=f"{self.machine}: fell behind the agent buffer ({exc})")
+                await self._resync_gap()
+                continue
+            except BadDocument as exc:
+                self.stats.count("bad_document", message=f"{self.machine}: {exc}")
+                failures += 1
+            except ConnectError as exc:
+                self.stats.count("connect_failed", message=f"{self.machine}: {exc}")
+                failures += 1
+            except _StreamEnded as exc:
+                self.stats.count("stream_ended", message=f"{self.machine}: {exc}")
+                failures = max(failures, 1)
+            except AdapterError as exc:  # the model does not fit the config, or the agent refused a request
+                self.stats.count("agent_error", message=f"{self.machine}: {exc}")
+                failures += 1
+            await self._set_state(AdapterState.LOST, "reconnecting")
+            await asyncio.sleep(self._backoff(failures))
+
+    def _backoff(self, failures: int) -> float:
+        """Capped exponential backoff with jitter, so many monitors do not hammer a recovering agent."""
+        base = min(self.source.reconnect_max_s, self.source.reconnect_min_s * (2.0 ** max(failures - 1, 0)))
+        return float(base * self._rng.uniform(0.5, 1.0))
+
+    async def _resync_gap(self) -> None:
+        """After OUT_OF_RANGE: jump to the agent's present and report what we skipped."""
+        assert self._client is not None
+        lost_from = self.next_sequence
+        cur = await self._client.current(self._only)
+        self._check_instance(cur)
+        first = cur.header.first_sequence
+        await self._emit_gap(
+            f"MTConnect buffer overrun: sequences {lost_from}..{(first or 1) - 1} were overwritten before we read them"
+        )
+        await self._emit_current(cur, replay_from=None)
+
+    # ------------------------------------------------------------ one connection
+
+    async def _session_cycle(self, client: AgentClient) -> None:
+        probe = await client.probe()
+        self.bindings = resolve(probe, self.source.device, self.config.signals)
+        devices = select_devices(probe, self.source.device)
+        self._by_item = {}
+        for b in self.bindings:
+            self._by_item.setdefault(b.item.id, []).append(b)
+        self._only = frozenset(self._by_item)
+        if not devices:
+            raise AdapterError(f"{self.machine}: the agent at {self.source.url} serves no device")
+        await self._synchronise(client)
+        await self._set_state(AdapterState.CONNECTED, self.source.url)
+        if self.streaming:
+            await self._stream(client)
+        else:
+            await self._poll(client)
+
+    def _check_instance(self, doc: StreamsDocument) -> None:
+        inst = doc.header.instance_id
+        if self.instance_id is not None and inst is not None and inst != self.instance_id:
+            raise _Restarted(f"instanceId {self.instance_id} -> {inst}")
+
+    async def _synchronise(self, client: AgentClient) -> None:
+        """Read /current; decide between resuming, replaying a restarted agent's buffer, or a fresh start."""
+        cur = await client.current(self._only)
+        inst, first = cur.header.instance_id, cur.header.first_sequence or 1
+        nxt = cur.header.next_sequence
+        if nxt is None:
+            raise BadDocument(f"{client.url('/current')}: header without nextSequence")
+        if self.instance_id is None:
+            self.instance_id = inst
+            await self._emit_current(cur, replay_from=None)
+            return
+        if inst != self.instance_id:
+            old = self.instance_id
+            self.instance_id = inst
+            self.stats.count("agent_restarts", message=f"{self.machine}: agent restarted ({old} -> {inst})")
+            await self._emit_gap(f"MTConnect agent restarted (instanceId {old} -> {inst}); data in between lost")
+            self._conditions.clear()
+            self._sets.clear()
+            self.next_sequence = None
+            if first <= 1:
+                self.next_sequence = 1  # nothing overwritten yet: read the new buffer from its start
+                return
+            await self._emit_current(cur, replay_from=None)
+            return
+        if self.next_sequence is not None and self.next_sequence >= first:
+            return  # same agent, our position is still in its buffer: resume without loss
+        lost = self.next_sequence
+        await self._emit_gap(f"MTConnect buffer overrun while disconnected: sequences from {lost} lost")
+        await self._emit_current(cur, replay_from=None)
+
+    async def _emit_current(self, cur: StreamsDocument, replay_from: int | None) -> None:
+        self.instance_id = cur.header.instance_id
+        self._conditions.clear()
+        await self._emit_observations(cur.observations, current=True)
+        self.next_sequence = cur.header.next_sequence
+
+    # ------------------------------------------------------------ reading samples
+
+    def _sample_path(self, streaming: bool) -> str:
+        src = self.source
+        path = f"/sample?from={self.next_sequence}&count={src.count}"
+        if src.device:
+            path = f"/{src.device}{path}"
+        if streaming:
+            path += f"&interval={src.interval_ms}&heartbeat={src.heartbeat_ms}"
+        return path
+
+    async def _handle(self, client: AgentClient, doc: Document, url: str) -> bool:
+        """Apply one sample document; True when it carried observations."""
+        if isinstance(doc, ErrorDocument):
+            if "OUT_OF_RANGE" in doc.codes:
+                raise _OutOfRange(doc.errors[0].message)
+            raise AdapterError(f"{url}: agent answered {'; '.join(f'{e.code}: {e.message}' for e in doc.errors)}")
+        if not isinstance(doc, StreamsDocument):
+            raise BadDocument(f"{url}: expected a Streams document, got {type(doc).__name__}")
+        self._check_instance(doc)
+        await self._emit_observations(doc.observations, current=False)
+        nxt = doc.header.next_sequence
+        if nxt is not None and (self.next_sequence is None or nxt > self.next_sequence):
+            self.next_sequence = nxt
+        return bool(doc.observations)
+
+    async def _poll(self, client: AgentClient) -> None:
+        while True:
+            page = await client.get(self._sample_path(False), self._only)
+            got = await self._handle(client, page.doc, page.url)
+            if not got:
+                await asyncio.sleep(max(self.source.interval_ms, 50) / 1000)
+
+    async def _stream(self, client: AgentClient) -> None:
+        url = client.url(self._sample_path(True))
+        hb = self.source.heartbeat_ms / 1000
+        timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_connect=10.0)
+        try:
+            async with client.session.get(url, timeout=timeout) as resp:
+                ctype = resp.headers.get("Content-Type", "")
+                if "multipart" not in ctype.lower():
+                    # the agent refused interval: it answered one plain document; poll from now on
+                    self.stats.count("streaming_refused", message=f"{url}: no multipart stream; polling instead")
+                    self.streaming = False
+                    body = await resp.read()
+                    try:
+                        doc = await client.parse(body, self._only)
+                    except BadDocument as exc:
+                        raise BadDocument(f"{url} (HTTP {resp.status}): {exc}") from exc
+                    await self._handle(client, doc, url)
+                    return
+                boundary = _boundary(ctype)
+                async for body in iter_multipart(resp.content, boundary, 2 * hb + 1.0,
+                                                 max_bytes=self.source.max_document_bytes):
+                    try:
+                        doc = await client.parse(body, self._only)
+                    except BadDocument as exc:
+                        raise BadDocument(f"{url}: {exc}") from exc
+                    await self._handle(client, doc, url)
+        except TimeoutError as exc:
+            self.stats.count("heartbeat_missed", message=f"{self.machine}: no heartbeat from {url}; reconnecting")
+            raise _StreamEnded("heartbeat missed") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectError(f"{url}: {exc or type(exc).__name__}") from exc
+        raise _StreamEnded("the agent closed the stream")
+
+    # ------------------------------------------------------------ observations
+
+    async def _emit_observations(self, observations: Sequence[MtcObservation], *, current: bool) -> None:
+        ordered = sorted(observations, key=_seq)
+        floor = self.next_sequence if not current else None
+        for o in ordered:
+            if floor is not None and o.sequence < floor:
+                self.stats.count("duplicates_dropped")
+                continue
+            bindings = self._by_item.get(o.data_item_id)
+            if not bindings:
+                continue
+            for b in bindings:
+                if b.reads_asset:
+                    await self._emit_tool_life(b, o)
+                    continue
+                value = self._value(b, o)
+                if value is _SKIP:
+                    continue
+                await self._emit(Observation(self.machine, b.signal, parse_time(o.timestamp), value, o.sequence))  # type: ignore[arg-type]
+            if not current:
+                self.next_sequence = o.sequence + 1
+
+    def _value(self, b: Binding, o: MtcObservation) -> object:
+        if o.category == "CONDITION":
+            state = apply_condition(self._conditions.get(o.data_item_id, {}), o)
+            self._conditions[o.data_item_id] = state
+            return condition_level([c.level for c in state.values()])
+        if b.key is not None:
+            if o.value is None:
+                return None
+            if not isinstance(o.value, dict):
+                return _SKIP
+            merged = self._sets.setdefault(o.data_item_id, {})
+            merged.update(o.value)
+            if b.key not in o.value:
+                return _SKIP
+            entry = o.value[b.key]
+            return convert(b.signal, entry) if not isinstance(entry, dict) else _SKIP
+        return convert(b.signal, o.value)
+
+    async def _emit_tool_life(self, b: Binding, o: MtcObservation) -> None:
+        """ASSET_CHANGED fired: re-read the CuttingTool and emit its ToolLife (of type ``key``)."""
+        if not isinstance(o.value, str) or not o.value or self._client is None:
+            return
+        try:
+            doc = await self._client.asset(o.value)
+        except (BadDocument, ConnectError) as exc:
+            self.stats.count("asset_read_failed", message=f"{self.machine}: asset {o.value}: {exc}")
+            return
+        if doc is None:
+            return
+        for asset in doc.assets:
+            if isinstance(asset, CuttingToolAsset):
+                lives = [lf for lf in asset.tool_life if b.key in (None, lf.type)]
+                if lives:
+                    await self._emit(Observation(self.machine, b.signal, parse_time(o.timestamp), lives[0].value, o.sequence))
+
+
+_SKIP = object()
+
+
+def _seq(o: MtcObservation) -> int:
+    return o.sequence
+
+
+def _boundary(content_type: str) -> str:
+    for part in content_type.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k.lower() == "boundary":
+            return v.strip().strip('"')
+    raise BadDocument(f"multipart stream without a boundary: {content_type!r}")

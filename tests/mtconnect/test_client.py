@@ -1,0 +1,204 @@
+"""The client adapter against our agent over real HTTP: polling, streaming, restarts, overruns, stalls, garbage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from adapters.base import AdapterState
+from adapters.mtconnect.agent import MtConnectAgent
+from adapters.mtconnect.client import MtConnectAdapter
+from adapters.mtconnect.documents import CuttingToolAsset, Life
+from monitor.config import MtConnectMachine
+from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
+from tests.mtconnect._devices import vmc
+
+SIGNALS: dict[str, Any] = {
+    "spindle.load": {"type": "LOAD", "component": "C"},
+    "spindle.speed": {"name": "Srpm"},
+    "part.count": "vmc_pc",
+    "program.name": "program",
+    "execution": {"type": "EXECUTION"},
+    "probe.hole1_x": {"type": "MEASUREMENT_VALUE", "name": "hole1_x"},
+    "probe.hole1_y": {"id": "vmc_vars", "key": "501"},
+    "tool.life": {"type": "ASSET_CHANGED", "key": "MINUTES"},
+}
+
+
+def machine(url: str, *, streaming: bool, signals: dict[str, Any] | None = None, **source: Any) -> MtConnectMachine:
+    src = {"type": "mtconnect", "url": url, "device": "vmc", "streaming": streaming, "interval_ms": 0,
+           "heartbeat_ms": 200, "reconnect_min_s": 0.02, "reconnect_max_s": 0.1, "count": 1000, **source}
+    return MtConnectMachine.model_validate({"id": "vmc-01", "source": src, "signals": signals or SIGNALS})
+
+
+async def collect(adapter: MtConnectAdapter, until: Callable[[list[Observation]], bool],
+                  limit_s: float = 10.0) -> list[Observation]:
+    """Read observations until ``until(seen)`` holds (polling a condition with a timeout, no sleeps)."""
+    seen: list[Observation] = []
+
+    async def read() -> None:
+        async for obs in adapter.observations():
+            seen.append(obs)
+            if until(seen):
+                return
+
+    await asyncio.wait_for(read(), limit_s)
+    return seen
+
+
+def values(seen: list[Observation], signal: str) -> list[Any]:
+    return [o.value for o in seen if o.signal == signal]
+
+
+def has(signal: str, value: Any) -> Callable[[list[Observation]], bool]:
+    return lambda seen: any(o.signal == signal and o.value == value for o in seen)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["polling", "streaming"])
+async def test_probe_current_sample_loop(streaming: bool) -> None:
+    t0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    async with MtConnectAgent([vmc()]) as agent:
+        agent.publish("vmc", "program", "1234", t0)
+        agent.publish("vmc", "vmc_exec", "ACTIVE", t0)
+        async with MtConnectAdapter(machine(agent.url, streaming=streaming)) as adapter:
+            first = await collect(adapter, has("execution", "ACTIVE"))
+            assert adapter.state is AdapterState.CONNECTED
+            assert values(first, "program.name") == ["1234"]  # text signal stays text
+            assert values(first, "part.count") == [None]  # UNAVAILABLE, never 0
+            for i in range(1, 6):
+                t = t0 + timedelta(seconds=i)
+                agent.publish("vmc", "Sload", 10.0 + i, t)
+                agent.publish("vmc", "vmc_speed", 1000.0 * i, t)
+                agent.publish("vmc", "vmc_pc", float(i), t)
+            agent.publish("vmc", "hole1_x", 25.003, t0 + timedelta(seconds=7))
+            agent.publish("vmc", "macros", {"500": "1.5", "501": "40.002"}, t0 + timedelta(seconds=8))
+            agent.add_cutting_tool("vmc", CuttingToolAsset("T12.1", "T12", tool_life=(Life("MINUTES", "UP", 17.5),)))
+            seen = await collect(adapter, lambda s: has("tool.life", 17.5)(s) and len(values(s, "part.count")) >= 5)
+    assert values(seen, "part.count") == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert values(seen, "spindle.load") == [11.0, 12.0, 13.0, 14.0, 15.0]
+    assert values(seen, "spindle.speed")[-1] == 5000.0
+    assert values(seen, "probe.hole1_x") == [25.003]
+    assert values(seen, "probe.hole1_y") == [40.002]
+    loads = [o for o in seen if o.signal == "spindle.load"]
+    assert loads[0].time == t0 + timedelta(seconds=1)  # the document timestamp, in UTC
+    seqs = [o.source_seq for o in seen if o.source_seq is not None]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))  # in order, once each
+
+
+async def test_agent_restart_mid_batch_reports_gap_without_duplicates() -> None:
+    async with MtConnectAgent([vmc()]) as agent, MtConnectAdapter(machine(agent.url, streaming=True)) as adapter:
+        await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+        for i in range(1, 6):
+            agent.publish("vmc", "vmc_pc", float(i))
+        seen = await collect(adapter, has("part.count", 5.0))
+        agent.restart()
+        for i in range(6, 11):
+            agent.publish("vmc", "vmc_pc", float(i))
+        seen += await collect(adapter, has("part.count", 10.0))
+        assert adapter.stats.counts["agent_restarts"] == 1
+    counts = [v for v in values(seen, "part.count") if v is not None]
+    assert counts == [float(i) for i in range(1, 11)]  # none lost, none twice
+    gaps = [i for i, o in enumerate(seen) if o.signal == GAP_SIGNAL]
+    assert len(gaps) == 1 and "restarted" in str(seen[gaps[0]].value)
+    pos5 = next(i for i, o in enumerate(seen) if o.value == 5.0 and o.signal == "part.count")
+    pos6 = next(i for i, o in enumerate(seen) if o.value == 6.0 and o.signal == "part.count")
+    assert pos5 < gaps[0] < pos6
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["polling", "streaming"])
+async def test_tiny_buffer_slow_client_out_of_range_recovers_with_gap(streaming: bool) -> None:
+    async with MtConnectAgent([vmc()], buffer_size=40) as agent:
+        cfg = machine(agent.url, streaming=streaming, count=5)
+        async with MtConnectAdapter(cfg, queue_size=2) as adapter:
+            await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+            agent.publish("vmc", "vmc_pc", 1.0)
+            await collect(adapter, has("part.count", 1.0))
+            # the consumer stops reading: the adapter blocks on its full queue while the agent moves on
+            for i in range(2, 200):
+                agent.publish("vmc", "vmc_pc", float(i))
+            seen = await collect(adapter, has("part.count", 199.0))
+            assert adapter.stats.counts["out_of_range"] >= 1
+    assert any(o.signal == GAP_SIGNAL and "overrun" in str(o.value) for o in seen)
+    counts = [v for v in values(seen, "part.count") if v is not None]
+    assert counts == sorted(counts) and len(counts) == len(set(counts)) and counts[-1] == 199.0
+    assert len(counts) < 198  # some were really lost, and said so with the gap
+
+
+async def test_stalled_stream_reconnects() -> None:
+    async with (
+        MtConnectAgent([vmc()]) as agent,
+        MtConnectAdapter(machine(agent.url, streaming=True, heartbeat_ms=100)) as adapter,
+    ):
+        await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+        agent.stall(True)
+        seen = await collect(adapter, has(CONNECTION_SIGNAL, "lost"))
+        assert adapter.stats.counts["heartbeat_missed"] >= 1
+        agent.stall(False)
+        agent.publish("vmc", "vmc_pc", 42.0)
+        seen += await collect(adapter, has("part.count", 42.0))
+    assert values(seen, "part.count").count(42.0) == 1
+
+
+BOMB = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b"<MTConnectStreams><Header/><Streams>&b;</Streams></MTConnectStreams>")
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [(b"Service temporarily unavailable \x00\xff", "malformed"), (BOMB, "DTD"),
+     (b'<?xml version="1.0"?><MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:2.0"><Header ', "malformed")],
+    ids=["garbage", "entity-bomb", "truncated"],
+)
+async def test_bad_documents_are_counted_and_adapter_keeps_going(
+    bad: bytes, fragment: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy in front of our agent answers the first /current requests with a bad body."""
+    async with MtConnectAgent([vmc()]) as agent:
+        bad_left = {"n": 2}
+        session = aiohttp.ClientSession()
+
+        async def proxy(request: web.Request) -> web.Response:
+            if request.path.endswith("/current") and bad_left["n"] > 0:
+                bad_left["n"] -= 1
+                return web.Response(body=bad, content_type="text/xml")
+            async with session.get(agent.url + request.path_qs) as r:
+                return web.Response(body=await r.read(), status=r.status, content_type="text/xml")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", proxy)
+        runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            agent.publish("vmc", "vmc_pc", 7.0)
+            async with MtConnectAdapter(machine(f"http://127.0.0.1:{port}", streaming=False)) as adapter:
+                seen = await collect(adapter, has("part.count", 7.0))
+                assert adapter.stats.counts["bad_document"] == 2
+                agent.publish("vmc", "vmc_pc", 8.0)
+                seen += await collect(adapter, has("part.count", 8.0))
+        finally:
+            await runner.cleanup()
+            await session.close()
+    assert values(seen, "part.count") == [7.0, 8.0]
+    logged = [r.getMessage() for r in caplog.records if "bad_document" in r.getMessage()]
+    assert len(logged) == 1 and fragment in logged[0] and f"127.0.0.1:{port}/current" in logged[0]
+
+
+async def test_unresolvable_signal_names_the_problem(caplog: pytest.LogCaptureFixture) -> None:
+    async with MtConnectAgent([vmc()]) as agent:
+        cfg = machine(agent.url, streaming=False, signals={"spindle.load": {"type": "LOAD", "component": "Z"},
+                                                             "tool.number": "nope"})
+        async with MtConnectAdapter(cfg) as adapter:
+            await collect(adapter, has(CONNECTION_SIGNAL, "lost"))
+            assert adapter.stats.counts["agent_error"] >= 1
+    logged = [r.getMessage() for r in caplog.records if "agent_error" in r.getMessage()]
+    assert len(logged) == 1 and "spindle.load" in logged[0] and "tool.number" in logged[0]
+    assert "no data item" in logged[0]
