@@ -186,3 +186,30 @@ def test_machines_list_their_tools() -> None:
     assert cell.machines[0].tools == (1, 5, 12, 99)
     numbers = {e.value for e in cell.events() if e.machine == "vmc-01" and e.signal == "tool.number"}
     assert numbers == {float(t) for t in cell.machines[0].tools}
+
+
+async def test_stop_interrupts_a_paced_wait_promptly() -> None:
+    """At real-time speed the next event is seconds away; setting stop must end the wait at once."""
+    cell = _cell("tool_wear", 0, parts=50)
+    first = asyncio.Event()
+    seen: list[SimEvent] = []
+
+    def publish(event: SimEvent) -> None:
+        seen.append(event)
+        first.set()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(run_cell(cell, publish, speed=1.0, stop=stop, include_spindle_samples=False))
+    await asyncio.wait_for(first.wait(), timeout=10)
+    t0 = loop.time()
+    stop.set()
+    count = await asyncio.wait_for(task, timeout=5)
+    assert loop.time() - t0 < 1.0, "the 3 s gap to the next event was not waited out"
+    assert count == len(seen) and all(e.time == cell.start for e in seen)
+
+
+def test_sim_event_converts_to_an_observation() -> None:
+    event = next(iter(_cell("demo", 0, parts=1).events()))
+    obs = event.observation()
+    assert (obs.machine, obs.signal, obs.time, obs.value) == (event.machine, event.signal, event.time, event.value)
