@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.codec import alert_from_dict, alert_to_dict
-from monitor.detect.watch import FeatureWatch, Signal, WatchPlan
+from monitor.detect.watch import STAT_KINDS, FeatureWatch, Signal, WatchPlan
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 if TYPE_CHECKING:
@@ -83,6 +83,8 @@ class DriftEngine:
             if outcome.skipped:
                 self._count(outcome.skipped)
                 continue
+            if outcome.recentred:
+                changes += self._close_recentred(part, plan)
             for kind, signal in outcome.signals.items():
                 changes += self._reconcile(part, plan, kind, signal)
         return changes
@@ -130,6 +132,19 @@ class DriftEngine:
             )
             return [entry.alert]
         return []
+
+    def _close_recentred(self, part: PartRecord, plan: WatchPlan) -> list[Alert]:
+        """An offset change brought the feature back to nominal: its statistical alerts close now."""
+        closed = []
+        for kind in STAT_KINDS:
+            entry = self._book.pop((part.machine, part.program, plan.feature.name, str(kind)), None)
+            if entry is not None:
+                closed.append(replace(
+                    entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
+                    evidence={**entry.alert.evidence, "closed_at_part": part.part_number,
+                              "close_reason": "re-centred (offset change)"},
+                ))
+        return closed
 
     # ------------------------------------------------------------------------------ people
     def acknowledge(self, alert_id: str, time: datetime) -> Alert | None:

@@ -11,8 +11,8 @@ Both charts are approximated by finite Markov chains on standardized data (in-co
   which is the usual table value (Montgomery, *Introduction to SQC*, Table 9.3).
 
 The zero-state ARL is ``(I - P)^{-1} 1`` at the start state. 151 states give published table
-values to a few parts in a thousand for 1 ms of ``numpy.linalg.solve``; limits for a target ARL
-are found with Brent's method on ``log ARL`` (about 30 ms) and cached.
+values to a few parts in a thousand for a few ms of elimination; limits for a target ARL
+are found with Brent's method on ``log ARL`` (a few ms) and cached.
 
 >>> round(ewma_arl(0.10, 2.814))
 499
@@ -55,6 +55,26 @@ def _check(name: str, value: float, lo: float, hi: float = math.inf) -> None:
         raise DetectionError(f"{name} must lie in ({lo}, {hi}); got {value}")
 
 
+def _solve_linear(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``a x = b`` by Gaussian elimination in numpy row operations.
+
+    ``a = I - P`` of a sub-stochastic chain is row diagonally dominant, so no pivoting is needed.
+    Deliberately not LAPACK: a threaded BLAS on a busy two-core machine turns a 1 ms solve into
+    hundreds of ms, and limits are solved while a daemon starts.
+    """
+    m = a.shape[0]
+    u = np.array(a, dtype=float)
+    y = np.array(b, dtype=float)
+    for k in range(m - 1):
+        f = u[k + 1 :, k] / u[k, k]
+        u[k + 1 :, k + 1 :] -= f[:, None] * u[k, k + 1 :][None, :]
+        y[k + 1 :] -= f * y[k]
+    x = np.empty(m)
+    for k in range(m - 1, -1, -1):
+        x[k] = (y[k] - u[k, k + 1 :] @ x[k + 1 :]) / u[k, k]
+    return x
+
+
 def ewma_arl(lam: float, limit: float, shift: float = 0.0, states: int = DEFAULT_STATES) -> float:
     """Zero-state ARL of a two-sided EWMA chart with weight ``lam`` and width ``limit`` (L) at a mean ``shift``."""
     _check("lambda", lam, 0.0, 1.0)
@@ -67,7 +87,7 @@ def ewma_arl(lam: float, limit: float, shift: float = 0.0, states: int = DEFAULT
     upper = norm.cdf((c[None, :] + d / 2 - base) / lam - shift)
     lower = norm.cdf((c[None, :] - d / 2 - base) / lam - shift)
     p = upper - lower
-    arl = np.linalg.solve(np.eye(m) - p, np.ones(m))
+    arl = _solve_linear(np.eye(m) - p, np.ones(m))
     return float(arl[m // 2])
 
 
@@ -80,7 +100,7 @@ def _cusum_one_sided(k: float, h: float, shift: float, states: int, headstart: f
     p = np.empty((m, m))
     p[:, 0] = cdf[:, 0]
     p[:, 1:] = cdf[:, 1:] - cdf[:, :-1]
-    arl = np.linalg.solve(np.eye(m) - p, np.ones(m))
+    arl = _solve_linear(np.eye(m) - p, np.ones(m))
     start = min(m - 1, round(headstart / w))
     return float(arl[start])
 

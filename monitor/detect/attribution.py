@@ -59,10 +59,12 @@ class Attribution:
         self.min_parts = int(check_range("min_parts", min_parts, 3, 100_000))
         self._rows: deque[tuple[float, dict[str, float]]] = deque(maxlen=self.window)
         self._n = 0
+        self._last: AttributionResult | None = None
 
     def reset(self) -> None:
         self._rows.clear()
         self._n = 0
+        self._last = None
 
     def update(self, x: float, covariates: Mapping[str, float | None] | None = None) -> AttributionResult:
         if not check_finite(x):
@@ -70,7 +72,15 @@ class Attribution:
         cov = {k: float(v) for k, v in (covariates or {}).items() if v is not None and check_finite(v)}
         self._rows.append((float(x), cov))
         self._n += 1
-        return self._result()
+        self._last = self._result()
+        return self._last
+
+    @property
+    def last(self) -> AttributionResult:
+        """The result of the latest update (recomputed after a restore)."""
+        if self._last is None:
+            self._last = self._result()
+        return self._last
 
     def _result(self, skipped: bool = False) -> AttributionResult:
         names = [n for n in COVARIATES if any(n in c for _, c in self._rows)]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.stats import chi2, norm
+from scipy.special import chdtri, ndtri
 
 from monitor.detect.base import check_finite, check_range, register
 from monitor.errors import DetectionError
@@ -63,13 +63,13 @@ def _indices(n: int, mean: float, s_within: float | None, s_overall: float | Non
     if n < 2 or s_within is None or s_overall is None or s_within <= 0 or s_overall <= 0:
         return CapabilityResult(n, mean, s_within, s_overall, None, None, None)
     alpha = 1.0 - confidence
-    z = float(norm.isf(alpha / 2))
+    z = float(-ndtri(alpha / 2))
     cp = None
     if math.isfinite(lower) and math.isfinite(upper):
         value = (upper - lower) / (6.0 * s_within)
         df = n - 1
-        cp = Interval(value, value * math.sqrt(float(chi2.ppf(alpha / 2, df)) / df),
-                      value * math.sqrt(float(chi2.ppf(1 - alpha / 2, df)) / df))
+        cp = Interval(value, value * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df),
+                      value * math.sqrt(float(chdtri(df, alpha / 2)) / df))
 
     def k_index(s: float) -> float:
         return min((upper - mean) / (3.0 * s), (mean - lower) / (3.0 * s))

@@ -6,8 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.stats import norm
-from scipy.stats import t as student_t
+from scipy.special import ndtri, stdtr
 
 from monitor.detect.arl import cusum_h
 from monitor.detect.base import check_finite, check_range, register
@@ -57,9 +56,9 @@ class QStatistic:
         if s <= 0:
             return None
         tval = math.sqrt((r - 1) / r) * (x - self._mean) / s
-        p = float(student_t.cdf(tval, r - 2))
+        p = float(stdtr(r - 2, tval))
         p = min(max(p, 1e-15), 1 - 1e-15)
-        return float(norm.ppf(p))
+        return float(ndtri(p))
 
     def absorb(self, x: float) -> None:
         """Add ``x`` to the running mean and variance (Welford)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import ncx2, norm
+from scipy.special import chndtr, ndtr, ndtri
 
 from monitor.detect.base import check_finite, check_range, register
 from monitor.errors import DetectionError
@@ -59,7 +59,7 @@ def position_out_probability(means: np.ndarray, sds: np.ndarray, tolerance: floa
     var = np.maximum(var, 1e-300)
     nc = np.sum(np.asarray(means) ** 2, axis=0) / var
     df = means.shape[0]
-    return np.asarray(ncx2.sf((tolerance / 2.0) ** 2 / var, df, nc))
+    return np.asarray(1.0 - chndtr((tolerance / 2.0) ** 2 / var, df, nc))
 
 
 def parts_to_breach(prob: np.ndarray, threshold: float) -> float | None:
@@ -120,6 +120,7 @@ class TrendForecast:
         self._mr_sum = 0.0
         self._mr_n = 0
         self._fit: tuple[float, float, float, float, float, float] | None = None  # level, slope, lo, hi, p, sigma
+        self._last: TrendResult | None = None
 
     # ---------------------------------------------------------------------------- fitting
     def _refit(self) -> None:
@@ -137,8 +138,8 @@ class TrendForecast:
         s = float(np.sum(np.sign(y[j] - y[i])))
         var_s = n * (n - 1) * (2 * n + 5) / 18.0
         zs = (s - math.copysign(1.0, s)) / math.sqrt(var_s) if s != 0 else 0.0
-        p = float(2.0 * norm.sf(abs(zs)))
-        c = float(norm.isf((1 - self.confidence) / 2)) * math.sqrt(var_s)
+        p = float(2.0 * ndtr(-abs(zs)))
+        c = float(-ndtri((1 - self.confidence) / 2)) * math.sqrt(var_s)
         m = slopes.size
         lo_i = int(max(0, math.floor((m - c) / 2.0)))
         hi_i = int(min(m - 1, math.ceil((m + c) / 2.0)))
@@ -158,7 +159,7 @@ class TrendForecast:
         level, fitted, lo, hi, _, sd = self._fit
         b = fitted if slope is None else slope
         n = len(self._values)
-        z = float(norm.isf((1 - self.confidence) / 2))
+        z = float(-ndtri((1 - self.confidence) / 2))
         se_slope = (hi - lo) / (2 * z) if z > 0 else 0.0
         h = np.arange(1, horizon + 1, dtype=float)
         mean = level + b * h
@@ -167,7 +168,7 @@ class TrendForecast:
 
     def out_probability(self, fc: Forecast) -> np.ndarray:
         mean, sd = np.asarray(fc.mean), np.maximum(np.asarray(fc.sd), 1e-300)
-        return np.asarray(norm.cdf((self.lower - mean) / sd) + norm.sf((self.upper - mean) / sd))
+        return np.asarray(ndtr((self.lower - mean) / sd) + ndtr((mean - self.upper) / sd))
 
     @property
     def fit(self) -> tuple[float, float, float, float, float, float] | None:
@@ -189,7 +190,15 @@ class TrendForecast:
         self._values.append(x)
         self._n += 1
         self._refit()
-        return self._result()
+        self._last = self._result()
+        return self._last
+
+    @property
+    def last(self) -> TrendResult:
+        """The result of the latest update (recomputed after a restore)."""
+        if self._last is None:
+            self._last = self._result()
+        return self._last
 
     def _result(self, skipped: bool = False) -> TrendResult:
         if self._fit is None:
