@@ -183,6 +183,21 @@ class SimCell:
             yield SimEvent(epoch + timedelta(seconds=t), machine, signal, value)
 
 
+def _restart_events(ev: list[_Raw], machine: str, plan: PartPlan, after_s: float) -> None:
+    """Every signal UNAVAILABLE while the controller is down, then back with the counter at 0."""
+    assert plan.restart_down_s is not None
+    down = plan.end_s + after_s
+    up = down + plan.restart_down_s
+    for signal in _BASE_SIGNALS:
+        ev.append((down, machine, signal, None))
+    ev.append((up, machine, "program.name", plan.part.program))
+    ev.append((up, machine, "execution", "READY"))
+    ev.append((up, machine, "part.count", 0.0))
+    ev.append((up, machine, "tool.number", float(PROBE_TOOL_NUMBER)))
+    ev.append((up, machine, "spindle.speed", 0.0))
+    ev.append((up, machine, "spindle.load", 0.0))
+
+
 def _describe(machine: str, programs: list[str]) -> SimMachineSpec:
     """Programs, signals and tool numbers of one machine, in the order the cell uses them."""
     processes = [PROCESSES[p] for p in programs]
@@ -285,6 +300,8 @@ def _machine_events(
         ev.append((plan.end_s, machine, "execution", "READY"))
         if plan.stop_after:
             ev.append((plan.end_s + scenario.late_probe_s + 1.0, machine, "execution", "STOPPED"))
+        if plan.restart_down_s is not None:
+            _restart_events(ev, machine, plan, scenario.late_probe_s + 1.0)
         ev.sort(key=lambda e: e[0])
         yield from ev
 

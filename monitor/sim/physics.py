@@ -119,6 +119,8 @@ class PartPlan:
     """The interrupted first operation of an aborted attempt at this part, if there was one."""
     components: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """Per probe signal, the mean's (wear, thermal, step) parts in um, for attributing drift."""
+    restart_down_s: float | None = None
+    """The controller restarts after this part and is unreachable this long; its counter resets."""
     """A break or a changeover follows: the machine shows STOPPED."""
 
 
@@ -254,6 +256,7 @@ def simulate_machine(
         _check_creep(steps, program, spec.id)
         breaks = {b.after_part: b.idle_s for b in spec.breaks if _step_applies(b, run.program, single)}
         aborts = {a.at_part for a in spec.aborts if _step_applies(a, run.program, single)}
+        restarts = {r.after_part: r.down_s for r in spec.restarts if _step_applies(r, run.program, single)}
         n_ops = len(process.operations)
         cut_total = spec.cycle_s - TOOL_CHANGE_S * (n_ops + 1) - PROBE_STEP_S * len(process.probe_signals) - END_S
         if cut_total <= 0:
@@ -375,6 +378,7 @@ def simulate_machine(
                 aborted_attempts=int(aborted is not None),
             )
             brk = breaks.get(n)
+            down = restarts.get(n)
             last_of_batch = n == n_parts
             changeover = last_of_batch and run_index + 1 < len(spec.programs)
             if changeover:
@@ -383,12 +387,20 @@ def simulate_machine(
                 idle = brk
             else:
                 idle = spec.idle_s + spec.idle_jitter_s * jitter
+            if down is not None:
+                idle = max(idle, scenario.late_probe_s + 1.0 + down + spec.idle_s)
             stop = changeover or brk is not None
-            plans.append(PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted, components))
+            plans.append(
+                PartPlan(
+                    part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted, components, down
+                )
+            )
             thermal.cool(idle)
             t = end + idle
-            if brk is not None or changeover:
+            if brk is not None or changeover or down is not None:
                 warm_start = t
+            if down is not None:
+                counter = 0
     return plans
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Noise",
     "Offset",
     "ProgramRun",
+    "Restart",
     "Scenario",
     "Step",
     "Thermal",
@@ -97,6 +98,16 @@ class Abort(BaseModel):
 
     model_config = _STRICT
     at_part: int = Field(ge=1)
+    program: str | None = None
+
+
+class Restart(BaseModel):
+    """A controller restart after part ``after_part``: every signal goes UNAVAILABLE for ``down_s``,
+    then comes back with the part counter reset to 0 (as after a power cycle)."""
+
+    model_config = _STRICT
+    after_part: int = Field(ge=1)
+    down_s: float = Field(default=120.0, gt=0)
     program: str | None = None
 
 
@@ -188,6 +199,7 @@ class MachineSpec(BaseModel):
     changeover_s: float = Field(default=900.0, gt=0, description="idle between two batches")
     breaks: list[Break] = Field(default_factory=list)
     aborts: list[Abort] = Field(default_factory=list)
+    restarts: list[Restart] = Field(default_factory=list)
     thermal: Thermal = Field(default_factory=Thermal)
     noise: Noise = Field(default_factory=Noise)
     bias_um: dict[str, float] = Field(
@@ -218,10 +230,11 @@ class MachineSpec(BaseModel):
         for signal in [*self.bias_um, *self.dropouts.signals]:
             if signal not in signals:
                 problems.append(f"{signal}: not a probe signal of {names}; signals are {sorted(signals)}")
-        items: list[tuple[str, Step | Break | Abort]] = [
+        items: list[tuple[str, Step | Break | Abort | Restart]] = [
             *((f"steps[{i}]", s) for i, s in enumerate(self.steps)),
             *((f"breaks[{i}]", b) for i, b in enumerate(self.breaks)),
             *((f"aborts[{i}]", a) for i, a in enumerate(self.aborts)),
+            *((f"restarts[{i}]", r) for i, r in enumerate(self.restarts)),
         ]
         for where, item in items:
             if item.program is None and len(names) > 1:

@@ -213,3 +213,18 @@ def test_sim_event_converts_to_an_observation() -> None:
     event = next(iter(_cell("demo", 0, parts=1).events()))
     obs = event.observation()
     assert (obs.machine, obs.signal, obs.time, obs.value) == (event.machine, event.signal, event.time, event.value)
+
+
+def test_restart_makes_signals_unavailable_then_resets_the_counter() -> None:
+    cell = _cell("restart", 0, parts=35)
+    events = list(cell.events(include_spindle_samples=False))
+    counts = [e.value for e in events if e.signal == "part.count"]
+    assert counts == [float(n) for n in range(31)] + [None, 0.0] + [float(n) for n in range(1, 6)]
+    down = next(i for i, e in enumerate(events) if e.value is None and e.signal == "execution")
+    nones = {e.signal for e in events[down - 6 : down + 8] if e.value is None}
+    assert {"program.name", "execution", "part.count", "spindle.load"} <= nones
+    back = next(e for e in events[down:] if e.signal == "execution" and e.value == "READY")
+    assert (back.time - events[down].time).total_seconds() == 120
+    parts = cell.measurements("O1001")
+    assert [p.counter for p in parts[28:33]] == [29, 30, 1, 2, 3]
+    assert [p.part for p in parts] == list(range(1, 36))

@@ -19,7 +19,7 @@ def _track(cell: SimCell) -> list[PartRecord]:
     return records
 
 
-@pytest.mark.parametrize("name", ["demo", "late_probe", "dropouts"])
+@pytest.mark.parametrize("name", ["demo", "late_probe", "dropouts", "restart", "two_programs"])
 def test_tracker_rebuilds_every_part_with_its_measurements(name: str) -> None:
     cell = SimCell(load_scenario(name), seed=2, parts=40)
     records = _track(cell)
