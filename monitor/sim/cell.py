@@ -164,7 +164,8 @@ class SimCell:
     @property
     def end(self) -> datetime:
         """Simulated time of the last event."""
-        last = max(plans[-1].end_s for plans in self._plans.values() if plans) + self.scenario.late_probe_s + 1.0
+        tail = self.scenario.late_probe_s + 1.0
+        last = max(p[-1].end_s + tail + (p[-1].restart_down_s or 0.0) for p in self._plans.values() if p)
         return self.scenario.epoch + timedelta(seconds=last)
 
     # ------------------------------------------------------------------------------ event stream

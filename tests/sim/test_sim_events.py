@@ -228,3 +228,22 @@ def test_restart_makes_signals_unavailable_then_resets_the_counter() -> None:
     parts = cell.measurements("O1001")
     assert [p.counter for p in parts[28:33]] == [29, 30, 1, 2, 3]
     assert [p.part for p in parts] == list(range(1, 36))
+
+
+def test_start_and_end_bound_every_event() -> None:
+    for name in ("demo", "late_probe", "restart", "two_programs"):
+        cell = _cell(name, 0, parts=6)
+        events = list(cell.events(include_spindle_samples=False))
+        assert events[0].time == cell.start
+        assert events[-1].time <= cell.end
+
+
+def test_csv_holds_every_machine_running_the_program(tmp_path: Path) -> None:
+    cell = _cell("two_programs", 0, parts=4)
+    files = write_csv(cell, tmp_path / "out")
+    assert set(files) == {"O1001", "O2002"}
+    with files["O2002"].open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["machine"], int(r["part"])) for r in rows] == [("vmc-01", n) for n in range(1, 5)] + [
+        ("vmc-02", n) for n in range(1, 5)
+    ]
