@@ -396,3 +396,21 @@ def test_encoder_writes_one_type_per_field_and_escapes() -> None:
     line = encoder.encode(p)
     assert line is not None and "probe.hole1_x=25.0" in line and "hole1_pos.dx=0.0" in line
     assert "hole1_pos.tp" not in line, "no true position without both axes"
+
+
+def test_documented_site_example_loads_and_builds(tmp_path: Path) -> None:
+    from monitor.config import load_site
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "influx.md"
+    example = docs.read_text().split("```yaml", 1)[1].split("```", 1)[0]
+    (tmp_path / "programs").mkdir()
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text("site: cell-3\n" + example)
+    site = load_site(site_file, environ={"INFLUX_TOKEN": TOKEN})
+    cfg = site.config.sinks.influx
+    assert cfg is not None
+    assert cfg.token.get_secret_value() == TOKEN and TOKEN not in repr(site.config)
+    assert cfg.signals["spindle.speed"].mode == "off", "YAML's unquoted off is the mode, not False"
+    running = build_influx_sink(cfg, site.programs, base_dir=site_file.parent)
+    assert running.spool_dir == tmp_path / "spool" / "influx"
+    assert running.batch_size == 1000 and running.name == "influx"
