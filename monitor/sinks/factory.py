@@ -20,4 +20,9 @@ def build_sinks(site: Site) -> list[RunningSink]:
         from monitor.sinks.influx import build_influx_sink
 
         sinks.append(build_influx_sink(config.influx, site.programs, base_dir=base_dir))
+    if config.mqtt is not None:
+        from monitor.sinks.mqtt import build_mqtt_sink, open_alerts_in
+
+        seed = open_alerts_in(site.store_path)
+        sinks.append(build_mqtt_sink(config.mqtt, site.config.site, base_dir=base_dir, open_alerts=seed))
     return sinks

@@ -1,0 +1,338 @@
+"""The MQTT sink: alert state changes and a retained status per machine, published to a broker.
+
+Topics (``docs/notifications.md``), every level after the prefix made safe by
+:func:`~monitor.sinks.payload.topic_level`:
+
+- ``<prefix>/<site>/<machine>/alerts/<feature>``: one message per alert change (QoS 1, not
+  retained), the JSON of :func:`~monitor.sinks.payload.alert_payload`;
+- ``<prefix>/<site>/<machine>/status``: retained, QoS 1; the machine's connection state, current
+  program, last part and open alerts, republished whenever one of them changes;
+- ``<prefix>/<site>/online``: retained ``true`` while the daemon is connected, ``false`` when it
+  stops or (as the broker's last will) when it vanishes.
+
+The sink itself only connects and publishes; the :class:`~monitor.sinks.base.RunningSink` that
+:func:`build_mqtt_sink` wraps it in owns the bounded queue, the reconnect backoff and the drop
+counter. A write that cannot reach the broker raises a retryable :class:`SinkError`, closes the
+client, and the next attempt connects afresh, so the batch and everything queued behind it go out,
+in order, once the broker is back. Delivery is at least once: a batch interrupted half-way is
+published again in full (receivers de-duplicate on the alert's ``id``, ``state`` and ``time``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from monitor.errors import SinkError, StoreError
+from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord, Severity
+from monitor.sinks.base import Backoff, RunningSink, SinkEvent
+from monitor.sinks.config import MqttConfig
+from monitor.sinks.payload import alert_payload, encode_payload, topic_level
+
+__all__ = ["STATUS_SCHEMA", "MachineStatus", "MqttFilter", "MqttSink", "build_mqtt_sink", "open_alerts_in"]
+
+log = logging.getLogger(__name__)
+
+STATUS_SCHEMA = "monitor.status/1"
+_PROGRAM_SIGNAL = "program.name"
+
+
+class MqttFilter:
+    """What the MQTT sink is offered but does not need stays out of its queue.
+
+    Alerts and part records pass; of raw observations only connection changes and program-name
+    changes pass (a 100 Hz spindle load would otherwise fill the queue meant for alerts).
+    """
+
+    def __init__(self) -> None:
+        self._program: dict[str, object] = {}
+
+    def __call__(self, event: SinkEvent) -> bool:
+        if not isinstance(event, Observation):
+            return True
+        if event.signal == CONNECTION_SIGNAL:
+            return True
+        if event.signal == _PROGRAM_SIGNAL:
+            changed = self._program.get(event.machine, object()) != event.value
+            self._program[event.machine] = event.value
+            return changed
+        return False
+
+
+@dataclass
+class MachineStatus:
+    """What the retained status topic of one machine says, built from the events seen."""
+
+    machine: str
+    connection: str | None = None
+    program: str | None = None
+    last_part: dict[str, Any] | None = None
+    open_alerts: dict[str, Severity] = field(default_factory=dict)
+    updated: str | None = None
+
+    def apply(self, event: SinkEvent) -> bool:
+        """Take one event into account; True when the published status would change."""
+        before = self.document("")
+        if isinstance(event, Alert):
+            if event.state is AlertState.CLOSED:
+                self.open_alerts.pop(event.id, None)
+            else:
+                self.open_alerts[event.id] = event.severity
+            if event.program:
+                self.program = event.program
+            when = event.time
+        elif isinstance(event, PartRecord):
+            self.program = event.program
+            self.last_part = {
+                "part_number": event.part_number,
+                "status": str(event.status),
+                "end": event.end.isoformat(),
+                "key": event.key,
+            }
+            when = event.end
+        else:
+            if event.signal == CONNECTION_SIGNAL:
+                self.connection = None if event.value is None else str(event.value)
+            elif event.signal == _PROGRAM_SIGNAL:
+                self.program = None if event.value is None else str(event.value)
+            when = event.time
+        changed = self.document("") != before
+        if changed:
+            self.updated = when.isoformat()
+        return changed
+
+    def document(self, site: str) -> dict[str, Any]:
+        by_severity = {s.value: 0 for s in Severity}
+        for severity in self.open_alerts.values():
+            by_severity[severity.value] += 1
+        return {
+            "schema": STATUS_SCHEMA,
+            "site": site,
+            "machine": self.machine,
+            "connection": self.connection,
+            "program": self.program,
+            "last_part": self.last_part,
+            "open_alerts": len(self.open_alerts),
+            "open_alerts_by_severity": by_severity,
+            "updated": self.updated,
+        }
+
+
+class MqttSink:
+    """Publishes alert changes and machine status to one broker (see the module docstring).
+
+    Parameters
+    ----------
+    config:
+        The site's ``sinks.mqtt`` section.
+    site:
+        The site name, second topic level and ``site`` field of every payload.
+    open_alerts:
+        Optional blocking callable returning the alerts open when the daemon started (read from
+        the store off the event loop, once, before the first publish), so the status topic counts
+        alerts opened before a restart.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        site: str,
+        *,
+        open_alerts: Callable[[], Iterable[Alert]] | None = None,
+        name: str = "mqtt",
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.site = site
+        self._base = f"{config.prefix.rstrip('/')}/{topic_level(site)}"
+        self._seed = open_alerts
+        self._status: dict[str, MachineStatus] = {}
+        self._client: aiomqtt.Client | None = None
+        self._closed = False
+
+    # --------------------------------------------------------------------------------- topics
+    def alert_topic(self, machine: str, feature: str) -> str:
+        return f"{self._base}/{topic_level(machine)}/alerts/{topic_level(feature)}"
+
+    def status_topic(self, machine: str) -> str:
+        return f"{self._base}/{topic_level(machine)}/status"
+
+    @property
+    def online_topic(self) -> str:
+        return f"{self._base}/online"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        password = self.config.password
+        return (password.get_secret_value(),) if password is not None else ()
+
+    @property
+    def where(self) -> str:
+        c = self.config
+        return f"unix:{c.socket_path}" if c.transport == "unix" else f"{c.host}:{c.port}"
+
+    def __repr__(self) -> str:
+        return f"MqttSink({self.where!r}, prefix={self._base!r})"
+
+    # ------------------------------------------------------------------------------- encoding
+    def messages(self, batch: Sequence[SinkEvent]) -> list[tuple[str, bytes, bool]]:
+        """(topic, payload, retain) for a batch: every alert change, then each changed status."""
+        out: list[tuple[str, bytes, bool]] = []
+        changed: dict[str, None] = {}
+        for event in batch:
+            status = self._status.setdefault(event.machine, MachineStatus(event.machine))
+            if status.apply(event):
+                changed[event.machine] = None
+            if isinstance(event, Alert):
+                out.append((self.alert_topic(event.machine, event.feature), encode_payload(alert_payload(event, self.site)),
+                            False))
+        for machine in changed:
+            doc = self._status[machine].document(self.site)
+            out.append((self.status_topic(machine), encode_payload(doc), True))
+        return out
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def write(self, batch: Sequence[SinkEvent]) -> None:
+        if self._closed:
+            raise SinkError("mqtt sink is closed", retryable=False)
+        if self._seed is not None:
+            await self._load_seed()
+        messages = self.messages(batch)
+        if not messages:
+            return
+        client = await self._connect()
+        try:
+            for topic, payload, retain in messages:
+                await client.publish(topic, payload, qos=1, retain=retain, timeout=self.config.timeout_s)
+        except aiomqtt.MqttError as exc:
+            await self._disconnect()
+            raise SinkError(f"mqtt broker {self.where}: publish failed: {exc}", retryable=True) from exc
+
+    async def aclose(self) -> None:
+        """Say ``online false`` (retained) and disconnect; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.online_topic, b"false", qos=1, retain=True, timeout=self.config.timeout_s)
+            await self._disconnect()
+
+    async def _load_seed(self) -> None:
+        seed, self._seed = self._seed, None
+        assert seed is not None
+        try:
+            alerts = await asyncio.to_thread(lambda: list(seed()))
+        except StoreError as exc:
+            log.warning("mqtt: open alerts not read from the store (%s); status counts start at zero", exc)
+            return
+        for alert in alerts:
+            if alert.state is not AlertState.CLOSED:
+                self._status.setdefault(alert.machine, MachineStatus(alert.machine)).open_alerts[alert.id] = alert.severity
+
+    async def _connect(self) -> aiomqtt.Client:
+        if self._client is not None:
+            return self._client
+        c = self.config
+        if c.transport == "unix":
+            await _probe_unix_socket(c.socket_path, self.where)
+        client = aiomqtt.Client(
+            str(c.socket_path) if c.transport == "unix" else c.host,
+            c.port,
+            transport=c.transport,
+            username=c.username,
+            password=c.password.get_secret_value() if c.password is not None else None,
+            identifier=c.client_id,
+            keepalive=c.keepalive_s,
+            timeout=c.timeout_s,
+            clean_session=True,
+            will=aiomqtt.Will(self.online_topic, b"false", qos=1, retain=True),
+            logger=log,
+        )
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise SinkError(f"mqtt broker {self.where} unreachable: {exc}", retryable=True) from exc
+        self._client = client
+        log.info("mqtt: connected to %s", self.where)
+        try:
+            await client.publish(self.online_topic, b"true", qos=1, retain=True, timeout=c.timeout_s)
+        except aiomqtt.MqttError as exc:
+            await self._disconnect()
+            raise SinkError(f"mqtt broker {self.where}: publish failed: {exc}", retryable=True) from exc
+        return client
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(self.config.timeout_s):
+                await client.__aexit__(None, None, None)
+
+
+async def _probe_unix_socket(path: Path | None, where: str) -> None:
+    """Fail fast, without leaking a socket, when no broker listens at ``path``.
+
+    paho-mqtt 2.x opens a Unix socket and does not close it when ``connect`` fails (its TCP path
+    uses ``socket.create_connection``, which does), so every attempt against a stopped broker would
+    leave a socket to the garbage collector. Probing first with a socket we close ourselves keeps
+    reconnect attempts clean; a broker vanishing between probe and connect is a rare leak, not an error.
+    """
+    assert path is not None
+
+    def probe() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(str(path))
+
+    try:
+        await asyncio.to_thread(probe)
+    except OSError as exc:
+        raise SinkError(f"mqtt broker {where} unreachable: {exc.strerror or exc}", retryable=True) from exc
+
+
+def open_alerts_in(store_path: Path) -> Callable[[], list[Alert]]:
+    """A blocking reader of the alerts open in a site's store, for ``open_alerts`` of :class:`MqttSink`."""
+
+    def read() -> list[Alert]:
+        from monitor.store import Store
+
+        with Store(store_path) as store:
+            return store.alerts(open_only=True)
+
+    return read
+
+
+def build_mqtt_sink(
+    config: MqttConfig,
+    site: str,
+    *,
+    base_dir: Path,
+    open_alerts: Callable[[], Iterable[Alert]] | None = None,
+) -> RunningSink:
+    """The daemon's entry point: an :class:`MqttSink` in its :class:`RunningSink`, from the site file."""
+    sink = MqttSink(config, site, open_alerts=open_alerts)
+    spool_dir = config.spool_dir
+    if spool_dir is not None and not spool_dir.is_absolute():
+        spool_dir = base_dir / spool_dir
+    return RunningSink(
+        sink,
+        buffer_size=config.queue_size,
+        batch_size=config.batch_size,
+        flush_interval_s=0.05,
+        spool_dir=spool_dir,
+        backoff=Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s),
+        admit=MqttFilter(),
+        secrets=sink.secrets,
+    )
+
