@@ -42,7 +42,8 @@ class Attribution:
 
     ``update(x, covariates)`` keeps the last ``window`` pairs; a covariate is correlated over the
     parts where it is known (at least ``min_parts``, not constant). The cause named is the
-    covariate with the largest |r| if it reaches ``min_r``. Correlation is evidence, not proof: a
+    covariate with the largest |r| if it reaches ``min_r``; covariates within 0.05 of the
+    largest count as tied and the first in COVARIATES order wins. Correlation is evidence, not proof: a
     linear drift correlates with anything monotone in time, hence the tie order in COVARIATES.
     NaN or infinite ``x`` is skipped (``skipped``); non-finite covariates count as unknown.
 
@@ -69,11 +70,17 @@ class Attribution:
     def update(self, x: float, covariates: Mapping[str, float | None] | None = None) -> AttributionResult:
         if not check_finite(x):
             return self._result(skipped=True)
+        self.add(x, covariates)
+        return self.last
+
+    def add(self, x: float, covariates: Mapping[str, float | None] | None = None) -> None:
+        """Store one part without computing correlations (the engine asks :attr:`last` only when it alerts)."""
+        if not check_finite(x):
+            return
         cov = {k: float(v) for k, v in (covariates or {}).items() if v is not None and check_finite(v)}
         self._rows.append((float(x), cov))
         self._n += 1
-        self._last = self._result()
-        return self._last
+        self._last = None
 
     @property
     def last(self) -> AttributionResult:
@@ -96,12 +103,12 @@ class Attribution:
             r = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
             if math.isfinite(r):
                 corr[name] = r
+        strongest = max((abs(r) for r in corr.values()), default=0.0)
         cause = None
-        best = 0.0
-        for name, r in corr.items():
-            if abs(r) >= self.min_r and abs(r) > abs(best) + 1e-9:
-                cause, best = name, r
-        return AttributionResult(self._n, corr, cause, best if cause else None, skipped)
+        if strongest >= self.min_r:
+            # near-ties (within 0.05) go to the covariate listed first: monotone signals all track a drift
+            cause = next(n for n, r in corr.items() if abs(r) >= strongest - 0.05)
+        return AttributionResult(self._n, corr, cause, corr[cause] if cause else None, skipped)
 
     def state(self) -> dict[str, Any]:
         return {"window": self.window, "min_r": self.min_r, "min_parts": self.min_parts, "n": self._n,
@@ -127,8 +134,8 @@ class OffsetSuggestion:
 
 
 _OFFSET_FACTORS: dict[str, tuple[str, float]] = {
-    "diameter": ("X wear offset (diameter)", -1.0),
-    "radius": ("X wear offset (radius)", -0.5),
+    "diameter": ("diameter wear offset", -1.0),
+    "radius": ("radius wear offset", -0.5),
     "cutter_radius_hole": ("cutter radius (D) wear", 0.5),
     "cutter_radius_boss": ("cutter radius (D) wear", -0.5),
     "length": ("length (H/Z) wear offset", -1.0),

@@ -16,13 +16,16 @@ from monitor.errors import DetectionError
 __all__ = ["Forecast", "TrendForecast", "TrendResult", "parts_to_breach", "position_out_probability"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Forecast:
-    """Predicted distribution of single future parts ``steps`` ahead: mean and sd per step."""
+    """Predicted distribution of single future parts 1..len(mean) ahead: mean and sd per step (arrays)."""
 
-    steps: tuple[int, ...]
-    mean: tuple[float, ...]
-    sd: tuple[float, ...]
+    mean: np.ndarray
+    sd: np.ndarray
+
+    @property
+    def steps(self) -> list[int]:
+        return list(range(1, len(self.mean) + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +167,10 @@ class TrendForecast:
         h = np.arange(1, horizon + 1, dtype=float)
         mean = level + b * h
         sdv = np.sqrt(sd**2 * (1.0 + 1.0 / max(n, 1)) + (se_slope * h) ** 2)
-        return Forecast(tuple(int(v) for v in h), tuple(float(v) for v in mean), tuple(float(v) for v in sdv))
+        return Forecast(mean, sdv)
 
     def out_probability(self, fc: Forecast) -> np.ndarray:
-        mean, sd = np.asarray(fc.mean), np.maximum(np.asarray(fc.sd), 1e-300)
+        mean, sd = fc.mean, np.maximum(fc.sd, 1e-300)
         return np.asarray(ndtr((self.lower - mean) / sd) + ndtr((mean - self.upper) / sd))
 
     @property
@@ -227,7 +230,7 @@ class TrendForecast:
         h = np.arange(1, self.max_search + 1, dtype=float)
         n = len(self._values)
         s = sd * math.sqrt(1.0 + 1.0 / max(n, 1))
-        return Forecast(tuple(range(1, self.max_search + 1)), tuple(level + slope * h), (s,) * self.max_search)
+        return Forecast(level + slope * h, np.full(self.max_search, s))
 
     # ---------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:

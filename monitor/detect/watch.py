@@ -172,6 +172,8 @@ class _Channel:
         self.mr_n = 0
         self.last: float | None = None
         self.z: float | None = None
+        self.center = 0.0
+        self.center_n = 0
 
     # sigma ---------------------------------------------------------------------------------------
     def sigma(self) -> float:
@@ -182,26 +184,33 @@ class _Channel:
         return self.plan.prior_sigma(self.axis)
 
     def armed(self) -> bool:
-        return self.known is not None or self.mr_n + 1 >= self.plan.config.min_parts
+        return self.center_n >= (2 if self.known is not None else self.plan.config.min_parts)
 
     def standardize(self, d: float) -> float:
-        s = self.sigma()
-        z = d / s
+        """Q-like self-starting z: distance from the mean of the parts before, t-corrected for a learned sigma."""
+        s = self.sigma() * math.sqrt((self.center_n + 1) / self.center_n)
+        z = (d - self.center) / s
         if self.known is None:
             dof = max(1.0, 0.62 * self.mr_n)
             p = float(stdtr(dof, z))
             z = float(ndtri(min(max(p, 1e-15), 1 - 1e-15)))
         return z
 
+    def absorb(self, d: float) -> None:
+        """Take ``d`` into the running centre (not done while a chart signals, so a shift is not learned)."""
+        self.center_n += 1
+        self.center += (d - self.center) / self.center_n
+
     def reset_charts(self) -> None:
         for det in (self.ewma, self.cusum, self.rules, self.trend, self.attribution):
             det.reset()
+        self.center, self.center_n = 0.0, 0
 
     def state(self) -> dict[str, Any]:
         return {"ewma": self.ewma.state(), "cusum": self.cusum.state(), "rules": self.rules.state(),
                 "trend": self.trend.state(), "capability": self.capability.state(),
                 "attribution": self.attribution.state(), "mr_sum": self.mr_sum, "mr_n": self.mr_n,
-                "last": self.last, "z": self.z}
+                "last": self.last, "z": self.z, "center": self.center, "center_n": self.center_n}
 
     def load(self, s: Mapping[str, Any]) -> None:
         self.ewma = Ewma.from_state(s["ewma"])
@@ -213,6 +222,7 @@ class _Channel:
         self.mr_sum, self.mr_n = float(s["mr_sum"]), int(s["mr_n"])
         self.last = None if s["last"] is None else float(s["last"])
         self.z = None if s["z"] is None else float(s["z"])
+        self.center, self.center_n = float(s["center"]), int(s["center_n"])
 
 
 class FeatureWatch:
@@ -322,8 +332,10 @@ class FeatureWatch:
         return False
 
     def _feed(self, ch: _Channel, d: float, cov: Mapping[str, float | None]) -> dict[str, Any]:
-        out: dict[str, Any] = {"trend": ch.trend.update(d), "attribution": ch.attribution.update(d, cov)}
+        out: dict[str, Any] = {"trend": ch.trend.update(d)}
+        ch.attribution.add(d, cov)
         ch.capability.update(d)
+        signalling = False
         if ch.armed():
             z = ch.standardize(d)
             ch.z = z
@@ -331,6 +343,9 @@ class FeatureWatch:
             out["ewma"] = ch.ewma.update(z)
             out["cusum"] = ch.cusum.update(z)
             out["rules"] = ch.rules.update(z)
+            signalling = out["ewma"].alarm or out["cusum"].alarm
+        if not signalling:
+            ch.absorb(d)
         if ch.last is not None:
             ch.mr_sum += abs(d - ch.last)
             ch.mr_n += 1
@@ -367,7 +382,7 @@ class FeatureWatch:
         tol = self.plan.feature.tolerance
         search = chans[0].trend.max_search
         fcs = [c.trend.forecast(search) for c in chans]
-        prob = position_out_probability(np.array([f.mean for f in fcs]), np.array([f.sd for f in fcs]), tol)
+        prob = position_out_probability(np.stack([f.mean for f in fcs]), np.stack([f.sd for f in fcs]), tol)
         thr = self.plan.config.breach_probability
         ptb = parts_to_breach(prob, thr)
         significant = any(c.trend.last.significant for c in chans)
@@ -385,7 +400,7 @@ class FeatureWatch:
                     fc = c.trend._no_slope_uncertainty(fast if pick else slow)
                     means.append(fc.mean)
                     sds.append(fc.sd)
-                pb = position_out_probability(np.array(means), np.array(sds), tol)
+                pb = position_out_probability(np.stack(means), np.stack(sds), tol)
                 ends.append(parts_to_breach(pb, thr) or float(search))
             interval = (min(ends), max(ends))
         return ptb, interval, significant, [float(p) for p in prob[: self.plan.config.horizon]]
@@ -394,6 +409,8 @@ class FeatureWatch:
         cfg = self.plan.config
         n = min(c.trend.n for c in self._channels.values())
         if n < cfg.forecast_min_parts:
+            return None
+        if not any(c.trend.last.significant for c in self._channels.values()):
             return None
         ptb, interval, significant, _ = self._breach()
         if not significant or ptb is None or ptb > cfg.horizon:
@@ -447,13 +464,13 @@ class FeatureWatch:
             if kind is AlertKind.EWMA and "ewma" in res and res["ewma"].alarm:
                 r = res["ewma"]
                 shift = r.statistic * s
-                hits.append((axis, f"{name} mean shifted {_um(shift)} from nominal (EWMA {r.statistic:+.2f} sigma, "
+                hits.append((axis, f"{name} mean shifted {_um(shift)} since the batch start (EWMA {r.statistic:+.2f} sigma, "
                                    f"limit +-{r.upper:.2f})", {"ewma": r.statistic, "limit": r.upper,
                                                                "shift_mm": shift}))
             elif kind is AlertKind.CUSUM and "cusum" in res and res["cusum"].alarm:
                 r = res["cusum"]
                 side = "above" if r.direction > 0 else "below"
-                hits.append((axis, f"{name} running {side} nominal (CUSUM {max(r.upper, r.lower):.1f} > h "
+                hits.append((axis, f"{name} running {side} its start level (CUSUM {max(r.upper, r.lower):.1f} > h "
                                    f"{r.h:.1f})", {"cusum_upper": r.upper, "cusum_lower": r.lower, "h": r.h}))
             elif kind is AlertKind.RUN_RULE and "rules" in res and res["rules"].alarm:
                 r = res["rules"]
@@ -526,12 +543,12 @@ class FeatureWatch:
         for axis, ch in self._channels.items():
             s = ch.sigma()
             ew = lim.ewma_width * s * math.sqrt(lim.ewma_lambda / (2 - lim.ewma_lambda))
+            centre = (nominal if size else 0.0) + ch.center
             control[axis] = {
-                "sigma": s, "sigma_known": ch.known is not None, "armed": ch.armed(),
-                "individuals": [nominal - lim.rule1 * s, nominal + lim.rule1 * s] if size else
-                [-lim.rule1 * s, lim.rule1 * s],
-                "ewma": [nominal - ew, nominal + ew] if size else [-ew, ew],
-                "ewma_statistic": ch.ewma.state()["z"] * s, "ewma_lambda": lim.ewma_lambda, "ewma_width": lim.ewma_width,
+                "sigma": s, "sigma_known": ch.known is not None, "armed": ch.armed(), "centre": centre,
+                "individuals": [centre - lim.rule1 * s, centre + lim.rule1 * s],
+                "ewma": [centre - ew, centre + ew],
+                "ewma_statistic": centre + ch.ewma.state()["z"] * s, "ewma_lambda": lim.ewma_lambda, "ewma_width": lim.ewma_width,
                 "cusum_k": lim.cusum_k, "cusum_h": lim.cusum_h, "rule1_sigmas": lim.rule1,
             }
         return {
@@ -565,9 +582,9 @@ class FeatureWatch:
             assert fit is not None
             base = self.plan.feature.nominal if isinstance(self.plan.feature, SizeFeature) else 0.0
             axes[axis] = {
-                "mean": [base + m for m in fc.mean],
-                "lo": [base + m - z * s for m, s in zip(fc.mean, fc.sd, strict=True)],
-                "hi": [base + m + z * s for m, s in zip(fc.mean, fc.sd, strict=True)],
+                "mean": [float(v) for v in base + fc.mean],
+                "lo": [float(v) for v in base + fc.mean - z * fc.sd],
+                "hi": [float(v) for v in base + fc.mean + z * fc.sd],
                 "slope": fit[1], "slope_interval": [fit[2], fit[3]], "p_value": fit[4],
             }
         out: dict[str, Any] = {
