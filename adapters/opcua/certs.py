@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +51,17 @@ def generate_certificate(
     application_uri: str,
     *,
     common_name: str = "cnc-monitor",
-    hostnames: tuple[str, ...] = ("localhost",),
+    hostnames: tuple[str, ...] | None = None,
     days: int = 365 * 2,
     key_size: int = 2048,
 ) -> CertificateInfo:
     """Write a self-signed application certificate (DER) and its RSA key (PEM, unencrypted).
 
-    The SubjectAltName carries ``application_uri`` and the host names, as OPC UA requires; key
+    The SubjectAltName carries ``application_uri`` and the host names (default: this host and localhost), as OPC UA requires; key
     usages cover both client and server use so the same pair works for the simulator.
     """
+    if hostnames is None:
+        hostnames = tuple(dict.fromkeys((socket.gethostname(), "localhost")))
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
