@@ -287,8 +287,15 @@ class ScriptedServer:
     url: str = ""
     requests: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
 
+    stalls: int = 0
+    """This many requests are held without an answer until ``release`` is set (a hung server)."""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((time.monotonic(), dict(request.headers), await request.read()))
+        if self.stalls > 0:
+            self.stalls -= 1
+            await self.release.wait()
         status, headers, body = self.script.pop(0) if self.script else (204, {}, "")
         return web.Response(status=status, headers=headers, text=body or None)
 
@@ -307,6 +314,7 @@ async def scripted() -> AsyncIterator[ScriptedServer]:
     try:
         yield server
     finally:
+        server.release.set()
         await runner.cleanup()
 
 
@@ -345,6 +353,24 @@ async def test_429_is_retried_after_the_servers_delay(scripted: ScriptedServer, 
     assert len(times) == 3
     assert times[1] - times[0] >= 0.95, "Retry-After: 1 was honoured"
     assert scripted.requests[0][2] == scripted.requests[2][2], "the retry sends the same points"
+
+
+async def test_hung_server_times_out_and_the_batch_is_retried(scripted: ScriptedServer, tmp_path: Path) -> None:
+    scripted.stalls = 1
+    running = build_influx_sink(
+        config(scripted.url, tmp_path, batch_size=5, timeout_s=0.3), PROGRAMS, base_dir=tmp_path
+    )
+    started = time.monotonic()
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(running.run())
+        for i in range(5):
+            running.offer(part(i))
+        await until(lambda: running.written == 5)
+        task.cancel()
+    await running.aclose()
+    assert time.monotonic() - started < 5.0
+    assert len(scripted.requests) == 2 and scripted.requests[0][2] == scripted.requests[1][2]
+    assert running.retries == 1 and "failed" in str(running.status()["last_error"])
 
 
 async def test_token_never_appears_in_errors_status_or_logs(
