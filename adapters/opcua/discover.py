@@ -1,0 +1,193 @@
+"""Browse an OPC UA server and list its variables, enough to write a machine's ``signals:`` section.
+
+Each variable comes with its browse path (prefixed as the site file wants it), its NodeId with
+the namespace URI, data type and current value, and, where it sits at a place the companion
+specifications define (OPC 40502 spindle and channel lists, OPC 40501 production and tool
+life), the canonical signal it would map to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from asyncua import Client, ua
+
+from adapters.base import DiscoveredSignal
+from adapters.opcua.addressing import APP_PREFIX, PREFIXES, format_nodeid
+from adapters.opcua.config import OpcUaSource
+from adapters.opcua.session import close_quietly, open_client
+from monitor.model import is_canonical_signal
+
+__all__ = ["MAX_NODES", "discover", "suggest_signal"]
+
+MAX_NODES = 20_000
+"""Browsing stops after this many nodes (a controller may expose far more; use --filter)."""
+
+_MAX_DEPTH = 16
+_BATCH = 500
+
+_SUGGESTIONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"CNC:CncSpindleList/[^/]+/CNC:ActLoad$"), "spindle.load"),
+    (re.compile(r"CNC:CncSpindleList/[^/]+/CNC:ActSpeed$"), "spindle.speed"),
+    (re.compile(r"CNC:CncSpindleList/[^/]+/CNC:ActOverride$"), "spindle.override"),
+    (re.compile(r"CNC:CncChannelList/[^/]+/CNC:ActMainProgramName$"), "program.name"),
+    (re.compile(r"CNC:CncChannelList/[^/]+/CNC:ActProgramName$"), "program.name"),
+    (re.compile(r"CNC:CncChannelList/[^/]+/CNC:ToolId$"), "tool.number"),
+    (re.compile(r"MT:ActiveProgram/MT:Name$"), "program.name"),
+    (re.compile(r"MT:ActiveProgram/MT:State/UA:CurrentState$"), "execution"),
+    (re.compile(r"MT:Statistics/MT:PartsProducedInLifetime$"), "part.count"),
+    (re.compile(r"MT:PartsCompleted$"), "part.count"),
+]
+_TOOL_LIFE = re.compile(r"MT:Tools/[^/:]+:(?P<tool>[^/]+)/MT:ToolLife/[^/]+$")
+
+
+def suggest_signal(path: str, description: str = "") -> str | None:
+    """The canonical signal a companion-spec place maps to, or None.
+
+    >>> suggest_signal("MA:Machines/app:VMC/CNC:CncInterface/CNC:CncSpindleList/app:S1/CNC:ActLoad")
+    'spindle.load'
+    >>> suggest_signal("MA:Machines/app:VMC/MT:Equipment/MT:Tools/app:T12/MT:ToolLife/app:Count")
+    'tool.life.12'
+    """
+    for pattern, signal in _SUGGESTIONS:
+        if pattern.search(path):
+            return signal
+    m = _TOOL_LIFE.search(path)
+    if m is not None:
+        digits = re.sub(r"\D", "", m.group("tool"))
+        return f"tool.life.{int(digits)}" if digits else "tool.life"
+    if description and is_canonical_signal(description):
+        return description
+    return None
+
+
+def _prefixes(namespaces: Sequence[str]) -> dict[int, str]:
+    by_uri = {uri: p for p, uri in PREFIXES.items()}
+    out: dict[int, str] = {}
+    for i, uri in enumerate(namespaces):
+        if i == 1:
+            out[i] = APP_PREFIX
+        elif uri in by_uri:
+            out[i] = by_uri[uri]
+        else:
+            out[i] = f"ns{i}"
+    out[0] = "UA"
+    return out
+
+
+def _text(value: object, limit: int = 60) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, ua.LocalizedText):
+        value = value.Text or ""
+    s = str(value)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+async def _browse_tree(client: Client, prefixes: dict[int, str]) -> list[tuple[str, ua.NodeId, bool]]:
+    """Breadth-first over hierarchical references from Objects; returns (path, node, is_property)."""
+    found: list[tuple[str, ua.NodeId, bool]] = []
+    seen: set[ua.NodeId] = set()
+    server_object = ua.NodeId(ua.ObjectIds.Server)
+    level: list[tuple[str, ua.NodeId]] = [("", ua.NodeId(ua.ObjectIds.ObjectsFolder))]
+    for _ in range(_MAX_DEPTH):
+        if not level or len(seen) >= MAX_NODES:
+            break
+        nxt: list[tuple[str, ua.NodeId]] = []
+        for start in range(0, len(level), _BATCH):
+            chunk = level[start : start + _BATCH]
+            params = ua.BrowseParameters()
+            params.View = ua.ViewDescription()
+            params.RequestedMaxReferencesPerNode = 0
+            for _, nid in chunk:
+                desc = ua.BrowseDescription()
+                desc.NodeId = nid
+                desc.BrowseDirection = ua.BrowseDirection.Forward
+                desc.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+                desc.IncludeSubtypes = True
+                desc.NodeClassMask = ua.NodeClass.Object | ua.NodeClass.Variable
+                desc.ResultMask = ua.BrowseResultMask.All
+                params.NodesToBrowse.append(desc)
+            results = await client.uaclient.browse(params)
+            for (path, _), result in zip(chunk, results, strict=True):
+                for ref in result.References or []:
+                    target = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
+                    if target in seen or target == server_object:
+                        continue
+                    seen.add(target)
+                    bn = ref.BrowseName
+                    child = f"{path}/{prefixes.get(bn.NamespaceIndex, f'ns{bn.NamespaceIndex}')}:{bn.Name}".lstrip("/")
+                    if ref.NodeClass == ua.NodeClass.Variable:
+                        is_prop = ref.ReferenceTypeId == ua.NodeId(ua.ObjectIds.HasProperty)
+                        found.append((child, target, is_prop))
+                    nxt.append((child, target))
+        level = nxt
+    return found
+
+
+async def _read(client: Client, nodes: list[ua.NodeId], attr: ua.AttributeIds) -> list[ua.DataValue]:
+    out: list[ua.DataValue] = []
+    for start in range(0, len(nodes), _BATCH):
+        out.extend(await client.uaclient.read_attributes(nodes[start : start + _BATCH], attr))
+    return out
+
+
+async def _type_names(client: Client, type_ids: set[ua.NodeId]) -> dict[ua.NodeId, str]:
+    names: dict[ua.NodeId, str] = {}
+    others = []
+    for t in type_ids:
+        if t.NamespaceIndex == 0 and isinstance(t.Identifier, int) and t.Identifier in ua.ObjectIdNames:
+            names[t] = ua.ObjectIdNames[t.Identifier]
+        else:
+            others.append(t)
+    if others:
+        for t, dv in zip(others, await _read(client, others, ua.AttributeIds.BrowseName), strict=True):
+            qn = dv.Value.Value if dv.Value is not None else None
+            names[t] = qn.Name if isinstance(qn, ua.QualifiedName) else str(t)
+    return names
+
+
+async def discover(url: str, filter: str | None = None, *, source: OpcUaSource | None = None) -> list[DiscoveredSignal]:
+    """List the variables of the server at ``url`` (``source`` for secure servers), filtered by text.
+
+    ``filter`` keeps variables whose path, NodeId or suggested signal contains it (case-insensitive).
+    """
+    src = source or OpcUaSource(type="opcua", endpoint=url)
+    client = await open_client(src)
+    try:
+        namespaces: list[str] = list(await client.get_namespace_array())
+        prefixes = _prefixes(namespaces)
+        tree = await _browse_tree(client, prefixes)
+        nodes = [nid for _, nid, _ in tree]
+        values = await _read(client, nodes, ua.AttributeIds.Value)
+        dtypes = await _read(client, nodes, ua.AttributeIds.DataType)
+        descriptions = await _read(client, nodes, ua.AttributeIds.Description)
+        type_ids = {dv.Value.Value for dv in dtypes if dv.Value is not None and isinstance(dv.Value.Value, ua.NodeId)}
+        type_names = await _type_names(client, type_ids)
+    finally:
+        await close_quietly(client)
+    needle = filter.lower() if filter else None
+    out: list[DiscoveredSignal] = []
+    for (path, nid, is_prop), value, dtype, desc in zip(tree, values, dtypes, descriptions, strict=True):
+        address = format_nodeid(nid, namespaces)
+        description = _text(desc.Value.Value if desc.Value is not None else None, 200)
+        suggested = None if is_prop else suggest_signal(path, description)
+        if needle and not any(needle in s.lower() for s in (path, address, suggested or "")):
+            continue
+        tid = dtype.Value.Value if dtype.Value is not None else None
+        status = value.StatusCode
+        shown = _text(value.Value.Value if value.Value is not None else None)
+        if status is not None and not status.is_good():
+            shown = status.name
+        out.append(
+            DiscoveredSignal(
+                path=path,
+                address=address,
+                kind="property" if is_prop else "variable",
+                data_type=type_names.get(tid, "") if isinstance(tid, ua.NodeId) else "",
+                value=shown,
+                suggested=suggested,
+            )
+        )
+    return out
