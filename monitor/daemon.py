@@ -165,7 +165,7 @@ class Daemon:
             return None
         runner = await serve_dashboard(self, config.bind, config.port)
         stack.push_async_callback(runner.cleanup)
-        self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"  # type: ignore[index]
+        self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"
         log.warning("dashboard at %s", self.dashboard_url)
         return None
 
@@ -173,7 +173,8 @@ class Daemon:
         """Move one adapter's observations into the shared bounded queue (waits when full)."""
         try:
             async for obs in adapter.observations():
-                self._last_obs[obs.machine] = (obs.time, time.monotonic())
+                if obs.value is not None:  # UNAVAILABLE values may carry the server's clock
+                    self._last_obs[obs.machine] = (obs.time, time.monotonic())
                 await self._queue.put(obs)
                 for sink in self.sinks:
                     sink.offer(obs)
@@ -225,8 +226,7 @@ def _build_sinks(site: Site) -> list[OutputSink]:
         from monitor.sinks.factory import build_sinks
     except ImportError:
         return []
-    sinks: list[OutputSink] = build_sinks(site)
-    return sinks
+    return list(build_sinks(site))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

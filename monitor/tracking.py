@@ -47,6 +47,8 @@ _RUNNING = frozenset({"ACTIVE", "RUNNING", "RUN", "AUTOMATIC", "EXECUTING", "STA
 _ENDED = frozenset({"READY", "PROGRAM_COMPLETED", "ENDED", "COMPLETED", "IDLE", "FINISHED"})
 _ABORTED = frozenset({"STOPPED", "INTERRUPTED", "ABORTED", "RESET", "PROGRAM_STOPPED", "ALARM"})
 _PAUSED = frozenset({"FEED_HOLD", "OPTIONAL_STOP", "PROGRAM_OPTIONAL_STOP", "WAIT", "SUSPENDED", "HOLD"})
+_RECENT = 65_536
+"""How many recent observations are remembered to recognise replays after a reconnect."""
 _FALSY = frozenset({"", "0", "0.0", "FALSE", "OFF", "NO", "UNAVAILABLE", "NOT_READY"})
 
 
@@ -148,7 +150,7 @@ class PartTracker:
         self._reorder: list[tuple[datetime, int, Observation]] = []
         self._tiebreak = itertools.count()
         self._latest: datetime | None = None
-        self._last_seen: dict[str, tuple[datetime, Value]] = {}
+        self._recent: dict[tuple[str, datetime, Value], None] = {}
         self._program: str | None = None
         self._phase = ExecutionPhase.UNKNOWN
         self._counter: int | None = None
@@ -190,9 +192,13 @@ class PartTracker:
         if not self._skew:
             return self._process(obs)
         heapq.heappush(self._reorder, (obs.time, next(self._tiebreak), obs))
-        if self._latest is None or obs.time > self._latest:
+        # UNAVAILABLE values often carry the server's clock, not the controller's: they must not
+        # push the re-ordering horizon
+        if obs.value is not None and (self._latest is None or obs.time > self._latest):
             self._latest = obs.time
         out: list[PartRecord] = []
+        if self._latest is None:
+            return out
         horizon = self._latest - self._skew
         while self._reorder and self._reorder[0][0] <= horizon:
             out += self._process(heapq.heappop(self._reorder)[2])
@@ -220,15 +226,18 @@ class PartTracker:
 
     # ---------------------------------------------------------------- internals
     def _is_replay(self, obs: Observation) -> bool:
+        """An observation identical to one seen recently (same signal, time and value) is a replay.
+
+        Only exact repeats count: a controller clock that jumps must not make real values look old.
+        """
         if obs.signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
             return False
-        last = self._last_seen.get(obs.signal)
-        self_value = obs.value
-        if last is not None:
-            t, v = last
-            if obs.time < t or (obs.time == t and v == self_value):
-                return True
-        self._last_seen[obs.signal] = (obs.time, self_value)
+        fingerprint = (obs.signal, obs.time, obs.value)
+        if fingerprint in self._recent:
+            return True
+        self._recent[fingerprint] = None
+        if len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
         return False
 
     def _process(self, obs: Observation) -> list[PartRecord]:
@@ -340,14 +349,16 @@ class PartTracker:
                     target = pending.part
                     break
         if target is None:
-            if self._phase != ExecutionPhase.UNKNOWN:
+            if self._phase != ExecutionPhase.UNKNOWN or obs.value is None:
                 self.counts["orphan_probe_values"] += 1
                 return
             target = self._ensure_part(obs.time)
         value = obs.number
+        if value is None and obs.value is not None:
+            # NaN, infinity or text from a probe is not a measurement: count it, keep what we had
+            self.counts["non_numeric_probe_values"] += 1
+            return
         if value is None:
-            if obs.value is not None:
-                self.counts["non_numeric_probe_values"] += 1
             target.unavailable.add(obs.signal)
             target.measurements.pop(obs.signal, None)
             return
@@ -452,7 +463,8 @@ class PartTracker:
             if missing:
                 notes.append("no value for " + ", ".join(missing))
         number = self._next_number.get(part.program, 1)
-        self._next_number[part.program] = number + 1
+        if status is not PartStatus.ABORTED:  # an aborted attempt is not a part: the next one gets its number
+            self._next_number[part.program] = number + 1
         self.counts[f"parts_{status}"] += 1
         return PartRecord(
             key=part_key(self.machine, part.program, pending.end),

@@ -55,6 +55,8 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
         oot = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
         assert oot and oot[0].part_number == 9 and oot[0].feature == "hole1_dia"
     assert daemon.adapters[0].stats.counts["bad_lines"] == 2
+    assert daemon.pipeline is not None
+    assert daemon.pipeline.trackers["m1"].counts["non_numeric_probe_values"] == 1
 
 
 async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_program_change_mid_part_aborts_it_and_numbers_per_program() -> None:
     parts = run(make(grace_s=0), stream)
     assert [(p.program, p.part_number, p.status) for p in parts] == [
         ("O1001", 1, PartStatus.COMPLETE),
-        ("O1001", 2, PartStatus.ABORTED),
+        ("O1001", 2, PartStatus.ABORTED),  # the attempt at part 2 was aborted; part 2 is still to come
         ("O2002", 1, PartStatus.COMPLETE),
         ("O2002", 2, PartStatus.COMPLETE),
     ]

@@ -11,6 +11,7 @@ __all__ = ["app", "main"]
 
 _COMMAND_MODULES = [
     "monitor.cli.core",
+    "monitor.cli.demo",
     "monitor.cli.opcua",
 ]
 for _name in _COMMAND_MODULES:

@@ -273,7 +273,8 @@ class Store:
         """Per program, the part number the tracker should give the next part of this machine."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT program, MAX(part_number) FROM parts WHERE machine = ? GROUP BY program", (machine,)
+                "SELECT program, MAX(part_number) FROM parts WHERE machine = ? AND status != 'aborted' GROUP BY program",
+                (machine,),
             ).fetchall()
         return {program: int(n) + 1 for program, n in rows}
 

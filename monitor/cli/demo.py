@@ -1,0 +1,154 @@
+"""``monitor demo`` and ``monitor sim``: the simulated cell, with and without the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.daemon import install_signal_handlers
+from monitor.demo import CellServers, DemoOptions, DemoResult, run_demo
+from monitor.errors import MonitorError
+from monitor.events import HubEvent
+from monitor.sim import SimCell, list_scenarios, load_scenario, run_cell
+
+__all__ = ["demo", "sim"]
+
+ScenarioOption = Annotated[str, typer.Option(help="Scenario name (see `monitor sim --list`) or a scenario YAML file.")]
+
+
+@app.command()
+def demo(
+    scenario: ScenarioOption = "demo",
+    parts: Annotated[int | None, typer.Option(help="Parts per batch (default: the scenario's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation; the same seed gives the same run.")] = 0,
+    speed: Annotated[float, typer.Option(help="Time compression: simulated seconds per real second.")] = 400.0,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Keep servers, daemon and dashboard up after the batch.")
+    ] = False,
+    dashboard_port: Annotated[int, typer.Option(help="Dashboard port (0 = any free port).")] = 0,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's site file and store here (default: a temporary folder).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object with the result at the end, nothing else.")
+    ] = False,
+) -> None:
+    """Run two simulated machines making a batch, behind real OPC UA and MTConnect servers on
+    loopback, watched by the real daemon. Prints progress and each alert as it fires, then per
+    drifting feature: where it was flagged, the first out-of-tolerance part and the lead in parts."""
+    options = DemoOptions(scenario, seed, parts, speed, keep_running, dashboard_port)
+    # the demo prints alerts itself; library warnings would only clutter the progress display
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.ExitStack() as stack:
+        folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitor-demo-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            result = asyncio.run(_demo(options, folder, as_json))
+        except MonitorError as exc:
+            err_console.print(f"[bold red]demo failed:[/] {exc}")
+            raise typer.Exit(1) from None
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    console.print(f"\n[bold]{result.parts}[/] parts, [bold]{result.alerts}[/] alert changes")
+    rows = [f.as_dict() for f in result.features if f.drift_starts is not None or f.first_out_of_tolerance is not None]
+    emit_rows(
+        rows,
+        as_json=False,
+        columns=[
+            ("machine", "machine"),
+            ("program", "program"),
+            ("feature", "feature"),
+            ("drift_starts", "drift starts at part"),
+            ("flagged_at", "flagged at part"),
+            ("first_out_of_tolerance", "first part out of tolerance"),
+            ("lead", "lead (parts)"),
+        ],
+        title="drifting features: detection against the simulation's ground truth",
+    )
+
+
+async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def on_progress(per_machine: dict[str, int], expected: int) -> None:
+        for machine, n in per_machine.items():
+            if machine not in tasks:
+                tasks[machine] = progress.add_task(f"{machine} parts", total=None)
+            progress.update(tasks[machine], completed=n)
+
+    def on_event(event: HubEvent) -> None:
+        if quiet or event.kind != "alert":
+            return
+        a = event.data
+        colour = {"watch": "yellow", "warning": "dark_orange", "critical": "red"}.get(a["severity"], "white")
+        text = escape(f"{a['state']:12} {a['machine']} {a['program']} part {a['part_number']}: {a['message']}")
+        progress.console.print(
+            f"[{colour}]{a['severity'].upper():8}[/] {text}",
+            highlight=False,
+            markup=True,
+        )
+
+    with progress:
+        result = await run_demo(options, folder, on_event=on_event, on_progress=on_progress, stop=stop)
+    if result.dashboard_url and not quiet:
+        console.print(f"dashboard was at {result.dashboard_url} (use --keep-running to keep it up)")
+    return result
+
+
+@app.command()
+def sim(
+    scenario: ScenarioOption = "demo",
+    seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 0,
+    parts: Annotated[int | None, typer.Option(help="Parts per batch (default: the scenario's).")] = None,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 10.0,
+    opcua_port: Annotated[int, typer.Option(help="Port of the simulated OPC UA CNC.")] = 4840,
+    mtconnect_port: Annotated[int, typer.Option(help="Port of the MTConnect agent.")] = 5000,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
+) -> None:
+    """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
+    `monitor run -c configs/site.yaml` or any OPC UA / MTConnect client can read it."""
+    if list_:
+        for name in list_scenarios():
+            console.print(
+                f"{name}: {load_scenario(name).description.strip().splitlines()[0] if load_scenario(name).description else ''}"
+            )
+        return
+    try:
+        asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port))
+    except MonitorError as exc:
+        err_console.print(f"[bold red]sim failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        err_console.print(f"[bold red]sim failed:[/] {exc}; choose other ports with --opcua-port/--mtconnect-port")
+        raise typer.Exit(1) from None
+
+
+async def _sim(scenario: str, seed: int, parts: int | None, speed: float, opcua_port: int, mtconnect_port: int) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    cell = SimCell(load_scenario(scenario), seed=seed, parts=parts)
+    async with CellServers(cell, opcua_port=opcua_port, mtconnect_port=mtconnect_port) as servers:
+        for machine in cell.machines:
+            kind = servers.protocol[machine.id]
+            where = servers.opcua.endpoint if kind == "opcua" and servers.opcua else getattr(servers.mtconnect, "url", "?")
+            console.print(f"{machine.id}: {kind} {where}")
+        console.print(f"simulating scenario {scenario!r} (seed {seed}) at {speed:g}x; Ctrl-C stops")
+        await run_cell(cell, servers.publish, speed=speed, stop=stop)
+        if not stop.is_set():
+            console.print("batch finished; servers stay up until Ctrl-C")
+            await stop.wait()

@@ -1,0 +1,270 @@
+"""``monitor demo`` and ``monitor sim``: the simulated cell behind real protocol servers.
+
+The demo starts the seeded cell, puts each machine behind a real server on loopback (the first
+behind our simulated OPC UA CNC, the second behind our MTConnect agent), writes a site file that
+points the daemon at them, runs the real daemon on it, and compares what the detectors flagged
+with the simulation's ground truth: for each drifting feature, the part where it was flagged,
+the first out-of-tolerance part and the lead in parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.opcua.simserver import OpcUaSimServer, shapes_for
+from adapters.opcua.simserver import signal_map as opcua_signal_map
+from monitor.config import load_site
+from monitor.daemon import Daemon
+from monitor.events import HubEvent
+from monitor.model import AlertKind
+from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
+from monitor.sim.process import PROGRAMS_DIR
+
+__all__ = ["CellServers", "DemoOptions", "DemoResult", "FeatureOutcome", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+_DETECTION_KINDS = {AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE, AlertKind.OUT_OF_TOLERANCE}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``monitor demo`` runs: scenario, seed, parts per batch and time compression."""
+
+    scenario: str = "demo"
+    seed: int = 0
+    parts: int | None = None
+    speed: float = 400.0
+    keep_running: bool = False
+    dashboard_port: int = 0
+    protocols: tuple[str, ...] = ("opcua", "mtconnect")
+    """Protocol of each machine, in the scenario's machine order (repeats the last)."""
+
+
+@dataclass(frozen=True)
+class FeatureOutcome:
+    """One feature of one machine: ground truth against what the monitor flagged."""
+
+    machine: str
+    program: str
+    feature: str
+    drift_starts: int | None
+    flagged_at: int | None
+    first_out_of_tolerance: int | None
+
+    @property
+    def lead(self) -> int | None:
+        if self.flagged_at is None or self.first_out_of_tolerance is None:
+            return None
+        return self.first_out_of_tolerance - self.flagged_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "program": self.program,
+            "feature": self.feature,
+            "drift_starts": self.drift_starts,
+            "flagged_at": self.flagged_at,
+            "first_out_of_tolerance": self.first_out_of_tolerance,
+            "lead": self.lead,
+        }
+
+
+@dataclass
+class DemoResult:
+    """Everything ``monitor demo --json`` prints, measured from the run."""
+
+    parts: int = 0
+    alerts: int = 0
+    features: list[FeatureOutcome] = field(default_factory=list)
+    dashboard_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parts": self.parts, "alerts": self.alerts, "features": [f.as_dict() for f in self.features]}
+
+
+class CellServers:
+    """The cell's machines behind real protocol servers on loopback, fed from the simulation."""
+
+    def __init__(
+        self,
+        cell: SimCell,
+        protocols: tuple[str, ...] = ("opcua", "mtconnect"),
+        *,
+        opcua_port: int = 0,
+        mtconnect_port: int = 0,
+    ) -> None:
+        self.cell = cell
+        self.protocol = {m.id: protocols[min(i, len(protocols) - 1)] for i, m in enumerate(cell.machines)}
+        self._opcua_port = opcua_port
+        self._mtconnect_port = mtconnect_port
+        self.opcua: OpcUaSimServer | None = None
+        self.mtconnect: Any = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> CellServers:
+        opc = [m for m in self.cell.machines if self.protocol[m.id] == "opcua"]
+        mtc = [m for m in self.cell.machines if self.protocol[m.id] == "mtconnect"]
+        if opc:
+            self.opcua = await self._stack.enter_async_context(OpcUaSimServer(machines=shapes_for(opc), port=self._opcua_port))
+        if mtc:
+            from adapters.mtconnect.simdevice import SimAgentBinding
+
+            self.mtconnect = await self._stack.enter_async_context(SimAgentBinding(mtc, port=self._mtconnect_port))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def publish(self, event: SimEvent) -> None:
+        """Write one simulated update into the server that carries its machine."""
+        if self.protocol.get(event.machine) == "opcua" and self.opcua is not None:
+            await self.opcua.publish(event.machine, event.signal, event.value, event.time)
+        elif self.mtconnect is not None:
+            self.mtconnect.publish(event)
+
+    def site_document(self, *, store: Path, speed: float, dashboard_port: int | None) -> dict[str, Any]:
+        """A site file (as a dict) that points a daemon at these servers."""
+        machines: list[dict[str, Any]] = []
+        # OPC UA notifications of different nodes may arrive in any order within one publish;
+        # the tracker re-orders them over this many seconds of controller time.
+        skew = max(5.0, 0.5 * max(speed, 1.0))
+        for m in self.cell.machines:
+            if self.protocol[m.id] == "opcua" and self.opcua is not None:
+                shape = next(s for s in shapes_for([m]))
+                signals = {k: v for k, v in opcua_signal_map(shape).items() if k in m.signals or k.startswith("probe.")}
+                machines.append(
+                    {
+                        "id": m.id,
+                        "source": {
+                            "type": "opcua",
+                            "endpoint": self.opcua.endpoint,
+                            "publishing_interval_ms": 100,
+                            "sampling_interval_ms": 0,
+                            "queue_size": 1000,
+                        },
+                        "signals": signals,
+                        "tracking": {"grace_s": 10.0, "max_skew_s": skew},
+                    }
+                )
+            else:
+                machines.append(
+                    {
+                        "id": m.id,
+                        "source": {"type": "mtconnect", "url": self.mtconnect.url, "device": m.id, "interval_ms": 50},
+                        "signals": self.mtconnect.signal_map(m.id),
+                        "tracking": {"grace_s": 10.0},
+                    }
+                )
+        return {
+            "site": "demo-cell",
+            "store": {"path": str(store)},
+            "programs": str(PROGRAMS_DIR),
+            "machines": machines,
+            "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 0},
+        }
+
+
+async def run_demo(
+    options: DemoOptions,
+    workdir: Path,
+    *,
+    on_event: Callable[[HubEvent], None] | None = None,
+    on_progress: Callable[[dict[str, int], int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> DemoResult:
+    """Run the demo cell to the end of its batch (or until ``stop``); returns the measured result."""
+    cell = SimCell(load_scenario(options.scenario), seed=options.seed, parts=options.parts)
+    expected = len(cell.parts())
+    stop = stop or asyncio.Event()
+    async with CellServers(cell, options.protocols) as servers:
+        site_path = workdir / "demo-site.yaml"
+        document = servers.site_document(store=workdir / "demo.db", speed=options.speed, dashboard_port=options.dashboard_port)
+        site_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        site = load_site(site_path)
+        daemon = Daemon(site, health_every_s=3600)
+        sub = daemon.hub.subscribe(100_000)
+        daemon_stop = asyncio.Event()
+        runner = asyncio.create_task(daemon.run(daemon_stop), name="demo-daemon")
+        result = DemoResult()
+        per_machine: dict[str, int] = {m.id: 0 for m in cell.machines}
+        all_done = asyncio.Event()
+        try:
+            await _wait_started(daemon, runner)
+            result.dashboard_url = daemon.dashboard_url
+
+            async def consume() -> None:
+                async for event in sub:
+                    if event.kind == "part":
+                        result.parts += 1
+                        per_machine[event.data["machine"]] = per_machine.get(event.data["machine"], 0) + 1
+                        if on_progress is not None:
+                            on_progress(per_machine, expected)
+                        if result.parts >= expected:
+                            all_done.set()
+                    elif event.kind == "alert":
+                        result.alerts += 1
+                    if on_event is not None:
+                        on_event(event)
+
+            async with asyncio.TaskGroup() as tg:
+                consumer = tg.create_task(consume())
+                await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
+                # the last parts leave the tracker once their grace window has passed in controller time
+                done = tg.create_task(all_done.wait())
+                stopped = tg.create_task(stop.wait())
+                await asyncio.wait({done, stopped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+                if options.keep_running and not stop.is_set():
+                    await stop.wait()
+                for task in (consumer, done, stopped):
+                    task.cancel()
+        finally:
+            sub.close()
+            daemon_stop.set()
+            await runner
+    result.features = _outcomes(cell, site_path)
+    return result
+
+
+async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:
+    started = asyncio.create_task(daemon.started.wait())
+    await asyncio.wait({started, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        started.cancel()
+        runner.result()  # raises what stopped the daemon
+
+
+def _outcomes(cell: SimCell, site_path: Path) -> list[FeatureOutcome]:
+    """Ground truth per feature against the first detection alert stored for it."""
+    from monitor.store import Store
+
+    site = load_site(site_path)
+    with Store(site.store_path) as store:
+        changes = store.alert_events(limit=1_000_000)
+    first: dict[tuple[str, str, str], int] = {}
+    for _, alert in changes:  # every change, so the part an alert opened at is seen
+        if alert.kind not in _DETECTION_KINDS:
+            continue
+        key = (alert.machine, alert.program, alert.feature)
+        first[key] = min(first.get(key, alert.part_number), alert.part_number)
+    outcomes = []
+    for truth in cell.ground_truth():
+        outcomes.append(
+            FeatureOutcome(
+                truth.machine,
+                truth.program,
+                truth.feature,
+                truth.drift_starts,
+                first.get((truth.machine, truth.program, truth.feature)),
+                truth.first_out_of_tolerance,
+            )
+        )
+    return outcomes
