@@ -259,7 +259,8 @@ class MtConnectAgent:
         )
         if cond and level not in (None, "Normal", "Warning", "Fault"):
             raise ValueError(f"condition level must be Normal, Warning, Fault or None, not {level!r}")
-        if self.filter_duplicates and self._buffer.unchanged(obs):
+        discrete = item.discrete or asset_type is not None  # every asset update is news, even for the same id
+        if self.filter_duplicates and not discrete and self._buffer.unchanged(obs):
             return None
         stored = self._buffer.add(obs)
         self._wake()
@@ -312,6 +313,13 @@ class MtConnectAgent:
                 if removed is not None:
                     self._store(removed, asset_id, stamp, asset_type=stored.asset_type)
         return True
+
+    def remove_all_assets(self, asset_type: str | None = None, time: datetime | str | None = None) -> int:
+        """Remove every asset (of one type if given); returns how many were removed."""
+        ids = [a.asset_id for a in self._assets.values() if not a.removed and asset_type in (None, a.asset_type)]
+        for asset_id in ids:
+            self.remove_asset(asset_id, time)
+        return len(ids)
 
     @staticmethod
     def _find_type(spec: DeviceSpec, type_: str) -> ItemSpec | None:

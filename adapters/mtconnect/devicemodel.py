@@ -30,6 +30,8 @@ class ItemSpec:
     units: str | None = None
     name: str | None = None
     representation: str | None = None
+    discrete: bool = False
+    """Every value is a new event even when it repeats (a probe result, a part count pulse)."""
 
     def __post_init__(self) -> None:
         if self.category not in ("SAMPLE", "EVENT", "CONDITION"):
@@ -122,6 +124,7 @@ def _content(el: Any) -> tuple[tuple[ItemSpec, ...], tuple[ComponentSpec, ...]]:
                         units=di.get("units"),
                         name=di.get("name"),
                         representation=di.get("representation"),
+                        discrete=di.get("discrete") == "true",
                     )
                 )
         elif local == "Components":

@@ -132,6 +132,8 @@ def _content(el: Any, q: str, items: Sequence[ItemSpec], comps: Sequence[Compone
                          ("representation", it.representation)):
                 if v:
                     attrs[k] = v
+            if it.discrete:
+                attrs["discrete"] = "true"
             etree.SubElement(dis, q + "DataItem", attrs)
     if comps:
         ces = etree.SubElement(el, q + "Components")
