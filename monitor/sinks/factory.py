@@ -25,4 +25,9 @@ def build_sinks(site: Site) -> list[RunningSink]:
 
         seed = open_alerts_in(site.store_path)
         sinks.append(build_mqtt_sink(config.mqtt, site.config.site, base_dir=base_dir, open_alerts=seed))
+    if config.webhooks:
+        from monitor.sinks.webhook import build_webhook_sink
+
+        for i, hook in enumerate(config.webhooks, start=1):
+            sinks.append(build_webhook_sink(hook, site.config.site, base_dir=base_dir, name=f"webhook-{i}"))
     return sinks
