@@ -12,6 +12,7 @@ __all__ = ["app", "main"]
 _COMMAND_MODULES = [
     "monitor.cli.core",
     "monitor.cli.demo",
+    "monitor.cli.discover",
     "monitor.cli.opcua",
 ]
 for _name in _COMMAND_MODULES:

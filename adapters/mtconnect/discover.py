@@ -1,0 +1,74 @@
+"""List what an MTConnect agent offers, with the canonical signal each item looks like.
+
+``monitor discover http://host:port`` calls :func:`discover`: it reads ``/probe`` and
+``/current`` and returns one :class:`~adapters.base.DiscoveredSignal` per data item (device,
+component path, id, name, category, type, subType, units, current value), enough to write a
+machine's ``signals:`` block.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from adapters.base import DiscoveredSignal
+from adapters.mtconnect.client import AgentClient
+from adapters.mtconnect.mapping import select_devices, suggest_signal
+
+__all__ = ["discover"]
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "UNAVAILABLE"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+async def discover(url: str, filter: str | None = None, *, device: str | None = None) -> list[DiscoveredSignal]:
+    """Data items of the agent at ``url`` (one device if given), keeping those whose id, name,
+    type, path or suggested signal contains ``filter`` (case-insensitive)."""
+    async with aiohttp.ClientSession() as session:
+        client = AgentClient(url, session)
+        probe = await client.probe()
+        devices = select_devices(probe, device)
+        current = await client.current()
+    values: dict[str, str] = {}
+    conditions: dict[str, list[str]] = {}
+    for o in current.observations:
+        if o.category == "CONDITION":
+            conditions.setdefault(o.data_item_id, []).append(o.level.upper() if o.level else "UNAVAILABLE")
+        else:
+            values[o.data_item_id] = _text(o.value)
+    needle = (filter or "").lower()
+    out: list[DiscoveredSignal] = []
+    for dev in devices:
+        for item in dev.data_items:
+            suggested = suggest_signal(item)
+            kind_type = item.type + (f":{item.sub_type}" if item.sub_type else "")
+            value = values.get(item.id) or ",".join(conditions.get(item.id, [])) or ""
+            extra = {
+                "device": dev.name,
+                "id": item.id,
+                "name": item.name or "",
+                "category": item.category,
+                "type": item.type,
+                "subType": item.sub_type or "",
+                "representation": item.representation or "",
+            }
+            haystack = " ".join([item.path_text, item.id, item.name or "", kind_type, suggested or ""]).lower()
+            if needle and needle not in haystack:
+                continue
+            out.append(
+                DiscoveredSignal(
+                    path=item.path_text,
+                    address=item.id,
+                    kind=item.category,
+                    data_type=kind_type,
+                    units=item.units or "",
+                    value=value,
+                    suggested=suggested,
+                    extra=extra,
+                )
+            )
+    return out
