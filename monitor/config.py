@@ -59,8 +59,8 @@ class AxisConfig(BaseModel):
     """One axis of a position feature: ``{signal: probe.hole1_x, nominal: 25.0}``."""
 
     model_config = _STRICT
-    signal: str
-    nominal: float
+    signal: str = Field(description="probe signal that measures this axis, e.g. probe.hole1_x")
+    nominal: float = Field(description="nominal coordinate, mm")
 
     @field_validator("signal")
     @classmethod
@@ -74,11 +74,11 @@ class SizeFeatureConfig(BaseModel):
     """A size feature (diameter, length): nominal with lower and upper limits in mm."""
 
     model_config = _STRICT
-    kind: Literal["size"]
-    signal: str
-    nominal: float
-    lower: float
-    upper: float
+    kind: Literal["size"] = Field(description="size: judged against lower and upper limits")
+    signal: str = Field(description="probe signal that measures it, e.g. probe.hole1_dia")
+    nominal: float = Field(description="target value, mm; between lower and upper")
+    lower: float = Field(description="lower limit, mm")
+    upper: float = Field(description="upper limit, mm")
 
     @field_validator("signal")
     @classmethod
@@ -100,10 +100,10 @@ class PositionFeatureConfig(BaseModel):
     """A position feature judged as true position against a tolerance zone diameter in mm."""
 
     model_config = _STRICT
-    kind: Literal["position"]
-    x: AxisConfig
-    y: AxisConfig
-    z: AxisConfig | None = None
+    kind: Literal["position"] = Field(description="position: judged as true position")
+    x: AxisConfig = Field(description="{signal, nominal} of the X coordinate")
+    y: AxisConfig = Field(description="{signal, nominal} of the Y coordinate")
+    z: AxisConfig | None = Field(default=None, description="{signal, nominal} of Z, for 3D true position")
     tolerance: float = Field(gt=0, description="diameter of the positional tolerance zone, mm")
 
 
@@ -114,10 +114,16 @@ class ProgramConfig(BaseModel):
     """One part program: how its parts end, its measured features and detection settings."""
 
     model_config = _STRICT
-    program: str = Field(min_length=1)
-    part_end: str = "part_count"
-    features: dict[str, FeatureConfig] = Field(default_factory=dict)
-    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    program: str = Field(min_length=1, description="program name exactly as the controller reports it in program.name")
+    part_end: str = Field(
+        default="part_count",
+        description="what ends a part: part_count (counter increments), program_end (execution leaves ACTIVE) "
+        "or signal:<canonical signal> (that signal turns true)",
+    )
+    features: dict[str, FeatureConfig] = Field(
+        default_factory=dict, description="measured features by name: see Size feature and Position feature"
+    )
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="see detection")
 
     @field_validator("part_end")
     @classmethod
@@ -155,17 +161,24 @@ class StoreConfig(BaseModel):
     """The embedded SQLite store; relative paths are taken from the site file's folder."""
 
     model_config = _STRICT
-    path: Path = Path("monitor.db")
+    path: Path = Field(default=Path("monitor.db"), description="SQLite file; relative to the site file's folder")
 
 
 class DashboardConfig(BaseModel):
     """The web dashboard the daemon serves."""
 
     model_config = _STRICT
-    enabled: bool = True
-    bind: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    token: str | None = Field(default=None, description="needed to acknowledge or close alerts")
+    enabled: bool = Field(default=True, description="serve the dashboard from the daemon")
+    bind: str = Field(default="127.0.0.1", description="address to listen on; anything but loopback needs a token")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port; 0 = any free port")
+    token: str | None = Field(
+        default=None, description="bearer token that allows acknowledging and closing alerts; use ${DASHBOARD_TOKEN}"
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> DashboardConfig:
@@ -199,9 +212,9 @@ class ReplaySource(BaseModel):
     """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
 
     model_config = _STRICT
-    type: Literal["replay"]
-    path: Path
-    speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible")
+    type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
+    path: Path = Field(description="the file; one {signal, time, value} object per line")
+    speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
 
 
 def _check_signal_name(name: str) -> str:
@@ -226,8 +239,8 @@ MtConnectAddress = Annotated[Annotated[str, Tag("str")] | Annotated[MtConnectSig
 
 class _MachineBase(BaseModel):
     model_config = _STRICT
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="the machine's name (letters, digits, . _ -)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="see machines[].tracking")
 
 
 class OpcUaMachine(_MachineBase):
@@ -278,13 +291,17 @@ class SiteConfig(BaseModel):
     """The site file: one daemon's machines, store, sinks and dashboard."""
 
     model_config = _STRICT
-    site: str = Field(min_length=1)
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    programs: Path = Path("programs")
-    machines: list[MachineConfig] = Field(default_factory=list)
-    sinks: SinksConfig = Field(default_factory=SinksConfig)
-    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    site: str = Field(min_length=1, description="name of this cell; tags alerts, MQTT topics and InfluxDB points")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="see store")
+    programs: Path = Field(default=Path("programs"), description="folder of part-program files, relative to the site file")
+    machines: list[MachineConfig] = Field(
+        default_factory=list,
+        description="one entry per source: id, source (OPC UA, MTConnect or Replay source), signals "
+        "(canonical signal -> address, or signal with options), tracking",
+    )
+    sinks: SinksConfig = Field(default_factory=SinksConfig, description="see sinks")
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="see dashboard")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="warning", description="daemon log level")
 
     @model_validator(mode="after")
     def _sources_of_one_machine(self) -> SiteConfig:

@@ -130,3 +130,11 @@ def test_example_configs_load() -> None:
     assert loaded.machine_ids()
     for example in sorted(root.glob("*.yaml")):
         load_site(example, {"DASHBOARD_TOKEN": "t", "INFLUX_TOKEN": "t", "MQTT_PASSWORD": "p", "WEBHOOK_SECRET": "s"})
+
+
+def test_every_config_key_is_documented() -> None:
+    from monitor.configdoc import embed
+
+    readme = Path(__file__).resolve().parents[1] / "configs" / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert embed(text) == text, "configs/README.md is out of date: run `python -m monitor.configdoc --write`"
