@@ -172,7 +172,7 @@ async def discover(url: str, filter: str | None = None, *, source: OpcUaSource |
     for (path, nid, is_prop), value, dtype, desc in zip(tree, values, dtypes, descriptions, strict=True):
         address = format_nodeid(nid, namespaces)
         description = _text(desc.Value.Value if desc.Value is not None else None, 200)
-        suggested = None if is_prop else suggest_signal(path, description)
+        suggested = suggest_signal(path, description)
         if needle and not any(needle in s.lower() for s in (path, address, suggested or "")):
             continue
         tid = dtype.Value.Value if dtype.Value is not None else None
