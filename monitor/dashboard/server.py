@@ -1,33 +1,104 @@
-"""Serving the dashboard: builds the aiohttp application and starts it on a socket.
+"""Serving the dashboard: the aiohttp application, its security headers and its static files.
 
-The daemon owns the lifetime: it calls :func:`serve_dashboard` once it is running and
-``runner.cleanup()`` at shutdown.
+The daemon owns the lifetime: it calls :func:`serve_dashboard` once its pipeline and store are up
+and ``runner.cleanup()`` at shutdown (open event streams are ended first, so shutdown is quick).
+Everything is served from the package: the page scripts and styles under ``static/`` and the
+plotly.js bundle that the ``plotly`` Python package ships; nothing comes from a CDN.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-__all__ = ["build_app", "serve_dashboard"]
+from monitor.dashboard.api import DAEMON_KEY, add_api_routes
+from monitor.dashboard.pages import add_page_routes
+from monitor.dashboard.stream import add_stream_routes
+from monitor.errors import MonitorError
+
+if TYPE_CHECKING:
+    from monitor.daemon import Daemon
+
+__all__ = ["CONTENT_SECURITY_POLICY", "build_app", "plotly_js_path", "serve_dashboard"]
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""Only this server's own files run. Inline *styles* are allowed because plotly.js positions its
+chart elements with style attributes; inline scripts and eval are not."""
+
+_STATIC = "static"
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(daemon: Any) -> web.Application:
-    """The dashboard application for ``daemon`` (a :class:`monitor.daemon.Daemon`)."""
-    app = web.Application()
+def plotly_js_path() -> Path:
+    """The minified plotly.js bundled in the ``plotly`` Python package (for offline use)."""
+    import plotly
 
-    async def _health(_: web.Request) -> web.Response:
-        return web.json_response({"site": daemon.site.config.site})
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():  # pragma: no cover - a broken plotly install
+        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall the plotly package")
+    return path
 
-    app.router.add_get("/api/health", _health)
+
+@web.middleware
+async def _headers(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Security headers on every answer; API answers are never cached."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _secure(request, response)
+        raise
+    _secure(request, response)
+    return response
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    if response.prepared:  # a stream (SSE) that already sent its headers
+        return
+    h = response.headers
+    h.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        h.setdefault("Cache-Control", "no-store")
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    """The dashboard application for a running ``daemon``."""
+    app = web.Application(middlewares=[_headers])
+    app[DAEMON_KEY] = daemon
+    add_api_routes(app)
+    add_stream_routes(app)
+    add_page_routes(app)
+    plotly_js = plotly_js_path()
+
+    async def _plotly(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(plotly_js, headers={"Cache-Control": "public, max-age=86400"})
+
+    app.router.add_get("/static/vendor/plotly.min.js", _plotly)
+    static_dir = Path(str(resources.files("monitor.dashboard").joinpath(_STATIC)))
+    app.router.add_static("/static/", static_dir, show_index=False, follow_symlinks=False)
     return app
 
 
-async def serve_dashboard(daemon: Any, bind: str, port: int) -> web.AppRunner:
-    """Start the dashboard on ``bind:port`` (0 = any free port); returns the started runner."""
-    runner = web.AppRunner(build_app(daemon), handle_signals=False)
+async def serve_dashboard(daemon: Daemon, bind: str, port: int) -> web.AppRunner:
+    """Start the dashboard on ``bind:port`` (0 = any free port); returns the started runner.
+
+    The bound port is ``runner.addresses[0][1]``; ``await runner.cleanup()`` stops it.
+    """
+    runner = web.AppRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, bind, port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, bind, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise MonitorError(f"the dashboard cannot listen on {bind}:{port} ({exc}); change dashboard.port or bind") from exc
     return runner

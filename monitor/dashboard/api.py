@@ -1,0 +1,356 @@
+"""The dashboard's JSON API under ``/api/``: every page is drawn from these answers.
+
+Numbers come from the same places the CLI reads (``monitor.queries.part_row`` / ``alert_row`` over
+the store), so ``monitor parts`` and the dashboard never disagree. Store reads run on the
+daemon's store thread (``daemon.call``); the event loop only waits. Every list answer is capped
+(``last``) so no request can ask for an unbounded amount of work.
+
+Writes (acknowledge, close) need ``Authorization: Bearer <dashboard.token>``; without a token in
+the site file they are refused. See docs/dashboard.md for the reference.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from monitor.codec import alert_to_dict
+from monitor.model import AlertState, PartRecord, PartStatus, PositionFeature, Severity, SizeFeature
+from monitor.queries import alert_row, part_row
+
+if TYPE_CHECKING:
+    from monitor.daemon import Daemon
+    from monitor.model import Feature
+    from monitor.store import Store
+
+__all__ = [
+    "ALERTS_DEFAULT",
+    "ALERTS_MAX",
+    "DAEMON_KEY",
+    "PARTS_DEFAULT",
+    "PARTS_MAX",
+    "SERIES_MAX",
+    "add_api_routes",
+    "feature_series",
+    "machines_snapshot",
+]
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+"""Where the application keeps the daemon it shows."""
+
+PARTS_DEFAULT, PARTS_MAX = 100, 5000
+ALERTS_DEFAULT, ALERTS_MAX = 500, 5000
+SERIES_MAX = 2000
+"""Most parts a feature chart plots (the most recent ones)."""
+
+_ALERT_STATES = {"open", "acknowledged", "closed", "active"}
+
+
+def _daemon(request: web.Request) -> Daemon:
+    return request.app[DAEMON_KEY]
+
+
+def _error(status: int, message: str, **headers: str) -> web.HTTPException:
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound}[status]
+    return cls(text=_json_text({"error": message}), content_type="application/json", headers=headers or None)
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=False, default=str)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.json_response(_finite(obj), status=status, dumps=_json_text)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities become null: browsers' JSON.parse refuses them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _last(request: web.Request, default: int, cap: int) -> int:
+    text = request.query.get("last")
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _error(400, f"last must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise _error(400, "last must be at least 1")
+    return min(value, cap)
+
+
+def _opt(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    return value if value else None
+
+
+# ----------------------------------------------------------------------------------- machines
+def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
+    """Every configured machine as the cell page shows it (runs on the store thread)."""
+    status = daemon.status()["machines"]
+    open_alerts = store.alerts(open_only=True)
+    by_machine: dict[str, Counter[str]] = {}
+    lost_alert: set[str] = set()
+    for alert in open_alerts:
+        by_machine.setdefault(alert.machine, Counter())[str(alert.severity)] += 1
+        if str(alert.kind) == "signal_lost":
+            lost_alert.add(alert.machine)
+    out = []
+    for machine in daemon.site.machine_ids():
+        st = status.get(machine, {})
+        sources = st.get("sources", [])
+        connection = str(st.get("connection", "unknown"))
+        programs = []
+        for name, program in daemon.site.programs.items():
+            count = store.part_count(machine=machine, program=name)
+            if count or name == st.get("program"):
+                programs.append({"program": name, "parts": count, "features": [f.name for f in program.feature_models()]})
+        current = st.get("program")
+        if current is not None and current not in daemon.site.programs:
+            programs.append({"program": current, "parts": store.part_count(machine=machine, program=current),
+                             "features": [], "configured": False})
+        counts = by_machine.get(machine, Counter())
+        out.append({
+            "machine": machine,
+            "connection": connection,
+            "signal_lost": connection == "lost" or machine in lost_alert or any(s.get("state") == "lost" for s in sources),
+            "program": current,
+            "counter": st.get("counter"),
+            "parts": st.get("parts", 0),
+            "last_part_end": st.get("last_part_end"),
+            "last_seen": st.get("last_seen"),
+            "sources": [{"type": s.get("type"), "state": s.get("state")} for s in sources],
+            "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
+            "programs": programs,
+        })
+    return out
+
+
+# ----------------------------------------------------------------------------------- features
+def _feature(daemon: Daemon, program: str, feature: str) -> Feature | None:
+    config = daemon.site.programs.get(program)
+    if config is None:
+        return None
+    return next((f for f in config.feature_models() if f.name == feature), None)
+
+
+def _point(feature: Feature, part: PartRecord) -> dict[str, Any] | None:
+    """The plotted value of one part, judged as the drift engine judges it; None when unusable."""
+    m = part.measurements
+    if isinstance(feature, SizeFeature):
+        value = m.get(feature.signal)
+        if value is None or not math.isfinite(value):
+            return None
+        return {"part_number": part.part_number, "value": value, "end": part.end.isoformat(), "key": part.key}
+    axes = {}
+    for name, axis in feature.axes:
+        raw = m.get(axis.signal)
+        if raw is None or not math.isfinite(raw):
+            return None
+        axes[name] = raw - axis.nominal
+    tp = feature.true_position(m)
+    assert tp is not None
+    return {"part_number": part.part_number, "value": tp, "axes": axes, "end": part.end.isoformat(), "key": part.key}
+
+
+def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
+    """True-position forecast from the per-axis forecasts: mean from the axis means, the cone from
+    the box of the per-axis 90% intervals (its nearest and farthest corner from nominal)."""
+    axes = forecast.get("axes", {})
+    names = list(axes)
+    n = len(forecast.get("parts", []))
+    mean, lo, hi = [], [], []
+    for i in range(n):
+        m2 = near2 = far2 = 0.0
+        for a in names:
+            am, al, ah = axes[a]["mean"][i], axes[a]["lo"][i], axes[a]["hi"][i]
+            m2 += am * am
+            near2 += 0.0 if al <= 0.0 <= ah else min(al * al, ah * ah)
+            far2 += max(al * al, ah * ah)
+        mean.append(2 * math.sqrt(m2))
+        lo.append(2 * math.sqrt(near2))
+        hi.append(2 * math.sqrt(far2))
+    return {**forecast, "mean": mean, "lo": lo, "hi": hi}
+
+
+def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, bool, int, str]:
+    """The alert whose evidence the feature page shows: still active first, forecasts (which carry
+    attribution and the parts-to-breach interval) before chart signals, then severity, then latest."""
+    return (alert["state"] != "closed", alert["kind"] == "forecast", Severity(alert["severity"]).rank, alert["time"])
+
+
+def feature_series(daemon: Daemon, store: Store, machine: str, program: str, name: str) -> dict[str, Any] | None:
+    """Chart data of one feature (runs on the store thread); None when the feature is not configured.
+
+    ``values`` are read from the store (every complete part with the feature's measurements, the
+    most recent ``SERIES_MAX``); limits, control limits, forecast and capability from the engine.
+    """
+    feature = _feature(daemon, program, name)
+    if feature is None:
+        return None
+    assert daemon.pipeline is not None
+    view = daemon.pipeline.engine.feature_view(machine, program, name)
+    parts = store.parts(machine=machine, program=program, status=PartStatus.COMPLETE, last=SERIES_MAX)
+    values = [p for p in (_point(feature, part) for part in parts) if p is not None]
+    alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program) if a.feature == name]
+    forecast = view.get("forecast")
+    if forecast is not None and isinstance(feature, PositionFeature):
+        forecast = _tp_cone(forecast)
+    evidence = max(alerts, key=_evidence_rank, default=None)
+    return {
+        "machine": machine,
+        "program": program,
+        "feature": name,
+        "kind": "size" if isinstance(feature, SizeFeature) else "position",
+        "unit": "mm",
+        "nominal": view.get("nominal"),
+        "limits": view.get("limits"),
+        "control_limits": view.get("control_limits"),
+        "forecast": forecast,
+        "capability": view.get("capability"),
+        "values": values,
+        "total_parts": store.part_count(machine=machine, program=program),
+        "alerts": alerts,
+        "evidence": evidence,
+    }
+
+
+# ----------------------------------------------------------------------------------- handlers
+async def _status(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    return _json({**daemon.status(), "dashboard": {"writable": bool(daemon.site.config.dashboard.token)}})
+
+
+async def _machines(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    assert daemon.store is not None
+    machines = await daemon.call(machines_snapshot, daemon, daemon.store)
+    return _json({"site": daemon.site.config.site, "machines": machines})
+
+
+async def _machine(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    machine = request.match_info["machine"]
+    if machine not in daemon.site.machine_ids():
+        raise _error(404, f"no machine {machine!r} in this site")
+    assert daemon.store is not None
+    machines = await daemon.call(machines_snapshot, daemon, daemon.store)
+    return _json(next(m for m in machines if m["machine"] == machine))
+
+
+def _read_parts(store: Store, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
+    rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
+    return {"parts": rows, "total": store.part_count(machine=machine, program=program)}
+
+
+async def _parts(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    assert daemon.store is not None
+    last = _last(request, PARTS_DEFAULT, PARTS_MAX)
+    body = await daemon.call(_read_parts, daemon.store, _opt(request, "machine"), _opt(request, "program"), last)
+    return _json(body)
+
+
+def _read_alerts(store: Store, machine: str | None, program: str | None, state: str | None, last: int,
+                 feature: str | None, severity: str | None) -> list[dict[str, Any]]:
+    alerts = store.alerts(
+        machine=machine, program=program, state=AlertState(state) if state in ("open", "acknowledged", "closed") else None,
+        open_only=state == "active",
+    )
+    rows = [alert_row(a) for a in alerts
+            if (feature is None or a.feature == feature) and (severity is None or str(a.severity) == severity)]
+    return rows[::-1][:last]
+
+
+async def _alerts(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    assert daemon.store is not None
+    state = _opt(request, "state")
+    if state is not None and state not in _ALERT_STATES:
+        raise _error(400, f"state must be one of {', '.join(sorted(_ALERT_STATES))}")
+    severity = _opt(request, "severity")
+    if severity is not None and severity not in {str(s) for s in Severity}:
+        raise _error(400, "severity must be one of watch, warning, critical")
+    last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
+    rows = await daemon.call(_read_alerts, daemon.store, _opt(request, "machine"), _opt(request, "program"), state,
+                             last, _opt(request, "feature"), severity)
+    return _json({"alerts": rows})
+
+
+async def _alert(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    assert daemon.store is not None
+    alert = await daemon.call(daemon.store.alert, request.match_info["alert_id"])
+    if alert is None:
+        raise _error(404, f"no alert {request.match_info['alert_id']!r}")
+    return _json(alert_row(alert))
+
+
+async def _feature_handler(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    assert daemon.store is not None
+    m, p, f = (request.match_info[k] for k in ("machine", "program", "feature"))
+    body = await daemon.call(feature_series, daemon, daemon.store, m, p, f)
+    if body is None:
+        raise _error(404, f"program {p!r} has no feature {f!r} in this site")
+    return _json(body)
+
+
+def _authorize(request: web.Request) -> None:
+    """Writes need the site's dashboard token as a bearer token; refused outright without one."""
+    token = _daemon(request).site.config.dashboard.token
+    if not token:
+        raise _error(403, "alert changes are disabled: no dashboard token is configured "
+                          "(set dashboard.token in the site file, e.g. ${DASHBOARD_TOKEN})")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise _error(401, "this needs the dashboard token: send 'Authorization: Bearer <token>'",
+                     **{"WWW-Authenticate": 'Bearer realm="monitor"'})
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise _error(403, "wrong dashboard token")
+
+
+async def _ack(request: web.Request) -> web.Response:
+    _authorize(request)
+    alert_id = request.match_info["alert_id"]
+    alert = await _daemon(request).acknowledge(alert_id)
+    if alert is None:
+        raise _error(404, f"no open, unacknowledged alert {alert_id!r}")
+    return _json(alert_to_dict(alert))
+
+
+async def _close(request: web.Request) -> web.Response:
+    _authorize(request)
+    alert_id = request.match_info["alert_id"]
+    alert = await _daemon(request).close_alert(alert_id)
+    if alert is None:
+        raise _error(404, f"no open alert {alert_id!r}")
+    return _json(alert_to_dict(alert))
+
+
+def add_api_routes(app: web.Application) -> None:
+    """Register the JSON API on ``app`` (which holds the daemon under :data:`DAEMON_KEY`)."""
+    r = app.router
+    r.add_get("/api/status", _status)
+    r.add_get("/api/machines", _machines)
+    r.add_get("/api/machines/{machine}", _machine)
+    r.add_get("/api/parts", _parts)
+    r.add_get("/api/alerts", _alerts)
+    r.add_post("/api/alerts/{alert_id:.+}/ack", _ack)
+    r.add_post("/api/alerts/{alert_id:.+}/close", _close)
+    r.add_get("/api/alerts/{alert_id:.+}", _alert)
+    r.add_get("/api/features/{machine}/{program}/{feature}", _feature_handler)

@@ -1,0 +1,41 @@
+// The cell page: every machine with its connection, program, counters and open alerts.
+"use strict";
+(() => {
+  const { el, api, badge, time, machineHref, alertRow, fill, debounce, live, notice } = M;
+  const machines = document.querySelector("#machines tbody");
+  const openAlerts = document.querySelector("#open-alerts tbody");
+
+  function machineRow(m) {
+    const conn = el("td", {}, badge(m.connection, "conn-" + m.connection));
+    if (m.signal_lost) conn.append(" ", el("span", { class: "badge lost", title: "signal lost" }, "⚠ signal lost"));
+    const counts = el("td", { class: "alert-counts" });
+    for (const sev of ["critical", "warning", "watch"]) {
+      const n = m.open_alerts[sev] || 0;
+      if (n) counts.append(el("span", { class: "badge " + sev, "data-severity": sev }, `${n} ${sev}`), " ");
+    }
+    if (!counts.childNodes.length) counts.append(el("span", { class: "muted" }, "none"));
+    return el("tr", { "data-machine": m.machine },
+      el("td", {}, el("a", { href: machineHref(m.machine) }, m.machine)),
+      conn,
+      el("td", { class: "program" }, m.program || "–"),
+      el("td", { class: "num" }, m.counter ?? "–"),
+      el("td", { class: "num parts" }, m.parts),
+      counts,
+      el("td", {}, time(m.last_part_end)));
+  }
+
+  async function refresh() {
+    try {
+      const [ms, al] = await Promise.all([api("/api/machines"), api("/api/alerts?state=active&last=50")]);
+      fill(machines, ms.machines.map(machineRow));
+      fill(openAlerts, al.alerts.map((a) => alertRow(a)), 50);
+      notice("");
+    } catch (e) {
+      notice("Cannot reach the monitor: " + e.message, "error");
+    }
+  }
+
+  const soon = debounce(refresh, 500);
+  refresh();
+  live({ part: soon, alert: soon, machine: soon });
+})();

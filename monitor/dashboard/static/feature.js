@@ -1,0 +1,149 @@
+// One feature of one program on one machine: measurements by part number with the tolerance band,
+// nominal, control limits, the trend forecast and its 90% cone, alert markers; evidence and
+// capability beneath. Redrawn (Plotly.react, same number of traces) when a part of this machine
+// and program arrives: the page holds only the latest answer, never a growing history.
+"use strict";
+(() => {
+  const { el, api, seg, num, badge, time, alertRow, debounce, live, notice } = M;
+  const { machine, program, feature } = M.data;
+  const chart = document.getElementById("chart");
+  const SEV_COLOR = { critical: "#c62828", warning: "#ef6c00", watch: "#f9a825" };
+
+  function hline(y, color, dash, name) {
+    return { type: "line", xref: "paper", x0: 0, x1: 1, y0: y, y1: y, line: { color, width: 1.5, dash }, name };
+  }
+
+  function draw(f) {
+    const xs = f.values.map((v) => v.part_number);
+    const ys = f.values.map((v) => v.value);
+    const lim = f.limits || {};
+    const shapes = [];
+    const annotations = [];
+    const lower = lim.kind === "position" ? 0 : lim.lower;
+    const upper = lim.upper;
+    if (lower !== null && lower !== undefined && upper !== null && upper !== undefined) {
+      shapes.push({ type: "rect", xref: "paper", x0: 0, x1: 1, y0: lower, y1: upper, fillcolor: "rgba(76,175,80,0.10)",
+        line: { width: 0 }, layer: "below" });
+    }
+    if (lim.kind === "size") {
+      shapes.push(hline(lim.lower, "#c62828", "solid"), hline(lim.upper, "#c62828", "solid"));
+      annotations.push({ xref: "paper", x: 1, y: lim.upper, text: "USL", showarrow: false, xanchor: "left" },
+                       { xref: "paper", x: 1, y: lim.lower, text: "LSL", showarrow: false, xanchor: "left" });
+    } else if (upper !== undefined) {
+      shapes.push(hline(upper, "#c62828", "solid"));
+      annotations.push({ xref: "paper", x: 1, y: upper, text: "TP tol", showarrow: false, xanchor: "left" });
+    }
+    if (f.nominal !== null && f.nominal !== undefined) {
+      shapes.push(hline(f.nominal, "#2e7d32", "dash"));
+      annotations.push({ xref: "paper", x: 1, y: f.nominal, text: "nominal", showarrow: false, xanchor: "left" });
+    }
+    const cl = f.control_limits;
+    if (f.kind === "size" && cl && cl.armed && cl.individuals) {
+      shapes.push(hline(cl.individuals[0], "#6a1b9a", "dot"), hline(cl.individuals[1], "#6a1b9a", "dot"));
+      annotations.push({ xref: "paper", x: 1, y: cl.individuals[1], text: "UCL", showarrow: false, xanchor: "left" },
+                       { xref: "paper", x: 1, y: cl.individuals[0], text: "LCL", showarrow: false, xanchor: "left" });
+    }
+    const traces = [{
+      type: "scatter", mode: "lines+markers", name: "measured", x: xs, y: ys,
+      line: { color: "#1565c0", width: 1 }, marker: { size: 5 },
+      hovertemplate: "part %{x}<br>%{y:.4f} mm<extra></extra>",
+    }];
+    const fc = f.forecast;
+    const fx = fc ? fc.parts : [];
+    traces.push({ type: "scatter", mode: "lines", name: "forecast 90% interval", x: fx, y: fc ? fc.lo : [],
+                  line: { width: 0 }, hoverinfo: "skip", showlegend: false });
+    traces.push({ type: "scatter", mode: "lines", name: "forecast 90% interval", x: fx, y: fc ? fc.hi : [],
+                  fill: "tonexty", fillcolor: "rgba(255,152,0,0.20)", line: { width: 0 }, hoverinfo: "skip" });
+    traces.push({ type: "scatter", mode: "lines", name: "trend forecast", x: fx, y: fc ? fc.mean : [],
+                  line: { color: "#ef6c00", dash: "dash", width: 2 } });
+    if (fc && fc.breach_part) {
+      shapes.push({ type: "line", yref: "paper", y0: 0, y1: 1, x0: fc.breach_part, x1: fc.breach_part,
+                    line: { color: "#c62828", dash: "dot", width: 1 } });
+      annotations.push({ yref: "paper", y: 1, x: fc.breach_part, text: `breach ~part ${Math.round(fc.breach_part)}`,
+                         showarrow: false, yanchor: "bottom" });
+    }
+    const byPart = new Map(f.values.map((v) => [v.part_number, v.value]));
+    const marks = f.alerts.filter((a) => byPart.has(a.part_number));
+    traces.push({
+      type: "scatter", mode: "markers", name: "alerts", x: marks.map((a) => a.part_number),
+      y: marks.map((a) => byPart.get(a.part_number)),
+      marker: { symbol: "triangle-up", size: 13, color: marks.map((a) => SEV_COLOR[a.severity] || "#555"),
+                line: { color: "#000", width: 1 } },
+      // plotly renders hover text as (sanitised) HTML; escape anyway so a message stays text
+      text: marks.map((a) => `${a.severity} ${a.kind}: ${a.message}`.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)),
+      hovertemplate: "%{text}<extra></extra>",
+    });
+    const layout = {
+      margin: { l: 70, r: 60, t: 20, b: 45 }, height: 430, shapes, annotations,
+      xaxis: { title: { text: "part number" }, zeroline: false },
+      yaxis: { title: { text: f.kind === "position" ? "true position (mm)" : "size (mm)" }, tickformat: ".4f", zeroline: false },
+      legend: { orientation: "h", y: -0.18 }, uirevision: "keep",
+    };
+    Plotly.react(chart, traces, layout, { displaylogo: false, responsive: true });
+    chart.dataset.points = String(xs.length);
+    document.getElementById("chart-note").textContent =
+      `${xs.length} parts plotted` + (f.total_parts > xs.length ? ` of ${f.total_parts} stored` : "") +
+      (fc ? `; forecast over ${fc.parts.length} parts, ${Math.round((fc.interval || 0.9) * 100)}% interval` : "");
+  }
+
+  function evidence(f) {
+    const box = document.getElementById("evidence");
+    const a = f.evidence;
+    if (!a) { box.replaceChildren(el("p", { class: "muted" }, "No alert on this feature.")); return; }
+    const ev = a.evidence || {};
+    const dl = el("dl", { class: "evidence" });
+    const add = (k, v) => { if (v !== null && v !== undefined && v !== "") dl.append(el("dt", {}, k), el("dd", {}, v)); };
+    add("Alert", el("span", {}, badge(a.severity), " ", badge(a.state), " ", a.kind, " at part ", String(a.part_number)));
+    add("Message", a.message);
+    if (ev.parts_to_breach !== undefined && ev.parts_to_breach !== null) {
+      const iv = ev.breach_interval ? ` (90%: ${Math.round(ev.breach_interval[0])}–${Math.round(ev.breach_interval[1])})` : "";
+      add("Parts to breach", `~${Math.round(ev.parts_to_breach)}${iv}`);
+    }
+    if (ev.slope_mm_per_part !== undefined) add("Drift", `${(ev.slope_mm_per_part * 1000).toFixed(2)} µm/part`);
+    if (ev.likely_cause) add("Attribution", `${ev.likely_cause}` +
+      (ev.correlations && ev.correlations[ev.likely_cause] !== undefined && ev.correlations[ev.likely_cause] !== null
+        ? ` (r=${Number(ev.correlations[ev.likely_cause]).toFixed(2)})` : ""));
+    if (ev.correlations) {
+      const parts = Object.entries(ev.correlations).filter(([, r]) => r !== null && r !== undefined)
+        .map(([k, r]) => `${k} r=${Number(r).toFixed(2)}`);
+      if (parts.length) add("Correlations", parts.join(", "));
+    }
+    if (ev.offset && ev.offset.change_mm !== undefined && ev.offset.change_mm !== null) {
+      const c = Number(ev.offset.change_mm);
+      add("Suggested offset", `${ev.offset.register}: ${c >= 0 ? "+" : ""}${c.toFixed(4)} mm`);
+    }
+    box.replaceChildren(dl);
+  }
+
+  function capability(f) {
+    const c = f.capability || {};
+    const rows = ["cp", "cpk", "ppk"].map((k) => {
+      const ci = c[k + "_ci"];
+      return el("tr", { "data-index": k }, el("td", {}, k.charAt(0).toUpperCase() + k.slice(1)),
+        el("td", { class: "num" }, num(c[k], 2)),
+        el("td", { class: "num" }, ci ? `${num(ci[0], 2)} – ${num(ci[1], 2)}` : "–"));
+    });
+    document.querySelector("#capability tbody").replaceChildren(...rows);
+    document.getElementById("capability-note").textContent =
+      `${c.n ?? 0} parts` + (f.kind === "position" ? " (worst axis)" : "");
+  }
+
+  async function refresh() {
+    try {
+      const f = await api(`/api/features/${seg(machine)}/${seg(program)}/${seg(feature)}`);
+      draw(f);
+      evidence(f);
+      capability(f);
+      const rows = f.alerts.slice().reverse().slice(0, 100).map((a) => alertRow(a, [], { noMachine: true, noFeature: true, kind: true }));
+      document.querySelector("#feature-alerts tbody").replaceChildren(...rows);
+      notice("");
+    } catch (e) { notice("Cannot read this feature: " + e.message, "error"); }
+  }
+
+  const soon = debounce(refresh, 1000);
+  refresh();
+  live({
+    part: (p) => { if (p.machine === machine && p.program === program) soon(); },
+    alert: (a) => { if (a.machine === machine && a.program === program && a.feature === feature) soon(); },
+  });
+})();

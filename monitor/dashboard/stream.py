@@ -1,0 +1,89 @@
+"""Server-sent events (``GET /api/events``): the daemon's hub, relayed to browsers.
+
+Each browser gets its own bounded hub subscription (:data:`QUEUE_SIZE` events); a tab that stops
+reading loses the oldest events (counted by the hub) instead of growing the daemon. Events are
+``event: part|alert|machine`` with the codec's JSON dict as ``data``; a comment line every
+:data:`KEEPALIVE_S` seconds keeps proxies from closing an idle stream. At shutdown every open
+stream is told to end, so the server stops at once instead of waiting for browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+
+from monitor.dashboard.api import DAEMON_KEY
+from monitor.events import HubEvent, Subscription
+
+__all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "STREAMS_KEY", "add_stream_routes", "format_event"]
+
+QUEUE_SIZE = 256
+KEEPALIVE_S = 15.0
+STREAMS_KEY: web.AppKey[set[Subscription]] = web.AppKey("streams")
+_END = HubEvent("end", {})
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def format_event(event: HubEvent) -> bytes:
+    """One SSE frame. JSON never contains a raw newline, so ``data`` is a single line.
+
+    >>> format_event(HubEvent("part", {"machine": "m1"}))
+    b'event: part\\ndata: {"machine": "m1"}\\n\\n'
+    """
+    data = json.dumps(_finite(event.data), allow_nan=False, default=str)
+    return f"event: {event.kind}\ndata: {data}\n\n".encode()
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    daemon = request.app[DAEMON_KEY]
+    streams = request.app[STREAMS_KEY]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    sub = daemon.hub.subscribe(QUEUE_SIZE)
+    streams.add(sub)
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 3000\n: connected\n\n")
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_S):
+                    event = await sub.queue.get()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if event is _END:
+                break
+            await response.write(format_event(event))
+    except (ConnectionResetError, ConnectionError):
+        pass  # the browser went away
+    finally:
+        streams.discard(sub)
+        sub.close()
+    return response
+
+
+async def _end_streams(app: web.Application) -> None:
+    streams: set[Subscription] = app[STREAMS_KEY]
+    for sub in tuple(streams):
+        sub.offer(_END)
+
+
+def add_stream_routes(app: web.Application) -> None:
+    """Register ``/api/events`` and the shutdown hook that ends open streams."""
+    app[STREAMS_KEY] = set()
+    app.router.add_get("/api/events", _events)
+    app.on_shutdown.append(_end_streams)

@@ -1,0 +1,150 @@
+"""A small cell for the dashboard tests: a real Daemon fed by replay sources.
+
+- ``vmc-01`` replays the simulated ``tool_wear`` scenario (100 parts of O1001, drift alerts);
+- ``xss-02`` runs a program whose name is an HTML/script payload (a controller may report anything);
+- ``live-03`` reads a FIFO: it sends nothing until the test calls :meth:`Cell.feed_live`, so an
+  alert can be raised *after* a page is open, without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from monitor.codec import observation_to_dict
+from monitor.config import load_site
+from monitor.daemon import Daemon
+from monitor.model import Observation
+from monitor.sim import SimCell, load_scenario
+from tests.streams import PROGRAM_YAML, batch
+
+__all__ = ["LIVE", "SIM", "TOKEN", "XSS", "XSS_PROGRAM", "Cell", "live_stream", "start_cell"]
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "tok-3f9a1c"
+SIM, XSS, LIVE = "vmc-01", "xss-02", "live-03"
+XSS_PROGRAM = 'X<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+SIM_PARTS = 100
+XSS_PARTS = 6
+
+
+def live_stream(parts: int, oot_at: int) -> list[Observation]:
+    """``parts`` cycles of O1001 (all its probe signals, so parts are complete), part ``oot_at`` out of
+    tolerance on hole1_dia."""
+    out: list[Observation] = []
+    for o in batch(parts, oot_at=oot_at):
+        out.append(o)
+        if o.signal == "probe.hole1_y":
+            for i, (signal, value) in enumerate((("probe.hole2_x", 75.001), ("probe.hole2_y", 40.0),
+                                                  ("probe.hole2_dia", 10.008)), start=1):
+                out.append(Observation(o.machine, signal, o.time + timedelta(seconds=0.05 * i), value))
+    return out
+
+
+def _write(path: Path, stream: list[Observation]) -> Path:
+    path.write_text("".join(json.dumps(observation_to_dict(o)) + "\n" for o in stream), encoding="utf-8")
+    return path
+
+
+def _site_yaml(tmp: Path, token: str | None) -> Path:
+    programs = tmp / "programs"
+    programs.mkdir()
+    shutil.copy(ROOT / "monitor" / "sim" / "programs" / "O1001.yaml", programs / "O1001.yaml")
+    (programs / "xss.yaml").write_text(
+        PROGRAM_YAML.replace("program: O1001", f"program: {json.dumps(XSS_PROGRAM)}"), encoding="utf-8"
+    )
+    sim = [e.observation() for e in SimCell(load_scenario("tool_wear"), seed=1).events(include_spindle_samples=False)]
+    _write(tmp / "sim.jsonl", sim)
+    xss = [dataclasses.replace(o, value=XSS_PROGRAM) if o.signal == "program.name" else o for o in batch(XSS_PARTS)]
+    _write(tmp / "xss.jsonl", xss)
+    os.mkfifo(tmp / "live.fifo")
+    token_line = f", token: {json.dumps(token)}" if token else ""
+    site = tmp / "site.yaml"
+    site.write_text(
+        f"""\
+site: test-cell
+store: {{path: monitor.db}}
+programs: programs
+dashboard: {{port: 0{token_line}}}
+machines:
+  - id: {SIM}
+    source: {{type: replay, path: "{tmp / 'sim.jsonl'}"}}
+    tracking: {{grace_s: 1.0}}
+  - id: {XSS}
+    source: {{type: replay, path: "{tmp / 'xss.jsonl'}"}}
+    tracking: {{grace_s: 1.0}}
+  - id: {LIVE}
+    source: {{type: replay, path: "{tmp / 'live.fifo'}"}}
+    tracking: {{grace_s: 1.0}}
+""",
+        encoding="utf-8",
+    )
+    return site
+
+
+@dataclasses.dataclass
+class Cell:
+    daemon: Daemon
+    url: str
+    fifo: Path
+    _fed: bool = False
+
+    async def feed_live(self, stream: list[Observation]) -> None:
+        """Send ``stream`` through the FIFO of ``live-03`` (once; the replay reads it to its end)."""
+        assert not self._fed, "the live machine's FIFO can be fed once"
+        self._fed = True
+        text = "".join(json.dumps(observation_to_dict(o)) + "\n" for o in stream)
+        await asyncio.to_thread(self.fifo.write_text, text, encoding="utf-8")
+
+    def release(self) -> None:
+        """Give a still-waiting FIFO reader its end of file, so no thread is left blocked."""
+        if self._fed:
+            return
+        self._fed = True
+        try:
+            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: nobody is reading
+            if exc.errno != errno.ENXIO:
+                raise
+            return
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def start_cell(tmp: Path, *, token: str | None = TOKEN):  # type: ignore[no-untyped-def]
+    """Run the cell's daemon until the two file replays are stored; yields the :class:`Cell`."""
+    site = load_site(_site_yaml(tmp, token))
+    daemon = Daemon(site)
+    sub = daemon.hub.subscribe(5000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    cell: Cell | None = None
+    try:
+        async with asyncio.timeout(30):
+            started = asyncio.create_task(daemon.started.wait())
+            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            assert daemon.dashboard_url is not None
+            cell = Cell(daemon, daemon.dashboard_url.rstrip("/"), tmp / "live.fifo")
+            seen = {SIM: 0, XSS: 0}
+            async for event in sub:
+                if event.kind == "part" and event.data["machine"] in seen:
+                    seen[event.data["machine"]] += 1
+                    if seen[SIM] >= SIM_PARTS and seen[XSS] >= XSS_PARTS:
+                        break
+        sub.close()
+        yield cell
+    finally:
+        sub.close()
+        if cell is not None:
+            cell.release()
+        stop.set()
+        await asyncio.wait_for(task, 15)

@@ -1,0 +1,199 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against a real daemon.
+
+One daemon (tests/dashboard/cell.py) and one browser serve the whole module; each test opens its
+own browser context. Every page load also checks that nothing was requested from another origin
+(no CDN) and that the page logged no error (a Content-Security-Policy violation is one).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from monitor.model import AlertState, PartStatus
+from tests.dashboard.cell import LIVE, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, live_stream, start_cell
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs" / "screenshot-feature.png"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 15_000
+
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt install chromium); the browser tests need it", allow_module_level=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cell(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cell]:
+    async with start_cell(tmp_path_factory.mktemp("cell")) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@dataclass
+class Watched:
+    """A page with what it requested and the errors it logged."""
+
+    page: Any
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def assert_clean(self, origin: str, *, expected: tuple[str, ...] = ()) -> None:
+        foreign = [u for u in self.requests if not u.startswith(origin + "/")]
+        assert not foreign, f"requests outside the dashboard: {foreign}"
+        errors = [e for e in self.errors if not any(x in e for x in expected)]
+        assert not errors, f"page errors: {errors}"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def context(browser: Any) -> AsyncIterator[Any]:
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+async def _open(context: Any, url: str) -> Watched:
+    page = await context.new_page()
+    w = Watched(page)
+    page.on("request", lambda r: w.requests.append(r.url))
+    page.on("console", lambda m: w.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: w.errors.append(str(e)))
+    await page.goto(url)
+    return w
+
+
+async def test_cell_page_lists_every_machine(cell: Cell, context: Any) -> None:
+    w = await _open(context, cell.url + "/")
+    page = w.page
+    rows = page.locator("#machines tbody tr")
+    await rows.nth(2).wait_for()
+    assert await rows.evaluate_all("rs => rs.map(r => r.dataset.machine)") == [SIM, XSS, LIVE]
+    assert daemon_parts(cell, SIM) == 100
+    assert await page.locator(f'tr[data-machine="{SIM}"] td.parts').text_content() == "100"
+    sim_row = page.locator(f'tr[data-machine="{SIM}"]')
+    assert await sim_row.locator("td.program").text_content() == "O1001"
+    assert await sim_row.locator('[data-severity="critical"]').count() == 1  # the tool_wear run ends out of tolerance
+    await page.locator("#live.on").wait_for()  # the event stream is connected
+    w.assert_clean(cell.url)
+
+
+def daemon_parts(cell: Cell, machine: str) -> int:
+    status = cell.daemon.status()["machines"][machine]
+    return int(status["parts"])
+
+
+async def test_program_name_with_markup_is_shown_as_text(cell: Cell, context: Any) -> None:
+    w = await _open(context, cell.url + "/")
+    page = w.page
+    program_cell = page.locator(f'tr[data-machine="{XSS}"] td.program')
+    await program_cell.wait_for()
+    assert await program_cell.text_content() == XSS_PROGRAM
+    # the feature page puts the name in the server-rendered heading and in the chart's API URL
+    w2 = await _open(context, f"{cell.url}/machine?id={XSS}")
+    link = w2.page.locator("#programs a").first
+    await link.click()
+    await w2.page.wait_for_url("**/feature?**")
+    await w2.page.locator('#chart[data-points="6"]').wait_for()
+    assert XSS_PROGRAM in (await w2.page.locator(".crumbs").text_content() or "")
+    for p in (page, w2.page):
+        assert await p.evaluate("window.__xss") is None, "markup in a program name was executed"
+        assert await p.locator("main img").count() == 0, "markup in a program name became an element"
+    w.assert_clean(cell.url)
+    w2.assert_clean(cell.url)
+
+
+async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -> None:
+    daemon = cell.daemon
+    assert daemon.store is not None
+    parts = await daemon.call(lambda: daemon.store.parts(machine=SIM, program="O1001", status=PartStatus.COMPLETE))  # type: ignore[union-attr]
+    stored = [p.part_number for p in parts if "probe.hole1_dia" in p.measurements]
+    w = await _open(context, f"{cell.url}/feature?machine={SIM}&program=O1001&feature=hole1_dia")
+    page = w.page
+    await page.locator(f'#chart[data-points="{len(stored)}"]').wait_for()
+    plotted = await page.evaluate("document.getElementById('chart').data[0].x")
+    assert plotted == stored
+    names = await page.evaluate("document.getElementById('chart').data.map(t => t.name)")
+    assert "trend forecast" in names and "alerts" in names
+    markers = await page.evaluate("document.getElementById('chart').data.find(t => t.name === 'alerts').x.length")
+    assert markers > 0
+    assert await page.locator(".js-plotly-plot .point").count() >= len(stored)  # drawn, not only handed over
+    # evidence beneath the chart: attribution and the suggested offset; capability with intervals
+    evidence = await page.locator("#evidence").text_content() or ""
+    assert "Suggested offset" in evidence and "diameter wear offset" in evidence
+    cpk = await page.locator('#capability tr[data-index="cpk"] td').all_text_contents()
+    assert cpk[1] != "–" and "–" in cpk[2]
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 20_000
+    w.assert_clean(cell.url)
+
+
+async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell, context: Any) -> None:
+    alerts = await _open(context, f"{cell.url}/alerts?machine={LIVE}&state=")  # all states: it closes again
+    cellpage = await _open(context, cell.url + "/")
+    await alerts.page.locator("#live.on").wait_for()
+    await cellpage.page.locator("#live.on").wait_for()
+    for w in (alerts, cellpage):
+        await w.page.evaluate("window.__loaded_once = true")
+    assert await alerts.page.locator("#alerts tbody tr").count() == 0
+    await cell.feed_live(live_stream(12, oot_at=9))
+    row = alerts.page.locator(f'#alerts tr[data-alert-id="{LIVE}/O1001/hole1_dia/out_of_tolerance/9"]')
+    await row.wait_for()
+    assert "out of tolerance" in (await row.locator("td.message").text_content() or "")
+    await cellpage.page.locator(f'tr[data-machine="{LIVE}"] td.parts', has_text="12").wait_for()
+    for w in (alerts, cellpage):
+        assert await w.page.evaluate("window.__loaded_once") is True, "the page was reloaded"
+        w.assert_clean(cell.url)
+
+
+async def test_acknowledge_works_with_the_token_and_is_refused_without(cell: Cell, context: Any) -> None:
+    daemon = cell.daemon
+    store = daemon.store
+    assert store is not None
+    open_alerts = await daemon.call(lambda: store.alerts(machine=SIM, state=AlertState.OPEN))
+    target = next(a for a in open_alerts if a.feature == "hole2_dia")
+    w = await _open(context, f"{cell.url}/alerts?machine={SIM}&state=open")
+    page = w.page
+    row = page.locator(f'#alerts tr[data-alert-id="{target.id}"]')
+    await row.wait_for()
+    notice = page.locator("#notice")
+
+    await row.locator("button.ack").click()
+    await notice.filter(has_text="Refused (401)").wait_for()
+    await page.fill("#token", "not-the-token")
+    await row.locator("button.ack").click()
+    await notice.filter(has_text="Refused (403)").wait_for()
+    after = await daemon.call(store.alert, target.id)
+    assert after is not None and after.state is AlertState.OPEN
+
+    await page.fill("#token", TOKEN)
+    await row.locator("button.ack").click()
+    await notice.filter(has_text="Acknowledged").wait_for()
+    after = await daemon.call(store.alert, target.id)
+    assert after is not None and after.state is AlertState.ACKNOWLEDGED
+    # filtered on state=open, the acknowledged alert leaves the list
+    await row.wait_for(state="detached")
+    w.assert_clean(cell.url, expected=("status of 401", "status of 403"))
