@@ -2,3 +2,5 @@
 
 Adapters know protocols (OPC UA, MTConnect) and nothing about parts or statistics.
 """
+
+__all__: list[str] = []

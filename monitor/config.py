@@ -33,6 +33,7 @@ from monitor.sinks.config import SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
 
 __all__ = [
+    "AxisConfig",
     "DashboardConfig",
     "MachineConfig",
     "MtConnectMachine",

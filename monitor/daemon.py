@@ -35,7 +35,7 @@ from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.store import Store
 
-__all__ = ["Daemon", "OutputSink", "run_daemon"]
+__all__ = ["Daemon", "OutputSink", "install_signal_handlers", "run_daemon"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
