@@ -1,0 +1,197 @@
+"""The dashboard's JSON API and event stream over real HTTP against a real daemon (no browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from typer.testing import CliRunner
+
+from monitor.cli import app as cli
+from monitor.codec import alert_from_dict
+from monitor.config import load_site
+from monitor.daemon import Daemon
+from monitor.dashboard.server import plotly_js_path
+from monitor.dashboard.stream import QUEUE_SIZE
+from monitor.model import AlertState
+from monitor.queries import part_row
+from tests.dashboard.cell import SIM, TOKEN, XSS, XSS_PROGRAM, Cell, start_cell
+from tests.streams import batch, write_jsonl, write_site
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cell(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cell]:
+    async with start_cell(tmp_path_factory.mktemp("api")) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+async def _get(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
+    async with http.get(url) as resp:
+        assert resp.status == status, await resp.text()
+        return await resp.json()
+
+
+async def _open_alert(cell: Cell, feature: str) -> str:
+    store = cell.daemon.store
+    assert store is not None
+    alerts = await cell.daemon.call(lambda: store.alerts(machine=SIM, state=AlertState.OPEN))
+    return next(a.id for a in alerts if a.feature == feature)
+
+
+async def test_parts_and_alerts_show_the_same_numbers_as_the_cli(cell: Cell, http: aiohttp.ClientSession) -> None:
+    body = await _get(http, f"{cell.url}/api/parts?machine={SIM}&last=7")
+    assert body["total"] == 100
+    site_file = cell.fifo.parent / "site.yaml"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["parts", "--config", str(site_file), "--machine", SIM, "--last", "7", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.output.splitlines()] == body["parts"]
+    store = cell.daemon.store
+    assert store is not None
+    expected = await cell.daemon.call(lambda: [part_row(p) for p in store.parts(machine=SIM, last=7)])
+    assert body["parts"] == json.loads(json.dumps(expected))
+
+    alerts = (await _get(http, f"{cell.url}/api/alerts?machine={SIM}&state=closed"))["alerts"]
+    assert alerts and all(a["state"] == "closed" and a["machine"] == SIM for a in alerts)
+    assert [a["time"] for a in alerts] == sorted((a["time"] for a in alerts), reverse=True)  # newest first
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["alerts", "--config", str(site_file), "--json"])
+    cli_alerts = {a["id"]: a for a in map(json.loads, result.output.splitlines())}
+    assert all(cli_alerts[a["id"]] == a for a in alerts)
+
+
+async def test_machines_and_feature_series(cell: Cell, http: aiohttp.ClientSession) -> None:
+    machines = {m["machine"]: m for m in (await _get(http, f"{cell.url}/api/machines"))["machines"]}
+    assert machines[SIM]["parts"] == 100 and machines[SIM]["program"] == "O1001"
+    assert machines[XSS]["program"] == XSS_PROGRAM
+    assert sum(machines[SIM]["open_alerts"].values()) > 0
+    one = await _get(http, f"{cell.url}/api/machines/{SIM}")
+    assert one == machines[SIM]
+    await _get(http, f"{cell.url}/api/machines/nope", status=404)
+
+    f = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/hole1_pos")
+    assert f["kind"] == "position" and len(f["values"]) == 100
+    assert all(set(v["axes"]) == {"x", "y"} and v["value"] >= 0 for v in f["values"])
+    cone = f["forecast"]
+    assert len(cone["mean"]) == len(cone["lo"]) == len(cone["hi"]) == len(cone["parts"]) > 0
+    assert all(lo <= m <= hi for lo, m, hi in zip(cone["lo"], cone["mean"], cone["hi"], strict=True))
+    d = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/hole1_dia")
+    assert d["limits"]["lower"] == 10.0 and d["limits"]["upper"] == 10.015
+    assert d["capability"]["cpk"] is not None and d["evidence"]["evidence"]["offset"]["change_mm"] is not None
+    err = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/nope", status=404)
+    assert "no feature" in err["error"]
+    xss = await _get(http, f"{cell.url}/api/features/{XSS}/{quote(XSS_PROGRAM, safe='')}/hole1_dia")
+    assert xss["program"] == XSS_PROGRAM and len(xss["values"]) == 6
+
+
+async def test_acknowledge_and_close_need_the_token(cell: Cell, http: aiohttp.ClientSession) -> None:
+    alert_id = await _open_alert(cell, "hole1_dia")
+    url = f"{cell.url}/api/alerts/{alert_id}"
+    async with http.post(url + "/ack") as resp:
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+    async with http.post(url + "/ack", headers={"Authorization": "Bearer wrong"}) as resp:
+        assert resp.status == 403
+    assert (await _get(http, url))["state"] == "open"
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.post(url + "/ack", headers=good) as resp:  # as `monitor ack` does it
+        assert resp.status == 200
+        acked = alert_from_dict(await resp.json())
+    assert acked.id == alert_id and acked.state is AlertState.ACKNOWLEDGED
+    async with http.post(url + "/ack", headers=good) as resp:
+        assert resp.status == 404  # no longer an open, unacknowledged alert
+    async with http.post(f"{cell.url}/api/alerts/no/such/alert/close", headers=good) as resp:
+        assert resp.status == 404 and "no open alert" in (await resp.json())["error"]
+
+
+async def test_event_stream_relays_alert_changes(cell: Cell, http: aiohttp.ClientSession) -> None:
+    alert_id = await _open_alert(cell, "hole2_dia")
+    async with http.get(f"{cell.url}/api/events") as stream:
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
+        async with http.post(f"{cell.url}/api/alerts/{alert_id}/close", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200 and (await r.json())["state"] == "closed"
+        async with asyncio.timeout(10):
+            while True:
+                frame = (await stream.content.readuntil(b"\n\n")).decode()
+                if frame.startswith("event: alert"):
+                    data = json.loads(frame.split("data: ", 1)[1])
+                    if data["id"] == alert_id:
+                        break
+        assert data["state"] == "closed"
+        assert cell.daemon.hub.subscribers >= 1
+    async with asyncio.timeout(10):  # the server notices the closed client at its next write
+        while cell.daemon.hub.subscribers:
+            cell.daemon.hub.publish("machine", {"machine": "poke"})
+            await asyncio.sleep(0.05)
+
+
+async def test_pages_are_local_and_carry_security_headers(cell: Cell, http: aiohttp.ClientSession) -> None:
+    for path in ("/", f"/machine?id={SIM}", f"/feature?machine={SIM}&program=O1001&feature=hole1_dia", "/alerts"):
+        async with http.get(cell.url + path) as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-eval" not in csp and "default-src 'self'" in csp
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            html = await resp.text()
+            assert "http://" not in html and "https://" not in html and "<script>" not in html
+    async with http.get(f"{cell.url}/feature?machine={SIM}&program={quote(XSS_PROGRAM, safe='')}"
+                        "&feature=hole1_dia") as resp:
+        html = await resp.text()
+        assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html and XSS_PROGRAM not in html
+    async with http.get(f"{cell.url}/static/vendor/plotly.min.js") as resp:
+        assert resp.status == 200 and len(await resp.read()) == plotly_js_path().stat().st_size
+    async with http.get(f"{cell.url}/api/machines") as resp:
+        assert resp.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" in resp.headers
+    async with http.get(f"{cell.url}/machine?id=nope") as resp:
+        assert resp.status == 404
+    bad = await _get(http, f"{cell.url}/api/parts?last=many", status=400)
+    assert "last" in bad["error"]
+    await _get(http, f"{cell.url}/api/alerts?state=sleeping", status=400)
+    capped = await _get(http, f"{cell.url}/api/parts?last=999999")
+    assert len(capped["parts"]) == capped["total"]  # capped at PARTS_MAX, above the 106 stored
+
+
+async def test_without_a_token_writes_are_refused_and_shutdown_ends_open_streams(tmp_path: Path) -> None:
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(3))
+    daemon = Daemon(load_site(write_site(tmp_path, replay, dashboard=True)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            await daemon.started.wait()
+        assert daemon.dashboard_url is not None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(daemon.dashboard_url + "api/alerts/x/ack", headers={"Authorization": "Bearer x"}) as r:
+                assert r.status == 403
+                assert "no dashboard token is configured" in (await r.json())["error"]
+            async with http.get(daemon.dashboard_url + "api/events") as stream:
+                await stream.content.readuntil(b"\n\n")
+                sub = next(iter(daemon.hub._subs))
+                assert sub.queue.maxsize == QUEUE_SIZE  # bounded per browser
+                t0 = time.monotonic()
+                stop.set()
+                async with asyncio.timeout(10):
+                    await task
+                assert time.monotonic() - t0 < 4.0  # the open stream did not hold the shutdown
+                assert daemon.hub.subscribers == 0
+                rest = await stream.content.read()
+                assert b"event:" not in rest
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
