@@ -303,6 +303,7 @@ class SiteConfig(BaseModel):
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="see sinks")
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="see dashboard")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="warning", description="daemon log level")
+    log_format: Literal["text", "json"] = Field(default="text", description="text lines, or one JSON object per line")
 
     @model_validator(mode="after")
     def _sources_of_one_machine(self) -> SiteConfig:

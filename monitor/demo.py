@@ -179,6 +179,7 @@ async def run_demo(
     *,
     on_event: Callable[[HubEvent], None] | None = None,
     on_progress: Callable[[dict[str, int], int], None] | None = None,
+    on_started: Callable[[str | None], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> DemoResult:
     """Run the demo cell to the end of its batch (or until ``stop``); returns the measured result."""
@@ -200,6 +201,8 @@ async def run_demo(
         try:
             await _wait_started(daemon, runner)
             result.dashboard_url = daemon.dashboard_url
+            if on_started is not None:
+                on_started(daemon.dashboard_url)
 
             async def consume() -> None:
                 async for event in sub:

@@ -69,7 +69,7 @@ def write_jsonl(path: Path, stream: list[Observation], extra_lines: list[str] = 
     return path
 
 
-def write_site(tmp: Path, replay: Path, *, dashboard: bool = False) -> Path:
+def write_site(tmp: Path, replay: Path, *, dashboard: bool = False, log_format: str = "text") -> Path:
     (tmp / "programs").mkdir(exist_ok=True)
     (tmp / "programs" / "o1001.yaml").write_text(PROGRAM_YAML, encoding="utf-8")
     site = tmp / "site.yaml"
@@ -78,6 +78,7 @@ def write_site(tmp: Path, replay: Path, *, dashboard: bool = False) -> Path:
 site: test-cell
 store: {{path: monitor.db}}
 programs: programs
+log_format: {log_format}
 dashboard: {{enabled: {str(dashboard).lower()}, port: 0}}
 machines:
   - id: m1

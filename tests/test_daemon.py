@@ -84,10 +84,10 @@ async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> No
 
 def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path) -> None:
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(8, oot_at=5))
-    site = write_site(tmp_path, replay)
+    site = write_site(tmp_path, replay, log_format="json")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "-c", str(site), "--log-level", "warning"],
+        [sys.executable, "-m", "monitor", "run", "-c", str(site), "--log-level", "info"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -108,6 +108,9 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 5.0
+    logged = [json.loads(line) for line in err.splitlines()]  # structured: one JSON object per line
+    assert any(entry["message"] == "daemon stopped" for entry in logged)
+    assert any("ALERT" in entry["message"] and entry["level"] == "warning" for entry in logged)
     parts = subprocess.run(
         [sys.executable, "-m", "monitor", "parts", "-c", str(site), "--json"], env=env, capture_output=True, text=True, check=True
     )
@@ -127,3 +130,49 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
         [sys.executable, "-m", "monitor", "parts", "-c", str(site)], env=env, capture_output=True, text=True, check=True
     )
     assert "hole1_dia=10.0200" in table.stdout
+
+
+def test_ack_while_daemon_is_down_is_applied_at_next_start(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+    from monitor.pipeline import Pipeline
+
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(6, oot_at=4))
+    site_path = write_site(tmp_path, replay)
+    site = load_site(site_path)
+    asyncio.run(_run_until_parts(Daemon(site), 6))
+    with Store(site.store_path) as store:
+        (oot,) = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    result = CliRunner().invoke(app, ["ack", oot.id, "-c", str(site_path)])
+    assert result.exit_code == 0, result.output
+    assert "acknowledged (in the store" in result.output
+    with Store(site.store_path) as store:
+        pipeline = Pipeline(site, store)
+        states = {a.id: a.state.value for a in pipeline.engine.open_alerts()}
+    assert states.get(oot.id, "acknowledged") == "acknowledged"
+    missing = CliRunner().invoke(app, ["ack", "no/such/alert", "-c", str(site_path)])
+    assert missing.exit_code == 1 and "no alert no/such/alert" in missing.output
+
+
+def test_alerts_follow_prints_changes_as_they_are_stored(tmp_path: Path) -> None:
+    from tests.test_store import alert
+
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(1))
+    site = write_site(tmp_path, replay)
+    with Store(tmp_path / "monitor.db"):
+        pass
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "alerts", "-c", str(site), "--follow", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        with Store(tmp_path / "monitor.db") as store:
+            store.record_alerts([alert(7)])
+        line = proc.stdout.readline()  # blocks until the follower prints the change
+        assert json.loads(line)["id"] == alert(7).id
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +12,7 @@ import typer
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
+from monitor.logs import setup_logging
 from monitor.queries import alert_row, check_summary, open_store, parse_since, part_row
 
 __all__ = ["ConfigOption", "ack", "alerts", "check", "parts", "run"]
@@ -35,11 +35,6 @@ def _fail(exc: MonitorError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 @app.command()
@@ -56,7 +51,7 @@ def run(
         site = load_site(config)
     except MonitorError as exc:
         raise _fail(exc) from None
-    _logging(log_level or site.config.log_level)
+    setup_logging(log_level or site.config.log_level, site.config.log_format)
 
     async def started(daemon: object) -> None:
         url = getattr(daemon, "dashboard_url", None)

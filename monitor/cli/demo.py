@@ -103,11 +103,15 @@ async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
             markup=True,
         )
 
+    def on_started(url: str | None) -> None:
+        if url and not quiet:
+            keep = "" if options.keep_running else " (until the batch ends; --keep-running keeps it up)"
+            progress.console.print(f"dashboard: {url}{keep}")
+
     with progress:
-        result = await run_demo(options, folder, on_event=on_event, on_progress=on_progress, stop=stop)
-    if result.dashboard_url and not quiet:
-        console.print(f"dashboard was at {result.dashboard_url} (use --keep-running to keep it up)")
-    return result
+        return await run_demo(
+            options, folder, on_event=on_event, on_progress=on_progress, on_started=on_started, stop=stop
+        )
 
 
 @app.command()
