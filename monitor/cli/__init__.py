@@ -14,6 +14,7 @@ _COMMAND_MODULES = [
     "monitor.cli.demo",
     "monitor.cli.discover",
     "monitor.cli.opcua",
+    "monitor.cli.report",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

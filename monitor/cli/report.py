@@ -1,0 +1,46 @@
+"""``monitor report``: the batch report of one program as one self-contained HTML file (and a CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from monitor.cli._app import app, console, emit_json
+from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
+from monitor.errors import MonitorError
+from monitor.report import summary, write_report
+
+__all__ = ["report"]
+
+
+@app.command()
+def report(
+    program: Annotated[str, typer.Option("--program", "-p", help="Program name, as in its program file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (opens offline, charts embedded).")],
+    config: ConfigOption = _DEFAULT_SITE,
+    machine: Annotated[str | None, typer.Option("--machine", "-m", help="Only parts made on this machine.")] = None,
+    first: Annotated[int | None, typer.Option("--from", help="First part number of the batch.")] = None,
+    last: Annotated[int | None, typer.Option("--to", help="Last part number of the batch.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the measurement table as CSV.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the batch report: per feature the measurements with tolerance band and capability
+    (Cp, Cpk, Ppk with 95% intervals), out-of-tolerance parts, alerts and what was done, tools used."""
+    try:
+        result = write_report(config, program, out, machine=machine, first_part=first, last_part=last, csv_out=csv_out)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        emit_json({**summary(result), "html": str(out), "csv": str(csv_out) if csv_out else None})
+        return
+    counts = result.status_counts()
+    oot = sum(len(f.out_of_tolerance) for f in result.features)
+    console.print(
+        f"report for program [bold]{escape(result.program)}[/] written to {escape(str(out))}: {len(result.parts)} parts "
+        f"({counts['complete']} complete), {len(result.features)} features, {oot} out-of-tolerance values, "
+        f"{len(result.alerts)} alerts" + (f"; CSV {escape(str(csv_out))}" if csv_out else ""),
+        markup=True, highlight=False, soft_wrap=True,
+    )

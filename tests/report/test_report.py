@@ -1,0 +1,163 @@
+"""The batch report: numbers from the store, CSV, CLI, escaping, and rendering in a real offline chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from monitor.cli import app
+from monitor.config import load_site
+from monitor.detect import capability
+from monitor.model import PartStatus
+from monitor.report import BatchReport, build_report, render_csv, render_html, write_report
+from monitor.store import Store
+from tests.report.conftest import HOSTILE, PROGRAM, Batch, write_batch
+
+GENERATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _report(batch: Batch, **kw: Any) -> BatchReport:
+    site = load_site(batch.site_file)
+    with Store(site.store_path) as store:
+        return build_report(store, site.programs[PROGRAM], site="cell-3", generated=GENERATED, **kw)
+
+
+def test_numbers_come_from_the_store(batch: Batch) -> None:
+    report = _report(batch)
+    complete = [p for p in batch.parts if p.status is PartStatus.COMPLETE]
+    assert len(report.parts) == 30 and len(report.complete_parts) == 29
+    assert report.status_counts() == {"complete": 29, "incomplete": 0, "aborted": 1}
+
+    pos, dia = report.features
+    assert (pos.name, pos.kind, dia.name, dia.kind) == ("hole1_pos", "position", "bore_dia", "size")
+    # Out of tolerance, recomputed by brute force from the raw probe values.
+    tp = {p.part_number: 2 * math.hypot(p.measurements["probe.hole1_x"] - 25.0, p.measurements["probe.hole1_y"] - 40.0)
+          for p in complete}
+    assert [v.part_number for v in pos.out_of_tolerance] == sorted(n for n, t in tp.items() if t > 0.050)
+    assert len(pos.out_of_tolerance) >= 5  # the drift really leaves the zone
+    assert [v.part_number for v in dia.out_of_tolerance] == [5]
+    assert dia.missing_parts == (8,) and len(dia.values) == 28
+    # Capability is the detection package's, on the same values in part order.
+    values = [p.measurements["probe.bore_dia"] for p in complete if "probe.bore_dia" in p.measurements]
+    expected = capability(values, 10.000, 10.015)
+    assert dia.capability is not None and expected.cpk is not None and dia.capability.cpk is not None
+    assert dia.capability.cpk.value == pytest.approx(expected.cpk.value)
+    assert dia.capability.cp is not None and dia.capability.cp.lo < dia.capability.cp.value < dia.capability.cp.hi
+    assert pos.capability is not None and pos.capability.cp is None and pos.capability.ppk is not None  # one-sided
+
+    outcomes = {o.alert.feature: o for o in report.alerts}
+    forecast = outcomes["hole1_pos"]
+    assert forecast.raised_part == 14 and forecast.alert.part_number == 18
+    assert forecast.acknowledged_at == batch.alerts[2].time and forecast.closed_at is None
+    assert (forecast.offset_register, forecast.offset_change_mm) == ("X wear offset", -0.0204)  # latest suggestion
+    assert forecast.action().startswith("acknowledged 2026-03-02")
+    assert outcomes["bore_dia"].action() == "still open, not acknowledged"
+
+    tools = {t.tool: t for t in report.tools}
+    assert set(tools) == {"T12", "T3"} and tools["T12"].parts == 29
+    assert (tools["T12"].life_first, tools["T12"].life_last) == (102.0, 161.0)
+
+
+def test_part_range_and_machine_filter(batch: Batch) -> None:
+    report = _report(batch, first_part=1, last_part=10)
+    assert [p.part_number for p in report.parts] == list(range(1, 11))
+    assert [o.alert.feature for o in report.alerts] == ["bore_dia"]  # the forecast was raised at part 14
+    from monitor.errors import MonitorError
+
+    with pytest.raises(MonitorError, match="no parts of program O1234 on lathe-9"):
+        _report(batch, machine="lathe-9")
+
+
+def test_csv_is_the_measurement_table(batch: Batch) -> None:
+    report = _report(batch)
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert len(rows) == 30
+    row5 = next(r for r in rows if r["part"] == "5")
+    assert row5["bore_dia"] == "10.017" and row5["bore_dia_ok"] == "no" and row5["probe.bore_dia"] == "10.017"
+    row8 = next(r for r in rows if r["part"] == "8")
+    assert row8["bore_dia"] == "" and row8["hole1_pos_ok"] == "yes"
+    assert float(rows[0]["hole1_pos_dx"]) == pytest.approx(batch.parts[0].measurements["probe.hole1_x"] - 25.0, abs=1e-6)
+
+
+def test_cli_writes_html_and_csv(batch: Batch, tmp_path: Path) -> None:
+    out, table = tmp_path / "out" / "batch.html", tmp_path / "out" / "batch.csv"
+    result = CliRunner().invoke(app, ["report", "-c", str(batch.site_file), "--program", PROGRAM, "--from", "3",
+                                      "--to", "20", "--out", str(out), "--csv", str(table), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["parts"] == 18 and summary["html"] == str(out)
+    assert [f["feature"] for f in summary["features"]] == ["hole1_pos", "bore_dia"]
+    assert summary["features"][1]["out_of_tolerance"] == [5] and summary["features"][1]["cpk_ci"] is not None
+    assert len(table.read_text().splitlines()) == 19
+    text = out.read_text()
+    assert "<script src" not in text and "<link" not in text and "Plotly.newPlot" in text  # nothing fetched
+
+    missing = CliRunner().invoke(app, ["report", "-c", str(batch.site_file), "--program", "O404", "--out", str(out)])
+    assert missing.exit_code == 1 and "O404" in missing.output and PROGRAM in missing.output
+
+
+def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
+    hostile = write_batch(tmp_path, program=HOSTILE, n=20)
+    report_path = tmp_path / "r.html"
+    report = write_report(hostile.site_file, HOSTILE, report_path, generated=GENERATED)
+    text = report_path.read_text()
+    assert report.program == HOSTILE
+    assert "<script>alert(1)" not in text
+    assert "O9&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert text.count("</script>") == 2  # plotly.js and our one plotting script, nothing injected
+    assert render_html(report) == text  # the file is exactly the rendering: deterministic for a given time
+    first_row = next(csv.DictReader(io.StringIO(render_csv(report))))
+    assert first_row["program"] == HOSTILE  # a CSV field, quoted by the csv module; no leading formula character
+
+
+@pytest.mark.timeout(90)
+async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian package chromium)")
+    from playwright.async_api import Route, async_playwright
+
+    hostile = write_batch(tmp_path, program=HOSTILE, n=25)
+    out = tmp_path / "batch report.html"
+    report = write_report(hostile.site_file, HOSTILE, out, generated=GENERATED)
+    blocked: list[str] = []
+    dialogs: list[str] = []
+    errors: list[str] = []
+
+    async def refuse(route: Route) -> None:
+        blocked.append(route.request.url)
+        await route.abort()
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = await browser.new_page()
+            await page.route(lambda url: not url.startswith("file:"), refuse)
+            page.on("dialog", lambda d: dialogs.append(d.message))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(out.as_uri())
+            charts = page.locator("div.feature-chart")
+            assert await charts.count() == len(report.features) == 2
+            for i in range(2):
+                chart = charts.nth(i)
+                await chart.locator("svg.main-svg").first.wait_for(timeout=20_000)
+                feature = report.features[i]
+                points = await chart.locator(".scatterlayer .trace").first.locator("path.point").count()
+                assert points == len(feature.values)
+            heading = await page.locator("h1").inner_text()
+        finally:
+            await browser.close()
+    assert HOSTILE in heading  # shown as text, not run
+    assert blocked == [] and dialogs == [] and errors == []
