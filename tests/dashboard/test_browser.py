@@ -150,6 +150,15 @@ async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -
     assert SCREENSHOT.stat().st_size > 20_000
     w.assert_clean(cell.url)
 
+    # a position feature: true position on the main chart, the deviation of each axis beneath
+    pos = await _open(context, f"{cell.url}/feature?machine={SIM}&program=O1001&feature=hole1_pos")
+    await pos.page.locator(f'#chart[data-points="{len(stored)}"]').wait_for()
+    await pos.page.locator("#axes-section:not([hidden]) .js-plotly-plot").wait_for()
+    axes = await pos.page.evaluate(
+        "document.getElementById('axes-chart').data.filter(t => t.mode === 'lines+markers').map(t => [t.name, t.x.length])")
+    assert axes == [["X", len(stored)], ["Y", len(stored)]]
+    pos.assert_clean(cell.url)
+
 
 async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell, context: Any) -> None:
     alerts = await _open(context, f"{cell.url}/alerts?machine={LIVE}&state=")  # all states: it closes again

@@ -49,6 +49,11 @@
   }
 
   async function machines() {
+    const status = await api("/api/status");
+    if (!status.dashboard.writable) {
+      token.disabled = true;
+      token.placeholder = "read-only: no token set";
+    }
     const body = await api("/api/machines");
     const select = form.elements.machine;
     const chosen = params.get("machine") || "";

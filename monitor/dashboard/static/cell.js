@@ -38,4 +38,5 @@
   const soon = debounce(refresh, 500);
   refresh();
   live({ part: soon, alert: soon, machine: soon });
+  setInterval(soon, 10000);  // connection and program changes that end no part
 })();

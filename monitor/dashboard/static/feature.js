@@ -56,7 +56,7 @@
                   fill: "tonexty", fillcolor: "rgba(255,152,0,0.20)", line: { width: 0 }, hoverinfo: "skip" });
     traces.push({ type: "scatter", mode: "lines", name: "trend forecast", x: fx, y: fc ? fc.mean : [],
                   line: { color: "#ef6c00", dash: "dash", width: 2 } });
-    if (fc && fc.breach_part) {
+    if (fc && fc.breach_part && fc.breach_part <= fx[fx.length - 1]) {  // within the forecast horizon
       shapes.push({ type: "line", yref: "paper", y0: 0, y1: 1, x0: fc.breach_part, x1: fc.breach_part,
                     line: { color: "#c62828", dash: "dot", width: 1 } });
       annotations.push({ yref: "paper", y: 1, x: fc.breach_part, text: `breach ~part ${Math.round(fc.breach_part)}`,
@@ -84,6 +84,49 @@
     document.getElementById("chart-note").textContent =
       `${xs.length} parts plotted` + (f.total_parts > xs.length ? ` of ${f.total_parts} stored` : "") +
       (fc ? `; forecast over ${fc.parts.length} parts, ${Math.round((fc.interval || 0.9) * 100)}% interval` : "");
+  }
+
+  const AXIS_COLOR = { x: "#1565c0", y: "#6a1b9a", z: "#00838f" };
+
+  /** Position features: each axis's deviation from nominal against +-tolerance/2, with its
+   *  individuals control limits and its own forecast cone. */
+  function drawAxes(f) {
+    const section = document.getElementById("axes-section");
+    if (f.kind !== "position" || !f.values.length) { section.hidden = true; return; }
+    section.hidden = false;
+    const names = Object.keys(f.values[0].axes || {});
+    const half = (f.limits && f.limits.tolerance) ? f.limits.tolerance / 2 : null;
+    const shapes = [];
+    if (half !== null) {
+      shapes.push({ type: "rect", xref: "paper", x0: 0, x1: 1, y0: -half, y1: half, fillcolor: "rgba(76,175,80,0.10)",
+                    line: { width: 0 }, layer: "below" }, hline(-half, "#c62828", "solid"), hline(half, "#c62828", "solid"));
+    }
+    shapes.push(hline(0, "#2e7d32", "dash"));
+    const traces = [];
+    for (const a of names) {
+      const color = AXIS_COLOR[a] || "#444";
+      traces.push({ type: "scatter", mode: "lines+markers", name: a.toUpperCase(), x: f.values.map((v) => v.part_number),
+                    y: f.values.map((v) => v.axes[a]), line: { color, width: 1 }, marker: { size: 4 } });
+      const cl = f.control_limits && f.control_limits[a];
+      if (cl && cl.armed && cl.individuals) {
+        shapes.push(hline(cl.individuals[0], color, "dot"), hline(cl.individuals[1], color, "dot"));
+      }
+      const fa = f.forecast && f.forecast.axes && f.forecast.axes[a];
+      if (fa) {
+        const fx = f.forecast.parts;
+        traces.push({ type: "scatter", mode: "lines", x: fx, y: fa.lo, line: { width: 0 }, hoverinfo: "skip", showlegend: false },
+                    { type: "scatter", mode: "lines", x: fx, y: fa.hi, fill: "tonexty", fillcolor: "rgba(255,152,0,0.15)",
+                      line: { width: 0 }, hoverinfo: "skip", showlegend: false },
+                    { type: "scatter", mode: "lines", name: `${a.toUpperCase()} forecast`, x: fx, y: fa.mean,
+                      line: { color, dash: "dash", width: 2 } });
+      }
+    }
+    Plotly.react(document.getElementById("axes-chart"), traces, {
+      margin: { l: 70, r: 60, t: 10, b: 45 }, height: 320, shapes, uirevision: "keep",
+      xaxis: { title: { text: "part number" }, zeroline: false },
+      yaxis: { title: { text: "deviation (mm)" }, tickformat: ".4f", zeroline: false },
+      legend: { orientation: "h", y: -0.25 },
+    }, { displaylogo: false, responsive: true });
   }
 
   function evidence(f) {
@@ -132,6 +175,7 @@
     try {
       const f = await api(`/api/features/${seg(machine)}/${seg(program)}/${seg(feature)}`);
       draw(f);
+      drawAxes(f);
       evidence(f);
       capability(f);
       const rows = f.alerts.slice().reverse().slice(0, 100).map((a) => alertRow(a, [], { noMachine: true, noFeature: true, kind: true }));

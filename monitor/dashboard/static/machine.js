@@ -55,4 +55,5 @@
   refreshMachine();
   refreshParts().catch((e) => notice("Cannot read parts: " + e.message, "error"));
   live({ part: onPart, alert: (a) => { if (a.machine === machine) soon(); }, machine: soon });
+  setInterval(soon, 10000);  // connection and program changes that end no part
 })();
