@@ -11,8 +11,10 @@ some are hostile or broken. So the parser
 - takes the version from the namespace URI, never from a fixed list;
 - raises :class:`~monitor.errors.BadDocument` and nothing else, whatever bytes it is given.
 
-The stream walk touches each observation element once and keeps timestamps as text (parsed on
-demand and cached), which keeps it within a small factor of a bare lxml walk of the same bytes.
+Streams documents (the bulk: every /sample) are parsed from lxml's parser events without building
+a tree, and timestamps are kept as text (parsed on demand and cached); that keeps a large /sample
+within a small factor of a bare lxml parse-and-walk of the same bytes. The other kinds are small
+and are read from a tree.
 
 >>> doc = parse_document(b'<MTConnectStreams><Header instanceId="7" nextSequence="3"/><Streams>'
 ...     b'<DeviceStream name="m"><ComponentStream componentId="c"><Samples><Load dataItemId="l" '
@@ -24,6 +26,7 @@ demand and cached), which keeps it within a small factor of a bare lxml walk of 
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from typing import Any
@@ -35,7 +38,6 @@ from adapters.mtconnect.documents import (
     AssetsDocument,
     CuttingToolAsset,
     DataItem,
-    DataSetValue,
     Device,
     DevicesDocument,
     Document,
@@ -94,17 +96,22 @@ def _head(data: bytes, n: int = 60) -> str:
     return repr(bytes(data[:n]))
 
 
-def safe_tree(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Parse bytes into an lxml root element, refusing DTDs, entities and oversize input."""
+def _check_bytes(data: bytes, max_bytes: int) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadDocument(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) > max_bytes:
         raise BadDocument(f"document of {len(data)} bytes exceeds the {max_bytes} byte limit")
-    if not data.strip():
+    if not data or data.isspace():
         raise BadDocument("empty document")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise BadDocument(f"document declares a DTD or entities, which are refused: {_head(data)}")
+    return data
+
+
+def safe_tree(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Parse bytes into an lxml root element, refusing DTDs, entities and oversize input."""
+    data = _check_bytes(data, max_bytes)
     try:
         root = etree.fromstring(data, _parser())
     except (etree.LxmlError, ValueError, LookupError, UnicodeError, MemoryError) as exc:
@@ -148,7 +155,11 @@ def _float(v: str | None) -> float | None:
 
 
 def _header(el: Any) -> Header:
-    g = el.get
+    return _header_from(el.attrib)
+
+
+def _header_from(attrib: Any) -> Header:
+    g = attrib.get
     return Header(
         instance_id=_int(g("instanceId")),
         creation_time=g("creationTime") or "",
@@ -170,6 +181,15 @@ def parse_document(
     ``only``, when given, keeps just the observations of those data item ids (the adapter passes
     the ids it maps, which skips the rest of a large /sample after one attribute read each).
     """
+    data = _check_bytes(data, max_bytes)
+    try:
+        fast = _parse_streams_events(data, only)
+    except BadDocument:
+        raise
+    except (etree.LxmlError, ValueError, TypeError, LookupError, UnicodeError, MemoryError, OverflowError) as exc:
+        raise BadDocument(f"malformed or invalid document ({exc}): {_head(data)}") from exc
+    if fast is not None:
+        return fast
     root = safe_tree(data, max_bytes=max_bytes)
     try:
         return _dispatch(root, data, only)
@@ -181,8 +201,6 @@ def parse_document(
 
 def _dispatch(root: Any, data: bytes, only: frozenset[str] | None) -> Document:
     q, local = _split(root.tag)
-    if local == "MTConnectStreams":
-        return _streams(root, q, only)
     if local == "MTConnectDevices":
         return _devices(root, q)
     if local == "MTConnectError":
@@ -228,81 +246,187 @@ def parse_assets(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> AssetsDo
 # ---------------------------------------------------------------- streams
 
 
-def _streams(root: Any, q: str, only: frozenset[str] | None = None) -> StreamsDocument:
-    header = Header()
-    out: list[MtcObservation] = []
-    append = out.append
-    qlen = len(q)
-    t_header, t_streams, t_ds, t_cs = q + "Header", q + "Streams", q + "DeviceStream", q + "ComponentStream"
-    containers = {q + k: v for k, v in _CATEGORY.items()}
-    for child in root.iterchildren(t_header, t_streams):
-        if child.tag == t_header:
-            header = _header(child)
-            continue
-        for ds in child.iterchildren(t_ds):
-            dev = ds.get("name") or ds.get("uuid") or ""
-            for cs in ds.iterchildren(t_cs):
-                cid = cs.get("componentId") or ""
-                for cont in cs.iterchildren(*containers):
-                    cat = containers[cont.tag]
-                    cond = cat == "CONDITION"
-                    for el in cont.iterchildren("*"):
-                        did = el.get("dataItemId")
-                        if only is not None and did not in only:
-                            continue
-                        seq = el.get("sequence")
-                        ts = el.get("timestamp")
-                        tag = el.tag
-                        if tag.startswith(q):
-                            tag = tag[qlen:]
-                        else:  # a vendor extension: an observation if it looks like one, else ignored
-                            if seq is None or did is None:
-                                continue
-                            tag = _split(tag)[1]
-                        if did is None or ts is None:
-                            raise BadDocument(f"observation {tag} without dataItemId or timestamp")
-                        text = el.text
-                        if cond:
-                            level: str | None = tag
-                            value: ObservedValue = text.strip() if text else ""
-                            if tag == "Unavailable":
-                                level = value = None
-                            obs = MtcObservation(int(seq), ts, did, cat, el.get("type") or tag, value, dev, cid, level)
-                            obs.native_code = el.get("nativeCode")
-                            append(obs)
-                            continue
-                        if tag.endswith(_SETS):
-                            value = _set_value(el, q)
-                        elif text == "UNAVAILABLE":
-                            value = None
-                        else:
-                            value = text if text is not None else ""
-                        obs = MtcObservation(int(seq), ts, did, cat, tag, value, dev, cid)
-                        if tag in _ASSET_EVENTS:
-                            obs.asset_type = el.get("assetType")
-                        append(obs)
-    return StreamsDocument(_version(q), header, out)
+class _NotStreams(Exception):
+    """Raised by the stream target at the root element when the document is another kind."""
 
 
-def _set_value(el: Any, q: str) -> ObservedValue:
-    """Entries of a DATA_SET (key -> text) or TABLE (key -> {cell key -> text}); UNAVAILABLE -> None."""
-    if len(el) == 0:
-        text = (el.text or "").strip()
-        return None if text == "UNAVAILABLE" else {}
-    entries: DataSetValue = {}
-    for entry in el.iterchildren((q or "{}") + "Entry"):
-        key = entry.get("key")
-        if key is None:
-            continue
-        if entry.get("removed") == "true":
-            entries[key] = None
-            continue
-        cells = list(entry.iterchildren((q or "{}") + "Cell"))
-        if cells:
-            entries[key] = {c.get("key") or "": (c.text or "").strip() for c in cells}
-        else:
-            entries[key] = (entry.text or "").strip()
-    return entries
+class _DtdRefused(Exception):
+    """Raised by the stream target when the document declares a DTD."""
+
+
+class _StreamTarget:
+    """lxml parser target that builds observations straight from parser events.
+
+    No tree is built and every attribute dict comes from C in one piece, which is what keeps a
+    large /sample close to the speed of a bare lxml parse. Levels: root 1, Header/Streams 2,
+    DeviceStream 3, ComponentStream 4, Samples/Events/Condition 5, observation 6, Entry 7, Cell 8.
+    """
+
+    __slots__ = ("cat", "cell", "cid", "cur", "dev", "entries", "entry", "header", "level", "only", "out", "q",
+                 "qlen", "text", "version")
+
+    def __init__(self, only: frozenset[str] | None) -> None:
+        self.only = only
+        self.out: list[MtcObservation] = []
+        self.level = 0
+        self.q = ""
+        self.qlen = 0
+        self.version = ""
+        self.header = Header()
+        self.dev = ""
+        self.cid = ""
+        self.cat: str | None = None
+        self.cur: tuple[str, dict[str, str]] | None = None
+        self.text = ""
+        self.entries: dict[str, Any] | None = None
+        self.entry: tuple[str, list[str], dict[str, str | None] | None] | None = None
+        self.cell: tuple[str, list[str]] | None = None
+
+    def doctype(self, *args: Any) -> None:
+        raise _DtdRefused("document declares a DTD, which is refused")
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self.level = level = self.level + 1
+        if level == 6:
+            if self.cat is None:
+                return
+            if self.only is not None and attrib.get("dataItemId") not in self.only:
+                self.cur = None
+                return
+            self.cur = (tag, attrib)
+            self.text = ""
+            self.entries = None
+            return
+        if level == 7:
+            if self.cur is not None and tag.endswith("Entry"):
+                if self.entries is None:
+                    self.entries = {}
+                key = attrib.get("key")
+                removed = attrib.get("removed") == "true"
+                self.entry = (key or "", [], None) if key is not None and not removed else None
+                if key is not None and removed:
+                    self.entries[key] = None
+            return
+        if level == 8:
+            if self.entry is not None and tag.endswith("Cell"):
+                self.cell = (attrib.get("key") or "", [])
+            return
+        if level == 5:
+            local = tag[self.qlen :] if tag.startswith(self.q) else ""
+            self.cat = _CATEGORY.get(local)
+            return
+        if level == 4:
+            self.cid = attrib.get("componentId") or ""
+            return
+        if level == 3:
+            self.dev = attrib.get("name") or attrib.get("uuid") or ""
+            return
+        if level == 2:
+            if tag == self.q + "Header":
+                self.header = _header_from(attrib)
+            return
+        q, local = _split(tag)
+        if local != "MTConnectStreams":
+            raise _NotStreams(local)
+        self.q, self.qlen, self.version = q, len(q), _version(q)
+
+    def data(self, text: str) -> None:
+        level = self.level
+        if level == 6:
+            if self.cur is not None:
+                self.text += text
+        elif level == 7:
+            if self.entry is not None:
+                self.entry[1].append(text)
+        elif level == 8 and self.cell is not None:
+            self.cell[1].append(text)
+
+    def end(self, tag: str) -> None:
+        level = self.level
+        self.level = level - 1
+        if level == 6:
+            cur = self.cur
+            if cur is None:
+                return
+            self.cur = None
+            tag, a = cur
+            seq, ts, did = a.get("sequence"), a.get("timestamp"), a.get("dataItemId")
+            if tag.startswith(self.q):
+                tag = tag[self.qlen :]
+            else:  # a vendor extension: an observation if it looks like one, else ignored
+                if seq is None or did is None:
+                    return
+                tag = _split(tag)[1]
+            if did is None or ts is None or seq is None:
+                raise BadDocument(f"observation {tag} without dataItemId, timestamp or sequence")
+            text = self.text
+            cat = self.cat or ""
+            value: ObservedValue
+            if cat == "CONDITION":
+                value = text.strip()
+                cond_level: str | None = tag
+                if tag == "Unavailable":
+                    cond_level = value = None
+                obs = MtcObservation(int(seq), ts, did, cat, a.get("type") or tag, value, self.dev, self.cid, cond_level)
+                obs.native_code = a.get("nativeCode")
+            elif tag.endswith(_SETS):
+                value = self.entries if self.entries is not None else (None if text.strip() == "UNAVAILABLE" else {})
+                obs = MtcObservation(int(seq), ts, did, cat, tag, value, self.dev, self.cid)
+            else:
+                obs = MtcObservation(int(seq), ts, did, cat, tag, None if text == "UNAVAILABLE" else text, self.dev,
+                                     self.cid)
+                if tag in _ASSET_EVENTS:
+                    obs.asset_type = a.get("assetType")
+            self.out.append(obs)
+        elif level == 7:
+            entry = self.entry
+            if entry is not None and self.entries is not None:
+                self.entries[entry[0]] = entry[2] if entry[2] is not None else "".join(entry[1]).strip()
+            self.entry = None
+        elif level == 8:
+            cell, entry = self.cell, self.entry
+            if cell is not None and entry is not None:
+                row = entry[2]
+                if row is None:
+                    row = {}
+                    self.entry = (entry[0], entry[1], row)
+                row[cell[0]] = "".join(cell[1]).strip()
+            self.cell = None
+        elif level == 5:
+            self.cat = None
+
+    def close(self) -> StreamsDocument:
+        return StreamsDocument(self.version, self.header, self.out)
+
+
+_GC_PAUSE_BYTES = 256 * 1024
+
+_STREAM_OPTIONS: dict[str, Any] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": False,
+}
+
+
+def _parse_streams_events(data: bytes, only: frozenset[str] | None) -> StreamsDocument | None:
+    """The fast path for Streams documents; None when the root is another kind."""
+    parser = etree.XMLParser(target=_StreamTarget(only), **_STREAM_OPTIONS)
+    # A large page creates tens of thousands of small records at once; the cyclic collector would
+    # run dozens of times over them (they hold no cycles), which costs more than the parse itself.
+    pause = len(data) > _GC_PAUSE_BYTES and gc.isenabled()
+    if pause:
+        gc.disable()
+    try:
+        return etree.fromstring(data, parser)  # type: ignore[no-any-return]
+    except _NotStreams:
+        return None
+    except _DtdRefused as exc:
+        raise BadDocument(f"{exc}: {_head(data)}") from exc
+    finally:
+        if pause:
+            gc.enable()
 
 
 # ---------------------------------------------------------------- devices

@@ -1,0 +1,260 @@
+"""Benchmark of MTConnect ingestion: our parser and adapter against a bare lxml walk of the same bytes.
+
+Prints one JSON object:
+
+- ``docs``: the large ``/sample`` documents used (>= 10,000 observations each): a real NIST test-bed
+  page (cppagent 1.3, from ../shared when present) and a 2.7 page served by our own agent;
+- per document, best of ``--repeat`` runs, all in this process:
+  - ``bare_s``: ``lxml.etree.fromstring`` (same hardened parser settings) plus a walk of every
+    element - the baseline;
+  - ``parser_s`` / ``parser_ratio`` / ``parser_obs_per_s``: our :func:`parse_streams` building an
+    observation record for every observation (ratio = bare_s / parser_s; target >= 0.5);
+  - ``adapter_all_s`` / ``adapter_all_ratio`` / ``adapter_all_obs_per_s``: parse plus the adapter's
+    own code path turning every observation into a canonical ``Observation`` (worst case: every
+    data item mapped);
+  - ``adapter_mapped_*``: the same with a typical machine mapping (the handful of items a site
+    maps: spindle load/speed, part count, program, execution, tool), where the parser skips
+    unmapped items after one attribute read - the ingest rate counts every observation of the
+    document;
+- ``per_core_obs_per_s``: the parser rate on the largest document (one core: single thread);
+- ``end_to_end_obs_per_s``: the simulated cell published into our agent, streamed over HTTP
+  (multipart, interval 0) by our adapter and fed to the part tracker, observations per second
+  from the first publish until the tracker has the last one.
+
+Run: ``python3 bench/mtconnect_ingest.py [--repeat 5]`` (about 20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+from lxml import etree
+
+from adapters.mtconnect.agent import MtConnectAgent
+from adapters.mtconnect.client import MtConnectAdapter
+from adapters.mtconnect.parser import parse_streams
+from adapters.mtconnect.simdevice import SimAgentBinding, device_for
+from monitor.config import MtConnectMachine
+from monitor.model import Observation
+from monitor.sim import SimCell, load_scenario, run_cell
+from monitor.tracking import PartTracker
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "mtconnect"
+NIST = SHARED / "streams" / "nist-sample-Mazak03-qdr370-after-restart_1.3.xml"
+NIST_MAPPING = {
+    "spindle.load": "Mazak03-S_4",  # filled from the document below when the ids differ
+}
+
+
+def _best(fn: Callable[[], Any], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _bare(data: bytes) -> int:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    root = etree.fromstring(data, parser)
+    n = 0
+    for _ in root.iter():
+        n += 1
+    return n
+
+
+def _adapter(url: str, signals: dict[str, Any]) -> MtConnectAdapter:
+    machine = MtConnectMachine.model_validate(
+        {"id": "m", "source": {"type": "mtconnect", "url": url}, "signals": signals}
+    )
+    return MtConnectAdapter(machine, queue_size=1_000_000)
+
+
+def _measure(data: bytes, mapping: dict[str, str], ids_all: list[str], repeat: int) -> dict[str, Any]:
+    n_obs = len(parse_streams(data).observations)
+    bare = _best(lambda: _bare(data), repeat)
+    parser = _best(lambda: parse_streams(data), repeat)
+
+    def through_adapter(signals: dict[str, str]) -> tuple[float, int]:
+        adapter = _adapter("http://127.0.0.1:1", signals)
+        # bind as the adapter does after /probe: item id -> signals
+        from adapters.mtconnect.documents import DataItem
+        from adapters.mtconnect.mapping import Binding
+
+        adapter._by_item = {}
+        for sig, ident in signals.items():
+            adapter._by_item.setdefault(ident, []).append(Binding(sig, DataItem(ident, "SAMPLE", "X", "m")))
+        only = frozenset(adapter._by_item)
+        emitted = 0
+
+        async def run() -> None:
+            nonlocal emitted
+            adapter.next_sequence = None
+            doc = parse_streams(data, only=only)
+            await adapter._emit_observations(doc.observations, current=False)
+            emitted = adapter._queue.qsize()
+            while not adapter._queue.empty():
+                adapter._queue.get_nowait()
+
+        loop = asyncio.new_event_loop()
+        try:
+            best = float("inf")
+            for _ in range(repeat):
+                t = time.perf_counter()
+                loop.run_until_complete(run())
+                best = min(best, time.perf_counter() - t)
+        finally:
+            loop.close()
+        return best, emitted
+
+    all_signals = {f"probe.s{i}": ident for i, ident in enumerate(ids_all)}
+    t_all, n_all = through_adapter(all_signals)
+    t_map, n_map = through_adapter(mapping)
+    return {
+        "bytes": len(data),
+        "observations": n_obs,
+        "bare_s": round(bare, 5),
+        "parser_s": round(parser, 5),
+        "parser_ratio": round(bare / parser, 3),
+        "parser_obs_per_s": round(n_obs / parser),
+        "adapter_all_s": round(t_all, 5),
+        "adapter_all_emitted": n_all,
+        "adapter_all_ratio": round(bare / t_all, 3),
+        "adapter_all_obs_per_s": round(n_obs / t_all),
+        "adapter_mapped_items": len(mapping),
+        "adapter_mapped_emitted": n_map,
+        "adapter_mapped_s": round(t_map, 5),
+        "adapter_mapped_ratio": round(bare / t_map, 3),
+        "adapter_mapped_obs_per_s": round(n_obs / t_map),
+    }
+
+
+async def _our_page(n: int) -> tuple[bytes, dict[str, str], list[str]]:
+    """A /sample page of ``n`` observations served by our agent for a simulated mill."""
+    cell = SimCell(load_scenario("demo"), seed=1)
+    spec = cell.machines[0]
+    device = device_for(spec)
+    async with MtConnectAgent([device], buffer_size=n + 1000) as agent, aiohttp.ClientSession() as s:
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        start = agent._buffer.next_sequence
+        mid = spec.id
+        for i in range(n):
+            t = t0 + timedelta(milliseconds=100 * i)
+            k = i % 10
+            if k < 6:
+                agent.publish(mid, "Sload", 20.0 + (i % 97) * 0.1, t)
+            elif k < 9:
+                agent.publish(mid, "Srpm", 8000.0 + (i % 13), t)
+            else:
+                agent.publish(mid, "part_count", float(i // 10), t)
+        async with s.get(f"{agent.url}/sample?from={start}&count={n}") as r:
+            data = await r.read()
+    mapping = {"spindle.load": f"{mid}_Sload", "spindle.speed": f"{mid}_Srpm", "part.count": f"{mid}_part_count",
+               "program.name": f"{mid}_program", "execution": f"{mid}_execution", "tool.number": f"{mid}_tool_number"}
+    ids = sorted({i.id for _, i in device.walk()})
+    return data, mapping, ids
+
+
+def _nist_mapping(data: bytes) -> tuple[dict[str, str], list[str]]:
+    doc = parse_streams(data)
+    ids = sorted({o.data_item_id for o in doc.observations})
+    by_kind: dict[str, str] = {}
+    for o in doc.observations:
+        key = (o.element, o.component_id)
+        if o.element == "Load" and "S" in o.component_id.split("-")[-1].upper() and "spindle.load" not in by_kind:
+            by_kind["spindle.load"] = o.data_item_id
+        elif o.element == "RotaryVelocity" and "spindle.speed" not in by_kind:
+            by_kind["spindle.speed"] = o.data_item_id
+        elif o.element == "PartCount":
+            by_kind.setdefault("part.count", o.data_item_id)
+        elif o.element == "Program":
+            by_kind.setdefault("program.name", o.data_item_id)
+        elif o.element == "Execution":
+            by_kind.setdefault("execution", o.data_item_id)
+        elif o.element == "ToolAssetId":
+            by_kind.setdefault("tool.number", o.data_item_id)
+        del key
+    return by_kind, ids
+
+
+async def _end_to_end(parts: int) -> dict[str, Any]:
+    cell = SimCell(load_scenario("demo"), seed=2, parts=parts)
+    spec = cell.machines[0]
+    delivered = 0
+    async with SimAgentBinding(cell.machines) as mtc:
+        signals = mtc.signal_map(spec.id)
+        machine = MtConnectMachine.model_validate({
+            "id": spec.id, "signals": signals,
+            "source": {"type": "mtconnect", "url": mtc.url, "device": spec.id, "interval_ms": 0, "count": 5000},
+        })
+        tracker = PartTracker(spec.id, cell.programs())
+        records = 0
+        async with MtConnectAdapter(machine, queue_size=100_000) as adapter:
+            done = asyncio.Event()
+            connected = asyncio.Event()
+
+            async def consume() -> None:
+                nonlocal delivered, records
+                async for obs in adapter.observations():
+                    records += len(tracker.update(obs))
+                    delivered += 1
+                    if obs.signal == "source.connection":
+                        connected.set()
+                    if obs.signal == "program.name" and obs.value == "END-OF-BENCH":
+                        done.set()
+                        return
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(connected.wait(), 30)
+            t = time.perf_counter()
+            published = await run_cell(cell, mtc.publish, speed=0)
+            mtc.agent.publish(spec.id, "program", "END-OF-BENCH")
+            await asyncio.wait_for(done.wait(), 120)
+            elapsed = time.perf_counter() - t
+            await task
+    last: Observation | None = None
+    del last
+    return {
+        "end_to_end_events_published": published,
+        "end_to_end_observations": delivered,
+        "end_to_end_s": round(elapsed, 3),
+        "end_to_end_obs_per_s": round(delivered / elapsed),
+        "end_to_end_part_records": records,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--observations", type=int, default=20_000, help="size of our agent's page")
+    ap.add_argument("--parts", type=int, default=40, help="parts of the simulated batch (end to end)")
+    args = ap.parse_args()
+    out: dict[str, Any] = {"benchmark": "mtconnect_ingest", "docs": {}}
+    data, mapping, ids = asyncio.run(_our_page(args.observations))
+    out["docs"]["our_agent_2.7"] = _measure(data, mapping, ids, args.repeat)
+    if NIST.exists():
+        nist = NIST.read_bytes()
+        nmap, nids = _nist_mapping(nist)
+        out["docs"]["nist_mazak03_1.3"] = _measure(nist, nmap, nids, args.repeat)
+    largest = max(out["docs"].values(), key=lambda d: d["observations"])
+    out["per_core_obs_per_s"] = largest["parser_obs_per_s"]
+    out["ratio"] = min(d["parser_ratio"] for d in out["docs"].values())
+    out["targets"] = {"ratio": 0.5, "per_core_obs_per_s": 100_000}
+    out.update(asyncio.run(_end_to_end(args.parts)))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
