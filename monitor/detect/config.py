@@ -63,10 +63,10 @@ class DetectionConfig(BaseModel):
         lt=1,
         description="a future part 'breaks' tolerance when its probability of being out of tolerance reaches this",
     )
-    forecast_window: int = Field(default=20, ge=4, le=500, description="recent parts the Theil-Sen trend is fitted on")
+    forecast_window: int = Field(default=30, ge=4, le=500, description="recent parts the Theil-Sen trend is fitted on")
     forecast_min_parts: int = Field(default=8, ge=4, description="parts needed before the trend forecast may alert")
     trend_alpha: float = Field(
-        default=0.01,
+        default=0.005,
         gt=0,
         lt=1,
         description="significance level the trend (Kendall tau) must reach before a forecast alert opens",

@@ -43,6 +43,11 @@ class QStatistic:
     def n(self) -> int:
         return self._n
 
+    @property
+    def mean(self) -> float:
+        """Mean of the values absorbed so far (0 before the first)."""
+        return self._mean
+
     def peek(self, x: float) -> float | None:
         """Q of ``x`` against the values so far, without absorbing it."""
         r = self._n + 1

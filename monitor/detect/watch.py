@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import ndtri, stdtr
+from scipy.special import ndtri
 
 from monitor.detect.arl import cusum_h, ewma_limit, shewhart_limit
 from monitor.detect.attribution import COVARIATES, Attribution, suggest_offset
@@ -32,6 +32,7 @@ from monitor.detect.config import DetectionConfig
 from monitor.detect.cusum import Cusum
 from monitor.detect.ewma import Ewma
 from monitor.detect.runrules import RULE_TEXT, RunRules
+from monitor.detect.selfstart import QStatistic
 from monitor.detect.trend import TrendForecast, parts_to_breach, position_out_probability
 from monitor.model import AlertKind, Feature, PartRecord, PositionFeature, Severity, SizeFeature
 
@@ -42,6 +43,9 @@ __all__ = ["STAT_KINDS", "ChartLimits", "FeatureWatch", "Outcome", "Signal", "Wa
 
 STAT_KINDS: tuple[AlertKind, ...] = (AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE)
 """Alert kinds that close at once when a feature is re-centred by an offset change."""
+
+_FORECAST_SHARE = 0.5
+"""Share of a program's false-alarm budget (1/arl0) reserved for the trend forecast."""
 
 _WARMUP_GAP_S = 1800.0
 """An idle gap this long means the machine cooled: the next part starts a new warm-up."""
@@ -92,12 +96,15 @@ class WatchPlan:
 
     @classmethod
     def for_program(cls, program: ProgramConfig) -> list[WatchPlan]:
-        """Plans of every feature; the program's ``arl0`` is shared by all its charts (rates add up)."""
+        """Plans of every feature; the program's ``arl0`` is shared by all its charts (false-alarm rates add up)."""
         cfg = program.detection
         features = program.feature_models()
+        # EWMA, CUSUM and run rule 1 per channel share half the false-alarm budget; the other half is
+        # held back for the trend forecast, whose in-control rate depends on capability and cannot be
+        # solved for (bench/detection.py measures it)
         per_channel = 2 + (1 if 1 in cfg.run_rules else 0)
         charts = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f in features) * per_channel
-        chart_arl0 = cfg.arl0 * max(1, charts)
+        chart_arl0 = cfg.arl0 * max(1, charts) / (1.0 - _FORECAST_SHARE)
         lim = ChartLimits(
             ewma_lambda=cfg.ewma_lambda,
             ewma_width=cfg.ewma_limit if cfg.ewma_limit is not None else ewma_limit(cfg.ewma_lambda, chart_arl0),
@@ -172,8 +179,7 @@ class _Channel:
         self.mr_n = 0
         self.last: float | None = None
         self.z: float | None = None
-        self.center = 0.0
-        self.center_n = 0
+        self.q = QStatistic(self.known)
 
     # sigma ---------------------------------------------------------------------------------------
     def sigma(self) -> float:
@@ -183,34 +189,33 @@ class _Channel:
             return (self.mr_sum / self.mr_n) / 1.128
         return self.plan.prior_sigma(self.axis)
 
+    @property
+    def center(self) -> float:
+        """Running mean deviation of the parts absorbed so far (the self-starting chart centre)."""
+        return self.q.mean
+
     def armed(self) -> bool:
-        return self.center_n >= (2 if self.known is not None else self.plan.config.min_parts)
+        return self.q.n >= max(2 if self.known is not None else 3, self.plan.config.min_parts)
 
     def standardize(self, d: float) -> float:
-        """Q-like self-starting z: distance from the mean of the parts before, t-corrected for a learned sigma."""
-        s = self.sigma() * math.sqrt((self.center_n + 1) / self.center_n)
-        z = (d - self.center) / s
-        if self.known is None:
-            dof = max(1.0, 0.62 * self.mr_n)
-            p = float(stdtr(dof, z))
-            z = float(ndtri(min(max(p, 1e-15), 1 - 1e-15)))
-        return z
+        """Quesenberry's Q of ``d`` against the parts before it (exactly N(0, 1) in control)."""
+        z = self.q.peek(d)
+        return 0.0 if z is None else z
 
     def absorb(self, d: float) -> None:
         """Take ``d`` into the running centre (not done while a chart signals, so a shift is not learned)."""
-        self.center_n += 1
-        self.center += (d - self.center) / self.center_n
+        self.q.absorb(d)
 
     def reset_charts(self) -> None:
         for det in (self.ewma, self.cusum, self.rules, self.trend, self.attribution):
             det.reset()
-        self.center, self.center_n = 0.0, 0
+        self.q.reset()
 
     def state(self) -> dict[str, Any]:
         return {"ewma": self.ewma.state(), "cusum": self.cusum.state(), "rules": self.rules.state(),
                 "trend": self.trend.state(), "capability": self.capability.state(),
                 "attribution": self.attribution.state(), "mr_sum": self.mr_sum, "mr_n": self.mr_n,
-                "last": self.last, "z": self.z, "center": self.center, "center_n": self.center_n}
+                "last": self.last, "z": self.z, "q": self.q.state()}
 
     def load(self, s: Mapping[str, Any]) -> None:
         self.ewma = Ewma.from_state(s["ewma"])
@@ -222,7 +227,7 @@ class _Channel:
         self.mr_sum, self.mr_n = float(s["mr_sum"]), int(s["mr_n"])
         self.last = None if s["last"] is None else float(s["last"])
         self.z = None if s["z"] is None else float(s["z"])
-        self.center, self.center_n = float(s["center"]), int(s["center_n"])
+        self.q = QStatistic.from_state(s["q"])
 
 
 class FeatureWatch:
