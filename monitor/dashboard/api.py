@@ -231,7 +231,8 @@ def feature_series(daemon: Daemon, store: Store, machine: str, program: str, nam
 # ----------------------------------------------------------------------------------- handlers
 async def _status(request: web.Request) -> web.Response:
     daemon = _daemon(request)
-    return _json({**daemon.status(), "dashboard": {"writable": bool(daemon.site.config.dashboard.token)}})
+    status = await daemon.call(daemon.status)  # on the store thread, where the pipeline's counters change
+    return _json({**status, "dashboard": {"writable": bool(daemon.site.config.dashboard.token)}})
 
 
 async def _machines(request: web.Request) -> web.Response:
@@ -303,6 +304,8 @@ async def _feature_handler(request: web.Request) -> web.Response:
     daemon = _daemon(request)
     assert daemon.store is not None
     m, p, f = (request.match_info[k] for k in ("machine", "program", "feature"))
+    if m not in daemon.site.machine_ids():
+        raise _error(404, f"no machine {m!r} in this site")
     body = await daemon.call(feature_series, daemon, daemon.store, m, p, f)
     if body is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")

@@ -71,7 +71,10 @@ async def _machine(request: web.Request) -> web.Response:
 async def _feature(request: web.Request) -> web.Response:
     q = request.query
     machine, program, feature = q.get("machine", ""), q.get("program", ""), q.get("feature", "")
-    config = request.app[DAEMON_KEY].site.programs.get(program)
+    site = request.app[DAEMON_KEY].site
+    if machine not in site.machine_ids():
+        raise _not_found(f"no machine {machine!r} in this site")
+    config = site.programs.get(program)
     if config is None or feature not in {f.name for f in config.feature_models()}:
         raise _not_found(f"program {program!r} has no feature {feature!r} in this site")
     return _page(request, "feature", f"{feature} · {program}", f"{feature}",

@@ -96,6 +96,7 @@ async def test_machines_and_feature_series(cell: Cell, http: aiohttp.ClientSessi
     assert d["capability"]["cpk"] is not None and d["evidence"]["evidence"]["offset"]["change_mm"] is not None
     err = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/nope", status=404)
     assert "no feature" in err["error"]
+    await _get(http, f"{cell.url}/api/features/nope/O1001/hole1_dia", status=404)
     xss = await _get(http, f"{cell.url}/api/features/{XSS}/{quote(XSS_PROGRAM, safe='')}/hole1_dia")
     assert xss["program"] == XSS_PROGRAM and len(xss["values"]) == 6
 

@@ -7,6 +7,7 @@ own browser context. Every page load also checks that nothing was requested from
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -206,3 +207,34 @@ async def test_acknowledge_works_with_the_token_and_is_refused_without(cell: Cel
     # filtered on state=open, the acknowledged alert leaves the list
     await row.wait_for(state="detached")
     w.assert_clean(cell.url, expected=("status of 401", "status of 403"))
+
+
+async def _until(page: Any, expression: str, at_least: int) -> None:
+    """Poll ``expression`` in the page until it reaches ``at_least`` (wait_for_function needs eval,
+    which the dashboard's CSP forbids)."""
+    async with asyncio.timeout(TIMEOUT_MS / 1000):
+        while await page.evaluate(expression) < at_least:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_page_left_open_keeps_a_bounded_number_of_rows(cell: Cell, context: Any) -> None:
+    """A shift's worth of parts arriving on an open machine page: the table stops at its cap."""
+    w = await _open(context, f"{cell.url}/machine?id={SIM}")
+    page = w.page
+    await page.locator("#parts tbody tr").nth(49).wait_for()  # the 50 most recent stored parts
+    await page.locator("#live.on").wait_for()
+    delivered = 0
+    for chunk in range(3):  # 300 parts, in chunks the per-client event queue (256) can hold
+        for i in range(100):
+            n = 1000 + chunk * 100 + i
+            cell.daemon.hub.publish("part", {
+                "key": f"{SIM}/O1001/shift-{n}", "machine": SIM, "program": "O1001", "part_number": n,
+                "status": "complete", "end": "2026-01-05T12:00:00+00:00", "measurements": {"probe.hole1_dia": 10.005},
+                "tools": [{"tool": 12, "life_start": 1.0, "life_end": 2.0, "cutting_time": 60.0}],
+                "spindle": {"mean_load": 40.0}})
+        delivered += 100
+        await _until(page, "Number(document.body.dataset.events || 0)", delivered)
+    rows = page.locator("#parts tbody tr")
+    assert await rows.count() == 200
+    assert await rows.first.get_attribute("data-key") == f"{SIM}/O1001/shift-1299"
+    w.assert_clean(cell.url)
