@@ -34,7 +34,7 @@ from monitor.config import ProgramConfig, load_site
 from monitor.detect import capability
 from monitor.detect.capability import CapabilityResult
 from monitor.errors import MonitorError
-from monitor.model import Alert, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
+from monitor.model import Alert, AlertKind, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
 from monitor.store import Store
 
 __all__ = [
@@ -244,6 +244,17 @@ def _alert_outcomes(store: Store, alerts: Sequence[Alert]) -> list[AlertOutcome]
     return out
 
 
+def _lost_at(alert: Alert) -> datetime:
+    """When a connection was lost (evidence ``lost_at``), else the alert's latest change."""
+    text = alert.evidence.get("lost_at")
+    if isinstance(text, str):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return alert.time
+
+
 def _tools(parts: Sequence[PartRecord]) -> list[ToolSummary]:
     by_tool: dict[str, list[tuple[PartRecord, Any]]] = {}
     for part in parts:
@@ -290,6 +301,11 @@ def build_report(
     hi = last_part if last_part is not None else max(p.part_number for p in parts)
     alerts = [a for a in store.alerts(machine=machine, program=program.program) if lo <= a.part_number <= hi
               or lo <= int(a.evidence.get("opened_at_part", a.part_number)) <= hi]
+    # Connection losses carry no program: include those of the batch's machines while it ran.
+    start, end = min(p.start for p in parts), max(p.end for p in parts)
+    for m in sorted({p.machine for p in parts}):
+        alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST
+                      and start <= _lost_at(a) <= end)
     return BatchReport(
         site=site,
         program=program.program,

@@ -37,7 +37,8 @@ def alert_text(alert: Alert, site: str) -> str:
     >>> alert_text(a, "cell-3")
     'WARNING open: cell-3/vmc-01 O1234 hole1_pos part 41: hole1_pos drifting +X 1.8 um/part breaks in ~16 parts'
     """
-    head = f"{alert.severity.value.upper()} {alert.state.value}: {site}/{alert.machine} {alert.program} {alert.feature}"
+    where = " ".join(x for x in (f"{site}/{alert.machine}", alert.program, alert.feature) if x)
+    head = f"{alert.severity.value.upper()} {alert.state.value}: {where}"
     line = f"{head} part {alert.part_number}: {alert.message}"
     line = "".join(c if c.isprintable() else " " for c in line)
     return line if len(line) <= _TEXT_LIMIT else line[: _TEXT_LIMIT - 3] + "..."

@@ -232,3 +232,13 @@ def test_site_file_builds_one_sink_per_webhook(tmp_path: Path) -> None:
     assert any("tok-123" in s for s in first.secrets) and "sec-456" in first.secrets
     assert "sec-456" not in repr(site.config) and "tok-123" not in repr(first)
     assert hooks[0].batch_size == 1
+
+
+def test_text_of_a_connection_alert_has_no_empty_program() -> None:
+    from dataclasses import replace
+
+    from monitor.model import AlertKind
+    from monitor.sinks.payload import alert_text
+
+    lost = replace(make_alert(3, feature="connection"), program="", kind=AlertKind.SIGNAL_LOST, message="lost\tlink")
+    assert alert_text(lost, "cell-3") == "WARNING open: cell-3/vmc-01 connection part 13: lost link"

@@ -93,12 +93,20 @@ def write_batch(tmp_path: Path, *, program: str = PROGRAM, n: int = 30, seed: in
     oot = Alert(id=f"vmc-01/{program}/bore_dia/out_of_tolerance/5", machine="vmc-01", program=program,
                 feature="bore_dia", kind=AlertKind.OUT_OF_TOLERANCE, severity=Severity.CRITICAL, state=AlertState.OPEN,
                 part_number=5, message="bore_dia 10.0170 above upper limit 10.0150", time=parts[4].end)
+    lost = [
+        Alert(id=f"vmc-01/-/connection/signal_lost/{n}@{n}", machine="vmc-01", program="", feature="connection",
+              kind=AlertKind.SIGNAL_LOST, severity=Severity.WARNING, state=AlertState.CLOSED, part_number=n,
+              message="vmc-01: connection restored", time=at + timedelta(minutes=1),
+              evidence={"last_part_number": n, "lost_at": at.isoformat()})
+        for n, at in ((0, T0 - timedelta(days=1)), (9, parts[8].end + timedelta(seconds=20)))
+    ]
     alerts_at = {5: [oot], 14: [opened], 18: [escalated]}
     with Store(tmp_path / "monitor.db") as store:
         for part in parts:
             store.record_part(part, alerts_at.get(part.part_number, []))
             if part.part_number == 16:
                 store.record_alerts([acked])
+        store.record_alerts(lost)  # one long before the batch, one during it
     return Batch(site_file, parts, [oot, opened, acked, escalated])
 
 

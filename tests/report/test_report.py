@@ -61,6 +61,8 @@ def test_numbers_come_from_the_store(batch: Batch) -> None:
     assert (forecast.offset_register, forecast.offset_change_mm) == ("X wear offset", -0.0204)  # latest suggestion
     assert forecast.action().startswith("acknowledged 2026-03-02")
     assert outcomes["bore_dia"].action() == "still open, not acknowledged"
+    assert [o.alert.id for o in report.alerts if o.alert.feature == "connection"] == ["vmc-01/-/connection/signal_lost/9@9"]
+    assert outcomes["connection"].closed_at is not None
 
     tools = {t.tool: t for t in report.tools}
     assert set(tools) == {"T12", "T3"} and tools["T12"].parts == 29
@@ -70,7 +72,7 @@ def test_numbers_come_from_the_store(batch: Batch) -> None:
 def test_part_range_and_machine_filter(batch: Batch) -> None:
     report = _report(batch, first_part=1, last_part=10)
     assert [p.part_number for p in report.parts] == list(range(1, 11))
-    assert [o.alert.feature for o in report.alerts] == ["bore_dia"]  # the forecast was raised at part 14
+    assert [o.alert.feature for o in report.alerts] == ["bore_dia", "connection"]  # the forecast was raised at part 14
     from monitor.errors import MonitorError
 
     with pytest.raises(MonitorError, match="no parts of program O1234 on lathe-9"):
