@@ -7,8 +7,6 @@ works for any N still in the buffer (state = base + the ring up to N), as real a
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from adapters.mtconnect.documents import MtcObservation
 
 __all__ = ["ConditionState", "ObservationBuffer", "apply_condition"]
@@ -76,9 +74,10 @@ class ObservationBuffer:
         return prev is not None and prev.value == obs.value
 
     def add(self, obs: MtcObservation) -> MtcObservation:
-        """Store ``obs`` under the next sequence number and return the stored copy."""
+        """Store ``obs`` (which the buffer now owns) under the next sequence number and return it."""
         seq = self.next_sequence
-        stored = replace(obs, sequence=seq)
+        obs.sequence = seq
+        stored = obs
         slot = seq % self.size
         old = self._ring[slot]
         if old is not None:

@@ -393,21 +393,25 @@ class MtConnectAdapter(Adapter):
     async def _emit_observations(self, observations: Sequence[MtcObservation], *, current: bool) -> None:
         ordered = sorted(observations, key=_seq)
         floor = self.next_sequence if not current else None
+        queue, machine, by_item = self._queue, self.machine, self._by_item
         for o in ordered:
             if floor is not None and o.sequence < floor:
                 self.stats.count("duplicates_dropped")
                 continue
-            bindings = self._by_item.get(o.data_item_id)
-            if not bindings:
-                continue
-            for b in bindings:
-                if b.reads_asset:
-                    await self._emit_tool_life(b, o)
-                    continue
-                value = self._value(b, o)
-                if value is _SKIP:
-                    continue
-                await self._emit(Observation(self.machine, b.signal, parse_time(o.timestamp), value, o.sequence))  # type: ignore[arg-type]
+            bindings = by_item.get(o.data_item_id)
+            if bindings:
+                for b in bindings:
+                    if b.reads_asset:
+                        await self._emit_tool_life(b, o)
+                        continue
+                    value = self._value(b, o)
+                    if value is _SKIP:
+                        continue
+                    obs = Observation(machine, b.signal, parse_time(o.timestamp), value, o.sequence)  # type: ignore[arg-type]
+                    if queue.full():
+                        await queue.put(obs)  # back-pressure: wait for the consumer, lose nothing
+                    else:
+                        queue.put_nowait(obs)
             if not current:
                 self.next_sequence = o.sequence + 1
 
