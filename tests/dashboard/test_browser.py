@@ -213,7 +213,9 @@ async def _until(page: Any, expression: str, at_least: int) -> None:
     """Poll ``expression`` in the page until it reaches ``at_least`` (wait_for_function needs eval,
     which the dashboard's CSP forbids)."""
     async with asyncio.timeout(TIMEOUT_MS / 1000):
-        while await page.evaluate(expression) < at_least:
+        while True:
+            if await page.evaluate(expression) >= at_least:
+                return
             await asyncio.sleep(0.05)
 
 
