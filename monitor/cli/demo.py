@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -109,9 +110,7 @@ async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
             progress.console.print(f"dashboard: {url}{keep}")
 
     with progress:
-        return await run_demo(
-            options, folder, on_event=on_event, on_progress=on_progress, on_started=on_started, stop=stop
-        )
+        return await run_demo(options, folder, on_event=on_event, on_progress=on_progress, on_started=on_started, stop=stop)
 
 
 @app.command()
@@ -122,6 +121,9 @@ def sim(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 10.0,
     opcua_port: Annotated[int, typer.Option(help="Port of the simulated OPC UA CNC.")] = 4840,
     mtconnect_port: Annotated[int, typer.Option(help="Port of the MTConnect agent.")] = 5000,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Start the batch only when a line arrives on standard input (Enter).")
+    ] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
@@ -133,7 +135,7 @@ def sim(
             )
         return
     try:
-        asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port))
+        asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port, wait))
     except MonitorError as exc:
         err_console.print(f"[bold red]sim failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -142,7 +144,9 @@ def sim(
         raise typer.Exit(1) from None
 
 
-async def _sim(scenario: str, seed: int, parts: int | None, speed: float, opcua_port: int, mtconnect_port: int) -> None:
+async def _sim(
+    scenario: str, seed: int, parts: int | None, speed: float, opcua_port: int, mtconnect_port: int, wait: bool
+) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     cell = SimCell(load_scenario(scenario), seed=seed, parts=parts)
@@ -151,8 +155,28 @@ async def _sim(scenario: str, seed: int, parts: int | None, speed: float, opcua_
             kind = servers.protocol[machine.id]
             where = servers.opcua.endpoint if kind == "opcua" and servers.opcua else getattr(servers.mtconnect, "url", "?")
             console.print(f"{machine.id}: {kind} {where}")
+        if wait:
+            console.print("servers ready; press Enter to start the batch")
+            if not await _line_or_stop(stop):
+                return
         console.print(f"simulating scenario {scenario!r} (seed {seed}) at {speed:g}x; Ctrl-C stops")
         await run_cell(cell, servers.publish, speed=speed, stop=stop)
         if not stop.is_set():
             console.print("batch finished; servers stay up until Ctrl-C")
             await stop.wait()
+
+
+async def _line_or_stop(stop: asyncio.Event) -> bool:
+    """Wait for a line on standard input without blocking the loop; False if stopped first."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        line = asyncio.ensure_future(reader.readline())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({line, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (line, stopped):
+            task.cancel()
+        return not stop.is_set()
+    finally:
+        transport.close()
