@@ -38,7 +38,7 @@ def _read_until(proc: subprocess.Popen[str], pattern: str) -> list[str]:
 
 
 def _connected(url: str) -> bool:
-    with urllib.request.urlopen(url + "api/status", timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url + "api/status", timeout=5) as resp:
         status = json.load(resp)
     return all(m.get("connection") == "connected" for m in status["machines"].values()) and len(status["machines"]) == 2
 
