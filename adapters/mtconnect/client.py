@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -181,12 +182,20 @@ class MtConnectAdapter(Adapter):
 
     type_name = "mtconnect"
 
-    def __init__(self, machine: MtConnectMachine, *, queue_size: int = 10_000) -> None:
+    def __init__(
+        self, machine: MtConnectMachine, *, queue_size: int = 10_000, resume: Mapping[str, Any] | None = None
+    ) -> None:
+        """``resume`` is a :meth:`position` saved before a restart: with the same agent instance and the
+        sequence still in its buffer, reading continues there (no value twice, none lost)."""
         super().__init__(machine.id, queue_size=queue_size)
         self.config = machine
         self.source = machine.source
         self.instance_id: int | None = None
         self.next_sequence: int | None = None
+        if resume:
+            inst, nxt = resume.get("instance_id"), resume.get("next_sequence")
+            if isinstance(inst, int) and isinstance(nxt, int):
+                self.instance_id, self.next_sequence = inst, nxt
         self.bindings: list[Binding] = []
         self._by_item: dict[str, list[Binding]] = {}
         self._only: frozenset[str] = frozenset()
@@ -196,6 +205,10 @@ class MtConnectAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
         self.streaming = self.source.streaming
+
+    def position(self) -> dict[str, int | None]:
+        """Where reading stands (agent instanceId and next sequence), to save in the store."""
+        return {"instance_id": self.instance_id, "next_sequence": self.next_sequence}
 
     # ------------------------------------------------------------ lifecycle
 

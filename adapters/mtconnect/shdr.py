@@ -22,13 +22,15 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adapters.mtconnect.agent import MtConnectAgent
+from adapters.mtconnect.devicemodel import devices_from_xml
 from adapters.mtconnect.documents import parse_time
 from adapters.mtconnect.parser import safe_tree
 from monitor.errors import BadDocument
 
-__all__ = ["ShdrConnection", "ShdrFeeder", "parse_data_set", "replay_shdr"]
+__all__ = ["ShdrConnection", "ShdrFeeder", "agent_for_device_file", "parse_data_set", "replay_shdr"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,16 @@ def parse_data_set(text: str) -> dict[str, str | dict[str, str | None] | None]:
             out[key] = text[j:k]
             i = k
     return out
+
+
+def agent_for_device_file(data: bytes, device: str | None = None, **agent_options: Any) -> tuple[MtConnectAgent, str]:
+    """An agent serving one device of a real device file (the first when ``device`` is None), for
+    ``monitor sim --shdr-replay``: pair it with :func:`replay_shdr` of that machine's log."""
+    specs = devices_from_xml(data)
+    chosen = [d for d in specs if device in (None, d.name, d.uuid)]
+    if not chosen:
+        raise KeyError(f"no device {device!r} in the device file (it has: {', '.join(d.name for d in specs)})")
+    return MtConnectAgent([chosen[0]], **agent_options), chosen[0].name
 
 
 class ShdrFeeder:

@@ -202,3 +202,17 @@ async def test_unresolvable_signal_names_the_problem(caplog: pytest.LogCaptureFi
     logged = [r.getMessage() for r in caplog.records if "agent_error" in r.getMessage()]
     assert len(logged) == 1 and "spindle.load" in logged[0] and "tool.number" in logged[0]
     assert "no data item" in logged[0]
+
+
+async def test_resume_from_saved_position_after_monitor_restart() -> None:
+    async with MtConnectAgent([vmc()]) as agent:
+        agent.publish("vmc", "vmc_pc", 1.0)
+        async with MtConnectAdapter(machine(agent.url, streaming=True)) as first:
+            await collect(first, has("part.count", 1.0))
+            saved = first.position()
+        agent.publish("vmc", "vmc_pc", 2.0)  # published while the monitor was down
+        agent.publish("vmc", "vmc_pc", 3.0)
+        async with MtConnectAdapter(machine(agent.url, streaming=True), resume=saved) as second:
+            seen = await collect(second, has("part.count", 3.0))
+    assert values(seen, "part.count") == [2.0, 3.0]  # nothing twice, nothing lost
+    assert not any(o.signal == GAP_SIGNAL for o in seen)

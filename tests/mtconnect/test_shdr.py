@@ -11,9 +11,8 @@ import pytest
 
 from adapters.mtconnect.agent import MtConnectAgent
 from adapters.mtconnect.client import MtConnectAdapter
-from adapters.mtconnect.devicemodel import devices_from_xml
 from adapters.mtconnect.parser import parse_assets, parse_streams
-from adapters.mtconnect.shdr import ShdrConnection, ShdrFeeder, replay_shdr
+from adapters.mtconnect.shdr import ShdrConnection, ShdrFeeder, agent_for_device_file, replay_shdr
 from monitor.config import MtConnectMachine
 from monitor.model import CONNECTION_SIGNAL, Observation
 from tests.mtconnect._devices import vmc
@@ -127,14 +126,14 @@ def _dedup(values: list[Any]) -> list[Any]:
 async def test_recorded_log_replays_through_agent_and_adapter(
     device_file: str, device: str, log: str, keys: dict[str, str]
 ) -> None:
-    specs = devices_from_xml(shared("devices", device_file).read_bytes())
-    spec = next(d for d in specs if d.name == device)
+    agent, name = agent_for_device_file(shared("devices", device_file).read_bytes(), device)
+    assert name == device
     log_path = shared("shdr", log)
     expected: dict[str, list[Any]] = {}
     for signal, key in keys.items():
         raw = _dedup([None, *_log_values(log_path, key)])
         expected[signal] = [v if v is None or signal == "program.name" else float(v) for v in raw]
-    async with MtConnectAgent([spec]) as agent:
+    async with agent:
         cfg = MtConnectMachine.model_validate({
             "id": "m", "signals": keys,
             "source": {"type": "mtconnect", "url": agent.url, "device": device, "interval_ms": 0, "count": 5000},
