@@ -267,7 +267,8 @@ def _tools(parts: Sequence[PartRecord]) -> list[ToolSummary]:
         first = next((x for x in lives_first if x is not None), None)
         last = next((x for x in reversed(lives_last) if x is not None), None)
         numbers = [p.part_number for p, _ in uses]
-        out.append(ToolSummary(tool, len(uses), min(numbers), max(numbers), first, last,
+        parts_cut = len({p.key for p, _ in uses})  # a tool called twice in one part counts once
+        out.append(ToolSummary(tool, parts_cut, min(numbers), max(numbers), first, last,
                                sum(u.cutting_time for _, u in uses)))
     out.sort(key=lambda t: (t.first_part, t.tool))
     return out
