@@ -15,6 +15,7 @@ _COMMAND_MODULES = [
     "monitor.cli.discover",
     "monitor.cli.opcua",
     "monitor.cli.report",
+    "monitor.cli.tune",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
