@@ -1,7 +1,8 @@
 """A small cell for the dashboard tests: a real Daemon fed by replay sources.
 
 - ``vmc-01`` replays the simulated ``tool_wear`` scenario (100 parts of O1001, drift alerts);
-- ``xss-02`` runs a program whose name is an HTML/script payload (a controller may report anything);
+- ``xss-02`` runs a program whose name is an HTML/script payload (a controller may report anything),
+  then loses its connection (signal lost);
 - ``live-03`` reads a FIFO: it sends nothing until the test calls :meth:`Cell.feed_live`, so an
   alert can be raised *after* a page is open, without sleeping.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from monitor.codec import observation_to_dict
 from monitor.config import load_site
 from monitor.daemon import Daemon
-from monitor.model import Observation
+from monitor.model import CONNECTION_SIGNAL, Observation
 from monitor.sim import SimCell, load_scenario
 from tests.streams import PROGRAM_YAML, batch
 
@@ -63,6 +64,7 @@ def _site_yaml(tmp: Path, token: str | None) -> Path:
     sim = [e.observation() for e in SimCell(load_scenario("tool_wear"), seed=1).events(include_spindle_samples=False)]
     _write(tmp / "sim.jsonl", sim)
     xss = [dataclasses.replace(o, value=XSS_PROGRAM) if o.signal == "program.name" else o for o in batch(XSS_PARTS)]
+    xss.append(Observation(XSS, CONNECTION_SIGNAL, xss[-1].time + timedelta(seconds=30), "lost"))  # then it went away
     _write(tmp / "xss.jsonl", xss)
     os.mkfifo(tmp / "live.fifo")
     token_line = f", token: {json.dumps(token)}" if token else ""

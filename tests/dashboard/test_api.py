@@ -80,6 +80,8 @@ async def test_machines_and_feature_series(cell: Cell, http: aiohttp.ClientSessi
     machines = {m["machine"]: m for m in (await _get(http, f"{cell.url}/api/machines"))["machines"]}
     assert machines[SIM]["parts"] == 100 and machines[SIM]["program"] == "O1001"
     assert machines[XSS]["program"] == XSS_PROGRAM
+    assert machines[XSS]["signal_lost"] and machines[XSS]["open_alerts"]["warning"] == 1  # the signal_lost alert
+    assert not machines[SIM]["signal_lost"]
     assert sum(machines[SIM]["open_alerts"].values()) > 0
     one = await _get(http, f"{cell.url}/api/machines/{SIM}")
     assert one == machines[SIM]

@@ -97,6 +97,8 @@ async def test_cell_page_lists_every_machine(cell: Cell, context: Any) -> None:
     sim_row = page.locator(f'tr[data-machine="{SIM}"]')
     assert await sim_row.locator("td.program").text_content() == "O1001"
     assert await sim_row.locator('[data-severity="critical"]').count() == 1  # the tool_wear run ends out of tolerance
+    assert await sim_row.locator(".badge.lost").count() == 0
+    assert await page.locator(f'tr[data-machine="{XSS}"] .badge.lost').text_content() == "⚠ signal lost"
     await page.locator("#live.on").wait_for()  # the event stream is connected
     w.assert_clean(cell.url)
 
