@@ -91,6 +91,7 @@ class MtConnectAgent:
         port: int = 0,
         filter_duplicates: bool = True,
         max_count: int = 100_000,
+        streaming: bool = True,
     ) -> None:
         if buffer_size < 1 or asset_buffer_size < 1:
             raise ValueError("buffer sizes must be at least 1")
@@ -99,6 +100,7 @@ class MtConnectAgent:
         self.asset_buffer_size = asset_buffer_size
         self.filter_duplicates = filter_duplicates
         self.max_count = max_count
+        self.streaming = streaming
         self.instance_id = new_instance_id()
         self._buffer = ObservationBuffer(buffer_size)
         self._devices: dict[str, DeviceSpec] = {}
@@ -458,7 +460,7 @@ class MtConnectAgent:
         if start is None:
             start = self._buffer.next_sequence if interval is not None else self._buffer.first_sequence
         self._check_from(start)
-        if interval is None:
+        if interval is None or not self.streaming:  # an agent without streaming ignores interval
             obs, nxt = self._slice(start, count, device)
             return self._xml(self._streams_doc(obs, nxt if obs else self._buffer.next_sequence))
         return await self._stream(request, device, start, count, interval, heartbeat)

@@ -376,15 +376,18 @@ class MtConnectAdapter(Adapter):
             async with client.session.get(url, timeout=timeout) as resp:
                 ctype = resp.headers.get("Content-Type", "")
                 if "multipart" not in ctype.lower():
-                    # the agent refused interval: it answered one plain document; poll from now on
-                    self.stats.count("streaming_refused", message=f"{url}: no multipart stream; polling instead")
-                    self.streaming = False
                     body = await resp.read()
                     try:
                         doc = await client.parse(body, self._only)
                     except BadDocument as exc:
                         raise BadDocument(f"{url} (HTTP {resp.status}): {exc}") from exc
+                    if isinstance(doc, StreamsDocument):
+                        # the agent ignored interval and answered one plain document: poll from now on
+                        self.stats.count("streaming_refused", message=f"{url}: no multipart stream; polling instead")
+                        self.streaming = False
                     await self._handle(client, doc, url)
+                    if not self.streaming:
+                        await self._poll(client)
                     return
                 boundary = _boundary(ctype)
                 async for body in iter_multipart(resp.content, boundary, 2 * hb + 1.0,

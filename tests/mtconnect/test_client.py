@@ -216,3 +216,16 @@ async def test_resume_from_saved_position_after_monitor_restart() -> None:
             seen = await collect(second, has("part.count", 3.0))
     assert values(seen, "part.count") == [2.0, 3.0]  # nothing twice, nothing lost
     assert not any(o.signal == GAP_SIGNAL for o in seen)
+
+
+async def test_agent_refusing_streams_is_polled() -> None:
+    async with (
+        MtConnectAgent([vmc()], streaming=False) as agent,
+        MtConnectAdapter(machine(agent.url, streaming=True)) as adapter,
+    ):
+        await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+        agent.publish("vmc", "vmc_pc", 1.0)
+        agent.publish("vmc", "vmc_pc", 2.0)
+        seen = await collect(adapter, has("part.count", 2.0))
+        assert adapter.stats.counts["streaming_refused"] == 1 and not adapter.streaming
+    assert values(seen, "part.count") == [1.0, 2.0]
