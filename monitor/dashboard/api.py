@@ -37,6 +37,7 @@ __all__ = [
     "SERIES_MAX",
     "add_api_routes",
     "feature_series",
+    "json_safe",
     "machines_snapshot",
 ]
 
@@ -65,17 +66,21 @@ def _json_text(obj: Any) -> str:
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.json_response(_finite(obj), status=status, dumps=_json_text)
+    return web.json_response(json_safe(obj), status=status, dumps=_json_text)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN and infinities become null: browsers' JSON.parse refuses them."""
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None: browsers' JSON.parse refuses them.
+
+    >>> json_safe({"a": [1.0, float("nan")]})
+    {'a': [1.0, None]}
+    """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

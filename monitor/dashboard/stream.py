@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-from typing import Any
 
 from aiohttp import web
 
-from monitor.dashboard.api import DAEMON_KEY
+from monitor.dashboard.api import DAEMON_KEY, json_safe
 from monitor.events import HubEvent, Subscription
 
 __all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "STREAMS_KEY", "add_stream_routes", "format_event"]
@@ -27,15 +25,6 @@ STREAMS_KEY: web.AppKey[set[Subscription]] = web.AppKey("streams")
 _END = HubEvent("end", {})
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
 
 def format_event(event: HubEvent) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so ``data`` is a single line.
@@ -43,7 +32,7 @@ def format_event(event: HubEvent) -> bytes:
     >>> format_event(HubEvent("part", {"machine": "m1"}))
     b'event: part\\ndata: {"machine": "m1"}\\n\\n'
     """
-    data = json.dumps(_finite(event.data), allow_nan=False, default=str)
+    data = json.dumps(json_safe(event.data), allow_nan=False, default=str)
     return f"event: {event.kind}\ndata: {data}\n\n".encode()
 
 
