@@ -66,7 +66,9 @@ async def test_probe_current_sample_loop(streaming: bool) -> None:
     async with MtConnectAgent([vmc()]) as agent:
         agent.publish("vmc", "program", "1234", t0)
         agent.publish("vmc", "vmc_exec", "ACTIVE", t0)
-        async with MtConnectAdapter(machine(agent.url, streaming=streaming)) as adapter:
+        # streaming also parses every document in a worker thread (the path large pages take)
+        extra = {"parse_in_thread_bytes": 0} if streaming else {}
+        async with MtConnectAdapter(machine(agent.url, streaming=streaming, **extra)) as adapter:
             first = await collect(adapter, has("execution", "ACTIVE"))
             assert adapter.state is AdapterState.CONNECTED
             assert values(first, "program.name") == ["1234"]  # text signal stays text

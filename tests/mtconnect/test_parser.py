@@ -190,3 +190,19 @@ _fragments = st.sampled_from(
 def test_any_bytes_raise_only_bad_document(data: bytes) -> None:
     with contextlib.suppress(BadDocument):
         parse_document(data)
+
+
+def test_measurement_items_of_2_2_and_later() -> None:
+    doc = parse_streams(
+        b"<MTConnectStreams xmlns='urn:mtconnect.org:MTConnectStreams:2.5'><Header instanceId='1' nextSequence='5'/>"
+        b"<Streams><DeviceStream name='m'><ComponentStream componentId='p'><Events>"
+        b"<FeatureMeasurement dataItemId='fm' sequence='1' timestamp='2024-01-01T00:00:00Z'>HOLE_A</FeatureMeasurement>"
+        b"<MeasurementValue dataItemId='mv' sequence='2' timestamp='2024-01-01T00:00:00Z'>25.0031</MeasurementValue>"
+        b"<CharacteristicStatus dataItemId='cs' sequence='3' timestamp='2024-01-01T00:00:00Z'>PASS</CharacteristicStatus>"
+        b"<Uncertainty dataItemId='un' sequence='4' timestamp='2024-01-01T00:00:00Z'>0.0012</Uncertainty>"
+        b"</Events></ComponentStream></DeviceStream></Streams></MTConnectStreams>"
+    )
+    assert doc.version == "2.5"
+    assert [(o.element, o.value) for o in doc.observations] == [
+        ("FeatureMeasurement", "HOLE_A"), ("MeasurementValue", "25.0031"), ("CharacteristicStatus", "PASS"),
+        ("Uncertainty", "0.0012")]
