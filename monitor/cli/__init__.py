@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "monitor.cli.opcua",
     "monitor.cli.report",
     "monitor.cli.tune",
+    "monitor.cli.analyze",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

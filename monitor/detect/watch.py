@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from monitor.detect.arl import cusum_h, ewma_limit, shewhart_limit
-from monitor.detect.attribution import COVARIATES, Attribution, suggest_offset
+from monitor.detect.attribution import COVARIATES, Attribution, OffsetSuggestion, suggest_offset
 from monitor.detect.capability import Capability
 from monitor.detect.config import DetectionConfig
 from monitor.detect.cusum import Cusum
@@ -144,6 +144,13 @@ class WatchPlan:
 
     def axis_label(self, axis: str) -> str:
         return "" if axis == "value" else axis.upper()
+
+
+def _offset_text(offset: OffsetSuggestion, level: float, sigma: float) -> str:
+    """The offset advice, or a note that the mean still sits at nominal (no change would help yet)."""
+    if abs(level) < max(sigma, 1e-4):
+        return f"mean still near nominal ({_um(level)}), no offset change yet"
+    return offset.text()
 
 
 def _um(x: float) -> str:
@@ -275,7 +282,8 @@ class FeatureWatch:
             "tool_life": part.tool_life,
             "cutting_time": self._cut_time,
             "spindle_load": part.spindle.mean_load,
-            "warmup": (end - self._session_start) / 60.0,
+            # a record without a cycle duration carries no real timing (offline CSV without times)
+            "warmup": (end - self._session_start) / 60.0 if end > start else None,
         }
 
     def _out_of_tolerance(self, value: float) -> bool:
@@ -439,7 +447,7 @@ class FeatureWatch:
         if attr.cause is not None and attr.r is not None:
             parts.append(f"tracks {COVARIATES.get(attr.cause, attr.cause)} (r={attr.r:.2f})")
         offset = suggest_offset(level, ch.axis if label else cfg.offsets.get(f.name, "diameter"))
-        parts.append(offset.text())
+        parts.append(_offset_text(offset, level, fit[5]))
         evidence: dict[str, Any] = {
             "parts_to_breach": ptb,
             "breach_interval": list(interval) if interval else None,
@@ -493,7 +501,7 @@ class FeatureWatch:
         evidence = {**ev, "axis": axis, "sigma_mm": ch.sigma(), "parts_signalling": streak,
                     "chart_arl0": lim.chart_arl0, "axes": [h[0] for h in hits],
                     "offset": {"register": offset.register, "change_mm": offset.change}}
-        return Signal(severity, f"{text}; {offset.text()}", evidence)
+        return Signal(severity, f"{text}; {_offset_text(offset, level, ch.sigma())}", evidence)
 
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:

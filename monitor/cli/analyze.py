@@ -1,0 +1,64 @@
+"""``monitor analyze``: replay a measurements CSV through the drift detectors, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.analyze import analyze_csv
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.config import load_program
+from monitor.errors import ConfigError, MonitorError
+
+__all__ = ["analyze"]
+
+
+@app.command()
+def analyze(
+    measurements: Annotated[Path, typer.Argument(help="CSV with a part column and one column per probe signal.")],
+    program: Annotated[Path, typer.Option("--program", "-p", help="The part-program file (features, detection).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: alerts, out_of_tolerance, capability.")] = False,
+) -> None:
+    """Run the same detectors as the daemon over measured parts, in file order.
+
+    Prints the alerts (opened or escalated, with the part that raised them) and a capability
+    summary. Rows with missing or non-numeric values are reported on stderr by line and skipped."""
+    try:
+        result = analyze_csv(measurements, load_program(program))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]{len(exc.issues)} problem(s):[/]")
+        for issue in exc.issues:
+            err_console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except MonitorError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for bad in result.bad_rows:
+        err_console.print(f"{measurements}:{bad.line}: skipped: {bad.reason}", markup=False, highlight=False)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    emit_rows(
+        result.alerts, as_json=False, title=f"Alerts over {result.parts} parts",
+        columns=[("part", "part"), ("feature", "feature"), ("kind", "kind"), ("severity", "severity"),
+                 ("message", "message")],
+    )
+    oot = ", ".join(f"{f}: part {p}" for f, p in result.out_of_tolerance.items() if p is not None)
+    console.print(f"First out-of-tolerance part: {oot or 'none'}")
+    rows = [
+        {"feature": f, "n": c.get("n"), "cp": _ci(c, "cp"), "cpk": _ci(c, "cpk"), "ppk": _ci(c, "ppk")}
+        for f, c in result.capability.items()
+    ]
+    emit_rows(rows, as_json=False, title="Capability (95% intervals)",
+              columns=[("feature", "feature"), ("n", "parts"), ("cp", "Cp"), ("cpk", "Cpk"), ("ppk", "Ppk")])
+
+
+def _ci(cap: dict[str, object], key: str) -> str | None:
+    value, ci = cap.get(key), cap.get(f"{key}_ci")
+    if not isinstance(value, float):
+        return None
+    if isinstance(ci, list) and len(ci) == 2:
+        return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
+    return f"{value:.2f}"
