@@ -29,8 +29,9 @@ class DetectionConfig(BaseModel):
         gt=1,
         description=(
             "target in-control average run length of the whole program, in parts: about one false "
-            "alarm per arl0 good parts over all features, axes and charts together. The EWMA and CUSUM "
-            "limits and the run-rule 1 limit are computed from it at load (Markov chain ARL)."
+            "alarm per arl0 good parts over all features, axes and charts together. Half of that budget "
+            "sets the EWMA, CUSUM and run-rule 1 limits, computed at load (Markov chain ARL); the other "
+            "half is left to the trend forecast."
         ),
     )
     ewma_lambda: float = Field(default=0.2, gt=0, le=1, description="EWMA smoothing weight of the newest part")
@@ -50,11 +51,14 @@ class DetectionConfig(BaseModel):
         default_factory=dict,
         description=(
             "known part-to-part standard deviation per feature from an earlier batch, mm (per axis for "
-            "position features); features not listed learn it from their parts (self-starting)"
+            "position features); features not listed learn it from their parts (self-starting: the "
+            "charts run on Quesenberry Q statistics)"
         ),
     )
     min_parts: int = Field(
-        default=5, ge=2, description="parts needed before charts with a learned sigma are armed"
+        default=5,
+        ge=2,
+        description="parts seen before the EWMA, CUSUM and run-rule charts are armed (at least 3 with a learned sigma)",
     )
     horizon: int = Field(default=20, ge=1, le=500, description="parts ahead the trend forecast looks")
     breach_probability: float = Field(
