@@ -7,11 +7,13 @@ features, one for size features), feeds the detectors and answers, per alert kin
 now, with this severity and message" or "quiet". The engine's alert book decides what that means
 for open alerts.
 
-Self-starting standardization: a channel's sigma is the known sigma from the program file, or the
-mean moving range of the parts seen so far / 1.128. With a learned sigma each deviation is turned
-into a z-score through the t-distribution with the moving range's effective degrees of freedom
-(about 0.62 (m - 1) for m parts), so early parts with a poorly known sigma do not cause false
-alarms; the charts are armed after ``min_parts`` parts.
+Self-starting charts: each deviation is turned into Quesenberry's Q statistic against the mean
+and standard deviation of the parts before it (or the known sigma of the program file), which is
+exactly N(0, 1) for an in-control process whatever its unknown centre and scatter. EWMA, CUSUM and
+run rules run on Q from ``min_parts`` parts on, so their ARL-solved limits hold from the start of
+a batch; a part that makes a chart signal is not absorbed, so a shift is not learned away. The
+trend forecast, the out-of-tolerance check and the offset advice work against nominal and the
+tolerance instead.
 """
 
 from __future__ import annotations
