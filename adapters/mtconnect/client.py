@@ -201,6 +201,7 @@ class MtConnectAdapter(Adapter):
         self._only: frozenset[str] = frozenset()
         self._conditions: dict[str, ConditionState] = {}
         self._sets: dict[str, dict[str, object]] = {}
+        self._assets: dict[str, AssetsDocument | None] = {}
         self._client: AgentClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
@@ -410,6 +411,7 @@ class MtConnectAdapter(Adapter):
         ordered = sorted(observations, key=_seq)
         floor = self.next_sequence if not current else None
         queue, machine, by_item = self._queue, self.machine, self._by_item
+        await self._read_assets(ordered)
         for o in ordered:
             if floor is not None and o.sequence < floor:
                 self.stats.count("duplicates_dropped")
@@ -449,15 +451,31 @@ class MtConnectAdapter(Adapter):
             return convert(b.signal, entry) if not isinstance(entry, dict) else _SKIP
         return convert(b.signal, o.value)
 
+    async def _read_assets(self, ordered: Sequence[MtcObservation]) -> None:
+        """Re-read, once per document and concurrently, every asset an ASSET_CHANGED of a bound item names."""
+        self._assets = {}
+        wanted = {
+            o.value
+            for o in ordered
+            if isinstance(o.value, str) and o.value and any(b.reads_asset for b in self._by_item.get(o.data_item_id, ()))
+        }
+        if not wanted or self._client is None:
+            return
+        client = self._client
+        limit = asyncio.Semaphore(8)
+
+        async def one(asset_id: str) -> None:
+            async with limit:
+                try:
+                    self._assets[asset_id] = await client.asset(asset_id)
+                except (BadDocument, ConnectError) as exc:
+                    self.stats.count("asset_read_failed", message=f"{self.machine}: asset {asset_id}: {exc}")
+
+        await asyncio.gather(*(one(i) for i in sorted(wanted)))
+
     async def _emit_tool_life(self, b: Binding, o: MtcObservation) -> None:
-        """ASSET_CHANGED fired: re-read the CuttingTool and emit its ToolLife (of type ``key``)."""
-        if not isinstance(o.value, str) or not o.value or self._client is None:
-            return
-        try:
-            doc = await self._client.asset(o.value)
-        except (BadDocument, ConnectError) as exc:
-            self.stats.count("asset_read_failed", message=f"{self.machine}: asset {o.value}: {exc}")
-            return
+        """ASSET_CHANGED fired: emit the ToolLife (of type ``key``) of the CuttingTool as re-read."""
+        doc = self._assets.get(o.value) if isinstance(o.value, str) else None
         if doc is None:
             return
         for asset in doc.assets:
