@@ -67,7 +67,7 @@ async def test_probe_current_sample_loop(streaming: bool) -> None:
         agent.publish("vmc", "program", "1234", t0)
         agent.publish("vmc", "vmc_exec", "ACTIVE", t0)
         # streaming also parses every document in a worker thread (the path large pages take)
-        extra = {"parse_in_thread_bytes": 0} if streaming else {}
+        extra: dict[str, Any] = {"parse_in_thread_bytes": 0} if streaming else {}
         async with MtConnectAdapter(machine(agent.url, streaming=streaming, **extra)) as adapter:
             first = await collect(adapter, has("execution", "ACTIVE"))
             assert adapter.state is AdapterState.CONNECTED
