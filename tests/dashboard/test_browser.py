@@ -166,9 +166,10 @@ async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -
 async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell, context: Any) -> None:
     alerts = await _open(context, f"{cell.url}/alerts?machine={LIVE}&state=")  # all states: it closes again
     cellpage = await _open(context, cell.url + "/")
-    await alerts.page.locator("#live.on").wait_for()
-    await cellpage.page.locator("#live.on").wait_for()
-    for w in (alerts, cellpage):
+    chart = await _open(context, f"{cell.url}/feature?machine={LIVE}&program=O1001&feature=hole1_dia")
+    await chart.page.locator('#chart.js-plotly-plot[data-points="0"]').wait_for()
+    for w in (alerts, cellpage, chart):
+        await w.page.locator("#live.on").wait_for()
         await w.page.evaluate("window.__loaded_once = true")
     assert await alerts.page.locator("#alerts tbody tr").count() == 0
     await cell.feed_live(live_stream(12, oot_at=9))
@@ -176,7 +177,9 @@ async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell
     await row.wait_for()
     assert "out of tolerance" in (await row.locator("td.message").text_content() or "")
     await cellpage.page.locator(f'tr[data-machine="{LIVE}"] td.parts', has_text="12").wait_for()
-    for w in (alerts, cellpage):
+    await chart.page.locator('#chart[data-points="12"]').wait_for()
+    assert await chart.page.evaluate("document.getElementById('chart').data.find(t => t.name === 'alerts').x") == [9]
+    for w in (alerts, cellpage, chart):
         assert await w.page.evaluate("window.__loaded_once") is True, "the page was reloaded"
         w.assert_clean(cell.url)
 
