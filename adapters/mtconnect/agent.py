@@ -92,6 +92,7 @@ class MtConnectAgent:
         filter_duplicates: bool = True,
         max_count: int = 100_000,
         streaming: bool = True,
+        multipart: str = "x-mixed-replace",
     ) -> None:
         if buffer_size < 1 or asset_buffer_size < 1:
             raise ValueError("buffer sizes must be at least 1")
@@ -101,6 +102,9 @@ class MtConnectAgent:
         self.filter_duplicates = filter_duplicates
         self.max_count = max_count
         self.streaming = streaming
+        if multipart not in ("x-mixed-replace", "mixed"):
+            raise ValueError("multipart must be 'x-mixed-replace' (1.x agents) or 'mixed' (2.x agents)")
+        self.multipart = multipart
         self.instance_id = new_instance_id()
         self._buffer = ObservationBuffer(buffer_size)
         self._devices: dict[str, DeviceSpec] = {}
@@ -469,7 +473,7 @@ class MtConnectAgent:
         self, request: web.Request, device: str | None, start: int, count: int, interval: int, heartbeat: int
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
-            headers={"Content-Type": f"multipart/x-mixed-replace;boundary={BOUNDARY}", "Cache-Control": "no-cache"}
+            headers={"Content-Type": f"multipart/{self.multipart};boundary={BOUNDARY}", "Cache-Control": "no-cache"}
         )
         await resp.prepare(request)
         generation = self._generation

@@ -60,10 +60,14 @@ def has(signal: str, value: Any) -> Callable[[list[Observation]], bool]:
     return lambda seen: any(o.signal == signal and o.value == value for o in seen)
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["polling", "streaming"])
-async def test_probe_current_sample_loop(streaming: bool) -> None:
+@pytest.mark.parametrize(
+    ("streaming", "multipart"),
+    [(False, "x-mixed-replace"), (True, "x-mixed-replace"), (True, "mixed")],
+    ids=["polling", "streaming-1.x", "streaming-2.x-chunked-mixed"],
+)
+async def test_probe_current_sample_loop(streaming: bool, multipart: str) -> None:
     t0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
-    async with MtConnectAgent([vmc()]) as agent:
+    async with MtConnectAgent([vmc()], multipart=multipart) as agent:
         agent.publish("vmc", "program", "1234", t0)
         agent.publish("vmc", "vmc_exec", "ACTIVE", t0)
         # streaming also parses every document in a worker thread (the path large pages take)
@@ -231,3 +235,26 @@ async def test_agent_refusing_streams_is_polled() -> None:
         seen = await collect(adapter, has("part.count", 2.0))
         assert adapter.stats.counts["streaming_refused"] == 1 and not adapter.streaming
     assert values(seen, "part.count") == [1.0, 2.0]
+
+
+async def test_agent_process_replaced_on_same_port() -> None:
+    """A real restart: the agent goes away (connections refused), a new one comes up on the same port."""
+    first = MtConnectAgent([vmc()])
+    await first.start()
+    port = first.port
+    try:
+        async with MtConnectAdapter(machine(first.url, streaming=True)) as adapter:
+            await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+            first.publish("vmc", "vmc_pc", 1.0)
+            seen = await collect(adapter, has("part.count", 1.0))
+            await first.aclose()
+            seen += await collect(adapter, has(CONNECTION_SIGNAL, "lost"))
+            async with MtConnectAgent([vmc()], port=port) as second:
+                assert second.instance_id != first.instance_id
+                second.publish("vmc", "vmc_pc", 2.0)
+                seen += await collect(adapter, has("part.count", 2.0))
+            assert adapter.stats.counts["agent_restarts"] == 1
+    finally:
+        await first.aclose()
+    assert [v for v in values(seen, "part.count") if v is not None] == [1.0, 2.0]
+    assert [o.value for o in seen if o.signal == GAP_SIGNAL and "restarted" in str(o.value)]
