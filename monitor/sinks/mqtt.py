@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = "monitor.status/1"
 _PROGRAM_SIGNAL = "program.name"
+_CLOSE_TIMEOUT_S = 2.0
 
 
 class MqttFilter:
@@ -223,9 +224,10 @@ class MqttSink:
         self._closed = True
         client = self._client
         if client is not None:
+            # Bounded: a broker that died unnoticed must not hold up the daemon's shutdown.
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self.online_topic, b"false", qos=1, retain=True, timeout=self.config.timeout_s)
-            await self._disconnect()
+                await client.publish(self.online_topic, b"false", qos=1, retain=True, timeout=_CLOSE_TIMEOUT_S)
+            await self._disconnect(_CLOSE_TIMEOUT_S)
 
     async def _load_seed(self) -> None:
         seed, self._seed = self._seed, None
@@ -271,12 +273,12 @@ class MqttSink:
             raise SinkError(f"mqtt broker {self.where}: publish failed: {exc}", retryable=True) from exc
         return client
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, timeout_s: float | None = None) -> None:
         client, self._client = self._client, None
         if client is None:
             return
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(self.config.timeout_s):
+            async with asyncio.timeout(timeout_s or self.config.timeout_s):
                 await client.__aexit__(None, None, None)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from monitor.config import load_site
 from monitor.daemon import Daemon
 from monitor.sinks.payload import SCHEMA
+from monitor.store import Store
 from tests.notify.conftest import subscribed, wait_until
 from tests.notify.mosquitto import Mosquitto
 from tests.notify.test_webhook import SECRET, _verify, receiving
@@ -31,7 +32,8 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
         runner = asyncio.create_task(daemon.run(stop))
         try:
             await sub.wait_for(lambda: bool(sub.on("/alerts/")), timeout_s=30)
-            await sub.wait_for(lambda: any(m.json()["last_part"] for m in sub.on("/m1/status")))
+            await sub.wait_for(lambda: any((m.json()["last_part"] or {}).get("part_number") == 10
+                                           for m in sub.on("/m1/status")), timeout_s=30)
             await wait_until(lambda: bool(rx.attempts), timeout_s=30)
             status = daemon.status()["sinks"]
         finally:
@@ -46,7 +48,10 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
     hook = json.loads(rx.attempts[0].body)
     assert hook == doc  # one payload format for both outputs
     assert _verify(SECRET, rx.attempts[0].body, rx.attempts[0].headers["X-Monitor-Signature"])
-    machine = next(m.json() for m in sub.on("/m1/status") if m.json()["last_part"])
-    assert machine["program"] == "O1001" and machine["open_alerts"] >= 1 and machine["site"] == "test-cell"
+    machine = sub.on("/m1/status")[-1].json()  # the latest retained status
+    with Store(site.store_path) as store:
+        still_open = store.alerts(machine="m1", open_only=True)
+    assert machine["program"] == "O1001" and machine["site"] == "test-cell"
+    assert machine["last_part"]["part_number"] == 10 and machine["open_alerts"] == len(still_open)
     assert set(status) == {"mqtt", "webhook-1"}
     assert status["mqtt"]["filtered"] > 0  # raw signals never entered the MQTT queue

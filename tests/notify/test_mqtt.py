@@ -156,3 +156,12 @@ def test_site_file_builds_the_mqtt_sink_with_the_password_from_the_environment(t
     mqtt = sinks[0].sink
     assert isinstance(mqtt, MqttSink) and mqtt.status_topic("m1") == "plant/cell-3/m1/status"
     assert mqtt.secrets == ("pw-from-env",) and "pw-from-env" not in repr(site.config)
+
+
+async def test_close_is_bounded_when_the_broker_died(broker: Mosquitto) -> None:
+    sink = MqttSink(_config(broker.socket_path, timeout_s=30.0), "cell-3")
+    await sink.write([make_alert(1)])
+    await asyncio.to_thread(broker.stop)
+    started = asyncio.get_running_loop().time()
+    await sink.aclose()
+    assert asyncio.get_running_loop().time() - started < 5.0
