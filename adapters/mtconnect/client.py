@@ -205,6 +205,7 @@ class MtConnectAdapter(Adapter):
         self._client: AgentClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
+        self._failures = 0
         self.streaming = self.source.streaming
 
     def position(self) -> dict[str, int | None]:
@@ -232,49 +233,39 @@ class MtConnectAdapter(Adapter):
             parse_in_thread_bytes=self.source.parse_in_thread_bytes,
             max_document_bytes=self.source.max_document_bytes,
         )
-        failures = 0
+        self._failures = 0
         while True:
             try:
                 await self._session_cycle(self._client)
-                failures = 0
             except _Restarted:
-                failures = 0
-                continue  # re-probe at once: the gap is reported by _synchronise
+                self._failures += 1
+                if self._failures <= 2:
+                    continue  # re-probe at once (the gap is reported by _synchronise); a flapping agent waits
             except _OutOfRange as exc:
+                # /current on the next cycle finds our position gone and reports the lost range
                 self.stats.count("out_of_range", message=f"{self.machine}: fell behind the agent buffer ({exc})")
-                await self._resync_gap()
-                continue
+                self._failures += 1
+                if self._failures <= 2:
+                    continue  # resynchronise at once; an agent that keeps refusing gets the backoff
             except BadDocument as exc:
                 self.stats.count("bad_document", message=f"{self.machine}: {exc}")
-                failures += 1
+                self._failures += 1
             except ConnectError as exc:
                 self.stats.count("connect_failed", message=f"{self.machine}: {exc}")
-                failures += 1
+                self._failures += 1
             except _StreamEnded as exc:
                 self.stats.count("stream_ended", message=f"{self.machine}: {exc}")
-                failures = max(failures, 1)
+                self._failures = max(self._failures, 1)
             except AdapterError as exc:  # the model does not fit the config, or the agent refused a request
                 self.stats.count("agent_error", message=f"{self.machine}: {exc}")
-                failures += 1
+                self._failures += 1
             await self._set_state(AdapterState.LOST, "reconnecting")
-            await asyncio.sleep(self._backoff(failures))
+            await asyncio.sleep(self._backoff(self._failures))
 
     def _backoff(self, failures: int) -> float:
         """Capped exponential backoff with jitter, so many monitors do not hammer a recovering agent."""
         base = min(self.source.reconnect_max_s, self.source.reconnect_min_s * (2.0 ** max(failures - 1, 0)))
         return float(base * self._rng.uniform(0.5, 1.0))
-
-    async def _resync_gap(self) -> None:
-        """After OUT_OF_RANGE: jump to the agent's present and report what we skipped."""
-        assert self._client is not None
-        lost_from = self.next_sequence
-        cur = await self._client.current(self._only)
-        self._check_instance(cur)
-        first = cur.header.first_sequence
-        await self._emit_gap(
-            f"MTConnect buffer overrun: sequences {lost_from}..{(first or 1) - 1} were overwritten before we read them"
-        )
-        await self._emit_current(cur, replay_from=None)
 
     # ------------------------------------------------------------ one connection
 
@@ -290,6 +281,7 @@ class MtConnectAdapter(Adapter):
             raise AdapterError(f"{self.machine}: the agent at {self.source.url} serves no device")
         await self._synchronise(client)
         await self._set_state(AdapterState.CONNECTED, self.source.url)
+        self._failures = 0  # a good connection resets the backoff
         if self.streaming:
             await self._stream(client)
         else:
@@ -309,7 +301,7 @@ class MtConnectAdapter(Adapter):
             raise BadDocument(f"{client.url('/current')}: header without nextSequence")
         if self.instance_id is None:
             self.instance_id = inst
-            await self._emit_current(cur, replay_from=None)
+            await self._emit_current(cur)
             return
         if inst != self.instance_id:
             old = self.instance_id
@@ -322,15 +314,19 @@ class MtConnectAdapter(Adapter):
             if first <= 1:
                 self.next_sequence = 1  # nothing overwritten yet: read the new buffer from its start
                 return
-            await self._emit_current(cur, replay_from=None)
+            await self._emit_current(cur)
             return
-        if self.next_sequence is not None and self.next_sequence >= first:
+        if self.next_sequence is not None and first <= self.next_sequence <= nxt:
             return  # same agent, our position is still in its buffer: resume without loss
         lost = self.next_sequence
-        await self._emit_gap(f"MTConnect buffer overrun while disconnected: sequences from {lost} lost")
-        await self._emit_current(cur, replay_from=None)
+        if lost is not None and lost > nxt:
+            reason = f"MTConnect agent sequence went back ({lost} -> {nxt}) without a new instanceId"
+        else:
+            reason = f"MTConnect buffer overrun: sequences {lost}..{first - 1} were overwritten before we read them"
+        await self._emit_gap(reason)
+        await self._emit_current(cur)
 
-    async def _emit_current(self, cur: StreamsDocument, replay_from: int | None) -> None:
+    async def _emit_current(self, cur: StreamsDocument) -> None:
         self.instance_id = cur.header.instance_id
         self._conditions.clear()
         await self._emit_observations(cur.observations, current=True)
