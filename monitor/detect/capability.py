@@ -138,6 +138,13 @@ class Capability:
         if not check_finite(x):
             r = self.result()
             return CapabilityResult(r.n, r.mean, r.sigma_within, r.sigma_overall, r.cp, r.cpk, r.ppk, True)
+        self.add(x)
+        return self.result()
+
+    def add(self, x: float) -> None:
+        """Take one value without computing the indices (for callers that ask :meth:`result` rarely)."""
+        if not check_finite(x):
+            return
         x = float(x)
         self._n += 1
         d = x - self._mean
@@ -146,7 +153,6 @@ class Capability:
         if self._last is not None:
             self._mr += abs(x - self._last)
         self._last = x
-        return self.result()
 
     def state(self) -> dict[str, Any]:
         return {"lower": _enc(self.lower), "upper": _enc(self.upper), "confidence": self.confidence, "n": self._n,

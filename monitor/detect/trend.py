@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -133,12 +134,12 @@ class TrendForecast:
             sd = self.sigma if self.sigma is not None else (self._mr_sigma() or 0.0)
             self._fit = (float(y[-1] if n == 1 else y.mean()), 0.0, 0.0, 0.0, 1.0, sd)
             return
-        t = np.arange(n, dtype=float)
-        i, j = np.triu_indices(n, 1)
-        slopes = np.sort((y[j] - y[i]) / (t[j] - t[i]))
-        slope = float(np.median(slopes))
-        level = float(np.median(y - slope * t)) + slope * (n - 1)
-        s = float(np.sum(np.sign(y[j] - y[i])))
+        t, i, j, dt = _pairs(n)
+        dy = y[j] - y[i]
+        slopes = np.sort(dy / dt)
+        slope = _sorted_median(slopes)
+        level = _sorted_median(np.sort(y - slope * t)) + slope * (n - 1)
+        s = float(np.sum(np.sign(dy)))
         var_s = n * (n - 1) * (2 * n + 5) / 18.0
         zs = (s - math.copysign(1.0, s)) / math.sqrt(var_s) if s != 0 else 0.0
         p = float(2.0 * ndtr(-abs(zs)))
@@ -251,6 +252,19 @@ class TrendForecast:
         if obj._values:
             obj._refit()
         return obj
+
+
+@lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Part index, pair indices i < j and their distances for a window of ``n`` values (cached)."""
+    t = np.arange(n, dtype=float)
+    i, j = np.triu_indices(n, 1)
+    return t, i, j, t[j] - t[i]
+
+
+def _sorted_median(a: np.ndarray) -> float:
+    m = a.size
+    return float(0.5 * (a[(m - 1) // 2] + a[m // 2]))
 
 
 def _enc(x: float) -> float | str:

@@ -179,7 +179,7 @@ class _Channel:
         self.trend = TrendForecast(
             window=cfg.forecast_window, horizon=cfg.horizon, lower=limits[0], upper=limits[1],
             breach_probability=cfg.breach_probability, alpha=cfg.trend_alpha, min_parts=cfg.forecast_min_parts,
-            sigma=self.known, max_search=max(cfg.horizon * 10, 100),
+            sigma=self.known, max_search=max(cfg.horizon * 5, 60),
         )
         self.capability = Capability(lo, hi)
         self.attribution = Attribution(window=max(cfg.forecast_window, 10), min_r=cfg.attribution_min_r,
@@ -349,7 +349,7 @@ class FeatureWatch:
     def _feed(self, ch: _Channel, d: float, cov: Mapping[str, float | None]) -> dict[str, Any]:
         out: dict[str, Any] = {"trend": ch.trend.update(d)}
         ch.attribution.add(d, cov)
-        ch.capability.update(d)
+        ch.capability.add(d)
         signalling = False
         if ch.armed():
             z = ch.standardize(d)
