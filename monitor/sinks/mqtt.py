@@ -80,32 +80,31 @@ class MachineStatus:
     updated: str | None = None
 
     def apply(self, event: SinkEvent) -> bool:
-        """Take one event into account; True when the published status would change."""
-        before = self.document("")
+        """Take one event into account; True when the published status would change (O(1) per event)."""
+        changed = False
         if isinstance(event, Alert):
             if event.state is AlertState.CLOSED:
-                self.open_alerts.pop(event.id, None)
-            else:
+                changed = self.open_alerts.pop(event.id, None) is not None
+            elif self.open_alerts.get(event.id) is not event.severity:
                 self.open_alerts[event.id] = event.severity
-            if event.program:
+                changed = True
+            if event.program and event.program != self.program:
                 self.program = event.program
+                changed = True
             when = event.time
         elif isinstance(event, PartRecord):
-            self.program = event.program
-            self.last_part = {
-                "part_number": event.part_number,
-                "status": str(event.status),
-                "end": event.end.isoformat(),
-                "key": event.key,
-            }
+            last = {"part_number": event.part_number, "status": str(event.status), "end": event.end.isoformat(),
+                    "key": event.key}
+            changed = last != self.last_part or event.program != self.program
+            self.program, self.last_part = event.program, last
             when = event.end
         else:
-            if event.signal == CONNECTION_SIGNAL:
-                self.connection = None if event.value is None else str(event.value)
-            elif event.signal == _PROGRAM_SIGNAL:
-                self.program = None if event.value is None else str(event.value)
+            value = None if event.value is None else str(event.value)
+            if event.signal == CONNECTION_SIGNAL and value != self.connection:
+                self.connection, changed = value, True
+            elif event.signal == _PROGRAM_SIGNAL and value != self.program:
+                self.program, changed = value, True
             when = event.time
-        changed = self.document("") != before
         if changed:
             self.updated = when.isoformat()
         return changed

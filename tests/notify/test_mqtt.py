@@ -165,3 +165,18 @@ async def test_close_is_bounded_when_the_broker_died(broker: Mosquitto) -> None:
     started = asyncio.get_running_loop().time()
     await sink.aclose()
     assert asyncio.get_running_loop().time() - started < 5.0
+
+
+def test_status_changes_only_when_something_shown_changes() -> None:
+    from monitor.sinks.mqtt import MachineStatus
+
+    status = MachineStatus("vmc-01")
+    opened = make_alert(1)
+    assert status.apply(opened) and not status.apply(opened)  # a retried batch changes nothing
+    assert status.apply(make_alert(1, severity=Severity.CRITICAL))  # escalation: counts by severity change
+    assert status.apply(_part(3)) and not status.apply(_part(3))
+    assert not status.apply(Observation("vmc-01", "program.name", T0, "O1234"))  # program already known from the part
+    assert status.apply(Observation("vmc-01", CONNECTION_SIGNAL, T0, "lost"))
+    assert status.apply(make_alert(1, state=AlertState.CLOSED)) and not status.apply(make_alert(1, state=AlertState.CLOSED))
+    doc = status.document("cell-3")
+    assert doc["open_alerts"] == 0 and doc["connection"] == "lost" and doc["last_part"]["part_number"] == 3
