@@ -80,9 +80,25 @@ def test_monitor_run_on_example_config_against_monitor_sim(tmp_path: Path) -> No
             if (tmp_path / "monitor.db").exists():
                 with Store(tmp_path / "monitor.db") as store:
                     stored = store.part_count()
+        status = subprocess.run(
+            [sys.executable, "-m", "monitor", "status", "-c", str(config), "--json"], env=ENV, capture_output=True, text=True
+        )
+        assert status.returncode == 0, status.stderr
+        health = json.loads(status.stdout)
+        if sum(m["parts"] for m in health["machines"].values()) != expected:
+            with Store(tmp_path / "monitor.db") as store:
+                for p in store.parts():
+                    print("PART", p.machine, p.part_number, p.status, p.counter, p.start, p.end, p.notes, len(p.measurements))
+        assert sum(m["parts"] for m in health["machines"].values()) == expected
+        assert {s["type"] for m in health["machines"].values() for s in m["sources"]} == {"opcua", "mtconnect"}
+        status_cmd = [sys.executable, "-m", "monitor", "status", "-c", str(config)]
+        table = subprocess.run(status_cmd, env=ENV, capture_output=True, text=True)
+        assert "vmc-01" in table.stdout and "opcua:connected" in table.stdout
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=10)
         assert daemon.returncode == 0
+        down = subprocess.run(status_cmd, env=ENV, capture_output=True, text=True)
+        assert down.returncode == 1 and "no running daemon found" in down.stderr
     finally:
         for proc in (daemon, sim):
             if proc is not None and proc.poll() is None:

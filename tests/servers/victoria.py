@@ -85,6 +85,7 @@ class VictoriaMetrics:
             "-search.latencyOffset=0s",
             "-search.disableCache",
             "-loggerLevel=ERROR",
+            "-retentionPeriod=100y",  # parts replayed from months ago must not be dropped as too old
         ]
         if self.dedup:
             args.append("-dedup.minScrapeInterval=1ms")
