@@ -12,9 +12,9 @@ carries). Headers (``docs/notifications.md``):
 One POST per alert change (the :class:`~monitor.sinks.base.RunningSink` runs with batches of one,
 so a failure never re-sends changes that were already accepted). Failures map to
 :class:`SinkError`: connection errors, timeouts, 408, 429 and 5xx are retryable (429/503 with
-``Retry-After`` honoured through :class:`RetryAfterError`); any other status is a refusal that will
-not change by retrying and is set aside. Messages name the endpoint by scheme and host only: chat
-webhook URLs carry their secret in the path.
+``Retry-After`` honoured through :class:`RetryAfterError`); any other status, redirects included
+(they are not followed), is a refusal that will not change by retrying and is set aside.
+Messages name the endpoint by scheme and host only: chat webhook URLs carry their secret in the path.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ class WebhookSink:
             )
         body, headers = self.request(alert)
         try:
-            async with self._session.post(self.config.url, data=body, headers=headers) as resp:
+            # No redirects: a signed alert is never re-sent to a host the configuration did not name.
+            async with self._session.post(self.config.url, data=body, headers=headers, allow_redirects=False) as resp:
                 if resp.status < 300:
                     await resp.read()
                     return
@@ -171,6 +172,8 @@ class WebhookSink:
         message = f"webhook {self.endpoint}: HTTP {status}" + (f": {detail}" if detail else "")
         if status in _RETRYABLE or status >= 500:
             raise RetryAfterError(message, retry_after=retry_after_s(retry_header))
+        if 300 <= status < 400:
+            message += " (redirects are not followed: configure the final URL)"
         raise SinkError(message + " (not retried; fix the endpoint or its configuration)", retryable=False)
 
 

@@ -158,18 +158,18 @@ async def test_a_tampered_body_does_not_verify(tmp_path: Path) -> None:
 
 
 async def test_client_error_is_set_aside_and_the_next_alert_still_goes(tmp_path: Path) -> None:
-    async with receiving(status(400), status(404)) as rx:
+    async with receiving(status(400), status(302)) as rx:
         sink = _sink(rx.url, tmp_path, spool_dir="spool")
         async with running(sink):
             sink.offer(make_alert(1))
             sink.offer(make_alert(2))
             sink.offer(make_alert(3))
             await wait_until(lambda: sink.written == 1)
-    assert rx.replies == [400, 404, 200]
+    assert rx.replies == [400, 302, 200]
     assert sink.set_aside == 2 and sink.retries == 0
     assert json.loads(rx.attempts[2].body)["id"] == "a3"
     rejected = (tmp_path / "spool" / "rejected.jsonl").read_text()
-    assert "HTTP 400" in rejected and "T0K3N" not in rejected
+    assert "HTTP 400" in rejected and "redirects are not followed" in rejected and "T0K3N" not in rejected
 
 
 async def test_a_stalled_endpoint_times_out_and_is_retried(tmp_path: Path) -> None:
