@@ -310,20 +310,27 @@ class RunningSink:
             await asyncio.wait([task])
         try:
             await self._open_spool()
+            if self._executor is not None:
+                # A cancelled spooler may have left an append queued: let it land before looking at
+                # the disk, or memory could be written ahead of older events on their way to disk.
+                await self._io(lambda: None)
             disk_busy = bool(self._spool) or self._held_segment is not None
             if not disk_busy and (self._held or self._memory):
                 with contextlib.suppress(TimeoutError, SinkError):
                     async with asyncio.timeout(self.close_timeout_s):
                         await self._flush_memory_directly()
-            rest = [*(self._held or ()), *self._memory]
-            self._held = None
+            held, self._held = self._held or [], None
+            rest = list(self._memory)
             self._memory.clear()
-            if rest:
-                if self._spool is not None:
+            if self._spool is not None:
+                if held:  # older than anything the spooler moved to disk while it was in flight
+                    await self._io(self._spool_prepend, held)
+                if rest:
                     await self._io(self._spool_append, rest)
-                else:
-                    self.dropped += len(rest)
-                    log.warning("sink %s: %d events not written at close (no spool configured)", self.name, len(rest))
+            elif held or rest:
+                lost = len(held) + len(rest)
+                self.dropped += lost
+                log.warning("sink %s: %d events not written at close (no spool configured)", self.name, lost)
         finally:
             self._state = SinkState.CLOSED
             try:
@@ -413,9 +420,12 @@ class RunningSink:
             if not exc.retryable:
                 log.error("sink %s refused %d events for good: %s; set aside", self.name, len(batch), message)
                 self.set_aside += len(batch)
+                if segment is None:
+                    self._held = None
                 if self._spool is not None:
                     await self._io(self._spool.set_aside, batch, message)
-                await self._finish(segment)
+                if segment is not None:
+                    await self._finish(segment)
                 return
             await self._retry_later(batch, segment, message, getattr(exc, "retry_after", None))
             return
@@ -440,9 +450,10 @@ class RunningSink:
         if self._state != was:
             log.warning("sink %s %s: %s", self.name, self._state, message)
         if segment is None and self._spool is not None:
-            # The failed batch is the oldest event anywhere: put it on disk before the rest.
-            self._held = None
+            # The failed batch is the oldest event anywhere: put it on disk before the rest. It stays
+            # held until the prepend is queued, so a cancellation while waiting for the lock loses nothing.
             async with self._lock:
+                self._held = None
                 await self._io(self._spool_prepend, batch)
         if self._spool is not None:
             self._spool_wake.set()
