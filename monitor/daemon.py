@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from adapters.base import Adapter
@@ -35,7 +38,7 @@ from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.store import Store
 
-__all__ = ["Daemon", "OutputSink", "install_signal_handlers", "run_daemon"]
+__all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -135,6 +138,8 @@ class Daemon:
                     processor = tg.create_task(self._process(), name="process")
                     ticker = tg.create_task(self._tick(), name="tick")
                     dashboard = await self._start_dashboard(stack)
+                    await self.call(self._write_runtime_file)
+                    stack.callback(self._remove_runtime_file)
                     self.started.set()
                     await stop.wait()
                     for task in (*pumps, ticker):
@@ -154,6 +159,14 @@ class Daemon:
                 await self.call(self.store.close)
             self._worker.shutdown(wait=True)
             log.info("daemon stopped")
+
+    def _write_runtime_file(self) -> None:
+        """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind."""
+        body = {"pid": os.getpid(), "dashboard_url": self.dashboard_url, "started": datetime.now(UTC).isoformat()}
+        runtime_file(self.site).write_text(json.dumps(body), encoding="utf-8")
+
+    def _remove_runtime_file(self) -> None:
+        runtime_file(self.site).unlink(missing_ok=True)
 
     async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> asyncio.Task[None] | None:
         config = self.site.config.dashboard
@@ -209,6 +222,8 @@ class Daemon:
                 log.info("health %s", self.status())
 
     def _publish(self, outcome: Outcome) -> None:
+        for machine in outcome.machines.values():
+            self.hub.publish("machine", machine)
         for part in outcome.parts:
             self.hub.publish("part", part_to_dict(part))
             for sink in self.sinks:
@@ -218,6 +233,27 @@ class Daemon:
             for sink in self.sinks:
                 sink.offer(alert)
             log.warning("ALERT %s %s %s: %s", alert.severity, alert.state, alert.machine, alert.message)
+
+
+def runtime_file(site: Site) -> Path:
+    """Where a running daemon of ``site`` says who it is and where its API listens."""
+    return site.store_path.with_name(site.store_path.name + ".daemon.json")
+
+
+def daemon_api_url(site: Site) -> str | None:
+    """Base URL of the running daemon's API: from its runtime file, else from the site's dashboard config."""
+    try:
+        body = json.loads(runtime_file(site).read_text(encoding="utf-8"))
+        url = body.get("dashboard_url")
+        if isinstance(url, str):
+            return url.replace("://0.0.0.0:", "://127.0.0.1:")
+    except (OSError, ValueError):
+        pass
+    dash = site.config.dashboard
+    if not dash.enabled or dash.port == 0:
+        return None
+    host = "127.0.0.1" if dash.bind in ("0.0.0.0", "::") else dash.bind
+    return f"http://{host}:{dash.port}/"
 
 
 def _build_sinks(site: Site) -> list[OutputSink]:

@@ -52,6 +52,8 @@ class Outcome:
     parts: list[PartRecord] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     duplicates: int = 0
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Machines whose connection, program or counter changed, with their status after the batch."""
 
 
 class Pipeline:
@@ -105,6 +107,7 @@ class Pipeline:
                 self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
                 continue
             status = self.status[obs.machine]
+            before = (status.connection, status.program, status.counter, status.parts)
             status.last_seen = obs.time.isoformat()
             try:
                 parts = tracker.update(obs)
@@ -120,6 +123,8 @@ class Pipeline:
             status.program = tracker.program
             status.counter = tracker.counter
             self._finish(parts, outcome)
+            if (status.connection, status.program, status.counter, status.parts) != before:
+                outcome.machines[obs.machine] = status.as_dict()
         return outcome
 
     def advance(self, now_by_machine: dict[str, datetime]) -> Outcome:

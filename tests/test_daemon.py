@@ -22,13 +22,16 @@ from tests.streams import batch, write_jsonl, write_site
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def _run_until_parts(daemon: Daemon, parts: int) -> None:
+async def _run_until_parts(daemon: Daemon, parts: int) -> set[str]:
+    """Run the daemon until it stored ``parts`` parts; returns the kinds of live events it published."""
     stop = asyncio.Event()
     sub = daemon.hub.subscribe()
     runner = asyncio.create_task(daemon.run(stop))
     seen = 0
+    kinds: set[str] = set()
     async with asyncio.timeout(30):
         async for event in sub:
+            kinds.add(event.kind)
             if event.kind == "part":
                 seen += 1
                 if seen == parts:
@@ -36,6 +39,7 @@ async def _run_until_parts(daemon: Daemon, parts: int) -> None:
     sub.close()
     stop.set()
     await asyncio.wait_for(runner, 10)
+    return kinds
 
 
 async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -> None:
@@ -47,7 +51,8 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(12, oot_at=9), bad)
     site = load_site(write_site(tmp_path, replay))
     daemon = Daemon(site)
-    await _run_until_parts(daemon, 12)
+    kinds = await _run_until_parts(daemon, 12)
+    assert kinds == {"part", "alert", "machine"}  # the dashboard sees machines change live too
     with Store(site.store_path) as store:
         parts = store.parts()
         assert [p.part_number for p in parts] == list(range(1, 13))
