@@ -180,3 +180,23 @@ def test_status_changes_only_when_something_shown_changes() -> None:
     assert status.apply(make_alert(1, state=AlertState.CLOSED)) and not status.apply(make_alert(1, state=AlertState.CLOSED))
     doc = status.document("cell-3")
     assert doc["open_alerts"] == 0 and doc["connection"] == "lost" and doc["last_part"]["part_number"] == 3
+
+
+async def test_spooled_queue_survives_a_daemon_restart_while_the_broker_is_down(broker: Mosquitto, tmp_path: Path) -> None:
+    config = _config(broker.socket_path, spool_dir="spool/mqtt")
+    async with subscribed(broker.socket_path) as sub:
+        await asyncio.to_thread(broker.stop)
+        first = build_mqtt_sink(config, "cell-3", base_dir=tmp_path)
+        async with running(first):
+            for n in range(8):
+                first.offer(make_alert(n))
+            await wait_until(lambda: first.state in (SinkState.RETRYING, SinkState.DOWN))
+        assert first.status()["backlog_disk"] == 8 and first.dropped == 0  # all on disk at close
+
+        await asyncio.to_thread(broker.start)
+        second = build_mqtt_sink(config, "cell-3", base_dir=tmp_path)  # the restarted daemon
+        async with running(second):
+            second.offer(make_alert(8))
+            await sub.wait_for(lambda: len({m.json()["id"] for m in sub.on("/alerts/")}) == 9)
+    ids = list(dict.fromkeys(m.json()["id"] for m in sub.on("/alerts/")))
+    assert ids == [f"a{n}" for n in range(9)]  # the spooled ones first, in order
