@@ -163,7 +163,13 @@ class Pipeline:
                 outcome.duplicates += 1
                 self.counts["duplicate_parts"] += 1
                 continue
-            alerts = self.engine.process(part)
+            try:
+                alerts = self.engine.process(part)
+            except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault
+                self._count(
+                    f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
+                )
+                alerts = []
             stored = self.store.record_part(part, alerts, (ENGINE_STATE, self.engine.state()))
             if not stored:
                 outcome.duplicates += 1

@@ -1,0 +1,53 @@
+"""The pipeline (tracker -> engine -> store) without asyncio: faults in one stage never lose a part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_site
+from monitor.engine import DriftEngine
+from monitor.model import PartRecord
+from monitor.pipeline import Pipeline
+from monitor.store import Store
+from tests.streams import batch, write_jsonl, write_site
+
+
+class _BrokenEngine(DriftEngine):
+    def process(self, part: PartRecord) -> list:  # type: ignore[type-arg]
+        raise ValueError("singular matrix")
+
+
+def test_a_detection_fault_is_counted_and_the_part_still_stored(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
+    with Store(site.store_path) as store:
+        pipeline = Pipeline(site, store)
+        pipeline.engine = _BrokenEngine(site.programs)
+        outcome = pipeline.observe(batch(3))
+        outcome.parts += pipeline.close().parts
+        assert len(store.parts()) == 3
+        assert pipeline.counts["detection_error:ValueError"] == 3
+        assert outcome.alerts == []
+
+
+def test_observations_of_unknown_machines_are_counted(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
+    with Store(site.store_path) as store:
+        pipeline = Pipeline(site, store)
+        pipeline.observe(batch(2, machine="ghost"))
+        assert pipeline.counts["unknown_machine"] > 0
+        assert store.parts() == []
+
+
+@pytest.mark.parametrize("parts", [1, 5])
+def test_parts_resume_numbering_from_the_store(tmp_path: Path, parts: int) -> None:
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
+    with Store(site.store_path) as store:
+        first = Pipeline(site, store)
+        first.observe(batch(parts))
+        first.close()
+        second = Pipeline(site, store)  # a restarted daemon
+        second.observe(batch(2, start_count=parts, t0=1000.0))
+        second.close()
+        assert [p.part_number for p in store.parts()] == list(range(1, parts + 3))
