@@ -83,6 +83,7 @@ class VictoriaMetrics:
             f"-httpListenAddr=127.0.0.1:{self.port or 0}",
             f"-storageDataPath={self.data_dir}",
             "-search.latencyOffset=0s",
+            "-retentionPeriod=100y",  # test data may carry fixed dates far in the past
             "-search.disableCache",
             "-loggerLevel=ERROR",
             "-retentionPeriod=100y",  # parts replayed from months ago must not be dropped as too old
