@@ -40,7 +40,6 @@ from adapters.mtconnect.documents import (
     ErrorDocument,
     MtcObservation,
     StreamsDocument,
-    parse_time,
 )
 from adapters.mtconnect.mapping import Binding, condition_level, convert, resolve, select_devices
 from adapters.mtconnect.parser import parse_document
@@ -421,7 +420,12 @@ class MtConnectAdapter(Adapter):
                     value = self._value(b, o)
                     if value is _SKIP:
                         continue
-                    obs = Observation(machine, b.signal, parse_time(o.timestamp), value, o.sequence)  # type: ignore[arg-type]
+                    try:
+                        when = o.time
+                    except BadDocument as exc:
+                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
+                        continue
+                    obs = Observation(machine, b.signal, when, value, o.sequence)  # type: ignore[arg-type]
                     if queue.full():
                         await queue.put(obs)  # back-pressure: wait for the consumer, lose nothing
                     else:
@@ -478,7 +482,12 @@ class MtConnectAdapter(Adapter):
             if isinstance(asset, CuttingToolAsset):
                 lives = [lf for lf in asset.tool_life if b.key in (None, lf.type)]
                 if lives:
-                    await self._emit(Observation(self.machine, b.signal, parse_time(o.timestamp), lives[0].value, o.sequence))
+                    try:
+                        when = o.time
+                    except BadDocument as exc:
+                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
+                        return
+                    await self._emit(Observation(self.machine, b.signal, when, lives[0].value, o.sequence))
 
 
 _SKIP = object()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from monitor.errors import BadDocument
+
 __all__ = [
     "KNOWN_ERROR_CODES",
     "Asset",
@@ -142,7 +144,11 @@ class MtcObservation:
 
     @property
     def time(self) -> datetime:
-        return parse_time(self.timestamp)
+        """The timestamp as an aware UTC datetime; BadDocument when the agent wrote nonsense."""
+        try:
+            return parse_time(self.timestamp)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BadDocument(f"observation {self.data_item_id} #{self.sequence}: bad timestamp {self.timestamp!r}") from exc
 
 
 _time_cache: dict[str, datetime] = {}

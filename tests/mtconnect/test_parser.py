@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -206,3 +207,52 @@ def test_measurement_items_of_2_2_and_later() -> None:
     assert [(o.element, o.value) for o in doc.observations] == [
         ("FeatureMeasurement", "HOLE_A"), ("MeasurementValue", "25.0031"), ("CharacteristicStatus", "PASS"),
         ("Uncertainty", "0.0012")]
+
+
+_NAMES = st.sampled_from(
+    ["MTConnectStreams", "Header", "Streams", "DeviceStream", "ComponentStream", "Samples", "Events", "Condition",
+     "Load", "Fault", "Normal", "Unavailable", "VariableDataSet", "WorkOffsetTable", "Entry", "Cell",
+     "MTConnectDevices", "Devices", "Device", "Agent", "Components", "DataItems", "DataItem", "MTConnectError",
+     "Errors", "Error", "ErrorCode", "ErrorMessage", "OutOfRange", "MTConnectAssets", "Assets", "CuttingTool",
+     "CuttingToolLifeCycle", "ToolLife", "CuttingItems", "CuttingItem", "ItemLife", "CutterStatus", "Status"]
+)
+_ATTRS = st.dictionaries(
+    st.sampled_from(["sequence", "timestamp", "dataItemId", "id", "key", "removed", "errorCode", "instanceId",
+                     "nextSequence", "assetId", "limit", "category", "type", "name", "componentId", "nativeCode"]),
+    st.sampled_from(["1", "-1", "x", "", "2024-01-01T00:00:00Z", "true", "9" * 30, "UNAVAILABLE", "1e309", "nan"]),
+    max_size=5,
+)
+_TEXT = st.sampled_from(["", "1", "UNAVAILABLE", " x ", "2.5"])
+_Node = tuple[str, dict[str, str], str, list[Any]]
+_TREE: st.SearchStrategy[_Node] = st.recursive(
+    st.tuples(_NAMES, _ATTRS, _TEXT, st.just([])),
+    lambda kids: st.tuples(_NAMES, _ATTRS, _TEXT, st.lists(kids, max_size=4)),
+    max_leaves=40,
+)
+
+
+def _build(node: _Node) -> Any:
+    from lxml import etree
+
+    tag, attrs, text, kids = node
+    el = etree.Element(tag, attrs)
+    el.text = text
+    for kid in kids:
+        el.append(_build(kid))
+    return el
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREE)
+def test_well_formed_but_wrong_documents_raise_only_bad_document(tree: _Node) -> None:
+    from lxml import etree
+
+    data = etree.tostring(_build(tree))
+    try:
+        doc = parse_document(data)
+    except BadDocument:
+        return
+    if isinstance(doc, StreamsDocument):
+        for o in doc.observations:
+            with contextlib.suppress(BadDocument):
+                assert o.time.tzinfo is not None
