@@ -450,6 +450,33 @@ def _figure(report: BatchReport, f: FeatureReport) -> dict[str, Any]:
     }
 
 
+def _axes_figure(f: FeatureReport) -> dict[str, Any] | None:
+    """Deviation of each axis of a position feature by part: which way the hole wanders, for the offset.
+
+    The lines at +-tolerance/2 bound one axis when the others sit on nominal.
+    """
+    if not isinstance(f.feature, PositionFeature) or not f.values:
+        return None
+    colors = {"x": "#1f5fa8", "y": "#8e44ad", "z": "#16a085"}
+    traces = [
+        {"type": "scatter", "mode": "lines+markers", "name": f"d{axis}",
+         "x": [v.part_number for v in f.values], "y": [v.deviations[axis] for v in f.values],
+         "marker": {"size": 5, "color": colors.get(axis, "#555")}, "line": {"width": 1, "color": colors.get(axis, "#555")},
+         "hovertemplate": f"part %{{x}}<br>d{axis} %{{y:.4f}} mm<extra></extra>"}
+        for axis, _ in f.feature.axes
+    ]
+    half = f.feature.tolerance / 2
+    shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
+               "line": {"color": color, "width": 1, "dash": dash}}
+              for y, color, dash in ((half, "#c0392b", "dot"), (-half, "#c0392b", "dot"), (0.0, "#7f8c8d", "dash"))]
+    return {
+        "data": traces,
+        "layout": {"height": 240, "margin": {"l": 70, "r": 20, "t": 20, "b": 40}, "showlegend": True,
+                   "xaxis": {"title": {"text": "part number"}},
+                   "yaxis": {"title": {"text": "deviation (mm)"}, "tickformat": ".4f"}, "shapes": shapes},
+    }
+
+
 def _script_json(obj: Any) -> str:
     """JSON that is safe inside a <script> element (no ``</script>``, no HTML comment openers)."""
     text = json.dumps(obj, allow_nan=False, default=str)
@@ -462,7 +489,7 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bot
 h3{font-size:15px;margin:20px 0 6px}table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}th{background:#f4f6f8}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.ci{color:#666;font-size:12px}.bad{color:#c0392b;font-weight:600}
-.ok{color:#27ae60}.meta{color:#555;font-size:13px}.chart{width:100%;min-height:320px}
+.ok{color:#27ae60}.meta{color:#555;font-size:13px}.chart{width:100%;min-height:320px}.axes-chart{min-height:240px}
 .sev-critical{color:#c0392b;font-weight:600}.sev-warning{color:#d35400}.sev-watch{color:#7f8c8d}
 @media print{.chart{break-inside:avoid}}
 """
@@ -514,6 +541,10 @@ def render_html(report: BatchReport) -> str:
             w(f"<p class=meta>Size {_e(f.feature.signal)}: nominal {f.nominal:.4f}, limits {f.lower:.4f} – "
               f"{f.upper:.4f} mm.</p>")
         w(f"<div id='{div_id}' class='chart feature-chart' data-feature='{_e(f.name)}'></div>")
+        axes_fig = _axes_figure(f)
+        if axes_fig is not None:
+            figures.append((f"{div_id}-axes", axes_fig))
+            w(f"<div id='{div_id}-axes' class='chart axes-chart' data-feature='{_e(f.name)}'></div>")
         cap = f.capability
         if cap is not None and cap.n >= 2:
             w(f"<p class=meta>Capability over {cap.n} parts: σ within (moving range) {_fmt(cap.sigma_within, 5)} mm,"

@@ -158,6 +158,10 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
                 feature = report.features[i]
                 points = await chart.locator(".scatterlayer .trace").first.locator("path.point").count()
                 assert points == len(feature.values)
+            axes = page.locator("div.axes-chart")  # one per position feature: dx and dy by part
+            assert await axes.count() == 1
+            await axes.first.locator("svg.main-svg").first.wait_for(timeout=20_000)
+            assert await axes.first.locator(".scatterlayer .trace").count() == 2
             heading = await page.locator("h1").inner_text()
         finally:
             await browser.close()
