@@ -226,6 +226,7 @@ class OpcUaAdapter(Adapter):
         try:
             sub = await self._subscribe(client)
         except (OSError, TimeoutError, ConnectionError, ua.UaError) as exc:
+            self.stats.count(f"subscribe_failed:{type(exc).__name__}", message=f"{self.machine}: subscribing failed: {exc!r}")
             return f"subscribing failed: {exc!r}"
         self.sessions += 1
         if self.sessions > 1:

@@ -124,7 +124,9 @@ async def _configure_security(client: Client, source: OpcUaSource) -> None:
 
 async def open_client(source: OpcUaSource) -> Client:
     """A fresh, connected client for ``source``; the caller closes it with :func:`close_quietly`."""
-    client = Client(source.endpoint, timeout=source.request_timeout_s, watchdog_intervall=1.0)
+    # asyncua probes the server every watchdog interval and gives up on a probe after as long:
+    # tie it to the request timeout so a busy host is not mistaken for a dead server
+    client = Client(source.endpoint, timeout=source.request_timeout_s, watchdog_intervall=source.request_timeout_s)
     client.name = client.description = "cnc-monitor"
     if source.security_policy != "None":
         await _configure_security(client, source)
