@@ -100,7 +100,8 @@ class Attribution:
             a = np.array(pairs)
             if np.ptp(a[:, 0]) == 0 or np.ptp(a[:, 1]) == 0:
                 continue
-            r = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
+            with np.errstate(all="ignore"):
+                r = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
             if math.isfinite(r):
                 corr[name] = r
         strongest = max((abs(r) for r in corr.values()), default=0.0)

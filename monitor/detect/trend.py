@@ -59,11 +59,14 @@ def position_out_probability(means: np.ndarray, sds: np.ndarray, tolerance: floa
     independent with a pooled variance, so the squared radius over the variance is non-central
     chi-square (exact when the axes scatter alike).
     """
-    var = np.mean(np.asarray(sds) ** 2, axis=0)
-    var = np.maximum(var, 1e-300)
-    nc = np.sum(np.asarray(means) ** 2, axis=0) / var
-    df = means.shape[0]
-    return np.asarray(1.0 - chndtr((tolerance / 2.0) ** 2 / var, df, nc))
+    with np.errstate(all="ignore"):
+        var = np.mean(np.asarray(sds) ** 2, axis=0)
+        r2 = np.sum(np.asarray(means) ** 2, axis=0)
+        tiny = var <= 1e-24  # no scatter at all: the part is where the mean is
+        safe = np.where(tiny, 1.0, var)
+        p = 1.0 - chndtr((tolerance / 2.0) ** 2 / safe, means.shape[0], r2 / safe)
+        p = np.where(tiny, (4.0 * r2 > tolerance**2).astype(float), p)
+        return np.asarray(np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0))
 
 
 def parts_to_breach(prob: np.ndarray, threshold: float) -> float | None:
@@ -193,8 +196,9 @@ class TrendForecast:
             self._mr_n += 1
         self._values.append(x)
         self._n += 1
-        self._refit()
-        self._last = self._result()
+        with np.errstate(all="ignore"):  # absurd but finite values give inf/nan here, never warnings
+            self._refit()
+            self._last = self._result()
         return self._last
 
     @property

@@ -49,6 +49,9 @@ STAT_KINDS: tuple[AlertKind, ...] = (AlertKind.FORECAST, AlertKind.EWMA, AlertKi
 _FORECAST_SHARE = 0.5
 """Share of a program's false-alarm budget (1/arl0) reserved for the trend forecast."""
 
+_IMPLAUSIBLE = 1000.0
+"""A value further from nominal than this many tolerance widths is a probe glitch: skipped, counted."""
+
 _WARMUP_GAP_S = 1800.0
 """An idle gap this long means the machine cooled: the next part starts a new warm-up."""
 
@@ -244,6 +247,8 @@ class FeatureWatch:
 
     def __init__(self, plan: WatchPlan) -> None:
         self.plan = plan
+        lo, hi = plan.band(plan.axes[0])
+        self._band_width = hi - lo
         self._channels = {axis: _Channel(plan, axis) for axis in plan.axes}
         self._parts: deque[dict[str, Any]] = deque(maxlen=plan.config.history)
         self._keys: deque[str] = deque(maxlen=64)
@@ -267,6 +272,8 @@ class FeatureWatch:
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
                 return "nonfinite_measurement"
             devs[name] = float(raw) - nominal
+            if abs(devs[name]) > _IMPLAUSIBLE * self._band_width:
+                return "implausible_measurement"
         if isinstance(f, SizeFeature):
             return f.nominal + devs["value"], devs
         return 2.0 * math.sqrt(sum(d * d for d in devs.values())), devs
@@ -296,6 +303,10 @@ class FeatureWatch:
 
     # ------------------------------------------------------------------------------ update
     def update(self, part: PartRecord) -> Outcome:
+        with np.errstate(all="ignore"):  # absurd but finite inputs must not turn into warnings
+            return self._update(part)
+
+    def _update(self, part: PartRecord) -> Outcome:
         if part.key in self._keys:
             return Outcome(skipped="duplicate_part")
         read = self._read(part)
@@ -550,6 +561,10 @@ class FeatureWatch:
         return out
 
     def view(self) -> dict[str, Any]:
+        with np.errstate(all="ignore"):
+            return self._view()
+
+    def _view(self) -> dict[str, Any]:
         f = self.plan.feature
         size = isinstance(f, SizeFeature)
         nominal = f.nominal if isinstance(f, SizeFeature) else 0.0

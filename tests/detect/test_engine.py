@@ -59,7 +59,7 @@ def test_out_of_tolerance_opens_once_and_closes_after_quiet_parts() -> None:
     assert alert.id == "vmc-01/O1234/hole1_dia/out_of_tolerance/2"
     assert alert.severity is Severity.CRITICAL and alert.state is AlertState.OPEN
     assert "hole1_dia" in alert.message and "\n" not in alert.message
-    json.dumps(alert.evidence)
+    json.dumps(alert.evidence, allow_nan=False)
     # still out: no new change, still one open alert for that kind
     assert [a for a in engine.process(_part(3, dia=10.02)) if a.kind is AlertKind.OUT_OF_TOLERANCE] == []
     assert [a.id for a in engine.open_alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE] == [alert.id]
@@ -122,7 +122,7 @@ def test_state_round_trips_through_json_and_resumes() -> None:
         a.process(_part(n, x=25.0 + 0.001 * math.sin(n), dia=10.0075 + 0.0002 * n))
     a.process(_part(15, dia=10.02))
     a.connection_changed("vmc-02", False, T0)
-    b = DriftEngine.from_state(programs, json.loads(json.dumps(a.state())))
+    b = DriftEngine.from_state(programs, json.loads(json.dumps(a.state(), allow_nan=False)))
     assert [x.id for x in b.open_alerts()] == [x.id for x in a.open_alerts()]
     for n in range(16, 30):
         p = _part(n, x=25.0 + 0.0005 * n, dia=10.0075 + 0.0003 * n)
@@ -136,8 +136,32 @@ def test_feature_view_is_json_able() -> None:
     for n in range(1, 12):
         engine.process(_part(n, dia=10.0075 + 0.0001 * n))
     view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
-    json.dumps(view)
+    json.dumps(view, allow_nan=False)
     assert [v["part_number"] for v in view["values"]] == list(range(1, 12))
     assert view["limits"]["upper"] == 10.015
     empty = engine.feature_view("vmc-09", "O1234", "hole1_pos")
     assert empty["values"] == []
+
+
+_ODD = [math.nan, math.inf, -math.inf, 1e300, -1e300, 0.0, 25.0, 40.0, 10.0075, 10.02, 25.03]
+
+
+def test_odd_values_never_raise_and_state_stays_strict_json() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    values = st.one_of(st.sampled_from(_ODD), st.floats(allow_nan=True, allow_infinity=True))
+
+    @settings(max_examples=25, deadline=None, derandomize=True)
+    @given(st.lists(st.tuples(values, values, values), min_size=1, max_size=25))
+    def run(rows: list[tuple[float, float, float]]) -> None:
+        engine = DriftEngine({"O1234": _program()})
+        for n, (x, y, d) in enumerate(rows, 1):
+            engine.process(_part(n, x=x, y=y, dia=d))
+        json.dumps(engine.state(), allow_nan=False)
+        for feature in ("hole1_pos", "hole1_dia"):
+            json.dumps(engine.feature_view("vmc-01", "O1234", feature), allow_nan=False)
+
+    run()
+    empty = DriftEngine({"O1234": _program()}).feature_view("vmc-01", "O1234", "hole1_pos")
+    json.dumps(empty, allow_nan=False)

@@ -67,7 +67,7 @@ def test_wear_drift_is_forecast_well_before_the_first_bad_part() -> None:
     assert n_open + lo - 5 <= first_bad <= n_open + hi + 5
     assert "drifting down" in opened.message and "breaks lower limit" in opened.message
     assert "tracks tool life" in opened.message and ev["likely_cause"] == "tool_life"
-    json.dumps(ev)
+    json.dumps(ev, allow_nan=False)
     # it escalates, keeps its id, and reaches critical before or at the first bad part
     same = [a for _, a in forecasts if a.id == opened.id]
     severities = [a.severity for a in same]
@@ -144,5 +144,5 @@ def test_known_sigma_and_feature_view_shapes() -> None:
     pos = engine.feature_view("m1", "O1", "hole")
     assert set(pos["forecast"]["axes"]) == {"x", "y"} and set(pos["control_limits"]) == {"x", "y"}
     assert pos["capability"]["cpk"] is not None and set(pos["capability"]["axes"]) == {"x", "y"}
-    json.dumps(view)
-    json.dumps(pos)
+    json.dumps(view, allow_nan=False)
+    json.dumps(pos, allow_nan=False)
