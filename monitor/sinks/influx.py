@@ -372,6 +372,7 @@ class InfluxSink:
         self._verify_ssl = verify_ssl
         self.encoder = PointEncoder(programs)
         self._client: InfluxDBClientAsync | None = None
+        self._write_api: Any = None
         self._closed = False
 
     @property
@@ -397,9 +398,10 @@ class InfluxSink:
             self._client = InfluxDBClientAsync(
                 url=self.url, token=self._token, org=self.org, timeout=self._timeout_ms, verify_ssl=self._verify_ssl
             )
+            self._write_api = self._client.write_api()
         where = f"{self.name} write to {self.url} (bucket {self.bucket})"
         try:
-            await self._client.write_api().write(
+            await self._write_api.write(
                 bucket=self.bucket, org=self.org, record=body, write_precision=_NS
             )
         except ApiException as exc:
