@@ -124,6 +124,15 @@ def sim(
     wait: Annotated[
         bool, typer.Option("--wait", help="Start the batch only when a line arrives on standard input (Enter).")
     ] = False,
+    shdr_replay: Annotated[
+        Path | None, typer.Option(help="Instead of the simulated cell: replay this SHDR log through our MTConnect agent.")
+    ] = None,
+    device_file: Annotated[
+        Path | None, typer.Option(help="With --shdr-replay: the MTConnect Devices document (probe XML) of the logged machine.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="With --shdr-replay: which device of the Devices document (default: the first).")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
@@ -135,6 +144,12 @@ def sim(
             )
         return
     try:
+        if shdr_replay is not None:
+            if device_file is None:
+                err_console.print("--shdr-replay needs --device-file: the Devices document that describes the logged data items")
+                raise typer.Exit(2)
+            asyncio.run(_shdr(shdr_replay, device_file, device, speed, mtconnect_port))
+            return
         asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port, wait))
     except MonitorError as exc:
         err_console.print(f"[bold red]sim failed:[/] {exc}")
@@ -180,3 +195,25 @@ async def _line_or_stop(stop: asyncio.Event) -> bool:
         return not stop.is_set()
     finally:
         transport.close()
+
+
+async def _shdr(log_file: Path, device_file: Path, device: str | None, speed: float, port: int) -> None:
+    """Serve a recorded SHDR log through our agent, paced by its own timestamps."""
+    from adapters.mtconnect.agent import MtConnectAgent
+    from adapters.mtconnect.devicemodel import devices_from_xml
+    from adapters.mtconnect.shdr import replay_shdr
+
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    devices = devices_from_xml(await asyncio.to_thread(device_file.read_bytes))
+    names = [d.name for d in devices]
+    if not names or (device is not None and device not in names):
+        raise MonitorError(f"{device_file} has devices {names}; choose one of them with --device")
+    name = device or names[0]
+    async with MtConnectAgent(devices, port=port) as agent:
+        console.print(f"{name}: mtconnect {agent.url} (replaying {log_file} at {speed:g}x; Ctrl-C stops)")
+        feeder = await replay_shdr(agent, name, log_file, speed=speed, stop=stop)
+        if not stop.is_set():
+            unknown = sum(feeder.unknown.values())
+            console.print(f"log replayed{f' ({unknown} lines not understood)' if unknown else ''}; agent stays up until Ctrl-C")
+            await stop.wait()
