@@ -28,7 +28,7 @@ from monitor.config import (
     TrackingConfig,
 )
 from monitor.detect.config import DetectionConfig
-from monitor.sinks.config import InfluxConfig, MqttConfig, SinksConfig, WebhookConfig
+from monitor.sinks.config import InfluxConfig, MqttConfig, RawSignalConfig, SinksConfig, WebhookConfig
 
 __all__ = ["BEGIN", "END", "SECTIONS", "embed", "reference"]
 
@@ -44,6 +44,7 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("Replay source", "machines[].source.", ReplaySource),
     ("sinks", "sinks.", SinksConfig),
     ("sinks.influx", "sinks.influx.", InfluxConfig),
+    ("sinks.influx.signals", "sinks.influx.signals.<signal>.", RawSignalConfig),
     ("sinks.mqtt", "sinks.mqtt.", MqttConfig),
     ("sinks.webhooks[]", "sinks.webhooks[].", WebhookConfig),
     ("Part-program file", "", ProgramConfig),
