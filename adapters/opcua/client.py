@@ -93,6 +93,12 @@ def queue_size_warnings(source: OpcUaSource, plans: list[SignalPlan]) -> list[st
     server, where the client cannot count them.
     """
     out = []
+    keepalive_s = source.publishing_interval_ms * source.keepalive_count / 1000
+    if source.stale_after_s <= keepalive_s:
+        out.append(
+            f"stale_after_s {source.stale_after_s:g} <= publishing interval x keepalive_count = {keepalive_s:g} s; "
+            "an idle but healthy server would look stale"
+        )
     for p in plans:
         if p.sampling_interval_ms <= 0:
             continue

@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import adapters.opcua.addressing as addressing_mod
+import adapters.opcua.certs as certs_mod
 import adapters.opcua.client as client_mod
+import adapters.opcua.config as config_mod
+import adapters.opcua.discover as discover_mod
+import adapters.opcua.session as session_mod
 import adapters.opcua.simserver as simserver_mod
 from adapters.opcua.addressing import BrowsePathAddress, NodeAddress, parse_address
 from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
@@ -21,7 +25,7 @@ T0 = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)  # after the nodes' creation time
 
 
 def test_public_names_are_exported() -> None:
-    for mod in (addressing_mod, client_mod, simserver_mod):
+    for mod in (addressing_mod, client_mod, simserver_mod, certs_mod, config_mod, discover_mod, session_mod):
         public = {n for n in vars(mod) if not n.startswith("_") and getattr(vars(mod)[n], "__module__", None) == mod.__name__}
         assert public <= set(mod.__all__), (mod.__name__, public - set(mod.__all__))
 
@@ -66,6 +70,22 @@ def test_queue_size_must_cover_publishing_interval() -> None:
     )
     warnings = queue_size_warnings(cfg.source, OpcUaAdapter(cfg).plans)
     assert len(warnings) == 1 and warnings[0].startswith("spindle.load: queue_size 2 < ")
+
+
+def test_stale_timeout_must_exceed_keepalive_period() -> None:
+    cfg = machine_config("opc.tcp://127.0.0.1:1", {}, publishing_interval_ms=1000, keepalive_count=10, stale_after_s=5)
+    assert any(w.startswith("stale_after_s 5 <= ") for w in OpcUaAdapter(cfg).warnings)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_cap() -> None:
+    cfg = machine_config("opc.tcp://127.0.0.1:1", {}, reconnect_min_s=0.5, reconnect_max_s=8.0)
+    adapter = OpcUaAdapter(cfg, seed=1)
+    delays = [adapter._backoff(a) for a in range(8)]
+    steps = [min(8.0, 0.5 * 2**a) for a in range(8)]
+    assert all(s / 2 <= d <= s for d, s in zip(delays, steps, strict=True))
+    assert len({round(d / s, 6) for d, s in zip(delays, steps, strict=True)}) > 1  # jittered, not fixed
+    again = OpcUaAdapter(cfg, seed=1)
+    assert [again._backoff(a) for a in range(8)] == delays  # seeded: repeatable
 
 
 async def test_values_arrive_with_source_timestamps(sim: OpcUaSimServer) -> None:
