@@ -215,17 +215,22 @@ def arl_table(
     fir: bool = False,
     shifts: tuple[float, ...] = DEFAULT_SHIFTS,
 ) -> dict[str, object]:
-    """What ``monitor tune`` prints: the limit (given or solved for ``arl0``) and the ARL per shift."""
+    """What ``monitor tune`` prints: the limit (given or solved for ``arl0``) and the ARL per shift.
+
+    The limit is printed to 3 decimals like the published tables, the ARLs to 0.1 / 0.01 parts;
+    they are computed at the unrounded limit.
+    """
     if (limit is None) == (arl0 is None):
         raise DetectionError("give either a limit (--limit/--h) or a target in-control ARL (--arl0)")
     if chart == "ewma":
         width = limit if limit is not None else ewma_limit(lam, float(arl0))  # type: ignore[arg-type]
-        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": ewma_arl(lam, width, s) for s in shifts}
-        return {"chart": "ewma", "lambda": lam, "L": round(width, 4), "arl0": ewma_arl(lam, width), "arl": arls}
+        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": round(ewma_arl(lam, width, s), 2) for s in shifts}
+        return {"chart": "ewma", "lambda": lam, "L": round(width, 3), "arl0": round(ewma_arl(lam, width), 1),
+                "arl": arls}
     if chart == "cusum":
         h = limit if limit is not None else cusum_h(k, float(arl0), fir=fir)  # type: ignore[arg-type]
         hs = h / 2 if fir else 0.0
-        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": cusum_arl(k, h, s, headstart=hs) for s in shifts}
-        return {"chart": "cusum", "k": k, "h": round(h, 4), "fir": fir, "arl0": cusum_arl(k, h, headstart=hs),
+        arls = {f"{s:g}" if s % 1 else f"{s:.1f}": round(cusum_arl(k, h, s, headstart=hs), 2) for s in shifts}
+        return {"chart": "cusum", "k": k, "h": round(h, 3), "fir": fir, "arl0": round(cusum_arl(k, h, headstart=hs), 1),
                 "arl": arls}
     raise DetectionError(f"unknown chart {chart!r}; use ewma or cusum")

@@ -257,6 +257,7 @@ class FeatureWatch:
         self._session_start: float | None = None
         self._last_end: float | None = None
         self._cut_time = 0.0
+        self._tool: str | None = None
 
     # ------------------------------------------------------------------------------ inputs
     def _read(self, part: PartRecord) -> tuple[float, dict[str, float]] | str:
@@ -288,12 +289,20 @@ class FeatureWatch:
         cut = part.spindle.cutting_time or sum(t.cutting_time for t in part.tools)
         self._cut_time += cut if math.isfinite(cut) else 0.0
         return {
-            "tool_life": part.tool_life,
+            "tool_life": self._tool_life(part),
             "cutting_time": self._cut_time,
             "spindle_load": part.spindle.mean_load,
             # a record without a cycle duration carries no real timing (offline CSV without times)
             "warmup": (end - self._session_start) / 60.0 if end > start else None,
         }
+
+    def _tool_life(self, part: PartRecord) -> float | None:
+        """Life counter of the last tool that cut, remembering its name for the alert message."""
+        for use in reversed(part.tools):
+            if use.life_end is not None:
+                self._tool = use.tool
+                return use.life_end
+        return None
 
     def _out_of_tolerance(self, value: float) -> bool:
         f = self.plan.feature
@@ -458,7 +467,10 @@ class FeatureWatch:
             f" (90%: {interval[0]:.0f}-{interval[1]:.0f})" if interval else ""))
         attr = ch.attribution.last
         if attr.cause is not None and attr.r is not None:
-            parts.append(f"tracks {COVARIATES.get(attr.cause, attr.cause)} (r={attr.r:.2f})")
+            cause = COVARIATES.get(attr.cause, attr.cause)
+            if attr.cause == "tool_life" and self._tool:
+                cause = f"tool {self._tool} life"
+            parts.append(f"tracks {cause} (r={attr.r:.2f})")
         offset = suggest_offset(level, ch.axis if label else cfg.offsets.get(f.name, "diameter"))
         parts.append(_offset_text(offset, level, fit[5]))
         evidence: dict[str, Any] = {
@@ -474,6 +486,7 @@ class FeatureWatch:
             "horizon": cfg.horizon,
             "correlations": attr.correlations,
             "likely_cause": attr.cause,
+            "tool": self._tool,
             "offset": {"register": offset.register, "change_mm": offset.change},
         }
         return Signal(severity, "; ".join(parts), evidence)
@@ -521,7 +534,8 @@ class FeatureWatch:
         return {
             "parts": list(self._parts), "keys": list(self._keys), "streak": dict(self._streak),
             "near_nominal": self._near_nominal, "session_start": self._session_start, "last_end": self._last_end,
-            "cut_time": self._cut_time, "channels": {a: c.state() for a, c in self._channels.items()},
+            "cut_time": self._cut_time, "tool": self._tool,
+            "channels": {a: c.state() for a, c in self._channels.items()},
         }
 
     @classmethod
@@ -538,6 +552,7 @@ class FeatureWatch:
         watch._session_start = state.get("session_start")
         watch._last_end = state.get("last_end")
         watch._cut_time = float(state.get("cut_time", 0.0))
+        watch._tool = state.get("tool")
         for axis, s in state.get("channels", {}).items():
             if axis in watch._channels:
                 watch._channels[axis].load(s)

@@ -66,7 +66,7 @@ def test_wear_drift_is_forecast_well_before_the_first_bad_part() -> None:
     # the forecast of when it breaks is honest: the bad part falls in (or near) the predicted window
     assert n_open + lo - 5 <= first_bad <= n_open + hi + 5
     assert "drifting down" in opened.message and "breaks lower limit" in opened.message
-    assert "tracks tool life" in opened.message and ev["likely_cause"] == "tool_life"
+    assert "tracks tool T7 life" in opened.message and ev["likely_cause"] == "tool_life" and ev["tool"] == "T7"
     json.dumps(ev, allow_nan=False)
     # it escalates, keeps its id, and reaches critical before or at the first bad part
     same = [a for _, a in forecasts if a.id == opened.id]
