@@ -179,6 +179,7 @@ class OpcUaSimServer:
         self._objects: dict[tuple[str, str], Node] = {}
         self._macro_next: dict[str, int] = {}
         self._active_tool: dict[str, int] = {}
+        self._last_values: dict[tuple[str, str], tuple[float | str | None, datetime]] = {}
         self._lock = asyncio.Lock()
         self.published = 0
 
@@ -217,6 +218,8 @@ class OpcUaSimServer:
         self._server = server
         try:
             await self._build()
+            for (machine, signal), (value, time) in list(self._last_values.items()):
+                await self.publish(machine, signal, value, time)  # after a restart(): values survive
             await server.start()
         except BaseException:
             self._server = None
@@ -231,6 +234,19 @@ class OpcUaSimServer:
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port, like a controller rebooting.
+
+        The address space is rebuilt (new server, new sessions) and every signal gets its last
+        published value back with its original timestamp, as a controller that keeps its
+        counters and program across a reboot reports them.
+        """
+        await self.stop()
+        self._vars.clear()
+        self._objects.clear()
+        self._active_tool.clear()
+        await self.start()
 
     # ------------------------------------------------------------------------------ address space
     async def _build(self) -> None:
@@ -408,6 +424,7 @@ class OpcUaSimServer:
             else:
                 dv = ua.DataValue(ua.Variant(_coerce(value, var.vtype), var.vtype), SourceTimestamp=time, ServerTimestamp=now)
             await server.write_attribute_value(var.node, dv)
+        self._last_values[key] = (value, time)
         self.published += 1
 
     async def _grow(self, machine: str, signal: str, value: float | str | None = None) -> None:

@@ -158,3 +158,22 @@ async def test_fed_by_the_simulated_cell_loses_nothing() -> None:
 
 def shape_signals(shape: MachineShape) -> set[str]:
     return set(signal_map(shape))
+
+
+async def test_simulator_restart_keeps_counters_and_adapter_reports_one_gap(sim: OpcUaSimServer) -> None:
+    async with OpcUaAdapter(machine_config(sim.endpoint)) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(connected, what="connected")
+            for n in (1, 2):
+                await sim.publish("vmc-01", "part.count", n, T0 + timedelta(minutes=n))
+            await sim.publish("vmc-01", "program.name", "O1001", T0)
+            await col.wait(lambda items: any(o.signal == "part.count" and o.value == 2.0 for o in items))
+            await sim.restart()
+            await wait_until(lambda: len(col.of(GAP_SIGNAL)) == 1, what="gap after restart")
+            await sim.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
+            await col.wait(lambda items: any(o.signal == "part.count" and o.value == 3.0 for o in items))
+            assert [o.value for o in col.of("part.count") if o.value is not None] == [1.0, 2.0, 3.0]
+            assert [o.value for o in col.of("program.name") if o.value is not None] == ["O1001"]
+        finally:
+            await col.aclose()
