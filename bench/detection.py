@@ -23,6 +23,10 @@ Definitions (per feature of a batch):
   feature that never drifts); rate per 1000 in-control feature-parts, and per 1000 in-control
   parts (a part is in control when all its features are).
 
+* attribution: for the first forecast alert of each flagged gradual drift, whether a cause was
+  named and whether it matches the simulator's cause (tool life, cutting time, spindle load for
+  wear; time since warm-up for thermal).
+
 Prints one JSON object. Usage: ``python3 bench/detection.py [--seeds 40] [--parts N] [--set KEY=VALUE] [--verbose]``.
 """
 
@@ -45,6 +49,8 @@ from monitor.sim import SimCell, SimPart, load_scenario, vary_scenario
 
 SCENARIOS = ("stable", "tool_wear", "thermal", "step", "noisy_probe")
 GRADUAL = frozenset({"tool_wear", "thermal", "noisy_probe"})
+_CAUSE_CLASS = {"tool_life": "wear", "cutting_time": "wear", "spindle_load": "wear", "warmup": "thermal"}
+"""Covariates named by the engine, by the ground-truth cause class they stand for."""
 OURS = frozenset({AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE})
 
 
@@ -177,6 +183,7 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
     ours, forecast_only, first_oot_b, chart_b = Tally(), Tally(), Tally(), Tally()
     in_control_fp = 0
     part_limit: dict[tuple[str, int, str, str], int] = {}
+    attribution = {"forecasts": 0, "named": 0, "matching": 0}
     runs = 0
     engine_s = 0.0
     parts_fed = 0
@@ -187,6 +194,7 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
             programs = _with_detection(cell.programs(), overrides or {})
             engine = DriftEngine(programs)
             opened: dict[str, tuple[int, AlertKind, str]] = {}
+            causes: dict[tuple[str, str, str], tuple[int, str | None]] = {}
             spans: dict[tuple[str, str, str], list[tuple[int, int | None, AlertKind]]] = defaultdict(list)
             all_parts = cell.parts()
             te = time.process_time()
@@ -199,6 +207,8 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
                             spans[key].append((o, alert.evidence.get("closed_at_part", sp.part), kind))
                     elif alert.id not in opened:
                         opened[alert.id] = (alert.part_number, alert.kind, alert.message)
+                        if alert.kind is AlertKind.FORECAST:
+                            causes.setdefault(key, (alert.part_number, alert.evidence.get("likely_cause")))
             engine_s += time.process_time() - te
             parts_fed += len(all_parts)
             for aid, (o, kind, _) in opened.items():
@@ -223,6 +233,14 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
                 _score(first_oot_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, oot_alarms, n)
                 _score(chart_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, chart_alarms, n)
                 in_control_fp += ic
+                first = causes.get(key)
+                if (scenario in GRADUAL and g.first_out_of_tolerance is not None and first is not None
+                        and g.drift_starts is not None and g.drift_starts <= first[0] < g.first_out_of_tolerance):
+                    truth = {c.split(":")[0] for c in g.causes}
+                    named = _CAUSE_CLASS.get(first[1] or "")
+                    attribution["named"] += named is not None
+                    attribution["matching"] += named in truth
+                    attribution["forecasts"] += 1
                 # a part is in control only while every feature of it is
                 part_limit[skey] = min(part_limit.get(skey, ic), ic)
     n_ic_parts = sum(part_limit.values())
@@ -236,6 +254,11 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
         "ours_forecast_only": forecast_only.summary(in_control_fp, part_limit),
         "baseline_first_oot": first_oot_b.summary(in_control_fp, part_limit),
         "baseline_individuals_3sigma_first20": chart_b.summary(in_control_fp, part_limit),
+        "attribution": {
+            **attribution,
+            "share_named_matching_truth": round(attribution["matching"] / attribution["named"], 3)
+            if attribution["named"] else None,
+        },
         "targets": {"share_flagged_before_oot": 0.95, "median_lead_parts": 8, "false_alarms_per_1000_in_control_parts": 2},
         "engine_cpu_ms_per_part": round(1000 * engine_s / max(1, parts_fed), 3),
         "detection_overrides": overrides or {},
