@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.codec import alert_from_dict, alert_to_dict
 from monitor.detect.watch import STAT_KINDS, FeatureWatch, Signal, WatchPlan
+from monitor.errors import MonitorError
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 if TYPE_CHECKING:
@@ -227,20 +228,31 @@ class DriftEngine:
 
     @classmethod
     def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any]) -> DriftEngine:
-        """Rebuild an engine from :meth:`state`; watches of programs no longer configured are dropped."""
+        """Rebuild an engine from :meth:`state`.
+
+        Watches of features no longer configured are dropped; a watch whose saved state does not fit
+        the feature any more starts afresh (counted as ``state_discarded``); detectors whose settings
+        changed in the program file restart with the new settings.
+        """
         engine = cls(programs)
+        engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         plans = {(name, p.feature.name): p for name, ps in engine._plans.items() for p in ps}
         for w in state.get("watches", []):
             plan = plans.get((w["program"], w["feature"]))
             if plan is None:
                 continue
-            engine._watches[(w["machine"], w["program"], w["feature"])] = FeatureWatch.from_state(plan, w["state"])
+            try:
+                watch = FeatureWatch.from_state(plan, w["state"])
+            except (KeyError, TypeError, ValueError, MonitorError):
+                # saved by another version or for another feature shape: start this feature afresh
+                engine._count("state_discarded")
+                continue
+            engine._watches[(w["machine"], w["program"], w["feature"])] = watch
         for a in state.get("alerts", []):
             m, p, f, k = a["key"]
             engine._book[(m, p, f, k)] = _Book(alert_from_dict(a["alert"]), int(a.get("quiet", 0)))
         engine._lost = {m: alert_from_dict(d) for m, d in state.get("lost", {}).items()}
         engine._last_part = {m: int(n) for m, n in state.get("last_part", {}).items()}
-        engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         return engine
 
     # ------------------------------------------------------------------------------ dashboard

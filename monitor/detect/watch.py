@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from scipy.special import ndtri
@@ -230,16 +230,30 @@ class _Channel:
                 "last": self.last, "z": self.z, "q": self.q.state()}
 
     def load(self, s: Mapping[str, Any]) -> None:
-        self.ewma = Ewma.from_state(s["ewma"])
-        self.cusum = Cusum.from_state(s["cusum"])
-        self.rules = RunRules.from_state(s["rules"])
-        self.trend = TrendForecast.from_state(s["trend"])
-        self.capability = Capability.from_state(s["capability"])
-        self.attribution = Attribution.from_state(s["attribution"])
+        """Restore saved detector state; a detector whose settings changed since (the program file was
+        edited) starts afresh instead of running on with stale limits."""
+        self.ewma = _same_or_fresh(self.ewma, Ewma.from_state(s["ewma"]))
+        self.cusum = _same_or_fresh(self.cusum, Cusum.from_state(s["cusum"]))
+        self.rules = _same_or_fresh(self.rules, RunRules.from_state(s["rules"]))
+        self.trend = _same_or_fresh(self.trend, TrendForecast.from_state(s["trend"]))
+        self.capability = _same_or_fresh(self.capability, Capability.from_state(s["capability"]))
+        self.attribution = _same_or_fresh(self.attribution, Attribution.from_state(s["attribution"]))
         self.mr_sum, self.mr_n = float(s["mr_sum"]), int(s["mr_n"])
         self.last = None if s["last"] is None else float(s["last"])
         self.z = None if s["z"] is None else float(s["z"])
-        self.q = QStatistic.from_state(s["q"])
+        q = QStatistic.from_state(s["q"])
+        if q.sigma == self.known:
+            self.q = q
+
+
+_D = TypeVar("_D", Ewma, Cusum, RunRules, TrendForecast, Capability, Attribution)
+
+
+def _same_or_fresh(fresh: _D, restored: _D) -> _D:
+    """``restored`` if its hyper-parameters equal ``fresh``'s (their reset states match), else ``fresh``."""
+    probe = type(restored).from_state(restored.state())
+    probe.reset()
+    return restored if probe.state() == fresh.state() else fresh
 
 
 class FeatureWatch:

@@ -165,3 +165,29 @@ def test_odd_values_never_raise_and_state_stays_strict_json() -> None:
     run()
     empty = DriftEngine({"O1234": _program()}).feature_view("vmc-01", "O1234", "hole1_pos")
     json.dumps(empty, allow_nan=False)
+
+
+def test_restore_after_the_program_file_changed() -> None:
+    a = DriftEngine({"O1234": _program(forecast_window=20)})
+    for n in range(1, 25):
+        a.process(_part(n, dia=10.0075 + 0.0001 * n))
+    saved = json.loads(json.dumps(a.state()))
+    # same settings: the trend keeps its window of parts
+    same = DriftEngine.from_state({"O1234": _program(forecast_window=20)}, saved)
+    assert same.state()["watches"] == saved["watches"]
+    # edited window: the trend restarts with the new setting, the rest of the feature is kept
+    edited = DriftEngine.from_state({"O1234": _program(forecast_window=30)}, saved)
+    watch = {w["feature"]: w["state"] for w in edited.state()["watches"]}["hole1_dia"]
+    assert watch["channels"]["value"]["trend"]["window"] == 30
+    assert watch["channels"]["value"]["trend"]["values"] == []
+    assert watch["channels"]["value"]["capability"]["n"] == 24
+    # a feature that changed shape (size -> position) starts afresh instead of crashing
+    reshaped = ProgramConfig.model_validate({
+        "program": "O1234",
+        "features": {"hole1_dia": {"kind": "position", "x": {"signal": "probe.hole1_x", "nominal": 25.0},
+                                   "y": {"signal": "probe.hole1_y", "nominal": 40.0}, "tolerance": 0.05}},
+    })
+    saved["watches"][1]["state"]["channels"] = {"x": {"broken": True}}
+    fresh = DriftEngine.from_state({"O1234": reshaped}, saved)
+    assert fresh.counters.get("state_discarded") == 1
+    fresh.process(_part(30))
