@@ -323,7 +323,11 @@ class OpcUaAdapter(Adapter):
         return req
 
     def _on_client_overflow(self) -> None:
-        self._client_overflow = True
+        """asyncua's queue is full and it drops a notification: count it, one gap per episode."""
+        if not self._client_overflow:
+            self._client_overflow = True
+            self.stats.count("gaps")
+            self._put_gap("notifications dropped: client queue overflowed")
         self.stats.count(
             "client_queue_overflow",
             message=f"{self.machine}: asyncua notification queue full ({self.source.notification_queue}); notifications dropped",
@@ -332,9 +336,7 @@ class OpcUaAdapter(Adapter):
     async def _pump(self, sub: Subscription) -> None:
         async for event in sub:
             self._last_rx = time.monotonic()
-            if self._client_overflow:
-                self._client_overflow = False
-                await self._emit_gap("notifications dropped: client queue overflowed")
+            self._client_overflow = False
             if isinstance(event, DataChangeEvent):
                 self._on_data(event)
             elif isinstance(event, StatusChangeEvent):

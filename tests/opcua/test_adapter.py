@@ -18,7 +18,7 @@ from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
 from adapters.opcua.simserver import SIM_APPLICATION_URI, OpcUaSimServer
 from adapters.registry import adapter_class
 from monitor.errors import ConfigError
-from monitor.model import CONNECTION_SIGNAL
+from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
 from tests.opcua.helpers import MACHINE, Collector, machine_config
 
 T0 = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)  # after the nodes' creation time
@@ -161,5 +161,20 @@ async def test_deadband_filters_small_changes(sim: OpcUaSimServer) -> None:
                 await sim.publish(MACHINE.id, "spindle.load", v, T0 + timedelta(seconds=i))
             await col.wait(lambda items: any(o.value == 20.0 for o in items))
             assert [o.value for o in col.of("spindle.load") if o.time >= T0] == [10.0, 12.0, 20.0]
+        finally:
+            await col.aclose()
+
+
+async def test_client_queue_overflow_is_counted_and_reported_as_gap(sim: OpcUaSimServer) -> None:
+    cfg = machine_config(sim.endpoint, notification_queue=1, publishing_interval_ms=200)
+    async with OpcUaAdapter(cfg) as adapter:
+        col = Collector(adapter)
+        try:
+            await col.wait(lambda items: any(o.signal == CONNECTION_SIGNAL for o in items), what="connected")
+            for i in range(20):  # one publish response carries them all; the client queue holds one
+                await sim.publish(MACHINE.id, "spindle.load", float(i), T0 + timedelta(milliseconds=i))
+            await col.wait(lambda items: any(o.signal == GAP_SIGNAL for o in items), what="gap")
+            assert adapter.stats.counts["client_queue_overflow"] >= 1
+            assert "client queue overflowed" in str(col.of(GAP_SIGNAL)[0].value)
         finally:
             await col.aclose()
