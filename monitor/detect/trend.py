@@ -89,7 +89,10 @@ class TrendForecast:
 
     Parameters: ``window`` >= 4, ``horizon`` >= 1, ``lower`` < ``upper`` (either may be infinite),
     ``breach_probability`` and ``alpha`` in (0, 1), ``min_parts`` >= 4, ``sigma`` > 0 or None,
-    ``confidence`` of the slope interval, ``max_search`` parts searched for the breach.
+    ``confidence`` of the slope interval, ``max_search`` parts searched for the breach,
+    ``step_ratio`` in [0, 1]: when the best single level shift leaves less than this share of the
+    line's squared residuals, the window holds a step, not a trend, and only the parts after the
+    shift are fitted (0 turns this off).
     NaN or infinite values are skipped (state unchanged, ``skipped``).
 
     References: H. Theil (1950); P. K. Sen, "Estimates of the regression coefficient based on
@@ -105,7 +108,8 @@ class TrendForecast:
 
     def __init__(self, window: int = 20, horizon: int = 20, lower: float = -math.inf, upper: float = math.inf,
                  breach_probability: float = 0.1, alpha: float = 0.01, min_parts: int = 8,
-                 sigma: float | None = None, confidence: float = 0.9, max_search: int = 500) -> None:
+                 sigma: float | None = None, confidence: float = 0.9, max_search: int = 500,
+                 step_ratio: float = 0.5) -> None:
         self.window = int(check_range("window", window, 4, 10_000))
         self.horizon = int(check_range("horizon", horizon, 1, 10_000))
         self.lower = float(lower)
@@ -119,6 +123,7 @@ class TrendForecast:
         self.sigma = check_range("sigma", sigma, 0.0, lo_open=True) if sigma is not None else None
         self.confidence = check_range("confidence", confidence, 0, 1, lo_open=True, hi_open=True)
         self.max_search = int(check_range("max_search", max_search, self.horizon, 100_000))
+        self.step_ratio = check_range("step_ratio", step_ratio, 0.0, 1.0)
         self.reset()
 
     def reset(self) -> None:
@@ -137,6 +142,23 @@ class TrendForecast:
             sd = self.sigma if self.sigma is not None else (self._mr_sigma() or 0.0)
             self._fit = (float(y[-1] if n == 1 else y.mean()), 0.0, 0.0, 0.0, 1.0, sd)
             return
+        fit, sse_line = self._fit_line(y)
+        if self.step_ratio > 0 and n >= 8:
+            split, sse_step = _best_step(y)
+            if sse_step < self.step_ratio * sse_line:
+                # one level shift explains the window far better than a line (a chipped tool, a
+                # fixture knock, an offset edit): the trend is what happened after it
+                tail = y[split:]
+                if tail.size >= 3:
+                    fit, _ = self._fit_line(tail)
+                else:
+                    sd = fit[5]
+                    fit = (float(tail.mean()), 0.0, 0.0, 0.0, 1.0, sd)
+        self._fit = fit
+
+    def _fit_line(self, y: np.ndarray) -> tuple[tuple[float, float, float, float, float, float], float]:
+        """Theil-Sen fit of ``y`` (level at its last value, slope, Sen interval, Mann-Kendall p, sd) and its SSE."""
+        n = y.size
         t, i, j, dt = _pairs(n)
         dy = y[j] - y[i]
         slopes = np.sort(dy / dt)
@@ -151,9 +173,10 @@ class TrendForecast:
         lo_i = int(max(0, math.floor((m - c) / 2.0)))
         hi_i = int(min(m - 1, math.ceil((m + c) / 2.0)))
         resid = y - (level + slope * (t - (n - 1)))
-        sd_res = math.sqrt(float(np.sum(resid**2)) / max(1, n - 2))
+        sse = float(np.sum(resid**2))
+        sd_res = math.sqrt(sse / max(1, n - 2))
         sd = self.sigma if self.sigma is not None else max(sd_res, self._mr_sigma() or 0.0)
-        self._fit = (level, slope, float(slopes[lo_i]), float(slopes[hi_i]), p, sd)
+        return (level, slope, float(slopes[lo_i]), float(slopes[hi_i]), p, sd), sse
 
     def _mr_sigma(self) -> float | None:
         return (self._mr_sum / self._mr_n) / 1.128 if self._mr_n >= 2 else None
@@ -243,6 +266,7 @@ class TrendForecast:
             "window": self.window, "horizon": self.horizon, "lower": _enc(self.lower), "upper": _enc(self.upper),
             "breach_probability": self.breach_probability, "alpha": self.alpha, "min_parts": self.min_parts,
             "sigma": self.sigma, "confidence": self.confidence, "max_search": self.max_search,
+            "step_ratio": self.step_ratio,
             "values": list(self._values), "n": self._n, "mr_sum": self._mr_sum, "mr_n": self._mr_n,
         }
 
@@ -250,7 +274,7 @@ class TrendForecast:
     def from_state(cls, state: dict[str, Any]) -> TrendForecast:
         obj = cls(state["window"], state["horizon"], _dec(state["lower"]), _dec(state["upper"]),
                   state["breach_probability"], state["alpha"], state["min_parts"], state["sigma"],
-                  state["confidence"], state["max_search"])
+                  state["confidence"], state["max_search"], state.get("step_ratio", 0.5))
         obj._values.extend(float(v) for v in state["values"])
         obj._n, obj._mr_sum, obj._mr_n = int(state["n"]), float(state["mr_sum"]), int(state["mr_n"])
         if obj._values:
@@ -264,6 +288,20 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t = np.arange(n, dtype=float)
     i, j = np.triu_indices(n, 1)
     return t, i, j, t[j] - t[i]
+
+
+def _best_step(y: np.ndarray) -> tuple[int, float]:
+    """Split index and SSE of the best two-level fit (each level over at least 3 values)."""
+    z = y - y.mean()
+    n = z.size
+    cs, cs2 = np.cumsum(z), np.cumsum(z * z)
+    k = np.arange(3, n - 2)
+    left = cs2[k - 1] - cs[k - 1] ** 2 / k
+    right_sum = cs[-1] - cs[k - 1]
+    right = (cs2[-1] - cs2[k - 1]) - right_sum**2 / (n - k)
+    sse = left + right
+    best = int(np.argmin(sse))
+    return int(k[best]), float(sse[best])
 
 
 def _sorted_median(a: np.ndarray) -> float:

@@ -1,0 +1,108 @@
+"""Behaviour of single detectors beyond the shared contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from monitor.detect import Attribution, Capability, RunRules, SelfStartingCusum, TrendForecast, capability
+from monitor.detect.attribution import suggest_offset
+from monitor.detect.selfstart import QStatistic
+from monitor.detect.trend import position_out_probability
+
+
+def test_a_step_is_not_extrapolated_as_a_trend() -> None:
+    rng = np.random.default_rng(1)
+    data = list(rng.normal(0, 0.3, 20)) + list(3.0 + rng.normal(0, 0.3, 12))
+    with_step = TrendForecast(window=30, horizon=20, lower=-5.0, upper=5.0)
+    plain = TrendForecast(window=30, horizon=20, lower=-5.0, upper=5.0, step_ratio=0.0)
+    a = [with_step.update(x) for x in data][-1]
+    b = [plain.update(x) for x in data][-1]
+    assert b.alarm and b.slope > 0.05  # a line through a step predicts a breach
+    assert not a.alarm and abs(a.slope) < 0.05 and a.level == pytest.approx(3.0, abs=0.3)
+
+
+def test_breach_interval_brackets_the_truth_on_a_linear_drift() -> None:
+    rng = np.random.default_rng(4)
+    tr = TrendForecast(window=30, horizon=30, lower=-1.0, upper=1.0)
+    hits = []
+    for i in range(60):
+        r = tr.update(0.02 * i + rng.normal(0, 0.05))
+        if r.alarm and r.breach_interval:
+            # the mean reaches 1 - 1.28 * 0.05 (P = 0.1) at part ~47 of the sequence
+            truth = (1.0 - 1.2816 * 0.05) / 0.02 - i
+            if truth < 1:
+                continue  # already past the breach: nothing left to forecast
+            hits.append(r.breach_interval[0] - 2 <= truth <= r.breach_interval[1] + 2)
+    assert len(hits) >= 20 and np.mean(hits) >= 0.9
+
+
+def test_position_probability_matches_monte_carlo() -> None:
+    rng = np.random.default_rng(0)
+    means = np.array([[0.010], [0.012]])
+    sds = np.array([[0.004], [0.004]])
+    tol = 0.05
+    p = float(position_out_probability(means, sds, tol)[0])
+    x = rng.normal(0.010, 0.004, 200_000)
+    y = rng.normal(0.012, 0.004, 200_000)
+    mc = float(np.mean(2 * np.sqrt(x * x + y * y) > tol))
+    assert p == pytest.approx(mc, abs=0.005)
+
+
+@pytest.mark.parametrize(("rule", "data", "fires_at"), [
+    (3, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6),            # six rising
+    (5, [0.0, 2.5, 0.1, 2.4], 4),                           # two of three beyond 2 sigma
+    (6, [1.5, 1.2, 0.2, 1.4, 1.3], 5),                      # four of five beyond 1 sigma
+    (1, [0.0, -3.2], 2),
+])
+def test_run_rules_fire_where_nelson_says(rule: int, data: list[float], fires_at: int) -> None:
+    chart = RunRules(rules=(rule,), limit=3.0)
+    fired = [r.n for r in map(chart.update, data) if r.alarm]
+    assert fired[:1] == [fires_at]
+
+
+def test_quesenberry_q_is_standard_normal_in_control() -> None:
+    rng = np.random.default_rng(2)
+    qs = []
+    for _ in range(200):
+        q = QStatistic()
+        qs += [v for v in map(q.update, rng.normal(50.0, 7.0, 30)) if v is not None]
+    assert np.mean(qs) == pytest.approx(0.0, abs=0.03)
+    assert np.std(qs) == pytest.approx(1.0, abs=0.03)
+
+
+def test_self_starting_cusum_catches_a_shift_without_known_parameters() -> None:
+    rng = np.random.default_rng(5)
+    data = list(rng.normal(10.0, 0.1, 25)) + list(rng.normal(10.2, 0.1, 25))
+    chart = SelfStartingCusum(k=0.5, arl0=500)
+    first = next(r.n for r in map(chart.update, data) if r.alarm)
+    assert 25 < first <= 40
+
+
+def test_capability_intervals_cover_the_true_value() -> None:
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(200):
+        r = capability(rng.normal(0.0, 1.0, 40), -4.0, 4.0)  # true Cp = Cpk = 1.333
+        assert r.cp is not None and r.cpk is not None
+        covered += r.cpk.lo <= 4 / 3 <= r.cpk.hi
+    assert covered / 200 >= 0.88  # 95% nominal; moving-range sigma and Bissell are approximations
+    one_sided = Capability(-math.inf, 4.0)
+    for x in (0.1, -0.2, 0.3):
+        res = one_sided.update(x)
+    assert res.cp is None and res.cpk is not None
+
+
+def test_attribution_and_offset_signs() -> None:
+    at = Attribution(min_r=0.8, min_parts=6)
+    for i in range(12):
+        res = at.update(0.001 * i, {"spindle_load": 30 + 0.5 * i, "tool_life": 5.0, "warmup": None})
+    assert res.cause == "spindle_load" and res.r is not None and res.r > 0.99
+    assert "tool_life" not in res.correlations  # constant: no correlation
+    assert suggest_offset(0.004, "diameter").change == pytest.approx(-0.004)
+    assert suggest_offset(0.004, "radius").change == pytest.approx(-0.002)
+    assert suggest_offset(-0.004, "cutter_radius_hole").change == pytest.approx(-0.002)
+    assert suggest_offset(0.004, "cutter_radius_boss").change == pytest.approx(-0.002)
+    assert suggest_offset(-0.01, "y").text() == "suggest Y wear offset +0.0100 mm"
