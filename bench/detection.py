@@ -23,6 +23,8 @@ Definitions (per feature of a batch):
   feature that never drifts); rate per 1000 in-control feature-parts, and per 1000 in-control
   parts (a part is in control when all its features are).
 
+* drifts that never broke tolerance: features whose mean moved but stayed in tolerance, and how
+  many of them got a forecast alert anyway (a breach predicted that did not come);
 * attribution: for the first forecast alert of each flagged gradual drift, whether a cause was
   named and whether it matches the simulator's cause (tool life, cutting time, spindle load for
   wear; time since warm-up for thermal).
@@ -184,6 +186,7 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
     in_control_fp = 0
     part_limit: dict[tuple[str, int, str, str], int] = {}
     attribution = {"forecasts": 0, "named": 0, "matching": 0}
+    unbroken = {"drifts": 0, "with_forecast_alert": 0}
     runs = 0
     engine_s = 0.0
     parts_fed = 0
@@ -233,6 +236,9 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
                 _score(first_oot_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, oot_alarms, n)
                 _score(chart_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, chart_alarms, n)
                 in_control_fp += ic
+                if g.drift_starts is not None and g.first_out_of_tolerance is None:
+                    unbroken["drifts"] += 1
+                    unbroken["with_forecast_alert"] += any(o >= g.drift_starts for o, _ in fc)
                 first = causes.get(key)
                 if (scenario in GRADUAL and g.first_out_of_tolerance is not None and first is not None
                         and g.drift_starts is not None and g.drift_starts <= first[0] < g.first_out_of_tolerance):
@@ -259,6 +265,7 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
             "share_named_matching_truth": round(attribution["matching"] / attribution["named"], 3)
             if attribution["named"] else None,
         },
+        "drifts_that_never_broke_tolerance": unbroken,
         "targets": {"share_flagged_before_oot": 0.95, "median_lead_parts": 8, "false_alarms_per_1000_in_control_parts": 2},
         "engine_cpu_ms_per_part": round(1000 * engine_s / max(1, parts_fed), 3),
         "detection_overrides": overrides or {},
