@@ -258,6 +258,7 @@ class OpcUaAdapter(Adapter):
     async def _subscribe(self, client: Client) -> Subscription:
         addresses = {p.signal: p.address for p in self.plans}
         resolution = await resolve(client, addresses, self.source.namespaces)
+        self.stats.count("resolutions")
         for signal, why in resolution.missing.items():
             self.stats.count(f"unresolved:{signal}", message=f"{self.machine}: {signal} not found: {why}")
         self.resolved = {s: format_nodeid(n, resolution.namespaces) for s, n in resolution.nodes.items()}

@@ -163,6 +163,7 @@ class OpcUaSimServer:
         security: SimSecurity | None = None,
         application_uri: str = SIM_APPLICATION_URI,
         start_time: datetime | None = None,
+        extra_namespaces: Sequence[str] = (),
     ) -> None:
         self.machines = [m if isinstance(m, MachineShape) else MachineShape(m) for m in machines]
         if len({m.id for m in self.machines}) != len(self.machines):
@@ -171,6 +172,8 @@ class OpcUaSimServer:
         self.port = port
         self.security = security
         self.application_uri = application_uri
+        self.extra_namespaces = tuple(extra_namespaces)
+        """Registered before the companion namespaces: shifts their indexes, as another firmware would."""
         self.start_time = start_time or datetime.now(UTC)
         """Timestamp of the placeholder (BadWaitingForInitialData) values before the first publish."""
         self._server: Server | None = None
@@ -252,6 +255,8 @@ class OpcUaSimServer:
     async def _build(self) -> None:
         assert self._server is not None
         srv = self._server
+        for uri in self.extra_namespaces:
+            await srv.register_namespace(uri)
         for prefix in ("DI", "MA", "MT", "CNC"):
             self._ns[prefix] = await srv.register_namespace(PREFIXES[prefix])
         self._ns["app"] = await srv.get_namespace_index(self.application_uri)

@@ -65,7 +65,8 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
                 await col.wait(lambda items: any(o.signal == "part.count" and o.value == 3.0 for o in items))
                 await srv.stop()
                 await wait_until(lambda: adapter.state is AdapterState.LOST, what="state lost")
-                srv = OpcUaSimServer([MACHINE], port=port)
+                # new firmware: other namespaces first, so every companion namespace index moves
+                srv = OpcUaSimServer([MACHINE], port=port, extra_namespaces=("urn:x:1", "urn:x:2", "urn:x:3"))
                 await srv.start()
                 # the controller comes back holding its last count, with the same timestamp
                 await srv.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
@@ -85,6 +86,7 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
                 four = next(i for i, o in enumerate(col.items) if o.signal == "part.count" and o.value == 4.0)
                 assert three < gap < four
                 assert adapter.stats.counts["duplicates_skipped"] >= 1
+                assert adapter.stats.counts["resolutions"] == 2  # paths resolved again on the new server
             finally:
                 await col.aclose()
     finally:

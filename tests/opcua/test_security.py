@@ -72,13 +72,21 @@ def test_generated_certificate_carries_the_application_uri(pki: Pki) -> None:
     assert application_uri_of(load_certificate(pki.client_cert)) == "urn:cnc-monitor:test-client"
 
 
-@pytest.mark.parametrize("policy", ["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"])
-async def test_sign_and_encrypt_with_user(
-    pki: Pki, secure_sim: OpcUaSimServer, policy: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("policy", "mode"),
+    [
+        ("Basic256Sha256", "SignAndEncrypt"),
+        ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"),
+        ("Aes256_Sha256_RsaPss", "SignAndEncrypt"),
+        ("Basic256Sha256", "Sign"),
+    ],
+)
+async def test_secure_session_with_user(
+    pki: Pki, secure_sim: OpcUaSimServer, policy: str, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_OPCUA_USER", "operator")
     monkeypatch.setenv("TEST_OPCUA_PASSWORD", "s3cret")
-    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint, policy))
+    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint, policy, security_mode=mode))
     async with OpcUaAdapter(cfg) as adapter:
         col = Collector(adapter)
         try:
