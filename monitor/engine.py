@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["DriftEngine"]
 
 _STATE_VERSION = 1
+_MAX_IDS = 50_000
+"""Alert ids remembered to keep them unique across batches (oldest forgotten first)."""
 
 
 @dataclass
@@ -62,6 +64,7 @@ class DriftEngine:
         self._lost: dict[str, Alert] = {}
         self._last_part: dict[str, int] = {}
         self.counters: dict[str, int] = {}
+        self._ids: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------ parts
     def process(self, part: PartRecord) -> list[Alert]:
@@ -108,7 +111,7 @@ class DriftEngine:
             return [closed]
         if entry is None:
             alert = Alert(
-                id=f"{part.machine}/{part.program}/{plan.feature.name}/{kind}/{part.part_number}",
+                id=self._new_id(f"{part.machine}/{part.program}/{plan.feature.name}/{kind}/{part.part_number}"),
                 machine=part.machine,
                 program=part.program,
                 feature=plan.feature.name,
@@ -133,6 +136,15 @@ class DriftEngine:
             )
             return [entry.alert]
         return []
+
+    def _new_id(self, base: str) -> str:
+        """``base`` the first time; ``base#2``, ``base#3``... when a later batch (part numbers start
+        again) opens the same kind on the same part number, so an id never names two alerts."""
+        n = self._ids.get(base, 0) + 1
+        self._ids[base] = n
+        if len(self._ids) > _MAX_IDS:
+            del self._ids[next(iter(self._ids))]
+        return base if n == 1 else f"{base}#{n}"
 
     def _close_recentred(self, part: PartRecord, plan: WatchPlan) -> list[Alert]:
         """An offset change brought the feature back to nominal: its statistical alerts close now."""
@@ -224,6 +236,7 @@ class DriftEngine:
             "lost": {m: alert_to_dict(a) for m, a in self._lost.items()},
             "last_part": dict(self._last_part),
             "counters": dict(self.counters),
+            "ids": dict(self._ids),
         }
 
     @classmethod
@@ -236,6 +249,7 @@ class DriftEngine:
         """
         engine = cls(programs)
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+        engine._ids = {k: int(v) for k, v in state.get("ids", {}).items()}
         plans = {(name, p.feature.name): p for name, ps in engine._plans.items() for p in ps}
         for w in state.get("watches", []):
             plan = plans.get((w["program"], w["feature"]))

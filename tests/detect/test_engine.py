@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -191,3 +192,15 @@ def test_restore_after_the_program_file_changed() -> None:
     fresh = DriftEngine.from_state({"O1234": reshaped}, saved)
     assert fresh.counters.get("state_discarded") == 1
     fresh.process(_part(30))
+
+
+def test_ids_stay_unique_when_a_new_batch_repeats_part_numbers() -> None:
+    engine = DriftEngine({"O1234": _program(close_after=1)})
+    [first] = engine.process(_part(2, dia=10.02))
+    engine.process(_part(3))
+    # next batch: part numbers start again (new part keys)
+    next_batch = replace(_part(2, dia=10.02), key="vmc-01/O1234/batch2/2")
+    again = [a for a in engine.process(next_batch) if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    assert [a.id for a in again] == [first.id + "#2"]
+    restored = DriftEngine.from_state({"O1234": _program(close_after=1)}, json.loads(json.dumps(engine.state())))
+    assert restored.state()["ids"] == engine.state()["ids"]
