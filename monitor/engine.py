@@ -87,8 +87,10 @@ class DriftEngine:
             if outcome.skipped:
                 self._count(outcome.skipped)
                 continue
-            if outcome.recentred:
-                changes += self._close_recentred(part, plan)
+            if outcome.new_batch:
+                changes += self._close_feature(part, plan, tuple(AlertKind), "new batch (part numbers started again)")
+            elif outcome.recentred:
+                changes += self._close_feature(part, plan, STAT_KINDS, "re-centred (offset change)")
             for kind, signal in outcome.signals.items():
                 changes += self._reconcile(part, plan, kind, signal)
         return changes
@@ -146,16 +148,15 @@ class DriftEngine:
             del self._ids[next(iter(self._ids))]
         return base if n == 1 else f"{base}#{n}"
 
-    def _close_recentred(self, part: PartRecord, plan: WatchPlan) -> list[Alert]:
-        """An offset change brought the feature back to nominal: its statistical alerts close now."""
+    def _close_feature(self, part: PartRecord, plan: WatchPlan, kinds: tuple[AlertKind, ...], reason: str) -> list[Alert]:
+        """Close the feature's open alerts of ``kinds`` at once (offset change, new batch)."""
         closed = []
-        for kind in STAT_KINDS:
+        for kind in kinds:
             entry = self._book.pop((part.machine, part.program, plan.feature.name, str(kind)), None)
             if entry is not None:
                 closed.append(replace(
                     entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
-                    evidence={**entry.alert.evidence, "closed_at_part": part.part_number,
-                              "close_reason": "re-centred (offset change)"},
+                    evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": reason},
                 ))
         return closed
 

@@ -70,12 +70,15 @@ class Outcome:
     """What one part did to one watch: skipped (with the counter name) or a signal map per kind.
 
     ``recentred`` says an offset change brought the feature back to nominal: the engine closes its
-    statistical alerts at once instead of waiting for ``close_after`` quiet parts.
+    statistical alerts at once instead of waiting for ``close_after`` quiet parts. ``new_batch``
+    says the part number went backwards (a new batch): every detector restarted, and the engine
+    closes the feature's open alerts of the previous batch.
     """
 
     skipped: str | None = None
     signals: Mapping[AlertKind, Signal | None] = field(default_factory=dict)
     recentred: bool = False
+    new_batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +339,13 @@ class FeatureWatch:
         if isinstance(read, str):
             return Outcome(skipped=read)
         value, devs = read
+        new_batch = bool(self._parts) and part.part_number < int(self._parts[-1]["part_number"])
+        if new_batch:
+            # part numbers started again: a new batch (new setup, maybe a new tool) is learned afresh
+            self._parts.clear()
+            self._channels = {axis: _Channel(self.plan, axis) for axis in self.plan.axes}
+            self._streak.clear()
+            self._near_nominal = 0
         self._keys.append(part.key)
         self._parts.append({"part_number": part.part_number, "value": value, "deviation": devs})
         covariates = self._covariates(part)
@@ -354,7 +364,7 @@ class FeatureWatch:
         }
         for kind, sig in signals.items():
             self._streak[str(kind)] = self._streak.get(str(kind), 0) + 1 if sig is not None else 0
-        return Outcome(signals=signals, recentred=recentred)
+        return Outcome(signals=signals, recentred=recentred, new_batch=new_batch)
 
     def _recentred(self, devs: Mapping[str, float]) -> bool:
         """Two parts in a row within 1.5 sigma of nominal while the trend level stood > 3 sigma off."""

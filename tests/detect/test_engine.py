@@ -204,3 +204,18 @@ def test_ids_stay_unique_when_a_new_batch_repeats_part_numbers() -> None:
     assert [a.id for a in again] == [first.id + "#2"]
     restored = DriftEngine.from_state({"O1234": _program(close_after=1)}, json.loads(json.dumps(engine.state())))
     assert restored.state()["ids"] == engine.state()["ids"]
+
+
+def test_a_new_batch_restarts_the_feature_and_closes_its_old_alerts() -> None:
+    engine = DriftEngine({"O1234": _program()})
+    for n in range(1, 20):
+        engine.process(_part(n, dia=10.0075 + 0.00005 * n))
+    [oot] = [a for a in engine.process(_part(20, dia=10.02)) if a.kind is AlertKind.OUT_OF_TOLERANCE]
+    fresh = replace(_part(1), key="vmc-01/O1234/batch2/1")
+    closed = [a for a in engine.process(fresh) if a.state is AlertState.CLOSED]
+    assert oot.id in [a.id for a in closed]
+    assert all(a.evidence["close_reason"].startswith("new batch") for a in closed)
+    assert [a for a in engine.open_alerts() if a.feature == "hole1_dia"] == []
+    view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
+    assert [v["part_number"] for v in view["values"]] == [1]
+    assert view["capability"]["n"] == 1
