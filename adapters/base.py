@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from monitor.errors import AdapterError
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
@@ -91,6 +91,14 @@ class Adapter:
     ) -> None:
         await self.aclose()
 
+    async def stop_reading(self) -> None:
+        """Stop taking new data from the controller but keep what is queued, so a consumer can drain
+        it; :meth:`observations` ends once the queue is empty. Used for a lossless shutdown."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
     async def aclose(self) -> None:
         """Stop the adapter's task and release its connection; safe to call twice."""
         if self._task is not None:
@@ -111,6 +119,9 @@ class Adapter:
                 if exc is not None:
                     raise exc
                 return
+            if not self._queue.empty():  # the common case under load: no future, no wait
+                yield self._queue.get_nowait()
+                continue
             getter = asyncio.ensure_future(self._queue.get())
             waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
             if self._task is not None:
@@ -120,6 +131,10 @@ class Adapter:
                 yield getter.result()
             else:
                 getter.cancel()
+
+    def position(self) -> dict[str, Any] | None:
+        """Where to resume after a daemon restart (for example an MTConnect sequence); None if nothing to keep."""
+        return None
 
     async def _guarded_run(self) -> None:
         await self._run()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.store import Store
 
-__all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file"]
+__all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file", "source_key"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -82,6 +83,8 @@ class Daemon:
         self.sinks: list[OutputSink] = []
         self.dashboard_url: str | None = None
         self._last_obs: dict[str, tuple[datetime, float]] = {}
+        self._source_keys: dict[int, str] = {}
+        self._drain_timeout_s = 3.0
         self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
@@ -128,7 +131,7 @@ class Daemon:
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
             self.sinks = _build_sinks(self.site)
-            self.adapters = [adapter_class(m.source.type)(m) for m in self.site.config.machines]
+            self.adapters = [await self._make_adapter(m) for m in self.site.config.machines]
             async with contextlib.AsyncExitStack() as stack:
                 for adapter in self.adapters:
                     await stack.enter_async_context(adapter)
@@ -142,10 +145,17 @@ class Daemon:
                     stack.callback(self._remove_runtime_file)
                     self.started.set()
                     await stop.wait()
-                    for task in (*pumps, ticker):
+                    ticker.cancel()
+                    # stop reading, then let the pumps drain what the adapters already hold: every
+                    # observation taken from a controller is processed and stored before we stop
+                    for adapter in self.adapters:
+                        await adapter.stop_reading()
+                    await asyncio.wait(pumps, timeout=self._drain_timeout_s)
+                    for task in pumps:
                         task.cancel()
                     await self._queue.join()
                     processor.cancel()
+                    await self.call(self._save_positions)  # exact now: all that was read is stored
                     outcome = await self.call(self.pipeline.close)
                     self._publish(outcome)
                     for sink in self.sinks:
@@ -159,6 +169,23 @@ class Daemon:
                 await self.call(self.store.close)
             self._worker.shutdown(wait=True)
             log.info("daemon stopped")
+
+    async def _make_adapter(self, machine: Any) -> Adapter:
+        """An adapter for one configured source, resuming where the last run stopped if it can."""
+        assert self.store is not None
+        cls = adapter_class(machine.source.type)
+        saved = await self.call(self.store.load_position, machine.id, source_key(machine))
+        resumable = saved and "resume" in inspect.signature(cls).parameters
+        adapter = cls(machine, resume=saved) if resumable else cls(machine)  # type: ignore[call-arg]
+        self._source_keys[id(adapter)] = source_key(machine)
+        return adapter
+
+    def _save_positions(self) -> None:
+        assert self.store is not None
+        for adapter in self.adapters:
+            position = adapter.position()
+            if position is not None:
+                self.store.save_position(adapter.machine, self._source_keys[id(adapter)], position)
 
     def _write_runtime_file(self) -> None:
         """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind."""
@@ -233,6 +260,13 @@ class Daemon:
             for sink in self.sinks:
                 sink.offer(alert)
             log.warning("ALERT %s %s %s: %s", alert.severity, alert.state, alert.machine, alert.message)
+
+
+def source_key(machine: Any) -> str:
+    """Names one source of a machine in the store's adapter positions (type and address)."""
+    src = machine.source
+    address = getattr(src, "url", None) or getattr(src, "endpoint", None) or getattr(src, "path", "")
+    return f"{src.type} {address}"
 
 
 def runtime_file(site: Site) -> Path:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_STATE = "drift-engine"
 """Name under which the engine's state is kept in the store."""
+_TRACKER_STATE = "tracker:"
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Pipeline:
                 tracking,
                 signal_offsets=offsets,
                 next_part_numbers=store.next_part_numbers(machine_id),
+                context=store.load_detector_state(_TRACKER_STATE + machine_id),
             )
             self.status[machine_id] = MachineStatus(machine_id, parts=store.part_count(machine=machine_id))
 
@@ -123,6 +125,8 @@ class Pipeline:
             status.program = tracker.program
             status.counter = tracker.counter
             self._finish(parts, outcome)
+            if parts:
+                self.store.save_detector_state(_TRACKER_STATE + obs.machine, tracker.context())
             if (status.connection, status.program, status.counter, status.parts) != before:
                 outcome.machines[obs.machine] = status.as_dict()
         return outcome
@@ -139,8 +143,9 @@ class Pipeline:
     def close(self) -> Outcome:
         """Shutdown: release parts still waiting in a grace window."""
         outcome = Outcome()
-        for tracker in self.trackers.values():
+        for machine, tracker in self.trackers.items():
             self._finish(tracker.close(), outcome)
+            self.store.save_detector_state(_TRACKER_STATE + machine, tracker.context())
         return outcome
 
     def acknowledge(self, alert_id: str) -> Alert | None:

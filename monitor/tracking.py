@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from monitor.config import ProgramConfig, TrackingConfig
 from monitor.model import (
@@ -138,6 +139,7 @@ class PartTracker:
         *,
         signal_offsets: Mapping[str, float] | None = None,
         next_part_numbers: Mapping[str, int] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.machine = machine
         self.programs = dict(programs)
@@ -162,6 +164,9 @@ class PartTracker:
         self._pending: list[_PendingPart] = []
         self._ended_awaiting_count = False
         self._last_end: datetime | None = None
+        self._restored_counter = False
+        if context:
+            self._restore(context)
 
     # ------------------------------------------------------------------ public
     @property
@@ -223,6 +228,31 @@ class PartTracker:
             out += self._process(heapq.heappop(self._reorder)[2])
         pending, self._pending = self._pending, []
         return out + [self._finish(p) for p in pending]
+
+    def context(self) -> dict[str, Any]:
+        """What the machine was doing (program, counter, tool), JSON-able, to resume after a restart.
+
+        A restarted daemon may resume its source mid-stream, where the program name and counter
+        are not repeated; without this the next parts would belong to no program.
+        """
+        return {
+            "program": self._program,
+            "counter": self._counter,
+            "tool": self._tool,
+            "tool_life": self._tool_life,
+            "next_part_numbers": dict(self._next_number),
+        }
+
+    def _restore(self, context: Mapping[str, Any]) -> None:
+        self._program = context.get("program")
+        counter = context.get("counter")
+        self._counter = int(counter) if isinstance(counter, (int, float)) else None
+        self._restored_counter = self._counter is not None
+        self._tool = context.get("tool")
+        life = context.get("tool_life")
+        self._tool_life = float(life) if isinstance(life, (int, float)) else None
+        for program, number in dict(context.get("next_part_numbers") or {}).items():
+            self._next_number[program] = max(int(number), self._next_number.get(program, 1))
 
     # ---------------------------------------------------------------- internals
     def _is_replay(self, obs: Observation) -> bool:
@@ -327,6 +357,13 @@ class PartTracker:
         previous, self._counter = self._counter, count
         if previous is None:
             return []
+        if self._restored_counter:
+            # first counter value after a restart: one step on is a part; a bigger jump means parts
+            # were made while nobody watched (the source did not resume): take it as the new baseline
+            self._restored_counter = False
+            if count > previous + 1 or count < previous:
+                self.counts["counter_rebased_after_restart"] += 1
+                return []
         if count < previous:
             self.counts["counter_resets"] += 1
             if self._open is not None:

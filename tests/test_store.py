@@ -164,3 +164,16 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
         events = store.alert_events(limit=10_000)
         assert len(events) == len({a.id for _, a in events}) == total // 3
     assert json.dumps(out.split()[-1]) == json.dumps(str(total))
+
+
+def test_two_processes_creating_the_store_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "race.db"
+    code = "import sys; from monitor.store import Store; Store(sys.argv[1]).close()"
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db)], cwd=root, stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    with Store(db) as store:
+        assert store.schema_version == SCHEMA_VERSION

@@ -238,3 +238,19 @@ def test_never_emits_a_part_twice_whatever_the_replay(replays: list[tuple[int, i
     keys = [p.key for p in parts]
     assert len(keys) == len(set(keys))
     assert [p.counter for p in parts if p.status is PartStatus.COMPLETE] == [1, 2, 3, 4, 5, 6]
+
+
+def test_context_resumes_program_and_counter_after_restart() -> None:
+    before = make(grace_s=0)
+    run(before, [*start(), *cycle(0, 1), *cycle(20, 2)])
+    context = before.context()
+    assert context["program"] == "O1001" and context["counter"] == 2
+    # the source resumed mid-stream: no program name, no counter baseline repeated
+    resumed = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=context)
+    parts = run(resumed, cycle(40, 3))
+    assert [(p.program, p.part_number, p.counter, p.status) for p in parts] == [("O1001", 3, 3, PartStatus.COMPLETE)]
+    # the source did not resume and parts were made meanwhile: the counter is taken as a new baseline
+    rebased = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=context)
+    parts = run(rebased, [obs(100, "part.count", 9), *cycle(120, 10)])
+    assert [(p.part_number, p.counter) for p in parts] == [(3, 10)]
+    assert rebased.counts["counter_rebased_after_restart"] == 1

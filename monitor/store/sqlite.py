@@ -127,6 +127,10 @@ class Store:
         for number in range(version, SCHEMA_VERSION):
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # another process (the CLI, a second daemon) may have migrated while we waited for the lock
+                if self._db.execute("PRAGMA user_version").fetchone()[0] > number:
+                    self._db.execute("COMMIT")
+                    continue
                 for statement in _statements(MIGRATIONS[number]):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
