@@ -159,7 +159,7 @@ def _solve(arl_of: Callable[[float, bool], float], target: float, lo: float, hi:
     top = hi
     while g(top, False) < 0:
         top *= 1.5
-        if top > 60:
+        if top > 400:
             raise DetectionError(f"no {what} reaches an in-control ARL of {target:g}")
     x0 = float(brentq(lambda x: g(x, False), lo, top, xtol=1e-4))
     x1 = x0 * 1.002

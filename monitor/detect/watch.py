@@ -36,6 +36,7 @@ from monitor.detect.ewma import Ewma
 from monitor.detect.runrules import RULE_TEXT, RunRules
 from monitor.detect.selfstart import QStatistic
 from monitor.detect.trend import TrendForecast, parts_to_breach, position_out_probability
+from monitor.errors import DetectionError
 from monitor.model import AlertKind, Feature, PartRecord, PositionFeature, Severity, SizeFeature
 
 if TYPE_CHECKING:
@@ -113,14 +114,20 @@ class WatchPlan:
         per_channel = 2 + (1 if 1 in cfg.run_rules else 0)
         charts = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f in features) * per_channel
         chart_arl0 = cfg.arl0 * max(1, charts) / (1.0 - _FORECAST_SHARE)
-        lim = ChartLimits(
-            ewma_lambda=cfg.ewma_lambda,
-            ewma_width=cfg.ewma_limit if cfg.ewma_limit is not None else ewma_limit(cfg.ewma_lambda, chart_arl0),
-            cusum_k=cfg.cusum_k,
-            cusum_h=cfg.cusum_h if cfg.cusum_h is not None else cusum_h(cfg.cusum_k, chart_arl0, fir=cfg.cusum_fir),
-            rule1=shewhart_limit(chart_arl0),
-            chart_arl0=chart_arl0,
-        )
+        try:
+            lim = ChartLimits(
+                ewma_lambda=cfg.ewma_lambda,
+                ewma_width=cfg.ewma_limit if cfg.ewma_limit is not None else ewma_limit(cfg.ewma_lambda, chart_arl0),
+                cusum_k=cfg.cusum_k,
+                cusum_h=cfg.cusum_h if cfg.cusum_h is not None else cusum_h(cfg.cusum_k, chart_arl0, fir=cfg.cusum_fir),
+                rule1=shewhart_limit(chart_arl0),
+                chart_arl0=chart_arl0,
+            )
+        except DetectionError as exc:
+            raise DetectionError(
+                f"program {program.program}: {exc} (each chart needs ARL0 {chart_arl0:g}); set detection.ewma_limit"
+                " or detection.cusum_h, or change arl0, ewma_lambda or cusum_k"
+            ) from exc
         return [cls(program.program, f, cfg, lim) for f in features]
 
     @property

@@ -96,3 +96,21 @@ def test_tune_table_shapes_and_errors() -> None:
         arl_table("xbar", arl0=100.0)
     with pytest.raises(DetectionError):
         ewma_limit(1.5, 500.0)
+
+
+def test_ewma_with_lambda_one_is_the_shewhart_chart() -> None:
+    # lambda = 1 makes the EWMA the individuals chart: ARL0 = 1 / (2 (1 - Phi(L)))
+    assert ewma_limit(1.0, 3000.0) == pytest.approx(shewhart_limit(3000.0), rel=1e-4)
+    assert ewma_arl(1.0, 3.0) == pytest.approx(370.4, rel=1e-3)
+
+
+def test_unreachable_targets_raise_a_detection_error_naming_the_program() -> None:
+    from monitor.config import ProgramConfig
+    from monitor.detect.watch import WatchPlan
+
+    program = ProgramConfig.model_validate({
+        "program": "O7", "features": {"d": {"kind": "size", "signal": "probe.d", "nominal": 0.0, "lower": -1, "upper": 1}},
+        "detection": {"arl0": 1e12, "cusum_k": 0.0},
+    })
+    with pytest.raises(DetectionError, match="program O7"):
+        WatchPlan.for_program(program)
