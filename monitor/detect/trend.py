@@ -245,15 +245,17 @@ class TrendForecast:
             ptb = parts_to_breach(prob, self.breach_probability)
             ends = []
             for b in (lo, hi):
-                pb = self.out_probability(self._no_slope_uncertainty(b))
+                pb = self.out_probability(self.forecast_fixed_slope(b))
                 ends.append(parts_to_breach(pb, self.breach_probability) or float(self.max_search))
             interval = (min(ends), max(ends)) if ptb is not None else None
         alarm = significant and ptb is not None and ptb <= self.horizon and not skipped
         return TrendResult(self._n, level, slope, (lo, hi), p, significant, sd, p_next, ptb, interval, alarm,
                            skipped)
 
-    def _no_slope_uncertainty(self, slope: float) -> Forecast:
-        assert self._fit is not None
+    def forecast_fixed_slope(self, slope: float) -> Forecast:
+        """Single parts 1..``max_search`` ahead if the slope were exactly ``slope`` (ends of the interval)."""
+        if self._fit is None:
+            raise DetectionError("no values yet: nothing to forecast")
         level, _, _, _, _, sd = self._fit
         h = np.arange(1, self.max_search + 1, dtype=float)
         n = len(self._values)

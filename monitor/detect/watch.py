@@ -463,7 +463,7 @@ class FeatureWatch:
                     lo, hi, b = fit[2], fit[3], fit[1]
                     slow = 0.0 if lo <= 0 <= hi else (lo if b > 0 else hi)
                     fast = hi if b >= 0 else lo
-                    fc = c.trend._no_slope_uncertainty(fast if pick else slow)
+                    fc = c.trend.forecast_fixed_slope(fast if pick else slow)
                     means.append(fc.mean)
                     sds.append(fc.sd)
                 pb = position_out_probability(np.stack(means), np.stack(sds), tol)
