@@ -127,11 +127,9 @@ def _to_value(raw: Any) -> Value:
     return str(raw)
 
 
-def _aware(t: datetime | None) -> datetime | None:
-    if t is None:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
+_BAD = 0x80000000
+_UNCERTAIN = 0x40000000
+"""Severity bits of a StatusCode: Bad (10) and Uncertain (01); Good is 00 (OPC 10000-4 §7.39)."""
 
 _OVERFLOW_BITS = 0x0480
 """StatusCode InfoType=DataValue (0x400) with the Overflow bit (0x80), OPC 10000-4 §7.39."""
@@ -163,6 +161,7 @@ class OpcUaAdapter(Adapter):
         self._last_rx = 0.0
         self._client_overflow = False
         self._lost_reason: str | None = None
+        self._counts = self.stats.counts
 
     async def observations(self) -> AsyncIterator[Observation]:
         """Same contract as :meth:`Adapter.observations`, but drains queued observations directly.
@@ -336,7 +335,6 @@ class OpcUaAdapter(Adapter):
 
     async def _pump(self, sub: Subscription) -> None:
         async for event in sub:
-            self._last_rx = time.monotonic()
             self._client_overflow = False
             if isinstance(event, DataChangeEvent):
                 self._on_data(event)
@@ -347,32 +345,45 @@ class OpcUaAdapter(Adapter):
         raise _LostError("subscription closed")
 
     def _on_data(self, event: DataChangeEvent) -> None:
+        # the hot path: thousands of calls per second, so plain attribute access and few calls
         item = event.data.monitored_item
         signal = self._handles.get(item.ClientHandle)
         if signal is None:
             return
         dv = item.Value
-        when = _aware(dv.SourceTimestamp) or _aware(dv.ServerTimestamp) or datetime.now(UTC)
+        when = dv.SourceTimestamp or dv.ServerTimestamp
+        if when is None:
+            when = datetime.now(UTC)
+        elif when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
         status = dv.StatusCode
+        code = 0 if status is None else status.value
         value: Value
-        if status is not None and not status.is_good():
+        if code & _BAD:
             self.stats.count(
                 f"bad_status:{status.name}",
                 message=f"{self.machine}: {signal} reported {status.name}; recorded as UNAVAILABLE",
             )
             value = None
         else:
-            value = _to_value(dv.Value.Value if dv.Value is not None else None)
-        if status is not None and status.value & _OVERFLOW_BITS == _OVERFLOW_BITS:
-            # The server's queue for this item overflowed: older changes were discarded there.
-            self.stats.count("server_queue_overflow", message=f"{self.machine}: server dropped changes of {signal}")
-            self._put_gap(f"server queue of {signal} overflowed; changes lost")
-        last = self._last.get(signal)
-        if last is not None and last == (value, when):
+            variant = dv.Value
+            raw = None if variant is None else variant.Value
+            value = raw if type(raw) is float or type(raw) is str else _to_value(raw)
+            if code & _UNCERTAIN:
+                self.stats.count(
+                    f"uncertain_status:{status.name}",
+                    message=f"{self.machine}: {signal} reported {status.name}; value kept",
+                )
+            if code & _OVERFLOW_BITS == _OVERFLOW_BITS:
+                # The server's queue for this item overflowed: older changes were discarded there.
+                self.stats.count("server_queue_overflow", message=f"{self.machine}: server dropped changes of {signal}")
+                self._put_gap(f"server queue of {signal} overflowed; changes lost")
+        pair = (value, when)
+        if self._last.get(signal) == pair:
             self.stats.count("duplicates_skipped")
             return
-        self._last[signal] = (value, when)
-        self.stats.count("notifications")
+        self._last[signal] = pair
+        self._counts["notifications"] += 1
         self._emit_nowait(Observation(self.machine, signal, when, value))
 
     async def _watchdog(self, sub: Subscription, lost: asyncio.Event) -> None:
