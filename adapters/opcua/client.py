@@ -156,7 +156,7 @@ class OpcUaAdapter(Adapter):
         self.sessions = 0
         self._rng = random.Random(seed)
         self._client: Client | None = None
-        self._last: dict[str, tuple[Value, datetime]] = {}
+        self._last: dict[str, tuple[float | str, datetime]] = {}
         self._handles: dict[int, str] = {}
         self._last_rx = 0.0
         self._client_overflow = False
@@ -378,11 +378,14 @@ class OpcUaAdapter(Adapter):
                 # The server's queue for this item overflowed: older changes were discarded there.
                 self.stats.count("server_queue_overflow", message=f"{self.machine}: server dropped changes of {signal}")
                 self._put_gap(f"server queue of {signal} overflowed; changes lost")
-        pair = (value, when)
-        if self._last.get(signal) == pair:
-            self.stats.count("duplicates_skipped")
-            return
-        self._last[signal] = pair
+        if value is not None:
+            # a sample the server sends again (same value, same source time; e.g. the initial
+            # value after a reconnect, possibly after a placeholder status) is not passed on twice
+            pair = (value, when)
+            if self._last.get(signal) == pair:
+                self.stats.count("duplicates_skipped")
+                return
+            self._last[signal] = pair
         self._counts["notifications"] += 1
         self._emit_nowait(Observation(self.machine, signal, when, value))
 

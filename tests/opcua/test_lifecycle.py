@@ -68,9 +68,14 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
                 # new firmware: other namespaces first, so every companion namespace index moves
                 srv = OpcUaSimServer([MACHINE], port=port, extra_namespaces=("urn:x:1", "urn:x:2", "urn:x:3"))
                 await srv.start()
-                # the controller comes back holding its last count, with the same timestamp
-                await srv.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
                 await wait_until(lambda: adapter.state is AdapterState.CONNECTED, what="reconnected")
+                # first the placeholder status, then the controller reports its last count again,
+                # with the same timestamp: the same sample, not a new part
+                await col.wait(  # one placeholder per session
+                    lambda items: sum(1 for o in items if o.signal == "part.count" and o.value is None) == 2,
+                    what="placeholder after restart",
+                )
+                await srv.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
                 for n in (4, 5):
                     await srv.publish("vmc-01", "part.count", n, T0 + timedelta(minutes=n))
                 await col.wait(lambda items: any(o.signal == "part.count" and o.value == 5.0 for o in items))
@@ -117,12 +122,12 @@ async def test_stale_watchdog_reconnects_a_stalled_link(sim: OpcUaSimServer) -> 
 
 
 async def test_keepalives_keep_an_idle_connection(sim: OpcUaSimServer) -> None:
-    cfg = machine_config(sim.endpoint, stale_after_s=0.5, keepalive_count=2, publishing_interval_ms=50)
+    cfg = machine_config(sim.endpoint, stale_after_s=1.0, keepalive_count=2, publishing_interval_ms=50)
     async with OpcUaAdapter(cfg) as adapter:
         col = Collector(adapter)
         try:
             await col.wait(connected, what="connected")
-            idle_until = asyncio.get_running_loop().time() + 1.5
+            idle_until = asyncio.get_running_loop().time() + 2.0
             await wait_until(lambda: asyncio.get_running_loop().time() > idle_until, what="idle period")
             assert adapter.stats.counts["stale"] == 0
             assert adapter.state is AdapterState.CONNECTED
