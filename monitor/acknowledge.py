@@ -11,11 +11,13 @@ import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 
 from monitor.codec import alert_from_dict
 from monitor.config import load_site
+from monitor.daemon import daemon_api_url
 from monitor.errors import MonitorError
 from monitor.model import Alert, AlertState
 from monitor.store import Store
@@ -27,9 +29,9 @@ async def acknowledge_alert(site_path: Path, alert_id: str, *, close: bool = Fal
     """Acknowledge (or close) ``alert_id``; returns the alert after the change and how it was done."""
     site = load_site(site_path)
     dash = site.config.dashboard
-    if dash.enabled:
-        host = "127.0.0.1" if dash.bind in ("0.0.0.0", "::") else dash.bind
-        url = f"http://{host}:{dash.port}/api/alerts/{alert_id}/{'close' if close else 'ack'}"
+    base = daemon_api_url(site)
+    if base is not None:
+        url = f"{base}api/alerts/{quote(alert_id, safe='')}/{'close' if close else 'ack'}"
         headers = {"Authorization": f"Bearer {dash.token}"} if dash.token else {}
         try:
             async with (

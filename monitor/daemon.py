@@ -84,6 +84,7 @@ class Daemon:
         self.dashboard_url: str | None = None
         self._last_obs: dict[str, tuple[datetime, float]] = {}
         self._source_keys: dict[int, str] = {}
+        self._last_activity = time.monotonic()
         self._drain_timeout_s = 3.0
         self.started = asyncio.Event()
 
@@ -92,11 +93,17 @@ class Daemon:
         """Run store/pipeline work on the single worker thread (never on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
+    def idle_for(self) -> float:
+        """Seconds since any source last delivered an observation."""
+        return time.monotonic() - self._last_activity
+
     def status(self) -> dict[str, Any]:
         """Health of every part of the daemon, for the health line and the dashboard."""
         machines = {}
         if self.pipeline is not None:
             machines = {m: s.as_dict() for m, s in self.pipeline.status.items()}
+            for m, tracker in self.pipeline.trackers.items():
+                machines[m]["tracking"] = dict(tracker.counts)  # late, duplicate, orphan values...
         for adapter in self.adapters:
             entry = machines.setdefault(adapter.machine, {"machine": adapter.machine})
             entry.setdefault("sources", []).append(
@@ -213,7 +220,8 @@ class Daemon:
         """Move one adapter's observations into the shared bounded queue (waits when full)."""
         try:
             async for obs in adapter.observations():
-                if obs.value is not None:  # UNAVAILABLE values may carry the server's clock
+                self._last_activity = time.monotonic()
+                if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
                     self._last_obs[obs.machine] = (obs.time, time.monotonic())
                 await self._queue.put(obs)
                 for sink in self.sinks:
@@ -296,7 +304,8 @@ def _build_sinks(site: Site) -> list[OutputSink]:
         from monitor.sinks.factory import build_sinks
     except ImportError:
         return []
-    return list(build_sinks(site))
+    sinks: list[OutputSink] = [*build_sinks(site)]
+    return sinks
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

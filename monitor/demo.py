@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,8 @@ async def run_demo(
 
             async def consume() -> None:
                 async for event in sub:
+                    if event.kind == "demo-end":
+                        return
                     if event.kind == "part":
                         result.parts += 1
                         per_machine[event.data["machine"]] = per_machine.get(event.data["machine"], 0) + 1
@@ -219,22 +222,31 @@ async def run_demo(
                         on_event(event)
 
             async with asyncio.TaskGroup() as tg:
-                consumer = tg.create_task(consume())
+                tg.create_task(consume())
                 await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
-                # the last parts leave the tracker once their grace window has passed in controller time
-                done = tg.create_task(all_done.wait())
-                stopped = tg.create_task(stop.wait())
-                await asyncio.wait({done, stopped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+                await _settle(daemon, all_done, stop)
                 if options.keep_running and not stop.is_set():
                     await stop.wait()
-                for task in (consumer, done, stopped):
-                    task.cancel()
+                # the clean stop releases the parts still waiting in a grace or re-ordering window
+                daemon_stop.set()
+                await runner
+                daemon.hub.publish("demo-end", {})
         finally:
             sub.close()
             daemon_stop.set()
             await runner
     result.features = _outcomes(cell, site_path)
     return result
+
+
+async def _settle(daemon: Daemon, all_done: asyncio.Event, stop: asyncio.Event, quiet_s: float = 1.5) -> None:
+    """Wait until the daemon has read what the servers hold: every part is in, or nothing new has
+    arrived for ``quiet_s`` (polling that condition; the daemon offers no event for silence)."""
+    deadline = time.monotonic() + 60
+    while not (all_done.is_set() or stop.is_set()) and time.monotonic() < deadline:
+        if daemon.idle_for() >= quiet_s:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:

@@ -152,6 +152,7 @@ class PartTracker:
         self._reorder: list[tuple[datetime, int, Observation]] = []
         self._tiebreak = itertools.count()
         self._latest: datetime | None = None
+        self._released: datetime | None = None
         self._recent: dict[tuple[str, datetime, Value], None] = {}
         self._program: str | None = None
         self._phase = ExecutionPhase.UNKNOWN
@@ -196,17 +197,23 @@ class PartTracker:
             return []
         if not self._skew:
             return self._process(obs)
+        # UNAVAILABLE values and the adapter's own gap/connection notes carry the server's or our
+        # clock, not the controller's: they must neither push the re-ordering horizon nor count as late
+        controller_clock = obs.value is not None and obs.signal not in (GAP_SIGNAL, CONNECTION_SIGNAL)
+        if self._released is not None and obs.time < self._released and controller_clock:
+            # arrived after its turn: processed now, out of order; raise tracking.max_skew_s if this counts up
+            self.counts["late_observations"] += 1
         heapq.heappush(self._reorder, (obs.time, next(self._tiebreak), obs))
-        # UNAVAILABLE values often carry the server's clock, not the controller's: they must not
-        # push the re-ordering horizon
-        if obs.value is not None and (self._latest is None or obs.time > self._latest):
+        if controller_clock and (self._latest is None or obs.time > self._latest):
             self._latest = obs.time
         out: list[PartRecord] = []
         if self._latest is None:
             return out
         horizon = self._latest - self._skew
         while self._reorder and self._reorder[0][0] <= horizon:
-            out += self._process(heapq.heappop(self._reorder)[2])
+            released = heapq.heappop(self._reorder)[2]
+            self._released = released.time
+            out += self._process(released)
         return out
 
     def advance(self, now: datetime) -> list[PartRecord]:

@@ -15,7 +15,7 @@ from monitor.errors import ConfigError, MonitorError
 from monitor.logs import setup_logging
 from monitor.queries import alert_row, check_summary, open_store, parse_since, part_row
 
-__all__ = ["ConfigOption", "ack", "alerts", "check", "parts", "run"]
+__all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
 
 ConfigOption = Annotated[
     Path,

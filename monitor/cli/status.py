@@ -1,0 +1,50 @@
+"""``monitor status``: machines, sources and sinks of the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from monitor.cli._app import app, console, emit_json, emit_rows
+from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
+from monitor.errors import MonitorError
+from monitor.status import daemon_status
+
+__all__ = ["status"]
+
+
+@app.command()
+def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
+    """Health of the running daemon: each machine's connection, program and parts; each output's
+    backlog in memory and on disk, drops and last error."""
+    try:
+        body = asyncio.run(daemon_status(config))
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        emit_json(body)
+        return
+    machines: list[dict[str, Any]] = []
+    for m in body.get("machines", {}).values():
+        sources = ", ".join(f"{s.get('type')}:{s.get('state')}" for s in m.get("sources", []))
+        machines.append({**m, "sources": sources})
+    emit_rows(
+        machines,
+        as_json=False,
+        columns=[
+            ("machine", "machine"),
+            ("connection", "connection"),
+            ("sources", "sources"),
+            ("program", "program"),
+            ("counter", "counter"),
+            ("parts", "parts"),
+            ("last_part_end", "last part"),
+        ],
+        title=f"site {body.get('site')}",
+    )
+    sinks = [{"sink": name, **s} for name, s in body.get("sinks", {}).items()]
+    if sinks:
+        wanted = ("state", "backlog_memory", "backlog_disk", "written", "dropped", "set_aside", "last_error")
+        keys = [k for k in wanted if k in sinks[0]]
+        emit_rows(sinks, as_json=False, columns=[("sink", "sink"), *[(k, k) for k in keys]], title="outputs")
+    console.print(f"observations waiting: {body.get('queue', 0)}")
