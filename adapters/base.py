@@ -10,7 +10,6 @@ that may have missed data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,6 +25,8 @@ from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 __all__ = ["Adapter", "AdapterState", "AdapterStats", "DiscoveredSignal"]
 
 log = logging.getLogger(__name__)
+
+_STOP_TIMEOUT_S = 3.0
 
 
 class AdapterState(StrEnum):
@@ -95,16 +96,12 @@ class Adapter:
         """Stop taking new data from the controller but keep what is queued, so a consumer can drain
         it; :meth:`observations` ends once the queue is empty. Used for a lossless shutdown."""
         if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._cancel_task(self._task)
 
     async def aclose(self) -> None:
         """Stop the adapter's task and release its connection; safe to call twice."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._cancel_task(self._task)
             self._task = None
         await self._close()
         self.state = AdapterState.CLOSED
@@ -119,9 +116,6 @@ class Adapter:
                 if exc is not None:
                     raise exc
                 return
-            if not self._queue.empty():  # the common case under load: no future, no wait
-                yield self._queue.get_nowait()
-                continue
             getter = asyncio.ensure_future(self._queue.get())
             waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
             if self._task is not None:
@@ -131,6 +125,16 @@ class Adapter:
                 yield getter.result()
             else:
                 getter.cancel()
+
+    async def _cancel_task(self, task: asyncio.Task[None]) -> None:
+        """Cancel the reading task and wait for it, but never forever: a protocol library that
+        swallows a cancellation must not hold up the daemon's shutdown."""
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_STOP_TIMEOUT_S)
+        if not done:
+            log.error("%s: the %s reader did not stop in %.0f s; abandoning it", self.machine, self.type_name, _STOP_TIMEOUT_S)
+        elif not task.cancelled() and task.exception() is not None:
+            log.debug("%s: reader ended with %r", self.machine, task.exception())
 
     def position(self) -> dict[str, Any] | None:
         """Where to resume after a daemon restart (for example an MTConnect sequence); None if nothing to keep."""
