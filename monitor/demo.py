@@ -179,13 +179,16 @@ async def run_demo(
     workdir: Path,
     *,
     on_event: Callable[[HubEvent], None] | None = None,
-    on_progress: Callable[[dict[str, int], int], None] | None = None,
+    on_progress: Callable[[dict[str, int], dict[str, int]], None] | None = None,
     on_started: Callable[[str | None], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> DemoResult:
     """Run the demo cell to the end of its batch (or until ``stop``); returns the measured result."""
     cell = SimCell(load_scenario(options.scenario), seed=options.seed, parts=options.parts)
     expected = len(cell.parts())
+    totals: dict[str, int] = {}
+    for simulated in cell.parts():
+        totals[simulated.machine] = totals.get(simulated.machine, 0) + 1
     stop = stop or asyncio.Event()
     async with CellServers(cell, options.protocols) as servers:
         site_path = workdir / "demo-site.yaml"
@@ -213,7 +216,7 @@ async def run_demo(
                         result.parts += 1
                         per_machine[event.data["machine"]] = per_machine.get(event.data["machine"], 0) + 1
                         if on_progress is not None:
-                            on_progress(per_machine, expected)
+                            on_progress(per_machine, totals)
                         if result.parts >= expected:
                             all_done.set()
                     elif event.kind == "alert":

@@ -86,10 +86,10 @@ async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
     )
     tasks: dict[str, TaskID] = {}
 
-    def on_progress(per_machine: dict[str, int], expected: int) -> None:
+    def on_progress(per_machine: dict[str, int], totals: dict[str, int]) -> None:
         for machine, n in per_machine.items():
             if machine not in tasks:
-                tasks[machine] = progress.add_task(f"{machine} parts", total=None)
+                tasks[machine] = progress.add_task(f"{machine} parts", total=totals.get(machine))
             progress.update(tasks[machine], completed=n)
 
     def on_event(event: HubEvent) -> None:
