@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -27,8 +28,12 @@ _COLUMNS = [
 ]
 
 
-def discover_signals(url: str, *, device: str | None = None, text: str | None = None) -> list[DiscoveredSignal]:
-    """Dispatch on the URL scheme: http(s) -> MTConnect agent, opc.tcp -> OPC UA server."""
+def discover_signals(
+    url: str, *, device: str | None = None, text: str | None = None, source: Any = None
+) -> list[DiscoveredSignal]:
+    """Dispatch on the URL scheme: http(s) -> MTConnect agent, opc.tcp -> OPC UA server.
+
+    ``source`` is an OPC UA machine's source settings (security, certificates, user) to browse with."""
     if url.startswith(("http://", "https://")):
         from adapters.mtconnect.discover import discover as mtc_discover
 
@@ -38,7 +43,7 @@ def discover_signals(url: str, *, device: str | None = None, text: str | None = 
             module = importlib.import_module("adapters.opcua.discover")
         except ImportError as exc:
             raise MonitorError(f"OPC UA discovery is not available in this installation ({exc})") from exc
-        result: Any = module.discover(url, text)
+        result: Any = module.discover(url, text, source=source) if source is not None else module.discover(url, text)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return list(result)
@@ -51,12 +56,20 @@ def discover_command(
     device: Annotated[str | None, typer.Option(help="MTConnect device name or uuid.")] = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     filter: Annotated[str | None, typer.Option(help="Keep rows whose path, id, name, type or suggestion contains this.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Site file whose --machine's OPC UA security settings to use.")
+    ] = None,
+    machine: Annotated[str | None, typer.Option(help="With --config: the OPC UA machine whose source settings to use.")] = None,
 ) -> None:
-    """List devices, components and data items (or OPC UA variables) with values and suggested signals."""
+    """List devices, components and data items (or OPC UA variables) with values and suggested signals.
+
+    For a secure OPC UA server, give the site file and machine whose source holds the security policy,
+    certificates and user: `monitor discover opc.tcp://10.0.0.5:4840 -c site.yaml --machine vmc-01`."""
     try:
-        found = discover_signals(url, device=device, text=filter)
+        source = _opcua_source(config, machine, url) if config is not None or machine is not None else None
+        found = discover_signals(url, device=device, text=filter, source=source)
     except MonitorError as exc:
-        err_console.print(f"[bold red]discover failed:[/] {exc}")
+        err_console.print(f"[bold red]discover failed:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     rows = []
     for s in found:
@@ -66,3 +79,16 @@ def discover_command(
         row.update({k: v for k, v in extra.items() if k not in row})
         rows.append(row)
     emit_rows(rows, as_json=json, columns=_COLUMNS, title=f"{len(rows)} signals at {url}")
+
+
+def _opcua_source(config: Path | None, machine: str | None, url: str) -> Any:
+    """The OPC UA source settings of ``machine`` in the site file, pointed at ``url``."""
+    if config is None or machine is None:
+        raise MonitorError("give both --config and --machine to browse with a machine's OPC UA settings")
+    from monitor.config import OpcUaMachine, load_site
+
+    site = load_site(config)
+    for entry in site.config.machines:
+        if entry.id == machine and isinstance(entry, OpcUaMachine):
+            return entry.source.model_copy(update={"endpoint": url})
+    raise MonitorError(f"{config} has no OPC UA source for machine {machine!r}")
