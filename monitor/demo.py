@@ -137,7 +137,7 @@ class CellServers:
         machines: list[dict[str, Any]] = []
         # OPC UA notifications of different nodes may arrive in any order within one publish;
         # the tracker re-orders them over this many seconds of controller time.
-        skew = max(5.0, 0.5 * max(speed, 1.0))
+        skew = max(5.0, 2.0 * max(speed, 1.0))  # two seconds of wall time
         for m in self.cell.machines:
             if self.protocol[m.id] == "opcua" and self.opcua is not None:
                 shape = next(s for s in shapes_for([m]))
