@@ -11,7 +11,7 @@ from monitor.config import Site, load_site
 from monitor.model import Alert, PartRecord
 from monitor.store import Store
 
-__all__ = ["alert_row", "check_summary", "open_store", "parse_since", "part_row"]
+__all__ = ["alert_row", "capability_rows", "check_summary", "open_store", "parse_since", "part_row"]
 
 
 def check_summary(path: Path) -> dict[str, Any]:
@@ -95,6 +95,29 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
         return now - timedelta(**{units[text[-1]]: float(text[:-1])})
     value = datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def capability_rows(
+    site: Site, store: Store, *, machine: str | None = None, program: str | None = None
+) -> list[dict[str, Any]]:
+    """Capability of every feature per machine and program over the stored complete parts."""
+    from monitor.model import PartStatus
+    from monitor.report import feature_capability
+
+    parts = store.parts(machine=machine, program=program, status=PartStatus.COMPLETE)
+    groups: dict[tuple[str, str], list[PartRecord]] = {}
+    for part in parts:
+        groups.setdefault((part.machine, part.program), []).append(part)
+    rows: list[dict[str, Any]] = []
+    for (machine_id, program_name), group in sorted(groups.items()):
+        config = site.programs.get(program_name)
+        if config is None:
+            continue
+        for feature in config.feature_models():
+            result = feature_capability(feature, group)
+            summary = result.as_dict() if result is not None else {"n": 0}
+            rows.append({"machine": machine_id, "program": program_name, "feature": feature.name, **summary})
+    return rows
 
 
 def open_store(site_path: Path) -> Store:

@@ -44,6 +44,7 @@ __all__ = [
     "FeatureValue",
     "ToolSummary",
     "build_report",
+    "feature_capability",
     "render_csv",
     "render_html",
     "summary",
@@ -200,6 +201,11 @@ def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureRep
     return FeatureReport(feature, lower, upper, nominal, "mm", tuple(values), cap, tuple(missing))
 
 
+def feature_capability(feature: Feature, parts: Sequence[PartRecord]) -> CapabilityResult | None:
+    """Cp/Cpk/Ppk with intervals of one feature over ``parts`` (true position for positions), as the report shows it."""
+    return _feature_report(feature, parts).capability
+
+
 def _alert_outcomes(store: Store, alerts: Sequence[Alert]) -> list[AlertOutcome]:
     """Join each alert with its history (alert_events) to find when it was raised, acknowledged, closed."""
     wanted = {a.id for a in alerts}
@@ -268,8 +274,7 @@ def _tools(parts: Sequence[PartRecord]) -> list[ToolSummary]:
         last = next((x for x in reversed(lives_last) if x is not None), None)
         numbers = [p.part_number for p, _ in uses]
         parts_cut = len({p.key for p, _ in uses})  # a tool called twice in one part counts once
-        out.append(ToolSummary(tool, parts_cut, min(numbers), max(numbers), first, last,
-                               sum(u.cutting_time for _, u in uses)))
+        out.append(ToolSummary(tool, parts_cut, min(numbers), max(numbers), first, last, sum(u.cutting_time for _, u in uses)))
     out.sort(key=lambda t: (t.first_part, t.tool))
     return out
 
@@ -300,13 +305,15 @@ def build_report(
 
     lo = first_part if first_part is not None else min(p.part_number for p in parts)
     hi = last_part if last_part is not None else max(p.part_number for p in parts)
-    alerts = [a for a in store.alerts(machine=machine, program=program.program) if lo <= a.part_number <= hi
-              or lo <= int(a.evidence.get("opened_at_part", a.part_number)) <= hi]
+    alerts = [
+        a
+        for a in store.alerts(machine=machine, program=program.program)
+        if lo <= a.part_number <= hi or lo <= int(a.evidence.get("opened_at_part", a.part_number)) <= hi
+    ]
     # Connection losses carry no program: include those of the batch's machines while it ran.
     start, end = min(p.start for p in parts), max(p.end for p in parts)
     for m in sorted({p.machine for p in parts}):
-        alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST
-                      and start <= _lost_at(a) <= end)
+        alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST and start <= _lost_at(a) <= end)
     return BatchReport(
         site=site,
         program=program.program,
@@ -344,8 +351,14 @@ def render_csv(report: BatchReport) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for p in report.parts:
-        row: dict[str, Any] = {"machine": p.machine, "program": p.program, "part": p.part_number,
-                               "status": p.status.value, "end": p.end.isoformat(), "key": p.key}
+        row: dict[str, Any] = {
+            "machine": p.machine,
+            "program": p.program,
+            "part": p.part_number,
+            "status": p.status.value,
+            "end": p.end.isoformat(),
+            "key": p.key,
+        }
         for f in report.features:
             fv = by_part.get(p.key, {}).get(f.name)
             col = f"{f.name}_tp" if f.kind == "position" else f.name
@@ -409,42 +422,87 @@ def _figure(report: BatchReport, f: FeatureReport) -> dict[str, Any]:
     machines = sorted({v.machine for v in f.values})
     for machine in machines:
         vs = [v for v in f.values if v.machine == machine]
-        traces.append({
-            "type": "scatter", "mode": "lines+markers", "name": machine if len(machines) > 1 else f.name,
-            "x": [v.part_number for v in vs], "y": [v.value for v in vs],
-            "marker": {"size": 6, "color": ["#c0392b" if not v.in_tolerance else "#1f5fa8" for v in vs]},
-            "line": {"width": 1, "color": "#1f5fa8"},
-            "hovertemplate": "part %{x}<br>%{y:.4f} mm<extra></extra>",
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": machine if len(machines) > 1 else f.name,
+                "x": [v.part_number for v in vs],
+                "y": [v.value for v in vs],
+                "marker": {"size": 6, "color": ["#c0392b" if not v.in_tolerance else "#1f5fa8" for v in vs]},
+                "line": {"width": 1, "color": "#1f5fa8"},
+                "hovertemplate": "part %{x}<br>%{y:.4f} mm<extra></extra>",
+            }
+        )
     alert_parts = [o for o in report.alerts if o.alert.feature == f.name]
     if alert_parts:
         ys = [f.upper] * len(alert_parts)
-        traces.append({
-            "type": "scatter", "mode": "markers", "name": "alerts",
-            "x": [o.raised_part for o in alert_parts], "y": ys,
-            "marker": {"symbol": "triangle-down", "size": 11, "color": "#e67e22"},
-            "text": [f"{o.alert.severity.value} {o.alert.kind.value}: {o.alert.message}" for o in alert_parts],
-            "hovertemplate": "part %{x}<br>%{text}<extra></extra>",
-        })
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "alerts",
+                "x": [o.raised_part for o in alert_parts],
+                "y": ys,
+                "marker": {"symbol": "triangle-down", "size": 11, "color": "#e67e22"},
+                "text": [f"{o.alert.severity.value} {o.alert.kind.value}: {o.alert.message}" for o in alert_parts],
+                "hovertemplate": "part %{x}<br>%{text}<extra></extra>",
+            }
+        )
     shapes: list[dict[str, Any]] = []
     lines = [("upper", f.upper, "#c0392b", "solid"), ("nominal", f.nominal, "#7f8c8d", "dash")]
     if f.lower is not None:
         lines.append(("lower", f.lower, "#c0392b", "solid"))
-        shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": f.lower, "y1": f.upper,
-                       "fillcolor": "rgba(39,174,96,0.08)", "line": {"width": 0}, "layer": "below"})
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": f.lower,
+                "y1": f.upper,
+                "fillcolor": "rgba(39,174,96,0.08)",
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
     else:
-        shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": 0, "y1": f.upper,
-                       "fillcolor": "rgba(39,174,96,0.08)", "line": {"width": 0}, "layer": "below"})
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": 0,
+                "y1": f.upper,
+                "fillcolor": "rgba(39,174,96,0.08)",
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
     for _label, y, color, dash in lines:
-        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
-                       "line": {"color": color, "width": 1, "dash": dash}})
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": 0,
+                "x1": 1,
+                "y0": y,
+                "y1": y,
+                "line": {"color": color, "width": 1, "dash": dash},
+            }
+        )
     ylabel = "true position (mm)" if f.kind == "position" else "measured (mm)"
     return {
         "data": traces,
         "layout": {
-            "height": 320, "margin": {"l": 70, "r": 20, "t": 30, "b": 45},
-            "xaxis": {"title": {"text": "part number"}}, "yaxis": {"title": {"text": ylabel}, "tickformat": ".4f"},
-            "shapes": shapes, "showlegend": len(traces) > 1, "plot_bgcolor": "#ffffff",
+            "height": 320,
+            "margin": {"l": 70, "r": 20, "t": 30, "b": 45},
+            "xaxis": {"title": {"text": "part number"}},
+            "yaxis": {"title": {"text": ylabel}, "tickformat": ".4f"},
+            "shapes": shapes,
+            "showlegend": len(traces) > 1,
+            "plot_bgcolor": "#ffffff",
             "title": {"text": "", "font": {"size": 13}},
         },
     }
@@ -459,21 +517,33 @@ def _axes_figure(f: FeatureReport) -> dict[str, Any] | None:
         return None
     colors = {"x": "#1f5fa8", "y": "#8e44ad", "z": "#16a085"}
     traces = [
-        {"type": "scatter", "mode": "lines+markers", "name": f"d{axis}",
-         "x": [v.part_number for v in f.values], "y": [v.deviations[axis] for v in f.values],
-         "marker": {"size": 5, "color": colors.get(axis, "#555")}, "line": {"width": 1, "color": colors.get(axis, "#555")},
-         "hovertemplate": f"part %{{x}}<br>d{axis} %{{y:.4f}} mm<extra></extra>"}
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": f"d{axis}",
+            "x": [v.part_number for v in f.values],
+            "y": [v.deviations[axis] for v in f.values],
+            "marker": {"size": 5, "color": colors.get(axis, "#555")},
+            "line": {"width": 1, "color": colors.get(axis, "#555")},
+            "hovertemplate": f"part %{{x}}<br>d{axis} %{{y:.4f}} mm<extra></extra>",
+        }
         for axis, _ in f.feature.axes
     ]
     half = f.feature.tolerance / 2
-    shapes = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
-               "line": {"color": color, "width": 1, "dash": dash}}
-              for y, color, dash in ((half, "#c0392b", "dot"), (-half, "#c0392b", "dot"), (0.0, "#7f8c8d", "dash"))]
+    shapes = [
+        {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y, "line": {"color": color, "width": 1, "dash": dash}}
+        for y, color, dash in ((half, "#c0392b", "dot"), (-half, "#c0392b", "dot"), (0.0, "#7f8c8d", "dash"))
+    ]
     return {
         "data": traces,
-        "layout": {"height": 240, "margin": {"l": 70, "r": 20, "t": 20, "b": 40}, "showlegend": True,
-                   "xaxis": {"title": {"text": "part number"}},
-                   "yaxis": {"title": {"text": "deviation (mm)"}, "tickformat": ".4f"}, "shapes": shapes},
+        "layout": {
+            "height": 240,
+            "margin": {"l": 70, "r": 20, "t": 20, "b": 40},
+            "showlegend": True,
+            "xaxis": {"title": {"text": "part number"}},
+            "yaxis": {"title": {"text": "deviation (mm)"}, "tickformat": ".4f"},
+            "shapes": shapes,
+        },
     }
 
 
@@ -508,24 +578,32 @@ def render_html(report: BatchReport) -> str:
     w(f"<script>{get_plotlyjs()}</script></head><body>")
     w(f"<h1>{_e(title)}</h1>")
     span = f"parts {report.first_part}–{report.last_part}"
-    w(f"<p class=meta>Site <b>{_e(report.site)}</b> · machine(s) <b>{_e(', '.join(report.machines))}</b> · {_e(span)}"
-      f" · generated {_e(_when(report.generated))}</p>")
-    w(f"<p class=meta>{len(report.parts)} parts recorded: {counts['complete']} complete, {counts['incomplete']} "
-      f"incomplete, {counts['aborted']} aborted. Charts and capability use complete parts only.</p>")
+    w(
+        f"<p class=meta>Site <b>{_e(report.site)}</b> · machine(s) <b>{_e(', '.join(report.machines))}</b> · {_e(span)}"
+        f" · generated {_e(_when(report.generated))}</p>"
+    )
+    w(
+        f"<p class=meta>{len(report.parts)} parts recorded: {counts['complete']} complete, {counts['incomplete']} "
+        f"incomplete, {counts['aborted']} aborted. Charts and capability use complete parts only.</p>"
+    )
 
     # Summary
-    w("<h2>Summary by feature</h2><table><tr><th>feature</th><th>kind</th><th>limits (mm)</th><th>n</th><th>mean</th>"
-      "<th>sd</th><th>min</th><th>max</th><th>out of tol.</th><th>Cp [95% CI]</th><th>Cpk [95% CI]</th>"
-      "<th>Ppk [95% CI]</th></tr>")
+    w(
+        "<h2>Summary by feature</h2><table><tr><th>feature</th><th>kind</th><th>limits (mm)</th><th>n</th><th>mean</th>"
+        "<th>sd</th><th>min</th><th>max</th><th>out of tol.</th><th>Cp [95% CI]</th><th>Cpk [95% CI]</th>"
+        "<th>Ppk [95% CI]</th></tr>"
+    )
     for f in report.features:
         st = f.stats()
         limits = f"≤ {f.upper:.4f} (TP)" if f.lower is None else f"{f.lower:.4f} – {f.upper:.4f}"
         oot = len(f.out_of_tolerance)
-        w(f"<tr><td><a href='#feature-{_e(_anchor(f.name))}'>{_e(f.name)}</a></td><td>{f.kind}</td><td>{_e(limits)}</td>"
-          f"<td class=num>{st['n']}</td><td class=num>{_fmt(st['mean'])}</td><td class=num>{_fmt(st['sd'], 5)}</td>"
-          f"<td class=num>{_fmt(st['min'])}</td><td class=num>{_fmt(st['max'])}</td>"
-          f"<td class='num {'bad' if oot else 'ok'}'>{oot}</td><td class=num>{_index(f.capability, 'cp')}</td>"
-          f"<td class=num>{_index(f.capability, 'cpk')}</td><td class=num>{_index(f.capability, 'ppk')}</td></tr>")
+        w(
+            f"<tr><td><a href='#feature-{_e(_anchor(f.name))}'>{_e(f.name)}</a></td><td>{f.kind}</td><td>{_e(limits)}</td>"
+            f"<td class=num>{st['n']}</td><td class=num>{_fmt(st['mean'])}</td><td class=num>{_fmt(st['sd'], 5)}</td>"
+            f"<td class=num>{_fmt(st['min'])}</td><td class=num>{_fmt(st['max'])}</td>"
+            f"<td class='num {'bad' if oot else 'ok'}'>{oot}</td><td class=num>{_index(f.capability, 'cp')}</td>"
+            f"<td class=num>{_index(f.capability, 'cpk')}</td><td class=num>{_index(f.capability, 'ppk')}</td></tr>"
+        )
     w("</table>")
 
     # Per feature
@@ -538,8 +616,7 @@ def render_html(report: BatchReport) -> str:
             axes = ", ".join(f"{a} {r.nominal:.4f} ({r.signal})" for a, r in f.feature.axes)
             w(f"<p class=meta>Position, true-position tolerance Ø{f.upper:.4f} mm; nominal {_e(axes)}.</p>")
         else:
-            w(f"<p class=meta>Size {_e(f.feature.signal)}: nominal {f.nominal:.4f}, limits {f.lower:.4f} – "
-              f"{f.upper:.4f} mm.</p>")
+            w(f"<p class=meta>Size {_e(f.feature.signal)}: nominal {f.nominal:.4f}, limits {f.lower:.4f} – {f.upper:.4f} mm.</p>")
         w(f"<div id='{div_id}' class='chart feature-chart' data-feature='{_e(f.name)}'></div>")
         axes_fig = _axes_figure(f)
         if axes_fig is not None:
@@ -547,23 +624,26 @@ def render_html(report: BatchReport) -> str:
             w(f"<div id='{div_id}-axes' class='chart axes-chart' data-feature='{_e(f.name)}'></div>")
         cap = f.capability
         if cap is not None and cap.n >= 2:
-            w(f"<p class=meta>Capability over {cap.n} parts: σ within (moving range) {_fmt(cap.sigma_within, 5)} mm,"
-              f" σ overall {_fmt(cap.sigma_overall, 5)} mm; Cp {_index(cap, 'cp')}, Cpk {_index(cap, 'cpk')},"
-              f" Ppk {_index(cap, 'ppk')} (95 % intervals).</p>")
+            w(
+                f"<p class=meta>Capability over {cap.n} parts: σ within (moving range) {_fmt(cap.sigma_within, 5)} mm,"
+                f" σ overall {_fmt(cap.sigma_overall, 5)} mm; Cp {_index(cap, 'cp')}, Cpk {_index(cap, 'cpk')},"
+                f" Ppk {_index(cap, 'ppk')} (95 % intervals).</p>"
+            )
         else:
             w("<p class=meta>Capability needs at least two measured parts.</p>")
         if isinstance(f.feature, PositionFeature) and f.values:
             devs = ", ".join(
-                f"{axis} {statistics.fmean(v.deviations[axis] for v in f.values) * 1000:+.1f} µm"
-                for axis, _ in f.feature.axes
+                f"{axis} {statistics.fmean(v.deviations[axis] for v in f.values) * 1000:+.1f} µm" for axis, _ in f.feature.axes
             )
             w(f"<p class=meta>Mean deviation from nominal: {_e(devs)}.</p>")
         bad = f.out_of_tolerance
         if bad:
             w("<h3>Out of tolerance</h3><table><tr><th>part</th><th>machine</th><th>value (mm)</th><th>limit</th></tr>")
             for v in bad:
-                w(f"<tr><td class=num>{v.part_number}</td><td>{_e(v.machine)}</td><td class='num bad'>{v.value:.4f}</td>"
-                  f"<td>{_e(_limit_text(f, v.value))}</td></tr>")
+                w(
+                    f"<tr><td class=num>{v.part_number}</td><td>{_e(v.machine)}</td><td class='num bad'>{v.value:.4f}</td>"
+                    f"<td>{_e(_limit_text(f, v.value))}</td></tr>"
+                )
             w("</table>")
         else:
             w("<p class=ok>No part out of tolerance.</p>")
@@ -573,15 +653,22 @@ def render_html(report: BatchReport) -> str:
     # Alerts
     w("<h2>Alerts and actions</h2>")
     if report.alerts:
-        w("<table><tr><th>raised</th><th>part</th><th>machine</th><th>feature</th><th>kind</th><th>severity</th>"
-          "<th>message</th><th>suggested offset</th><th>what was done</th></tr>")
+        w(
+            "<table><tr><th>raised</th><th>part</th><th>machine</th><th>feature</th><th>kind</th><th>severity</th>"
+            "<th>message</th><th>suggested offset</th><th>what was done</th></tr>"
+        )
         for o in report.alerts:
             a = o.alert
-            offset = (f"{o.offset_register} {o.offset_change_mm:+.4f} mm"
-                      if o.offset_register and o.offset_change_mm is not None else "–")
-            w(f"<tr><td>{_e(_when(o.raised_at))}</td><td class=num>{o.raised_part}</td><td>{_e(a.machine)}</td>"
-              f"<td>{_e(a.feature)}</td><td>{_e(a.kind.value)}</td><td class='sev-{_e(a.severity.value)}'>"
-              f"{_e(a.severity.value)}</td><td>{_e(a.message)}</td><td>{_e(offset)}</td><td>{_e(o.action())}</td></tr>")
+            offset = (
+                f"{o.offset_register} {o.offset_change_mm:+.4f} mm"
+                if o.offset_register and o.offset_change_mm is not None
+                else "–"
+            )
+            w(
+                f"<tr><td>{_e(_when(o.raised_at))}</td><td class=num>{o.raised_part}</td><td>{_e(a.machine)}</td>"
+                f"<td>{_e(a.feature)}</td><td>{_e(a.kind.value)}</td><td class='sev-{_e(a.severity.value)}'>"
+                f"{_e(a.severity.value)}</td><td>{_e(a.message)}</td><td>{_e(offset)}</td><td>{_e(o.action())}</td></tr>"
+            )
         w("</table>")
     else:
         w("<p class=ok>No alert was raised on these parts.</p>")
@@ -589,12 +676,16 @@ def render_html(report: BatchReport) -> str:
     # Tools
     w("<h2>Tools used</h2>")
     if report.tools:
-        w("<table><tr><th>tool</th><th>parts</th><th>first part</th><th>last part</th><th>life at first part</th>"
-          "<th>life at last part</th><th>cutting time (s)</th></tr>")
+        w(
+            "<table><tr><th>tool</th><th>parts</th><th>first part</th><th>last part</th><th>life at first part</th>"
+            "<th>life at last part</th><th>cutting time (s)</th></tr>"
+        )
         for t in report.tools:
-            w(f"<tr><td>{_e(t.tool)}</td><td class=num>{t.parts}</td><td class=num>{t.first_part}</td>"
-              f"<td class=num>{t.last_part}</td><td class=num>{_fmt(t.life_first, 1)}</td>"
-              f"<td class=num>{_fmt(t.life_last, 1)}</td><td class=num>{t.cutting_time_s:.0f}</td></tr>")
+            w(
+                f"<tr><td>{_e(t.tool)}</td><td class=num>{t.parts}</td><td class=num>{t.first_part}</td>"
+                f"<td class=num>{t.last_part}</td><td class=num>{_fmt(t.life_first, 1)}</td>"
+                f"<td class=num>{_fmt(t.life_last, 1)}</td><td class=num>{t.cutting_time_s:.0f}</td></tr>"
+            )
         w("</table>")
     else:
         w("<p class=meta>No tool data was recorded with these parts.</p>")
@@ -606,21 +697,27 @@ def render_html(report: BatchReport) -> str:
     w("</tr>")
     values = {(f.name, v.part_key): v for f in report.features for v in f.values}
     for p in report.parts:
-        w(f"<tr><td class=num>{p.part_number}</td><td>{_e(p.machine)}</td><td>{_e(p.status.value)}</td>"
-          f"<td>{_e(_when(p.end))}</td>")
+        w(
+            f"<tr><td class=num>{p.part_number}</td><td>{_e(p.machine)}</td><td>{_e(p.status.value)}</td>"
+            f"<td>{_e(_when(p.end))}</td>"
+        )
         for f in report.features:
             fv = values.get((f.name, p.key))
             cls = "num" if fv is None or fv.in_tolerance else "num bad"
             w(f"<td class='{cls}'>{_fmt(fv.value if fv else None)}</td>")
         w("</tr>")
     w("</table>")
-    w("<p class=meta>Capability: Cp = (U − L) / 6σ<sub>within</sub> with the chi-square interval; Cpk and Ppk = "
-      "distance of the mean to the nearer limit over 3σ (within: mean moving range / 1.128; overall: sample sd) "
-      "with Bissell's interval. True position has one upper limit (no Cp). Generated by cnc-drift-monitor.</p>")
+    w(
+        "<p class=meta>Capability: Cp = (U − L) / 6σ<sub>within</sub> with the chi-square interval; Cpk and Ppk = "
+        "distance of the mean to the nearer limit over 3σ (within: mean moving range / 1.128; overall: sample sd) "
+        "with Bissell's interval. True position has one upper limit (no Cp). Generated by cnc-drift-monitor.</p>"
+    )
 
     w("<script>(function(){var figs=" + _script_json([{"id": d, "fig": fig} for d, fig in figures]) + ";")
-    w("figs.forEach(function(f){Plotly.newPlot(f.id,f.fig.data,f.fig.layout,"
-      "{responsive:true,displaylogo:false,staticPlot:false});});})();</script>")
+    w(
+        "figs.forEach(function(f){Plotly.newPlot(f.id,f.fig.data,f.fig.layout,"
+        "{responsive:true,displaylogo:false,staticPlot:false});});})();</script>"
+    )
     w("</body></html>")
     return "\n".join(out)
 
@@ -656,8 +753,9 @@ def write_report(
     if first_part is not None and last_part is not None and first_part > last_part:
         raise MonitorError(f"--from {first_part} is after --to {last_part}")
     with Store(site.store_path) as store:
-        report = build_report(store, config, site=site.config.site, machine=machine, first_part=first_part,
-                              last_part=last_part, generated=generated)
+        report = build_report(
+            store, config, site=site.config.site, machine=machine, first_part=first_part, last_part=last_part, generated=generated
+        )
     _write_text(out, render_html(report))
     if csv_out is not None:
         _write_text(csv_out, render_csv(report))
@@ -681,13 +779,20 @@ def summary(report: BatchReport) -> dict[str, Any]:
         "parts": len(report.parts),
         "status": report.status_counts(),
         "features": [
-            {"feature": f.name, "kind": f.kind, **f.stats(), "out_of_tolerance": [v.part_number for v in f.out_of_tolerance],
-             **({k: v for k, v in f.capability.as_dict().items() if k in ("cp", "cp_ci", "cpk", "cpk_ci", "ppk", "ppk_ci")}
-                if f.capability else {})}
+            {
+                "feature": f.name,
+                "kind": f.kind,
+                **f.stats(),
+                "out_of_tolerance": [v.part_number for v in f.out_of_tolerance],
+                **(
+                    {k: v for k, v in f.capability.as_dict().items() if k in ("cp", "cp_ci", "cpk", "cpk_ci", "ppk", "ppk_ci")}
+                    if f.capability
+                    else {}
+                ),
+            }
             for f in report.features
         ],
         "alerts": len(report.alerts),
         "open_alerts": sum(1 for o in report.alerts if o.alert.state is not AlertState.CLOSED),
         "tools": [t.tool for t in report.tools],
     }
-

@@ -181,3 +181,30 @@ def test_alerts_follow_prints_changes_as_they_are_stored(tmp_path: Path) -> None
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_parts_capability_matches_the_stored_measurements(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+    from monitor.detect.capability import capability
+
+    stream = batch(12)
+    for i, o in enumerate(stream):  # give the diameter some part-to-part scatter
+        if o.signal == "probe.hole1_dia":
+            stream[i] = type(o)(o.machine, o.signal, o.time, 10.0 + 0.002 * ((i * 7) % 5 - 2))
+    site_path = write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", stream))
+    site = load_site(site_path)
+    asyncio.run(_run_until_parts(Daemon(site), 12))
+    result = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["feature"]: r for r in map(json.loads, result.output.splitlines())}
+    with Store(site.store_path) as store:
+        values = [p.measurements["probe.hole1_dia"] for p in store.parts()]
+    expected = capability(values, 9.99, 10.01)
+    assert rows["hole1_dia"]["n"] == 12
+    assert expected.cpk is not None
+    assert rows["hole1_dia"]["cpk"] == pytest.approx(expected.cpk.value)
+    assert rows["hole1_pos"]["cp"] is None  # true position has an upper limit only
+    table = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability"])
+    assert "Cpk (95%)" in table.output and "hole1_dia" in table.output

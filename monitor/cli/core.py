@@ -13,7 +13,7 @@ from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import setup_logging
-from monitor.queries import alert_row, check_summary, open_store, parse_since, part_row
+from monitor.queries import alert_row, capability_rows, check_summary, open_store, parse_since, part_row
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
 
@@ -103,9 +103,16 @@ def parts(
     machine: Annotated[str | None, typer.Option(help="Only this machine.")] = None,
     program: Annotated[str | None, typer.Option(help="Only this program.")] = None,
     last: Annotated[int, typer.Option(help="How many of the most recent parts.")] = 20,
+    capability: Annotated[
+        bool, typer.Option("--capability", help="Instead: Cp, Cpk, Ppk with 95% intervals per feature over complete parts.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List recorded parts, newest last, with their status and measurements."""
+    """List recorded parts, newest last, with their status and measurements (or, with
+    --capability, the capability of every feature of the batch)."""
+    if capability:
+        _capability(config, machine, program, as_json)
+        return
     try:
         with open_store(config) as store:
             rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
@@ -132,6 +139,34 @@ def parts(
     )
     if not as_json and n == 0:
         console.print("no parts recorded yet")
+
+
+def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
+    try:
+        site = load_site(config)
+        with open_store(config) as store:
+            rows = capability_rows(site, store, machine=machine, program=program)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if not as_json:
+        for row in rows:
+            for name in ("cp", "cpk", "ppk"):
+                ci = row.get(f"{name}_ci")
+                row[f"{name}_text"] = "-" if row.get(name) is None or ci is None else f"{row[name]:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
+    emit_rows(
+        rows,
+        as_json=as_json,
+        columns=[
+            ("machine", "machine"),
+            ("program", "program"),
+            ("feature", "feature"),
+            ("n", "parts"),
+            ("cp_text", "Cp (95%)"),
+            ("cpk_text", "Cpk (95%)"),
+            ("ppk_text", "Ppk (95%)"),
+        ],
+        title="capability of complete parts (true position for position features: Cpk against the zone only)",
+    )
 
 
 _ALERT_COLUMNS = [
