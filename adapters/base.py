@@ -140,6 +140,13 @@ class Adapter:
         """Where to resume after a daemon restart (for example an MTConnect sequence); None if nothing to keep."""
         return None
 
+    def position_after(self, obs: Observation) -> dict[str, Any] | None:
+        """The position to resume from once ``obs`` (one of ours) is processed and stored; None if unknown.
+
+        Lets the daemon save a position that never runs ahead of what it stored, so a crash loses
+        nothing the source still holds."""
+        return None
+
     async def _guarded_run(self) -> None:
         await self._run()
 

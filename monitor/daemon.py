@@ -84,6 +84,8 @@ class Daemon:
         self.dashboard_url: str | None = None
         self._last_obs: dict[str, tuple[datetime, float]] = {}
         self._source_keys: dict[int, str] = {}
+        self._owner: dict[tuple[str, str], Adapter] = {}
+        self._processed_positions: dict[int, dict[str, Any]] = {}
         self._last_activity = time.monotonic()
         self._drain_timeout_s = 3.0
         self.started = asyncio.Event()
@@ -162,7 +164,7 @@ class Daemon:
                         task.cancel()
                     await self._queue.join()
                     processor.cancel()
-                    await self.call(self._save_positions)  # exact now: all that was read is stored
+                    await self.call(self._save_positions)
                     outcome = await self.call(self.pipeline.close)
                     self._publish(outcome)
                     for sink in self.sinks:
@@ -185,14 +187,28 @@ class Daemon:
         resumable = saved and "resume" in inspect.signature(cls).parameters
         adapter = cls(machine, resume=saved) if resumable else cls(machine)  # type: ignore[call-arg]
         self._source_keys[id(adapter)] = source_key(machine)
+        for name in machine.signals:
+            self._owner[(machine.id, name)] = adapter
         return adapter
 
     def _save_positions(self) -> None:
+        """Save, per source, the position just after the last observation that is processed and stored."""
         assert self.store is not None
         for adapter in self.adapters:
-            position = adapter.position()
+            position = self._processed_positions.pop(id(adapter), None)
             if position is not None:
                 self.store.save_position(adapter.machine, self._source_keys[id(adapter)], position)
+
+    def _note_processed(self, outcome: Outcome) -> None:
+        """Remember where each source can resume: just after the observation that completed the
+        last stored part, whose tracker context is stored with it, so a crash replays the rest."""
+        for obs in outcome.resume_points.values():
+            adapter = self._owner.get((obs.machine, obs.signal))
+            if adapter is None:
+                continue
+            position = adapter.position_after(obs)
+            if position is not None:
+                self._processed_positions[id(adapter)] = position
 
     def _write_runtime_file(self) -> None:
         """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind."""
@@ -237,6 +253,7 @@ class Daemon:
                 batch.append(self._queue.get_nowait())
             try:
                 outcome = await self.call(self.pipeline.observe, batch)
+                self._note_processed(outcome)
                 self._publish(outcome)
             finally:
                 for _ in batch:
@@ -252,6 +269,8 @@ class Daemon:
             estimates = {m: t + timedelta(seconds=now - seen) for m, (t, seen) in self._last_obs.items()}
             outcome = await self.call(self.pipeline.advance, estimates)
             self._publish(outcome)
+            if self._processed_positions:
+                await self.call(self._save_positions)
             if now - last_health >= self._health_every_s:
                 last_health = now
                 log.info("health %s", self.status())

@@ -54,6 +54,9 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     duplicates: int = 0
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resume_points: dict[str, Observation] = field(default_factory=dict)
+    """Per machine, the observation that completed its last stored part, when nothing was still
+    held for re-ordering: a source may resume just after it (the tracker context was saved there)."""
     """Machines whose connection, program or counter changed, with their status after the batch."""
 
 
@@ -127,6 +130,8 @@ class Pipeline:
             self._finish(parts, outcome)
             if parts:
                 self.store.save_detector_state(_TRACKER_STATE + obs.machine, tracker.context())
+                if not tracker.holding:
+                    outcome.resume_points[obs.machine] = obs
             if (status.connection, status.program, status.counter, status.parts) != before:
                 outcome.machines[obs.machine] = status.as_dict()
         return outcome

@@ -181,6 +181,12 @@ class PartTracker:
         return self._counter
 
     @property
+    def holding(self) -> bool:
+        """True while observations wait in the re-ordering buffer or an ended part in its grace window:
+        resuming a source just after the latest observation would then lose what they still need."""
+        return bool(self._reorder or self._pending)
+
+    @property
     def in_part(self) -> bool:
         return self._open is not None
 

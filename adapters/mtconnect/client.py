@@ -211,6 +211,12 @@ class MtConnectAdapter(Adapter):
         """Where reading stands (agent instanceId and next sequence), to save in the store."""
         return {"instance_id": self.instance_id, "next_sequence": self.next_sequence}
 
+    def position_after(self, obs: Observation) -> dict[str, int | None] | None:
+        """Resume just after ``obs``: its sequence + 1 in the current agent instance."""
+        if obs.source_seq is None or self.instance_id is None:
+            return None
+        return {"instance_id": self.instance_id, "next_sequence": obs.source_seq + 1}
+
     # ------------------------------------------------------------ lifecycle
 
     async def _close(self) -> None:

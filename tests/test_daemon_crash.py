@@ -1,0 +1,107 @@
+"""A daemon killed with SIGKILL in the middle of a batch loses nothing its MTConnect agent still
+holds: restarted, it resumes from the position stored with the last part and records every part
+exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from adapters.mtconnect.simdevice import SimAgentBinding
+from monitor.model import PartStatus
+from monitor.sim import SimCell, load_scenario
+from monitor.sim.process import PROGRAMS_DIR
+from monitor.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _start(site: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", "run", "-c", str(site),
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=site.parent,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _until(predicate: object, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)  # polling a condition of another process
+
+
+def _parts(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with Store(db) as store:
+        return store.part_count()
+
+
+def _api_url(runtime: Path) -> str | None:
+    return str(json.loads(runtime.read_text())["dashboard_url"]) if runtime.exists() else None
+
+
+async def _connected(runtime: Path) -> bool:
+    url = await asyncio.to_thread(_api_url, runtime)
+    if url is None:
+        return False
+    async with aiohttp.ClientSession() as session, session.get(url + "api/status") as resp:
+        status = await resp.json()
+    return all(m.get("connection") == "connected" for m in status["machines"].values())
+
+
+async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: Path) -> None:
+    cell = SimCell(load_scenario("tool_wear"), seed=5, parts=12)
+    (machine,) = cell.machines
+    events = list(cell.events())
+    sixth_end = next(e.time for e in events if e.signal == "part.count" and e.value == 6.0)
+    # up to the middle of part 7 (its probing has started): the daemon dies inside a part
+    cut = next(i for i, e in enumerate(events) if e.time > sixth_end and e.signal.startswith("probe.")) + 2
+    db, runtime = tmp_path / "monitor.db", tmp_path / "monitor.db.daemon.json"
+    async with SimAgentBinding([machine]) as binding:
+        site = tmp_path / "site.yaml"
+        site.write_text(yaml.safe_dump({
+            "site": "crash", "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0},
+            "machines": [{"id": machine.id, "signals": binding.signal_map(machine.id), "tracking": {"grace_s": 2},
+                          "source": {"type": "mtconnect", "url": binding.url, "device": machine.id, "interval_ms": 20}}],
+        }))  # fmt: skip
+        daemon = await _start(site)
+        try:
+            await _until(lambda: _connected(runtime), "the daemon to connect")
+            for event in events[:cut]:
+                binding.publish(event)
+
+            async def five_parts_and_a_position() -> bool:
+                if _parts(db) < 5:
+                    return False
+                with Store(db) as store:
+                    return store.load_position(machine.id, f"mtconnect {binding.url}") is not None
+
+            await _until(five_parts_and_a_position, "parts and a saved position")
+            daemon.send_signal(signal.SIGKILL)
+            await daemon.wait()
+            before = _parts(db)
+            for event in events[cut:]:  # the machine keeps making parts while the monitor is down
+                binding.publish(event)
+            runtime.unlink(missing_ok=True)  # a killed daemon cannot clean up after itself
+            daemon = await _start(site)
+            await _until(lambda: asyncio.sleep(0, _parts(db) >= 12), "all 12 parts after the restart")
+        finally:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(daemon.wait(), 15)
+    with Store(db) as store:
+        parts = store.parts()
+    assert before < 12
+    assert [p.part_number for p in parts] == list(range(1, 13))
+    assert [p.counter for p in parts] == list(range(1, 13))
+    assert all(p.status is PartStatus.COMPLETE for p in parts), [(p.part_number, p.notes) for p in parts]
