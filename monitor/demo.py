@@ -48,6 +48,20 @@ class DemoOptions:
     dashboard_port: int = 0
     protocols: tuple[str, ...] = ("opcua", "mtconnect")
     """Protocol of each machine, in the scenario's machine order (repeats the last)."""
+    mqtt: str | None = None
+    """``host:port`` of an MQTT broker that receives the demo's alerts (optional)."""
+    webhooks: tuple[str, ...] = ()
+    """URLs that receive the demo's alerts as signed JSON POSTs (optional)."""
+
+    def sinks(self) -> dict[str, Any]:
+        """The ``sinks:`` section of the demo's site file."""
+        out: dict[str, Any] = {}
+        if self.mqtt:
+            host, _, port = self.mqtt.rpartition(":")
+            out["mqtt"] = {"host": host or "127.0.0.1", "port": int(port)}
+        if self.webhooks:
+            out["webhooks"] = [{"url": url} for url in self.webhooks]
+        return out
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,9 @@ class CellServers:
         elif self.mtconnect is not None:
             self.mtconnect.publish(event)
 
-    def site_document(self, *, store: Path, speed: float, dashboard_port: int | None) -> dict[str, Any]:
+    def site_document(
+        self, *, store: Path, speed: float, dashboard_port: int | None, sinks: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A site file (as a dict) that points a daemon at these servers."""
         machines: list[dict[str, Any]] = []
         # OPC UA notifications of different nodes may arrive in any order within one publish;
@@ -171,6 +187,7 @@ class CellServers:
             "programs": str(PROGRAMS_DIR),
             "machines": machines,
             "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 0},
+            "sinks": sinks or {},
         }
 
 
@@ -192,7 +209,9 @@ async def run_demo(
     stop = stop or asyncio.Event()
     async with CellServers(cell, options.protocols) as servers:
         site_path = workdir / "demo-site.yaml"
-        document = servers.site_document(store=workdir / "demo.db", speed=options.speed, dashboard_port=options.dashboard_port)
+        document = servers.site_document(
+            store=workdir / "demo.db", speed=options.speed, dashboard_port=options.dashboard_port, sinks=options.sinks()
+        )
         site_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         site = load_site(site_path)
         daemon = Daemon(site, health_every_s=3600)

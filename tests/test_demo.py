@@ -55,3 +55,31 @@ def test_demo_json_reports_detection_against_ground_truth(tmp_path: Path) -> Non
         for signal, value in values.items():
             expected = sim_parts[key].measured[signal]
             assert expected is not None and abs(value - expected) < 1e-9
+
+
+async def test_demo_sends_its_alerts_to_a_webhook(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from monitor.demo import DemoOptions, run_demo
+
+    received: list[dict[str, object]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        options = DemoOptions(parts=40, speed=2000, seed=1, webhooks=(f"http://127.0.0.1:{port}/hook",))
+        result = await run_demo(options, tmp_path)
+    finally:
+        await runner.cleanup()
+    assert result.alerts > 0
+    assert len(received) == result.alerts  # every alert change, delivered once before the demo ended
+    assert all(r["schema"] == "monitor.alert/1" and r["site"] == "demo-cell" and r["text"] for r in received)

@@ -39,6 +39,8 @@ def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep the demo's site file and store here (default: a temporary folder).")
     ] = None,
+    mqtt: Annotated[str | None, typer.Option(help="Also publish alerts to the MQTT broker at HOST:PORT.")] = None,
+    webhook: Annotated[list[str] | None, typer.Option(help="Also POST alerts to this URL (repeatable).")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with the result at the end, nothing else.")
     ] = False,
@@ -46,7 +48,12 @@ def demo(
     """Run two simulated machines making a batch, behind real OPC UA and MTConnect servers on
     loopback, watched by the real daemon. Prints progress and each alert as it fires, then per
     drifting feature: where it was flagged, the first out-of-tolerance part and the lead in parts."""
-    options = DemoOptions(scenario, seed, parts, speed, keep_running, dashboard_port)
+    if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
+        err_console.print(f"--mqtt: expected HOST:PORT, got {mqtt!r}")
+        raise typer.Exit(2)
+    options = DemoOptions(
+        scenario, seed, parts, speed, keep_running, dashboard_port, mqtt=mqtt, webhooks=tuple(webhook or ())
+    )
     # the demo prints alerts itself; library warnings would only clutter the progress display
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
