@@ -99,18 +99,23 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = tmp_path / "monitor.db"
-    deadline = time.monotonic() + 60
-    stored = 0
-    while time.monotonic() < deadline and stored < 8:  # poll the condition, not a fixed sleep
-        if db.exists():
-            with Store(db) as store:
-                stored = store.part_count()
-        time.sleep(0.1)
-    assert stored == 8
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    try:
+        db = tmp_path / "monitor.db"
+        deadline = time.monotonic() + 60
+        stored = 0
+        while time.monotonic() < deadline and stored < 8:  # poll the condition, not a fixed sleep
+            if db.exists():
+                with Store(db) as store:
+                    stored = store.part_count()
+            time.sleep(0.1)
+        assert stored == 8
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave a daemon behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 5.0
     logged = [json.loads(line) for line in err.splitlines()]  # structured: one JSON object per line
