@@ -381,13 +381,9 @@ def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
     """Load a site file and every program file in its programs folder, reporting all issues at once."""
     doc = load_yaml(path, environ)
     config, issues = _validate(SiteConfig, doc)
-    programs_key: Any = (
-        config.programs
-        if config is not None
-        else (doc.data or {}).get("programs", "programs")
-        if isinstance(doc.data, dict)
-        else None
-    )
+    # the programs are checked even when the site file has errors, so all problems come out at once
+    raw = doc.data if isinstance(doc.data, dict) else {}
+    programs_key: Any = config.programs if config is not None else raw.get("programs", "programs")
     site = Site(config, path) if config is not None else None
     programs: dict[str, ProgramConfig] = {}
     program_files: dict[str, Path] = {}

@@ -33,10 +33,12 @@ from adapters.base import Adapter
 from adapters.registry import adapter_class
 from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site
+from monitor.dashboard.server import serve_dashboard
 from monitor.errors import MonitorError
 from monitor.events import EventHub
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
+from monitor.sinks.factory import build_sinks
 from monitor.store import Store
 
 __all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file", "source_key"]
@@ -139,7 +141,7 @@ class Daemon:
         self.store = await self.call(Store, self.site.store_path)
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
-            self.sinks = _build_sinks(self.site)
+            self.sinks = [*build_sinks(self.site)]
             self.adapters = [await self._make_adapter(m) for m in self.site.config.machines]
             async with contextlib.AsyncExitStack() as stack:
                 for adapter in self.adapters:
@@ -149,7 +151,7 @@ class Daemon:
                     sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
                     processor = tg.create_task(self._process(), name="process")
                     ticker = tg.create_task(self._tick(), name="tick")
-                    dashboard = await self._start_dashboard(stack)
+                    await self._start_dashboard(stack)
                     await self.call(self._write_runtime_file)
                     stack.callback(self._remove_runtime_file)
                     self.started.set()
@@ -171,8 +173,6 @@ class Daemon:
                         await sink.aclose()
                     for task in sink_tasks:
                         task.cancel()
-                    if dashboard is not None:
-                        dashboard.cancel()
         finally:
             if self.store is not None:
                 await self.call(self.store.close)
@@ -218,19 +218,15 @@ class Daemon:
     def _remove_runtime_file(self) -> None:
         runtime_file(self.site).unlink(missing_ok=True)
 
-    async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> asyncio.Task[None] | None:
+    async def _start_dashboard(self, stack: contextlib.AsyncExitStack) -> None:
+        """Serve the dashboard (when enabled) until the exit stack closes."""
         config = self.site.config.dashboard
         if not config.enabled:
-            return None
-        try:
-            from monitor.dashboard.server import serve_dashboard
-        except ImportError:
-            return None
+            return
         runner = await serve_dashboard(self, config.bind, config.port)
         stack.push_async_callback(runner.cleanup)
         self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"
         log.warning("dashboard at %s", self.dashboard_url)
-        return None
 
     async def _pump(self, adapter: Adapter) -> None:
         """Move one adapter's observations into the shared bounded queue (waits when full)."""
@@ -315,16 +311,6 @@ def daemon_api_url(site: Site) -> str | None:
         return None
     host = "127.0.0.1" if dash.bind in ("0.0.0.0", "::") else dash.bind
     return f"http://{host}:{dash.port}/"
-
-
-def _build_sinks(site: Site) -> list[OutputSink]:
-    """The configured outputs, each wrapped for buffering, retry and spooling."""
-    try:
-        from monitor.sinks.factory import build_sinks
-    except ImportError:
-        return []
-    sinks: list[OutputSink] = [*build_sinks(site)]
-    return sinks
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

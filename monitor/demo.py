@@ -28,6 +28,7 @@ from monitor.events import HubEvent
 from monitor.model import AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
 from monitor.sim.process import PROGRAMS_DIR
+from monitor.store import Store
 
 __all__ = ["CellServers", "DemoOptions", "DemoResult", "FeatureOutcome", "run_demo"]
 
@@ -156,7 +157,7 @@ class CellServers:
         skew = max(5.0, 2.0 * max(speed, 1.0))  # two seconds of wall time
         for m in self.cell.machines:
             if self.protocol[m.id] == "opcua" and self.opcua is not None:
-                shape = next(s for s in shapes_for([m]))
+                (shape,) = shapes_for([m])
                 signals = {k: v for k, v in opcua_signal_map(shape).items() if k in m.signals or k.startswith("probe.")}
                 machines.append(
                     {
@@ -257,7 +258,7 @@ async def run_demo(
             sub.close()
             daemon_stop.set()
             await runner
-    result.features = _outcomes(cell, site_path)
+    result.features = _outcomes(cell, site.store_path)
     return result
 
 
@@ -279,12 +280,9 @@ async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:
         runner.result()  # raises what stopped the daemon
 
 
-def _outcomes(cell: SimCell, site_path: Path) -> list[FeatureOutcome]:
+def _outcomes(cell: SimCell, store_path: Path) -> list[FeatureOutcome]:
     """Ground truth per feature against the first detection alert stored for it."""
-    from monitor.store import Store
-
-    site = load_site(site_path)
-    with Store(site.store_path) as store:
+    with Store(store_path) as store:
         changes = store.alert_events(limit=1_000_000)
     first: dict[tuple[str, str, str], int] = {}
     for _, alert in changes:  # every change, so the part an alert opened at is seen

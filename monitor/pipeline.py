@@ -127,11 +127,8 @@ class Pipeline:
                     outcome.alerts += changes
             status.program = tracker.program
             status.counter = tracker.counter
-            self._finish(parts, outcome)
-            if parts:
-                self.store.save_detector_state(_TRACKER_STATE + obs.machine, tracker.context())
-                if not tracker.holding:
-                    outcome.resume_points[obs.machine] = obs
+            if self._finish(parts, outcome, tracker) and not tracker.holding:
+                outcome.resume_points[obs.machine] = obs
             if (status.connection, status.program, status.counter, status.parts) != before:
                 outcome.machines[obs.machine] = status.as_dict()
         return outcome
@@ -142,15 +139,15 @@ class Pipeline:
         for machine, now in now_by_machine.items():
             tracker = self.trackers.get(machine)
             if tracker is not None:
-                self._finish(tracker.advance(now), outcome)
+                self._finish(tracker.advance(now), outcome, tracker)
         return outcome
 
     def close(self) -> Outcome:
         """Shutdown: release parts still waiting in a grace window."""
         outcome = Outcome()
         for machine, tracker in self.trackers.items():
-            self._finish(tracker.close(), outcome)
-            self.store.save_detector_state(_TRACKER_STATE + machine, tracker.context())
+            if not self._finish(tracker.close(), outcome, tracker):
+                self.store.save_detector_state(_TRACKER_STATE + machine, tracker.context())
         return outcome
 
     def acknowledge(self, alert_id: str) -> Alert | None:
@@ -167,7 +164,10 @@ class Pipeline:
             self.store.save_detector_state(ENGINE_STATE, self.engine.state())
         return alert
 
-    def _finish(self, parts: list[PartRecord], outcome: Outcome) -> None:
+    def _finish(self, parts: list[PartRecord], outcome: Outcome, tracker: PartTracker) -> int:
+        """Detect on and store each new part, with the engine state and the tracker's context after
+        it in the same transaction; returns how many parts were stored."""
+        stored_parts = 0
         for part in parts:
             if self.store.has_part(part.key):  # seen before a restart: the engine has it already
                 outcome.duplicates += 1
@@ -180,7 +180,8 @@ class Pipeline:
                     f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
                 )
                 alerts = []
-            stored = self.store.record_part(part, alerts, (ENGINE_STATE, self.engine.state()))
+            states = [(ENGINE_STATE, self.engine.state()), (_TRACKER_STATE + part.machine, tracker.context())]
+            stored = self.store.record_part(part, alerts, states)
             if not stored:
                 outcome.duplicates += 1
                 self.counts["duplicate_parts"] += 1
@@ -192,6 +193,8 @@ class Pipeline:
             self.counts["alert_changes"] += len(alerts)
             outcome.parts.append(part)
             outcome.alerts += alerts
+            stored_parts += 1
+        return stored_parts
 
     def _count(self, kind: str, message: str) -> None:
         self.counts[kind] += 1

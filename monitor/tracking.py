@@ -212,23 +212,20 @@ class PartTracker:
         heapq.heappush(self._reorder, (obs.time, next(self._tiebreak), obs))
         if controller_clock and (self._latest is None or obs.time > self._latest):
             self._latest = obs.time
+        return self._drain(self._latest - self._skew) if self._latest is not None else []
+
+    def advance(self, now: datetime) -> list[PartRecord]:
+        """Tell the tracker that controller time has reached ``now``; releases parts whose grace ran out."""
+        return self._drain(now - self._skew) + self._release(now)
+
+    def _drain(self, horizon: datetime | None) -> list[PartRecord]:
+        """Process buffered observations up to ``horizon`` (all of them for None), oldest first."""
         out: list[PartRecord] = []
-        if self._latest is None:
-            return out
-        horizon = self._latest - self._skew
-        while self._reorder and self._reorder[0][0] <= horizon:
+        while self._reorder and (horizon is None or self._reorder[0][0] <= horizon):
             released = heapq.heappop(self._reorder)[2]
             self._released = released.time
             out += self._process(released)
         return out
-
-    def advance(self, now: datetime) -> list[PartRecord]:
-        """Tell the tracker that controller time has reached ``now``; releases parts whose grace ran out."""
-        out: list[PartRecord] = []
-        horizon = now - self._skew
-        while self._reorder and self._reorder[0][0] <= horizon:
-            out += self._process(heapq.heappop(self._reorder)[2])
-        return out + self._release(now)
 
     def close(self) -> list[PartRecord]:
         """Release everything held (shutdown): buffered observations and parts still in grace.
@@ -236,9 +233,7 @@ class PartTracker:
         The part in progress is not emitted: it has not ended, and emitting it would record a part
         that a restart would then see again.
         """
-        out: list[PartRecord] = []
-        while self._reorder:
-            out += self._process(heapq.heappop(self._reorder)[2])
+        out = self._drain(None)
         pending, self._pending = self._pending, []
         return out + [self._finish(p) for p in pending]
 
@@ -304,8 +299,6 @@ class PartTracker:
             self._tool_life_update(obs)
         elif signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
             self._gap(obs)
-        elif signal == "part.complete" or signal.startswith("signal:"):
-            pass
         if self._end_rule() == f"signal:{signal}" and _truthy(obs.value) and self._open is not None:
             out += self._end_part(obs.time, PartStatus.COMPLETE)
         return out

@@ -83,12 +83,12 @@ class _Builder:
     def build_scalar(self, node: yaml.Node, path: Loc) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             return None
-        value = yaml.SafeLoader.construct_scalar(_LOADER, node)
-        resolved = _LOADER.resolve(yaml.ScalarNode, value, (node.style is None, False))  # type: ignore[no-untyped-call]
-        if node.tag == resolved or node.tag.startswith("tag:yaml.org,2002:"):
+        # standard tags (int, float, bool, null, timestamp...) are constructed; a custom tag such as
+        # !secret is not trusted with a constructor and stays plain text
+        if node.tag.startswith("tag:yaml.org,2002:"):
             constructed = _LOADER.construct_object(node, deep=True)
         else:
-            constructed = value
+            constructed = yaml.SafeLoader.construct_scalar(_LOADER, node)
         if isinstance(constructed, str) and "${" in constructed:
             return self.interpolate(constructed, node, path)
         return constructed

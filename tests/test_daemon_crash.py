@@ -5,11 +5,13 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -32,11 +34,15 @@ async def _start(site: Path) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def _until(predicate: object, what: str, timeout_s: float = 60) -> None:
+async def _until(predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while not await predicate():  # type: ignore[operator]
+    while not await _value(predicate()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)  # polling a condition of another process
+
+
+async def _value(result: Awaitable[bool] | bool) -> bool:
+    return await result if inspect.isawaitable(result) else result
 
 
 def _parts(db: Path) -> int:
@@ -94,7 +100,7 @@ async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: 
                 binding.publish(event)
             runtime.unlink(missing_ok=True)  # a killed daemon cannot clean up after itself
             daemon = await _start(site)
-            await _until(lambda: asyncio.sleep(0, _parts(db) >= 12), "all 12 parts after the restart")
+            await _until(lambda: _parts(db) >= 12, "all 12 parts after the restart")
         finally:
             if daemon.returncode is None:
                 daemon.send_signal(signal.SIGTERM)

@@ -14,6 +14,7 @@ from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import setup_logging
 from monitor.queries import alert_row, capability_rows, check_summary, open_store, parse_since, part_row
+from monitor.store import Store
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
 
@@ -144,7 +145,7 @@ def parts(
 def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
     try:
         site = load_site(config)
-        with open_store(config) as store:
+        with Store(site.store_path) as store:
             rows = capability_rows(site, store, machine=machine, program=program)
     except MonitorError as exc:
         raise _fail(exc) from None

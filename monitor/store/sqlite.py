@@ -164,9 +164,10 @@ class Store:
         self,
         part: PartRecord,
         alerts: Sequence[Alert] = (),
-        detector_state: tuple[str, dict[str, Any]] | None = None,
+        states: Iterable[tuple[str, dict[str, Any]]] = (),
     ) -> bool:
-        """Store a part with its measurements, the alerts it raised and the detector state after it.
+        """Store a part with its measurements, the alerts it raised and the named states after it
+        (detectors, the machine's tracker).
 
         All in one transaction. Returns False (and writes nothing) when the part's key is already
         stored: the same part seen again after a restart or a replay.
@@ -195,8 +196,8 @@ class Store:
                 [(part.key, s, v) for s, v in part.measurements.items()],
             )
             self._write_alerts(alerts)
-            if detector_state is not None:
-                self._write_state(*detector_state)
+            for name, state in states:
+                self._write_state(name, state)
             return True
 
     def record_alerts(self, alerts: Iterable[Alert]) -> None:
