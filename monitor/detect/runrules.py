@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,16 +114,17 @@ def _check_rule(rule: int, r: list[float], limit: float) -> int:
         diffs = [b - a for a, b in itertools.pairwise(tail)]
         return 1 if all(d > 0 for d in diffs) else -1 if all(d < 0 for d in diffs) else 0
     if rule == 5 and len(r) >= 3:
-        tail = r[-3:]
-        if sum(v > 2 for v in tail) >= 2 and last > 2:
-            return 1
-        if sum(v < -2 for v in tail) >= 2 and last < -2:
-            return -1
-        return 0
+        return _k_of_n_beyond(r[-3:], 2, 2.0)
     if rule == 6 and len(r) >= 5:
-        tail = r[-5:]
-        if sum(v > 1 for v in tail) >= 4 and last > 1:
-            return 1
-        if sum(v < -1 for v in tail) >= 4 and last < -1:
-            return -1
+        return _k_of_n_beyond(r[-5:], 4, 1.0)
+    return 0
+
+
+def _k_of_n_beyond(tail: Sequence[float], k: int, z: float) -> int:
+    """+1/-1 when at least ``k`` of ``tail`` (the last one included) lie beyond +z / -z sigma, else 0."""
+    last = tail[-1]
+    if sum(v > z for v in tail) >= k and last > z:
+        return 1
+    if sum(v < -z for v in tail) >= k and last < -z:
+        return -1
     return 0
