@@ -16,6 +16,7 @@ import aiomqtt
 import pytest
 
 from monitor.model import Alert, AlertKind, AlertState, Severity
+from monitor.sinks.base import RunningSink
 from tests.notify.mosquitto import Mosquitto, running_mosquitto
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -117,3 +118,16 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> 
             if predicate():
                 return
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(sink: RunningSink) -> AsyncIterator[RunningSink]:
+    """A sink wrapper running for the block, closed (flushed) and its task ended after it."""
+    task = asyncio.create_task(sink.run())
+    try:
+        yield sink
+    finally:
+        await sink.aclose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,11 +14,11 @@ from pydantic import SecretStr
 
 from monitor.errors import SinkError
 from monitor.model import CONNECTION_SIGNAL, AlertState, Observation, PartRecord, PartStatus, Severity
-from monitor.sinks.base import RunningSink, SinkState
+from monitor.sinks.base import SinkState
 from monitor.sinks.config import MqttConfig
 from monitor.sinks.mqtt import MqttSink, build_mqtt_sink
 from monitor.sinks.payload import SCHEMA
-from tests.notify.conftest import T0, make_alert, subscribed, wait_until
+from tests.notify.conftest import T0, make_alert, running, subscribed, wait_until
 from tests.notify.mosquitto import Mosquitto
 
 
@@ -31,16 +29,6 @@ def _config(socket_path: Path, **kw: object) -> MqttConfig:
     )
 
 
-@contextlib.asynccontextmanager
-async def running(sink: RunningSink) -> AsyncIterator[RunningSink]:
-    task = asyncio.create_task(sink.run())
-    try:
-        yield sink
-    finally:
-        await sink.aclose()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _part(n: int) -> PartRecord:

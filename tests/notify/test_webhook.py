@@ -24,7 +24,7 @@ from monitor.sinks.base import RunningSink
 from monitor.sinks.config import WebhookConfig
 from monitor.sinks.payload import SCHEMA
 from monitor.sinks.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, build_webhook_sink
-from tests.notify.conftest import T0, make_alert, wait_until
+from tests.notify.conftest import T0, make_alert, running, wait_until
 
 SECRET = "whsec-test-6f1c"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifications.md"
@@ -93,16 +93,6 @@ async def receiving(*plan: Callable[[Receiver], Any]) -> AsyncIterator[Receiver]
         await runner.cleanup()
 
 
-@contextlib.asynccontextmanager
-async def running(sink: RunningSink) -> AsyncIterator[RunningSink]:
-    task = asyncio.create_task(sink.run())
-    try:
-        yield sink
-    finally:
-        await sink.aclose()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _sink(url: str, tmp_path: Path, **kw: Any) -> RunningSink:
