@@ -12,7 +12,7 @@ a few small numpy operations per feature.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -223,22 +223,46 @@ class DriftEngine:
         return sorted(alerts, key=lambda a: (a.time, a.id))
 
     # ------------------------------------------------------------------------------ persistence
-    def state(self) -> dict[str, Any]:
-        """Everything needed to resume after a restart, as plain JSON-able data."""
-        return {
+    def state(self, machine: str | None = None) -> dict[str, Any]:
+        """Everything needed to resume after a restart, as plain JSON-able data.
+
+        With ``machine``, only that machine's share (no counters): the daemon stores one share per
+        machine, so a part writes its own machine's state, not the whole cell's again.
+        :meth:`from_states` joins the shares.
+        """
+        def mine(m: str) -> bool:
+            return machine is None or m == machine
+
+        state: dict[str, Any] = {
             "version": _STATE_VERSION,
             "watches": [
                 {"machine": m, "program": p, "feature": f, "state": w.state()}
                 for (m, p, f), w in self._watches.items()
+                if mine(m)
             ],
             "alerts": [
-                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items()
+                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet}
+                for k, e in self._book.items()
+                if mine(k[0])
             ],
-            "lost": {m: alert_to_dict(a) for m, a in self._lost.items()},
-            "last_part": dict(self._last_part),
-            "counters": dict(self.counters),
-            "ids": dict(self._ids),
+            "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
+            "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
+            "ids": {b: n for b, n in self._ids.items() if mine(b.split("/", 1)[0])},
         }
+        if machine is None:
+            state["counters"] = dict(self.counters)
+        return state
+
+    @classmethod
+    def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:
+        """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
+        merged: dict[str, Any] = {"watches": [], "alerts": [], "lost": {}, "last_part": {}, "counters": {}, "ids": {}}
+        for share in states:
+            merged["watches"] += share.get("watches", [])
+            merged["alerts"] += share.get("alerts", [])
+            for key in ("lost", "last_part", "counters", "ids"):
+                merged[key].update(share.get(key, {}))
+        return cls.from_state(programs, merged)
 
     @classmethod
     def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any]) -> DriftEngine:

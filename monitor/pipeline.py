@@ -25,8 +25,8 @@ __all__ = ["ENGINE_STATE", "MachineStatus", "Outcome", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
-ENGINE_STATE = "drift-engine"
-"""Name under which the engine's state is kept in the store."""
+ENGINE_STATE = "drift-engine:"
+"""Prefix of the names under which each machine's share of the engine state is kept in the store."""
 _TRACKER_STATE = "tracker:"
 
 
@@ -68,8 +68,8 @@ class Pipeline:
         self.store = store
         self.counts: Counter[str] = Counter()
         self._logged: set[str] = set()
-        saved = store.load_detector_state(ENGINE_STATE)
-        self.engine = DriftEngine.from_state(site.programs, saved) if saved else DriftEngine(site.programs)
+        shares = store.load_detector_states(ENGINE_STATE)
+        self.engine = DriftEngine.from_states(site.programs, shares.values())
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
         self.status: dict[str, MachineStatus] = {}
@@ -154,14 +154,14 @@ class Pipeline:
         alert = self.engine.acknowledge(alert_id, datetime.now(UTC))
         if alert is not None:
             self.store.record_alerts([alert])
-            self.store.save_detector_state(ENGINE_STATE, self.engine.state())
+            self.store.save_detector_state(ENGINE_STATE + alert.machine, self.engine.state(alert.machine))
         return alert
 
     def close_alert(self, alert_id: str) -> Alert | None:
         alert = self.engine.close(alert_id, datetime.now(UTC))
         if alert is not None:
             self.store.record_alerts([alert])
-            self.store.save_detector_state(ENGINE_STATE, self.engine.state())
+            self.store.save_detector_state(ENGINE_STATE + alert.machine, self.engine.state(alert.machine))
         return alert
 
     def _finish(self, parts: list[PartRecord], outcome: Outcome, tracker: PartTracker) -> int:
@@ -180,7 +180,10 @@ class Pipeline:
                     f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
                 )
                 alerts = []
-            states = [(ENGINE_STATE, self.engine.state()), (_TRACKER_STATE + part.machine, tracker.context())]
+            states = [
+                (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
+                (_TRACKER_STATE + part.machine, tracker.context()),
+            ]
             stored = self.store.record_part(part, alerts, states)
             if not stored:
                 outcome.duplicates += 1

@@ -343,6 +343,14 @@ class Store:
             row = self._db.execute("SELECT state FROM detector_state WHERE name = ?", (name,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def load_detector_states(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every saved state whose name starts with ``prefix``, by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, state FROM detector_state WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall()
+        return {name: json.loads(state) for name, state in rows}
+
     def load_position(self, machine: str, source: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
