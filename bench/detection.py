@@ -60,8 +60,16 @@ def _record(p: SimPart) -> PartRecord:
     tools = tuple(ToolUse(t, None, life, 0.0) for t, life in p.tool_life.items())
     meas = {k: float(v) for k, v in p.measured.items() if v is not None}
     return PartRecord(
-        f"{p.machine}/{p.program}/{p.part}", p.machine, p.program, p.part, p.start, p.end, PartStatus.COMPLETE,
-        meas, tools=tools, spindle=SpindleStats(p.spindle_mean_load, None, p.cutting_time_s),
+        f"{p.machine}/{p.program}/{p.part}",
+        p.machine,
+        p.program,
+        p.part,
+        p.start,
+        p.end,
+        PartStatus.COMPLETE,
+        meas,
+        tools=tools,
+        spindle=SpindleStats(p.spindle_mean_load, None, p.cutting_time_s),
     )
 
 
@@ -107,8 +115,17 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[idx]
 
 
-def _score(tally: Tally, scenario: str, key: tuple[str, int, str, str], drift_start: int | None, first_oot: int | None,
-           alarms: list[tuple[int, int | None]], n_parts: int, log: list[str] | None = None, feature: str = "") -> int:
+def _score(
+    tally: Tally,
+    scenario: str,
+    key: tuple[str, int, str, str],
+    drift_start: int | None,
+    first_oot: int | None,
+    alarms: list[tuple[int, int | None]],
+    n_parts: int,
+    log: list[str] | None = None,
+    feature: str = "",
+) -> int:
     """Add one feature's alarms [(opened part, closed part or None)]; returns its in-control part count."""
     start = drift_start if drift_start is not None else n_parts + 1
     in_control = min(start - 1, n_parts)
@@ -139,8 +156,11 @@ def _score(tally: Tally, scenario: str, key: tuple[str, int, str, str], drift_st
 
 def _baseline_alarms(feature: Any, parts: list[SimPart]) -> tuple[list[tuple[int, int | None]], list[tuple[int, int | None]]]:
     """(first-OOT baseline, individuals-chart baseline) alarm lists for one feature."""
-    axes = [(feature.signal, feature.nominal)] if isinstance(feature, SizeFeature) else [
-        (a.signal, a.nominal) for _, a in feature.axes]
+    axes = (
+        [(feature.signal, feature.nominal)]
+        if isinstance(feature, SizeFeature)
+        else [(a.signal, a.nominal) for _, a in feature.axes]
+    )
     oot: list[tuple[int, int | None]] = []
     chart: list[tuple[int, int | None]] = []
     values: dict[str, list[float]] = defaultdict(list)
@@ -240,8 +260,13 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
                     unbroken["drifts"] += 1
                     unbroken["with_forecast_alert"] += any(o >= g.drift_starts for o, _ in fc)
                 first = causes.get(key)
-                if (scenario in GRADUAL and g.first_out_of_tolerance is not None and first is not None
-                        and g.drift_starts is not None and g.drift_starts <= first[0] < g.first_out_of_tolerance):
+                if (
+                    scenario in GRADUAL
+                    and g.first_out_of_tolerance is not None
+                    and first is not None
+                    and g.drift_starts is not None
+                    and g.drift_starts <= first[0] < g.first_out_of_tolerance
+                ):
                     truth = {c.split(":")[0] for c in g.causes}
                     named = _CAUSE_CLASS.get(first[1] or "")
                     attribution["named"] += named is not None
@@ -263,7 +288,8 @@ def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[st
         "attribution": {
             **attribution,
             "share_named_matching_truth": round(attribution["matching"] / attribution["named"], 3)
-            if attribution["named"] else None,
+            if attribution["named"]
+            else None,
         },
         "drifts_that_never_broke_tolerance": unbroken,
         "targets": {"share_flagged_before_oot": 0.95, "median_lead_parts": 8, "false_alarms_per_1000_in_control_parts": 2},
@@ -285,8 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=40, help="seeds per scenario (5 scenarios, so 200 runs by default)")
     ap.add_argument("--parts", type=int, default=None, help="parts per batch (default: the scenario's)")
     ap.add_argument("--verbose", action="store_true", help="list misses and false alarms on stderr")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a detection key of every program (value parsed as JSON), e.g. --set horizon=30")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a detection key of every program (value parsed as JSON), e.g. --set horizon=30",
+    )
     args = ap.parse_args(argv)
     overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
     json.dump(run(args.seeds, args.parts, args.verbose, overrides), sys.stdout)

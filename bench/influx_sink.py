@@ -103,8 +103,11 @@ def bare_client_points(url: str, n: int, machine: str) -> float:
         write_api = client.write_api(write_options=WriteOptions(batch_size=BATCH, flush_interval=200))
         for o in observations(machine, n):
             point = (
-                ClientPoint("signal").tag("machine", o.machine).tag("signal", o.signal)
-                .field("value", o.number).field("available", o.value is not None)
+                ClientPoint("signal")
+                .tag("machine", o.machine)
+                .tag("signal", o.signal)
+                .field("value", o.number)
+                .field("available", o.value is not None)
                 .time(time_ns(o.time), "ns")
             )
             write_api.write(bucket="bench", org="bench", record=point)

@@ -77,9 +77,7 @@ def _bare(data: bytes) -> int:
 
 
 def _adapter(url: str, signals: dict[str, Any]) -> MtConnectAdapter:
-    machine = MtConnectMachine.model_validate(
-        {"id": "m", "source": {"type": "mtconnect", "url": url}, "signals": signals}
-    )
+    machine = MtConnectMachine.model_validate({"id": "m", "source": {"type": "mtconnect", "url": url}, "signals": signals})
     return MtConnectAdapter(machine, queue_size=1_000_000)
 
 
@@ -166,8 +164,14 @@ async def _our_page(n: int) -> tuple[bytes, dict[str, str], list[str]]:
                 agent.publish(mid, "part_count", float(i // 10), t)
         async with s.get(f"{agent.url}/sample?from={start}&count={n}") as r:
             data = await r.read()
-    mapping = {"spindle.load": f"{mid}_Sload", "spindle.speed": f"{mid}_Srpm", "part.count": f"{mid}_part_count",
-               "program.name": f"{mid}_program", "execution": f"{mid}_execution", "tool.number": f"{mid}_tool_number"}
+    mapping = {
+        "spindle.load": f"{mid}_Sload",
+        "spindle.speed": f"{mid}_Srpm",
+        "part.count": f"{mid}_part_count",
+        "program.name": f"{mid}_program",
+        "execution": f"{mid}_execution",
+        "tool.number": f"{mid}_tool_number",
+    }
     ids = sorted({i.id for _, i in device.walk()})
     return data, mapping, ids
 
@@ -203,10 +207,13 @@ async def _end_to_end(parts: int, *, live: bool) -> dict[str, Any]:
     spec = cell.machines[0]
     delivered = records = 0
     async with SimAgentBinding(cell.machines) as mtc:
-        machine = MtConnectMachine.model_validate({
-            "id": spec.id, "signals": mtc.signal_map(spec.id),
-            "source": {"type": "mtconnect", "url": mtc.url, "device": spec.id, "interval_ms": 0, "count": 5000},
-        })
+        machine = MtConnectMachine.model_validate(
+            {
+                "id": spec.id,
+                "signals": mtc.signal_map(spec.id),
+                "source": {"type": "mtconnect", "url": mtc.url, "device": spec.id, "interval_ms": 0, "count": 5000},
+            }
+        )
         tracker = PartTracker(spec.id, cell.programs())
         published = 0
         resume = None

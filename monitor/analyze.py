@@ -103,26 +103,25 @@ def analyze_rows(rows: Iterable[tuple[int, dict[str, str | None]]], program: Pro
                 out.out_of_tolerance[key] = record.part_number
             ev = alert.evidence
             interval = ev.get("breach_interval")
-            out.alerts.append({
-                "part": record.part_number,
-                "feature": key,
-                "kind": str(alert.kind),
-                "severity": str(alert.severity),
-                "message": alert.message,
-                "parts_to_breach": ev.get("parts_to_breach"),
-                "breach_interval": list(interval) if interval else None,
-            })
+            out.alerts.append(
+                {
+                    "part": record.part_number,
+                    "feature": key,
+                    "kind": str(alert.kind),
+                    "severity": str(alert.severity),
+                    "message": alert.message,
+                    "parts_to_breach": ev.get("parts_to_breach"),
+                    "breach_interval": list(interval) if interval else None,
+                }
+            )
     for machine in machines:
         for f in features:
             cap = engine.feature_view(machine, program.program, f)["capability"] or {}
-            out.capability[name(machine, f)] = {
-                k: cap.get(k) for k in ("cp", "cpk", "ppk", "cp_ci", "cpk_ci", "ppk_ci", "n")
-            }
+            out.capability[name(machine, f)] = {k: cap.get(k) for k in ("cp", "cpk", "ppk", "cp_ci", "cpk_ci", "ppk_ci", "n")}
     return out
 
 
-def _record(line: int, row: dict[str, str | None], program: str, signals: list[str],
-            bad: list[BadRow]) -> PartRecord | None:
+def _record(line: int, row: dict[str, str | None], program: str, signals: list[str], bad: list[BadRow]) -> PartRecord | None:
     try:
         part_text = (row.get("part") or "").strip()
         if not part_text:
@@ -166,8 +165,18 @@ def _record(line: int, row: dict[str, str | None], program: str, signals: list[s
     machine = (row.get("machine") or "").strip() or "csv"
     tools = (ToolUse("tool", None, context["tool_life"], 0.0),) if context["tool_life"] is not None else ()
     spindle = SpindleStats(context["spindle_load"], None, context["cutting_time"] or 0.0)
-    return PartRecord(f"{machine}/{program}/{number}", machine, program, number, end, end, PartStatus.COMPLETE,
-                      measurements, tools=tools, spindle=spindle)
+    return PartRecord(
+        f"{machine}/{program}/{number}",
+        machine,
+        program,
+        number,
+        end,
+        end,
+        PartStatus.COMPLETE,
+        measurements,
+        tools=tools,
+        spindle=spindle,
+    )
 
 
 def _read(path: Path, signals: list[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
@@ -176,8 +185,12 @@ def _read(path: Path, signals: list[str]) -> Iterator[tuple[int, dict[str, str |
         header = reader.fieldnames or []
         missing = [c for c in ["part", *signals] if c not in header]
         if missing:
-            raise ConfigError([ConfigIssue(str(path), 1, c, "column missing; the program needs part and "
-                                                             + ", ".join(signals)) for c in missing])
+            raise ConfigError(
+                [
+                    ConfigIssue(str(path), 1, c, "column missing; the program needs part and " + ", ".join(signals))
+                    for c in missing
+                ]
+            )
         for row in reader:
             yield reader.line_num, row
 

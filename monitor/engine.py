@@ -56,9 +56,7 @@ class DriftEngine:
 
     def __init__(self, programs: Mapping[str, ProgramConfig]) -> None:
         self._programs = dict(programs)
-        self._plans: dict[str, list[WatchPlan]] = {
-            name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()
-        }
+        self._plans: dict[str, list[WatchPlan]] = {name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()}
         self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
         self._book: dict[tuple[str, str, str, str], _Book] = {}
         self._lost: dict[str, Alert] = {}
@@ -106,9 +104,11 @@ class DriftEngine:
                 return []
             del self._book[key]
             closed = replace(
-                entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
-                evidence={**entry.alert.evidence, "closed_at_part": part.part_number,
-                          "close_reason": "back in control"},
+                entry.alert,
+                state=AlertState.CLOSED,
+                time=part.end,
+                part_key=part.key,
+                evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": "back in control"},
             )
             return [closed]
         if entry is None:
@@ -131,9 +131,11 @@ class DriftEngine:
         entry.quiet = 0
         if signal.severity.rank > entry.alert.severity.rank:
             entry.alert = replace(
-                entry.alert, severity=signal.severity, message=signal.message, time=part.end,
-                evidence={**signal.evidence, "opened_at_part": entry.alert.part_number,
-                          "escalated_at_part": part.part_number},
+                entry.alert,
+                severity=signal.severity,
+                message=signal.message,
+                time=part.end,
+                evidence={**signal.evidence, "opened_at_part": entry.alert.part_number, "escalated_at_part": part.part_number},
                 part_key=part.key,
             )
             return [entry.alert]
@@ -154,10 +156,15 @@ class DriftEngine:
         for kind in kinds:
             entry = self._book.pop((part.machine, part.program, plan.feature.name, str(kind)), None)
             if entry is not None:
-                closed.append(replace(
-                    entry.alert, state=AlertState.CLOSED, time=part.end, part_key=part.key,
-                    evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": reason},
-                ))
+                closed.append(
+                    replace(
+                        entry.alert,
+                        state=AlertState.CLOSED,
+                        time=part.end,
+                        part_key=part.key,
+                        evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": reason},
+                    )
+                )
         return closed
 
     # ------------------------------------------------------------------------------ people
@@ -181,7 +188,9 @@ class DriftEngine:
             if entry.alert.id == alert_id:
                 del self._book[key]
                 return replace(
-                    entry.alert, state=AlertState.CLOSED, time=time,
+                    entry.alert,
+                    state=AlertState.CLOSED,
+                    time=time,
                     evidence={**entry.alert.evidence, "close_reason": "closed by hand"},
                 )
         for machine, alert in self._lost.items():
@@ -230,6 +239,7 @@ class DriftEngine:
         machine, so a part writes its own machine's state, not the whole cell's again.
         :meth:`from_states` joins the shares.
         """
+
         def mine(m: str) -> bool:
             return machine is None or m == machine
 
@@ -241,9 +251,7 @@ class DriftEngine:
                 if mine(m)
             ],
             "alerts": [
-                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet}
-                for k, e in self._book.items()
-                if mine(k[0])
+                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items() if mine(k[0])
             ],
             "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
             "last_part": {m: n for m, n in self._last_part.items() if mine(m)},

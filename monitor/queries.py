@@ -97,9 +97,7 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def capability_rows(
-    site: Site, store: Store, *, machine: str | None = None, program: str | None = None
-) -> list[dict[str, Any]]:
+def capability_rows(site: Site, store: Store, *, machine: str | None = None, program: str | None = None) -> list[dict[str, Any]]:
     """Capability of every feature per machine and program over the stored complete parts."""
     from monitor.model import PartStatus
     from monitor.report import feature_capability

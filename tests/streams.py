@@ -35,7 +35,10 @@ def obs(t: float, signal: str, value: Value, machine: str = "m1") -> Observation
 
 def cycle(t0: float, count: int, *, dia: Value = 10.001, machine: str = "m1") -> list[Observation]:
     """One cycle of program O1001 that ends with the part counter moving to ``count``."""
-    o = lambda t, s, v: obs(t0 + t, s, v, machine)  # noqa: E731
+
+    def o(t: float, s: str, v: Value) -> Observation:
+        return obs(t0 + t, s, v, machine)
+
     return [
         o(0, "execution", "ACTIVE"),
         o(0.5, "tool.number", 12),

@@ -69,7 +69,7 @@ def start(count: int = 0) -> list[Observation]:
 
 
 def make(**kw: object) -> PartTracker:
-    tracking = TrackingConfig(**kw)  # type: ignore[arg-type]
+    tracking = TrackingConfig.model_validate(kw)
     return PartTracker("m1", {"O1001": program(), "O2002": program("O2002")}, tracking)
 
 

@@ -128,9 +128,7 @@ class MtConnectAgent:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
 
     async def start(self) -> None:
@@ -547,4 +545,3 @@ class MtConnectAgent:
             ]
             found = list(itertools.islice(found, count)) if count is not None else found
         return self._xml(render_assets(self._info(), [a.element for a in found]))
-

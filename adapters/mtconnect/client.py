@@ -181,9 +181,7 @@ class MtConnectAdapter(Adapter):
 
     type_name = "mtconnect"
 
-    def __init__(
-        self, machine: MtConnectMachine, *, queue_size: int = 10_000, resume: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, machine: MtConnectMachine, *, queue_size: int = 10_000, resume: Mapping[str, Any] | None = None) -> None:
         """``resume`` is a :meth:`position` saved before a restart: with the same agent instance and the
         sequence still in its buffer, reading continues there (no value twice, none lost)."""
         super().__init__(machine.id, queue_size=queue_size)
@@ -392,8 +390,7 @@ class MtConnectAdapter(Adapter):
                         await self._poll(client)
                     return
                 boundary = _boundary(ctype)
-                async for body in iter_multipart(resp.content, boundary, 2 * hb + 1.0,
-                                                 max_bytes=self.source.max_document_bytes):
+                async for body in iter_multipart(resp.content, boundary, 2 * hb + 1.0, max_bytes=self.source.max_document_bytes):
                     try:
                         doc = await client.parse(body, self._only)
                     except BadDocument as exc:

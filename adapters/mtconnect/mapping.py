@@ -90,9 +90,7 @@ def _find(items: Sequence[DataItem], signal: str, spec: str | MtConnectSignal) -
     return hits[0]
 
 
-def resolve(
-    doc: DevicesDocument, device: str | None, signals: Mapping[str, str | MtConnectSignal]
-) -> list[Binding]:
+def resolve(doc: DevicesDocument, device: str | None, signals: Mapping[str, str | MtConnectSignal]) -> list[Binding]:
     """Bind every configured signal, or raise AdapterError naming each one that does not resolve."""
     items = [i for d in select_devices(doc, device) for i in d.data_items]
     out: list[Binding] = []

@@ -69,8 +69,20 @@ _local = threading.local()
 _VERSION = re.compile(r":(\d+(?:\.\d+)*)$")
 _SETS = ("DataSet", "Table")
 _ASSET_EVENTS = frozenset({"AssetChanged", "AssetRemoved"})
-_ASSET_ROOTS = frozenset({"CuttingTool", "CuttingToolArchetype", "Part", "PartArchetype", "File", "RawMaterial",
-                          "QIFDocumentWrapper", "ComponentConfigurationParameters", "Fixture", "Pallet"})
+_ASSET_ROOTS = frozenset(
+    {
+        "CuttingTool",
+        "CuttingToolArchetype",
+        "Part",
+        "PartArchetype",
+        "File",
+        "RawMaterial",
+        "QIFDocumentWrapper",
+        "ComponentConfigurationParameters",
+        "Fixture",
+        "Pallet",
+    }
+)
 _CATEGORY = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
 
 
@@ -173,9 +185,7 @@ def _header_from(attrib: Any) -> Header:
     )
 
 
-def parse_document(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, only: frozenset[str] | None = None
-) -> Document:
+def parse_document(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, only: frozenset[str] | None = None) -> Document:
     """Parse any MTConnect answer; the root element decides which kind it is.
 
     ``only``, when given, keeps just the observations of those data item ids (the adapter passes
@@ -221,9 +231,7 @@ def _expect(doc: Document, kind: type[Any], data: bytes) -> Any:
     raise BadDocument(f"expected {kind.__name__}, got {type(doc).__name__}: {_head(data)}")
 
 
-def parse_streams(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, only: frozenset[str] | None = None
-) -> StreamsDocument:
+def parse_streams(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, only: frozenset[str] | None = None) -> StreamsDocument:
     """Parse a /current or /sample answer (optionally only some data items); other kinds are a BadDocument."""
     return _expect(parse_document(data, max_bytes=max_bytes, only=only), StreamsDocument, data)  # type: ignore[no-any-return]
 
@@ -262,8 +270,23 @@ class _StreamTarget:
     DeviceStream 3, ComponentStream 4, Samples/Events/Condition 5, observation 6, Entry 7, Cell 8.
     """
 
-    __slots__ = ("cat", "cell", "cid", "cur", "dev", "entries", "entry", "header", "level", "only", "out", "q",
-                 "qlen", "text", "version")
+    __slots__ = (
+        "cat",
+        "cell",
+        "cid",
+        "cur",
+        "dev",
+        "entries",
+        "entry",
+        "header",
+        "level",
+        "only",
+        "out",
+        "q",
+        "qlen",
+        "text",
+        "version",
+    )
 
     def __init__(self, only: frozenset[str] | None) -> None:
         self.only = only
@@ -373,8 +396,7 @@ class _StreamTarget:
                 value = self.entries if self.entries is not None else (None if text.strip() == "UNAVAILABLE" else {})
                 obs = MtcObservation(int(seq), ts, did, cat, tag, value, self.dev, self.cid)
             else:
-                obs = MtcObservation(int(seq), ts, did, cat, tag, None if text == "UNAVAILABLE" else text, self.dev,
-                                     self.cid)
+                obs = MtcObservation(int(seq), ts, did, cat, tag, None if text == "UNAVAILABLE" else text, self.dev, self.cid)
                 if tag in _ASSET_EVENTS:
                     obs.asset_type = a.get("assetType")
             self.out.append(obs)

@@ -128,8 +128,7 @@ def _content(el: Any, q: str, items: Sequence[ItemSpec], comps: Sequence[Compone
         dis = etree.SubElement(el, q + "DataItems")
         for it in items:
             attrs = {"id": it.id, "category": it.category, "type": it.type}
-            for k, v in (("subType", it.sub_type), ("units", it.units), ("name", it.name),
-                         ("representation", it.representation)):
+            for k, v in (("subType", it.sub_type), ("units", it.units), ("name", it.name), ("representation", it.representation)):
                 if v:
                     attrs[k] = v
             if it.discrete:
@@ -294,8 +293,12 @@ def render_error(info: AgentInfo, error: ErrorDetail) -> bytes:
 def render_cutting_tool(tool: CuttingToolAsset) -> Any:
     """A CuttingTool element (in the Assets namespace) from our record of it."""
     q = f"{{{_NS['Assets']}}}"
-    attrs = {"assetId": tool.asset_id, "toolId": tool.tool_id, "serialNumber": tool.serial_number or "1",
-             "timestamp": tool.timestamp or now_text()}
+    attrs = {
+        "assetId": tool.asset_id,
+        "toolId": tool.tool_id,
+        "serialNumber": tool.serial_number or "1",
+        "timestamp": tool.timestamp or now_text(),
+    }
     if tool.device_uuid:
         attrs["deviceUuid"] = tool.device_uuid
     if tool.removed:

@@ -41,8 +41,7 @@ MACRO_BASE = 500
 
 _NAMES = {
     "spindle.load": ("S", ItemSpec("", "SAMPLE", "LOAD", units="PERCENT", name="Sload")),
-    "spindle.speed": ("S", ItemSpec("", "SAMPLE", "ROTARY_VELOCITY", sub_type="ACTUAL", units="REVOLUTION/MINUTE",
-                                    name="Srpm")),
+    "spindle.speed": ("S", ItemSpec("", "SAMPLE", "ROTARY_VELOCITY", sub_type="ACTUAL", units="REVOLUTION/MINUTE", name="Srpm")),
     "spindle.override": ("S", ItemSpec("", "EVENT", "ROTARY_VELOCITY_OVERRIDE", units="PERCENT", name="Sovr")),
     "tool.number": ("P", ItemSpec("", "EVENT", "TOOL_NUMBER", name="tool_number")),
     "part.count": ("P", ItemSpec("", "EVENT", "PART_COUNT", sub_type="ALL", name="part_count")),
@@ -60,8 +59,9 @@ def device_for(spec: SimMachineSpec, *, macros: bool = False) -> DeviceSpec:
     mid = spec.id
 
     def item(base: ItemSpec, suffix: str) -> ItemSpec:
-        return ItemSpec(f"{mid}_{suffix}", base.category, base.type, base.sub_type, base.units, base.name,
-                        base.representation, base.discrete)
+        return ItemSpec(
+            f"{mid}_{suffix}", base.category, base.type, base.sub_type, base.units, base.name, base.representation, base.discrete
+        )
 
     spindle: list[ItemSpec] = []
     path: list[ItemSpec] = []
@@ -70,8 +70,7 @@ def device_for(spec: SimMachineSpec, *, macros: bool = False) -> DeviceSpec:
         target.append(item(base, base.name or signal))
     for probe in _probe_names(spec):
         name = probe.removeprefix("probe.")
-        path.append(ItemSpec(f"{mid}_probe_{name}", "EVENT", "MEASUREMENT_VALUE", units="MILLIMETER", name=name,
-                             discrete=True))
+        path.append(ItemSpec(f"{mid}_probe_{name}", "EVENT", "MEASUREMENT_VALUE", units="MILLIMETER", name=name, discrete=True))
     if macros:
         path.append(ItemSpec(f"{mid}_macros", "EVENT", "VARIABLE", name="macros", representation="DATA_SET"))
     return DeviceSpec(
@@ -84,11 +83,15 @@ def device_for(spec: SimMachineSpec, *, macros: bool = False) -> DeviceSpec:
             ItemSpec(f"{mid}_asset_rem", "EVENT", "ASSET_REMOVED", name="asset_removed"),
         ),
         components=(
-            ComponentSpec("Axes", f"{mid}_axes", components=(
-                ComponentSpec("Rotary", f"{mid}_spindle", name="S", items=tuple(spindle)),
-            )),
-            ComponentSpec("Controller", f"{mid}_ctrl", items=(ItemSpec(f"{mid}_system", "CONDITION", "SYSTEM"),),
-                          components=(ComponentSpec("Path", f"{mid}_path", name="path1", items=tuple(path)),)),
+            ComponentSpec(
+                "Axes", f"{mid}_axes", components=(ComponentSpec("Rotary", f"{mid}_spindle", name="S", items=tuple(spindle)),)
+            ),
+            ComponentSpec(
+                "Controller",
+                f"{mid}_ctrl",
+                items=(ItemSpec(f"{mid}_system", "CONDITION", "SYSTEM"),),
+                components=(ComponentSpec("Path", f"{mid}_path", name="path1", items=tuple(path)),),
+            ),
         ),
     )
 
@@ -123,9 +126,7 @@ class SimAgentBinding:
             [device_for(m, macros=macros) for m in machines], host=host, port=port, buffer_size=buffer_size
         )
         self._tool: dict[str, str] = {}
-        self._probe_keys = {
-            m.id: {p: str(MACRO_BASE + i) for i, p in enumerate(_probe_names(m))} for m in machines
-        }
+        self._probe_keys = {m.id: {p: str(MACRO_BASE + i) for i, p in enumerate(_probe_names(m))} for m in machines}
 
     async def __aenter__(self) -> Self:
         await self.agent.start()
@@ -133,9 +134,7 @@ class SimAgentBinding:
             self.agent.publish(mid, "avail", "AVAILABLE")
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.agent.aclose()
 
     @property
@@ -159,8 +158,14 @@ class SimAgentBinding:
         if signal == "tool.life":
             tool = self._tool.get(mid, "0")
             minutes = float(value) if isinstance(value, (int, float)) else None
-            asset = CuttingToolAsset(f"{mid}.T{tool}", f"T{tool}", serial_number=tool, program_tool_number=tool,
-                                     status=("USED",), tool_life=(Life("MINUTES", "UP", minutes),))
+            asset = CuttingToolAsset(
+                f"{mid}.T{tool}",
+                f"T{tool}",
+                serial_number=tool,
+                program_tool_number=tool,
+                status=("USED",),
+                tool_life=(Life("MINUTES", "UP", minutes),),
+            )
             self.agent.add_cutting_tool(mid, asset, event.time)
             return
         if signal.startswith("probe."):

@@ -41,9 +41,10 @@ def analyze(
         emit_json(result.as_dict())
         return
     emit_rows(
-        result.alerts, as_json=False, title=f"Alerts over {result.parts} parts",
-        columns=[("part", "part"), ("feature", "feature"), ("kind", "kind"), ("severity", "severity"),
-                 ("message", "message")],
+        result.alerts,
+        as_json=False,
+        title=f"Alerts over {result.parts} parts",
+        columns=[("part", "part"), ("feature", "feature"), ("kind", "kind"), ("severity", "severity"), ("message", "message")],
     )
     oot = ", ".join(f"{f}: part {p}" for f, p in result.out_of_tolerance.items() if p is not None)
     console.print(f"First out-of-tolerance part: {oot or 'none'}")
@@ -51,8 +52,12 @@ def analyze(
         {"feature": f, "n": c.get("n"), "cp": _ci(c, "cp"), "cpk": _ci(c, "cpk"), "ppk": _ci(c, "ppk")}
         for f, c in result.capability.items()
     ]
-    emit_rows(rows, as_json=False, title="Capability (95% intervals)",
-              columns=[("feature", "feature"), ("n", "parts"), ("cp", "Cp"), ("cpk", "Cpk"), ("ppk", "Ppk")])
+    emit_rows(
+        rows,
+        as_json=False,
+        title="Capability (95% intervals)",
+        columns=[("feature", "feature"), ("n", "parts"), ("cp", "Cp"), ("cpk", "Cpk"), ("ppk", "Ppk")],
+    )
 
 
 def _ci(cap: dict[str, object], key: str) -> str | None:

@@ -36,8 +36,6 @@ def _fail(exc: MonitorError) -> typer.Exit:
     return typer.Exit(1)
 
 
-
-
 @app.command()
 def run(
     config: ConfigOption = _DEFAULT_SITE,

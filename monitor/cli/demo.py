@@ -51,9 +51,7 @@ def demo(
     if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
         err_console.print(f"--mqtt: expected HOST:PORT, got {mqtt!r}")
         raise typer.Exit(2)
-    options = DemoOptions(
-        scenario, seed, parts, speed, keep_running, dashboard_port, mqtt=mqtt, webhooks=tuple(webhook or ())
-    )
+    options = DemoOptions(scenario, seed, parts, speed, keep_running, dashboard_port, mqtt=mqtt, webhooks=tuple(webhook or ()))
     # the demo prints alerts itself; library warnings would only clutter the progress display
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:

@@ -42,5 +42,7 @@ def report(
         f"report for program [bold]{escape(result.program)}[/] written to {escape(str(out))}: {len(result.parts)} parts "
         f"({counts['complete']} complete), {len(result.features)} features, {oot} out-of-tolerance values, "
         f"{len(result.alerts)} alerts" + (f"; CSV {escape(str(csv_out))}" if csv_out else ""),
-        markup=True, highlight=False, soft_wrap=True,
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
     )

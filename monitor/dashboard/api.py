@@ -125,22 +125,30 @@ def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
                 programs.append({"program": name, "parts": count, "features": [f.name for f in program.feature_models()]})
         current = st.get("program")
         if current is not None and current not in daemon.site.programs:
-            programs.append({"program": current, "parts": store.part_count(machine=machine, program=current),
-                             "features": [], "configured": False})
+            programs.append(
+                {
+                    "program": current,
+                    "parts": store.part_count(machine=machine, program=current),
+                    "features": [],
+                    "configured": False,
+                }
+            )
         counts = by_machine.get(machine, Counter())
-        out.append({
-            "machine": machine,
-            "connection": connection,
-            "signal_lost": connection == "lost" or machine in lost_alert or any(s.get("state") == "lost" for s in sources),
-            "program": current,
-            "counter": st.get("counter"),
-            "parts": st.get("parts", 0),
-            "last_part_end": st.get("last_part_end"),
-            "last_seen": st.get("last_seen"),
-            "sources": [{"type": s.get("type"), "state": s.get("state")} for s in sources],
-            "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
-            "programs": programs,
-        })
+        out.append(
+            {
+                "machine": machine,
+                "connection": connection,
+                "signal_lost": connection == "lost" or machine in lost_alert or any(s.get("state") == "lost" for s in sources),
+                "program": current,
+                "counter": st.get("counter"),
+                "parts": st.get("parts", 0),
+                "last_part_end": st.get("last_part_end"),
+                "last_seen": st.get("last_seen"),
+                "sources": [{"type": s.get("type"), "state": s.get("state")} for s in sources],
+                "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
+                "programs": programs,
+            }
+        )
     return out
 
 
@@ -270,14 +278,26 @@ async def _parts(request: web.Request) -> web.Response:
     return _json(body)
 
 
-def _read_alerts(store: Store, machine: str | None, program: str | None, state: str | None, last: int,
-                 feature: str | None, severity: str | None) -> list[dict[str, Any]]:
+def _read_alerts(
+    store: Store,
+    machine: str | None,
+    program: str | None,
+    state: str | None,
+    last: int,
+    feature: str | None,
+    severity: str | None,
+) -> list[dict[str, Any]]:
     alerts = store.alerts(
-        machine=machine, program=program, state=AlertState(state) if state in ("open", "acknowledged", "closed") else None,
+        machine=machine,
+        program=program,
+        state=AlertState(state) if state in ("open", "acknowledged", "closed") else None,
         open_only=state == "active",
     )
-    rows = [alert_row(a) for a in alerts
-            if (feature is None or a.feature == feature) and (severity is None or str(a.severity) == severity)]
+    rows = [
+        alert_row(a)
+        for a in alerts
+        if (feature is None or a.feature == feature) and (severity is None or str(a.severity) == severity)
+    ]
     return rows[::-1][:last]
 
 
@@ -291,8 +311,16 @@ async def _alerts(request: web.Request) -> web.Response:
     if severity is not None and severity not in {str(s) for s in Severity}:
         raise _error(400, "severity must be one of watch, warning, critical")
     last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
-    rows = await daemon.call(_read_alerts, daemon.store, _opt(request, "machine"), _opt(request, "program"), state,
-                             last, _opt(request, "feature"), severity)
+    rows = await daemon.call(
+        _read_alerts,
+        daemon.store,
+        _opt(request, "machine"),
+        _opt(request, "program"),
+        state,
+        last,
+        _opt(request, "feature"),
+        severity,
+    )
     return _json({"alerts": rows})
 
 
@@ -321,13 +349,19 @@ def _authorize(request: web.Request) -> None:
     """Writes need the site's dashboard token as a bearer token; refused outright without one."""
     token = _daemon(request).site.config.dashboard.token
     if not token:
-        raise _error(403, "alert changes are disabled: no dashboard token is configured "
-                          "(set dashboard.token in the site file, e.g. ${DASHBOARD_TOKEN})")
+        raise _error(
+            403,
+            "alert changes are disabled: no dashboard token is configured "
+            "(set dashboard.token in the site file, e.g. ${DASHBOARD_TOKEN})",
+        )
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        raise _error(401, "this needs the dashboard token: send 'Authorization: Bearer <token>'",
-                     **{"WWW-Authenticate": 'Bearer realm="monitor"'})
+        raise _error(
+            401,
+            "this needs the dashboard token: send 'Authorization: Bearer <token>'",
+            **{"WWW-Authenticate": 'Bearer realm="monitor"'},
+        )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise _error(403, "wrong dashboard token")
 

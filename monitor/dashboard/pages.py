@@ -42,8 +42,13 @@ def render(page: str, *, site: str, title: str, heading: str, values: dict[str, 
     if page == "feature":
         scripts = '<script src="/static/vendor/plotly.min.js"></script>\n' + scripts
     return _template("page.html").substitute(
-        title=html.escape(title), site=html.escape(site), page=page, data=data, heading=html.escape(heading),
-        content=content, scripts=scripts,
+        title=html.escape(title),
+        site=html.escape(site),
+        page=page,
+        data=data,
+        heading=html.escape(heading),
+        content=content,
+        scripts=scripts,
     )
 
 
@@ -77,8 +82,9 @@ async def _feature(request: web.Request) -> web.Response:
     config = site.programs.get(program)
     if config is None or feature not in {f.name for f in config.feature_models()}:
         raise _not_found(f"program {program!r} has no feature {feature!r} in this site")
-    return _page(request, "feature", f"{feature} · {program}", f"{feature}",
-                 {"machine": machine, "program": program, "feature": feature})
+    return _page(
+        request, "feature", f"{feature} · {program}", f"{feature}", {"machine": machine, "program": program, "feature": feature}
+    )
 
 
 async def _alerts(request: web.Request) -> web.Response:

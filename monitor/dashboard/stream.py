@@ -25,7 +25,6 @@ STREAMS_KEY: web.AppKey[set[Subscription]] = web.AppKey("streams")
 _END = HubEvent("end", {})
 
 
-
 def format_event(event: HubEvent) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so ``data`` is a single line.
 

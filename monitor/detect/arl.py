@@ -123,9 +123,7 @@ def _cusum_one_sided(k: float, h: float, shift: float, states: int, headstart: f
     return float(arl[start])
 
 
-def cusum_arl(
-    k: float, h: float, shift: float = 0.0, states: int = DEFAULT_STATES, headstart: float = 0.0
-) -> float:
+def cusum_arl(k: float, h: float, shift: float = 0.0, states: int = DEFAULT_STATES, headstart: float = 0.0) -> float:
     """Zero-state ARL of a two-sided tabular CUSUM (reference ``k``, interval ``h``, sigmas) at a mean ``shift``.
 
     ``headstart`` is the fast-initial-response start value of both sums (Lucas & Crosier 1982).
@@ -179,6 +177,7 @@ def ewma_limit(lam: float, arl0: float, states: int = DEFAULT_STATES) -> float:
     """The width L (asymptotic EWMA sigmas) that gives the in-control ARL ``arl0``."""
     _check("lambda", lam, 0.0, 1.0)
     _check("arl0", arl0, 1.0)
+
     def arl(x: float, accurate: bool) -> float:
         return ewma_arl(lam, x, 0.0, states) if accurate else _ewma_chain(lam, x, 0.0, (2 * states // 3) | 1)
 
@@ -225,12 +224,17 @@ def arl_table(
     if chart == "ewma":
         width = limit if limit is not None else ewma_limit(lam, float(arl0))  # type: ignore[arg-type]
         arls = {f"{s:g}" if s % 1 else f"{s:.1f}": round(ewma_arl(lam, width, s), 2) for s in shifts}
-        return {"chart": "ewma", "lambda": lam, "L": round(width, 3), "arl0": round(ewma_arl(lam, width), 1),
-                "arl": arls}
+        return {"chart": "ewma", "lambda": lam, "L": round(width, 3), "arl0": round(ewma_arl(lam, width), 1), "arl": arls}
     if chart == "cusum":
         h = limit if limit is not None else cusum_h(k, float(arl0), fir=fir)  # type: ignore[arg-type]
         hs = h / 2 if fir else 0.0
         arls = {f"{s:g}" if s % 1 else f"{s:.1f}": round(cusum_arl(k, h, s, headstart=hs), 2) for s in shifts}
-        return {"chart": "cusum", "k": k, "h": round(h, 3), "fir": fir, "arl0": round(cusum_arl(k, h, headstart=hs), 1),
-                "arl": arls}
+        return {
+            "chart": "cusum",
+            "k": k,
+            "h": round(h, 3),
+            "fir": fir,
+            "arl0": round(cusum_arl(k, h, headstart=hs), 1),
+            "arl": arls,
+        }
     raise DetectionError(f"unknown chart {chart!r}; use ewma or cusum")

@@ -112,8 +112,13 @@ class Attribution:
         return AttributionResult(self._n, corr, cause, corr[cause] if cause else None, skipped)
 
     def state(self) -> dict[str, Any]:
-        return {"window": self.window, "min_r": self.min_r, "min_parts": self.min_parts, "n": self._n,
-                "rows": [[x, c] for x, c in self._rows]}
+        return {
+            "window": self.window,
+            "min_r": self.min_r,
+            "min_parts": self.min_parts,
+            "n": self._n,
+            "rows": [[x, c] for x, c in self._rows],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Attribution:

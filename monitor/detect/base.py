@@ -43,8 +43,9 @@ def register(name: str) -> Callable[[type[_T]], type[_T]]:
     return deco
 
 
-def check_range(name: str, value: float, lo: float = -math.inf, hi: float = math.inf, *,
-                lo_open: bool = False, hi_open: bool = False) -> float:
+def check_range(
+    name: str, value: float, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
     """Validate one hyper-parameter; raises DetectionError naming it and the allowed range."""
     ok = math.isfinite(value) or (value == hi == math.inf)
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)

@@ -44,8 +44,12 @@ class CapabilityResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary; ``cp``/``cpk``/``ppk`` are the point values, ``*_ci`` their intervals."""
-        out: dict[str, Any] = {"n": self.n, "mean": self.mean, "sigma_within": self.sigma_within,
-                               "sigma_overall": self.sigma_overall}
+        out: dict[str, Any] = {
+            "n": self.n,
+            "mean": self.mean,
+            "sigma_within": self.sigma_within,
+            "sigma_overall": self.sigma_overall,
+        }
         for name in ("cp", "cpk", "ppk"):
             iv: Interval | None = getattr(self, name)
             out[name] = iv.value if iv else None
@@ -58,8 +62,9 @@ def _bissell(index: float, n: int, z: float) -> Interval:
     return Interval(index, index - half, index + half)
 
 
-def _indices(n: int, mean: float, s_within: float | None, s_overall: float | None, lower: float, upper: float,
-             confidence: float) -> CapabilityResult:
+def _indices(
+    n: int, mean: float, s_within: float | None, s_overall: float | None, lower: float, upper: float, confidence: float
+) -> CapabilityResult:
     if n < 2 or s_within is None or s_overall is None or s_within <= 0 or s_overall <= 0:
         return CapabilityResult(n, mean, s_within, s_overall, None, None, None)
     alpha = 1.0 - confidence
@@ -68,14 +73,16 @@ def _indices(n: int, mean: float, s_within: float | None, s_overall: float | Non
     if math.isfinite(lower) and math.isfinite(upper):
         value = (upper - lower) / (6.0 * s_within)
         df = n - 1
-        cp = Interval(value, value * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df),
-                      value * math.sqrt(float(chdtri(df, alpha / 2)) / df))
+        cp = Interval(
+            value, value * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df), value * math.sqrt(float(chdtri(df, alpha / 2)) / df)
+        )
 
     def k_index(s: float) -> float:
         return min((upper - mean) / (3.0 * s), (mean - lower) / (3.0 * s))
 
-    return CapabilityResult(n, mean, s_within, s_overall, cp, _bissell(k_index(s_within), n, z),
-                            _bissell(k_index(s_overall), n, z))
+    return CapabilityResult(
+        n, mean, s_within, s_overall, cp, _bissell(k_index(s_within), n, z), _bissell(k_index(s_overall), n, z)
+    )
 
 
 def capability(values: Iterable[float], lower: float, upper: float, confidence: float = 0.95) -> CapabilityResult:
@@ -155,14 +162,21 @@ class Capability:
         self._last = x
 
     def state(self) -> dict[str, Any]:
-        return {"lower": _enc(self.lower), "upper": _enc(self.upper), "confidence": self.confidence, "n": self._n,
-                "mean": self._mean, "m2": self._m2, "mr": self._mr, "last": self._last}
+        return {
+            "lower": _enc(self.lower),
+            "upper": _enc(self.upper),
+            "confidence": self.confidence,
+            "n": self._n,
+            "mean": self._mean,
+            "m2": self._m2,
+            "mr": self._mr,
+            "last": self._last,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Capability:
         obj = cls(float(state["lower"]), float(state["upper"]), state["confidence"])
-        obj._n, obj._mean, obj._m2, obj._mr = int(state["n"]), float(state["mean"]), float(state["m2"]), float(
-            state["mr"])
+        obj._n, obj._mean, obj._m2, obj._mr = int(state["n"]), float(state["mean"]), float(state["m2"]), float(state["mr"])
         obj._last = None if state["last"] is None else float(state["last"])
         return obj
 

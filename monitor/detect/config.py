@@ -75,12 +75,8 @@ class DetectionConfig(BaseModel):
         lt=1,
         description="significance level the trend (Kendall tau) must reach before a forecast alert opens",
     )
-    warning_parts: int = Field(
-        default=10, ge=1, description="forecast alert escalates to warning at this many parts to breach"
-    )
-    critical_parts: int = Field(
-        default=3, ge=0, description="forecast alert escalates to critical at this many parts to breach"
-    )
+    warning_parts: int = Field(default=10, ge=1, description="forecast alert escalates to warning at this many parts to breach")
+    critical_parts: int = Field(default=3, ge=0, description="forecast alert escalates to critical at this many parts to breach")
     escalate_after: int = Field(
         default=5,
         ge=1,

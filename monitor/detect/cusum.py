@@ -47,8 +47,15 @@ class Cusum:
     [8]
     """
 
-    def __init__(self, k: float = 0.5, h: float | None = None, arl0: float = 500.0, fir: bool = False,
-                 target: float = 0.0, sigma: float = 1.0) -> None:
+    def __init__(
+        self,
+        k: float = 0.5,
+        h: float | None = None,
+        arl0: float = 500.0,
+        fir: bool = False,
+        target: float = 0.0,
+        sigma: float = 1.0,
+    ) -> None:
         self.k = check_range("k", k, 0.0)
         self.arl0 = check_range("arl0", arl0, 1.0, lo_open=True)
         self.h = check_range("h", h, 0.0, lo_open=True) if h is not None else None
@@ -77,8 +84,17 @@ class Cusum:
         return CusumResult(self._n, self._up, self._down, self.interval, up_alarm or down_alarm, direction, skipped)
 
     def state(self) -> dict[str, Any]:
-        return {"k": self.k, "h": self.h, "arl0": self.arl0, "fir": self.fir, "target": self.target,
-                "sigma": self.sigma, "up": self._up, "down": self._down, "n": self._n}
+        return {
+            "k": self.k,
+            "h": self.h,
+            "arl0": self.arl0,
+            "fir": self.fir,
+            "target": self.target,
+            "sigma": self.sigma,
+            "up": self._up,
+            "down": self._down,
+            "n": self._n,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Cusum:

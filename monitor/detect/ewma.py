@@ -50,8 +50,9 @@ class Ewma:
     [10]
     """
 
-    def __init__(self, lam: float = 0.2, limit: float | None = None, arl0: float = 500.0,
-                 target: float = 0.0, sigma: float = 1.0) -> None:
+    def __init__(
+        self, lam: float = 0.2, limit: float | None = None, arl0: float = 500.0, target: float = 0.0, sigma: float = 1.0
+    ) -> None:
         self.lam = check_range("lam", lam, 0.0, 1.0, lo_open=True)
         self.arl0 = check_range("arl0", arl0, 1.0, lo_open=True)
         self.limit = check_range("limit", limit, 0.0, lo_open=True) if limit is not None else None
@@ -78,8 +79,15 @@ class Ewma:
         return EwmaResult(self._n, self._z, lo, hi, alarm, skipped)
 
     def state(self) -> dict[str, Any]:
-        return {"lam": self.lam, "limit": self.limit, "arl0": self.arl0, "target": self.target,
-                "sigma": self.sigma, "z": self._z, "n": self._n}
+        return {
+            "lam": self.lam,
+            "limit": self.limit,
+            "arl0": self.arl0,
+            "target": self.target,
+            "sigma": self.sigma,
+            "z": self._z,
+            "n": self._n,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Ewma:

@@ -56,8 +56,7 @@ class RunRules:
     [(9, (2,))]
     """
 
-    def __init__(self, rules: Iterable[int] = (1,), limit: float = 3.0, target: float = 0.0,
-                 sigma: float = 1.0) -> None:
+    def __init__(self, rules: Iterable[int] = (1,), limit: float = 3.0, target: float = 0.0, sigma: float = 1.0) -> None:
         chosen = tuple(sorted(set(rules)))
         unknown = sorted(set(chosen) - set(RULE_TEXT))
         if unknown:
@@ -90,8 +89,14 @@ class RunRules:
         return RunRulesResult(self._n, z, tuple(fired), direction)
 
     def state(self) -> dict[str, Any]:
-        return {"rules": list(self.rules), "limit": self.limit, "target": self.target, "sigma": self.sigma,
-                "recent": list(self._recent), "n": self._n}
+        return {
+            "rules": list(self.rules),
+            "limit": self.limit,
+            "target": self.target,
+            "sigma": self.sigma,
+            "recent": list(self._recent),
+            "n": self._n,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RunRules:

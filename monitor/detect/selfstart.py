@@ -122,8 +122,7 @@ class SelfStartingCusum:
     [12]
     """
 
-    def __init__(self, k: float = 0.5, h: float | None = None, arl0: float = 500.0,
-                 sigma: float | None = None) -> None:
+    def __init__(self, k: float = 0.5, h: float | None = None, arl0: float = 500.0, sigma: float | None = None) -> None:
         self.k = check_range("k", k, 0.0)
         self.arl0 = check_range("arl0", arl0, 1.0, lo_open=True)
         self.h = check_range("h", h, 0.0, lo_open=True) if h is not None else None
@@ -153,8 +152,16 @@ class SelfStartingCusum:
         return SelfStartResult(self._n, q, self._up, self._down, self.interval, alarm, direction)
 
     def state(self) -> dict[str, Any]:
-        return {"k": self.k, "h": self.h, "arl0": self.arl0, "sigma": self.sigma, "q": self._q.state(),
-                "up": self._up, "down": self._down, "n": self._n}
+        return {
+            "k": self.k,
+            "h": self.h,
+            "arl0": self.arl0,
+            "sigma": self.sigma,
+            "q": self._q.state(),
+            "up": self._up,
+            "down": self._down,
+            "n": self._n,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SelfStartingCusum:

@@ -106,18 +106,27 @@ class TrendForecast:
     (23, 10.0, (9.0, 11.0))
     """
 
-    def __init__(self, window: int = 20, horizon: int = 20, lower: float = -math.inf, upper: float = math.inf,
-                 breach_probability: float = 0.1, alpha: float = 0.01, min_parts: int = 8,
-                 sigma: float | None = None, confidence: float = 0.9, max_search: int = 500,
-                 step_ratio: float = 0.5) -> None:
+    def __init__(
+        self,
+        window: int = 20,
+        horizon: int = 20,
+        lower: float = -math.inf,
+        upper: float = math.inf,
+        breach_probability: float = 0.1,
+        alpha: float = 0.01,
+        min_parts: int = 8,
+        sigma: float | None = None,
+        confidence: float = 0.9,
+        max_search: int = 500,
+        step_ratio: float = 0.5,
+    ) -> None:
         self.window = int(check_range("window", window, 4, 10_000))
         self.horizon = int(check_range("horizon", horizon, 1, 10_000))
         self.lower = float(lower)
         self.upper = float(upper)
         if math.isnan(self.lower) or math.isnan(self.upper) or not self.lower < self.upper:
             raise DetectionError(f"lower ({lower}) must be below upper ({upper})")
-        self.breach_probability = check_range("breach_probability", breach_probability, 0, 1,
-                                              lo_open=True, hi_open=True)
+        self.breach_probability = check_range("breach_probability", breach_probability, 0, 1, lo_open=True, hi_open=True)
         self.alpha = check_range("alpha", alpha, 0, 1, lo_open=True, hi_open=True)
         self.min_parts = int(check_range("min_parts", min_parts, 4, 10_000))
         self.sigma = check_range("sigma", sigma, 0.0, lo_open=True) if sigma is not None else None
@@ -233,8 +242,7 @@ class TrendForecast:
 
     def _result(self, skipped: bool = False) -> TrendResult:
         if self._fit is None:
-            return TrendResult(self._n, math.nan, 0.0, (0.0, 0.0), 1.0, False, math.nan, 0.0, None, None, False,
-                               skipped)
+            return TrendResult(self._n, math.nan, 0.0, (0.0, 0.0), 1.0, False, math.nan, 0.0, None, None, False, skipped)
         level, slope, lo, hi, p, sd = self._fit
         significant = p < self.alpha and len(self._values) >= self.min_parts
         ptb = interval = None
@@ -249,8 +257,7 @@ class TrendForecast:
                 ends.append(parts_to_breach(pb, self.breach_probability) or float(self.max_search))
             interval = (min(ends), max(ends)) if ptb is not None else None
         alarm = significant and ptb is not None and ptb <= self.horizon and not skipped
-        return TrendResult(self._n, level, slope, (lo, hi), p, significant, sd, p_next, ptb, interval, alarm,
-                           skipped)
+        return TrendResult(self._n, level, slope, (lo, hi), p, significant, sd, p_next, ptb, interval, alarm, skipped)
 
     def forecast_fixed_slope(self, slope: float) -> Forecast:
         """Single parts 1..``max_search`` ahead if the slope were exactly ``slope`` (ends of the interval)."""
@@ -265,18 +272,38 @@ class TrendForecast:
     # ---------------------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:
         return {
-            "window": self.window, "horizon": self.horizon, "lower": _enc(self.lower), "upper": _enc(self.upper),
-            "breach_probability": self.breach_probability, "alpha": self.alpha, "min_parts": self.min_parts,
-            "sigma": self.sigma, "confidence": self.confidence, "max_search": self.max_search,
+            "window": self.window,
+            "horizon": self.horizon,
+            "lower": _enc(self.lower),
+            "upper": _enc(self.upper),
+            "breach_probability": self.breach_probability,
+            "alpha": self.alpha,
+            "min_parts": self.min_parts,
+            "sigma": self.sigma,
+            "confidence": self.confidence,
+            "max_search": self.max_search,
             "step_ratio": self.step_ratio,
-            "values": list(self._values), "n": self._n, "mr_sum": self._mr_sum, "mr_n": self._mr_n,
+            "values": list(self._values),
+            "n": self._n,
+            "mr_sum": self._mr_sum,
+            "mr_n": self._mr_n,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TrendForecast:
-        obj = cls(state["window"], state["horizon"], _dec(state["lower"]), _dec(state["upper"]),
-                  state["breach_probability"], state["alpha"], state["min_parts"], state["sigma"],
-                  state["confidence"], state["max_search"], state.get("step_ratio", 0.5))
+        obj = cls(
+            state["window"],
+            state["horizon"],
+            _dec(state["lower"]),
+            _dec(state["upper"]),
+            state["breach_probability"],
+            state["alpha"],
+            state["min_parts"],
+            state["sigma"],
+            state["confidence"],
+            state["max_search"],
+            state.get("step_ratio", 0.5),
+        )
         obj._values.extend(float(v) for v in state["values"])
         obj._n, obj._mr_sum, obj._mr_n = int(state["n"]), float(state["mr_sum"]), int(state["mr_n"])
         if obj._values:

@@ -190,13 +190,22 @@ class _Channel:
         self.rules = RunRules(rules=cfg.run_rules, limit=lim.rule1)
         limits = (lo, hi) if isinstance(plan.feature, SizeFeature) else (-math.inf, math.inf)
         self.trend = TrendForecast(
-            window=cfg.forecast_window, horizon=cfg.horizon, lower=limits[0], upper=limits[1],
-            breach_probability=cfg.breach_probability, alpha=cfg.trend_alpha, min_parts=cfg.forecast_min_parts,
-            sigma=self.known, max_search=max(cfg.horizon * 5, 60),
+            window=cfg.forecast_window,
+            horizon=cfg.horizon,
+            lower=limits[0],
+            upper=limits[1],
+            breach_probability=cfg.breach_probability,
+            alpha=cfg.trend_alpha,
+            min_parts=cfg.forecast_min_parts,
+            sigma=self.known,
+            max_search=max(cfg.horizon * 5, 60),
         )
         self.capability = Capability(lo, hi)
-        self.attribution = Attribution(window=max(cfg.forecast_window, 10), min_r=cfg.attribution_min_r,
-                                       min_parts=min(cfg.forecast_min_parts, max(cfg.forecast_window, 10)))
+        self.attribution = Attribution(
+            window=max(cfg.forecast_window, 10),
+            min_r=cfg.attribution_min_r,
+            min_parts=min(cfg.forecast_min_parts, max(cfg.forecast_window, 10)),
+        )
         self.mr_sum = 0.0
         self.mr_n = 0
         self.last: float | None = None
@@ -234,10 +243,19 @@ class _Channel:
         self.q.reset()
 
     def state(self) -> dict[str, Any]:
-        return {"ewma": self.ewma.state(), "cusum": self.cusum.state(), "rules": self.rules.state(),
-                "trend": self.trend.state(), "capability": self.capability.state(),
-                "attribution": self.attribution.state(), "mr_sum": self.mr_sum, "mr_n": self.mr_n,
-                "last": self.last, "z": self.z, "q": self.q.state()}
+        return {
+            "ewma": self.ewma.state(),
+            "cusum": self.cusum.state(),
+            "rules": self.rules.state(),
+            "trend": self.trend.state(),
+            "capability": self.capability.state(),
+            "attribution": self.attribution.state(),
+            "mr_sum": self.mr_sum,
+            "mr_n": self.mr_n,
+            "last": self.last,
+            "z": self.z,
+            "q": self.q.state(),
+        }
 
     def load(self, s: Mapping[str, Any]) -> None:
         """Restore saved detector state; a detector whose settings changed since (the program file was
@@ -287,8 +305,11 @@ class FeatureWatch:
     def _read(self, part: PartRecord) -> tuple[float, dict[str, float]] | str:
         """(judged value, deviation per axis) or the name of the counter to bump."""
         f = self.plan.feature
-        signals = [("value", f.signal, f.nominal)] if isinstance(f, SizeFeature) else [
-            (name, a.signal, a.nominal) for name, a in f.axes]
+        signals = (
+            [("value", f.signal, f.nominal)]
+            if isinstance(f, SizeFeature)
+            else [(name, a.signal, a.nominal) for name, a in f.axes]
+        )
         devs: dict[str, float] = {}
         for name, signal, nominal in signals:
             raw = part.measurements.get(signal)
@@ -481,8 +502,9 @@ class FeatureWatch:
         ptb, interval, significant, _ = self._breach()
         if not significant or ptb is None or ptb > cfg.horizon:
             return None
-        severity = (Severity.CRITICAL if ptb <= cfg.critical_parts else
-                    Severity.WARNING if ptb <= cfg.warning_parts else Severity.WATCH)
+        severity = (
+            Severity.CRITICAL if ptb <= cfg.critical_parts else Severity.WARNING if ptb <= cfg.warning_parts else Severity.WATCH
+        )
         f = self.plan.feature
         # the drifting axis: largest |slope| in sigmas
         ch = max(self._channels.values(), key=lambda c: abs(c.trend.fit[1] if c.trend.fit else 0.0) / c.sigma())
@@ -490,12 +512,16 @@ class FeatureWatch:
         assert fit is not None
         level, slope = fit[0], fit[1]
         label = self.plan.axis_label(ch.axis)
-        tol_text = (f"{f.tolerance:.3f} TP tolerance" if isinstance(f, PositionFeature) else
-                    f"{'upper' if slope > 0 else 'lower'} limit {f.upper if slope > 0 else f.lower:.4f}")
+        tol_text = (
+            f"{f.tolerance:.3f} TP tolerance"
+            if isinstance(f, PositionFeature)
+            else f"{'upper' if slope > 0 else 'lower'} limit {f.upper if slope > 0 else f.lower:.4f}"
+        )
         direction = f"{'+' if slope >= 0 else '-'}{label}" if label else ("up" if slope >= 0 else "down")
         parts = [f"{f.name} drifting {direction} {abs(slope) * 1000:.1f} um/part"]
-        parts.append(f"breaks {tol_text} in ~{ptb:.0f} parts" + (
-            f" (90%: {interval[0]:.0f}-{interval[1]:.0f})" if interval else ""))
+        parts.append(
+            f"breaks {tol_text} in ~{ptb:.0f} parts" + (f" (90%: {interval[0]:.0f}-{interval[1]:.0f})" if interval else "")
+        )
         attr = ch.attribution.last
         if attr.cause is not None and attr.r is not None:
             cause = COVARIATES.get(attr.cause, attr.cause)
@@ -534,14 +560,24 @@ class FeatureWatch:
             if kind is AlertKind.EWMA and "ewma" in res and res["ewma"].alarm:
                 r = res["ewma"]
                 shift = r.statistic * s
-                hits.append((axis, f"{name} mean shifted {_um(shift)} since the batch start (EWMA {r.statistic:+.2f} sigma, "
-                                   f"limit +-{r.upper:.2f})", {"ewma": r.statistic, "limit": r.upper,
-                                                               "shift_mm": shift}))
+                hits.append(
+                    (
+                        axis,
+                        f"{name} mean shifted {_um(shift)} since the batch start (EWMA {r.statistic:+.2f} sigma, "
+                        f"limit +-{r.upper:.2f})",
+                        {"ewma": r.statistic, "limit": r.upper, "shift_mm": shift},
+                    )
+                )
             elif kind is AlertKind.CUSUM and "cusum" in res and res["cusum"].alarm:
                 r = res["cusum"]
                 side = "above" if r.direction > 0 else "below"
-                hits.append((axis, f"{name} running {side} its start level (CUSUM {max(r.upper, r.lower):.1f} > h "
-                                   f"{r.h:.1f})", {"cusum_upper": r.upper, "cusum_lower": r.lower, "h": r.h}))
+                hits.append(
+                    (
+                        axis,
+                        f"{name} running {side} its start level (CUSUM {max(r.upper, r.lower):.1f} > h {r.h:.1f})",
+                        {"cusum_upper": r.upper, "cusum_lower": r.lower, "h": r.h},
+                    )
+                )
             elif kind is AlertKind.RUN_RULE and "rules" in res and res["rules"].alarm:
                 r = res["rules"]
                 text = "; ".join(RULE_TEXT[i] + (f" ({lim.rule1:.2f} sigma)" if i == 1 else "") for i in r.fired)
@@ -555,17 +591,28 @@ class FeatureWatch:
         offset = suggest_offset(level, axis if label else cfg.offsets.get(f.name, "diameter"))
         streak = self._streak.get(str(kind), 0) + 1
         severity = Severity.WARNING if streak > cfg.escalate_after else Severity.WATCH
-        evidence = {**ev, "axis": axis, "sigma_mm": ch.sigma(), "parts_signalling": streak,
-                    "chart_arl0": lim.chart_arl0, "axes": [h[0] for h in hits],
-                    "offset": {"register": offset.register, "change_mm": offset.change}}
+        evidence = {
+            **ev,
+            "axis": axis,
+            "sigma_mm": ch.sigma(),
+            "parts_signalling": streak,
+            "chart_arl0": lim.chart_arl0,
+            "axes": [h[0] for h in hits],
+            "offset": {"register": offset.register, "change_mm": offset.change},
+        }
         return Signal(severity, f"{text}; {_offset_text(offset, level, ch.sigma())}", evidence)
 
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         return {
-            "parts": list(self._parts), "keys": list(self._keys), "streak": dict(self._streak),
-            "near_nominal": self._near_nominal, "session_start": self._session_start, "last_end": self._last_end,
-            "cut_time": self._cut_time, "tool": self._tool,
+            "parts": list(self._parts),
+            "keys": list(self._keys),
+            "streak": dict(self._streak),
+            "near_nominal": self._near_nominal,
+            "session_start": self._session_start,
+            "last_end": self._last_end,
+            "cut_time": self._cut_time,
+            "tool": self._tool,
             "channels": {a: c.state() for a, c in self._channels.items()},
         }
 
@@ -574,8 +621,11 @@ class FeatureWatch:
         watch = cls(plan)
         for p in state.get("parts", []):
             watch._parts.append(
-                {"part_number": int(p["part_number"]), "value": float(p["value"]),
-                 "deviation": {k: float(v) for k, v in p["deviation"].items()}}
+                {
+                    "part_number": int(p["part_number"]),
+                    "value": float(p["value"]),
+                    "deviation": {k: float(v) for k, v in p["deviation"].items()},
+                }
             )
         watch._keys.extend(str(k) for k in state.get("keys", []))
         watch._streak = {k: int(v) for k, v in state.get("streak", {}).items()}
@@ -621,20 +671,30 @@ class FeatureWatch:
             ew = lim.ewma_width * s * math.sqrt(lim.ewma_lambda / (2 - lim.ewma_lambda))
             centre = (nominal if size else 0.0) + ch.center
             control[axis] = {
-                "sigma": s, "sigma_known": ch.known is not None, "armed": ch.armed(), "centre": centre,
+                "sigma": s,
+                "sigma_known": ch.known is not None,
+                "armed": ch.armed(),
+                "centre": centre,
                 "individuals": [centre - lim.rule1 * s, centre + lim.rule1 * s],
                 "ewma": [centre - ew, centre + ew],
-                "ewma_statistic": centre + ch.ewma.state()["z"] * s, "ewma_lambda": lim.ewma_lambda, "ewma_width": lim.ewma_width,
-                "cusum_k": lim.cusum_k, "cusum_h": lim.cusum_h, "rule1_sigmas": lim.rule1,
+                "ewma_statistic": centre + ch.ewma.state()["z"] * s,
+                "ewma_lambda": lim.ewma_lambda,
+                "ewma_width": lim.ewma_width,
+                "cusum_k": lim.cusum_k,
+                "cusum_h": lim.cusum_h,
+                "rule1_sigmas": lim.rule1,
             }
         return {
             "program": self.plan.program,
             "feature": f.name,
             "kind": "size" if size else "position",
             "values": [
-                {"part_number": p["part_number"], "value": p["value"],
-                 "deviation": p["deviation"]["value"] if size else p["value"],
-                 "axes": dict(p["deviation"])}
+                {
+                    "part_number": p["part_number"],
+                    "value": p["value"],
+                    "deviation": p["deviation"]["value"] if size else p["value"],
+                    "axes": dict(p["deviation"]),
+                }
                 for p in self._parts
             ],
             "nominal": nominal,
@@ -661,7 +721,9 @@ class FeatureWatch:
                 "mean": [float(v) for v in base + fc.mean],
                 "lo": [float(v) for v in base + fc.mean - z * fc.sd],
                 "hi": [float(v) for v in base + fc.mean + z * fc.sd],
-                "slope": fit[1], "slope_interval": [fit[2], fit[3]], "p_value": fit[4],
+                "slope": fit[1],
+                "slope_interval": [fit[2], fit[3]],
+                "p_value": fit[4],
             }
         out: dict[str, Any] = {
             "parts": [last + i for i in range(1, h + 1)],

@@ -207,9 +207,7 @@ def _describe(machine: str, programs: list[str]) -> SimMachineSpec:
     return SimMachineSpec(machine, tuple(programs), (*_BASE_SIGNALS, *probes), (*tools, PROBE_TOOL_NUMBER))
 
 
-def _op_events(
-    ev: list[_Raw], machine: str, op: OpRun, rng: np.random.Generator | None, noise: float, dt: float
-) -> None:
+def _op_events(ev: list[_Raw], machine: str, op: OpRun, rng: np.random.Generator | None, noise: float, dt: float) -> None:
     """Tool change, spindle run-up, load samples (or one mean value without ``rng``), spindle stop."""
     ev.append((op.change_at, machine, "tool.number", float(op.op.tool_number)))
     ev.append((op.change_at, machine, "tool.life", round(op.life_before, 2)))
@@ -243,9 +241,7 @@ def _causes(
     signals = [s for s, _ in _axes(feature)]
     out: list[str] = []
     for k, label in enumerate(("wear", "thermal", "step")):
-        span = max(
-            max(p.components[s][k] for p in plans) - min(p.components[s][k] for p in plans) for s in signals
-        )
+        span = max(max(p.components[s][k] for p in plans) - min(p.components[s][k] for p in plans) for s in signals)
         if span < threshold_um:
             continue
         if label == "wear" and isinstance(feature, SizeFeatureConfig):
@@ -305,4 +301,3 @@ def _machine_events(
             _restart_events(ev, machine, plan, scenario.late_probe_s + 1.0)
         ev.sort(key=lambda e: e[0])
         yield from ev
-

@@ -391,9 +391,7 @@ def simulate_machine(
                 idle = max(idle, scenario.late_probe_s + 1.0 + down + spec.idle_s)
             stop = changeover or brk is not None
             plans.append(
-                PartPlan(
-                    part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted, components, down
-                )
+                PartPlan(part, start, end, tuple(ops), probe_change_at, probe_times, n == 1, stop, aborted, components, down)
             )
             thermal.cool(idle)
             t = end + idle

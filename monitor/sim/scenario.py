@@ -260,9 +260,7 @@ class Scenario(BaseModel):
     epoch: datetime = Field(default=datetime(2026, 1, 5, 6, 0, tzinfo=UTC), description="simulated time zero (UTC)")
     sample_s: float = Field(default=0.5, gt=0, description="spindle-load sampling period while cutting")
     late_probe_s: float = Field(default=0.0, ge=0, description="last probe value lands this long after part.count")
-    drift_threshold_um: float = Field(
-        default=1.0, gt=0, description="ground truth: drift starts once the mean moved this much"
-    )
+    drift_threshold_um: float = Field(default=1.0, gt=0, description="ground truth: drift starts once the mean moved this much")
     machines: list[MachineSpec] = Field(min_length=1)
 
     @field_validator("epoch")

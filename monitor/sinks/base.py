@@ -361,9 +361,7 @@ class RunningSink:
     async def _open_spool(self) -> None:
         if self._spool is None and self.spool_dir is not None:
             directory = self.spool_dir
-            self._spool = await self._io(
-                lambda: Spool(directory, segment_events=self.batch_size, max_bytes=self.spool_max_bytes)
-            )
+            self._spool = await self._io(lambda: Spool(directory, segment_events=self.batch_size, max_bytes=self.spool_max_bytes))
             if self._spool:
                 log.info("sink %s: replaying %d spooled events", self.name, self._spool.pending_events)
 

@@ -153,9 +153,7 @@ class PointEncoder:
     """
 
     def __init__(self, programs: Mapping[str, ProgramConfig] | None = None) -> None:
-        self._features: dict[str, list[Feature]] = {
-            name: program.feature_models() for name, program in (programs or {}).items()
-        }
+        self._features: dict[str, list[Feature]] = {name: program.feature_models() for name, program in (programs or {}).items()}
 
     def encode(self, event: SinkEvent) -> str | None:
         """One line of line protocol, or None when the event has nothing writable."""
@@ -170,12 +168,7 @@ class PointEncoder:
         return "\n".join(lines)
 
     def _part(self, part: PartRecord) -> Point:
-        p = (
-            Point(PART_MEASUREMENT)
-            .tag("machine", part.machine)
-            .tag("program", part.program)
-            .tag("status", str(part.status))
-        )
+        p = Point(PART_MEASUREMENT).tag("machine", part.machine).tag("program", part.program).tag("status", str(part.status))
         fields: dict[str, FieldValue | None] = {
             "part_number": int(part.part_number),
             "key": part.key,
@@ -228,11 +221,7 @@ class PointEncoder:
         return p
 
     def _signal(self, obs: Observation) -> Point:
-        p = (
-            Point(SIGNAL_MEASUREMENT)
-            .tag("machine", obs.machine)
-            .tag("signal", obs.signal)
-        )
+        p = Point(SIGNAL_MEASUREMENT).tag("machine", obs.machine).tag("signal", obs.signal)
         value = obs.value
         if isinstance(value, str):
             p.field("text", value)
@@ -291,9 +280,7 @@ class SignalFilter:
     [True, False, True, False, True]
     """
 
-    def __init__(
-        self, signals: Mapping[str, RawSignalConfig], *, parts: bool = True, alerts: bool = True
-    ) -> None:
+    def __init__(self, signals: Mapping[str, RawSignalConfig], *, parts: bool = True, alerts: bool = True) -> None:
         self._signals = dict(signals)
         self._parts = parts
         self._alerts = alerts
@@ -389,8 +376,8 @@ class InfluxSink:
     async def write(self, batch: Sequence[SinkEvent]) -> None:
         if self._closed:
             raise SinkError(f"{self.name}: sink is closed", retryable=False)
-        body = await asyncio.to_thread(self.encoder.encode_batch, batch) if len(batch) > 50 else (
-            self.encoder.encode_batch(batch)
+        body = (
+            await asyncio.to_thread(self.encoder.encode_batch, batch) if len(batch) > 50 else (self.encoder.encode_batch(batch))
         )
         if not body:
             return
@@ -401,9 +388,7 @@ class InfluxSink:
             self._write_api = self._client.write_api()
         where = f"{self.name} write to {self.url} (bucket {self.bucket})"
         try:
-            await self._write_api.write(
-                bucket=self.bucket, org=self.org, record=body, write_precision=_NS
-            )
+            await self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=_NS)
         except ApiException as exc:
             status = int(exc.status or 0)
             message = self._scrub(f"{where}: HTTP {status}: {_server_message(exc)}")

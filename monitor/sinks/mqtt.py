@@ -93,8 +93,7 @@ class MachineStatus:
                 changed = True
             when = event.time
         elif isinstance(event, PartRecord):
-            last = {"part_number": event.part_number, "status": str(event.status), "end": event.end.isoformat(),
-                    "key": event.key}
+            last = {"part_number": event.part_number, "status": str(event.status), "end": event.end.isoformat(), "key": event.key}
             changed = last != self.last_part or event.program != self.program
             self.program, self.last_part = event.program, last
             when = event.end
@@ -192,8 +191,9 @@ class MqttSink:
             if status.apply(event):
                 changed[event.machine] = None
             if isinstance(event, Alert):
-                out.append((self.alert_topic(event.machine, event.feature), encode_payload(alert_payload(event, self.site)),
-                            False))
+                out.append(
+                    (self.alert_topic(event.machine, event.feature), encode_payload(alert_payload(event, self.site)), False)
+                )
         for machine in changed:
             doc = self._status[machine].document(self.site)
             out.append((self.status_topic(machine), encode_payload(doc), True))
@@ -336,4 +336,3 @@ def build_mqtt_sink(
         admit=MqttFilter(),
         secrets=sink.secrets,
     )
-

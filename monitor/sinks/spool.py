@@ -235,8 +235,7 @@ class Spool:
         """Append a refused batch to ``rejected.jsonl`` with the reason, for a person to inspect."""
         stamp = datetime.now(UTC).isoformat()
         lines = "".join(
-            json.dumps({"rejected_at": stamp, "reason": reason, "event": event_to_dict(e)}, separators=(",", ":"))
-            + "\n"
+            json.dumps({"rejected_at": stamp, "reason": reason, "event": event_to_dict(e)}, separators=(",", ":")) + "\n"
             for e in events
         )
         with (self.directory / REJECTED_FILE).open("a", encoding="utf-8") as f:

@@ -43,8 +43,9 @@ def live_stream(parts: int, oot_at: int) -> list[Observation]:
     for o in batch(parts, oot_at=oot_at):
         out.append(o)
         if o.signal == "probe.hole1_y":
-            for i, (signal, value) in enumerate((("probe.hole2_x", 75.001), ("probe.hole2_y", 40.0),
-                                                  ("probe.hole2_dia", 10.008)), start=1):
+            for i, (signal, value) in enumerate(
+                (("probe.hole2_x", 75.001), ("probe.hole2_y", 40.0), ("probe.hole2_dia", 10.008)), start=1
+            ):
                 out.append(Observation(o.machine, signal, o.time + timedelta(seconds=0.05 * i), value))
     return out
 
@@ -77,13 +78,13 @@ programs: programs
 dashboard: {{port: 0{token_line}}}
 machines:
   - id: {SIM}
-    source: {{type: replay, path: "{tmp / 'sim.jsonl'}"}}
+    source: {{type: replay, path: "{tmp / "sim.jsonl"}"}}
     tracking: {{grace_s: 1.0}}
   - id: {XSS}
-    source: {{type: replay, path: "{tmp / 'xss.jsonl'}"}}
+    source: {{type: replay, path: "{tmp / "xss.jsonl"}"}}
     tracking: {{grace_s: 1.0}}
   - id: {LIVE}
-    source: {{type: replay, path: "{tmp / 'live.fifo'}"}}
+    source: {{type: replay, path: "{tmp / "live.fifo"}"}}
     tracking: {{grace_s: 1.0}}
 """,
         encoding="utf-8",

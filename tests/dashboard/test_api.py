@@ -153,8 +153,7 @@ async def test_pages_are_local_and_carry_security_headers(cell: Cell, http: aioh
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
             html = await resp.text()
             assert "http://" not in html and "https://" not in html and "<script>" not in html
-    async with http.get(f"{cell.url}/feature?machine={SIM}&program={quote(XSS_PROGRAM, safe='')}"
-                        "&feature=hole1_dia") as resp:
+    async with http.get(f"{cell.url}/feature?machine={SIM}&program={quote(XSS_PROGRAM, safe='')}&feature=hole1_dia") as resp:
         html = await resp.text()
         assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html and XSS_PROGRAM not in html
     async with http.get(f"{cell.url}/static/vendor/plotly.min.js") as resp:

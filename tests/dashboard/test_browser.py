@@ -25,8 +25,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "screenshot-feature.png"
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT_MS = 15_000
 
 if CHROMIUM is None:
@@ -158,7 +164,8 @@ async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -
     await pos.page.locator(f'#chart[data-points="{len(stored)}"]').wait_for()
     await pos.page.locator("#axes-section:not([hidden]) .js-plotly-plot").wait_for()
     axes = await pos.page.evaluate(
-        "document.getElementById('axes-chart').data.filter(t => t.mode === 'lines+markers').map(t => [t.name, t.x.length])")
+        "document.getElementById('axes-chart').data.filter(t => t.mode === 'lines+markers').map(t => [t.name, t.x.length])"
+    )
     assert axes == [["X", len(stored)], ["Y", len(stored)]]
     pos.assert_clean(cell.url)
 
@@ -234,11 +241,20 @@ async def test_a_page_left_open_keeps_a_bounded_number_of_rows(cell: Cell, conte
     for chunk in range(3):  # 300 parts, in chunks the per-client event queue (256) can hold
         for i in range(100):
             n = 1000 + chunk * 100 + i
-            cell.daemon.hub.publish("part", {
-                "key": f"{SIM}/O1001/shift-{n}", "machine": SIM, "program": "O1001", "part_number": n,
-                "status": "complete", "end": "2026-01-05T12:00:00+00:00", "measurements": {"probe.hole1_dia": 10.005},
-                "tools": [{"tool": 12, "life_start": 1.0, "life_end": 2.0, "cutting_time": 60.0}],
-                "spindle": {"mean_load": 40.0}})
+            cell.daemon.hub.publish(
+                "part",
+                {
+                    "key": f"{SIM}/O1001/shift-{n}",
+                    "machine": SIM,
+                    "program": "O1001",
+                    "part_number": n,
+                    "status": "complete",
+                    "end": "2026-01-05T12:00:00+00:00",
+                    "measurements": {"probe.hole1_dia": 10.005},
+                    "tools": [{"tool": 12, "life_start": 1.0, "life_end": 2.0, "cutting_time": 60.0}],
+                    "spindle": {"mean_load": 40.0},
+                },
+            )
         delivered += 100
         await _until(page, "Number(document.body.dataset.events || 0)", delivered)
     rows = page.locator("#parts tbody tr")

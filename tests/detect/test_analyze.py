@@ -67,11 +67,11 @@ def test_bad_rows_are_reported_by_line_and_skipped(tmp_path: Path) -> None:
         w.writerow(["part", *signals])
         good = ["25.0", "40.0", "10.0075", "75.0", "40.0", "10.0075"]
         w.writerow(["1", *good])
-        w.writerow(["2", "", *good[1:]])                 # line 3: missing value
-        w.writerow(["3", "abc", *good[1:]])              # line 4: text in a number column
-        w.writerow(["x", *good])                         # line 5: bad part number
+        w.writerow(["2", "", *good[1:]])  # line 3: missing value
+        w.writerow(["3", "abc", *good[1:]])  # line 4: text in a number column
+        w.writerow(["x", *good])  # line 5: bad part number
         w.writerow(["4", *good[:2], "10.02", *good[3:]])  # line 6: out of tolerance
-        w.writerow(["4", *good])                         # line 7: duplicate part
+        w.writerow(["4", *good])  # line 7: duplicate part
     result = runner.invoke(app, ["analyze", str(path), "--program", str(PROGRAM), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -103,6 +103,7 @@ def test_several_machines_are_analysed_apart(tmp_path: Path) -> None:
     extra = [r.replace("vmc-01", "vmc-09", 1) for r in rows[1:]]
     path.write_text("\n".join([*rows, *extra]) + "\n")
     analysis = analyze_csv(path, _program())
-    assert set(analysis.capability) == {f"{m}/{f}" for m in ("vmc-01", "vmc-09")
-                                        for f in ("hole1_pos", "hole1_dia", "hole2_pos", "hole2_dia")}
+    assert set(analysis.capability) == {
+        f"{m}/{f}" for m in ("vmc-01", "vmc-09") for f in ("hole1_pos", "hole1_dia", "hole2_pos", "hole2_dia")
+    }
     assert analysis.capability["vmc-01/hole1_dia"] == analysis.capability["vmc-09/hole1_dia"]

@@ -22,19 +22,44 @@ from monitor.errors import DetectionError
 
 EWMA_TABLE = [
     # (lambda, L, shift, published ARL)
-    (0.05, 2.615, 0.0, 500.0), (0.05, 2.615, 0.5, 28.8), (0.05, 2.615, 1.0, 11.4), (0.05, 2.615, 2.0, 5.2),
-    (0.10, 2.814, 0.0, 500.0), (0.10, 2.814, 0.5, 31.3), (0.10, 2.814, 1.0, 10.3), (0.10, 2.814, 2.0, 4.4),
-    (0.20, 2.962, 0.0, 500.0), (0.20, 2.962, 0.5, 41.8), (0.20, 2.962, 1.0, 10.5), (0.20, 2.962, 2.0, 3.7),
-    (0.25, 2.998, 0.0, 500.0), (0.25, 2.998, 0.5, 48.2), (0.25, 2.998, 1.0, 11.1), (0.25, 2.998, 3.0, 2.3),
-    (0.40, 3.054, 0.0, 500.0), (0.40, 3.054, 0.5, 71.2), (0.40, 3.054, 1.0, 14.3), (0.40, 3.054, 3.0, 2.0),
+    (0.05, 2.615, 0.0, 500.0),
+    (0.05, 2.615, 0.5, 28.8),
+    (0.05, 2.615, 1.0, 11.4),
+    (0.05, 2.615, 2.0, 5.2),
+    (0.10, 2.814, 0.0, 500.0),
+    (0.10, 2.814, 0.5, 31.3),
+    (0.10, 2.814, 1.0, 10.3),
+    (0.10, 2.814, 2.0, 4.4),
+    (0.20, 2.962, 0.0, 500.0),
+    (0.20, 2.962, 0.5, 41.8),
+    (0.20, 2.962, 1.0, 10.5),
+    (0.20, 2.962, 2.0, 3.7),
+    (0.25, 2.998, 0.0, 500.0),
+    (0.25, 2.998, 0.5, 48.2),
+    (0.25, 2.998, 1.0, 11.1),
+    (0.25, 2.998, 3.0, 2.3),
+    (0.40, 3.054, 0.0, 500.0),
+    (0.40, 3.054, 0.5, 71.2),
+    (0.40, 3.054, 1.0, 14.3),
+    (0.40, 3.054, 3.0, 2.0),
 ]
 
 CUSUM_TABLE = [
     # (k, h, shift, published ARL)
-    (0.5, 4.0, 0.0, 168.0), (0.5, 4.0, 0.25, 74.2), (0.5, 4.0, 0.5, 26.6), (0.5, 4.0, 0.75, 13.3),
-    (0.5, 4.0, 1.0, 8.38), (0.5, 4.0, 1.5, 4.75), (0.5, 4.0, 2.0, 3.34),
-    (0.5, 5.0, 0.0, 465.0), (0.5, 5.0, 0.25, 139.0), (0.5, 5.0, 0.5, 38.0), (0.5, 5.0, 0.75, 17.0),
-    (0.5, 5.0, 1.0, 10.4), (0.5, 5.0, 1.5, 5.75), (0.5, 5.0, 2.0, 4.01),
+    (0.5, 4.0, 0.0, 168.0),
+    (0.5, 4.0, 0.25, 74.2),
+    (0.5, 4.0, 0.5, 26.6),
+    (0.5, 4.0, 0.75, 13.3),
+    (0.5, 4.0, 1.0, 8.38),
+    (0.5, 4.0, 1.5, 4.75),
+    (0.5, 4.0, 2.0, 3.34),
+    (0.5, 5.0, 0.0, 465.0),
+    (0.5, 5.0, 0.25, 139.0),
+    (0.5, 5.0, 0.5, 38.0),
+    (0.5, 5.0, 0.75, 17.0),
+    (0.5, 5.0, 1.0, 10.4),
+    (0.5, 5.0, 1.5, 5.75),
+    (0.5, 5.0, 2.0, 4.01),
 ]
 
 
@@ -87,9 +112,11 @@ def test_solving_limits_is_fast_enough_for_config_load() -> None:
 
 def test_tune_table_shapes_and_errors() -> None:
     out = arl_table("ewma", lam=0.1, arl0=500.0)
-    assert out["L"] == pytest.approx(2.814, abs=0.002) and set(out["arl"]) >= {"0.5", "1.0", "2.0"}  # type: ignore[arg-type]
+    arl = out["arl"]
+    assert isinstance(arl, dict)
+    assert out["L"] == pytest.approx(2.814, abs=0.002) and set(arl) >= {"0.5", "1.0", "2.0"}
     out = arl_table("cusum", k=0.5, limit=4.0)
-    assert out["h"] == 4.0 and out["arl0"] == pytest.approx(168.0, rel=0.01)  # type: ignore[operator]
+    assert out["h"] == 4.0 and out["arl0"] == pytest.approx(168.0, rel=0.01)
     with pytest.raises(DetectionError):
         arl_table("ewma", lam=0.1)
     with pytest.raises(DetectionError):
@@ -108,9 +135,12 @@ def test_unreachable_targets_raise_a_detection_error_naming_the_program() -> Non
     from monitor.config import ProgramConfig
     from monitor.detect.watch import WatchPlan
 
-    program = ProgramConfig.model_validate({
-        "program": "O7", "features": {"d": {"kind": "size", "signal": "probe.d", "nominal": 0.0, "lower": -1, "upper": 1}},
-        "detection": {"arl0": 1e12, "cusum_k": 0.0},
-    })
+    program = ProgramConfig.model_validate(
+        {
+            "program": "O7",
+            "features": {"d": {"kind": "size", "signal": "probe.d", "nominal": 0.0, "lower": -1, "upper": 1}},
+            "detection": {"arl0": 1e12, "cusum_k": 0.0},
+        }
+    )
     with pytest.raises(DetectionError, match="program O7"):
         WatchPlan.for_program(program)

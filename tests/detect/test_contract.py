@@ -37,10 +37,7 @@ def test_registry_holds_every_detector() -> None:
 def test_all_lists_are_complete() -> None:
     for info in pkgutil.iter_modules(monitor.detect.__path__):
         mod = importlib.import_module(f"monitor.detect.{info.name}")
-        public = {
-            n for n, v in vars(mod).items()
-            if not n.startswith("_") and getattr(v, "__module__", None) == mod.__name__
-        }
+        public = {n for n, v in vars(mod).items() if not n.startswith("_") and getattr(v, "__module__", None) == mod.__name__}
         assert public <= set(mod.__all__), (info.name, public - set(mod.__all__))
 
 
@@ -94,8 +91,13 @@ def test_bad_hyper_parameters_raise_detection_error(name: str) -> None:
     from monitor.errors import DetectionError
 
     bad: dict[str, dict[str, Any]] = {
-        "ewma": {"lam": 0.0}, "cusum": {"k": -1.0}, "selfstart": {"h": -2.0}, "trend": {"window": 2},
-        "runrules": {"rules": (4,)}, "capability": {"lower": 2.0, "upper": 1.0}, "attribution": {"min_r": 2.0},
+        "ewma": {"lam": 0.0},
+        "cusum": {"k": -1.0},
+        "selfstart": {"h": -2.0},
+        "trend": {"window": 2},
+        "runrules": {"rules": (4,)},
+        "capability": {"lower": 2.0, "upper": 1.0},
+        "attribution": {"min_r": 2.0},
     }
     with pytest.raises(DetectionError):
         REGISTRY[name](**bad[name])

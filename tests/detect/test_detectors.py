@@ -51,12 +51,15 @@ def test_position_probability_matches_monte_carlo() -> None:
     assert p == pytest.approx(mc, abs=0.005)
 
 
-@pytest.mark.parametrize(("rule", "data", "fires_at"), [
-    (3, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6),            # six rising
-    (5, [0.0, 2.5, 0.1, 2.4], 4),                           # two of three beyond 2 sigma
-    (6, [1.5, 1.2, 0.2, 1.4, 1.3], 5),                      # four of five beyond 1 sigma
-    (1, [0.0, -3.2], 2),
-])
+@pytest.mark.parametrize(
+    ("rule", "data", "fires_at"),
+    [
+        (3, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 6),  # six rising
+        (5, [0.0, 2.5, 0.1, 2.4], 4),  # two of three beyond 2 sigma
+        (6, [1.5, 1.2, 0.2, 1.4, 1.3], 5),  # four of five beyond 1 sigma
+        (1, [0.0, -3.2], 2),
+    ],
+)
 def test_run_rules_fire_where_nelson_says(rule: int, data: list[float], fires_at: int) -> None:
     chart = RunRules(rules=(rule,), limit=3.0)
     fired = [r.n for r in map(chart.update, data) if r.alarm]

@@ -41,12 +41,26 @@ def _program(**detection: Any) -> ProgramConfig:
     )
 
 
-def _part(n: int, x: float = 25.0, y: float = 40.0, dia: float = 10.0075, *, machine: str = "vmc-01",
-          status: PartStatus = PartStatus.COMPLETE, program: str = "O1234") -> PartRecord:
+def _part(
+    n: int,
+    x: float = 25.0,
+    y: float = 40.0,
+    dia: float = 10.0075,
+    *,
+    machine: str = "vmc-01",
+    status: PartStatus = PartStatus.COMPLETE,
+    program: str = "O1234",
+) -> PartRecord:
     t = T0 + timedelta(minutes=n)
     return PartRecord(
-        key=f"{machine}/{program}/{n}", machine=machine, program=program, part_number=n, start=t, end=t,
-        status=status, measurements={"probe.hole1_x": x, "probe.hole1_y": y, "probe.hole1_dia": dia},
+        key=f"{machine}/{program}/{n}",
+        machine=machine,
+        program=program,
+        part_number=n,
+        start=t,
+        end=t,
+        status=status,
+        measurements={"probe.hole1_x": x, "probe.hole1_y": y, "probe.hole1_dia": dia},
     )
 
 
@@ -183,11 +197,19 @@ def test_restore_after_the_program_file_changed() -> None:
     assert watch["channels"]["value"]["trend"]["values"] == []
     assert watch["channels"]["value"]["capability"]["n"] == 24
     # a feature that changed shape (size -> position) starts afresh instead of crashing
-    reshaped = ProgramConfig.model_validate({
-        "program": "O1234",
-        "features": {"hole1_dia": {"kind": "position", "x": {"signal": "probe.hole1_x", "nominal": 25.0},
-                                   "y": {"signal": "probe.hole1_y", "nominal": 40.0}, "tolerance": 0.05}},
-    })
+    reshaped = ProgramConfig.model_validate(
+        {
+            "program": "O1234",
+            "features": {
+                "hole1_dia": {
+                    "kind": "position",
+                    "x": {"signal": "probe.hole1_x", "nominal": 25.0},
+                    "y": {"signal": "probe.hole1_y", "nominal": 40.0},
+                    "tolerance": 0.05,
+                }
+            },
+        }
+    )
     saved["watches"][1]["state"]["channels"] = {"x": {"broken": True}}
     fresh = DriftEngine.from_state({"O1234": reshaped}, saved)
     assert fresh.counters.get("state_discarded") == 1

@@ -20,23 +20,36 @@ T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
 def _program(**detection: Any) -> ProgramConfig:
-    return ProgramConfig.model_validate({
-        "program": "O1",
-        "features": {
-            "bore": {"kind": "size", "signal": "probe.bore", "nominal": 40.0125, "lower": 40.0, "upper": 40.025},
-            "hole": {"kind": "position", "x": {"signal": "probe.hx", "nominal": 25.0},
-                     "y": {"signal": "probe.hy", "nominal": 40.0}, "tolerance": 0.05},
-        },
-        "detection": detection,
-    })
+    return ProgramConfig.model_validate(
+        {
+            "program": "O1",
+            "features": {
+                "bore": {"kind": "size", "signal": "probe.bore", "nominal": 40.0125, "lower": 40.0, "upper": 40.025},
+                "hole": {
+                    "kind": "position",
+                    "x": {"signal": "probe.hx", "nominal": 25.0},
+                    "y": {"signal": "probe.hy", "nominal": 40.0},
+                    "tolerance": 0.05,
+                },
+            },
+            "detection": detection,
+        }
+    )
 
 
 def _part(n: int, bore: float, hx: float = 25.0, hy: float = 40.0, life: float | None = None) -> PartRecord:
     start = T0 + timedelta(minutes=2 * n)
     return PartRecord(
-        key=f"m1/O1/{n}", machine="m1", program="O1", part_number=n, start=start, end=start + timedelta(seconds=90),
-        status=PartStatus.COMPLETE, measurements={"probe.bore": bore, "probe.hx": hx, "probe.hy": hy},
-        tools=(ToolUse("T7", None, life, 60.0),) if life is not None else (), spindle=SpindleStats(30.0, 35.0, 60.0),
+        key=f"m1/O1/{n}",
+        machine="m1",
+        program="O1",
+        part_number=n,
+        start=start,
+        end=start + timedelta(seconds=90),
+        status=PartStatus.COMPLETE,
+        measurements={"probe.bore": bore, "probe.hx": hx, "probe.hy": hy},
+        tools=(ToolUse("T7", None, life, 60.0),) if life is not None else (),
+        spindle=SpindleStats(30.0, 35.0, 60.0),
     )
 
 
@@ -46,8 +59,16 @@ def _run(engine: DriftEngine, parts: list[PartRecord]) -> list[tuple[int, Alert]
 
 def _wear(seed: int = 5, n: int = 80, rate: float = -0.00035) -> list[PartRecord]:
     rng = np.random.default_rng(seed)
-    return [_part(i, 40.0125 + 0.003 + rate * i + rng.normal(0, 0.0012), 25.0 + rng.normal(0, 0.002),
-                  40.0 + rng.normal(0, 0.002), life=float(i)) for i in range(1, n + 1)]
+    return [
+        _part(
+            i,
+            40.0125 + 0.003 + rate * i + rng.normal(0, 0.0012),
+            25.0 + rng.normal(0, 0.002),
+            40.0 + rng.normal(0, 0.002),
+            life=float(i),
+        )
+        for i in range(1, n + 1)
+    ]
 
 
 def test_wear_drift_is_forecast_well_before_the_first_bad_part() -> None:
@@ -78,8 +99,9 @@ def test_wear_drift_is_forecast_well_before_the_first_bad_part() -> None:
 
 def test_stable_process_stays_quiet() -> None:
     rng = np.random.default_rng(11)
-    parts = [_part(i, 40.0125 + rng.normal(0, 0.0015), 25.0 + rng.normal(0, 0.002), 40.0 + rng.normal(0, 0.002))
-             for i in range(1, 151)]
+    parts = [
+        _part(i, 40.0125 + rng.normal(0, 0.0015), 25.0 + rng.normal(0, 0.002), 40.0 + rng.normal(0, 0.002)) for i in range(1, 151)
+    ]
     events = _run(DriftEngine({"O1": _program()}), parts)
     assert [a for _, a in events if a.state is AlertState.OPEN] == []
 

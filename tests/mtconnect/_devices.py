@@ -32,8 +32,9 @@ def vmc(name: str = "vmc") -> DeviceSpec:
                             ItemSpec(f"{p}_exec", "EVENT", "EXECUTION", name="execution"),
                             ItemSpec(f"{p}_pc", "EVENT", "PART_COUNT", name="part_count"),
                             ItemSpec(f"{p}_tool", "EVENT", "TOOL_NUMBER", name="tool"),
-                            ItemSpec(f"{p}_hole1_x", "EVENT", "MEASUREMENT_VALUE", name="hole1_x", units="MILLIMETER",
-                                     discrete=True),
+                            ItemSpec(
+                                f"{p}_hole1_x", "EVENT", "MEASUREMENT_VALUE", name="hole1_x", units="MILLIMETER", discrete=True
+                            ),
                             ItemSpec(f"{p}_vars", "EVENT", "VARIABLE", name="macros", representation="DATA_SET"),
                         ),
                     ),
@@ -49,8 +50,14 @@ def vmc(name: str = "vmc") -> DeviceSpec:
                         name="C",
                         items=(
                             ItemSpec(f"{p}_load", "SAMPLE", "LOAD", units="PERCENT", name="Sload"),
-                            ItemSpec(f"{p}_speed", "SAMPLE", "ROTARY_VELOCITY", sub_type="ACTUAL",
-                                     units="REVOLUTION/MINUTE", name="Srpm"),
+                            ItemSpec(
+                                f"{p}_speed",
+                                "SAMPLE",
+                                "ROTARY_VELOCITY",
+                                sub_type="ACTUAL",
+                                units="REVOLUTION/MINUTE",
+                                name="Srpm",
+                            ),
                         ),
                     ),
                 ),

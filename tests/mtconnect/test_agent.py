@@ -19,8 +19,10 @@ def schemas() -> dict[str, etree.XMLSchema]:
     folder = SHARED / "schemas"
     if not folder.is_dir():
         pytest.skip(f"../shared not present: {folder} holds the MTConnect XSDs")
-    return {k: etree.XMLSchema(etree.parse(str(folder / f"MTConnect{k}_{VERSION}_1.0.xsd")))
-            for k in ("Devices", "Streams", "Assets", "Error")}
+    return {
+        k: etree.XMLSchema(etree.parse(str(folder / f"MTConnect{k}_{VERSION}_1.0.xsd")))
+        for k in ("Devices", "Streams", "Assets", "Error")
+    }
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes]:
@@ -45,11 +47,20 @@ async def test_every_document_kind_validates(schemas: dict[str, etree.XMLSchema]
     async with MtConnectAgent([vmc()], buffer_size=64) as agent, aiohttp.ClientSession() as s:
         _feed(agent)
         cases = [
-            ("/probe", "Devices", 200), ("/vmc/probe", "Devices", 200), ("/current", "Streams", 200),
-            ("/current?at=5", "Streams", 200), ("/sample?from=1&count=5", "Streams", 200),
-            ("/vmc/sample", "Streams", 200), ("/assets", "Assets", 200), ("/asset/T1.1", "Assets", 200),
-            ("/nodev/probe", "Error", 404), ("/sample?from=0", "Error", 400), ("/asset/zz", "Error", 404),
-            ("/sample?count=x", "Error", 400), ("/sample?count=0", "Error", 400), ("/current?at=999", "Error", 400),
+            ("/probe", "Devices", 200),
+            ("/vmc/probe", "Devices", 200),
+            ("/current", "Streams", 200),
+            ("/current?at=5", "Streams", 200),
+            ("/sample?from=1&count=5", "Streams", 200),
+            ("/vmc/sample", "Streams", 200),
+            ("/assets", "Assets", 200),
+            ("/asset/T1.1", "Assets", 200),
+            ("/nodev/probe", "Error", 404),
+            ("/sample?from=0", "Error", 400),
+            ("/asset/zz", "Error", 404),
+            ("/sample?count=x", "Error", 400),
+            ("/sample?count=0", "Error", 400),
+            ("/current?at=999", "Error", 400),
             ("/x/y/z", "Error", 404),
         ]
         for path, kind, status in cases:
@@ -134,8 +145,8 @@ async def test_streaming_parts_and_heartbeat() -> None:
                     length = int(head.lower().split("content-length:")[1].split()[0])
                     if len(buf) < head_end + 4 + length:
                         break
-                    bodies.append(parse_streams(buf[head_end + 4: head_end + 4 + length]))
-                    buf = buf[head_end + 4 + length + 2:]
+                    bodies.append(parse_streams(buf[head_end + 4 : head_end + 4 + length]))
+                    buf = buf[head_end + 4 + length + 2 :]
                     if not published:
                         agent.publish("vmc", "vmc_load", 1.0)
                         agent.publish("vmc", "vmc_load", 2.0)

@@ -32,13 +32,24 @@ SIGNALS: dict[str, Any] = {
 
 
 def machine(url: str, *, streaming: bool, signals: dict[str, Any] | None = None, **source: Any) -> MtConnectMachine:
-    src = {"type": "mtconnect", "url": url, "device": "vmc", "streaming": streaming, "interval_ms": 0,
-           "heartbeat_ms": 200, "reconnect_min_s": 0.02, "reconnect_max_s": 0.1, "count": 1000, **source}
+    src = {
+        "type": "mtconnect",
+        "url": url,
+        "device": "vmc",
+        "streaming": streaming,
+        "interval_ms": 0,
+        "heartbeat_ms": 200,
+        "reconnect_min_s": 0.02,
+        "reconnect_max_s": 0.1,
+        "count": 1000,
+        **source,
+    }
     return MtConnectMachine.model_validate({"id": "vmc-01", "source": src, "signals": signals or SIGNALS})
 
 
-async def collect(adapter: MtConnectAdapter, until: Callable[[list[Observation]], bool],
-                  limit_s: float = 10.0) -> list[Observation]:
+async def collect(
+    adapter: MtConnectAdapter, until: Callable[[list[Observation]], bool], limit_s: float = 10.0
+) -> list[Observation]:
     """Read observations until ``until(seen)`` holds (polling a condition with a timeout, no sleeps)."""
     seen: list[Observation] = []
 
@@ -151,14 +162,19 @@ async def test_stalled_stream_reconnects() -> None:
     assert values(seen, "part.count").count(42.0) == 1
 
 
-BOMB = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
-        b"<MTConnectStreams><Header/><Streams>&b;</Streams></MTConnectStreams>")
+BOMB = (
+    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+    b"<MTConnectStreams><Header/><Streams>&b;</Streams></MTConnectStreams>"
+)
 
 
 @pytest.mark.parametrize(
     ("bad", "fragment"),
-    [(b"Service temporarily unavailable \x00\xff", "malformed"), (BOMB, "DTD"),
-     (b'<?xml version="1.0"?><MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:2.0"><Header ', "malformed")],
+    [
+        (b"Service temporarily unavailable \x00\xff", "malformed"),
+        (BOMB, "DTD"),
+        (b'<?xml version="1.0"?><MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:2.0"><Header ', "malformed"),
+    ],
     ids=["garbage", "entity-bomb", "truncated"],
 )
 async def test_bad_documents_are_counted_and_adapter_keeps_going(
@@ -200,8 +216,9 @@ async def test_bad_documents_are_counted_and_adapter_keeps_going(
 
 async def test_unresolvable_signal_names_the_problem(caplog: pytest.LogCaptureFixture) -> None:
     async with MtConnectAgent([vmc()]) as agent:
-        cfg = machine(agent.url, streaming=False, signals={"spindle.load": {"type": "LOAD", "component": "Z"},
-                                                             "tool.number": "nope"})
+        cfg = machine(
+            agent.url, streaming=False, signals={"spindle.load": {"type": "LOAD", "component": "Z"}, "tool.number": "nope"}
+        )
         async with MtConnectAdapter(cfg) as adapter:
             await collect(adapter, has(CONNECTION_SIGNAL, "lost"))
             assert adapter.stats.counts["agent_error"] >= 1

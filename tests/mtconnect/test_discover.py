@@ -18,7 +18,12 @@ async def test_discover_library_call() -> None:
         by_id = {s.address: s for s in found}
         load = by_id["vmc_load"]
         assert (load.path, load.kind, load.data_type, load.units, load.value) == (
-            "Device[vmc]/Axes/Rotary[C]", "SAMPLE", "LOAD", "PERCENT", "12.5")
+            "Device[vmc]/Axes/Rotary[C]",
+            "SAMPLE",
+            "LOAD",
+            "PERCENT",
+            "12.5",
+        )
         assert load.suggested == "spindle.load"
         assert by_id["vmc_speed"].suggested == "spindle.speed" and by_id["vmc_speed"].data_type == "ROTARY_VELOCITY:ACTUAL"
         assert by_id["vmc_pc"].suggested == "part.count" and by_id["vmc_hole1_x"].suggested == "probe.hole1_x"
@@ -31,8 +36,18 @@ async def test_discover_library_call() -> None:
 async def test_discover_cli_json() -> None:
     async with MtConnectAgent([vmc()]) as agent:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "monitor", "discover", agent.url, "--device", "vmc", "--json", "--filter", "load",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "monitor",
+            "discover",
+            agent.url,
+            "--device",
+            "vmc",
+            "--json",
+            "--filter",
+            "load",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
@@ -43,8 +58,13 @@ async def test_discover_cli_json() -> None:
 
 async def test_discover_cli_unreachable_says_what_to_do() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "monitor", "discover", "http://127.0.0.1:9/",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "monitor",
+        "discover",
+        "http://127.0.0.1:9/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2

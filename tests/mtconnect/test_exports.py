@@ -7,8 +7,20 @@ import inspect
 
 import pytest
 
-MODULES = ["agent", "buffer", "client", "config", "devicemodel", "discover", "documents", "mapping", "parser",
-           "render", "shdr", "simdevice"]
+MODULES = [
+    "agent",
+    "buffer",
+    "client",
+    "config",
+    "devicemodel",
+    "discover",
+    "documents",
+    "mapping",
+    "parser",
+    "render",
+    "shdr",
+    "simdevice",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -17,8 +29,10 @@ def test_all_is_complete(name: str) -> None:
     exported = set(module.__all__)
     assert all(hasattr(module, n) for n in exported)
     defined = {
-        n for n, obj in vars(module).items()
-        if not n.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+        n
+        for n, obj in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
         and getattr(obj, "__module__", None) == module.__name__
     }
     assert defined <= exported, defined - exported

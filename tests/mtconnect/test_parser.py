@@ -79,47 +79,53 @@ def test_only_filter_keeps_selected_items() -> None:
 
 
 def test_no_namespace_and_1_0_namespace() -> None:
-    plain = parse_document(b"<MTConnectDevices><Header instanceId='1'/><Devices><Device id='d' name='D'>"
-                           b"<DataItems><DataItem id='a' category='EVENT' type='AVAILABILITY'/></DataItems>"
-                           b"<Components><Controller id='c'><Components><Path id='p' name='P1'><DataItems>"
-                           b"<DataItem id='x' name='Sload' category='SAMPLE' type='LOAD' subType='ACTUAL' "
-                           b"units='PERCENT'/>"
-                           b"</DataItems></Path></Components></Controller></Components></Device></Devices></MTConnectDevices>")
+    plain = parse_document(
+        b"<MTConnectDevices><Header instanceId='1'/><Devices><Device id='d' name='D'>"
+        b"<DataItems><DataItem id='a' category='EVENT' type='AVAILABILITY'/></DataItems>"
+        b"<Components><Controller id='c'><Components><Path id='p' name='P1'><DataItems>"
+        b"<DataItem id='x' name='Sload' category='SAMPLE' type='LOAD' subType='ACTUAL' "
+        b"units='PERCENT'/>"
+        b"</DataItems></Path></Components></Controller></Components></Device></Devices></MTConnectDevices>"
+    )
     assert isinstance(plain, DevicesDocument) and plain.version == ""
     items = {d.id: d for d in plain.devices[0].data_items}
     assert items["x"].path == ("Device[D]", "Controller", "Path[P1]")
     x = items["x"]
     assert (x.type, x.sub_type, x.units, x.name) == ("LOAD", "ACTUAL", "PERCENT", "Sload")
-    old = parse_devices(b"<MTConnectDevices xmlns='urn:mtconnect.com:MTConnectDevices:1.0'><Devices/>"
-                        b"</MTConnectDevices>")
+    old = parse_devices(b"<MTConnectDevices xmlns='urn:mtconnect.com:MTConnectDevices:1.0'><Devices/></MTConnectDevices>")
     assert old.version == "1.0" and old.devices == ()
 
 
 def test_three_error_shapes_and_unknown_codes() -> None:
-    wrapped = parse_error(b"<MTConnectError xmlns='urn:mtconnect.org:MTConnectError:1.7'><Header instanceId='3'/>"
-                          b"<Errors><Error errorCode='OUT_OF_RANGE'>too old</Error><Error errorCode='WEIRD'>x</Error>"
-                          b"</Errors></MTConnectError>")
+    wrapped = parse_error(
+        b"<MTConnectError xmlns='urn:mtconnect.org:MTConnectError:1.7'><Header instanceId='3'/>"
+        b"<Errors><Error errorCode='OUT_OF_RANGE'>too old</Error><Error errorCode='WEIRD'>x</Error>"
+        b"</Errors></MTConnectError>"
+    )
     assert wrapped.codes == ("OUT_OF_RANGE", "WEIRD") and wrapped.errors[0].known and not wrapped.errors[1].known
     legacy = parse_error(b"<MTConnectError><Header/><Error errorCode='NO_DEVICE'>no</Error></MTConnectError>")
     assert legacy.codes == ("NO_DEVICE",) and legacy.errors[0].message == "no"
-    typed = parse_error(b"<MTConnectError xmlns='urn:mtconnect.org:MTConnectError:2.6'><Header/><Errors>"
-                        b"<OutOfRange errorCode='OUT_OF_RANGE'><ErrorMessage>from too small</ErrorMessage></OutOfRange>"
-                        b"<InvalidRequest><ErrorMessage>bad</ErrorMessage></InvalidRequest></Errors></MTConnectError>")
+    typed = parse_error(
+        b"<MTConnectError xmlns='urn:mtconnect.org:MTConnectError:2.6'><Header/><Errors>"
+        b"<OutOfRange errorCode='OUT_OF_RANGE'><ErrorMessage>from too small</ErrorMessage></OutOfRange>"
+        b"<InvalidRequest><ErrorMessage>bad</ErrorMessage></InvalidRequest></Errors></MTConnectError>"
+    )
     assert typed.codes == ("OUT_OF_RANGE", "INVALID_REQUEST") and typed.errors[0].message == "from too small"
-    coded = parse_error(b"<MTConnectError><Errors><Error><ErrorCode>TOO_MANY</ErrorCode></Error></Errors>"
-                        b"</MTConnectError>")
+    coded = parse_error(b"<MTConnectError><Errors><Error><ErrorCode>TOO_MANY</ErrorCode></Error></Errors></MTConnectError>")
     assert coded.codes == ("TOO_MANY",)
 
 
 def test_cutting_tool_life() -> None:
-    doc = parse_document(b"<MTConnectAssets><Header assetCount='1'/><Assets>"
-                         b"<CuttingTool assetId='T1.1' toolId='T1' serialNumber='1'><CuttingToolLifeCycle>"
-                         b"<CutterStatus><Status>USED</Status><Status>AVAILABLE</Status></CutterStatus>"
-                         b"<ToolLife type='MINUTES' countDirection='UP' warning='50' limit='60'>12.5</ToolLife>"
-                         b"<ProgramToolNumber>12</ProgramToolNumber>"
-                         b"<CuttingItems count='1'><CuttingItem indices='1'>"
-                         b"<ItemLife type='PART_COUNT' countDirection='DOWN' limit='100'>7</ItemLife></CuttingItem>"
-                         b"</CuttingItems></CuttingToolLifeCycle></CuttingTool></Assets></MTConnectAssets>")
+    doc = parse_document(
+        b"<MTConnectAssets><Header assetCount='1'/><Assets>"
+        b"<CuttingTool assetId='T1.1' toolId='T1' serialNumber='1'><CuttingToolLifeCycle>"
+        b"<CutterStatus><Status>USED</Status><Status>AVAILABLE</Status></CutterStatus>"
+        b"<ToolLife type='MINUTES' countDirection='UP' warning='50' limit='60'>12.5</ToolLife>"
+        b"<ProgramToolNumber>12</ProgramToolNumber>"
+        b"<CuttingItems count='1'><CuttingItem indices='1'>"
+        b"<ItemLife type='PART_COUNT' countDirection='DOWN' limit='100'>7</ItemLife></CuttingItem>"
+        b"</CuttingItems></CuttingToolLifeCycle></CuttingTool></Assets></MTConnectAssets>"
+    )
     assert isinstance(doc, AssetsDocument)
     tool = doc.assets[0]
     assert isinstance(tool, CuttingToolAsset)
@@ -176,13 +182,57 @@ def test_kinds() -> None:
 
 
 _fragments = st.sampled_from(
-    [b"<", b">", b"/", b"MTConnectStreams", b"MTConnectDevices", b"MTConnectError", b"MTConnectAssets",
-     b"Header", b"Streams", b"DeviceStream", b"ComponentStream", b"Samples", b"Condition", b"Load",
-     b"Entry", b"DataItem", b"Device", b"Devices", b"Components", b"DataItems", b"Errors", b"Error",
-     b"CuttingTool", b" sequence='", b" timestamp='", b" dataItemId='", b" key='", b" errorCode='",
-     b" instanceId='", b" limit='", b"'", b"1", b"-3", b"x", b"UNAVAILABLE", b"&amp;", b"&", b"<!DOCTYPE",
-     b"<?xml version='1.0'?>", b"\xff\xfe", b"\x00", b" xmlns='urn:mtconnect.org:MTConnectStreams:2.0'",
-     b"<![CDATA[", b"]]>", b"<!--", b"-->", b"ToolLife", b"CuttingToolLifeCycle", b"assetId='a'"]
+    [
+        b"<",
+        b">",
+        b"/",
+        b"MTConnectStreams",
+        b"MTConnectDevices",
+        b"MTConnectError",
+        b"MTConnectAssets",
+        b"Header",
+        b"Streams",
+        b"DeviceStream",
+        b"ComponentStream",
+        b"Samples",
+        b"Condition",
+        b"Load",
+        b"Entry",
+        b"DataItem",
+        b"Device",
+        b"Devices",
+        b"Components",
+        b"DataItems",
+        b"Errors",
+        b"Error",
+        b"CuttingTool",
+        b" sequence='",
+        b" timestamp='",
+        b" dataItemId='",
+        b" key='",
+        b" errorCode='",
+        b" instanceId='",
+        b" limit='",
+        b"'",
+        b"1",
+        b"-3",
+        b"x",
+        b"UNAVAILABLE",
+        b"&amp;",
+        b"&",
+        b"<!DOCTYPE",
+        b"<?xml version='1.0'?>",
+        b"\xff\xfe",
+        b"\x00",
+        b" xmlns='urn:mtconnect.org:MTConnectStreams:2.0'",
+        b"<![CDATA[",
+        b"]]>",
+        b"<!--",
+        b"-->",
+        b"ToolLife",
+        b"CuttingToolLifeCycle",
+        b"assetId='a'",
+    ]
 )
 
 
@@ -205,20 +255,77 @@ def test_measurement_items_of_2_2_and_later() -> None:
     )
     assert doc.version == "2.5"
     assert [(o.element, o.value) for o in doc.observations] == [
-        ("FeatureMeasurement", "HOLE_A"), ("MeasurementValue", "25.0031"), ("CharacteristicStatus", "PASS"),
-        ("Uncertainty", "0.0012")]
+        ("FeatureMeasurement", "HOLE_A"),
+        ("MeasurementValue", "25.0031"),
+        ("CharacteristicStatus", "PASS"),
+        ("Uncertainty", "0.0012"),
+    ]
 
 
 _NAMES = st.sampled_from(
-    ["MTConnectStreams", "Header", "Streams", "DeviceStream", "ComponentStream", "Samples", "Events", "Condition",
-     "Load", "Fault", "Normal", "Unavailable", "VariableDataSet", "WorkOffsetTable", "Entry", "Cell",
-     "MTConnectDevices", "Devices", "Device", "Agent", "Components", "DataItems", "DataItem", "MTConnectError",
-     "Errors", "Error", "ErrorCode", "ErrorMessage", "OutOfRange", "MTConnectAssets", "Assets", "CuttingTool",
-     "CuttingToolLifeCycle", "ToolLife", "CuttingItems", "CuttingItem", "ItemLife", "CutterStatus", "Status"]
+    [
+        "MTConnectStreams",
+        "Header",
+        "Streams",
+        "DeviceStream",
+        "ComponentStream",
+        "Samples",
+        "Events",
+        "Condition",
+        "Load",
+        "Fault",
+        "Normal",
+        "Unavailable",
+        "VariableDataSet",
+        "WorkOffsetTable",
+        "Entry",
+        "Cell",
+        "MTConnectDevices",
+        "Devices",
+        "Device",
+        "Agent",
+        "Components",
+        "DataItems",
+        "DataItem",
+        "MTConnectError",
+        "Errors",
+        "Error",
+        "ErrorCode",
+        "ErrorMessage",
+        "OutOfRange",
+        "MTConnectAssets",
+        "Assets",
+        "CuttingTool",
+        "CuttingToolLifeCycle",
+        "ToolLife",
+        "CuttingItems",
+        "CuttingItem",
+        "ItemLife",
+        "CutterStatus",
+        "Status",
+    ]
 )
 _ATTRS = st.dictionaries(
-    st.sampled_from(["sequence", "timestamp", "dataItemId", "id", "key", "removed", "errorCode", "instanceId",
-                     "nextSequence", "assetId", "limit", "category", "type", "name", "componentId", "nativeCode"]),
+    st.sampled_from(
+        [
+            "sequence",
+            "timestamp",
+            "dataItemId",
+            "id",
+            "key",
+            "removed",
+            "errorCode",
+            "instanceId",
+            "nextSequence",
+            "assetId",
+            "limit",
+            "category",
+            "type",
+            "name",
+            "componentId",
+            "nativeCode",
+        ]
+    ),
     st.sampled_from(["1", "-1", "x", "", "2024-01-01T00:00:00Z", "true", "9" * 30, "UNAVAILABLE", "1e309", "nan"]),
     max_size=5,
 )

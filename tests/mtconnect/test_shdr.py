@@ -116,10 +116,18 @@ def _dedup(values: list[Any]) -> list[Any]:
 @pytest.mark.parametrize(
     ("device_file", "device", "log", "keys"),
     [
-        ("cppagent-demo-Devices-okuma-mazak_2.7.xml", "OKUMA", "cppagent-demo-okuma-imts2022.txt",
-         {"spindle.load": "S1load", "part.count": "ppartcount", "program.name": "pprogram"}),
-        ("nist-smstestbed-Devices_1.3.xml", "Mazak01", "nist-Mazak01-20170516-20170517.txt",
-         {"spindle.load": "S2load", "part.count": "PartCountAct", "program.name": "program"}),
+        (
+            "cppagent-demo-Devices-okuma-mazak_2.7.xml",
+            "OKUMA",
+            "cppagent-demo-okuma-imts2022.txt",
+            {"spindle.load": "S1load", "part.count": "ppartcount", "program.name": "pprogram"},
+        ),
+        (
+            "nist-smstestbed-Devices_1.3.xml",
+            "Mazak01",
+            "nist-Mazak01-20170516-20170517.txt",
+            {"spindle.load": "S2load", "part.count": "PartCountAct", "program.name": "program"},
+        ),
     ],
     ids=["okuma", "nist-mazak01"],
 )
@@ -134,10 +142,13 @@ async def test_recorded_log_replays_through_agent_and_adapter(
         raw = _dedup([None, *_log_values(log_path, key)])
         expected[signal] = [v if v is None or signal == "program.name" else float(v) for v in raw]
     async with agent:
-        cfg = MtConnectMachine.model_validate({
-            "id": "m", "signals": keys,
-            "source": {"type": "mtconnect", "url": agent.url, "device": device, "interval_ms": 0, "count": 5000},
-        })
+        cfg = MtConnectMachine.model_validate(
+            {
+                "id": "m",
+                "signals": keys,
+                "source": {"type": "mtconnect", "url": agent.url, "device": device, "interval_ms": 0, "count": 5000},
+            }
+        )
         async with MtConnectAdapter(cfg) as adapter:
             seen: dict[str, list[Observation]] = {s: [] for s in keys}
             want = sum(len(v) for v in expected.values())

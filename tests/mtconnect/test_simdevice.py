@@ -26,10 +26,13 @@ async def test_sim_cell_reads_back(macros: bool) -> None:
         assert {k: v for k, v in signals.items() if not k.startswith("probe.")} == {
             k: v for k, v in DEFAULT_SIGNAL_MAP.items() if k in spec.signals
         }
-        cfg = MtConnectMachine.model_validate({
-            "id": spec.id, "signals": signals,
-            "source": {"type": "mtconnect", "url": mtc.url, "device": spec.id, "interval_ms": 0},
-        })
+        cfg = MtConnectMachine.model_validate(
+            {
+                "id": spec.id,
+                "signals": signals,
+                "source": {"type": "mtconnect", "url": mtc.url, "device": spec.id, "interval_ms": 0},
+            }
+        )
         seen: list[Observation] = []
         async with MtConnectAdapter(cfg) as adapter:
             connected = asyncio.Event()

@@ -22,8 +22,15 @@ from tests.notify.mosquitto import Mosquitto, running_mosquitto
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
-def make_alert(n: int, *, state: AlertState = AlertState.OPEN, machine: str = "vmc-01", feature: str = "hole1_pos",
-               severity: Severity = Severity.WARNING, message: str | None = None) -> Alert:
+def make_alert(
+    n: int,
+    *,
+    state: AlertState = AlertState.OPEN,
+    machine: str = "vmc-01",
+    feature: str = "hole1_pos",
+    severity: Severity = Severity.WARNING,
+    message: str | None = None,
+) -> Alert:
     return Alert(
         id=f"a{n}",
         machine=machine,
@@ -70,8 +77,9 @@ class Subscriber:
         while True:
             try:
                 await asyncio.to_thread(_probe, self.socket_path)  # paho leaks a Unix socket whose connect fails
-                async with aiomqtt.Client(str(self.socket_path), transport="unix", identifier=self.identifier,
-                                          clean_session=False, timeout=5) as client:
+                async with aiomqtt.Client(
+                    str(self.socket_path), transport="unix", identifier=self.identifier, clean_session=False, timeout=5
+                ) as client:
                     await client.subscribe("monitor/#", qos=1)
                     self.subscribed.set()
                     async for m in client.messages:

@@ -66,8 +66,7 @@ class Mosquitto:
         self.starts += 1
         marker = "running"
         seen = self.log_path.read_text().count(marker) if self.log_path.exists() else 0
-        self._proc = subprocess.Popen([BINARY, "-c", str(self.config_path)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([BINARY, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while True:
             if self._proc.poll() is not None:

@@ -32,8 +32,9 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
         runner = asyncio.create_task(daemon.run(stop))
         try:
             await sub.wait_for(lambda: bool(sub.on("/alerts/")), timeout_s=30)
-            await sub.wait_for(lambda: any((m.json()["last_part"] or {}).get("part_number") == 10
-                                           for m in sub.on("/m1/status")), timeout_s=30)
+            await sub.wait_for(
+                lambda: any((m.json()["last_part"] or {}).get("part_number") == 10 for m in sub.on("/m1/status")), timeout_s=30
+            )
             await wait_until(lambda: bool(rx.attempts), timeout_s=30)
             status = daemon.status()["sinks"]
         finally:

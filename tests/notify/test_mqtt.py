@@ -24,22 +24,24 @@ from tests.notify.mosquitto import Mosquitto
 
 def _config(socket_path: Path, **kw: object) -> MqttConfig:
     return MqttConfig.model_validate(
-        {"transport": "unix", "socket_path": socket_path, "retry_initial_s": 0.05, "retry_max_s": 0.2, "timeout_s": 2.0,
-         **kw}
+        {"transport": "unix", "socket_path": socket_path, "retry_initial_s": 0.05, "retry_max_s": 0.2, "timeout_s": 2.0, **kw}
     )
-
-
 
 
 def _part(n: int) -> PartRecord:
     t = T0 + timedelta(minutes=n)
-    return PartRecord(f"k{n}", "vmc-01", "O1234", n, t - timedelta(seconds=90), t, PartStatus.COMPLETE,
-                      measurements={"probe.hole1_x": 25.001})
+    return PartRecord(
+        f"k{n}", "vmc-01", "O1234", n, t - timedelta(seconds=90), t, PartStatus.COMPLETE, measurements={"probe.hole1_x": 25.001}
+    )
 
 
 async def test_alerts_and_status_arrive_as_documented(broker: Mosquitto, tmp_path: Path) -> None:
-    sink = build_mqtt_sink(_config(broker.socket_path), "cell-3", base_dir=tmp_path,
-                           open_alerts=lambda: [make_alert(90, machine="vmc-01", severity=Severity.CRITICAL)])
+    sink = build_mqtt_sink(
+        _config(broker.socket_path),
+        "cell-3",
+        base_dir=tmp_path,
+        open_alerts=lambda: [make_alert(90, machine="vmc-01", severity=Severity.CRITICAL)],
+    )
     async with subscribed(broker.socket_path) as sub, running(sink):
         sink.offer(Observation("vmc-01", CONNECTION_SIGNAL, T0, "connected"))
         sink.offer(Observation("vmc-01", "spindle.load", T0, 41.0))  # not for MQTT: filtered before the queue

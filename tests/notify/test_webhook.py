@@ -54,7 +54,6 @@ class Receiver:
         return await reply(self)
 
 
-
 async def ok(rx: Receiver) -> web.Response:
     rx.replies.append(200)
     return web.Response(status=200, text="ok")
@@ -91,8 +90,6 @@ async def receiving(*plan: Callable[[Receiver], Any]) -> AsyncIterator[Receiver]
     finally:
         rx.release.set()
         await runner.cleanup()
-
-
 
 
 def _sink(url: str, tmp_path: Path, **kw: Any) -> RunningSink:

@@ -57,47 +57,86 @@ def _parts(machine: str, program: str, n: int, rng: random.Random) -> list[PartR
             measurements["probe.bore_dia"] = 10.0170  # one oversize bore
         if i == 8:
             del measurements["probe.bore_dia"]  # a probe value that never came
-        parts.append(PartRecord(
-            key=f"{machine}/{program}/{end.isoformat()}", machine=machine, program=program, part_number=i,
-            start=end - timedelta(seconds=150), end=end, status=status, measurements=measurements,
-            tools=(ToolUse("T12", life_start=100.0 + 2 * i, life_end=101.0 + 2 * i, cutting_time=60.0),
-                   ToolUse("T3", life_start=500.0 - i, life_end=499.5 - i, cutting_time=20.0)),
-            spindle=SpindleStats(mean_load=40.0, peak_load=70.0, cutting_time=80.0), counter=i,
-        ))
+        parts.append(
+            PartRecord(
+                key=f"{machine}/{program}/{end.isoformat()}",
+                machine=machine,
+                program=program,
+                part_number=i,
+                start=end - timedelta(seconds=150),
+                end=end,
+                status=status,
+                measurements=measurements,
+                tools=(
+                    ToolUse("T12", life_start=100.0 + 2 * i, life_end=101.0 + 2 * i, cutting_time=60.0),
+                    ToolUse("T3", life_start=500.0 - i, life_end=499.5 - i, cutting_time=20.0),
+                ),
+                spindle=SpindleStats(mean_load=40.0, peak_load=70.0, cutting_time=80.0),
+                counter=i,
+            )
+        )
     return parts
 
 
 def _forecast(machine: str, program: str, part: int, state: AlertState, at: datetime, **evidence: object) -> Alert:
     return Alert(
-        id=f"{machine}/{program}/hole1_pos/forecast/{14}", machine=machine, program=program, feature="hole1_pos",
-        kind=AlertKind.FORECAST, severity=Severity.WARNING, state=state, part_number=part,
+        id=f"{machine}/{program}/hole1_pos/forecast/{14}",
+        machine=machine,
+        program=program,
+        feature="hole1_pos",
+        kind=AlertKind.FORECAST,
+        severity=Severity.WARNING,
+        state=state,
+        part_number=part,
         message="hole1_pos drifting +X 1.2 um/part; breaks 0.050 TP tolerance in ~7 parts; suggest X wear offset -0.0168 mm",
-        time=at, evidence={"parts_to_breach": 7.0, "offset": {"register": "X wear offset", "change_mm": -0.0168},
-                           **evidence},
+        time=at,
+        evidence={"parts_to_breach": 7.0, "offset": {"register": "X wear offset", "change_mm": -0.0168}, **evidence},
         part_key=None,
     )
 
 
 def write_batch(tmp_path: Path, *, program: str = PROGRAM, n: int = 30, seed: int = 7) -> Batch:
     (tmp_path / "programs").mkdir(exist_ok=True)
-    (tmp_path / "programs" / "program.yaml").write_text(
-        PROGRAM_YAML.format(name=f"'{program}'"))
+    (tmp_path / "programs" / "program.yaml").write_text(PROGRAM_YAML.format(name=f"'{program}'"))
     site_file = tmp_path / "site.yaml"
     site_file.write_text("site: cell-3\nstore: {path: monitor.db}\nprograms: programs\n")
     rng = random.Random(seed)
     parts = _parts("vmc-01", program, n, rng)
     opened = _forecast("vmc-01", program, 14, AlertState.OPEN, parts[13].end)
     acked = replace(opened, state=AlertState.ACKNOWLEDGED, time=parts[15].end + timedelta(seconds=30))
-    escalated = replace(acked, severity=Severity.CRITICAL, part_number=18, time=parts[17].end,
-                        evidence={**acked.evidence, "offset": {"register": "X wear offset", "change_mm": -0.0204}})
-    oot = Alert(id=f"vmc-01/{program}/bore_dia/out_of_tolerance/5", machine="vmc-01", program=program,
-                feature="bore_dia", kind=AlertKind.OUT_OF_TOLERANCE, severity=Severity.CRITICAL, state=AlertState.OPEN,
-                part_number=5, message="bore_dia 10.0170 above upper limit 10.0150", time=parts[4].end)
+    escalated = replace(
+        acked,
+        severity=Severity.CRITICAL,
+        part_number=18,
+        time=parts[17].end,
+        evidence={**acked.evidence, "offset": {"register": "X wear offset", "change_mm": -0.0204}},
+    )
+    oot = Alert(
+        id=f"vmc-01/{program}/bore_dia/out_of_tolerance/5",
+        machine="vmc-01",
+        program=program,
+        feature="bore_dia",
+        kind=AlertKind.OUT_OF_TOLERANCE,
+        severity=Severity.CRITICAL,
+        state=AlertState.OPEN,
+        part_number=5,
+        message="bore_dia 10.0170 above upper limit 10.0150",
+        time=parts[4].end,
+    )
     lost = [
-        Alert(id=f"vmc-01/-/connection/signal_lost/{n}@{n}", machine="vmc-01", program="", feature="connection",
-              kind=AlertKind.SIGNAL_LOST, severity=Severity.WARNING, state=AlertState.CLOSED, part_number=n,
-              message="vmc-01: connection restored", time=at + timedelta(minutes=1),
-              evidence={"last_part_number": n, "lost_at": at.isoformat()})
+        Alert(
+            id=f"vmc-01/-/connection/signal_lost/{n}@{n}",
+            machine="vmc-01",
+            program="",
+            feature="connection",
+            kind=AlertKind.SIGNAL_LOST,
+            severity=Severity.WARNING,
+            state=AlertState.CLOSED,
+            part_number=n,
+            message="vmc-01: connection restored",
+            time=at + timedelta(minutes=1),
+            evidence={"last_part_number": n, "lost_at": at.isoformat()},
+        )
         for n, at in ((0, T0 - timedelta(days=1)), (9, parts[8].end + timedelta(seconds=20)))
     ]
     alerts_at = {5: [oot], 14: [opened], 18: [escalated]}

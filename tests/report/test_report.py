@@ -40,8 +40,10 @@ def test_numbers_come_from_the_store(batch: Batch) -> None:
     pos, dia = report.features
     assert (pos.name, pos.kind, dia.name, dia.kind) == ("hole1_pos", "position", "bore_dia", "size")
     # Out of tolerance, recomputed by brute force from the raw probe values.
-    tp = {p.part_number: 2 * math.hypot(p.measurements["probe.hole1_x"] - 25.0, p.measurements["probe.hole1_y"] - 40.0)
-          for p in complete}
+    tp = {
+        p.part_number: 2 * math.hypot(p.measurements["probe.hole1_x"] - 25.0, p.measurements["probe.hole1_y"] - 40.0)
+        for p in complete
+    }
     assert [v.part_number for v in pos.out_of_tolerance] == sorted(n for n, t in tp.items() if t > 0.050)
     assert len(pos.out_of_tolerance) >= 5  # the drift really leaves the zone
     assert [v.part_number for v in dia.out_of_tolerance] == [5]
@@ -92,8 +94,25 @@ def test_csv_is_the_measurement_table(batch: Batch) -> None:
 
 def test_cli_writes_html_and_csv(batch: Batch, tmp_path: Path) -> None:
     out, table = tmp_path / "out" / "batch.html", tmp_path / "out" / "batch.csv"
-    result = CliRunner().invoke(app, ["report", "-c", str(batch.site_file), "--program", PROGRAM, "--from", "3",
-                                      "--to", "20", "--out", str(out), "--csv", str(table), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "-c",
+            str(batch.site_file),
+            "--program",
+            PROGRAM,
+            "--from",
+            "3",
+            "--to",
+            "20",
+            "--out",
+            str(out),
+            "--csv",
+            str(table),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["parts"] == 18 and summary["html"] == str(out)

@@ -83,8 +83,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
 def test_every_problem_is_reported_together(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        "parts: 0\nmachines:\n  - id: m1\n    programs: [O9999]\n"
-        "    steps:\n      - {kind: explode, at_part: 3}\n",
+        "parts: 0\nmachines:\n  - id: m1\n    programs: [O9999]\n    steps:\n      - {kind: explode, at_part: 3}\n",
     )
     with pytest.raises(ConfigError) as info:
         load_scenario(path)

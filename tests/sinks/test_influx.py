@@ -151,9 +151,17 @@ async def test_parts_alerts_and_signals_arrive_in_their_series(victoria: Victori
     )
     running = build_influx_sink(cfg, PROGRAMS, base_dir=tmp_path)
     alert = Alert(
-        id="a1", machine="vmc-01", program="O1234", feature="hole1_pos", kind=AlertKind.FORECAST,
-        severity=Severity.WARNING, state=AlertState.OPEN, part_number=12, message='hole1_pos drifting "+X"',
-        time=BASE + timedelta(seconds=125), evidence={"parts_to_breach": 45.0, "breach_interval": [40, 52]},
+        id="a1",
+        machine="vmc-01",
+        program="O1234",
+        feature="hole1_pos",
+        kind=AlertKind.FORECAST,
+        severity=Severity.WARNING,
+        state=AlertState.OPEN,
+        part_number=12,
+        message='hole1_pos drifting "+X"',
+        time=BASE + timedelta(seconds=125),
+        evidence={"parts_to_breach": 45.0, "breach_interval": [40, 52]},
     )
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
@@ -192,9 +200,7 @@ async def test_parts_alerts_and_signals_arrive_in_their_series(victoria: Victori
     assert not [k for k in rows if dict(k[1]).get("signal") == "tool.number"]
 
 
-async def test_server_killed_mid_stream_every_point_arrives_exactly_once(
-    victoria: VictoriaMetrics, tmp_path: Path
-) -> None:
+async def test_server_killed_mid_stream_every_point_arrives_exactly_once(victoria: VictoriaMetrics, tmp_path: Path) -> None:
     running = build_influx_sink(config(victoria.url, tmp_path), PROGRAMS, base_dir=tmp_path)
     total = 300
     produced = 0
@@ -357,9 +363,7 @@ async def test_429_is_retried_after_the_servers_delay(scripted: ScriptedServer, 
 
 async def test_hung_server_times_out_and_the_batch_is_retried(scripted: ScriptedServer, tmp_path: Path) -> None:
     scripted.stalls = 1
-    running = build_influx_sink(
-        config(scripted.url, tmp_path, batch_size=5, timeout_s=0.3), PROGRAMS, base_dir=tmp_path
-    )
+    running = build_influx_sink(config(scripted.url, tmp_path, batch_size=5, timeout_s=0.3), PROGRAMS, base_dir=tmp_path)
     started = time.monotonic()
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())

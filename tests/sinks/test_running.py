@@ -114,9 +114,7 @@ async def test_batches_by_size_then_by_flush_interval() -> None:
 async def test_retryable_failures_are_retried_in_order_without_loss(tmp_path: Path) -> None:
     sink = RecordingSink()
     sink.up = False
-    running = RunningSink(
-        sink, batch_size=10, flush_interval_s=0.02, backoff=FAST, spool_dir=tmp_path, rng=random.Random(7)
-    )
+    running = RunningSink(sink, batch_size=10, flush_interval_s=0.02, backoff=FAST, spool_dir=tmp_path, rng=random.Random(7))
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
         for i in range(35):

@@ -98,8 +98,14 @@ async def _drive(script: list[bool], n: int, batch: int, buffer: int, restart_at
 
     def make() -> RunningSink:
         return RunningSink(
-            sink, buffer_size=buffer, batch_size=batch, flush_interval_s=0.002, spool_dir=folder, backoff=fast,
-            close_timeout_s=0.05, rng=random.Random(0),
+            sink,
+            buffer_size=buffer,
+            batch_size=batch,
+            flush_interval_s=0.002,
+            spool_dir=folder,
+            backoff=fast,
+            close_timeout_s=0.05,
+            rng=random.Random(0),
         )
 
     running = make()
