@@ -17,29 +17,10 @@ from monitor.config import load_site
 from monitor.daemon import Daemon
 from monitor.model import AlertKind, PartStatus
 from monitor.store import Store
+from tests.daemons import run_until_parts, running_daemon
 from tests.streams import batch, write_jsonl, write_site
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-async def _run_until_parts(daemon: Daemon, parts: int) -> set[str]:
-    """Run the daemon until it stored ``parts`` parts; returns the kinds of live events it published."""
-    stop = asyncio.Event()
-    sub = daemon.hub.subscribe()
-    runner = asyncio.create_task(daemon.run(stop))
-    seen = 0
-    kinds: set[str] = set()
-    async with asyncio.timeout(30):
-        async for event in sub:
-            kinds.add(event.kind)
-            if event.kind == "part":
-                seen += 1
-                if seen == parts:
-                    break
-    sub.close()
-    stop.set()
-    await asyncio.wait_for(runner, 10)
-    return kinds
 
 
 async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -> None:
@@ -51,8 +32,8 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(12, oot_at=9), bad)
     site = load_site(write_site(tmp_path, replay))
     daemon = Daemon(site)
-    kinds = await _run_until_parts(daemon, 12)
-    assert kinds == {"part", "alert", "machine"}  # the dashboard sees machines change live too
+    run = await run_until_parts(daemon, 12)
+    assert run.kinds == {"part", "alert", "machine"}  # the dashboard sees machines change live too
     with Store(site.store_path) as store:
         parts = store.parts()
         assert [p.part_number for p in parts] == list(range(1, 13))
@@ -68,20 +49,11 @@ async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> No
     stream = batch(6)
     replay = write_jsonl(tmp_path / "m1.jsonl", stream)
     site = load_site(write_site(tmp_path, replay))
-    await _run_until_parts(Daemon(site), 6)
+    await run_until_parts(site, 6)
     # the controller is read again from the start (agent replays history), then makes 4 more parts
     write_jsonl(replay, stream + batch(4, start_count=6, t0=200.0)[2:])
-    daemon = Daemon(site)
-    stop = asyncio.Event()
-    sub = daemon.hub.subscribe()
-    runner = asyncio.create_task(daemon.run(stop))
-    async with asyncio.timeout(30):
-        async for event in sub:
-            if event.kind == "part" and event.data["counter"] == 10:
-                break
-    sub.close()
-    stop.set()
-    await asyncio.wait_for(runner, 10)
+    async with running_daemon(site) as running:
+        await running.until(lambda e: e.kind == "part" and e.data["counter"] == 10)
     with Store(site.store_path) as store:
         counters = [p.counter for p in store.parts() if p.counter is not None]
     assert sorted(counters) == list(range(1, 11))
@@ -151,7 +123,7 @@ def test_ack_while_daemon_is_down_is_applied_at_next_start(tmp_path: Path) -> No
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(6, oot_at=4))
     site_path = write_site(tmp_path, replay)
     site = load_site(site_path)
-    asyncio.run(_run_until_parts(Daemon(site), 6))
+    asyncio.run(run_until_parts(site, 6))
     with Store(site.store_path) as store:
         (oot,) = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
     result = CliRunner().invoke(app, ["ack", oot.id, "-c", str(site_path)])
@@ -200,7 +172,7 @@ def test_parts_capability_matches_the_stored_measurements(tmp_path: Path) -> Non
             stream[i] = type(o)(o.machine, o.signal, o.time, 10.0 + 0.002 * ((i * 7) % 5 - 2))
     site_path = write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", stream))
     site = load_site(site_path)
-    asyncio.run(_run_until_parts(Daemon(site), 12))
+    asyncio.run(run_until_parts(site, 12))
     result = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["feature"]: r for r in map(json.loads, result.output.splitlines())}

@@ -3,38 +3,26 @@ it was down are recovered from the agent's buffer, none is stored twice."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import yaml
 
 from adapters.mtconnect.simdevice import SimAgentBinding
-from monitor.config import load_site
-from monitor.daemon import Daemon
+from monitor.config import Site, load_site
 from monitor.model import PartStatus
-from monitor.sim import SimCell, load_scenario
+from monitor.sim import SimCell, SimEvent, load_scenario
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import Store
+from tests.daemons import running_daemon
 
 
-async def _run(daemon: Daemon, until_parts: int, feed: list, binding: SimAgentBinding) -> None:  # type: ignore[type-arg]
-    stop = asyncio.Event()
-    sub = daemon.hub.subscribe(10_000)
-    runner = asyncio.create_task(daemon.run(stop))
-    seen = 0
-    async with asyncio.timeout(60):
-        async for event in sub:
-            if event.kind == "machine" and event.data["connection"] == "connected" and feed:
-                for update in feed:  # the adapter is reading: what happens now is seen live
-                    binding.publish(update)
-                feed = []
-            if event.kind == "part":
-                seen += 1
-                if seen >= until_parts:
-                    break
-    sub.close()
-    stop.set()
-    await asyncio.wait_for(runner, 20)
+async def _run(site: Site, until_parts: int, feed: list[SimEvent], binding: SimAgentBinding) -> None:
+    async with running_daemon(site, stop_timeout_s=20) as running:
+        if feed:
+            await running.until(lambda e: e.kind == "machine" and e.data["connection"] == "connected", timeout_s=60)
+            for update in feed:  # the adapter is reading: what happens now is seen live
+                binding.publish(update)
+        await running.parts(until_parts, timeout_s=60)
 
 
 async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
@@ -64,13 +52,13 @@ async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
             )
         )
         site = load_site(site_file)
-        await _run(Daemon(site), 4, first, binding)  # the 5th part leaves the tracker at shutdown
+        await _run(site, 4, first, binding)  # the 5th part leaves the tracker at shutdown
         with Store(site.store_path) as store:
             assert store.part_count() == 5
             assert store.load_position(machine.id, f"mtconnect {binding.url}") is not None
         for event in second:  # made while the monitor was down
             binding.publish(event)
-        await _run(Daemon(site), 5, [], binding)
+        await _run(site, 5, [], binding)
     with Store(site.store_path) as store:
         parts = store.parts()
     assert [p.part_number for p in parts] == list(range(1, 11))

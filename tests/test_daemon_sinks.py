@@ -4,17 +4,14 @@ server (victoria-metrics) and a real MQTT broker (mosquitto) through `monitor ru
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
+from tests.daemons import run_until_parts
 from tests.servers.victoria import running_victoria
 from tests.streams import batch, write_jsonl, write_site
-
-pytestmark = pytest.mark.skipif(shutil.which("victoria-metrics") is None, reason="victoria-metrics is not installed")
 
 
 async def test_daemon_writes_parts_and_alerts_to_influx(tmp_path: Path) -> None:
@@ -25,20 +22,8 @@ async def test_daemon_writes_parts_and_alerts_to_influx(tmp_path: Path) -> None:
             site_path.read_text()
             + f"sinks:\n  influx: {{url: '{vm.url}', token: 'secret-token', flush_interval_s: 0.1, spool_dir: spool}}\n"
         )
-        daemon = Daemon(load_site(site_path))
-        stop = asyncio.Event()
-        sub = daemon.hub.subscribe()
-        runner = asyncio.create_task(daemon.run(stop))
-        parts = 0
-        async with asyncio.timeout(30):
-            async for event in sub:
-                parts += event.kind == "part"
-                if parts == 10:
-                    break
-        sub.close()
-        stop.set()
-        await asyncio.wait_for(runner, 15)  # closing flushes the sink
-        assert [s.status()["written"] > 0 for s in daemon.sinks] == [True]
+        run = await run_until_parts(load_site(site_path), 10)  # stopping flushes the sink
+        assert [s.status()["written"] > 0 for s in run.daemon.sinks] == [True]
         series = await asyncio.to_thread(vm.export, '{__name__=~"part_.*", machine="m1"}')
         dia = [s for s in series if s["metric"]["__name__"] == "part_probe.hole1_dia"]
         assert len(dia) == 1

@@ -10,11 +10,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
+from tests.mtconnect._shared import shared
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "mtconnect"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
 
 
@@ -25,10 +25,8 @@ def test_sim_lists_scenarios() -> None:
 
 
 def test_sim_replays_a_recorded_shdr_log_through_our_agent() -> None:
-    log = SHARED / "shdr" / "nist-Mazak01-20170516-20170517.txt"
-    devices = SHARED / "devices" / "nist-smstestbed-Devices_1.3.xml"
-    if not log.exists() or not devices.exists():
-        pytest.skip("../shared/mtconnect not present: the recorded NIST SHDR log is needed")
+    log = shared("shdr", "nist-Mazak01-20170516-20170517.txt")
+    devices = shared("devices", "nist-smstestbed-Devices_1.3.xml")
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor", "sim", "--shdr-replay", str(log), "--device-file", str(devices),
          "--device", "Mazak01", "--mtconnect-port", "0", "--speed", "0"],

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from monitor.config import load_site
 from monitor.daemon import Daemon
 from monitor.model import CONNECTION_SIGNAL, Observation
 from monitor.sim import SimCell, load_scenario
+from tests.daemons import running_daemon
 from tests.streams import PROGRAM_YAML, batch
 
 __all__ = ["LIVE", "SIM", "TOKEN", "XSS", "XSS_PROGRAM", "Cell", "live_stream", "start_cell"]
@@ -121,33 +123,16 @@ class Cell:
 
 
 @contextlib.asynccontextmanager
-async def start_cell(tmp: Path, *, token: str | None = TOKEN):  # type: ignore[no-untyped-def]
+async def start_cell(tmp: Path, *, token: str | None = TOKEN) -> AsyncIterator[Cell]:
     """Run the cell's daemon until the two file replays are stored; yields the :class:`Cell`."""
     site = load_site(_site_yaml(tmp, token))
-    daemon = Daemon(site)
-    sub = daemon.hub.subscribe(5000)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    cell: Cell | None = None
-    try:
-        async with asyncio.timeout(30):
-            started = asyncio.create_task(daemon.started.wait())
-            await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-            assert daemon.dashboard_url is not None
-            cell = Cell(daemon, daemon.dashboard_url.rstrip("/"), tmp / "live.fifo")
-            seen = {SIM: 0, XSS: 0}
-            async for event in sub:
-                if event.kind == "part" and event.data["machine"] in seen:
-                    seen[event.data["machine"]] += 1
-                    if seen[SIM] >= SIM_PARTS and seen[XSS] >= XSS_PARTS:
-                        break
-        sub.close()
-        yield cell
-    finally:
-        sub.close()
-        if cell is not None:
-            cell.release()
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    async with running_daemon(site, queue=5000) as running:
+        daemon = running.daemon
+        assert daemon.dashboard_url is not None
+        cell = Cell(daemon, daemon.dashboard_url.rstrip("/"), tmp / "live.fifo")
+        try:
+            await running.parts(0, machines={SIM: SIM_PARTS, XSS: XSS_PARTS})
+            running.events.close()
+            yield cell
+        finally:
+            cell.release()  # before the daemon stops: a FIFO reader still waiting gets its end of file

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from monitor.cli import app as cli
 from monitor.codec import alert_from_dict
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.dashboard.server import plotly_js_path
 from monitor.dashboard.stream import QUEUE_SIZE
 from monitor.model import AlertState
 from monitor.queries import part_row
+from tests.daemons import running_daemon
 from tests.dashboard.cell import SIM, TOKEN, XSS, XSS_PROGRAM, Cell, start_cell
 from tests.streams import batch, write_jsonl, write_site
 
@@ -171,12 +171,8 @@ async def test_pages_are_local_and_carry_security_headers(cell: Cell, http: aioh
 
 async def test_without_a_token_writes_are_refused_and_shutdown_ends_open_streams(tmp_path: Path) -> None:
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(3))
-    daemon = Daemon(load_site(write_site(tmp_path, replay, dashboard=True)))
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            await daemon.started.wait()
+    async with running_daemon(load_site(write_site(tmp_path, replay, dashboard=True))) as running:
+        daemon = running.daemon
         assert daemon.dashboard_url is not None
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             async with http.post(daemon.dashboard_url + "api/alerts/x/ack", headers={"Authorization": "Bearer x"}) as r:
@@ -184,16 +180,11 @@ async def test_without_a_token_writes_are_refused_and_shutdown_ends_open_streams
                 assert "no dashboard token is configured" in (await r.json())["error"]
             async with http.get(daemon.dashboard_url + "api/events") as stream:
                 await stream.content.readuntil(b"\n\n")
-                sub = next(iter(daemon.hub._subs))
+                [sub] = [s for s in daemon.hub._subs if s is not running.events]
                 assert sub.queue.maxsize == QUEUE_SIZE  # bounded per browser
                 t0 = time.monotonic()
-                stop.set()
-                async with asyncio.timeout(10):
-                    await task
+                await running.stop(timeout_s=10)
                 assert time.monotonic() - t0 < 4.0  # the open stream did not hold the shutdown
                 assert daemon.hub.subscribers == 0
                 await stream.content.read()  # returns: the server ended the stream
                 assert stream.content.at_eof()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)

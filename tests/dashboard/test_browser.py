@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from monitor.model import AlertState, PartStatus
 from tests.dashboard.cell import LIVE, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, live_stream, start_cell
+from tests.requires import need_binary
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,7 +37,7 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 
 if CHROMIUM is None:
-    pytest.skip("chromium is not installed (apt install chromium); the browser tests need it", allow_module_level=True)
+    need_binary("chromium", "chromium", module=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -11,14 +11,12 @@ from adapters.mtconnect.documents import CuttingToolAsset, ErrorDocument, Life, 
 from adapters.mtconnect.parser import parse_assets, parse_devices, parse_document, parse_streams
 from adapters.mtconnect.render import VERSION
 from tests.mtconnect._devices import vmc
-from tests.mtconnect._shared import SHARED
+from tests.mtconnect._shared import shared
 
 
 @pytest.fixture(scope="module")
 def schemas() -> dict[str, etree.XMLSchema]:
-    folder = SHARED / "schemas"
-    if not folder.is_dir():
-        pytest.skip(f"../shared not present: {folder} holds the MTConnect XSDs")
+    folder = shared("schemas")
     return {
         k: etree.XMLSchema(etree.parse(str(folder / f"MTConnect{k}_{VERSION}_1.0.xsd")))
         for k in ("Devices", "Streams", "Assets", "Error")

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.requires import need_binary
+
 __all__ = ["BINARY", "Mosquitto", "running_mosquitto"]
 
 BINARY = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -97,10 +99,7 @@ class Mosquitto:
 @contextmanager
 def running_mosquitto() -> Iterator[Mosquitto]:
     """A started broker in a fresh folder, stopped and removed on exit whatever happened."""
-    if shutil.which(BINARY) is None:
-        import pytest
-
-        pytest.skip("mosquitto is not installed (Debian package mosquitto)")
+    need_binary("mosquitto", "mosquitto")
     folder = Path(tempfile.mkdtemp(prefix="mq-", dir="/tmp"))
     broker = Mosquitto(folder)
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.sinks.payload import SCHEMA
 from monitor.store import Store
+from tests.daemons import running_daemon
 from tests.notify.conftest import subscribed, wait_until
 from tests.notify.mosquitto import Mosquitto
 from tests.notify.test_webhook import SECRET, _verify, receiving
@@ -27,19 +26,13 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
                 f"  webhooks:\n    - {{url: '{rx.url}', secret: '${{HOOK_SECRET}}', retry_initial_s: 0.05}}\n"
             )
         site = load_site(site_file, environ={"HOOK_SECRET": SECRET})
-        daemon = Daemon(site)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(daemon.run(stop))
-        try:
+        async with running_daemon(site) as running:
             await sub.wait_for(lambda: bool(sub.on("/alerts/")), timeout_s=30)
             await sub.wait_for(
                 lambda: any((m.json()["last_part"] or {}).get("part_number") == 10 for m in sub.on("/m1/status")), timeout_s=30
             )
             await wait_until(lambda: bool(rx.attempts), timeout_s=30)
-            status = daemon.status()["sinks"]
-        finally:
-            stop.set()
-            await asyncio.wait_for(runner, 15)
+            status = running.daemon.status()["sinks"]
 
     alert = sub.on("/alerts/")[0]
     doc = alert.json()

@@ -20,6 +20,7 @@ from asyncua.common.instantiate_util import instantiate
 from adapters.opcua.client import OpcUaAdapter
 from adapters.opcua.discover import discover
 from tests.opcua.helpers import Collector, connected, machine_config
+from tests.requires import need_shared
 
 pytestmark = pytest.mark.interop
 
@@ -61,9 +62,8 @@ async def _child(node: Node, *path: tuple[int, str]) -> Node:
 
 @pytest.fixture(scope="module")
 def nodesets() -> Path:
-    missing = [f for f, _ in LOAD_ORDER if not (NODESETS / f).is_file()]
-    if missing:
-        pytest.skip(f"../shared not present: {NODESETS} lacks {', '.join(missing)}")
+    for f, _ in LOAD_ORDER:
+        need_shared("opcua", "nodesets", f)
     return NODESETS
 
 

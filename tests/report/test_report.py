@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from monitor.model import PartStatus
 from monitor.report import BatchReport, build_report, render_csv, render_html, write_report
 from monitor.store import Store
 from tests.report.conftest import HOSTILE, PROGRAM, Batch, write_batch
+from tests.requires import need_binary
 
 GENERATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -142,9 +142,7 @@ def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium is not installed (Debian package chromium)")
+    chromium = need_binary("chromium", "chromium")
     from playwright.async_api import Route, async_playwright
 
     hostile = write_batch(tmp_path, program=HOSTILE, n=25)

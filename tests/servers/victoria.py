@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.requires import need_binary
 
 __all__ = ["VictoriaMetrics", "running_victoria"]
 
@@ -137,10 +138,7 @@ class VictoriaMetrics:
 @contextmanager
 def running_victoria(data_dir: Path, *, dedup: bool = False) -> Iterator[VictoriaMetrics]:
     """Context manager (and fixture body): a started server, stopped on exit whatever happened."""
-    if shutil.which(BINARY) is None:
-        import pytest
-
-        pytest.skip(f"{BINARY} is not installed (Debian package victoria-metrics)")
+    need_binary(BINARY, "victoria-metrics")
     server = VictoriaMetrics(data_dir, dedup=dedup)
     server.start()
     try:

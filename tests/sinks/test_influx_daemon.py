@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
+from tests.daemons import run_until_parts
 from tests.servers.victoria import VictoriaMetrics
 from tests.streams import batch, write_jsonl, write_site
 
@@ -30,22 +30,9 @@ sinks:
 """
         )
     site = load_site(site_file, environ={"INFLUX_TOKEN": TOKEN})
-    daemon = Daemon(site)
-    stop = asyncio.Event()
-    sub = daemon.hub.subscribe()
-    runner = asyncio.create_task(daemon.run(stop))
-    parts = 0
-    async with asyncio.timeout(30):
-        async for event in sub:
-            if event.kind == "part":
-                parts += 1
-                if parts == 12:
-                    break
-    sub.close()
-    stop.set()
-    await asyncio.wait_for(runner, 15)
+    run = await run_until_parts(site, 12)
 
-    [sink] = daemon.sinks
+    [sink] = run.daemon.sinks
     status = sink.status()
     assert status["state"] == "closed" and status["dropped"] == 0 and status["backlog_memory"] == 0, status
     assert status["written"] >= 12 + 1, status
