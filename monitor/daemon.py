@@ -3,7 +3,8 @@
 Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
 
     Daemon.run
-    ├── pump:<machine>      one per configured source: adapter observations -> bounded queue
+    ├── source:<machine>    one per configured source: a SourceSupervisor runs its adapter (restarted
+    │                       after any failure, which ends there) and moves observations -> bounded queue
     ├── process             queue -> Pipeline (in the store's worker thread) -> sinks, hub
     ├── tick                releases parts whose grace window ran out; health line
     ├── sink:<name>         one RunningSink per configured output
@@ -34,12 +35,12 @@ from adapters.registry import adapter_class
 from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site
 from monitor.dashboard.server import serve_dashboard
-from monitor.errors import MonitorError
 from monitor.events import EventHub
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.sinks.factory import build_sinks
 from monitor.store import Store
+from monitor.supervisor import SourceSupervisor
 
 __all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file", "source_key"]
 
@@ -81,13 +82,12 @@ class Daemon:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
-        self.adapters: list[Adapter] = []
+        self.sources: list[SourceSupervisor] = []
         self.sinks: list[OutputSink] = []
         self.dashboard_url: str | None = None
         self._last_obs: dict[str, tuple[datetime, float]] = {}
-        self._source_keys: dict[int, str] = {}
-        self._owner: dict[tuple[str, str], Adapter] = {}
-        self._processed_positions: dict[int, dict[str, Any]] = {}
+        self._owner: dict[tuple[str, str], SourceSupervisor] = {}
+        self._processed_positions: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_activity = time.monotonic()
         self._drain_timeout_s = 3.0
         self.started = asyncio.Event()
@@ -96,6 +96,11 @@ class Daemon:
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run store/pipeline work on the single worker thread (never on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        """The adapter each source runs now (a source restarted after a failure runs a new one)."""
+        return [s.adapter for s in self.sources if s.adapter is not None]
 
     def idle_for(self) -> float:
         """Seconds since any source last delivered an observation."""
@@ -108,11 +113,9 @@ class Daemon:
             machines = {m: s.as_dict() for m, s in self.pipeline.status.items()}
             for m, tracker in self.pipeline.trackers.items():
                 machines[m]["tracking"] = dict(tracker.counts)  # late, duplicate, orphan values...
-        for adapter in self.adapters:
-            entry = machines.setdefault(adapter.machine, {"machine": adapter.machine})
-            entry.setdefault("sources", []).append(
-                {"type": adapter.type_name, "state": str(adapter.state), "counts": adapter.stats.as_dict()}
-            )
+        for source in self.sources:
+            entry = machines.setdefault(source.machine, {"machine": source.machine})
+            entry.setdefault("sources", []).append(source.status())
         return {
             "site": self.site.config.site,
             "machines": machines,
@@ -142,73 +145,73 @@ class Daemon:
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
             self.sinks = [*build_sinks(self.site)]
-            self.adapters = [await self._make_adapter(m) for m in self.site.config.machines]
-            async with contextlib.AsyncExitStack() as stack:
-                for adapter in self.adapters:
-                    await stack.enter_async_context(adapter)
-                async with asyncio.TaskGroup() as tg:
-                    pumps = [tg.create_task(self._pump(a), name=f"pump:{a.machine}") for a in self.adapters]
-                    sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
-                    processor = tg.create_task(self._process(), name="process")
-                    ticker = tg.create_task(self._tick(), name="tick")
-                    await self._start_dashboard(stack)
-                    await self.call(self._write_runtime_file)
-                    stack.callback(self._remove_runtime_file)
-                    self.started.set()
-                    await stop.wait()
-                    ticker.cancel()
-                    # stop reading, then let the pumps drain what the adapters already hold: every
-                    # observation taken from a controller is processed and stored before we stop
-                    for adapter in self.adapters:
-                        await adapter.stop_reading()
-                    await asyncio.wait(pumps, timeout=self._drain_timeout_s)
-                    for task in pumps:
-                        task.cancel()
-                    await self._queue.join()
-                    processor.cancel()
-                    await self.call(self._save_positions)
-                    outcome = await self.call(self.pipeline.close)
-                    self._publish(outcome)
-                    for sink in self.sinks:
-                        await sink.aclose()
-                    for task in sink_tasks:
-                        task.cancel()
+            self.sources = [await self._supervise(m) for m in self.site.config.machines]
+            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+                pumps = [tg.create_task(s.run(), name=f"source:{s.machine}") for s in self.sources]
+                sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
+                processor = tg.create_task(self._process(), name="process")
+                ticker = tg.create_task(self._tick(), name="tick")
+                await self._start_dashboard(stack)
+                await self.call(self._write_runtime_file)
+                stack.callback(self._remove_runtime_file)
+                self.started.set()
+                await stop.wait()
+                ticker.cancel()
+                # stop reading, then let the pumps drain what the adapters already hold: every
+                # observation taken from a controller is processed and stored before we stop
+                for source in self.sources:
+                    await source.stop_reading()
+                await asyncio.wait(pumps, timeout=self._drain_timeout_s)
+                for task in pumps:
+                    task.cancel()
+                await self._queue.join()
+                processor.cancel()
+                await self.call(self._save_positions)
+                outcome = await self.call(self.pipeline.close)
+                self._publish(outcome)
+                for sink in self.sinks:
+                    await sink.aclose()
+                for task in sink_tasks:
+                    task.cancel()
         finally:
             if self.store is not None:
                 await self.call(self.store.close)
             self._worker.shutdown(wait=True)
             log.info("daemon stopped")
 
-    async def _make_adapter(self, machine: Any) -> Adapter:
-        """An adapter for one configured source, resuming where the last run stopped if it can."""
+    async def _supervise(self, machine: Any) -> SourceSupervisor:
+        """A supervised source for one configured machine entry, resuming where the last run stopped."""
         assert self.store is not None
+        key = source_key(machine)
         cls = adapter_class(machine.source.type)
-        saved = await self.call(self.store.load_position, machine.id, source_key(machine))
-        resumable = saved and "resume" in inspect.signature(cls).parameters
-        adapter = cls(machine, resume=saved) if resumable else cls(machine)  # type: ignore[call-arg]
-        self._source_keys[id(adapter)] = source_key(machine)
+        saved = await self.call(self.store.load_position, machine.id, key)
+        resumable = "resume" in inspect.signature(cls).parameters
+
+        def make(resume: dict[str, Any] | None) -> Adapter:
+            return cls(machine, resume=resume) if resumable and resume else cls(machine)  # type: ignore[call-arg]
+
+        source = SourceSupervisor(machine.id, key, make, self._deliver, resume=saved)
         for name in machine.signals:
-            self._owner[(machine.id, name)] = adapter
-        return adapter
+            self._owner[(machine.id, name)] = source
+        return source
 
     def _save_positions(self) -> None:
         """Save, per source, the position just after the last observation that is processed and stored."""
         assert self.store is not None
-        for adapter in self.adapters:
-            position = self._processed_positions.pop(id(adapter), None)
-            if position is not None:
-                self.store.save_position(adapter.machine, self._source_keys[id(adapter)], position)
+        for (machine, key), position in list(self._processed_positions.items()):
+            del self._processed_positions[(machine, key)]
+            self.store.save_position(machine, key, position)
 
     def _note_processed(self, outcome: Outcome) -> None:
         """Remember where each source can resume: just after the observation that completed the
         last stored part, whose tracker context is stored with it, so a crash replays the rest."""
         for obs in outcome.resume_points.values():
-            adapter = self._owner.get((obs.machine, obs.signal))
-            if adapter is None:
+            source = self._owner.get((obs.machine, obs.signal))
+            if source is None or source.adapter is None:
                 continue
-            position = adapter.position_after(obs)
+            position = source.adapter.position_after(obs)
             if position is not None:
-                self._processed_positions[id(adapter)] = position
+                self._processed_positions[(source.machine, source.key)] = position
 
     def _write_runtime_file(self) -> None:
         """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind."""
@@ -228,18 +231,14 @@ class Daemon:
         self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"
         log.warning("dashboard at %s", self.dashboard_url)
 
-    async def _pump(self, adapter: Adapter) -> None:
-        """Move one adapter's observations into the shared bounded queue (waits when full)."""
-        try:
-            async for obs in adapter.observations():
-                self._last_activity = time.monotonic()
-                if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
-                    self._last_obs[obs.machine] = (obs.time, time.monotonic())
-                await self._queue.put(obs)
-                for sink in self.sinks:
-                    sink.offer(obs)
-        except MonitorError as exc:  # a machine that fails for good must not stop the others
-            log.error("%s: source stopped: %s", adapter.machine, exc)
+    async def _deliver(self, obs: Observation) -> None:
+        """Move one source's observation into the shared bounded queue (waits when full) and the sinks."""
+        self._last_activity = time.monotonic()
+        if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
+            self._last_obs[obs.machine] = (obs.time, time.monotonic())
+        await self._queue.put(obs)
+        for sink in self.sinks:
+            sink.offer(obs)
 
     async def _process(self) -> None:
         assert self.pipeline is not None

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from adapters.base import Adapter, AdapterState
 from adapters.mtconnect.buffer import ConditionState, apply_condition
@@ -46,10 +47,14 @@ from adapters.mtconnect.parser import parse_document
 from monitor.config import MtConnectMachine
 from monitor.errors import AdapterError, BadDocument, ConnectError
 from monitor.model import Observation
+from monitor.retry import Backoff, Retry
 
-__all__ = ["AgentClient", "MtConnectAdapter", "iter_multipart"]
+__all__ = ["AgentClient", "MtConnectAdapter", "iter_multipart", "read_capped"]
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 256 * 1024
+_MAX_PART_HEADERS = 64
 
 
 class _Restarted(Exception):
@@ -80,11 +85,13 @@ class AgentClient:
         *,
         parse_in_thread_bytes: int = 64 * 1024,
         max_document_bytes: int = 64 * 1024 * 1024,
+        request_timeout_s: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.parse_in_thread_bytes = parse_in_thread_bytes
         self.max_document_bytes = max_document_bytes
+        self.request_timeout_s = request_timeout_s
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -95,13 +102,18 @@ class AgentClient:
             return await asyncio.to_thread(parse_document, body, max_bytes=self.max_document_bytes, only=only)
         return parse_document(body, max_bytes=self.max_document_bytes, only=only)
 
-    async def get(self, path: str, only: frozenset[str] | None = None, *, limit_s: float = 30.0) -> _Page:
+    async def get(self, path: str, only: frozenset[str] | None = None, *, limit_s: float | None = None) -> _Page:
+        """GET one document: the whole answer must arrive within ``limit_s`` and fit ``max_document_bytes``
+        (read as a stream and refused as soon as it is too large, never read whole first)."""
         url = self.url(path)
+        limit = self.request_timeout_s if limit_s is None else limit_s
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=limit_s)) as resp:
-                body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ConnectError(f"{url}: {exc or type(exc).__name__}; is the agent running and reachable?") from exc
+            async with asyncio.timeout(limit), self.session.get(url, timeout=aiohttp.ClientTimeout(total=limit)) as resp:
+                body = await read_capped(resp, self.max_document_bytes, url)
+        except TimeoutError as exc:
+            raise ConnectError(f"{url}: no complete answer within {limit:g} s; is the agent running and reachable?") from exc
+        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
+            raise ConnectError(f"{url}: {_reason(exc)}; is the agent running and reachable?") from exc
         try:
             return _Page(await self.parse(body, only), url)
         except BadDocument as exc:
@@ -136,44 +148,93 @@ def _expect(page: _Page, kind: type) -> Document:
     return doc
 
 
+async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int, url: str) -> bytes:
+    """The body of ``resp``, read chunk by chunk and refused (:class:`BadDocument`) as soon as it
+    passes ``max_bytes``: a hostile or broken agent's endless answer costs at most that much memory."""
+    declared = resp.content_length
+    if declared is not None and declared > max_bytes:
+        raise BadDocument(f"{url}: answer of {declared} bytes exceeds max_document_bytes ({max_bytes}); refused unread")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise BadDocument(f"{url}: answer longer than max_document_bytes ({max_bytes}); refused at that size")
+            chunks.append(chunk)
+    except (HttpProcessingError, ValueError) as exc:  # a malformed chunked encoding or compressed body
+        raise BadDocument(f"{url}: unreadable answer body ({_reason(exc)})") from exc
+    return b"".join(chunks)
+
+
 async def iter_multipart(
-    content: aiohttp.StreamReader, boundary: str, part_wait_s: float, max_bytes: int = 64 * 1024 * 1024
+    content: aiohttp.StreamReader,
+    boundary: str,
+    part_wait_s: float,
+    max_bytes: int = 64 * 1024 * 1024,
+    *,
+    where: str = "multipart stream",
 ) -> AsyncIterator[bytes]:
     """Bodies of a ``multipart/x-mixed-replace`` (or chunked ``multipart/mixed``) stream.
 
     Parts are found by their boundary line and read by their Content-length. ``part_wait_s`` bounds
-    the wait for each part: a heartbeat that does not come raises :class:`TimeoutError`.
+    the time for each whole part, boundary to last byte (heartbeats come at least that often), so an
+    agent that trickles bytes, endless header lines or blank lines without ever completing a part
+    raises :class:`TimeoutError` like a silent one. Lines are bounded by aiohttp's reader; anything
+    malformed raises :class:`BadDocument` whose message starts with ``where`` (the stream's URL).
     """
     marker = b"--" + boundary.encode()
     while True:
-        line = await asyncio.wait_for(content.readline(), part_wait_s)
-        if not line:
+        try:
+            async with asyncio.timeout(part_wait_s):
+                body = await _next_part(content, marker, max_bytes)
+        except (HttpProcessingError, ValueError) as exc:  # e.g. LineTooLong: a line past aiohttp's bound
+            raise BadDocument(f"{where}: multipart stream: {_reason(exc)[:200]}") from exc
+        except BadDocument as exc:
+            raise BadDocument(f"{where}: {exc}") from exc
+        if body is None:
             return
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith(marker):
-            raise BadDocument(f"multipart stream: expected boundary, got {line[:60]!r}")
-        if line.endswith(b"--"):
-            return
-        length: int | None = None
-        while True:
-            head = await asyncio.wait_for(content.readline(), part_wait_s)
-            if not head:
-                return
-            head = head.strip()
-            if not head:
-                break
-            name, _, value = head.partition(b":")
-            if name.strip().lower() == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError as exc:
-                    raise BadDocument(f"multipart stream: bad Content-length {value[:20]!r}") from exc
-        if length is None or length < 0 or length > max_bytes:
-            raise BadDocument(f"multipart stream: part without a usable Content-length ({length})")
-        body = await asyncio.wait_for(content.readexactly(length), part_wait_s)
         yield body
+
+
+async def _next_part(content: aiohttp.StreamReader, marker: bytes, max_bytes: int) -> bytes | None:
+    """One part's body; None when the stream ended."""
+    while True:
+        line = await content.readline()
+        if not line:
+            return None
+        line = line.strip()
+        if line:
+            break
+    if not line.startswith(marker):
+        raise BadDocument(f"multipart stream: expected boundary, got {line[:60]!r}")
+    if line.endswith(b"--"):
+        return None
+    length: int | None = None
+    for _ in range(_MAX_PART_HEADERS):
+        head = await content.readline()
+        if not head:
+            return None
+        head = head.strip()
+        if not head:
+            break
+        name, _, value = head.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError as exc:
+                raise BadDocument(f"multipart stream: bad Content-length {value[:20]!r}") from exc
+    else:
+        raise BadDocument(f"multipart stream: more than {_MAX_PART_HEADERS} header lines in one part")
+    if length is None or length < 0 or length > max_bytes:
+        raise BadDocument(f"multipart stream: part without a usable Content-length ({length}; limit {max_bytes})")
+    return await content.readexactly(length)
+
+
+def _reason(exc: BaseException) -> str:
+    """A readable reason even for exceptions whose text is empty (TimeoutError(), bare OSError)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class MtConnectAdapter(Adapter):
@@ -202,8 +263,13 @@ class MtConnectAdapter(Adapter):
         self._client: AgentClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
-        self._failures = 0
+        self._retry = Retry(Backoff(initial_s=self.source.reconnect_min_s, max_s=self.source.reconnect_max_s), self._rng)
         self.streaming = self.source.streaming
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts in a row since data last flowed; the reconnect wait grows with it."""
+        return self._retry.failures
 
     def position(self) -> dict[str, int | None]:
         """Where reading stands (agent instanceId and next sequence), to save in the store."""
@@ -235,40 +301,37 @@ class MtConnectAdapter(Adapter):
             self._session,
             parse_in_thread_bytes=self.source.parse_in_thread_bytes,
             max_document_bytes=self.source.max_document_bytes,
+            request_timeout_s=self.source.request_timeout_s,
         )
-        self._failures = 0
+        retry = self._retry
         while True:
             try:
                 await self._session_cycle(self._client)
             except _Restarted:
-                self._failures += 1
-                if self._failures <= 2:
+                wait = retry.failed()
+                if retry.failures <= 2:
                     continue  # re-probe at once (the gap is reported by _synchronise); a flapping agent waits
             except _OutOfRange as exc:
                 # /current on the next cycle finds our position gone and reports the lost range
                 self.stats.count("out_of_range", message=f"{self.machine}: fell behind the agent buffer ({exc})")
-                self._failures += 1
-                if self._failures <= 2:
+                wait = retry.failed()
+                if retry.failures <= 2:
                     continue  # resynchronise at once; an agent that keeps refusing gets the backoff
             except BadDocument as exc:
                 self.stats.count("bad_document", message=f"{self.machine}: {exc}")
-                self._failures += 1
+                wait = retry.failed()
             except ConnectError as exc:
                 self.stats.count("connect_failed", message=f"{self.machine}: {exc}")
-                self._failures += 1
+                wait = retry.failed()
             except _StreamEnded as exc:
                 self.stats.count("stream_ended", message=f"{self.machine}: {exc}")
-                self._failures = max(self._failures, 1)
+                wait = retry.failed()  # the shortest wait when the stream had delivered data (see _handle)
             except AdapterError as exc:  # the model does not fit the config, or the agent refused a request
                 self.stats.count("agent_error", message=f"{self.machine}: {exc}")
-                self._failures += 1
+                wait = retry.failed()
             await self._set_state(AdapterState.LOST, "reconnecting")
-            await asyncio.sleep(self._backoff(self._failures))
-
-    def _backoff(self, failures: int) -> float:
-        """Capped exponential backoff with jitter, so many monitors do not hammer a recovering agent."""
-        base = min(self.source.reconnect_max_s, self.source.reconnect_min_s * (2.0 ** max(failures - 1, 0)))
-        return float(base * self._rng.uniform(0.5, 1.0))
+            self.stats.count("reconnects")
+            await asyncio.sleep(wait)
 
     # ------------------------------------------------------------ one connection
 
@@ -284,7 +347,6 @@ class MtConnectAdapter(Adapter):
             raise AdapterError(f"{self.machine}: the agent at {self.source.url} serves no device")
         await self._synchronise(client)
         await self._set_state(AdapterState.CONNECTED, self.source.url)
-        self._failures = 0  # a good connection resets the backoff
         if self.streaming:
             await self._stream(client)
         else:
@@ -355,6 +417,7 @@ class MtConnectAdapter(Adapter):
         if not isinstance(doc, StreamsDocument):
             raise BadDocument(f"{url}: expected a Streams document, got {type(doc).__name__}")
         self._check_instance(doc)
+        self._retry.succeeded()  # usable data flows: only now does the reconnect backoff start over
         await self._emit_observations(doc.observations, current=False)
         nxt = doc.header.next_sequence
         if nxt is not None and (self.next_sequence is None or nxt > self.next_sequence):
@@ -369,14 +432,20 @@ class MtConnectAdapter(Adapter):
                 await asyncio.sleep(max(self.source.interval_ms, 50) / 1000)
 
     async def _stream(self, client: AgentClient) -> None:
+        """Read the multipart ``/sample`` stream. Its headers (and a plain answer from an agent that
+        does not stream) must come within ``request_timeout_s``; then each part within two heartbeats
+        (+1 s). A stream that delivers no complete part in that time is stale: counted, reconnected."""
         url = client.url(self._sample_path(True))
-        hb = self.source.heartbeat_ms / 1000
-        timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_connect=10.0)
+        part_wait = 2 * self.source.heartbeat_ms / 1000 + 1.0
+        limit = self.source.request_timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, connect=limit, sock_connect=limit)
+        deadline = asyncio.timeout(limit)
         try:
-            async with client.session.get(url, timeout=timeout) as resp:
+            async with deadline, client.session.get(url, timeout=timeout) as resp:
                 ctype = resp.headers.get("Content-Type", "")
                 if "multipart" not in ctype.lower():
-                    body = await resp.read()
+                    body = await read_capped(resp, client.max_document_bytes, url)
+                    deadline.reschedule(None)
                     try:
                         doc = await client.parse(body, self._only)
                     except BadDocument as exc:
@@ -386,22 +455,29 @@ class MtConnectAdapter(Adapter):
                         self.stats.count("streaming_refused", message=f"{url}: no multipart stream; polling instead")
                         self.streaming = False
                     await self._handle(client, doc, url)
-                    if not self.streaming:
-                        await self._poll(client)
-                    return
-                boundary = _boundary(ctype)
-                async for body in iter_multipart(resp.content, boundary, 2 * hb + 1.0, max_bytes=self.source.max_document_bytes):
-                    try:
-                        doc = await client.parse(body, self._only)
-                    except BadDocument as exc:
-                        raise BadDocument(f"{url}: {exc}") from exc
-                    await self._handle(client, doc, url)
+                else:
+                    deadline.reschedule(None)
+                    boundary = _boundary(ctype)
+                    async for body in iter_multipart(
+                        resp.content, boundary, part_wait, max_bytes=client.max_document_bytes, where=url
+                    ):
+                        try:
+                            doc = await client.parse(body, self._only)
+                        except BadDocument as exc:
+                            raise BadDocument(f"{url}: {exc}") from exc
+                        await self._handle(client, doc, url)
+                    raise _StreamEnded(f"{url}: the agent closed the stream")
         except TimeoutError as exc:
-            self.stats.count("heartbeat_missed", message=f"{self.machine}: no heartbeat from {url}; reconnecting")
-            raise _StreamEnded("heartbeat missed") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectError(f"{url}: {exc or type(exc).__name__}") from exc
-        raise _StreamEnded("the agent closed the stream")
+            if deadline.expired():
+                raise ConnectError(f"{url}: no answer within {limit:g} s (request_timeout_s)") from exc
+            self.stats.count("heartbeat_missed")
+            raise _StreamEnded(
+                f"{url}: stale stream, no complete document within {part_wait:g} s (2 heartbeats + 1 s); reconnecting"
+            ) from exc
+        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
+            raise ConnectError(f"{url}: {_reason(exc)}") from exc
+        if not self.streaming:
+            await self._poll(client)
 
     # ------------------------------------------------------------ observations
 

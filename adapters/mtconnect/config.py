@@ -24,7 +24,15 @@ class MtConnectSource(BaseModel):
     reconnect_min_s: float = Field(default=0.5, gt=0, description="first reconnect delay (doubles, jittered)")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the reconnect delay")
     parse_in_thread_bytes: int = Field(default=64 * 1024, ge=0, description="larger documents parse off the loop")
-    max_document_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="larger documents are refused")
+    max_document_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="larger answers are refused as soon as they pass this size"
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="each request (probe, current, a polled sample, the start of a stream) must answer completely "
+        "within this; stream parts within 2 heartbeats + 1 s",
+    )
 
 
 class MtConnectSignal(BaseModel):

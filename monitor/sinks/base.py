@@ -29,13 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 from monitor.errors import SinkError
 from monitor.model import Alert, Observation, PartRecord
+from monitor.retry import Backoff
 from monitor.sinks.spool import Segment, Spool
 
 __all__ = [
@@ -96,37 +95,6 @@ class SinkState(StrEnum):
     DOWN = "down"
     """``down_after`` or more writes failed in a row; events go to the spool."""
     CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter ("equal jitter": half fixed, half random).
-
-    >>> b = Backoff(initial_s=1.0, max_s=8.0)
-    >>> [b.ceiling(n) for n in range(6)]
-    [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    >>> 2.0 <= b.delay(2, random.Random(1)) <= 4.0
-    True
-    """
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    max_retry_after_s: float = 300.0
-    """A server's Retry-After is honoured up to this bound (a hostile or buggy header cannot park us)."""
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial_s <= self.max_s):
-            raise ValueError("backoff needs 0 < initial_s <= max_s")
-
-    def ceiling(self, attempt: int) -> float:
-        return min(self.max_s, self.initial_s * 2.0 ** min(attempt, 60))
-
-    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        top = self.ceiling(attempt)
-        wait = top / 2 + rng.uniform(0, top / 2)
-        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
-            wait = max(wait, min(retry_after, self.max_retry_after_s))
-        return wait
 
 
 def _redactor(secrets: Iterable[str]) -> Callable[[str], str]:
