@@ -72,6 +72,8 @@ def part_to_dict(part: PartRecord) -> dict[str, Any]:
         },
         "counter": part.counter,
         "notes": list(part.notes),
+        "part_id": part.part_id,
+        "flags": list(part.flags),
     }
 
 
@@ -90,6 +92,8 @@ def part_from_dict(d: dict[str, Any]) -> PartRecord:
         spindle=SpindleStats(**d.get("spindle", {})),
         counter=d.get("counter"),
         notes=tuple(d.get("notes", ())),
+        part_id=d.get("part_id"),
+        flags=tuple(d.get("flags", ())),
     )
 
 

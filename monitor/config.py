@@ -201,10 +201,29 @@ def _is_loopback(host: str) -> bool:
 
 
 class TrackingConfig(BaseModel):
-    """How a machine's observations are cut into parts."""
+    """How a machine's observations are cut into parts, and how probe results are attributed to them."""
 
     model_config = _STRICT
     grace_s: float = Field(default=5.0, ge=0, description="probe values this late still belong to the part")
+    results: Literal["before_count", "after_count"] = Field(
+        default="before_count",
+        description="when the probing macro writes a part's results: before_count (before or together with the "
+        "part end that counts the part, e.g. the counter increment) or after_count (after it, within grace_s); "
+        "a result stamped within jitter_s on the other side of a part end goes by this rule, counted and "
+        "flagged attributed_by_rule on the part",
+    )
+    jitter_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="values the controller writes together may carry timestamps this far apart (a server "
+        "stamps each item when it samples it, in its own order: up to one sampling interval)",
+    )
+    part_id: Literal["counter", "label"] = Field(
+        default="counter",
+        description="what the mapped part.id signal holds: counter (the part counter value of the part the "
+        "results belong to; attribution by it, whatever the timestamps) or label (a serial or result sequence: "
+        "results written with one id stay together on one part, placed by `results`)",
+    )
     max_skew_s: float = Field(default=0.0, ge=0, description="tolerated clock difference between sources")
     clock_offset_s: float = Field(default=0.0, description="added to this source's timestamps")
 
@@ -222,7 +241,7 @@ def _check_signal_name(name: str) -> str:
     if not is_canonical_signal(name):
         raise ValueError(
             f"{name!r} is not a canonical signal; use spindle.load, spindle.speed, tool.number, "
-            "tool.life, part.count, program.name, execution, part.complete or probe.<name>"
+            "tool.life, part.count, program.name, execution, part.complete, part.id or probe.<name>"
         )
     return name
 
@@ -316,6 +335,14 @@ class SiteConfig(BaseModel):
                         f"machine {m.id}: signal {signal} is mapped by machines[{first}] and machines[{i}]; "
                         "sources of one machine must map different signals"
                     )
+        rules: dict[str, tuple[int, str, str]] = {}
+        for i, m in enumerate(self.machines):
+            first_i, results, part_id = rules.setdefault(m.id, (i, m.tracking.results, m.tracking.part_id))
+            if (results, part_id) != (m.tracking.results, m.tracking.part_id):
+                raise ValueError(
+                    f"machine {m.id}: machines[{first_i}] and machines[{i}] disagree on tracking.results or "
+                    "tracking.part_id; one machine's probing macro follows one rule"
+                )
         return self
 
 

@@ -45,6 +45,7 @@ CANONICAL_SIGNALS: frozenset[str] = frozenset(
         "tool.life",
         "part.count",
         "part.complete",
+        "part.id",
         "program.name",
         "execution",
     }
@@ -154,6 +155,11 @@ class PartRecord:
     spindle: SpindleStats = field(default_factory=SpindleStats)
     counter: int | None = None
     notes: tuple[str, ...] = ()
+    part_id: str | None = None
+    """The identifier the probing macro wrote with this part's results (``part.id``), if mapped."""
+    flags: tuple[str, ...] = ()
+    """Machine-readable marks beside the notes, e.g. ``attributed_by_rule`` when a result's
+    timestamp alone would have put it on the neighbouring part (see docs/opcua.md)."""
 
     @property
     def tool_life(self) -> float | None:

@@ -77,9 +77,9 @@ class Pipeline:
             sources = [m for m in site.config.machines if m.id == machine_id]
             offsets = {signal: m.tracking.clock_offset_s for m in sources for signal in m.signals}
             tracking = sources[0].tracking
-            if len(sources) > 1:  # tolerate the widest skew any source of the machine declares
-                widest = max(m.tracking.max_skew_s for m in sources)
-                tracking = tracking.model_copy(update={"max_skew_s": widest})
+            if len(sources) > 1:  # tolerate the widest skew and jitter any source of the machine declares
+                widest = {k: max(getattr(m.tracking, k) for m in sources) for k in ("max_skew_s", "jitter_s")}
+                tracking = tracking.model_copy(update=widest)
             self.trackers[machine_id] = PartTracker(
                 machine_id,
                 site.programs,
@@ -87,6 +87,7 @@ class Pipeline:
                 signal_offsets=offsets,
                 next_part_numbers=store.next_part_numbers(machine_id),
                 context=store.load_detector_state(_TRACKER_STATE + machine_id),
+                part_id_mapped=any("part.id" in m.signals for m in sources),
             )
             self.status[machine_id] = MachineStatus(machine_id, parts=store.part_count(machine=machine_id))
 

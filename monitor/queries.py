@@ -73,6 +73,8 @@ def part_row(part: PartRecord) -> dict[str, Any]:
         "measurements": dict(part.measurements),
         "missing": list(part.missing),
         "notes": list(part.notes),
+        "part_id": part.part_id,
+        "flags": list(part.flags),
         "key": part.key,
     }
 

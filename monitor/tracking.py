@@ -17,11 +17,31 @@ Controllers are untidy, so the tracker also:
 * drops observations replayed after a reconnect (per signal: older than, or identical to, the last
   one seen);
 * treats a part counter that goes down (controller restart, counter reset to 0) as a new baseline,
-  never as a part.
+  never as a part;
+* on a machine that reports no execution state, takes the window between two part ends (counter
+  increments) as the part's window, so spindle aggregates cover the whole cycle.
+
+Attribution of probe results does not depend on the order in which values arrive nor on a few
+milliseconds between the timestamps of values the controller wrote together (a server stamps each
+item when it samples it, in its own order). Results are held unattributed until the part they may
+belong to is final (its grace window ran out) and are then placed by their timestamps against the
+part ends around them:
+
+* ``tracking.results: before_count`` (default): a part's results are written before (or with) the
+  part end that counts it; a result stamped up to ``jitter_s`` after that end still belongs to it;
+* ``after_count``: they are written after it, within ``grace_s``; a result stamped up to
+  ``jitter_s`` before the end belongs to the part that end counts;
+* a result whose timestamp alone would have put it on the neighbouring part is attributed by that
+  rule, counted (``attributed_by_rule``) and flagged on the part, never chosen silently;
+* where the probing macro writes an identifier with its results (``part.id``), results go with the
+  identifier written within ``jitter_s`` of them: ``tracking.part_id: counter`` puts them on the
+  part whose counter value the identifier names, whatever the timestamps; ``label`` keeps the
+  results written with one identifier together on one part and records the identifier.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 from collections import Counter
@@ -42,7 +62,16 @@ from monitor.model import (
     Value,
 )
 
-__all__ = ["ExecutionPhase", "PartTracker", "execution_phase", "part_key"]
+__all__ = [
+    "ATTRIBUTED_BY_RULE",
+    "PART_ID",
+    "PART_ID_DISAGREES",
+    "SEVERAL_PART_IDS",
+    "ExecutionPhase",
+    "PartTracker",
+    "execution_phase",
+    "part_key",
+]
 
 _RUNNING = frozenset({"ACTIVE", "RUNNING", "RUN", "AUTOMATIC", "EXECUTING", "STARTED"})
 _ENDED = frozenset({"READY", "PROGRAM_COMPLETED", "ENDED", "COMPLETED", "IDLE", "FINISHED"})
@@ -50,6 +79,15 @@ _ABORTED = frozenset({"STOPPED", "INTERRUPTED", "ABORTED", "RESET", "PROGRAM_STO
 _PAUSED = frozenset({"FEED_HOLD", "OPTIONAL_STOP", "PROGRAM_OPTIONAL_STOP", "WAIT", "SUSPENDED", "HOLD"})
 _RECENT = 65_536
 """How many recent observations are remembered to recognise replays after a reconnect."""
+_LOOSE_MAX = 20_000
+"""Bound on results held unattributed (a machine whose parts never end must not grow memory)."""
+PART_ID = "part.id"
+ATTRIBUTED_BY_RULE = "attributed_by_rule"
+"""Flag: a result's timestamp alone would have put it on the neighbouring part; ``tracking.results`` decided."""
+PART_ID_DISAGREES = "part_id_disagrees_with_time"
+"""Flag: results were attributed by their part id, but their timestamps alone point at another part."""
+SEVERAL_PART_IDS = "several_part_ids"
+"""Flag: results written with more than one part id landed on this part (``part_id: label``)."""
 _FALSY = frozenset({"", "0", "0.0", "FALSE", "OFF", "NO", "UNAVAILABLE", "NOT_READY"})
 
 
@@ -92,6 +130,8 @@ def part_key(machine: str, program: str, end: datetime) -> str:
 class _OpenPart:
     program: str
     start: datetime
+    implicit: bool = False
+    """Opened at a part end because the machine reports no execution state: the window between ends."""
     measurements: dict[str, float] = field(default_factory=dict)
     unavailable: set[str] = field(default_factory=set)
     tools: list[ToolUse] = field(default_factory=list)
@@ -102,6 +142,8 @@ class _OpenPart:
     cutting_time: float = 0.0
     notes: list[str] = field(default_factory=list)
     gap: bool = False
+    flags: dict[str, None] = field(default_factory=dict)
+    part_ids: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +153,9 @@ class _PendingPart:
     deadline: datetime
     status: PartStatus
     counter: int | None
+    phantom: bool = False
+    """The part the first counter value we saw had counted: already made (or stored before a restart).
+    It only claims the results written with it, so they never land on the next part."""
 
 
 class PartTracker:
@@ -124,11 +169,13 @@ class PartTracker:
         Program configs by the name the controller reports; they say how parts end and which
         probe values a complete part must have. Parts of unknown programs are still recorded.
     tracking:
-        Grace window and clock-skew tolerance.
+        Grace window, clock-skew tolerance, timestamp jitter and the results rule.
     signal_offsets:
         Seconds added to the timestamps of each signal (its source's ``clock_offset_s``).
     next_part_numbers:
         Where part numbering resumes per program (from the store after a restart).
+    part_id_mapped:
+        The machine maps ``part.id``: results that come without one are counted and noted.
     """
 
     def __init__(
@@ -140,12 +187,17 @@ class PartTracker:
         signal_offsets: Mapping[str, float] | None = None,
         next_part_numbers: Mapping[str, int] | None = None,
         context: Mapping[str, Any] | None = None,
+        part_id_mapped: bool = False,
     ) -> None:
         self.machine = machine
         self.programs = dict(programs)
         self.tracking = tracking or TrackingConfig()
         self._grace = timedelta(seconds=self.tracking.grace_s)
         self._skew = timedelta(seconds=self.tracking.max_skew_s)
+        self._jitter = timedelta(seconds=self.tracking.jitter_s)
+        self._rule = self.tracking.results
+        self._id_mode = self.tracking.part_id
+        self._expect_ids = part_id_mapped
         self._offsets = {k: timedelta(seconds=v) for k, v in (signal_offsets or {}).items() if v}
         self._next_number: dict[str, int] = dict(next_part_numbers or {})
         self.counts: Counter[str] = Counter()
@@ -156,6 +208,7 @@ class PartTracker:
         self._recent: dict[tuple[str, datetime, Value], None] = {}
         self._program: str | None = None
         self._phase = ExecutionPhase.UNKNOWN
+        self._has_execution = False
         self._counter: int | None = None
         self._tool: str | None = None
         self._tool_life: float | None = None
@@ -163,6 +216,10 @@ class PartTracker:
         self._speed: float | None = None
         self._open: _OpenPart | None = None
         self._pending: list[_PendingPart] = []
+        self._loose: list[Observation] = []
+        """Probe results and part ids not yet attributed: they wait until their part is final."""
+        self._bounds: tuple[datetime, datetime] | None = None
+        """(by the rule, by timestamp alone): results up to these times went to parts already final."""
         self._ended_awaiting_count = False
         self._last_end: datetime | None = None
         self._restored_counter = False
@@ -234,8 +291,9 @@ class PartTracker:
         that a restart would then see again.
         """
         out = self._drain(None)
-        pending, self._pending = self._pending, []
-        return out + [self._finish(p) for p in pending]
+        while self._pending:
+            out += self._finalize()
+        return out
 
     def context(self) -> dict[str, Any]:
         """What the machine was doing (program, counter, tool), JSON-able, to resume after a restart.
@@ -281,8 +339,8 @@ class PartTracker:
     def _process(self, obs: Observation) -> list[PartRecord]:
         out = self._release(obs.time)
         signal = obs.signal
-        if signal.startswith("probe."):
-            self._probe(obs)
+        if signal.startswith("probe.") or signal == PART_ID:
+            self._result(obs)
         elif signal == "program.name":
             out += self._program_name(obs)
         elif signal == "execution":
@@ -307,8 +365,8 @@ class PartTracker:
         program = self.programs.get(self._program or "")
         return program.part_end if program is not None else "part_count"
 
-    def _start_part(self, time: datetime) -> None:
-        self._open = _OpenPart(self._program or "UNKNOWN", time)
+    def _start_part(self, time: datetime, *, implicit: bool = False) -> None:
+        self._open = _OpenPart(self._program or "UNKNOWN", time, implicit=implicit)
         self._ended_awaiting_count = False
         if self._tool is not None:
             self._open.tools.append(ToolUse(self._tool, self._tool_life, self._tool_life))
@@ -318,7 +376,7 @@ class PartTracker:
     def _ensure_part(self, time: datetime) -> _OpenPart:
         """The open part, or one opened now for machines that report no execution state."""
         if self._open is None:
-            self._start_part(self._last_end if self._last_end is not None else time)
+            self._start_part(self._last_end if self._last_end is not None else time, implicit=not self._has_execution)
         assert self._open is not None
         return self._open
 
@@ -328,15 +386,26 @@ class PartTracker:
         name = obs.value.strip()
         out: list[PartRecord] = []
         if name != self._program and self._open is not None:
-            self._open.notes.append(f"program changed to {name} during the part")
-            out += self._end_part(obs.time, PartStatus.ABORTED)
+            if self._open.implicit and self._program is None:
+                self._open.program = name  # the first program name names the window opened before it
+            else:
+                self._open.notes.append(f"program changed to {name} during the part")
+                out += self._end_part(obs.time, PartStatus.ABORTED, reopen=False)
         self._program = name
+        if self._open is None and not self._has_execution and self._counter is not None:
+            self._start_part(obs.time, implicit=True)
         return out
 
     def _execution(self, obs: Observation) -> list[PartRecord]:
         phase = execution_phase(obs.value)
         previous, self._phase = self._phase, phase
         out: list[PartRecord] = []
+        if phase != ExecutionPhase.UNKNOWN and not self._has_execution:
+            # the machine does report its execution state: parts are its cycles, not the windows
+            # between part ends opened so far
+            self._has_execution = True
+            if self._open is not None and self._open.implicit:
+                self._open = None
         rule = self._end_rule()
         if phase == ExecutionPhase.RUNNING:
             if self._open is not None and self._ended_awaiting_count and rule == "part_count":
@@ -361,7 +430,10 @@ class PartTracker:
             return []
         count = int(value)
         previous, self._counter = self._counter, count
-        if previous is None:
+        if previous is None or (self._restored_counter and count == previous):
+            self._restored_counter = False
+            if self._end_rule() == "part_count":
+                self._baseline(obs.time, count)
             return []
         if self._restored_counter:
             # first counter value after a restart: one step on is a part; a bigger jump means parts
@@ -384,29 +456,29 @@ class PartTracker:
             return self._end_part(obs.time, PartStatus.COMPLETE)
         return []
 
-    def _probe(self, obs: Observation) -> None:
-        target = self._open
-        if target is None:
-            for pending in reversed(self._pending):
-                if obs.time <= pending.deadline:
-                    target = pending.part
-                    break
-        if target is None:
-            if self._phase != ExecutionPhase.UNKNOWN or obs.value is None:
-                self.counts["orphan_probe_values"] += 1
-                return
-            target = self._ensure_part(obs.time)
-        value = obs.number
-        if value is None and obs.value is not None:
+    def _baseline(self, time: datetime, count: int) -> None:
+        """The first counter value seen ends a part made before we listened: results written with it
+        (a server's initial values) belong to that part, not to the next."""
+        late = max(self._grace, self._jitter) + self._jitter
+        earlier = _OpenPart(self._program or "UNKNOWN", time)
+        self._pending.append(_PendingPart(earlier, time, time + late, PartStatus.COMPLETE, count, phantom=True))
+        self._last_end = time
+        if self._open is None and not self._has_execution:
+            self._start_part(time, implicit=True)  # the window up to the next increment is a part
+
+    def _result(self, obs: Observation) -> None:
+        """Hold a probe result or part id until the part it belongs to is final (see the module doc)."""
+        if obs.signal != PART_ID and obs.value is not None and obs.number is None:
             # NaN, infinity or text from a probe is not a measurement: count it, keep what we had
             self.counts["non_numeric_probe_values"] += 1
             return
-        if value is None:
-            target.unavailable.add(obs.signal)
-            target.measurements.pop(obs.signal, None)
-            return
-        target.unavailable.discard(obs.signal)
-        target.measurements[obs.signal] = value
+        if self._open is None and not self._has_execution and not self._pending and self._end_rule() != "program_end":
+            self._ensure_part(obs.time)
+        self._loose.append(obs)
+        if len(self._loose) > _LOOSE_MAX:
+            self._loose.sort(key=lambda o: o.time)
+            del self._loose[0]
+            self.counts["orphan_probe_values"] += 1
 
     def _spindle_load(self, obs: Observation) -> None:
         value = obs.number
@@ -474,7 +546,7 @@ class PartTracker:
                 pending.part.notes.append(f"data gap during grace window: {reason}")
         self.counts["gaps"] += 1
 
-    def _end_part(self, time: datetime, status: PartStatus) -> list[PartRecord]:
+    def _end_part(self, time: datetime, status: PartStatus, *, reopen: bool = True) -> list[PartRecord]:
         part = self._open
         if part is None:
             return []
@@ -482,20 +554,195 @@ class PartTracker:
         self._open = None
         self._ended_awaiting_count = False
         self._last_end = time
-        pending = _PendingPart(part, time, time + self._grace, status, self._counter)
-        if status is PartStatus.ABORTED or not self._grace:
-            return [self._finish(pending)]
-        self._pending.append(pending)
+        # no results after an abort belong to it; a part that ended waits for its grace and jitter
+        late = max(self._grace, self._jitter) + self._jitter
+        deadline = time if status is PartStatus.ABORTED else time + late
+        self._pending.append(_PendingPart(part, time, deadline, status, self._counter))
+        if reopen and not self._has_execution:
+            self._start_part(time, implicit=True)  # no execution state: the next window starts now
+        if deadline == time:
+            return self._release(time, inclusive=True)
         return []
 
-    def _release(self, now: datetime) -> list[PartRecord]:
+    def _release(self, now: datetime, *, inclusive: bool = False) -> list[PartRecord]:
         out: list[PartRecord] = []
-        while self._pending and self._pending[0].deadline < now:
-            out.append(self._finish(self._pending.pop(0)))
+        while self._pending and (self._pending[0].deadline < now or (inclusive and self._pending[0].deadline <= now)):
+            out += self._finalize()
         return out
 
-    def _finish(self, pending: _PendingPart) -> PartRecord:
+    # ---------------------------------------------------------------- attribution
+    def _finalize(self) -> list[PartRecord]:
+        """The oldest ended part is final: give it its results, then build its record."""
+        pending = self._pending.pop(0)
+        following = self._pending[0] if self._pending else None
+        next_start = following.part.start if following else (self._open.start if self._open else None)
+        next_end = following.end if following else None
+        self._attribute(pending, next_start, next_end)
+        if pending.phantom:
+            self.counts["results_of_earlier_part"] += len(pending.part.measurements) + len(pending.part.unavailable)
+            return []
+        record = self._finish(pending)
+        return [record] if record is not None else []
+
+    def _limits(self, pending: _PendingPart, next_start: datetime | None, next_end: datetime | None) -> tuple[datetime, datetime]:
+        """Latest result time that belongs to this part: by the results rule, and by timestamps alone."""
+        end, jitter = pending.end, self._jitter
+        if pending.status is PartStatus.ABORTED:
+            return end, end
+        grace = max(self._grace, jitter)
+        if self._rule == "before_count":
+            # late results belong to the part until its grace ends or the next part starts
+            late = end + grace if next_start is None else max(end, min(end + grace, next_start))
+            return max(end + jitter, late), late
+        natural = end + grace if next_end is None else max(end, min(end + grace, next_end))
+        by_rule = end + grace if next_end is None else max(end, min(end + grace, next_end - jitter))
+        return by_rule, natural
+
+    def _attribute(self, pending: _PendingPart, next_start: datetime | None, next_end: datetime | None) -> None:
         part = pending.part
+        hi, natural = self._limits(pending, next_start, next_end)
+        lo, lo_natural = self._bounds if self._bounds is not None else (None, None)
+        floor = part.start - self._jitter
+        loose = sorted(self._loose, key=lambda o: o.time)
+        ids = [o for o in loose if o.signal == PART_ID]
+        values = [o for o in loose if o.signal != PART_ID]
+        groups = self._group_by_id(ids, values)
+        keep: list[Observation] = []
+        taken: list[Observation] = []
+        by_rule: list[str] = []
+
+        def place(time: datetime) -> str:
+            if time > hi:
+                return "keep"
+            if lo is not None and time <= lo:
+                return "late"
+            if time < floor:
+                return "gap"
+            if time > natural or (lo_natural is not None and time <= lo_natural):
+                return "rule"
+            return "part"
+
+        def drop(kind: str, n: int) -> None:
+            self.counts["late_results" if kind == "late" else "orphan_probe_values"] += n
+
+        for ident, members in groups:
+            if ident is None:  # results written without a part id: each placed by the rule
+                for obs in members:
+                    where = place(obs.time)
+                    if where == "keep":
+                        keep.append(obs)
+                    elif where in ("late", "gap"):
+                        drop(where, 1)
+                    else:
+                        taken.append(obs)
+                        if where == "rule":
+                            by_rule.append(obs.signal)
+                        if self._expect_ids:
+                            self.counts["results_without_part_id"] += 1
+                            _note_once(part, f"results without a part id ({obs.signal}) placed by tracking.results")
+                continue
+            label = _id_text(ident.value)
+            where = place(ident.time)
+            if self._id_mode == "counter":
+                number = ident.number
+                counter = int(number) if number is not None and number.is_integer() else None
+                if counter is None:
+                    self.counts["part_id_not_a_counter"] += 1
+                    _note_once(part, f"part id {label!r} is not a counter value; placed as a label (tracking.part_id)")
+                elif counter == pending.counter:
+                    taken += members
+                    part.part_ids[label] = None
+                    self.counts["attributed_by_part_id"] += len(members) - 1
+                    if where not in ("part", "rule"):  # outside what the rule would give this part
+                        part.flags[PART_ID_DISAGREES] = None
+                        self.counts[PART_ID_DISAGREES] += 1
+                        part.notes.append(
+                            f"results with part id {label} stamped {ident.time.isoformat()}: attributed by the id; "
+                            "their timestamps point at another part"
+                        )
+                    continue
+                elif where == "keep" or (where in ("part", "rule") and counter > (pending.counter or 0)):
+                    keep += members  # written for a part still to come
+                    continue
+                else:
+                    self.counts["part_id_unmatched"] += 1
+                    part.notes.append(
+                        f"results with part id {label} stamped {ident.time.isoformat()} match no part waiting "
+                        f"for them (this part is counter {pending.counter}); check tracking.part_id"
+                    )
+                    drop("gap", len(members) - 1)
+                    continue
+            # label: the results written with one id stay together, placed by the id's time
+            if where == "keep":
+                keep += [ident, *members]
+            elif where in ("late", "gap"):
+                drop(where, len(members) - 1)
+            else:
+                taken += members
+                part.part_ids[label] = None
+                if where == "rule":
+                    by_rule += [o.signal for o in members if o.signal != PART_ID]
+        self._loose = keep
+        self._bounds = (max(hi, lo) if lo is not None else hi, max(natural, lo_natural) if lo_natural is not None else natural)
+        for obs in sorted(taken, key=lambda o: o.time):
+            if obs.signal == PART_ID:
+                continue
+            value = obs.number
+            if value is None:
+                part.unavailable.add(obs.signal)
+                part.measurements.pop(obs.signal, None)
+            else:
+                part.unavailable.discard(obs.signal)
+                part.measurements[obs.signal] = value
+        if by_rule:
+            self.counts[ATTRIBUTED_BY_RULE] += len(by_rule)
+            part.flags[ATTRIBUTED_BY_RULE] = None
+            side = "after" if self._rule == "before_count" else "before"
+            part.notes.append(
+                f"{', '.join(sorted(set(by_rule)))} stamped within {self.tracking.jitter_s:g} s {side} the part end: "
+                f"attributed to this part by tracking.results={self._rule}"
+            )
+        if len(part.part_ids) > 1:
+            part.flags[SEVERAL_PART_IDS] = None
+            self.counts[SEVERAL_PART_IDS] += 1
+            part.notes.append("results written with several part ids: " + ", ".join(part.part_ids))
+
+    def _group_by_id(
+        self, ids: list[Observation], values: list[Observation]
+    ) -> list[tuple[Observation | None, list[Observation]]]:
+        """Each result goes with the part id written nearest to it within ``jitter_s``; the rest alone.
+
+        Both lists are sorted by time. Returns (id or None, members), the id itself first in members.
+        """
+        members: dict[int, list[Observation]] = {i: [ident] for i, ident in enumerate(ids)}
+        alone: list[Observation] = []
+        times = [o.time for o in ids]
+        for obs in values:
+            k = bisect.bisect_left(times, obs.time)
+            best: int | None = None
+            for j in (k - 1, k):
+                near = 0 <= j < len(ids) and abs(ids[j].time - obs.time) <= self._jitter
+                if near and (best is None or abs(ids[j].time - obs.time) < abs(ids[best].time - obs.time)):
+                    best = j
+            if best is None:
+                alone.append(obs)
+            else:
+                members[best].append(obs)
+        out: list[tuple[Observation | None, list[Observation]]] = [(ids[i], m) for i, m in members.items()]
+        out.append((None, alone))
+        return out
+
+    def _finish(self, pending: _PendingPart) -> PartRecord | None:
+        part = pending.part
+        if (
+            part.implicit
+            and pending.status is PartStatus.ABORTED
+            and not part.measurements
+            and not part.unavailable
+            and not part.load_n
+        ):
+            self.counts["empty_windows"] += 1  # a window between part ends that held nothing: not a part
+            return None
         program = self.programs.get(part.program)
         expected = program.probe_signals() if program is not None else []
         missing = tuple(s for s in expected if s not in part.measurements)
@@ -528,7 +775,21 @@ class PartTracker:
             ),
             counter=pending.counter,
             notes=tuple(notes),
+            part_id=", ".join(part.part_ids) if part.part_ids else None,
+            flags=tuple(part.flags),
         )
+
+
+def _id_text(value: Value) -> str:
+    number = value if isinstance(value, float) else None
+    if number is not None and number.is_integer():
+        return str(int(number))
+    return str(value).strip()
+
+
+def _note_once(part: _OpenPart, note: str) -> None:
+    if note not in part.notes:
+        part.notes.append(note)
 
 
 def _truthy(value: Value) -> bool:

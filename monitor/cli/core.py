@@ -120,6 +120,8 @@ def parts(
     if not as_json:
         for row in rows:
             row["values"] = "  ".join(f"{k.removeprefix('probe.')}={v:.4f}" for k, v in row["measurements"].items())
+            if row["flags"]:  # attributed by rule, id disagreeing with time...: the notes say why
+                row["status"] = f"{row['status']} ({', '.join(row['flags'])})"
     n = emit_rows(
         rows,
         as_json=as_json,
