@@ -7,6 +7,7 @@ Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
     │                       after any failure, which ends there) and moves observations -> bounded queue
     ├── process             queue -> Pipeline (in the store's worker thread) -> sinks, hub
     ├── tick                releases parts whose grace window ran out; health line
+    ├── watchdog            systemd watchdog pings and status line, from this loop (Type=notify)
     ├── sink:<name>         one RunningSink per configured output
     └── dashboard           the web server, when enabled
 
@@ -38,6 +39,7 @@ from monitor.dashboard.server import serve_dashboard
 from monitor.events import EventHub
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
+from monitor.service.notify import Notifier
 from monitor.sinks.factory import build_sinks
 from monitor.store import Store
 from monitor.supervisor import SourceSupervisor
@@ -73,8 +75,10 @@ class Daemon:
         queue_size: int = 10_000,
         batch_size: int = 500,
         health_every_s: float = 60.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.site = site
+        self.notifier = notifier or Notifier(None)
         self.hub = hub or EventHub()
         self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
@@ -124,6 +128,16 @@ class Daemon:
             "counts": dict(self.pipeline.counts) if self.pipeline else {},
         }
 
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: machines connected, parts stored, outputs failing."""
+        body = self.status()
+        machines = body["machines"].values()
+        connected = sum(1 for m in machines if m.get("connection") == "connected")
+        parts = sum(int(m.get("parts") or 0) for m in machines)
+        failing = [name for name, s in body["sinks"].items() if s.get("state") in ("retrying", "down")]
+        line = f"{connected}/{len(machines)} machines connected, {parts} parts stored"
+        return line + (f"; output(s) failing: {', '.join(failing)}" if failing else "")
+
     async def acknowledge(self, alert_id: str) -> Alert | None:
         assert self.pipeline is not None
         alert = await self.call(self.pipeline.acknowledge, alert_id)
@@ -154,8 +168,11 @@ class Daemon:
                 await self._start_dashboard(stack)
                 await self.call(self._write_runtime_file)
                 stack.callback(self._remove_runtime_file)
+                watchdog = tg.create_task(self.notifier.keep_alive(self.status_line), name="watchdog")
                 self.started.set()
+                self.notifier.ready(self.status_line())
                 await stop.wait()
+                self.notifier.stopping("stopping: draining sources, storing parts, flushing outputs")
                 ticker.cancel()
                 # stop reading, then let the pumps drain what the adapters already hold: every
                 # observation taken from a controller is processed and stored before we stop
@@ -173,7 +190,9 @@ class Daemon:
                     await sink.aclose()
                 for task in sink_tasks:
                     task.cancel()
+                watchdog.cancel()
         finally:
+            self.notifier.close()
             if self.store is not None:
                 await self.call(self.store.close)
             self._worker.shutdown(wait=True)
@@ -326,7 +345,7 @@ async def run_daemon(
     """Run a daemon for ``site`` until SIGINT/SIGTERM (or ``stop``); returns it for its final status."""
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    daemon = Daemon(site)
+    daemon = Daemon(site, notifier=Notifier.from_environ(consume=True))
     runner = asyncio.create_task(daemon.run(stop))
     started = asyncio.create_task(daemon.started.wait())
     await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)

@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "monitor.cli.report",
     "monitor.cli.tune",
     "monitor.cli.analyze",
+    "monitor.cli.service",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
