@@ -29,7 +29,7 @@ from adapters.opcua.config import OpcUaSignal, OpcUaSource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.model import AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
-from monitor.sinks.config import SinksConfig
+from monitor.sinks.config import RawSignalConfig, SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
 
 __all__ = [
@@ -158,11 +158,35 @@ class ProgramConfig(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- site
+def _check_signal_name(name: str) -> str:
+    if not is_canonical_signal(name):
+        raise ValueError(
+            f"{name!r} is not a canonical signal; use spindle.load, spindle.speed, tool.number, "
+            "tool.life, part.count, program.name, execution, part.complete, part.id or probe.<name>"
+        )
+    return name
+
+
+SignalName = Annotated[str, AfterValidator(_check_signal_name)]
+
+
 class StoreConfig(BaseModel):
-    """The embedded SQLite store; relative paths are taken from the site file's folder."""
+    """The embedded SQLite store; relative paths are taken from the site file's folder.
+
+    Parts, measurements and alerts are the batch's evidence and are never deleted. Raw signal
+    history is opt-in (``signals``, the same modes as the InfluxDB sink's) and is deleted after
+    ``signal_retention_days``; ``monitor signals`` reads it, ``monitor backup`` copies the store."""
 
     model_config = _STRICT
     path: Path = Field(default=Path("monitor.db"), description="SQLite file; relative to the site file's folder")
+    signals: dict[SignalName, RawSignalConfig] = Field(
+        default_factory=dict,
+        description="raw signals kept in the store for troubleshooting (monitor signals), by canonical name: "
+        "{mode: change} or {mode: downsample, interval_s: 1.0}; unlisted signals are not kept",
+    )
+    signal_retention_days: float = Field(
+        default=14.0, gt=0, description="raw signal history older than this many days is deleted (checked hourly)"
+    )
 
 
 class DashboardConfig(BaseModel):
@@ -235,18 +259,6 @@ class ReplaySource(BaseModel):
     type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
     path: Path = Field(description="the file; one {signal, time, value} object per line")
     speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
-
-
-def _check_signal_name(name: str) -> str:
-    if not is_canonical_signal(name):
-        raise ValueError(
-            f"{name!r} is not a canonical signal; use spindle.load, spindle.speed, tool.number, "
-            "tool.life, part.count, program.name, execution, part.complete, part.id or probe.<name>"
-        )
-    return name
-
-
-SignalName = Annotated[str, AfterValidator(_check_signal_name)]
 
 
 def _address_kind(v: Any) -> str:

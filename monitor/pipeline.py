@@ -9,15 +9,17 @@ the alerts it raised and the engine state after it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.config import Site
 from monitor.engine import DriftEngine
 from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
+from monitor.sinks.influx import SignalFilter
 from monitor.store import Store
 from monitor.tracking import PartTracker
 
@@ -73,6 +75,10 @@ class Pipeline:
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
         self.status: dict[str, MachineStatus] = {}
+        kept = site.config.store.signals
+        self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
+        self._retention = timedelta(days=site.config.store.signal_retention_days)
+        self._next_prune = 0.0
         for machine_id in site.machine_ids():
             sources = [m for m in site.config.machines if m.id == machine_id]
             offsets = {signal: m.tracking.clock_offset_s for m in sources for signal in m.signals}
@@ -107,7 +113,10 @@ class Pipeline:
     def observe(self, batch: Iterable[Observation]) -> Outcome:
         """Process observations in order; a bad one is counted and skipped, never fatal."""
         outcome = Outcome()
+        history: list[Observation] = []
         for obs in batch:
+            if self._history is not None and self._history(obs):
+                history.append(obs)
             tracker = self.trackers.get(obs.machine)
             if tracker is None:
                 self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
@@ -132,10 +141,22 @@ class Pipeline:
                 outcome.resume_points[obs.machine] = obs
             if (status.connection, status.program, status.counter, status.parts) != before:
                 outcome.machines[obs.machine] = status.as_dict()
+        if history:
+            self.store.record_signals(history)
         return outcome
 
+    def prune_history(self, now: datetime | None = None) -> int:
+        """Delete raw signal history past its retention; at most once an hour, returns rows deleted."""
+        if self._history is None or time.monotonic() < self._next_prune:
+            return 0
+        self._next_prune = time.monotonic() + 3600.0
+        deleted = self.store.prune_signals((now or datetime.now(UTC)) - self._retention)
+        self.counts["signal_history_pruned"] += deleted
+        return deleted
+
     def advance(self, now_by_machine: dict[str, datetime]) -> Outcome:
-        """Release parts whose grace window has run out in controller time."""
+        """Release parts whose grace window has run out in controller time (and prune old history)."""
+        self.prune_history()
         outcome = Outcome()
         for machine, now in now_by_machine.items():
             tracker = self.trackers.get(machine)

@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "monitor.cli.tune",
     "monitor.cli.analyze",
     "monitor.cli.service",
+    "monitor.cli.store",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

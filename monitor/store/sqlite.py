@@ -23,7 +23,7 @@ from typing import Any, Self
 
 from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
 from monitor.errors import StoreError
-from monitor.model import Alert, AlertState, PartRecord, PartStatus
+from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
@@ -82,6 +82,18 @@ MIGRATIONS: list[str] = [
         updated TEXT NOT NULL,
         PRIMARY KEY (machine, source)
     );
+    """,
+    # 2: raw signal history (opt-in per signal, deleted after store.signal_retention_days); time in
+    # seconds since the epoch, one row per machine, signal and time (a repeat replaces)
+    """
+    CREATE TABLE signals (
+        machine TEXT NOT NULL,
+        signal TEXT NOT NULL,
+        time REAL NOT NULL,
+        value REAL,
+        text TEXT,
+        PRIMARY KEY (machine, signal, time)
+    ) WITHOUT ROWID;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -217,6 +229,64 @@ class Store:
                 " ON CONFLICT (machine, source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
                 (machine, source, json.dumps(position), _now()),
             )
+
+    def record_signals(self, observations: Sequence[Observation]) -> None:
+        """Keep raw observations as signal history (one transaction for the batch)."""
+        rows = [
+            (o.machine, o.signal, o.time.timestamp(), o.number, o.value if isinstance(o.value, str) else None)
+            for o in observations
+        ]
+        with self._lock, self._tx():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO signals (machine, signal, time, value, text) VALUES (?, ?, ?, ?, ?)", rows
+            )
+
+    def prune_signals(self, older_than: datetime, *, chunk: int = 10_000) -> int:
+        """Delete signal history before ``older_than``, in short transactions (the daemon's parts
+        never wait long behind it); returns how many rows went."""
+        cutoff = older_than.timestamp()
+        with self._lock:
+            pairs = self._db.execute("SELECT DISTINCT machine, signal FROM signals").fetchall()
+        deleted = 0
+        for machine, signal in pairs:
+            while True:
+                with self._lock, self._tx():
+                    cur = self._db.execute(
+                        "DELETE FROM signals WHERE machine = ? AND signal = ? AND time IN"
+                        " (SELECT time FROM signals WHERE machine = ? AND signal = ? AND time < ? LIMIT ?)",
+                        (machine, signal, machine, signal, cutoff, chunk),
+                    )
+                deleted += cur.rowcount
+                if cur.rowcount < chunk:
+                    break
+        return deleted
+
+    def signal_history(
+        self,
+        machine: str,
+        signal: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        last: int | None = None,
+    ) -> list[Observation]:
+        """Kept observations of one machine's signal, oldest first; ``last`` keeps the most recent N."""
+        sql = "SELECT time, value, text FROM signals WHERE machine = ? AND signal = ? AND time >= ? AND time <= ?"
+        args: list[Any] = [machine, signal, since.timestamp() if since else 0.0, until.timestamp() if until else 1e300]
+        sql += " ORDER BY time DESC" + (" LIMIT ?" if last is not None else "")
+        if last is not None:
+            args.append(last)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [
+            Observation(machine, signal, datetime.fromtimestamp(t, UTC), text if text is not None else value)
+            for t, value, text in reversed(rows)
+        ]
+
+    def signal_names(self) -> list[tuple[str, str]]:
+        """(machine, signal) pairs that have history."""
+        with self._lock:
+            return [(m, s) for m, s in self._db.execute("SELECT DISTINCT machine, signal FROM signals ORDER BY 1, 2")]
 
     def _write_alerts(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
