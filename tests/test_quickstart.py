@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 DEMO_ARGS = "--json --parts 12 --speed 2000"  # the README's command, a shorter batch
@@ -54,11 +56,13 @@ def _environment(path: str) -> dict[str, str]:
 
 
 def _pyenv_path() -> str | None:
-    """PATH with the pyenv Python first, when this machine has pyenv."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
+    """PATH with the pyenv Python first, when this machine has pyenv (on PATH or in $PYENV_ROOT)."""
+    path = os.environ.get("PATH", "")
+    for folder in path.split(os.pathsep):
         if "pyenv" in folder and (Path(folder) / "python3").exists():
-            return os.environ["PATH"]
-    return None
+            return path
+    shims = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "shims"
+    return f"{shims}{os.pathsep}{path}" if (shims / "python3").exists() else None
 
 
 INTERPRETERS = {
@@ -72,9 +76,9 @@ INTERPRETERS = {
 def test_quick_start_installs_and_runs_the_demo(python: str, tmp_path: Path) -> None:
     path = INTERPRETERS[python]
     if python == "debian" and not SYSTEM_PYTHON.exists():
-        pytest.skip("no Debian system Python at /usr/bin/python3 on this machine")
-    if path is None:
-        pytest.skip("no pyenv Python on PATH on this machine")
+        missing("no Debian system Python at /usr/bin/python3 (Debian package python3)")
+    if path is None:  # pyenv is one way people install Python, not something the project needs
+        pytest.skip("no pyenv Python on this machine (neither on PATH nor in $PYENV_ROOT)")
     repo = tmp_path / "cnc-monitor"
     repo.mkdir()
     _copy_repository(repo)
