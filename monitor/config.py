@@ -33,6 +33,8 @@ from monitor.sinks.config import RawSignalConfig, SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
 
 __all__ = [
+    "MIN_TOKEN_DISTINCT",
+    "MIN_TOKEN_LENGTH",
     "AxisConfig",
     "DashboardConfig",
     "MachineConfig",
@@ -189,6 +191,12 @@ class StoreConfig(BaseModel):
     )
 
 
+MIN_TOKEN_LENGTH = 16
+"""A dashboard reachable from the network needs a token at least this long..."""
+MIN_TOKEN_DISTINCT = 8
+"""...with at least this many different characters (refuses "aaaaaaaaaaaaaaaa" and "1212121212121212")."""
+
+
 class DashboardConfig(BaseModel):
     """The web dashboard the daemon serves."""
 
@@ -197,20 +205,35 @@ class DashboardConfig(BaseModel):
     bind: str = Field(default="127.0.0.1", description="address to listen on; anything but loopback needs a token")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port; 0 = any free port")
     token: str | None = Field(
-        default=None, description="bearer token that allows acknowledging and closing alerts; use ${DASHBOARD_TOKEN}"
+        default=None,
+        description="bearer token that allows acknowledging and closing alerts; use ${DASHBOARD_TOKEN}. Off loopback at "
+        f"least {MIN_TOKEN_LENGTH} characters with {MIN_TOKEN_DISTINCT} different ones (e.g. `openssl rand -hex 24`)",
+    )
+    max_event_streams: int = Field(
+        default=64, ge=1, description="live event streams (/api/events) served at once; more are refused with 503"
     )
 
     @field_validator("token")
     @classmethod
     def _empty_is_none(cls, v: str | None) -> str | None:
+        if v and v != v.strip():
+            raise ValueError("the token starts or ends with whitespace (or is only whitespace); no browser can send that")
         return v or None
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> DashboardConfig:
-        if self.enabled and not self.token and not _is_loopback(self.bind):
+        if not self.enabled or _is_loopback(self.bind):
+            return self
+        if not self.token:
             raise ValueError(
                 f"binding the dashboard to {self.bind} without a token exposes it to the network; "
                 "set dashboard.token (e.g. ${DASHBOARD_TOKEN}) or bind to 127.0.0.1"
+            )
+        if len(self.token) < MIN_TOKEN_LENGTH or len(set(self.token)) < MIN_TOKEN_DISTINCT:
+            raise ValueError(
+                f"dashboard.token is too weak for a dashboard bound to {self.bind} ({len(self.token)} characters, "
+                f"{len(set(self.token))} different): use at least {MIN_TOKEN_LENGTH} characters with "
+                f"{MIN_TOKEN_DISTINCT} different ones, e.g. `openssl rand -hex 24`"
             )
         return self
 

@@ -21,6 +21,7 @@ features:
     lower: 9.99
     upper: 10.01
 """
+STRONG = "9f86d081884c7d659a2feaa0"  # a dashboard token good enough for a network bind
 
 
 def site(tmp: Path, body: str, program: str | None = PROGRAM) -> Path:
@@ -126,10 +127,10 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
 
 def test_example_configs_load() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
-    loaded = load_site(root / "site.yaml", {"DASHBOARD_TOKEN": "t", "INFLUX_TOKEN": "t"})
+    loaded = load_site(root / "site.yaml", {"DASHBOARD_TOKEN": STRONG, "INFLUX_TOKEN": "t"})
     assert loaded.machine_ids()
     for example in sorted(root.glob("*.yaml")):
-        load_site(example, {"DASHBOARD_TOKEN": "t", "INFLUX_TOKEN": "t", "MQTT_PASSWORD": "p", "WEBHOOK_SECRET": "s"})
+        load_site(example, {"DASHBOARD_TOKEN": STRONG, "INFLUX_TOKEN": "t", "MQTT_PASSWORD": "p", "WEBHOOK_SECRET": "s"})
 
 
 def test_every_config_key_is_documented() -> None:
@@ -138,3 +139,25 @@ def test_every_config_key_is_documented() -> None:
     readme = Path(__file__).resolve().parents[1] / "configs" / "README.md"
     text = readme.read_text(encoding="utf-8")
     assert embed(text) == text, "configs/README.md is out of date: run `python -m monitor.configdoc --write`"
+
+
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [
+        ("' '", "whitespace"),
+        ("x", "too weak"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaa", "too weak"),
+        ("'1212121212121212'", "too weak"),
+        ("' 0f3a9c1d7e5b2a48'", "whitespace"),
+    ],
+)
+def test_dashboard_token_off_loopback_needs_minimum_strength(tmp_path: Path, token: str, fragment: str) -> None:
+    (msg,) = issues(site(tmp_path, GOOD + f"dashboard: {{bind: 0.0.0.0, token: {token}}}\n"))
+    assert f"{tmp_path / 'site.yaml'}:12 dashboard" in msg and fragment in msg
+
+
+def test_dashboard_strong_token_off_loopback_and_any_token_on_loopback_load(tmp_path: Path) -> None:
+    strong = load_site(site(tmp_path, GOOD + "dashboard: {bind: 0.0.0.0, token: 9f86d081884c7d659a2feaa0}\n"), {})
+    assert strong.config.dashboard.token == "9f86d081884c7d659a2feaa0"
+    local = load_site(site(tmp_path, GOOD + "dashboard: {bind: 127.0.0.1, token: x}\n"), {})
+    assert local.config.dashboard.token == "x"

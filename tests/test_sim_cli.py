@@ -54,3 +54,55 @@ def test_sim_replays_a_recorded_shdr_log_through_our_agent() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def _sim_waiting(stdin: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "sim", "--wait", "--opcua-port", "0", "--mtconnect-port", "0",
+         "--parts", "2", "--speed", "1000"],
+        env=ENV, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _read_until(proc: subprocess.Popen[str], text: str) -> str:
+    assert proc.stdout is not None
+    seen = ""
+    while text not in seen:
+        line = proc.stdout.readline()
+        assert line, seen + (proc.stderr.read() if proc.stderr else "")
+        seen += line
+    return seen
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_sim_wait_with_stdin_from_dev_null_starts_without_a_traceback() -> None:
+    """A service manager (or `< /dev/null`) gives a standard input that can never bring a line."""
+    proc = _sim_waiting(subprocess.DEVNULL)
+    try:
+        seen = _read_until(proc, "simulating scenario")
+        assert "standard input is at its end" in seen
+        _read_until(proc, "batch finished")
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+
+
+def test_sim_wait_starts_the_batch_on_enter() -> None:
+    proc = _sim_waiting(subprocess.PIPE)
+    try:
+        _read_until(proc, "press Enter to start the batch")
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        seen = _read_until(proc, "simulating scenario")
+        assert "standard input" not in seen  # started by the line, not by an end of input
+    finally:
+        if proc.poll() is None:
+            _stop(proc)

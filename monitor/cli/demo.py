@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -187,16 +189,33 @@ async def _sim(
 
 
 async def _line_or_stop(stop: asyncio.Event) -> bool:
-    """Wait for a line on standard input without blocking the loop; False if stopped first."""
+    """Wait for a line on standard input without blocking the loop; False if stopped first.
+
+    Standard input closed or at its end (``< /dev/null``, a service manager, a finished file) can
+    never bring a line: the batch starts at once. Only pipes, sockets and terminals can be waited
+    on by the event loop; a regular file or ``/dev/null`` is read directly (that never blocks)."""
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):  # no standard input at all
+        console.print("standard input is closed; starting the batch now")
+        return True
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+        line = sys.stdin.buffer.readline(4096)
+        if not line:
+            console.print("standard input is at its end (e.g. /dev/null); starting the batch now")
+        return True
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
-        line = asyncio.ensure_future(reader.readline())
+        line_task = asyncio.ensure_future(reader.readline())
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({line, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (line, stopped):
+        await asyncio.wait({line_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (line_task, stopped):
             task.cancel()
+        if line_task.done() and not line_task.cancelled() and not line_task.result():
+            console.print("standard input closed; starting the batch now")
         return not stop.is_set()
     finally:
         transport.close()

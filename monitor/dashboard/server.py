@@ -94,7 +94,11 @@ async def serve_dashboard(daemon: Daemon, bind: str, port: int) -> web.AppRunner
 
     The bound port is ``runner.addresses[0][1]``; ``await runner.cleanup()`` stops it.
     """
-    runner = web.AppRunner(build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a browser that goes away ends its event stream at once (its slot under
+    # dashboard.max_event_streams is free again), not at the next keep-alive write
+    runner = web.AppRunner(
+        build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0, handler_cancellation=True
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, bind, port).start()

@@ -1,6 +1,9 @@
 """Server-sent events (``GET /api/events``): the daemon's hub, relayed to browsers.
 
-Each browser gets its own bounded hub subscription (:data:`QUEUE_SIZE` events); a tab that stops
+At most ``dashboard.max_event_streams`` streams are served at once (each holds a socket and a
+subscription); more are refused with 503 and ``Retry-After``, so a tab left open in every
+browser of the shop, or a client opening streams in a loop, cannot run the daemon out of file
+descriptors. Each browser gets its own bounded hub subscription (:data:`QUEUE_SIZE` events); a tab that stops
 reading loses the oldest events (counted by the hub) instead of growing the daemon. Events are
 ``event: part|alert|machine`` with the codec's JSON dict as ``data``; a comment line every
 :data:`KEEPALIVE_S` seconds keeps proxies from closing an idle stream. At shutdown every open
@@ -17,10 +20,11 @@ from aiohttp import web
 from monitor.dashboard.api import DAEMON_KEY, json_safe
 from monitor.events import HubEvent, Subscription
 
-__all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "STREAMS_KEY", "add_stream_routes", "format_event"]
+__all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "RETRY_AFTER_S", "STREAMS_KEY", "add_stream_routes", "format_event"]
 
 QUEUE_SIZE = 256
 KEEPALIVE_S = 15.0
+RETRY_AFTER_S = 10.0
 STREAMS_KEY: web.AppKey[set[Subscription]] = web.AppKey("streams")
 _END = HubEvent("end", {})
 
@@ -38,6 +42,12 @@ def format_event(event: HubEvent) -> bytes:
 async def _events(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON_KEY]
     streams = request.app[STREAMS_KEY]
+    limit = daemon.site.config.dashboard.max_event_streams
+    if len(streams) >= limit:
+        raise web.HTTPServiceUnavailable(
+            text=f"{limit} live event streams are open (dashboard.max_event_streams); close a tab or try again later",
+            headers={"Retry-After": str(int(RETRY_AFTER_S))},
+        )
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

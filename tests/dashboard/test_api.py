@@ -188,3 +188,33 @@ async def test_without_a_token_writes_are_refused_and_shutdown_ends_open_streams
                 assert daemon.hub.subscribers == 0
                 await stream.content.read()  # returns: the server ended the stream
                 assert stream.content.at_eof()
+
+
+async def test_event_streams_are_bounded_503_beyond_and_a_closed_tab_frees_its_slot(tmp_path: Path) -> None:
+    replay = write_jsonl(tmp_path / "m1.jsonl", batch(3))
+    site_file = write_site(tmp_path, replay, dashboard=True)
+    text = site_file.read_text(encoding="utf-8").replace("port: 0}", "port: 0, max_event_streams: 3}")
+    site_file.write_text(text, encoding="utf-8")
+    async with running_daemon(load_site(site_file)) as running, aiohttp.ClientSession() as http:
+        url = f"{running.daemon.dashboard_url}api/events"
+        streams = []
+        for _ in range(3):
+            resp = await http.get(url)
+            assert resp.status == 200
+            await resp.content.readuntil(b"\n\n")  # the stream is served
+            streams.append(resp)
+        async with http.get(url) as refused:
+            assert refused.status == 503
+            assert refused.headers["Retry-After"] == "10"
+            assert "dashboard.max_event_streams" in await refused.text()
+        streams.pop().close()  # a tab closed: its slot is free again (polled with a deadline)
+        async with asyncio.timeout(10):
+            while True:
+                resp = await http.get(url)
+                if resp.status == 200:
+                    streams.append(resp)
+                    break
+                resp.release()
+                await asyncio.sleep(0.05)
+        for resp in streams:
+            resp.close()
