@@ -72,6 +72,9 @@ class Adapter:
             raise ValueError("queue_size must be at least 1")
         self.machine = machine
         self.state = AdapterState.NEW
+        self.reason = ""
+        """Why the adapter is in its state: the endpoint it is connected to, or what the last connection
+        attempt answered (shown by `monitor status` and the dashboard beside the state)."""
         self.stats = AdapterStats()
         self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -191,6 +194,7 @@ class Adapter:
 
     async def _set_state(self, state: AdapterState, detail: str = "") -> None:
         """Change state, log one line, and tell downstream through a connection observation."""
+        self.reason = detail
         if state is self.state:
             return
         previous, self.state = self.state, state

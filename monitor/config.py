@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from adapters.mtconnect.config import MtConnectSignal, MtConnectSource
+from adapters.opcua.addressing import APP_PREFIX, PREFIXES, BrowsePathAddress, parse_address
 from adapters.opcua.config import OpcUaSignal, OpcUaSource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
@@ -280,7 +281,7 @@ class ReplaySource(BaseModel):
 
     model_config = _STRICT
     type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
-    path: Path = Field(description="the file; one {signal, time, value} object per line")
+    path: Path = Field(description="the file, relative to the site file; one {signal, time, value} object per line")
     speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
 
 
@@ -303,6 +304,31 @@ class OpcUaMachine(_MachineBase):
 
     source: OpcUaSource
     signals: dict[SignalName, OpcUaAddress] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _addresses(self) -> OpcUaMachine:
+        """Every address parses and every browse-path prefix is known, so `check` (and `run` at load)
+        refuses what the server could never resolve: a namespace index, an unknown prefix."""
+        known = {*PREFIXES, APP_PREFIX, *self.source.namespaces}
+        problems = []
+        for signal, spec in self.signals.items():
+            text = spec if isinstance(spec, str) else spec.node
+            try:
+                address = parse_address(text)
+            except ValueError as exc:
+                problems.append(f"signals.{signal}: {exc}")
+                continue
+            if isinstance(address, BrowsePathAddress):
+                unknown = sorted({p for p, _ in address.elements if p not in known})
+                if unknown:
+                    problems.append(
+                        f"signals.{signal}: unknown browse-path prefix {', '.join(unknown)} in {text!r}; known: "
+                        f"{', '.join(sorted(known))}; add it to source.namespaces as {{prefix: namespace URI}} "
+                        "(`monitor discover` prints the line to add) or write a NodeId nsu=<uri>;s=<id>"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class MtConnectMachine(_MachineBase):
@@ -475,4 +501,21 @@ def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
     if issues or site is None:
         raise ConfigError(issues or [ConfigIssue(str(path), None, "", "empty site file")])
     site.programs, site.program_files = programs, program_files
+    _site_relative(site)
     return site
+
+
+_SOURCE_PATHS = ("certificate", "private_key", "trust_dir", "rejected_dir", "path")
+"""Path settings of sources (certificates, trust folders, replay files): taken from the site file's folder."""
+
+
+def _site_relative(site: Site) -> None:
+    """Relative paths of every source are taken from the site file's folder, like the store and the
+    programs, so a service started from / finds its certificates."""
+    folder = site.path.parent
+    for machine in site.config.machines:
+        source = machine.source
+        for name in _SOURCE_PATHS:
+            value = getattr(source, name, None)
+            if isinstance(value, Path) and not value.is_absolute():
+                setattr(source, name, folder / value)

@@ -94,6 +94,7 @@ class Daemon:
         self._processed_positions: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_activity = time.monotonic()
         self._drain_timeout_s = 3.0
+        self._started_at: str | None = None
         self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ helpers
@@ -233,9 +234,22 @@ class Daemon:
                 self._processed_positions[(source.machine, source.key)] = position
 
     def _write_runtime_file(self) -> None:
-        """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind."""
-        body = {"pid": os.getpid(), "dashboard_url": self.dashboard_url, "started": datetime.now(UTC).isoformat()}
-        runtime_file(self.site).write_text(json.dumps(body), encoding="utf-8")
+        """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind,
+        and how the daemon is doing (refreshed every second: `monitor status` reads it when the
+        dashboard is disabled). Written to a temporary name and renamed, so a reader never sees half."""
+        if self._started_at is None:
+            self._started_at = datetime.now(UTC).isoformat()
+        body = {
+            "pid": os.getpid(),
+            "dashboard_url": self.dashboard_url,
+            "started": self._started_at,
+            "updated": datetime.now(UTC).isoformat(),
+            "status": self.status(),
+        }
+        path = runtime_file(self.site)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(body, default=str), encoding="utf-8")
+        temporary.replace(path)
 
     def _remove_runtime_file(self) -> None:
         runtime_file(self.site).unlink(missing_ok=True)
@@ -285,6 +299,7 @@ class Daemon:
             self._publish(outcome)
             if self._processed_positions:
                 await self.call(self._save_positions)
+            await self.call(self._write_runtime_file)
             if now - last_health >= self._health_every_s:
                 last_health = now
                 log.info("health %s", self.status())

@@ -8,6 +8,7 @@ from typing import Any
 
 from monitor.codec import alert_to_dict
 from monitor.config import Site, load_site
+from monitor.errors import ConfigError
 from monitor.model import Alert, PartRecord
 from monitor.store import Store
 
@@ -15,8 +16,14 @@ __all__ = ["alert_row", "capability_rows", "check_summary", "open_store", "parse
 
 
 def check_summary(path: Path) -> dict[str, Any]:
-    """Load and validate a site; the summary of what a daemon on it would watch."""
+    """Load and validate a site (and what the daemon would meet on connecting, see
+    :func:`monitor.preflight.offline_issues`); the summary of what a daemon on it would watch."""
+    from monitor.preflight import offline_issues
+
     site: Site = load_site(path)
+    issues = offline_issues(site)
+    if issues:
+        raise ConfigError(issues)
     machines = []
     for machine_id in site.machine_ids():
         sources = [m for m in site.config.machines if m.id == machine_id]

@@ -1,33 +1,74 @@
-"""What `monitor status` shows: the running daemon's health, read from its dashboard API."""
+"""What `monitor status` shows: the running daemon's health, from its API or its runtime file."""
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from monitor.config import load_site
-from monitor.daemon import daemon_api_url
+from monitor.config import Site, load_site
+from monitor.daemon import daemon_api_url, runtime_file
 from monitor.errors import MonitorError
 
-__all__ = ["daemon_status"]
+__all__ = ["STALE_AFTER_S", "daemon_status"]
+
+STALE_AFTER_S = 30.0
+"""A runtime file not refreshed for this long belongs to a daemon that is hung or gone."""
 
 
 async def daemon_status(site_path: Path) -> dict[str, Any]:
-    """The daemon's ``/api/status``; a clear error when it is not running or serves no dashboard."""
+    """The daemon's ``/api/status``, or with the dashboard disabled (or not answering) the status the
+    daemon writes to its runtime file every second; a clear error when no daemon runs."""
     site = load_site(site_path)
     base = daemon_api_url(site)
-    if base is None:
-        raise MonitorError(f"no running daemon found for {site_path}; start it with `monitor run -c {site_path}`")
-    url = base + "api/status"
+    failure = None
+    if base is not None:
+        url = base + "api/status"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.get(url) as resp,
+            ):
+                resp.raise_for_status()
+                body: dict[str, Any] = await resp.json()
+                return body
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            failure = f"no daemon answers at {url} ({exc})"
+    from_file = _runtime_status(site)
+    if from_file is not None:
+        return from_file
+    raise MonitorError(f"{failure or f'no running daemon found for {site_path}'}; start it with `monitor run -c {site_path}`")
+
+
+def _runtime_status(site: Site) -> dict[str, Any] | None:
+    """The status in the runtime file, when its daemon process is alive and wrote it recently."""
+    path = runtime_file(site)
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(url) as resp,
-        ):
-            resp.raise_for_status()
-            body: dict[str, Any] = await resp.json()
-            return body
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise MonitorError(f"no daemon answers at {url} ({exc}); is `monitor run -c {site_path}` running?") from exc
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    status = body.get("status") if isinstance(body, dict) else None
+    pid = body.get("pid") if isinstance(body, dict) else None
+    if not isinstance(status, dict) or not isinstance(pid, int) or not _alive(pid):
+        return None
+    try:
+        age = (datetime.now(UTC) - datetime.fromisoformat(str(body.get("updated")))).total_seconds()
+    except ValueError:
+        return None
+    if age > STALE_AFTER_S:
+        raise MonitorError(f"the daemon (pid {pid}) has not updated {path} for {age:.0f} s; it may be hung (check its log)")
+    return {**status, "from": str(path), "updated": body.get("updated")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

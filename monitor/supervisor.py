@@ -28,9 +28,12 @@ from adapters.base import Adapter, AdapterState
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 from monitor.retry import Backoff, Retry
 
-__all__ = ["RESTART_BACKOFF", "SourceSupervisor"]
+__all__ = ["RESTART_BACKOFF", "SOURCE_FAILED", "SourceSupervisor"]
 
 log = logging.getLogger(__name__)
+
+SOURCE_FAILED = "failed"
+"""State shown for a source whose adapter ended with an error and has not connected since."""
 
 RESTART_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 """Waits between restarts of a source that failed unexpectedly; reset once a source ran this cap."""
@@ -59,6 +62,8 @@ class SourceSupervisor:
         self.adapter: Adapter | None = None
         self.counts: Counter[str] = Counter()
         self.last_error: str | None = None
+        self.failure: str | None = None
+        """The error that ended the source, until it connects again."""
         self._make = make
         self._deliver = deliver
         self._resume = resume
@@ -71,11 +76,21 @@ class SourceSupervisor:
         return self.counts["restarts"]
 
     def status(self) -> dict[str, Any]:
-        """The source as the health line and the dashboard show it."""
+        """The source as the health line and the dashboard show it: state and the reason for it.
+
+        ``failed`` means the source ended with an error (a refused certificate or password, a
+        configuration the server does not take) and has not connected since; it is retried with a
+        growing wait, and the reason says what to change."""
         adapter = self.adapter
+        state = str(adapter.state) if adapter is not None else str(AdapterState.LOST)
+        reason = adapter.reason if adapter is not None else ""
+        if self.failure is not None:
+            state, reason = SOURCE_FAILED, self.failure
         out: dict[str, Any] = {
             "type": adapter.type_name if adapter is not None else "",
-            "state": str(adapter.state) if adapter is not None else str(AdapterState.LOST),
+            "source": self.key,
+            "state": state,
+            "reason": reason,
             "counts": adapter.stats.as_dict() if adapter is not None else {},
         }
         if self.counts:
@@ -99,6 +114,8 @@ class SourceSupervisor:
                 adapter = self.adapter = self._make(self._resume)
                 async with adapter:
                     async for obs in adapter.observations():
+                        if obs.signal == CONNECTION_SIGNAL and obs.value == str(AdapterState.CONNECTED):
+                            self.failure = None
                         await self._deliver(obs)
                 return  # ended by itself (a replay read to its end) or stopped
             except Exception as exc:  # the per-source boundary: one source's failure must not end the cell
@@ -115,6 +132,7 @@ class SourceSupervisor:
         self.counts["restarts"] += 1
         self.counts[f"failed:{kind}"] += 1
         self.last_error = f"{kind}: {exc}" if str(exc) else kind
+        self.failure = str(exc) or kind
         first = kind not in self._logged
         self._logged.add(kind)
         log.error(

@@ -196,6 +196,7 @@ class OpcUaAdapter(Adapter):
                 client = await open_client(self.source)
             except TransientConnectError as exc:
                 self.stats.count(f"connect_failed:{type(exc.__cause__).__name__}", message=f"{self.machine}: {exc}")
+                self.reason = str(exc)
                 if self.state is AdapterState.CONNECTED:
                     await self._set_state(AdapterState.LOST, str(exc))
                 await asyncio.sleep(self._backoff(attempt))

@@ -91,16 +91,21 @@ class OpcUaSource(BaseModel):
         default="None", description="Sign or SignAndEncrypt when a policy is set"
     )
     certificate: Path | None = Field(
-        default=None, description="client application certificate (DER or PEM), e.g. from `monitor opcua-cert`"
+        default=None,
+        description="client application certificate (DER or PEM), e.g. from `monitor opcua-cert`; relative to the site file",
     )
-    private_key: Path | None = Field(default=None, description="private key of the client certificate (PEM or DER)")
+    private_key: Path | None = Field(
+        default=None, description="private key of the client certificate (PEM or DER); relative to the site file"
+    )
     trust_dir: Path | None = Field(
         default=None,
-        description="folder of trusted server (or CA) certificates; an unknown server certificate is refused",
+        description="folder of trusted server (or CA) certificates, relative to the site file; an unknown server "
+        "certificate is refused and saved to rejected_dir for review",
     )
     rejected_dir: Path | None = Field(
         default=None,
-        description="where a refused server certificate is written for review (default: <trust_dir>/../rejected)",
+        description="where a refused server certificate is written for review, relative to the site file "
+        "(default: <trust_dir>/../rejected)",
     )
     application_uri: str | None = Field(
         default=None,

@@ -22,7 +22,7 @@ from adapters.opcua.certs import application_uri_of, is_trusted, load_certificat
 from adapters.opcua.config import OpcUaSource
 from monitor.errors import ConnectError
 
-__all__ = ["TransientConnectError", "close_quietly", "open_client"]
+__all__ = ["TransientConnectError", "close_quietly", "open_client", "security_file_problems"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ _CERT_CODES = {
     "BadCertificateUriInvalid",
     "BadCertificateUseNotAllowed",
     "BadCertificateTimeInvalid",
-    "BadSecurityPolicyRejected",
 }
+_SECURITY_CODES = {"BadSecurityModeRejected", "BadSecurityPolicyRejected"}
 
 
 class TransientConnectError(ConnectError):
@@ -94,6 +94,25 @@ def _check_trust(source: OpcUaSource, der: bytes) -> None:
     )
 
 
+def security_file_problems(source: OpcUaSource) -> list[str]:
+    """What is missing of the files a secure source needs, each with what to do about it."""
+    out = []
+    for name, path in (("certificate", source.certificate), ("private_key", source.private_key)):
+        if path is not None and not Path(path).is_file():
+            out.append(
+                f"{name} {path} does not exist; create the client certificate and key with "
+                f"`monitor opcua-cert --out {Path(path).parent}` (cert.der, key.pem) and point certificate "
+                "and private_key at them (relative paths are taken from the site file's folder)"
+            )
+    if source.trust_dir is not None and not Path(source.trust_dir).is_dir():
+        rejected = source.rejected_dir or Path(source.trust_dir).parent / "rejected"
+        out.append(
+            f"trust_dir {source.trust_dir} does not exist; create the folder and copy the server's certificate "
+            f"into it (an unknown server certificate is saved to {rejected} on the first connection, for review)"
+        )
+    return out
+
+
 def _env(name: str, what: str) -> str:
     value = os.environ.get(name)
     if value is None:
@@ -103,9 +122,8 @@ def _env(name: str, what: str) -> str:
 
 async def _configure_security(client: Client, source: OpcUaSource) -> None:
     assert source.certificate is not None and source.private_key is not None
-    for path in (source.certificate, source.private_key, source.trust_dir):
-        if path is not None and not await asyncio.to_thread(Path(path).exists):
-            raise ConnectError(f"{path} does not exist (create a pair with `monitor opcua-cert`)")
+    for problem in await asyncio.to_thread(security_file_problems, source):
+        raise ConnectError(problem)
     own = load_certificate(source.certificate)
     client.application_uri = source.application_uri or application_uri_of(own) or client.application_uri
     policy = _POLICIES[source.security_policy]
@@ -142,6 +160,8 @@ async def open_client(source: OpcUaSource) -> Client:
         if name in _CREDENTIAL_CODES:
             who = f"user from ${source.username_env}" if source.username_env else "anonymous access"
             raise ConnectError(f"{source.endpoint} refused the {who}: {name}; check the user name and password") from exc
+        if name in _SECURITY_CODES:
+            raise ConnectError(_security_refused(source, name)) from exc
         if name in _CERT_CODES:
             raise ConnectError(
                 f"{source.endpoint} refused our client certificate {source.certificate}: {name}; "
@@ -153,5 +173,20 @@ async def open_client(source: OpcUaSource) -> Client:
         raise TransientConnectError(f"{source.endpoint}: {exc!r}") from exc
     except ua.UaError as exc:
         client.disconnect_socket()
+        if "No matching endpoints" in str(exc):  # asyncua: the server offers no endpoint with our policy/mode
+            raise ConnectError(_security_refused(source, "no endpoint with this security")) from exc
         raise TransientConnectError(f"{source.endpoint}: {exc}") from exc
     return client
+
+
+def _security_refused(source: OpcUaSource, name: str) -> str:
+    if source.security_policy == "None":
+        return (
+            f"{source.endpoint} refuses connections without security ({name}); set security_policy "
+            "(e.g. Basic256Sha256) and security_mode (Sign or SignAndEncrypt) with certificate, private_key "
+            "and trust_dir in the machine's source (`monitor opcua-cert` creates the pair; docs/opcua.md, Security)"
+        )
+    return (
+        f"{source.endpoint} refuses security_policy {source.security_policy} with security_mode "
+        f"{source.security_mode} ({name}); choose a policy and mode the server offers (docs/opcua.md, Security)"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,17 +66,39 @@ def run(
 
 
 @app.command()
-def check(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
+def check(
+    config: ConfigOption = _DEFAULT_SITE,
+    connect: Annotated[
+        bool,
+        typer.Option("--connect", help="Also connect to every source and resolve every mapped signal; list what is missing."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Validate the site file and every program file; list every problem with file, line and key.
 
-    Exit code 0 and a summary of what the daemon would watch, or 1 and all problems at once."""
+    Checks what it can without connecting: addresses, browse-path prefixes, the environment variables
+    sources name, certificates and trust folders. With --connect it also connects to every source and
+    resolves every mapped signal, per machine. Exit code 0 and a summary of what the daemon would
+    watch, or 1 and all problems at once."""
     try:
         summary = check_summary(config)
     except MonitorError as exc:
         raise _fail(exc) from None
+    sources = []
+    if connect:
+        from monitor.preflight import connect_check
+
+        sources = [s.as_dict() for s in asyncio.run(connect_check(load_site(config)))]
+        summary["connect"] = sources
     if as_json:
         emit_json(summary)
+        if any(not s["ok"] for s in sources):
+            raise typer.Exit(1)
         return
+    if connect:
+        _print_connect(sources)
+        if any(not s["ok"] for s in sources):
+            raise typer.Exit(1)
     console.print(f"[green]OK[/] site [bold]{summary['site']}[/], store {summary['store']}")
     emit_rows(
         ({**m, "sources": ", ".join(m["sources"]), "signals": ", ".join(m["signals"])} for m in summary["machines"]),
@@ -94,6 +116,20 @@ def check(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> 
         console.print("sinks: " + ", ".join(summary["sinks"]))
     if summary["dashboard"]:
         console.print(f"dashboard: {summary['dashboard']}")
+
+
+def _print_connect(sources: list[dict[str, Any]]) -> None:
+    """Per source: connected or why not, how many signals resolved, and each missing one with the reason."""
+    for s in sources:
+        head = f"[bold]{s['machine']}[/] {s['source']}: "
+        if s["error"]:
+            console.print(head + f"[bold red]cannot connect:[/] {s['error']}", soft_wrap=True, highlight=False)
+            continue
+        total = len(s["resolved"]) + len(s["missing"])
+        colour = "green" if s["ok"] else "bold red"
+        console.print(head + f"[{colour}]{len(s['resolved'])} of {total} signals found[/]", highlight=False)
+        for signal, why in s["missing"].items():
+            console.print(f"  missing {signal}: {why}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -26,7 +26,7 @@ def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
         return
     machines: list[dict[str, Any]] = []
     for m in body.get("machines", {}).values():
-        sources = ", ".join(f"{s.get('type')}:{s.get('state')}" for s in m.get("sources", []))
+        sources = ", ".join(_source_text(s) for s in m.get("sources", []))
         machines.append({**m, "sources": sources})
     emit_rows(
         machines,
@@ -48,3 +48,14 @@ def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
         keys = [k for k in wanted if k in sinks[0]]
         emit_rows(sinks, as_json=False, columns=[("sink", "sink"), *[(k, k) for k in keys]], title="outputs")
     console.print(f"observations waiting: {body.get('queue', 0)}")
+    if body.get("from"):
+        console.print(f"(dashboard disabled: read from {body['from']}, updated {body.get('updated')})")
+
+
+def _source_text(source: dict[str, Any]) -> str:
+    """``opcua: failed (BadUserAccessDenied: ...)``; the reason only where the state needs one."""
+    text = f"{source.get('type')}: {source.get('state')}"
+    reason = source.get("reason")
+    if reason and source.get("state") != "connected":
+        text += f" ({reason})"
+    return text

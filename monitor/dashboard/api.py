@@ -138,13 +138,15 @@ def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
             {
                 "machine": machine,
                 "connection": connection,
-                "signal_lost": connection == "lost" or machine in lost_alert or any(s.get("state") == "lost" for s in sources),
+                "signal_lost": connection == "lost"
+                or machine in lost_alert
+                or any(s.get("state") in ("lost", "failed") for s in sources),
                 "program": current,
                 "counter": st.get("counter"),
                 "parts": st.get("parts", 0),
                 "last_part_end": st.get("last_part_end"),
                 "last_seen": st.get("last_seen"),
-                "sources": [{"type": s.get("type"), "state": s.get("state")} for s in sources],
+                "sources": [{"type": s.get("type"), "state": s.get("state"), "reason": s.get("reason") or ""} for s in sources],
                 "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
                 "programs": programs,
             }

@@ -1,13 +1,14 @@
 // The cell page: every machine with its connection, program, counters and open alerts.
 "use strict";
 (() => {
-  const { el, api, badge, time, machineHref, alertRow, fill, debounce, live, notice } = M;
+  const { el, api, badge, sourceProblems, time, machineHref, alertRow, fill, debounce, live, notice } = M;
   const machines = document.querySelector("#machines tbody");
   const openAlerts = document.querySelector("#open-alerts tbody");
 
   function machineRow(m) {
     const conn = el("td", {}, badge(m.connection, "conn-" + m.connection));
     if (m.signal_lost) conn.append(" ", el("span", { class: "badge lost", title: "signal lost" }, "⚠ signal lost"));
+    conn.append(...sourceProblems(m));
     const counts = el("td", { class: "alert-counts" });
     for (const sev of ["critical", "warning", "watch"]) {
       const n = m.open_alerts[sev] || 0;

@@ -93,6 +93,13 @@ const M = (() => {
   }
 
   function badge(text, cls) { return el("span", { class: "badge " + (cls || text) }, text); }
+  // Each source of a machine that is not connected, with the reason (a refused password, a
+  // certificate to trust, a server that does not answer): never just "connecting" forever.
+  function sourceProblems(m) {
+    return (m.sources || []).filter((s) => s.state !== "connected").map((s) =>
+      el("div", { class: "source-state", "data-state": s.state },
+        badge(`${s.type} ${s.state}`, "conn-" + s.state), s.reason ? " " + s.reason : ""));
+  }
 
   function featureHref(machine, program, feature) {
     return "/feature" + query({ machine, program, feature });
@@ -121,6 +128,6 @@ const M = (() => {
     return el("tr", { "data-alert-id": a.id, "data-state": a.state, class: "sev-" + a.severity }, ...cells);
   }
 
-  return { el, seg, query, api, notice, debounce, live, fill, num, time, badge, featureHref, machineHref, alertRow,
+  return { el, seg, query, api, notice, debounce, live, fill, num, time, badge, sourceProblems, featureHref, machineHref, alertRow,
            data: body.dataset };
 })();

@@ -24,6 +24,7 @@
       const m = await api("/api/machines/" + seg(machine));
       const conn = el("span", {}, badge(m.connection, "conn-" + m.connection));
       if (m.signal_lost) conn.append(" ", el("span", { class: "badge lost" }, "⚠ signal lost"));
+      conn.append(...M.sourceProblems(m));
       const open = ["critical", "warning", "watch"].map((s) => `${m.open_alerts[s] || 0} ${s}`).join(", ");
       facts.replaceChildren(fact("Connection", conn), fact("Program", m.program || "–"),
         fact("Counter", m.counter ?? "–"), fact("Parts", m.parts), fact("Open alerts", open),
