@@ -53,8 +53,8 @@ def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
 
 
 def _source_text(source: dict[str, Any]) -> str:
-    """``opcua: failed (BadUserAccessDenied: ...)``; the reason only where the state needs one."""
-    text = f"{source.get('type')}: {source.get('state')}"
+    """``opcua:failed (... refused the user ...)``; the reason only where the state needs one."""
+    text = f"{source.get('type')}:{source.get('state')}"
     reason = source.get("reason")
     if reason and source.get("state") != "connected":
         text += f" ({reason})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 import adapters.opcua.addressing as addressing_mod
 import adapters.opcua.certs as certs_mod
@@ -17,7 +18,6 @@ from adapters.opcua.addressing import BrowsePathAddress, NodeAddress, parse_addr
 from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
 from adapters.opcua.simserver import SIM_APPLICATION_URI, OpcUaSimServer
 from adapters.registry import adapter_class
-from monitor.errors import ConfigError
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
 from tests.opcua.helpers import MACHINE, Collector, machine_config
 
@@ -55,9 +55,9 @@ def test_parse_address_refuses_unstable_or_unprefixed(text: str) -> None:
 
 
 def test_numeric_namespace_index_is_a_config_error() -> None:
-    cfg = machine_config("opc.tcp://127.0.0.1:1", {"spindle.load": "ns=3;s=Spindle1.Load"})
-    with pytest.raises(ConfigError, match="URI"):
-        OpcUaAdapter(cfg)
+    """Refused when the site file is loaded (so `monitor check` says it), not at the first connect."""
+    with pytest.raises(ValidationError, match="namespace index 3 may change"):
+        machine_config("opc.tcp://127.0.0.1:1", {"spindle.load": "ns=3;s=Spindle1.Load"})
 
 
 def test_queue_size_must_cover_publishing_interval() -> None:
@@ -134,7 +134,7 @@ async def test_unknown_browse_path_is_skipped_and_reported(sim: OpcUaSimServer) 
     signals = {
         "spindle.load": "MA:Machines/app:vmc-01/CNC:CncInterface/CNC:CncSpindleList/app:S1/CNC:ActLoad",
         "spindle.speed": "MA:Machines/app:vmc-01/CNC:CncInterface/CNC:CncSpindleList/app:S9/CNC:ActSpeed",
-        "tool.number": "XX:Nothing",
+        "tool.number": "IA:Nothing",  # a known prefix whose namespace this server lacks
     }
     async with OpcUaAdapter(machine_config(sim.endpoint, signals)) as adapter:
         col = Collector(adapter)
