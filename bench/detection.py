@@ -1,327 +1,663 @@
-"""Detection-quality benchmark: the drift engine against two baselines on seeded simulated batches.
+"""Detection-quality benchmark on generated small batches: drift families x noise kinds x batch sizes.
 
-Runs every scenario below over many seeds (each seed also redraws the physics with
-``vary_scenario``), feeds the parts of every machine through :class:`monitor.engine.DriftEngine`
-and scores the alerts against the simulator's ground truth, next to
+Every batch is one run of a two-feature program (a bore diameter, size tolerance 15 um; a hole
+position, true-position tolerance 0.05 mm) fed part by part through :class:`monitor.engine.DriftEngine`,
+exactly as the daemon feeds it. One feature of the batch drifts (or none), the others stay in control.
+The generator is ours and deliberately plain (numpy, seeded); other people score the product with
+theirs, so nothing in ``monitor/`` knows about it.
 
-* baseline (a) "first out-of-tolerance part": what a shop has without a monitor;
-* baseline (b) an individuals chart at +-3 sigma, limits (mean, mean moving range / 1.128) from the
-  first 20 parts, per axis for position features; every point beyond the limits is an alarm.
+Families (what the drifting feature's mean does; ``dist`` is the distance from the setup level to the
+tolerance limit along the drift direction):
 
-Definitions (per feature of a batch):
-* drifting: the ground truth has a first out-of-tolerance part (true value, before probe noise)
-  after the part where its drift starts; gradual drifts are the tool_wear, thermal and
-  noisy_probe scenarios, step is scored apart. Features out of tolerance at or before their drift
-  start (a setup so close to a limit that scatter alone breaks it) are counted apart and excluded;
-* flagged before OOT: an alert of ours (forecast, EWMA, CUSUM, run rule; not the out-of-tolerance
-  alert itself) opens at some part p with drift_starts <= p < first OOT; lead = first OOT - p
-  (an alert opened before the drift started is a false alarm and does not count as flagging);
-  unflagged drifts count as lead 0 in the median and 10th percentile;
-* baseline (a) alarms at every part whose *measured* value is out of tolerance (probe noise can
-  make that happen before the true first out-of-tolerance part, or on an in-control part);
-* false alarm: an alert opened on a part before the feature's drift start (or on any part of a
-  feature that never drifts); rate per 1000 in-control feature-parts, and per 1000 in-control
-  parts (a part is in control when all its features are).
+* ``stable``: nothing; every part is in control.
+* stay in tolerance: ``thermal`` (saturating growth from part 1, time constant about 8 or 20 parts,
+  plateau at 25-60% of ``dist``), ``warmup_settle`` (a cold-start offset of 30-60% of ``dist`` that
+  decays back to the setup level, time constant 3-8 parts), ``step_in_tol`` (a level step of 30-60%
+  of ``dist`` at a random part: an insert indexed without an offset update);
+* leave tolerance: ``wear`` (linear on the bore, reaching the limit 20, 50, 100 or 200 parts after an
+  onset at part 1, 10 or 50), ``fast_warmup`` (saturating from part 1 with a plateau beyond the limit,
+  mean crossing it at part 9-12), ``pos_x`` and ``pos_xy`` (linear position drift along X, or along
+  a direction with both X and Y, onsets and reach as for wear).
 
-* drifts that never broke tolerance: features whose mean moved but stayed in tolerance, and how
-  many of them got a forecast alert anyway (a breach predicted that did not come);
-* attribution: for the first forecast alert of each flagged gradual drift, whether a cause was
-  named and whether it matches the simulator's cause (tool life, cutting time, spindle load for
-  wear; time since warm-up for thermal).
+Noise kinds (same marginal sd; process capability Cp drawn from 1.33-2.5 per batch, setup bias up to
+15% of the half tolerance per axis): ``normal``; ``quantised`` (readings rounded to 1 um); ``t4``
+(Student t with 4 degrees of freedom); ``ar03`` and ``ar06`` (AR(1) with lag-1 correlation 0.3 and
+0.6); ``outliers`` (normal, and 1% of readings off by 6-12 sigma, one reading at a time).
 
-Prints one JSON object. Usage: ``python3 bench/detection.py [--seeds 40] [--parts N] [--set KEY=VALUE] [--verbose]``.
+Scores (per family and noise, and summed into the issue's table):
+
+* first OOT part: the first part whose reading is out of tolerance (what the machinist would see);
+  the generator goes on for ``EXTRA`` parts past the batch so a forecast's interval can be checked
+  even when the batch ends first;
+* flagged before the first OOT part: a drift alert (forecast, EWMA, CUSUM or run rule; not the
+  out-of-tolerance alert, not a re-probe notice) on the drifting feature opened at a part p with
+  drift start <= p < first OOT; lead = first OOT - p; unflagged drifts count as lead 0 in the median
+  and 10th percentile; only drifts whose first OOT part falls inside the batch are counted;
+* in-tolerance drifts with a breach forecast: drifts whose mean stays inside the tolerance, with a
+  forecast alert on that feature at or after the drift start (reported for all of them, and for the
+  ones where no reading at all went out by scatter);
+* false alarms per 1000 in-control parts: parts before the drift start (all of a stable batch) on
+  which an alert of a class opened on any feature; charts, forecasts and re-probe notices apart;
+* interval coverage: at the first forecast alert of a drift, whether the actual first OOT part after
+  it lies inside the alert's 90% interval for it; and (engines that report evidence per part) the
+  same at every part where the forecast is active before the first OOT part.
+
+Baselines in the same run, scored the same way: ``shewhart20`` (individuals chart per axis, +-3 sigma
+limits from the mean and mean moving range of parts 1-20, alarms from part 21) and ``ewma_nominal``
+(EWMA, lambda 0.2, on the deviation from nominal per axis with sigma = tolerance band / 8, limit
+solved for the same per-chart in-control ARL the engine gives its EWMA charts).
+
+Prints one JSON object (``--table`` adds a markdown table on stderr). Usage:
+``python3 bench/detection.py [--seeds 50] [--sizes 50,100,300] [--families a,b] [--noises a,b] [--set KEY=VALUE]``.
+The drift-cell benchmark on the simulator's physics is ``bench/detection_cell.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import math
 import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from monitor.config import ProgramConfig
+from monitor.detect.arl import ewma_limit
 from monitor.engine import DriftEngine
-from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, PositionFeature, SizeFeature, SpindleStats, ToolUse
-from monitor.sim import SimCell, SimPart, load_scenario, vary_scenario
+from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
 
-SCENARIOS = ("stable", "tool_wear", "thermal", "step", "noisy_probe")
-GRADUAL = frozenset({"tool_wear", "thermal", "noisy_probe"})
-_CAUSE_CLASS = {"tool_life": "wear", "cutting_time": "wear", "spindle_load": "wear", "warmup": "thermal"}
-"""Covariates named by the engine, by the ground-truth cause class they stand for."""
-OURS = frozenset({AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE})
+NOISES = ("normal", "quantised", "t4", "ar03", "ar06", "outliers")
+STAYS = ("thermal", "warmup_settle", "step_in_tol")
+LEAVES = ("wear", "fast_warmup", "pos_x", "pos_xy")
+FAMILIES = ("stable", *STAYS, *LEAVES)
+SIZES = (50, 100, 300)
+EXTRA = 200
+"""Parts generated past the end of a batch (never fed to the engine) to find the actual first OOT part."""
+ONSETS = (1, 10, 50)
+REACH = (20, 50, 100, 200)
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
+DRIFT_KINDS = frozenset({AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE})
+CHART_KINDS = frozenset({AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE})
+REPROBE = "reprobe"
+"""Alert kind value of a re-probe notice (a single implausible reading), when the engine has it."""
 
-def _record(p: SimPart) -> PartRecord:
-    tools = tuple(ToolUse(t, None, life, 0.0) for t, life in p.tool_life.items())
-    meas = {k: float(v) for k, v in p.measured.items() if v is not None}
-    return PartRecord(
-        f"{p.machine}/{p.program}/{p.part}",
-        p.machine,
-        p.program,
-        p.part,
-        p.start,
-        p.end,
-        PartStatus.COMPLETE,
-        meas,
-        tools=tools,
-        spindle=SpindleStats(p.spindle_mean_load, None, p.cutting_time_s),
-    )
+PROGRAM: dict[str, Any] = {
+    "program": "B1",
+    "features": {
+        "dia": {"kind": "size", "signal": "probe.dia", "nominal": 10.0075, "lower": 10.0, "upper": 10.015},
+        "pos": {
+            "kind": "position",
+            "x": {"signal": "probe.px", "nominal": 25.0},
+            "y": {"signal": "probe.py", "nominal": 40.0},
+            "tolerance": 0.05,
+        },
+    },
+}
+CHANNELS = {"probe.dia": ("dia", 10.0075, 0.0075), "probe.px": ("pos", 25.0, 0.025), "probe.py": ("pos", 40.0, 0.025)}
+"""signal -> (feature, nominal, half tolerance of the axis)."""
 
 
 @dataclass
-class Tally:
-    """Scores of one detector over many runs."""
+class Batch:
+    """One generated batch: readings of ``parts + EXTRA`` parts per signal and what is true about them."""
 
-    drifting: int = 0
-    flagged: int = 0
-    leads: list[float] = field(default_factory=list)
-    false_alarms: int = 0
-    false_alarm_parts: set[tuple[str, int, str, str, int]] = field(default_factory=set)
-    """(scenario, seed, machine, program, part) of every false alarm, to count alarmed parts."""
-    step_drifting: int = 0
-    step_flagged: int = 0
-    step_leads: list[float] = field(default_factory=list)
-    oot_before_drift: int = 0
+    family: str
+    noise: str
+    parts: int
+    seed: int
+    readings: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]
+    drifting: str | None
+    drift_start: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self, in_control_feature_parts: int, part_limit: dict[tuple[str, int, str, str], int]) -> dict[str, Any]:
-        leads = sorted(self.leads)
-        in_control_parts = sum(part_limit.values())
-        alarmed_parts = {k for k in self.false_alarm_parts if k[4] <= part_limit.get(k[:4], 0)}
-        return {
-            "gradual_drifts": self.drifting,
-            "flagged_before_oot": self.flagged,
-            "share_flagged_before_oot": round(self.flagged / self.drifting, 4) if self.drifting else None,
-            "median_lead_parts": statistics.median(leads) if leads else None,
-            "p10_lead_parts": _quantile(leads, 0.10) if leads else None,
-            "unflagged_lead_counted_as": 0,
-            "false_alarms": self.false_alarms,
-            "false_alarms_per_1000_in_control_feature_parts": round(1000 * self.false_alarms / in_control_feature_parts, 3),
-            "false_alarms_per_1000_in_control_parts": round(1000 * len(alarmed_parts) / in_control_parts, 3),
-            "oot_at_or_before_drift_start_excluded": self.oot_before_drift,
-            "step_drifts": self.step_drifting,
-            "step_flagged_before_oot": self.step_flagged,
-            "step_median_lead_parts": statistics.median(self.step_leads) if self.step_leads else None,
-        }
+    def out_of_tolerance(self, feature: str, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Boolean per part: the feature is out of tolerance in ``values`` (readings or mean)."""
+        if feature == "dia":
+            v = values["probe.dia"]
+            return np.asarray((v < 10.0) | (v > 10.015))
+        dx, dy = values["probe.px"] - 25.0, values["probe.py"] - 40.0
+        return np.asarray(2.0 * np.hypot(dx, dy) > 0.05)
 
+    def first_oot(self, feature: str, after: int = 0, limit: int | None = None) -> int | None:
+        """First part number > ``after`` (up to ``limit``) whose reading is out of tolerance."""
+        bad = self.out_of_tolerance(feature, self.readings)
+        end = len(bad) if limit is None else limit
+        hits = np.nonzero(bad[after:end])[0]
+        return int(hits[0]) + after + 1 if hits.size else None
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Lower empirical quantile including unflagged runs as lead 0."""
-    idx = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values))))
-    return sorted_values[idx]
+    def mean_leaves(self) -> bool:
+        """The drifting feature's mean path goes out of tolerance within the batch."""
+        if self.drifting is None:
+            return False
+        return bool(self.out_of_tolerance(self.drifting, self.mean)[: self.parts].any())
 
 
-def _score(
-    tally: Tally,
-    scenario: str,
-    key: tuple[str, int, str, str],
-    drift_start: int | None,
-    first_oot: int | None,
-    alarms: list[tuple[int, int | None]],
-    n_parts: int,
-    log: list[str] | None = None,
-    feature: str = "",
-) -> int:
-    """Add one feature's alarms [(opened part, closed part or None)]; returns its in-control part count."""
-    start = drift_start if drift_start is not None else n_parts + 1
-    in_control = min(start - 1, n_parts)
-    for opened, _ in alarms:
-        if opened < start:
-            if log is not None:
-                log.append(f"false alarm {key} {feature} part {opened} (drift starts {drift_start})")
-            tally.false_alarms += 1
-            tally.false_alarm_parts.add((key[0], key[1], key[2], key[3], opened))
-    if first_oot is not None and drift_start is not None and first_oot <= drift_start:
-        tally.oot_before_drift += 1  # scatter of a setup near a limit, not a drift: nothing to forecast
-    elif first_oot is not None:
-        flag_part = min((o for o, _ in alarms if start <= o < first_oot), default=None)
-        if scenario in GRADUAL:
-            tally.drifting += 1
-            if flag_part is not None:
-                tally.flagged += 1
-            tally.leads.append(float(first_oot - flag_part) if flag_part is not None else 0.0)
-            if log is not None and flag_part is None:
-                log.append(f"missed {key} {feature} drift {drift_start} first OOT {first_oot} alarms {alarms}")
+# ---------------------------------------------------------------------------------------------- generator
+def _noise(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    """Unit-variance noise of one channel."""
+    if kind == "t4":
+        return rng.standard_t(4, n) / math.sqrt(2.0)
+    e = rng.standard_normal(n)
+    if kind in ("ar03", "ar06"):
+        phi = 0.3 if kind == "ar03" else 0.6
+        x = np.empty(n)
+        x[0] = e[0]
+        s = math.sqrt(1.0 - phi * phi)
+        for i in range(1, n):
+            x[i] = phi * x[i - 1] + s * e[i]
+        return x
+    return e
+
+
+def _distance(bias: np.ndarray, u: np.ndarray, half: float) -> float:
+    """Distance along the unit vector ``u`` from ``bias`` to the tolerance boundary (|.| = half)."""
+    bu = float(bias @ u)
+    return -bu + math.sqrt(bu * bu - (float(bias @ bias) - half * half))
+
+
+def generate(family: str, noise: str, parts: int, seed: int) -> Batch:
+    """One seeded batch of ``family`` with ``noise`` (see the module docstring)."""
+    rng = np.random.default_rng([FAMILIES.index(family), NOISES.index(noise), parts, seed, 11])
+    n = parts + EXTRA
+    t = np.arange(1, n + 1, dtype=float)
+    cp = rng.uniform(1.33, 2.5)
+    sigma = {s: 2 * half / (6 * cp) for s, (_, _, half) in CHANNELS.items()}
+    bias = {s: rng.uniform(-0.15, 0.15) * half for s, (_, _, half) in CHANNELS.items()}
+    drift = {s: np.zeros(n) for s in CHANNELS}
+    detail: dict[str, Any] = {"cp": round(cp, 3)}
+    drifting: str | None = None
+    start: int | None = None
+    if family != "stable":
+        if family == "wear":
+            drifting = "dia"
+        elif family in ("pos_x", "pos_xy"):
+            drifting = "pos"
         else:
-            tally.step_drifting += 1
-            if flag_part is not None:
-                tally.step_flagged += 1
-                tally.step_leads.append(float(first_oot - flag_part))
-    return in_control
-
-
-def _baseline_alarms(feature: Any, parts: list[SimPart]) -> tuple[list[tuple[int, int | None]], list[tuple[int, int | None]]]:
-    """(first-OOT baseline, individuals-chart baseline) alarm lists for one feature."""
-    axes = (
-        [(feature.signal, feature.nominal)]
-        if isinstance(feature, SizeFeature)
-        else [(a.signal, a.nominal) for _, a in feature.axes]
-    )
-    oot: list[tuple[int, int | None]] = []
-    chart: list[tuple[int, int | None]] = []
-    values: dict[str, list[float]] = defaultdict(list)
-    limits: dict[str, tuple[float, float]] = {}
-    for p in parts:
-        m = p.measured
-        if any(m.get(s) is None for s, _ in axes):
-            continue
-        vals = {s: float(m[s]) for s, _ in axes}  # type: ignore[arg-type]
-        if isinstance(feature, SizeFeature):
-            bad = not feature.lower <= vals[feature.signal] <= feature.upper
+            drifting = "dia" if rng.random() < 0.5 else "pos"
+        if drifting == "dia":
+            signals = ["probe.dia"]
+            u = np.array([1.0 if rng.random() < 0.5 else -1.0])
+            half = 0.0075
         else:
-            assert isinstance(feature, PositionFeature)
-            bad = feature.true_position(vals) > feature.tolerance  # type: ignore[operator]
-        if bad:
-            oot.append((p.part, p.part + 1))
-        for s, _ in axes:
-            values[s].append(vals[s])
-        if len(values[axes[0][0]]) == 20 and not limits:
-            for s, _ in axes:
-                v = values[s]
-                mr = sum(abs(b - a) for a, b in itertools.pairwise(v)) / (len(v) - 1)
-                sigma = mr / 1.128
-                mean = sum(v) / len(v)
-                limits[s] = (mean - 3 * sigma, mean + 3 * sigma)
-        elif limits and any(not limits[s][0] <= vals[s] <= limits[s][1] for s, _ in axes):
-            chart.append((p.part, p.part + 1))
-    return oot, chart
+            signals = ["probe.px", "probe.py"]
+            half = 0.025
+            if family == "pos_x":
+                u = np.array([1.0 if rng.random() < 0.5 else -1.0, 0.0])
+            elif family == "pos_xy":
+                ang = math.radians(float(rng.uniform(25, 65))) + int(rng.integers(4)) * math.pi / 2
+                u = np.array([math.cos(ang), math.sin(ang)])
+            else:
+                ang = float(rng.uniform(0, 2 * math.pi))
+                u = np.array([math.cos(ang), math.sin(ang)])
+        dist = _distance(np.array([bias[s] for s in signals]), u, half)
+        a = np.zeros(n)
+        if family == "thermal":
+            plateau, tau = rng.uniform(0.25, 0.6), rng.choice([8.0, 20.0]) * rng.uniform(0.85, 1.2)
+            a = plateau * (1.0 - np.exp(-(t - 1) / tau))
+            start = 1
+            detail.update(plateau=round(plateau, 3), tau=round(tau, 1))
+        elif family == "warmup_settle":
+            amp, tau = rng.uniform(0.3, 0.6), rng.uniform(3.0, 8.0)
+            a = amp * np.exp(-(t - 1) / tau)
+            start = 1
+            detail.update(start_offset=round(amp, 3), tau=round(tau, 1))
+        elif family == "step_in_tol":
+            size, at = rng.uniform(0.3, 0.6), int(rng.integers(10, parts - 9))
+            a = np.where(t >= at, size, 0.0)
+            start = at
+            detail.update(step=round(size, 3), at=at)
+        elif family == "fast_warmup":
+            amp, cross = rng.uniform(1.3, 2.0), rng.uniform(9.0, 12.0)
+            tau = (cross - 1) / -math.log(1.0 - 1.0 / amp)
+            a = amp * (1.0 - np.exp(-(t - 1) / tau))
+            start = 1
+            detail.update(plateau=round(amp, 3), tau=round(tau, 1), mean_crosses=round(cross, 1))
+        else:  # linear: wear, pos_x, pos_xy
+            combos = [(s, r) for s in ONSETS for r in REACH if s + r <= parts]
+            onset, reach = combos[seed % len(combos)]
+            a = np.maximum(0.0, t - onset) / reach
+            start = onset
+            detail.update(onset=onset, reach=reach)
+        for i, s in enumerate(signals):
+            drift[s] = a * dist * u[i]
+        detail["direction"] = [round(float(v), 3) for v in u]
+    mean = {s: CHANNELS[s][1] + bias[s] + drift[s] for s in CHANNELS}
+    readings = {}
+    for s in CHANNELS:
+        v = mean[s] + sigma[s] * _noise(rng, noise, n)
+        if noise == "outliers":
+            hit = rng.random(n) < 0.01
+            v = v + hit * np.where(rng.random(n) < 0.5, -1.0, 1.0) * rng.uniform(6.0, 12.0, n) * sigma[s]
+        if noise == "quantised":
+            v = np.round(v, 3)
+        readings[s] = v
+    return Batch(family, noise, parts, seed, readings, mean, drifting, start, detail)
 
 
-def _with_detection(programs: dict[str, ProgramConfig], overrides: dict[str, Any]) -> dict[str, ProgramConfig]:
-    if not overrides:
-        return programs
+def records(batch: Batch) -> Iterable[PartRecord]:
+    """The batch's parts as the daemon would hand them to the engine."""
+    for i in range(batch.parts):
+        n = i + 1
+        start = T0 + timedelta(minutes=3 * n)
+        yield PartRecord(
+            key=f"m1/B1/{n}",
+            machine="m1",
+            program="B1",
+            part_number=n,
+            start=start,
+            end=start + timedelta(minutes=2),
+            status=PartStatus.COMPLETE,
+            measurements={s: float(v[i]) for s, v in batch.readings.items()},
+            tools=(ToolUse("T1", None, float(n), 100.0),),
+            spindle=SpindleStats(30.0, 40.0, 100.0),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+def _openings(signal: np.ndarray, quiet: int = 3) -> list[int]:
+    """Parts (1-based) at which a boolean alarm series opens, an alarm closing after ``quiet`` quiet parts."""
+    out: list[int] = []
+    idle = quiet
+    for i, on in enumerate(signal):
+        if on:
+            if idle >= quiet:
+                out.append(i + 1)
+            idle = 0
+        else:
+            idle += 1
+    return out
+
+
+def baseline_alarms(batch: Batch, ewma_width: float) -> dict[str, dict[str, list[int]]]:
+    """{baseline: {feature: [opening parts]}} over the batch (the first ``parts`` parts)."""
+    n = batch.parts
+    shew: dict[str, np.ndarray] = {}
+    ewma: dict[str, np.ndarray] = {}
+    lam = 0.2
+    for s, (feature, nominal, half) in CHANNELS.items():
+        v = batch.readings[s][:n]
+        phase1 = v[:20]
+        sd = float(np.mean(np.abs(np.diff(phase1)))) / 1.128
+        centre = float(phase1.mean())
+        beyond = np.abs(v - centre) > 3 * sd
+        beyond[:20] = False
+        shew[feature] = shew.get(feature, np.zeros(n, bool)) | beyond
+        z = (v - nominal) / (2 * half / 8)
+        stat = np.empty(n)
+        acc = 0.0
+        for i, x in enumerate(z):
+            acc = (1 - lam) * acc + lam * float(x)
+            stat[i] = acc
+        out = np.abs(stat) > ewma_width * math.sqrt(lam / (2 - lam))
+        ewma[feature] = ewma.get(feature, np.zeros(n, bool)) | out
     return {
-        name: cfg.model_copy(update={"detection": cfg.detection.model_validate({**cfg.detection.model_dump(), **overrides})})
-        for name, cfg in programs.items()
+        "shewhart20": {f: _openings(a) for f, a in shew.items()},
+        "ewma_nominal": {f: _openings(a) for f, a in ewma.items()},
     }
 
 
-def run(seeds: int, parts: int | None, verbose: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------- scoring
+_COUNTS = (
+    "batches",
+    "in_control_parts",
+    "drifts",
+    "flagged",
+    "stays",
+    "stays_forecast",
+    "stays_clean",
+    "stays_clean_forecast",
+    "coverage_n",
+    "coverage_hit",
+    "coverage_all_n",
+    "coverage_all_hit",
+    "leaves_after_batch",
+)
+
+
+@dataclass
+class Cell:
+    """Scores of one detector on one (family, noise) cell, summed over sizes and seeds."""
+
+    batches: int = 0
+    in_control_parts: int = 0
+    false_parts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Alarm class -> in-control parts on which an alarm of that class opened."""
+    drifts: int = 0
+    flagged: int = 0
+    leads: list[float] = field(default_factory=list)
+    stays: int = 0
+    stays_forecast: int = 0
+    stays_clean: int = 0
+    stays_clean_forecast: int = 0
+    coverage_n: int = 0
+    coverage_hit: int = 0
+    coverage_all_n: int = 0
+    coverage_all_hit: int = 0
+    leaves_after_batch: int = 0
+
+    def add(self, other: Cell) -> None:
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in other.false_parts.items():
+            self.false_parts[k] += v
+        self.leads += other.leads
+
+    def summary(self) -> dict[str, Any]:
+        leads = sorted(self.leads)
+        ic = max(1, self.in_control_parts)
+        out: dict[str, Any] = {"batches": self.batches, "in_control_parts": self.in_control_parts}
+        out["false_alarms_per_1000_in_control_parts"] = {k: round(1000 * v / ic, 2) for k, v in sorted(self.false_parts.items())}
+        if self.drifts:
+            out["drifts_leaving_in_batch"] = self.drifts
+            out["share_flagged_before_first_oot"] = round(self.flagged / self.drifts, 4)
+            out["median_lead"] = statistics.median(leads)
+            out["p10_lead"] = leads[int(0.1 * len(leads))]
+        if self.leaves_after_batch:
+            out["drifts_leaving_after_batch"] = self.leaves_after_batch
+        if self.stays:
+            out["in_tolerance_drifts"] = self.stays
+            out["share_with_breach_forecast"] = round(self.stays_forecast / self.stays, 4)
+            out["no_reading_out"] = self.stays_clean
+            out["share_with_breach_forecast_no_reading_out"] = (
+                round(self.stays_clean_forecast / self.stays_clean, 4) if self.stays_clean else None
+            )
+        if self.coverage_n:
+            out["interval_coverage"] = round(self.coverage_hit / self.coverage_n, 4)
+            out["interval_checks"] = self.coverage_n
+        if self.coverage_all_n:
+            out["interval_coverage_every_part"] = round(self.coverage_all_hit / self.coverage_all_n, 4)
+            out["interval_checks_every_part"] = self.coverage_all_n
+        return out
+
+
+def _interval(part: int, evidence: dict[str, Any]) -> tuple[float, float] | None:
+    """Absolute 90% interval for the first OOT part that a forecast alert gave (new or old evidence)."""
+    iv = evidence.get("first_out_interval")
+    if iv:
+        return float(iv[0]), math.inf if iv[1] is None else float(iv[1])
+    rel = evidence.get("breach_interval")
+    if rel:
+        return part + float(rel[0]), math.inf if rel[1] is None else part + float(rel[1])
+    return None
+
+
+def score(
+    batch: Batch,
+    opened: dict[str, list[tuple[int, str, dict[str, Any]]]],
+    active: list[tuple[int, float, float]] | None = None,
+) -> Cell:
+    """Score one batch from {feature: [(part, class, evidence)]} of alert openings (class: forecast,
+    chart, reprobe, or the name of a baseline) and, if known, the 90% interval (absolute parts) of
+    the first OOT part at every part where the drifting feature's breach forecast was active."""
+    cell = Cell(batches=1)
+    start = batch.drift_start if batch.drift_start is not None else batch.parts + 1
+    ic_limit = min(start - 1, batch.parts)
+    cell.in_control_parts = ic_limit
+    by_class: dict[str, set[int]] = defaultdict(set)
+    for feature, events in opened.items():
+        for part, cls, _ in events:
+            in_control = feature != batch.drifting or part < start
+            if in_control and part <= ic_limit:
+                by_class[cls].add(part)
+    for cls, ps in by_class.items():
+        cell.false_parts[cls] += len(ps)
+    if batch.drifting is None:
+        return cell
+    mine = opened.get(batch.drifting, [])
+    drift_alarms = [p for p, cls, _ in mine if cls != REPROBE and p >= start]
+    forecasts = [(p, ev) for p, cls, ev in mine if cls == "forecast" and p >= start]
+    if batch.family in STAYS and not batch.mean_leaves():
+        cell.stays = 1
+        cell.stays_forecast = int(bool(forecasts))
+        if batch.first_oot(batch.drifting, limit=batch.parts) is None:
+            cell.stays_clean = 1
+            cell.stays_clean_forecast = cell.stays_forecast
+    elif batch.family in LEAVES:
+        first = batch.first_oot(batch.drifting, limit=batch.parts)
+        if first is None:
+            cell.leaves_after_batch = 1
+        elif first > start:
+            cell.drifts = 1
+            flag = min((p for p in drift_alarms if p < first), default=None)
+            cell.flagged = int(flag is not None)
+            cell.leads.append(float(first - flag) if flag is not None else 0.0)
+    first_in_batch = batch.first_oot(batch.drifting, limit=batch.parts)
+    for p, lo, hi in active or []:
+        actual = batch.first_oot(batch.drifting, after=p)
+        if (first_in_batch is None or p < first_in_batch) and actual is not None and batch.family in LEAVES:
+            cell.coverage_all_n += 1
+            cell.coverage_all_hit += int(lo <= actual <= hi)
+    if forecasts and batch.family in LEAVES:
+        p, ev = forecasts[0]
+        iv = _interval(p, ev)
+        actual = batch.first_oot(batch.drifting, after=p)
+        if iv is not None and (actual is not None or iv[0] > len(batch.readings["probe.dia"])):
+            cell.coverage_n = 1
+            cell.coverage_hit = int(actual is not None and iv[0] <= actual <= iv[1])
+    return cell
+
+
+def _feed(engine: DriftEngine, rec: PartRecord) -> tuple[list[Alert], dict[str, tuple[float, float]]]:
+    """The part's alert changes, and per feature the absolute 90% interval of the first OOT part
+    while a breach forecast is active (engines that report evidence per part; empty otherwise)."""
+    assess = getattr(engine, "assess", None)
+    if assess is None:
+        return engine.process(rec), {}
+    result = assess(rec)
+    out: dict[str, tuple[float, float]] = {}
+    for feature, ev in result.evidence.items():
+        fc = ev.forecast
+        if fc is not None and ev.forecast_alarm:
+            lo, _, hi = fc.first_out
+            out[feature] = (rec.part_number + lo, rec.part_number + hi)
+    return list(result.alerts), out
+
+
+def _class(kind: AlertKind | str) -> str | None:
+    if kind == AlertKind.FORECAST:
+        return "forecast"
+    if kind in CHART_KINDS:
+        return "chart"
+    if str(kind) == REPROBE:
+        return REPROBE
+    return None
+
+
+def _with_detection(program: ProgramConfig, overrides: dict[str, Any]) -> ProgramConfig:
+    if not overrides:
+        return program
+    det = program.detection.model_validate({**program.detection.model_dump(), **overrides})
+    return program.model_copy(update={"detection": det})
+
+
+def run(
+    seeds: int,
+    sizes: Iterable[int] = SIZES,
+    families: Iterable[str] = FAMILIES,
+    noises: Iterable[str] = NOISES,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
-    ours, forecast_only, first_oot_b, chart_b = Tally(), Tally(), Tally(), Tally()
-    in_control_fp = 0
-    part_limit: dict[tuple[str, int, str, str], int] = {}
-    attribution = {"forecasts": 0, "named": 0, "matching": 0}
-    unbroken = {"drifts": 0, "with_forecast_alert": 0}
-    runs = 0
-    engine_s = 0.0
-    parts_fed = 0
-    for scenario in SCENARIOS:
-        base = load_scenario(scenario)
-        for seed in range(seeds):
-            cell = SimCell(vary_scenario(base, seed), seed=seed, parts=parts)
-            programs = _with_detection(cell.programs(), overrides or {})
-            engine = DriftEngine(programs)
-            opened: dict[str, tuple[int, AlertKind, str]] = {}
-            causes: dict[tuple[str, str, str], tuple[int, str | None]] = {}
-            spans: dict[tuple[str, str, str], list[tuple[int, int | None, AlertKind]]] = defaultdict(list)
-            all_parts = cell.parts()
-            te = time.process_time()
-            for sp in all_parts:
-                for alert in engine.process(_record(sp)):
-                    key = (alert.machine, alert.program, alert.feature)
-                    if alert.state is AlertState.CLOSED:
-                        if alert.id in opened:
-                            o, kind, _ = opened.pop(alert.id)
-                            spans[key].append((o, alert.evidence.get("closed_at_part", sp.part), kind))
-                    elif alert.id not in opened:
-                        opened[alert.id] = (alert.part_number, alert.kind, alert.message)
-                        if alert.kind is AlertKind.FORECAST:
-                            causes.setdefault(key, (alert.part_number, alert.evidence.get("likely_cause")))
-            engine_s += time.process_time() - te
-            parts_fed += len(all_parts)
-            for aid, (o, kind, _) in opened.items():
-                m, p, f = aid.split("/")[:3]
-                spans[(m, p, f)].append((o, None, kind))
-            runs += 1
-            for g in cell.ground_truth():
-                key = (g.machine, g.program, g.feature)
-                fparts = [sp for sp in all_parts if sp.machine == g.machine and sp.program == g.program]
-                n = len(fparts)
-                feature = next(f for f in programs[g.program].feature_models() if f.name == g.feature)
-                mine = [(o, c) for o, c, k in spans.get(key, []) if k in OURS]
-                fc = [(o, c) for o, c, k in spans.get(key, []) if k is AlertKind.FORECAST]
-                skey = (scenario, seed, g.machine, g.program)
-                log: list[str] | None = [] if verbose else None
-                ic = _score(ours, scenario, skey, g.drift_starts, g.first_out_of_tolerance, mine, n, log, g.feature)
-                if log:
-                    kinds = {(o, str(k)) for o, _, k in spans.get(key, []) if k in OURS}
-                    print("\n".join(log), sorted(kinds), file=sys.stderr)
-                _score(forecast_only, scenario, skey, g.drift_starts, g.first_out_of_tolerance, fc, n)
-                oot_alarms, chart_alarms = _baseline_alarms(feature, fparts)
-                _score(first_oot_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, oot_alarms, n)
-                _score(chart_b, scenario, skey, g.drift_starts, g.first_out_of_tolerance, chart_alarms, n)
-                in_control_fp += ic
-                if g.drift_starts is not None and g.first_out_of_tolerance is None:
-                    unbroken["drifts"] += 1
-                    unbroken["with_forecast_alert"] += any(o >= g.drift_starts for o, _ in fc)
-                first = causes.get(key)
-                if (
-                    scenario in GRADUAL
-                    and g.first_out_of_tolerance is not None
-                    and first is not None
-                    and g.drift_starts is not None
-                    and g.drift_starts <= first[0] < g.first_out_of_tolerance
-                ):
-                    truth = {c.split(":")[0] for c in g.causes}
-                    named = _CAUSE_CLASS.get(first[1] or "")
-                    attribution["named"] += named is not None
-                    attribution["matching"] += named in truth
-                    attribution["forecasts"] += 1
-                # a part is in control only while every feature of it is
-                part_limit[skey] = min(part_limit.get(skey, ic), ic)
-    n_ic_parts = sum(part_limit.values())
-    out: dict[str, Any] = {
-        "runs": runs,
-        "scenarios": list(SCENARIOS),
-        "seeds_per_scenario": seeds,
-        "in_control_feature_parts": in_control_fp,
-        "in_control_parts": n_ic_parts,
-        "ours": ours.summary(in_control_fp, part_limit),
-        "ours_forecast_only": forecast_only.summary(in_control_fp, part_limit),
-        "baseline_first_oot": first_oot_b.summary(in_control_fp, part_limit),
-        "baseline_individuals_3sigma_first20": chart_b.summary(in_control_fp, part_limit),
-        "attribution": {
-            **attribution,
-            "share_named_matching_truth": round(attribution["matching"] / attribution["named"], 3)
-            if attribution["named"]
-            else None,
-        },
-        "drifts_that_never_broke_tolerance": unbroken,
-        "targets": {"share_flagged_before_oot": 0.95, "median_lead_parts": 8, "false_alarms_per_1000_in_control_parts": 2},
-        "engine_cpu_ms_per_part": round(1000 * engine_s / max(1, parts_fed), 3),
+    program = _with_detection(ProgramConfig.model_validate(PROGRAM), overrides or {})
+    engine0 = DriftEngine({"B1": program})  # limits solved once (cached) before timing parts
+    del engine0
+    channels = len(CHANNELS)
+    ewma_width = ewma_limit(0.2, program.detection.arl0 * channels)
+    cells: dict[str, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Cell)))
+    engine_cpu = 0.0
+    fed = 0
+    for family in families:
+        for noise in noises:
+            for size in sizes:
+                for seed in range(seeds):
+                    batch = generate(family, noise, size, seed)
+                    engine = DriftEngine({"B1": program})
+                    opened: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
+                    active: list[tuple[int, float, float]] = []
+                    seen: set[str] = set()
+                    recs = list(records(batch))
+                    c = time.process_time()
+                    for rec in recs:
+                        alerts, evidence = _feed(engine, rec)
+                        fc = evidence.get(batch.drifting or "")
+                        if fc is not None:
+                            active.append((rec.part_number, *fc))
+                        for alert in alerts:
+                            if alert.state is AlertState.CLOSED or alert.id in seen:
+                                continue
+                            seen.add(alert.id)
+                            cls = _class(alert.kind)
+                            if cls is not None:
+                                opened[alert.feature].append((alert.part_number, cls, alert.evidence))
+                    engine_cpu += time.process_time() - c
+                    fed += len(recs)
+                    cells["ours"][family][noise].add(score(batch, opened, active))
+                    for name, alarms in baseline_alarms(batch, ewma_width).items():
+                        ev: dict[str, list[tuple[int, str, dict[str, Any]]]] = {
+                            f: [(p, "chart", {}) for p in ps] for f, ps in alarms.items()
+                        }
+                        cells[name][family][noise].add(score(batch, ev))
+    detectors = {
+        name: {fam: {nz: c.summary() for nz, c in by_noise.items()} for fam, by_noise in by_fam.items()}
+        for name, by_fam in cells.items()
+    }
+    return {
+        "seeds": seeds,
+        "sizes": list(sizes),
         "detection_overrides": overrides or {},
+        "arl0": program.detection.arl0,
+        "issue_table": {name: issue_table(by_fam) for name, by_fam in cells.items()},
+        "by_family": detectors,
+        "engine_cpu_ms_per_part": round(1000 * engine_cpu / max(1, fed), 3),
+        "parts_fed": fed,
         "seconds": round(time.perf_counter() - t0, 1),
         "cpu_seconds": round(time.process_time() - c0, 1),
     }
-    b = out["baseline_individuals_3sigma_first20"]
-    o = out["ours"]
-    out["ratio_median_lead_vs_individuals"] = (
-        round(o["median_lead_parts"] / b["median_lead_parts"], 2) if o["median_lead_parts"] and b["median_lead_parts"] else None
-    )
+
+
+def _pooled(by_fam: dict[str, dict[str, Cell]], families: Iterable[str], noises: Iterable[str]) -> Cell:
+    total = Cell()
+    for fam in families:
+        for nz in noises:
+            if fam in by_fam and nz in by_fam[fam]:
+                total.add(by_fam[fam][nz])
+    return total
+
+
+def issue_table(by_fam: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    """The rows of issue 11's target table, pooled over the cells they speak of."""
+
+    def rate(c: Cell, classes: Iterable[str]) -> float | None:
+        if not c.in_control_parts:
+            return None
+        return round(1000 * sum(c.false_parts.get(k, 0) for k in classes) / c.in_control_parts, 2)
+
+    leaves = _pooled(by_fam, LEAVES, NOISES)
+    fast = _pooled(by_fam, ["fast_warmup"], NOISES)
+    stays = _pooled(by_fam, STAYS, NOISES)
+    out: dict[str, Any] = {
+        "leaving_flagged_before_first_oot": round(leaves.flagged / leaves.drifts, 4) if leaves.drifts else None,
+        "leaving_drifts": leaves.drifts,
+        "leaving_median_lead": statistics.median(leaves.leads) if leaves.leads else None,
+        "fast_warmup_flagged_before_first_oot": round(fast.flagged / fast.drifts, 4) if fast.drifts else None,
+        "in_tolerance_with_breach_forecast": round(stays.stays_forecast / stays.stays, 4) if stays.stays else None,
+        "in_tolerance_no_reading_out_with_breach_forecast": (
+            round(stays.stays_clean_forecast / stays.stays_clean, 4) if stays.stays_clean else None
+        ),
+        "interval_coverage": round(leaves.coverage_hit / leaves.coverage_n, 4) if leaves.coverage_n else None,
+        "interval_checks": leaves.coverage_n,
+        "interval_coverage_every_part": (
+            round(leaves.coverage_all_hit / leaves.coverage_all_n, 4) if leaves.coverage_all_n else None
+        ),
+        "interval_checks_every_part": leaves.coverage_all_n,
+    }
+    groups = {
+        "normal_quantised": ["normal", "quantised"],
+        "ar03": ["ar03"],
+        "t4": ["t4"],
+        "ar06": ["ar06"],
+        "outliers": ["outliers"],
+    }
+    for name, nz in groups.items():
+        c = _pooled(by_fam, FAMILIES, nz)
+        out[f"false_alarms_per_1000_{name}"] = {
+            "all_drift_alarms": rate(c, ["forecast", "chart"]),
+            "charts": rate(c, ["chart"]),
+            "forecasts": rate(c, ["forecast"]),
+            "reprobe_notices": rate(c, [REPROBE]),
+            "in_control_parts": c.in_control_parts,
+        }
     return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The issue's table for ours and the baselines, for notes and docs."""
+    rows = [
+        ("leaving tolerance, flagged before the first bad part", "leaving_flagged_before_first_oot", None),
+        ("fast warm-up from part 1, flagged before the first bad part", "fast_warmup_flagged_before_first_oot", None),
+        ("in-tolerance drifts with a breach forecast", "in_tolerance_with_breach_forecast", None),
+        ("  (of those with no reading out of tolerance)", "in_tolerance_no_reading_out_with_breach_forecast", None),
+        (
+            "false alarms / 1000 in-control parts, normal or quantised",
+            "false_alarms_per_1000_normal_quantised",
+            "all_drift_alarms",
+        ),
+        ("same, AR(1) 0.3", "false_alarms_per_1000_ar03", "all_drift_alarms"),
+        ("same, Student t 4 dof", "false_alarms_per_1000_t4", "all_drift_alarms"),
+        ("same, AR(1) 0.6", "false_alarms_per_1000_ar06", "all_drift_alarms"),
+        ("same, 1% single outliers", "false_alarms_per_1000_outliers", "all_drift_alarms"),
+        ("90% forecast interval coverage (at the alert)", "interval_coverage", None),
+        ("  (at every part with an active forecast before the first bad part)", "interval_coverage_every_part", None),
+    ]
+    names = list(result["issue_table"])
+    lines = ["| figure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, key, sub in rows:
+        cells = []
+        for name in names:
+            v = result["issue_table"][name].get(key)
+            if sub is not None and isinstance(v, dict):
+                v = v.get(sub)
+            cells.append("-" if v is None else f"{v:.1%}" if sub is None and isinstance(v, float) else str(v))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--seeds", type=int, default=40, help="seeds per scenario (5 scenarios, so 200 runs by default)")
-    ap.add_argument("--parts", type=int, default=None, help="parts per batch (default: the scenario's)")
-    ap.add_argument("--verbose", action="store_true", help="list misses and false alarms on stderr")
+    ap.add_argument("--seeds", type=int, default=50, help="seeds per family, noise and batch size (default 50)")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="batch sizes, comma-separated")
+    ap.add_argument("--families", default=",".join(FAMILIES), help="families, comma-separated")
+    ap.add_argument("--noises", default=",".join(NOISES), help="noise kinds, comma-separated")
+    ap.add_argument("--table", action="store_true", help="also print the issue's table as markdown on stderr")
     ap.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a detection key of every program (value parsed as JSON), e.g. --set horizon=30",
+        help="override a detection key of the program (value parsed as JSON), e.g. --set arl0=1000",
     )
     args = ap.parse_args(argv)
     overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
-    json.dump(run(args.seeds, args.parts, args.verbose, overrides), sys.stdout)
+    result = run(
+        args.seeds,
+        [int(s) for s in args.sizes.split(",")],
+        [f for f in args.families.split(",") if f],
+        [n for n in args.noises.split(",") if n],
+        overrides,
+    )
+    json.dump(result, sys.stdout)
     sys.stdout.write("\n")
+    if args.table:
+        print(markdown(result), file=sys.stderr)
     return 0
 
 
