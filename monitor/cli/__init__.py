@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "monitor.cli.analyze",
     "monitor.cli.service",
     "monitor.cli.store",
+    "monitor.cli.grafana",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -19,7 +19,7 @@ def build_sinks(site: Site) -> list[RunningSink]:
     if config.influx is not None:
         from monitor.sinks.influx import build_influx_sink
 
-        sinks.append(build_influx_sink(config.influx, site.programs, base_dir=base_dir))
+        sinks.append(build_influx_sink(config.influx, site.programs, base_dir=base_dir, site=site.config.site))
     if config.mqtt is not None:
         from monitor.sinks.mqtt import build_mqtt_sink, open_alerts_in
 

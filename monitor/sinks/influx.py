@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALERT_MEASUREMENT",
+    "FEATURE_MEASUREMENT",
     "PART_MEASUREMENT",
     "SIGNAL_MEASUREMENT",
     "InfluxSink",
@@ -53,12 +54,14 @@ __all__ = [
     "PointEncoder",
     "SignalFilter",
     "build_influx_sink",
+    "feature_fields",
     "time_ns",
 ]
 
 log = logging.getLogger(__name__)
 
 PART_MEASUREMENT = "part"
+FEATURE_MEASUREMENT = "feature"
 ALERT_MEASUREMENT = "alert"
 SIGNAL_MEASUREMENT = "signal"
 
@@ -152,23 +155,58 @@ class PointEncoder:
     '1767225690000000000'
     """
 
-    def __init__(self, programs: Mapping[str, ProgramConfig] | None = None) -> None:
+    def __init__(self, programs: Mapping[str, ProgramConfig] | None = None, *, site: str = "") -> None:
         self._features: dict[str, list[Feature]] = {name: program.feature_models() for name, program in (programs or {}).items()}
+        self.site = site
 
     def encode(self, event: SinkEvent) -> str | None:
-        """One line of line protocol, or None when the event has nothing writable."""
+        """Line protocol for one event (a part is its ``part`` point and one ``feature`` point per
+        measured feature, one per line), or None when the event has nothing writable."""
         if isinstance(event, PartRecord):
-            return self._part(event).line(time_ns(event.end))
+            stamp = time_ns(event.end)
+            lines = [self._part(event).line(stamp)]
+            lines += [p.line(stamp) for p in self._feature_points(event)]
+            return "\n".join(line for line in lines if line) or None
         if isinstance(event, Alert):
             return self._alert(event).line(time_ns(event.time))
         return self._signal(event).line(time_ns(event.time))
+
+    def _point(self, measurement: str) -> Point:
+        return Point(measurement).tag("site", self.site)
+
+    def _feature_points(self, part: PartRecord) -> list[Point]:
+        """One point per feature measured on the part, with its tolerance: a Grafana panel draws
+        the band from the point's own ``lower``/``upper``/``nominal``, nothing typed in by hand."""
+        points = []
+        for feature in self._features.get(part.program, ()):
+            fields = feature_fields(feature, part.measurements)
+            if fields is None:
+                continue
+            p = (
+                self._point(FEATURE_MEASUREMENT)
+                .tag("machine", part.machine)
+                .tag("program", part.program)
+                .tag("feature", feature.name)
+                .tag("kind", "size" if isinstance(feature, SizeFeature) else "position")
+                .tag("status", str(part.status))
+                .field("part_number", int(part.part_number))
+            )
+            for name in sorted(fields):
+                p.field(name, fields[name])
+            points.append(p)
+        return points
 
     def encode_batch(self, batch: Sequence[SinkEvent]) -> str:
         lines = [line for line in (self.encode(e) for e in batch) if line]
         return "\n".join(lines)
 
     def _part(self, part: PartRecord) -> Point:
-        p = Point(PART_MEASUREMENT).tag("machine", part.machine).tag("program", part.program).tag("status", str(part.status))
+        p = (
+            self._point(PART_MEASUREMENT)
+            .tag("machine", part.machine)
+            .tag("program", part.program)
+            .tag("status", str(part.status))
+        )
         fields: dict[str, FieldValue | None] = {
             "part_number": int(part.part_number),
             "key": part.key,
@@ -197,7 +235,7 @@ class PointEncoder:
 
     def _alert(self, alert: Alert) -> Point:
         p = (
-            Point(ALERT_MEASUREMENT)
+            self._point(ALERT_MEASUREMENT)
             .tag("machine", alert.machine)
             .tag("program", alert.program)
             .tag("feature", alert.feature)
@@ -221,7 +259,7 @@ class PointEncoder:
         return p
 
     def _signal(self, obs: Observation) -> Point:
-        p = Point(SIGNAL_MEASUREMENT).tag("machine", obs.machine).tag("signal", obs.signal)
+        p = self._point(SIGNAL_MEASUREMENT).tag("machine", obs.machine).tag("signal", obs.signal)
         value = obs.value
         if isinstance(value, str):
             p.field("text", value)
@@ -253,6 +291,9 @@ def _feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict
         value = measurements.get(feature.signal)
         if value is not None:
             out[f"{feature.name}.dev"] = value - feature.nominal
+            out[f"{feature.name}.nominal"] = feature.nominal
+            out[f"{feature.name}.lower"] = feature.lower
+            out[f"{feature.name}.upper"] = feature.upper
         return out
     assert isinstance(feature, PositionFeature)
     for axis_name, axis in feature.axes:
@@ -263,6 +304,41 @@ def _feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict
     if tp is not None:
         out[f"{feature.name}.tp"] = tp
         out[f"{feature.name}.tp_used"] = tp / feature.tolerance
+        out[f"{feature.name}.tolerance"] = feature.tolerance
+    return out
+
+
+def feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict[str, float] | None:
+    """The fields of a ``feature`` point, or None when the part lacks the feature's values.
+
+    ``value`` is what is judged (the size; the true position of a position feature), with
+    ``nominal``, ``lower`` and ``upper`` (0, 0 and the zone diameter for true position), ``dev``
+    (value - nominal) and ``used``: the signed share of the tolerance on the side the value lies
+    (+1 at the upper limit, -1 at the lower), for position the share of the zone.
+
+    >>> fields = feature_fields(SizeFeature("d", "probe.d", 10.0, 9.99, 10.02), {"probe.d": 10.01})
+    >>> {name: round(value, 6) for name, value in (fields or {}).items()}
+    {'value': 10.01, 'nominal': 10.0, 'lower': 9.99, 'upper': 10.02, 'dev': 0.01, 'used': 0.5}
+    """
+    if isinstance(feature, SizeFeature):
+        value = measurements.get(feature.signal)
+        if value is None or not math.isfinite(value):
+            return None
+        dev = value - feature.nominal
+        side = (feature.upper - feature.nominal) if dev >= 0 else (feature.nominal - feature.lower)
+        out = {"value": value, "nominal": feature.nominal, "lower": feature.lower, "upper": feature.upper, "dev": dev}
+        if side > 0:
+            out["used"] = dev / side
+        return out
+    assert isinstance(feature, PositionFeature)
+    tp = feature.true_position(dict(measurements))
+    if tp is None or not math.isfinite(tp):
+        return None
+    out = {"value": tp, "nominal": 0.0, "lower": 0.0, "upper": feature.tolerance, "dev": tp, "used": tp / feature.tolerance}
+    for axis_name, axis in feature.axes:
+        axis_value = measurements.get(axis.signal)
+        if axis_value is not None:
+            out[f"d{axis_name}"] = axis_value - axis.nominal
     return out
 
 
@@ -349,6 +425,7 @@ class InfluxSink:
         timeout_s: float = 10.0,
         verify_ssl: bool = True,
         name: str = "influx",
+        site: str = "",
     ) -> None:
         self.name = name
         self.url = url
@@ -357,10 +434,14 @@ class InfluxSink:
         self._token = token
         self._timeout_ms = int(timeout_s * 1000)
         self._verify_ssl = verify_ssl
-        self.encoder = PointEncoder(programs)
+        self.encoder = PointEncoder(programs, site=site)
         self._client: InfluxDBClientAsync | None = None
         self._write_api: Any = None
         self._closed = False
+
+    def reprogram(self, programs: Mapping[str, ProgramConfig]) -> None:
+        """A reload changed the program files: points from now on carry the new nominals and limits."""
+        self.encoder = PointEncoder(programs, site=self.encoder.site)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -413,10 +494,12 @@ def build_influx_sink(
     *,
     base_dir: Path,
     name: str = "influx",
+    site: str = "",
 ) -> RunningSink:
     """The daemon's entry point: an :class:`InfluxSink` in its :class:`RunningSink`, from the site file.
 
-    ``base_dir`` is the site file's folder; a relative ``spool_dir`` is taken from there.
+    ``base_dir`` is the site file's folder; a relative ``spool_dir`` is taken from there; ``site``
+    (the site file's name) tags every point.
     """
     token = config.token.get_secret_value()
     sink = InfluxSink(
@@ -428,6 +511,7 @@ def build_influx_sink(
         timeout_s=config.timeout_s,
         verify_ssl=config.verify_ssl,
         name=name,
+        site=site,
     )
     spool_dir = config.spool_dir
     if spool_dir is not None and not spool_dir.is_absolute():
