@@ -52,6 +52,7 @@ __all__ = [
     "TrackingConfig",
     "load_program",
     "load_site",
+    "load_site_file",
 ]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -463,6 +464,15 @@ def load_program(path: Path, environ: dict[str, str] | None = None) -> ProgramCo
     if issues or program is None:
         raise ConfigError(issues)
     return program
+
+
+def load_site_file(path: Path, environ: dict[str, str] | None = None) -> Site:
+    """The site file alone, without its program files: enough to find a running daemon's store and
+    API even while a program file being edited has errors (``monitor status`` still works)."""
+    config, issues = _validate(SiteConfig, load_yaml(path, environ))
+    if issues or config is None:
+        raise ConfigError(issues or [ConfigIssue(str(path), None, "", "empty site file")])
+    return Site(config, path)
 
 
 def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:

@@ -8,6 +8,7 @@ Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
     ├── process             queue -> Pipeline (in the store's worker thread) -> sinks, hub
     ├── tick                releases parts whose grace window ran out; health line
     ├── watchdog            systemd watchdog pings and status line, from this loop (Type=notify)
+    ├── reload              SIGHUP / POST /api/reload: re-read the configuration, apply the difference
     ├── sink:<name>         one RunningSink per configured output
     └── dashboard           the web server, when enabled
 
@@ -34,11 +35,13 @@ from typing import Any, Protocol, TypeVar
 from adapters.base import Adapter
 from adapters.registry import adapter_class
 from monitor.codec import alert_to_dict, part_to_dict
-from monitor.config import Site
+from monitor.config import Site, load_site
 from monitor.dashboard.server import serve_dashboard
+from monitor.errors import ConfigError, MonitorError
 from monitor.events import EventHub
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
+from monitor.reload import ConfigVersion, plan_reload, source_key
 from monitor.service.notify import Notifier
 from monitor.sinks.factory import build_sinks
 from monitor.store import Store
@@ -96,6 +99,12 @@ class Daemon:
         self._drain_timeout_s = 3.0
         self._started_at: str | None = None
         self.started = asyncio.Event()
+        self.config_version = ConfigVersion.of(site)
+        self.last_reload: dict[str, Any] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._source_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._reload_requests: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
 
     # ------------------------------------------------------------------ helpers
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -127,6 +136,7 @@ class Daemon:
             "sinks": {s.name: s.status() for s in self.sinks},
             "queue": self._queue.qsize(),
             "counts": dict(self.pipeline.counts) if self.pipeline else {},
+            "config": {**self.config_version.as_dict(), "last_reload": self.last_reload},
         }
 
     def status_line(self) -> str:
@@ -160,12 +170,14 @@ class Daemon:
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
             self.sinks = [*build_sinks(self.site)]
-            self.sources = [await self._supervise(m) for m in self.site.config.machines]
             async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
-                pumps = [tg.create_task(s.run(), name=f"source:{s.machine}") for s in self.sources]
+                self._tasks = tg
+                for machine in self.site.config.machines:
+                    await self._start_source(machine)
                 sink_tasks = [tg.create_task(s.run(), name=f"sink:{s.name}") for s in self.sinks]
                 processor = tg.create_task(self._process(), name="process")
                 ticker = tg.create_task(self._tick(), name="tick")
+                reloader = tg.create_task(self._reloader(), name="reload")
                 await self._start_dashboard(stack)
                 await self.call(self._write_runtime_file)
                 stack.callback(self._remove_runtime_file)
@@ -175,14 +187,11 @@ class Daemon:
                 await stop.wait()
                 self.notifier.stopping("stopping: draining sources, storing parts, flushing outputs")
                 ticker.cancel()
+                async with self._reload_lock:  # a reload in progress finishes first
+                    reloader.cancel()
                 # stop reading, then let the pumps drain what the adapters already hold: every
                 # observation taken from a controller is processed and stored before we stop
-                for source in self.sources:
-                    await source.stop_reading()
-                await asyncio.wait(pumps, timeout=self._drain_timeout_s)
-                for task in pumps:
-                    task.cancel()
-                await self._queue.join()
+                await self._stop_sources(list(self._source_tasks), forget=False)
                 processor.cancel()
                 await self.call(self._save_positions)
                 outcome = await self.call(self.pipeline.close)
@@ -198,6 +207,104 @@ class Daemon:
                 await self.call(self.store.close)
             self._worker.shutdown(wait=True)
             log.info("daemon stopped")
+
+    # ------------------------------------------------------------------ sources
+    async def _start_source(self, machine: Any) -> None:
+        """Start one configured source under supervision, in the daemon's task group."""
+        assert self._tasks is not None
+        source = await self._supervise(machine)
+        self.sources.append(source)
+        self._source_tasks[(source.machine, source.key)] = self._tasks.create_task(source.run(), name=f"source:{source.machine}")
+
+    async def _stop_sources(self, keys: list[tuple[str, str]], *, forget: bool = True) -> None:
+        """Stop sources losslessly: stop reading, let them hand over what their adapters hold,
+        process and store all of it, and keep each one's position for a later start. ``forget``
+        drops them from :attr:`sources` (a reload); at shutdown they stay for the final status."""
+        sources = [s for s in self.sources if (s.machine, s.key) in keys]
+        for source in sources:
+            await source.stop_reading()
+        tasks = [self._source_tasks.pop((s.machine, s.key)) for s in sources]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._drain_timeout_s)
+        for task in tasks:
+            task.cancel()
+        await self._queue.join()
+        if not forget:
+            return
+        self.sources = [s for s in self.sources if s not in sources]
+        for owner_key, owner in list(self._owner.items()):
+            if owner in sources:
+                del self._owner[owner_key]
+
+    # ------------------------------------------------------------------ reload
+    def request_reload(self) -> None:
+        """SIGHUP: reload the site and program files soon (requests while one waits are merged)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._reload_requests.put_nowait(None)
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_requests.get()
+            await self.reload()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the site file and every program file and run them without a restart.
+
+        A configuration with errors is refused (every problem with file and line is logged and
+        returned) and the running one goes on. Otherwise: programs take effect for the parts that
+        complete from now on (unchanged features keep their detector state); sources added,
+        removed or changed are started, stopped or restarted (losslessly, from their positions);
+        what only a restart can apply (store path, dashboard, outputs) is reported. Returns what
+        happened, as ``last_reload`` in the status."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> dict[str, Any]:
+        assert self.pipeline is not None
+        started, at = time.monotonic(), datetime.now(UTC)
+        self.notifier.reloading("reloading the configuration")
+        try:
+            new = await asyncio.to_thread(load_site, self.site.path)
+            plans = await self.call(self.pipeline.engine.prepare, new.programs)
+        except ConfigError as exc:
+            return self._reload_refused(at, [str(issue) for issue in exc.issues])
+        except MonitorError as exc:
+            return self._reload_refused(at, [f"{self.site.path}: {exc}"])
+        plan = plan_reload(self.site, new)
+        await self._stop_sources([*plan.removed, *plan.changed])
+        await self.call(self._save_positions)  # a restarted source resumes exactly where the stopped one was
+        outcome = await self.call(self.pipeline.reconfigure, new, plans)
+        self._publish(outcome)
+        for sink in self.sinks:  # the InfluxDB points carry each feature's nominal and limits
+            reprogram = getattr(getattr(sink, "sink", None), "reprogram", None)
+            if reprogram is not None:
+                reprogram(new.programs)
+        self.site = new
+        for machine in new.config.machines:
+            if (machine.id, source_key(machine)) in (*plan.added, *plan.changed):
+                await self._start_source(machine)
+        self.config_version = ConfigVersion.of(new, at)
+        self.last_reload = {
+            "ok": True,
+            "at": at.isoformat(),
+            "seconds": round(time.monotonic() - started, 3),
+            **plan.as_dict(),
+        }
+        self.notifier.ready(self.status_line())
+        log.warning("configuration reloaded in %.0f ms: %s", 1000 * (time.monotonic() - started), plan.summary())
+        if plan.needs_restart:
+            log.warning("changed in %s but applied only at the next start: %s", self.site.path, ", ".join(plan.needs_restart))
+        self.hub.publish("config", self.status()["config"])
+        return self.last_reload
+
+    def _reload_refused(self, at: datetime, problems: list[str]) -> dict[str, Any]:
+        log.error("reload refused, still running the configuration loaded at %s:", self.config_version.loaded_at.isoformat())
+        for problem in problems:
+            log.error("  %s", problem)
+        self.last_reload = {"ok": False, "at": at.isoformat(), "errors": problems}
+        self.notifier.ready(self.status_line() + f"; reload refused ({len(problems)} problem(s), see the log)")
+        self.hub.publish("config", self.status()["config"])
+        return self.last_reload
 
     async def _supervise(self, machine: Any) -> SourceSupervisor:
         """A supervised source for one configured machine entry, resuming where the last run stopped."""
@@ -318,13 +425,6 @@ class Daemon:
             log.warning("ALERT %s %s %s: %s", alert.severity, alert.state, alert.machine, alert.message)
 
 
-def source_key(machine: Any) -> str:
-    """Names one source of a machine in the store's adapter positions (type and address)."""
-    src = machine.source
-    address = getattr(src, "url", None) or getattr(src, "endpoint", None) or getattr(src, "path", "")
-    return f"{src.type} {address}"
-
-
 def runtime_file(site: Site) -> Path:
     """Where a running daemon of ``site`` says who it is and where its API listens."""
     return site.store_path.with_name(site.store_path.name + ".daemon.json")
@@ -346,12 +446,15 @@ def daemon_api_url(site: Site) -> str | None:
     return f"http://{host}:{dash.port}/"
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM ask the daemon to stop cleanly."""
+def install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
+    """SIGINT and SIGTERM ask the daemon to stop cleanly; SIGHUP asks it to reload (systemd's
+    ``ExecReload``), and without a ``reload`` is ignored rather than ending the process."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload or (lambda: log.warning("SIGHUP ignored: nothing to reload")))
 
 
 async def run_daemon(
@@ -359,8 +462,8 @@ async def run_daemon(
 ) -> Daemon:
     """Run a daemon for ``site`` until SIGINT/SIGTERM (or ``stop``); returns it for its final status."""
     stop = stop or asyncio.Event()
-    install_signal_handlers(stop)
     daemon = Daemon(site, notifier=Notifier.from_environ(consume=True))
+    install_signal_handlers(stop, daemon.request_reload)
     runner = asyncio.create_task(daemon.run(stop))
     started = asyncio.create_task(daemon.started.wait())
     await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)

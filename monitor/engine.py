@@ -231,6 +231,51 @@ class DriftEngine:
         alerts = [e.alert for e in self._book.values()] + list(self._lost.values())
         return sorted(alerts, key=lambda a: (a.time, a.id))
 
+    # ------------------------------------------------------------------------------ reload
+    def prepare(self, programs: Mapping[str, ProgramConfig]) -> dict[str, list[WatchPlan]]:
+        """The watch plans for ``programs``, solved now (the costly part of a reload, and where bad
+        detection settings raise DetectionError) without changing anything; unchanged programs
+        reuse their plans."""
+        return {
+            name: self._plans[name] if self._programs.get(name) == cfg else WatchPlan.for_program(cfg)
+            for name, cfg in programs.items()
+        }
+
+    def reprogram(
+        self, programs: Mapping[str, ProgramConfig], time: datetime, plans: Mapping[str, list[WatchPlan]] | None = None
+    ) -> list[Alert]:
+        """Watch ``programs`` from the next part on; returns the alerts this closes.
+
+        Features whose definition and program detection settings are unchanged keep their watch
+        (history, detector state, open alerts) exactly. A feature that changed (nominal, limits,
+        signal, or its program's ``detection:``) starts afresh and its open alerts close ("program
+        file changed"), as do those of removed features and programs. ``plans`` come from
+        :meth:`prepare` (solved here when not given).
+        """
+        new = dict(programs)
+        plans = dict(plans) if plans is not None else self.prepare(new)
+        kept: set[tuple[str, str]] = set()
+        for name, cfg in new.items():
+            old = self._programs.get(name)
+            if old is None or old.detection != cfg.detection:
+                continue
+            kept |= {(name, f) for f, spec in cfg.features.items() if old.features.get(f) == spec}
+        for watch_key in [k for k in self._watches if (k[1], k[2]) not in kept]:
+            del self._watches[watch_key]
+        closed: list[Alert] = []
+        for book_key in [k for k in self._book if (k[1], k[2]) not in kept]:
+            entry = self._book.pop(book_key)
+            closed.append(
+                replace(
+                    entry.alert,
+                    state=AlertState.CLOSED,
+                    time=time,
+                    evidence={**entry.alert.evidence, "close_reason": "program file changed: the feature is watched afresh"},
+                )
+            )
+        self._programs, self._plans = new, plans
+        return closed
+
     # ------------------------------------------------------------------------------ persistence
     def state(self, machine: str | None = None) -> dict[str, Any]:
         """Everything needed to resume after a restart, as plain JSON-able data.

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor.config import Site
+from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine
 from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
 from monitor.sinks.influx import SignalFilter
@@ -80,22 +81,68 @@ class Pipeline:
         self._retention = timedelta(days=site.config.store.signal_retention_days)
         self._next_prune = 0.0
         for machine_id in site.machine_ids():
-            sources = [m for m in site.config.machines if m.id == machine_id]
-            offsets = {signal: m.tracking.clock_offset_s for m in sources for signal in m.signals}
-            tracking = sources[0].tracking
-            if len(sources) > 1:  # tolerate the widest skew and jitter any source of the machine declares
-                widest = {k: max(getattr(m.tracking, k) for m in sources) for k in ("max_skew_s", "jitter_s")}
-                tracking = tracking.model_copy(update=widest)
-            self.trackers[machine_id] = PartTracker(
-                machine_id,
-                site.programs,
-                tracking,
-                signal_offsets=offsets,
-                next_part_numbers=store.next_part_numbers(machine_id),
-                context=store.load_detector_state(_TRACKER_STATE + machine_id),
-                part_id_mapped=any("part.id" in m.signals for m in sources),
-            )
+            self.trackers[machine_id] = self._tracker(site, machine_id, store.load_detector_state(_TRACKER_STATE + machine_id))
             self.status[machine_id] = MachineStatus(machine_id, parts=store.part_count(machine=machine_id))
+
+    def _tracker(self, site: Site, machine_id: str, context: dict[str, Any] | None) -> PartTracker:
+        """A machine's tracker for ``site``, continuing from a saved ``context`` (a restart or a reload)."""
+        sources = [m for m in site.config.machines if m.id == machine_id]
+        offsets = {signal: m.tracking.clock_offset_s for m in sources for signal in m.signals}
+        tracking = sources[0].tracking
+        if len(sources) > 1:  # tolerate the widest skew and jitter any source of the machine declares
+            widest = {k: max(getattr(m.tracking, k) for m in sources) for k in ("max_skew_s", "jitter_s")}
+            tracking = tracking.model_copy(update=widest)
+        return PartTracker(
+            machine_id,
+            site.programs,
+            tracking,
+            signal_offsets=offsets,
+            next_part_numbers=self.store.next_part_numbers(machine_id),
+            context=context,
+            part_id_mapped=any("part.id" in m.signals for m in sources),
+        )
+
+    def reconfigure(self, site: Site, plans: Mapping[str, list[WatchPlan]] | None = None) -> Outcome:
+        """Run ``site`` from the next observation on: a reload (on the worker thread, between batches).
+
+        Programs: see :meth:`DriftEngine.reprogram` (unchanged features keep their detector state;
+        alerts of changed or removed ones close and are stored). Machines: a new one gets a
+        tracker; a removed one's tracker is closed (parts it held are stored); a machine whose
+        sources changed gets a tracker built for the new entries that continues from the old
+        one's context (the part in progress is not lost); every tracker judges the parts it
+        completes from now on against the new program files. Signal history settings apply at once.
+        """
+        outcome = Outcome()
+        now = datetime.now(UTC)
+        closed = self.engine.reprogram(site.programs, now, plans)
+        old_entries = {m: [e for e in self.site.config.machines if e.id == m] for m in self.trackers}
+        for machine_id in list(self.trackers):
+            if machine_id not in site.machine_ids():
+                gone = self.trackers.pop(machine_id)
+                if not self._finish(gone.close(), outcome, gone):
+                    self.store.save_detector_state(_TRACKER_STATE + machine_id, gone.context())
+                del self.status[machine_id]
+        for machine_id in site.machine_ids():
+            entries = [e for e in site.config.machines if e.id == machine_id]
+            tracker = self.trackers.get(machine_id)
+            if tracker is None:
+                context = self.store.load_detector_state(_TRACKER_STATE + machine_id)
+                self.trackers[machine_id] = self._tracker(site, machine_id, context)
+                self.status[machine_id] = MachineStatus(machine_id, parts=self.store.part_count(machine=machine_id))
+            elif entries != old_entries.get(machine_id):
+                self.trackers[machine_id] = self._tracker(site, machine_id, tracker.context())
+            else:
+                tracker.programs = dict(site.programs)
+        for alert in closed:
+            self.store.record_alerts([alert])
+        for machine in {a.machine for a in closed}:
+            self.store.save_detector_state(ENGINE_STATE + machine, self.engine.state(machine))
+        outcome.alerts += closed
+        kept = site.config.store.signals
+        self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
+        self._retention = timedelta(days=site.config.store.signal_retention_days)
+        self.site = site
+        return outcome
 
     def _reconcile_people_changes(self) -> None:
         """Acknowledgements and closes written to the store while the daemon was down win."""

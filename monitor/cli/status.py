@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from monitor.cli._app import app, console, emit_json, emit_rows
+import typer
+
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
-from monitor.status import daemon_status
+from monitor.status import daemon_status, reload_daemon
 
-__all__ = ["status"]
+__all__ = ["reload", "status"]
 
 
 @app.command()
@@ -50,6 +53,15 @@ def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
     console.print(f"observations waiting: {body.get('queue', 0)}")
     if body.get("from"):
         console.print(f"(dashboard disabled: read from {body['from']}, updated {body.get('updated')})")
+    loaded = body.get("config") or {}
+    if loaded:
+        files = ", ".join(f"{Path(f).name}@{h}" for f, h in loaded.get("files", {}).items())
+        console.print(f"configuration loaded {loaded.get('loaded_at')} from {files}", highlight=False, soft_wrap=True)
+        last = loaded.get("last_reload")
+        if last and not last.get("ok"):
+            console.print(f"[red]last reload ({last.get('at')}) refused:[/]", highlight=False)
+            for problem in last.get("errors", []):
+                console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _source_text(source: dict[str, Any]) -> str:
@@ -59,3 +71,27 @@ def _source_text(source: dict[str, Any]) -> str:
     if reason and source.get("state") != "connected":
         text += f" ({reason})"
     return text
+
+
+@app.command()
+def reload(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
+    """Make the running daemon re-read the site file and every program file (same as SIGHUP or
+    `systemctl reload`): program changes apply from the next part, machines added, removed or
+    changed are started, stopped or restarted. A configuration with errors is refused (listed
+    here with file and line) and the daemon keeps running the one it has."""
+    try:
+        result = asyncio.run(reload_daemon(config))
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        emit_json(result)
+        if result.get("ok") is False:
+            raise typer.Exit(1)
+        return
+    if result.get("ok"):
+        console.print(f"[green]reloaded[/] in {result['seconds'] * 1000:.0f} ms: {result['summary']}", highlight=False)
+    else:
+        err_console.print("[bold red]reload refused[/]; the daemon keeps its configuration:")
+        for problem in result.get("errors", []):
+            err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

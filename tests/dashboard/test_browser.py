@@ -262,3 +262,24 @@ async def test_a_page_left_open_keeps_a_bounded_number_of_rows(cell: Cell, conte
     assert await rows.count() == 200
     assert await rows.first.get_attribute("data-key") == f"{SIM}/O1001/shift-1299"
     w.assert_clean(cell.url)
+
+
+async def test_cell_page_shows_the_configuration_and_a_refused_reload(cell: Cell, context: Any) -> None:
+    w = await _open(context, cell.url + "/")
+    page = w.page
+    version = cell.daemon.config_version
+    site_hash = version.files[version.site_file]
+    config = page.locator("#config")
+    await page.locator("#config", has_text=f"site.yaml@{site_hash}").wait_for()
+    assert "O1001.yaml@" in (await config.text_content() or "")
+    broken = cell.daemon.site.path.parent / "programs" / "broken.yaml"
+    broken.write_text("program: O7\nfeatures: {d: {kind: size}}\n")
+    try:
+        result = await cell.daemon.reload()
+        assert result["ok"] is False
+        await page.locator("#config.error", has_text="broken.yaml:2").wait_for()  # live, without a page reload
+    finally:
+        broken.unlink()
+        assert (await cell.daemon.reload())["ok"] is True
+    await page.locator("#config:not(.error)").wait_for()
+    w.assert_clean(cell.url)

@@ -4,6 +4,17 @@
   const { el, api, badge, sourceProblems, time, machineHref, alertRow, fill, debounce, live, notice } = M;
   const machines = document.querySelector("#machines tbody");
   const openAlerts = document.querySelector("#open-alerts tbody");
+  const config = document.querySelector("#config");
+
+  function showConfig(c) {
+    if (!c) return;
+    const files = Object.entries(c.files || {}).map(([f, h]) => `${f.split("/").pop()}@${h}`).join(", ");
+    let text = `Configuration loaded ${time(c.loaded_at)} from ${files}.`;
+    const r = c.last_reload;
+    if (r && !r.ok) text += ` Last reload (${time(r.at)}) refused: ${(r.errors || []).join("; ")}`;
+    config.textContent = text;
+    config.classList.toggle("error", Boolean(r && !r.ok));
+  }
 
   function machineRow(m) {
     const conn = el("td", {}, badge(m.connection, "conn-" + m.connection));
@@ -27,8 +38,10 @@
 
   async function refresh() {
     try {
-      const [ms, al] = await Promise.all([api("/api/machines"), api("/api/alerts?state=active&last=50")]);
+      const [ms, al, st] = await Promise.all([
+        api("/api/machines"), api("/api/alerts?state=active&last=50"), api("/api/status")]);
       fill(machines, ms.machines.map(machineRow));
+      showConfig(st.config);
       fill(openAlerts, al.alerts.map((a) => alertRow(a)), 50);
       notice("");
     } catch (e) {
@@ -38,6 +51,6 @@
 
   const soon = debounce(refresh, 500);
   refresh();
-  live({ part: soon, alert: soon, machine: soon });
+  live({ part: soon, alert: soon, machine: soon, config: soon });
   setInterval(soon, 10000);  // connection and program changes that end no part
 })();

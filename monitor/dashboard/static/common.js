@@ -64,7 +64,7 @@ const M = (() => {
     const es = new EventSource("/api/events");
     es.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
     es.onerror = () => { badge.textContent = "reconnecting"; badge.className = "live off"; };
-    for (const kind of ["part", "alert", "machine"]) {
+    for (const kind of ["part", "alert", "machine", "config"]) {
       es.addEventListener(kind, (ev) => {
         let data;
         try { data = JSON.parse(ev.data); } catch (e) { return; }
