@@ -8,6 +8,7 @@ Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
     ├── process             queue -> Pipeline (in the store's worker thread) -> sinks, hub
     ├── tick                releases parts whose grace window ran out; health line
     ├── watchdog            systemd watchdog pings and status line, from this loop (Type=notify)
+    ├── loop-lag            how late the event loop runs timers (metrics)
     ├── reload              SIGHUP / POST /api/reload: re-read the configuration, apply the difference
     ├── sink:<name>         one RunningSink per configured output
     └── dashboard           the web server, when enabled
@@ -39,6 +40,7 @@ from monitor.config import Site, load_site
 from monitor.dashboard.server import serve_dashboard
 from monitor.errors import ConfigError, MonitorError
 from monitor.events import EventHub
+from monitor.metrics import DaemonMetrics
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.reload import ConfigVersion, plan_reload, source_key
@@ -105,6 +107,7 @@ class Daemon:
         self._source_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._reload_lock = asyncio.Lock()
         self._reload_requests: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self.metrics = DaemonMetrics(self)
 
     # ------------------------------------------------------------------ helpers
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -115,6 +118,11 @@ class Daemon:
     def adapters(self) -> list[Adapter]:
         """The adapter each source runs now (a source restarted after a failure runs a new one)."""
         return [s.adapter for s in self.sources if s.adapter is not None]
+
+    @property
+    def queued(self) -> int:
+        """Observations waiting for the pipeline."""
+        return self._queue.qsize()
 
     def idle_for(self) -> float:
         """Seconds since any source last delivered an observation."""
@@ -167,6 +175,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then shut down cleanly, flushing everything."""
         self.store = await self.call(Store, self.site.store_path)
+        self.store.on_write = self.metrics.on_store_write
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
             self.sinks = [*build_sinks(self.site)]
@@ -178,6 +187,7 @@ class Daemon:
                 processor = tg.create_task(self._process(), name="process")
                 ticker = tg.create_task(self._tick(), name="tick")
                 reloader = tg.create_task(self._reloader(), name="reload")
+                lag = tg.create_task(self.metrics.measure_loop_lag(), name="loop-lag")
                 await self._start_dashboard(stack)
                 await self.call(self._write_runtime_file)
                 stack.callback(self._remove_runtime_file)
@@ -201,6 +211,7 @@ class Daemon:
                 for task in sink_tasks:
                     task.cancel()
                 watchdog.cancel()
+                lag.cancel()
         finally:
             self.notifier.close()
             if self.store is not None:
@@ -245,7 +256,12 @@ class Daemon:
     async def _reloader(self) -> None:
         while True:
             await self._reload_requests.get()
-            await self.reload()
+            try:
+                await self.reload()
+            except (MonitorError, OSError, ValueError) as exc:  # a failed reload never ends the daemon
+                log.exception("reload failed while it was applied")
+                self.last_reload = {"ok": False, "at": datetime.now(UTC).isoformat(), "errors": [f"reload failed: {exc}"]}
+                self.metrics.reloads["refused"] += 1
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the site file and every program file and run them without a restart.
@@ -270,6 +286,7 @@ class Daemon:
             return self._reload_refused(at, [str(issue) for issue in exc.issues])
         except MonitorError as exc:
             return self._reload_refused(at, [f"{self.site.path}: {exc}"])
+        self.metrics.reloads["applied"] += 1
         plan = plan_reload(self.site, new)
         await self._stop_sources([*plan.removed, *plan.changed])
         await self.call(self._save_positions)  # a restarted source resumes exactly where the stopped one was
@@ -298,6 +315,7 @@ class Daemon:
         return self.last_reload
 
     def _reload_refused(self, at: datetime, problems: list[str]) -> dict[str, Any]:
+        self.metrics.reloads["refused"] += 1
         log.error("reload refused, still running the configuration loaded at %s:", self.config_version.loaded_at.isoformat())
         for problem in problems:
             log.error("  %s", problem)
@@ -317,7 +335,13 @@ class Daemon:
         def make(resume: dict[str, Any] | None) -> Adapter:
             return cls(machine, resume=resume) if resumable and resume else cls(machine)  # type: ignore[call-arg]
 
-        source = SourceSupervisor(machine.id, key, make, self._deliver, resume=saved)
+        counts = self.metrics.source(machine.id, key)
+
+        async def deliver(obs: Observation) -> None:
+            counts.saw(obs)
+            await self._deliver(obs)
+
+        source = SourceSupervisor(machine.id, key, make, deliver, resume=saved)
         for name in machine.signals:
             self._owner[(machine.id, name)] = source
         return source

@@ -70,6 +70,8 @@ class Pipeline:
         self.site = site
         self.store = store
         self.counts: Counter[str] = Counter()
+        self.parts_by_status: Counter[tuple[str, str]] = Counter()
+        """Parts stored since start, by (machine, status): for the metrics."""
         self._logged: set[str] = set()
         shares = store.load_detector_states(ENGINE_STATE)
         self.engine = DriftEngine.from_states(site.programs, shares.values())
@@ -262,6 +264,7 @@ class Pipeline:
             status.parts += 1
             status.last_part_end = part.end.isoformat()
             self.counts[f"parts_{part.status}"] += 1
+            self.parts_by_status[(part.machine, str(part.status))] += 1
             self.counts["alert_changes"] += len(alerts)
             outcome.parts.append(part)
             outcome.alerts += alerts

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine, then runs the whole suite:
 # the package with its test extras in .venv (scripts/install.sh), and the real servers the tests
-# start themselves (mosquitto, victoria-metrics, chromium). Safe to run again; installs are
+# start themselves (mosquitto, victoria-metrics, chromium, prometheus). Safe to run again; installs are
 # skipped when present. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 APT_PACKAGES="${need_apt[*]:-}" bash scripts/install.sh test
 
 PY=.venv/bin/python

@@ -19,6 +19,7 @@ from monitor.dashboard.api import DAEMON_KEY, add_api_routes
 from monitor.dashboard.pages import add_page_routes
 from monitor.dashboard.stream import add_stream_routes
 from monitor.errors import MonitorError
+from monitor.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
@@ -84,6 +85,12 @@ def build_app(daemon: Daemon) -> web.Application:
         return web.FileResponse(plotly_js, headers={"Cache-Control": "public, max-age=86400"})
 
     app.router.add_get("/static/vendor/plotly.min.js", _plotly)
+
+    async def _metrics(_: web.Request) -> web.Response:
+        body = await daemon.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+    app.router.add_get("/metrics", _metrics)
     static_dir = Path(str(resources.files("monitor.dashboard").joinpath(_STATIC)))
     app.router.add_static("/static/", static_dir, show_index=False, follow_symlinks=False)
     return app

@@ -11,11 +11,12 @@ The class is synchronous and meant to be used from one thread; the daemon calls 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -108,6 +109,8 @@ class Store:
 
     def __init__(self, path: Path | str, *, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.on_write: Callable[[str, float], None] | None = None
+        """Told the duration of each write transaction, by kind (part, alerts, signals): the metrics."""
         self._lock = threading.Lock()
         try:
             if str(path) != ":memory:":
@@ -184,7 +187,7 @@ class Store:
         All in one transaction. Returns False (and writes nothing) when the part's key is already
         stored: the same part seen again after a restart or a replay.
         """
-        with self._lock, self._tx():
+        with self._timed("part"), self._lock, self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO parts (key, machine, program, part_number, start, end, status, counter, data, stored_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -214,7 +217,7 @@ class Store:
 
     def record_alerts(self, alerts: Iterable[Alert]) -> None:
         """Store alert changes not tied to a part (acknowledge, close, signal lost)."""
-        with self._lock, self._tx():
+        with self._timed("alerts"), self._lock, self._tx():
             self._write_alerts(alerts)
 
     def save_detector_state(self, name: str, state: dict[str, Any]) -> None:
@@ -236,7 +239,7 @@ class Store:
             (o.machine, o.signal, o.time.timestamp(), o.number, o.value if isinstance(o.value, str) else None)
             for o in observations
         ]
-        with self._lock, self._tx():
+        with self._timed("signals"), self._lock, self._tx():
             self._db.executemany(
                 "INSERT OR REPLACE INTO signals (machine, signal, time, value, text) VALUES (?, ?, ?, ?, ?)", rows
             )
@@ -319,6 +322,15 @@ class Store:
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
             (name, json.dumps(state), _now()),
         )
+
+    @contextlib.contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.on_write is not None:
+                self.on_write(kind, time.perf_counter() - started)
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
