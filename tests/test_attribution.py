@@ -65,6 +65,8 @@ class Server:
     send_reversed: bool = False
     """Send notifications in the opposite order of the sampling (timestamps unchanged)."""
     with_part_id: bool = False
+    cycle_s: float = CYCLE_S
+    """Seconds from one counter increment to the next (shorter than grace_s: the case of issue 12)."""
 
 
 def stream(server: Server, parts: int = 5) -> list[Observation]:
@@ -72,10 +74,11 @@ def stream(server: Server, parts: int = 5) -> list[Observation]:
     out = [Observation("m1", "program.name", T0, "O1001"), Observation("m1", "part.count", T0, 0.0)]
     sampled = [k for k in server.keys if k in TOGETHER or k == "part.id"]
     for n in range(1, parts + 1):
-        start = T0 + timedelta(seconds=(n - 1) * CYCLE_S)
-        out += [Observation("m1", "spindle.load", start + timedelta(seconds=s), 30.0 + n + s) for s in range(2, 30, 4)]
-        out.append(Observation("m1", "spindle.load", start + timedelta(seconds=31), 0.0))
-        end = start + timedelta(seconds=CYCLE_S - 2)
+        start = T0 + timedelta(seconds=(n - 1) * server.cycle_s)
+        scale = server.cycle_s / CYCLE_S
+        out += [Observation("m1", "spindle.load", start + timedelta(seconds=s * scale), 30.0 + n + s) for s in range(2, 30, 4)]
+        out.append(Observation("m1", "spindle.load", start + timedelta(seconds=31 * scale), 0.0))
+        end = start + timedelta(seconds=server.cycle_s - 2 * scale)
         written: dict[str, tuple[datetime, float]] = {"part.count": (end, float(n))}
         results_at = end + timedelta(seconds=server.results_delay_s)
         for signal, value in truth(n).items():
@@ -123,12 +126,14 @@ def assert_right(parts: list[PartRecord], n: int = 5) -> None:
 ALL_KEYS = ("spindle.load", "program.name", *TOGETHER)
 
 
-def test_every_ordering_of_the_signals_keys_puts_every_value_on_its_part() -> None:
-    """All 720 orderings of the six keys, sent in sampling order and reversed."""
+@pytest.mark.parametrize("cycle_s", [CYCLE_S, 3.0])
+def test_every_ordering_of_the_signals_keys_puts_every_value_on_its_part(cycle_s: float) -> None:
+    """All 720 orderings of the six keys, sent in sampling order and reversed; with a cycle shorter
+    than the grace window too (the tracker before issue 12 got 360 of those 1440 right)."""
     flagged = 0
     for i, keys in enumerate(itertools.permutations(ALL_KEYS)):
         for reverse in (False, True):
-            parts, tracker = track(stream(Server(keys, seed=i, send_reversed=reverse)))
+            parts, tracker = track(stream(Server(keys, seed=i, send_reversed=reverse, cycle_s=cycle_s)))
             assert_right(parts)
             counter_first = keys.index("part.count") < min(keys.index(p) for p in PROBES)
             # a result stamped after the counter moved is attributed by the rule, and says so
@@ -157,13 +162,14 @@ def test_with_a_part_id_every_ordering_is_attributed_by_the_id_without_flags() -
     spacing=st.floats(0.0, 60.0),
     reverse=st.booleans(),
     with_id=st.booleans(),
+    cycle_s=st.sampled_from([3.0, CYCLE_S]),
 )
 def test_any_jitter_within_jitter_s_keeps_values_on_their_part(
-    keys: list[str], seed: int, spacing: float, reverse: bool, with_id: bool
+    keys: list[str], seed: int, spacing: float, reverse: bool, with_id: bool, cycle_s: float
 ) -> None:
     """Up to 4 items x 60 ms = 240 ms between the counter and a result: inside the default jitter_s."""
     order = [*keys, "part.id"] if with_id else keys
-    server = Server(order, seed=seed, spacing_ms=(0.0, spacing), send_reversed=reverse, with_part_id=with_id)
+    server = Server(order, seed, (0.0, spacing), send_reversed=reverse, with_part_id=with_id, cycle_s=cycle_s)
     parts, _ = track(stream(server))
     assert_right(parts)
 

@@ -106,3 +106,35 @@ def test_sim_wait_starts_the_batch_on_enter() -> None:
     finally:
         if proc.poll() is None:
             _stop(proc)
+
+
+def test_sim_shdr_replay_caps_idle_gaps_and_names_what_it_did_not_understand(tmp_path: Path) -> None:
+    """A log with a gap of three days at 10x: replayed past the gap after --max-gap of log time, with
+    the keys the device file does not have named, not just counted."""
+    devices = shared("devices", "nist-smstestbed-Devices_1.3.xml")
+    log = tmp_path / "weekend.txt"
+    log.write_text(
+        "2017-05-12T16:00:00.000000Z|PartCountAct|41|no_such_item|7\n"
+        "2017-05-12T16:00:01.000000Z|execution|READY|other_unknown|x\n"
+        "2017-05-15T06:00:00.000000Z|PartCountAct|42|no_such_item|8\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "sim", "--shdr-replay", str(log), "--device-file", str(devices),
+         "--device", "Mazak01", "--mtconnect-port", "0", "--speed", "10", "--max-gap", "5"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        out = ""
+        while "idle stretch" not in out:  # printed once the whole log is in (a three-day wait would never get here)
+            line = proc.stdout.readline()
+            assert line, out + (proc.stderr.read() if proc.stderr else "")
+            out += line
+        assert "3 values not understood" in out
+        assert "no_such_item (2)" in out and "other_unknown (1)" in out
+        assert "1 idle stretch(es) longer than --max-gap 5 s shortened" in out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0

@@ -61,7 +61,7 @@ class _Restarted(Exception):
     """The agent's instanceId changed under us."""
 
 
-class _OutOfRange(Exception):
+class _OutOfRange(AdapterError):
     """The agent no longer holds the sequence we asked for."""
 
 
@@ -140,7 +140,7 @@ def _expect(page: _Page, kind: type) -> Document:
     doc = page.doc
     if isinstance(doc, ErrorDocument):
         if "OUT_OF_RANGE" in doc.codes:
-            raise _OutOfRange(doc.errors[0].message)
+            raise _OutOfRange("; ".join(f"{e.code}: {e.message}" for e in doc.errors))
         text = "; ".join(f"{e.code}: {e.message}" for e in doc.errors)
         raise AdapterError(f"{page.url}: agent answered {text}")
     if not isinstance(doc, kind):
@@ -412,11 +412,16 @@ class MtConnectAdapter(Adapter):
         """Apply one sample document; True when it carried observations."""
         if isinstance(doc, ErrorDocument):
             if "OUT_OF_RANGE" in doc.codes:
-                raise _OutOfRange(doc.errors[0].message)
+                raise _OutOfRange("; ".join(f"{e.code}: {e.message}" for e in doc.errors))
             raise AdapterError(f"{url}: agent answered {'; '.join(f'{e.code}: {e.message}' for e in doc.errors)}")
         if not isinstance(doc, StreamsDocument):
             raise BadDocument(f"{url}: expected a Streams document, got {type(doc).__name__}")
         self._check_instance(doc)
+        if doc.warnings:
+            self.stats.count(
+                "undeclared_namespace_prefix",
+                message=f"{self.machine}: {url}: {doc.warnings[0]} (the element is read by its local name)",
+            )
         self._retry.succeeded()  # usable data flows: only now does the reconnect backoff start over
         await self._emit_observations(doc.observations, current=False)
         nxt = doc.header.next_sequence

@@ -12,7 +12,9 @@ import aiohttp
 
 from adapters.base import DiscoveredSignal
 from adapters.mtconnect.client import AgentClient
+from adapters.mtconnect.documents import StreamsDocument
 from adapters.mtconnect.mapping import select_devices, suggest_signal
+from monitor.errors import MonitorError
 
 __all__ = ["discover"]
 
@@ -25,17 +27,30 @@ def _text(value: object) -> str:
     return str(value)
 
 
-async def discover(url: str, filter: str | None = None, *, device: str | None = None) -> list[DiscoveredSignal]:
+async def discover(
+    url: str, filter: str | None = None, *, device: str | None = None, warnings: list[str] | None = None
+) -> list[DiscoveredSignal]:
     """Data items of the agent at ``url`` (one device if given), keeping those whose id, name,
-    type, path or suggested signal contains ``filter`` (case-insensitive)."""
+    type, path or suggested signal contains ``filter`` (case-insensitive).
+
+    The items come from ``/probe``; when ``/current`` cannot be read (an MTConnectError document,
+    a malformed answer) they are still listed, without values, and ``warnings`` says why (every
+    error the agent named), as it says what the agent sent that a well-formed document would not."""
+    notes = warnings if warnings is not None else []
     async with aiohttp.ClientSession() as session:
         client = AgentClient(url, session)
         probe = await client.probe()
         devices = select_devices(probe, device)
-        current = await client.current()
+        try:
+            current: StreamsDocument | None = await client.current()
+        except MonitorError as exc:
+            notes.append(f"{url}/current: {exc}; values are not shown")
+            current = None
+    if current is not None:
+        notes.extend(f"{url}/current: {w}" for w in current.warnings)
     values: dict[str, str] = {}
     conditions: dict[str, list[str]] = {}
-    for o in current.observations:
+    for o in current.observations if current is not None else []:
         if o.category == "CONDITION":
             conditions.setdefault(o.data_item_id, []).append(o.level.upper() if o.level else "UNAVAILABLE")
         else:

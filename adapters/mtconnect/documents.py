@@ -190,6 +190,9 @@ class StreamsDocument:
     version: str
     header: Header
     observations: list[MtcObservation]
+    warnings: tuple[str, ...] = ()
+    """What the parser accepted but a well-formed document would not have (an undeclared namespace
+    prefix): the adapter counts them, discovery shows them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,8 +146,15 @@ _SUGGEST: dict[tuple[str, str | None], str] = {
 
 
 def suggest_signal(item: DataItem) -> str | None:
-    """The canonical signal a data item looks like (spindle load on a rotary axis, part count...)."""
+    """The canonical signal a data item looks like (spindle load on a rotary axis, part count...).
+
+    A CONDITION item is a state (normal, warning, fault), never a value; spindle.load is a percentage,
+    so a LOAD in newtons (or any unit but PERCENT) is not suggested as one."""
+    if item.category == "CONDITION":
+        return None
     if item.type == "LOAD" and not any(p.startswith(("Rotary", "Spindle")) for p in item.path):
+        return None
+    if item.type == "LOAD" and (item.units or "PERCENT").upper() != "PERCENT":
         return None
     if item.type == "MEASUREMENT_VALUE":
         return f"probe.{item.name or item.id}"

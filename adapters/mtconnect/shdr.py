@@ -98,6 +98,10 @@ class ShdrFeeder:
         self.device = device
         self.unknown: Counter[str] = Counter()
         self.lines = 0
+        self.capped_gaps = 0
+        """Idle stretches of the log longer than ``max_gap_s`` that the replay shortened."""
+        self.skipped_s = 0.0
+        """Log time the replay did not wait for (the sum of what the caps cut)."""
         self._multiline: tuple[str, str, str, str, list[str]] | None = None
 
     def feed(self, line: str) -> None:
@@ -196,14 +200,19 @@ async def replay_shdr(
     *,
     speed: float = 0.0,
     stop: asyncio.Event | None = None,
+    max_gap_s: float | None = None,
 ) -> ShdrFeeder:
     """Feed a recorded SHDR log to ``device``, paced by its timestamps at ``speed`` x real time.
 
     ``speed=0`` replays as fast as possible (yielding to the loop every few hundred lines).
-    Timestamps that go backwards (real logs have them) are applied without waiting.
+    Timestamps that go backwards (real logs have them) are applied without waiting. ``max_gap_s``
+    caps the log time waited between two lines: a log with a gap of days (a weekend, a machine
+    switched off) goes on after ``max_gap_s`` of log time; the lines keep their own timestamps.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
+    if max_gap_s is not None and max_gap_s <= 0:
+        max_gap_s = None
     feeder = ShdrFeeder(agent, device)
     if isinstance(lines, Path):
         text = await asyncio.to_thread(lines.read_text, encoding="utf-8", errors="replace")
@@ -213,6 +222,7 @@ async def replay_shdr(
     loop = asyncio.get_running_loop()
     wall0: float | None = None
     t0: datetime | None = None
+    last: datetime | None = None
     for n, line in enumerate(source):
         if stop is not None and stop.is_set():
             break
@@ -224,7 +234,12 @@ async def replay_shdr(
             if t is not None:
                 if t0 is None or wall0 is None:
                     t0, wall0 = t, loop.time()
-                delay = wall0 + (t - t0).total_seconds() / speed - loop.time()
+                if last is not None and max_gap_s is not None and (t - last).total_seconds() > max_gap_s:
+                    cut = (t - last).total_seconds() - max_gap_s
+                    feeder.capped_gaps += 1
+                    feeder.skipped_s += cut
+                last = t if last is None or t > last else last
+                delay = wall0 + ((t - t0).total_seconds() - feeder.skipped_s) / speed - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
         elif n % 256 == 0:

@@ -1,15 +1,18 @@
 """Browse an OPC UA server and list its variables, enough to write a machine's ``signals:`` section.
 
-Each variable comes with its browse path (prefixed as the site file wants it), its NodeId with
-the namespace URI, data type and current value, and, where it sits at a place the companion
-specifications define (OPC 40502 spindle and channel lists, OPC 40501 production and tool
-life), the canonical signal it would map to.
+Each variable comes with its browse path (prefixed as the site file wants it; a namespace no
+companion specification names gets a prefix derived from its URI, which the row says to declare in
+``source.namespaces``), its NodeId with the namespace URI, data type, engineering unit
+(EUInformation) and current value, and the canonical signal it would map to: by the places the
+companion specifications define (OPC 40502 spindle and channel lists, OPC 40501 production and
+tool life), else by its name, data type and unit (a UInt32 ``PartCounter``, a String
+``ActiveProgram``, a Double ``Spindle/Load`` in %).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from asyncua import Client, ua
 
@@ -19,7 +22,7 @@ from adapters.opcua.config import OpcUaSource
 from adapters.opcua.session import close_quietly, open_client
 from monitor.model import is_canonical_signal
 
-__all__ = ["MAX_NODES", "discover", "suggest_signal"]
+__all__ = ["MAX_NODES", "derived_prefix", "discover", "suggest_by_name", "suggest_signal"]
 
 MAX_NODES = 20_000
 """Browsing stops after this many nodes (a controller may expose far more; use --filter)."""
@@ -62,18 +65,100 @@ def suggest_signal(path: str, description: str = "") -> str | None:
     return None
 
 
-def _prefixes(namespaces: Sequence[str]) -> dict[int, str]:
+_INTEGER_TYPES = frozenset({"Byte", "SByte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Integer", "UInteger"})
+_REAL_TYPES = frozenset({"Float", "Double", "Number", "Decimal"})
+_TEXT_TYPES = frozenset({"String", "LocalizedText"})
+_PERCENT = frozenset({"", "%", "percent", "pct"})
+_RPM = frozenset({"rpm", "1/min", "r/min", "rev/min", "min-1", "u/min"})
+_PROBE_PLACES = ("probe", "measur", "inspect", "gaug", "result")
+
+
+def _words(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def suggest_by_name(path: str, data_type: str = "", units: str = "") -> str | None:
+    """The canonical signal a plainly named variable looks like, from its name, data type and unit.
+
+    For servers that follow no companion specification (``PartCounter``, ``ActiveProgram``,
+    ``Spindle/Load`` in %); a load in newtons or a text that looks like a number is not suggested.
+
+    >>> suggest_by_name("app:Cnc/app:PartCounter", "UInt32")
+    'part.count'
+    >>> suggest_by_name("app:Cnc/app:Spindle/app:Load", "Double", "%")
+    'spindle.load'
+    >>> suggest_by_name("app:Cnc/app:Spindle/app:Load", "Double", "N") is None
+    True
+    >>> suggest_by_name("app:Cnc/app:Probe/app:Result1", "Double", "mm")
+    'probe.result1'
+    """
+    names = [element.partition(":")[2] or element for element in path.split("/") if element]
+    if not names:
+        return None
+    leaf, parents = _words(names[-1]), " ".join(_words(n) for n in names[:-1])
+    integer, real, text = data_type in _INTEGER_TYPES, data_type in _REAL_TYPES, data_type in _TEXT_TYPES
+    numeric = integer or real
+    unit = units.strip().lower()
+    spindle = "spindle" in parents or leaf.startswith("spindle")
+    if numeric and re.search(r"parts?(count|counter|produced|completed|total|made|done)|(piece|workpiece)s?count", leaf):
+        return "part.count"
+    if numeric and re.search(r"(result|measurement|probe|part|inspection)(id|seq|sequence|serial|serialnumber)$", leaf):
+        return "part.id"
+    if text and re.search(r"^(active|current|main|selected|running)?(main)?(program|prog|partprogram)(name)?$", leaf):
+        return "program.name"
+    if text and re.search(r"execution|runstate|runmode|(program|channel|cycle)(state|status)$", leaf):
+        return "execution"
+    if numeric and spindle and "override" in leaf:
+        return "spindle.override"
+    if numeric and spindle and re.search(r"load|power", leaf) and unit in _PERCENT:
+        return "spindle.load"
+    if numeric and ((spindle and re.search(r"speed|rpm|velocity|rev", leaf)) or unit in _RPM):
+        return "spindle.speed"
+    if numeric and re.search(r"tool(life|wear|lifeused|lifecount)|lifeused", leaf):
+        return "tool.life"
+    if integer and re.search(r"^(active|current|actual)?tool(number|no|nr|id)?$", leaf):
+        return "tool.number"
+    if real and any(p in parents or leaf.startswith(p) for p in _PROBE_PLACES) and unit not in _RPM:
+        return "probe." + re.sub(r"[^a-z0-9_]", "_", names[-1].lower()).strip("_")
+    return None
+
+
+def derived_prefix(uri: str, taken: Iterable[str] = ()) -> str:
+    """A short browse-path prefix for a namespace no companion specification names, from its URI.
+
+    >>> derived_prefix("urn:example:foreign-cnc")
+    'foreign-cnc'
+    >>> derived_prefix("http://vendor.com/UA/Machine/", taken={"Machine"})
+    'Machine2'
+    """
+    tail = re.split(r"[/:#]+", uri.strip().rstrip("/:#"))[-1]
+    base = re.sub(r"[^A-Za-z0-9_.-]", "", tail)[:24] or "ns"
+    if base[0].isdigit():
+        base = "n" + base
+    used = set(taken) | set(PREFIXES) | {APP_PREFIX}
+    prefix, n = base, 2
+    while prefix in used:
+        prefix, n = f"{base}{n}", n + 1
+    return prefix
+
+
+def _prefixes(namespaces: Sequence[str]) -> tuple[dict[int, str], dict[str, str]]:
+    """Prefix per namespace index, and the prefixes a site file must declare in ``source.namespaces``
+    (namespaces no companion specification names): {prefix: URI}."""
     by_uri = {uri: p for p, uri in PREFIXES.items()}
     out: dict[int, str] = {}
+    declare: dict[str, str] = {}
     for i, uri in enumerate(namespaces):
         if i == 1:
             out[i] = APP_PREFIX
         elif uri in by_uri:
             out[i] = by_uri[uri]
-        else:
-            out[i] = f"ns{i}"
+        elif i > 1:
+            prefix = derived_prefix(uri, declare)
+            out[i] = prefix
+            declare[prefix] = uri
     out[0] = "UA"
-    return out
+    return out, declare
 
 
 def _text(value: object, limit: int = 60) -> str:
@@ -157,7 +242,7 @@ async def discover(url: str, filter: str | None = None, *, source: OpcUaSource |
     client = await open_client(src)
     try:
         namespaces: list[str] = list(await client.get_namespace_array())
-        prefixes = _prefixes(namespaces)
+        prefixes, declare = _prefixes(namespaces)
         tree = await _browse_tree(client, prefixes)
         nodes = [nid for _, nid, _ in tree]
         values = await _read(client, nodes, ua.AttributeIds.Value)
@@ -167,27 +252,40 @@ async def discover(url: str, filter: str | None = None, *, source: OpcUaSource |
         type_names = await _type_names(client, type_ids)
     finally:
         await close_quietly(client)
+    units: dict[str, str] = {}
+    for (path, _, is_prop), value in zip(tree, values, strict=True):
+        eu = value.Value.Value if value.Value is not None else None
+        if is_prop and path.endswith("/UA:EngineeringUnits") and isinstance(eu, ua.EUInformation):
+            units[path.removesuffix("/UA:EngineeringUnits")] = _text(eu.DisplayName) or _text(eu.Description)
     needle = filter.lower() if filter else None
     out: list[DiscoveredSignal] = []
     for (path, nid, is_prop), value, dtype, desc in zip(tree, values, dtypes, descriptions, strict=True):
         address = format_nodeid(nid, namespaces)
         description = _text(desc.Value.Value if desc.Value is not None else None, 200)
+        tid = dtype.Value.Value if dtype.Value is not None else None
+        data_type = type_names.get(tid, "") if isinstance(tid, ua.NodeId) else ""
+        unit = units.get(path, "")
         suggested = suggest_signal(path, description)
+        if suggested is None and not is_prop:
+            suggested = suggest_by_name(path, data_type, unit)
         if needle and not any(needle in s.lower() for s in (path, address, suggested or "")):
             continue
-        tid = dtype.Value.Value if dtype.Value is not None else None
         status = value.StatusCode
         shown = _text(value.Value.Value if value.Value is not None else None)
         if status is not None and not status.is_good():
             shown = status.name
+        used = {p: declare[p] for p in dict.fromkeys(e.partition(":")[0] for e in path.split("/")) if p in declare}
+        extra = {"namespaces": ", ".join(f"{p}: {u}" for p, u in used.items())} if used else {}
         out.append(
             DiscoveredSignal(
                 path=path,
                 address=address,
                 kind="property" if is_prop else "variable",
-                data_type=type_names.get(tid, "") if isinstance(tid, ua.NodeId) else "",
+                data_type=data_type,
+                units=unit,
                 value=shown,
                 suggested=suggested,
+                extra=extra,
             )
         )
     return out

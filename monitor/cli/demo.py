@@ -140,6 +140,13 @@ def sim(
     device: Annotated[
         str | None, typer.Option(help="With --shdr-replay: which device of the Devices document (default: the first).")
     ] = None,
+    max_gap: Annotated[
+        float,
+        typer.Option(
+            help="With --shdr-replay: wait at most this many seconds of log time between two lines (a log with a "
+            "gap of days goes on); 0 = wait for every gap."
+        ),
+    ] = 60.0,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
@@ -155,7 +162,7 @@ def sim(
             if device_file is None:
                 err_console.print("--shdr-replay needs --device-file: the Devices document that describes the logged data items")
                 raise typer.Exit(2)
-            asyncio.run(_shdr(shdr_replay, device_file, device, speed, mtconnect_port))
+            asyncio.run(_shdr(shdr_replay, device_file, device, speed, mtconnect_port, max_gap))
             return
         asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port, wait))
     except MonitorError as exc:
@@ -221,7 +228,7 @@ async def _line_or_stop(stop: asyncio.Event) -> bool:
         transport.close()
 
 
-async def _shdr(log_file: Path, device_file: Path, device: str | None, speed: float, port: int) -> None:
+async def _shdr(log_file: Path, device_file: Path, device: str | None, speed: float, port: int, max_gap: float) -> None:
     """Serve a recorded SHDR log through our agent, paced by its own timestamps."""
     from adapters.mtconnect.agent import MtConnectAgent
     from adapters.mtconnect.devicemodel import devices_from_xml
@@ -236,8 +243,22 @@ async def _shdr(log_file: Path, device_file: Path, device: str | None, speed: fl
     name = device or names[0]
     async with MtConnectAgent(devices, port=port) as agent:
         console.print(f"{name}: mtconnect {agent.url} (replaying {log_file} at {speed:g}x; Ctrl-C stops)")
-        feeder = await replay_shdr(agent, name, log_file, speed=speed, stop=stop)
+        feeder = await replay_shdr(agent, name, log_file, speed=speed, stop=stop, max_gap_s=max_gap)
         if not stop.is_set():
             unknown = sum(feeder.unknown.values())
-            console.print(f"log replayed{f' ({unknown} lines not understood)' if unknown else ''}; agent stays up until Ctrl-C")
+            console.print(f"log replayed{f' ({unknown} values not understood)' if unknown else ''}; agent stays up until Ctrl-C")
+            if unknown:
+                named = ", ".join(f"{key} ({n})" for key, n in feeder.unknown.most_common(12))
+                more = len(feeder.unknown) - 12
+                console.print(
+                    f"not in {device_file.name}'s device {name}: {named}{f' and {more} more' if more > 0 else ''}",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            if feeder.capped_gaps:
+                console.print(
+                    f"{feeder.capped_gaps} idle stretch(es) longer than --max-gap {max_gap:g} s shortened "
+                    f"({feeder.skipped_s:,.0f} s of log time not waited for)",
+                    highlight=False,
+                )
             await stop.wait()

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters.base import DiscoveredSignal
-from monitor.cli._app import app, emit_rows, err_console
+from monitor.cli._app import app, console, emit_rows, err_console
 from monitor.errors import MonitorError
 
 __all__ = ["discover_command", "discover_signals"]
@@ -29,15 +29,16 @@ _COLUMNS = [
 
 
 def discover_signals(
-    url: str, *, device: str | None = None, text: str | None = None, source: Any = None
+    url: str, *, device: str | None = None, text: str | None = None, source: Any = None, warnings: list[str] | None = None
 ) -> list[DiscoveredSignal]:
     """Dispatch on the URL scheme: http(s) -> MTConnect agent, opc.tcp -> OPC UA server.
 
-    ``source`` is an OPC UA machine's source settings (security, certificates, user) to browse with."""
+    ``source`` is an OPC UA machine's source settings (security, certificates, user) to browse with;
+    ``warnings`` collects what the agent answered oddly (an error document, an undeclared prefix)."""
     if url.startswith(("http://", "https://")):
         from adapters.mtconnect.discover import discover as mtc_discover
 
-        return asyncio.run(mtc_discover(url, text, device=device))
+        return asyncio.run(mtc_discover(url, text, device=device, warnings=warnings))
     if url.startswith("opc.tcp://"):
         try:
             module = importlib.import_module("adapters.opcua.discover")
@@ -67,7 +68,8 @@ def discover_command(
     certificates and user: `monitor discover opc.tcp://10.0.0.5:4840 -c site.yaml --machine vmc-01`."""
     try:
         source = _opcua_source(config, machine, url) if config is not None or machine is not None else None
-        found = discover_signals(url, device=device, text=filter, source=source)
+        warnings: list[str] = []
+        found = discover_signals(url, device=device, text=filter, source=source, warnings=warnings)
     except MonitorError as exc:
         err_console.print(f"[bold red]discover failed:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
@@ -79,6 +81,19 @@ def discover_command(
         row.update({k: v for k, v in extra.items() if k not in row})
         rows.append(row)
     emit_rows(rows, as_json=json, columns=_COLUMNS, title=f"{len(rows)} signals at {url}")
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
+    declare = dict(
+        entry.split(": ", 1) for row in rows for entry in str(row.get("namespaces") or "").split(", ") if ": " in entry
+    )
+    if declare and not json:
+        entries = ", ".join(f"{p}: {u}" for p, u in declare.items())
+        console.print(
+            "paths use prefixes of namespaces no companion specification names; add to the machine's source: "
+            f"namespaces: {{{entries}}} (or copy the address column)",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _opcua_source(config: Path | None, machine: str | None, url: str) -> Any:

@@ -138,9 +138,11 @@ class ForeignCnc:
         self, count: int, results: Sequence[float], start: datetime, *, cycle_s: float = 40.0, loads: Iterable[float] = ()
     ) -> datetime:
         """One part: spindle load while cutting, then the counter, the results and the result id together."""
+        loads = list(loads)
+        step = cycle_s / (len(loads) + 2)
         for i, load in enumerate(loads):
-            await self.write("Spindle.Load", float(load), start + timedelta(seconds=2 + 4 * i))
-        end = start + timedelta(seconds=cycle_s - 2)
+            await self.write("Spindle.Load", float(load), start + timedelta(seconds=step * (i + 1)))
+        end = start + timedelta(seconds=cycle_s - step / 2)
         values: dict[str, Any] = {"PartCounter": count, "Probe.ResultId": count}
         values.update(zip(PROBE_NODES, results, strict=True))
         await self.together(values, end)

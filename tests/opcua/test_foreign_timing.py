@@ -25,6 +25,8 @@ from tests.test_attribution import program, truth
 PROBE_SIGNALS = {"probe.hole1_dia": PROBE_NODES[0], "probe.hole1_x": PROBE_NODES[1], "probe.hole1_y": PROBE_NODES[2]}
 NODES = {"part.count": "PartCounter", "program.name": "ActiveProgram", "spindle.load": "Spindle.Load", **PROBE_SIGNALS}
 PARTS = 4
+CYCLE_S = 3.0
+"""Shorter than the default grace window (5 s): the case where results went to the previous part."""
 T0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=10)
 """Controller time of the first cycle: after the server's initial values (stamped when it started)."""
 
@@ -60,8 +62,8 @@ async def run_batch(cnc: ForeignCnc, config: OpcUaMachine, first: int) -> list[P
             together = [k for k in config.signals if k in ("part.count", "part.id", *PROBE_SIGNALS)]
             for n in range(first, first + PARTS):
                 values = truth(n)
-                await cnc.cycle(n, [values[s] for s in PROBE_SIGNALS], start, loads=(30.0 + n, 50.0 + n, 40.0))
-                start += timedelta(seconds=40)
+                await cnc.cycle(n, [values[s] for s in PROBE_SIGNALS], start, cycle_s=CYCLE_S, loads=(30.0 + n, 50.0 + n, 40.0))
+                start += timedelta(seconds=CYCLE_S)
                 # a real cycle lasts far longer than a publishing interval: the next part's values
                 # come in a later publish (within one, a server may send its items in any order)
                 expect = {s: values.get(s, float(n)) for s in together}
@@ -76,7 +78,7 @@ async def run_batch(cnc: ForeignCnc, config: OpcUaMachine, first: int) -> list[P
     for obs in collector.items:
         parts += tracker.update(obs)
     # the next part's end: what the daemon's clock would do once grace has run out
-    parts += tracker.advance(T0 + timedelta(hours=first, seconds=40 * PARTS + 30))
+    parts += tracker.advance(T0 + timedelta(hours=first, seconds=CYCLE_S * PARTS + 30))
     return parts
 
 
