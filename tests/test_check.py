@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from adapters.mtconnect.agent import MtConnectAgent
 from adapters.opcua.certs import generate_certificate
 from adapters.opcua.simserver import OpcUaSimServer, SimSecurity
 from monitor.cli import app
 from monitor.config import load_site
+from tests.mtconnect._devices import vmc
 from tests.opcua.foreign import FOREIGN_URI, ForeignCnc
 from tests.streams import PROGRAM_YAML
 
@@ -165,3 +167,23 @@ async def test_check_connect_names_the_security_settings_for_a_secure_only_serve
 async def _invoke(args: list[str]) -> Result:
     """The CLI runs its own event loop: invoke it from a worker thread, the test's loop serves the server."""
     return await asyncio.to_thread(CliRunner().invoke, app, args)
+
+
+async def test_check_connect_resolves_mtconnect_items(tmp_path: Path) -> None:
+    async with MtConnectAgent([vmc()]) as agent:
+        site = write_site(
+            tmp_path,
+            f"""\
+  - id: lathe
+    source: {{type: mtconnect, url: "{agent.url}", device: vmc}}
+    signals:
+      spindle.load: {{type: LOAD, component: C}}
+      part.count: vmc_pc
+      probe.hole1_x: no_such_item
+""",
+        )
+        result = await _invoke(["check", "-c", str(site), "--connect"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "lathe mtconnect" in text and "2 of 3 signals found" in text
+    assert "missing probe.hole1_x:" in text and "no_such_item" in text
