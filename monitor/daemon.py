@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -38,21 +39,34 @@ from adapters.registry import adapter_class
 from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site, load_site
 from monitor.dashboard.server import serve_dashboard
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.events import EventHub
 from monitor.metrics import DaemonMetrics
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
 from monitor.reload import ConfigVersion, plan_reload, source_key
+from monitor.retry import Backoff, Retry
 from monitor.service.notify import Notifier
 from monitor.sinks.factory import build_sinks
 from monitor.store import Store
 from monitor.supervisor import SourceSupervisor
 
-__all__ = ["Daemon", "OutputSink", "daemon_api_url", "install_signal_handlers", "run_daemon", "runtime_file", "source_key"]
+__all__ = [
+    "STORE_BACKOFF",
+    "Daemon",
+    "OutputSink",
+    "daemon_api_url",
+    "install_signal_handlers",
+    "run_daemon",
+    "runtime_file",
+    "source_key",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+
+STORE_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
+"""Waits between attempts to open a store that cannot be opened yet (a full disk)."""
 
 
 class OutputSink(Protocol):
@@ -100,6 +114,12 @@ class Daemon:
         self._last_activity = time.monotonic()
         self._drain_timeout_s = 3.0
         self._started_at: str | None = None
+        self._runtime_file_failing = False
+        self._runtime_file_written = False
+        self._stopping = False
+        self._draining = False
+        self._room = asyncio.Event()  # cleared while the store cannot write and held writes are at their bound
+        self._room.set()
         self.started = asyncio.Event()
         self.config_version = ConfigVersion.of(site)
         self.last_reload: dict[str, Any] | None = None
@@ -145,7 +165,17 @@ class Daemon:
             "queue": self._queue.qsize(),
             "counts": dict(self.pipeline.counts) if self.pipeline else {},
             "config": {**self.config_version.as_dict(), "last_reload": self.last_reload},
+            "store": self._store_status(),
         }
+
+    def _store_status(self) -> dict[str, Any]:
+        held = self.pipeline.held if self.pipeline is not None else None
+        if held is None:
+            return {"writable": self.store is not None}
+        out: dict[str, Any] = {"writable": not held, "waiting_writes": len(held), "written_late": held.written_late}
+        if held and held.last_error:
+            out["error"] = held.last_error
+        return out
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: machines connected, parts stored, outputs failing."""
@@ -155,6 +185,8 @@ class Daemon:
         parts = sum(int(m.get("parts") or 0) for m in machines)
         failing = [name for name, s in body["sinks"].items() if s.get("state") in ("retrying", "down")]
         line = f"{connected}/{len(machines)} machines connected, {parts} parts stored"
+        if not body["store"]["writable"]:
+            line += f"; STORE CANNOT WRITE ({body['store'].get('waiting_writes', 0)} writes wait)"
         return line + (f"; output(s) failing: {', '.join(failing)}" if failing else "")
 
     async def acknowledge(self, alert_id: str) -> Alert | None:
@@ -174,7 +206,10 @@ class Daemon:
     # --------------------------------------------------------------------- run
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then shut down cleanly, flushing everything."""
-        self.store = await self.call(Store, self.site.store_path)
+        self.store = await self._open_store(stop)
+        if self.store is None:  # stopped while waiting for the store
+            self._worker.shutdown(wait=True)
+            return
         self.store.on_write = self.metrics.on_store_write
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
@@ -201,11 +236,28 @@ class Daemon:
                     reloader.cancel()
                 # stop reading, then let the pumps drain what the adapters already hold: every
                 # observation taken from a controller is processed and stored before we stop
+                self._stopping = True  # the processor no longer waits for a store that cannot write
+                self._room.set()
                 await self._stop_sources(list(self._source_tasks), forget=False)
                 processor.cancel()
                 await self.call(self._save_positions)
                 outcome = await self.call(self.pipeline.close)
                 self._publish(outcome)
+                flushed = await self.call(functools.partial(self.pipeline.retry_held, force=True))
+                self._note_processed(flushed)
+                self._publish(flushed)
+                if not self.pipeline.held:
+                    # everything read is processed and stored, the trackers' contexts too: each source
+                    # resumes exactly where it stopped reading
+                    self._note_read_positions()
+                await self.call(self._save_positions)
+                if self.pipeline.held:
+                    log.error(
+                        "stopping with %d store writes not done (%s); the sources' saved positions are from before "
+                        "them, so an agent that still holds the data replays it at the next start",
+                        len(self.pipeline.held),
+                        self.pipeline.held.last_error,
+                    )
                 for sink in self.sinks:
                     await sink.aclose()
                 for task in sink_tasks:
@@ -239,7 +291,12 @@ class Daemon:
             await asyncio.wait(tasks, timeout=self._drain_timeout_s)
         for task in tasks:
             task.cancel()
-        await self._queue.join()
+        self._draining = True  # what the stopped sources handed over is processed even past the held-writes bound
+        self._room.set()
+        try:
+            await self._queue.join()
+        finally:
+            self._draining = False
         if not forget:
             return
         self.sources = [s for s in self.sources if s not in sources]
@@ -346,12 +403,43 @@ class Daemon:
             self._owner[(machine.id, name)] = source
         return source
 
+    async def _open_store(self, stop: asyncio.Event) -> Store | None:
+        """Open the store; while it cannot be opened for a reason that waiting can cure (a full disk:
+        SQLite needs a few KiB to open), say why once and retry with backoff. None if stopped first."""
+        retry = Retry(STORE_BACKOFF)
+        while True:
+            try:
+                return await self.call(Store, self.site.store_path)
+            except StoreError as exc:
+                if not exc.retryable:
+                    raise
+                if retry.failures == 0:
+                    log.error("%s; waiting for the store before reading any source (retrying with backoff)", exc)
+                wait = retry.failed()
+                # tell systemd why the start takes long, and that it does not hang
+                self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int((wait + 30) * 1e6)}", f"STATUS=waiting for the store: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await stop.wait()
+                if stop.is_set():
+                    return None
+
     def _save_positions(self) -> None:
-        """Save, per source, the position just after the last observation that is processed and stored."""
+        """Save, per source, the position just after the last observation that is processed and stored.
+
+        A store that cannot write keeps them for the next try (and the pipeline reports no new ones
+        while parts wait to be stored), so a position never runs ahead of what is stored."""
         assert self.store is not None
         for (machine, key), position in list(self._processed_positions.items()):
-            del self._processed_positions[(machine, key)]
-            self.store.save_position(machine, key, position)
+            try:
+                self.store.save_position(machine, key, position)
+            except StoreError as exc:
+                if not exc.retryable:
+                    raise
+                log.debug("position of %s not saved yet: %s", machine, exc)
+                return
+            if self._processed_positions.get((machine, key)) is position:
+                del self._processed_positions[(machine, key)]
 
     def _note_processed(self, outcome: Outcome) -> None:
         """Remember where each source can resume: just after the observation that completed the
@@ -364,10 +452,21 @@ class Daemon:
             if position is not None:
                 self._processed_positions[(source.machine, source.key)] = position
 
+    def _note_read_positions(self) -> None:
+        """At a clean stop: every source's position where its adapter stopped reading."""
+        for source in self.sources:
+            position = source.adapter.position() if source.adapter is not None else None
+            if position is not None:
+                self._processed_positions[(source.machine, source.key)] = position
+
     def _write_runtime_file(self) -> None:
         """Tell the CLI (status, ack) where this daemon's API is, even when the port was chosen at bind,
         and how the daemon is doing (refreshed every second: `monitor status` reads it when the
-        dashboard is disabled). Written to a temporary name and renamed, so a reader never sees half."""
+        dashboard is disabled).
+
+        Written whole or not at all (a temporary file renamed over it): a reader never sees half, and
+        a full disk leaves no empty or torn file, only a warning once (the CLI then falls back to
+        the site's dashboard settings)."""
         if self._started_at is None:
             self._started_at = datetime.now(UTC).isoformat()
         body = {
@@ -379,8 +478,22 @@ class Daemon:
         }
         path = runtime_file(self.site)
         temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(body, default=str), encoding="utf-8")
-        temporary.replace(path)
+        try:
+            temporary.write_text(json.dumps(body, default=str), encoding="utf-8")
+            temporary.replace(path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+                if not self._runtime_file_written:
+                    path.unlink(missing_ok=True)  # a previous daemon's: the CLI must not follow it to a dead process
+            if not self._runtime_file_failing:
+                log.warning("cannot write %s (%s); `monitor status` and `ack` use the site's dashboard settings", path, exc)
+            self._runtime_file_failing = True
+            return
+        self._runtime_file_written = True
+        if self._runtime_file_failing:
+            self._runtime_file_failing = False
+            log.warning("%s is written again", path)
 
     def _remove_runtime_file(self) -> None:
         runtime_file(self.site).unlink(missing_ok=True)
@@ -407,6 +520,11 @@ class Daemon:
     async def _process(self) -> None:
         assert self.pipeline is not None
         while True:
+            if self.pipeline.held.full and not (self._stopping or self._draining):
+                # the store cannot write and memory holds all it may: take nothing more until it
+                # writes again (the queue fills and back-pressure reaches the sources)
+                self._room.clear()
+                await self._room.wait()
             batch = [await self._queue.get()]
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -428,6 +546,12 @@ class Daemon:
             estimates = {m: t + timedelta(seconds=now - seen) for m, (t, seen) in self._last_obs.items()}
             outcome = await self.call(self.pipeline.advance, estimates)
             self._publish(outcome)
+            if self.pipeline.held:
+                flushed = await self.call(self.pipeline.retry_held)
+                self._note_processed(flushed)
+                self._publish(flushed)
+            if not self.pipeline.held.full:
+                self._room.set()
             if self._processed_positions:
                 await self.call(self._save_positions)
             await self.call(self._write_runtime_file)

@@ -72,7 +72,15 @@ class BadDocument(AdapterError):
 
 
 class StoreError(MonitorError):
-    """Raised when the SQLite store cannot be opened, migrated or written; check the path and disk space."""
+    """Raised when the SQLite store cannot be opened, migrated or written; check the path and disk space.
+
+    ``retryable`` is true when the same write can succeed later without changing anything in the
+    monitor: the disk is full, the file system is read-only or failing, another process holds a lock.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class SinkError(MonitorError):

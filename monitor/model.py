@@ -238,6 +238,8 @@ class AlertKind(StrEnum):
     OUT_OF_TOLERANCE = "out_of_tolerance"
     SIGNAL_LOST = "signal_lost"
     INCOMPLETE_PART = "incomplete_part"
+    STORE_UNWRITABLE = "store_unwritable"
+    """The embedded store refused writes (disk full, read-only, I/O error); parts wait in memory."""
 
 
 class Severity(StrEnum):

@@ -8,10 +8,11 @@ the alerts it raised and the engine state after it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine
+from monitor.errors import StoreError
 from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
 from monitor.sinks.influx import SignalFilter
 from monitor.store import Store
+from monitor.store.held import HeldWrites
 from monitor.tracking import PartTracker
 
 __all__ = ["ENGINE_STATE", "MachineStatus", "Outcome", "Pipeline"]
@@ -66,9 +69,11 @@ class Outcome:
 class Pipeline:
     """Trackers per machine, the drift engine and the store, wired in one direction."""
 
-    def __init__(self, site: Site, store: Store) -> None:
+    def __init__(self, site: Site, store: Store, *, held_limit: int = 10_000) -> None:
         self.site = site
         self.store = store
+        self.held = HeldWrites(store.record_alerts, limit=held_limit)
+        """Store writes waiting while the store cannot write (disk full...); see monitor.store.held."""
         self.counts: Counter[str] = Counter()
         self.parts_by_status: Counter[tuple[str, str]] = Counter()
         """Parts stored since start, by (machine, status): for the metrics."""
@@ -182,24 +187,57 @@ class Pipeline:
                 status.connection = str(obs.value)
                 changes = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
                 if changes:
-                    self.store.record_alerts(changes)
                     outcome.alerts += changes
+                    outcome.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, changes))
             status.program = tracker.program
             status.counter = tracker.counter
             if self._finish(parts, outcome, tracker) and not tracker.holding:
-                outcome.resume_points[obs.machine] = obs
+                if self.held:  # the part waits to be stored: its source may resume here once it is
+                    self.held.resume_after(obs)
+                else:
+                    outcome.resume_points[obs.machine] = obs
             if (status.connection, status.program, status.counter, status.parts) != before:
                 outcome.machines[obs.machine] = status.as_dict()
         if history:
-            self.store.record_signals(history)
+            self._record_history(history)
         return outcome
+
+    def retry_held(self, *, force: bool = False) -> Outcome:
+        """Store what waits for the store, when its backoff has run out; the closed store alert once done."""
+        alerts = self.held.retry(force=force)
+        return Outcome(alerts=alerts, resume_points=self.held.resume_points())
+
+    def _write(self, what: str, run: Callable[[], object], part_key: str | None = None) -> list[Alert]:
+        """One store write, now or (when the store cannot write) later, in order; alerts to publish."""
+        return self.held.write(what, run, part_key=part_key)
+
+    def _record_history(self, history: list[Observation]) -> None:
+        """Raw signal history is kept when the store writes; while it cannot, it is dropped and counted
+        (parts and alerts wait in memory; raw history would not fit there)."""
+        if self.held:
+            self._count("signal_history_dropped", f"store cannot write: raw signal history is dropped ({len(history)} values)")
+            self.counts["signal_history_dropped"] += len(history) - 1
+            return
+        try:
+            self.store.record_signals(history)
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            self._count("signal_history_dropped", f"store cannot write: raw signal history is dropped ({exc})")
+            self.counts["signal_history_dropped"] += len(history) - 1
 
     def prune_history(self, now: datetime | None = None) -> int:
         """Delete raw signal history past its retention; at most once an hour, returns rows deleted."""
         if self._history is None or time.monotonic() < self._next_prune:
             return 0
         self._next_prune = time.monotonic() + 3600.0
-        deleted = self.store.prune_signals((now or datetime.now(UTC)) - self._retention)
+        try:
+            deleted = self.store.prune_signals((now or datetime.now(UTC)) - self._retention)
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            self._count("signal_history_prune_failed", f"pruning the raw signal history failed ({exc}); tried again in an hour")
+            return 0
         self.counts["signal_history_pruned"] += deleted
         return deleted
 
@@ -218,29 +256,37 @@ class Pipeline:
         outcome = Outcome()
         for machine, tracker in self.trackers.items():
             if not self._finish(tracker.close(), outcome, tracker):
-                self.store.save_detector_state(_TRACKER_STATE + machine, tracker.context())
+                state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + machine, tracker.context())
+                outcome.alerts += self._write("tracker state", state)
         return outcome
 
     def acknowledge(self, alert_id: str) -> Alert | None:
         alert = self.engine.acknowledge(alert_id, datetime.now(UTC))
         if alert is not None:
-            self.store.record_alerts([alert])
-            self.store.save_detector_state(ENGINE_STATE + alert.machine, self.engine.state(alert.machine))
+            self._write_alert_change(alert)
         return alert
 
     def close_alert(self, alert_id: str) -> Alert | None:
         alert = self.engine.close(alert_id, datetime.now(UTC))
         if alert is not None:
-            self.store.record_alerts([alert])
-            self.store.save_detector_state(ENGINE_STATE + alert.machine, self.engine.state(alert.machine))
+            self._write_alert_change(alert)
         return alert
+
+    def _write_alert_change(self, alert: Alert) -> None:
+        state = self.engine.state(alert.machine)
+
+        def write() -> None:
+            self.store.record_alerts([alert])
+            self.store.save_detector_state(ENGINE_STATE + alert.machine, state)
+
+        self._write(f"alert change {alert.id}", write)
 
     def _finish(self, parts: list[PartRecord], outcome: Outcome, tracker: PartTracker) -> int:
         """Detect on and store each new part, with the engine state and the tracker's context after
         it in the same transaction; returns how many parts were stored."""
         stored_parts = 0
         for part in parts:
-            if self.store.has_part(part.key):  # seen before a restart: the engine has it already
+            if self.held.holds_part(part.key) or self.store.has_part(part.key):  # seen before: the engine has it
                 outcome.duplicates += 1
                 self.counts["duplicate_parts"] += 1
                 continue
@@ -255,11 +301,9 @@ class Pipeline:
                 (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
                 (_TRACKER_STATE + part.machine, tracker.context()),
             ]
-            stored = self.store.record_part(part, alerts, states)
-            if not stored:
-                outcome.duplicates += 1
-                self.counts["duplicate_parts"] += 1
-                continue
+            outcome.alerts += self._write(
+                f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part.key
+            )
             status = self.status[part.machine]
             status.parts += 1
             status.last_part_end = part.end.isoformat()

@@ -128,5 +128,6 @@ def capability_rows(site: Site, store: Store, *, machine: str | None = None, pro
 
 
 def open_store(site_path: Path) -> Store:
-    """The store a site's daemon writes, opened for reading by the CLI."""
-    return Store(load_site(site_path).store_path)
+    """The store a site's daemon writes, opened read-only for the CLI (works on a read-only mount,
+    on a full disk, and for a user who may only read it)."""
+    return Store(load_site(site_path).store_path, read_only=True)

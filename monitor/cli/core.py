@@ -181,7 +181,7 @@ def parts(
 def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
     try:
         site = load_site(config)
-        with Store(site.store_path) as store:
+        with Store(site.store_path, read_only=True) as store:
             rows = capability_rows(site, store, machine=machine, program=program)
     except MonitorError as exc:
         raise _fail(exc) from None

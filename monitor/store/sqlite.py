@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -26,7 +27,7 @@ from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_t
 from monitor.errors import StoreError
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store", "store_error"]
 
 MIGRATIONS: list[str] = [
     # 1: first release
@@ -99,19 +100,30 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
 class Store:
-    """The monitor's embedded database. Open with ``Store(path)`` or ``with Store(path) as s:``."""
+    """The monitor's embedded database. Open with ``Store(path)`` or ``with Store(path) as s:``.
 
-    def __init__(self, path: Path | str, *, timeout_s: float = 30.0) -> None:
+    ``read_only=True`` is for readers (the CLI's ``parts``, ``alerts``, ``report``): the file is
+    opened read-only, so it works on a read-only mount, from a user who may not write it, and while
+    the disk is full; nothing is created or migrated. A store that does not exist yet reads as empty.
+    """
+
+    def __init__(self, path: Path | str, *, timeout_s: float = 30.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.on_write: Callable[[str, float], None] | None = None
         """Told the duration of each write transaction, by kind (part, alerts, signals): the metrics."""
+        self.read_only = read_only
         self._lock = threading.Lock()
+        if read_only:
+            self._db = self._open_read_only(timeout_s)
+            return
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +133,45 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {path}: {exc}; check the path, permissions and disk space") from exc
+            raise store_error(self.path, f"cannot open store {path}", exc) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open store {path}: {exc.strerror}; check the path and permissions") from exc
+
+    def _open_read_only(self, timeout_s: float) -> sqlite3.Connection:
+        """A read-only connection. A WAL store on a read-only mount cannot get its shared-memory file:
+        it is then read as immutable (exact when the daemon stopped cleanly: its log is empty)."""
+        if str(self.path) == ":memory:" or not self.path.exists():
+            db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            for migration in MIGRATIONS:  # nothing stored yet: an empty store of the current schema
+                for statement in _statements(migration):
+                    db.execute(statement)
+            return db
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                log.warning(
+                    "%s: read-only and its write-ahead log (%d bytes) cannot be read here: the newest changes may be missing",
+                    self.path,
+                    wal.stat().st_size,
+                )
+            try:
+                db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error as exc:
+                raise store_error(self.path, f"cannot open store {self.path} for reading", exc) from exc
+        except sqlite3.Error as exc:
+            raise store_error(self.path, f"cannot open store {self.path} for reading", exc) from exc
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this monitor ({SCHEMA_VERSION}); upgrade the monitor"
+            )
+        return db  # an older schema reads as it is (the daemon migrates it when it next starts)
 
     def _set_wal(self, timeout_s: float) -> None:
         """Switch to WAL. SQLite answers "locked" at once, without its busy handler, when another
@@ -333,7 +383,7 @@ class Store:
                 self.on_write(kind, time.perf_counter() - started)
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     # ----------------------------------------------------------------------- reads
     def parts(
@@ -458,28 +508,57 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, translated to StoreError."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error, translated to StoreError.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    A failed COMMIT may already have rolled back (SQLite does so on a full disk): the rollback is
+    then skipped, so the error says the cause ("database or disk is full"), not "cannot rollback"."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
 
     def __enter__(self) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot start a store transaction: {exc}") from exc
+            raise store_error(self._path, "cannot start a store transaction", exc) from exc
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         if t is None:
             try:
                 self._db.execute("COMMIT")
+                return
             except sqlite3.Error as exc:
+                self._rollback()
+                raise store_error(self._path, "store commit failed", exc) from exc
+        self._rollback()
+        if isinstance(e, sqlite3.Error):
+            raise store_error(self._path, "store write failed", e) from e
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the first error is the one worth reporting
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"store commit failed: {exc}; check disk space") from exc
-        else:
-            self._db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"store write failed: {e}") from e
+
+
+_RETRYABLE = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+)
+
+
+def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
+    """A StoreError that names the file, SQLite's reason and what to do; retryable when waiting can help."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == sqlite3.SQLITE_FULL:
+        hint = f"free space on the disk that holds {path.parent} (the daemon keeps what it has and retries)"
+    elif primary == sqlite3.SQLITE_READONLY:
+        hint = f"{path} or its folder is read-only; check the mount and permissions"
+    elif primary == sqlite3.SQLITE_IOERR:
+        hint = f"the disk that holds {path} failed a read or write (full, removed or failing?)"
+    else:
+        hint = "check the path, permissions and disk space"
+    return StoreError(f"{what}: {exc}; {hint}", retryable=primary in _RETRYABLE)
 
 
 def _filters(**kw: str | None) -> tuple[list[str], list[Any]]:
