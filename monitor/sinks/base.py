@@ -178,6 +178,9 @@ class RunningSink:
 
         self._memory: deque[SinkEvent] = deque()
         self._held: list[SinkEvent] | None = None  # a batch taken from memory, being written
+        self._closing = False  # aclose started: the writer starts no new write
+        self._write_idle = asyncio.Event()  # set while no sink.write is in flight
+        self._write_idle.set()
         self._held_segment: Segment | None = None  # a spool segment being written
         self._spool: Spool | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -272,8 +275,14 @@ class RunningSink:
         if self._closed:
             return
         self._closed = True
+        self._closing = True
         task = self._run_task
         if task is not None and task is not asyncio.current_task() and not task.done():
+            # A write in flight may already have reached the server: let it finish (bounded) rather
+            # than cancel it and write the same batch again below (a duplicate at every shutdown).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.close_timeout_s):
+                    await self._write_idle.wait()
             task.cancel()
             await asyncio.wait([task])
         try:
@@ -346,6 +355,8 @@ class RunningSink:
 
     async def _next_batch(self) -> tuple[list[SinkEvent], Segment | None]:
         while True:
+            if self._closing:  # aclose writes what is left itself; wait here to be cancelled
+                await asyncio.Event().wait()
             if self._held_segment is not None:
                 return list(self._held_segment.events), self._held_segment
             if self._held is not None:
@@ -379,7 +390,11 @@ class RunningSink:
                 await self._finish(segment)
             return
         try:
-            await self.sink.write(batch)
+            self._write_idle.clear()
+            try:
+                await self.sink.write(batch)
+            finally:
+                self._write_idle.set()
         except SinkError as exc:
             message = self._redact(str(exc))
             self._last_error = message

@@ -304,3 +304,28 @@ async def test_run_after_close_is_refused() -> None:
     await running.aclose()
     with pytest.raises(SinkError, match="closed"):
         await running.run()
+
+
+async def test_close_while_a_write_is_in_flight_delivers_that_batch_once() -> None:
+    """The server has the batch but its answer is still on the way when the daemon stops: close
+    waits for the answer (bounded) instead of cancelling the write and sending the batch again."""
+    answer = asyncio.Event()
+
+    class ReceivedThenSlow(RecordingSink):
+        async def write(self, batch: Sequence[SinkEvent]) -> None:
+            self.batches.append(list(batch))  # the server has it...
+            await answer.wait()  # ...and answers late
+
+    sink = ReceivedThenSlow()
+    running = RunningSink(sink, batch_size=5, flush_interval_s=0.01, backoff=FAST, close_timeout_s=10.0)
+    task = asyncio.create_task(running.run())
+    for i in range(8):
+        running.offer(obs(i))
+    await until(lambda: len(sink.batches) == 1)
+    closing = asyncio.create_task(running.aclose())
+    await until(lambda: running._closing)  # close has begun while the write is in flight
+    answer.set()
+    await asyncio.wait_for(closing, 10)
+    assert task.done()
+    assert sink.values == [float(i) for i in range(8)]  # each once, in order
+    assert running.status()["written"] == 8
