@@ -127,7 +127,8 @@ class Pipeline:
             if machine_id not in site.machine_ids():
                 gone = self.trackers.pop(machine_id)
                 if not self._finish(gone.close(), outcome, gone):
-                    self.store.save_detector_state(_TRACKER_STATE + machine_id, gone.context())
+                    state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + machine_id, gone.context())
+                    outcome.alerts += self._write("tracker state", state)
                 del self.status[machine_id]
         for machine_id in site.machine_ids():
             entries = [e for e in site.config.machines if e.id == machine_id]
@@ -140,11 +141,16 @@ class Pipeline:
                 self.trackers[machine_id] = self._tracker(site, machine_id, tracker.context())
             else:
                 tracker.programs = dict(site.programs)
-        for alert in closed:
-            self.store.record_alerts([alert])
-        for machine in {a.machine for a in closed}:
-            self.store.save_detector_state(ENGINE_STATE + machine, self.engine.state(machine))
         outcome.alerts += closed
+        if closed:
+            states = [(ENGINE_STATE + m, self.engine.state(m)) for m in sorted({a.machine for a in closed})]
+
+            def write_closed() -> None:
+                self.store.record_alerts(closed)
+                for name, state in states:
+                    self.store.save_detector_state(name, state)
+
+            outcome.alerts += self._write("alerts closed by a reload", write_closed)
         kept = site.config.store.signals
         self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
         self._retention = timedelta(days=site.config.store.signal_retention_days)
