@@ -11,7 +11,13 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 APT_PACKAGES="${need_apt[*]:-}" bash scripts/install.sh test
+# node-opcua, an independent OPC UA implementation for the interop tests (tests/opcua/node)
+if [ ! -d tests/opcua/node/node_modules/node-opcua-server ]; then
+    echo "== npm install (tests/opcua/node)" >&2
+    npm install --prefix tests/opcua/node --no-audit --no-fund --no-package-lock --loglevel=error >/dev/null
+fi
 
 PY=.venv/bin/python
 echo "== ruff"; $PY -m ruff check monitor adapters tests bench
