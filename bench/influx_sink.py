@@ -41,7 +41,8 @@ from influxdb_client.client.write.point import Point as _ClientPoint
 from influxdb_client.client.write_api import WriteOptions
 
 from monitor.model import Observation
-from monitor.sinks.base import Backoff, RunningSink
+from monitor.retry import Backoff
+from monitor.sinks.base import RunningSink
 from monitor.sinks.influx import InfluxSink, PointEncoder, time_ns
 from tests.servers.victoria import VictoriaMetrics
 
@@ -72,7 +73,7 @@ async def feed(running: RunningSink, events: Iterator[Observation]) -> None:
 
 async def through_sink(url: str, n: int, spool: Path, machine: str) -> float:
     sink = InfluxSink(url=url, org="bench", bucket="bench", token="bench-token")
-    running = RunningSink(sink, buffer_size=BUFFER, batch_size=BATCH, flush_interval_s=0.2, spool_dir=spool)
+    running = RunningSink(sink, queue_size=BUFFER, batch_size=BATCH, flush_interval_s=0.2, spool_dir=spool)
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
@@ -119,7 +120,7 @@ async def outage(n: int, spool: Path) -> dict[str, Any]:
     sink = InfluxSink(url="http://127.0.0.1:9", org="bench", bucket="bench", token="bench-token", timeout_s=1.0)
     running = RunningSink(
         sink,
-        buffer_size=BUFFER,
+        queue_size=BUFFER,
         batch_size=BATCH,
         flush_interval_s=0.2,
         spool_dir=spool,

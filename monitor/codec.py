@@ -6,6 +6,7 @@ the CLI reads the same everywhere, and survives versions (no pickle).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +27,29 @@ __all__ = [
     "alert_to_dict",
     "event_from_dict",
     "event_to_dict",
+    "json_safe",
     "observation_from_dict",
     "observation_to_dict",
     "part_from_dict",
     "part_to_dict",
 ]
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None and mapping keys as text: JSON has no NaN,
+    and browsers' ``JSON.parse`` and strict receivers refuse it. The one scrubber for every JSON we
+    send (dashboard API and events, MQTT and webhook payloads).
+
+    >>> json_safe({"a": [1.0, float("nan")], 2: (float("inf"), "x")})
+    {'a': [1.0, None], '2': [None, 'x']}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _t(value: datetime) -> str:

@@ -213,7 +213,9 @@ class Daemon:
         self.store.on_write = self.metrics.on_store_write
         try:
             self.pipeline = await self.call(Pipeline, self.site, self.store)
-            self.sinks = [*build_sinks(self.site)]
+            store = self.store
+            open_alerts = await self.call(lambda: store.alerts(open_only=True))  # for outputs that count them
+            self.sinks = [*build_sinks(self.site, open_alerts=open_alerts)]
             async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for machine in self.site.config.machines:

@@ -4,16 +4,23 @@ Every place that retries something that failed (a sink write, a reconnect to a c
 write on a full disk, a source restarted after an unexpected error) waits with :class:`Backoff`, so
 many monitors do not hammer a recovering server in step, and a failure that repeats waits longer
 each time up to a cap. :class:`Retry` keeps the attempt count and the seeded random source for one
-thing being retried.
+thing being retried. :func:`retry_after_s` reads a server's ``Retry-After`` (honoured as a minimum
+wait by :meth:`Backoff.delay`), and :func:`check_backoff_bounds` is the one config check of a
+first-wait/cap pair, whatever the keys are called.
+
+Pure and synchronous: the caller sleeps (``await asyncio.sleep(retry.failed())``), so nothing here
+owns a task and tests can ask for delays without waiting for them.
 """
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-__all__ = ["Backoff", "Retry"]
+__all__ = ["Backoff", "Retry", "check_backoff_bounds", "retry_after_s"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +86,41 @@ class Retry:
     def succeeded(self) -> None:
         """The thing worked: the next failure waits the shortest time again."""
         self.failures = 0
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from an HTTP ``Retry-After`` header (RFC 9110 10.2.3): delta-seconds or an
+    HTTP date; None when absent or unreadable, never negative.
+
+    >>> retry_after_s("7"), retry_after_s("soon"), retry_after_s(None)
+    (7.0, None, None)
+    >>> retry_after_s("Wed, 21 Oct 2026 07:28:30 GMT", datetime(2026, 10, 21, 7, 28, tzinfo=UTC))
+    30.0
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def check_backoff_bounds(first_s: float, cap_s: float, first_key: str, cap_key: str) -> None:
+    """Raise ValueError (which the config loader reports with file, line and key) when the first
+    wait exceeds the cap.
+
+    >>> check_backoff_bounds(5.0, 1.0, "retry_initial_s", "retry_max_s")
+    Traceback (most recent call last):
+    ...
+    ValueError: retry_initial_s 5.0 must not exceed retry_max_s 1.0
+    """
+    if first_s > cap_s:
+        raise ValueError(f"{first_key} {first_s} must not exceed {cap_key} {cap_s}")

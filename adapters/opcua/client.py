@@ -38,6 +38,7 @@ from adapters.opcua.config import OpcUaSignal, OpcUaSource
 from adapters.opcua.session import TransientConnectError, close_quietly, open_client
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.model import Observation, Value
+from monitor.retry import Backoff
 
 if TYPE_CHECKING:
     from monitor.config import OpcUaMachine
@@ -185,9 +186,8 @@ class OpcUaAdapter(Adapter):
 
     # ------------------------------------------------------------------------------ lifecycle
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff capped at reconnect_max_s; 'equal jitter' keeps it above half the step."""
-        step = min(self.source.reconnect_max_s, self.source.reconnect_min_s * 2.0 ** min(attempt, 30))
-        return step / 2 + self._rng.uniform(0, step / 2)
+        """The wait before reconnect ``attempt`` (0-based): the one retry toolkit's jittered backoff."""
+        return Backoff(self.source.reconnect_min_s, self.source.reconnect_max_s).delay(attempt, self._rng)
 
     async def _run(self) -> None:
         attempt = 0

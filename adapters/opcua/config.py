@@ -33,6 +33,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.retry import check_backoff_bounds
+
 __all__ = ["SECURITY_MODES", "SECURITY_POLICIES", "OpcUaSignal", "OpcUaSource"]
 
 SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
@@ -130,8 +132,7 @@ class OpcUaSource(BaseModel):
                 raise ValueError(f"security_policy {self.security_policy} needs {', '.join(missing)}")
         if (self.username_env is None) != (self.password_env is None):
             raise ValueError("username_env and password_env go together")
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        check_backoff_bounds(self.reconnect_min_s, self.reconnect_max_s, "reconnect_min_s", "reconnect_max_s")
         return self
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from monitor.codec import alert_to_dict
+from monitor.codec import alert_to_dict, json_safe
 from monitor.model import AlertState, PartRecord, PartStatus, PositionFeature, Severity, SizeFeature
 from monitor.queries import alert_row, part_row
 
@@ -37,7 +37,6 @@ __all__ = [
     "SERIES_MAX",
     "add_api_routes",
     "feature_series",
-    "json_safe",
     "machines_snapshot",
 ]
 
@@ -67,21 +66,6 @@ def _json_text(obj: Any) -> str:
 
 def _json(obj: Any, status: int = 200) -> web.Response:
     return web.json_response(json_safe(obj), status=status, dumps=_json_text)
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN and infinities replaced by None: browsers' JSON.parse refuses them.
-
-    >>> json_safe({"a": [1.0, float("nan")]})
-    {'a': [1.0, None]}
-    """
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def _last(request: web.Request, default: int, cap: int) -> int:

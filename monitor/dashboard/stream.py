@@ -17,7 +17,8 @@ import json
 
 from aiohttp import web
 
-from monitor.dashboard.api import DAEMON_KEY, json_safe
+from monitor.codec import json_safe
+from monitor.dashboard.api import DAEMON_KEY
 from monitor.events import HubEvent, Subscription
 
 __all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "RETRY_AFTER_S", "STREAMS_KEY", "add_stream_routes", "format_event"]

@@ -32,28 +32,34 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from monitor.errors import SinkError
-from monitor.model import Alert, Observation, PartRecord
+from monitor.model import Alert, Feature, Observation, PartRecord
 from monitor.retry import Backoff
+from monitor.sinks.config import OutputConfig
 from monitor.sinks.spool import Segment, Spool
 
 __all__ = [
-    "Backoff",
+    "ConfiguredSink",
+    "ProgramFeatures",
     "RetryAfterError",
     "RunningSink",
     "Sink",
+    "SinkContext",
     "SinkEvent",
     "SinkState",
 ]
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_BACKOFF = Backoff()
 
 SinkEvent = PartRecord | Alert | Observation
 """Everything a sink can be offered: part records, alert state changes and raw observations."""
@@ -73,6 +79,36 @@ class Sink(Protocol):
     async def write(self, batch: Sequence[SinkEvent]) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class ConfiguredSink(Sink, Protocol):
+    """A sink built from its site-file section (what the plugin registry builds): it also says which
+    events it takes and which strings must never appear in a message."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+    def admits(self, event: SinkEvent) -> bool: ...
+
+
+class ProgramFeatures(Protocol):
+    """A part program as a sink sees it: its features (a :class:`monitor.config.ProgramConfig` is one)."""
+
+    def feature_models(self) -> list[Feature]: ...
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may know of the site besides its own section, given when it is built."""
+
+    site: str
+    """The site name (MQTT topics, payloads, InfluxDB tags)."""
+    name: str
+    """This output's name: influx, mqtt, webhook-1, ..."""
+    programs: Mapping[str, ProgramFeatures] = field(default_factory=dict)
+    """The site's programs by name, for outputs that write per-feature values."""
+    open_alerts: Sequence[Alert] = ()
+    """Alerts open when the daemon started (read from the store by the core), for status counts."""
 
 
 class RetryAfterError(SinkError):
@@ -115,8 +151,8 @@ class RunningSink:
     ----------
     sink:
         The output; closed by :meth:`aclose`.
-    buffer_size:
-        Events held in memory at most. With a spool, the buffer is moved to disk once more than
+    queue_size:
+        Events held in memory at most. With a spool, the queue is moved to disk once more than
         half full, so it overflows (counted in ``dropped``) only when the disk cannot keep up.
     batch_size:
         Events per write, and per spool segment.
@@ -146,26 +182,26 @@ class RunningSink:
         self,
         sink: Sink,
         *,
-        buffer_size: int = 10_000,
+        queue_size: int = 10_000,
         batch_size: int = 500,
         flush_interval_s: float = 1.0,
         spool_dir: Path | None = None,
         spool_max_bytes: int = 1 << 30,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = _DEFAULT_BACKOFF,
         down_after: int = 3,
         close_timeout_s: float = 5.0,
         admit: Callable[[SinkEvent], bool] | None = None,
         secrets: Iterable[str] = (),
         rng: random.Random | None = None,
     ) -> None:
-        if buffer_size < 1 or batch_size < 1:
-            raise ValueError("buffer_size and batch_size must be at least 1")
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be at least 1")
         if flush_interval_s <= 0 or close_timeout_s < 0:
             raise ValueError("flush_interval_s must be positive and close_timeout_s not negative")
         self.sink = sink
         self.name = sink.name
-        self.buffer_size = buffer_size
-        self.batch_size = min(batch_size, buffer_size)
+        self.queue_size = queue_size
+        self.batch_size = min(batch_size, queue_size)
         self.flush_interval_s = flush_interval_s
         self.spool_dir = spool_dir
         self.spool_max_bytes = spool_max_bytes
@@ -202,17 +238,33 @@ class RunningSink:
         self.filtered = 0
         self.retries = 0
 
+    @classmethod
+    def for_output(cls, sink: ConfiguredSink, config: OutputConfig, *, base_dir: Path) -> RunningSink:
+        """The one way the daemon wraps a configured output: queue, batches, spool and retry waits
+        from its section (``base_dir``, the site file's folder, anchors a relative spool)."""
+        return cls(
+            sink,
+            queue_size=config.queue_size,
+            batch_size=config.batch_events(),
+            flush_interval_s=config.flush_after_s(),
+            spool_dir=config.spool_path(base_dir),
+            spool_max_bytes=config.spool_bytes(),
+            backoff=config.backoff(),
+            admit=sink.admits,
+            secrets=sink.secrets,
+        )
+
     # -------------------------------------------------------------------------------- producing
     def offer(self, event: SinkEvent) -> None:
         """Queue one event for writing; never blocks, never raises (overflow is counted)."""
         if self._admit is not None and not self._admit(event):
             self.filtered += 1
             return
-        if self._closed or len(self._memory) >= self.buffer_size:
+        if self._closed or len(self._memory) >= self.queue_size:
             self.dropped += 1
             if not self._drop_logged:
                 self._drop_logged = True
-                why = "closed" if self._closed else f"buffer of {self.buffer_size} events full"
+                why = "closed" if self._closed else f"queue of {self.queue_size} events full"
                 log.warning("sink %s: dropping events (%s); see status() for the count", self.name, why)
             return
         self._drop_logged = False
@@ -223,7 +275,7 @@ class RunningSink:
             self._wake.set()
         elif n >= self.batch_size:
             self._wake.set()
-        if self.spool_dir is not None and (n * 2 > self.buffer_size or (self._failing and n >= self.batch_size)):
+        if self.spool_dir is not None and (n * 2 > self.queue_size or (self._failing and n >= self.batch_size)):
             self._spool_wake.set()
 
     @property
@@ -452,7 +504,7 @@ class RunningSink:
             self._spool_wake.clear()
             if not self._memory:
                 continue
-            if not (self._failing or len(self._memory) * 2 > self.buffer_size):
+            if not (self._failing or len(self._memory) * 2 > self.queue_size):
                 continue
             async with self._lock:
                 chunk = list(self._memory)

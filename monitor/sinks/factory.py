@@ -1,33 +1,35 @@
-"""Builds the site's configured outputs, each wrapped in a RunningSink (buffer, retry, spool).
+"""Builds the site's configured outputs, each wrapped in a RunningSink (queue, retry, spool).
 
-One function per output type; the daemon calls :func:`build_sinks` and owns the results.
+One path for every output type: the section's ``kind`` picks the sink class, which builds itself
+from its section (``from_config``), and :meth:`RunningSink.for_output` adds what all outputs share.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
 from monitor.config import Site
-from monitor.sinks.base import RunningSink
+from monitor.model import Alert
+from monitor.sinks.base import RunningSink, SinkContext
 
-__all__ = ["build_sinks"]
+__all__ = ["SINKS", "build_sinks"]
+
+SINKS: dict[str, str] = {
+    "influx": "monitor.sinks.influx:InfluxSink",
+    "mqtt": "monitor.sinks.mqtt:MqttSink",
+    "webhook": "monitor.sinks.webhook:WebhookSink",
+}
+"""Which sink class serves which output section; imported on first use."""
 
 
-def build_sinks(site: Site) -> list[RunningSink]:
+def build_sinks(site: Site, *, open_alerts: Sequence[Alert] = ()) -> list[RunningSink]:
     """Every output the site file configures, in a fixed order (influx, mqtt, webhooks)."""
     sinks: list[RunningSink] = []
-    config = site.config.sinks
-    base_dir = site.path.parent
-    if config.influx is not None:
-        from monitor.sinks.influx import build_influx_sink
-
-        sinks.append(build_influx_sink(config.influx, site.programs, base_dir=base_dir, site=site.config.site))
-    if config.mqtt is not None:
-        from monitor.sinks.mqtt import build_mqtt_sink, open_alerts_in
-
-        seed = open_alerts_in(site.store_path)
-        sinks.append(build_mqtt_sink(config.mqtt, site.config.site, base_dir=base_dir, open_alerts=seed))
-    if config.webhooks:
-        from monitor.sinks.webhook import build_webhook_sink
-
-        for i, hook in enumerate(config.webhooks, start=1):
-            sinks.append(build_webhook_sink(hook, site.config.site, base_dir=base_dir, name=f"webhook-{i}"))
+    for name, config in site.config.sinks.outputs():
+        module, _, attr = SINKS[config.kind].partition(":")
+        cls: Any = getattr(importlib.import_module(module), attr)
+        context = SinkContext(site.config.site, name, site.programs, open_alerts)
+        sinks.append(RunningSink.for_output(cls.from_config(config, context), config, base_dir=site.path.parent))
     return sinks

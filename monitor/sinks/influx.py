@@ -16,20 +16,18 @@ Three pieces, each testable alone:
   can fix without losing the spooled data); other 4xx (400 unparsable, 413 too large, 422 field
   type conflict) will never succeed and are set aside. The token never appears in any message.
 
-:func:`build_influx_sink` wires the three into a :class:`RunningSink` from the site's
-``sinks.influx`` section; it is what the daemon calls.
+:meth:`InfluxSink.from_config` wires the three from the site's ``sinks.influx`` section (the plugin
+registry calls it; :meth:`RunningSink.for_output` adds the queue, spool and retries).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Self, cast
 
 import aiohttp
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -38,11 +36,9 @@ from influxdb_client.rest import ApiException
 
 from monitor.errors import SinkError
 from monitor.model import Alert, Feature, Observation, PartRecord, PositionFeature, SizeFeature
-from monitor.sinks.base import Backoff, RetryAfterError, RunningSink, SinkEvent
+from monitor.retry import retry_after_s
+from monitor.sinks.base import ProgramFeatures, RetryAfterError, SinkContext, SinkEvent
 from monitor.sinks.config import InfluxConfig, RawSignalConfig
-
-if TYPE_CHECKING:
-    from monitor.config import ProgramConfig
 
 __all__ = [
     "ALERT_MEASUREMENT",
@@ -53,7 +49,6 @@ __all__ = [
     "Point",
     "PointEncoder",
     "SignalFilter",
-    "build_influx_sink",
     "feature_fields",
     "time_ns",
 ]
@@ -155,7 +150,7 @@ class PointEncoder:
     '1767225690000000000'
     """
 
-    def __init__(self, programs: Mapping[str, ProgramConfig] | None = None, *, site: str = "") -> None:
+    def __init__(self, programs: Mapping[str, ProgramFeatures] | None = None, *, site: str = "") -> None:
         self._features: dict[str, list[Feature]] = {name: program.feature_models() for name, program in (programs or {}).items()}
         self.site = site
 
@@ -382,24 +377,6 @@ class SignalFilter:
         return True
 
 
-def _retry_after_s(value: Any) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def _server_message(exc: ApiException) -> str:
     message = getattr(exc, "message", None) or exc.reason or ""
     if isinstance(message, bytes):
@@ -421,11 +398,12 @@ class InfluxSink:
         org: str,
         bucket: str,
         token: str = "",
-        programs: Mapping[str, ProgramConfig] | None = None,
+        programs: Mapping[str, ProgramFeatures] | None = None,
         timeout_s: float = 10.0,
         verify_ssl: bool = True,
         name: str = "influx",
         site: str = "",
+        admit: SignalFilter | None = None,
     ) -> None:
         self.name = name
         self.url = url
@@ -435,11 +413,28 @@ class InfluxSink:
         self._timeout_ms = int(timeout_s * 1000)
         self._verify_ssl = verify_ssl
         self.encoder = PointEncoder(programs, site=site)
+        self._admit = admit
         self._client: InfluxDBClientAsync | None = None
         self._write_api: Any = None
         self._closed = False
 
-    def reprogram(self, programs: Mapping[str, ProgramConfig]) -> None:
+    @classmethod
+    def from_config(cls, config: InfluxConfig, context: SinkContext) -> Self:
+        """The sink the site's ``sinks.influx`` section describes (``context.site`` tags every point)."""
+        return cls(
+            url=config.url,
+            org=config.org,
+            bucket=config.bucket,
+            token=config.token.get_secret_value(),
+            programs=context.programs,
+            timeout_s=config.timeout_s,
+            verify_ssl=config.verify_ssl,
+            name=context.name,
+            site=context.site,
+            admit=SignalFilter(config.signals, parts=config.write_parts, alerts=config.write_alerts),
+        )
+
+    def reprogram(self, programs: Mapping[str, ProgramFeatures]) -> None:
         """A reload changed the program files: points from now on carry the new nominals and limits."""
         self.encoder = PointEncoder(programs, site=self.encoder.site)
 
@@ -447,6 +442,10 @@ class InfluxSink:
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never appear in a message (the token)."""
         return (self._token,) if self._token else ()
+
+    def admits(self, event: SinkEvent) -> bool:
+        """Parts, alerts and the configured raw signals (see :class:`SignalFilter`)."""
+        return self._admit(event) if self._admit is not None else True
 
     def __repr__(self) -> str:
         return f"InfluxSink(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
@@ -475,7 +474,7 @@ class InfluxSink:
             message = self._scrub(f"{where}: HTTP {status}: {_server_message(exc)}")
             if status == 429 or status >= 500 or status in _RETRYABLE_4XX:
                 headers: Mapping[str, str] = exc.headers or {}
-                raise RetryAfterError(message, retry_after=_retry_after_s(headers.get("Retry-After"))) from None
+                raise RetryAfterError(message, retry_after=retry_after_s(headers.get("Retry-After"))) from None
             raise SinkError(message, retryable=False) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             detail = self._scrub(str(exc) or type(exc).__name__)
@@ -486,44 +485,3 @@ class InfluxSink:
         client, self._client = self._client, None
         if client is not None:
             await cast(Any, client).close()
-
-
-def build_influx_sink(
-    config: InfluxConfig,
-    programs: Mapping[str, ProgramConfig],
-    *,
-    base_dir: Path,
-    name: str = "influx",
-    site: str = "",
-) -> RunningSink:
-    """The daemon's entry point: an :class:`InfluxSink` in its :class:`RunningSink`, from the site file.
-
-    ``base_dir`` is the site file's folder; a relative ``spool_dir`` is taken from there; ``site``
-    (the site file's name) tags every point.
-    """
-    token = config.token.get_secret_value()
-    sink = InfluxSink(
-        url=config.url,
-        org=config.org,
-        bucket=config.bucket,
-        token=token,
-        programs=programs,
-        timeout_s=config.timeout_s,
-        verify_ssl=config.verify_ssl,
-        name=name,
-        site=site,
-    )
-    spool_dir = config.spool_dir
-    if spool_dir is not None and not spool_dir.is_absolute():
-        spool_dir = base_dir / spool_dir
-    return RunningSink(
-        sink,
-        buffer_size=config.buffer_size,
-        batch_size=config.batch_size,
-        flush_interval_s=config.flush_interval_s,
-        spool_dir=spool_dir,
-        spool_max_bytes=int(config.spool_max_mb * 1024 * 1024),
-        backoff=Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s),
-        admit=SignalFilter(config.signals, parts=config.write_parts, alerts=config.write_alerts),
-        secrets=sink.secrets,
-    )

@@ -11,7 +11,7 @@ Topics (``docs/notifications.md``), every level after the prefix made safe by
   stops or (as the broker's last will) when it vanishes.
 
 The sink itself only connects and publishes; the :class:`~monitor.sinks.base.RunningSink` that
-:func:`build_mqtt_sink` wraps it in owns the bounded queue, the reconnect backoff and the drop
+:meth:`~monitor.sinks.base.RunningSink.for_output` wraps it in owns the bounded queue, the reconnect backoff and the drop
 counter. A write that cannot reach the broker raises a retryable :class:`SinkError`, closes the
 client, and the next attempt connects afresh, so the batch and everything queued behind it go out,
 in order, once the broker is back. Delivery is at least once: a batch interrupted half-way is
@@ -24,20 +24,20 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 
-from monitor.errors import SinkError, StoreError
+from monitor.errors import SinkError
 from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord, Severity
-from monitor.sinks.base import Backoff, RunningSink, SinkEvent
+from monitor.sinks.base import SinkContext, SinkEvent
 from monitor.sinks.config import MqttConfig
 from monitor.sinks.payload import alert_payload, encode_payload, topic_level
 
-__all__ = ["STATUS_SCHEMA", "MachineStatus", "MqttFilter", "MqttSink", "build_mqtt_sink", "open_alerts_in"]
+__all__ = ["STATUS_SCHEMA", "MqttFilter", "MqttSink", "RetainedStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class MqttFilter:
 
 
 @dataclass
-class MachineStatus:
+class RetainedStatus:
     """What the retained status topic of one machine says, built from the events seen."""
 
     machine: str
@@ -135,9 +135,8 @@ class MqttSink:
     site:
         The site name, second topic level and ``site`` field of every payload.
     open_alerts:
-        Optional blocking callable returning the alerts open when the daemon started (read from
-        the store off the event loop, once, before the first publish), so the status topic counts
-        alerts opened before a restart.
+        The alerts open when the daemon started (the core reads them from the store before the
+        sinks are built), so the status topic counts alerts opened before a restart.
     """
 
     def __init__(
@@ -145,17 +144,29 @@ class MqttSink:
         config: MqttConfig,
         site: str,
         *,
-        open_alerts: Callable[[], Iterable[Alert]] | None = None,
+        open_alerts: Iterable[Alert] = (),
         name: str = "mqtt",
     ) -> None:
         self.name = name
         self.config = config
         self.site = site
         self._base = f"{config.prefix.rstrip('/')}/{topic_level(site)}"
-        self._seed = open_alerts
-        self._status: dict[str, MachineStatus] = {}
+        self._status: dict[str, RetainedStatus] = {}
+        for alert in open_alerts:
+            if alert.state is not AlertState.CLOSED:
+                self._status.setdefault(alert.machine, RetainedStatus(alert.machine)).open_alerts[alert.id] = alert.severity
+        self._filter = MqttFilter()
         self._client: aiomqtt.Client | None = None
         self._closed = False
+
+    @classmethod
+    def from_config(cls, config: MqttConfig, context: SinkContext) -> Self:
+        """The sink the site's ``sinks.mqtt`` section describes."""
+        return cls(config, context.site, open_alerts=context.open_alerts, name=context.name)
+
+    def admits(self, event: SinkEvent) -> bool:
+        """Alerts, parts, connection and program changes (see :class:`MqttFilter`)."""
+        return self._filter(event)
 
     # --------------------------------------------------------------------------------- topics
     def alert_topic(self, machine: str, feature: str) -> str:
@@ -187,7 +198,7 @@ class MqttSink:
         out: list[tuple[str, bytes, bool]] = []
         changed: dict[str, None] = {}
         for event in batch:
-            status = self._status.setdefault(event.machine, MachineStatus(event.machine))
+            status = self._status.setdefault(event.machine, RetainedStatus(event.machine))
             if status.apply(event):
                 changed[event.machine] = None
             if isinstance(event, Alert):
@@ -203,8 +214,6 @@ class MqttSink:
     async def write(self, batch: Sequence[SinkEvent]) -> None:
         if self._closed:
             raise SinkError("mqtt sink is closed", retryable=False)
-        if self._seed is not None:
-            await self._load_seed()
         messages = self.messages(batch)
         if not messages:
             return
@@ -227,18 +236,6 @@ class MqttSink:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.online_topic, b"false", qos=1, retain=True, timeout=_CLOSE_TIMEOUT_S)
             await self._disconnect(_CLOSE_TIMEOUT_S)
-
-    async def _load_seed(self) -> None:
-        seed, self._seed = self._seed, None
-        assert seed is not None
-        try:
-            alerts = await asyncio.to_thread(lambda: list(seed()))
-        except StoreError as exc:
-            log.warning("mqtt: open alerts not read from the store (%s); status counts start at zero", exc)
-            return
-        for alert in alerts:
-            if alert.state is not AlertState.CLOSED:
-                self._status.setdefault(alert.machine, MachineStatus(alert.machine)).open_alerts[alert.id] = alert.severity
 
     async def _connect(self) -> aiomqtt.Client:
         if self._client is not None:
@@ -300,39 +297,3 @@ async def _probe_unix_socket(path: Path | None, where: str) -> None:
         await asyncio.to_thread(probe)
     except OSError as exc:
         raise SinkError(f"mqtt broker {where} unreachable: {exc.strerror or exc}", retryable=True) from exc
-
-
-def open_alerts_in(store_path: Path) -> Callable[[], list[Alert]]:
-    """A blocking reader of the alerts open in a site's store, for ``open_alerts`` of :class:`MqttSink`."""
-
-    def read() -> list[Alert]:
-        from monitor.store import Store
-
-        with Store(store_path) as store:
-            return store.alerts(open_only=True)
-
-    return read
-
-
-def build_mqtt_sink(
-    config: MqttConfig,
-    site: str,
-    *,
-    base_dir: Path,
-    open_alerts: Callable[[], Iterable[Alert]] | None = None,
-) -> RunningSink:
-    """The daemon's entry point: an :class:`MqttSink` in its :class:`RunningSink`, from the site file."""
-    sink = MqttSink(config, site, open_alerts=open_alerts)
-    spool_dir = config.spool_dir
-    if spool_dir is not None and not spool_dir.is_absolute():
-        spool_dir = base_dir / spool_dir
-    return RunningSink(
-        sink,
-        buffer_size=config.queue_size,
-        batch_size=config.batch_size,
-        flush_interval_s=0.05,
-        spool_dir=spool_dir,
-        backoff=Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s),
-        admit=MqttFilter(),
-        secrets=sink.secrets,
-    )

@@ -11,10 +11,9 @@ delivery is byte-for-byte the same and a receiver can de-duplicate on ``(id, sta
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from monitor.codec import alert_to_dict
+from monitor.codec import alert_to_dict, json_safe
 from monitor.model import Alert
 
 __all__ = ["SCHEMA", "alert_payload", "alert_text", "encode_payload", "topic_level"]
@@ -44,20 +43,9 @@ def alert_text(alert: Alert, site: str) -> str:
     return line if len(line) <= _TEXT_LIMIT else line[: _TEXT_LIMIT - 3] + "..."
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such numbers in evidence become null (strict parsers refuse them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def alert_payload(alert: Alert, site: str) -> dict[str, Any]:
     """The document for one alert change: ``schema``, ``site``, ``text`` and every alert field."""
-    return {"schema": SCHEMA, "site": site, "text": alert_text(alert, site), **_finite(alert_to_dict(alert))}
+    return {"schema": SCHEMA, "site": site, "text": alert_text(alert, site), **json_safe(alert_to_dict(alert))}
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:

@@ -10,7 +10,8 @@ carries). Headers (``docs/notifications.md``):
   de-duplication.
 
 One POST per alert change (the :class:`~monitor.sinks.base.RunningSink` runs with batches of one,
-so a failure never re-sends changes that were already accepted). Failures map to
+:meth:`~monitor.sinks.config.OutputConfig.batch_events`, so a failure never re-sends changes that
+were already accepted). Failures map to
 :class:`SinkError`: connection errors, timeouts, 408, 429 and 5xx are retryable (429/503 with
 ``Retry-After`` honoured through :class:`RetryAfterError`); any other status, redirects included
 (they are not followed), is a refusal that will not change by retrying and is set aside.
@@ -19,22 +20,20 @@ Messages name the endpoint by scheme and host only: chat webhook URLs carry thei
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
 import logging
-import math
 import time
 import urllib.parse
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
+from typing import Self
 
 import aiohttp
 
 from monitor.errors import SinkError
 from monitor.model import Alert
-from monitor.sinks.base import Backoff, RetryAfterError, RunningSink, SinkEvent
+from monitor.retry import retry_after_s
+from monitor.sinks.base import RetryAfterError, SinkContext, SinkEvent
 from monitor.sinks.config import WebhookConfig
 from monitor.sinks.payload import alert_payload, encode_payload
 
@@ -43,9 +42,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WebhookSink",
-    "build_webhook_sink",
     "is_alert",
-    "retry_after_s",
     "sign",
 ]
 
@@ -65,30 +62,6 @@ def sign(secret: bytes, body: bytes) -> str:
     'sha256=c3a92ff9e274cdcce27a58c15a78ec6dcbbdbd0038a87e7a11baef2028fd8bff'
     """
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; None if absent or bad.
-
-    >>> retry_after_s("7"), retry_after_s("soon"), retry_after_s(None)
-    (7.0, None, None)
-    >>> retry_after_s("Wed, 21 Oct 2026 07:28:30 GMT", datetime(2026, 10, 21, 7, 28, tzinfo=UTC))
-    30.0
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def is_alert(event: SinkEvent) -> bool:
@@ -112,6 +85,15 @@ class WebhookSink:
         self._secret = config.secret.get_secret_value().encode() if config.secret is not None else None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+
+    @classmethod
+    def from_config(cls, config: WebhookConfig, context: SinkContext) -> Self:
+        """The sink one entry of the site's ``sinks.webhooks`` describes."""
+        return cls(config, context.site, name=context.name)
+
+    def admits(self, event: SinkEvent) -> bool:
+        """Alert changes only."""
+        return is_alert(event)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -175,21 +157,3 @@ class WebhookSink:
         if 300 <= status < 400:
             message += " (redirects are not followed: configure the final URL)"
         raise SinkError(message + " (not retried; fix the endpoint or its configuration)", retryable=False)
-
-
-def build_webhook_sink(config: WebhookConfig, site: str, *, base_dir: Path, name: str = "webhook") -> RunningSink:
-    """The daemon's entry point: a :class:`WebhookSink` in its :class:`RunningSink`, batches of one."""
-    sink = WebhookSink(config, site, name=name)
-    spool_dir = config.spool_dir
-    if spool_dir is not None and not spool_dir.is_absolute():
-        spool_dir = base_dir / spool_dir
-    return RunningSink(
-        sink,
-        buffer_size=config.queue_size,
-        batch_size=1,
-        flush_interval_s=0.05,
-        spool_dir=spool_dir,
-        backoff=Backoff(initial_s=config.retry_initial_s, max_s=config.retry_max_s),
-        admit=is_alert,
-        secrets=sink.secrets,
-    )

@@ -13,10 +13,10 @@ import pytest
 from pydantic import SecretStr
 
 from monitor.errors import SinkError
-from monitor.model import CONNECTION_SIGNAL, AlertState, Observation, PartRecord, PartStatus, Severity
-from monitor.sinks.base import SinkState
+from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord, PartStatus, Severity
+from monitor.sinks.base import RunningSink, SinkContext, SinkState
 from monitor.sinks.config import MqttConfig
-from monitor.sinks.mqtt import MqttSink, build_mqtt_sink
+from monitor.sinks.mqtt import MqttSink
 from monitor.sinks.payload import SCHEMA
 from tests.notify.conftest import T0, make_alert, running, subscribed, wait_until
 from tests.notify.mosquitto import Mosquitto
@@ -28,6 +28,11 @@ def _config(socket_path: Path, **kw: object) -> MqttConfig:
     )
 
 
+def _running(config: MqttConfig, base_dir: Path, *, open_alerts: list[Alert] | None = None) -> RunningSink:
+    context = SinkContext("cell-3", "mqtt", open_alerts=open_alerts or [])
+    return RunningSink.for_output(MqttSink.from_config(config, context), config, base_dir=base_dir)
+
+
 def _part(n: int) -> PartRecord:
     t = T0 + timedelta(minutes=n)
     return PartRecord(
@@ -36,11 +41,8 @@ def _part(n: int) -> PartRecord:
 
 
 async def test_alerts_and_status_arrive_as_documented(broker: Mosquitto, tmp_path: Path) -> None:
-    sink = build_mqtt_sink(
-        _config(broker.socket_path),
-        "cell-3",
-        base_dir=tmp_path,
-        open_alerts=lambda: [make_alert(90, machine="vmc-01", severity=Severity.CRITICAL)],
+    sink = _running(
+        _config(broker.socket_path), tmp_path, open_alerts=[make_alert(90, machine="vmc-01", severity=Severity.CRITICAL)]
     )
     async with subscribed(broker.socket_path) as sub, running(sink):
         sink.offer(Observation("vmc-01", CONNECTION_SIGNAL, T0, "connected"))
@@ -83,7 +85,7 @@ async def test_alerts_and_status_arrive_as_documented(broker: Mosquitto, tmp_pat
 
 async def test_broker_restart_loses_nothing_within_the_queue_bound(broker: Mosquitto, tmp_path: Path) -> None:
     bound = 50
-    sink = build_mqtt_sink(_config(broker.socket_path, queue_size=bound, batch_size=10), "cell-3", base_dir=tmp_path)
+    sink = _running(_config(broker.socket_path, queue_size=bound, batch_size=10), tmp_path)
     sink._rng = random.Random(3)
     async with subscribed(broker.socket_path) as sub, running(sink):
         for n in range(5):
@@ -158,9 +160,9 @@ async def test_close_is_bounded_when_the_broker_died(broker: Mosquitto) -> None:
 
 
 def test_status_changes_only_when_something_shown_changes() -> None:
-    from monitor.sinks.mqtt import MachineStatus
+    from monitor.sinks.mqtt import RetainedStatus
 
-    status = MachineStatus("vmc-01")
+    status = RetainedStatus("vmc-01")
     opened = make_alert(1)
     assert status.apply(opened) and not status.apply(opened)  # a retried batch changes nothing
     assert status.apply(make_alert(1, severity=Severity.CRITICAL))  # escalation: counts by severity change
@@ -176,7 +178,7 @@ async def test_spooled_queue_survives_a_daemon_restart_while_the_broker_is_down(
     config = _config(broker.socket_path, spool_dir="spool/mqtt")
     async with subscribed(broker.socket_path) as sub:
         await asyncio.to_thread(broker.stop)
-        first = build_mqtt_sink(config, "cell-3", base_dir=tmp_path)
+        first = _running(config, tmp_path)
         async with running(first):
             for n in range(8):
                 first.offer(make_alert(n))
@@ -184,7 +186,7 @@ async def test_spooled_queue_survives_a_daemon_restart_while_the_broker_is_down(
         assert first.status()["backlog_disk"] == 8 and first.dropped == 0  # all on disk at close
 
         await asyncio.to_thread(broker.start)
-        second = build_mqtt_sink(config, "cell-3", base_dir=tmp_path)  # the restarted daemon
+        second = _running(config, tmp_path)  # the restarted daemon
         async with running(second):
             second.offer(make_alert(8))
             await sub.wait_for(lambda: len({m.json()["id"] for m in sub.on("/alerts/")}) == 9)

@@ -20,10 +20,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from monitor.model import AlertState, Observation
-from monitor.sinks.base import RunningSink
+from monitor.sinks.base import RunningSink, SinkContext
 from monitor.sinks.config import WebhookConfig
 from monitor.sinks.payload import SCHEMA
-from monitor.sinks.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, build_webhook_sink
+from monitor.sinks.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink
 from tests.notify.conftest import T0, make_alert, running, wait_until
 
 SECRET = "whsec-test-6f1c"
@@ -94,7 +94,7 @@ async def receiving(*plan: Callable[[Receiver], Any]) -> AsyncIterator[Receiver]
 
 def _sink(url: str, tmp_path: Path, **kw: Any) -> RunningSink:
     config = WebhookConfig.model_validate({"url": url, "secret": SECRET, "retry_initial_s": 0.05, "retry_max_s": 0.2, **kw})
-    sink = build_webhook_sink(config, "cell-3", base_dir=tmp_path)
+    sink = RunningSink.for_output(WebhookSink.from_config(config, SinkContext("cell-3", "webhook")), config, base_dir=tmp_path)
     sink._rng = random.Random(5)
     return sink
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,9 +34,9 @@ from monitor.model import (
     SpindleStats,
     ToolUse,
 )
-from monitor.sinks.base import RunningSink, SinkState
+from monitor.sinks.base import ProgramFeatures, RunningSink, SinkContext, SinkState
 from monitor.sinks.config import InfluxConfig, RawSignalConfig
-from monitor.sinks.influx import InfluxSink, PointEncoder, build_influx_sink, time_ns
+from monitor.sinks.influx import InfluxSink, PointEncoder, time_ns
 from monitor.sinks.spool import REJECTED_FILE, Spool
 from tests.servers.victoria import VictoriaMetrics
 
@@ -79,6 +79,10 @@ def part(i: int, machine: str = "vmc-01") -> PartRecord:
 
 def ms(t: datetime) -> int:
     return time_ns(t) // 1_000_000
+
+
+def _running(cfg: InfluxConfig, programs: Mapping[str, ProgramFeatures], *, base_dir: Path) -> RunningSink:
+    return RunningSink.for_output(InfluxSink.from_config(cfg, SinkContext("cell-3", "influx", programs)), cfg, base_dir=base_dir)
 
 
 def config(server_url: str, tmp_path: Path, **overrides: Any) -> InfluxConfig:
@@ -149,7 +153,7 @@ async def test_parts_alerts_and_signals_arrive_in_their_series(victoria: Victori
         tmp_path,
         signals={"spindle.load": {"mode": "downsample", "interval_s": 1.0}, "execution": {"mode": "change"}},
     )
-    running = build_influx_sink(cfg, PROGRAMS, base_dir=tmp_path)
+    running = _running(cfg, PROGRAMS, base_dir=tmp_path)
     alert = Alert(
         id="a1",
         machine="vmc-01",
@@ -201,7 +205,7 @@ async def test_parts_alerts_and_signals_arrive_in_their_series(victoria: Victori
 
 
 async def test_server_killed_mid_stream_every_point_arrives_exactly_once(victoria: VictoriaMetrics, tmp_path: Path) -> None:
-    running = build_influx_sink(config(victoria.url, tmp_path), PROGRAMS, base_dir=tmp_path)
+    running = _running(config(victoria.url, tmp_path), PROGRAMS, base_dir=tmp_path)
     total = 300
     produced = 0
     stopped_at = restarted_at = -1
@@ -243,7 +247,7 @@ async def test_server_killed_mid_stream_every_point_arrives_exactly_once(victori
 async def test_daemon_restart_during_outage_loses_nothing(victoria: VictoriaMetrics, tmp_path: Path) -> None:
     cfg = config(victoria.url, tmp_path)
     await asyncio.to_thread(victoria.stop)
-    first = build_influx_sink(cfg, PROGRAMS, base_dir=tmp_path)
+    first = _running(cfg, PROGRAMS, base_dir=tmp_path)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(first.run())
         for i in range(100):
@@ -257,7 +261,7 @@ async def test_daemon_restart_during_outage_loses_nothing(victoria: VictoriaMetr
     assert await asyncio.to_thread(lambda: Spool(tmp_path / "spool").pending_events) == 130
 
     await asyncio.to_thread(victoria.start)
-    second = build_influx_sink(cfg, PROGRAMS, base_dir=tmp_path)
+    second = _running(cfg, PROGRAMS, base_dir=tmp_path)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(second.run())
         for i in range(130, 150):
@@ -329,7 +333,7 @@ async def test_refused_batch_is_set_aside_with_the_servers_message(
 ) -> None:
     body = json.dumps({"code": "invalid", "message": "partial write: field type conflict"})
     scripted.script = [(400, {"Content-Type": "application/json"}, body)]
-    running = build_influx_sink(config(scripted.url, tmp_path, batch_size=5), PROGRAMS, base_dir=tmp_path)
+    running = _running(config(scripted.url, tmp_path, batch_size=5), PROGRAMS, base_dir=tmp_path)
     with caplog.at_level(logging.INFO):
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(running.run())
@@ -347,7 +351,7 @@ async def test_refused_batch_is_set_aside_with_the_servers_message(
 
 async def test_429_is_retried_after_the_servers_delay(scripted: ScriptedServer, tmp_path: Path) -> None:
     scripted.script = [(429, {"Retry-After": "1"}, ""), (503, {}, "")]
-    running = build_influx_sink(config(scripted.url, tmp_path, batch_size=5), PROGRAMS, base_dir=tmp_path)
+    running = _running(config(scripted.url, tmp_path, batch_size=5), PROGRAMS, base_dir=tmp_path)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
         for i in range(5):
@@ -363,7 +367,7 @@ async def test_429_is_retried_after_the_servers_delay(scripted: ScriptedServer, 
 
 async def test_hung_server_times_out_and_the_batch_is_retried(scripted: ScriptedServer, tmp_path: Path) -> None:
     scripted.stalls = 1
-    running = build_influx_sink(config(scripted.url, tmp_path, batch_size=5, timeout_s=0.3), PROGRAMS, base_dir=tmp_path)
+    running = _running(config(scripted.url, tmp_path, batch_size=5, timeout_s=0.3), PROGRAMS, base_dir=tmp_path)
     started = time.monotonic()
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
@@ -384,7 +388,7 @@ async def test_token_never_appears_in_errors_status_or_logs(
     echo = json.dumps({"code": "unauthorized", "message": f"bad credentials: Token {TOKEN}"})
     scripted.script = [(401, {"Content-Type": "application/json", "X-Echo": TOKEN}, echo)]
     cfg = config(scripted.url, tmp_path, batch_size=1)
-    running = build_influx_sink(cfg, PROGRAMS, base_dir=tmp_path)
+    running = _running(cfg, PROGRAMS, base_dir=tmp_path)
     with caplog.at_level(logging.DEBUG):
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(running.run())
@@ -392,7 +396,7 @@ async def test_token_never_appears_in_errors_status_or_logs(
             await until(lambda: running.written == 1)
             task.cancel()
         await running.aclose()
-        down = build_influx_sink(config("http://127.0.0.1:9", tmp_path / "b"), PROGRAMS, base_dir=tmp_path)
+        down = _running(config("http://127.0.0.1:9", tmp_path / "b"), PROGRAMS, base_dir=tmp_path)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(down.run())
             down.offer(part(2))
@@ -441,6 +445,6 @@ def test_documented_site_example_loads_and_builds(tmp_path: Path) -> None:
     assert cfg is not None
     assert cfg.token.get_secret_value() == TOKEN and TOKEN not in repr(site.config)
     assert cfg.signals["spindle.speed"].mode == "off", "YAML's unquoted off is the mode, not False"
-    running = build_influx_sink(cfg, site.programs, base_dir=site_file.parent)
+    running = _running(cfg, site.programs, base_dir=site_file.parent)
     assert running.spool_dir == tmp_path / "spool" / "influx"
     assert running.batch_size == 1000 and running.name == "influx"

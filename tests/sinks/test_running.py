@@ -22,7 +22,8 @@ import monitor.sinks.base as base_module
 import monitor.sinks.spool as spool_module
 from monitor.errors import SinkError
 from monitor.model import Observation
-from monitor.sinks.base import Backoff, RetryAfterError, RunningSink, SinkEvent, SinkState
+from monitor.retry import Backoff
+from monitor.sinks.base import RetryAfterError, RunningSink, SinkEvent, SinkState
 from monitor.sinks.spool import REJECTED_FILE, Spool
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -215,7 +216,7 @@ async def test_restart_during_outage_replays_spool_first(tmp_path: Path) -> None
 async def test_memory_is_bounded_without_spool() -> None:
     sink = RecordingSink()
     sink.up = False
-    running = RunningSink(sink, buffer_size=20, batch_size=5, flush_interval_s=0.01, backoff=FAST, close_timeout_s=0.1)
+    running = RunningSink(sink, queue_size=20, batch_size=5, flush_interval_s=0.01, backoff=FAST, close_timeout_s=0.1)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
         for i in range(100):
@@ -232,7 +233,7 @@ async def test_memory_is_bounded_without_spool() -> None:
 async def test_spool_takes_overflow_while_the_sink_is_slow(tmp_path: Path) -> None:
     sink = RecordingSink()
     sink.stall = asyncio.Event()
-    running = RunningSink(sink, buffer_size=40, batch_size=10, flush_interval_s=0.01, backoff=FAST, spool_dir=tmp_path)
+    running = RunningSink(sink, queue_size=40, batch_size=10, flush_interval_s=0.01, backoff=FAST, spool_dir=tmp_path)
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(running.run())
         for chunk in range(20):

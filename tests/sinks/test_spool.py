@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from monitor.errors import SinkError
 from monitor.model import Observation
-from monitor.sinks.base import Backoff, RunningSink, SinkEvent
+from monitor.retry import Backoff
+from monitor.sinks.base import RunningSink, SinkEvent
 from monitor.sinks.spool import Spool
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -99,7 +100,7 @@ async def _drive(script: list[bool], n: int, batch: int, buffer: int, restart_at
     def make() -> RunningSink:
         return RunningSink(
             sink,
-            buffer_size=buffer,
+            queue_size=buffer,
             batch_size=batch,
             flush_interval_s=0.002,
             spool_dir=folder,
