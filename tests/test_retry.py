@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from adapters.mtconnect.config import MtConnectSource
 from adapters.opcua.config import OpcUaSource
 from monitor.retry import Backoff, Retry, retry_after_s
 from monitor.sinks.base import RunningSink, SinkContext
@@ -24,6 +25,7 @@ from monitor.sinks.webhook import WebhookSink
         (MqttConfig, {}, "retry_initial_s", "retry_max_s"),
         (WebhookConfig, {"url": "https://hooks.example/x"}, "retry_initial_s", "retry_max_s"),
         (OpcUaSource, {"type": "opcua", "endpoint": "opc.tcp://cnc:4840"}, "reconnect_min_s", "reconnect_max_s"),
+        (MtConnectSource, {"type": "mtconnect", "url": "http://agent:5000"}, "reconnect_min_s", "reconnect_max_s"),
     ],
 )
 def test_first_wait_above_the_cap_is_one_config_error_naming_both_keys(

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.retry import check_backoff_bounds
+
 __all__ = ["MtConnectSignal", "MtConnectSource"]
 
 
@@ -33,6 +35,11 @@ class MtConnectSource(BaseModel):
         description="each request (probe, current, a polled sample, the start of a stream) must answer completely "
         "within this; stream parts within 2 heartbeats + 1 s",
     )
+
+    @model_validator(mode="after")
+    def _reconnect_bounds(self) -> MtConnectSource:
+        check_backoff_bounds(self.reconnect_min_s, self.reconnect_max_s, "reconnect_min_s", "reconnect_max_s")
+        return self
 
 
 class MtConnectSignal(BaseModel):
