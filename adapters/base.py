@@ -1,10 +1,12 @@
 """The small base every protocol adapter builds on.
 
-An adapter is opened with ``async with``, read with ``async for obs in adapter.observations()``,
-and owns everything about its connection: connecting, subscribing, reconnecting with backoff,
-sequence tracking and resync. Library callbacks feed a bounded queue; when it overflows the
-adapter counts the loss and emits a gap observation so the tracker never calls a part complete
-that may have missed data.
+An adapter is built from a :class:`SourceSpec` (one machine's id, its own source settings and its
+signal map; a site file's ``machines[]`` entry is one) the same way for every protocol
+(:class:`AdapterFactory`), opened with ``async with``, read with
+``async for obs in adapter.observations()``, and owns everything about its connection:
+connecting, subscribing, reconnecting with backoff, sequence tracking and resync. Library
+callbacks feed a bounded queue; when it overflows the adapter counts the loss and emits a gap
+observation so the tracker never calls a part complete that may have missed data.
 """
 
 from __future__ import annotations
@@ -12,21 +14,53 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from monitor.errors import AdapterError
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 
-__all__ = ["Adapter", "AdapterState", "AdapterStats", "DiscoveredSignal"]
+__all__ = ["Adapter", "AdapterFactory", "AdapterState", "AdapterStats", "DiscoveredSignal", "SourceSpec"]
 
 log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_S = 3.0
+
+_S_co = TypeVar("_S_co", covariant=True)
+_A_co = TypeVar("_A_co", covariant=True)
+
+
+class SourceSpec(Protocol[_S_co, _A_co]):
+    """What an adapter is built from: the machine's id, the adapter's own source settings (``_S_co``,
+    e.g. :class:`~adapters.opcua.config.OpcUaSource`) and canonical signal -> address (``_A_co``).
+
+    Structural: a site file's ``machines[]`` entry (:mod:`monitor.config`) is one, and so is any
+    object with these three attributes, so an adapter never depends on the site's configuration.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def source(self) -> _S_co: ...
+
+    @property
+    def signals(self) -> Mapping[str, _A_co]: ...
+
+
+class AdapterFactory(Protocol):
+    """The one constructor signature of every adapter: ``factory(spec, resume=position)``.
+
+    ``resume`` is what :meth:`Adapter.position` or :meth:`Adapter.position_after` returned in an
+    earlier run (saved in the store); an adapter that cannot resume (a subscription only delivers
+    current values) ignores it.
+    """
+
+    def __call__(self, spec: Any, *, resume: Mapping[str, Any] | None = None) -> Adapter: ...
 
 
 class AdapterState(StrEnum):

@@ -9,13 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Self
 
-from adapters.base import Adapter, AdapterState
-from monitor.config import ReplayMachine
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.base import Adapter, AdapterState, SourceSpec
 from monitor.model import Observation
 
-__all__ = ["ReplayAdapter"]
+__all__ = ["ReplayAdapter", "ReplaySource"]
+
+
+class ReplaySource(BaseModel):
+    """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
+    path: Path = Field(description="the file, relative to the site file; one {signal, time, value} object per line")
+    speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
+
+    @classmethod
+    def for_url(cls, url: str, **options: Any) -> Self:
+        """A replay of the file at ``file://...`` or a plain path."""
+        return cls.model_validate({**options, "type": "replay", "path": url.removeprefix("file://")})
 
 
 class ReplayAdapter(Adapter):
@@ -23,7 +41,8 @@ class ReplayAdapter(Adapter):
 
     type_name = "replay"
 
-    def __init__(self, machine: ReplayMachine) -> None:
+    def __init__(self, machine: SourceSpec[ReplaySource, str], *, resume: Mapping[str, Any] | None = None) -> None:
+        # ``resume`` is ignored: a replay is read from its first line each time
         super().__init__(machine.id)
         self.config = machine
 

@@ -48,9 +48,9 @@ from lxml import etree
 from adapters.mtconnect.agent import MtConnectAgent
 from adapters.mtconnect.client import MtConnectAdapter
 from adapters.mtconnect.parser import parse_streams
-from adapters.mtconnect.simdevice import SimAgentBinding, device_for
 from monitor.config import MtConnectMachine
 from monitor.sim import SimCell, load_scenario, run_cell
+from monitor.sim.mtconnect_agent import SimAgentBinding, device_for
 from monitor.tracking import PartTracker
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "mtconnect"

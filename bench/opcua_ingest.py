@@ -42,9 +42,9 @@ from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy
 
 from adapters.opcua.client import OpcUaAdapter
-from adapters.opcua.simserver import MachineShape, OpcUaSimServer, signal_map
 from monitor.config import OpcUaMachine
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
+from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, signal_map
 from monitor.tracking import PartTracker
 
 PUBLISHING_MS = 100.0

@@ -24,9 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.mtconnect.config import MtConnectSignal, MtConnectSource
+from adapters.mtconnect.config import MtConnectAddress, MtConnectSource
 from adapters.opcua.addressing import APP_PREFIX, PREFIXES, BrowsePathAddress, parse_address
-from adapters.opcua.config import OpcUaSignal, OpcUaSource
+from adapters.opcua.config import OpcUaAddress, OpcUaSource
+from adapters.replay import ReplaySource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.model import AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
@@ -275,23 +276,6 @@ class TrackingConfig(BaseModel):
     )
     max_skew_s: float = Field(default=0.0, ge=0, description="tolerated clock difference between sources")
     clock_offset_s: float = Field(default=0.0, description="added to this source's timestamps")
-
-
-class ReplaySource(BaseModel):
-    """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
-
-    model_config = _STRICT
-    type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
-    path: Path = Field(description="the file, relative to the site file; one {signal, time, value} object per line")
-    speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
-
-
-def _address_kind(v: Any) -> str:
-    return "str" if isinstance(v, str) else "spec"
-
-
-OpcUaAddress = Annotated[Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)]
-MtConnectAddress = Annotated[Annotated[str, Tag("str")] | Annotated[MtConnectSignal, Tag("spec")], Discriminator(_address_kind)]
 
 
 class _MachineBase(BaseModel):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import json
 import logging
 import os
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from adapters.base import Adapter
-from adapters.registry import adapter_class
 from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site, load_site
 from monitor.dashboard.server import serve_dashboard
@@ -44,10 +42,10 @@ from monitor.events import EventHub
 from monitor.metrics import DaemonMetrics
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Outcome, Pipeline
+from monitor.plugins import adapter_factory, build_sinks
 from monitor.reload import ConfigVersion, plan_reload, source_key
 from monitor.retry import Backoff, Retry
 from monitor.service.notify import Notifier
-from monitor.sinks.factory import build_sinks
 from monitor.store import Store
 from monitor.supervisor import SourceSupervisor
 
@@ -387,12 +385,11 @@ class Daemon:
         """A supervised source for one configured machine entry, resuming where the last run stopped."""
         assert self.store is not None
         key = source_key(machine)
-        cls = adapter_class(machine.source.type)
+        factory = adapter_factory(machine.source.type)
         saved = await self.call(self.store.load_position, machine.id, key)
-        resumable = "resume" in inspect.signature(cls).parameters
 
         def make(resume: dict[str, Any] | None) -> Adapter:
-            return cls(machine, resume=resume) if resumable and resume else cls(machine)  # type: ignore[call-arg]
+            return factory(machine, resume=resume)
 
         counts = self.metrics.source(machine.id, key)
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import yaml
 
-from adapters.opcua.simserver import OpcUaSimServer, shapes_for
-from adapters.opcua.simserver import signal_map as opcua_signal_map
 from monitor.config import load_site
 from monitor.daemon import Daemon
 from monitor.events import HubEvent
 from monitor.model import AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
+from monitor.sim.opcua_server import OpcUaSimServer, shapes_for
+from monitor.sim.opcua_server import signal_map as opcua_signal_map
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import Store
 
@@ -132,7 +132,7 @@ class CellServers:
         if opc:
             self.opcua = await self._stack.enter_async_context(OpcUaSimServer(machines=shapes_for(opc), port=self._opcua_port))
         if mtc:
-            from adapters.mtconnect.simdevice import SimAgentBinding
+            from monitor.sim.mtconnect_agent import SimAgentBinding
 
             self.mtconnect = await self._stack.enter_async_context(SimAgentBinding(mtc, port=self._mtconnect_port))
         return self

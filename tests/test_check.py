@@ -14,9 +14,9 @@ from typer.testing import CliRunner, Result
 
 from adapters.mtconnect.agent import MtConnectAgent
 from adapters.opcua.certs import generate_certificate
-from adapters.opcua.simserver import OpcUaSimServer, SimSecurity
 from monitor.cli import app
 from monitor.config import load_site
+from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity
 from tests.mtconnect._devices import vmc
 from tests.opcua.foreign import FOREIGN_URI, ForeignCnc
 from tests.streams import PROGRAM_YAML

@@ -17,9 +17,9 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from adapters.mtconnect.simdevice import SimAgentBinding
 from monitor.model import PartStatus
 from monitor.sim import SimCell, load_scenario
+from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import Store
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from adapters.mtconnect.simdevice import SimAgentBinding
 from monitor.config import Site, load_site
 from monitor.model import PartStatus
 from monitor.sim import SimCell, SimEvent, load_scenario
+from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import Store
 from tests.daemons import running_daemon

@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from adapters.mtconnect.simdevice import SimAgentBinding
 from monitor.config import load_site
 from monitor.daemon import Daemon
 from monitor.model import AlertKind
 from monitor.sim import SimCell, load_scenario
+from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import Store
 from tests.daemons import running_daemon

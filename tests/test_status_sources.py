@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from adapters.opcua.certs import generate_certificate
-from adapters.opcua.simserver import OpcUaSimServer, SimSecurity, signal_map
 from monitor.config import load_site
 from monitor.daemon import Daemon
+from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity, signal_map
 from tests.daemons import running_daemon
 from tests.opcua.helpers import MACHINE
 from tests.streams import PROGRAM_YAML

@@ -31,8 +31,9 @@ from typing import Any
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
-from adapters.base import Adapter, AdapterState
+from adapters.base import Adapter, AdapterState, SourceSpec
 from adapters.mtconnect.buffer import ConditionState, apply_condition
+from adapters.mtconnect.config import MtConnectAddress, MtConnectSource
 from adapters.mtconnect.documents import (
     AssetsDocument,
     CuttingToolAsset,
@@ -44,7 +45,6 @@ from adapters.mtconnect.documents import (
 )
 from adapters.mtconnect.mapping import Binding, condition_level, convert, resolve, select_devices
 from adapters.mtconnect.parser import parse_document
-from monitor.config import MtConnectMachine
 from monitor.errors import AdapterError, BadDocument, ConnectError
 from monitor.model import Observation
 from monitor.retry import Backoff, Retry
@@ -242,7 +242,13 @@ class MtConnectAdapter(Adapter):
 
     type_name = "mtconnect"
 
-    def __init__(self, machine: MtConnectMachine, *, queue_size: int = 10_000, resume: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        machine: SourceSpec[MtConnectSource, MtConnectAddress],
+        *,
+        resume: Mapping[str, Any] | None = None,
+        queue_size: int = 10_000,
+    ) -> None:
         """``resume`` is a :meth:`position` saved before a restart: with the same agent instance and the
         sequence still in its buffer, reading continues there (no value twice, none lost)."""
         super().__init__(machine.id, queue_size=queue_size)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from monitor.retry import check_backoff_bounds
 
-__all__ = ["MtConnectSignal", "MtConnectSource"]
+__all__ = ["MtConnectAddress", "MtConnectSignal", "MtConnectSource"]
 
 
 class MtConnectSource(BaseModel):
@@ -36,6 +36,11 @@ class MtConnectSource(BaseModel):
         "within this; stream parts within 2 heartbeats + 1 s",
     )
 
+    @classmethod
+    def for_url(cls, url: str, **options: Any) -> Self:
+        """Settings for the agent at ``url`` (``monitor discover``; ``device`` among the options)."""
+        return cls.model_validate({**options, "type": "mtconnect", "url": url})
+
     @model_validator(mode="after")
     def _reconnect_bounds(self) -> MtConnectSource:
         check_backoff_bounds(self.reconnect_min_s, self.reconnect_max_s, "reconnect_min_s", "reconnect_max_s")
@@ -62,3 +67,11 @@ class MtConnectSignal(BaseModel):
         if not (self.id or self.name or self.type):
             raise ValueError("give one of id, name or type to choose the data item")
         return self
+
+
+def _address_kind(v: Any) -> str:
+    return "str" if isinstance(v, str) else "spec"
+
+
+MtConnectAddress = Annotated[Annotated[str, Tag("str")] | Annotated[MtConnectSignal, Tag("spec")], Discriminator(_address_kind)]
+"""One ``signals:`` entry of an MTConnect machine: a data item id, or :class:`MtConnectSignal` with a selector."""

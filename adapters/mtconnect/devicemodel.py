@@ -1,6 +1,6 @@
 """The device model our agent serves: devices, nested components and their data items.
 
-A model is built in code (see :mod:`adapters.mtconnect.simdevice`) or read from a real agent's
+A model is built in code (see :mod:`monitor.sim.mtconnect_agent`) or read from a real agent's
 device file (:func:`devices_from_xml`), so the agent can stand in for a machine whose SHDR log we
 replay. Only the parts a client needs are kept (components and data items); descriptions,
 configuration and kinematics are not served.

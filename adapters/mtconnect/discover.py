@@ -1,6 +1,6 @@
 """List what an MTConnect agent offers, with the canonical signal each item looks like.
 
-``monitor discover http://host:port`` calls :func:`discover`: it reads ``/probe`` and
+``monitor discover http://host:port`` calls :func:`discover` (through the plugin registry): it reads ``/probe`` and
 ``/current`` and returns one :class:`~adapters.base.DiscoveredSignal` per data item (device,
 component path, id, name, category, type, subType, units, current value), enough to write a
 machine's ``signals:`` block.
@@ -12,6 +12,7 @@ import aiohttp
 
 from adapters.base import DiscoveredSignal
 from adapters.mtconnect.client import AgentClient
+from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.documents import StreamsDocument
 from adapters.mtconnect.mapping import select_devices, suggest_signal
 from monitor.errors import MonitorError
@@ -28,14 +29,15 @@ def _text(value: object) -> str:
 
 
 async def discover(
-    url: str, filter: str | None = None, *, device: str | None = None, warnings: list[str] | None = None
+    source: MtConnectSource, filter: str | None = None, *, warnings: list[str] | None = None
 ) -> list[DiscoveredSignal]:
-    """Data items of the agent at ``url`` (one device if given), keeping those whose id, name,
-    type, path or suggested signal contains ``filter`` (case-insensitive).
+    """Data items of the agent at ``source.url`` (only ``source.device`` if given), keeping those whose
+    id, name, type, path or suggested signal contains ``filter`` (case-insensitive).
 
     The items come from ``/probe``; when ``/current`` cannot be read (an MTConnectError document,
     a malformed answer) they are still listed, without values, and ``warnings`` says why (every
     error the agent named), as it says what the agent sent that a well-formed document would not."""
+    url, device = source.url, source.device
     notes = warnings if warnings is not None else []
     async with aiohttp.ClientSession() as session:
         client = AgentClient(url, session)

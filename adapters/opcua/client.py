@@ -24,24 +24,21 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
 
-from adapters.base import Adapter, AdapterState
+from adapters.base import Adapter, AdapterState, SourceSpec
 from adapters.opcua.addressing import Address, format_nodeid, parse_address, resolve
-from adapters.opcua.config import OpcUaSignal, OpcUaSource
+from adapters.opcua.config import OpcUaAddress, OpcUaSignal, OpcUaSource
 from adapters.opcua.session import TransientConnectError, close_quietly, open_client
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.model import Observation, Value
 from monitor.retry import Backoff
-
-if TYPE_CHECKING:
-    from monitor.config import OpcUaMachine
 
 __all__ = ["OpcUaAdapter", "SignalPlan", "queue_size_warnings"]
 
@@ -60,7 +57,7 @@ class SignalPlan:
     deadband_type: str
 
 
-def _plans(machine: OpcUaMachine) -> list[SignalPlan]:
+def _plans(machine: SourceSpec[OpcUaSource, OpcUaAddress]) -> list[SignalPlan]:
     src = machine.source
     plans: list[SignalPlan] = []
     issues: list[ConfigIssue] = []
@@ -145,7 +142,15 @@ class OpcUaAdapter(Adapter):
 
     type_name = "opcua"
 
-    def __init__(self, machine: OpcUaMachine, *, queue_size: int = 10_000, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        machine: SourceSpec[OpcUaSource, OpcUaAddress],
+        *,
+        resume: Mapping[str, Any] | None = None,
+        queue_size: int = 10_000,
+        seed: int | None = None,
+    ) -> None:
+        # ``resume`` is ignored: a subscription delivers current values, there is no history to resume
         super().__init__(machine.id, queue_size=queue_size)
         self.source = machine.source
         self.plans = _plans(machine)

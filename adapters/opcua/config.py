@@ -29,13 +29,13 @@ namespaces on restart) or browse paths from the Objects folder whose elements ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from monitor.retry import check_backoff_bounds
 
-__all__ = ["SECURITY_MODES", "SECURITY_POLICIES", "OpcUaSignal", "OpcUaSource"]
+__all__ = ["SECURITY_MODES", "SECURITY_POLICIES", "OpcUaAddress", "OpcUaSignal", "OpcUaSource"]
 
 SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
 """Security policies the adapter speaks (OPC UA Part 7 names, without the URI prefix)."""
@@ -122,6 +122,11 @@ class OpcUaSource(BaseModel):
         description="extra browse-path prefixes: {prefix: namespace URI}; `app` overrides the server's own namespace",
     )
 
+    @classmethod
+    def for_url(cls, url: str, **options: Any) -> Self:
+        """Settings for the server at ``url`` (``monitor discover``), defaults for everything else."""
+        return cls.model_validate({**options, "type": "opcua", "endpoint": url})
+
     @model_validator(mode="after")
     def _security_is_complete(self) -> OpcUaSource:
         if (self.security_policy == "None") != (self.security_mode == "None"):
@@ -150,3 +155,11 @@ class OpcUaSignal(BaseModel):
     deadband_type: Literal["absolute", "percent"] = Field(
         default="absolute", description="percent needs the variable's EURange property on the server"
     )
+
+
+def _address_kind(v: Any) -> str:
+    return "str" if isinstance(v, str) else "spec"
+
+
+OpcUaAddress = Annotated[Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)]
+"""One ``signals:`` entry of an OPC UA machine: a NodeId or browse path, or :class:`OpcUaSignal` with options."""

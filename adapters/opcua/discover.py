@@ -233,13 +233,16 @@ async def _type_names(client: Client, type_ids: set[ua.NodeId]) -> dict[ua.NodeI
     return names
 
 
-async def discover(url: str, filter: str | None = None, *, source: OpcUaSource | None = None) -> list[DiscoveredSignal]:
-    """List the variables of the server at ``url`` (``source`` for secure servers), filtered by text.
+async def discover(
+    source: OpcUaSource, filter: str | None = None, *, warnings: list[str] | None = None
+) -> list[DiscoveredSignal]:
+    """List the variables of the server at ``source.endpoint`` (with its security settings), filtered by text.
 
     ``filter`` keeps variables whose path, NodeId or suggested signal contains it (case-insensitive).
+    ``warnings`` (the discoverers' common signature) gets nothing here: an OPC UA server either
+    answers a browse or the connection fails with an error.
     """
-    src = source or OpcUaSource(type="opcua", endpoint=url)
-    client = await open_client(src)
+    client = await open_client(source)
     try:
         namespaces: list[str] = list(await client.get_namespace_array())
         prefixes, declare = _prefixes(namespaces)

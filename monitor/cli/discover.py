@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from adapters.base import DiscoveredSignal
 from monitor.cli._app import app, console, emit_rows, err_console
+from monitor.discovery import discover, machine_source
 from monitor.errors import MonitorError
 
-__all__ = ["discover_command", "discover_signals"]
+__all__ = ["discover_command"]
 
 _COLUMNS = [
     ("path", "component path"),
@@ -26,29 +25,6 @@ _COLUMNS = [
     ("value", "value"),
     ("suggested", "suggested signal"),
 ]
-
-
-def discover_signals(
-    url: str, *, device: str | None = None, text: str | None = None, source: Any = None, warnings: list[str] | None = None
-) -> list[DiscoveredSignal]:
-    """Dispatch on the URL scheme: http(s) -> MTConnect agent, opc.tcp -> OPC UA server.
-
-    ``source`` is an OPC UA machine's source settings (security, certificates, user) to browse with;
-    ``warnings`` collects what the agent answered oddly (an error document, an undeclared prefix)."""
-    if url.startswith(("http://", "https://")):
-        from adapters.mtconnect.discover import discover as mtc_discover
-
-        return asyncio.run(mtc_discover(url, text, device=device, warnings=warnings))
-    if url.startswith("opc.tcp://"):
-        try:
-            module = importlib.import_module("adapters.opcua.discover")
-        except ImportError as exc:
-            raise MonitorError(f"OPC UA discovery is not available in this installation ({exc})") from exc
-        result: Any = module.discover(url, text, source=source) if source is not None else module.discover(url, text)
-        if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
-        return list(result)
-    raise MonitorError(f"unsupported URL {url!r}: use http://host:port (MTConnect) or opc.tcp://host:port (OPC UA)")
 
 
 @app.command("discover")
@@ -67,9 +43,13 @@ def discover_command(
     For a secure OPC UA server, give the site file and machine whose source holds the security policy,
     certificates and user: `monitor discover opc.tcp://10.0.0.5:4840 -c site.yaml --machine vmc-01`."""
     try:
-        source = _opcua_source(config, machine, url) if config is not None or machine is not None else None
+        source = None
+        if config is not None or machine is not None:
+            if config is None or machine is None:
+                raise MonitorError("give both --config and --machine to browse with a machine's source settings")
+            source = machine_source(config, machine, url)
         warnings: list[str] = []
-        found = discover_signals(url, device=device, text=filter, source=source, warnings=warnings)
+        found = asyncio.run(discover(url, device=device, text=filter, source=source, warnings=warnings))
     except MonitorError as exc:
         err_console.print(f"[bold red]discover failed:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
@@ -94,16 +74,3 @@ def discover_command(
             soft_wrap=True,
             highlight=False,
         )
-
-
-def _opcua_source(config: Path | None, machine: str | None, url: str) -> Any:
-    """The OPC UA source settings of ``machine`` in the site file, pointed at ``url``."""
-    if config is None or machine is None:
-        raise MonitorError("give both --config and --machine to browse with a machine's OPC UA settings")
-    from monitor.config import OpcUaMachine, load_site
-
-    site = load_site(config)
-    for entry in site.config.machines:
-        if entry.id == machine and isinstance(entry, OpcUaMachine):
-            return entry.source.model_copy(update={"endpoint": url})
-    raise MonitorError(f"{config} has no OPC UA source for machine {machine!r}")

@@ -7,6 +7,7 @@ import json
 import sys
 
 from adapters.mtconnect.agent import MtConnectAgent
+from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.discover import discover
 from tests.mtconnect._devices import vmc
 
@@ -14,7 +15,7 @@ from tests.mtconnect._devices import vmc
 async def test_discover_library_call() -> None:
     async with MtConnectAgent([vmc(), vmc("lathe")]) as agent:
         agent.publish("vmc", "Sload", 12.5)
-        found = await discover(agent.url, device="vmc")
+        found = await discover(MtConnectSource.for_url(agent.url, device="vmc"))
         by_id = {s.address: s for s in found}
         load = by_id["vmc_load"]
         assert (load.path, load.kind, load.data_type, load.units, load.value) == (
@@ -29,7 +30,7 @@ async def test_discover_library_call() -> None:
         assert by_id["vmc_pc"].suggested == "part.count" and by_id["vmc_hole1_x"].suggested == "probe.hole1_x"
         assert by_id["vmc_system"].value == "UNAVAILABLE"
         assert all(s.extra["device"] == "vmc" for s in found)
-        both = await discover(agent.url, "part_count")
+        both = await discover(MtConnectSource.for_url(agent.url), "part_count")
         assert {s.address for s in both} == {"vmc_pc", "lathe_pc"}
 
 

@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.mtconnect.agent import MtConnectAgent
+from adapters.mtconnect.config import MtConnectSource
 from adapters.mtconnect.devicemodel import ComponentSpec, DeviceSpec, ItemSpec
 from adapters.mtconnect.discover import discover
 
@@ -96,7 +97,7 @@ async def test_error_document_for_current_names_every_error_and_still_lists_the_
 async def test_undeclared_prefix_is_said_and_loads_that_are_no_spindle_load_are_not_suggested() -> None:
     async with odd_agent(UNDECLARED) as url:
         warnings: list[str] = []
-        found = {s.address: s for s in await discover(url, warnings=warnings)}
+        found = {s.address: s for s in await discover(MtConnectSource.for_url(url), warnings=warnings)}
         code, _, err = await cli(url)
     assert found["c_load"].suggested == "spindle.load" and found["c_load"].value == "42.5"
     assert found["c_force"].suggested is None  # a LOAD in newtons is a force

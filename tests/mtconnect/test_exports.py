@@ -19,7 +19,6 @@ MODULES = [
     "parser",
     "render",
     "shdr",
-    "simdevice",
 ]
 
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from adapters.mtconnect.client import MtConnectAdapter
-from adapters.mtconnect.simdevice import DEFAULT_SIGNAL_MAP, SimAgentBinding
 from monitor.config import MtConnectMachine
 from monitor.model import CONNECTION_SIGNAL, Observation
 from monitor.sim import SimCell, load_scenario, run_cell
+from monitor.sim.mtconnect_agent import DEFAULT_SIGNAL_MAP, SimAgentBinding
 
 
 @pytest.mark.parametrize("macros", [False, True], ids=["measurement-items", "macro-data-set"])

@@ -133,7 +133,7 @@ def test_config_requires_a_socket_for_unix() -> None:
 
 def test_site_file_builds_the_mqtt_sink_with_the_password_from_the_environment(tmp_path: Path) -> None:
     from monitor.config import load_site
-    from monitor.sinks.factory import build_sinks
+    from monitor.plugins import build_sinks
 
     (tmp_path / "programs").mkdir()
     site_file = tmp_path / "site.yaml"

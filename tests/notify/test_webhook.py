@@ -198,7 +198,7 @@ def test_documented_verification_example_accepts_our_signature() -> None:
 
 def test_site_file_builds_one_sink_per_webhook(tmp_path: Path) -> None:
     from monitor.config import load_site
-    from monitor.sinks.factory import build_sinks
+    from monitor.plugins import build_sinks
 
     (tmp_path / "programs").mkdir()
     site_file = tmp_path / "site.yaml"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.opcua.simserver import OpcUaSimServer
+from monitor.sim.opcua_server import OpcUaSimServer
 from tests.opcua.helpers import MACHINE
 
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.opcua.client import OpcUaAdapter
-from adapters.opcua.simserver import MachineShape, signal_map
 from monitor.config import OpcUaMachine
 from monitor.model import CONNECTION_SIGNAL, Observation
+from monitor.sim.opcua_server import MachineShape, signal_map
 
 MACHINE = MachineShape("vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia"), tools=(1, 12))
 

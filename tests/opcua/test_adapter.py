@@ -13,12 +13,12 @@ import adapters.opcua.client as client_mod
 import adapters.opcua.config as config_mod
 import adapters.opcua.discover as discover_mod
 import adapters.opcua.session as session_mod
-import adapters.opcua.simserver as simserver_mod
+import monitor.sim.opcua_server as simserver_mod
 from adapters.opcua.addressing import BrowsePathAddress, NodeAddress, parse_address
 from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
-from adapters.opcua.simserver import SIM_APPLICATION_URI, OpcUaSimServer
-from adapters.registry import adapter_class
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
+from monitor.plugins import adapter_factory
+from monitor.sim.opcua_server import SIM_APPLICATION_URI, OpcUaSimServer
 from tests.opcua.helpers import MACHINE, Collector, machine_config
 
 T0 = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)  # after the nodes' creation time
@@ -31,7 +31,7 @@ def test_public_names_are_exported() -> None:
 
 
 def test_registry_serves_this_adapter() -> None:
-    assert adapter_class("opcua") is OpcUaAdapter
+    assert adapter_factory("opcua") is OpcUaAdapter
 
 
 @pytest.mark.parametrize(

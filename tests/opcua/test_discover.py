@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from adapters.opcua.client import OpcUaAdapter
+from adapters.opcua.config import OpcUaSource
 from adapters.opcua.discover import discover
-from adapters.opcua.simserver import SIM_APPLICATION_URI, OpcUaSimServer, signal_map
+from monitor.sim.opcua_server import SIM_APPLICATION_URI, OpcUaSimServer, signal_map
 from tests.opcua.helpers import MACHINE, Collector, connected, machine_config
 
 T0 = datetime(2031, 1, 1, tzinfo=UTC)
@@ -14,7 +15,7 @@ T0 = datetime(2031, 1, 1, tzinfo=UTC)
 
 async def test_discover_lists_companion_places_with_suggestions(sim: OpcUaSimServer) -> None:
     await sim.publish(MACHINE.id, "spindle.load", 61.5, T0)
-    found = await discover(sim.endpoint)
+    found = await discover(OpcUaSource.for_url(sim.endpoint))
     by_path = {d.path: d for d in found}
     load = by_path["MA:Machines/app:vmc-01/CNC:CncInterface/CNC:CncSpindleList/app:S1/CNC:ActLoad"]
     assert load.suggested == "spindle.load"
@@ -34,7 +35,7 @@ async def test_discover_lists_companion_places_with_suggestions(sim: OpcUaSimSer
 
 
 async def test_discover_filter_and_the_listed_addresses_work(sim: OpcUaSimServer) -> None:
-    found = await discover(sim.endpoint, filter="hole1")
+    found = await discover(OpcUaSource.for_url(sim.endpoint), filter="hole1")
     assert found and all("hole1" in (d.suggested or "") or "hole1" in d.path for d in found)
     signals = {d.suggested: d.address for d in found if d.suggested}
     assert set(signals) == {"probe.hole1_x", "probe.hole1_y", "probe.hole1_dia"}

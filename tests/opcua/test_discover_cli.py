@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from adapters.opcua.simserver import OpcUaSimServer
+from monitor.sim.opcua_server import OpcUaSimServer
 from tests.opcua.test_security import Pki, _secure, pki, secure_sim  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from adapters.opcua.config import OpcUaSource
 from adapters.opcua.discover import discover
 from monitor.config import load_site
 from tests.opcua.foreign import FOREIGN_URI, ForeignCnc
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def test_plain_names_are_suggested_with_units_and_usable_paths(tmp_path: Path) -> None:
     async with ForeignCnc() as cnc:
-        found = {d.path: d for d in await discover(cnc.endpoint)}
+        found = {d.path: d for d in await discover(OpcUaSource.for_url(cnc.endpoint))}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "monitor", "discover", cnc.endpoint, "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,

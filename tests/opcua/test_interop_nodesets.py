@@ -18,6 +18,7 @@ from asyncua import Node, Server, ua
 from asyncua.common.instantiate_util import instantiate
 
 from adapters.opcua.client import OpcUaAdapter
+from adapters.opcua.config import OpcUaSource
 from adapters.opcua.discover import discover
 from tests.opcua.helpers import Collector, connected, machine_config
 from tests.requires import need_shared
@@ -147,8 +148,8 @@ async def test_adapter_subscribes_by_companion_spec_paths(spec_server: SpecServe
 
 
 async def test_discover_suggests_signals_on_the_spec_server(spec_server: SpecServer) -> None:
-    found = await discover(spec_server.endpoint, filter="VMC-01")
+    found = await discover(OpcUaSource.for_url(spec_server.endpoint), filter="VMC-01")
     suggested = {d.suggested for d in found if d.suggested}
     assert {"program.name", "execution", "part.count", "tool.life.12"} <= suggested
-    cnc = await discover(spec_server.endpoint, filter="CncSpindleList")
+    cnc = await discover(OpcUaSource.for_url(spec_server.endpoint), filter="CncSpindleList")
     assert any(d.suggested == "spindle.load" for d in cnc)

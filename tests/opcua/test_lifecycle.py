@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from adapters.base import AdapterState
 from adapters.opcua.client import OpcUaAdapter
-from adapters.opcua.simserver import MachineShape, OpcUaSimServer, shapes_for, signal_map
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
 from monitor.sim import SimCell, load_scenario
+from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, shapes_for, signal_map
 from tests.opcua.helpers import MACHINE, Collector, connected, machine_config, wait_until
 from tests.opcua.proxy import StallingProxy
 

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from adapters.base import AdapterState
 from adapters.opcua.certs import application_uri_of, generate_certificate, load_certificate
 from adapters.opcua.client import OpcUaAdapter
-from adapters.opcua.simserver import OpcUaSimServer, SimSecurity
 from monitor.config import OpcUaMachine
 from monitor.errors import ConnectError
+from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity
 from tests.opcua.helpers import MACHINE, Collector, connected, machine_config
 
 T0 = datetime(2031, 1, 1, tzinfo=UTC)
