@@ -34,7 +34,7 @@ from monitor.config import load_site
 from monitor.pipeline import Pipeline
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 HISTORY = {
     "spindle.load": {"mode": "downsample", "interval_s": 1.0},
@@ -62,7 +62,7 @@ def measure(cell: SimCell, folder: Path, history: bool) -> dict[str, Any]:
     )
     site = load_site(site_file)
     json_bytes = 0
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         batch = []
         for event in cell.events():

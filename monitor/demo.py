@@ -21,14 +21,14 @@ from typing import Any
 import yaml
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
+from monitor.daemon import Daemon, open_core
 from monitor.events import HubEvent
 from monitor.model import AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
 from monitor.sim.opcua_server import OpcUaSimServer, shapes_for
 from monitor.sim.opcua_server import signal_map as opcua_signal_map
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import open_store
 
 __all__ = ["CellServers", "DemoOptions", "DemoResult", "FeatureOutcome", "run_demo"]
 
@@ -215,49 +215,50 @@ async def run_demo(
         )
         site_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         site = load_site(site_path)
-        daemon = Daemon(site, health_every_s=3600)
-        sub = daemon.hub.subscribe(100_000)
-        daemon_stop = asyncio.Event()
-        runner = asyncio.create_task(daemon.run(daemon_stop), name="demo-daemon")
-        result = DemoResult()
-        per_machine: dict[str, int] = {m.id: 0 for m in cell.machines}
-        all_done = asyncio.Event()
-        try:
-            await _wait_started(daemon, runner)
-            result.dashboard_url = daemon.dashboard_url
-            if on_started is not None:
-                on_started(daemon.dashboard_url)
+        async with open_core(site) as core:
+            daemon = Daemon(core, health_every_s=3600)
+            sub = daemon.hub.subscribe(100_000)
+            daemon_stop = asyncio.Event()
+            runner = asyncio.create_task(daemon.run(daemon_stop), name="demo-daemon")
+            result = DemoResult()
+            per_machine: dict[str, int] = {m.id: 0 for m in cell.machines}
+            all_done = asyncio.Event()
+            try:
+                await _wait_started(daemon, runner)
+                result.dashboard_url = daemon.dashboard_url
+                if on_started is not None:
+                    on_started(daemon.dashboard_url)
 
-            async def consume() -> None:
-                async for event in sub:
-                    if event.kind == "demo-end":
-                        return
-                    if event.kind == "part":
-                        result.parts += 1
-                        per_machine[event.data["machine"]] = per_machine.get(event.data["machine"], 0) + 1
-                        if on_progress is not None:
-                            on_progress(per_machine, totals)
-                        if result.parts >= expected:
-                            all_done.set()
-                    elif event.kind == "alert":
-                        result.alerts += 1
-                    if on_event is not None:
-                        on_event(event)
+                async def consume() -> None:
+                    async for event in sub:
+                        if event.kind == "demo-end":
+                            return
+                        if event.kind == "part":
+                            result.parts += 1
+                            per_machine[event.data["machine"]] = per_machine.get(event.data["machine"], 0) + 1
+                            if on_progress is not None:
+                                on_progress(per_machine, totals)
+                            if result.parts >= expected:
+                                all_done.set()
+                        elif event.kind == "alert":
+                            result.alerts += 1
+                        if on_event is not None:
+                            on_event(event)
 
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(consume())
-                await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
-                await _settle(daemon, all_done, stop)
-                if options.keep_running and not stop.is_set():
-                    await stop.wait()
-                # the clean stop releases the parts still waiting in a grace or re-ordering window
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(consume())
+                    await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
+                    await _settle(daemon, all_done, stop)
+                    if options.keep_running and not stop.is_set():
+                        await stop.wait()
+                    # the clean stop releases the parts still waiting in a grace or re-ordering window
+                    daemon_stop.set()
+                    await runner
+                    daemon.hub.publish("demo-end", {})
+            finally:
+                sub.close()
                 daemon_stop.set()
                 await runner
-                daemon.hub.publish("demo-end", {})
-        finally:
-            sub.close()
-            daemon_stop.set()
-            await runner
     result.features = _outcomes(cell, site.store_path)
     return result
 
@@ -282,7 +283,7 @@ async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:
 
 def _outcomes(cell: SimCell, store_path: Path) -> list[FeatureOutcome]:
     """Ground truth per feature against the first detection alert stored for it."""
-    with Store(store_path) as store:
+    with open_store(store_path) as store:
         changes = store.alert_events(limit=1_000_000)
     first: dict[tuple[str, str, str], int] = {}
     for _, alert in changes:  # every change, so the part an alert opened at is seen

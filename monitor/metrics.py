@@ -13,8 +13,8 @@ What a plant's monitoring asks of a service, named ``cnc_monitor_*`` (see docs/s
 
 Counters that the daemon already keeps (sinks, supervisors, the pipeline) are read when Prometheus
 scrapes, by a custom collector, never counted twice; what nobody counted yet (per-source
-observations and data age, store latency, loop lag) is counted here. The snapshot of the pipeline
-(parts, open alerts) is taken on the store's worker thread, where the pipeline lives.
+observations and data age, store latency, loop lag) is counted here. Parts and open alerts are the
+core's counts (:meth:`monitor.core.MonitorCore.counts`, taken on its thread at each scrape).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -34,9 +34,12 @@ from monitor import __version__
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 
 if TYPE_CHECKING:
-    from monitor.daemon import Daemon
+    from monitor.config import Site
+    from monitor.core import CoreCounts
+    from monitor.reload import ConfigVersion
+    from monitor.supervisor import SourceSupervisor
 
-__all__ = ["CONTENT_TYPE", "DaemonMetrics", "SourceCounts"]
+__all__ = ["CONTENT_TYPE", "DaemonMetrics", "Measured", "SourceCounts"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -72,10 +75,31 @@ class _Snapshot:
     open_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+class Measured(Protocol):
+    """What the metrics read of the daemon (a :class:`monitor.daemon.Daemon` is one)."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def sources(self) -> Sequence[SourceSupervisor]: ...
+
+    @property
+    def sinks(self) -> Sequence[Any]: ...
+
+    @property
+    def queued(self) -> int: ...
+
+    @property
+    def config_version(self) -> ConfigVersion: ...
+
+    async def core_counts(self) -> CoreCounts: ...
+
+
 class DaemonMetrics(Collector):
     """The daemon's metrics registry: its own counts, histograms and a collector over its status."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Measured) -> None:
         self._daemon = daemon
         self.sources: dict[tuple[str, str], SourceCounts] = {}
         self.reloads: Counter[str] = Counter()
@@ -112,20 +136,16 @@ class DaemonMetrics(Collector):
             await asyncio.sleep(every_s)
             self.loop_lag.observe(max(0.0, loop.time() - asked - every_s))
 
-    def refresh(self) -> None:
-        """Take the pipeline's snapshot; runs on the store's worker thread (where the pipeline lives)."""
-        pipeline = self._daemon.pipeline
-        if pipeline is None:
-            return
-        snapshot = _Snapshot(parts=Counter(pipeline.parts_by_status))
-        for alert in pipeline.engine.open_alerts():
-            snapshot.open_alerts[(alert.machine, str(alert.severity))] += 1
-        self._snapshot = snapshot
-
     async def exposition(self) -> bytes:
-        """The text Prometheus scrapes."""
-        await self._daemon.call(self.refresh)
-        return generate_latest(self.registry)
+        """The text Prometheus scrapes (the core's counts taken on its thread first)."""
+        counts = await self._daemon.core_counts()
+        self._snapshot = _Snapshot(parts=Counter(counts.parts), open_alerts=Counter(counts.open_alerts))
+        body: bytes = generate_latest(self.registry)
+        return body
+
+    async def scrape(self) -> tuple[str, bytes]:
+        """``/metrics``' answer: (content type, body)."""
+        return CONTENT_TYPE, await self.exposition()
 
     # ------------------------------------------------------------------ the collector
     def collect(self) -> Iterator[Metric]:

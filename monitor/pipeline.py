@@ -22,12 +22,12 @@ from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine
 from monitor.errors import StoreError
 from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
-from monitor.sinks.influx import SignalFilter
+from monitor.sinks.signals import SignalFilter
 from monitor.store import Store
 from monitor.store.held import HeldWrites
 from monitor.tracking import PartTracker
 
-__all__ = ["ENGINE_STATE", "MachineStatus", "Outcome", "Pipeline"]
+__all__ = ["ENGINE_STATE", "Changes", "MachineState", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _TRACKER_STATE = "tracker:"
 
 
 @dataclass
-class MachineStatus:
+class MachineState:
     """What the cell page and the health line show of one machine."""
 
     machine: str
@@ -53,17 +53,18 @@ class MachineStatus:
 
 
 @dataclass
-class Outcome:
-    """What one batch of observations produced: new parts (stored) and alert changes (stored)."""
+class Changes:
+    """What a batch of observations (or a command) changed: new parts and alert changes, both
+    stored, and the machines whose status changed."""
 
     parts: list[PartRecord] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     duplicates: int = 0
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Machines whose connection, program or counter changed, with their status after the batch."""
     resume_points: dict[str, Observation] = field(default_factory=dict)
     """Per machine, the observation that completed its last stored part, when nothing was still
     held for re-ordering: a source may resume just after it (the tracker context was saved there)."""
-    """Machines whose connection, program or counter changed, with their status after the batch."""
 
 
 class Pipeline:
@@ -82,14 +83,14 @@ class Pipeline:
         self.engine = DriftEngine.from_states(site.programs, shares.values())
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
-        self.status: dict[str, MachineStatus] = {}
+        self.status: dict[str, MachineState] = {}
         kept = site.config.store.signals
         self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
         self._retention = timedelta(days=site.config.store.signal_retention_days)
         self._next_prune = 0.0
         for machine_id in site.machine_ids():
             self.trackers[machine_id] = self._tracker(site, machine_id, store.load_detector_state(_TRACKER_STATE + machine_id))
-            self.status[machine_id] = MachineStatus(machine_id, parts=store.part_count(machine=machine_id))
+            self.status[machine_id] = MachineState(machine_id, parts=store.part_count(machine=machine_id))
 
     def _tracker(self, site: Site, machine_id: str, context: dict[str, Any] | None) -> PartTracker:
         """A machine's tracker for ``site``, continuing from a saved ``context`` (a restart or a reload)."""
@@ -109,7 +110,7 @@ class Pipeline:
             part_id_mapped=any("part.id" in m.signals for m in sources),
         )
 
-    def reconfigure(self, site: Site, plans: Mapping[str, list[WatchPlan]] | None = None) -> Outcome:
+    def reconfigure(self, site: Site, plans: Mapping[str, list[WatchPlan]] | None = None) -> Changes:
         """Run ``site`` from the next observation on: a reload (on the worker thread, between batches).
 
         Programs: see :meth:`DriftEngine.reprogram` (unchanged features keep their detector state;
@@ -119,16 +120,16 @@ class Pipeline:
         one's context (the part in progress is not lost); every tracker judges the parts it
         completes from now on against the new program files. Signal history settings apply at once.
         """
-        outcome = Outcome()
+        changes = Changes()
         now = datetime.now(UTC)
         closed = self.engine.reprogram(site.programs, now, plans)
         old_entries = {m: [e for e in self.site.config.machines if e.id == m] for m in self.trackers}
         for machine_id in list(self.trackers):
             if machine_id not in site.machine_ids():
                 gone = self.trackers.pop(machine_id)
-                if not self._finish(gone.close(), outcome, gone):
+                if not self._finish(gone.close(), changes, gone):
                     state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + machine_id, gone.context())
-                    outcome.alerts += self._write("tracker state", state)
+                    changes.alerts += self._write("tracker state", state)
                 del self.status[machine_id]
         for machine_id in site.machine_ids():
             entries = [e for e in site.config.machines if e.id == machine_id]
@@ -136,12 +137,12 @@ class Pipeline:
             if tracker is None:
                 context = self.store.load_detector_state(_TRACKER_STATE + machine_id)
                 self.trackers[machine_id] = self._tracker(site, machine_id, context)
-                self.status[machine_id] = MachineStatus(machine_id, parts=self.store.part_count(machine=machine_id))
+                self.status[machine_id] = MachineState(machine_id, parts=self.store.part_count(machine=machine_id))
             elif entries != old_entries.get(machine_id):
                 self.trackers[machine_id] = self._tracker(site, machine_id, tracker.context())
             else:
                 tracker.programs = dict(site.programs)
-        outcome.alerts += closed
+        changes.alerts += closed
         if closed:
             states = [(ENGINE_STATE + m, self.engine.state(m)) for m in sorted({a.machine for a in closed})]
 
@@ -150,12 +151,12 @@ class Pipeline:
                 for name, state in states:
                     self.store.save_detector_state(name, state)
 
-            outcome.alerts += self._write("alerts closed by a reload", write_closed)
+            changes.alerts += self._write("alerts closed by a reload", write_closed)
         kept = site.config.store.signals
         self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
         self._retention = timedelta(days=site.config.store.signal_retention_days)
         self.site = site
-        return outcome
+        return changes
 
     def _reconcile_people_changes(self) -> None:
         """Acknowledgements and closes written to the store while the daemon was down win."""
@@ -170,9 +171,9 @@ class Pipeline:
                 self.engine.close(alert.id, now)
 
     # ------------------------------------------------------------------ feeding
-    def observe(self, batch: Iterable[Observation]) -> Outcome:
+    def observe(self, batch: Iterable[Observation]) -> Changes:
         """Process observations in order; a bad one is counted and skipped, never fatal."""
-        outcome = Outcome()
+        changes = Changes()
         history: list[Observation] = []
         for obs in batch:
             if self._history is not None and self._history(obs):
@@ -191,27 +192,27 @@ class Pipeline:
                 continue
             if obs.signal == CONNECTION_SIGNAL:
                 status.connection = str(obs.value)
-                changes = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
-                if changes:
-                    outcome.alerts += changes
-                    outcome.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, changes))
+                lost = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
+                if lost:
+                    changes.alerts += lost
+                    changes.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, lost))
             status.program = tracker.program
             status.counter = tracker.counter
-            if self._finish(parts, outcome, tracker) and not tracker.holding:
+            if self._finish(parts, changes, tracker) and not tracker.holding:
                 if self.held:  # the part waits to be stored: its source may resume here once it is
                     self.held.resume_after(obs)
                 else:
-                    outcome.resume_points[obs.machine] = obs
+                    changes.resume_points[obs.machine] = obs
             if (status.connection, status.program, status.counter, status.parts) != before:
-                outcome.machines[obs.machine] = status.as_dict()
+                changes.machines[obs.machine] = status.as_dict()
         if history:
             self._record_history(history)
-        return outcome
+        return changes
 
-    def retry_held(self, *, force: bool = False) -> Outcome:
+    def retry_held(self, *, force: bool = False) -> Changes:
         """Store what waits for the store, when its backoff has run out; the closed store alert once done."""
         alerts = self.held.retry(force=force)
-        return Outcome(alerts=alerts, resume_points=self.held.resume_points())
+        return Changes(alerts=alerts, resume_points=self.held.resume_points())
 
     def _write(self, what: str, run: Callable[[], object], part_key: str | None = None) -> list[Alert]:
         """One store write, now or (when the store cannot write) later, in order; alerts to publish."""
@@ -247,24 +248,24 @@ class Pipeline:
         self.counts["signal_history_pruned"] += deleted
         return deleted
 
-    def advance(self, now_by_machine: dict[str, datetime]) -> Outcome:
+    def advance(self, now_by_machine: dict[str, datetime]) -> Changes:
         """Release parts whose grace window has run out in controller time (and prune old history)."""
         self.prune_history()
-        outcome = Outcome()
+        changes = Changes()
         for machine, now in now_by_machine.items():
             tracker = self.trackers.get(machine)
             if tracker is not None:
-                self._finish(tracker.advance(now), outcome, tracker)
-        return outcome
+                self._finish(tracker.advance(now), changes, tracker)
+        return changes
 
-    def close(self) -> Outcome:
+    def close(self) -> Changes:
         """Shutdown: release parts still waiting in a grace window."""
-        outcome = Outcome()
+        changes = Changes()
         for machine, tracker in self.trackers.items():
-            if not self._finish(tracker.close(), outcome, tracker):
+            if not self._finish(tracker.close(), changes, tracker):
                 state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + machine, tracker.context())
-                outcome.alerts += self._write("tracker state", state)
-        return outcome
+                changes.alerts += self._write("tracker state", state)
+        return changes
 
     def acknowledge(self, alert_id: str) -> Alert | None:
         alert = self.engine.acknowledge(alert_id, datetime.now(UTC))
@@ -287,13 +288,13 @@ class Pipeline:
 
         self._write(f"alert change {alert.id}", write)
 
-    def _finish(self, parts: list[PartRecord], outcome: Outcome, tracker: PartTracker) -> int:
+    def _finish(self, parts: list[PartRecord], changes: Changes, tracker: PartTracker) -> int:
         """Detect on and store each new part, with the engine state and the tracker's context after
         it in the same transaction; returns how many parts were stored."""
         stored_parts = 0
         for part in parts:
             if self.held.holds_part(part.key) or self.store.has_part(part.key):  # seen before: the engine has it
-                outcome.duplicates += 1
+                changes.duplicates += 1
                 self.counts["duplicate_parts"] += 1
                 continue
             try:
@@ -307,7 +308,7 @@ class Pipeline:
                 (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
                 (_TRACKER_STATE + part.machine, tracker.context()),
             ]
-            outcome.alerts += self._write(
+            changes.alerts += self._write(
                 f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part.key
             )
             status = self.status[part.machine]
@@ -316,8 +317,8 @@ class Pipeline:
             self.counts[f"parts_{part.status}"] += 1
             self.parts_by_status[(part.machine, str(part.status))] += 1
             self.counts["alert_changes"] += len(alerts)
-            outcome.parts.append(part)
-            outcome.alerts += alerts
+            changes.parts.append(part)
+            changes.alerts += alerts
             stored_parts += 1
         return stored_parts
 

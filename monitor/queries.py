@@ -10,9 +10,9 @@ from monitor.codec import alert_to_dict
 from monitor.config import Site, load_site
 from monitor.errors import ConfigError
 from monitor.model import Alert, PartRecord
-from monitor.store import Store
+from monitor.store import Store, StoreReader, open_store
 
-__all__ = ["alert_row", "capability_rows", "check_summary", "open_store", "parse_since", "part_row"]
+__all__ = ["alert_row", "capability_rows", "check_summary", "open_site_store", "parse_since", "part_row"]
 
 
 def check_summary(path: Path) -> dict[str, Any]:
@@ -106,7 +106,9 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def capability_rows(site: Site, store: Store, *, machine: str | None = None, program: str | None = None) -> list[dict[str, Any]]:
+def capability_rows(
+    site: Site, store: StoreReader, *, machine: str | None = None, program: str | None = None
+) -> list[dict[str, Any]]:
     """Capability of every feature per machine and program over the stored complete parts."""
     from monitor.model import PartStatus
     from monitor.report import feature_capability
@@ -127,7 +129,7 @@ def capability_rows(site: Site, store: Store, *, machine: str | None = None, pro
     return rows
 
 
-def open_store(site_path: Path) -> Store:
+def open_site_store(site_path: Path) -> Store:
     """The store a site's daemon writes, opened read-only for the CLI (works on a read-only mount,
     on a full disk, and for a user who may only read it)."""
-    return Store(load_site(site_path).store_path, read_only=True)
+    return open_store(load_site(site_path).store_path, read_only=True)

@@ -35,7 +35,7 @@ from monitor.detect import capability
 from monitor.detect.capability import CapabilityResult
 from monitor.errors import MonitorError
 from monitor.model import Alert, AlertKind, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
-from monitor.store import Store
+from monitor.store import Store, open_store
 
 __all__ = [
     "AlertOutcome",
@@ -752,7 +752,7 @@ def write_report(
         raise MonitorError(f"program {program!r} has no program file in {site.config.programs} (known: {known})")
     if first_part is not None and last_part is not None and first_part > last_part:
         raise MonitorError(f"--from {first_part} is after --to {last_part}")
-    with Store(site.store_path, read_only=True) as store:
+    with open_store(site.store_path, read_only=True) as store:
         report = build_report(
             store, config, site=site.config.site, machine=machine, first_part=first_part, last_part=last_part, generated=generated
         )

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from monitor.config import Site
-from monitor.daemon import Daemon
+from monitor.daemon import Daemon, open_core
 from monitor.events import HubEvent, Subscription
 
 __all__ = ["RunningDaemon", "run_until_parts", "running_daemon"]
@@ -31,6 +32,8 @@ class RunningDaemon:
     parts_seen: int = 0
     parts_by_machine: dict[str, int] = field(default_factory=dict)
     kinds: set[str] = field(default_factory=set)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Every alert change seen, in order."""
 
     async def next_event(self) -> HubEvent:
         """The next published event (raises what stopped the daemon, if it stopped)."""
@@ -42,6 +45,8 @@ class RunningDaemon:
             raise AssertionError("the daemon stopped before the awaited event")
         event = getter.result()
         self.kinds.add(event.kind)
+        if event.kind == "alert":
+            self.alerts.append(event.data)
         if event.kind == "part":
             self.parts_seen += 1
             machine = str(event.data.get("machine"))
@@ -74,13 +79,24 @@ class RunningDaemon:
             while not done():
                 await self.next_event()
 
+    async def drain(self) -> None:
+        """Take every event already published (they count as seen)."""
+        while not self.events.queue.empty():
+            await self.next_event()
+
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    target: Site | Daemon, *, queue: int = 10_000, start_timeout_s: float = 30.0, stop_timeout_s: float = 15.0
+    site: Site, *, queue: int = 10_000, start_timeout_s: float = 30.0, stop_timeout_s: float = 15.0, **options: Any
 ) -> AsyncIterator[RunningDaemon]:
-    """Run ``target`` (a site, or a daemon built by the test) until the block ends; yields once started."""
-    daemon = target if isinstance(target, Daemon) else Daemon(target)
+    """Run a daemon for ``site`` (its core opened first; ``options`` go to :class:`Daemon`) until the
+    block ends; yields once started. The core is closed after the daemon stopped."""
+    async with open_core(site) as core, _running(Daemon(core, **options), queue, start_timeout_s, stop_timeout_s) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _running(daemon: Daemon, queue: int, start_timeout_s: float, stop_timeout_s: float) -> AsyncIterator[RunningDaemon]:
     sub = daemon.hub.subscribe(queue)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop), name="test-daemon")
@@ -98,8 +114,8 @@ async def running_daemon(
         await asyncio.wait_for(task, stop_timeout_s)
 
 
-async def run_until_parts(target: Site | Daemon, parts: int, *, timeout_s: float = 30.0) -> RunningDaemon:
-    """Run the daemon until it stored ``parts`` parts, then stop it; returns what was seen."""
-    async with running_daemon(target) as running:
+async def run_until_parts(site: Site, parts: int, *, timeout_s: float = 30.0) -> RunningDaemon:
+    """Run a daemon until it stored ``parts`` parts, then stop it; returns what was seen."""
+    async with running_daemon(site) as running:
         await running.parts(parts, timeout_s=timeout_s)
     return running

@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.model import Observation, PartStatus
 from monitor.pipeline import Pipeline
-from monitor.store import Store
+from monitor.store import SqliteStore
 from monitor.store.backup import backup_store
+from tests.daemons import running_daemon
 from tests.streams import T0, batch, write_jsonl, write_site
 from tests.test_store import alert, part
 
@@ -42,33 +42,18 @@ async def test_backup_while_the_daemon_writes_parts(tmp_path: Path) -> None:
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(400))
     site_path = write_site(tmp_path, replay)
     site_path.write_text(site_path.read_text().replace('path: "', 'speed: 200, path: "'))  # ~10 parts a second
-    daemon = Daemon(load_site(site_path))
-    stop = asyncio.Event()
-    sub = daemon.hub.subscribe()
-    runner = asyncio.create_task(daemon.run(stop))
-    seen = 0
-    try:
-        async with asyncio.timeout(60):
-            async for event in sub:
-                seen += event.kind == "part"
-                if seen == 5:
-                    break
-            copy = tmp_path / "backup" / "cell.db"
-            result = await asyncio.to_thread(_monitor, "backup", "-c", str(site_path), str(copy), "--json", cwd=tmp_path)
-            assert result.returncode == 0, result.stderr
-            async for event in sub:  # the daemon went on writing during and after the copy
-                seen += event.kind == "part"
-                if seen >= json.loads(result.stdout)["parts"] + 5:
-                    break
-    finally:
-        sub.close()
-        stop.set()
-        await asyncio.wait_for(runner, 30)
+    async with running_daemon(load_site(site_path), stop_timeout_s=30) as running:
+        await running.parts(5, timeout_s=60)
+        copy = tmp_path / "backup" / "cell.db"
+        result = await asyncio.to_thread(_monitor, "backup", "-c", str(site_path), str(copy), "--json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        # the daemon went on writing during and after the copy
+        await running.parts(json.loads(result.stdout)["parts"] + 5, timeout_s=60)
     summary = json.loads(result.stdout)
     db = sqlite3.connect(copy)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
     db.close()
-    with Store(copy) as backup, Store(load_site(site_path).store_path) as live:
+    with SqliteStore(copy) as backup, SqliteStore(load_site(site_path).store_path) as live:
         copied = backup.parts()
         assert len(copied) == summary["parts"] >= 5
         assert live.part_count() > len(copied)  # parts were written after the snapshot
@@ -84,11 +69,11 @@ async def test_backup_while_the_daemon_writes_parts(tmp_path: Path) -> None:
 
 def test_every_copy_is_consistent_under_a_busy_writer(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
-    Store(db).close()
+    SqliteStore(db).close()
     done = threading.Event()
 
     def writer() -> None:
-        with Store(db) as store:
+        with SqliteStore(db) as store:
             n = 0
             while not done.is_set():
                 n += 1
@@ -100,7 +85,7 @@ def test_every_copy_is_consistent_under_a_busy_writer(tmp_path: Path) -> None:
         counts = []
         for i in range(20):
             result = backup_store(db, tmp_path / f"copy{i}.db")
-            with Store(tmp_path / f"copy{i}.db") as copy:
+            with SqliteStore(tmp_path / f"copy{i}.db") as copy:
                 assert copy.integrity_problems() == []
                 parts = copy.parts()
                 assert [p.part_number for p in parts] == list(range(1, len(parts) + 1))
@@ -116,7 +101,7 @@ def test_every_copy_is_consistent_under_a_busy_writer(tmp_path: Path) -> None:
 
 def test_backup_refuses_what_would_lose_data(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
-    Store(db).close()
+    SqliteStore(db).close()
     for target, message in ((db, "is the store itself"), (tmp_path / "none.db", None)):
         try:
             backup_store(tmp_path / "missing.db" if message is None else db, target)
@@ -137,7 +122,7 @@ def test_signal_history_is_kept_as_configured_and_pruned(tmp_path: Path) -> None
         )
     )
     site = load_site(site_path)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         pipeline.observe(batch(3))
         loads = store.signal_history("m1", "spindle.load")
@@ -160,7 +145,7 @@ def test_signals_command_shows_history(tmp_path: Path) -> None:
     kept = "store: {path: monitor.db, signals: {spindle.load: {mode: change}}}"
     site_path.write_text(site_path.read_text().replace("store: {path: monitor.db}", kept))
     site = load_site(site_path)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         store.record_signals([Observation("m1", "spindle.load", datetime(2026, 1, 1, tzinfo=UTC), 42.5)])
     listed = _monitor("signals", "-c", str(site_path), "--json", cwd=tmp_path)
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [{"machine": "m1", "signal": "spindle.load"}]

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.model import AlertKind, PartStatus
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.daemons import run_until_parts, running_daemon
 from tests.streams import batch, write_jsonl, write_site
 
@@ -31,18 +30,18 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
     ]
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(12, oot_at=9), bad)
     site = load_site(write_site(tmp_path, replay))
-    daemon = Daemon(site)
-    run = await run_until_parts(daemon, 12)
+    async with running_daemon(site) as run:
+        await run.parts(12)
+        status = await run.daemon.status()
     assert run.kinds == {"part", "alert", "machine"}  # the dashboard sees machines change live too
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         parts = store.parts()
         assert [p.part_number for p in parts] == list(range(1, 13))
         assert all(p.status is PartStatus.COMPLETE for p in parts)
         oot = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
         assert oot and oot[0].part_number == 9 and oot[0].feature == "hole1_dia"
-    assert daemon.adapters[0].stats.counts["bad_lines"] == 2
-    assert daemon.pipeline is not None
-    assert daemon.pipeline.trackers["m1"].counts["non_numeric_probe_values"] == 1
+    assert status["machines"]["m1"]["sources"][0]["counts"]["bad_lines"] == 2
+    assert status["machines"]["m1"]["tracking"]["non_numeric_probe_values"] == 1
 
 
 async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> None:
@@ -54,7 +53,7 @@ async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> No
     write_jsonl(replay, stream + batch(4, start_count=6, t0=200.0)[2:])
     async with running_daemon(site) as running:
         await running.until(lambda e: e.kind == "part" and e.data["counter"] == 10)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         counters = [p.counter for p in store.parts() if p.counter is not None]
     assert sorted(counters) == list(range(1, 11))
 
@@ -77,7 +76,7 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
         stored = 0
         while time.monotonic() < deadline and stored < 8:  # poll the condition, not a fixed sleep
             if db.exists():
-                with Store(db) as store:
+                with SqliteStore(db) as store:
                     stored = store.part_count()
             time.sleep(0.1)
         assert stored == 8
@@ -124,12 +123,12 @@ def test_ack_while_daemon_is_down_is_applied_at_next_start(tmp_path: Path) -> No
     site_path = write_site(tmp_path, replay)
     site = load_site(site_path)
     asyncio.run(run_until_parts(site, 6))
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         (oot,) = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
     result = CliRunner().invoke(app, ["ack", oot.id, "-c", str(site_path)])
     assert result.exit_code == 0, result.output
     assert "acknowledged (in the store" in result.output
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         states = {a.id: a.state.value for a in pipeline.engine.open_alerts()}
     assert states[oot.id] == "acknowledged"  # the engine took the acknowledgement over from the store
@@ -142,7 +141,7 @@ def test_alerts_follow_prints_changes_as_they_are_stored(tmp_path: Path) -> None
 
     replay = write_jsonl(tmp_path / "m1.jsonl", batch(1))
     site = write_site(tmp_path, replay)
-    with Store(tmp_path / "monitor.db"):
+    with SqliteStore(tmp_path / "monitor.db"):
         pass
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -151,7 +150,7 @@ def test_alerts_follow_prints_changes_as_they_are_stored(tmp_path: Path) -> None
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        with Store(tmp_path / "monitor.db") as store:
+        with SqliteStore(tmp_path / "monitor.db") as store:
             store.record_alerts([alert(7)])
         line = proc.stdout.readline()  # blocks until the follower prints the change
         assert json.loads(line)["id"] == alert(7).id
@@ -176,7 +175,7 @@ def test_parts_capability_matches_the_stored_measurements(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability", "--json"])
     assert result.exit_code == 0, result.output
     rows = {r["feature"]: r for r in map(json.loads, result.output.splitlines())}
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         values = [p.measurements["probe.hole1_dia"] for p in store.parts()]
     expected = capability(values, 9.99, 10.01)
     assert rows["hole1_dia"]["n"] == 12

@@ -21,7 +21,7 @@ from monitor.model import PartStatus
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ async def _value(result: Awaitable[bool] | bool) -> bool:
 def _parts(db: Path) -> int:
     if not db.exists():
         return 0
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         return store.part_count()
 
 
@@ -89,7 +89,7 @@ async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: 
             async def five_parts_and_a_position() -> bool:
                 if _parts(db) < 5:
                     return False
-                with Store(db) as store:
+                with SqliteStore(db) as store:
                     return store.load_position(machine.id, f"mtconnect {binding.url}") is not None
 
             await _until(five_parts_and_a_position, "parts and a saved position")
@@ -105,7 +105,7 @@ async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: 
             if daemon.returncode is None:
                 daemon.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(daemon.wait(), 15)
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         parts = store.parts()
     assert before < 12
     assert [p.part_number for p in parts] == list(range(1, 13))

@@ -11,9 +11,9 @@ import yaml
 
 from adapters.mtconnect.agent import MtConnectAgent
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.model import AlertKind, PartStatus
-from monitor.store import Store
+from monitor.store import SqliteStore
+from tests.daemons import running_daemon
 from tests.mtconnect._devices import vmc
 from tests.servers.hostile_agent import HostileAgent
 from tests.streams import PROGRAM_YAML, batch, write_jsonl
@@ -54,35 +54,28 @@ async def test_hostile_agents_and_a_crashing_source_never_stop_the_healthy_machi
     async with MtConnectAgent([vmc()]) as agent, HostileAgent(agent.url) as hostile:
         agent.publish("vmc", "vmc_pc", 1.0)
         site = load_site(_site(tmp_path, hostile, healthy, broken))
-        daemon = Daemon(site)
-        stop = asyncio.Event()
-        sub = daemon.hub.subscribe(10_000)
-        runner = asyncio.create_task(daemon.run(stop))
-        stored = 0
+        async with running_daemon(site, stop_timeout_s=20) as running:
 
-        def status_of(machine: str) -> dict[str, Any]:
-            source: dict[str, Any] = daemon.status()["machines"][machine]["sources"][0]
-            return source
+            async def sources() -> dict[str, dict[str, Any]]:
+                machines = (await running.daemon.status())["machines"]
+                return {m: machines[m]["sources"][0] for m in machines}
 
-        def all_sources_failed() -> bool:
-            failures = ("bad_document", "connect_failed", "stream_ended")
-            failed = [sum(int(status_of(k)["counts"].get(c, 0)) for c in failures) for k in HOSTILE]
-            restarts = int(status_of("broken-file").get("supervisor", {}).get("restarts", 0))
-            return min(failed) >= 2 and restarts >= 2
+            def all_sources_failed(now: dict[str, dict[str, Any]]) -> bool:
+                failures = ("bad_document", "connect_failed", "stream_ended")
+                failed = [sum(int(now[k]["counts"].get(c, 0)) for c in failures) for k in HOSTILE]
+                restarts = int(now["broken-file"].get("supervisor", {}).get("restarts", 0))
+                return min(failed) >= 2 and restarts >= 2
 
-        async with asyncio.timeout(60):
-            async for event in sub:
-                assert not runner.done(), "the daemon stopped"
-                if event.kind == "part" and event.data["machine"] == "m1":
-                    stored += 1
-                finished = status_of("m1")["counts"].get("replay_finished", 0)
-                if stored >= PARTS - 1 and finished and all_sources_failed():  # the last part waits for the clean stop
-                    break
-        sub.close()
-        status = daemon.status()
-        stop.set()
-        await asyncio.wait_for(runner, 20)
-    with Store(site.store_path) as store:
+            async with asyncio.timeout(60):
+                while True:
+                    await running.next_event()  # raises if the daemon stopped
+                    now = await sources()
+                    finished = now["m1"]["counts"].get("replay_finished", 0)
+                    m1_parts = running.parts_by_machine.get("m1", 0)
+                    if m1_parts >= PARTS - 1 and finished and all_sources_failed(now):  # the last part waits for the stop
+                        break
+            status = await running.daemon.status()
+    with SqliteStore(site.store_path) as store:
         parts = store.parts(machine="m1")
         lost = {a.machine for a in store.alerts() if a.kind is AlertKind.SIGNAL_LOST}
     assert [p.part_number for p in parts] == list(range(1, PARTS + 1))

@@ -12,7 +12,7 @@ from monitor.model import PartStatus
 from monitor.sim import SimCell, SimEvent, load_scenario
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.daemons import running_daemon
 
 
@@ -53,13 +53,13 @@ async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
         )
         site = load_site(site_file)
         await _run(site, 4, first, binding)  # the 5th part leaves the tracker at shutdown
-        with Store(site.store_path) as store:
+        with SqliteStore(site.store_path) as store:
             assert store.part_count() == 5
             assert store.load_position(machine.id, f"mtconnect {binding.url}") is not None
         for event in second:  # made while the monitor was down
             binding.publish(event)
         await _run(site, 5, [], binding)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         parts = store.parts()
     assert [p.part_number for p in parts] == list(range(1, 11))
     assert all(p.status is PartStatus.COMPLETE for p in parts), [(p.part_number, p.notes) for p in parts]

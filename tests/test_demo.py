@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from monitor.sim import SimCell, load_scenario
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_demo_json_reports_detection_against_ground_truth(tmp_path: Path) -> Non
 
     truth = {(g.machine, g.program, g.feature): g for g in cell.ground_truth()}
     assert {(f["machine"], f["program"], f["feature"]) for f in result["features"]} == set(truth)
-    with Store(tmp_path / "demo.db") as store:
+    with SqliteStore(tmp_path / "demo.db") as store:
         stored = store.parts()
         changes = store.alert_events(limit=100_000)
     assert len(stored) == 2 * parts

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from monitor.sim import SimCell, load_scenario
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = 200
@@ -84,7 +84,7 @@ def test_monitor_run_on_example_config_against_monitor_sim(tmp_path: Path) -> No
             assert time.monotonic() < deadline, f"only {stored} of {expected} parts stored"
             time.sleep(0.2)
             if (tmp_path / "monitor.db").exists():
-                with Store(tmp_path / "monitor.db") as store:
+                with SqliteStore(tmp_path / "monitor.db") as store:
                     stored = store.part_count()
         status = subprocess.run(
             [sys.executable, "-m", "monitor", "status", "-c", str(config), "--json"], env=ENV, capture_output=True, text=True

@@ -10,7 +10,7 @@ from monitor.config import load_site
 from monitor.engine import DriftEngine
 from monitor.model import PartRecord
 from monitor.pipeline import Pipeline
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.streams import batch, write_jsonl, write_site
 
 
@@ -21,7 +21,7 @@ class _BrokenEngine(DriftEngine):
 
 def test_a_detection_fault_is_counted_and_the_part_still_stored(tmp_path: Path) -> None:
     site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         pipeline.engine = _BrokenEngine(site.programs)
         outcome = pipeline.observe(batch(3))
@@ -33,7 +33,7 @@ def test_a_detection_fault_is_counted_and_the_part_still_stored(tmp_path: Path) 
 
 def test_observations_of_unknown_machines_are_counted(tmp_path: Path) -> None:
     site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         pipeline.observe(batch(2, machine="ghost"))
         assert pipeline.counts["unknown_machine"] > 0
@@ -43,7 +43,7 @@ def test_observations_of_unknown_machines_are_counted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("parts", [1, 5])
 def test_parts_resume_numbering_from_the_store(tmp_path: Path, parts: int) -> None:
     site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         first = Pipeline(site, store)
         first.observe(batch(parts))
         first.close()

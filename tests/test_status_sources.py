@@ -19,7 +19,6 @@ import pytest
 
 from adapters.opcua.certs import generate_certificate
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity, signal_map
 from tests.daemons import running_daemon
 from tests.opcua.helpers import MACHINE
@@ -128,7 +127,7 @@ async def test_dashboard_api_names_the_reason(
     monkeypatch.setenv("STATUS_TEST_USER", "operator")
     monkeypatch.setenv("STATUS_TEST_PASSWORD", "wrong")
     site = load_site(write_site(tmp_path, secure_sim.endpoint, pki["root"], dashboard=True))
-    async with running_daemon(Daemon(site)) as running:
+    async with running_daemon(site) as running:
         daemon = running.daemon
         assert daemon.dashboard_url is not None
         async with aiohttp.ClientSession() as session:

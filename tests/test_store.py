@@ -14,7 +14,7 @@ import pytest
 
 from monitor.errors import StoreError
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
-from monitor.store import SCHEMA_VERSION, Store
+from monitor.store import SCHEMA_VERSION, SqliteStore
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
@@ -53,7 +53,7 @@ def alert(n: int, state: AlertState = AlertState.OPEN) -> Alert:
 
 
 def test_part_round_trips_and_is_stored_once(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.db") as store:
+    with SqliteStore(tmp_path / "m.db") as store:
         assert store.record_part(part(1), [alert(1)], [("engine", {"x": 1})]) is True
         assert store.record_part(part(1), [alert(1)]) is False
         assert store.parts() == [part(1)]
@@ -63,7 +63,7 @@ def test_part_round_trips_and_is_stored_once(tmp_path: Path) -> None:
 
 
 def test_filters_and_next_part_numbers(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.db") as store:
+    with SqliteStore(tmp_path / "m.db") as store:
         for n in range(1, 6):
             store.record_part(part(n))
         store.record_part(part(3, program="O2002"))
@@ -75,7 +75,7 @@ def test_filters_and_next_part_numbers(tmp_path: Path) -> None:
 
 
 def test_alert_changes_update_one_row_and_keep_history(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.db") as store:
+    with SqliteStore(tmp_path / "m.db") as store:
         store.record_alerts([alert(1)])
         store.record_alerts([alert(1, AlertState.ACKNOWLEDGED)])
         assert [a.state for a in store.alerts()] == [AlertState.ACKNOWLEDGED]
@@ -84,7 +84,7 @@ def test_alert_changes_update_one_row_and_keep_history(tmp_path: Path) -> None:
 
 
 def test_adapter_positions(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.db") as store:
+    with SqliteStore(tmp_path / "m.db") as store:
         store.save_position("m1", "mtconnect", {"instance": 7, "next": 1234})
         store.save_position("m1", "mtconnect", {"instance": 7, "next": 1300})
         assert store.load_position("m1", "mtconnect") == {"instance": 7, "next": 1300}
@@ -93,17 +93,17 @@ def test_adapter_positions(tmp_path: Path) -> None:
 
 def test_schema_version_and_newer_store_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
-    with Store(path) as store:
+    with SqliteStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(StoreError, match="newer than this monitor"):
-        Store(path)
+        SqliteStore(path)
 
 
 def test_a_failed_part_transaction_leaves_nothing(tmp_path: Path) -> None:
-    with Store(tmp_path / "m.db") as store:
+    with SqliteStore(tmp_path / "m.db") as store:
         bad_alert = alert(1)
         object.__setattr__(bad_alert, "evidence", {"bad": object()})  # not JSON-able: fails mid-transaction
         with pytest.raises(TypeError):
@@ -116,8 +116,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from tests.test_store import part, alert
-    from monitor.store import Store
-    store = Store(sys.argv[1])
+    from monitor.store import SqliteStore
+    store = SqliteStore(sys.argv[1])
     for n in range(1, int(sys.argv[2]) + 1):
         store.record_part(part(n), [alert(n)] if n % 3 == 0 else [], [("engine", {"n": n})])
         print(n, flush=True)
@@ -144,7 +144,7 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
     proc.wait()
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         assert store.integrity_problems() == []
         stored = store.parts()
         assert len(stored) >= acknowledged  # every acknowledged commit survived
@@ -157,7 +157,7 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
     proc = _writer(db, total)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         assert store.integrity_problems() == []
         assert [p.part_number for p in store.parts()] == list(range(1, total + 1))
         events = store.alert_events(limit=10_000)
@@ -167,12 +167,12 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
 
 def test_two_processes_creating_the_store_at_once(tmp_path: Path) -> None:
     db = tmp_path / "race.db"
-    code = "import sys; from monitor.store import Store; Store(sys.argv[1]).close()"
+    code = "import sys; from monitor.store import SqliteStore; SqliteStore(sys.argv[1]).close()"
     root = Path(__file__).resolve().parents[1]
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(db)], cwd=root, stderr=subprocess.PIPE, text=True) for _ in range(4)
     ]
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         assert store.schema_version == SCHEMA_VERSION

@@ -13,8 +13,8 @@ from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import setup_logging
-from monitor.queries import alert_row, capability_rows, check_summary, open_store, parse_since, part_row
-from monitor.store import Store
+from monitor.queries import alert_row, capability_rows, check_summary, open_site_store, parse_since, part_row
+from monitor.store import open_store
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
 
@@ -149,7 +149,7 @@ def parts(
         _capability(config, machine, program, as_json)
         return
     try:
-        with open_store(config) as store:
+        with open_site_store(config) as store:
             rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
     except MonitorError as exc:
         raise _fail(exc) from None
@@ -181,7 +181,7 @@ def parts(
 def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
     try:
         site = load_site(config)
-        with Store(site.store_path, read_only=True) as store:
+        with open_store(site.store_path, read_only=True) as store:
             rows = capability_rows(site, store, machine=machine, program=program)
     except MonitorError as exc:
         raise _fail(exc) from None
@@ -237,7 +237,7 @@ def alerts(
         err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {since!r}")
         raise typer.Exit(2) from None
     try:
-        with open_store(config) as store:
+        with open_site_store(config) as store:
             rows = [alert_row(a) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)]
             n = emit_rows(rows, as_json=as_json, columns=_ALERT_COLUMNS, title="alerts")
             if not as_json and n == 0 and not follow:

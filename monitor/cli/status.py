@@ -52,7 +52,7 @@ def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
         emit_rows(sinks, as_json=False, columns=[("sink", "sink"), *[(k, k) for k in keys]], title="outputs")
     console.print(f"observations waiting: {body.get('queue', 0)}")
     if body.get("from"):
-        console.print(f"(dashboard disabled: read from {body['from']}, updated {body.get('updated')})")
+        console.print(f"(read from the daemon's control API at {body['from']})")
     loaded = body.get("config") or {}
     if loaded:
         files = ", ".join(f"{Path(f).name}@{h}" for f, h in loaded.get("files", {}).items())

@@ -12,7 +12,7 @@ from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.config import load_site
 from monitor.errors import MonitorError
-from monitor.queries import open_store, parse_since
+from monitor.queries import open_site_store, parse_since
 from monitor.store.backup import backup_store
 
 __all__ = ["backup", "signals"]
@@ -62,7 +62,7 @@ def signals(
         err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {since!r}")
         raise typer.Exit(2) from None
     try:
-        with open_store(config) as store:
+        with open_site_store(config) as store:
             if machine is None or signal is None:
                 kept = [{"machine": m, "signal": s} for m, s in store.signal_names()]
                 n = emit_rows(kept, as_json=as_json, columns=[("machine", "machine"), ("signal", "signal")], title="history kept")

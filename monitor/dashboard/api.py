@@ -1,8 +1,9 @@
 """The dashboard's JSON API under ``/api/``: every page is drawn from these answers.
 
 Numbers come from the same places the CLI reads (``monitor.queries.part_row`` / ``alert_row`` over
-the store), so ``monitor parts`` and the dashboard never disagree. Store reads run on the
-daemon's store thread (``daemon.call``); the event loop only waits. Every list answer is capped
+the store), so ``monitor parts`` and the dashboard never disagree. Everything goes through the
+core's :class:`~monitor.core.MonitorApi`: store reads run on its thread (``api.read``), alert
+changes are commands to it (``api.execute``); the event loop only waits. Every list answer is capped
 (``last``) so no request can ask for an unbounded amount of work.
 
 Writes (acknowledge, close) need ``Authorization: Bearer <dashboard.token>``; without a token in
@@ -20,18 +21,19 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from monitor.codec import alert_to_dict, json_safe
+from monitor.core import Acknowledge, CloseAlert, MonitorApi
 from monitor.model import AlertState, PartRecord, PartStatus, PositionFeature, Severity, SizeFeature
 from monitor.queries import alert_row, part_row
 
 if TYPE_CHECKING:
-    from monitor.daemon import Daemon
+    from monitor.config import Site
     from monitor.model import Feature
-    from monitor.store import Store
+    from monitor.store import StoreReader
 
 __all__ = [
     "ALERTS_DEFAULT",
     "ALERTS_MAX",
-    "DAEMON_KEY",
+    "API_KEY",
     "PARTS_DEFAULT",
     "PARTS_MAX",
     "SERIES_MAX",
@@ -40,8 +42,8 @@ __all__ = [
     "machines_snapshot",
 ]
 
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-"""Where the application keeps the daemon it shows."""
+API_KEY: web.AppKey[MonitorApi] = web.AppKey("monitor")
+"""Where the application keeps the monitor it shows (the daemon's core)."""
 
 PARTS_DEFAULT, PARTS_MAX = 100, 5000
 ALERTS_DEFAULT, ALERTS_MAX = 500, 5000
@@ -51,8 +53,8 @@ SERIES_MAX = 2000
 _ALERT_STATES = {"open", "acknowledged", "closed", "active"}
 
 
-def _daemon(request: web.Request) -> Daemon:
-    return request.app[DAEMON_KEY]
+def _api(request: web.Request) -> MonitorApi:
+    return request.app[API_KEY]
 
 
 def _error(status: int, message: str, **headers: str) -> web.HTTPException:
@@ -87,9 +89,9 @@ def _opt(request: web.Request, name: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------- machines
-def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
-    """Every configured machine as the cell page shows it (runs on the store thread)."""
-    status = daemon.status()["machines"]
+def machines_snapshot(site: Site, status: dict[str, Any], store: StoreReader) -> list[dict[str, Any]]:
+    """Every configured machine as the cell page shows it, from the monitor's ``status`` machines
+    and the store (runs on the core's thread)."""
     open_alerts = store.alerts(open_only=True)
     by_machine: dict[str, Counter[str]] = {}
     lost_alert: set[str] = set()
@@ -98,17 +100,17 @@ def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
         if str(alert.kind) == "signal_lost":
             lost_alert.add(alert.machine)
     out = []
-    for machine in daemon.site.machine_ids():
+    for machine in site.machine_ids():
         st = status.get(machine, {})
         sources = st.get("sources", [])
         connection = str(st.get("connection", "unknown"))
         programs = []
-        for name, program in daemon.site.programs.items():
+        for name, program in site.programs.items():
             count = store.part_count(machine=machine, program=name)
             if count or name == st.get("program"):
                 programs.append({"program": name, "parts": count, "features": [f.name for f in program.feature_models()]})
         current = st.get("program")
-        if current is not None and current not in daemon.site.programs:
+        if current is not None and current not in site.programs:
             programs.append(
                 {
                     "program": current,
@@ -139,8 +141,8 @@ def machines_snapshot(daemon: Daemon, store: Store) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- features
-def _feature(daemon: Daemon, program: str, feature: str) -> Feature | None:
-    config = daemon.site.programs.get(program)
+def _feature(site: Site, program: str, feature: str) -> Feature | None:
+    config = site.programs.get(program)
     if config is None:
         return None
     return next((f for f in config.feature_models() if f.name == feature), None)
@@ -191,17 +193,18 @@ def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, bool, int, str]:
     return (alert["state"] != "closed", alert["kind"] == "forecast", Severity(alert["severity"]).rank, alert["time"])
 
 
-def feature_series(daemon: Daemon, store: Store, machine: str, program: str, name: str) -> dict[str, Any] | None:
-    """Chart data of one feature (runs on the store thread); None when the feature is not configured.
+def feature_series(
+    site: Site, view: dict[str, Any], store: StoreReader, machine: str, program: str, name: str
+) -> dict[str, Any] | None:
+    """Chart data of one feature (runs on the core's thread); None when the feature is not configured.
 
     ``values`` are read from the store (every complete part with the feature's measurements, the
-    most recent ``SERIES_MAX``); limits, control limits, forecast and capability from the engine.
+    most recent ``SERIES_MAX``); limits, control limits, forecast and capability from the engine's
+    ``view`` (:meth:`~monitor.core.MonitorApi.feature_view`).
     """
-    feature = _feature(daemon, program, name)
+    feature = _feature(site, program, name)
     if feature is None:
         return None
-    assert daemon.pipeline is not None
-    view = daemon.pipeline.engine.feature_view(machine, program, name)
     parts = store.parts(machine=machine, program=program, status=PartStatus.COMPLETE, last=SERIES_MAX)
     values = [p for p in (_point(feature, part) for part in parts) if p is not None]
     alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program) if a.feature == name]
@@ -229,43 +232,44 @@ def feature_series(daemon: Daemon, store: Store, machine: str, program: str, nam
 
 # ----------------------------------------------------------------------------------- handlers
 async def _status(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    status = await daemon.call(daemon.status)  # on the store thread, where the pipeline's counters change
-    return _json({**status, "dashboard": {"writable": bool(daemon.site.config.dashboard.token)}})
+    api = _api(request)
+    status = await api.status()
+    return _json({**status, "dashboard": {"writable": bool(api.site.config.dashboard.token)}})
+
+
+async def _machines_of(api: MonitorApi) -> list[dict[str, Any]]:
+    status = (await api.status())["machines"]
+    site = api.site
+    return await api.read(lambda store: machines_snapshot(site, status, store))
 
 
 async def _machines(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    assert daemon.store is not None
-    machines = await daemon.call(machines_snapshot, daemon, daemon.store)
-    return _json({"site": daemon.site.config.site, "machines": machines})
+    api = _api(request)
+    return _json({"site": api.site.config.site, "machines": await _machines_of(api)})
 
 
 async def _machine(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
+    api = _api(request)
     machine = request.match_info["machine"]
-    if machine not in daemon.site.machine_ids():
+    if machine not in api.site.machine_ids():
         raise _error(404, f"no machine {machine!r} in this site")
-    assert daemon.store is not None
-    machines = await daemon.call(machines_snapshot, daemon, daemon.store)
+    machines = await _machines_of(api)
     return _json(next(m for m in machines if m["machine"] == machine))
 
 
-def _read_parts(store: Store, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
+def _read_parts(store: StoreReader, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
     rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
     return {"parts": rows, "total": store.part_count(machine=machine, program=program)}
 
 
 async def _parts(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    assert daemon.store is not None
     last = _last(request, PARTS_DEFAULT, PARTS_MAX)
-    body = await daemon.call(_read_parts, daemon.store, _opt(request, "machine"), _opt(request, "program"), last)
-    return _json(body)
+    machine, program = _opt(request, "machine"), _opt(request, "program")
+    return _json(await _api(request).read(lambda store: _read_parts(store, machine, program, last)))
 
 
 def _read_alerts(
-    store: Store,
+    store: StoreReader,
     machine: str | None,
     program: str | None,
     state: str | None,
@@ -288,8 +292,6 @@ def _read_alerts(
 
 
 async def _alerts(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    assert daemon.store is not None
     state = _opt(request, "state")
     if state is not None and state not in _ALERT_STATES:
         raise _error(400, f"state must be one of {', '.join(sorted(_ALERT_STATES))}")
@@ -297,35 +299,29 @@ async def _alerts(request: web.Request) -> web.Response:
     if severity is not None and severity not in {str(s) for s in Severity}:
         raise _error(400, "severity must be one of watch, warning, critical")
     last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
-    rows = await daemon.call(
-        _read_alerts,
-        daemon.store,
-        _opt(request, "machine"),
-        _opt(request, "program"),
-        state,
-        last,
-        _opt(request, "feature"),
-        severity,
-    )
+    machine, program, feature = _opt(request, "machine"), _opt(request, "program"), _opt(request, "feature")
+    rows = await _api(request).read(lambda store: _read_alerts(store, machine, program, state, last, feature, severity))
     return _json({"alerts": rows})
 
 
 async def _alert(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    assert daemon.store is not None
-    alert = await daemon.call(daemon.store.alert, request.match_info["alert_id"])
+    alert_id = request.match_info["alert_id"]
+    alert = await _api(request).read(lambda store: store.alert(alert_id))
     if alert is None:
-        raise _error(404, f"no alert {request.match_info['alert_id']!r}")
+        raise _error(404, f"no alert {alert_id!r}")
     return _json(alert_row(alert))
 
 
 async def _feature_handler(request: web.Request) -> web.Response:
-    daemon = _daemon(request)
-    assert daemon.store is not None
+    api = _api(request)
     m, p, f = (request.match_info[k] for k in ("machine", "program", "feature"))
-    if m not in daemon.site.machine_ids():
+    if m not in api.site.machine_ids():
         raise _error(404, f"no machine {m!r} in this site")
-    body = await daemon.call(feature_series, daemon, daemon.store, m, p, f)
+    site = api.site
+    if _feature(site, p, f) is None:
+        raise _error(404, f"program {p!r} has no feature {f!r} in this site")
+    view = await api.feature_view(m, p, f)
+    body = await api.read(lambda store: feature_series(site, view, store, m, p, f))
     if body is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
     return _json(body)
@@ -333,7 +329,7 @@ async def _feature_handler(request: web.Request) -> web.Response:
 
 def _authorize(request: web.Request) -> None:
     """Writes need the site's dashboard token as a bearer token; refused outright without one."""
-    token = _daemon(request).site.config.dashboard.token
+    token = _api(request).site.config.dashboard.token
     if not token:
         raise _error(
             403,
@@ -355,7 +351,7 @@ def _authorize(request: web.Request) -> None:
 async def _ack(request: web.Request) -> web.Response:
     _authorize(request)
     alert_id = request.match_info["alert_id"]
-    alert = await _daemon(request).acknowledge(alert_id)
+    alert = await _api(request).execute(Acknowledge(alert_id))
     if alert is None:
         raise _error(404, f"no open, unacknowledged alert {alert_id!r}")
     return _json(alert_to_dict(alert))
@@ -364,14 +360,14 @@ async def _ack(request: web.Request) -> web.Response:
 async def _close(request: web.Request) -> web.Response:
     _authorize(request)
     alert_id = request.match_info["alert_id"]
-    alert = await _daemon(request).close_alert(alert_id)
+    alert = await _api(request).execute(CloseAlert(alert_id))
     if alert is None:
         raise _error(404, f"no open alert {alert_id!r}")
     return _json(alert_to_dict(alert))
 
 
 def add_api_routes(app: web.Application) -> None:
-    """Register the JSON API on ``app`` (which holds the daemon under :data:`DAEMON_KEY`)."""
+    """Register the JSON API on ``app`` (which holds the monitor under :data:`API_KEY`)."""
     r = app.router
     r.add_get("/api/status", _status)
     r.add_get("/api/machines", _machines)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from monitor.dashboard.api import DAEMON_KEY
+from monitor.dashboard.api import API_KEY
 
 __all__ = ["add_page_routes", "render"]
 
@@ -53,7 +53,7 @@ def render(page: str, *, site: str, title: str, heading: str, values: dict[str, 
 
 
 def _page(request: web.Request, page: str, title: str, heading: str, values: dict[str, str] | None = None) -> web.Response:
-    site = request.app[DAEMON_KEY].site.config.site
+    site = request.app[API_KEY].site.config.site
     return web.Response(text=render(page, site=site, title=title, heading=heading, values=values), content_type="text/html")
 
 
@@ -62,13 +62,13 @@ def _not_found(message: str) -> web.HTTPNotFound:
 
 
 async def _cell(request: web.Request) -> web.Response:
-    site = request.app[DAEMON_KEY].site.config.site
+    site = request.app[API_KEY].site.config.site
     return _page(request, "cell", "Cell", f"Cell {site}")
 
 
 async def _machine(request: web.Request) -> web.Response:
     machine = request.query.get("id", "")
-    if machine not in request.app[DAEMON_KEY].site.machine_ids():
+    if machine not in request.app[API_KEY].site.machine_ids():
         raise _not_found(f"no machine {machine!r} in this site")
     return _page(request, "machine", machine, f"Machine {machine}", {"machine": machine})
 
@@ -76,7 +76,7 @@ async def _machine(request: web.Request) -> web.Response:
 async def _feature(request: web.Request) -> web.Response:
     q = request.query
     machine, program, feature = q.get("machine", ""), q.get("program", ""), q.get("feature", "")
-    site = request.app[DAEMON_KEY].site
+    site = request.app[API_KEY].site
     if machine not in site.machine_ids():
         raise _not_found(f"no machine {machine!r} in this site")
     config = site.programs.get(program)

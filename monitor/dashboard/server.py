@@ -1,6 +1,6 @@
 """Serving the dashboard: the aiohttp application, its security headers and its static files.
 
-The daemon owns the lifetime: it calls :func:`serve_dashboard` once its pipeline and store are up
+The daemon owns the lifetime: it calls :func:`serve_dashboard` with its open core
 and ``runner.cleanup()`` at shutdown (open event streams are ended first, so shutdown is quick).
 Everything is served from the package: the page scripts and styles under ``static/`` and the
 plotly.js bundle that the ``plotly`` Python package ships; nothing comes from a CDN.
@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from monitor.dashboard.api import DAEMON_KEY, add_api_routes
+from monitor.dashboard.api import API_KEY, add_api_routes
 from monitor.dashboard.pages import add_page_routes
 from monitor.dashboard.stream import add_stream_routes
 from monitor.errors import MonitorError
-from monitor.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from monitor.daemon import Daemon
+    from monitor.core import MonitorApi
 
-__all__ = ["CONTENT_SECURITY_POLICY", "build_app", "plotly_js_path", "serve_dashboard"]
+__all__ = ["CONTENT_SECURITY_POLICY", "MetricsEndpoint", "build_app", "plotly_js_path", "serve_dashboard"]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -72,10 +71,15 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
         h.setdefault("Cache-Control", "no-store")
 
 
-def build_app(daemon: Daemon) -> web.Application:
-    """The dashboard application for a running ``daemon``."""
+MetricsEndpoint = Callable[[], Awaitable[tuple[str, bytes]]]
+"""What ``/metrics`` answers: (content type, body) of the Prometheus exposition, made at each scrape."""
+
+
+def build_app(api: MonitorApi, *, metrics: MetricsEndpoint | None = None) -> web.Application:
+    """The dashboard application for a running monitor (the daemon's core, or anything offering
+    its API), with ``/metrics`` when ``metrics`` is given."""
     app = web.Application(middlewares=[_headers])
-    app[DAEMON_KEY] = daemon
+    app[API_KEY] = api
     add_api_routes(app)
     add_stream_routes(app)
     add_page_routes(app)
@@ -86,17 +90,20 @@ def build_app(daemon: Daemon) -> web.Application:
 
     app.router.add_get("/static/vendor/plotly.min.js", _plotly)
 
-    async def _metrics(_: web.Request) -> web.Response:
-        body = await daemon.metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+    if metrics is not None:
+        scrape = metrics
 
-    app.router.add_get("/metrics", _metrics)
+        async def _metrics(_: web.Request) -> web.Response:
+            content_type, body = await scrape()
+            return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+        app.router.add_get("/metrics", _metrics)
     static_dir = Path(str(resources.files("monitor.dashboard").joinpath(_STATIC)))
     app.router.add_static("/static/", static_dir, show_index=False, follow_symlinks=False)
     return app
 
 
-async def serve_dashboard(daemon: Daemon, bind: str, port: int) -> web.AppRunner:
+async def serve_dashboard(api: MonitorApi, bind: str, port: int, *, metrics: MetricsEndpoint | None = None) -> web.AppRunner:
     """Start the dashboard on ``bind:port`` (0 = any free port); returns the started runner.
 
     The bound port is ``runner.addresses[0][1]``; ``await runner.cleanup()`` stops it.
@@ -104,7 +111,7 @@ async def serve_dashboard(daemon: Daemon, bind: str, port: int) -> web.AppRunner
     # handler_cancellation: a browser that goes away ends its event stream at once (its slot under
     # dashboard.max_event_streams is free again), not at the next keep-alive write
     runner = web.AppRunner(
-        build_app(daemon), handle_signals=False, access_log=None, shutdown_timeout=5.0, handler_cancellation=True
+        build_app(api, metrics=metrics), handle_signals=False, access_log=None, shutdown_timeout=5.0, handler_cancellation=True
     )
     await runner.setup()
     try:

@@ -18,7 +18,7 @@ import json
 from aiohttp import web
 
 from monitor.codec import json_safe
-from monitor.dashboard.api import DAEMON_KEY
+from monitor.dashboard.api import API_KEY
 from monitor.events import HubEvent, Subscription
 
 __all__ = ["KEEPALIVE_S", "QUEUE_SIZE", "RETRY_AFTER_S", "STREAMS_KEY", "add_stream_routes", "format_event"]
@@ -41,9 +41,9 @@ def format_event(event: HubEvent) -> bytes:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    daemon = request.app[DAEMON_KEY]
+    api = request.app[API_KEY]
     streams = request.app[STREAMS_KEY]
-    limit = daemon.site.config.dashboard.max_event_streams
+    limit = api.site.config.dashboard.max_event_streams
     if len(streams) >= limit:
         raise web.HTTPServiceUnavailable(
             text=f"{limit} live event streams are open (dashboard.max_event_streams); close a tab or try again later",
@@ -52,7 +52,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    sub = daemon.hub.subscribe(QUEUE_SIZE)
+    sub = api.subscribe(QUEUE_SIZE)
     streams.add(sub)
     try:
         await response.prepare(request)

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Self, cast
 
 import aiohttp
@@ -38,7 +37,8 @@ from monitor.errors import SinkError
 from monitor.model import Alert, Feature, Observation, PartRecord, PositionFeature, SizeFeature
 from monitor.retry import retry_after_s
 from monitor.sinks.base import ProgramFeatures, RetryAfterError, SinkContext, SinkEvent
-from monitor.sinks.config import InfluxConfig, RawSignalConfig
+from monitor.sinks.config import InfluxConfig
+from monitor.sinks.signals import SignalFilter, time_ns
 
 __all__ = [
     "ALERT_MEASUREMENT",
@@ -60,19 +60,7 @@ FEATURE_MEASUREMENT = "feature"
 ALERT_MEASUREMENT = "alert"
 SIGNAL_MEASUREMENT = "signal"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RETRYABLE_4XX = frozenset({401, 403, 404, 408, 429})
-
-
-def time_ns(t: datetime) -> int:
-    """Nanoseconds since the epoch, exactly (no float rounding), for an aware datetime.
-
-    >>> time_ns(datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC))
-    1767225600000001000
-    """
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return ((t - _EPOCH) // timedelta(microseconds=1)) * 1000
 
 
 _NS: Any = WritePrecision.NS
@@ -137,6 +125,7 @@ class PointEncoder:
     ``programs`` gives nominal values, so part points carry each feature's deviation and true
     position, not only the raw probe values.
 
+    >>> from datetime import UTC, datetime, timedelta
     >>> from monitor.model import PartStatus
     >>> t = datetime(2026, 1, 1, tzinfo=UTC)
     >>> part = PartRecord("k1", "vmc-01", "O1234", 7, t, t + timedelta(seconds=90), PartStatus.COMPLETE,
@@ -335,46 +324,6 @@ def feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict[
         if axis_value is not None:
             out[f"d{axis_name}"] = axis_value - axis.nominal
     return out
-
-
-class SignalFilter:
-    """Which raw observations go to InfluxDB; a pure, bounded filter for :meth:`RunningSink.offer`.
-
-    Part records and alerts pass unless switched off. An observation passes according to its
-    signal's mode: ``off`` (or unlisted) never, ``change`` when its value differs from the last
-    one that passed for that machine and signal, ``downsample`` when it is the first in its
-    ``interval_s`` bucket. State is one entry per machine and configured signal.
-
-    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
-    >>> f = SignalFilter({"spindle.load": RawSignalConfig(mode="downsample", interval_s=1.0)})
-    >>> [f(Observation("m", "spindle.load", t + timedelta(seconds=s), 1.0)) for s in (0, 0.5, 1.0, 1.2, 3.1)]
-    [True, False, True, False, True]
-    """
-
-    def __init__(self, signals: Mapping[str, RawSignalConfig], *, parts: bool = True, alerts: bool = True) -> None:
-        self._signals = dict(signals)
-        self._parts = parts
-        self._alerts = alerts
-        self._last: dict[tuple[str, str], object] = {}
-
-    def __call__(self, event: SinkEvent) -> bool:
-        if isinstance(event, PartRecord):
-            return self._parts
-        if isinstance(event, Alert):
-            return self._alerts
-        mode = self._signals.get(event.signal)
-        if mode is None or mode.mode == "off":
-            return False
-        key = (event.machine, event.signal)
-        if mode.mode == "change":
-            marker: object = event.value
-        else:
-            assert mode.interval_s is not None
-            marker = time_ns(event.time) // int(mode.interval_s * 1e9)
-        if key in self._last and self._last[key] == marker:
-            return False
-        self._last[key] = marker
-        return True
 
 
 def _server_message(exc: ApiException) -> str:

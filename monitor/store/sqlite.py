@@ -5,8 +5,9 @@ transaction per part means a crash leaves either the whole part (with its measur
 alerts it raised) or none of it. Re-recording a part with a key already stored is a no-op, so a
 daemon that restarts and sees the same part again never counts it twice.
 
-The class is synchronous and meant to be used from one thread; the daemon calls it through
-``asyncio.to_thread`` on a single-worker executor so commits never block the event loop.
+The class is synchronous and meant to be used from one thread; the daemon's core calls it on its
+single worker thread so commits never block the event loop. It is the reference implementation of
+:class:`monitor.store.base.Store`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_t
 from monitor.errors import StoreError
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store", "store_error"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
 
 MIGRATIONS: list[str] = [
     # 1: first release
@@ -107,8 +108,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class Store:
-    """The monitor's embedded database. Open with ``Store(path)`` or ``with Store(path) as s:``.
+class SqliteStore:
+    """The monitor's embedded database, a :class:`~monitor.store.base.Store`. Open with
+    ``SqliteStore(path)`` or ``with SqliteStore(path) as s:``.
 
     ``read_only=True`` is for readers (the CLI's ``parts``, ``alerts``, ``report``): the file is
     opened read-only, so it works on a read-only mount, from a user who may not write it, and while

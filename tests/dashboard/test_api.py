@@ -48,9 +48,7 @@ async def _get(http: aiohttp.ClientSession, url: str, status: int = 200) -> Any:
 
 
 async def _open_alert(cell: Cell, feature: str) -> str:
-    store = cell.daemon.store
-    assert store is not None
-    alerts = await cell.daemon.call(lambda: store.alerts(machine=SIM, state=AlertState.OPEN))
+    alerts = await cell.daemon.core.read(lambda store: store.alerts(machine=SIM, state=AlertState.OPEN))
     return next(a.id for a in alerts if a.feature == feature)
 
 
@@ -63,9 +61,7 @@ async def test_parts_and_alerts_show_the_same_numbers_as_the_cli(cell: Cell, htt
     )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.output.splitlines()] == body["parts"]
-    store = cell.daemon.store
-    assert store is not None
-    expected = await cell.daemon.call(lambda: [part_row(p) for p in store.parts(machine=SIM, last=7)])
+    expected = await cell.daemon.core.read(lambda store: [part_row(p) for p in store.parts(machine=SIM, last=7)])
     assert body["parts"] == json.loads(json.dumps(expected))
 
     alerts = (await _get(http, f"{cell.url}/api/alerts?machine={SIM}&state=closed"))["alerts"]

@@ -99,7 +99,7 @@ async def test_cell_page_lists_every_machine(cell: Cell, context: Any) -> None:
     rows = page.locator("#machines tbody tr")
     await rows.nth(2).wait_for()
     assert await rows.evaluate_all("rs => rs.map(r => r.dataset.machine)") == [SIM, XSS, LIVE]
-    assert daemon_parts(cell, SIM) == 100
+    assert await daemon_parts(cell, SIM) == 100
     assert await page.locator(f'tr[data-machine="{SIM}"] td.parts').text_content() == "100"
     sim_row = page.locator(f'tr[data-machine="{SIM}"]')
     assert await sim_row.locator("td.program").text_content() == "O1001"
@@ -110,8 +110,8 @@ async def test_cell_page_lists_every_machine(cell: Cell, context: Any) -> None:
     w.assert_clean(cell.url)
 
 
-def daemon_parts(cell: Cell, machine: str) -> int:
-    status = cell.daemon.status()["machines"][machine]
+async def daemon_parts(cell: Cell, machine: str) -> int:
+    status = (await cell.daemon.status())["machines"][machine]
     return int(status["parts"])
 
 
@@ -136,9 +136,7 @@ async def test_program_name_with_markup_is_shown_as_text(cell: Cell, context: An
 
 
 async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -> None:
-    daemon = cell.daemon
-    assert daemon.store is not None
-    parts = await daemon.call(lambda: daemon.store.parts(machine=SIM, program="O1001", status=PartStatus.COMPLETE))  # type: ignore[union-attr]
+    parts = await cell.daemon.core.read(lambda store: store.parts(machine=SIM, program="O1001", status=PartStatus.COMPLETE))
     stored = [p.part_number for p in parts if "probe.hole1_dia" in p.measurements]
     w = await _open(context, f"{cell.url}/feature?machine={SIM}&program=O1001&feature=hole1_dia")
     page = w.page
@@ -193,10 +191,8 @@ async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell
 
 
 async def test_acknowledge_works_with_the_token_and_is_refused_without(cell: Cell, context: Any) -> None:
-    daemon = cell.daemon
-    store = daemon.store
-    assert store is not None
-    open_alerts = await daemon.call(lambda: store.alerts(machine=SIM, state=AlertState.OPEN))
+    core = cell.daemon.core
+    open_alerts = await core.read(lambda store: store.alerts(machine=SIM, state=AlertState.OPEN))
     target = next(a for a in open_alerts if a.feature == "hole2_dia")
     w = await _open(context, f"{cell.url}/alerts?machine={SIM}&state=open")
     page = w.page
@@ -209,13 +205,13 @@ async def test_acknowledge_works_with_the_token_and_is_refused_without(cell: Cel
     await page.fill("#token", "not-the-token")
     await row.locator("button.ack").click()
     await notice.filter(has_text="Refused (403)").wait_for()
-    after = await daemon.call(store.alert, target.id)
+    after = await core.read(lambda store: store.alert(target.id))
     assert after is not None and after.state is AlertState.OPEN
 
     await page.fill("#token", TOKEN)
     await row.locator("button.ack").click()
     await notice.filter(has_text="Acknowledged").wait_for()
-    after = await daemon.call(store.alert, target.id)
+    after = await core.read(lambda store: store.alert(target.id))
     assert after is not None and after.state is AlertState.ACKNOWLEDGED
     # filtered on state=open, the acknowledged alert leaves the list
     await row.wait_for(state="detached")

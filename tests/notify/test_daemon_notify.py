@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monitor.config import load_site
 from monitor.sinks.payload import SCHEMA
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.daemons import running_daemon
 from tests.notify.conftest import subscribed, wait_until
 from tests.notify.mosquitto import Mosquitto
@@ -32,7 +32,7 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
                 lambda: any((m.json()["last_part"] or {}).get("part_number") == 10 for m in sub.on("/m1/status")), timeout_s=30
             )
             await wait_until(lambda: bool(rx.attempts), timeout_s=30)
-            status = running.daemon.status()["sinks"]
+            status = (await running.daemon.status())["sinks"]
 
     alert = sub.on("/alerts/")[0]
     doc = alert.json()
@@ -43,7 +43,7 @@ async def test_daemon_publishes_alerts_to_mqtt_and_webhook(broker: Mosquitto, tm
     assert hook == doc  # one payload format for both outputs
     assert _verify(SECRET, rx.attempts[0].body, rx.attempts[0].headers["X-Monitor-Signature"])
     machine = sub.on("/m1/status")[-1].json()  # the latest retained status
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         still_open = store.alerts(machine="m1", open_only=True)
     assert machine["program"] == "O1001" and machine["site"] == "test-cell"
     assert machine["last_part"]["part_number"] == 10 and machine["open_alerts"] == len(still_open)

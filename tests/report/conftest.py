@@ -1,4 +1,4 @@
-"""A site with a store holding one small batch, written directly with Store.record_part (below the subject)."""
+"""A site with a store holding one small batch, written directly with SqliteStore.record_part (below the subject)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 PROGRAM = "O1234"
@@ -140,7 +140,7 @@ def write_batch(tmp_path: Path, *, program: str = PROGRAM, n: int = 30, seed: in
         for n, at in ((0, T0 - timedelta(days=1)), (9, parts[8].end + timedelta(seconds=20)))
     ]
     alerts_at = {5: [oot], 14: [opened], 18: [escalated]}
-    with Store(tmp_path / "monitor.db") as store:
+    with SqliteStore(tmp_path / "monitor.db") as store:
         for part in parts:
             store.record_part(part, alerts_at.get(part.part_number, []))
             if part.part_number == 16:

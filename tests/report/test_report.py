@@ -18,7 +18,7 @@ from monitor.config import load_site
 from monitor.detect import capability
 from monitor.model import PartStatus
 from monitor.report import BatchReport, build_report, render_csv, render_html, write_report
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.report.conftest import HOSTILE, PROGRAM, Batch, write_batch
 from tests.requires import need_binary
 
@@ -27,7 +27,7 @@ GENERATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 def _report(batch: Batch, **kw: Any) -> BatchReport:
     site = load_site(batch.site_file)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         return build_report(store, site.programs[PROGRAM], site="cell-3", generated=GENERATED, **kw)
 
 

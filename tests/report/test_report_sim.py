@@ -10,7 +10,7 @@ from monitor.model import AlertKind
 from monitor.pipeline import Pipeline
 from monitor.report import render_csv, write_report
 from monitor.sim import PROGRAMS_DIR, SimCell, load_scenario
-from monitor.store import Store
+from monitor.store import SqliteStore
 
 
 def test_report_of_a_simulated_tool_wear_batch(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_report_of_a_simulated_tool_wear_batch(tmp_path: Path) -> None:
     )
     site = load_site(tmp_path / "site.yaml")
     cell = SimCell(load_scenario("tool_wear"), seed=3)
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         events = [e.observation() for e in cell.events(include_spindle_samples=False)]
         for i in range(0, len(events), 500):

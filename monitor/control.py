@@ -1,0 +1,191 @@
+"""The daemon's local control API: how the command line reaches the running core, dashboard or not.
+
+The daemon always serves it, on 127.0.0.1 at a port chosen at bind, whatever the dashboard
+settings (it is not a web page: nothing to disable). Its URL and a random token made for this run
+are in the runtime file (:mod:`monitor.runtime`), which only the daemon's user can read; requests
+carry ``Authorization: Bearer <token>``. Whoever can read that file could write the store anyway:
+the token only keeps other local users out.
+
+Endpoints (JSON)::
+
+    GET  /status                  the core's status (machines, sources, outputs, counters)
+    POST /alerts/{id}/ack         acknowledge; 404 when there is no open, unacknowledged alert {id}
+    POST /alerts/{id}/close       close; 404 when there is no open alert {id}
+    POST /reload                  re-read the site and program files; what changed, or why refused
+
+A POST may carry ``{"user": "name"}``: who did it (kept with the command for the actions to come).
+
+Through this API a person's change goes to the core, the one writer of alert state, so it can
+never race the detectors (an acknowledgement written to the store behind a running daemon's back
+was overwritten by the next escalation).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from monitor.codec import alert_from_dict, alert_to_dict, json_safe
+from monitor.core import Acknowledge, AlertCommand, CloseAlert, MonitorApi
+from monitor.errors import MonitorError
+from monitor.model import Alert
+
+__all__ = [
+    "API_KEY",
+    "RELOAD_KEY",
+    "TOKEN_KEY",
+    "ControlClient",
+    "DaemonUnreachable",
+    "Reload",
+    "build_control_app",
+    "new_token",
+    "serve_control",
+]
+
+API_KEY: web.AppKey[MonitorApi] = web.AppKey("monitor")
+TOKEN_KEY: web.AppKey[str] = web.AppKey("control-token")
+RELOAD_KEY: web.AppKey[Reload | None] = web.AppKey("reload")
+_TIMEOUT_S = 60.0
+"""A reload solves detection plans: allow it time (status and alert changes answer at once)."""
+
+Reload = Callable[[], Awaitable[dict[str, Any]]]
+"""The daemon's reload: re-read the configuration, return what changed (or why it was refused)."""
+
+
+class DaemonUnreachable(MonitorError):
+    """The daemon's control API does not answer (it stopped, or is not listening yet)."""
+
+
+def new_token() -> str:
+    """A fresh random token for one run of the daemon."""
+    return secrets.token_urlsafe(32)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.json_response(json_safe(obj), status=status, dumps=lambda o: json.dumps(o, allow_nan=False, default=str))
+
+
+@web.middleware
+async def _authorize(request: web.Request, handler: Any) -> web.StreamResponse:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), request.app[TOKEN_KEY].encode()):
+        return _json({"error": "this is the daemon's local control API; use the token from its runtime file"}, 401)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def _status(request: web.Request) -> web.Response:
+    return _json(await request.app[API_KEY].status())
+
+
+async def _user(request: web.Request) -> str | None:
+    if not request.can_read_body:
+        return None
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text='{"error": "the body must be JSON like {\\"user\\": \\"name\\"}"}') from None
+    user = body.get("user") if isinstance(body, dict) else None
+    return str(user) if user is not None else None
+
+
+async def _ack(request: web.Request) -> web.Response:
+    alert_id = request.match_info["alert_id"]
+    alert = await request.app[API_KEY].execute(Acknowledge(alert_id, await _user(request)))
+    if alert is None:
+        return _json({"error": f"no open, unacknowledged alert {alert_id!r}"}, 404)
+    return _json(alert_to_dict(alert))
+
+
+async def _close(request: web.Request) -> web.Response:
+    alert_id = request.match_info["alert_id"]
+    alert = await request.app[API_KEY].execute(CloseAlert(alert_id, await _user(request)))
+    if alert is None:
+        return _json({"error": f"no open alert {alert_id!r}"}, 404)
+    return _json(alert_to_dict(alert))
+
+
+async def _reload(request: web.Request) -> web.Response:
+    reload = request.app[RELOAD_KEY]
+    if reload is None:
+        return _json({"error": "this daemon cannot reload its configuration"}, 404)
+    return _json(await reload())
+
+
+def build_control_app(api: MonitorApi, token: str, *, reload: Reload | None = None) -> web.Application:
+    """The control application for ``api``; ``reload`` (the daemon's) serves ``POST /reload``."""
+    app = web.Application(middlewares=[_authorize])
+    app[API_KEY] = api
+    app[TOKEN_KEY] = token
+    app[RELOAD_KEY] = reload
+    app.router.add_get("/status", _status)
+    app.router.add_post("/alerts/{alert_id:.+}/ack", _ack)
+    app.router.add_post("/alerts/{alert_id:.+}/close", _close)
+    app.router.add_post("/reload", _reload)
+    return app
+
+
+async def serve_control(api: MonitorApi, token: str, *, reload: Reload | None = None) -> tuple[web.AppRunner, str]:
+    """Start the control API on 127.0.0.1 (a free port); returns the runner and its base URL."""
+    app = build_control_app(api, token, reload=reload)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise MonitorError(f"the daemon's control API cannot listen on 127.0.0.1 ({exc})") from exc
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+class ControlClient:
+    """The command line's side of the control API."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)) as session,
+                session.request(method, self.url + path, json=body, headers=self._headers) as resp,
+            ):
+                return resp.status, await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise DaemonUnreachable(f"the daemon's control API at {self.url} does not answer ({why})") from exc
+
+    async def status(self) -> dict[str, Any]:
+        code, body = await self._request("GET", "status")
+        if code != 200 or not isinstance(body, dict):
+            raise MonitorError(f"the daemon refused the status request ({code}): {body}")
+        return body
+
+    async def reload(self) -> dict[str, Any]:
+        """Ask the daemon to reload its configuration; what changed, or the problems that refused it."""
+        code, body = await self._request("POST", "reload")
+        if code != 200 or not isinstance(body, dict):
+            raise MonitorError(f"the daemon refused the reload request ({code}): {body}")
+        return body
+
+    async def execute(self, command: AlertCommand) -> Alert | None:
+        """Send a person's change to the core; the alert after it, None when it does not apply."""
+        verb = "ack" if isinstance(command, Acknowledge) else "close"
+        body = {"user": command.user} if command.user is not None else None
+        code, answer = await self._request("POST", f"alerts/{quote(command.alert_id, safe='')}/{verb}", body)
+        if code == 404:
+            return None
+        if code != 200 or not isinstance(answer, dict):
+            raise MonitorError(f"the daemon refused ({code}): {answer}")
+        return alert_from_dict(answer)

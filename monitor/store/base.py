@@ -1,0 +1,127 @@
+"""What every store backend offers: the interface the pipeline, the core and the reports use.
+
+:class:`SqliteStore` (embedded, always available) implements it; a second backend (PostgreSQL for
+several daemons sharing one plant database) implements the same two protocols and is picked by
+:func:`monitor.store.open_store` from the site's ``store:`` section. Nothing above the store names
+a backend: the pipeline takes a :class:`Store`, reports and queries take a :class:`StoreReader`.
+
+Contract every backend keeps (the SQLite one is the reference, tested in tests/test_store.py):
+
+- ``record_part`` stores a part with its measurements, the alerts it raised and the named states
+  after it in one transaction, and is a no-op returning False for a key already stored;
+- ``record_alerts`` appends each change to the alert's history (``alert_events``, a sequence that
+  only grows) and sets the alert as it now stands;
+- reads return domain objects (:mod:`monitor.model`), oldest first unless said otherwise;
+- every failure is a :class:`~monitor.errors.StoreError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
+
+__all__ = ["Store", "StoreReader"]
+
+
+class StoreReader(Protocol):
+    """Reading what the monitor stored: parts, alerts with their history, saved states."""
+
+    def parts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+    ) -> list[PartRecord]:
+        """Parts in the order they ended; ``last`` keeps only the most recent N."""
+        ...
+
+    def has_part(self, key: str) -> bool: ...
+
+    def part_count(self, *, machine: str | None = None, program: str | None = None) -> int: ...
+
+    def next_part_numbers(self, machine: str) -> dict[str, int]:
+        """Per program, the part number the next part of ``machine`` gets."""
+        ...
+
+    def alerts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+    ) -> list[Alert]:
+        """Alerts as they stand now, oldest change first."""
+        ...
+
+    def alert(self, alert_id: str) -> Alert | None: ...
+
+    def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:
+        """Every alert change after sequence number ``after``, oldest first."""
+        ...
+
+    def last_alert_event(self) -> int: ...
+
+    def load_detector_state(self, name: str) -> dict[str, Any] | None: ...
+
+    def load_detector_states(self, prefix: str) -> dict[str, dict[str, Any]]: ...
+
+    def load_position(self, machine: str, source: str) -> dict[str, Any] | None: ...
+
+    def signal_history(
+        self,
+        machine: str,
+        signal: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        last: int | None = None,
+    ) -> list[Observation]:
+        """Kept raw observations of one machine's signal, oldest first."""
+        ...
+
+    def signal_names(self) -> list[tuple[str, str]]:
+        """(machine, signal) pairs that have history."""
+        ...
+
+
+class Store(StoreReader, Protocol):
+    """A store the daemon's core writes through (one writer of alert state: the core)."""
+
+    on_write: Callable[[str, float], None] | None
+    """Called after each write transaction with its kind (part, alerts, signals...) and seconds."""
+
+    def record_part(
+        self, part: PartRecord, alerts: Sequence[Alert] = (), states: Iterable[tuple[str, dict[str, Any]]] = ()
+    ) -> bool:
+        """Store a part, its alerts and the states after it in one transaction; False if already stored."""
+        ...
+
+    def record_alerts(self, alerts: Iterable[Alert]) -> None: ...
+
+    def save_detector_state(self, name: str, state: dict[str, Any]) -> None: ...
+
+    def save_position(self, machine: str, source: str, position: dict[str, Any]) -> None: ...
+
+    def record_signals(self, observations: Sequence[Observation]) -> None:
+        """Keep raw observations as signal history (the site's ``store.signals``)."""
+        ...
+
+    def prune_signals(self, older_than: datetime, *, chunk: int = 10_000) -> int:
+        """Delete signal history before ``older_than``; how many rows went."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
