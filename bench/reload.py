@@ -32,7 +32,6 @@ import yaml
 
 from monitor.codec import observation_to_dict
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.process import PROGRAMS_DIR
 from tests.daemons import running_daemon
@@ -69,9 +68,9 @@ def add_machine(site_path: Path, machine: str) -> None:
 
 
 async def measure(site_path: Path, parts: int, repeat: int) -> dict[str, Any]:
-    daemon = Daemon(load_site(site_path))
     timings: dict[str, list[float]] = {"unchanged": [], "program_changed": [], "machine_added": []}
-    async with running_daemon(daemon) as running:
+    async with running_daemon(load_site(site_path)) as running:
+        daemon = running.daemon
         await running.parts(2 * parts, timeout_s=300)
         program = site_path.parent / "programs" / "O1001.yaml"
         for i in range(repeat):

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import yaml
 
 from monitor.config import load_site
 from monitor.daemon import Daemon, open_core
+from monitor.errors import MonitorError
 from monitor.events import HubEvent
 from monitor.model import AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
@@ -30,7 +34,17 @@ from monitor.sim.opcua_server import signal_map as opcua_signal_map
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import open_store
 
-__all__ = ["CellServers", "DemoOptions", "DemoResult", "FeatureOutcome", "run_demo"]
+__all__ = [
+    "CellServers",
+    "DemoOptions",
+    "DemoResult",
+    "FeatureOutcome",
+    "SimOptions",
+    "run_demo",
+    "serve_cell",
+    "serve_shdr",
+    "wait_for_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -304,3 +318,109 @@ def _outcomes(cell: SimCell, store_path: Path) -> list[FeatureOutcome]:
             )
         )
     return outcomes
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """What ``monitor sim`` serves: scenario, seed, parts, time compression, ports, wait for Enter."""
+
+    scenario: str = "demo"
+    seed: int = 0
+    parts: int | None = None
+    speed: float = 10.0
+    opcua_port: int = 4840
+    mtconnect_port: int = 5000
+    wait: bool = False
+
+
+async def serve_cell(options: SimOptions, *, stop: asyncio.Event, say: Callable[[str], None]) -> None:
+    """What ``monitor sim`` does: the simulated cell behind its protocol servers until ``stop``;
+    ``say`` gets each line a person should read (where the servers listen, progress)."""
+    cell = SimCell(load_scenario(options.scenario), seed=options.seed, parts=options.parts)
+    async with CellServers(cell, opcua_port=options.opcua_port, mtconnect_port=options.mtconnect_port) as servers:
+        for machine in cell.machines:
+            kind = servers.protocol[machine.id]
+            where = servers.opcua.endpoint if kind == "opcua" and servers.opcua else getattr(servers.mtconnect, "url", "?")
+            say(f"{machine.id}: {kind} {where}")
+        if options.wait:
+            say("servers ready; press Enter to start the batch")
+            if not await wait_for_line(stop, say):
+                return
+        say(f"simulating scenario {options.scenario!r} (seed {options.seed}) at {options.speed:g}x; Ctrl-C stops")
+        await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
+        if not stop.is_set():
+            say("batch finished; servers stay up until Ctrl-C")
+            await stop.wait()
+
+
+async def wait_for_line(stop: asyncio.Event, say: Callable[[str], None]) -> bool:
+    """Wait for a line on standard input without blocking the loop; False if stopped first.
+
+    Standard input closed or at its end (``< /dev/null``, a service manager, a finished file) can
+    never bring a line: the batch starts at once. Only pipes, sockets and terminals can be waited
+    on by the event loop; a regular file or ``/dev/null`` is read directly (that never blocks)."""
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):  # no standard input at all
+        say("standard input is closed; starting the batch now")
+        return True
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+        line = sys.stdin.buffer.readline(4096)
+        if not line:
+            say("standard input is at its end (e.g. /dev/null); starting the batch now")
+        return True
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        line_task = asyncio.ensure_future(reader.readline())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({line_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (line_task, stopped):
+            task.cancel()
+        if line_task.done() and not line_task.cancelled() and not line_task.result():
+            say("standard input closed; starting the batch now")
+        return not stop.is_set()
+    finally:
+        transport.close()
+
+
+async def serve_shdr(
+    log_file: Path,
+    device_file: Path,
+    device: str | None,
+    speed: float,
+    port: int,
+    max_gap: float,
+    *,
+    stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:
+    """What ``monitor sim --shdr-replay`` does: a recorded SHDR log served through our agent, paced
+    by its own timestamps (idle stretches longer than ``max_gap`` seconds shortened), until ``stop``."""
+    from adapters.mtconnect.agent import MtConnectAgent
+    from adapters.mtconnect.devicemodel import devices_from_xml
+    from adapters.mtconnect.shdr import replay_shdr
+
+    devices = devices_from_xml(await asyncio.to_thread(device_file.read_bytes))
+    names = [d.name for d in devices]
+    if not names or (device is not None and device not in names):
+        raise MonitorError(f"{device_file} has devices {names}; choose one of them with --device")
+    name = device or names[0]
+    async with MtConnectAgent(devices, port=port) as agent:
+        say(f"{name}: mtconnect {agent.url} (replaying {log_file} at {speed:g}x; Ctrl-C stops)")
+        feeder = await replay_shdr(agent, name, log_file, speed=speed, stop=stop, max_gap_s=max_gap)
+        if not stop.is_set():
+            unknown = sum(feeder.unknown.values())
+            say(f"log replayed{f' ({unknown} values not understood)' if unknown else ''}; agent stays up until Ctrl-C")
+            if unknown:
+                named = ", ".join(f"{key} ({n})" for key, n in feeder.unknown.most_common(12))
+                more = len(feeder.unknown) - 12
+                say(f"not in {device_file.name}'s device {name}: {named}{f' and {more} more' if more > 0 else ''}")
+            if feeder.capped_gaps:
+                say(
+                    f"{feeder.capped_gaps} idle stretch(es) longer than --max-gap {max_gap:g} s shortened "
+                    f"({feeder.skipped_s:,.0f} s of log time not waited for)"
+                )
+            await stop.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from monitor.errors import ConfigError
 from monitor.model import Alert, PartRecord
 from monitor.store import Store, StoreReader, open_store
 
-__all__ = ["alert_row", "capability_rows", "check_summary", "open_site_store", "parse_since", "part_row"]
+__all__ = ["alert_row", "capability_rows", "check_summary", "follow_alerts", "open_site_store", "parse_since", "part_row"]
 
 
 def check_summary(path: Path) -> dict[str, Any]:
@@ -133,3 +135,18 @@ def open_site_store(site_path: Path) -> Store:
     """The store a site's daemon writes, opened read-only for the CLI (works on a read-only mount,
     on a full disk, and for a user who may only read it)."""
     return open_store(load_site(site_path).store_path, read_only=True)
+
+
+def follow_alerts(
+    store: StoreReader, *, machine: str | None = None, program: str | None = None, poll_s: float = 0.5
+) -> Iterator[Alert]:
+    """Every alert change stored from now on (of ``machine``/``program`` when given), as it is
+    stored: what ``monitor alerts --follow`` prints. Polls the store's change history (another
+    process writes it), so it blocks between changes; stop it by leaving the loop."""
+    seq = store.last_alert_event()
+    while True:
+        time.sleep(poll_s)
+        for seq, alert in store.alert_events(seq):  # noqa: B020, B007 - seq advances the cursor
+            if (machine and alert.machine != machine) or (program and alert.program != program):
+                continue
+            yield alert

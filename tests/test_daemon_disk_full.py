@@ -23,14 +23,14 @@ import aiohttp
 import pytest
 import yaml
 
-from adapters.mtconnect.simdevice import SimAgentBinding
 from monitor.config import Site, load_site
 from monitor.errors import StoreError
 from monitor.model import AlertKind, AlertState, PartStatus
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.cell import SimEvent
+from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.daemons import running_daemon
 from tests.requires import missing
 from tests.streams import PROGRAM_YAML, batch, write_jsonl
@@ -173,7 +173,7 @@ class Cell:
     def stored(self) -> list[tuple[int, int | None, str]]:
         if not self.db.exists():
             return []
-        with Store(self.db, read_only=True) as store:
+        with SqliteStore(self.db, read_only=True) as store:
             return [(p.part_number, p.counter, str(p.status)) for p in store.parts()]
 
     async def status(self) -> dict[str, Any]:
@@ -266,7 +266,7 @@ async def test_disk_full_parts_wait_are_stored_later_and_a_kill_meanwhile_skips_
     assert numbers(stored) == list(range(1, len(stored) + 1)) and len(stored) >= 7, stored  # none skipped or twice
     assert [counter for _, counter, _ in stored] == list(range(1, len(stored) + 1))  # numbers follow the counter
     assert all(status == str(PartStatus.COMPLETE) for _, _, status in stored), stored
-    with Store(c.db, read_only=True) as store:
+    with SqliteStore(c.db, read_only=True) as store:
         episodes = [a for a in store.alerts() if a.kind is AlertKind.STORE_UNWRITABLE]
     assert episodes and all(a.state is AlertState.CLOSED for a in episodes)  # raised, kept, closed
 
@@ -333,7 +333,7 @@ async def _run_until_parts(site: Site, parts: int) -> None:
 
 
 def test_store_on_a_full_disk_names_the_cause_and_the_same_write_succeeds_later(disk: SmallDisk) -> None:
-    with Store(disk.path / "monitor.db") as store:
+    with SqliteStore(disk.path / "monitor.db") as store:
         store.save_position("m1", "src", {"n": 0})
         disk.fill()
         with pytest.raises(StoreError) as info:

@@ -31,10 +31,20 @@ LAYERS: list[tuple[str, list[str]]] = [
     # 2. the site and program files (compose the edges' config types), the store
     ("configuration", ["monitor.config", "monitor.store"]),
     # 3. what works on the configuration: detection, part tracking, the simulation, config docs,
-    #    the checks of ``monitor check``, service units and notifications
+    #    the checks of ``monitor check``, what a reload changes, service units and notifications,
+    #    Grafana dashboards
     (
         "domain",
-        ["monitor.detect", "monitor.tracking", "monitor.sim", "monitor.configdoc", "monitor.preflight", "monitor.service"],
+        [
+            "monitor.detect",
+            "monitor.tracking",
+            "monitor.sim",
+            "monitor.configdoc",
+            "monitor.preflight",
+            "monitor.reload",
+            "monitor.service",
+            "monitor.grafana",
+        ],
     ),
     # 4. the drift engine and the reports read from the store
     ("engine and reports", ["monitor.engine", "monitor.report", "monitor.feature_view"]),
@@ -42,8 +52,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("pipeline", ["monitor.pipeline", "monitor.queries", "monitor.analyze"]),
     # 6. the daemon's core (the one writer of alert state) and the plugin registry
     ("core", ["monitor.core", "monitor.plugins", "monitor.supervisor"]),
-    # 7. what serves the core or finds plugins: control API, dashboard, discovery
-    ("services", ["monitor.control", "monitor.dashboard", "monitor.discovery"]),
+    # 7. what serves the core or finds plugins: control API, dashboard, metrics, discovery
+    ("services", ["monitor.control", "monitor.dashboard", "monitor.metrics", "monitor.discovery"]),
     # 8. the daemon: task wiring only
     ("daemon", ["monitor.daemon"]),
     # 9. what runs or talks to a daemon

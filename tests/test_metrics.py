@@ -11,7 +11,6 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import load_site
-from monitor.daemon import Daemon
 from tests.daemons import running_daemon
 from tests.servers.prometheus import running_prometheus
 from tests.streams import batch, write_jsonl, write_site
@@ -51,8 +50,8 @@ def _site(tmp_path: Path) -> Path:
 
 
 async def test_metrics_expose_every_family_with_the_daemons_numbers(tmp_path: Path) -> None:
-    daemon = Daemon(load_site(_site(tmp_path)))
-    async with running_daemon(daemon) as running:
+    async with running_daemon(load_site(_site(tmp_path))) as running:
+        daemon = running.daemon
         await running.parts(10)
         await running.until(lambda e: e.kind == "alert" and e.data.get("kind") == "out_of_tolerance")
         text = await asyncio.to_thread(_get, f"{daemon.dashboard_url}metrics")
@@ -81,8 +80,8 @@ async def test_metrics_expose_every_family_with_the_daemons_numbers(tmp_path: Pa
 
 
 async def test_a_real_prometheus_scrapes_the_daemon_and_answers(tmp_path: Path) -> None:
-    daemon = Daemon(load_site(_site(tmp_path)))
-    async with running_daemon(daemon) as running:
+    async with running_daemon(load_site(_site(tmp_path))) as running:
+        daemon = running.daemon
         await running.parts(10)
         assert daemon.dashboard_url is not None
         target = daemon.dashboard_url.split("//", 1)[1].rstrip("/")

@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
-from monitor.config import load_site
+from monitor.config import Site, load_site
 from monitor.daemon import Daemon
 from monitor.model import AlertKind
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import Store
+from monitor.store import SqliteStore
 from tests.daemons import running_daemon
 from tests.streams import batch, write_jsonl, write_site
 
@@ -54,6 +54,11 @@ def _site_for(tmp_path: Path, binding: SimAgentBinding, machine: str) -> Path:
     return site
 
 
+async def _points(daemon: Daemon, machine: str, program: str, site: Site) -> dict[str, int]:
+    """How many parts the engine watched per feature of ``program`` (its live view)."""
+    return {f: len((await daemon.core.feature_view(machine, program, f))["values"]) for f in site.programs[program].features}
+
+
 def _edit_feature(path: Path, feature: str, **values: float) -> None:
     doc = yaml.safe_load(path.read_text())
     doc["features"][feature].update(values)
@@ -68,15 +73,15 @@ async def test_a_program_change_takes_effect_for_the_next_part_and_a_bad_one_is_
     async with SimAgentBinding([cell.machines[0]]) as binding:
         site = load_site(_site_for(tmp_path, binding, machine))
         program = next(name for name in site.programs if name in cell.programs())
-        daemon = Daemon(site)
-        async with running_daemon(daemon) as running:
+        async with running_daemon(site) as running:
+            daemon = running.daemon
             await running.until(lambda e: e.kind == "machine" and e.data.get("connection") == "connected")
             for event in events[: sixth + 1]:
                 binding.publish(event)
             await running.parts(6, timeout_s=60)
-            engine = daemon.pipeline.engine if daemon.pipeline else None
-            assert engine is not None
-            before = {f: len(engine.feature_view(machine, program, f)["values"]) for f in site.programs[program].features}
+            before = {
+                f: len((await daemon.core.feature_view(machine, program, f))["values"]) for f in site.programs[program].features
+            }
             assert set(before.values()) == {6}
             loaded_before = daemon.config_version
             # tighten hole1_dia far away from what the machine makes: every later part is out of tolerance
@@ -93,15 +98,18 @@ async def test_a_program_change_takes_effect_for_the_next_part_and_a_bad_one_is_
             refused = await daemon.reload()
             assert refused["ok"] is False
             assert any(e.startswith(f"{tmp_path / 'programs' / 'broken.yaml'}:3 ") for e in refused["errors"]), refused
-            assert daemon.status()["config"]["last_reload"] == refused
-            assert daemon.status()["config"]["loaded_at"] == result["at"]
+            status = await daemon.status()
+            assert status["config"]["last_reload"] == refused
+            assert status["config"]["loaded_at"] == result["at"]
             for event in events[sixth + 1 :]:
                 binding.publish(event)
             await running.parts(12, timeout_s=60)
-        after = {f: len(engine.feature_view(machine, program, f)["values"]) for f in site.programs[program].features}
+            after = {
+                f: len((await daemon.core.feature_view(machine, program, f))["values"]) for f in site.programs[program].features
+            }
     assert after.pop("hole1_dia") == 6  # watched afresh from part 7 with the new limits
     assert set(after.values()) == {12}  # every unchanged feature kept its history and detector state
-    with Store(site.store_path) as store:
+    with SqliteStore(site.store_path) as store:
         oot = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE and a.feature == "hole1_dia"]
         assert [a.part_number for a in oot] == [7]  # the first part completed after the reload
         assert store.part_count() == 12
@@ -109,8 +117,8 @@ async def test_a_program_change_takes_effect_for_the_next_part_and_a_bad_one_is_
 
 async def test_machines_added_and_removed_start_and_stop_on_their_own(tmp_path: Path) -> None:
     site_path = write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(3)))
-    daemon = Daemon(load_site(site_path))
-    async with running_daemon(daemon) as running:
+    async with running_daemon(load_site(site_path)) as running:
+        daemon = running.daemon
         await running.parts(3, machines={"m1": 3})
         m2 = write_jsonl(tmp_path / "m2.jsonl", batch(4, machine="m2"))
         site_path.write_text(
@@ -124,10 +132,10 @@ async def test_machines_added_and_removed_start_and_stop_on_their_own(tmp_path: 
         site_path.write_text(yaml.safe_dump(doc))
         removed = await daemon.reload()
         assert removed["ok"] and removed["sources_removed"] == [["m1", f"replay {tmp_path / 'm1.jsonl'}"]], removed
-        status = daemon.status()
+        status = await daemon.status()
         assert set(status["machines"]) == {"m2"}
         assert [s.machine for s in daemon.sources] == ["m2"]
-    with Store(daemon.site.store_path) as store:
+    with SqliteStore(daemon.site.store_path) as store:
         assert store.part_count(machine="m1") == 3 and store.part_count(machine="m2") == 4
 
 

@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -121,22 +121,22 @@ class AgentClient:
 
     async def probe(self, device: str | None = None) -> DevicesDocument:
         page = await self.get(f"/{device}/probe" if device else "/probe")
-        doc = _expect(page, DevicesDocument)
-        assert isinstance(doc, DevicesDocument)
-        return doc
+        return _answer(page, DevicesDocument)
 
     async def current(self, only: frozenset[str] | None = None) -> StreamsDocument:
         page = await self.get("/current", only)
-        doc = _expect(page, StreamsDocument)
-        assert isinstance(doc, StreamsDocument)
-        return doc
+        return _answer(page, StreamsDocument)
 
     async def asset(self, asset_id: str) -> AssetsDocument | None:
         page = await self.get(f"/asset/{asset_id}")
         return page.doc if isinstance(page.doc, AssetsDocument) else None
 
 
-def _expect(page: _Page, kind: type) -> Document:
+_D = TypeVar("_D", bound=Document)
+
+
+def _answer(page: _Page, kind: type[_D]) -> _D:
+    """The page's document if it is a ``kind``; an agent's error answer or another kind raises."""
     doc = page.doc
     if isinstance(doc, ErrorDocument):
         if "OUT_OF_RANGE" in doc.codes:

@@ -30,7 +30,7 @@ import dataclasses
 import gc
 import re
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from lxml import etree
 
@@ -223,7 +223,11 @@ def _dispatch(root: Any, data: bytes, only: frozenset[str] | None) -> Document:
     raise BadDocument(f"not an MTConnect document (root element {local!r}): {_head(data)}")
 
 
-def _expect(doc: Document, kind: type[Any], data: bytes) -> Any:
+_D = TypeVar("_D", bound=Document)
+
+
+def _of_kind(doc: Document, kind: type[_D], data: bytes) -> _D:
+    """``doc`` if it is a ``kind``; else a BadDocument saying what came instead."""
     if isinstance(doc, kind):
         return doc
     if isinstance(doc, ErrorDocument):
@@ -234,22 +238,22 @@ def _expect(doc: Document, kind: type[Any], data: bytes) -> Any:
 
 def parse_streams(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, only: frozenset[str] | None = None) -> StreamsDocument:
     """Parse a /current or /sample answer (optionally only some data items); other kinds are a BadDocument."""
-    return _expect(parse_document(data, max_bytes=max_bytes, only=only), StreamsDocument, data)  # type: ignore[no-any-return]
+    return _of_kind(parse_document(data, max_bytes=max_bytes, only=only), StreamsDocument, data)
 
 
 def parse_devices(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DevicesDocument:
     """Parse a /probe answer; any other kind is a BadDocument."""
-    return _expect(parse_document(data, max_bytes=max_bytes), DevicesDocument, data)  # type: ignore[no-any-return]
+    return _of_kind(parse_document(data, max_bytes=max_bytes), DevicesDocument, data)
 
 
 def parse_error(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ErrorDocument:
     """Parse an MTConnectError answer; any other kind is a BadDocument."""
-    return _expect(parse_document(data, max_bytes=max_bytes), ErrorDocument, data)  # type: ignore[no-any-return]
+    return _of_kind(parse_document(data, max_bytes=max_bytes), ErrorDocument, data)
 
 
 def parse_assets(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> AssetsDocument:
     """Parse an /assets or /asset/ID answer (or a bare asset element)."""
-    return _expect(parse_document(data, max_bytes=max_bytes), AssetsDocument, data)  # type: ignore[no-any-return]
+    return _of_kind(parse_document(data, max_bytes=max_bytes), AssetsDocument, data)
 
 
 # ---------------------------------------------------------------- streams

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,15 @@ from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import setup_logging
-from monitor.queries import alert_row, capability_rows, check_summary, open_site_store, parse_since, part_row
+from monitor.queries import (
+    alert_row,
+    capability_rows,
+    check_summary,
+    follow_alerts,
+    open_site_store,
+    parse_since,
+    part_row,
+)
 from monitor.store import open_store
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
@@ -243,21 +250,16 @@ def alerts(
             if not as_json and n == 0 and not follow:
                 console.print("no alerts")
             if follow:
-                seq = store.last_alert_event()
-                while True:
-                    time.sleep(0.5)
-                    for seq, alert in store.alert_events(seq):  # noqa: B020, B007 - seq advances the cursor
-                        if (machine and alert.machine != machine) or (program and alert.program != program):
-                            continue
-                        row = alert_row(alert)
-                        if as_json:
-                            emit_json(row)
-                        else:
-                            console.print(
-                                f"{row['time']} [bold]{row['severity']}[/] {row['state']} {row['machine']} "
-                                f"{row['program']} {row['feature']}: {row['message']}",
-                                highlight=False,
-                            )
+                for alert in follow_alerts(store, machine=machine, program=program):
+                    row = alert_row(alert)
+                    if as_json:
+                        emit_json(row)
+                    else:
+                        console.print(
+                            f"{row['time']} [bold]{row['severity']}[/] {row['state']} {row['machine']} "
+                            f"{row['program']} {row['feature']}: {row['message']}",
+                            highlight=False,
+                        )
     except MonitorError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:

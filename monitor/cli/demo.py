@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import stat
-import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,10 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.daemon import install_signal_handlers
-from monitor.demo import CellServers, DemoOptions, DemoResult, run_demo
+from monitor.demo import DemoOptions, DemoResult, SimOptions, run_demo, serve_cell, serve_shdr
 from monitor.errors import MonitorError
 from monitor.events import HubEvent
-from monitor.sim import SimCell, list_scenarios, load_scenario, run_cell
+from monitor.sim import list_scenarios, load_scenario
 
 __all__ = ["demo", "sim"]
 
@@ -162,9 +160,15 @@ def sim(
             if device_file is None:
                 err_console.print("--shdr-replay needs --device-file: the Devices document that describes the logged data items")
                 raise typer.Exit(2)
-            asyncio.run(_shdr(shdr_replay, device_file, device, speed, mtconnect_port, max_gap))
+            log_file, devices = shdr_replay, device_file
+            asyncio.run(
+                _with_stop(
+                    lambda stop: serve_shdr(log_file, devices, device, speed, mtconnect_port, max_gap, stop=stop, say=_say)
+                )
+            )
             return
-        asyncio.run(_sim(scenario, seed, parts, speed, opcua_port, mtconnect_port, wait))
+        options = SimOptions(scenario, seed, parts, speed, opcua_port, mtconnect_port, wait)
+        asyncio.run(_with_stop(lambda stop: serve_cell(options, stop=stop, say=_say)))
     except MonitorError as exc:
         err_console.print(f"[bold red]sim failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -173,92 +177,12 @@ def sim(
         raise typer.Exit(1) from None
 
 
-async def _sim(
-    scenario: str, seed: int, parts: int | None, speed: float, opcua_port: int, mtconnect_port: int, wait: bool
-) -> None:
+def _say(line: str) -> None:
+    console.print(line, markup=False, highlight=False)
+
+
+async def _with_stop(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve`` until it ends or SIGINT/SIGTERM sets its stop event."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    cell = SimCell(load_scenario(scenario), seed=seed, parts=parts)
-    async with CellServers(cell, opcua_port=opcua_port, mtconnect_port=mtconnect_port) as servers:
-        for machine in cell.machines:
-            kind = servers.protocol[machine.id]
-            where = servers.opcua.endpoint if kind == "opcua" and servers.opcua else getattr(servers.mtconnect, "url", "?")
-            console.print(f"{machine.id}: {kind} {where}")
-        if wait:
-            console.print("servers ready; press Enter to start the batch")
-            if not await _line_or_stop(stop):
-                return
-        console.print(f"simulating scenario {scenario!r} (seed {seed}) at {speed:g}x; Ctrl-C stops")
-        await run_cell(cell, servers.publish, speed=speed, stop=stop)
-        if not stop.is_set():
-            console.print("batch finished; servers stay up until Ctrl-C")
-            await stop.wait()
-
-
-async def _line_or_stop(stop: asyncio.Event) -> bool:
-    """Wait for a line on standard input without blocking the loop; False if stopped first.
-
-    Standard input closed or at its end (``< /dev/null``, a service manager, a finished file) can
-    never bring a line: the batch starts at once. Only pipes, sockets and terminals can be waited
-    on by the event loop; a regular file or ``/dev/null`` is read directly (that never blocks)."""
-    try:
-        fd = sys.stdin.fileno()
-        mode = os.fstat(fd).st_mode
-    except (AttributeError, ValueError, OSError):  # no standard input at all
-        console.print("standard input is closed; starting the batch now")
-        return True
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
-        line = sys.stdin.buffer.readline(4096)
-        if not line:
-            console.print("standard input is at its end (e.g. /dev/null); starting the batch now")
-        return True
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        line_task = asyncio.ensure_future(reader.readline())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({line_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (line_task, stopped):
-            task.cancel()
-        if line_task.done() and not line_task.cancelled() and not line_task.result():
-            console.print("standard input closed; starting the batch now")
-        return not stop.is_set()
-    finally:
-        transport.close()
-
-
-async def _shdr(log_file: Path, device_file: Path, device: str | None, speed: float, port: int, max_gap: float) -> None:
-    """Serve a recorded SHDR log through our agent, paced by its own timestamps."""
-    from adapters.mtconnect.agent import MtConnectAgent
-    from adapters.mtconnect.devicemodel import devices_from_xml
-    from adapters.mtconnect.shdr import replay_shdr
-
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    devices = devices_from_xml(await asyncio.to_thread(device_file.read_bytes))
-    names = [d.name for d in devices]
-    if not names or (device is not None and device not in names):
-        raise MonitorError(f"{device_file} has devices {names}; choose one of them with --device")
-    name = device or names[0]
-    async with MtConnectAgent(devices, port=port) as agent:
-        console.print(f"{name}: mtconnect {agent.url} (replaying {log_file} at {speed:g}x; Ctrl-C stops)")
-        feeder = await replay_shdr(agent, name, log_file, speed=speed, stop=stop, max_gap_s=max_gap)
-        if not stop.is_set():
-            unknown = sum(feeder.unknown.values())
-            console.print(f"log replayed{f' ({unknown} values not understood)' if unknown else ''}; agent stays up until Ctrl-C")
-            if unknown:
-                named = ", ".join(f"{key} ({n})" for key, n in feeder.unknown.most_common(12))
-                more = len(feeder.unknown) - 12
-                console.print(
-                    f"not in {device_file.name}'s device {name}: {named}{f' and {more} more' if more > 0 else ''}",
-                    soft_wrap=True,
-                    highlight=False,
-                )
-            if feeder.capped_gaps:
-                console.print(
-                    f"{feeder.capped_gaps} idle stretch(es) longer than --max-gap {max_gap:g} s shortened "
-                    f"({feeder.skipped_s:,.0f} s of log time not waited for)",
-                    highlight=False,
-                )
-            await stop.wait()
+    await serve(stop)

@@ -31,6 +31,12 @@ def _report(batch: Batch, **kw: Any) -> BatchReport:
         return build_report(store, site.programs[PROGRAM], site="cell-3", generated=GENERATED, **kw)
 
 
+def _write(site_file: Path, program: str, out: Path) -> BatchReport:
+    site = load_site(site_file)
+    with SqliteStore(site.store_path) as store:
+        return write_report(site, store, program, out, generated=GENERATED)
+
+
 def test_numbers_come_from_the_store(batch: Batch) -> None:
     report = _report(batch)
     complete = [p for p in batch.parts if p.status is PartStatus.COMPLETE]
@@ -129,7 +135,7 @@ def test_cli_writes_html_and_csv(batch: Batch, tmp_path: Path) -> None:
 def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
     hostile = write_batch(tmp_path, program=HOSTILE, n=20)
     report_path = tmp_path / "r.html"
-    report = write_report(hostile.site_file, HOSTILE, report_path, generated=GENERATED)
+    report = _write(hostile.site_file, HOSTILE, report_path)
     text = report_path.read_text()
     assert report.program == HOSTILE
     assert "<script>alert(1)" not in text
@@ -147,7 +153,7 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
 
     hostile = write_batch(tmp_path, program=HOSTILE, n=25)
     out = tmp_path / "batch report.html"
-    report = write_report(hostile.site_file, HOSTILE, out, generated=GENERATED)
+    report = _write(hostile.site_file, HOSTILE, out)
     blocked: list[str] = []
     dialogs: list[str] = []
     errors: list[str] = []

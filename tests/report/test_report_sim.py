@@ -33,7 +33,8 @@ def test_report_of_a_simulated_tool_wear_batch(tmp_path: Path) -> None:
         stored_alerts = store.alerts(program="O1001")
         parts = store.parts(program="O1001")
 
-    report = write_report(site.path, "O1001", tmp_path / "r.html", csv_out=tmp_path / "r.csv")
+    with SqliteStore(site.store_path) as store:
+        report = write_report(site, store, "O1001", tmp_path / "r.html", csv_out=tmp_path / "r.csv")
     assert len(report.parts) == len(parts) == 100
     truth = {g.feature: g for g in cell.ground_truth() if g.program == "O1001"}
     for feature in report.features:

@@ -1,0 +1,85 @@
+"""The batch report: one self-contained HTML file (and a CSV) for the customer or the quality file.
+
+Three parts, each tested alone:
+
+- :mod:`monitor.report.data`: :func:`build_report` reads the batch from a
+  :class:`~monitor.store.StoreReader` (parts, alerts with their history) and computes everything
+  the report says into a :class:`BatchReport` (plain data);
+- :mod:`monitor.report.table`: :func:`render_csv`, the measurement table;
+- :mod:`monitor.report.page`: :func:`render_html`, the page from ``templates/report.html`` (the
+  way the dashboard's pages are made), plotly.js inline so the file opens with no network, every
+  text from a controller or a config file escaped.
+
+:func:`write_report` is what ``monitor report`` calls with the site and a store it opened.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from monitor.config import Site
+from monitor.errors import MonitorError
+from monitor.report.data import (
+    AlertOutcome,
+    BatchReport,
+    FeatureReport,
+    FeatureValue,
+    ToolSummary,
+    build_report,
+    feature_capability,
+    summary,
+)
+from monitor.report.page import render_html
+from monitor.report.table import render_csv
+from monitor.store import StoreReader
+
+__all__ = [
+    "AlertOutcome",
+    "BatchReport",
+    "FeatureReport",
+    "FeatureValue",
+    "ToolSummary",
+    "build_report",
+    "feature_capability",
+    "render_csv",
+    "render_html",
+    "summary",
+    "write_report",
+]
+
+
+def write_report(
+    site: Site,
+    store: StoreReader,
+    program: str,
+    out: Path,
+    *,
+    machine: str | None = None,
+    first_part: int | None = None,
+    last_part: int | None = None,
+    csv_out: Path | None = None,
+    generated: datetime | None = None,
+) -> BatchReport:
+    """What ``monitor report`` does: read the batch of ``program`` from ``store``, write the HTML
+    (and the CSV), each through a temporary file so a reader never sees half a report."""
+    config = site.programs.get(program)
+    if config is None:
+        known = ", ".join(sorted(site.programs)) or "none"
+        raise MonitorError(f"program {program!r} has no program file in {site.config.programs} (known: {known})")
+    if first_part is not None and last_part is not None and first_part > last_part:
+        raise MonitorError(f"--from {first_part} is after --to {last_part}")
+    report = build_report(
+        store, config, site=site.config.site, machine=machine, first_part=first_part, last_part=last_part, generated=generated
+    )
+    _write_text(out, render_html(report))
+    if csv_out is not None:
+        _write_text(csv_out, render_csv(report))
+    return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    tmp.replace(path)

@@ -1,0 +1,353 @@
+"""The batch report's numbers: read from the store, computed once, rendered elsewhere.
+
+What a quality engineer needs to sign off a small batch, read from the store:
+
+- per feature, every part's measurement (true position for position features) against its
+  tolerance band, with the alerts marked on the chart;
+- capability Cp, Cpk and Ppk with 95 % confidence intervals (:func:`monitor.detect.capability`:
+  chi-square interval for Cp, Bissell's for Cpk and Ppk; true position is judged against its one
+  upper limit, so it has Cpk/Ppk but no Cp);
+- the parts out of tolerance, the alerts raised and what was done about them (acknowledged, closed,
+  the offset change the detector suggested), and the tools used with their life counters.
+
+:func:`build_report` gathers the numbers into a :class:`BatchReport` (plain data, tested alone)
+from any :class:`~monitor.store.StoreReader`; :mod:`monitor.report.table` (CSV) and
+:mod:`monitor.report.page` (HTML from a template) only format it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.config import ProgramConfig
+from monitor.detect import capability
+from monitor.detect.capability import CapabilityResult
+from monitor.errors import MonitorError
+from monitor.model import Alert, AlertKind, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
+from monitor.store import StoreReader
+
+__all__ = [
+    "AlertOutcome",
+    "BatchReport",
+    "FeatureReport",
+    "FeatureValue",
+    "ToolSummary",
+    "build_report",
+    "feature_capability",
+    "summary",
+    "when_text",
+]
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureValue:
+    """One part's value of one feature; ``deviations`` are the axis offsets of a position feature."""
+
+    machine: str
+    part_number: int
+    part_key: str
+    value: float
+    in_tolerance: bool
+    deviations: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureReport:
+    """Everything the report says about one feature of the program."""
+
+    feature: Feature
+    lower: float | None
+    upper: float
+    nominal: float
+    unit: str
+    values: tuple[FeatureValue, ...]
+    capability: CapabilityResult | None
+    missing_parts: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self.feature.name
+
+    @property
+    def kind(self) -> str:
+        return "position" if isinstance(self.feature, PositionFeature) else "size"
+
+    @property
+    def out_of_tolerance(self) -> list[FeatureValue]:
+        return [v for v in self.values if not v.in_tolerance]
+
+    def stats(self) -> dict[str, float | None]:
+        xs = [v.value for v in self.values]
+        return {
+            "n": len(xs),
+            "mean": statistics.fmean(xs) if xs else None,
+            "sd": statistics.stdev(xs) if len(xs) >= 2 else None,
+            "min": min(xs) if xs else None,
+            "max": max(xs) if xs else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOutcome:
+    """One alert of the batch, as it stands, with what people and the detector did about it."""
+
+    alert: Alert
+    raised_at: datetime
+    raised_part: int
+    acknowledged_at: datetime | None
+    closed_at: datetime | None
+    close_reason: str | None
+    offset_register: str | None
+    offset_change_mm: float | None
+
+    def action(self) -> str:
+        """What was done, in words, for the report's alert table."""
+        done: list[str] = []
+        if self.acknowledged_at is not None:
+            done.append(f"acknowledged {when_text(self.acknowledged_at)}")
+        if self.closed_at is not None:
+            reason = f" ({self.close_reason})" if self.close_reason else ""
+            done.append(f"closed {when_text(self.closed_at)}{reason}")
+        if not done:
+            done.append("still open, not acknowledged")
+        return "; ".join(done)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSummary:
+    """A tool that cut parts of the batch, with its life counter at the first and last of them."""
+
+    tool: str
+    parts: int
+    first_part: int
+    last_part: int
+    life_first: float | None
+    life_last: float | None
+    cutting_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """The numbers of one report; rendering never computes anything new."""
+
+    site: str
+    program: str
+    machines: tuple[str, ...]
+    first_part: int | None
+    last_part: int | None
+    generated: datetime
+    parts: tuple[PartRecord, ...]
+    features: tuple[FeatureReport, ...]
+    alerts: tuple[AlertOutcome, ...]
+    tools: tuple[ToolSummary, ...]
+
+    @property
+    def complete_parts(self) -> list[PartRecord]:
+        return [p for p in self.parts if p.status is PartStatus.COMPLETE]
+
+    def status_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in PartStatus}
+        for p in self.parts:
+            counts[p.status.value] += 1
+        return counts
+
+
+# ------------------------------------------------------------------------------------- building
+def _feature_value(feature: Feature, part: PartRecord) -> FeatureValue | None:
+    m = part.measurements
+    if isinstance(feature, SizeFeature):
+        value = m.get(feature.signal)
+        if value is None or not math.isfinite(value):
+            return None
+        return FeatureValue(part.machine, part.part_number, part.key, value, feature.lower <= value <= feature.upper)
+    tp = feature.true_position(m)
+    if tp is None or not math.isfinite(tp):
+        return None
+    deviations = {axis: m[ref.signal] - ref.nominal for axis, ref in feature.axes}
+    return FeatureValue(part.machine, part.part_number, part.key, tp, tp <= feature.tolerance, deviations)
+
+
+def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureReport:
+    values: list[FeatureValue] = []
+    missing: list[int] = []
+    for part in parts:
+        v = _feature_value(feature, part)
+        if v is None:
+            missing.append(part.part_number)
+        else:
+            values.append(v)
+    if isinstance(feature, SizeFeature):
+        lower: float | None = feature.lower
+        upper, nominal = feature.upper, feature.nominal
+        cap = capability([v.value for v in values], feature.lower, feature.upper, CONFIDENCE) if values else None
+    else:
+        lower, upper, nominal = None, feature.tolerance, 0.0
+        cap = capability([v.value for v in values], -math.inf, feature.tolerance, CONFIDENCE) if values else None
+    return FeatureReport(feature, lower, upper, nominal, "mm", tuple(values), cap, tuple(missing))
+
+
+def feature_capability(feature: Feature, parts: Sequence[PartRecord]) -> CapabilityResult | None:
+    """Cp/Cpk/Ppk with intervals of one feature over ``parts`` (true position for positions), as the report shows it."""
+    return _feature_report(feature, parts).capability
+
+
+def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOutcome]:
+    """Join each alert with its history (alert_events) to find when it was raised, acknowledged, closed."""
+    wanted = {a.id for a in alerts}
+    history: dict[str, list[Alert]] = {a: [] for a in wanted}
+    after = 0
+    while True:
+        page = store.alert_events(after, limit=1000)
+        if not page:
+            break
+        for seq, event in page:
+            after = seq
+            if event.id in wanted:
+                history[event.id].append(event)
+    out: list[AlertOutcome] = []
+    for alert in alerts:
+        events = history[alert.id] or [alert]
+        first = events[0]
+        acked = next((e.time for e in events if e.state is AlertState.ACKNOWLEDGED), None)
+        closed = next((e.time for e in events if e.state is AlertState.CLOSED), None)
+        offset: dict[str, Any] = {}
+        for e in events:  # the latest suggestion the detector made while the alert lived
+            candidate = e.evidence.get("offset")
+            if isinstance(candidate, dict):
+                offset = candidate
+        change = offset.get("change_mm")
+        reason = alert.evidence.get("close_reason")
+        if reason is None and "closed_at_part" in alert.evidence and closed is not None:
+            reason = f"back in control at part {alert.evidence['closed_at_part']}"
+        out.append(
+            AlertOutcome(
+                alert=alert,
+                raised_at=first.time,
+                raised_part=int(alert.evidence.get("opened_at_part", first.part_number)),
+                acknowledged_at=acked,
+                closed_at=closed,
+                close_reason=None if reason is None else str(reason),
+                offset_register=None if offset.get("register") is None else str(offset["register"]),
+                offset_change_mm=float(change) if isinstance(change, (int, float)) else None,
+            )
+        )
+    out.sort(key=lambda o: (o.raised_at, o.alert.id))
+    return out
+
+
+def _lost_at(alert: Alert) -> datetime:
+    """When a connection was lost (evidence ``lost_at``), else the alert's latest change."""
+    text = alert.evidence.get("lost_at")
+    if isinstance(text, str):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return alert.time
+
+
+def _tools(parts: Sequence[PartRecord]) -> list[ToolSummary]:
+    by_tool: dict[str, list[tuple[PartRecord, Any]]] = {}
+    for part in parts:
+        for use in part.tools:
+            by_tool.setdefault(use.tool, []).append((part, use))
+    out = []
+    for tool, uses in by_tool.items():
+        lives_first = [u.life_start if u.life_start is not None else u.life_end for _, u in uses]
+        lives_last = [u.life_end if u.life_end is not None else u.life_start for _, u in uses]
+        first = next((x for x in lives_first if x is not None), None)
+        last = next((x for x in reversed(lives_last) if x is not None), None)
+        numbers = [p.part_number for p, _ in uses]
+        parts_cut = len({p.key for p, _ in uses})  # a tool called twice in one part counts once
+        out.append(ToolSummary(tool, parts_cut, min(numbers), max(numbers), first, last, sum(u.cutting_time for _, u in uses)))
+    out.sort(key=lambda t: (t.first_part, t.tool))
+    return out
+
+
+def build_report(
+    store: StoreReader,
+    program: ProgramConfig,
+    *,
+    site: str,
+    machine: str | None = None,
+    first_part: int | None = None,
+    last_part: int | None = None,
+    generated: datetime | None = None,
+) -> BatchReport:
+    """Read the batch from the store and compute everything the report shows.
+
+    Only complete parts enter the charts and capability; incomplete and aborted parts are counted
+    and listed. Alerts are those of the program (and machine) raised on a part inside the range.
+    """
+    parts = store.parts(machine=machine, program=program.program, first_part=first_part, last_part=last_part)
+    if not parts:
+        where = f" on {machine}" if machine else ""
+        span = f" between parts {first_part} and {last_part}" if first_part is not None or last_part is not None else ""
+        raise MonitorError(f"no parts of program {program.program}{where}{span} in the store; check `monitor parts`")
+    parts.sort(key=lambda p: (p.part_number, p.machine, p.end))
+    complete = [p for p in parts if p.status is PartStatus.COMPLETE]
+    features = tuple(_feature_report(f, complete) for f in program.feature_models())
+
+    lo = first_part if first_part is not None else min(p.part_number for p in parts)
+    hi = last_part if last_part is not None else max(p.part_number for p in parts)
+    alerts = [
+        a
+        for a in store.alerts(machine=machine, program=program.program)
+        if lo <= a.part_number <= hi or lo <= int(a.evidence.get("opened_at_part", a.part_number)) <= hi
+    ]
+    # Connection losses carry no program: include those of the batch's machines while it ran.
+    start, end = min(p.start for p in parts), max(p.end for p in parts)
+    for m in sorted({p.machine for p in parts}):
+        alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST and start <= _lost_at(a) <= end)
+    return BatchReport(
+        site=site,
+        program=program.program,
+        machines=tuple(sorted({p.machine for p in parts})),
+        first_part=lo,
+        last_part=hi,
+        generated=generated or datetime.now(UTC),
+        parts=tuple(parts),
+        features=features,
+        alerts=tuple(_alert_outcomes(store, alerts)),
+        tools=tuple(_tools(complete or parts)),
+    )
+
+
+def when_text(t: datetime) -> str:
+    """A time as the report prints it: minutes, UTC."""
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def summary(report: BatchReport) -> dict[str, Any]:
+    """The report's headline numbers as JSON, for ``monitor report --json``."""
+    return {
+        "site": report.site,
+        "program": report.program,
+        "machines": list(report.machines),
+        "parts": len(report.parts),
+        "status": report.status_counts(),
+        "features": [
+            {
+                "feature": f.name,
+                "kind": f.kind,
+                **f.stats(),
+                "out_of_tolerance": [v.part_number for v in f.out_of_tolerance],
+                **(
+                    {k: v for k, v in f.capability.as_dict().items() if k in ("cp", "cp_ci", "cpk", "cpk_ci", "ppk", "ppk_ci")}
+                    if f.capability
+                    else {}
+                ),
+            }
+            for f in report.features
+        ],
+        "alerts": len(report.alerts),
+        "open_alerts": sum(1 for o in report.alerts if o.alert.state is not AlertState.CLOSED),
+        "tools": [t.tool for t in report.tools],
+    }

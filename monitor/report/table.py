@@ -1,0 +1,81 @@
+"""The batch report's measurement table as CSV: one row per part, each feature's value and verdict,
+then the raw probe values. Text that could run as a spreadsheet formula is neutralised."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from monitor.model import PositionFeature
+from monitor.report.data import BatchReport, FeatureValue
+
+__all__ = ["render_csv"]
+
+
+def _csv_columns(report: BatchReport) -> list[str]:
+    cols = ["machine", "program", "part", "status", "end", "key"]
+    for f in report.features:
+        cols.append(f"{f.name}_tp" if f.kind == "position" else f.name)
+        if isinstance(f.feature, PositionFeature):
+            cols.extend(f"{f.name}_d{axis}" for axis, _ in f.feature.axes)
+        cols.append(f"{f.name}_ok")
+    signals = sorted({s for p in report.parts for s in p.measurements})
+    return cols + signals
+
+
+def render_csv(report: BatchReport) -> str:
+    """The measurement table: one row per part, each feature's value and verdict, then the raw probe values."""
+    by_part: dict[str, dict[str, FeatureValue]] = {}
+    for f in report.features:
+        for v in f.values:
+            by_part.setdefault(v.part_key, {})[f.name] = v
+    columns = _csv_columns(report)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for p in report.parts:
+        row: dict[str, Any] = {
+            "machine": p.machine,
+            "program": p.program,
+            "part": p.part_number,
+            "status": p.status.value,
+            "end": p.end.isoformat(),
+            "key": p.key,
+        }
+        for f in report.features:
+            fv = by_part.get(p.key, {}).get(f.name)
+            col = f"{f.name}_tp" if f.kind == "position" else f.name
+            row[col] = _num(fv.value) if fv else ""
+            if fv is not None:
+                for axis, d in fv.deviations.items():
+                    row[f"{f.name}_d{axis}"] = _num(d)
+            row[f"{f.name}_ok"] = "" if fv is None else ("yes" if fv.in_tolerance else "no")
+        for s, value in p.measurements.items():
+            row[s] = _num(value)
+        writer.writerow([_csv_safe(row.get(c, "")) for c in columns])
+    return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".") if math.isfinite(x) else ""
+
+
+def _csv_safe(value: Any) -> Any:
+    """Text starting with = + - @ could run as a formula in a spreadsheet: prefix a quote (OWASP).
+
+    >>> _csv_safe("=HYPERLINK(1)"), _csv_safe("-0.5"), _csv_safe("vmc-01")
+    ("'=HYPERLINK(1)", '-0.5', 'vmc-01')
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
