@@ -9,6 +9,7 @@ the alerts it raised and the engine state after it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections import Counter
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 ENGINE_STATE = "drift-engine:"
 """Prefix of the names under which each machine's share of the engine state is kept in the store."""
 _TRACKER_STATE = "tracker:"
+_PART_BYTES = 8 << 10
+"""What a held part record with its alerts costs in memory besides its states, roughly."""
 
 
 @dataclass
@@ -70,10 +73,10 @@ class Changes:
 class Pipeline:
     """Trackers per machine, the drift engine and the store, wired in one direction."""
 
-    def __init__(self, site: Site, store: Store, *, held_limit: int = 10_000) -> None:
+    def __init__(self, site: Site, store: Store) -> None:
         self.site = site
         self.store = store
-        self.held = HeldWrites(store.record_alerts, limit=held_limit)
+        self.held = HeldWrites(store.record_alerts)
         """Store writes waiting while the store cannot write (disk full...); see monitor.store.held."""
         self.counts: Counter[str] = Counter()
         self.parts_by_status: Counter[tuple[str, str]] = Counter()
@@ -308,8 +311,13 @@ class Pipeline:
                 (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
                 (_TRACKER_STATE + part.machine, tracker.context()),
             ]
-            changes.alerts += self._write(
-                f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part.key
+            size = 0
+            if self.held:  # it will wait: keep its states as JSON (what the store writes; far smaller)
+                encoded = [(name, json.dumps(state)) for name, state in states]
+                size = sum(len(text) for _, text in encoded) + _PART_BYTES
+                states = encoded  # type: ignore[assignment]
+            changes.alerts += self.held.write(
+                f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part_key=part.key, size=size
             )
             status = self.status[part.machine]
             status.parts += 1

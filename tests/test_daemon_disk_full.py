@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,13 @@ import yaml
 
 from monitor.config import Site, load_site
 from monitor.errors import StoreError
-from monitor.model import AlertKind, AlertState, PartStatus
+from monitor.model import AlertKind, AlertState, Observation, PartStatus
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.cell import SimEvent
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import SqliteStore
+from monitor.store.held import HeldWrites
 from tests.daemons import running_daemon
 from tests.requires import missing
 from tests.streams import PROGRAM_YAML, batch, write_jsonl
@@ -346,3 +348,33 @@ def test_store_on_a_full_disk_names_the_cause_and_the_same_write_succeeds_later(
         disk.free()
         store.save_position("m1", "src", {"n": "x" * 100_000})
         assert store.load_position("m1", "src") == {"n": "x" * 100_000}
+
+
+def test_held_writes_keep_order_bound_memory_and_report_resume_points_once_stored(disk: SmallDisk) -> None:
+    """HeldWrites over a real store on a real full disk: writes wait in order, `full` trips at the
+    byte bound, and once space is back they land in order with the resume points of their parts."""
+    with SqliteStore(disk.path / "monitor.db") as store:
+        held = HeldWrites(store.record_alerts, limit_bytes=300_000)
+        disk.fill()
+
+        def write(i: int) -> None:
+            store.save_position("m1", f"src{i}", {"i": i, "pad": "x" * 50_000})
+
+        opened = held.write("write 0", lambda: write(0), size=100_000)
+        assert [a.kind for a in opened] == [AlertKind.STORE_UNWRITABLE] and opened[0].state is AlertState.OPEN
+        mark = Observation("m1", "part.count", datetime.now(UTC), 1.0)
+        held.resume_after(mark)
+        for i in (1, 2):
+            assert held.write(f"write {i}", lambda i=i: write(i), size=100_000) == []  # type: ignore[misc]
+        assert len(held) == 3 and held.full  # 300,000 bytes held: take nothing more
+        assert held.retry(force=True) == [] and len(held) == 3  # still full: nothing lost, nothing reordered
+        assert held.resume_points() == {}
+        disk.free()
+        closed = held.retry(force=True)
+        assert not held and not held.full and held.written_late == 3
+        assert [a.state for a in closed] == [AlertState.CLOSED]
+        assert held.resume_points() == {"m1": mark}
+        assert held.resume_points() == {}  # reported once
+        assert [store.load_position("m1", f"src{i}")["i"] for i in range(3)] == [0, 1, 2]
+        stored = [a for a in store.alerts() if a.kind is AlertKind.STORE_UNWRITABLE]
+        assert [a.state for a in stored] == [AlertState.CLOSED]

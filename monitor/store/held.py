@@ -9,8 +9,9 @@ live; stored once the store writes again, then closed).
 
 While anything waits, the daemon saves no source positions: a daemon killed meanwhile resumes its
 sources from before the first waiting part, so nothing is skipped (the parts are made again from
-the replayed data, with the same numbers). Memory is bounded: past ``limit`` waiting writes the
-daemon stops taking observations until the store writes again (back-pressure reaches the sources).
+the replayed data, with the same numbers). Memory is bounded: past ``limit_bytes`` (the size the
+caller gives each write, e.g. its JSON) or ``limit`` waiting writes, the daemon stops taking
+observations until the store writes again (back-pressure reaches the sources).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class _Write:
     what: str
     run: Callable[[], object]
     part_key: str | None
+    size: int = 0
     resume: Observation | None = None
     """Set on a part's write: the observation that completed it, where its source may resume once
     the part is stored (see Outcome.resume_points)."""
@@ -51,13 +53,16 @@ class HeldWrites:
         self,
         record_alerts: Callable[[list[Alert]], object],
         *,
-        limit: int = 10_000,
+        limit: int = 100_000,
+        limit_bytes: int = 256 << 20,
         backoff: Backoff = Backoff(initial_s=1.0, max_s=60.0),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+        if limit < 1 or limit_bytes < 1:
+            raise ValueError("limit and limit_bytes must be at least 1")
         self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.bytes = 0
         self._record_alerts = record_alerts
         self.written_late = 0
         self.last_error: str | None = None
@@ -75,7 +80,7 @@ class HeldWrites:
     @property
     def full(self) -> bool:
         """So many writes wait that the daemon should stop taking observations until they are stored."""
-        return len(self._held) >= self.limit
+        return len(self._held) >= self.limit or self.bytes >= self.limit_bytes
 
     def holds_part(self, key: str) -> bool:
         return key in self._keys
@@ -91,13 +96,13 @@ class HeldWrites:
         out, self._resumed = self._resumed, {}
         return out
 
-    def write(self, what: str, run: Callable[[], object], *, part_key: str | None = None) -> list[Alert]:
+    def write(self, what: str, run: Callable[[], object], *, part_key: str | None = None, size: int = 0) -> list[Alert]:
         """Do ``run`` now, or keep it (in order behind what already waits) when the store cannot write.
 
         Returns alert changes to publish: the store alert when this write is the first to wait.
         A StoreError that waiting cannot cure (not ``retryable``) is raised."""
         if self._held:
-            self._hold(_Write(what, run, part_key))
+            self._hold(_Write(what, run, part_key, size))
             return []
         try:
             run()
@@ -105,7 +110,7 @@ class HeldWrites:
         except StoreError as exc:
             if not exc.retryable:
                 raise
-            self._hold(_Write(what, run, part_key))
+            self._hold(_Write(what, run, part_key, size))
             return self._failed(exc, what)
 
     def retry(self, *, force: bool = False) -> list[Alert]:
@@ -128,6 +133,7 @@ class HeldWrites:
                     log.warning("store: %d waiting writes stored, then refused again; %d still wait", written, len(self._held))
                 return []
             self._held.popleft()
+            self.bytes -= item.size
             if item.part_key is not None:
                 self._keys.discard(item.part_key)
             if item.resume is not None:
@@ -140,6 +146,7 @@ class HeldWrites:
 
     def _hold(self, item: _Write) -> None:
         self._held.append(item)
+        self.bytes += item.size
         if item.part_key is not None:
             self._keys.add(item.part_key)
 
@@ -147,11 +154,11 @@ class HeldWrites:
         self.last_error = str(exc)
         self._next_try = self._clock() + self._retry.failed()
         log.error(
-            "store cannot write (%s): %s. Parts and alerts wait in memory (up to %d writes) and are retried; "
+            "store cannot write (%s): %s. Parts and alerts wait in memory (up to %d MiB) and are retried; "
             "sources keep their saved positions, so nothing is skipped",
             what,
             exc,
-            self.limit,
+            self.limit_bytes >> 20,
         )
         now = datetime.now(UTC)
         self.alert = Alert(

@@ -231,10 +231,10 @@ class SqliteStore:
         self,
         part: PartRecord,
         alerts: Sequence[Alert] = (),
-        states: Iterable[tuple[str, dict[str, Any]]] = (),
+        states: Iterable[tuple[str, dict[str, Any] | str]] = (),
     ) -> bool:
         """Store a part with its measurements, the alerts it raised and the named states after it
-        (detectors, the machine's tracker).
+        (detectors, the machine's tracker; a state may come JSON-encoded already).
 
         All in one transaction. Returns False (and writes nothing) when the part's key is already
         stored: the same part seen again after a restart or a replay.
@@ -368,11 +368,11 @@ class SqliteStore:
             )
             self._db.execute("INSERT INTO alert_events (alert_id, time, data) VALUES (?, ?, ?)", (alert.id, t, data))
 
-    def _write_state(self, name: str, state: dict[str, Any]) -> None:
+    def _write_state(self, name: str, state: dict[str, Any] | str) -> None:
         self._db.execute(
             "INSERT INTO detector_state (name, state, updated) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-            (name, json.dumps(state), _now()),
+            (name, state if isinstance(state, str) else json.dumps(state), _now()),
         )
 
     @contextlib.contextmanager
