@@ -113,6 +113,10 @@ class MonitorApi(Protocol):
         """Parts stored and alerts open, counted (for metrics)."""
         ...
 
+    def unstored_alerts(self) -> list[Alert]:
+        """Alerts in force that the store does not hold yet (``store_unwritable`` while it cannot write)."""
+        ...
+
 
 class MonitorCore:
     """One site's store, pipeline, event hub and alert state; a :class:`MonitorApi`. Build with :meth:`open`."""
@@ -222,6 +226,10 @@ class MonitorCore:
             return counts
 
         return await self._call(take)
+
+    def unstored_alerts(self) -> list[Alert]:
+        alert = self._pipeline.held.alert
+        return [alert] if alert is not None else []
 
     # ---------------------------------------------------------------------------- reloading
     async def prepare(self, site: Site) -> Mapping[str, Any]:

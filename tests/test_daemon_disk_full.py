@@ -193,6 +193,12 @@ class Cell:
             return False
         return bool((await self.status())["machines"][self.machine].get("connection") == "connected")
 
+    async def api(self, path: str) -> Any:
+        body = json.loads((self.disk.path / "monitor.db.daemon.json").read_text(encoding="utf-8"))
+        url = body["dashboard_url"].replace("0.0.0.0", "127.0.0.1")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, http.get(url + path) as r:
+            return await r.json()
+
     async def waiting_writes(self) -> int:
         return int((await self.status())["store"].get("waiting_writes", 0))
 
@@ -238,6 +244,8 @@ async def test_disk_full_parts_wait_are_stored_later_and_a_kill_meanwhile_skips_
         assert await c.until("parts waiting", c.waiting_writes)
         status = await c.status()
         assert not status["store"]["writable"] and "database or disk is full" in status["store"]["error"]
+        open_alerts = (await c.api("api/alerts?state=active"))["alerts"]
+        assert open_alerts[0]["kind"] == "store_unwritable" and "database or disk is full" in open_alerts[0]["message"]
         await c.until("the cause logged", lambda: c.logged("ERROR monitor.store.held: store cannot write"))
         assert c.logged("ERROR monitor.store.held: store cannot write") == 1, "".join(c.log)  # said why, once
         assert c.logged("database or disk is full") >= 1 and c.logged("cannot rollback") == 0

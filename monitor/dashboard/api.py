@@ -301,6 +301,17 @@ async def _alerts(request: web.Request) -> web.Response:
     last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
     machine, program, feature = _opt(request, "machine"), _opt(request, "program"), _opt(request, "feature")
     rows = await _api(request).read(lambda store: _read_alerts(store, machine, program, state, last, feature, severity))
+    # the store cannot write: its alert is not in the store yet, but it is the one to see first
+    for waiting in _api(request).unstored_alerts():
+        wanted = (
+            (machine, waiting.machine),
+            (program, waiting.program),
+            (feature, waiting.feature),
+            (state if state != "active" else None, str(waiting.state)),
+            (severity, str(waiting.severity)),
+        )
+        if all(value is None or value == expected for value, expected in wanted):
+            rows = [alert_row(waiting), *rows]  # newest first
     return _json({"alerts": rows})
 
 
