@@ -13,23 +13,35 @@ a few small numpy operations per feature.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.codec import alert_from_dict, alert_to_dict
-from monitor.detect.watch import STAT_KINDS, FeatureWatch, Signal, WatchPlan
-from monitor.errors import MonitorError
+from monitor.detect.evidence import FeatureEvidence
+from monitor.detect.messages import Signal, signals
+from monitor.detect.watch import STAT_KINDS, FeatureSnapshot, FeatureWatch, WatchPlan
+from monitor.errors import DetectionError, MonitorError
+from monitor.feature_view import feature_view
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
 
-__all__ = ["DriftEngine"]
+__all__ = ["DriftEngine", "PartAssessment"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+"""2: the Bayesian trend models and residual charts (issue 11); watches saved by version 1 restart."""
 _MAX_IDS = 50_000
 """Alert ids remembered to keep them unique across batches (oldest forgotten first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartAssessment:
+    """What one part did: the alert state changes, and the evidence of every feature it fed (by name)."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    evidence: dict[str, FeatureEvidence] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,31 +79,65 @@ class DriftEngine:
     # ------------------------------------------------------------------------------ parts
     def process(self, part: PartRecord) -> list[Alert]:
         """Feed one part; returns the alerts it opened, escalated or closed (never raises on odd values)."""
+        return self.assess(part).alerts
+
+    def assess(self, part: PartRecord) -> PartAssessment:
+        """Feed one part; the alert changes and the typed evidence of every feature it measured."""
+        out = PartAssessment()
         if part.status is not PartStatus.COMPLETE:
             self._count("part_not_complete")
-            return []
+            return out
         plans = self._plans.get(part.program)
         if plans is None:
             self._count("unknown_program")
-            return []
+            return out
         self._last_part[part.machine] = part.part_number
-        changes: list[Alert] = []
+        changes = out.alerts
         for plan in plans:
-            key = (part.machine, part.program, plan.feature.name)
-            watch = self._watches.get(key)
-            if watch is None:
-                watch = self._watches[key] = FeatureWatch(plan)
-            outcome = watch.update(part)
-            if outcome.skipped:
-                self._count(outcome.skipped)
+            watch = self._watch(part.machine, plan)
+            update = watch.update(part.machine, part)
+            if update.skipped or update.evidence is None:
+                self._count(update.skipped or "skipped")
                 continue
-            if outcome.new_batch:
+            if update.new_batch:
                 changes += self._close_feature(part, plan, tuple(AlertKind), "new batch (part numbers started again)")
-            elif outcome.recentred:
+            elif update.recentred:
                 changes += self._close_feature(part, plan, STAT_KINDS, "re-centred (offset change)")
-            for kind, signal in outcome.signals.items():
+            sigs = signals(plan, update.evidence, watch.streaks, watch.tool)
+            watch.note_signals({kind: sig is not None for kind, sig in sigs.items()})
+            for kind, signal in sigs.items():
                 changes += self._reconcile(part, plan, kind, signal)
-        return changes
+            out.evidence[plan.feature.name] = update.evidence
+        return out
+
+    def _watch(self, machine: str, plan: WatchPlan) -> FeatureWatch:
+        key = (machine, plan.program, plan.feature.name)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = FeatureWatch(plan)
+        return watch
+
+    def _plan(self, program: str, feature: str) -> WatchPlan | None:
+        return next((p for p in self._plans.get(program, []) if p.feature.name == feature), None)
+
+    def record_step(self, machine: str, program: str, feature: str, shifts: Mapping[str, float | None] | None = None) -> None:
+        """A recorded offset or tool change of this feature takes effect from the next part: its trend
+        models expect a level step there (``shifts``: the expected change of each axis's deviation in
+        mm, ``"value"`` for a size; None or missing axes: size unknown) and its charts restart.
+
+        Raises DetectionError for a feature the program does not have."""
+        plan = self._plan(program, feature)
+        if plan is None:
+            raise DetectionError(f"program {program} has no feature {feature!r}")
+        unknown = sorted(set(shifts or {}) - set(plan.axes))
+        if unknown:
+            raise DetectionError(f"feature {feature} has no axis {', '.join(unknown)}; its axes are {', '.join(plan.axes)}")
+        self._watch(machine, plan).expect_step(shifts)
+
+    def evidence(self, machine: str, program: str, feature: str) -> FeatureEvidence | None:
+        """The latest evidence of one feature on one machine (None before its first part)."""
+        watch = self._watches.get((machine, program, feature))
+        return watch.last if watch is not None else None
 
     def _reconcile(self, part: PartRecord, plan: WatchPlan, kind: AlertKind, signal: Signal | None) -> list[Alert]:
         key = (part.machine, part.program, plan.feature.name, str(kind))
@@ -310,7 +356,9 @@ class DriftEngine:
     def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:
         """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
         merged: dict[str, Any] = {"watches": [], "alerts": [], "lost": {}, "last_part": {}, "counters": {}, "ids": {}}
+        merged["version"] = _STATE_VERSION
         for share in states:
+            merged["version"] = min(merged["version"], int(share.get("version", _STATE_VERSION)))
             merged["watches"] += share.get("watches", [])
             merged["alerts"] += share.get("alerts", [])
             for key in ("lost", "last_part", "counters", "ids"):
@@ -329,9 +377,13 @@ class DriftEngine:
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         engine._ids = {k: int(v) for k, v in state.get("ids", {}).items()}
         plans = {(name, p.feature.name): p for name, ps in engine._plans.items() for p in ps}
+        current = int(state.get("version", _STATE_VERSION)) >= _STATE_VERSION
         for w in state.get("watches", []):
             plan = plans.get((w["program"], w["feature"]))
             if plan is None:
+                continue
+            if not current:
+                engine._count("state_discarded")  # detectors of an older version: the feature starts afresh
                 continue
             try:
                 watch = FeatureWatch.from_state(plan, w["state"])
@@ -348,15 +400,21 @@ class DriftEngine:
         return engine
 
     # ------------------------------------------------------------------------------ dashboard
-    def feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
-        """JSON-able data for the dashboard chart of one feature (empty ``values`` before its first part)."""
+    def snapshot(self, machine: str, program: str, feature: str) -> FeatureSnapshot | None:
+        """Detection's state of one feature for presentation (a fresh one before its first part);
+        None when the program has no such feature."""
         watch = self._watches.get((machine, program, feature))
         if watch is not None:
-            return watch.view()
-        for plan in self._plans.get(program, []):
-            if plan.feature.name == feature:
-                return FeatureWatch(plan).view()
-        return {"machine": machine, "program": program, "feature": feature, "values": [], "error": "unknown feature"}
+            return watch.snapshot()
+        plan = self._plan(program, feature)
+        return FeatureWatch(plan).snapshot() if plan is not None else None
+
+    def feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
+        """JSON-able data for the dashboard chart of one feature (:func:`monitor.feature_view.feature_view`)."""
+        snap = self.snapshot(machine, program, feature)
+        if snap is None:
+            return {"machine": machine, "program": program, "feature": feature, "values": [], "error": "unknown feature"}
+        return feature_view(snap)
 
     def _count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1

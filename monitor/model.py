@@ -235,6 +235,8 @@ class AlertKind(StrEnum):
     EWMA = "ewma"
     CUSUM = "cusum"
     RUN_RULE = "run_rule"
+    REPROBE = "reprobe"
+    """A single reading far from what the process predicts (chipped stylus, swarf): probe the part again."""
     OUT_OF_TOLERANCE = "out_of_tolerance"
     SIGNAL_LOST = "signal_lost"
     INCOMPLETE_PART = "incomplete_part"

@@ -10,7 +10,7 @@ import typer
 from monitor.analyze import analyze_csv
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.config import load_program
-from monitor.errors import ConfigError, MonitorError
+from monitor.errors import ConfigError, ConfigIssue, MonitorError
 
 __all__ = ["analyze"]
 
@@ -19,14 +19,26 @@ __all__ = ["analyze"]
 def analyze(
     measurements: Annotated[Path, typer.Argument(help="CSV with a part column and one column per probe signal.")],
     program: Annotated[Path, typer.Option("--program", "-p", help="The part-program file (features, detection).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: alerts, out_of_tolerance, capability.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object: alerts, out_of_tolerance, capability, features, skipped_rows."),
+    ] = False,
+    step: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--step",
+            metavar="FEATURE@PART",
+            help="A recorded offset change of FEATURE took effect at PART (repeatable): expected, not a drift.",
+        ),
+    ] = None,
 ) -> None:
     """Run the same detectors as the daemon over measured parts, in file order.
 
     Prints the alerts (opened or escalated, with the part that raised them) and a capability
     summary. Rows with missing or non-numeric values are reported on stderr by line and skipped."""
     try:
-        result = analyze_csv(measurements, load_program(program))
+        steps = _steps(step or [])
+        result = analyze_csv(measurements, load_program(program), steps=steps)
     except ConfigError as exc:
         err_console.print(f"[bold red]{len(exc.issues)} problem(s):[/]")
         for issue in exc.issues:
@@ -67,3 +79,18 @@ def _ci(cap: dict[str, object], key: str) -> str | None:
     if isinstance(ci, list) and len(ci) == 2:
         return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
     return f"{value:.2f}"
+
+
+def _steps(items: list[str]) -> dict[str, list[int]]:
+    """``["hole1_dia@31", ...]`` -> ``{"hole1_dia": [31]}``; raises ConfigError naming a bad item."""
+    out: dict[str, list[int]] = {}
+    issues = []
+    for item in items:
+        feature, at, part = item.rpartition("@")[0], "@", item.rpartition("@")[2]
+        if not feature or not part.strip().isdigit():
+            issues.append(ConfigIssue("--step", None, item, f"expected FEATURE{at}PART, e.g. hole1_dia@31"))
+            continue
+        out.setdefault(feature, []).append(int(part))
+    if issues:
+        raise ConfigError(issues)
+    return out

@@ -8,12 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from monitor.detect.base import check_finite, check_range, register
 from monitor.detect.config import OffsetKind
 
-__all__ = ["COVARIATES", "Attribution", "AttributionResult", "OffsetSuggestion", "suggest_offset"]
+__all__ = ["COVARIATES", "Attribution", "AttributionResult", "OffsetSuggestion", "shift_from_offset", "suggest_offset"]
 
 COVARIATES: dict[str, str] = {
     "tool_life": "tool life",
@@ -94,15 +92,11 @@ class Attribution:
         names += sorted({n for _, c in self._rows for n in c} - set(names))
         corr: dict[str, float] = {}
         for name in names:
-            pairs = [(x, c[name]) for x, c in self._rows if name in c]
-            if len(pairs) < self.min_parts:
+            xs = [x for x, c in self._rows if name in c]
+            if len(xs) < self.min_parts:
                 continue
-            a = np.array(pairs)
-            if np.ptp(a[:, 0]) == 0 or np.ptp(a[:, 1]) == 0:
-                continue
-            with np.errstate(all="ignore"):
-                r = float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
-            if math.isfinite(r):
+            r = _pearson(xs, [c[name] for _, c in self._rows if name in c])
+            if r is not None:
                 corr[name] = r
         strongest = max((abs(r) for r in corr.values()), default=0.0)
         cause = None
@@ -126,6 +120,24 @@ class Attribution:
         obj._rows.extend((float(x), {k: float(v) for k, v in c.items()}) for x, c in state["rows"])
         obj._n = int(state["n"])
         return obj
+
+
+def _pearson(a: list[float], b: list[float]) -> float | None:
+    """Pearson r of two equal-length lists (None when either is constant or the result is not finite)."""
+    n = len(a)
+    if max(a) == min(a) or max(b) == min(b):
+        return None
+    ma, mb = sum(a) / n, sum(b) / n
+    sab = saa = sbb = 0.0
+    for x, y in zip(a, b, strict=True):
+        dx, dy = x - ma, y - mb
+        sab += dx * dy
+        saa += dx * dx
+        sbb += dy * dy
+    if saa <= 0 or sbb <= 0:
+        return None
+    r = sab / math.sqrt(saa * sbb)
+    return max(-1.0, min(1.0, r)) if math.isfinite(r) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +176,18 @@ def suggest_offset(deviation: float, kind: OffsetKind | str) -> OffsetSuggestion
         register_name, factor = _OFFSET_FACTORS[kind]
         return OffsetSuggestion(register_name, factor * deviation)
     return OffsetSuggestion(f"{kind.upper()} wear offset", -deviation)
+
+
+def shift_from_offset(change: float, kind: OffsetKind | str) -> float:
+    """How much an applied offset ``change`` (mm) moves the deviation of the feature it corrects.
+
+    The inverse of :func:`suggest_offset`: a recorded offset change is a known step of this size
+    (:meth:`monitor.engine.DriftEngine.record_step`).
+
+    >>> shift_from_offset(-0.012, "x")   # the X offset moved the hole by -0.012 mm
+    -0.012
+    >>> round(shift_from_offset(0.002, "cutter_radius_hole"), 4)
+    -0.004
+    """
+    factor = _OFFSET_FACTORS[kind][1] if kind in _OFFSET_FACTORS else -1.0
+    return -change / factor

@@ -10,21 +10,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from monitor.errors import DetectionError
 
-__all__ = ["REGISTRY", "Detector", "check_finite", "check_range", "register"]
+__all__ = ["REGISTRY", "Detector", "DetectorResult", "check_finite", "check_range", "register"]
 
 
-class Detector(Protocol):
-    """The contract every registered detector follows."""
+@runtime_checkable
+class DetectorResult(Protocol):
+    """What every detector's ``update`` returns: a frozen result that knows how many values the
+    detector has taken and whether this one was skipped (NaN or infinite)."""
 
-    def update(self, x: float) -> Any: ...
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def skipped(self) -> bool: ...
+
+
+_R_co = TypeVar("_R_co", bound=DetectorResult, covariant=True)
+
+
+class Detector(Protocol[_R_co]):
+    """The contract every registered detector follows: ``update`` returns its own frozen result type."""
+
+    def update(self, x: float) -> _R_co: ...
 
     def reset(self) -> None: ...
 
     def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self: ...
 
 
 REGISTRY: dict[str, type[Any]] = {}

@@ -29,9 +29,9 @@ class DetectionConfig(BaseModel):
         gt=1,
         description=(
             "target in-control average run length of the whole program, in parts: about one false "
-            "alarm per arl0 good parts over all features, axes and charts together. Half of that budget "
-            "sets the EWMA, CUSUM and run-rule 1 limits, computed at load (Markov chain ARL); the other "
-            "half is left to the trend forecast."
+            "alarm per arl0 good parts over all features, axes, charts and forecasts together. Three "
+            "quarters of that budget set the EWMA and CUSUM limits of every channel, computed at load "
+            "(Markov chain ARL); the rest sets the drift evidence a breach forecast needs"
         ),
     )
     ewma_lambda: float = Field(default=0.2, gt=0, le=1, description="EWMA smoothing weight of the newest part")
@@ -45,7 +45,11 @@ class DetectionConfig(BaseModel):
     )
     run_rules: list[int] = Field(
         default_factory=lambda: [1],
-        description="Nelson rules applied to the individuals chart; subset of 1, 2, 3, 5, 6",
+        description=(
+            "Nelson rules; subset of 1, 2, 3, 5, 6. Rule 1 (one part beyond the limit) is the re-probe screen: "
+            "a single reading raises a re-probe notice and counts as a shift only when the next part "
+            "confirms it; rules 2-6 run on the charts' residuals"
+        ),
     )
     sigma: dict[str, float] = Field(
         default_factory=dict,
@@ -56,27 +60,71 @@ class DetectionConfig(BaseModel):
         ),
     )
     min_parts: int = Field(
-        default=5,
-        ge=2,
-        description="parts seen before the EWMA, CUSUM and run-rule charts are armed (at least 3 with a learned sigma)",
+        default=3,
+        ge=1,
+        description=(
+            "parts before the EWMA, CUSUM and run-rule charts may signal (they compare with nominal and the "
+            "prior scatter from the first part)"
+        ),
     )
-    horizon: int = Field(default=20, ge=1, le=500, description="parts ahead the trend forecast looks")
+    horizon: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description=(
+            "a breach forecast alerts when the risk threshold or the expected first bad part is this many parts ahead or fewer"
+        ),
+    )
     breach_probability: float = Field(
         default=0.1,
         gt=0,
         lt=1,
         description="a future part 'breaks' tolerance when its probability of being out of tolerance reaches this",
     )
-    forecast_window: int = Field(default=30, ge=4, le=500, description="recent parts the Theil-Sen trend is fitted on")
-    forecast_min_parts: int = Field(default=8, ge=4, description="parts needed before the trend forecast may alert")
-    trend_alpha: float = Field(
-        default=0.005,
+    forecast_window: int = Field(
+        default=60, ge=8, le=400, description="recent parts the trend models are fitted on (since the last step)"
+    )
+    forecast_min_parts: int = Field(default=4, ge=3, description="parts needed before the trend forecast may alert")
+    breach_confidence: float = Field(
+        default=0.9,
         gt=0,
         lt=1,
-        description="significance level the trend (Kendall tau) must reach before a forecast alert opens",
+        description=(
+            "posterior share of the trend models (weighted by how well the data support them) that must agree "
+            "a part within the horizon reaches breach_probability before a breach is forecast"
+        ),
     )
-    warning_parts: int = Field(default=10, ge=1, description="forecast alert escalates to warning at this many parts to breach")
-    critical_parts: int = Field(default=3, ge=0, description="forecast alert escalates to critical at this many parts to breach")
+    capability: float = Field(
+        default=1.33,
+        gt=0.3,
+        le=10,
+        description=(
+            "process capability Cp assumed before a feature's scatter is learned: the prior sigma is the "
+            "tolerance band / (6 capability); a repeat batch of the program on the same machine uses the "
+            "scatter learned in the previous batch instead"
+        ),
+    )
+    prior_dof: float = Field(
+        default=4.0,
+        ge=1,
+        le=200,
+        description="weight of the prior sigma, in parts (degrees of freedom) it counts for against the measured scatter",
+    )
+    setup_sd: float = Field(
+        default=0.2,
+        gt=0,
+        le=2,
+        description=(
+            "how far from nominal a batch usually starts, as a fraction of the distance from nominal to the limit "
+            "(prior sd of the level at the first part): a drift from part 1 is judged against nominal with it"
+        ),
+    )
+    warning_parts: int = Field(
+        default=10, ge=1, description="forecast alert escalates to warning when the breach is due within this many parts"
+    )
+    critical_parts: int = Field(
+        default=3, ge=0, description="forecast alert escalates to critical when the breach is due within this many parts"
+    )
     escalate_after: int = Field(
         default=5,
         ge=1,

@@ -1,346 +1,833 @@
-"""Robust trend forecast: Theil-Sen slope on recent parts, scatter of single parts, parts to breach."""
+"""Which shape is the feature's mean taking? Bayesian comparison of drift models on recent parts.
+
+After every value, a family of regression models is fitted to the recent values of one channel
+(deviations from nominal) and weighed by its evidence (marginal likelihood) times its prior:
+
+* ``stable``: a constant level;
+* ``linear``: a straight-line drift (wear);
+* ``saturating``: an exponential approach to a plateau, ``a + b (1 - exp(-t / tau))`` for a grid of
+  time constants (thermal growth levelling off, or a cold-start offset settling back);
+* ``step``: one level shift at some part (an insert indexed, a fixture knocked);
+* ``onset``: flat, then a straight line from some part on (wear that starts late).
+
+Errors are AR(1) (part-to-part dependence is normal in machining): every model is fitted by
+generalised least squares for each lag-1 correlation ``phi`` of a small grid, and ``phi`` is weighed
+like a model, so a drift and autocorrelated scatter compete on evidence and the trend test is
+autocorrelation-corrected by construction. Coefficients have Gaussian priors scaled from the
+tolerance (a level near nominal at the batch start, drifts that matter on the scale of the band)
+and the scatter an inverse-gamma prior from the tolerance and an assumed capability (or an earlier
+batch of the same program), so a handful of parts already gives a usable scatter and a drift from
+part 1 is judged against nominal. The conjugate normal-inverse-gamma algebra makes every evidence
+closed-form; all models and all ``phi`` are solved together in a few numpy operations.
+
+A recorded offset change is a *known step*: every model gets a level shift at that part, with
+the expected size as its prior mean, so a correction is never taken for a drift. A step the data
+clearly show (the ``step`` family dominating with the shift at least three parts back) starts a new
+*regime*: the models are refitted from the step on.
+
+``draws()`` samples the posterior predictive of future single parts (model, coefficients, scatter
+and AR(1) noise) from fixed pools of random numbers, so results are deterministic; the breach
+forecast (:mod:`monitor.detect.forecast`) is computed from them.
+
+References: A. Zellner, *An Introduction to Bayesian Inference in Econometrics* (1971), ch. 3-4
+(normal-inverse-gamma regression); R. E. Kass and A. E. Raftery, "Bayes factors", JASA 90 (1995)
+773-795; S. J. Prais and C. B. Winsten (1954), GLS with AR(1) errors; J. A. Hoeting et al.,
+"Bayesian model averaging: a tutorial", Statistical Science 14 (1999) 382-417.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy.special import chndtr, ndtr, ndtri
+from scipy.signal import lfilter
 
 from monitor.detect.base import check_finite, check_range, register
 from monitor.errors import DetectionError
 
-__all__ = ["Forecast", "TrendForecast", "TrendResult", "parts_to_breach", "position_out_probability"]
+__all__ = [
+    "FAMILIES",
+    "PHIS",
+    "TAUS",
+    "Draws",
+    "KnownStep",
+    "TrendFit",
+    "TrendModel",
+    "TrendResult",
+]
+
+FAMILIES: tuple[str, ...] = ("stable", "linear", "saturating", "step", "onset")
+"""Model families, in the order their posterior probabilities are reported."""
+
+_FAMILY_PRIOR = {"stable": 0.55, "linear": 0.1, "saturating": 0.15, "step": 0.16, "onset": 0.04}
+"""Prior probability of each family (spread evenly over its grid of time constants or parts): a
+stable process is the common case, and real drifts are as often saturating as straight."""
+
+_SLOPE_SD = 0.1
+"""Prior sd of a drift's slope, in tolerance scales per part: the limit reached in 20 parts is a
+one-sigma drift, one reached in 5 parts is unusual (that is a step or a warm-up)."""
+
+TAUS: tuple[float, ...] = (2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0)
+"""Time constants (parts) of the saturating models: warm-ups settle in a few parts, thermal growth
+in tens; longer ones cannot be told from a straight line within a small batch."""
+
+PHIS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.7, 0.85)
+"""Lag-1 correlations the scatter is weighed over."""
+
+_PHI_PRIOR = (0.7, 0.15, 0.09, 0.05, 0.01)
+"""Default prior over :data:`PHIS`: independent scatter most likely, strong dependence possible."""
+
+_DRAWS = 128
+"""Posterior predictive samples behind every forecast."""
+_SEARCH = 200
+"""Longest horizon (parts) a forecast looks ahead for the first out-of-tolerance part."""
+
+_POOL = np.random.default_rng(20260105)
+_Z_PARAM = _POOL.standard_normal((3, _DRAWS, 2))
+_Z_SIGMA = _POOL.standard_normal((3, _DRAWS))
+_Z_NOISE = _POOL.standard_normal((3, _DRAWS, _SEARCH))
+"""Fixed random pools (one set per axis of a position feature): forecasts repeat exactly."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Forecast:
-    """Predicted distribution of single future parts 1..len(mean) ahead: mean and sd per step (arrays)."""
+@dataclass(frozen=True, slots=True)
+class KnownStep:
+    """A level shift the process was told about (an offset change), before value number ``at``
+    of the regime (1-based), with the expected shift in the channel's units if known."""
 
-    mean: np.ndarray
-    sd: np.ndarray
+    at: int
+    shift: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrendFit:
+    """What the model comparison says after the latest value (deviations from nominal, mm).
+
+    ``model`` is the family with the largest posterior probability (``families`` holds all of
+    them); ``drift_odds`` are the posterior odds of any drift family against ``stable``. ``level``
+    and ``slope`` are the fitted mean and its change per part at the latest value under the chosen
+    model (``slope_interval`` a 90% credible interval), ``plateau`` where a saturating drift levels
+    off (None for other models), ``tau`` its time constant, ``step_parts_ago`` how many parts back a
+    step happened. ``sigma`` is the scatter of single parts, ``sigma_innovation`` the part-to-part
+    innovation of the AR(1) scatter, ``phi`` its posterior mean lag-1 correlation. ``n`` values
+    were fitted (since ``regime_start``, the value count at which the current regime began).
+    """
+
+    n: int
+    regime_start: int
+    model: str
+    model_probability: float
+    families: dict[str, float]
+    drift_odds: float
+    level: float
+    level_sd: float
+    slope: float
+    slope_interval: tuple[float, float]
+    plateau: float | None
+    tau: float | None
+    step_parts_ago: int | None
+    sigma: float
+    sigma_innovation: float
+    phi: float
 
     @property
-    def steps(self) -> list[int]:
-        return list(range(1, len(self.mean) + 1))
+    def drifting(self) -> bool:
+        return self.model != "stable"
 
 
 @dataclass(frozen=True, slots=True)
 class TrendResult:
-    """The trend after one value.
-
-    ``parts_to_breach`` is how many parts after this one the first part has a probability of being
-    out of tolerance of at least ``breach_probability`` (None: not within the search range, or no
-    limits); ``breach_interval`` is that count for the ends of the slope's confidence interval.
-    """
+    """The fit after one value (None before the first); ``alarm`` when the drift odds reach the
+    detector's ``odds`` threshold; ``new_regime`` when this value confirmed a step and the models
+    now start from it."""
 
     n: int
-    level: float
-    slope: float
-    slope_interval: tuple[float, float]
-    p_value: float
-    significant: bool
-    sigma: float
-    p_next: float
-    parts_to_breach: float | None
-    breach_interval: tuple[float, float] | None
+    fit: TrendFit | None
     alarm: bool
+    new_regime: bool = False
     skipped: bool = False
 
 
-def position_out_probability(means: np.ndarray, sds: np.ndarray, tolerance: float) -> np.ndarray:
-    """P(2 * sqrt(sum of squared axis deviations) > tolerance) per column.
+@dataclass(frozen=True, slots=True, eq=False)
+class Draws:
+    """Posterior predictive samples of single future parts 1..H ahead of the latest value.
 
-    ``means`` and ``sds`` have one row per axis and one column per future part. The axes are taken
-    independent with a pooled variance, so the squared radius over the variance is non-central
-    chi-square (exact when the axes scatter alike).
+    ``mean`` (draws x H) is each sample's mean path (model and coefficients drawn, the AR(1)
+    carry-over of the latest residual included), ``sd`` its scatter of single parts around it,
+    ``paths`` one simulated sequence of single parts per sample (AR(1) noise from a fixed pool).
     """
-    with np.errstate(all="ignore"):
-        var = np.mean(np.asarray(sds) ** 2, axis=0)
-        r2 = np.sum(np.asarray(means) ** 2, axis=0)
-        tiny = var <= 1e-24  # no scatter at all: the part is where the mean is
-        safe = np.where(tiny, 1.0, var)
-        p = 1.0 - chndtr((tolerance / 2.0) ** 2 / safe, means.shape[0], r2 / safe)
-        p = np.where(tiny, (4.0 * r2 > tolerance**2).astype(float), p)
-        return np.asarray(np.clip(np.nan_to_num(p, nan=1.0), 0.0, 1.0))
+
+    mean: np.ndarray
+    sd: np.ndarray
+    paths: np.ndarray
 
 
-def parts_to_breach(prob: np.ndarray, threshold: float) -> float | None:
-    """1-based index of the first entry of ``prob`` at or above ``threshold``, or None."""
-    hit = np.nonzero(prob >= threshold)[0]
-    return float(hit[0] + 1) if hit.size else None
+# --------------------------------------------------------------------------------- model grids
+_PHI = np.asarray(PHIS)
+_PHI2 = _PHI**2
+_OMPHI2 = 1.0 - _PHI2
+_OMP2 = (1.0 - _PHI) ** 2
+_PMP2 = _PHI - _PHI2
+_HALF_LOG_JAC = 0.5 * np.log(_OMPHI2)
+_ONEPPHI2 = (1.0 + _PHI2)[:, None]
+_PHI_COL = _PHI[:, None]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Grid:
+    """Shape columns of every model for a window of ``n`` values (cached; depends on n only)."""
+
+    family: np.ndarray  # (G,) family index into FAMILIES
+    param: np.ndarray  # (G,) tau, or the window index of a step / onset, nan otherwise
+    f: np.ndarray  # (G, n) shape column (zeros for stable)
+    future: np.ndarray  # (G, _SEARCH) shape column 1.. _SEARCH values past the window
+    prior_precision: np.ndarray  # (G,) 1 / prior sd^2 of the shape coefficient, sd in units of the scale
+    stable_row: np.ndarray  # (G,) bool
+    log_prior: np.ndarray  # (G,) log prior probability of the model
+    slope_now: np.ndarray  # (G,) d f / d part at the latest value
+    slope_ahead: np.ndarray  # (G, _SEARCH) shape column derivative ahead (for messages)
+    scc: np.ndarray  # (P, 1) c' Q c for every phi
+    scf: np.ndarray  # (P, G) c' Q f
+    sff: np.ndarray  # (P, G) f' Q f
+    f_t: np.ndarray  # (n, G) f transposed, contiguous
+    base_log_prior: np.ndarray  # (P, G) log prior of the model + Jacobian of the first value
+
+
+def _positions(lo: int, hi: int, n: int) -> list[int]:
+    """Grid of change points in [lo, hi): every part among the latest 12 (a recent step must be
+    placed exactly to be told from an onset), every second or third part further back."""
+    recent = max(lo, n - 12)
+    stride = 2 if n <= 36 else 3
+    return list(range(lo, recent, stride)) + list(range(recent, hi))
+
+
+@lru_cache(maxsize=256)
+def _grid(n: int, at_start: bool) -> _Grid:
+    """Model grid for ``n`` values; ``at_start``: the window starts where the regime started."""
+    i = np.arange(n, dtype=float)
+    fut = np.arange(n, n + _SEARCH, dtype=float)
+    rows: list[tuple[int, float, np.ndarray, np.ndarray, float, float]] = []
+    fam = {name: k for k, name in enumerate(FAMILIES)}
+    rows.append((fam["stable"], math.nan, np.zeros(n), np.zeros(_SEARCH), 1.0, 0.0))
+    rows.append((fam["linear"], math.nan, i, fut, _SLOPE_SD, 1.0))
+    for tau in TAUS:
+        # level = the value at the window start; the column is the approach to the plateau
+        rows.append((fam["saturating"], tau, 1.0 - np.exp(-i / tau), 1.0 - np.exp(-fut / tau), 1.0, 1.0 / tau))
+        if at_start:
+            # the same shape with the level at the plateau (a cold start settling back to the setup):
+            # equal column space, but the nominal prior then sits on the plateau, not the start
+            rows.append((fam["saturating"], -tau, np.exp(-i / tau), np.exp(-fut / tau), 1.0, -1.0 / tau))
+    for k in _positions(2, n - 1, n):
+        rows.append((fam["step"], float(k), (i >= k).astype(float), np.ones(_SEARCH), 0.5, 0.0))
+    for k in _positions(1, n - 4, n):
+        rows.append((fam["onset"], float(k), np.maximum(0.0, i - k), fut - k, _SLOPE_SD, 1.0))
+    family = np.array([r[0] for r in rows])
+    counts = np.bincount(family, minlength=len(FAMILIES))
+    prior = np.array([_FAMILY_PRIOR[FAMILIES[k]] for k in family]) / counts[family]
+    f = np.stack([r[2] for r in rows])
+    future = np.stack([r[3] for r in rows])
+    # derivative of the shape column per part, at the latest value and ahead (for the local slope)
+    slope_now = np.empty(len(rows))
+    slope_ahead = np.empty((len(rows), _SEARCH))
+    for g, r in enumerate(rows):
+        k, p = r[0], r[1]
+        if FAMILIES[k] == "saturating":
+            tau = abs(p)
+            sign = 1.0 if p > 0 else -1.0
+            slope_now[g] = sign * math.exp(-(n - 1) / tau) / tau
+            slope_ahead[g] = sign * np.exp(-fut / tau) / tau
+        elif FAMILIES[k] in ("linear", "onset"):
+            slope_now[g] = 1.0
+            slope_ahead[g] = 1.0
+        else:
+            slope_now[g] = 0.0
+            slope_ahead[g] = 0.0
+    sum_f, sum_f2 = f.sum(axis=1), (f * f).sum(axis=1)
+    ends, ends2 = f[:, 0] + f[:, -1], f[:, 0] ** 2 + f[:, -1] ** 2
+    lag = (f[:, 1:] * f[:, :-1]).sum(axis=1)
+    phi, phi2 = _PHI[:, None], _PHI2[:, None]
+    grid = _Grid(
+        family=family,
+        param=np.array([r[1] for r in rows]),
+        f=f,
+        future=future,
+        prior_precision=1.0 / np.array([r[4] for r in rows]) ** 2,
+        stable_row=family == 0,
+        log_prior=np.log(prior),
+        slope_now=slope_now,
+        slope_ahead=slope_ahead,
+        scc=(n - 2 * (n - 1) * _PHI + (n - 2) * _PHI2)[:, None],
+        scf=_OMP2[:, None] * sum_f + _PMP2[:, None] * ends,
+        sff=(1 + phi2) * sum_f2 - phi2 * ends2 - 2 * phi * lag,
+        f_t=np.ascontiguousarray(f.T),
+        base_log_prior=np.log(prior)[None, :] + _HALF_LOG_JAC[:, None],
+    )
+    for a in (grid.f, grid.future, grid.slope_ahead, grid.stable_row, grid.prior_precision, grid.log_prior, grid.scf, grid.sff):
+        a.setflags(write=False)
+    return grid
+
+
+# --------------------------------------------------------------------------------- the detector
 @register("trend")
-class TrendForecast:
-    """Theil-Sen trend of a feature's recent values, forecasting when a part will break tolerance.
+class TrendModel:
+    """Bayesian model comparison of a channel's recent values: stable, linear, saturating, step, onset.
 
-    After each value the slope is the median of pairwise slopes over the last ``window`` values
-    (robust to a few outliers), its confidence interval is Sen's rank interval and its
-    significance the Mann-Kendall test. Single future parts are forecast as normal around the
-    trend line with sd combining the part scatter (``sigma`` if known, else the larger of the
-    residual sd and the moving-range estimate) and the uncertainty of level and slope. The alarm
-    fires when the trend is significant at ``alpha`` and a part within ``horizon`` parts reaches
-    ``breach_probability`` of being outside [``lower``, ``upper``].
+    ``update(x)`` takes the next deviation from nominal and returns the fit (:class:`TrendFit`): the
+    chosen model with its posterior probability, the posterior odds of a drift against a stable
+    process, level, local slope, plateau, scatter and autocorrelation. ``alarm`` is set while the
+    drift odds reach ``odds``. ``draws(h)`` samples the posterior predictive of the next ``h`` parts
+    for the breach forecast; ``expect_step()`` records a known level shift before the next value.
 
-    Parameters: ``window`` >= 4, ``horizon`` >= 1, ``lower`` < ``upper`` (either may be infinite),
-    ``breach_probability`` and ``alpha`` in (0, 1), ``min_parts`` >= 4, ``sigma`` > 0 or None,
-    ``confidence`` of the slope interval, ``max_search`` parts searched for the breach,
-    ``step_ratio`` in [0, 1]: when the best single level shift leaves less than this share of the
-    line's squared residuals, the window holds a step, not a trend, and only the parts after the
-    shift are fitted (0 turns this off).
+    Parameters: ``scale`` > 0, the distance from nominal to the tolerance limit (mm): coefficient
+    priors are fractions of it; ``window`` >= 8 values fitted; ``prior_sigma`` > 0, the scatter
+    assumed before parts are seen (default ``scale / 4``: capability 1.33), held with
+    ``prior_dof`` degrees of freedom; ``sigma`` (known scatter, fixes it); ``setup_sd`` > 0, the prior
+    sd of the level at the batch start around nominal (default ``scale / 4``); ``odds`` > 0, the
+    posterior odds of drift that raise ``alarm``; ``phi_prior``, weights over :data:`PHIS`.
     NaN or infinite values are skipped (state unchanged, ``skipped``).
 
-    References: H. Theil (1950); P. K. Sen, "Estimates of the regression coefficient based on
-    Kendall's tau", JASA 63, 1968, pp. 1379-1389; M. G. Kendall, *Rank Correlation Methods*, 1975.
+    References: see the module docstring.
 
-    >>> import math
-    >>> tr = TrendForecast(window=15, horizon=10, lower=-1.0, upper=1.0)
-    >>> data = [0.03 * i + 0.03 * math.sin(2.7 * i) for i in range(40)]   # +0.03/part, first part > 1.0: 34
+    >>> tr = TrendModel(scale=1.0, sigma=0.1)
+    >>> data = [0.02 * i + 0.1 * math.sin(2.7 * i) for i in range(40)]   # +0.02 per part
     >>> first = next(r for r in map(tr.update, data) if r.alarm)
-    >>> first.n, first.parts_to_breach, first.breach_interval
-    (23, 10.0, (9.0, 11.0))
+    >>> first.n, first.fit.model, round(first.fit.slope, 3)
+    (18, 'linear', 0.021)
     """
 
     def __init__(
         self,
-        window: int = 20,
-        horizon: int = 20,
-        lower: float = -math.inf,
-        upper: float = math.inf,
-        breach_probability: float = 0.1,
-        alpha: float = 0.01,
-        min_parts: int = 8,
+        scale: float = 1.0,
+        window: int = 60,
+        prior_sigma: float | None = None,
+        prior_dof: float = 4.0,
         sigma: float | None = None,
-        confidence: float = 0.9,
-        max_search: int = 500,
-        step_ratio: float = 0.5,
+        setup_sd: float | None = None,
+        odds: float = 100.0,
+        phi_prior: Sequence[float] | None = None,
     ) -> None:
-        self.window = int(check_range("window", window, 4, 10_000))
-        self.horizon = int(check_range("horizon", horizon, 1, 10_000))
-        self.lower = float(lower)
-        self.upper = float(upper)
-        if math.isnan(self.lower) or math.isnan(self.upper) or not self.lower < self.upper:
-            raise DetectionError(f"lower ({lower}) must be below upper ({upper})")
-        self.breach_probability = check_range("breach_probability", breach_probability, 0, 1, lo_open=True, hi_open=True)
-        self.alpha = check_range("alpha", alpha, 0, 1, lo_open=True, hi_open=True)
-        self.min_parts = int(check_range("min_parts", min_parts, 4, 10_000))
+        self.scale = check_range("scale", scale, 0.0, lo_open=True)
+        self.window = int(check_range("window", window, 8, 400))
+        self.prior_sigma = check_range("prior_sigma", prior_sigma, 0.0, lo_open=True) if prior_sigma is not None else None
+        self.prior_dof = check_range("prior_dof", prior_dof, 0.5, 10_000)
         self.sigma = check_range("sigma", sigma, 0.0, lo_open=True) if sigma is not None else None
-        self.confidence = check_range("confidence", confidence, 0, 1, lo_open=True, hi_open=True)
-        self.max_search = int(check_range("max_search", max_search, self.horizon, 100_000))
-        self.step_ratio = check_range("step_ratio", step_ratio, 0.0, 1.0)
+        self.setup_sd = check_range("setup_sd", setup_sd, 0.0, lo_open=True) if setup_sd is not None else None
+        self.odds = check_range("odds", odds, 0.0, lo_open=True)
+        prior = tuple(float(w) for w in (phi_prior if phi_prior is not None else _PHI_PRIOR))
+        if len(prior) != len(PHIS) or not all(math.isfinite(w) and w > 0 for w in prior):
+            raise DetectionError(f"phi_prior needs {len(PHIS)} positive weights (one per phi in {PHIS}); got {prior}")
+        self.phi_prior = tuple(w / sum(prior) for w in prior)
+        self._log_phi = np.log(np.asarray(self.phi_prior))
+        self._prior_cache: dict[tuple[int, bool, bool], _Priors] = {}
         self.reset()
 
+    # ------------------------------------------------------------------------------ state
     def reset(self) -> None:
         self._values: deque[float] = deque(maxlen=self.window)
-        self._n = 0
-        self._mr_sum = 0.0
-        self._mr_n = 0
-        self._fit: tuple[float, float, float, float, float, float] | None = None  # level, slope, lo, hi, p, sigma
-        self._last: TrendResult | None = None
-
-    # ---------------------------------------------------------------------------- fitting
-    def _refit(self) -> None:
-        y = np.fromiter(self._values, dtype=float)
-        n = y.size
-        if n < 3:
-            sd = self.sigma if self.sigma is not None else (self._mr_sigma() or 0.0)
-            self._fit = (float(y[-1] if n == 1 else y.mean()), 0.0, 0.0, 0.0, 1.0, sd)
-            return
-        fit, sse_line = self._fit_line(y)
-        if self.step_ratio > 0 and n >= 8:
-            split, sse_step = _best_step(y)
-            if sse_step < self.step_ratio * sse_line:
-                # one level shift explains the window far better than a line (a chipped tool, a
-                # fixture knock, an offset edit): the trend is what happened after it
-                tail = y[split:]
-                if tail.size >= 3:
-                    fit, _ = self._fit_line(tail)
-                else:
-                    sd = fit[5]
-                    fit = (float(tail.mean()), 0.0, 0.0, 0.0, 1.0, sd)
-        self._fit = fit
-
-    def _fit_line(self, y: np.ndarray) -> tuple[tuple[float, float, float, float, float, float], float]:
-        """Theil-Sen fit of ``y`` (level at its last value, slope, Sen interval, Mann-Kendall p, sd) and its SSE."""
-        n = y.size
-        t, i, j, dt = _pairs(n)
-        dy = y[j] - y[i]
-        slopes = np.sort(dy / dt)
-        slope = _sorted_median(slopes)
-        level = _sorted_median(np.sort(y - slope * t)) + slope * (n - 1)
-        s = float(np.sum(np.sign(dy)))
-        var_s = n * (n - 1) * (2 * n + 5) / 18.0
-        zs = (s - math.copysign(1.0, s)) / math.sqrt(var_s) if s != 0 else 0.0
-        p = float(2.0 * ndtr(-abs(zs)))
-        c = float(-ndtri((1 - self.confidence) / 2)) * math.sqrt(var_s)
-        m = slopes.size
-        lo_i = int(max(0, math.floor((m - c) / 2.0)))
-        hi_i = int(min(m - 1, math.ceil((m + c) / 2.0)))
-        resid = y - (level + slope * (t - (n - 1)))
-        sse = float(np.sum(resid**2))
-        sd_res = math.sqrt(sse / max(1, n - 2))
-        sd = self.sigma if self.sigma is not None else max(sd_res, self._mr_sigma() or 0.0)
-        return (level, slope, float(slopes[lo_i]), float(slopes[hi_i]), p, sd), sse
-
-    def _mr_sigma(self) -> float | None:
-        return (self._mr_sum / self._mr_n) / 1.128 if self._mr_n >= 2 else None
-
-    # ---------------------------------------------------------------------------- forecasting
-    def forecast(self, horizon: int, slope: float | None = None) -> Forecast:
-        """Distribution of single parts 1..``horizon`` ahead of the latest value (optionally at another slope)."""
-        if self._fit is None:
-            raise DetectionError("no values yet: nothing to forecast")
-        level, fitted, lo, hi, _, sd = self._fit
-        b = fitted if slope is None else slope
-        n = len(self._values)
-        z = float(-ndtri((1 - self.confidence) / 2))
-        se_slope = (hi - lo) / (2 * z) if z > 0 else 0.0
-        h = np.arange(1, horizon + 1, dtype=float)
-        mean = level + b * h
-        sdv = np.sqrt(sd**2 * (1.0 + 1.0 / max(n, 1)) + (se_slope * h) ** 2)
-        return Forecast(mean, sdv)
-
-    def out_probability(self, fc: Forecast) -> np.ndarray:
-        mean, sd = fc.mean, np.maximum(fc.sd, 1e-300)
-        return np.asarray(ndtr((self.lower - mean) / sd) + ndtr((mean - self.upper) / sd))
-
-    @property
-    def fit(self) -> tuple[float, float, float, float, float, float] | None:
-        """(level, slope, slope_lo, slope_hi, p_value, sigma) of the latest fit."""
-        return self._fit
+        self._count = 0  # values of the current regime
+        self._regime = 0  # absolute value count at which the regime began
+        self._n = 0  # values seen
+        self._from_start = True  # regime is the batch start: the level prior is nominal
+        self._known: list[KnownStep] = []
+        self._pending_shift: float | None = None
+        self._pending = False
+        self._fit: TrendFit | None = None
+        self._post: _Posterior | None = None
 
     @property
     def n(self) -> int:
         return self._n
 
-    # ---------------------------------------------------------------------------- update
+    @property
+    def fit(self) -> TrendFit | None:
+        """The latest fit (recomputed after a restore)."""
+        return self._fit
+
+    def expect_step(self, shift: float | None = None) -> None:
+        """The next value follows a known level shift (an offset change of ``shift`` mm, if known)."""
+        self._pending = True
+        self._pending_shift = None if shift is None or not math.isfinite(shift) else float(shift)
+
+    def start_regime(self, keep: int = 0, from_start: bool = False) -> None:
+        """Start a regime with the latest ``keep`` values (after a step, a re-centring or a new batch).
+
+        ``from_start``: the regime is the start of a batch, so its level has the nominal prior."""
+        kept = list(self._values)[-keep:] if keep > 0 else []
+        dropped = self._count - len(kept)
+        self._values.clear()
+        self._values.extend(kept)
+        self._count = len(kept)
+        self._regime = self._n - len(kept)
+        self._from_start = from_start
+        self._known = [KnownStep(s.at - dropped, s.shift) for s in self._known if s.at - dropped > 1]
+        with np.errstate(all="ignore"):
+            self._refit()
+
+    # ------------------------------------------------------------------------------ update
     def update(self, x: float) -> TrendResult:
         if not check_finite(x):
-            return self._result(skipped=True)
-        x = float(x)
-        if self._values:
-            self._mr_sum += abs(x - self._values[-1])
-            self._mr_n += 1
-        self._values.append(x)
+            return TrendResult(self._n, self._fit, self._alarm(), skipped=True)
+        if self._pending:
+            self._known.append(KnownStep(self._count + 1, self._pending_shift))
+            self._pending = False
+            self._pending_shift = None
+        self._values.append(float(x))
+        self._count += 1
         self._n += 1
-        with np.errstate(all="ignore"):  # absurd but finite values give inf/nan here, never warnings
+        with np.errstate(all="ignore"):
             self._refit()
-            self._last = self._result()
-        return self._last
+            new_regime = self._maybe_new_regime()
+        return TrendResult(self._n, self._fit, self._alarm(), new_regime)
 
-    @property
-    def last(self) -> TrendResult:
-        """The result of the latest update (recomputed after a restore)."""
-        if self._last is None:
-            self._last = self._result()
-        return self._last
+    def _alarm(self) -> bool:
+        return self._fit is not None and self._fit.drift_odds >= self.odds
 
-    def _result(self, skipped: bool = False) -> TrendResult:
-        if self._fit is None:
-            return TrendResult(self._n, math.nan, 0.0, (0.0, 0.0), 1.0, False, math.nan, 0.0, None, None, False, skipped)
-        level, slope, lo, hi, p, sd = self._fit
-        significant = p < self.alpha and len(self._values) >= self.min_parts
-        ptb = interval = None
-        p_next = 0.0
-        if math.isfinite(self.lower) or math.isfinite(self.upper):
-            prob = self.out_probability(self.forecast(self.max_search))
-            p_next = float(prob[0])
-            ptb = parts_to_breach(prob, self.breach_probability)
-            ends = []
-            for b in (lo, hi):
-                pb = self.out_probability(self.forecast_fixed_slope(b))
-                ends.append(parts_to_breach(pb, self.breach_probability) or float(self.max_search))
-            interval = (min(ends), max(ends)) if ptb is not None else None
-        alarm = significant and ptb is not None and ptb <= self.horizon and not skipped
-        return TrendResult(self._n, level, slope, (lo, hi), p, significant, sd, p_next, ptb, interval, alarm, skipped)
+    def _maybe_new_regime(self) -> bool:
+        """A step the data clearly show, at least three values back, starts a new regime from it."""
+        post, fit = self._post, self._fit
+        if post is None or fit is None or fit.model != "step" or fit.drift_odds < self.odds:
+            return False
+        if fit.model_probability < 0.9 or fit.step_parts_ago is None or fit.step_parts_ago < 3:
+            return False
+        self.start_regime(keep=fit.step_parts_ago)
+        return True
 
-    def forecast_fixed_slope(self, slope: float) -> Forecast:
-        """Single parts 1..``max_search`` ahead if the slope were exactly ``slope`` (ends of the interval)."""
-        if self._fit is None:
+    def _prior_sigma(self) -> float:
+        if self.sigma is not None:
+            return self.sigma
+        return self.prior_sigma if self.prior_sigma is not None else self.scale / 4.0
+
+    def _refit(self) -> None:
+        y = np.fromiter(self._values, dtype=float)
+        n = y.size
+        if n == 0:
+            self._fit, self._post = None, None
+            return
+        k0 = self._count - n  # values of the regime before the window
+        at_start = k0 == 0
+        grid = _grid(n, at_start)
+        known = [(s.at - 1 - k0, s.shift) for s in self._known if s.at - 1 - k0 > 0]
+        nominal_prior = at_start and self._from_start
+        key = (n, at_start, nominal_prior)
+        pri = self._prior_cache.get(key)
+        if pri is None:
+            level_sd = (self.setup_sd if self.setup_sd is not None else self.scale / 4.0) if nominal_prior else 2 * self.scale
+            pri = self._prior_cache[key] = _priors(grid, self.scale, level_sd, self._prior_sigma(), self.prior_dof, self._log_phi)
+        post = _fit_models(y, grid, known, self.scale, pri, self.sigma)
+        self._post = post
+        self._fit = post.summary(self._count, self._regime)
+
+    # ------------------------------------------------------------------------------ forecasting
+    def predict_next(self) -> tuple[float, float] | None:
+        """Mean and sd of the next single value under the posterior (None before two values)."""
+        if self._post is None or self._n < 2:
+            return None
+        return self._post.predict_next()
+
+    def draws(self, horizon: int, axis: int = 0) -> Draws:
+        """Posterior predictive samples of single parts 1..``horizon`` ahead (``axis`` picks the pool)."""
+        if self._post is None:
             raise DetectionError("no values yet: nothing to forecast")
-        level, _, _, _, _, sd = self._fit
-        h = np.arange(1, self.max_search + 1, dtype=float)
-        n = len(self._values)
-        s = sd * math.sqrt(1.0 + 1.0 / max(n, 1))
-        return Forecast(level + slope * h, np.full(self.max_search, s))
+        h = int(check_range("horizon", horizon, 1, _SEARCH))
+        with np.errstate(all="ignore"):
+            return self._post.draws(h, axis % _Z_NOISE.shape[0])
 
-    # ---------------------------------------------------------------------------- state
+    # ------------------------------------------------------------------------------ persistence
+    def settings(self) -> dict[str, Any]:
+        """The hyper-parameters a program file sets (not the priors carried over from earlier batches)."""
+        return {"scale": self.scale, "window": self.window, "sigma": self.sigma, "setup_sd": self.setup_sd, "odds": self.odds}
+
     def state(self) -> dict[str, Any]:
         return {
+            "scale": self.scale,
             "window": self.window,
-            "horizon": self.horizon,
-            "lower": _enc(self.lower),
-            "upper": _enc(self.upper),
-            "breach_probability": self.breach_probability,
-            "alpha": self.alpha,
-            "min_parts": self.min_parts,
+            "prior_sigma": self.prior_sigma,
+            "prior_dof": self.prior_dof,
             "sigma": self.sigma,
-            "confidence": self.confidence,
-            "max_search": self.max_search,
-            "step_ratio": self.step_ratio,
+            "setup_sd": self.setup_sd,
+            "odds": self.odds,
+            "phi_prior": list(self.phi_prior),
             "values": list(self._values),
+            "count": self._count,
+            "regime": self._regime,
             "n": self._n,
-            "mr_sum": self._mr_sum,
-            "mr_n": self._mr_n,
+            "from_start": self._from_start,
+            "known": [[s.at, s.shift] for s in self._known],
+            "pending": self._pending,
+            "pending_shift": self._pending_shift,
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TrendForecast:
+    def from_state(cls, state: dict[str, Any]) -> TrendModel:
         obj = cls(
+            state["scale"],
             state["window"],
-            state["horizon"],
-            _dec(state["lower"]),
-            _dec(state["upper"]),
-            state["breach_probability"],
-            state["alpha"],
-            state["min_parts"],
+            state["prior_sigma"],
+            state["prior_dof"],
             state["sigma"],
-            state["confidence"],
-            state["max_search"],
-            state.get("step_ratio", 0.5),
+            state["setup_sd"],
+            state["odds"],
+            state["phi_prior"],
         )
         obj._values.extend(float(v) for v in state["values"])
-        obj._n, obj._mr_sum, obj._mr_n = int(state["n"]), float(state["mr_sum"]), int(state["mr_n"])
+        obj._count, obj._regime, obj._n = int(state["count"]), int(state["regime"]), int(state["n"])
+        obj._from_start = bool(state["from_start"])
+        obj._known = [KnownStep(int(a), None if s is None else float(s)) for a, s in state["known"]]
+        obj._pending = bool(state["pending"])
+        obj._pending_shift = None if state["pending_shift"] is None else float(state["pending_shift"])
         if obj._values:
-            obj._refit()
+            with np.errstate(all="ignore"):
+                obj._refit()
         return obj
 
+    def phi_posterior(self) -> tuple[float, ...]:
+        """Posterior weights over :data:`PHIS` (the prior before any value): carried to the next batch."""
+        if self._post is None:
+            return self.phi_prior
+        return tuple(float(v) for v in self._post.phi_weights)
 
-@lru_cache(maxsize=64)
-def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Part index, pair indices i < j and their distances for a window of ``n`` values (cached)."""
-    t = np.arange(n, dtype=float)
-    i, j = np.triu_indices(n, 1)
-    return t, i, j, t[j] - t[i]
-
-
-def _best_step(y: np.ndarray) -> tuple[int, float]:
-    """Split index and SSE of the best two-level fit (each level over at least 3 values)."""
-    z = y - y.mean()
-    n = z.size
-    cs, cs2 = np.cumsum(z), np.cumsum(z * z)
-    k = np.arange(3, n - 2)
-    left = cs2[k - 1] - cs[k - 1] ** 2 / k
-    right_sum = cs[-1] - cs[k - 1]
-    right = (cs2[-1] - cs2[k - 1]) - right_sum**2 / (n - k)
-    sse = left + right
-    best = int(np.argmin(sse))
-    return int(k[best]), float(sse[best])
+    def sigma_posterior(self) -> tuple[float, float]:
+        """(marginal scatter, degrees of freedom behind it): the scatter prior of the next batch."""
+        if self._fit is None:
+            return self._prior_sigma(), self.prior_dof
+        return self._fit.sigma, self.prior_dof + self._fit.n
 
 
-def _sorted_median(a: np.ndarray) -> float:
-    m = a.size
-    return float(0.5 * (a[(m - 1) // 2] + a[m // 2]))
+# --------------------------------------------------------------------------------- the algebra
+class _Posterior:
+    """Normal-inverse-gamma posteriors of every (phi, model) pair and their weights.
+
+    Coefficient ``k`` of every pair is ``coef[k]`` (P x G); ``cov[(i, j)]`` is the posterior
+    covariance of coefficients i and j divided by sigma^2 (i <= j).
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        grid: _Grid,
+        known: list[tuple[int, float | None]],
+        weights: np.ndarray,
+        coef: list[np.ndarray],
+        cov: dict[tuple[int, int], np.ndarray],
+        a: float,
+        b: np.ndarray,
+        known_sigma: float | None,
+    ) -> None:
+        self.y, self.grid, self.known = y, grid, known
+        self.weights, self.coef, self.cov = weights, coef, cov
+        self.a, self.b, self.known_sigma = a, b, known_sigma
+        self.phi_weights = weights.sum(axis=1)
+        n = y.size
+        fitted = coef[0] + coef[1] * grid.f[None, :, -1]
+        for j, (at, _) in enumerate(known):
+            if n - 1 >= at:
+                fitted = fitted + coef[2 + j]
+        self.fitted_last = fitted
+        self.resid_last = y[-1] - fitted
+
+    def _s2(self) -> np.ndarray:
+        """Posterior mean innovation variance of every pair (P x G)."""
+        if self.known_sigma is not None:
+            return np.broadcast_to(self.known_sigma**2 * (1 - _PHI[:, None] ** 2), self.weights.shape)
+        return self.b / max(self.a - 1.0, 0.5)
+
+    def _beta(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return np.stack([c[p, g] for c in self.coef], axis=-1)
+
+    def _covariance(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        k = len(self.coef)
+        out = np.empty((*np.shape(p), k, k))
+        for (i, j), v in self.cov.items():
+            out[..., i, j] = out[..., j, i] = v[p, g]
+        return out
+
+    def summary(self, count: int, regime: int) -> TrendFit:
+        w = self.weights
+        grid = self.grid
+        fam_w = np.bincount(grid.family, weights=w.sum(axis=0), minlength=len(FAMILIES)).astype(float)
+        fam_w = fam_w / fam_w.sum()
+        stable = float(fam_w[0])
+        odds = (1.0 - stable) / max(stable, 1e-300)
+        best_fam = int(fam_w.argmax())
+        # the representative model: the heaviest (phi, model) pair of the chosen family
+        p, g = divmod(int(np.where(grid.family == best_fam, w, -1.0).argmax()), w.shape[1])
+        phi = float(self.phi_weights @ _PHI)
+        s2 = (
+            float(self.known_sigma**2 * _OMPHI2[p])
+            if self.known_sigma is not None
+            else float(self.b[p, g]) / max(self.a - 1.0, 0.5)
+        )
+        n = self.y.size
+        b0, b1 = float(self.coef[0][p, g]), float(self.coef[1][p, g])
+        v00, v01, v11 = (float(self.cov[k][p, g]) * s2 for k in ((0, 0), (0, 1), (1, 1)))
+        f_last = float(grid.f[g, -1])
+        level = float(self.fitted_last[p, g])
+        var_level = v00 + 2 * f_last * v01 + f_last * f_last * v11
+        if self.known:
+            x = np.zeros(len(self.coef))
+            x[0], x[1] = 1.0, f_last
+            for j, (at, _) in enumerate(self.known):
+                x[2 + j] = 1.0 if n - 1 >= at else 0.0
+            pi, gi = np.array(p), np.array(g)
+            var_level = float(x @ (self._covariance(pi, gi) * s2) @ x)
+        ds = float(grid.slope_now[g])
+        slope = b1 * ds
+        slope_sd = abs(ds) * math.sqrt(max(v11, 0.0))
+        family = FAMILIES[best_fam]
+        param = float(grid.param[g])
+        plateau = tau = None
+        step_ago = None
+        if family == "saturating":
+            tau = abs(param)
+            # growth (param > 0): plateau = level at start + b; settling (param < 0): plateau = level
+            plateau = b0 + b1 if param > 0 else b0
+            for j, (at, _) in enumerate(self.known):
+                plateau += float(self.coef[2 + j][p, g]) if n - 1 >= at else 0.0
+        elif family == "step":
+            step_ago = n - int(param)
+        sigma_e = math.sqrt(s2)
+        return TrendFit(
+            n=n,
+            regime_start=regime,
+            model=family,
+            model_probability=float(fam_w[best_fam]),
+            families=dict(zip(FAMILIES, fam_w.tolist(), strict=True)),
+            drift_odds=min(odds, 1e12),
+            level=level,
+            level_sd=math.sqrt(max(var_level, 0.0)),
+            slope=slope,
+            slope_interval=(slope - 1.645 * slope_sd, slope + 1.645 * slope_sd),
+            plateau=plateau,
+            tau=tau,
+            step_parts_ago=step_ago,
+            sigma=sigma_e / math.sqrt(1.0 - PHIS[p] ** 2),
+            sigma_innovation=sigma_e,
+            phi=phi,
+        )
+
+    def predict_next(self) -> tuple[float, float]:
+        """Mean and sd of the next value, moment-matched over the (phi, model) mixture."""
+        w = self.weights
+        f = self.grid.future[:, 0]
+        mean = self.coef[0] + self.coef[1] * f + _PHI_COL * self.resid_last
+        for j in range(len(self.known)):
+            mean = mean + self.coef[2 + j]
+        var = self._s2() * (1.0 + self.cov[(0, 0)] + f * (f * self.cov[(1, 1)] + 2 * self.cov[(0, 1)]))
+        m = float((w * mean).sum())
+        v = float((w * (var + (mean - m) ** 2)).sum())
+        return m, math.sqrt(max(v, 0.0))
+
+    def draws(self, horizon: int, pool: int) -> Draws:
+        """Samples of the posterior predictive (systematic resampling of (phi, model) by weight)."""
+        w = self.weights.ravel()
+        cum = np.cumsum(w)
+        u = (np.arange(_DRAWS) + 0.5) / _DRAWS * cum[-1]
+        idx = np.minimum(np.searchsorted(cum, u), w.size - 1)
+        p_idx, g_idx = np.divmod(idx, self.weights.shape[1])
+        phi = _PHI[p_idx]
+        # scatter: sigma^2 = b / Gamma(a, 1), the gamma quantile by Wilson-Hilferty
+        if self.known_sigma is not None:
+            s2 = self.known_sigma**2 * (1 - phi**2)
+        else:
+            nu = 2.0 * self.a
+            zs = _Z_SIGMA[pool]
+            chi = nu * np.maximum(1.0 - 2.0 / (9 * nu) + zs * math.sqrt(2.0 / (9 * nu)), 0.05) ** 3
+            s2 = 2.0 * self.b[p_idx, g_idx] / chi
+        beta = self._beta(p_idx, g_idx)  # (D, p)
+        v00 = self.cov[(0, 0)][p_idx, g_idx] * s2
+        v01 = self.cov[(0, 1)][p_idx, g_idx] * s2
+        v11 = self.cov[(1, 1)][p_idx, g_idx] * s2
+        # Cholesky of the 2x2 (level, shape) block; known-step coefficients at their means
+        c00 = np.sqrt(np.maximum(v00, 0.0))
+        c10 = np.where(c00 > 0, v01 / np.where(c00 > 0, c00, 1.0), 0.0)
+        c11 = np.sqrt(np.maximum(v11 - c10**2, 0.0))
+        z = _Z_PARAM[pool]
+        beta[:, 0] += c00 * z[:, 0]
+        beta[:, 1] += c10 * z[:, 0] + c11 * z[:, 1]
+        n = self.y.size
+        fitted_last = beta[:, 0] + beta[:, 1] * self.grid.f[g_idx, -1]
+        future = beta[:, 0:1] + beta[:, 1:2] * self.grid.future[g_idx, :horizon]
+        for j, (at, _) in enumerate(self.known):
+            fitted_last = fitted_last + beta[:, 2 + j] * (1.0 if n - 1 >= at else 0.0)
+            future = future + beta[:, 2 + j : 3 + j]
+        resid = self.y[-1] - fitted_last
+        h = np.arange(1, horizon + 1, dtype=float)
+        carry = phi[:, None] ** h[None, :]
+        mean_path = future + carry * resid[:, None]
+        sigma = np.sqrt(s2)
+        marg = (1.0 - carry**2) / (1.0 - phi[:, None] ** 2)
+        sd = sigma[:, None] * np.sqrt(marg)
+        noise = _ar_noise()[pool, p_idx, np.arange(_DRAWS), :horizon]
+        paths = mean_path + sigma[:, None] * noise
+        return Draws(mean_path, sd, paths)
 
 
-def _enc(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+@lru_cache(maxsize=1)
+def _ar_noise() -> np.ndarray:
+    """The noise pools filtered to unit-innovation AR(1) sequences for every phi: (pool, P, D, S)."""
+    out = np.empty((_Z_NOISE.shape[0], len(PHIS), _DRAWS, _SEARCH))
+    for k, phi in enumerate(PHIS):
+        out[:, k] = lfilter([1.0], [1.0, -phi], _Z_NOISE, axis=-1)
+    out.setflags(write=False)
+    return out
 
 
-def _dec(x: float | str) -> float:
-    return float(x)
+@dataclass(frozen=True, slots=True, eq=False)
+class _Priors:
+    """The prior terms of one channel on one grid (constant while its settings are)."""
+
+    s_e2: np.ndarray  # (P, 1) prior innovation variance
+    pc: np.ndarray  # (P, 1) prior precision of the level, in units of 1/sigma^2
+    pf: np.ndarray  # (P, G) same for the shape coefficient
+    a11: np.ndarray  # (P, G) pf + f'Qf
+    log_pcpf: np.ndarray  # (P, G)
+    b0: np.ndarray  # (P, 1)
+    a0: float
+    log_b0_term: np.ndarray  # (P, 1) a0 log b0
+    log_prior: np.ndarray  # (P, G) model and phi prior, Jacobian included
+
+
+def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof: float, log_phi_prior: np.ndarray) -> _Priors:
+    s_e2 = sigma**2 * _OMPHI2[:, None]
+    pc = s_e2 / level_sd**2
+    pf = np.where(grid.stable_row, 1.0, s_e2 * grid.prior_precision / scale**2)
+    a0 = prior_dof / 2.0
+    b0 = prior_dof * s_e2 / 2.0
+    return _Priors(
+        s_e2=s_e2,
+        pc=pc,
+        pf=pf,
+        a11=pf + grid.sff,
+        log_pcpf=np.log(pc * pf),
+        b0=b0,
+        a0=a0,
+        log_b0_term=a0 * np.log(b0),
+        log_prior=grid.base_log_prior + log_phi_prior[:, None],
+    )
+
+
+def _fit_models(
+    y: np.ndarray,
+    grid: _Grid,
+    known: list[tuple[int, float | None]],
+    scale: float,
+    pri: _Priors,
+    known_sigma: float | None,
+) -> _Posterior:
+    """Posterior of every (phi, model): conjugate normal-inverse-gamma GLS with AR(1) errors.
+
+    With the Prais-Winsten transform T(phi), the GLS normal equations need ``X' Q X`` and
+    ``X' Q y`` with ``Q = T'T`` tridiagonal (diagonal 1, 1+phi^2, ..., 1+phi^2, 1; off-diagonal
+    -phi), so the sums over the window come from cached per-model sums and one matrix product.
+    """
+    n = y.size
+    # Q y for every phi: (P, n)
+    qy = _ONEPPHI2 * y
+    qy[:, 0] -= _PHI2 * y[0]
+    qy[:, -1] -= _PHI2 * y[-1]
+    qy[:, 1:] -= _PHI_COL * y[:-1]
+    qy[:, :-1] -= _PHI_COL * y[1:]
+    syy = (qy @ y)[:, None]  # (P, 1)
+    scy = qy.sum(axis=1)[:, None]  # (P, 1)
+    sfy = qy @ grid.f_t  # (P, G)
+    scf = grid.scf
+    a_n = pri.a0 + n / 2.0
+    coef: list[np.ndarray]
+    cov: dict[tuple[int, int], np.ndarray]
+    if not known:
+        a00 = pri.pc + grid.scc
+        a11 = pri.a11
+        inv = 1.0 / (a00 * a11 - scf * scf)
+        m_c = (a11 * scy - scf * sfy) * inv
+        m_f = (a00 * sfy - scf * scy) * inv
+        resid = syy - (scy * m_c + sfy * m_f)
+        logdet_ratio = pri.log_pcpf + np.log(inv)  # log|Vn| - log|V0|
+        coef = [m_c, m_f]
+        cov = {(0, 0): a11 * inv, (0, 1): -scf * inv, (1, 1): a00 * inv}
+    else:
+        coef, cov, quad, logdet_ratio, prior_quad = _with_known_steps(
+            y, grid, known, scale, pri.s_e2, pri.pc, pri.pf, grid.scc, scf, grid.sff, scy, sfy
+        )
+        resid = syy + prior_quad - quad
+    if known_sigma is not None:
+        # sigma known: Gaussian evidence, no inverse-gamma
+        log_ml = 0.5 * logdet_ratio - resid / (2 * pri.s_e2) - 0.5 * n * np.log(pri.s_e2)
+        b_n = pri.s_e2 * a_n * np.ones_like(resid)
+    else:
+        b_n = pri.b0 + 0.5 * np.maximum(resid, 1e-300)
+        log_ml = 0.5 * logdet_ratio + pri.log_b0_term - a_n * np.log(b_n)
+    logw = log_ml + pri.log_prior
+    w = np.exp(logw - np.max(logw))
+    total = w.sum()
+    if not np.isfinite(total) or total <= 0:
+        w = np.full(logw.shape, 1.0 / logw.size)
+    else:
+        w /= total
+    return _Posterior(y, grid, known, w, coef, cov, a_n, b_n, known_sigma)
+
+
+def _with_known_steps(
+    y: np.ndarray,
+    grid: _Grid,
+    known: list[tuple[int, float | None]],
+    scale: float,
+    s_e2: np.ndarray,
+    pc: np.ndarray,
+    pf: np.ndarray,
+    scc: np.ndarray,
+    scf: np.ndarray,
+    sff: np.ndarray,
+    scy: np.ndarray,
+    sfy: np.ndarray,
+) -> tuple[list[np.ndarray], dict[tuple[int, int], np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """The general (level, shape, known steps) solve, for windows that hold a recorded step."""
+    n, nk = y.size, len(known)
+    n_phi, n_models = sfy.shape
+    p = 2 + nk
+    steps = np.zeros((n, nk))
+    m0k = np.zeros(nk)
+    for j, (at, shift) in enumerate(known):
+        steps[at:, j] = 1.0
+        m0k[j] = 0.0 if shift is None else shift
+    qk = _q_apply(steps, _PHI)  # (P, n, nk)
+    skk = np.einsum("pnj,nk->pjk", qk, steps)
+    sck = qk.sum(axis=1)
+    sfk = np.einsum("pnj,gn->pgj", qk, grid.f)
+    sky = np.einsum("pnj,n->pj", qk, y)
+    pk = s_e2 / scale**2  # (P, 1): a known step has a prior sd of one scale around its expected shift
+    a = np.zeros((n_phi, n_models, p, p))
+    a[..., 0, 0] = pc + scc
+    a[..., 0, 1] = a[..., 1, 0] = scf
+    a[..., 1, 1] = pf + sff
+    a[..., 0, 2:] = a[..., 2:, 0] = sck[:, None, :]
+    a[..., 1, 2:] = sfk
+    a[..., 2:, 1] = sfk
+    a[..., 2:, 2:] = skk[:, None, :, :] + np.eye(nk)[None, None] * pk[:, :, None, None]
+    bvec = np.zeros((n_phi, n_models, p))
+    bvec[..., 0] = scy
+    bvec[..., 1] = sfy
+    bvec[..., 2:] = (sky + pk * m0k[None, :])[:, None, :]
+    inv = np.linalg.inv(a)
+    mean = np.einsum("pgij,pgj->pgi", inv, bvec)
+    quad = np.einsum("pgi,pgi->pg", bvec, mean)
+    _, logdet_a = np.linalg.slogdet(a)
+    logdet_ratio = np.log(pc) + np.log(pf) + nk * np.log(pk) - logdet_a
+    prior_quad = np.broadcast_to(pk * float((m0k**2).sum()), (n_phi, n_models))
+    coef = [mean[..., k] for k in range(p)]
+    cov = {(i, j): inv[..., i, j] for i in range(p) for j in range(i, p)}
+    return coef, cov, quad, logdet_ratio, prior_quad
+
+
+def _q_apply(x: np.ndarray, phis: np.ndarray) -> np.ndarray:
+    """``Q(phi) x`` for every phi: (P, n, k) from (n, k)."""
+    phi = phis[:, None, None]
+    out = (1.0 + phi**2) * x[None]
+    out[:, 0] -= phis[:, None] ** 2 * x[0]
+    out[:, -1] -= phis[:, None] ** 2 * x[-1]
+    out[:, 1:] -= phi * x[None, :-1]
+    out[:, :-1] -= phi * x[None, 1:]
+    return np.asarray(out)

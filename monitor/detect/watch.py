@@ -1,19 +1,22 @@
-"""One feature of one program on one machine: its history, its detectors and what they signal.
+"""One feature of one program on one machine: its channels, its history, and the evidence per part.
 
-:class:`WatchPlan` is built once per program feature when the engine starts (chart limits solved
-from the program's ARL target there, cached); :class:`FeatureWatch` is the per-machine running
-state. The watch turns a part into deviations from nominal (one *channel* per axis for position
-features, one for size features), feeds the detectors and answers, per alert kind, "signalling
-now, with this severity and message" or "quiet". The engine's alert book decides what that means
-for open alerts.
+:class:`WatchPlan` is built once per program feature when the engine starts (chart limits and the
+forecast's evidence threshold solved from the program's ARL budget there, cached);
+:class:`FeatureWatch` is the per-machine running state. A part becomes deviations from nominal
+(one *channel* per axis for position features, one for size features,
+:mod:`monitor.detect.channel`); the watch feeds them, decides whether a breach is forecast, and
+returns :class:`FeatureUpdate`: typed :class:`~monitor.detect.evidence.FeatureEvidence` and the
+signal per alert kind that the engine's alert book reconciles (:mod:`monitor.detect.messages`
+words them). The dashboard's view of a feature is built outside detection, from
+:meth:`FeatureWatch.snapshot` (:mod:`monitor.feature_view`).
 
-Self-starting charts: each deviation is turned into Quesenberry's Q statistic against the mean
-and standard deviation of the parts before it (or the known sigma of the program file), which is
-exactly N(0, 1) for an in-control process whatever its unknown centre and scatter. EWMA, CUSUM and
-run rules run on Q from ``min_parts`` parts on, so their ARL-solved limits hold from the start of
-a batch; a part that makes a chart signal is not absorbed, so a shift is not learned away. The
-trend forecast, the out-of-tolerance check and the offset advice work against nominal and the
-tolerance instead.
+**One alarm budget.** ``detection.arl0`` is the in-control average run length of the whole
+program. ``1 - FORECAST_SHARE`` of the false-alarm rate ``1/arl0`` is spread evenly over the charts
+of every channel (EWMA, CUSUM and the re-probe screen, whose limit is the individuals limit of that
+share); the rest is the forecast's: a channel may raise the drift evidence that can lead to a
+forecast at a rate of about ``FORECAST_SHARE / (arl0 * channels)`` per part, which sets the
+posterior odds the trend model needs (:func:`forecast_odds`). Raising ``arl0`` therefore lowers the
+forecast's false alarms too.
 """
 
 from __future__ import annotations
@@ -21,34 +24,63 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import ndtri
 
 from monitor.detect.arl import cusum_h, ewma_limit, shewhart_limit
-from monitor.detect.attribution import COVARIATES, Attribution, OffsetSuggestion, suggest_offset
-from monitor.detect.capability import Capability
+from monitor.detect.attribution import AttributionResult, suggest_offset
+from monitor.detect.capability import CapabilityResult
+from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
-from monitor.detect.cusum import Cusum
-from monitor.detect.ewma import Ewma
-from monitor.detect.runrules import RULE_TEXT, RunRules
-from monitor.detect.selfstart import QStatistic
-from monitor.detect.trend import TrendForecast, parts_to_breach, position_out_probability
+from monitor.detect.evidence import AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
+from monitor.detect.forecast import BreachForecast, breach_forecast
+from monitor.detect.trend import PHIS
 from monitor.errors import DetectionError
-from monitor.model import AlertKind, Feature, PartRecord, PositionFeature, Severity, SizeFeature
+from monitor.model import AlertKind, Feature, PartRecord, PositionFeature, SizeFeature
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
 
-__all__ = ["STAT_KINDS", "ChartLimits", "FeatureWatch", "Outcome", "Signal", "WatchPlan"]
+__all__ = [
+    "CHARTS_PER_CHANNEL",
+    "FORECAST_SHARE",
+    "STAT_KINDS",
+    "AxisSnapshot",
+    "ChartLimits",
+    "FeatureSnapshot",
+    "FeatureUpdate",
+    "FeatureWatch",
+    "ScatterPrior",
+    "WatchPlan",
+    "forecast_odds",
+]
 
-STAT_KINDS: tuple[AlertKind, ...] = (AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE)
+STAT_KINDS: tuple[AlertKind, ...] = (AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE, AlertKind.REPROBE)
 """Alert kinds that close at once when a feature is re-centred by an offset change."""
 
-_FORECAST_SHARE = 0.5
-"""Share of a program's false-alarm budget (1/arl0) reserved for the trend forecast."""
+FORECAST_SHARE = 0.25
+"""Share of a program's false-alarm budget (1/arl0) held for the trend forecast."""
+
+CHARTS_PER_CHANNEL = 2
+"""EWMA and CUSUM share the charts' part of the budget; the re-probe screen's limit is at least
+``_REPROBE_FLOOR`` (a rate far below theirs) and run rules 2-6 add their own published rates."""
+
+_ODDS_PER_RATE = 0.0033
+"""Posterior drift odds needed per unit of the inverse per-part false-alarm rate (``odds = c / rate``).
+
+Measured with ``bench/detection.py`` on stable batches (normal, t4, AR(1) 0.3/0.6 scatter, 50 to 300
+parts): evidence that reaches odds ``B`` arrives in control on fewer than ``0.05 / B`` parts, so this
+keeps the forecast inside its share of the budget even before its second condition (a breach the
+models agree on within the horizon) is applied."""
+
+_REPROBE_FLOOR = 5.0
+"""A reading is held for a re-probe only beyond max(individuals limit, this) predictive sds: heavy-
+tailed scatter (Student t, 4 dof) then gives a notice on about 0.2% of readings, normal none."""
+
+_CONFIRM = 3.0
+"""The next reading confirms a held one when it lies beyond this many predictive sds on the same side."""
 
 _IMPLAUSIBLE = 1000.0
 """A value further from nominal than this many tolerance widths is a probe glitch: skipped, counted."""
@@ -56,35 +88,20 @@ _IMPLAUSIBLE = 1000.0
 _WARMUP_GAP_S = 1800.0
 """An idle gap this long means the machine cooled: the next part starts a new warm-up."""
 
-
-@dataclass(frozen=True, slots=True)
-class Signal:
-    """A detector kind signalling on this part: how bad, one line for people, numbers for machines."""
-
-    severity: Severity
-    message: str
-    evidence: dict[str, Any]
+_SEARCH = 100
+"""Parts ahead the forecast searches for the first out-of-tolerance part."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one part did to one watch: skipped (with the counter name) or a signal map per kind.
-
-    ``recentred`` says an offset change brought the feature back to nominal: the engine closes its
-    statistical alerts at once instead of waiting for ``close_after`` quiet parts. ``new_batch``
-    says the part number went backwards (a new batch): every detector restarted, and the engine
-    closes the feature's open alerts of the previous batch.
-    """
-
-    skipped: str | None = None
-    signals: Mapping[AlertKind, Signal | None] = field(default_factory=dict)
-    recentred: bool = False
-    new_batch: bool = False
+def forecast_odds(arl0: float, channels: int) -> float:
+    """Posterior odds of drift a channel's trend model needs before its forecast may alarm."""
+    rate = FORECAST_SHARE / (arl0 * max(1, channels))
+    return _ODDS_PER_RATE / rate
 
 
 @dataclass(frozen=True, slots=True)
 class ChartLimits:
-    """Limits of the charts of one channel, in sigmas, and the ARL each chart was given."""
+    """Limits of the charts of one channel, in sigmas, the ARL each chart was given, and the drift
+    odds the forecast needs."""
 
     ewma_lambda: float
     ewma_width: float
@@ -92,6 +109,8 @@ class ChartLimits:
     cusum_h: float
     rule1: float
     chart_arl0: float
+    reprobe: float
+    forecast_odds: float
 
 
 @dataclass(frozen=True)
@@ -105,23 +124,23 @@ class WatchPlan:
 
     @classmethod
     def for_program(cls, program: ProgramConfig) -> list[WatchPlan]:
-        """Plans of every feature; the program's ``arl0`` is shared by all its charts (false-alarm rates add up)."""
+        """Plans of every feature; the program's ``arl0`` is shared by all its charts and forecasts."""
         cfg = program.detection
         features = program.feature_models()
-        # EWMA, CUSUM and run rule 1 per channel share half the false-alarm budget; the other half is
-        # held back for the trend forecast, whose in-control rate depends on capability and cannot be
-        # solved for (bench/detection.py measures it)
-        per_channel = 2 + (1 if 1 in cfg.run_rules else 0)
-        charts = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f in features) * per_channel
-        chart_arl0 = cfg.arl0 * max(1, charts) / (1.0 - _FORECAST_SHARE)
+        channels = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f in features)
+        charts = channels * CHARTS_PER_CHANNEL
+        chart_arl0 = cfg.arl0 * max(1, charts) / (1.0 - FORECAST_SHARE)
         try:
+            rule1 = shewhart_limit(chart_arl0)
             lim = ChartLimits(
                 ewma_lambda=cfg.ewma_lambda,
                 ewma_width=cfg.ewma_limit if cfg.ewma_limit is not None else ewma_limit(cfg.ewma_lambda, chart_arl0),
                 cusum_k=cfg.cusum_k,
                 cusum_h=cfg.cusum_h if cfg.cusum_h is not None else cusum_h(cfg.cusum_k, chart_arl0, fir=cfg.cusum_fir),
-                rule1=shewhart_limit(chart_arl0),
+                rule1=rule1,
                 chart_arl0=chart_arl0,
+                reprobe=max(rule1, _REPROBE_FLOOR),
+                forecast_odds=forecast_odds(cfg.arl0, channels),
             )
         except DetectionError as exc:
             raise DetectionError(
@@ -136,6 +155,10 @@ class WatchPlan:
             return tuple(name for name, _ in self.feature.axes)
         return ("value",)
 
+    @property
+    def nominal(self) -> float:
+        return self.feature.nominal if isinstance(self.feature, SizeFeature) else 0.0
+
     def band(self, axis: str) -> tuple[float, float]:
         """Tolerance band of one channel's deviation from nominal (for position: +-tolerance/2 per axis)."""
         f = self.feature
@@ -147,9 +170,37 @@ class WatchPlan:
         return self.config.sigma.get(self.feature.name)
 
     def prior_sigma(self, axis: str) -> float:
-        """Before any scatter is seen: the tolerance band is taken as +-4 sigma (Cp 1.33)."""
+        """Before any scatter is seen: the band is taken as +-3 ``capability`` sigma (default Cp 1.33)."""
         lo, hi = self.band(axis)
-        return (hi - lo) / 8.0
+        return (hi - lo) / (6.0 * self.config.capability)
+
+    def channel_settings(self, axis: str, prior: ScatterPrior | None = None) -> ChannelSettings:
+        cfg, lim = self.config, self.limits
+        lo, hi = self.band(axis)
+        scale = (hi - lo) / 2.0
+        return ChannelSettings(
+            lower=lo,
+            upper=hi,
+            scale=scale,
+            window=cfg.forecast_window,
+            prior_sigma=prior.sigma if prior is not None else self.prior_sigma(axis),
+            prior_dof=prior.dof if prior is not None else cfg.prior_dof,
+            known_sigma=self.known_sigma(axis),
+            setup_sd=cfg.setup_sd * scale,
+            odds=lim.forecast_odds,
+            ewma_lambda=lim.ewma_lambda,
+            ewma_width=lim.ewma_width,
+            cusum_k=lim.cusum_k,
+            cusum_h=lim.cusum_h,
+            cusum_fir=cfg.cusum_fir,
+            rules=tuple(r for r in cfg.run_rules if r != 1),
+            reprobe_limit=lim.reprobe,
+            confirm_limit=_CONFIRM,
+            min_parts=cfg.min_parts,
+            attribution_window=max(cfg.forecast_window, 10),
+            attribution_min_r=cfg.attribution_min_r,
+            attribution_min_parts=min(max(cfg.forecast_min_parts, 3), max(cfg.forecast_window, 10)),
+        )
 
     def tolerance_limits(self) -> dict[str, Any]:
         f = self.feature
@@ -157,141 +208,88 @@ class WatchPlan:
             return {"kind": "size", "nominal": f.nominal, "lower": f.lower, "upper": f.upper}
         return {"kind": "position", "nominal": 0.0, "lower": None, "upper": f.tolerance, "tolerance": f.tolerance}
 
-    def axis_label(self, axis: str) -> str:
-        return "" if axis == "value" else axis.upper()
+    def offset_kind(self, axis: str) -> str:
+        """What corrects the channel: the axis letter of a position, or the size feature's offset kind."""
+        return axis if isinstance(self.feature, PositionFeature) else self.config.offsets.get(self.feature.name, "diameter")
 
 
-def _offset_text(offset: OffsetSuggestion, level: float, sigma: float) -> str:
-    """The offset advice, or a note that the mean still sits at nominal (no change would help yet)."""
-    if abs(level) < max(sigma, 1e-4):
-        return f"mean still near nominal ({_um(level)}), no offset change yet"
-    return offset.text()
+@dataclass(frozen=True, slots=True)
+class ScatterPrior:
+    """What an earlier batch of the same program on the same machine taught about one channel's
+    scatter: its sigma with the degrees of freedom behind it (capped), and the weights over the
+    lag-1 correlations of :data:`monitor.detect.trend.PHIS`."""
+
+    sigma: float
+    dof: float
+    phi: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sigma": self.sigma, "dof": self.dof, "phi": list(self.phi)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ScatterPrior:
+        phi = tuple(float(v) for v in d["phi"])
+        if len(phi) != len(PHIS):
+            raise ValueError("phi weights do not match the grid")
+        return cls(float(d["sigma"]), float(d["dof"]), phi)
 
 
-def _um(x: float) -> str:
-    return f"{x * 1000:+.1f} um"
+_MAX_CARRIED_DOF = 30.0
+"""An earlier batch's scatter counts for at most this many parts in the next one (processes change)."""
 
 
-def _mm(x: float) -> str:
-    return f"{x:+.4f} mm"
+@dataclass(frozen=True, slots=True)
+class FeatureUpdate:
+    """What one part did to one watch: skipped (with the counter name), or the evidence.
+
+    ``recentred``: an offset change brought the feature back to nominal (the engine closes its
+    statistical alerts at once); ``new_batch``: the part number went backwards, every detector
+    restarted (with the scatter learned from the previous batch as prior) and the engine closes the
+    feature's open alerts of the previous batch.
+    """
+
+    skipped: str | None = None
+    evidence: FeatureEvidence | None = None
+    recentred: bool = False
+    new_batch: bool = False
 
 
-class _Channel:
-    """Detectors of one axis (or the single value of a size feature), fed deviations from nominal."""
+@dataclass(frozen=True, slots=True)
+class AxisSnapshot:
+    """The charts' view of one channel: scatter, reference and limits (deviation units, mm)."""
 
-    def __init__(self, plan: WatchPlan, axis: str) -> None:
-        self.plan = plan
-        self.axis = axis
-        cfg, lim = plan.config, plan.limits
-        lo, hi = plan.band(axis)
-        self.known = plan.known_sigma(axis)
-        self.ewma = Ewma(lam=lim.ewma_lambda, limit=lim.ewma_width)
-        self.cusum = Cusum(k=lim.cusum_k, h=lim.cusum_h, fir=cfg.cusum_fir)
-        self.rules = RunRules(rules=cfg.run_rules, limit=lim.rule1)
-        limits = (lo, hi) if isinstance(plan.feature, SizeFeature) else (-math.inf, math.inf)
-        self.trend = TrendForecast(
-            window=cfg.forecast_window,
-            horizon=cfg.horizon,
-            lower=limits[0],
-            upper=limits[1],
-            breach_probability=cfg.breach_probability,
-            alpha=cfg.trend_alpha,
-            min_parts=cfg.forecast_min_parts,
-            sigma=self.known,
-            max_search=max(cfg.horizon * 5, 60),
-        )
-        self.capability = Capability(lo, hi)
-        self.attribution = Attribution(
-            window=max(cfg.forecast_window, 10),
-            min_r=cfg.attribution_min_r,
-            min_parts=min(cfg.forecast_min_parts, max(cfg.forecast_window, 10)),
-        )
-        self.mr_sum = 0.0
-        self.mr_n = 0
-        self.last: float | None = None
-        self.z: float | None = None
-        self.q = QStatistic(self.known)
-
-    # sigma ---------------------------------------------------------------------------------------
-    def sigma(self) -> float:
-        if self.known is not None:
-            return self.known
-        if self.mr_n >= 1 and self.mr_sum > 0:
-            return (self.mr_sum / self.mr_n) / 1.128
-        return self.plan.prior_sigma(self.axis)
-
-    @property
-    def center(self) -> float:
-        """Running mean deviation of the parts absorbed so far (the self-starting chart centre)."""
-        return self.q.mean
-
-    def armed(self) -> bool:
-        return self.q.n >= max(2 if self.known is not None else 3, self.plan.config.min_parts)
-
-    def standardize(self, d: float) -> float:
-        """Quesenberry's Q of ``d`` against the parts before it (exactly N(0, 1) in control)."""
-        z = self.q.peek(d)
-        return 0.0 if z is None else z
-
-    def absorb(self, d: float) -> None:
-        """Take ``d`` into the running centre (not done while a chart signals, so a shift is not learned)."""
-        self.q.absorb(d)
-
-    def reset_charts(self) -> None:
-        for det in (self.ewma, self.cusum, self.rules, self.trend, self.attribution):
-            det.reset()
-        self.q.reset()
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "ewma": self.ewma.state(),
-            "cusum": self.cusum.state(),
-            "rules": self.rules.state(),
-            "trend": self.trend.state(),
-            "capability": self.capability.state(),
-            "attribution": self.attribution.state(),
-            "mr_sum": self.mr_sum,
-            "mr_n": self.mr_n,
-            "last": self.last,
-            "z": self.z,
-            "q": self.q.state(),
-        }
-
-    def load(self, s: Mapping[str, Any]) -> None:
-        """Restore saved detector state; a detector whose settings changed since (the program file was
-        edited) starts afresh instead of running on with stale limits."""
-        self.ewma = _same_or_fresh(self.ewma, Ewma.from_state(s["ewma"]))
-        self.cusum = _same_or_fresh(self.cusum, Cusum.from_state(s["cusum"]))
-        self.rules = _same_or_fresh(self.rules, RunRules.from_state(s["rules"]))
-        self.trend = _same_or_fresh(self.trend, TrendForecast.from_state(s["trend"]))
-        self.capability = _same_or_fresh(self.capability, Capability.from_state(s["capability"]))
-        self.attribution = _same_or_fresh(self.attribution, Attribution.from_state(s["attribution"]))
-        self.mr_sum, self.mr_n = float(s["mr_sum"]), int(s["mr_n"])
-        self.last = None if s["last"] is None else float(s["last"])
-        self.z = None if s["z"] is None else float(s["z"])
-        q = QStatistic.from_state(s["q"])
-        if q.sigma == self.known:
-            self.q = q
+    sigma: float
+    sigma_known: bool
+    armed: bool
+    reference: float
+    ewma_statistic: float
+    model: str | None
+    slope: float | None
+    slope_interval: tuple[float, float] | None
+    drift_odds: float | None
 
 
-_D = TypeVar("_D", Ewma, Cusum, RunRules, TrendForecast, Capability, Attribution)
+@dataclass(frozen=True, slots=True)
+class FeatureSnapshot:
+    """Detection's state of one feature for presentation (:mod:`monitor.feature_view` draws it)."""
 
-
-def _same_or_fresh(fresh: _D, restored: _D) -> _D:
-    """``restored`` if its hyper-parameters equal ``fresh``'s (their reset states match), else ``fresh``."""
-    probe = type(restored).from_state(restored.state())
-    probe.reset()
-    return restored if probe.state() == fresh.state() else fresh
+    plan: WatchPlan
+    history: tuple[dict[str, Any], ...]
+    axes: dict[str, AxisSnapshot]
+    forecast: BreachForecast | None
+    last_part: int | None
+    capability: dict[str, CapabilityResult]
 
 
 class FeatureWatch:
     """Running state of one feature on one machine; see the module docstring."""
 
-    def __init__(self, plan: WatchPlan) -> None:
+    def __init__(self, plan: WatchPlan, priors: Mapping[str, ScatterPrior] | None = None) -> None:
         self.plan = plan
         lo, hi = plan.band(plan.axes[0])
         self._band_width = hi - lo
-        self._channels = {axis: _Channel(plan, axis) for axis in plan.axes}
+        self._priors: dict[str, ScatterPrior] = dict(priors or {})
+        self._channels = self._new_channels()
         self._parts: deque[dict[str, Any]] = deque(maxlen=plan.config.history)
         self._keys: deque[str] = deque(maxlen=64)
         self._streak: dict[str, int] = {}
@@ -300,6 +298,24 @@ class FeatureWatch:
         self._last_end: float | None = None
         self._cut_time = 0.0
         self._tool: str | None = None
+        self._pending_step: dict[str, float | None] | None = None
+        self.last: FeatureEvidence | None = None
+
+    def _new_channels(self) -> dict[str, Channel]:
+        out = {}
+        for axis in self.plan.axes:
+            prior = self._priors.get(axis)
+            out[axis] = Channel(self.plan.channel_settings(axis, prior), prior.phi if prior is not None else None)
+        return out
+
+    @property
+    def streaks(self) -> Mapping[str, int]:
+        """Consecutive parts each alert kind has been signalling (the engine escalates on them)."""
+        return self._streak
+
+    @property
+    def tool(self) -> str | None:
+        return self._tool
 
     # ------------------------------------------------------------------------------ inputs
     def _read(self, part: PartRecord) -> tuple[float, dict[str, float]] | str:
@@ -355,44 +371,67 @@ class FeatureWatch:
             return value < f.lower or value > f.upper
         return value > f.tolerance
 
-    # ------------------------------------------------------------------------------ update
-    def update(self, part: PartRecord) -> Outcome:
-        with np.errstate(all="ignore"):  # absurd but finite inputs must not turn into warnings
-            return self._update(part)
+    # ------------------------------------------------------------------------------ events
+    def expect_step(self, shifts: Mapping[str, float | None] | None = None) -> None:
+        """A recorded offset change takes effect from the next part: every channel (or those named
+        in ``shifts``, with the expected shift of its deviation in mm, None if unknown) expects a step."""
+        self._pending_step = {a: (shifts or {}).get(a) for a in self.plan.axes if shifts is None or a in shifts}
 
-    def _update(self, part: PartRecord) -> Outcome:
+    # ------------------------------------------------------------------------------ update
+    def update(self, machine: str, part: PartRecord) -> FeatureUpdate:
+        with np.errstate(all="ignore"):  # absurd but finite inputs must not turn into warnings
+            return self._update(machine, part)
+
+    def _update(self, machine: str, part: PartRecord) -> FeatureUpdate:
         if part.key in self._keys:
-            return Outcome(skipped="duplicate_part")
+            return FeatureUpdate(skipped="duplicate_part")
         read = self._read(part)
         if isinstance(read, str):
-            return Outcome(skipped=read)
+            return FeatureUpdate(skipped=read)
         value, devs = read
         new_batch = bool(self._parts) and part.part_number < int(self._parts[-1]["part_number"])
         if new_batch:
-            # part numbers started again: a new batch (new setup, maybe a new tool) is learned afresh
+            # part numbers started again: a new batch (new setup, maybe a new tool) is learned afresh,
+            # with the scatter of this one as the prior (repeat orders are the normal case)
+            self._priors = {a: self._carry(ch) for a, ch in self._channels.items()}
             self._parts.clear()
-            self._channels = {axis: _Channel(self.plan, axis) for axis in self.plan.axes}
+            self._channels = self._new_channels()
             self._streak.clear()
             self._near_nominal = 0
+            self._pending_step = None
+        known_step = False
+        if self._pending_step is not None:
+            for axis, shift in self._pending_step.items():
+                self._channels[axis].expect_step(shift)
+            self._pending_step = None
+            known_step = True
         self._keys.append(part.key)
-        self._parts.append({"part_number": part.part_number, "value": value, "deviation": devs})
         covariates = self._covariates(part)
+        steps = {axis: self._channels[axis].step(d, covariates) for axis, d in devs.items()}
+        held = any(s.reprobe is not None and s.reprobe.status == "held" for s in steps.values())
+        self._parts.append({"part_number": part.part_number, "value": value, "deviation": devs, "reprobe": held})
         recentred = self._recentred(devs)
         if recentred:
             for ch in self._channels.values():
-                ch.reset_charts()
+                ch.restart_charts(0.0)
+                ch.trend.start_regime(keep=2)
             self._streak.clear()
-        results = {axis: self._feed(self._channels[axis], d, covariates) for axis, d in devs.items()}
-        signals: dict[AlertKind, Signal | None] = {
-            AlertKind.OUT_OF_TOLERANCE: self._oot_signal(value, devs),
-            AlertKind.FORECAST: self._forecast_signal(),
-            AlertKind.EWMA: self._chart_signal(AlertKind.EWMA, results),
-            AlertKind.CUSUM: self._chart_signal(AlertKind.CUSUM, results),
-            AlertKind.RUN_RULE: self._chart_signal(AlertKind.RUN_RULE, results),
-        }
-        for kind, sig in signals.items():
-            self._streak[str(kind)] = self._streak.get(str(kind), 0) + 1 if sig is not None else 0
-        return Outcome(signals=signals, recentred=recentred, new_batch=new_batch)
+        evidence = self._evidence(machine, part, value, devs, steps, known_step)
+        self.last = evidence
+        return FeatureUpdate(evidence=evidence, recentred=recentred, new_batch=new_batch)
+
+    def note_signals(self, kinds: Mapping[AlertKind, bool]) -> None:
+        """Which alert kinds signalled on this part (the streaks escalate chart alerts and gate re-centring)."""
+        for kind, on in kinds.items():
+            self._streak[str(kind)] = self._streak.get(str(kind), 0) + 1 if on else 0
+
+    def _carry(self, ch: Channel) -> ScatterPrior:
+        sigma, dof = ch.trend.sigma_posterior()
+        phi = ch.trend.phi_posterior()
+        # half the learned phi weights, half the default: a new setup may behave differently
+        default = ch.trend.phi_prior if ch.trend.n == 0 else tuple(1.0 / len(PHIS) for _ in PHIS)
+        mixed = tuple(0.5 * a + 0.5 * b for a, b in zip(phi, default, strict=True))
+        return ScatterPrior(sigma, min(dof, _MAX_CARRIED_DOF), mixed)
 
     def _recentred(self, devs: Mapping[str, float]) -> bool:
         """Two parts in a row within 1.5 sigma of nominal while the trend level stood > 3 sigma off."""
@@ -404,8 +443,8 @@ class FeatureWatch:
         for axis, d in devs.items():
             ch = self._channels[axis]
             fit = ch.trend.fit
-            s = ch.sigma()
-            if fit is not None and abs(fit[0]) > 3 * s:
+            s = fit.sigma if fit is not None else self.plan.prior_sigma(axis)
+            if fit is not None and abs(fit.level) > 3 * s:
                 far_before = True
             if abs(d) > 1.5 * s:
                 near_now = False
@@ -418,189 +457,82 @@ class FeatureWatch:
             return True
         return False
 
-    def _feed(self, ch: _Channel, d: float, cov: Mapping[str, float | None]) -> dict[str, Any]:
-        out: dict[str, Any] = {"trend": ch.trend.update(d)}
-        ch.attribution.add(d, cov)
-        ch.capability.add(d)
-        signalling = False
-        if ch.armed():
-            z = ch.standardize(d)
-            ch.z = z
-            out["z"] = z
-            out["ewma"] = ch.ewma.update(z)
-            out["cusum"] = ch.cusum.update(z)
-            out["rules"] = ch.rules.update(z)
-            signalling = out["ewma"].alarm or out["cusum"].alarm
-        if not signalling:
-            ch.absorb(d)
-        if ch.last is not None:
-            ch.mr_sum += abs(d - ch.last)
-            ch.mr_n += 1
-        ch.last = d
-        return out
+    # ------------------------------------------------------------------------------ evidence
+    def _evidence(
+        self, machine: str, part: PartRecord, value: float, devs: dict[str, float], steps: dict[str, ChannelStep], known: bool
+    ) -> FeatureEvidence:
+        cfg, lim = self.plan.config, self.plan.limits
+        axes: dict[str, AxisEvidence] = {}
+        charts: list[ChartSignal] = []
+        for axis, st in steps.items():
+            ch = self._channels[axis]
+            fit = ch.trend.fit
+            sigma = fit.sigma if fit is not None else self.plan.prior_sigma(axis)
+            axes[axis] = AxisEvidence(axis, st.deviation, fit, st.z, ch.chart.centre, sigma, st.reprobe)
+            if st.ewma is not None and st.ewma.alarm:
+                charts.append(ChartSignal("ewma", axis, st.ewma.statistic, st.ewma.upper, st.ewma.direction))
+            if st.cusum is not None and st.cusum.alarm:
+                charts.append(ChartSignal("cusum", axis, max(st.cusum.upper, st.cusum.lower), st.cusum.h, st.cusum.direction))
+            if st.rules is not None and st.rules.alarm:
+                charts.append(ChartSignal("run_rule", axis, st.rules.z, lim.rule1, st.rules.direction, st.rules.fired))
+            if st.reprobe is not None and st.reprobe.status == "confirmed" and 1 in cfg.run_rules:
+                side = 1 if st.reprobe.reading > st.reprobe.expected else -1
+                charts.append(ChartSignal("run_rule", axis, st.reprobe.sds, lim.reprobe, side, (1,)))
+        fits = {a: e.fit for a, e in axes.items() if e.fit is not None}
+        drift_axis = max(axes, key=lambda a: fits[a].drift_odds if a in fits else -1.0)
+        head = fits.get(drift_axis)
+        forecast = None
+        alarm = False
+        gate = any(ch.trend.fit is not None and ch.trend.fit.drift_odds >= lim.forecast_odds for ch in self._channels.values())
+        n = min((f.n for f in fits.values()), default=0)
+        if gate and len(fits) == len(self._channels) and n >= cfg.forecast_min_parts:
+            forecast = self._forecast()
+            alarm = forecast.breach and forecast.breach_share >= cfg.breach_confidence
+        attribution: AttributionResult | None = None
+        if alarm or charts:
+            attribution = self._channels[drift_axis].attribution.last
+        offsets = []
+        for axis, fit in fits.items():
+            if abs(fit.level) > max(2.0 * fit.level_sd, 0.5 * fit.sigma):
+                o = suggest_offset(fit.level, self.plan.offset_kind(axis))
+                offsets.append(OffsetAdvice(axis, o.register, o.change, fit.level, fit.level_sd))
+        return FeatureEvidence(
+            machine=machine,
+            program=self.plan.program,
+            feature=self.plan.feature.name,
+            part_number=part.part_number,
+            kind="size" if isinstance(self.plan.feature, SizeFeature) else "position",
+            value=value,
+            out_of_tolerance=self._out_of_tolerance(value),
+            axes=axes,
+            drift_axis=drift_axis,
+            model=head.model if head is not None else "stable",
+            model_probability=head.model_probability if head is not None else 1.0,
+            drift_odds=head.drift_odds if head is not None else 0.0,
+            forecast=forecast,
+            forecast_alarm=alarm,
+            charts=tuple(charts),
+            attribution=attribution,
+            tool=self._tool,
+            offsets=tuple(offsets),
+            known_step=known,
+            new_regime=any(s.new_regime for s in steps.values()),
+        )
 
-    # ------------------------------------------------------------------------------ signals
-    def _oot_signal(self, value: float, devs: dict[str, float]) -> Signal | None:
-        if not self._out_of_tolerance(value):
-            return None
+    def _forecast(self, search: int = _SEARCH, cones: bool = False) -> BreachForecast:
+        cfg = self.plan.config
+        draws = [(axis, ch.trend.draws(search, axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
         f = self.plan.feature
         if isinstance(f, SizeFeature):
-            side, limit = ("above upper", f.upper) if value > f.upper else ("below lower", f.lower)
-            msg = f"{f.name} out of tolerance: {value:.4f} mm {side} limit {limit:.4f} (nominal {f.nominal:.4f})"
-            ev: dict[str, Any] = {"value": value, "deviation": devs["value"], "lower": f.lower, "upper": f.upper}
-        else:
-            axes = ", ".join(f"{a.upper()} {_mm(d)}" for a, d in devs.items())
-            msg = f"{f.name} out of tolerance: true position {value:.4f} exceeds {f.tolerance:.3f} ({axes})"
-            ev = {"true_position": value, "tolerance": f.tolerance, "deviation": dict(devs)}
-        return Signal(Severity.CRITICAL, msg, ev)
-
-    def _breach(self) -> tuple[float | None, tuple[float, float] | None, bool, list[float]]:
-        """Parts to breach, its interval, whether the trend is significant, and P(out) per future part."""
-        chans = list(self._channels.values())
-        if isinstance(self.plan.feature, SizeFeature):
-            tr = chans[0].trend
-            if tr.fit is None:
-                return None, None, False, []
-            res = tr.last
-            prob = tr.out_probability(tr.forecast(self.plan.config.horizon))
-            return res.parts_to_breach, res.breach_interval, res.significant, [float(p) for p in prob]
-        if any(c.trend.fit is None for c in chans):
-            return None, None, False, []
-        tol = self.plan.feature.tolerance
-        search = chans[0].trend.max_search
-        fcs = [c.trend.forecast(search) for c in chans]
-        prob = position_out_probability(np.stack([f.mean for f in fcs]), np.stack([f.sd for f in fcs]), tol)
-        thr = self.plan.config.breach_probability
-        ptb = parts_to_breach(prob, thr)
-        significant = any(c.trend.last.significant for c in chans)
-        interval = None
-        if ptb is not None:
-            ends = []
-            for pick in (0, 1):  # 0: slow end of every slope interval, 1: fast end
-                means, sds = [], []
-                for c in chans:
-                    fit = c.trend.fit
-                    assert fit is not None
-                    lo, hi, b = fit[2], fit[3], fit[1]
-                    slow = 0.0 if lo <= 0 <= hi else (lo if b > 0 else hi)
-                    fast = hi if b >= 0 else lo
-                    fc = c.trend.forecast_fixed_slope(fast if pick else slow)
-                    means.append(fc.mean)
-                    sds.append(fc.sd)
-                pb = position_out_probability(np.stack(means), np.stack(sds), tol)
-                ends.append(parts_to_breach(pb, thr) or float(search))
-            interval = (min(ends), max(ends))
-        return ptb, interval, significant, [float(p) for p in prob[: self.plan.config.horizon]]
-
-    def _forecast_signal(self) -> Signal | None:
-        cfg = self.plan.config
-        n = min(c.trend.n for c in self._channels.values())
-        if n < cfg.forecast_min_parts:
-            return None
-        if not any(c.trend.last.significant for c in self._channels.values()):
-            return None
-        ptb, interval, significant, _ = self._breach()
-        if not significant or ptb is None or ptb > cfg.horizon:
-            return None
-        severity = (
-            Severity.CRITICAL if ptb <= cfg.critical_parts else Severity.WARNING if ptb <= cfg.warning_parts else Severity.WATCH
-        )
-        f = self.plan.feature
-        # the drifting axis: largest |slope| in sigmas
-        ch = max(self._channels.values(), key=lambda c: abs(c.trend.fit[1] if c.trend.fit else 0.0) / c.sigma())
-        fit = ch.trend.fit
-        assert fit is not None
-        level, slope = fit[0], fit[1]
-        label = self.plan.axis_label(ch.axis)
-        tol_text = (
-            f"{f.tolerance:.3f} TP tolerance"
-            if isinstance(f, PositionFeature)
-            else f"{'upper' if slope > 0 else 'lower'} limit {f.upper if slope > 0 else f.lower:.4f}"
-        )
-        direction = f"{'+' if slope >= 0 else '-'}{label}" if label else ("up" if slope >= 0 else "down")
-        parts = [f"{f.name} drifting {direction} {abs(slope) * 1000:.1f} um/part"]
-        parts.append(
-            f"breaks {tol_text} in ~{ptb:.0f} parts" + (f" (90%: {interval[0]:.0f}-{interval[1]:.0f})" if interval else "")
-        )
-        attr = ch.attribution.last
-        if attr.cause is not None and attr.r is not None:
-            cause = COVARIATES.get(attr.cause, attr.cause)
-            if attr.cause == "tool_life" and self._tool:
-                cause = f"tool {self._tool} life"
-            parts.append(f"tracks {cause} (r={attr.r:.2f})")
-        offset = suggest_offset(level, ch.axis if label else cfg.offsets.get(f.name, "diameter"))
-        parts.append(_offset_text(offset, level, fit[5]))
-        evidence: dict[str, Any] = {
-            "parts_to_breach": ptb,
-            "breach_interval": list(interval) if interval else None,
-            "axis": ch.axis,
-            "slope_mm_per_part": slope,
-            "slope_interval": [fit[2], fit[3]],
-            "trend_p_value": fit[4],
-            "level_deviation_mm": level,
-            "sigma_mm": fit[5],
-            "breach_probability": cfg.breach_probability,
-            "horizon": cfg.horizon,
-            "correlations": attr.correlations,
-            "likely_cause": attr.cause,
-            "tool": self._tool,
-            "offset": {"register": offset.register, "change_mm": offset.change},
-        }
-        return Signal(severity, "; ".join(parts), evidence)
-
-    def _chart_signal(self, kind: AlertKind, results: Mapping[str, Mapping[str, Any]]) -> Signal | None:
-        cfg, lim = self.plan.config, self.plan.limits
-        f = self.plan.feature
-        hits: list[tuple[str, str, dict[str, Any]]] = []
-        for axis, res in results.items():
-            ch = self._channels[axis]
-            label = self.plan.axis_label(axis)
-            name = f"{f.name} {label}".strip()
-            s = ch.sigma()
-            if kind is AlertKind.EWMA and "ewma" in res and res["ewma"].alarm:
-                r = res["ewma"]
-                shift = r.statistic * s
-                hits.append(
-                    (
-                        axis,
-                        f"{name} mean shifted {_um(shift)} since the batch start (EWMA {r.statistic:+.2f} sigma, "
-                        f"limit +-{r.upper:.2f})",
-                        {"ewma": r.statistic, "limit": r.upper, "shift_mm": shift},
-                    )
-                )
-            elif kind is AlertKind.CUSUM and "cusum" in res and res["cusum"].alarm:
-                r = res["cusum"]
-                side = "above" if r.direction > 0 else "below"
-                hits.append(
-                    (
-                        axis,
-                        f"{name} running {side} its start level (CUSUM {max(r.upper, r.lower):.1f} > h {r.h:.1f})",
-                        {"cusum_upper": r.upper, "cusum_lower": r.lower, "h": r.h},
-                    )
-                )
-            elif kind is AlertKind.RUN_RULE and "rules" in res and res["rules"].alarm:
-                r = res["rules"]
-                text = "; ".join(RULE_TEXT[i] + (f" ({lim.rule1:.2f} sigma)" if i == 1 else "") for i in r.fired)
-                hits.append((axis, f"{name}: {text}", {"rules": list(r.fired), "z": r.z}))
-        if not hits:
-            return None
-        axis, text, ev = hits[0]
-        ch = self._channels[axis]
-        level = ch.trend.fit[0] if ch.trend.fit else 0.0
-        label = self.plan.axis_label(axis)
-        offset = suggest_offset(level, axis if label else cfg.offsets.get(f.name, "diameter"))
-        streak = self._streak.get(str(kind), 0) + 1
-        severity = Severity.WARNING if streak > cfg.escalate_after else Severity.WATCH
-        evidence = {
-            **ev,
-            "axis": axis,
-            "sigma_mm": ch.sigma(),
-            "parts_signalling": streak,
-            "chart_arl0": lim.chart_arl0,
-            "axes": [h[0] for h in hits],
-            "offset": {"register": offset.register, "change_mm": offset.change},
-        }
-        return Signal(severity, f"{text}; {_offset_text(offset, level, ch.sigma())}", evidence)
+            return breach_forecast(
+                draws,
+                lower=f.lower - f.nominal,
+                upper=f.upper - f.nominal,
+                threshold=cfg.breach_probability,
+                within=cfg.horizon,
+                cones=cones,
+            )
+        return breach_forecast(draws, tolerance=f.tolerance, threshold=cfg.breach_probability, within=cfg.horizon, cones=cones)
 
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
@@ -613,18 +545,22 @@ class FeatureWatch:
             "last_end": self._last_end,
             "cut_time": self._cut_time,
             "tool": self._tool,
+            "priors": {a: p.as_dict() for a, p in self._priors.items()},
+            "pending_step": self._pending_step,
             "channels": {a: c.state() for a, c in self._channels.items()},
         }
 
     @classmethod
     def from_state(cls, plan: WatchPlan, state: Mapping[str, Any]) -> FeatureWatch:
-        watch = cls(plan)
+        priors = {a: ScatterPrior.from_dict(p) for a, p in state.get("priors", {}).items() if a in plan.axes}
+        watch = cls(plan, priors)
         for p in state.get("parts", []):
             watch._parts.append(
                 {
                     "part_number": int(p["part_number"]),
                     "value": float(p["value"]),
                     "deviation": {k: float(v) for k, v in p["deviation"].items()},
+                    "reprobe": bool(p.get("reprobe", False)),
                 }
             )
         watch._keys.extend(str(k) for k in state.get("keys", []))
@@ -634,108 +570,39 @@ class FeatureWatch:
         watch._last_end = state.get("last_end")
         watch._cut_time = float(state.get("cut_time", 0.0))
         watch._tool = state.get("tool")
+        pending = state.get("pending_step")
+        watch._pending_step = None if pending is None else {str(a): (None if v is None else float(v)) for a, v in pending.items()}
         for axis, s in state.get("channels", {}).items():
             if axis in watch._channels:
                 watch._channels[axis].load(s)
         return watch
 
-    # ------------------------------------------------------------------------------ view
-    def capability(self) -> dict[str, Any]:
-        """Cp/Cpk/Ppk (with intervals) of the feature; for position features the worst axis counts."""
-        per_axis = {a: c.capability.result().as_dict() for a, c in self._channels.items()}
-        if isinstance(self.plan.feature, SizeFeature):
-            return per_axis["value"]
-        out: dict[str, Any] = {"axes": per_axis}
-        for key in ("cp", "cpk", "ppk"):
-            vals = [(v[key], v[f"{key}_ci"]) for v in per_axis.values() if v[key] is not None]
-            if vals:
-                worst = min(vals, key=lambda t: t[0])
-                out[key], out[f"{key}_ci"] = worst
-            else:
-                out[key], out[f"{key}_ci"] = None, None
-        out["n"] = min(v["n"] for v in per_axis.values())
-        return out
-
-    def view(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------------------ presentation data
+    def snapshot(self, horizon: int | None = None) -> FeatureSnapshot:
+        """The state presentation needs (history, chart references, forecast cone, capability)."""
         with np.errstate(all="ignore"):
-            return self._view()
-
-    def _view(self) -> dict[str, Any]:
-        f = self.plan.feature
-        size = isinstance(f, SizeFeature)
-        nominal = f.nominal if isinstance(f, SizeFeature) else 0.0
-        lim = self.plan.limits
-        control: dict[str, Any] = {}
-        for axis, ch in self._channels.items():
-            s = ch.sigma()
-            ew = lim.ewma_width * s * math.sqrt(lim.ewma_lambda / (2 - lim.ewma_lambda))
-            centre = (nominal if size else 0.0) + ch.center
-            control[axis] = {
-                "sigma": s,
-                "sigma_known": ch.known is not None,
-                "armed": ch.armed(),
-                "centre": centre,
-                "individuals": [centre - lim.rule1 * s, centre + lim.rule1 * s],
-                "ewma": [centre - ew, centre + ew],
-                "ewma_statistic": centre + ch.ewma.state()["z"] * s,
-                "ewma_lambda": lim.ewma_lambda,
-                "ewma_width": lim.ewma_width,
-                "cusum_k": lim.cusum_k,
-                "cusum_h": lim.cusum_h,
-                "rule1_sigmas": lim.rule1,
-            }
-        return {
-            "program": self.plan.program,
-            "feature": f.name,
-            "kind": "size" if size else "position",
-            "values": [
-                {
-                    "part_number": p["part_number"],
-                    "value": p["value"],
-                    "deviation": p["deviation"]["value"] if size else p["value"],
-                    "axes": dict(p["deviation"]),
-                }
-                for p in self._parts
-            ],
-            "nominal": nominal,
-            "limits": self.plan.tolerance_limits(),
-            "control_limits": control["value"] if size else control,
-            "forecast": self._forecast_view(),
-            "capability": self.capability(),
-        }
-
-    def _forecast_view(self) -> dict[str, Any] | None:
-        if not self._parts or any(c.trend.fit is None for c in self._channels.values()):
-            return None
-        h = self.plan.config.horizon
-        last = int(self._parts[-1]["part_number"])
-        ptb, interval, significant, prob = self._breach()
-        z = float(-ndtri(0.05))
-        axes: dict[str, Any] = {}
-        for axis, ch in self._channels.items():
-            fc = ch.trend.forecast(h)
-            fit = ch.trend.fit
-            assert fit is not None
-            base = self.plan.feature.nominal if isinstance(self.plan.feature, SizeFeature) else 0.0
-            axes[axis] = {
-                "mean": [float(v) for v in base + fc.mean],
-                "lo": [float(v) for v in base + fc.mean - z * fc.sd],
-                "hi": [float(v) for v in base + fc.mean + z * fc.sd],
-                "slope": fit[1],
-                "slope_interval": [fit[2], fit[3]],
-                "p_value": fit[4],
-            }
-        out: dict[str, Any] = {
-            "parts": [last + i for i in range(1, h + 1)],
-            "p_out": prob,
-            "parts_to_breach": ptb,
-            "breach_part": last + ptb if ptb is not None else None,
-            "breach_interval": list(interval) if interval else None,
-            "significant": significant,
-            "interval": 0.9,
-        }
-        if isinstance(self.plan.feature, SizeFeature):
-            out.update({k: axes["value"][k] for k in ("mean", "lo", "hi", "slope", "slope_interval", "p_value")})
-        else:
-            out["axes"] = axes
-        return out
+            axes = {}
+            for axis, ch in self._channels.items():
+                fit = ch.trend.fit
+                axes[axis] = AxisSnapshot(
+                    sigma=fit.sigma if fit is not None else self.plan.prior_sigma(axis),
+                    sigma_known=ch.settings.known_sigma is not None,
+                    armed=ch.fed >= self.plan.config.min_parts,
+                    reference=ch.chart.centre,
+                    ewma_statistic=float(ch.ewma.state()["z"]),
+                    model=fit.model if fit is not None else None,
+                    slope=fit.slope if fit is not None else None,
+                    slope_interval=fit.slope_interval if fit is not None else None,
+                    drift_odds=fit.drift_odds if fit is not None else None,
+                )
+            ready = self._parts and all(ch.trend.fit is not None for ch in self._channels.values())
+            forecast = self._forecast(horizon or self.plan.config.horizon, cones=True) if ready else None
+            capability = {a: ch.capability.result() for a, ch in self._channels.items() if ch.capability is not None}
+        return FeatureSnapshot(
+            plan=self.plan,
+            history=tuple(self._parts),
+            axes=axes,
+            forecast=forecast,
+            last_part=int(self._parts[-1]["part_number"]) if self._parts else None,
+            capability=capability,
+        )

@@ -39,20 +39,27 @@ def test_json_output_has_the_documented_shape_and_flags_drift_early(wear_csv: tu
     result = runner.invoke(app, ["analyze", str(path), "--program", str(PROGRAM), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(out) == {"alerts", "out_of_tolerance", "capability"}
+    assert set(out) == {"alerts", "out_of_tolerance", "capability", "features", "skipped_rows"}
     for alert in out["alerts"]:
-        assert set(alert) == {"part", "feature", "kind", "severity", "message", "parts_to_breach", "breach_interval"}
+        assert set(alert) == {"part", "feature", "kind", "severity", "message", "parts_to_breach", "breach_interval", "evidence"}
         assert "\n" not in alert["message"]
+    assert set(out["features"]) == {"hole1_pos", "hole1_dia", "hole2_pos", "hole2_dia"}
+    latest = out["features"]["hole1_dia"]
+    assert latest["model"] in ("linear", "onset", "saturating") and latest["axes"]["value"]["fit"]["n"] > 0
     assert set(out["out_of_tolerance"]) == {"hole1_pos", "hole1_dia", "hole2_pos", "hole2_dia"}
     assert out["out_of_tolerance"]["hole1_pos"] is None
     for feature in ("hole1_dia", "hole2_dia"):
         first_oot = out["out_of_tolerance"][feature]
         assert first_oot is not None and truth[feature] is not None
+        drift = [a for a in out["alerts"] if a["feature"] == feature and a["kind"] in ("forecast", "ewma", "cusum")]
+        assert drift and drift[0]["part"] < first_oot - 8  # at least 8 parts of warning
         forecasts = [a for a in out["alerts"] if a["feature"] == feature and a["kind"] == "forecast"]
         assert forecasts, f"no forecast alert for {feature}"
         first = forecasts[0]
-        assert first["part"] < first_oot - 8  # at least 8 parts of warning
+        assert first["part"] < first_oot
         assert first["parts_to_breach"] is not None and len(first["breach_interval"]) == 2
+        lo, hi = first["evidence"]["first_out_interval"]
+        assert lo <= first_oot <= hi
     cap = out["capability"]["hole1_dia"]
     assert {"cp", "cpk", "ppk"} <= set(cap)
     assert cap["cp"] > cap["cpk"]  # wear pulled the mean off centre

@@ -101,3 +101,15 @@ def test_bad_hyper_parameters_raise_detection_error(name: str) -> None:
     }
     with pytest.raises(DetectionError):
         REGISTRY[name](**bad[name])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_update_returns_a_frozen_typed_result(name: str) -> None:
+    from monitor.detect import DetectorResult
+
+    det = REGISTRY[name]()
+    result = det.update(0.25)
+    assert dataclasses.is_dataclass(result) and isinstance(result, DetectorResult)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.n = 99
+    assert isinstance(result.n, int) and result.skipped is False

@@ -241,3 +241,17 @@ def test_a_new_batch_restarts_the_feature_and_closes_its_old_alerts() -> None:
     view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
     assert [v["part_number"] for v in view["values"]] == [1]
     assert view["capability"]["n"] == 1
+
+
+def test_state_of_an_older_version_restarts_the_detectors_and_keeps_the_alerts() -> None:
+    programs = {"O1234": _program()}
+    a = DriftEngine(programs)
+    for n in range(1, 6):
+        a.process(_part(n))
+    a.process(_part(6, dia=10.02))
+    saved = json.loads(json.dumps(a.state()))
+    saved["version"] = 1
+    b = DriftEngine.from_state(programs, saved)
+    assert [x.id for x in b.open_alerts()] == [x.id for x in a.open_alerts()]
+    assert b.counters["state_discarded"] == 2 and b.evidence("vmc-01", "O1234", "hole1_dia") is None
+    b.process(_part(7))

@@ -12,7 +12,7 @@ import pytest
 
 from monitor.config import ProgramConfig
 from monitor.detect.arl import cusum_h, ewma_limit
-from monitor.detect.watch import WatchPlan
+from monitor.detect.watch import CHARTS_PER_CHANNEL, FORECAST_SHARE, WatchPlan, forecast_odds
 from monitor.engine import DriftEngine
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
 
@@ -75,25 +75,30 @@ def test_wear_drift_is_forecast_well_before_the_first_bad_part() -> None:
     parts = _wear()
     first_bad = next(p.part_number for p in parts if not 40.0 <= p.measurements["probe.bore"] <= 40.025)
     events = _run(DriftEngine({"O1": _program()}), parts)
-    forecasts = [(n, a) for n, a in events if a.kind is AlertKind.FORECAST and a.feature == "bore"]
+    bore = [(n, a) for n, a in events if a.feature == "bore"]
+    charts = [n for n, a in bore if a.kind in (AlertKind.EWMA, AlertKind.CUSUM)]
+    assert charts and first_bad - min(charts) >= 12  # the charts see the mean move first
+    forecasts = [(n, a) for n, a in bore if a.kind is AlertKind.FORECAST]
     assert forecasts, "the drift was not forecast"
     n_open, opened = forecasts[0]
-    assert opened.state is AlertState.OPEN and opened.severity is Severity.WATCH
-    assert first_bad - n_open >= 8
+    assert opened.state is AlertState.OPEN and first_bad - n_open >= 8
     ev = opened.evidence
-    assert ev["slope_mm_per_part"] < 0 and ev["parts_to_breach"] <= 20
-    lo, hi = ev["breach_interval"]
-    assert lo <= ev["parts_to_breach"] <= hi
-    # the forecast of when it breaks is honest: the bad part falls in (or near) the predicted window
-    assert n_open + lo - 5 <= first_bad <= n_open + hi + 5
-    assert "drifting down" in opened.message and "breaks lower limit" in opened.message
+    assert ev["model"] in ("linear", "onset") and ev["slope_mm_per_part"] < 0 and ev["parts_to_breach"] <= 20
+    assert ev["risk_part"] == n_open + ev["parts_to_breach"]
+    lo, hi = ev["first_out_interval"]
+    assert lo <= ev["first_out_part"] <= hi
+    # the forecast of the first bad part is honest: the bad part falls in the predicted window
+    assert lo <= first_bad <= hi
+    assert "-8." in opened.message and "from nominal" in opened.message and "drift -0.3" in opened.message
+    assert f"reaches 10% at part {ev['risk_part']}" in opened.message and "mean reaches the lower limit 40.0000" in opened.message
     assert "tracks tool T7 life" in opened.message and ev["likely_cause"] == "tool_life" and ev["tool"] == "T7"
+    assert ev["offset"]["change_mm"] > 0 and "suggest diameter wear offset +0.00" in opened.message
     json.dumps(ev, allow_nan=False)
-    # it escalates, keeps its id, and reaches critical before or at the first bad part
+    # it escalates, keeps its id, and reaches critical before the first bad part
     same = [a for _, a in forecasts if a.id == opened.id]
-    severities = [a.severity for a in same]
-    assert severities[:3] == [Severity.WATCH, Severity.WARNING, Severity.CRITICAL]
-    assert next(n for n, a in forecasts if a.severity is Severity.CRITICAL) <= first_bad
+    ranks = [a.severity.rank for a in same]
+    assert ranks == sorted(ranks) and same[-1].severity is Severity.CRITICAL
+    assert next(n for n, a in forecasts if a.severity is Severity.CRITICAL) < first_bad
     assert len({a.id for _, a in forecasts if a.state is not AlertState.CLOSED}) == 1
 
 
@@ -132,8 +137,11 @@ def test_offset_change_recentres_and_closes_statistical_alerts() -> None:
 def test_limits_come_from_the_program_arl_budget_or_explicit_values() -> None:
     plan = WatchPlan.for_program(_program(arl0=400))[0]
     channels = 3  # bore + hole x + hole y
-    chart_arl0 = 400 * channels * 3 * 2  # EWMA, CUSUM, rule 1 per channel; half the budget kept for forecasts
+    chart_arl0 = 400 * channels * CHARTS_PER_CHANNEL / (1 - FORECAST_SHARE)  # the rest of the budget is the forecast's
     assert plan.limits.chart_arl0 == pytest.approx(chart_arl0)
+    # the forecast's evidence threshold comes from the same budget: more arl0, stronger evidence needed
+    assert plan.limits.forecast_odds == pytest.approx(forecast_odds(400, channels))
+    assert forecast_odds(1000, channels) > forecast_odds(400, channels)
     assert plan.limits.ewma_width == pytest.approx(ewma_limit(0.2, chart_arl0))
     assert plan.limits.cusum_h == pytest.approx(cusum_h(0.5, chart_arl0))
     fixed = WatchPlan.for_program(_program(ewma_limit=2.9, cusum_h=5.0))[0]

@@ -138,8 +138,12 @@
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") dl.append(el("dt", {}, k), el("dd", {}, v)); };
     add("Alert", el("span", {}, badge(a.severity), " ", badge(a.state), " ", a.kind, " at part ", String(a.part_number)));
     add("Message", a.message);
+    if (ev.model) add("Model", `${ev.model}` + (ev.model_probability !== undefined && ev.model_probability !== null
+      ? ` (${Math.round(ev.model_probability * 100)}% likely)` : ""));
     if (ev.parts_to_breach !== undefined && ev.parts_to_breach !== null) {
-      const iv = ev.breach_interval ? ` (90%: ${Math.round(ev.breach_interval[0])}–${Math.round(ev.breach_interval[1])})` : "";
+      const iv = ev.first_out_interval
+        ? `; first bad part ${Math.round(ev.first_out_interval[0])}–${ev.first_out_interval[1] === null ? "…" : Math.round(ev.first_out_interval[1])} (90%)`
+        : "";
       add("Parts to breach", `~${Math.round(ev.parts_to_breach)}${iv}`);
     }
     if (ev.slope_mm_per_part !== undefined) add("Drift", `${(ev.slope_mm_per_part * 1000).toFixed(2)} µm/part`);
@@ -151,9 +155,13 @@
         .map(([k, r]) => `${k} r=${Number(r).toFixed(2)}`);
       if (parts.length) add("Correlations", parts.join(", "));
     }
-    if (ev.offset && ev.offset.change_mm !== undefined && ev.offset.change_mm !== null) {
-      const c = Number(ev.offset.change_mm);
-      add("Suggested offset", `${ev.offset.register}: ${c >= 0 ? "+" : ""}${c.toFixed(4)} mm`);
+    const offsets = Array.isArray(ev.offsets) && ev.offsets.length ? ev.offsets
+      : (ev.offset && ev.offset.change_mm !== undefined && ev.offset.change_mm !== null ? [ev.offset] : []);
+    if (offsets.length) {
+      add("Suggested offset", offsets.map((o) => {
+        const c = Number(o.change_mm);
+        return `${o.register}: ${c >= 0 ? "+" : ""}${c.toFixed(4)} mm`;
+      }).join(", "));
     }
     box.replaceChildren(dl);
   }

@@ -1,0 +1,129 @@
+"""Typed evidence: what detection found about one feature on one part.
+
+:class:`FeatureEvidence` is produced for every feature of every complete part (the engine keeps the
+latest per machine, program and feature). It holds the facts, not words: the model chosen per axis
+with its probability, the breach forecast with its interval, chart signals, run rules, re-probe
+notices, attribution and the offset per axis that would re-centre the feature. Alert messages
+(:mod:`monitor.detect.messages`), the dashboard and the offline API are built from it; a future
+"condition" per feature can re-evaluate its advice from the latest evidence alone.
+
+``as_dict()`` gives plain JSON-able data (no NaN, infinities as None).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+from monitor.detect.attribution import AttributionResult
+from monitor.detect.channel import Reprobe
+from monitor.detect.forecast import BreachForecast
+from monitor.detect.trend import TrendFit
+
+__all__ = ["AxisEvidence", "ChartSignal", "FeatureEvidence", "OffsetAdvice", "jsonable"]
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAdvice:
+    """The offset change that would bring one axis (or the size) back to nominal.
+
+    ``register`` names what to change (e.g. "X wear offset", "diameter wear offset"), ``change``
+    is in mm (signed), ``deviation`` the fitted mean deviation it corrects and ``deviation_sd`` its
+    uncertainty."""
+
+    axis: str
+    register: str
+    change: float
+    deviation: float
+    deviation_sd: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSignal:
+    """A control chart (EWMA, CUSUM) or run rule signalling on one axis: the statistic, its limit and
+    the direction (+1 above, -1 below the reference)."""
+
+    chart: str
+    axis: str
+    statistic: float
+    limit: float
+    direction: int
+    rules: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AxisEvidence:
+    """One channel on this part: the reading's deviation from nominal (mm), the trend fit after it,
+    the standardised residual the charts saw (None while not armed or when the reading was held),
+    the chart reference (mean the charts compare with, deviation from nominal), and a re-probe
+    notice if the reading was held or a held one was resolved."""
+
+    axis: str
+    deviation: float
+    fit: TrendFit | None
+    z: float | None
+    reference: float
+    sigma: float
+    reprobe: Reprobe | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureEvidence:
+    """Everything detection knows about one feature after one part.
+
+    ``value`` is the judged value (the size, or the true position); ``axes`` the channels;
+    ``drift_axis`` the channel whose drift evidence is strongest (its model names the feature's
+    model); ``forecast`` the breach forecast when a drift is evident (None otherwise) and
+    ``forecast_alarm`` whether it forecasts a breach the data clearly support; ``charts`` the
+    signalling charts; ``offsets`` one advice per axis whose mean sits credibly off nominal;
+    ``known_step`` a recorded offset change took effect on this part; ``new_regime`` a step was
+    confirmed and the trend now starts from it.
+    """
+
+    machine: str
+    program: str
+    feature: str
+    part_number: int
+    kind: str
+    value: float
+    out_of_tolerance: bool
+    axes: dict[str, AxisEvidence]
+    drift_axis: str
+    model: str
+    model_probability: float
+    drift_odds: float
+    forecast: BreachForecast | None
+    forecast_alarm: bool
+    charts: tuple[ChartSignal, ...]
+    attribution: AttributionResult | None
+    tool: str | None
+    offsets: tuple[OffsetAdvice, ...]
+    known_step: bool = False
+    new_regime: bool = False
+
+    @property
+    def reprobes(self) -> dict[str, Reprobe]:
+        return {a: e.reprobe for a, e in self.axes.items() if e.reprobe is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (the forecast without its per-part arrays)."""
+        out: dict[str, Any] = jsonable(self)
+        if self.forecast is not None:
+            fc = out["forecast"]
+            fc.pop("cones", None)
+            fc["p_out"] = fc["p_out"][: self.forecast.within]
+        return out
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and dicts as JSON-able data: NaN and infinities become None."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj

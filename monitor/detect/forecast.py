@@ -1,0 +1,168 @@
+"""When will the first bad part come? The breach forecast from posterior predictive samples.
+
+A feature's channels (one for a size, one per axis for a position) each give :class:`Draws` of
+single future parts from their trend model (:meth:`monitor.detect.trend.TrendModel.draws`).
+:func:`breach_forecast` turns them into what a machinist needs:
+
+* the probability that part ``h`` ahead is out of tolerance (mixture over the draws), and the first
+  part where it reaches the risk threshold (``breach_probability``);
+* the part where the mean is expected to reach the limit (average of the drawn mean paths);
+* the first out-of-tolerance part as a distribution: its median and a 90% interval, from the
+  simulated sequences of single parts (AR(1) scatter included) under the draws that foresee a
+  breach, so the interval is calibrated against the part the machinist will actually see fail
+  (checked by coverage in ``tests/detect/test_forecast.py`` and ``bench/detection.py``);
+* ``breach_share``: the posterior share of draws whose own forecast reaches the risk threshold
+  at all (within the search). A breach is forecast only when this share is large, that is when the
+  models the data favour agree that the feature is heading out: a saturating drift whose plateau
+  lies inside the band forecasts no breach even while a straight line through its first parts
+  would.
+
+A position feature is out of tolerance when ``2 sqrt(sum dx^2) > tolerance``; per draw the squared
+radius over the pooled variance is non-central chi-square, evaluated with Sankaran's normal
+approximation (P. B. Patnaik 1949; M. Sankaran, "Approximations to the non-central chi-square
+distribution", Biometrika 50, 1963, pp. 199-204), accurate to about 0.002 here and vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+from monitor.detect.trend import Draws
+from monitor.errors import DetectionError
+
+__all__ = ["AxisCone", "BreachForecast", "breach_forecast", "noncentral_chi2_sf"]
+
+
+@dataclass(frozen=True, slots=True)
+class AxisCone:
+    """Forecast of one channel's single parts 1..H ahead: median, and the 5% and 95% quantiles (mm,
+    deviation from nominal)."""
+
+    median: tuple[float, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BreachForecast:
+    """The forecast of one feature after a part, in parts *ahead* of that part.
+
+    ``p_out[h - 1]`` is P(part h ahead out of tolerance); ``risk_parts`` the first h where it
+    reaches ``threshold`` (None: not within ``searched`` parts); ``mean_limit_parts`` the first h
+    where the posterior mean path is beyond the limit; ``first_out`` the 5%, 50% and 95% quantiles of
+    the first out-of-tolerance part (``math.inf``: beyond the search); ``breach_share`` the share
+    of posterior draws that reach the threshold at all within the search (``breach`` additionally
+    needs the mixture to reach it within ``within`` parts). ``cones`` per channel
+    (empty unless asked for).
+    """
+
+    threshold: float
+    within: int
+    searched: int
+    p_out: tuple[float, ...]
+    risk_parts: int | None
+    mean_limit_parts: int | None
+    first_out: tuple[float, float, float]
+    breach_share: float
+    cones: dict[str, AxisCone]
+
+    @property
+    def breach(self) -> bool:
+        """A breach is due within the horizon: the risk threshold is reached, or the first bad part is
+        more likely than not, within ``within`` parts."""
+        return self.due_parts is not None and self.due_parts <= self.within
+
+    @property
+    def due_parts(self) -> int | None:
+        """Parts until the earlier of the risk threshold and the median first bad part (None: neither found)."""
+        cands = [v for v in (self.risk_parts, self.first_out[1]) if v is not None and math.isfinite(v)]
+        return int(min(cands)) if cands else None
+
+
+def noncentral_chi2_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
+    """P(chi'^2(k, lam) > x), Sankaran's approximation (vectorised, only ``ndtr`` and powers)."""
+    lam = np.maximum(lam, 0.0)
+    kl = k + lam
+    k2l = k + 2 * lam
+    h = 1.0 - (2.0 / 3.0) * kl * (k + 3 * lam) / k2l**2
+    p = k2l / kl**2
+    m = (h - 1.0) * (1.0 - 3.0 * h)
+    num = (np.maximum(x, 0.0) / kl) ** h - (1.0 + h * p * (h - 1.0 - 0.5 * (2.0 - h) * m * p))
+    den = h * np.sqrt(2.0 * p) * (1.0 + 0.5 * m * p)
+    return np.asarray(1.0 - ndtr(num / den))
+
+
+def breach_forecast(
+    draws: Sequence[tuple[str, Draws]],
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    tolerance: float | None = None,
+    threshold: float = 0.1,
+    within: int = 20,
+    cones: bool = False,
+) -> BreachForecast:
+    """Forecast from per-channel draws (deviations from nominal): a size feature gives one channel
+    and its ``lower``/``upper`` deviation limits, a position feature its axes and ``tolerance``
+    (diameter of the true-position zone). ``cones``: also the per-channel 90% bands (for charts)."""
+    if not draws:
+        raise DetectionError("no channels to forecast")
+    horizon = draws[0][1].mean.shape[1]
+    within = min(within, horizon)
+    with np.errstate(all="ignore"):
+        if tolerance is None:
+            if len(draws) != 1 or lower is None or upper is None:
+                raise DetectionError("a size forecast needs one channel and both deviation limits")
+            d = draws[0][1]
+            sd = np.maximum(d.sd, 1e-300)
+            # the limit on the mean's side only (the other is many sds away whenever it matters)
+            near = np.where(d.mean >= 0.5 * (lower + upper), d.mean - upper, lower - d.mean)
+            p_draw = ndtr(near / sd)
+            out_path = (d.paths < lower) | (d.paths > upper)
+            centre = d.mean.mean(axis=0)
+            beyond = (centre < lower) | (centre > upper)
+        else:
+            r0 = tolerance / 2.0
+            k = len(draws)
+            r2 = sum(d.mean**2 for _, d in draws)
+            var = sum(d.sd**2 for _, d in draws) / k
+            var = np.maximum(var, 1e-300)
+            p_draw = noncentral_chi2_sf(r0 * r0 / var, k, r2 / var)
+            out_path = np.asarray(sum(d.paths**2 for _, d in draws)) > r0 * r0
+            centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
+            beyond = centre > r0
+        p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
+        risk = np.nonzero(p_out >= threshold)[0]
+        # draws whose own forecast reaches the risk threshold at all within the search (a saturating
+        # drift levelling off inside the band does not; a line, or a plateau beyond the limit, does)
+        predicts = np.max(np.nan_to_num(p_draw, nan=1.0), axis=1) >= threshold
+        share = float(predicts.mean())
+        hit = out_path.any(axis=1)
+        first = np.where(hit, np.argmax(out_path, axis=1) + 1.0, math.inf)
+        # the first bad part as the models that foresee one extrapolate it (draws under which the
+        # feature never reaches the risk threshold say "never", which is what breach_share weighs)
+        if predicts.sum() >= 10:
+            first = first[predicts]
+        q = np.quantile(first, [0.05, 0.5, 0.95], method="inverted_cdf")
+        limit = np.nonzero(beyond)[0]
+        bands = {}
+        if cones:
+            for axis, d in draws:
+                q5, q50, q95 = np.quantile(d.paths, [0.05, 0.5, 0.95], axis=0)
+                bands[axis] = AxisCone(tuple(q50.tolist()), tuple(q5.tolist()), tuple(q95.tolist()))
+    return BreachForecast(
+        threshold=threshold,
+        within=within,
+        searched=horizon,
+        p_out=tuple(float(v) for v in p_out),
+        risk_parts=int(risk[0]) + 1 if risk.size else None,
+        mean_limit_parts=int(limit[0]) + 1 if limit.size else None,
+        first_out=(float(q[0]), float(q[1]), float(q[2])),
+        breach_share=share,
+        cones=bands,
+    )
