@@ -26,7 +26,8 @@ Noise kinds (same marginal sd; process capability Cp drawn from 1.33-2.5 per bat
 
 Scores (per family and noise, and summed into the issue's table):
 
-* first OOT part: the first part whose reading is out of tolerance (what the machinist would see);
+* first OOT part: the first part whose reading is out of tolerance (what the machinist would see),
+  except a single probe glitch of the ``outliers`` scatter (re-probing would show the part good);
   the generator goes on for ``EXTRA`` parts past the batch so a forecast's interval can be checked
   even when the batch ends first;
 * flagged before the first OOT part: a drift alert (forecast, EWMA, CUSUM or run rule; not the
@@ -115,6 +116,8 @@ class Batch:
     seed: int
     readings: dict[str, np.ndarray]
     mean: dict[str, np.ndarray]
+    glitch: dict[str, np.ndarray]
+    """Per signal, the readings the ``outliers`` scatter made wild (a probe glitch, not a bad part)."""
     drifting: str | None
     drift_start: int | None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -128,8 +131,11 @@ class Batch:
         return np.asarray(2.0 * np.hypot(dx, dy) > 0.05)
 
     def first_oot(self, feature: str, after: int = 0, limit: int | None = None) -> int | None:
-        """First part number > ``after`` (up to ``limit``) whose reading is out of tolerance."""
+        """First part number > ``after`` (up to ``limit``) whose reading is out of tolerance (a probe
+        glitch of the ``outliers`` scatter does not make a part bad: re-probing shows it good)."""
         bad = self.out_of_tolerance(feature, self.readings)
+        signals = ("probe.dia",) if feature == "dia" else ("probe.px", "probe.py")
+        bad = bad & ~np.logical_or.reduce([self.glitch[s] for s in signals])
         end = len(bad) if limit is None else limit
         hits = np.nonzero(bad[after:end])[0]
         return int(hits[0]) + after + 1 if hits.size else None
@@ -232,15 +238,18 @@ def generate(family: str, noise: str, parts: int, seed: int) -> Batch:
         detail["direction"] = [round(float(v), 3) for v in u]
     mean = {s: CHANNELS[s][1] + bias[s] + drift[s] for s in CHANNELS}
     readings = {}
+    glitch = {}
     for s in CHANNELS:
         v = mean[s] + sigma[s] * _noise(rng, noise, n)
+        hit = np.zeros(n, dtype=bool)
         if noise == "outliers":
             hit = rng.random(n) < 0.01
             v = v + hit * np.where(rng.random(n) < 0.5, -1.0, 1.0) * rng.uniform(6.0, 12.0, n) * sigma[s]
+        glitch[s] = hit
         if noise == "quantised":
             v = np.round(v, 3)
         readings[s] = v
-    return Batch(family, noise, parts, seed, readings, mean, drifting, start, detail)
+    return Batch(family, noise, parts, seed, readings, mean, glitch, drifting, start, detail)
 
 
 def records(batch: Batch) -> Iterable[PartRecord]:

@@ -84,6 +84,31 @@ class BreachForecast:
         return int(min(cands)) if cands else None
 
 
+def _quantiles(first: np.ndarray) -> tuple[float, float, float]:
+    """5%, 50% and 95% points of the first-bad-part draws (parts ahead; inf: none within the search).
+
+    The first bad part is a whole number: interpolating between draws and rounding the 90% ends
+    inwards keeps the interval's coverage near 90% instead of the 95-100% that inclusive ends of a
+    discrete distribution give when the breach is a few parts away."""
+    srt = np.sort(first)
+    finite = srt[np.isfinite(srt)]
+    m = srt.size
+
+    def at(p: float) -> float:
+        pos = p * (m - 1)
+        i = int(pos)
+        if i + 1 >= m or not math.isfinite(srt[i + 1]) or not math.isfinite(srt[i]):
+            return float(srt[min(i, m - 1)]) if finite.size else math.inf
+        return float(srt[i] + (pos - i) * (srt[i + 1] - srt[i]))
+
+    lo, mid, hi = at(0.05), at(0.5), at(0.95)
+    return (
+        float(math.ceil(lo)) if math.isfinite(lo) else lo,
+        float(round(mid)) if math.isfinite(mid) else mid,
+        float(max(math.floor(hi), math.ceil(lo))) if math.isfinite(hi) else hi,
+    )
+
+
 def noncentral_chi2_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
     """P(chi'^2(k, lam) > x), Sankaran's approximation (vectorised, only ``ndtr`` and powers)."""
     lam = np.maximum(lam, 0.0)
@@ -148,7 +173,7 @@ def breach_forecast(
         # feature never reaches the risk threshold say "never", which is what breach_share weighs)
         if predicts.sum() >= 10:
             first = first[predicts]
-        q = np.quantile(first, [0.05, 0.5, 0.95], method="inverted_cdf")
+        q = _quantiles(first)
         limit = np.nonzero(beyond)[0]
         bands = {}
         if cones:
