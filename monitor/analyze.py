@@ -25,6 +25,7 @@ from typing import Any
 from monitor.config import ProgramConfig, load_program
 from monitor.engine import DriftEngine
 from monitor.errors import ConfigError, ConfigIssue
+from monitor.feature_view import capability_summary
 from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
 
 __all__ = ["Analysis", "BadRow", "analyze", "analyze_csv", "analyze_rows"]
@@ -177,7 +178,8 @@ def analyze_rows(
             )
     for machine in machines:
         for f in features:
-            cap = engine.feature_view(machine, program.program, f)["capability"] or {}
+            snap = engine.snapshot(machine, program.program, f)
+            cap = capability_summary(snap.capability) if snap is not None else {}
             out.capability[name(machine, f)] = {k: cap.get(k) for k in ("cp", "cpk", "ppk", "cp_ci", "cpk_ci", "ppk_ci", "n")}
     return out
 

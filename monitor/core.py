@@ -34,6 +34,7 @@ from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site
 from monitor.errors import StoreError
 from monitor.events import EventHub, Subscription
+from monitor.feature_view import feature_view
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Changes, Pipeline
 from monitor.runtime import StoreLock
@@ -207,7 +208,11 @@ class MonitorCore:
         return await self._call(query, self._store)
 
     async def feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
-        return await self._call(self._pipeline.engine.feature_view, machine, program, feature)
+        return await self._call(self._feature_view, machine, program, feature)
+
+    def _feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
+        view = feature_view(self._pipeline.engine.snapshot(machine, program, feature))
+        return {"machine": machine, "program": program, "feature": feature, **view}
 
     async def execute(self, command: AlertCommand) -> Alert | None:
         if isinstance(command, Acknowledge):

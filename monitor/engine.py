@@ -22,7 +22,6 @@ from monitor.detect.evidence import FeatureEvidence
 from monitor.detect.messages import Signal, signals
 from monitor.detect.watch import STAT_KINDS, FeatureSnapshot, FeatureWatch, WatchPlan
 from monitor.errors import DetectionError, MonitorError
-from monitor.feature_view import feature_view
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 if TYPE_CHECKING:
@@ -408,13 +407,6 @@ class DriftEngine:
             return watch.snapshot()
         plan = self._plan(program, feature)
         return FeatureWatch(plan).snapshot() if plan is not None else None
-
-    def feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
-        """JSON-able data for the dashboard chart of one feature (:func:`monitor.feature_view.feature_view`)."""
-        snap = self.snapshot(machine, program, feature)
-        if snap is None:
-            return {"machine": machine, "program": program, "feature": feature, "values": [], "error": "unknown feature"}
-        return feature_view(snap)
 
     def _count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1

@@ -37,8 +37,12 @@ def capability_summary(per_axis: dict[str, CapabilityResult]) -> dict[str, Any]:
     return out
 
 
-def feature_view(snap: FeatureSnapshot) -> dict[str, Any]:
-    """JSON-able chart data of one feature (no NaN or infinities)."""
+def feature_view(snap: FeatureSnapshot | None) -> dict[str, Any]:
+    """JSON-able chart data of one feature (no NaN or infinities) from
+    :meth:`monitor.engine.DriftEngine.snapshot`; None (a feature the program does not have) gives
+    an empty view with an error."""
+    if snap is None:
+        return {"values": [], "error": "unknown feature"}
     plan = snap.plan
     f = plan.feature
     size = isinstance(f, SizeFeature)

@@ -12,6 +12,7 @@ import pytest
 
 from monitor.config import ProgramConfig
 from monitor.engine import DriftEngine
+from monitor.feature_view import feature_view
 from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -143,18 +144,18 @@ def test_state_round_trips_through_json_and_resumes() -> None:
         p = _part(n, x=25.0 + 0.0005 * n, dia=10.0075 + 0.0003 * n)
         assert a.process(p) == b.process(p)
     assert a.state() == b.state()
-    assert a.feature_view("vmc-01", "O1234", "hole1_dia") == b.feature_view("vmc-01", "O1234", "hole1_dia")
+    assert feature_view(a.snapshot("vmc-01", "O1234", "hole1_dia")) == feature_view(b.snapshot("vmc-01", "O1234", "hole1_dia"))
 
 
 def test_feature_view_is_json_able() -> None:
     engine = DriftEngine({"O1234": _program()})
     for n in range(1, 12):
         engine.process(_part(n, dia=10.0075 + 0.0001 * n))
-    view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
+    view = feature_view(engine.snapshot("vmc-01", "O1234", "hole1_dia"))
     json.dumps(view, allow_nan=False)
     assert [v["part_number"] for v in view["values"]] == list(range(1, 12))
     assert view["limits"]["upper"] == 10.015
-    empty = engine.feature_view("vmc-09", "O1234", "hole1_pos")
+    empty = feature_view(engine.snapshot("vmc-09", "O1234", "hole1_pos"))
     assert empty["values"] == []
 
 
@@ -175,10 +176,10 @@ def test_odd_values_never_raise_and_state_stays_strict_json() -> None:
             engine.process(_part(n, x=x, y=y, dia=d))
         json.dumps(engine.state(), allow_nan=False)
         for feature in ("hole1_pos", "hole1_dia"):
-            json.dumps(engine.feature_view("vmc-01", "O1234", feature), allow_nan=False)
+            json.dumps(feature_view(engine.snapshot("vmc-01", "O1234", feature)), allow_nan=False)
 
     run()
-    empty = DriftEngine({"O1234": _program()}).feature_view("vmc-01", "O1234", "hole1_pos")
+    empty = feature_view(DriftEngine({"O1234": _program()}).snapshot("vmc-01", "O1234", "hole1_pos"))
     json.dumps(empty, allow_nan=False)
 
 
@@ -238,7 +239,7 @@ def test_a_new_batch_restarts_the_feature_and_closes_its_old_alerts() -> None:
     assert oot.id in [a.id for a in closed]
     assert all(a.evidence["close_reason"].startswith("new batch") for a in closed)
     assert [a for a in engine.open_alerts() if a.feature == "hole1_dia"] == []
-    view = engine.feature_view("vmc-01", "O1234", "hole1_dia")
+    view = feature_view(engine.snapshot("vmc-01", "O1234", "hole1_dia"))
     assert [v["part_number"] for v in view["values"]] == [1]
     assert view["capability"]["n"] == 1
 

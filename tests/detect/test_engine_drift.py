@@ -14,6 +14,7 @@ from monitor.config import ProgramConfig
 from monitor.detect.arl import cusum_h, ewma_limit
 from monitor.detect.watch import CHARTS_PER_CHANNEL, FORECAST_SHARE, WatchPlan, forecast_odds
 from monitor.engine import DriftEngine
+from monitor.feature_view import feature_view
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -165,13 +166,13 @@ def test_known_sigma_and_feature_view_shapes() -> None:
     engine = DriftEngine({"O1": _program(sigma={"bore": 0.001, "hole": 0.002})})
     for p in _wear(n=30):
         engine.process(p)
-    view = engine.feature_view("m1", "O1", "bore")
+    view = feature_view(engine.snapshot("m1", "O1", "bore"))
     assert view["control_limits"]["sigma"] == 0.001 and view["control_limits"]["sigma_known"]
     fc = view["forecast"]
     assert len(fc["mean"]) == len(fc["lo"]) == len(fc["hi"]) == len(fc["parts"]) == 20
     assert all(lo <= m <= hi for lo, m, hi in zip(fc["lo"], fc["mean"], fc["hi"], strict=True))
     assert fc["parts"][0] == 31
-    pos = engine.feature_view("m1", "O1", "hole")
+    pos = feature_view(engine.snapshot("m1", "O1", "hole"))
     assert set(pos["forecast"]["axes"]) == {"x", "y"} and set(pos["control_limits"]) == {"x", "y"}
     assert pos["capability"]["cpk"] is not None and set(pos["capability"]["axes"]) == {"x", "y"}
     json.dumps(view, allow_nan=False)
