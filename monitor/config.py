@@ -30,6 +30,8 @@ from adapters.opcua.config import OpcUaAddress, OpcUaSource
 from adapters.replay import ReplaySource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
+from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig
+from monitor.inspection.model import Characteristic
 from monitor.model import AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
 from monitor.sinks.config import RawSignalConfig, SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
@@ -85,6 +87,24 @@ class SizeFeatureConfig(BaseModel):
     nominal: float = Field(description="target value, mm; between lower and upper")
     lower: float = Field(description="lower limit, mm")
     upper: float = Field(description="upper limit, mm")
+    balloon: str | None = Field(
+        default=None, description="the characteristic (balloon) number of this feature on the drawing, for the report"
+    )
+    measured_by: dict[str, MeasuredByConfig] = Field(
+        default_factory=dict,
+        description="how the feature is measured, by source name: probe (the signals above) and e.g. cmm, bench: "
+        "{characteristic: name in the result files, system, resolution, repeatability}",
+    )
+
+    @field_validator("balloon", mode="before")
+    @classmethod
+    def _balloon_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("measured_by")
+    @classmethod
+    def _sources(cls, v: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
+        return _check_sources(v)
 
     @field_validator("signal")
     @classmethod
@@ -111,6 +131,35 @@ class PositionFeatureConfig(BaseModel):
     y: AxisConfig = Field(description="{signal, nominal} of the Y coordinate")
     z: AxisConfig | None = Field(default=None, description="{signal, nominal} of Z, for 3D true position")
     tolerance: float = Field(gt=0, description="diameter of the positional tolerance zone, mm")
+    balloon: str | None = Field(
+        default=None, description="the characteristic (balloon) number of this feature on the drawing, for the report"
+    )
+    measured_by: dict[str, MeasuredByConfig] = Field(
+        default_factory=dict,
+        description="how the feature is measured, by source name: probe (the signals above) and e.g. cmm, bench: "
+        "{characteristic: name in the result files, system, resolution, repeatability}",
+    )
+
+    @field_validator("balloon", mode="before")
+    @classmethod
+    def _balloon_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("measured_by")
+    @classmethod
+    def _sources(cls, v: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
+        return _check_sources(v)
+
+
+def _check_sources(sources: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
+    for name, how in sources.items():
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"source name {name!r}: use letters, digits, _ and - (e.g. cmm, bench, air_gauge)")
+        if name == PROBE_SOURCE and how.characteristic is not None:
+            raise ValueError("measured_by.probe is the in-process probe (the feature's signals): it takes no characteristic")
+        if name != PROBE_SOURCE and not how.characteristics():
+            raise ValueError(f"measured_by.{name}: give the characteristic its result files name (characteristic: ...)")
+    return sources
 
 
 FeatureConfig = Annotated[SizeFeatureConfig | PositionFeatureConfig, Field(discriminator="kind")]
@@ -130,6 +179,32 @@ class ProgramConfig(BaseModel):
         default_factory=dict, description="measured features by name: see Size feature and Position feature"
     )
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="see detection")
+    inspection: InspectionProgramConfig = Field(
+        default_factory=InspectionProgramConfig, description="how this program's inspection result files read: see inspection"
+    )
+
+    @model_validator(mode="after")
+    def _characteristics_once(self) -> ProgramConfig:
+        owner: dict[str, str] = {}
+        for name, feature in self.features.items():
+            for source, how in feature.measured_by.items():
+                for ref in how.characteristics():
+                    first = owner.setdefault(ref, f"{name}.measured_by.{source}")
+                    if first != f"{name}.measured_by.{source}":
+                        raise ValueError(
+                            f"characteristic {ref!r} is mapped by features.{first} and features.{name}.measured_by.{source}; "
+                            "one characteristic measures one feature"
+                        )
+        return self
+
+    def feature_source(self, characteristic: Characteristic) -> tuple[str, str] | None:
+        """The (feature, source) a result file's characteristic measures, by the features'
+        ``measured_by``; None when no feature names it."""
+        for name, feature in self.features.items():
+            for source, how in feature.measured_by.items():
+                if any(characteristic.matches(ref) for ref in how.characteristics()):
+                    return name, source
+        return None
 
     @field_validator("part_end")
     @classmethod
@@ -366,6 +441,9 @@ class SiteConfig(BaseModel):
         "(canonical signal -> address, or signal with options), tracking",
     )
     sinks: SinksConfig = Field(default_factory=SinksConfig, description="see sinks")
+    inspection: InspectionSiteConfig = Field(
+        default_factory=InspectionSiteConfig, description="CMM and gauge result files: see inspection (site)"
+    )
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="see dashboard")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="warning", description="daemon log level")
     log_format: Literal["text", "json"] = Field(default="text", description="text lines, or one JSON object per line")
@@ -492,6 +570,15 @@ def load_site(path: Path, environ: dict[str, str] | None = None) -> Site:
                     continue
                 programs[program.program] = program
                 program_files[program.program] = file
+    if config is not None:
+        machine_ids = {m.id for m in config.machines}
+        for i, watch in enumerate(config.inspection.watch):
+            if watch.program is not None and programs and watch.program not in programs:
+                issues.append(
+                    doc.issue(("inspection", "watch", i, "program"), f"program {watch.program} has no program file in the folder")
+                )
+            if watch.machine is not None and watch.machine not in machine_ids:
+                issues.append(doc.issue(("inspection", "watch", i, "machine"), f"machine {watch.machine} is not in machines"))
     if issues or site is None:
         raise ConfigError(issues or [ConfigIssue(str(path), None, "", "empty site file")])
     site.programs, site.program_files = programs, program_files
@@ -507,6 +594,12 @@ def _site_relative(site: Site) -> None:
     """Relative paths of every source are taken from the site file's folder, like the store and the
     programs, so a service started from / finds its certificates."""
     folder = site.path.parent
+    inspection = site.config.inspection
+    if inspection.qif_schema is not None and not inspection.qif_schema.is_absolute():
+        inspection.qif_schema = folder / inspection.qif_schema
+    for watch in inspection.watch:
+        if not watch.folder.is_absolute():
+            watch.folder = folder / watch.folder
     for machine in site.config.machines:
         source = machine.source
         for name in _SOURCE_PATHS:

@@ -28,6 +28,15 @@ from monitor.config import (
     TrackingConfig,
 )
 from monitor.detect.config import DetectionConfig
+from monitor.inspection.config import (
+    CsvColumnsConfig,
+    CsvConfig,
+    InspectionProgramConfig,
+    InspectionSiteConfig,
+    MeasuredByConfig,
+    RepeatabilityConfig,
+    WatchFolderConfig,
+)
 from monitor.sinks.config import InfluxConfig, MqttConfig, RawSignalConfig, SinksConfig, WebhookConfig
 
 __all__ = ["BEGIN", "END", "SECTIONS", "embed", "reference"]
@@ -47,10 +56,17 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("sinks.influx.signals", "sinks.influx.signals.<signal>.", RawSignalConfig),
     ("sinks.mqtt", "sinks.mqtt.", MqttConfig),
     ("sinks.webhooks[]", "sinks.webhooks[].", WebhookConfig),
+    ("inspection (site)", "inspection.", InspectionSiteConfig),
+    ("inspection.watch[]", "inspection.watch[].", WatchFolderConfig),
     ("Part-program file", "", ProgramConfig),
     ("Size feature", "features.<name>.", SizeFeatureConfig),
     ("Position feature", "features.<name>.", PositionFeatureConfig),
+    ("measured_by", "features.<name>.measured_by.<source>.", MeasuredByConfig),
+    ("Repeatability", "features.<name>.measured_by.<source>.repeatability.", RepeatabilityConfig),
     ("detection", "detection.", DetectionConfig),
+    ("inspection", "inspection.", InspectionProgramConfig),
+    ("inspection.csv", "inspection.csv.", CsvConfig),
+    ("inspection.csv.columns", "inspection.csv.columns.", CsvColumnsConfig),
 ]
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
 from monitor.codec import alert_to_dict, part_to_dict
@@ -35,6 +36,7 @@ from monitor.config import Site
 from monitor.errors import StoreError
 from monitor.events import EventHub, Subscription
 from monitor.feature_view import feature_view
+from monitor.inspection.importer import ImportOptions, ImportSummary, ResultsOutcome, import_files, rematch
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Changes, Pipeline
 from monitor.runtime import StoreLock
@@ -269,6 +271,21 @@ class MonitorCore:
         changes = await self._call(self._pipeline.close)
         self._publish(changes)
         return changes
+
+    async def import_inspection(self, paths: Sequence[Path], options: ImportOptions) -> ImportSummary:
+        """Import inspection result files into the store (on the store thread, between parts)."""
+        summary = await self._call(import_files, self._site, self._store, list(paths), options)
+        if summary.rematched:
+            self.hub.publish("inspection", {"rematched": [r.as_dict() for r in summary.rematched]})
+        return summary
+
+    async def rematch_inspection(self) -> list[ResultsOutcome]:
+        """Try inspection results that wait for their part again; the newly matched (published as
+        an ``inspection`` event when there are any)."""
+        found = await self._call(rematch, self._site, self._store)
+        if found:
+            self.hub.publish("inspection", {"rematched": [r.as_dict() for r in found]})
+        return found
 
     async def save_positions(self, positions: Mapping[tuple[str, str], dict[str, Any]]) -> set[tuple[str, str]]:
         """Remember where each (machine, source) can resume after a restart; returns those saved.

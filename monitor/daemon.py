@@ -15,6 +15,8 @@ Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
     ├── watchdog            systemd watchdog pings and status line, from this loop (Type=notify)
     ├── loop-lag            how late the event loop runs timers (metrics)
     ├── reload              SIGHUP / POST /reload of the control API: re-read the configuration
+    ├── inspection          watched folders of CMM/gauge result files -> core.import_inspection;
+    │                       unmatched inspection results tried again
     ├── sink:<name>         one RunningSink per configured output
     ├── control             the local control API the CLI uses (always)
     └── dashboard           the web server and /metrics, when enabled
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -44,6 +47,7 @@ from monitor.control import new_token, serve_control
 from monitor.core import CoreCounts, MonitorCore
 from monitor.dashboard.server import serve_dashboard
 from monitor.errors import ConfigError, MonitorError, StoreError
+from monitor.inspection.watch import FolderWatcher
 from monitor.metrics import DaemonMetrics
 from monitor.model import Alert, Observation, PartRecord
 from monitor.pipeline import Changes
@@ -115,6 +119,9 @@ class Daemon:
         self._source_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._reload_lock = asyncio.Lock()
         self._reload_requests: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self.watcher = FolderWatcher(
+            lambda: self.core.site, self.core.import_inspection, self.core.rematch_inspection, self.hub.publish
+        )
         self.metrics = DaemonMetrics(self)
         core.time_store_writes(self.metrics.on_store_write)
         core.add_status(self._add_status)
@@ -156,6 +163,7 @@ class Daemon:
             entry.setdefault("sources", []).append(source.status())
         body["sinks"] = {s.name: s.status() for s in self.sinks}
         body["queue"] = self._queue.qsize()
+        body["inspection"] = dataclasses.asdict(self.watcher.counts)
         body["config"] = self._config_status()
 
     def _config_status(self) -> dict[str, Any]:
@@ -191,6 +199,7 @@ class Daemon:
                 processor = tg.create_task(self._process(), name="process")
                 ticker = tg.create_task(self._tick(), name="tick")
                 reloader = tg.create_task(self._reloader(), name="reload")
+                inspection = tg.create_task(self.watcher.run(), name="inspection")
                 lag = tg.create_task(self.metrics.measure_loop_lag(), name="loop-lag")
                 await self._serve(stack)
                 await self.status()
@@ -200,6 +209,7 @@ class Daemon:
                 await stop.wait()
                 self.notifier.stopping("stopping: draining sources, storing parts, flushing outputs")
                 ticker.cancel()
+                inspection.cancel()
                 async with self._reload_lock:  # a reload in progress finishes first
                     reloader.cancel()
                 # stop reading, then let the sources hand over what their adapters hold: every

@@ -8,6 +8,7 @@ daemon can catch one type at their boundary and print a message that says what t
     ├── AdapterError         a controller could not be read
     │   ├── ConnectError     the endpoint refused, timed out, or rejected our credentials
     │   └── BadDocument      the controller sent something we cannot parse (malformed, hostile)
+    ├── InspectionError      a CMM or gauge result file (QIF, CSV) is missing, hostile, malformed or invalid
     ├── StoreError           the embedded SQLite store could not be opened, migrated or written
     ├── SinkError            an output (InfluxDB, MQTT, webhook) refused or failed a write
     └── DetectionError       a detector was configured with values it cannot work with
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigIssue",
     "ConnectError",
     "DetectionError",
+    "InspectionError",
     "MonitorError",
     "SinkError",
     "StoreError",
@@ -69,6 +71,17 @@ class ConnectError(AdapterError):
 
 class BadDocument(AdapterError):
     """Raised when a controller sends data we refuse to interpret: malformed, truncated or hostile XML."""
+
+
+class InspectionError(MonitorError):
+    """Raised when an inspection result file cannot be imported: it is missing or unreadable,
+    hostile (DTD, entities), malformed, not valid against its schema, or names a plan that cannot
+    be found. The message names the file and the reason; nothing of the file is stored."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
 
 
 class StoreError(MonitorError):

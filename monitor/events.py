@@ -17,7 +17,8 @@ __all__ = ["EventHub", "HubEvent", "Subscription"]
 
 @dataclass(frozen=True, slots=True)
 class HubEvent:
-    """``kind`` is ``part``, ``alert`` or ``machine``; ``data`` is the JSON-able body."""
+    """``kind`` is ``part``, ``alert``, ``machine`` or ``inspection`` (a result file imported, or
+    results matched later); ``data`` is the JSON-able body."""
 
     kind: str
     data: dict[str, Any]

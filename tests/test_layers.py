@@ -23,11 +23,32 @@ LAYERS: list[tuple[str, list[str]]] = [
     # 0. the domain model, errors, codecs and small shared tools: import nothing of ours above them
     (
         "foundation",
-        ["monitor", "monitor.errors", "monitor.model", "monitor.codec", "monitor.retry", "monitor.yamlmarks", "monitor.logs"],
+        [
+            "monitor",
+            "monitor.errors",
+            "monitor.model",
+            "monitor.codec",
+            "monitor.retry",
+            "monitor.yamlmarks",
+            "monitor.logs",
+            "monitor.inspection.model",
+            "monitor.inspection.units",
+        ],
     ),
     # 1. the edges, each knowing the foundation only: protocols in, outputs out, detector settings,
     #    the live event hub, the store lock and runtime file
-    ("edges", ["adapters", "monitor.sinks", "monitor.detect.config", "monitor.events", "monitor.runtime"]),
+    (
+        "edges",
+        [
+            "adapters",
+            "monitor.sinks",
+            "monitor.detect.config",
+            "monitor.events",
+            "monitor.runtime",
+            "monitor.inspection.config",
+            "monitor.inspection.xmlsafe",
+        ],
+    ),
     # 2. the site and program files (compose the edges' config types), the store
     ("configuration", ["monitor.config", "monitor.store"]),
     # 3. what works on the configuration: detection, part tracking, the simulation, config docs,
@@ -44,6 +65,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.reload",
             "monitor.service",
             "monitor.grafana",
+            "monitor.inspection",
         ],
     ),
     # 4. the drift engine and the reports read from the store

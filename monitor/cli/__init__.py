@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "monitor.cli.service",
     "monitor.cli.store",
     "monitor.cli.grafana",
+    "monitor.cli.inspection",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -11,7 +11,10 @@ Contract every backend keeps (the SQLite one is the reference, tested in tests/t
   after it in one transaction, and is a no-op returning False for a key already stored;
 - ``record_alerts`` appends each change to the alert's history (``alert_events``, a sequence that
   only grows) and sets the alert as it now stands;
-- reads return domain objects (:mod:`monitor.model`), oldest first unless said otherwise;
+- ``record_inspection`` stores each inspection result and actual once, by its key, whatever file
+  brings it again; a file is remembered by its content hash;
+- reads return domain objects (:mod:`monitor.model`, :mod:`monitor.inspection.model`), oldest
+  first unless said otherwise;
 - every failure is a :class:`~monitor.errors.StoreError` whose message says what to do.
 """
 
@@ -22,6 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
 __all__ = ["Store", "StoreReader"]
@@ -93,6 +97,48 @@ class StoreReader(Protocol):
         """(machine, signal) pairs that have history."""
         ...
 
+    def part(self, key: str) -> PartRecord | None:
+        """The part stored under ``key``."""
+        ...
+
+    def parts_with_id(self, part_id: str, *, machine: str | None = None, program: str | None = None) -> list[PartRecord]:
+        """Parts (not aborted) whose probing macro wrote this ``part.id`` (a serial number), oldest first."""
+        ...
+
+    def has_part_ids(self, *, machine: str | None = None, program: str | None = None) -> bool:
+        """True when some part of that machine/program carries a ``part.id``."""
+        ...
+
+    def parts_ended_before(
+        self, time: datetime, *, machine: str | None = None, program: str | None = None, last: int = 2
+    ) -> list[PartRecord]:
+        """The ``last`` parts (not aborted) that ended at or before ``time``, newest first."""
+        ...
+
+    def inspection_file(self, sha256: str) -> dict[str, Any] | None:
+        """The imported file with this content hash (path, format, imported_at, info), or None."""
+        ...
+
+    def inspection_files(self) -> list[dict[str, Any]]:
+        """Every imported file, oldest first."""
+        ...
+
+    def inspection_results(
+        self,
+        *,
+        keys: Sequence[str] | None = None,
+        part_keys: Sequence[str] | None = None,
+        unmatched: bool = False,
+        after_seq: int | None = None,
+        with_actuals: bool = True,
+    ) -> list[StoredResult]:
+        """Stored inspection results with their actuals, in the order they were stored or last changed."""
+        ...
+
+    def last_inspection_seq(self) -> int:
+        """Where the change sequence of inspection results stands (0 when none are stored)."""
+        ...
+
 
 class Store(StoreReader, Protocol):
     """A store the daemon's core writes through (one writer of alert state: the core)."""
@@ -118,6 +164,27 @@ class Store(StoreReader, Protocol):
 
     def prune_signals(self, older_than: datetime, *, chunk: int = 10_000) -> int:
         """Delete signal history before ``older_than``; how many rows went."""
+        ...
+
+    def record_inspection(
+        self,
+        path: str,
+        format: str,
+        sha256: str,
+        info: dict[str, Any],
+        results: Sequence[tuple[str, InspectionResult, Sequence[str]]],
+    ) -> tuple[list[str], int]:
+        """Store one file's results (key, results, actual keys) in one transaction, each result and
+        actual once whatever file brings it again; the keys that are new or gained actuals, and how
+        many actuals are new."""
+        ...
+
+    def forget_inspection_file(self, sha256: str) -> int:
+        """Delete what was first imported from the file with this hash; how many actuals went."""
+        ...
+
+    def set_inspection_matches(self, matches: Iterable[tuple[str, str | None, MatchMethod | None, str | None]]) -> None:
+        """Record the part (or none, with the reason) each results belong to."""
         ...
 
     def close(self) -> None: ...

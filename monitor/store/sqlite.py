@@ -26,6 +26,15 @@ from typing import Any, Self
 
 from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
 from monitor.errors import StoreError
+from monitor.inspection.model import (
+    InspectionResult,
+    MatchMethod,
+    StoredResult,
+    actual_from_dict,
+    actual_to_dict,
+    result_from_dict,
+    result_to_dict,
+)
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
@@ -97,6 +106,46 @@ MIGRATIONS: list[str] = [
         text TEXT,
         PRIMARY KEY (machine, signal, time)
     ) WITHOUT ROWID;
+    """,
+    # 3: inspection results from CMM and gauge files (QIF, CSV), joined to parts (monitor import);
+    # parts findable by the serial their probing macro wrote (part.id)
+    """
+    CREATE TABLE inspection_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
+        format TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        info TEXT NOT NULL
+    );
+    CREATE TABLE inspection_results (
+        key TEXT PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES inspection_files (id),
+        seq INTEGER NOT NULL,
+        serial TEXT,
+        part_number INTEGER,
+        machine TEXT,
+        program TEXT,
+        time TEXT,
+        part_key TEXT,
+        matched_by TEXT,
+        note TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX inspection_results_by_part ON inspection_results (part_key);
+    CREATE INDEX inspection_results_by_seq ON inspection_results (seq);
+    CREATE TABLE inspection_actuals (
+        key TEXT PRIMARY KEY,
+        results_key TEXT NOT NULL REFERENCES inspection_results (key) ON DELETE CASCADE,
+        file_id INTEGER NOT NULL REFERENCES inspection_files (id),
+        position INTEGER NOT NULL,
+        characteristic TEXT NOT NULL,
+        value REAL,
+        status TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX inspection_actuals_by_results ON inspection_actuals (results_key, position);
+    CREATE INDEX parts_by_part_id ON parts (json_extract(data, '$.part_id'));
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -491,6 +540,243 @@ class SqliteStore:
                 "SELECT position FROM adapter_positions WHERE machine = ? AND source = ?", (machine, source)
             ).fetchone()
         return json.loads(row[0]) if row else None
+
+    # ----------------------------------------------------------------- inspection results
+    def inspection_file(self, sha256: str) -> dict[str, Any] | None:
+        """The imported file with this content hash: path, format, imported_at, info; None if never imported."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, path, format, imported_at, info FROM inspection_files WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "path": row[1], "format": row[2], "imported_at": row[3], "info": json.loads(row[4])}
+
+    def record_inspection(
+        self,
+        path: str,
+        format: str,
+        sha256: str,
+        info: dict[str, Any],
+        results: Sequence[tuple[str, InspectionResult, Sequence[str]]],
+    ) -> tuple[list[str], int]:
+        """Store one file's results, each as ``(key, results, actual keys)``, in one transaction.
+
+        Results and actuals already stored (same key: the same measurement from this or another
+        file) are left as they are; new actuals of results already stored (a CSV that grew) are
+        added to them. Returns the keys of results that are new or gained actuals, and the number
+        of new actuals. The file itself is remembered by its hash (see :meth:`inspection_file`)."""
+        changed: list[str] = []
+        added = 0
+        with self._timed("inspection"), self._lock, self._tx():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO inspection_files (sha256, path, format, imported_at, info) VALUES (?, ?, ?, ?, ?)",
+                (sha256, path, format, _now(), json.dumps(info)),
+            )
+            file_id = int(
+                self._db.execute("SELECT id FROM inspection_files WHERE sha256 = ?", (sha256,)).fetchone()[0]
+                if cur.rowcount == 0
+                else cur.lastrowid or 0
+            )
+            seq = self._next_inspection_seq()
+            for key, result, actual_keys in results:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO inspection_results"
+                    " (key, file_id, seq, serial, part_number, machine, program, time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        file_id,
+                        seq,
+                        result.serial,
+                        result.part_number,
+                        result.machine,
+                        result.program,
+                        result.time.isoformat() if result.time else None,
+                        json.dumps(result_to_dict(result)),
+                    ),
+                )
+                new_results = cur.rowcount > 0
+                start = int(
+                    self._db.execute(
+                        "SELECT COALESCE(MAX(position), -1) + 1 FROM inspection_actuals WHERE results_key = ?", (key,)
+                    ).fetchone()[0]
+                )
+                rows = [
+                    (
+                        akey,
+                        key,
+                        file_id,
+                        start + i,
+                        actual.characteristic.name,
+                        actual.value,
+                        actual.status,
+                        json.dumps(actual_to_dict(actual)),
+                    )
+                    for i, (akey, actual) in enumerate(zip(actual_keys, result.actuals, strict=True))
+                ]
+                before = self._db.total_changes
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO inspection_actuals (key, results_key, file_id, position, characteristic, value,"
+                    " status, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                gained = self._db.total_changes - before
+                added += gained
+                if new_results or gained:
+                    changed.append(key)
+                    if not new_results:
+                        self._db.execute("UPDATE inspection_results SET seq = ? WHERE key = ?", (seq, key))
+        return changed, added
+
+    def _next_inspection_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM inspection_results").fetchone()[0])
+
+    def forget_inspection_file(self, sha256: str) -> int:
+        """Delete what was first imported from the file with this hash (``monitor import --replace``):
+        its actuals, results left without actuals, and the file's record. How many actuals went."""
+        with self._timed("inspection"), self._lock, self._tx():
+            row = self._db.execute("SELECT id FROM inspection_files WHERE sha256 = ?", (sha256,)).fetchone()
+            if row is None:
+                return 0
+            file_id = int(row[0])
+            gone = self._db.execute("DELETE FROM inspection_actuals WHERE file_id = ?", (file_id,)).rowcount
+            self._db.execute(
+                "DELETE FROM inspection_results WHERE file_id = ? AND NOT EXISTS"
+                " (SELECT 1 FROM inspection_actuals a WHERE a.results_key = inspection_results.key)",
+                (file_id,),
+            )
+            # results that other files added to keep their rows: they now belong to the first of those files
+            self._db.execute(
+                "UPDATE inspection_results SET file_id = (SELECT MIN(a.file_id) FROM inspection_actuals a"
+                " WHERE a.results_key = inspection_results.key) WHERE file_id = ?",
+                (file_id,),
+            )
+            self._db.execute("DELETE FROM inspection_files WHERE id = ?", (file_id,))
+            return int(gone)
+
+    def set_inspection_matches(self, matches: Iterable[tuple[str, str | None, MatchMethod | None, str | None]]) -> None:
+        """Record which part each results belong to: ``(results key, part key or None, how, note)``.
+        A change moves the results to the end of the change sequence (:meth:`inspection_results`
+        ``after_seq``), so the daemon re-reads what a match changed."""
+        with self._timed("inspection"), self._lock, self._tx():
+            seq = self._next_inspection_seq()
+            for key, part_key, how, note in matches:
+                self._db.execute(
+                    "UPDATE inspection_results SET part_key = ?, matched_by = ?, note = ?,"
+                    " seq = CASE WHEN part_key IS ? THEN seq ELSE ? END WHERE key = ?",
+                    (part_key, None if how is None else str(how), note, part_key, seq, key),
+                )
+
+    def inspection_results(
+        self,
+        *,
+        keys: Sequence[str] | None = None,
+        part_keys: Sequence[str] | None = None,
+        unmatched: bool = False,
+        after_seq: int | None = None,
+        with_actuals: bool = True,
+    ) -> list[StoredResult]:
+        """Stored results with their actuals, in the order they were stored (or last changed).
+
+        ``keys`` / ``part_keys`` select some; ``unmatched`` only those not tied to a part;
+        ``after_seq`` only those stored or changed after that point of the change sequence;
+        ``with_actuals`` False leaves the actuals out (matching needs only who the part was)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if keys is not None:
+            where.append(f"r.key IN ({','.join('?' * len(keys))})")
+            args.extend(keys)
+        if part_keys is not None:
+            where.append(f"r.part_key IN ({','.join('?' * len(part_keys))})")
+            args.extend(part_keys)
+        if unmatched:
+            where.append("r.part_key IS NULL")
+        if after_seq is not None:
+            where.append("r.seq > ?")
+            args.append(after_seq)
+        if (keys is not None and not keys) or (part_keys is not None and not part_keys):
+            return []
+        sql = (
+            "SELECT r.key, r.seq, r.part_key, r.matched_by, r.note, r.data, f.path, f.imported_at"
+            " FROM inspection_results r JOIN inspection_files f ON f.id = r.file_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY r.seq, r.rowid"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            actuals: dict[str, list[tuple[str, str]]] = {}
+            for i in range(0, len(rows) if with_actuals else 0, 500):
+                chunk = [r[0] for r in rows[i : i + 500]]
+                for rkey, akey, data in self._db.execute(
+                    f"SELECT results_key, key, data FROM inspection_actuals WHERE results_key IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY results_key, position",
+                    chunk,
+                ):
+                    actuals.setdefault(rkey, []).append((akey, data))
+        out: list[StoredResult] = []
+        for key, seq, part_key, matched_by, note, data, path, imported_at in rows:
+            own = actuals.get(key, [])
+            result = result_from_dict(json.loads(data), tuple(actual_from_dict(json.loads(d)) for _, d in own))
+            out.append(
+                StoredResult(
+                    key=key,
+                    result=result,
+                    actual_keys=tuple(k for k, _ in own),
+                    file=path,
+                    imported_at=datetime.fromisoformat(imported_at),
+                    seq=int(seq),
+                    part_key=part_key,
+                    matched_by=MatchMethod(matched_by) if matched_by else None,
+                    note=note,
+                )
+            )
+        return out
+
+    def last_inspection_seq(self) -> int:
+        """Where the change sequence of inspection results stands (0 when none are stored)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspection_results").fetchone()[0])
+
+    def inspection_files(self) -> list[dict[str, Any]]:
+        """Every imported file, oldest first: sha256, path, format, imported_at, info."""
+        with self._lock:
+            rows = self._db.execute("SELECT sha256, path, format, imported_at, info FROM inspection_files ORDER BY id").fetchall()
+        return [{"sha256": r[0], "path": r[1], "format": r[2], "imported_at": r[3], "info": json.loads(r[4])} for r in rows]
+
+    def parts_with_id(self, part_id: str, *, machine: str | None = None, program: str | None = None) -> list[PartRecord]:
+        """Parts (not aborted) whose probing macro wrote this ``part.id`` (a serial number), oldest first."""
+        where, args = _filters(machine=machine, program=program)
+        where += ["json_extract(data, '$.part_id') = ?", "status != 'aborted'"]
+        args.append(part_id)
+        with self._lock:
+            rows = self._db.execute(f"SELECT data FROM parts WHERE {' AND '.join(where)} ORDER BY end, rowid", args).fetchall()
+        return [part_from_dict(json.loads(r[0])) for r in rows]
+
+    def has_part_ids(self, *, machine: str | None = None, program: str | None = None) -> bool:
+        """True when some part of that machine/program carries a ``part.id`` (the shop writes serials)."""
+        where, args = _filters(machine=machine, program=program)
+        where.append("json_extract(data, '$.part_id') IS NOT NULL")
+        with self._lock:
+            return self._db.execute(f"SELECT 1 FROM parts WHERE {' AND '.join(where)} LIMIT 1", args).fetchone() is not None
+
+    def parts_ended_before(
+        self, time: datetime, *, machine: str | None = None, program: str | None = None, last: int = 2
+    ) -> list[PartRecord]:
+        """The ``last`` parts (not aborted) that ended at or before ``time``, newest first."""
+        where, args = _filters(machine=machine, program=program)
+        where += ["end <= ?", "status != 'aborted'"]
+        args += [time.astimezone(UTC).isoformat(), last]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT data FROM parts WHERE {' AND '.join(where)} ORDER BY end DESC, rowid DESC LIMIT ?", args
+            ).fetchall()
+        return [part_from_dict(json.loads(r[0])) for r in rows]
+
+    def part(self, key: str) -> PartRecord | None:
+        """The part stored under ``key``."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM parts WHERE key = ?", (key,)).fetchone()
+        return part_from_dict(json.loads(row[0])) if row else None
 
     def integrity_problems(self) -> list[str]:
         """What a crash could have torn: parts whose stored measurements differ from their record."""
