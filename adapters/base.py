@@ -3,18 +3,23 @@
 An adapter is built from a :class:`SourceSpec` (one machine's id, its own source settings and its
 signal map; a site file's ``machines[]`` entry is one) the same way for every protocol
 (:class:`AdapterFactory`), opened with ``async with``, read with
-``async for obs in adapter.observations()``, and owns everything about its connection:
-connecting, subscribing, reconnecting with backoff, sequence tracking and resync. Library
-callbacks feed a bounded queue; when it overflows the adapter counts the loss and emits a gap
-observation so the tracker never calls a part complete that may have missed data.
+``async for batch in adapter.batches()`` (or one by one with ``adapter.observations()``), and
+owns everything about its connection: connecting, subscribing, reconnecting with backoff, sequence
+tracking and resync. Library callbacks feed a bounded queue; when it overflows the adapter counts
+the loss and emits a gap observation so the tracker never calls a part complete that may have
+missed data.
+
+Observations travel in batches: an adapter queues what one document or one publish carried in one
+step, and its reader takes everything queued at once (:class:`ObservationQueue`), so the cost of
+moving data between tasks is paid per batch, not per observation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,7 +29,15 @@ from typing import Any, Protocol, Self, TypeVar
 from monitor.errors import AdapterError
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 
-__all__ = ["Adapter", "AdapterFactory", "AdapterState", "AdapterStats", "DiscoveredSignal", "SourceSpec"]
+__all__ = [
+    "Adapter",
+    "AdapterFactory",
+    "AdapterState",
+    "AdapterStats",
+    "DiscoveredSignal",
+    "ObservationQueue",
+    "SourceSpec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +104,140 @@ class AdapterStats:
         return dict(self.counts)
 
 
+class ObservationQueue:
+    """A bounded FIFO of observations that moves them in batches.
+
+    ``asyncio.Queue`` costs a few microseconds per item on each side, and waiting on it together
+    with another future (the adapter's task) costs a task per item; at thousands of observations
+    per second that was most of the daemon's time. Here a writer puts a whole document's
+    observations in one call (waiting for room when the reader is slow: back-pressure, no loss)
+    and the reader takes everything queued in one call. ``maxsize`` bounds the observations held;
+    :meth:`task_done` and :meth:`join` say when everything taken was also processed.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._items: deque[Observation] = deque()
+        self._readable = asyncio.Event()
+        self._woken = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._unfinished = 0
+        self._finished = asyncio.Event()
+        self._finished.set()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def room(self) -> int:
+        """How many observations fit now."""
+        return max(0, self.maxsize - len(self._items))
+
+    def put_nowait(self, obs: Observation) -> None:
+        """Queue one observation; :class:`asyncio.QueueFull` when there is no room."""
+        if len(self._items) >= self.maxsize:
+            raise asyncio.QueueFull
+        self._items.append(obs)
+        self._added(1)
+
+    def put_some(self, observations: Sequence[Observation], start: int = 0) -> int:
+        """Queue ``observations[start:]`` as far as they fit; returns the index of the first not queued."""
+        n = min(len(observations) - start, self.maxsize - len(self._items))
+        if n <= 0:
+            return start
+        end = start + n
+        self._items.extend(observations[start:end] if start or end < len(observations) else observations)
+        self._added(n)
+        return end
+
+    async def put(self, obs: Observation) -> None:
+        """Queue one observation, waiting for room."""
+        while len(self._items) >= self.maxsize:
+            await self.wait_writable()
+        self._items.append(obs)
+        self._added(1)
+
+    async def put_many(self, observations: Sequence[Observation]) -> None:
+        """Queue every observation in order, waiting for room as often as needed."""
+        done = self.put_some(observations)
+        while done < len(observations):
+            await self.wait_writable()
+            done = self.put_some(observations, done)
+
+    async def wait_writable(self) -> None:
+        """Return once there is room for at least one observation."""
+        while len(self._items) >= self.maxsize:
+            self._writable.clear()
+            await self._writable.wait()
+
+    def take(self, limit: int | None = None) -> list[Observation]:
+        """Everything queued (at most ``limit``), oldest first, without waiting; [] when empty."""
+        items = self._items
+        if limit is None or limit >= len(items):
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(limit)]
+        if batch:
+            if not items:
+                self._readable.clear()
+            self._writable.set()
+        return batch
+
+    def get_nowait(self) -> Observation:
+        """The oldest observation; :class:`asyncio.QueueEmpty` when there is none."""
+        if not self._items:
+            raise asyncio.QueueEmpty
+        obs = self._items.popleft()
+        if not self._items:
+            self._readable.clear()
+        self._writable.set()
+        return obs
+
+    async def get(self) -> Observation:
+        while not self._items:
+            await self.wait_readable()
+        return self.get_nowait()
+
+    async def wait_readable(self) -> None:
+        """Return once something is queued, or once after each :meth:`wake`."""
+        if self._items:
+            return
+        if not self._woken:
+            self._readable.clear()
+            await self._readable.wait()
+        self._woken = False
+
+    def wake(self) -> None:
+        """Let a reader waiting in :meth:`wait_readable` look again (its writer has ended)."""
+        self._woken = True
+        self._readable.set()
+
+    def task_done(self, n: int = 1) -> None:
+        """``n`` observations taken earlier are processed."""
+        self._unfinished -= n
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._finished.set()
+
+    async def join(self) -> None:
+        """Wait until every observation ever queued was taken and marked done."""
+        await self._finished.wait()
+
+    def _added(self, n: int) -> None:
+        self._unfinished += n
+        self._finished.clear()
+        self._readable.set()
+
+
 class Adapter:
     """Base of all adapters: state machine, bounded output queue, gap and connection events.
 
@@ -110,7 +257,7 @@ class Adapter:
         """Why the adapter is in its state: the endpoint it is connected to, or what the last connection
         attempt answered (shown by `monitor status` and the dashboard beside the state)."""
         self.stats = AdapterStats()
-        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
+        self._queue = ObservationQueue(queue_size)
         self._task: asyncio.Task[None] | None = None
         self._overflowing = False
 
@@ -119,6 +266,7 @@ class Adapter:
             raise AdapterError(f"adapter for {self.machine} is {self.state}; create a new one instead of reopening")
         self.state = AdapterState.CONNECTING
         self._task = asyncio.create_task(self._guarded_run(), name=f"adapter:{self.machine}")
+        self._task.add_done_callback(lambda _: self._queue.wake())  # a reader waiting for data looks again
         return self
 
     async def __aexit__(
@@ -142,26 +290,32 @@ class Adapter:
             self._task = None
         await self._close()
         self.state = AdapterState.CLOSED
+        self._queue.wake()
 
-    async def observations(self) -> AsyncIterator[Observation]:
-        """Yield observations in the order the adapter produced them, until the adapter closes."""
+    async def batches(self, limit: int | None = None) -> AsyncIterator[list[Observation]]:
+        """Yield everything queued (at most ``limit`` at a time) in the order the adapter produced it,
+        until the adapter closes or its reading task ends (raising what ended it)."""
+        queue = self._queue
         while True:
-            if self.state is AdapterState.CLOSED and self._queue.empty():
+            batch = queue.take(limit)
+            if batch:
+                yield batch
+                continue
+            if self.state is AdapterState.CLOSED:
                 return
-            if self._task is not None and self._task.done() and self._queue.empty():
-                exc = self._task.exception() if not self._task.cancelled() else None
+            task = self._task
+            if task is not None and task.done():
+                exc = task.exception() if not task.cancelled() else None
                 if exc is not None:
                     raise exc
                 return
-            getter = asyncio.ensure_future(self._queue.get())
-            waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
-            if self._task is not None:
-                waiters.add(self._task)  # type: ignore[arg-type]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-            else:
-                getter.cancel()
+            await queue.wait_readable()
+
+    async def observations(self) -> AsyncIterator[Observation]:
+        """Yield observations one by one in the order the adapter produced them, until the adapter closes."""
+        async for batch in self.batches():
+            for obs in batch:
+                yield obs
 
     async def _cancel_task(self, task: asyncio.Task[None]) -> None:
         """Cancel the reading task and wait for it, but never forever: a protocol library that
@@ -197,6 +351,11 @@ class Adapter:
     async def _emit(self, obs: Observation) -> None:
         """Queue an observation, waiting when the consumer is slow (back-pressure, no loss)."""
         await self._queue.put(obs)
+
+    async def _emit_many(self, observations: Iterable[Observation]) -> None:
+        """Queue observations in order in as few steps as room allows (back-pressure, no loss)."""
+        batch = observations if isinstance(observations, Sequence) else list(observations)
+        await self._queue.put_many(batch)
 
     def _emit_nowait(self, obs: Observation) -> bool:
         """Queue from a callback that cannot wait; overflow is counted and reported as a gap."""

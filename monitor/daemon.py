@@ -10,7 +10,7 @@ Task tree (one ``asyncio.TaskGroup``; stopping is cancelling it)::
     Daemon.run
     ├── source:<machine>    one per configured source: a SourceSupervisor runs its adapter (restarted
     │                       after any failure, which ends there) and moves observations -> bounded queue
-    ├── process             queue -> core.ingest (on the core's thread) -> outputs, hub
+    ├── process             queue -> core.ingest (on the core's thread, one hand-off per batch) -> outputs, hub
     ├── tick                releases parts whose grace window ran out; status; health line
     ├── watchdog            systemd watchdog pings and status line, from this loop (Type=notify)
     ├── loop-lag            how late the event loop runs timers (metrics)
@@ -37,11 +37,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from adapters.base import Adapter
+from adapters.base import Adapter, ObservationQueue
 from monitor.config import Site, load_site
 from monitor.control import new_token, serve_control
 from monitor.core import CoreCounts, MonitorCore
@@ -81,22 +81,30 @@ class OutputSink(Protocol):
 
 
 class Daemon:
-    """One site's monitor around an open core. Build it, then ``await daemon.run(stop)``."""
+    """One site's monitor around an open core. Build it, then ``await daemon.run(stop)``.
+
+    Sources hand over batches into one bounded queue (``queue_size`` observations); the processor
+    hands the core up to ``batch_size`` observations at a time, gathering for at most
+    ``batch_wait_s`` after the first one arrives, so a cell of many machines that each deliver a
+    little at a time costs one hand-off to the core's thread per batch, not per delivery.
+    """
 
     def __init__(
         self,
         core: MonitorCore,
         *,
         queue_size: int = 10_000,
-        batch_size: int = 500,
+        batch_size: int = 2_000,
+        batch_wait_s: float = 0.05,
         health_every_s: float = 60.0,
         notifier: Notifier | None = None,
     ) -> None:
         self.core = core
         self.hub = core.hub
         self.notifier = notifier or Notifier(None)
-        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize=queue_size)
+        self._queue = ObservationQueue(queue_size)
         self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
         self._health_every_s = health_every_s
         self.sources: list[SourceSupervisor] = []
         self.sinks: list[OutputSink] = []
@@ -313,9 +321,9 @@ class Daemon:
 
         counts = self.metrics.source(machine.id, key)
 
-        async def deliver(obs: Observation) -> None:
-            counts.saw(obs)
-            await self._deliver(obs)
+        async def deliver(batch: Sequence[Observation]) -> None:
+            counts.saw_batch(batch)
+            await self._deliver(batch)
 
         source = SourceSupervisor(machine.id, key, make, deliver, resume=saved)
         for name in machine.signals:
@@ -352,30 +360,42 @@ class Daemon:
             if position is not None:
                 self._processed_positions[(source.machine, source.key)] = position
 
-    async def _deliver(self, obs: Observation) -> None:
-        """Move one source's observation into the shared bounded queue (waits when full) and the sinks."""
-        self._last_activity = time.monotonic()
-        if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
-            self._last_obs[obs.machine] = (obs.time, time.monotonic())
-        await self._queue.put(obs)
+    async def _deliver(self, batch: Sequence[Observation]) -> None:
+        """Move one source's batch into the shared bounded queue (waits when full) and the sinks."""
+        now = self._last_activity = time.monotonic()
+        for obs in reversed(batch):
+            if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
+                self._last_obs[obs.machine] = (obs.time, now)
+                break
+        await self._queue.put_many(batch)
         for sink in self.sinks:
-            sink.offer(obs)
+            for obs in batch:
+                sink.offer(obs)
 
     async def _process(self) -> None:
+        queue = self._queue
         while True:
             if self.core.writes_full and not (self._stopping or self._draining):
                 # the store cannot write and memory holds all it may: take nothing more until it
                 # writes again (the queue fills and back-pressure reaches the sources)
                 self._room.clear()
                 await self._room.wait()
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await queue.wait_readable()
+            batch = queue.take(self._batch_size)
+            if not batch:
+                continue
+            if len(batch) < self._batch_size and not (self._stopping or self._draining):
+                # gather what the other sources deliver meanwhile: one hand-off for all of it
+                deadline = asyncio.get_running_loop().time() + self._batch_wait_s
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        while len(batch) < self._batch_size and not (self._stopping or self._draining):
+                            await queue.wait_readable()
+                            batch += queue.take(self._batch_size - len(batch))
             try:
                 self._note_processed(await self.core.ingest(batch))
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                queue.task_done(len(batch))
 
     async def _tick(self) -> None:
         """Once a second: release parts whose grace ran out (in controller time); status; health line."""

@@ -68,6 +68,18 @@ class SourceCounts:
             self.observations += 1
             self.last_data = time.monotonic()
 
+    def saw_batch(self, batch: Sequence[Observation]) -> None:
+        """:meth:`saw` for a batch: values counted in one step, notes one by one."""
+        values = 0
+        for obs in batch:
+            if obs.signal == GAP_SIGNAL or obs.signal == CONNECTION_SIGNAL:
+                self.saw(obs)
+            else:
+                values += 1
+        if values:
+            self.observations += values
+            self.last_data = time.monotonic()
+
 
 @dataclass
 class _Snapshot:

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ class SourceSupervisor:
     """Runs one source's adapters, one at a time, until stopped; :meth:`run` never raises.
 
     ``make(resume)`` builds a new adapter resuming from a saved position (or None); ``deliver``
-    takes each observation (it may wait: back-pressure reaches the adapter).
+    takes each batch of observations in order (it may wait: back-pressure reaches the adapter).
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class SourceSupervisor:
         machine: str,
         key: str,
         make: Callable[[dict[str, Any] | None], Adapter],
-        deliver: Callable[[Observation], Awaitable[None]],
+        deliver: Callable[[Sequence[Observation]], Awaitable[None]],
         *,
         resume: dict[str, Any] | None = None,
         backoff: Backoff = RESTART_BACKOFF,
@@ -113,10 +113,12 @@ class SourceSupervisor:
             try:
                 adapter = self.adapter = self._make(self._resume)
                 async with adapter:
-                    async for obs in adapter.observations():
-                        if obs.signal == CONNECTION_SIGNAL and obs.value == str(AdapterState.CONNECTED):
+                    async for batch in adapter.batches():
+                        if self.failure is not None and any(
+                            obs.signal == CONNECTION_SIGNAL and obs.value == str(AdapterState.CONNECTED) for obs in batch
+                        ):
                             self.failure = None
-                        await self._deliver(obs)
+                        await self._deliver(batch)
                 return  # ended by itself (a replay read to its end) or stopped
             except Exception as exc:  # the per-source boundary: one source's failure must not end the cell
                 if self._stopping.is_set():
@@ -151,5 +153,5 @@ class SourceSupervisor:
             self._resume = position  # everything read up to here was delivered: continue exactly there
         else:
             reason = f"source restarted after an unexpected error ({self.last_error}); data in between may be lost"
-            await self._deliver(Observation(self.machine, GAP_SIGNAL, now, reason))
-        await self._deliver(Observation(self.machine, CONNECTION_SIGNAL, now, str(AdapterState.LOST)))
+            await self._deliver([Observation(self.machine, GAP_SIGNAL, now, reason)])
+        await self._deliver([Observation(self.machine, CONNECTION_SIGNAL, now, str(AdapterState.LOST))])

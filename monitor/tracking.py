@@ -14,8 +14,9 @@ Controllers are untidy, so the tracker also:
 * re-orders observations from two sources of one machine whose clocks differ by up to
   ``max_skew_s`` (a small buffer released by time), after shifting each signal by its source's
   ``clock_offset_s``;
-* drops observations replayed after a reconnect (per signal: older than, or identical to, the last
-  one seen);
+* drops observations replayed after a reconnect: an exact repeat (signal, time, value) of one of
+  the last few thousand observations, or of a signal's latest value however old (what a source
+  sends again when it reconnects), in bounded memory with O(1) work per observation;
 * treats a part counter that goes down (controller restart, counter reset to 0) as a new baseline,
   never as a part;
 * on a machine that reports no execution state, takes the window between two part ends (counter
@@ -44,7 +45,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,8 +78,13 @@ _RUNNING = frozenset({"ACTIVE", "RUNNING", "RUN", "AUTOMATIC", "EXECUTING", "STA
 _ENDED = frozenset({"READY", "PROGRAM_COMPLETED", "ENDED", "COMPLETED", "IDLE", "FINISHED"})
 _ABORTED = frozenset({"STOPPED", "INTERRUPTED", "ABORTED", "RESET", "PROGRAM_STOPPED", "ALARM"})
 _PAUSED = frozenset({"FEED_HOLD", "OPTIONAL_STOP", "PROGRAM_OPTIONAL_STOP", "WAIT", "SUSPENDED", "HOLD"})
-_RECENT = 65_536
-"""How many recent observations are remembered to recognise replays after a reconnect."""
+_RECENT = 2_048
+"""How many recent observations are remembered to recognise replays after a reconnect (besides each
+signal's latest one). Sources with sequence numbers (MTConnect) already drop what they read twice by
+sequence; this window covers what others send again: a reconnected subscription's initial values,
+a republished notification, a source restarted a little behind where it was."""
+_MAX_TOOLS = 1_000
+"""Tools whose last reported life is remembered (a magazine holds far fewer)."""
 _LOOSE_MAX = 20_000
 """Bound on results held unattributed (a machine whose parts never end must not grow memory)."""
 PART_ID = "part.id"
@@ -124,6 +130,37 @@ def execution_phase(value: Value) -> str:
 def part_key(machine: str, program: str, end: datetime) -> str:
     """A key that is the same whenever the same part is seen again (replay, daemon restart)."""
     return f"{machine}/{program}/{end.isoformat()}"
+
+
+class _RecentObservations:
+    """Fingerprints (signal, time, value) of the last ``size`` observations, and of each signal's
+    latest one however old; :meth:`seen` answers "is this a repeat?" and remembers it otherwise.
+
+    A fingerprint is added only when it was not there, so each one is held once: eviction is a
+    ``popleft`` and a set removal, O(1) whatever the window's size (a dict evicted by
+    ``next(iter(...))`` slows down as deleted slots pile up at its front)."""
+
+    __slots__ = ("_latest", "_order", "_present", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[tuple[str, datetime, Value]] = deque()
+        self._present: set[tuple[str, datetime, Value]] = set()
+        self._latest: dict[str, tuple[str, datetime, Value]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def seen(self, signal: str, time: datetime, value: Value) -> bool:
+        fingerprint = (signal, time, value)
+        if fingerprint in self._present or self._latest.get(signal) == fingerprint:
+            return True
+        self._latest[signal] = fingerprint
+        self._present.add(fingerprint)
+        self._order.append(fingerprint)
+        if len(self._order) > self._size:
+            self._present.discard(self._order.popleft())
+        return False
 
 
 @dataclass
@@ -205,13 +242,16 @@ class PartTracker:
         self._tiebreak = itertools.count()
         self._latest: datetime | None = None
         self._released: datetime | None = None
-        self._recent: dict[tuple[str, datetime, Value], None] = {}
+        self._recent = _RecentObservations(_RECENT)
         self._program: str | None = None
         self._phase = ExecutionPhase.UNKNOWN
         self._has_execution = False
         self._counter: int | None = None
         self._tool: str | None = None
         self._tool_life: float | None = None
+        self._lives: dict[str, float] = {}
+        """Each tool's life as last reported: a source that reports a tool's life only when it changes
+        (MTConnect CuttingTool assets) says nothing when an unchanged tool is loaded again."""
         self._load: tuple[datetime, float] | None = None
         self._speed: float | None = None
         self._open: _OpenPart | None = None
@@ -306,6 +346,7 @@ class PartTracker:
             "counter": self._counter,
             "tool": self._tool,
             "tool_life": self._tool_life,
+            "tool_lives": dict(self._lives),
             "next_part_numbers": dict(self._next_number),
         }
 
@@ -317,6 +358,9 @@ class PartTracker:
         self._tool = context.get("tool")
         life = context.get("tool_life")
         self._tool_life = float(life) if isinstance(life, (int, float)) else None
+        lives = context.get("tool_lives")
+        if isinstance(lives, Mapping):
+            self._lives = {str(k): float(v) for k, v in lives.items() if isinstance(v, (int, float))}
         for program, number in dict(context.get("next_part_numbers") or {}).items():
             self._next_number[program] = max(int(number), self._next_number.get(program, 1))
 
@@ -328,13 +372,7 @@ class PartTracker:
         """
         if obs.signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
             return False
-        fingerprint = (obs.signal, obs.time, obs.value)
-        if fingerprint in self._recent:
-            return True
-        self._recent[fingerprint] = None
-        if len(self._recent) > _RECENT:
-            del self._recent[next(iter(self._recent))]
-        return False
+        return self._recent.seen(obs.signal, obs.time, obs.value)
 
     def _process(self, obs: Observation) -> list[PartRecord]:
         out = self._release(obs.time)
@@ -519,18 +557,24 @@ class PartTracker:
         if tool == self._tool:
             return
         self._integrate(obs.time)
-        self._tool, self._tool_life = tool, None
+        self._tool, self._tool_life = tool, self._lives.get(tool)
         if self._open is not None:
-            self._open.tools.append(ToolUse(tool))
+            self._open.tools.append(ToolUse(tool, self._tool_life, self._tool_life))
 
     def _tool_life_update(self, obs: Observation) -> None:
         value = obs.number
         if value is None:
             return
         self._tool_life = value
+        if self._tool is not None:
+            self._lives[self._tool] = value
+            if len(self._lives) > _MAX_TOOLS:
+                del self._lives[next(iter(self._lives))]
         if self._open is not None and self._open.tools:
             t = self._open.tools[-1]
-            start = t.life_start if t.life_start is not None else value
+            # before the tool cut anything, a reported life is where its use starts (a tool replaced
+            # while out of the spindle comes back with a new life)
+            start = t.life_start if t.life_start is not None and t.cutting_time > 0 else value
             self._open.tools[-1] = ToolUse(t.tool, start, value, t.cutting_time)
 
     def _gap(self, obs: Observation) -> None:

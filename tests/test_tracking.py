@@ -240,6 +240,42 @@ def test_never_emits_a_part_twice_whatever_the_replay(replays: list[tuple[int, i
     assert [p.counter for p in parts if p.status is PartStatus.COMPLETE] == [1, 2, 3, 4, 5, 6]
 
 
+def test_replays_are_recognised_in_a_bounded_window_and_by_each_signals_latest_value() -> None:
+    tracker = make(grace_s=1)
+    first = [*start(), *cycle(0, 1)]
+    run(tracker, first, close=False)
+    # far more than the window later: the window has forgotten cycle 1, but what a reconnecting
+    # source sends again first, each signal's current value, is still known however old
+    loads = [obs(20 + i * 0.001, "spindle.load", float(i % 97)) for i in range(20_000)]
+    run(tracker, loads, close=False)
+    assert len(tracker._recent) <= 2_048
+    current = [first[-1], first[-2]]  # execution READY and part.count 1, as a subscription's initial values
+    before = tracker.counts["duplicates"]
+    run(tracker, current, close=False)
+    assert tracker.counts["duplicates"] == before + 2
+    # the bound: a value older than the window that is no signal's latest any more is taken as new
+    old = [o for o in first if o.signal == "tool.life"]
+    run(tracker, [obs(40, "tool.life", 150.0), *old], close=False)
+    assert tracker.counts["duplicates"] == before + 2
+
+
+def test_a_tool_loaded_again_starts_with_the_life_it_last_reported() -> None:
+    tracker = make(grace_s=0)
+    stream = [*start(), obs(0, "execution", "ACTIVE"), obs(0.5, "tool.number", 12), obs(0.6, "tool.life", 10.0)]
+    stream += [obs(1, "spindle.speed", 8000), obs(1, "spindle.load", 40.0), obs(3, "spindle.load", 40.0)]
+    stream += [obs(3, "tool.life", 12.5), obs(3, "spindle.speed", 0), obs(3.5, "tool.number", 7)]
+    # a source that reports a tool's life only when it changes (MTConnect assets) says nothing here
+    stream += [obs(4, "spindle.speed", 6000), obs(4, "spindle.load", 30.0), obs(6, "spindle.load", 30.0)]
+    stream += [obs(6, "tool.life", 3.0), obs(6, "spindle.speed", 0), obs(6.5, "tool.number", 12)]
+    stream += [obs(7, "spindle.speed", 8000), obs(7, "spindle.load", 40.0), obs(9, "spindle.load", 40.0)]
+    stream += [obs(9, "tool.life", 15.0), obs(9, "spindle.speed", 0), obs(10, "part.count", 1), obs(10.5, "execution", "READY")]
+    (part,) = run(tracker, stream)
+    assert [(t.tool, t.life_start, t.life_end) for t in part.tools] == [("12", 10.0, 12.5), ("7", 3.0, 3.0), ("12", 12.5, 15.0)]
+    resumed = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=tracker.context())
+    (again,) = run(resumed, [obs(20, "execution", "ACTIVE"), obs(20.5, "tool.number", 7), obs(21, "part.count", 2)])
+    assert again.tools[-1].life_start == 3.0  # remembered across a restart, with the context
+
+
 def test_context_resumes_program_and_counter_after_restart() -> None:
     before = make(grace_s=0)
     run(before, [*start(), *cycle(0, 1), *cycle(20, 2)])

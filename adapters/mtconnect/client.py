@@ -54,6 +54,8 @@ __all__ = ["AgentClient", "MtConnectAdapter", "iter_multipart", "read_capped"]
 log = logging.getLogger(__name__)
 
 _CHUNK = 256 * 1024
+_ASSET_CACHE = 256
+"""Assets whose last read version is remembered (a tool magazine holds far fewer)."""
 _MAX_PART_HEADERS = 64
 
 
@@ -266,6 +268,8 @@ class MtConnectAdapter(Adapter):
         self._conditions: dict[str, ConditionState] = {}
         self._sets: dict[str, dict[str, object]] = {}
         self._assets: dict[str, AssetsDocument | None] = {}
+        self._asset_cache: dict[str, tuple[str, AssetsDocument | None]] = {}
+        """Per asset id: the ASSET_CHANGED time of the version read, and what was read (bounded)."""
         self._client: AgentClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
@@ -493,35 +497,46 @@ class MtConnectAdapter(Adapter):
     # ------------------------------------------------------------ observations
 
     async def _emit_observations(self, observations: Sequence[MtcObservation], *, current: bool) -> None:
-        ordered = sorted(observations, key=_seq)
+        """Turn one document's observations into canonical ones, queued in one step.
+
+        ``next_sequence`` moves only past what is queued: a reader stopped while this waits for
+        room resumes at the first observation not handed over, never past it."""
+        ordered = sorted(observations, key=_seq) if not _in_order(observations) else observations
         floor = self.next_sequence if not current else None
-        queue, machine, by_item = self._queue, self.machine, self._by_item
+        machine, by_item = self.machine, self._by_item
         await self._read_assets(ordered)
+        out: list[Observation] = []
         for o in ordered:
             if floor is not None and o.sequence < floor:
                 self.stats.count("duplicates_dropped")
                 continue
             bindings = by_item.get(o.data_item_id)
-            if bindings:
-                for b in bindings:
-                    if b.reads_asset:
-                        await self._emit_tool_life(b, o)
-                        continue
-                    value = self._value(b, o)
-                    if value is _SKIP:
-                        continue
-                    try:
-                        when = o.time
-                    except BadDocument as exc:
-                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
-                        continue
-                    obs = Observation(machine, b.signal, when, value, o.sequence)  # type: ignore[arg-type]
-                    if queue.full():
-                        await queue.put(obs)  # back-pressure: wait for the consumer, lose nothing
-                    else:
-                        queue.put_nowait(obs)
+            if not bindings:
+                continue
+            for b in bindings:
+                if b.reads_asset:
+                    life = self._tool_life(b, o)
+                    if life is not None:
+                        out.append(life)
+                    continue
+                value = self._value(b, o)
+                if value is _SKIP:
+                    continue
+                try:
+                    when = o.time
+                except BadDocument as exc:
+                    self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
+                    continue
+                out.append(Observation(machine, b.signal, when, value, o.sequence))  # type: ignore[arg-type]
+        queue = self._queue
+        done = queue.put_some(out)
+        while done < len(out):  # back-pressure: wait for the consumer, lose nothing
             if not current:
-                self.next_sequence = o.sequence + 1
+                self.next_sequence = out[done].source_seq
+            await queue.wait_writable()
+            done = queue.put_some(out, done)
+        if not current and ordered:
+            self.next_sequence = max(ordered[-1].sequence + 1, self.next_sequence or 0)
 
     def _value(self, b: Binding, o: MtcObservation) -> object:
         if o.category == "CONDITION":
@@ -542,32 +557,46 @@ class MtConnectAdapter(Adapter):
         return convert(b.signal, o.value)
 
     async def _read_assets(self, ordered: Sequence[MtcObservation]) -> None:
-        """Re-read, once per document and concurrently, every asset an ASSET_CHANGED of a bound item names."""
+        """Re-read, once per document and concurrently, every asset an ASSET_CHANGED of a bound item
+        names, unless the change it announces (asset id and time) is one already read: the agent says
+        when an asset changed, so what ``/current`` repeats after a reconnect costs no request."""
         self._assets = {}
-        wanted = {
-            o.value
-            for o in ordered
-            if isinstance(o.value, str) and o.value and any(b.reads_asset for b in self._by_item.get(o.data_item_id, ()))
-        }
+        wanted: dict[str, str] = {}
+        for o in ordered:
+            if isinstance(o.value, str) and o.value and any(b.reads_asset for b in self._by_item.get(o.data_item_id, ())):
+                wanted[o.value] = o.timestamp
         if not wanted or self._client is None:
             return
+        cache = self._asset_cache
+        for asset_id, stamp in list(wanted.items()):
+            known = cache.get(asset_id)
+            if known is not None and known[0] == stamp:
+                self._assets[asset_id] = known[1]
+                self.stats.count("asset_reads_saved")
+                del wanted[asset_id]
         client = self._client
         limit = asyncio.Semaphore(8)
 
         async def one(asset_id: str) -> None:
             async with limit:
                 try:
-                    self._assets[asset_id] = await client.asset(asset_id)
+                    doc = self._assets[asset_id] = await client.asset(asset_id)
                 except (BadDocument, ConnectError) as exc:
                     self.stats.count("asset_read_failed", message=f"{self.machine}: asset {asset_id}: {exc}")
+                    return
+            self.stats.count("asset_reads")
+            cache.pop(asset_id, None)
+            cache[asset_id] = (wanted[asset_id], doc)
+            while len(cache) > _ASSET_CACHE:
+                del cache[next(iter(cache))]
 
         await asyncio.gather(*(one(i) for i in sorted(wanted)))
 
-    async def _emit_tool_life(self, b: Binding, o: MtcObservation) -> None:
-        """ASSET_CHANGED fired: emit the ToolLife (of type ``key``) of the CuttingTool as re-read."""
+    def _tool_life(self, b: Binding, o: MtcObservation) -> Observation | None:
+        """ASSET_CHANGED fired: the ToolLife (of type ``key``) of the CuttingTool as re-read, if any."""
         doc = self._assets.get(o.value) if isinstance(o.value, str) else None
         if doc is None:
-            return
+            return None
         for asset in doc.assets:
             if isinstance(asset, CuttingToolAsset):
                 lives = [lf for lf in asset.tool_life if b.key in (None, lf.type)]
@@ -576,8 +605,9 @@ class MtConnectAdapter(Adapter):
                         when = o.time
                     except BadDocument as exc:
                         self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
-                        return
-                    await self._emit(Observation(self.machine, b.signal, when, lives[0].value, o.sequence))
+                        return None
+                    return Observation(self.machine, b.signal, when, lives[0].value, o.sequence)
+        return None
 
 
 _SKIP = object()
@@ -585,6 +615,16 @@ _SKIP = object()
 
 def _seq(o: MtcObservation) -> int:
     return o.sequence
+
+
+def _in_order(observations: Sequence[MtcObservation]) -> bool:
+    """True when sequences already ascend (agents write them so; sorting is for those that do not)."""
+    previous = -1
+    for o in observations:
+        if o.sequence < previous:
+            return False
+        previous = o.sequence
+    return True
 
 
 def _boundary(content_type: str) -> str:

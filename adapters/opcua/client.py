@@ -24,10 +24,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
@@ -168,26 +168,6 @@ class OpcUaAdapter(Adapter):
         self._client_overflow = False
         self._lost_reason: str | None = None
         self._counts = self.stats.counts
-
-    async def observations(self) -> AsyncIterator[Observation]:
-        """Same contract as :meth:`Adapter.observations`, but drains queued observations directly.
-
-        The base waits on the queue and the adapter task for every item, which costs more than
-        receiving the notification; at thousands of changes per second that made the reader the
-        bottleneck. Here only an empty queue goes through the base's wait.
-        """
-        queue = self._queue
-        while True:
-            while not queue.empty():
-                yield queue.get_nowait()
-            waiter = cast(AsyncGenerator[Observation, None], super().observations())
-            try:
-                obs = await anext(waiter)
-            except StopAsyncIteration:
-                return
-            finally:
-                await waiter.aclose()
-            yield obs
 
     # ------------------------------------------------------------------------------ lifecycle
     def _backoff(self, attempt: int) -> float:

@@ -5,7 +5,8 @@ named ``S``) with load, speed and override, a controller path with program, exec
 count and tool number, probe results as ``MEASUREMENT_VALUE`` items (MTConnect 2.2+) and, when
 asked, also as a macro-variable ``VARIABLE`` DATA_SET as older controllers publish them. Tool life
 goes out as CuttingTool assets (ToolLife ``MINUTES``) announced by ``ASSET_CHANGED``, the way
-real agents carry it, so the adapter re-reads the asset.
+real agents carry it, so the adapter re-reads the asset; an asset is updated (and announced) only
+when its life changed, not each time the tool is loaded again.
 
 ``DEFAULT_SIGNAL_MAP`` is the ``signals:`` block a site file uses for such a device (by data
 item name, which is unique within a device); :meth:`SimAgentBinding.signal_map` adds the probes.
@@ -126,6 +127,7 @@ class SimAgentBinding:
             [device_for(m, macros=macros) for m in machines], host=host, port=port, buffer_size=buffer_size
         )
         self._tool: dict[str, str] = {}
+        self._lives: dict[tuple[str, str], float | None] = {}
         self._probe_keys = {m.id: {p: str(MACRO_BASE + i) for i, p in enumerate(_probe_names(m))} for m in machines}
 
     async def __aenter__(self) -> Self:
@@ -158,6 +160,9 @@ class SimAgentBinding:
         if signal == "tool.life":
             tool = self._tool.get(mid, "0")
             minutes = float(value) if isinstance(value, (int, float)) else None
+            if (mid, tool) in self._lives and self._lives[(mid, tool)] == minutes:
+                return  # the asset did not change: the agent announces nothing
+            self._lives[(mid, tool)] = minutes
             asset = CuttingToolAsset(
                 f"{mid}.T{tool}",
                 f"T{tool}",

@@ -275,3 +275,24 @@ async def test_agent_process_replaced_on_same_port() -> None:
         await first.aclose()
     assert [v for v in values(seen, "part.count") if v is not None] == [1.0, 2.0]
     assert [o.value for o in seen if o.signal == GAP_SIGNAL and "restarted" in str(o.value)]
+
+
+async def test_an_asset_is_read_again_only_when_the_agent_announces_a_new_change() -> None:
+    async with MtConnectAgent([vmc()], buffer_size=40) as agent:
+        cfg = machine(agent.url, streaming=False, count=5)
+        async with MtConnectAdapter(cfg, queue_size=2) as adapter:
+            await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+            agent.add_cutting_tool("vmc", CuttingToolAsset("T12.1", "T12", tool_life=(Life("MINUTES", "UP", 17.5),)))
+            await collect(adapter, has("tool.life", 17.5))
+            assert adapter.stats.counts["asset_reads"] == 1
+            # the consumer stops reading while the agent moves on past our position: the adapter
+            # resynchronises from /current, which repeats the tool's ASSET_CHANGED (same change)
+            for i in range(1, 200):
+                agent.publish("vmc", "vmc_pc", float(i))
+            seen = await collect(adapter, has("part.count", 199.0))
+            assert adapter.stats.counts["out_of_range"] >= 1
+            assert values(seen, "tool.life") == [17.5]  # the current value, told again from what was read
+            assert adapter.stats.counts["asset_reads"] == 1 and adapter.stats.counts["asset_reads_saved"] >= 1
+            agent.add_cutting_tool("vmc", CuttingToolAsset("T12.1", "T12", tool_life=(Life("MINUTES", "UP", 18.0),)))
+            await collect(adapter, has("tool.life", 18.0))
+            assert adapter.stats.counts["asset_reads"] == 2
