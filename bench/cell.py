@@ -317,6 +317,9 @@ def summarise(run: LiveRun, window_s: float) -> dict[str, Any]:
 def run_live(args: argparse.Namespace, machines: int, minutes: float, sample_s: float, speed: float, work: Path) -> LiveRun:
     """One cell size: feeder, daemon and bare reader; samples every window until ``minutes`` pass."""
     work.mkdir(parents=True, exist_ok=True)
+    for stale in work.iterdir():  # a kept folder of an earlier run: its agents, counts and store are gone
+        if stale.is_file():
+            stale.unlink()
     run = LiveRun(machines)
     parts = int(minutes * 60 / args.part_every_s) + 6
     ready = work / "agents.json"
@@ -443,6 +446,8 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     others = min(at) + 10
     cell = SimCell(cell_scenario(machines, others, 0.5, first_parts=last), seed=seed)
     work.mkdir(parents=True, exist_ok=True)
+    for stale in work.glob("part-cost.db*"):
+        stale.unlink()
     (work / "empty.jsonl").write_text("")
     site_file = work / "site.yaml"
     site_file.write_text(

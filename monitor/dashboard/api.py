@@ -22,13 +22,13 @@ from aiohttp import web
 
 from monitor.codec import alert_to_dict, json_safe
 from monitor.core import Acknowledge, CloseAlert, MonitorApi
-from monitor.model import AlertState, PartRecord, PartStatus, PositionFeature, Severity, SizeFeature
+from monitor.model import AlertState, PositionFeature, Severity, SizeFeature
 from monitor.queries import alert_row, part_row
 
 if TYPE_CHECKING:
     from monitor.config import Site
     from monitor.model import Feature
-    from monitor.store import StoreReader
+    from monitor.store import SeriesPoint, StoreReader
 
 __all__ = [
     "ALERTS_DEFAULT",
@@ -148,9 +148,9 @@ def _feature(site: Site, program: str, feature: str) -> Feature | None:
     return next((f for f in config.feature_models() if f.name == feature), None)
 
 
-def _point(feature: Feature, part: PartRecord) -> dict[str, Any] | None:
+def _point(feature: Feature, part: SeriesPoint) -> dict[str, Any] | None:
     """The plotted value of one part, judged as the drift engine judges it; None when unusable."""
-    m = part.measurements
+    m = part.values
     if isinstance(feature, SizeFeature):
         value = m.get(feature.signal)
         if value is None or not math.isfinite(value):
@@ -198,16 +198,17 @@ def feature_series(
 ) -> dict[str, Any] | None:
     """Chart data of one feature (runs on the core's thread); None when the feature is not configured.
 
-    ``values`` are read from the store (every complete part with the feature's measurements, the
-    most recent ``SERIES_MAX``); limits, control limits, forecast and capability from the engine's
-    ``view`` (:meth:`~monitor.core.MonitorApi.feature_view`).
+    ``values`` are read from the store's measurement series (every complete part with the
+    feature's measurements, the most recent ``SERIES_MAX``: index range scans, no part record
+    decoded); limits, control limits, forecast and capability from the engine's ``view``
+    (:meth:`~monitor.core.MonitorApi.feature_view`).
     """
     feature = _feature(site, program, name)
     if feature is None:
         return None
-    parts = store.parts(machine=machine, program=program, status=PartStatus.COMPLETE, last=SERIES_MAX)
-    values = [p for p in (_point(feature, part) for part in parts) if p is not None]
-    alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program) if a.feature == name]
+    series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
+    values = [p for p in (_point(feature, part) for part in series) if p is not None]
+    alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
     forecast = view.get("forecast")
     if forecast is not None and isinstance(feature, PositionFeature):
         forecast = _tp_cone(forecast)
@@ -282,13 +283,11 @@ def _read_alerts(
         program=program,
         state=AlertState(state) if state in ("open", "acknowledged", "closed") else None,
         open_only=state == "active",
+        feature=feature,
+        severity=severity,
+        last=last,
     )
-    rows = [
-        alert_row(a)
-        for a in alerts
-        if (feature is None or a.feature == feature) and (severity is None or str(a.severity) == severity)
-    ]
-    return rows[::-1][:last]
+    return [alert_row(a) for a in reversed(alerts)]
 
 
 async def _alerts(request: web.Request) -> web.Response:

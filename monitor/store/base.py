@@ -15,6 +15,9 @@ Contract every backend keeps (the SQLite one is the reference, tested in tests/t
   brings it again; a file is remembered by its content hash;
 - reads return domain objects (:mod:`monitor.model`, :mod:`monitor.inspection.model`), oldest
   first unless said otherwise;
+- reads that the dashboard and the CLI repeat cost the same on a store of any size: the parts of a
+  machine/program in end order, the latest N alerts, a feature's series and a capability come from
+  indexes (the SQLite backend's query plans are checked in tests/test_store_queries.py);
 - every failure is a :class:`~monitor.errors.StoreError` whose message says what to do.
 """
 
@@ -23,12 +26,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["Store", "StoreReader"]
+__all__ = ["SeriesPoint", "Store", "StoreReader"]
+
+
+class SeriesPoint(NamedTuple):
+    """One complete part's values of some signals, as a feature chart or a capability needs them."""
+
+    part_number: int
+    end: datetime
+    key: str
+    values: dict[str, float]
 
 
 class StoreReader(Protocol):
@@ -63,8 +75,27 @@ class StoreReader(Protocol):
         since: datetime | None = None,
         state: AlertState | None = None,
         open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
     ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first."""
+        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently."""
+        ...
+
+    def part_groups(self) -> list[tuple[str, str]]:
+        """Every (machine, program) that has stored parts."""
+        ...
+
+    def feature_values(self, machine: str, program: str, signals: Sequence[str]) -> list[tuple[float, ...]]:
+        """Per complete part of ``machine``/``program`` that measured every one of ``signals``, their
+        values in that order, oldest part first (a capability's input)."""
+        ...
+
+    def measurement_series(
+        self, machine: str, program: str, signals: Sequence[str], *, last: int | None = None
+    ) -> list[SeriesPoint]:
+        """Complete parts of ``machine``/``program`` with their values of ``signals`` (parts that measured
+        none of them are left out), in the order they ended; ``last`` keeps the most recent N."""
         ...
 
     def alert(self, alert_id: str) -> Alert | None: ...

@@ -36,6 +36,7 @@ from monitor.inspection.model import (
     result_to_dict,
 )
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
+from monitor.store.base import SeriesPoint
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
 
@@ -146,6 +147,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX inspection_actuals_by_results ON inspection_actuals (results_key, position);
     CREATE INDEX parts_by_part_id ON parts (json_extract(data, '$.part_id'));
+    """,
+    # 4: queries that do not grow with the store. Parts by machine/program (or either) in end order
+    # without a temporary sort; alerts newest first by machine or overall; each complete part's
+    # measurements kept again in feature-chart order (one range scan per signal serves a chart, a
+    # capability, without reading any part record)
+    """
+    CREATE INDEX parts_by_machine_program_end ON parts (machine, program, end);
+    CREATE INDEX parts_by_machine_end ON parts (machine, end);
+    CREATE INDEX parts_by_program_end ON parts (program, end);
+    CREATE INDEX alerts_by_updated ON alerts (updated);
+    CREATE INDEX alerts_by_machine_updated ON alerts (machine, updated);
+    CREATE TABLE series (
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        signal TEXT NOT NULL,
+        end TEXT NOT NULL,
+        key TEXT NOT NULL,
+        part_number INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (machine, program, signal, end, key)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO series (machine, program, signal, end, key, part_number, value)
+        SELECT p.machine, p.program, m.signal, p.end, p.key, p.part_number, m.value
+        FROM parts p JOIN measurements m ON m.part_key = p.key WHERE p.status = 'complete';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -311,6 +336,13 @@ class SqliteStore:
                 "INSERT INTO measurements (part_key, signal, value) VALUES (?, ?, ?)",
                 [(part.key, s, v) for s, v in part.measurements.items()],
             )
+            if part.status is PartStatus.COMPLETE and part.measurements:
+                end = part.end.isoformat()
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO series (machine, program, signal, end, key, part_number, value)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(part.machine, part.program, s, end, part.key, part.part_number, v) for s, v in part.measurements.items()],
+                )
             self._write_alerts(alerts)
             for name, state in states:
                 self._write_state(name, state)
@@ -490,18 +522,74 @@ class SqliteStore:
         since: datetime | None = None,
         state: AlertState | None = None,
         open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
     ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first."""
-        where, args = _filters(machine=machine, program=program, state=str(state) if state else None)
+        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently."""
+        where, args = _filters(
+            machine=machine, program=program, state=str(state) if state else None, feature=feature, severity=severity
+        )
         if since is not None:
             where.append("updated >= ?")
             args.append(since.isoformat())
         if open_only:
             where.append("state != 'closed'")
-        sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY updated, rowid"
+        sql = "SELECT data FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY updated DESC, rowid DESC"
+        if last is not None:
+            sql += " LIMIT ?"
+            args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [alert_from_dict(json.loads(r[0])) for r in rows]
+        return [alert_from_dict(json.loads(r[0])) for r in reversed(rows)]
+
+    def part_groups(self) -> list[tuple[str, str]]:
+        """Every (machine, program) that has stored parts, sorted."""
+        with self._lock:
+            rows = self._db.execute("SELECT machine, program FROM parts GROUP BY machine, program ORDER BY machine, program")
+            return [(m, p) for m, p in rows]
+
+    def feature_values(self, machine: str, program: str, signals: Sequence[str]) -> list[tuple[float, ...]]:
+        """Per complete part of ``machine``/``program`` that measured every one of ``signals``, their
+        values (in that order), in the order the parts ended: what a capability needs, read from the
+        series index (one range scan, one key lookup per further signal and part)."""
+        if not signals:
+            return []
+        first, *others = signals
+        columns = ", ".join(["s0.value", *(f"s{i}.value" for i in range(1, len(signals)))])
+        joins = "".join(
+            f" JOIN series s{i} ON s{i}.machine = s0.machine AND s{i}.program = s0.program"
+            f" AND s{i}.signal = ? AND s{i}.end = s0.end AND s{i}.key = s0.key"
+            for i in range(1, len(signals))
+        )
+        sql = f"SELECT {columns} FROM series s0{joins} WHERE s0.machine = ? AND s0.program = ? AND s0.signal = ? ORDER BY s0.end"
+        with self._lock:
+            return self._db.execute(sql, [*others, machine, program, first]).fetchall()
+
+    def measurement_series(
+        self, machine: str, program: str, signals: Sequence[str], *, last: int | None = None
+    ) -> list[SeriesPoint]:
+        """The complete parts of ``machine``/``program`` that measured any of ``signals``, with those
+        values, in the order they ended (the most recent ``last`` parts): one index range scan per
+        signal, no part record read."""
+        by_key: dict[str, tuple[str, int, dict[str, float]]] = {}
+        sql = "SELECT end, key, part_number, value FROM series WHERE machine = ? AND program = ? AND signal = ?"
+        sql += " ORDER BY end DESC LIMIT ?" if last is not None else ""
+        with self._lock:
+            for signal in dict.fromkeys(signals):
+                args: list[Any] = [machine, program, signal]
+                if last is not None:
+                    args.append(last)
+                for end, key, number, value in self._db.execute(sql, args):
+                    entry = by_key.get(key)
+                    if entry is None:
+                        entry = by_key[key] = (end, number, {})
+                    entry[2][signal] = value
+        ordered = sorted(by_key.items(), key=lambda kv: (kv[1][0], kv[0]))
+        if last is not None:
+            ordered = ordered[-last:] if last > 0 else []
+        return [SeriesPoint(number, _parse_time(end), key, values) for key, (end, number, values) in ordered]
 
     def alert(self, alert_id: str) -> Alert | None:
         with self._lock:
@@ -847,6 +935,11 @@ def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
     else:
         hint = "check the path, permissions and disk space"
     return StoreError(f"{what}: {exc}; {hint}", retryable=primary in _RETRYABLE)
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _filters(**kw: str | None) -> tuple[list[str], list[Any]]:

@@ -1,0 +1,189 @@
+"""Queries that do not grow with the store: the same answers as reading every part, from indexes.
+
+Timings are the benchmark's (bench/store_queries.py); here the behaviour: the answers equal what a
+full read gives, and SQLite's query plans use an index with no temporary sort (a temporary B-tree
+means every matching row is read and sorted before the first one is returned).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.detect.capability import capability, capability_of_array
+from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
+from monitor.store import SqliteStore
+from monitor.store.sqlite import MIGRATIONS
+
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+SIGNALS = ("probe.hole1_x", "probe.hole1_y", "probe.hole1_dia")
+
+
+def part(n: int, machine: str, program: str, *, status: PartStatus = PartStatus.COMPLETE, skip: str = "") -> PartRecord:
+    end = T0 + timedelta(minutes=n, seconds=hash(machine) % 7)
+    values = {"probe.hole1_x": 25.0 + 1e-4 * (n % 7), "probe.hole1_y": 40.0 - 1e-4 * (n % 5), "probe.hole1_dia": 10.0 + 1e-5 * n}
+    return PartRecord(
+        key=f"{machine}/{program}/{end.isoformat()}",
+        machine=machine,
+        program=program,
+        part_number=n,
+        start=end - timedelta(seconds=50),
+        end=end,
+        status=status,
+        measurements={k: v for k, v in values.items() if k != skip},
+        counter=n,
+    )
+
+
+def parts() -> Iterator[PartRecord]:
+    for n in range(1, 121):
+        for machine, program in (("m1", "O1001"), ("m1", "O2002"), ("m2", "O1001")):
+            status = PartStatus.INCOMPLETE if n % 17 == 0 else PartStatus.COMPLETE
+            yield part(n, machine, program, status=status, skip="probe.hole1_y" if n % 11 == 0 else "")
+
+
+def alert(n: int, machine: str, feature: str, severity: Severity = Severity.WARNING) -> Alert:
+    return Alert(
+        id=f"{machine}/O1001/{feature}/ewma/{n}",
+        machine=machine,
+        program="O1001",
+        feature=feature,
+        kind=AlertKind.EWMA,
+        severity=severity,
+        state=AlertState.OPEN,
+        part_number=n,
+        message=f"{feature} drifting",
+        time=T0 + timedelta(minutes=n),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "q.db") as s:
+        for p in parts():
+            alerts = (
+                [alert(p.part_number, p.machine, "hole1_dia" if p.part_number % 2 else "hole1_pos")]
+                if p.part_number % 10 == 0
+                else []
+            )
+            s.record_part(p, alerts)
+        yield s
+
+
+def plan(store: SqliteStore, sql: str, args: tuple[object, ...]) -> str:
+    return " | ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+
+def test_parts_by_machine_program_and_either_use_an_index_without_a_temporary_sort(store: SqliteStore) -> None:
+    real = store._db
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    class Spy:
+        """Records the SQL the store runs, to ask SQLite for its plan."""
+
+        def execute(self, sql: str, args: tuple[object, ...] = ()) -> sqlite3.Cursor:
+            seen.append((sql, tuple(args)))
+            return real.execute(sql, args)
+
+    store._db = Spy()  # type: ignore[assignment]
+    try:
+        store.parts(machine="m1", program="O1001", last=10)
+        store.parts(machine="m1", program="O1001", status=PartStatus.COMPLETE, last=10)
+        store.parts(machine="m1", last=10)
+        store.parts(program="O2002", last=10)
+        store.parts(last=10)
+        store.alerts(machine="m1", last=5)
+        store.alerts(machine="m1", program="O1001", feature="hole1_dia", last=5)
+        store.alerts(last=5)
+        store.measurement_series("m1", "O1001", SIGNALS, last=50)
+        store.feature_values("m1", "O1001", SIGNALS[:2])
+        store.part_groups()
+    finally:
+        store._db = real
+    assert len(seen) == 13
+    for sql, args in seen:
+        text = plan(store, sql, args)
+        assert "TEMP B-TREE" not in text, (sql, text)
+        assert "USING" in text and ("INDEX" in text or "PRIMARY KEY" in text), (sql, text)
+
+
+def test_latest_parts_are_the_last_of_a_full_read(store: SqliteStore) -> None:
+    everything = store.parts(machine="m1", program="O1001")
+    assert store.parts(machine="m1", program="O1001", last=25) == everything[-25:]
+    complete = [p for p in everything if p.status is PartStatus.COMPLETE]
+    assert store.parts(machine="m1", program="O1001", status=PartStatus.COMPLETE, last=7) == complete[-7:]
+    assert store.parts(machine="m2", last=3) == store.parts(machine="m2")[-3:]
+
+
+def test_measurement_series_equals_the_complete_parts_measurements(store: SqliteStore) -> None:
+    complete = store.parts(machine="m1", program="O1001", status=PartStatus.COMPLETE)
+    series = store.measurement_series("m1", "O1001", ["probe.hole1_y", "probe.hole1_dia"])
+    assert [(p.part_number, p.end, p.key) for p in series] == [(p.part_number, p.end, p.key) for p in complete]
+    for point, full in zip(series, complete, strict=True):
+        assert point.values == {k: v for k, v in full.measurements.items() if k in ("probe.hole1_y", "probe.hole1_dia")}
+    latest = store.measurement_series("m1", "O1001", ["probe.hole1_y"], last=30)
+    with_y = [p for p in complete if "probe.hole1_y" in p.measurements]
+    assert [p.key for p in latest] == [p.key for p in with_y[-30:]]  # parts without the signal are left out
+    assert store.measurement_series("m3", "O1001", SIGNALS) == []
+
+
+def test_feature_values_are_the_parts_that_measured_every_signal(store: SqliteStore) -> None:
+    complete = store.parts(machine="m2", program="O1001", status=PartStatus.COMPLETE)
+    rows = store.feature_values("m2", "O1001", ["probe.hole1_x", "probe.hole1_y"])
+    expected = [
+        (p.measurements["probe.hole1_x"], p.measurements["probe.hole1_y"]) for p in complete if "probe.hole1_y" in p.measurements
+    ]
+    assert rows == expected
+    assert store.feature_values("m2", "O1001", ["probe.hole1_dia"]) == [(p.measurements["probe.hole1_dia"],) for p in complete]
+    assert store.part_groups() == [("m1", "O1001"), ("m1", "O2002"), ("m2", "O1001")]
+
+
+def test_latest_alerts_with_filters_are_the_last_of_a_full_read(store: SqliteStore) -> None:
+    every = store.alerts()
+    assert store.alerts(last=4) == every[-4:]
+    mine = [a for a in every if a.machine == "m1" and a.feature == "hole1_dia"]
+    assert store.alerts(machine="m1", feature="hole1_dia", last=3) == mine[-3:]
+    assert store.alerts(severity="critical") == []
+    assert len(store.alerts(severity="warning")) == len(every)
+
+
+def test_migration_fills_the_series_of_a_store_written_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with SqliteStore(path) as store:
+        for p in parts():
+            store.record_part(p)
+        expected = store.measurement_series("m1", "O2002", SIGNALS)
+    # the same parts as the version before wrote them: without what the last migration adds
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE series")
+    for index in ("parts_by_machine_program_end", "parts_by_machine_end", "parts_by_program_end", "alerts_by_updated"):
+        old.execute(f"DROP INDEX {index}")
+    old.execute("DROP INDEX alerts_by_machine_updated")
+    old.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    old.commit()
+    old.close()
+    with SqliteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        assert store.measurement_series("m1", "O2002", SIGNALS) == expected
+        assert len(expected) == sum(
+            1 for p in parts() if (p.machine, p.program) == ("m1", "O2002") and p.status is PartStatus.COMPLETE
+        )
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 40])
+def test_capability_of_a_whole_array_equals_the_running_one(n: int) -> None:
+    values = [10.0 + 0.003 * math.sin(i * 1.7) + 0.0001 * i for i in range(n)] + [math.nan]
+    for lower, upper in ((9.99, 10.01), (-math.inf, 10.004)):
+        running, whole = capability(values, lower, upper), capability_of_array(values, lower, upper)
+        assert whole.n == running.n
+        assert whole.mean == pytest.approx(running.mean, rel=1e-12, abs=1e-15)
+        for name in ("cp", "cpk", "ppk"):
+            a, b = getattr(running, name), getattr(whole, name)
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert (b.value, b.lo, b.hi) == pytest.approx((a.value, a.lo, a.hi), rel=1e-9)
