@@ -26,7 +26,7 @@ from pydantic import (
 
 from adapters.mtconnect.config import MtConnectAddress, MtConnectSource
 from adapters.opcua.addressing import APP_PREFIX, PREFIXES, BrowsePathAddress, parse_address
-from adapters.opcua.config import OpcUaAddress, OpcUaSource
+from adapters.opcua.config import OpcUaAddress, OpcUaOffsets, OpcUaSource
 from adapters.replay import ReplaySource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
@@ -364,6 +364,11 @@ class OpcUaMachine(_MachineBase):
 
     source: OpcUaSource
     signals: dict[SignalName, OpcUaAddress] = Field(default_factory=dict)
+    offsets: OpcUaOffsets | None = Field(
+        default=None,
+        description="the registers the monitor may write (work offsets, tool wear) and their limits: see offsets; "
+        "without it the monitor only advises",
+    )
 
     @model_validator(mode="after")
     def _addresses(self) -> OpcUaMachine:
@@ -371,18 +376,29 @@ class OpcUaMachine(_MachineBase):
         refuses what the server could never resolve: a namespace index, an unknown prefix."""
         known = {*PREFIXES, APP_PREFIX, *self.source.namespaces}
         problems = []
-        for signal, spec in self.signals.items():
-            text = spec if isinstance(spec, str) else spec.node
+        addresses = {f"signals.{signal}": spec if isinstance(spec, str) else spec.node for signal, spec in self.signals.items()}
+        if self.offsets is not None:
+            for i, reg in enumerate(self.offsets.registers):
+                addresses[f"offsets.registers[{i}].node"] = reg.node
+            between = self.offsets.between_parts
+            if between.node is not None:
+                addresses["offsets.between_parts.node"] = between.node
+            elif between.signal is not None and between.signal not in self.signals:
+                problems.append(
+                    f"offsets.between_parts.signal: {between.signal} is not among this machine's signals; map it "
+                    "or give between_parts.node"
+                )
+        for key, text in addresses.items():
             try:
                 address = parse_address(text)
             except ValueError as exc:
-                problems.append(f"signals.{signal}: {exc}")
+                problems.append(f"{key}: {exc}")
                 continue
             if isinstance(address, BrowsePathAddress):
                 unknown = sorted({p for p, _ in address.elements if p not in known})
                 if unknown:
                     problems.append(
-                        f"signals.{signal}: unknown browse-path prefix {', '.join(unknown)} in {text!r}; known: "
+                        f"{key}: unknown browse-path prefix {', '.join(unknown)} in {text!r}; known: "
                         f"{', '.join(sorted(known))}; add it to source.namespaces as {{prefix: namespace URI}} "
                         "(`monitor discover` prints the line to add) or write a NodeId nsu=<uri>;s=<id>"
                     )
@@ -396,6 +412,17 @@ class MtConnectMachine(_MachineBase):
 
     source: MtConnectSource
     signals: dict[SignalName, MtConnectAddress] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "offsets" in data:
+            raise ValueError(
+                "offsets: MTConnect is read-only, the monitor cannot write this machine's registers; remove "
+                "offsets (the advice names the register and the value to type at the control), or read the "
+                "machine over OPC UA to have offsets applied"
+            )
+        return data
 
 
 class ReplayMachine(_MachineBase):

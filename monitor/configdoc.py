@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from adapters.mtconnect.config import MtConnectSignal, MtConnectSource
-from adapters.opcua.config import OpcUaSignal, OpcUaSource
+from adapters.opcua.config import BetweenParts, OpcUaOffsets, OpcUaRegister, OpcUaSignal, OpcUaSource
 from monitor.config import (
     DashboardConfig,
     PositionFeatureConfig,
@@ -48,6 +48,9 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("machines[].tracking", "machines[].tracking.", TrackingConfig),
     ("OPC UA source", "machines[].source.", OpcUaSource),
     ("OPC UA signal with options", "machines[].signals.<signal>.", OpcUaSignal),
+    ("offsets (OPC UA machine)", "machines[].offsets.", OpcUaOffsets),
+    ("offsets.registers[]", "machines[].offsets.registers[].", OpcUaRegister),
+    ("offsets.between_parts", "machines[].offsets.between_parts.", BetweenParts),
     ("MTConnect source", "machines[].source.", MtConnectSource),
     ("MTConnect signal with options", "machines[].signals.<signal>.", MtConnectSignal),
     ("Replay source", "machines[].source.", ReplaySource),

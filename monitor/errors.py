@@ -11,6 +11,7 @@ daemon can catch one type at their boundary and print a message that says what t
     ├── InspectionError      a CMM or gauge result file (QIF, CSV) is missing, hostile, malformed or invalid
     ├── StoreError           the embedded SQLite store could not be opened, migrated or written
     ├── SinkError            an output (InfluxDB, MQTT, webhook) refused or failed a write
+    ├── OffsetRefused        an offset write to a controller was refused; the register is as it was
     └── DetectionError       a detector was configured with values it cannot work with
 
 Library exceptions are translated at one boundary with ``raise ... from exc`` so the cause is kept.
@@ -29,6 +30,7 @@ __all__ = [
     "DetectionError",
     "InspectionError",
     "MonitorError",
+    "OffsetRefused",
     "SinkError",
     "StoreError",
 ]
@@ -106,3 +108,21 @@ class SinkError(MonitorError):
 
 class DetectionError(MonitorError):
     """Raised when detection settings cannot work (for example an ARL target no limit reaches)."""
+
+
+class OffsetRefused(MonitorError):
+    """Raised when an offset is not written to the controller: a limit, a running part, stale advice,
+    an insecure connection, a user without write rights, a register that moved since it was read, or
+    a value read back that differs from the one written.
+
+    ``reason`` is a short code for records and scripts (``limit``, ``batch_limit``, ``running``,
+    ``stale``, ``insecure``, ``denied``, ``moved``, ``readback``, ``unknown_register``,
+    ``unreachable``). ``restored`` is False only when a failed write could not be undone: the
+    register then needs a person at the control (the message says which value it holds).
+    """
+
+    def __init__(self, reason: str, message: str, *, restored: bool = True, register_value: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.restored = restored
+        self.register_value = register_value

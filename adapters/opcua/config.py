@@ -35,7 +35,18 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from monitor.retry import check_backoff_bounds
 
-__all__ = ["SECURITY_MODES", "SECURITY_POLICIES", "OpcUaAddress", "OpcUaSignal", "OpcUaSource"]
+__all__ = [
+    "DEFAULT_IDLE_STATES",
+    "REGISTER_KINDS",
+    "SECURITY_MODES",
+    "SECURITY_POLICIES",
+    "BetweenParts",
+    "OpcUaAddress",
+    "OpcUaOffsets",
+    "OpcUaRegister",
+    "OpcUaSignal",
+    "OpcUaSource",
+]
 
 SECURITY_POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
 """Security policies the adapter speaks (OPC UA Part 7 names, without the URI prefix)."""
@@ -163,3 +174,154 @@ def _address_kind(v: Any) -> str:
 
 OpcUaAddress = Annotated[Annotated[str, Tag("str")] | Annotated[OpcUaSignal, Tag("spec")], Discriminator(_address_kind)]
 """One ``signals:`` entry of an OPC UA machine: a NodeId or browse path, or :class:`OpcUaSignal` with options."""
+
+
+REGISTER_KINDS = ("work_offset", "tool_length_wear", "tool_radius_wear", "tool_diameter_wear", "lathe_x_wear", "lathe_z_wear")
+"""The register kinds of monitor.model.RegisterKind, by value (adapters do not depend on the domain's enum)."""
+
+_TOOL_REGISTERS = frozenset(REGISTER_KINDS) - {"work_offset"}
+
+DEFAULT_IDLE_STATES = ("READY", "STOPPED", "PROGRAM_COMPLETED", "ENDED", "IDLE")
+"""Execution states (MTConnect Execution and OPC 40501 program states, compared case-insensitively)
+in which no part is being cut. INTERRUPTED, FEED_HOLD and OPTIONAL_STOP are not among them: the
+part is still in the machine, half cut."""
+
+
+class OpcUaRegister(BaseModel):
+    """One controller register the monitor may write: which one, its node, and the limits of a change.
+
+    ``direction`` is the convention of the controller's register against the monitor's: the
+    monitor computes a change so that the register *value* grows by it when the control adds the
+    register to the cut as monitor/registers.py assumes (work offset: the part zero moves by +change;
+    wear: the tool cuts as if that much smaller/shorter). A control that stores the register with the
+    opposite sign (some store wear as a negative "compensation") is ``inverted``: the monitor then
+    writes ``old - change``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: Literal["work_offset", "tool_length_wear", "tool_radius_wear", "tool_diameter_wear", "lathe_x_wear", "lathe_z_wear"] = (
+        Field(alias="register", description="the register's kind, as a feature's offset.register names it")
+    )
+    work_offset: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.\- ]{1,16}$",
+        description="for register work_offset: which one (G54, G55, G54.1 P1 ...); default G54",
+    )
+    axis: Literal["x", "y", "z"] | None = Field(default=None, description="for register work_offset: the axis (x, y or z)")
+    tool: str | None = Field(
+        default=None, min_length=1, description="for a tool register: the tool as the program file names it (T12)"
+    )
+    node: str = Field(min_length=1, description="the register's NodeId with namespace URI, or browse path from Objects")
+    max_change: float = Field(gt=0, description="largest change (mm, either sign) one write may make; larger is refused")
+    max_batch_change: float = Field(
+        gt=0,
+        description="largest sum of the sizes of every change applied to this register in one batch (mm); "
+        "a write that would pass it is refused",
+    )
+    auto_max_change: float | None = Field(
+        default=None,
+        gt=0,
+        description="largest change one automatic write (a feature's offset.auto_apply) may make; default a "
+        "quarter of max_change",
+    )
+    direction: Literal["same", "inverted"] = Field(
+        default="same",
+        description="same: the monitor writes old + change; inverted: the control stores the register with the "
+        "opposite sign, the monitor writes old - change",
+    )
+    resolution: float = Field(
+        default=0.0001,
+        gt=0,
+        description="the register's step (mm): a written value is rounded to it, and the value read back must be "
+        "within half a step of it",
+    )
+
+    @model_validator(mode="after")
+    def _identity(self) -> OpcUaRegister:
+        if self.kind == "work_offset":
+            if self.axis is None:
+                raise ValueError("a work_offset register needs axis (x, y or z)")
+            if self.tool is not None:
+                raise ValueError("a work_offset register has no tool; give work_offset (G54 ...) and axis")
+        else:
+            if self.tool is None:
+                raise ValueError(f"a {self.kind} register needs the tool whose register it is (tool: T12)")
+            if self.work_offset is not None or self.axis is not None:
+                raise ValueError(f"a {self.kind} register has no work_offset or axis; give the tool")
+        if self.max_batch_change < self.max_change:
+            raise ValueError(f"max_batch_change ({self.max_batch_change}) is below max_change ({self.max_change})")
+        if self.auto_max_change is not None and self.auto_max_change > self.max_change:
+            raise ValueError(f"auto_max_change ({self.auto_max_change}) must not exceed max_change ({self.max_change})")
+        return self
+
+    @property
+    def key(self) -> str:
+        """How the register is named in commands and records: ``G54.X``, ``T12.tool_diameter_wear``."""
+        if self.kind == "work_offset":
+            return f"{self.work_offset or 'G54'}.{(self.axis or '').upper()}"
+        return f"{self.tool}.{self.kind}"
+
+    @property
+    def auto_limit(self) -> float:
+        """The largest change an automatic write may make."""
+        return self.auto_max_change if self.auto_max_change is not None else self.max_change / 4.0
+
+
+class BetweenParts(BaseModel):
+    """When the machine is between parts, so a register may be written without changing a part half cut."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str | None = Field(
+        default="execution",
+        description="the machine's mapped signal that says it (default execution); or give node",
+    )
+    node: str | None = Field(
+        default=None, description="a NodeId or browse path to watch instead of a mapped signal (e.g. a PLC 'safe to write' bit)"
+    )
+    idle: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IDLE_STATES),
+        min_length=1,
+        description="values of that signal or node meaning no part is being cut (case-insensitive; a boolean node: true)",
+    )
+    timeout_s: float = Field(
+        default=600.0, gt=0, description="how long a write waits for the machine to be between parts before it is refused"
+    )
+
+
+class OpcUaOffsets(BaseModel):
+    """The registers the monitor may write on this machine, and how (``offsets:`` of an OPC UA machine)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registers: list[OpcUaRegister] = Field(min_length=1, description="the writable registers: see offsets.registers[]")
+    between_parts: BetweenParts = Field(default_factory=BetweenParts, description="see offsets.between_parts")
+    allow_insecure: bool = Field(
+        default=False,
+        description="allow writes over a connection that is not SignAndEncrypt (a simulator on this computer only); "
+        "automatic writes are refused over it all the same",
+    )
+    username_env: str | None = Field(
+        default=None,
+        description="environment variable with the user name that writes (default: the source's user); a read-only "
+        "user for the subscriptions and a write user for offsets keeps least privilege",
+    )
+    password_env: str | None = Field(default=None, description="environment variable with that user's password")
+
+    @model_validator(mode="after")
+    def _unique(self) -> OpcUaOffsets:
+        seen: dict[str, int] = {}
+        for i, reg in enumerate(self.registers):
+            first = seen.setdefault(reg.key, i)
+            if first != i:
+                raise ValueError(f"registers[{first}] and registers[{i}] are both {reg.key}")
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("username_env and password_env go together")
+        if self.between_parts.signal is None and self.between_parts.node is None:
+            raise ValueError("between_parts needs a signal or a node")
+        return self
+
+    def find(self, key: str) -> OpcUaRegister | None:
+        """The register named ``key`` (``G54.X``, ``T12.tool_diameter_wear``; case-insensitive)."""
+        return next((r for r in self.registers if r.key.lower() == key.lower()), None)

@@ -17,18 +17,26 @@ monitor reads, with the companion specifications' namespace URIs and BrowseNames
             │   └── CNC:CncChannelList/app:C1/CNC:ActProgramName, CNC:ActMainProgramName, CNC:ToolId
             └── app:Vendor
                 ├── app:ActiveToolLife
-                └── app:Macro/app:R500 ...   (probe results, one macro variable per probe value)
+                ├── app:Macro/app:R500 ...   (probe results, one macro variable per probe value)
+                ├── app:Offsets/app:G54/app:X, Y, Z          (work offsets, writable)
+                └── app:ToolOffsets/app:T12/app:DiameterWear ... (tool wear registers, writable)
 
 Instance nodes live in the server's own namespace (:data:`SIM_APPLICATION_URI`) with string
 NodeIds ``<machine>.<path>``. :meth:`OpcUaSimServer.publish` is the hook the cell physics calls:
 it writes the mapped node with the given SourceTimestamp, so subscribers see controller time.
+
+The offset registers (work offsets, tool wear) are the only nodes a client may write, and only a
+user named in :attr:`SimSecurity.writers` (anyone on an insecure simulator). Every accepted write
+is kept in :attr:`OpcUaSimServer.register_writes`; :attr:`OpcUaSimServer.alter_writes` lets a test
+play a controller (or a proxy) that stores something else than what was written. What a register
+does to the parts is :mod:`monitor.sim.closedloop`'s business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,16 +44,23 @@ from types import TracebackType
 from typing import Any, Self
 
 from asyncua import Node, Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.common.callback import CallbackType, ServerItemCallback
+from asyncua.crypto.permission_rules import SimpleRoleRuleset, User, UserRole
 
 from adapters.opcua.addressing import PREFIXES
+from monitor.sim.process import PROBE_TOOL_NUMBER
 
 __all__ = [
     "DEFAULT_SIGNAL_MAP",
     "SIM_APPLICATION_URI",
+    "TOOL_REGISTER_LEAVES",
     "MachineShape",
     "OpcUaSimServer",
+    "RegisterWrite",
     "SimSecurity",
+    "default_registers",
+    "register_entries",
+    "register_path",
     "shapes_for",
     "signal_map",
 ]
@@ -85,6 +100,62 @@ class MachineShape:
     tools: tuple[int, ...] = ()
     extra: tuple[str, ...] = ()
     """Further canonical signals (e.g. ``part.complete``) exposed as vendor variables."""
+    registers: tuple[str, ...] = ()
+    """Writable offset registers by :func:`register_path` (``Offsets.G54.X``, ``ToolOffsets.T12.DiameterWear``)."""
+
+
+TOOL_REGISTER_LEAVES: dict[str, str] = {
+    "tool_length_wear": "LengthWear",
+    "tool_radius_wear": "RadiusWear",
+    "tool_diameter_wear": "DiameterWear",
+    "lathe_x_wear": "XWear",
+    "lathe_z_wear": "ZWear",
+}
+"""The simulator's node name of each tool register kind."""
+
+
+def register_path(kind: str, *, tool: str | None = None, work_offset: str | None = None, axis: str | None = None) -> str:
+    """Where the simulator keeps a register below its machine's ``Vendor`` folder.
+
+    >>> register_path("work_offset", work_offset="G54", axis="x")
+    'Offsets.G54.X'
+    >>> register_path("tool_diameter_wear", tool="T12")
+    'ToolOffsets.T12.DiameterWear'
+    """
+    if kind == "work_offset":
+        if axis is None:
+            raise ValueError("a work offset register needs its axis")
+        return f"Offsets.{work_offset or 'G54'}.{axis.upper()}"
+    if tool is None:
+        raise ValueError(f"a {kind} register needs its tool")
+    name = tool if tool.upper().startswith("T") else f"T{tool}"
+    return f"ToolOffsets.{name}.{TOOL_REGISTER_LEAVES[kind]}"
+
+
+def default_registers(tools: Iterable[int | str]) -> tuple[str, ...]:
+    """G54 X/Y/Z and the mill wear registers (length, radius, diameter) of every cutting tool."""
+    out = [register_path("work_offset", work_offset="G54", axis=a) for a in "xyz"]
+    for t in tools:
+        if str(t) == str(PROBE_TOOL_NUMBER):
+            continue
+        out.extend(register_path(k, tool=f"T{t}") for k in ("tool_length_wear", "tool_radius_wear", "tool_diameter_wear"))
+    return tuple(out)
+
+
+def register_entries(machine: str, paths: Iterable[str], **limits: Any) -> list[dict[str, Any]]:
+    """``offsets.registers`` entries of a site file for registers of this simulator (``limits``: max_change ...)."""
+    leaves = {v: k for k, v in TOOL_REGISTER_LEAVES.items()}
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        parts = path.split(".")
+        entry: dict[str, Any]
+        if parts[0] == "Offsets":
+            entry = {"register": "work_offset", "work_offset": ".".join(parts[1:-1]), "axis": parts[-1].lower()}
+        else:
+            entry = {"register": leaves[parts[-1]], "tool": ".".join(parts[1:-1])}
+        entry["node"] = f"nsu={SIM_APPLICATION_URI};s={machine}.Vendor.{path}"
+        out.append({**entry, **limits})
+    return out
 
 
 def shapes_for(machines: Iterable[Any]) -> list[MachineShape]:
@@ -94,7 +165,8 @@ def shapes_for(machines: Iterable[Any]) -> list[MachineShape]:
         signals = tuple(m.signals)
         probes = tuple(s.removeprefix("probe.") for s in signals if s.startswith("probe."))
         extra = tuple(s for s in signals if not s.startswith("probe.") and s not in DEFAULT_SIGNAL_MAP)
-        out.append(MachineShape(m.id, probes=probes, extra=extra))
+        registers = default_registers(getattr(m, "tools", ()))
+        out.append(MachineShape(m.id, probes=probes, extra=extra, registers=registers))
     return out
 
 
@@ -118,6 +190,8 @@ class SimSecurity:
     certificate: Path
     private_key: Path
     users: Mapping[str, str] = field(default_factory=dict)
+    writers: frozenset[str] | None = None
+    """User names that may write the offset registers; None: every user."""
     policies: tuple[ua.SecurityPolicyType, ...] = (
         ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
         ua.SecurityPolicyType.Basic256Sha256_Sign,
@@ -140,6 +214,32 @@ class _PasswordUsers:
         if username is not None and self._users.get(username) == password:
             return User(role=UserRole.User, name=username)
         return None
+
+
+class _WriteRights(SimpleRoleRuleset):  # type: ignore[misc]  # asyncua's ruleset is untyped
+    """Users may read; only the named writers may send a Write request (a controller's user rights)."""
+
+    def __init__(self, writers: frozenset[str] | None) -> None:
+        super().__init__()
+        self._writers = writers
+        self._write = ua.NodeId(ua.ObjectIds.WriteRequest_Encoding_DefaultBinary)
+
+    def check_validity(self, user: Any, action_type_id: Any, body: Any) -> bool:
+        if action_type_id == self._write and self._writers is not None and getattr(user, "name", None) not in self._writers:
+            return False
+        return bool(super().check_validity(user, action_type_id, body))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWrite:
+    """One accepted write of a register by a client: who, when, what it asked and what was stored."""
+
+    time: datetime
+    machine: str
+    register: str
+    written: float
+    stored: float
+    user: str | None
 
 
 @dataclass(slots=True)
@@ -185,6 +285,12 @@ class OpcUaSimServer:
         self._last_values: dict[tuple[str, str], tuple[float | str | None, datetime]] = {}
         self._lock = asyncio.Lock()
         self.published = 0
+        self._registers: dict[tuple[str, str], float] = {}
+        self._register_nodes: dict[ua.NodeId, tuple[str, str]] = {}
+        self.register_writes: list[RegisterWrite] = []
+        """Every client write of a register, in order."""
+        self.alter_writes: Callable[[str, str, float], float] | None = None
+        """Test hook ``(machine, register, written) -> stored``: a controller that keeps another value."""
 
     # ------------------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
@@ -213,11 +319,12 @@ class OpcUaSimServer:
         if self.security is not None:
             await server.load_certificate(str(self.security.certificate))
             await server.load_private_key(str(self.security.private_key))
-            server.set_security_policy(list(self.security.policies))
+            server.set_security_policy(list(self.security.policies), permission_ruleset=_WriteRights(self.security.writers))
             if self.security.users:
                 server.set_identity_tokens([ua.UserNameIdentityToken])
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        server.subscribe_server_callback(CallbackType.PostWrite, self._after_write)
         self._server = server
         try:
             await self._build()
@@ -249,6 +356,7 @@ class OpcUaSimServer:
         self._vars.clear()
         self._objects.clear()
         self._active_tool.clear()
+        self._register_nodes.clear()
         await self.start()
 
     # ------------------------------------------------------------------------------ address space
@@ -359,6 +467,59 @@ class OpcUaSimServer:
             await self._add_probe(mid, probe)
         for sig in m.extra:
             await self._var(vendor, mid, f"Vendor.{sig}", "app", sig, 0.0, ua.VariantType.Double, [sig], description=sig)
+        for path in m.registers:
+            await self._add_register(vendor, mid, path)
+
+    async def _add_register(self, vendor: Node, mid: str, path: str) -> None:
+        parent, parent_path = vendor, "Vendor"
+        *folders, leaf = path.split(".")
+        if folders and folders[0] == "Offsets" and len(folders) > 2:  # a work offset named with a dot (G54.1)
+            folders = [folders[0], ".".join(folders[1:])]
+        for name in folders:
+            parent_path = f"{parent_path}.{name}"
+            existing = self._objects.get((mid, parent_path))
+            parent = existing if existing is not None else await self._obj(parent, mid, parent_path, "app", name)
+        value = self._registers.setdefault((mid, path), 0.0)
+        nid = self._id(mid, f"Vendor.{path}")
+        node = await parent.add_variable(
+            nid, self._q("app", leaf), ua.Variant(value, ua.VariantType.Double), ua.VariantType.Double
+        )
+        await node.set_writable()
+        await node.write_attribute(
+            ua.AttributeIds.Description, ua.DataValue(ua.Variant(ua.LocalizedText(f"offset register {path}")))
+        )
+        self._register_nodes[nid] = (mid, path)
+
+    async def _after_write(self, event: ServerItemCallback, dispatcher: Any) -> None:
+        """Keep what clients wrote to registers (surviving a restart), and let a test alter it."""
+        results = event.response_params or []
+        for item, status in zip(event.request_params.NodesToWrite, results, strict=False):
+            key = self._register_nodes.get(item.NodeId)
+            if key is None or not status.is_good() or item.AttributeId != ua.AttributeIds.Value:
+                continue
+            written = float(item.Value.Value.Value)
+            stored = written if self.alter_writes is None else float(self.alter_writes(key[0], key[1], written))
+            if stored != written:
+                await self._server_or_fail().write_attribute_value(
+                    item.NodeId, ua.DataValue(ua.Variant(stored, ua.VariantType.Double))
+                )
+            self._registers[key] = stored
+            user = getattr(event.user, "name", None)
+            self.register_writes.append(RegisterWrite(datetime.now(UTC), key[0], key[1], written, stored, user))
+
+    def register_value(self, machine: str, register: str) -> float:
+        """A register's value now (0 until written); KeyError for a register the machine does not have."""
+        return self._registers[(machine, register)]
+
+    async def set_register(self, machine: str, register: str, value: float) -> None:
+        """Change a register as a machinist at the control would (not through OPC UA, not recorded)."""
+        if (machine, register) not in self._registers:
+            raise KeyError(f"{machine} has no register {register}")
+        self._registers[(machine, register)] = value
+        if self._server is not None:
+            await self._server.write_attribute_value(
+                self._id(machine, f"Vendor.{register}"), ua.DataValue(ua.Variant(value, ua.VariantType.Double))
+            )
 
     async def _add_tool(self, mid: str, number: int) -> None:
         tools = self._objects[(mid, "Equipment.Tools")]
