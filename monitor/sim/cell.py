@@ -34,7 +34,7 @@ from monitor.sim.physics import END_S, OpRun, PartPlan, SimPart, simulate_machin
 from monitor.sim.process import PROBE_TOOL_NUMBER, PROCESSES, load_programs
 from monitor.sim.scenario import Scenario
 
-__all__ = ["GroundTruth", "SimCell", "SimEvent", "SimMachineSpec"]
+__all__ = ["GroundTruth", "SimCell", "SimEvent", "SimMachineSpec", "feature_out_of_tolerance"]
 
 _BASE_SIGNALS = (
     "program.name",
@@ -150,8 +150,8 @@ class SimCell:
                     axes = _axes(feature)
                     ref = {s: parts[0].mean[s] for s, _ in axes}
                     drift = next((p.part for p in parts if _moved(p.mean, ref) >= threshold), None)
-                    oot = next((p.part for p in parts if _out_of_tolerance(feature, p.true)), None)
-                    moot = next((p.part for p in parts if _out_of_tolerance(feature, p.mean)), None)
+                    oot = next((p.part for p in parts if feature_out_of_tolerance(feature, p.true)), None)
+                    moot = next((p.part for p in parts if feature_out_of_tolerance(feature, p.mean)), None)
                     causes = _causes(program, feature, plans, threshold * 1000.0)
                     out.append(GroundTruth(m.id, program, name, drift, oot, moot, causes))
         return out
@@ -255,7 +255,7 @@ def _moved(values: dict[str, float], ref: dict[str, float]) -> float:
     return math.sqrt(sum((values[s] - r) ** 2 for s, r in ref.items()))
 
 
-def _out_of_tolerance(feature: SizeFeatureConfig | PositionFeatureConfig, values: dict[str, float]) -> bool:
+def feature_out_of_tolerance(feature: SizeFeatureConfig | PositionFeatureConfig, values: dict[str, float]) -> bool:
     """Size outside [lower, upper], or true position 2*sqrt(dx^2+dy^2[+dz^2]) beyond the tolerance zone."""
     if isinstance(feature, SizeFeatureConfig):
         return not feature.lower <= values[feature.signal] <= feature.upper

@@ -556,6 +556,11 @@ class OpcUaSimServer:
         """The (first) node a canonical signal of a machine is written to."""
         return self._vars[(machine, signal)][0].node
 
+    def read_signal(self, machine: str, signal: str) -> Any:
+        """The value a client reads now from the (first) node of a signal (None while it has none)."""
+        dv = self._server_or_fail().read_attribute_value(self.node_of(machine, signal))
+        return dv.Value.Value if dv.Value is not None else None
+
     async def publish(self, machine: str, signal: str, value: float | str | None, time: datetime) -> None:
         """Write ``value`` to the node(s) of ``signal`` with ``time`` as SourceTimestamp.
 
