@@ -7,7 +7,8 @@ signal map; a site file's ``machines[]`` entry is one) the same way for every pr
 owns everything about its connection: connecting, subscribing, reconnecting with backoff, sequence
 tracking and resync. Library callbacks feed a bounded queue; when it overflows the adapter counts
 the loss and emits a gap observation so the tracker never calls a part complete that may have
-missed data.
+missed data. Gaps are stamped with the source's own clock (the newest time it
+reported), so they sort among its data whatever the host's clock says.
 
 Observations travel in batches: an adapter queues what one document or one publish carried in one
 step, and its reader takes everything queued at once (:class:`ObservationQueue`), so the cost of
@@ -260,6 +261,9 @@ class Adapter:
         self._queue = ObservationQueue(queue_size)
         self._task: asyncio.Task[None] | None = None
         self._overflowing = False
+        self.source_time: datetime | None = None
+        """The newest timestamp the source reported for a value (its own clock; never our gap and
+        connection notes, which carry the host's): where a loss of data begins."""
 
     async def __aenter__(self) -> Self:
         if self.state is not AdapterState.NEW:
@@ -327,6 +331,12 @@ class Adapter:
         elif not task.cancelled() and task.exception() is not None:
             log.debug("%s: reader ended with %r", self.machine, task.exception())
 
+    @property
+    def delivery_period_s(self) -> float:
+        """How long the source may hold a change before delivering it (publishing or polling interval):
+        once a machine's sources were quiet for a few of these, nothing is in flight."""
+        return 1.0
+
     def position(self) -> dict[str, Any] | None:
         """Where to resume after a daemon restart (for example an MTConnect sequence); None if nothing to keep."""
         return None
@@ -336,6 +346,12 @@ class Adapter:
 
         Lets the daemon save a position that never runs ahead of what it stored, so a crash loses
         nothing the source still holds."""
+        return None
+
+    def position_at(self, time: datetime) -> dict[str, Any] | None:
+        """A position that re-reads everything the source stamped after ``time`` (its own clock), for
+        sources that can only say where to resume by time (OPC UA); None where :meth:`position_after`
+        serves. The daemon calls it with the end of the last part it stored."""
         return None
 
     async def _guarded_run(self) -> None:
@@ -350,15 +366,24 @@ class Adapter:
 
     async def _emit(self, obs: Observation) -> None:
         """Queue an observation, waiting when the consumer is slow (back-pressure, no loss)."""
+        self._note_source_time(obs)
         await self._queue.put(obs)
 
     async def _emit_many(self, observations: Iterable[Observation]) -> None:
         """Queue observations in order in as few steps as room allows (back-pressure, no loss)."""
         batch = observations if isinstance(observations, Sequence) else list(observations)
+        for obs in batch:
+            self._note_source_time(obs)
         await self._queue.put_many(batch)
+
+    def _note_source_time(self, obs: Observation) -> None:
+        """Keep :attr:`source_time`: the newest time the source stamped on a value (not our notes)."""
+        if obs.value is not None and (self.source_time is None or obs.time > self.source_time) and obs.signal[:7] != "source.":
+            self.source_time = obs.time
 
     def _emit_nowait(self, obs: Observation) -> bool:
         """Queue from a callback that cannot wait; overflow is counted and reported as a gap."""
+        self._note_source_time(obs)
         try:
             self._queue.put_nowait(obs)
         except asyncio.QueueFull:
@@ -373,17 +398,20 @@ class Adapter:
             self._put_gap("observations dropped: adapter queue overflowed")
         return True
 
+    def _gap(self, reason: str, start: datetime | None = None, end: datetime | None = None) -> Observation:
+        """A gap from ``start`` (default: the newest time the source reported, else the host's clock)."""
+        return Observation(self.machine, GAP_SIGNAL, start or self.source_time or datetime.now(UTC), reason, end=end)
+
     def _put_gap(self, reason: str) -> None:
-        gap = Observation(self.machine, GAP_SIGNAL, datetime.now(UTC), reason)
         try:
-            self._queue.put_nowait(gap)
+            self._queue.put_nowait(self._gap(reason))
         except asyncio.QueueFull:
             self._overflowing = True
 
-    async def _emit_gap(self, reason: str, time: datetime | None = None) -> None:
-        """Tell the tracker data was lost; the part in progress becomes incomplete."""
+    async def _emit_gap(self, reason: str, start: datetime | None = None, end: datetime | None = None) -> None:
+        """Tell the tracker data was lost from ``start`` (to ``end`` when known), in the source's clock."""
         self.stats.count("gaps")
-        await self._emit(Observation(self.machine, GAP_SIGNAL, time or datetime.now(UTC), reason))
+        await self._queue.put(self._gap(reason, start, end))
 
     async def _set_state(self, state: AdapterState, detail: str = "") -> None:
         """Change state, log one line, and tell downstream through a connection observation."""

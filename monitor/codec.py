@@ -61,11 +61,15 @@ def _dt(value: str) -> datetime:
 
 
 def observation_to_dict(obs: Observation) -> dict[str, Any]:
-    return {"machine": obs.machine, "signal": obs.signal, "time": _t(obs.time), "value": obs.value, "seq": obs.source_seq}
+    out = {"machine": obs.machine, "signal": obs.signal, "time": _t(obs.time), "value": obs.value, "seq": obs.source_seq}
+    if obs.end is not None:
+        out["end"] = _t(obs.end)
+    return out
 
 
 def observation_from_dict(d: dict[str, Any]) -> Observation:
-    return Observation(d["machine"], d["signal"], _dt(d["time"]), d.get("value"), d.get("seq"))
+    end = d.get("end")
+    return Observation(d["machine"], d["signal"], _dt(d["time"]), d.get("value"), d.get("seq"), _dt(end) if end else None)
 
 
 def part_to_dict(part: PartRecord) -> dict[str, Any]:

@@ -351,6 +351,22 @@ class TrackingConfig(BaseModel):
     )
     max_skew_s: float = Field(default=0.0, ge=0, description="tolerated clock difference between sources")
     clock_offset_s: float = Field(default=0.0, description="added to this source's timestamps")
+    max_counter_jump: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "a part counter that jumps further than this is taken as a new baseline (a preset, another counter), "
+            "not as parts made unseen; smaller jumps are accounted part by part as `not_observed`"
+        ),
+    )
+    probe_clock_tolerance_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "a probe value stamped further than this (and than 4 x max_skew_s) from the machine's clock is kept at "
+            "the machine's clock with a note, and its part is not complete; 0 = no check"
+        ),
+    )
 
 
 class _MachineBase(BaseModel):

@@ -260,9 +260,10 @@ class MonitorCore:
         self._publish(changes)
         return changes
 
-    async def advance(self, now_by_machine: Mapping[str, datetime]) -> Changes:
-        """Release parts whose grace window ran out in controller time."""
-        changes = await self._call(self._pipeline.advance, dict(now_by_machine))
+    async def advance(self, now_by_machine: Mapping[str, datetime], quiet: frozenset[str] = frozenset()) -> Changes:
+        """Release parts whose grace window ran out in controller time; for ``quiet`` machines (their
+        sources delivered nothing for a while, by the wall clock) first what waits for re-ordering."""
+        changes = await self._call(self._pipeline.advance, dict(now_by_machine), quiet)
         self._publish(changes)
         return changes
 

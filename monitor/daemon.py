@@ -112,6 +112,10 @@ class Daemon:
         self.control_url: str | None = None
         self._last_status: dict[str, Any] = {"machines": {}, "sinks": {}}
         self._last_obs: dict[str, tuple[datetime, float]] = {}
+        self._heard: dict[str, float] = {}
+        """Per machine, the wall-clock (monotonic) time any of its sources last delivered anything."""
+        self._offsets: dict[tuple[str, str], timedelta] = {}
+        """Per source, its clock offset (the tracker's clock minus the source's)."""
         self._owner: dict[tuple[str, str], SourceSupervisor] = {}
         self._processed_positions: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_activity = time.monotonic()
@@ -226,8 +230,8 @@ class Daemon:
                 self._room.set()
                 await self._stop_sources(list(self._source_tasks), forget=False)
                 processor.cancel()
+                self._note_processed(await self.core.finish())
                 await self._save_positions()
-                await self.core.finish()
                 self._note_processed(await self.core.retry_writes(force=True))
                 if not self.core.writes_waiting:
                     # everything read is processed and stored, the trackers' contexts too: each source
@@ -326,6 +330,7 @@ class Daemon:
             await self._deliver(batch)
 
         source = SourceSupervisor(machine.id, key, make, deliver, resume=saved)
+        self._offsets[(machine.id, key)] = timedelta(seconds=machine.tracking.clock_offset_s)
         for name in machine.signals:
             self._owner[(machine.id, name)] = source
         return source
@@ -343,15 +348,27 @@ class Daemon:
                 del self._processed_positions[key]
 
     def _note_read_positions(self) -> None:
-        """At a clean stop: every source's position where its adapter stopped reading."""
+        """At a clean stop: every source's position where its adapter stopped reading. Not for a
+        source that resumes by time (OPC UA): the part in progress is not stored, so it resumes
+        from the end of the last stored part (:meth:`_note_processed`) and reads that part again."""
         for source in self.sources:
+            if source.adapter is not None and source.adapter.position_at(datetime.now(UTC)) is not None:
+                continue
             position = source.adapter.position() if source.adapter is not None else None
             if position is not None:
                 self._processed_positions[(source.machine, source.key)] = position
 
     def _note_processed(self, changes: Changes) -> None:
         """Remember where each source can resume: just after the observation that completed the
-        last stored part, whose tracker context is stored with it, so a crash replays the rest."""
+        last stored part, whose tracker context is stored with it, so a crash replays the rest;
+        for sources that resume by time, just after that part's end (in their own clock)."""
+        for part in changes.parts:
+            for running in self.sources:
+                if running.machine == part.machine and running.adapter is not None:
+                    offset = self._offsets.get((running.machine, running.key), timedelta(0))
+                    at = running.adapter.position_at(part.end - offset)
+                    if at is not None:
+                        self._processed_positions[(running.machine, running.key)] = at
         for obs in changes.resume_points.values():
             source = self._owner.get((obs.machine, obs.signal))
             if source is None or source.adapter is None:
@@ -363,6 +380,8 @@ class Daemon:
     async def _deliver(self, batch: Sequence[Observation]) -> None:
         """Move one source's batch into the shared bounded queue (waits when full) and the sinks."""
         now = self._last_activity = time.monotonic()
+        if batch:
+            self._heard[batch[0].machine] = now  # a source reads one machine
         for obs in reversed(batch):
             if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
                 self._last_obs[obs.machine] = (obs.time, now)
@@ -397,14 +416,26 @@ class Daemon:
             finally:
                 queue.task_done(len(batch))
 
+    def _quiet(self, now: float) -> frozenset[str]:
+        """Machines none of whose sources delivered anything for a few delivery periods (wall clock):
+        nothing of theirs is in flight, so nothing can still arrive to be re-ordered."""
+        periods: dict[str, float] = {}
+        for source in self.sources:
+            period = source.adapter.delivery_period_s if source.adapter is not None else 1.0
+            periods[source.machine] = max(periods.get(source.machine, 0.0), period)
+        return frozenset(m for m, heard in self._heard.items() if now - heard >= 2 * periods.get(m, 1.0) + 1.0)
+
     async def _tick(self) -> None:
-        """Once a second: release parts whose grace ran out (in controller time); status; health line."""
+        """Once a second: release parts whose grace ran out (in controller time, estimated from the
+        wall clock since the machine last spoke); process at once what waits for re-ordering on
+        machines that went quiet (a stopped machine sends no newer data to move the window);
+        status; health line."""
         last_health = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             estimates = {m: t + timedelta(seconds=now - seen) for m, (t, seen) in self._last_obs.items()}
-            await self.core.advance(estimates)
+            self._note_processed(await self.core.advance(estimates, self._quiet(now)))
             if self.core.writes_waiting:
                 self._note_processed(await self.core.retry_writes())
             if not self.core.writes_full:

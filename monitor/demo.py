@@ -166,9 +166,9 @@ class CellServers:
     ) -> dict[str, Any]:
         """A site file (as a dict) that points a daemon at these servers."""
         machines: list[dict[str, Any]] = []
-        # OPC UA notifications of different nodes may arrive in any order within one publish;
-        # the tracker re-orders them over this many seconds of controller time.
-        skew = max(5.0, 2.0 * max(speed, 1.0))  # two seconds of wall time
+        # the adapter passes each publish on in time order; the tracker's window only has to cover
+        # the publishing interval (100 ms of wall time): half a second of wall time is plenty
+        skew = max(5.0, 0.5 * max(speed, 1.0))
         for m in self.cell.machines:
             if self.protocol[m.id] == "opcua" and self.opcua is not None:
                 (shape,) = shapes_for([m])

@@ -71,6 +71,7 @@ class DriftEngine:
         self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
         self._book: dict[tuple[str, str, str, str], _Book] = {}
         self._lost: dict[str, Alert] = {}
+        self._gaps: dict[str, Alert] = {}
         self._last_part: dict[str, int] = {}
         self.counters: dict[str, int] = {}
         self._ids: dict[str, int] = {}
@@ -221,10 +222,11 @@ class DriftEngine:
                     return None
                 entry.alert = replace(entry.alert, state=AlertState.ACKNOWLEDGED, time=time)
                 return entry.alert
-        for machine, alert in self._lost.items():
-            if alert.id == alert_id and alert.state is AlertState.OPEN:
-                self._lost[machine] = replace(alert, state=AlertState.ACKNOWLEDGED, time=time)
-                return self._lost[machine]
+        for book in (self._lost, self._gaps):
+            for machine, alert in book.items():
+                if alert.id == alert_id and alert.state is AlertState.OPEN:
+                    book[machine] = replace(alert, state=AlertState.ACKNOWLEDGED, time=time)
+                    return book[machine]
         return None
 
     def close(self, alert_id: str, time: datetime) -> Alert | None:
@@ -238,10 +240,11 @@ class DriftEngine:
                     time=time,
                     evidence={**entry.alert.evidence, "close_reason": "closed by hand"},
                 )
-        for machine, alert in self._lost.items():
-            if alert.id == alert_id:
-                del self._lost[machine]
-                return replace(alert, state=AlertState.CLOSED, time=time)
+        for book in (self._lost, self._gaps):
+            for machine, alert in book.items():
+                if alert.id == alert_id:
+                    del book[machine]
+                    return replace(alert, state=AlertState.CLOSED, time=time)
         return None
 
     def connection_changed(self, machine: str, connected: bool, time: datetime) -> list[Alert]:
@@ -271,9 +274,60 @@ class DriftEngine:
         self._lost[machine] = alert
         return [alert]
 
+    def data_gap(self, machine: str, start: datetime, end: datetime | None, reason: str) -> list[Alert]:
+        """A source reported lost data: open the machine's data-gap alert, or add to the open one.
+
+        The alert stays open until a person acknowledges or closes it: data that is gone does not
+        come back by itself, and the batch's evidence has a hole someone should know about."""
+        window = start.isoformat(timespec="seconds") + (f" to {end.isoformat(timespec='seconds')}" if end else "")
+        return self._gap_alert(
+            machine, start, f"{machine}: data lost {window} (controller clock): {reason}", {"gaps": 1}, {"last_gap": window}
+        )
+
+    def parts_not_observed(self, machine: str, parts: list[PartRecord]) -> list[Alert]:
+        """Placeholders were recorded for counter values nobody saw: say which parts are missing."""
+        if not parts:
+            return []
+        first, last = parts[0], parts[-1]
+        numbers = f"part {first.part_number}" if len(parts) == 1 else f"parts {first.part_number}-{last.part_number}"
+        counters = f"counter {first.counter}" if len(parts) == 1 else f"counter {first.counter}-{last.counter}"
+        reason = first.notes[0].removeprefix("not observed: ") if first.notes else ""
+        message = f"{machine}: {len(parts)} part(s) not observed ({numbers}, {counters}): {reason}"
+        return self._gap_alert(
+            machine, last.end, message, {"parts_not_observed": len(parts)}, {"last_not_observed": f"{numbers} ({counters})"}
+        )
+
+    def _gap_alert(self, machine: str, time: datetime, message: str, add: dict[str, int], note: dict[str, str]) -> list[Alert]:
+        current = self._gaps.get(machine)
+        if current is None:
+            part_number = self._last_part.get(machine, 0)
+            evidence: dict[str, Any] = {"gaps": 0, "parts_not_observed": 0, **note}
+            for k, v in add.items():
+                evidence[k] = evidence.get(k, 0) + v
+            alert = Alert(
+                id=f"{machine}/-/data/{AlertKind.DATA_GAP}/{part_number}@{time.timestamp():.0f}",
+                machine=machine,
+                program="",
+                feature="data",
+                kind=AlertKind.DATA_GAP,
+                severity=Severity.WARNING,
+                state=AlertState.OPEN,
+                part_number=part_number,
+                message=message,
+                time=time,
+                evidence=evidence,
+            )
+        else:
+            evidence = {**current.evidence, **note}
+            for k, v in add.items():
+                evidence[k] = int(evidence.get(k, 0)) + v
+            alert = replace(current, message=message, time=time, evidence=evidence)
+        self._gaps[machine] = alert
+        return [alert]
+
     def open_alerts(self) -> list[Alert]:
         """Every alert that is open or acknowledged, oldest first."""
-        alerts = [e.alert for e in self._book.values()] + list(self._lost.values())
+        alerts = [e.alert for e in self._book.values()] + list(self._lost.values()) + list(self._gaps.values())
         return sorted(alerts, key=lambda a: (a.time, a.id))
 
     # ------------------------------------------------------------------------------ reload
@@ -344,6 +398,7 @@ class DriftEngine:
                 {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items() if mine(k[0])
             ],
             "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
+            "gaps": {m: alert_to_dict(a) for m, a in self._gaps.items() if mine(m)},
             "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
             "ids": {b: n for b, n in self._ids.items() if mine(b.split("/", 1)[0])},
         }
@@ -354,13 +409,13 @@ class DriftEngine:
     @classmethod
     def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:
         """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
-        merged: dict[str, Any] = {"watches": [], "alerts": [], "lost": {}, "last_part": {}, "counters": {}, "ids": {}}
+        merged: dict[str, Any] = {"watches": [], "alerts": [], "lost": {}, "gaps": {}, "last_part": {}, "counters": {}, "ids": {}}
         merged["version"] = _STATE_VERSION
         for share in states:
             merged["version"] = min(merged["version"], int(share.get("version", _STATE_VERSION)))
             merged["watches"] += share.get("watches", [])
             merged["alerts"] += share.get("alerts", [])
-            for key in ("lost", "last_part", "counters", "ids"):
+            for key in ("lost", "gaps", "last_part", "counters", "ids"):
                 merged[key].update(share.get(key, {}))
         return cls.from_state(programs, merged)
 
@@ -395,6 +450,7 @@ class DriftEngine:
             m, p, f, k = a["key"]
             engine._book[(m, p, f, k)] = _Book(alert_from_dict(a["alert"]), int(a.get("quiet", 0)))
         engine._lost = {m: alert_from_dict(d) for m, d in state.get("lost", {}).items()}
+        engine._gaps = {m: alert_from_dict(d) for m, d in state.get("gaps", {}).items()}
         engine._last_part = {m: int(n) for m, n in state.get("last_part", {}).items()}
         return engine
 

@@ -55,8 +55,12 @@ CANONICAL_SIGNALS: frozenset[str] = frozenset(
 GAP_SIGNAL = "source.gap"
 """Emitted by an adapter when it knows data was lost (agent restart, buffer overrun, reconnect).
 
-The value is a short human description of the gap. The tracker marks the part in progress as
-incomplete, because a part that may have missed a probe value must never look complete."""
+The value is a short human description of the gap. ``time`` is where the loss begins and, when the
+adapter knows it, ``end`` where it ends, both in the source's own clock (the last value seen
+before the loss and the newest value found after it), so the gap sorts among the controller's
+data. The tracker marks every part that overlaps the window incomplete, and accounts for each
+part counter value the controller moved through meanwhile with a ``not_observed`` placeholder,
+because a part that may have missed a probe value must never look complete."""
 
 CONNECTION_SIGNAL = "source.connection"
 """Emitted by an adapter on every connection state change; value is ``connected`` or ``lost``."""
@@ -86,6 +90,8 @@ class Observation:
     time: datetime
     value: Value
     source_seq: int | None = None
+    end: datetime | None = None
+    """Only for an observation that covers a span (a ``source.gap``): where it ends, in the clock of ``time``."""
 
     @property
     def number(self) -> float | None:
@@ -111,6 +117,10 @@ class PartStatus(StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
     ABORTED = "aborted"
+    NOT_OBSERVED = "not_observed"
+    """The controller's part counter says this part was made, but none of its data reached the
+    monitor (connection lost, daemon stopped): a placeholder that keeps every counter value
+    accounted for, with the reason and the window (``start``/``end``, source clock) in its notes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,7 @@ class AlertKind(StrEnum):
     INCOMPLETE_PART = "incomplete_part"
     STORE_UNWRITABLE = "store_unwritable"
     """The embedded store refused writes (disk full, read-only, I/O error); parts wait in memory."""
+    DATA_GAP = "data_gap"
 
 
 class Severity(StrEnum):

@@ -22,7 +22,7 @@ from monitor.config import Site
 from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine
 from monitor.errors import StoreError
-from monitor.model import CONNECTION_SIGNAL, Alert, AlertState, Observation, PartRecord
+from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Alert, AlertState, Observation, PartRecord, PartStatus
 from monitor.sinks.signals import SignalFilter
 from monitor.store import Store
 from monitor.store.held import HeldWrites
@@ -48,6 +48,9 @@ class MachineState:
     program: str | None = None
     counter: int | None = None
     parts: int = 0
+    not_observed: int = 0
+    """Parts the controller counted whose data never reached us (placeholders, included in ``parts``)."""
+    gaps: int = 0
     last_part_end: str | None = None
     last_seen: str | None = None
 
@@ -91,9 +94,21 @@ class Pipeline:
         self._history = SignalFilter(kept, parts=False, alerts=False) if kept else None
         self._retention = timedelta(days=site.config.store.signal_retention_days)
         self._next_prune = 0.0
+        self._without_context: set[str] = set()
+        """Machines with no tracker context stored yet: the first counter value seen is saved as one."""
         for machine_id in site.machine_ids():
-            self.trackers[machine_id] = self._tracker(site, machine_id, store.load_detector_state(_TRACKER_STATE + machine_id))
-            self.status[machine_id] = MachineState(machine_id, parts=store.part_count(machine=machine_id))
+            context = store.load_detector_state(_TRACKER_STATE + machine_id)
+            self.trackers[machine_id] = self._tracker(site, machine_id, context)
+            if context is None:
+                self._without_context.add(machine_id)
+            self.status[machine_id] = self._machine_state(machine_id)
+
+    def _machine_state(self, machine_id: str) -> MachineState:
+        return MachineState(
+            machine_id,
+            parts=self.store.part_count(machine=machine_id),
+            not_observed=self.store.part_count(machine=machine_id, status=PartStatus.NOT_OBSERVED),
+        )
 
     def _tracker(self, site: Site, machine_id: str, context: dict[str, Any] | None) -> PartTracker:
         """A machine's tracker for ``site``, continuing from a saved ``context`` (a restart or a reload)."""
@@ -140,7 +155,7 @@ class Pipeline:
             if tracker is None:
                 context = self.store.load_detector_state(_TRACKER_STATE + machine_id)
                 self.trackers[machine_id] = self._tracker(site, machine_id, context)
-                self.status[machine_id] = MachineState(machine_id, parts=self.store.part_count(machine=machine_id))
+                self.status[machine_id] = self._machine_state(machine_id)
             elif entries != old_entries.get(machine_id):
                 self.trackers[machine_id] = self._tracker(site, machine_id, tracker.context())
             else:
@@ -199,8 +214,19 @@ class Pipeline:
                 if lost:
                     changes.alerts += lost
                     changes.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, lost))
+            elif obs.signal == GAP_SIGNAL:
+                status.gaps += 1
+                gap = self.engine.data_gap(obs.machine, obs.time, obs.end, str(obs.value))
+                changes.alerts += gap
+                changes.alerts += self._write("data gap alert", functools.partial(self._store_alerts, obs.machine, gap))
             status.program = tracker.program
             status.counter = tracker.counter
+            if obs.machine in self._without_context:
+                baseline = tracker.baseline_context()
+                if baseline is not None:
+                    state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + obs.machine, baseline)
+                    changes.alerts += self._write("tracker state", state)
+                    self._without_context.discard(obs.machine)
             if self._finish(parts, changes, tracker) and not tracker.holding:
                 if self.held:  # the part waits to be stored: its source may resume here once it is
                     self.held.resume_after(obs)
@@ -211,6 +237,11 @@ class Pipeline:
         if history:
             self._record_history(history)
         return changes
+
+    def _store_alerts(self, machine: str, alerts: list[Alert]) -> None:
+        """Alert changes that came with no part (a data gap), stored with the engine state they leave."""
+        self.store.record_alerts(alerts)
+        self.store.save_detector_state(ENGINE_STATE + machine, self.engine.state(machine))
 
     def retry_held(self, *, force: bool = False) -> Changes:
         """Store what waits for the store, when its backoff has run out; the closed store alert once done."""
@@ -251,14 +282,21 @@ class Pipeline:
         self.counts["signal_history_pruned"] += deleted
         return deleted
 
-    def advance(self, now_by_machine: dict[str, datetime]) -> Changes:
-        """Release parts whose grace window has run out in controller time (and prune old history)."""
+    def advance(self, now_by_machine: dict[str, datetime], quiet: frozenset[str] = frozenset()) -> Changes:
+        """Release parts whose grace window has run out in controller time (and prune old history);
+        for ``quiet`` machines (nothing in flight from their sources) first process what waits for
+        re-ordering."""
         self.prune_history()
         changes = Changes()
+        for machine in quiet:
+            tracker = self.trackers.get(machine)
+            if tracker is not None and tracker.holding:
+                self._finish(tracker.settle(), changes, tracker)
         for machine, now in now_by_machine.items():
             tracker = self.trackers.get(machine)
             if tracker is not None:
                 self._finish(tracker.advance(now), changes, tracker)
+                self.status[machine].counter = tracker.counter
         return changes
 
     def close(self) -> Changes:
@@ -295,21 +333,32 @@ class Pipeline:
         """Detect on and store each new part, with the engine state and the tracker's context after
         it in the same transaction; returns how many parts were stored."""
         stored_parts = 0
-        for part in parts:
+        unseen: list[PartRecord] = []
+        for i, part in enumerate(parts):
+            self._without_context.discard(part.machine)
             if self.held.holds_part(part.key) or self.store.has_part(part.key):  # seen before: the engine has it
                 changes.duplicates += 1
                 self.counts["duplicate_parts"] += 1
                 continue
-            try:
-                alerts = self.engine.process(part)
-            except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault
-                self._count(
-                    f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
-                )
+            if part.status is PartStatus.NOT_OBSERVED:
+                # one alert change per run of placeholders, stored with the last of them
+                unseen.append(part)
+                following = parts[i + 1] if i + 1 < len(parts) else None
                 alerts = []
+                if following is None or following.status is not PartStatus.NOT_OBSERVED:
+                    alerts, unseen = self.engine.parts_not_observed(part.machine, unseen), []
+                self.status[part.machine].not_observed += 1
+            else:
+                try:
+                    alerts = self.engine.process(part)
+                except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault
+                    self._count(
+                        f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
+                    )
+                    alerts = []
             states = [
                 (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
-                (_TRACKER_STATE + part.machine, tracker.context()),
+                (_TRACKER_STATE + part.machine, tracker.context(after=part)),
             ]
             size = 0
             if self.held:  # it will wait: keep its states as JSON (what the store writes; far smaller)

@@ -153,5 +153,7 @@ class SourceSupervisor:
             self._resume = position  # everything read up to here was delivered: continue exactly there
         else:
             reason = f"source restarted after an unexpected error ({self.last_error}); data in between may be lost"
-            await self._deliver([Observation(self.machine, GAP_SIGNAL, now, reason)])
+            # in the source's own clock (the newest time it reported), so the gap sorts among its data
+            start = adapter.source_time if adapter is not None and adapter.source_time is not None else now
+            await self._deliver([Observation(self.machine, GAP_SIGNAL, start, reason)])
         await self._deliver([Observation(self.machine, CONNECTION_SIGNAL, now, str(AdapterState.LOST))])

@@ -20,7 +20,14 @@ Controllers are untidy, so the tracker also:
 * treats a part counter that goes down (controller restart, counter reset to 0) as a new baseline,
   never as a part;
 * on a machine that reports no execution state, takes the window between two part ends (counter
-  increments) as the part's window, so spindle aggregates cover the whole cycle.
+  increments) as the part's window, so spindle aggregates cover the whole cycle;
+* accounts for every counter value the controller moved through: a part counter that jumps (data
+  lost in a ``source.gap``, changes the source never delivered, parts made while the daemon was
+  stopped) leaves one ``not_observed`` placeholder per value it skipped, numbered like parts, so part
+  numbers keep following the counter; every part that overlaps a gap's window (source clock) is
+  incomplete;
+* keeps a probe value stamped far from the machine's clock (a controller writing the year 2999)
+  out of complete parts: it is placed at the machine's clock, and its part carries a note.
 
 Attribution of probe results does not depend on the order in which values arrive nor on a few
 milliseconds between the timestamps of values the controller wrote together (a server stamps each
@@ -43,11 +50,12 @@ part ends around them:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import itertools
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -181,6 +189,8 @@ class _OpenPart:
     gap: bool = False
     flags: dict[str, None] = field(default_factory=dict)
     part_ids: dict[str, None] = field(default_factory=dict)
+    doubtful: bool = False
+    """A value of this part could not be placed in time (stamped far from the machine's clock)."""
 
 
 @dataclass
@@ -193,6 +203,19 @@ class _PendingPart:
     phantom: bool = False
     """The part the first counter value we saw had counted: already made (or stored before a restart).
     It only claims the results written with it, so they never land on the next part."""
+
+
+@dataclass
+class _Gap:
+    """A window of the source's clock in which data was lost, open until the counter is accounted past it."""
+
+    reason: str
+    start: datetime
+    end: datetime | None
+    """None until data after the gap is processed (adapters that cannot say where the loss ends)."""
+
+    def covers(self, time: datetime) -> bool:
+        return self.end is None or time <= self.end
 
 
 class PartTracker:
@@ -263,6 +286,20 @@ class PartTracker:
         self._ended_awaiting_count = False
         self._last_end: datetime | None = None
         self._restored_counter = False
+        self._gap: _Gap | None = None
+        self._counter_time: datetime | None = None
+        self._first_counter: tuple[int, datetime] | None = None
+        self._clock: datetime | None = None
+        """The machine's clock as its state signals and gap windows tell it (probe values never move it)."""
+        self._probe_tolerance = (
+            timedelta(seconds=max(self.tracking.probe_clock_tolerance_s, 4 * self.tracking.max_skew_s))
+            if self.tracking.probe_clock_tolerance_s
+            else None
+        )
+        self._doubtful: dict[int, str] = {}
+        self._accounted_until: datetime | None = None
+        """After a restart: data stamped up to here went into parts already stored (a source that
+        re-reads from there, or sends its current values, repeats it)."""
         if context:
             self._restore(context)
 
@@ -292,12 +329,20 @@ class PartTracker:
         if obs.machine != self.machine:
             self.counts["other_machine"] += 1
             return []
+        if obs.signal == CONNECTION_SIGNAL:
+            # a connection note carries our clock and says nothing about data: a lost connection
+            # that lost data is followed by the adapter's source.gap, in the source's clock
+            return []
         offset = self._offsets.get(obs.signal)
         if offset:
-            obs = Observation(obs.machine, obs.signal, obs.time + offset, obs.value, obs.source_seq)
+            obs = replace(obs, time=obs.time + offset, end=obs.end + offset if obs.end is not None else None)
         if self._is_replay(obs):
             self.counts["duplicates"] += 1
             return []
+        if self._accounted_until is not None and obs.time <= self._accounted_until and obs.signal != GAP_SIGNAL:
+            self.counts["already_stored"] += 1
+            return []
+        obs = self._place_in_time(obs)
         if not self._skew:
             return self._process(obs)
         # UNAVAILABLE values and the adapter's own gap/connection notes carry the server's or our
@@ -315,12 +360,19 @@ class PartTracker:
         """Tell the tracker that controller time has reached ``now``; releases parts whose grace ran out."""
         return self._drain(now - self._skew) + self._release(now)
 
+    def settle(self) -> list[PartRecord]:
+        """The machine's sources have delivered everything they had (the daemon saw them quiet for a
+        while, by the wall clock): process what waits for re-ordering now instead of waiting for
+        newer controller time that a stopped machine never sends."""
+        return self._drain(None)
+
     def _drain(self, horizon: datetime | None) -> list[PartRecord]:
         """Process buffered observations up to ``horizon`` (all of them for None), oldest first."""
         out: list[PartRecord] = []
         while self._reorder and (horizon is None or self._reorder[0][0] <= horizon):
             released = heapq.heappop(self._reorder)[2]
-            self._released = released.time
+            if released.value is not None and released.signal != GAP_SIGNAL:
+                self._released = released.time  # UNAVAILABLE may carry the server's clock
             out += self._process(released)
         return out
 
@@ -335,20 +387,33 @@ class PartTracker:
             out += self._finalize()
         return out
 
-    def context(self) -> dict[str, Any]:
+    def context(self, after: PartRecord | None = None) -> dict[str, Any]:
         """What the machine was doing (program, counter, tool), JSON-able, to resume after a restart.
 
         A restarted daemon may resume its source mid-stream, where the program name and counter
-        are not repeated; without this the next parts would belong to no program.
+        are not repeated; without this the next parts would belong to no program. Saved with the
+        stored part ``after``, the counter is that part's: parts still held here (grace window) are
+        not stored yet, and a restart must account for their counter values again.
         """
+        counter = after.counter if after is not None and after.counter is not None else self._counter
+        until = after.end if after is not None else self._counter_time
         return {
             "program": self._program,
-            "counter": self._counter,
+            "counter": counter,
+            "accounted_until": until.isoformat() if until is not None else None,
             "tool": self._tool,
             "tool_life": self._tool_life,
             "tool_lives": dict(self._lives),
             "next_part_numbers": dict(self._next_number),
         }
+
+    def baseline_context(self) -> dict[str, Any] | None:
+        """The context at the first counter value this tracker saw, before any part: saved once so that
+        a daemon killed before it stored a part still knows where the counter stood."""
+        if self._first_counter is None:
+            return None
+        counter, time = self._first_counter
+        return {**self.context(), "counter": counter, "accounted_until": time.isoformat()}
 
     def _restore(self, context: Mapping[str, Any]) -> None:
         self._program = context.get("program")
@@ -356,6 +421,10 @@ class PartTracker:
         self._counter = int(counter) if isinstance(counter, (int, float)) else None
         self._restored_counter = self._counter is not None
         self._tool = context.get("tool")
+        until = context.get("accounted_until")
+        if isinstance(until, str):
+            with contextlib.suppress(ValueError):
+                self._accounted_until = datetime.fromisoformat(until) - self._skew
         life = context.get("tool_life")
         self._tool_life = float(life) if isinstance(life, (int, float)) else None
         lives = context.get("tool_lives")
@@ -375,8 +444,11 @@ class PartTracker:
         return self._recent.seen(obs.signal, obs.time, obs.value)
 
     def _process(self, obs: Observation) -> list[PartRecord]:
-        out = self._release(obs.time)
+        out = self._release(obs.time) if obs.value is not None else []  # UNAVAILABLE may carry the server's clock
         signal = obs.signal
+        gap = self._gap
+        if gap is not None and gap.end is None and obs.value is not None and signal != GAP_SIGNAL:
+            gap.end = max(gap.start, obs.time)  # the source said where the loss began; data resumes here
         if signal.startswith("probe.") or signal == PART_ID:
             self._result(obs)
         elif signal == "program.name":
@@ -393,8 +465,8 @@ class PartTracker:
             self._tool_number(obs)
         elif signal == "tool.life":
             self._tool_life_update(obs)
-        elif signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
-            self._gap(obs)
+        elif signal == GAP_SIGNAL:
+            self._on_gap(obs)
         if self._end_rule() == f"signal:{signal}" and _truthy(obs.value) and self._open is not None:
             out += self._end_part(obs.time, PartStatus.COMPLETE)
         return out
@@ -406,6 +478,9 @@ class PartTracker:
     def _start_part(self, time: datetime, *, implicit: bool = False) -> None:
         self._open = _OpenPart(self._program or "UNKNOWN", time, implicit=implicit)
         self._ended_awaiting_count = False
+        if self._gap is not None and self._gap.covers(time):
+            self._open.gap = True
+            self._open.notes.append(f"started during a data gap ({self._gap.reason})")
         if self._tool is not None:
             self._open.tools.append(ToolUse(self._tool, self._tool_life, self._tool_life))
         if self._load is not None:
@@ -468,31 +543,75 @@ class PartTracker:
             return []
         count = int(value)
         previous, self._counter = self._counter, count
-        if previous is None or (self._restored_counter and count == previous):
-            self._restored_counter = False
+        restored, self._restored_counter = self._restored_counter, False
+        counted_at, self._counter_time = self._counter_time, obs.time
+        if previous is None or (restored and count == previous):
+            if previous is None:
+                self._first_counter = (count, obs.time)
             if self._end_rule() == "part_count":
                 self._baseline(obs.time, count)
             return []
-        if self._restored_counter:
-            # first counter value after a restart: one step on is a part; a bigger jump means parts
-            # were made while nobody watched (the source did not resume): take it as the new baseline
-            self._restored_counter = False
-            if count > previous + 1 or count < previous:
+        if count < previous:
+            if restored:  # the controller was reset while the daemon was down: a new baseline
                 self.counts["counter_rebased_after_restart"] += 1
                 return []
-        if count < previous:
             self.counts["counter_resets"] += 1
             if self._open is not None:
                 self._open.notes.append(f"part counter reset from {previous} to {count}")
             return []
-        if count > previous and self._end_rule() == "part_count":
-            if count > previous + 1:
-                self.counts["counter_jumps"] += 1
-            part = self._ensure_part(obs.time)
-            if count > previous + 1:
+        if count == previous or self._end_rule() != "part_count":
+            return []
+        if count - previous - 1 > self.tracking.max_counter_jump:
+            self.counts["counter_jumps_too_large"] += 1
+            if self._open is not None:
+                self._open.notes.append(
+                    f"part counter jumped from {previous} to {count}, further than tracking.max_counter_jump "
+                    f"{self.tracking.max_counter_jump}: taken as a new baseline"
+                )
+            return []
+        out: list[PartRecord] = []
+        gap = self._gap
+        if count > previous + 1:
+            self.counts["counter_jumps"] += 1
+            seen = self._open is not None
+            # the parts between were made after the counter was last seen (or the data stopped) and
+            # before it showed ``count``
+            end = obs.time
+            if gap is not None:
+                reason, start = gap.reason, min(gap.start, end)
+            else:
+                start = counted_at or self._last_end or end
+                why = "while the monitor was not reading" if restored else "without the source delivering the counts between"
+                reason = f"part counter moved from {previous} to {count} {why}"
+            # the part that ends now is a placeholder too when nothing of it was seen
+            out += self._not_observed(range(previous + 1, count + (0 if seen else 1)), reason, start, end)
+            if seen:
+                part = self._ensure_part(obs.time)
+                part.gap = True
                 part.notes.append(f"part counter jumped from {previous} to {count}")
-            return self._end_part(obs.time, PartStatus.COMPLETE)
-        return []
+                out += self._end_part(obs.time, PartStatus.COMPLETE)
+        else:
+            self._ensure_part(obs.time)
+            out += self._end_part(obs.time, PartStatus.COMPLETE)
+        if gap is not None and (gap.end is None or obs.time >= gap.end):
+            self._gap = None  # every counter value up to here is accounted for
+        return out
+
+    def _not_observed(self, counters: range, reason: str, start: datetime, end: datetime) -> list[PartRecord]:
+        """One placeholder per counter value nobody saw, queued behind the parts still in grace so that
+        part numbers keep the counter's order. Placeholders take no results."""
+        self.counts["parts_not_observed"] += len(counters)
+        self._last_end = end
+        for counter in counters:
+            placeholder = _OpenPart(self._program or "UNKNOWN", start)
+            placeholder.notes.append(
+                f"not observed: {reason}; made between {start.isoformat()} and {end.isoformat()} (source clock)"
+            )
+            self._pending.append(_PendingPart(placeholder, end, end, PartStatus.NOT_OBSERVED, counter))
+        out: list[PartRecord] = []
+        while self._pending and self._pending[0].status is PartStatus.NOT_OBSERVED:
+            out += self._finalize()
+        return out
 
     def _baseline(self, time: datetime, count: int) -> None:
         """The first counter value seen ends a part made before we listened: results written with it
@@ -577,10 +696,12 @@ class PartTracker:
             start = t.life_start if t.life_start is not None and t.cutting_time > 0 else value
             self._open.tools[-1] = ToolUse(t.tool, start, value, t.cutting_time)
 
-    def _gap(self, obs: Observation) -> None:
-        if obs.signal == CONNECTION_SIGNAL and obs.value != "lost":
-            return
-        reason = str(obs.value) if obs.signal == GAP_SIGNAL else "connection lost"
+    def _on_gap(self, obs: Observation) -> None:
+        """Data was lost from ``obs.time`` (to ``obs.end`` when the source knows): every part that
+        overlaps the window is incomplete, and the counter values it hides are accounted at the next
+        counter change."""
+        reason = str(obs.value)
+        end = obs.end if obs.end is not None and obs.end >= obs.time else None
         if self._open is not None:
             self._open.gap = True
             self._open.notes.append(f"data gap: {reason}")
@@ -588,7 +709,40 @@ class PartTracker:
             if obs.time <= pending.deadline and pending.status is PartStatus.COMPLETE:
                 pending.part.gap = True
                 pending.part.notes.append(f"data gap during grace window: {reason}")
+        gap = self._gap
+        if gap is None:
+            self._gap = _Gap(reason, obs.time, end)
+        else:  # a second loss before the first was accounted for: one window covering both
+            gap.start = min(gap.start, obs.time)
+            gap.end = None if gap.end is None or end is None else max(gap.end, end)
+            if reason not in gap.reason:
+                gap.reason = f"{gap.reason}; {reason}"
+        if end is not None and (self._clock is None or end > self._clock):
+            self._clock = end
         self.counts["gaps"] += 1
+
+    def _place_in_time(self, obs: Observation) -> Observation:
+        """Follow the machine's clock; a probe value stamped far from it is placed at it, and flagged.
+
+        State signals and gap windows set the clock; a probe value alone never moves it, so one
+        value from a macro with a broken clock can neither re-order the machine's data nor land on
+        a part by its bogus time."""
+        if obs.value is None or obs.signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
+            return obs
+        if not obs.signal.startswith("probe."):
+            if self._clock is None or obs.time > self._clock:
+                self._clock = obs.time
+            return obs
+        clock, tolerance = self._clock, self._probe_tolerance
+        if clock is None or tolerance is None or abs(obs.time - clock) <= tolerance:
+            return obs
+        self.counts["probe_values_off_clock"] += 1
+        placed = replace(obs, time=clock)
+        self._doubtful[id(placed)] = (
+            f"{obs.signal} was stamped {obs.time.isoformat()}, {_span(obs.time - clock)} from the machine's clock "
+            f"({clock.isoformat()}); kept at the machine's clock"
+        )
+        return placed
 
     def _end_part(self, time: datetime, status: PartStatus, *, reopen: bool = True) -> list[PartRecord]:
         part = self._open
@@ -618,7 +772,10 @@ class PartTracker:
     def _finalize(self) -> list[PartRecord]:
         """The oldest ended part is final: give it its results, then build its record."""
         pending = self._pending.pop(0)
-        following = self._pending[0] if self._pending else None
+        if pending.status is PartStatus.NOT_OBSERVED:  # nothing of it reached us: it takes no results
+            record = self._finish(pending)
+            return [record] if record is not None else []
+        following = next((p for p in self._pending if p.status is not PartStatus.NOT_OBSERVED), None)
         next_start = following.part.start if following else (self._open.start if self._open else None)
         next_end = following.end if following else None
         self._attribute(pending, next_start, next_end)
@@ -731,6 +888,10 @@ class PartTracker:
         for obs in sorted(taken, key=lambda o: o.time):
             if obs.signal == PART_ID:
                 continue
+            doubt = self._doubtful.pop(id(obs), None)
+            if doubt is not None:
+                part.doubtful = True
+                part.notes.append(doubt)
             value = obs.number
             if value is None:
                 part.unavailable.add(obs.signal)
@@ -792,16 +953,22 @@ class PartTracker:
         missing = tuple(s for s in expected if s not in part.measurements)
         status = pending.status
         notes = list(part.notes)
-        if status is PartStatus.COMPLETE and (missing or part.gap):
+        if status is PartStatus.NOT_OBSERVED:
+            missing = ()
+        elif status is PartStatus.COMPLETE and (missing or part.gap or part.doubtful):
             status = PartStatus.INCOMPLETE
             if missing:
                 notes.append("no value for " + ", ".join(missing))
         number = self._next_number.get(part.program, 1)
         if status is not PartStatus.ABORTED:  # an aborted attempt is not a part: the next one gets its number
             self._next_number[part.program] = number + 1
-        self.counts[f"parts_{status}"] += 1
+        key = part_key(self.machine, part.program, pending.end)
+        if status is PartStatus.NOT_OBSERVED:
+            key = f"{self.machine}/{part.program}/not-observed/{pending.counter}@{part.start.isoformat()}"
+        else:
+            self.counts[f"parts_{status}"] += 1
         return PartRecord(
-            key=part_key(self.machine, part.program, pending.end),
+            key=key,
             machine=self.machine,
             program=part.program,
             part_number=number,
@@ -822,6 +989,14 @@ class PartTracker:
             part_id=", ".join(part.part_ids) if part.part_ids else None,
             flags=tuple(part.flags),
         )
+
+
+def _span(delta: timedelta) -> str:
+    seconds = abs(delta.total_seconds())
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.1f} s"
 
 
 def _id_text(value: Value) -> str:

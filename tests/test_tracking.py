@@ -285,8 +285,166 @@ def test_context_resumes_program_and_counter_after_restart() -> None:
     resumed = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=context)
     parts = run(resumed, cycle(40, 3))
     assert [(p.program, p.part_number, p.counter, p.status) for p in parts] == [("O1001", 3, 3, PartStatus.COMPLETE)]
-    # the source did not resume and parts were made meanwhile: the counter is taken as a new baseline
+    # the source did not resume and parts were made meanwhile: each counter value is a placeholder
+    # and part numbers keep following the counter
+    later = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=context)
+    parts = run(later, [obs(100, "part.count", 9), *cycle(120, 10)])
+    assert [(p.part_number, p.counter, p.status) for p in parts] == [
+        *[(n, n, PartStatus.NOT_OBSERVED) for n in range(3, 10)],
+        (10, 10, PartStatus.COMPLETE),
+    ]
+    assert "while the monitor was not reading" in parts[0].notes[0]
+    # a controller reset while the daemon was down is a new baseline, not parts
     rebased = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=context)
-    parts = run(rebased, [obs(100, "part.count", 9), *cycle(120, 10)])
-    assert [(p.part_number, p.counter) for p in parts] == [(3, 10)]
+    parts = run(rebased, [obs(100, "part.count", 0), *cycle(120, 1)])
+    assert [(p.part_number, p.counter) for p in parts] == [(3, 1)]
     assert rebased.counts["counter_rebased_after_restart"] == 1
+
+
+# ------------------------------------------------------------------ gaps: every counter value accounted for
+
+
+def gap(t: float, until: float | None, reason: str = "connection lost") -> Observation:
+    end = None if until is None else T0 + timedelta(seconds=until)
+    return Observation("m1", GAP_SIGNAL, T0 + timedelta(seconds=t), reason, end=end)
+
+
+def test_gap_window_accounts_every_counter_value_it_hid() -> None:
+    # parts 3-5 are made while the connection is down; after it the source's current values show
+    # counter 5 and part 6 running: 3 and 4 were never seen, 5 only by its counter
+    stream = [*start(), *cycle(0, 1), *cycle(20, 2), *cycle(40, 3)[:3]]
+    stream += [gap(41, 95), obs(86, "part.count", 5), obs(90, "execution", "ACTIVE"), *cycle(90, 6)[1:], *cycle(110, 7)]
+    parts = run(make(grace_s=1), stream)
+    assert [(p.part_number, p.counter, p.status) for p in parts] == [
+        (1, 1, PartStatus.COMPLETE),
+        (2, 2, PartStatus.COMPLETE),
+        (3, 3, PartStatus.NOT_OBSERVED),
+        (4, 4, PartStatus.NOT_OBSERVED),
+        (5, 5, PartStatus.INCOMPLETE),  # the part open when the gap began: its end is all we saw
+        (6, 6, PartStatus.INCOMPLETE),  # started inside the gap
+        (7, 7, PartStatus.COMPLETE),
+    ]
+    hidden = parts[2]
+    assert hidden.start == T0 + timedelta(seconds=41) and hidden.end == T0 + timedelta(seconds=86)  # counter showed 5
+    assert "connection lost" in hidden.notes[0] and "source clock" in hidden.notes[0]
+    assert hidden.measurements == {} and hidden.missing == ()
+    assert len({p.key for p in parts}) == len(parts)
+
+
+def test_a_gap_where_nothing_moved_costs_no_part() -> None:
+    stream = [*start(), *cycle(0, 1), gap(10, 12), *cycle(20, 2), *cycle(40, 3)]
+    parts = run(make(grace_s=1), stream)
+    assert [(p.counter, p.status) for p in parts] == [(n, PartStatus.COMPLETE) for n in (1, 2, 3)]
+
+
+def test_counter_jump_without_a_gap_is_accounted_and_the_part_is_not_complete() -> None:
+    stream = [*start(), *cycle(0, 1), *cycle(20, 2)[:-2], obs(26, "part.count", 5), *cycle(40, 6)]
+    tracker = make(grace_s=1)
+    parts = run(tracker, stream)
+    assert [(p.part_number, p.counter, p.status) for p in parts] == [
+        (1, 1, PartStatus.COMPLETE),
+        (2, 2, PartStatus.NOT_OBSERVED),
+        (3, 3, PartStatus.NOT_OBSERVED),
+        (4, 4, PartStatus.NOT_OBSERVED),
+        (5, 5, PartStatus.INCOMPLETE),  # its values may belong to any of the parts between
+        (6, 6, PartStatus.COMPLETE),
+    ]
+    assert "without the source delivering" in parts[1].notes[0]
+    assert tracker.counts["counter_jumps"] == 1
+
+
+def test_placeholders_keep_their_place_behind_a_part_in_grace() -> None:
+    late = obs(7.5, "probe.hole1_y", 40.001)
+    stream = [*start(), *cycle(0, 1, probe={"probe.hole1_dia": 10.0, "probe.hole1_x": 25.0}), gap(7, 30), late]
+    stream += [obs(29, "part.count", 3), *cycle(40, 4)]
+    parts = run(make(grace_s=2), stream)
+    assert [(p.part_number, p.counter) for p in parts] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert parts[0].status is PartStatus.INCOMPLETE  # the gap began inside its grace window
+    assert parts[0].measurements["probe.hole1_y"] == 40.001
+
+
+def test_an_absurd_counter_jump_is_a_new_baseline() -> None:
+    tracker = make(grace_s=0, max_counter_jump=50)
+    parts = run(tracker, [*start(), *cycle(0, 1), obs(10, "part.count", 90_000), *cycle(20, 90_001)])
+    assert [(p.part_number, p.counter) for p in parts] == [(1, 1), (2, 90_001)]
+    assert tracker.counts["counter_jumps_too_large"] == 1
+
+
+def test_gap_in_source_time_is_processed_in_order_whatever_the_host_clock() -> None:
+    # the controller's clock is a year behind the host; the gap comes in the controller's clock
+    tracker = make(grace_s=1, max_skew_s=5)
+    c = cycle(20, 2)
+    stream = [*start(), *cycle(0, 1), *c[:4], gap(21.6, 22.5), *c[4:], *cycle(40, 3)]
+    parts = run(tracker, stream)
+    assert [(p.counter, p.status) for p in parts] == [
+        (1, PartStatus.COMPLETE),
+        (2, PartStatus.INCOMPLETE),
+        (3, PartStatus.COMPLETE),
+    ]
+
+
+def test_probe_value_from_the_year_2999_is_kept_with_a_note_off_complete_parts() -> None:
+    tracker = make(grace_s=1, max_skew_s=5)
+    c = cycle(20, 2)
+    odd = Observation("m1", "probe.hole1_x", datetime(2999, 1, 1, tzinfo=UTC), 25.001)
+    c = [o for o in c if o.signal != "probe.hole1_x"]
+    c.insert(9, odd)
+    parts = run(tracker, [*start(), *cycle(0, 1), *c, *cycle(40, 3), *cycle(60, 4)])
+    assert [(p.counter, p.status) for p in parts] == [
+        (1, PartStatus.COMPLETE),
+        (2, PartStatus.INCOMPLETE),
+        (3, PartStatus.COMPLETE),
+        (4, PartStatus.COMPLETE),
+    ]
+    assert parts[1].measurements["probe.hole1_x"] == 25.001
+    assert any("2999-01-01" in n and "machine's clock" in n for n in parts[1].notes)
+    assert tracker.counts["probe_values_off_clock"] == 1
+    assert tracker.counts["late_observations"] == 0  # the bogus time moved nothing
+
+
+def test_context_saved_with_a_part_carries_that_parts_counter() -> None:
+    tracker = make(grace_s=5)
+    parts = run(tracker, [*start(), *cycle(0, 1), *cycle(7, 2)], close=False)
+    assert [p.counter for p in parts] == [1]  # part 2 still waits in its grace window
+    assert tracker.context(after=parts[0])["counter"] == 1
+    assert tracker.context()["counter"] == 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(1, 60), st.booleans()), max_size=4),
+    st.integers(1, 3),
+)
+def test_every_counter_value_is_accounted_once_whatever_is_lost(losses: list[tuple[int, int, bool]], grace: int) -> None:
+    base: list[Observation] = list(start())
+    for i in range(12):
+        base += cycle(i * 20.0, i + 1)
+    lost = [False] * len(base)
+    for at, length, _ in losses:
+        for k in range(at, min(at + length, len(base))):
+            lost[k] = k >= 3  # the baseline stays
+    stream: list[Observation] = []
+    window_start: Observation | None = None
+    marked: list[tuple[datetime, datetime]] = []
+    marks = {at for at, _, said in losses if said}
+    for k, o in enumerate(base):
+        if lost[k]:
+            if window_start is None and stream:
+                window_start = stream[-1]
+            continue
+        if window_start is not None:
+            if any(k - length <= at < k for at, length, _ in losses if at in marks):
+                # the adapter reports this loss, in the source's clock
+                stream.append(Observation("m1", GAP_SIGNAL, window_start.time, "lost", end=o.time))
+                marked.append((window_start.time, o.time))
+            window_start = None
+        stream.append(o)
+    tracker = make(grace_s=grace)
+    parts = run(tracker, stream)
+    seen_counts = [int(o.value) for o in stream if o.signal == "part.count" and isinstance(o.value, (int, float))]
+    made = [p for p in parts if p.status is not PartStatus.ABORTED]  # an abandoned attempt holds no counter value
+    assert [p.counter for p in made] == list(range(1, max(seen_counts) + 1))  # each value once, in order
+    assert all(p.part_number == p.counter for p in made)  # numbers follow the counter
+    for p in parts:
+        if p.status is PartStatus.COMPLETE:
+            assert not any(p.start <= end and start <= p.end for start, end in marked), (p, marked)

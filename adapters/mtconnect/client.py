@@ -281,6 +281,10 @@ class MtConnectAdapter(Adapter):
         """Failed attempts in a row since data last flowed; the reconnect wait grows with it."""
         return self._retry.failures
 
+    @property
+    def delivery_period_s(self) -> float:
+        return max(self.source.interval_ms, 50) / 1000
+
     def position(self) -> dict[str, int | None]:
         """Where reading stands (agent instanceId and next sequence), to save in the store."""
         return {"instance_id": self.instance_id, "next_sequence": self.next_sequence}

@@ -6,10 +6,18 @@ its namespaces and nodes), creates one subscription with a monitored item per si
 the notifications into the base's bounded queue. It owns the whole lifecycle:
 
 * connect failures and lost connections are retried with exponential, jittered backoff; each
-  error kind is logged once, each state change is one log line;
-* after every reconnect a ``source.gap`` observation says changes may have been missed;
+  error kind is logged once, each state change is one log line (asyncua's own traceback on every
+  disconnect becomes a counted event);
+* each publish's changes are passed on in source-time order (a server groups them by monitored
+  item), so one server's data needs no re-ordering window;
+* after a reconnect (or a daemon restart, from the time it stored up to) the adapter reads where
+  the source is now; what changed meanwhile is read back from the server's history when every
+  mapped node keeps history, else one ``source.gap`` says which window of the source's clock was
+  lost; when nothing changed, nothing is reported;
 * a watchdog reconnects when the session looks alive but neither data nor keep-alive arrived
-  for ``stale_after_s``;
+  for ``stale_after_s``, or when asyncua re-created the subscription behind our back; every
+  ``verify_interval_s`` the mapped values are read and compared with what was delivered, and a
+  change the subscription has not delivered by the next read means it went silent: reconnect;
 * a value repeated after a reconnect (same value, same source timestamp) is not emitted twice;
 * a bad status code becomes ``None`` (UNAVAILABLE), logged once per status and signal;
 * refusals only a person can fix (untrusted server certificate, wrong password) end the
@@ -24,15 +32,19 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent, Subscription
+from asyncua.observer import Observer, SubscriptionEvent
 
-from adapters.base import Adapter, AdapterState, SourceSpec
+from adapters.base import Adapter, AdapterState, AdapterStats, SourceSpec
 from adapters.opcua.addressing import Address, format_nodeid, parse_address, resolve
 from adapters.opcua.config import OpcUaAddress, OpcUaSignal, OpcUaSource
 from adapters.opcua.session import TransientConnectError, close_quietly, open_client
@@ -129,12 +141,78 @@ _BAD = 0x80000000
 _UNCERTAIN = 0x40000000
 """Severity bits of a StatusCode: Bad (10) and Uncertain (01); Good is 00 (OPC 10000-4 §7.39)."""
 
+_WAITING = ua.StatusCodes.BadWaitingForInitialData
+
 _OVERFLOW_BITS = 0x0480
 """StatusCode InfoType=DataValue (0x400) with the Overflow bit (0x80), OPC 10000-4 §7.39."""
 
 
 class _LostError(Exception):
     """Internal: the current session ended; the message says why."""
+
+
+_CURRENT: ContextVar[OpcUaAdapter | None] = ContextVar("opcua_adapter", default=None)
+"""The adapter whose task (and the asyncua tasks it starts) is running: attributes asyncua's log lines."""
+
+
+class _DisconnectNoise(logging.Filter):
+    """asyncua logs a full traceback each time its publish loop or supervisor fails, which is every
+    disconnect; the adapter already says the connection was lost, so each becomes a counted event
+    (logged once per kind, with the adapter's machine)."""
+
+    _NOISY = (
+        "Publish iteration crashed",
+        "Connection supervisor iteration crashed",
+        "close_session raised during disconnect",
+        "close_secure_channel raised during disconnect",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self._NOISY):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        adapter = _CURRENT.get()
+        what = message.split(";")[0]
+        stats, machine = (adapter.stats, adapter.machine) if adapter is not None else (_UNATTRIBUTED, "opcua")
+        stats.count(f"asyncua:{what}:{type(exc).__name__}", message=f"{machine}: asyncua: {what} ({exc!r})")
+        return False
+
+
+_UNATTRIBUTED = AdapterStats()
+_NOISE = _DisconnectNoise()
+for _name in ("asyncua.client.ua_session", "asyncua.client.ua_session.UaSession", "asyncua.client.client"):
+    logging.getLogger(_name).addFilter(_NOISE)
+
+
+class _Publishes(Observer):  # type: ignore[misc]  # asyncua is untyped here
+    """asyncua's observer hooks: where each publish's changes end, and subscriptions it re-created.
+
+    asyncua puts all changes of one publish response into the subscription's queue and then calls
+    ``on_notification`` in the same step, so when the first change of a publish is read, the count
+    of that publish is known and its other changes are already queued."""
+
+    def __init__(self) -> None:
+        self.sizes: deque[int] = deque()
+        self.recreated = 0
+
+    def observe_request(self, request: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # no timing of every request
+
+    def on_notification(self, subscription_id: int | None, event_count: int) -> None:
+        if event_count > 0:
+            self.sizes.append(event_count)
+
+    def on_subscription_event(self, subscription_id: int | None, event: SubscriptionEvent) -> None:
+        if event is SubscriptionEvent.RECREATED:
+            self.recreated += 1
+
+
+def _stamp(dv: ua.DataValue) -> datetime | None:
+    when: datetime | None = dv.SourceTimestamp or dv.ServerTimestamp
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
 
 
 class OpcUaAdapter(Adapter):
@@ -150,7 +228,6 @@ class OpcUaAdapter(Adapter):
         queue_size: int = 10_000,
         seed: int | None = None,
     ) -> None:
-        # ``resume`` is ignored: a subscription delivers current values, there is no history to resume
         super().__init__(machine.id, queue_size=queue_size)
         self.source = machine.source
         self.plans = _plans(machine)
@@ -168,13 +245,40 @@ class OpcUaAdapter(Adapter):
         self._client_overflow = False
         self._lost_reason: str | None = None
         self._counts = self.stats.counts
+        self._publishes = _Publishes()
+        self._nodes: dict[str, ua.NodeId] = {}
+        self._since: datetime | None = None
+        """Where data stopped reaching us (source clock): a restart's stored position, then each loss."""
+        self._loss = "the monitor was not reading (restart)"
+        self._history_refused: set[str] = set()
+        self._replayed: dict[str, datetime] = {}
+        """Per signal, the newest value read back from history: the new subscription's first values
+        may be older than that (a value changed between subscribing and reading), and are repeats."""
+        when = (resume or {}).get("time")
+        if isinstance(when, str):
+            with contextlib.suppress(ValueError):
+                self._since = datetime.fromisoformat(when)
 
     # ------------------------------------------------------------------------------ lifecycle
     def _backoff(self, attempt: int) -> float:
         """The wait before reconnect ``attempt`` (0-based): the one retry toolkit's jittered backoff."""
         return Backoff(self.source.reconnect_min_s, self.source.reconnect_max_s).delay(attempt, self._rng)
 
+    @property
+    def delivery_period_s(self) -> float:
+        return self.source.publishing_interval_ms / 1000
+
+    def position(self) -> dict[str, Any] | None:
+        """Where reading stands: the newest source time passed on. An adapter started from it (after a
+        failure) reads what changed since from history, or reports it as one gap in the source's clock."""
+        return self.position_at(self.source_time) if self.source_time is not None else None
+
+    def position_at(self, time: datetime) -> dict[str, Any] | None:
+        """OPC UA has no sequence to resume from: resume by source time (history, else a gap from there)."""
+        return {"time": time.isoformat()}
+
     async def _run(self) -> None:
+        _CURRENT.set(self)  # inherited by every asyncua task started from here
         attempt = 0
         while True:
             try:
@@ -188,15 +292,31 @@ class OpcUaAdapter(Adapter):
                 attempt += 1
                 continue
             self._client = client
+            self._publishes = _Publishes()
+            client.uaclient.observer = self._publishes
+            self._tame_asyncua_watchdog(client)
             try:
                 reason = await self._serve(client)
                 self.stats.count("reconnects")
+                self._since = self.source_time or self._since
+                self._loss = f"connection to {self.source.endpoint} lost ({reason})"
                 await self._set_state(AdapterState.LOST, reason)
             finally:
                 self._client = None
                 await close_quietly(client, min(2.0, self.source.request_timeout_s))
             attempt = 0
             await asyncio.sleep(self._backoff(0))
+
+    def _tame_asyncua_watchdog(self, client: Client) -> None:
+        """asyncua re-creates a subscription that sent nothing for 1.5 keep-alive periods (1.5 s with
+        a 100 ms publishing interval); the old one is deleted on the server with every change queued
+        in it, and nothing tells the application. A daemon whose loop is busy for that long lost parts
+        that way without a word. Our watchdog decides after stale_after_s and reconnects with a catch-up;
+        asyncua's is pushed beyond it (a private knob of asyncua 2.x: without it, a re-creation is
+        still noticed through the observer and handled like a lost connection)."""
+        keepalive_s = self.source.publishing_interval_ms * self.source.keepalive_count / 1000
+        if hasattr(client, "_stale_check_margin"):
+            client._stale_check_margin = max(1.5, 2 * self.source.stale_after_s / keepalive_s)
 
     async def _close(self) -> None:
         client, self._client = self._client, None
@@ -220,18 +340,26 @@ class OpcUaAdapter(Adapter):
             self.stats.count(f"subscribe_failed:{type(exc).__name__}", message=f"{self.machine}: subscribing failed: {exc!r}")
             return f"subscribing failed: {exc!r}"
         self.sessions += 1
-        if self.sessions > 1:
-            await self._emit_gap(f"reconnected to {self.source.endpoint}; changes while disconnected are lost")
+        try:
+            await self._catch_up(client)
+        except (OSError, TimeoutError, ConnectionError, ua.UaError) as exc:
+            self.stats.count(
+                f"catch_up_failed:{type(exc).__name__}", message=f"{self.machine}: reading what was missed failed: {exc!r}"
+            )
+            return f"reading what was missed failed: {exc!r}"
         await self._set_state(AdapterState.CONNECTED, self.source.endpoint)
         self._last_rx = time.monotonic()
-        pump = asyncio.create_task(self._pump(sub), name=f"opcua-pump:{self.machine}")
-        watch = asyncio.create_task(self._watchdog(sub, lost), name=f"opcua-watchdog:{self.machine}")
+        tasks = [
+            asyncio.create_task(self._pump(sub), name=f"opcua-pump:{self.machine}"),
+            asyncio.create_task(self._watchdog(sub, lost), name=f"opcua-watchdog:{self.machine}"),
+            asyncio.create_task(self._verify(client), name=f"opcua-verify:{self.machine}"),
+        ]
         try:
-            done, _ = await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, watch):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pump, watch, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             failure = task.exception()
             if isinstance(failure, _LostError):
@@ -247,6 +375,7 @@ class OpcUaAdapter(Adapter):
         for signal, why in resolution.missing.items():
             self.stats.count(f"unresolved:{signal}", message=f"{self.machine}: {signal} not found: {why}")
         self.resolved = {s: format_nodeid(n, resolution.namespaces) for s, n in resolution.nodes.items()}
+        self._nodes = dict(resolution.nodes)
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = self.source.publishing_interval_ms
         params.RequestedMaxKeepAliveCount = self.source.keepalive_count
@@ -320,22 +449,41 @@ class OpcUaAdapter(Adapter):
         )
 
     async def _pump(self, sub: Subscription) -> None:
-        async for event in sub:
+        sizes = self._publishes.sizes
+        events = aiter(sub)
+        while True:
+            try:
+                batch = [await anext(events)]
+                # the rest of this publish is already queued (see _Publishes)
+                for _ in range((sizes.popleft() if sizes else 1) - 1):
+                    batch.append(await anext(events))
+            except StopAsyncIteration:
+                raise _LostError("subscription closed") from None
             self._client_overflow = False
-            if isinstance(event, DataChangeEvent):
-                self._on_data(event)
-            elif isinstance(event, StatusChangeEvent):
-                status = event.notification.Status
-                if not status.is_good():
-                    raise _LostError(f"subscription status {status.name}")
-        raise _LostError("subscription closed")
+            observations = [o for o in map(self._observation, batch) if o is not None]
+            if len(observations) > 1:
+                observations.sort(key=attrgetter("time"))  # stable: equal times keep the server's order
+            replayed = self._replayed
+            for obs in observations:
+                if replayed and obs.signal in replayed:
+                    if obs.time <= replayed[obs.signal]:
+                        self.stats.count("duplicates_skipped")
+                        continue
+                    del replayed[obs.signal]
+                if self._fresh(obs):
+                    self._emit_nowait(obs)
+            for event in batch:
+                if isinstance(event, StatusChangeEvent) and not event.notification.Status.is_good():
+                    raise _LostError(f"subscription status {event.notification.Status.name}")
 
-    def _on_data(self, event: DataChangeEvent) -> None:
+    def _observation(self, event: Any) -> Observation | None:
         # the hot path: thousands of calls per second, so plain attribute access and few calls
+        if not isinstance(event, DataChangeEvent):
+            return None
         item = event.data.monitored_item
         signal = self._handles.get(item.ClientHandle)
         if signal is None:
-            return
+            return None
         dv = item.Value
         when = dv.SourceTimestamp or dv.ServerTimestamp
         if when is None:
@@ -345,6 +493,10 @@ class OpcUaAdapter(Adapter):
         status = dv.StatusCode
         code = 0 if status is None else status.value
         value: Value
+        if code == _WAITING:
+            # "no value yet" (OPC 10000-4 §7.39): not a reading, and stamped with the server's clock
+            self.stats.count("waiting_for_initial_data")
+            return None
         if code & _BAD:
             self.stats.count(
                 f"bad_status:{status.name}",
@@ -364,16 +516,125 @@ class OpcUaAdapter(Adapter):
                 # The server's queue for this item overflowed: older changes were discarded there.
                 self.stats.count("server_queue_overflow", message=f"{self.machine}: server dropped changes of {signal}")
                 self._put_gap(f"server queue of {signal} overflowed; changes lost")
-        if value is not None:
+        return Observation(self.machine, signal, when, value)
+
+    def _fresh(self, obs: Observation) -> bool:
+        if obs.value is not None:
             # a sample the server sends again (same value, same source time; e.g. the initial
             # value after a reconnect, possibly after a placeholder status) is not passed on twice
-            pair = (value, when)
-            if self._last.get(signal) == pair:
+            pair = (obs.value, obs.time)
+            if self._last.get(obs.signal) == pair:
                 self.stats.count("duplicates_skipped")
-                return
-            self._last[signal] = pair
+                return False
+            self._last[obs.signal] = pair
         self._counts["notifications"] += 1
-        self._emit_nowait(Observation(self.machine, signal, when, value))
+        return True
+
+    # ------------------------------------------------------------------------------ what was missed
+    async def _catch_up(self, client: Client) -> None:
+        """After a loss (or a restart), find where the source is now; pass on what changed meanwhile
+        from the server's history, or report the window as a gap. Nothing changed: nothing to say."""
+        self._replayed = {}
+        since = self._since
+        if since is None or not self._nodes:
+            return
+        signals = [s for s in self._handles.values() if s in self._nodes]
+        now = await client.read_attributes([client.get_node(self._nodes[s]) for s in signals])
+        newest = max((t for dv in now if not dv.StatusCode.is_bad() and (t := _stamp(dv)) is not None), default=None)
+        if newest is None:  # no current value to tell what changed (a server just started): assume the worst
+            await self._emit_gap(f"{self._loss}; the server shows no current values to tell what changed", since)
+            return
+        if newest <= since:
+            self.stats.count("reconnects_without_loss")
+            return
+        if self.source.history == "auto" and await self._from_history(client, signals, since, newest):
+            return
+        await self._emit_gap(f"{self._loss}; the server keeps no history of it", since, newest)
+
+    async def _from_history(self, client: Client, signals: list[str], since: datetime, until: datetime) -> bool:
+        """Pass on every value stamped in [since, until] from the server's history, in time order.
+
+        Only when every mapped node keeps history (a part needs all its signals), and nothing is
+        passed on unless everything was read: a partial history is reported as the gap it is."""
+        nodes = [client.get_node(self._nodes[s]) for s in signals]
+        levels = await client.read_attributes(nodes, ua.AttributeIds.UserAccessLevel)
+        bit = 1 << ua.AccessLevel.HistoryRead
+        without = [s for s, dv in zip(signals, levels, strict=True) if not int(dv.Value.Value if dv.Value else 0) & bit]
+        if without:
+            new = set(without) - self._history_refused
+            self._history_refused |= new
+            if new:
+                log.info(
+                    "%s: the server keeps no history of %s; losses are recorded as gaps", self.machine, ", ".join(sorted(new))
+                )
+            return False
+        found: list[Observation] = []
+        cap = self.source.history_max_values
+        for signal, node in zip(signals, nodes, strict=True):
+            try:
+                values = await node.read_raw_history(since, until, numvalues=0, return_bounds=False)
+            except ua.UaStatusCodeError as exc:
+                self.stats.count(
+                    f"history_failed:{type(exc).__name__}", message=f"{self.machine}: HistoryRead of {signal} failed: {exc}"
+                )
+                return False
+            for dv in values:
+                when = _stamp(dv)
+                if when is None or when < since or when > until:
+                    continue
+                bad = dv.StatusCode is not None and dv.StatusCode.is_bad()
+                raw = None if bad or dv.Value is None else dv.Value.Value
+                found.append(Observation(self.machine, signal, when, None if raw is None else _to_value(raw)))
+            if len(found) > cap:
+                self.stats.count("history_too_long", message=f"{self.machine}: more than {cap} values missed; recorded as a gap")
+                return False
+        found.sort(key=attrgetter("time"))
+        self._replayed = {o.signal: o.time for o in found}
+        for obs in found:
+            if self._fresh(obs):
+                await self._emit(obs)  # waits when the consumer is slow: history is never dropped
+        self.stats.count("history_fills")
+        self.stats.count("history_values", len(found))
+        log.info(
+            "%s: %d values missed between %s and %s read back from the server's history", self.machine, len(found), since, until
+        )
+        return True
+
+    async def _verify(self, client: Client) -> None:
+        """Every verify_interval_s, read the mapped values and compare with what was delivered.
+
+        A change read once and still not delivered at the next read (while nothing received is
+        waiting to be processed) means the subscription is alive but silent: end the session."""
+        interval = self.source.verify_interval_s
+        plans = {p.signal: p for p in self.plans}
+        signals = [s for s in self._handles.values() if s in self._nodes and plans[s].deadband is None]
+        if not interval or not signals:
+            await asyncio.Event().wait()
+        interval = max(interval, 4 * self.source.publishing_interval_ms / 1000)
+        nodes = [client.get_node(self._nodes[s]) for s in signals]
+        owed: dict[str, tuple[Value, datetime]] = {}
+        while True:
+            await asyncio.sleep(interval)
+            now = await client.read_attributes(nodes)
+            self.stats.count("verifications")
+            behind = bool(self._publishes.sizes) or not self._queue.empty()
+            for signal, dv in zip(signals, now, strict=True):
+                when = _stamp(dv)
+                if dv.StatusCode.is_bad() or when is None:
+                    continue
+                raw = dv.Value.Value if dv.Value is not None else None
+                value = _to_value(raw)
+                delivered = self._last.get(signal)
+                before = owed.pop(signal, None)
+                if before is not None and not behind and (delivered is None or delivered[1] < before[1]):
+                    self.stats.count(
+                        "silent_subscription",
+                        message=f"{self.machine}: the subscription did not deliver {signal} = {before[0]!r} "
+                        f"({before[1].isoformat()}) within {interval:g} s; reconnecting",
+                    )
+                    raise _LostError(f"subscription silent: {signal} changed on the server but was not delivered")
+                if delivered is None or (value != delivered[0] and when > delivered[1]):
+                    owed[signal] = (value, when)
 
     async def _watchdog(self, sub: Subscription, lost: asyncio.Event) -> None:
         stale = self.source.stale_after_s
@@ -383,6 +644,13 @@ class OpcUaAdapter(Adapter):
                 await asyncio.wait_for(lost.wait(), tick)
             if lost.is_set():
                 break
+            if self._publishes.recreated:
+                self.stats.count(
+                    "subscription_recreated",
+                    message=f"{self.machine}: asyncua re-created a subscription it found stale; "
+                    "changes queued on the server were dropped",
+                )
+                raise _LostError("asyncua re-created the subscription; changes queued on the server were dropped")
             last = max(self._last_rx, sub.last_publish_at or 0.0)
             quiet = time.monotonic() - last
             if quiet > stale:

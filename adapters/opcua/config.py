@@ -92,6 +92,24 @@ class OpcUaSource(BaseModel):
     request_timeout_s: float = Field(default=4.0, gt=0, description="time allowed for one request to the server")
     reconnect_min_s: float = Field(default=0.5, gt=0, description="first wait after a lost or failed connection")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the exponential, jittered backoff")
+    verify_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "read every mapped value this often and compare it with what the subscription delivered; a change "
+            "still not delivered at the next read means the subscription went silent: reconnect (0 = never)"
+        ),
+    )
+    history: Literal["auto", "off"] = Field(
+        default="auto",
+        description=(
+            "auto: after a reconnect or a restart, read what was missed from the server's history (HistoryRead) "
+            "when every mapped node keeps history; off: always record the loss as a gap"
+        ),
+    )
+    history_max_values: int = Field(
+        default=200_000, ge=1, description="most values read back from history for one gap; a larger gap is recorded as lost"
+    )
     notification_queue: int = Field(
         default=10_000,
         ge=1,

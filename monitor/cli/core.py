@@ -151,7 +151,10 @@ def parts(
     as_json: JsonOption = False,
 ) -> None:
     """List recorded parts, newest last, with their status and measurements (or, with
-    --capability, the capability of every feature of the batch)."""
+    --capability, the capability of every feature of the batch).
+
+    Every value of the controller's part counter has a row: parts made while their data was lost
+    (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
     if capability:
         _capability(config, machine, program, as_json)
         return
@@ -163,8 +166,11 @@ def parts(
     if not as_json:
         for row in rows:
             row["values"] = "  ".join(f"{k.removeprefix('probe.')}={v:.4f}" for k, v in row["measurements"].items())
+            if row["status"] != "complete" and row["notes"]:  # why it is not complete (a gap: when and why)
+                row["values"] = "  ".join([row["values"], *row["notes"]]).strip()
             if row["flags"]:  # attributed by rule, id disagreeing with time...: the notes say why
                 row["status"] = f"{row['status']} ({', '.join(row['flags'])})"
+            row["status"] = row["status"].replace("_", " ")
     n = emit_rows(
         rows,
         as_json=as_json,
@@ -172,6 +178,7 @@ def parts(
             ("machine", "machine"),
             ("program", "program"),
             ("part", "part"),
+            ("counter", "counter"),
             ("status", "status"),
             ("end", "ended"),
             ("tool", "tool"),

@@ -130,6 +130,7 @@ def machines_snapshot(site: Site, status: dict[str, Any], store: StoreReader) ->
                 "program": current,
                 "counter": st.get("counter"),
                 "parts": st.get("parts", 0),
+                "not_observed": st.get("not_observed", 0),
                 "last_part_end": st.get("last_part_end"),
                 "last_seen": st.get("last_seen"),
                 "sources": [{"type": s.get("type"), "state": s.get("state"), "reason": s.get("reason") or ""} for s in sources],

@@ -152,6 +152,20 @@ class BatchReport:
     def complete_parts(self) -> list[PartRecord]:
         return [p for p in self.parts if p.status is PartStatus.COMPLETE]
 
+    def not_observed(self) -> list[tuple[list[PartRecord], str]]:
+        """Runs of parts the controller counted but nobody saw (data lost), each with its note."""
+        runs: list[tuple[list[PartRecord], str]] = []
+        for p in self.parts:
+            if p.status is not PartStatus.NOT_OBSERVED:
+                continue
+            note = p.notes[0] if p.notes else ""
+            last = runs[-1][0][-1] if runs else None
+            if last is not None and runs[-1][1] == note and p.part_number == last.part_number + 1:
+                runs[-1][0].append(p)
+            else:
+                runs.append(([p], note))
+        return runs
+
     def status_counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in PartStatus}
         for p in self.parts:

@@ -68,6 +68,7 @@ def render_html(report: BatchReport) -> str:
         complete=counts["complete"],
         incomplete=counts["incomplete"],
         aborted=counts["aborted"],
+        not_observed=_not_observed(report, counts["not_observed"]),
         summary_rows="\n".join(_summary_row(f) for f in report.features),
         features="\n".join(sections),
         alerts=_alerts(report.alerts),
@@ -75,6 +76,29 @@ def render_html(report: BatchReport) -> str:
         feature_headers="".join(f"<th>{_e(f.name)}</th>" for f in report.features),
         part_rows=_part_rows(report),
         figures=_script_json(figures),
+    )
+
+
+def _not_observed(report: BatchReport, count: int) -> str:
+    """The parts the controller counted while their data did not reach us, run by run: why and when."""
+    if not count:
+        return ""
+    rows = []
+    for run, note in report.not_observed():
+        first, last = run[0], run[-1]
+        numbers = str(first.part_number) if len(run) == 1 else f"{first.part_number}–{last.part_number}"
+        counters = str(first.counter) if len(run) == 1 else f"{first.counter}–{last.counter}"
+        rows.append(
+            _row(
+                f"<td class=num>{_e(numbers)}</td><td class=num>{_e(counters)}</td><td>{_e(first.machine)}</td>",
+                f"<td>{_e(note.removeprefix('not observed: '))}</td>",
+            )
+        )
+    return (
+        f"<p class=meta><b class=bad>{count} parts not observed</b> (data lost): the controller's part counter moved "
+        "through them while their data did not reach the monitor; they have no measurements.</p>"
+        "<h2>Parts not observed</h2><table><tr><th>parts</th><th>counter</th><th>machine</th>"
+        "<th>why and when (controller clock)</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -264,6 +264,7 @@ class OpcUaSimServer:
         application_uri: str = SIM_APPLICATION_URI,
         start_time: datetime | None = None,
         extra_namespaces: Sequence[str] = (),
+        history: int = 0,
     ) -> None:
         self.machines = [m if isinstance(m, MachineShape) else MachineShape(m) for m in machines]
         if len({m.id for m in self.machines}) != len(self.machines):
@@ -274,6 +275,8 @@ class OpcUaSimServer:
         self.application_uri = application_uri
         self.extra_namespaces = tuple(extra_namespaces)
         """Registered before the companion namespaces: shifts their indexes, as another firmware would."""
+        self.history = history
+        """Values of history each signal's node keeps (HistoryRead), like a controller with a historian; 0 = none."""
         self.start_time = start_time or datetime.now(UTC)
         """Timestamp of the placeholder (BadWaitingForInitialData) values before the first publish."""
         self._server: Server | None = None
@@ -284,6 +287,7 @@ class OpcUaSimServer:
         self._active_tool: dict[str, int] = {}
         self._last_values: dict[tuple[str, str], tuple[float | str | None, datetime]] = {}
         self._lock = asyncio.Lock()
+        self._historized: set[ua.NodeId] = set()
         self.published = 0
         self._registers: dict[tuple[str, str], float] = {}
         self._register_nodes: dict[ua.NodeId, tuple[str, str]] = {}
@@ -331,6 +335,8 @@ class OpcUaSimServer:
             for (machine, signal), (value, time) in list(self._last_values.items()):
                 await self.publish(machine, signal, value, time)  # after a restart(): values survive
             await server.start()
+            if self.history:
+                await self._historize()
         except BaseException:
             self._server = None
             await server.stop()
@@ -354,10 +360,38 @@ class OpcUaSimServer:
         """
         await self.stop()
         self._vars.clear()
+        self._historized.clear()
         self._objects.clear()
         self._active_tool.clear()
         self._register_nodes.clear()
         await self.start()
+
+    async def _historize(self) -> None:
+        """Keep the last ``history`` values written to every signal node, readable with HistoryRead.
+
+        Every write is kept (like a controller's historian), not only changes: asyncua's own
+        historizing subscribes with a value-change trigger and would drop a probe that measured
+        the same value twice. Kept by count, since the simulated clock is not the host's."""
+        server = self._server_or_fail()
+        storage = server.iserver.history_manager.storage
+        self._historized = {var.node for vars_ in self._vars.values() for var in vars_}
+        for nodeid in sorted(self._historized, key=str):
+            node = server.get_node(nodeid)
+            await storage.new_historized_node(nodeid, None, self.history)
+            await node.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(True))
+            await node.set_attr_bit(ua.AttributeIds.AccessLevel, ua.AccessLevel.HistoryRead)
+            await node.set_attr_bit(ua.AttributeIds.UserAccessLevel, ua.AccessLevel.HistoryRead)
+
+    async def silence_subscriptions(self) -> int:
+        """Fault drill: every client subscription stays alive (keep-alives) but delivers no change any
+        more, like a server whose sampling hung; subscriptions created later work. Returns how many."""
+        server = self._server_or_fail()
+        silenced = 0
+        for sub in list(server.iserver.subscription_service.subscriptions.values()):
+            if sub.pub_request_callback is not None:  # a client's, not the server's own (history)
+                await sub.set_publishing_mode(False)
+                silenced += 1
+        return silenced
 
     # ------------------------------------------------------------------------------ address space
     async def _build(self) -> None:
@@ -595,6 +629,8 @@ class OpcUaSimServer:
             else:
                 dv = ua.DataValue(ua.Variant(_coerce(value, var.vtype), var.vtype), SourceTimestamp=time, ServerTimestamp=now)
             await server.write_attribute_value(var.node, dv)
+            if var.node in self._historized:
+                await server.iserver.history_manager.storage.save_node_value(var.node, dv)
         self._last_values[key] = (value, time)
         self.published += 1
 

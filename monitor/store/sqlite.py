@@ -499,8 +499,8 @@ class SqliteStore:
         with self._lock:
             return self._db.execute("SELECT 1 FROM parts WHERE key = ?", (key,)).fetchone() is not None
 
-    def part_count(self, *, machine: str | None = None, program: str | None = None) -> int:
-        where, args = _filters(machine=machine, program=program)
+    def part_count(self, *, machine: str | None = None, program: str | None = None, status: PartStatus | None = None) -> int:
+        where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
         sql = "SELECT COUNT(*) FROM parts" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
             return int(self._db.execute(sql, args).fetchone()[0])

@@ -11,7 +11,7 @@ from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, shapes_for, signal_map
 from tests.opcua.helpers import MACHINE, Collector, connected, machine_config, wait_until
-from tests.opcua.proxy import StallingProxy
+from tests.opcua.proxy import FaultProxy
 
 T0 = datetime(2031, 5, 1, 6, 0, tzinfo=UTC)
 
@@ -64,18 +64,18 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
                 for n in (1, 2, 3):
                     await srv.publish("vmc-01", "part.count", n, T0 + timedelta(minutes=n))
                 await col.wait(lambda items: any(o.signal == "part.count" and o.value == 3.0 for o in items))
+                waiting = adapter.stats.counts["waiting_for_initial_data"]
+                assert waiting >= 1  # the new server's placeholders before the first publish
                 await srv.stop()
                 await wait_until(lambda: adapter.state is AdapterState.LOST, what="state lost")
                 # new firmware: other namespaces first, so every companion namespace index moves
                 srv = OpcUaSimServer([MACHINE], port=port, extra_namespaces=("urn:x:1", "urn:x:2", "urn:x:3"))
                 await srv.start()
                 await wait_until(lambda: adapter.state is AdapterState.CONNECTED, what="reconnected")
-                # first the placeholder status, then the controller reports its last count again,
-                # with the same timestamp: the same sample, not a new part
-                await col.wait(  # one placeholder per session
-                    lambda items: sum(1 for o in items if o.signal == "part.count" and o.value is None) == 2,
-                    what="placeholder after restart",
-                )
+                # first the placeholder status ("no value yet": not a reading, not passed on), then the
+                # controller reports its last count again, with the same timestamp: the same sample
+                await wait_until(lambda: adapter.stats.counts["waiting_for_initial_data"] > waiting, what="placeholder")
+                assert not [o for o in col.items if o.value is None]
                 await srv.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
                 for n in (4, 5):
                     await srv.publish("vmc-01", "part.count", n, T0 + timedelta(minutes=n))
@@ -83,7 +83,9 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
                 counts = [o.value for o in col.of("part.count") if o.value is not None]
                 assert counts == [1.0, 2.0, 3.0, 4.0, 5.0]
                 gaps = col.of(GAP_SIGNAL)
-                assert len(gaps) == 1 and "reconnected" in str(gaps[0].value)
+                assert len(gaps) == 1 and "lost" in str(gaps[0].value) and "no current values" in str(gaps[0].value)
+                assert gaps[0].time == T0 + timedelta(minutes=3)  # in the source's clock: its last value
+                assert gaps[0].end is None  # where the loss ends is not known
                 order = [o.signal for o in col.items if o.signal in (GAP_SIGNAL, CONNECTION_SIGNAL)]
                 assert order == [CONNECTION_SIGNAL, CONNECTION_SIGNAL, GAP_SIGNAL, CONNECTION_SIGNAL]
                 assert [o.value for o in col.of(CONNECTION_SIGNAL)] == ["connected", "lost", "connected"]
@@ -100,7 +102,7 @@ async def test_server_killed_and_restarted_reports_gap_and_no_duplicates() -> No
 
 
 async def test_stale_watchdog_reconnects_a_stalled_link(sim: OpcUaSimServer) -> None:
-    async with StallingProxy("127.0.0.1", sim.port) as proxy:
+    async with FaultProxy("127.0.0.1", sim.port) as proxy:
         cfg = machine_config(
             proxy.endpoint, stale_after_s=0.6, keepalive_count=2, publishing_interval_ms=50, request_timeout_s=3.0
         )
@@ -111,13 +113,17 @@ async def test_stale_watchdog_reconnects_a_stalled_link(sim: OpcUaSimServer) -> 
                 await sim.publish("vmc-01", "spindle.load", 11.0, T0)
                 await col.wait(lambda items: any(o.signal == "spindle.load" and o.value == 11.0 for o in items))
                 proxy.stall()
+                await sim.publish("vmc-01", "spindle.load", 11.5, T0 + timedelta(seconds=0.5))  # never delivered live
                 await wait_until(lambda: adapter.stats.counts["stale"] >= 1, what="watchdog")
                 assert adapter.state is AdapterState.LOST
                 proxy.resume()
                 await wait_until(lambda: adapter.state is AdapterState.CONNECTED, what="reconnected")
                 await sim.publish("vmc-01", "spindle.load", 12.0, T0 + timedelta(seconds=1))
                 await col.wait(lambda items: any(o.signal == "spindle.load" and o.value == 12.0 for o in items))
-                assert len(col.of(GAP_SIGNAL)) == 1
+                # the loss is one window of the source's clock: from its last value before the stall
+                # to the newest value found after it
+                (gap,) = col.of(GAP_SIGNAL)
+                assert (gap.time, gap.end) == (T0, T0 + timedelta(seconds=0.5))
             finally:
                 await col.aclose()
 
@@ -168,7 +174,7 @@ def shape_signals(shape: MachineShape) -> set[str]:
     return set(signal_map(shape))
 
 
-async def test_simulator_restart_keeps_counters_and_adapter_reports_one_gap(sim: OpcUaSimServer) -> None:
+async def test_simulator_restart_keeps_counters_and_nothing_changed_means_no_gap(sim: OpcUaSimServer) -> None:
     async with OpcUaAdapter(machine_config(sim.endpoint)) as adapter:
         col = Collector(adapter)
         try:
@@ -178,10 +184,12 @@ async def test_simulator_restart_keeps_counters_and_adapter_reports_one_gap(sim:
             await sim.publish("vmc-01", "program.name", "O1001", T0)
             await col.wait(lambda items: any(o.signal == "part.count" and o.value == 2.0 for o in items))
             await sim.restart()
-            await wait_until(lambda: len(col.of(GAP_SIGNAL)) == 1, what="gap after restart")
+            # the controller came back with the values it had: nothing newer, so nothing was lost
+            await wait_until(lambda: adapter.stats.counts["reconnects_without_loss"] == 1, what="reconnect checked")
             await sim.publish("vmc-01", "part.count", 3, T0 + timedelta(minutes=3))
             await col.wait(lambda items: any(o.signal == "part.count" and o.value == 3.0 for o in items))
             assert [o.value for o in col.of("part.count") if o.value is not None] == [1.0, 2.0, 3.0]
             assert [o.value for o in col.of("program.name") if o.value is not None] == ["O1001"]
+            assert col.of(GAP_SIGNAL) == []
         finally:
             await col.aclose()

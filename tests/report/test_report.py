@@ -41,7 +41,7 @@ def test_numbers_come_from_the_store(batch: Batch) -> None:
     report = _report(batch)
     complete = [p for p in batch.parts if p.status is PartStatus.COMPLETE]
     assert len(report.parts) == 30 and len(report.complete_parts) == 29
-    assert report.status_counts() == {"complete": 29, "incomplete": 0, "aborted": 1}
+    assert report.status_counts() == {"complete": 29, "incomplete": 0, "aborted": 1, "not_observed": 0}
 
     pos, dia = report.features
     assert (pos.name, pos.kind, dia.name, dia.kind) == ("hole1_pos", "position", "bore_dia", "size")
@@ -190,3 +190,30 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
             await browser.close()
     assert HOSTILE in heading  # shown as text, not run
     assert blocked == [] and dialogs == [] and errors == []
+
+
+def test_parts_not_observed_are_listed_with_why_and_when(batch: Batch) -> None:
+    from datetime import timedelta
+
+    from monitor.model import PartRecord
+
+    site = load_site(batch.site_file)
+    last = batch.parts[-1]
+    note = "not observed: connection to opc.tcp://cnc:4840 lost (stale); made between A and B (source clock)"
+    with SqliteStore(site.store_path) as store:
+        for n in (1, 2):
+            end = last.end + timedelta(minutes=3)
+            gap = PartRecord(
+                f"{last.machine}/{PROGRAM}/not-observed/{(last.counter or 0) + n}", last.machine, PROGRAM,
+                last.part_number + n, last.end, end, PartStatus.NOT_OBSERVED, counter=(last.counter or 0) + n, notes=(note,),
+            )  # fmt: skip
+            store.record_part(gap, [], [])
+    report = _report(batch)
+    assert report.status_counts()["not_observed"] == 2 and len(report.complete_parts) == 29
+    (run, why) = report.not_observed()[0]
+    assert [p.part_number for p in run] == [last.part_number + 1, last.part_number + 2] and why == note
+    html = render_html(report)
+    assert "2 parts not observed" in html and "Parts not observed" in html
+    assert f"{last.part_number + 1}–{last.part_number + 2}" in html and "connection to opc.tcp://cnc:4840 lost" in html
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert [r["status"] for r in rows].count("not_observed") == 2

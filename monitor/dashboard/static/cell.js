@@ -31,7 +31,9 @@
       conn,
       el("td", { class: "program" }, m.program || "–"),
       el("td", { class: "num" }, m.counter ?? "–"),
-      el("td", { class: "num parts" }, m.parts),
+      el("td", { class: "num parts" }, m.parts,
+        m.not_observed ? el("span", { class: "badge not_observed", title: "counted by the controller, data lost" },
+          ` ${m.not_observed} not observed`) : ""),
       counts,
       el("td", {}, time(m.last_part_end)));
   }

@@ -11,10 +11,13 @@
   function fact(label, value) { return el("div", { class: "fact" }, el("span", { class: "label" }, label), el("span", {}, value)); }
 
   function partRow(p) {
-    const values = Object.entries(p.measurements || {})
+    let values = Object.entries(p.measurements || {})
       .map(([k, v]) => `${k.replace(/^probe\./, "")}=${num(v)}`).join("  ");
-    return el("tr", { "data-key": p.key },
-      el("td", { class: "num" }, p.part), el("td", { class: "program" }, p.program), el("td", {}, badge(p.status)),
+    // a part that is not complete says why (for one not observed: the gap, when and why)
+    if (p.status !== "complete" && (p.notes || []).length) values = [values, ...p.notes].filter(Boolean).join("  ");
+    return el("tr", { "data-key": p.key, "data-status": p.status },
+      el("td", { class: "num" }, p.part), el("td", { class: "program" }, p.program),
+      el("td", {}, badge(p.status.replace("_", " "), p.status)),
       el("td", {}, time(p.end)), el("td", {}, p.tool ?? "–"), el("td", { class: "num" }, num(p.tool_life, 1)),
       el("td", { class: "num" }, num(p.mean_load, 1)), el("td", { class: "mono" }, values));
   }
@@ -27,7 +30,9 @@
       conn.append(...M.sourceProblems(m));
       const open = ["critical", "warning", "watch"].map((s) => `${m.open_alerts[s] || 0} ${s}`).join(", ");
       facts.replaceChildren(fact("Connection", conn), fact("Program", m.program || "–"),
-        fact("Counter", m.counter ?? "–"), fact("Parts", m.parts), fact("Open alerts", open),
+        fact("Counter", m.counter ?? "–"), fact("Parts", m.parts),
+      fact("Not observed", m.not_observed ? el("span", { class: "badge not_observed" }, String(m.not_observed)) : "0"),
+      fact("Open alerts", open),
         fact("Last part", time(m.last_part_end)));
       programs.replaceChildren(...m.programs.map((p) => el("li", {},
         el("span", { class: "program" }, p.program), ` (${p.parts} parts): `,
@@ -47,7 +52,7 @@
     const last = (p.tools || []).slice(-1)[0];
     parts.prepend(partRow({ key: p.key, part: p.part_number, program: p.program, status: p.status, end: p.end,
       tool: last ? last.tool : null, tool_life: last ? last.life_end : null, mean_load: p.spindle && p.spindle.mean_load,
-      measurements: p.measurements }));
+      measurements: p.measurements, notes: p.notes }));
     while (parts.rows.length > MAX_ROWS) parts.deleteRow(-1);
     soon();
   }
