@@ -83,3 +83,27 @@ async def test_demo_sends_its_alerts_to_a_webhook(tmp_path: Path) -> None:
     assert result.alerts > 0
     assert len(received) == result.alerts  # every alert change, delivered once before the demo ended
     assert all(r["schema"] == "monitor.alert/1" and r["site"] == "demo-cell" and r["text"] for r in received)
+
+
+async def test_demo_keep_running_stores_the_last_parts_while_it_runs(tmp_path: Path) -> None:
+    """The batch ends, the machines go quiet, the demo keeps running: every part must be stored by
+    then (by the wall clock), not only when the demo stops (it held the last 7 of 100 for minutes)."""
+    import asyncio
+
+    from monitor.demo import DemoOptions, run_demo
+
+    stop, everything = asyncio.Event(), asyncio.Event()
+
+    def progress(per_machine: dict[str, int], totals: dict[str, int]) -> None:
+        if all(per_machine.get(m, 0) >= n for m, n in totals.items()):
+            everything.set()
+
+    options = DemoOptions(parts=12, speed=800, seed=3, keep_running=True)
+    runner = asyncio.create_task(run_demo(options, tmp_path, on_progress=progress, stop=stop))
+    try:
+        await asyncio.wait_for(everything.wait(), 90)  # while the demo still runs
+        assert not runner.done()
+    finally:
+        stop.set()
+        result = await runner
+    assert result.parts == 24
