@@ -78,7 +78,9 @@ class FeatureEvidence:
     ``forecast_alarm`` whether it forecasts a breach the data clearly support; ``charts`` the
     signalling charts; ``offsets`` one advice per axis whose mean sits credibly off nominal;
     ``known_step`` a recorded offset change took effect on this part; ``new_regime`` a step was
-    confirmed and the trend now starts from it.
+    confirmed and the trend now starts from it; ``early_risk`` over a batch's first parts, the
+    posterior probability that the mean is beyond the tolerance within a few parts (None when not
+    evaluated: later in the batch, or no drift evidence at all).
     """
 
     machine: str
@@ -101,6 +103,7 @@ class FeatureEvidence:
     offsets: tuple[OffsetAdvice, ...]
     known_step: bool = False
     new_regime: bool = False
+    early_risk: float | None = None
 
     @property
     def reprobes(self) -> dict[str, Reprobe]:

@@ -17,7 +17,7 @@ from typing import Any
 from monitor.detect.attribution import COVARIATES
 from monitor.detect.evidence import ChartSignal, FeatureEvidence, OffsetAdvice, jsonable
 from monitor.detect.runrules import RULE_TEXT
-from monitor.detect.watch import WatchPlan
+from monitor.detect.watch import EARLY_AHEAD, WatchPlan
 from monitor.model import AlertKind, PositionFeature, Severity, SizeFeature
 
 __all__ = ["Signal", "signals"]
@@ -132,6 +132,10 @@ def _forecast_words(plan: WatchPlan, ev: FeatureEvidence, tool: str | None, due:
     texts = [
         f"{plan.feature.name} {_deviation_text(plan, ev)}, {_model_text(ev, plan)} (model {fit.model_probability:.0%} likely)"
     ]
+    if ev.early_risk is not None:
+        texts.append(
+            f"drifting since the batch start: mean out of tolerance within {EARLY_AHEAD} parts {ev.early_risk:.0%} likely"
+        )
     if fc.risk_parts is not None:
         texts.append(f"P(out of tolerance) reaches {fc.threshold:.0%} at part {now + fc.risk_parts}")
     if fc.mean_limit_parts is not None:
@@ -159,6 +163,7 @@ def _forecast_words(plan: WatchPlan, ev: FeatureEvidence, tool: str | None, due:
         "first_out_interval": [now + lo, now + hi if math.isfinite(hi) else None],
         "breach_interval": [lo, hi if math.isfinite(hi) else None],
         "breach_share": fc.breach_share,
+        "early_risk": ev.early_risk,
         "breach_probability": fc.threshold,
         "horizon": fc.within,
         "slope_mm_per_part": fit.slope,

@@ -115,6 +115,8 @@ class TrendFit:
     step happened. ``sigma`` is the scatter of single parts, ``sigma_innovation`` the part-to-part
     innovation of the AR(1) scatter, ``phi`` its posterior mean lag-1 correlation. ``n`` values
     were fitted (since ``regime_start``, the value count at which the current regime began).
+    ``sigma_drift`` is the scatter of single parts around the heaviest drift model (whichever family
+    is chosen): a stable model misfitted to a drift overstates the scatter, this does not.
     """
 
     n: int
@@ -133,6 +135,7 @@ class TrendFit:
     sigma: float
     sigma_innovation: float
     phi: float
+    sigma_drift: float = math.nan
 
     @property
     def drifting(self) -> bool:
@@ -341,6 +344,12 @@ class TrendModel:
     @property
     def n(self) -> int:
         return self._n
+
+    @property
+    def at_batch_start(self) -> bool:
+        """The current regime began with the batch's first value (no step, re-centring or window
+        cut since): its level still has the nominal prior."""
+        return self._from_start and self._regime == 0 and self._count == self._n
 
     @property
     def fit(self) -> TrendFit | None:
@@ -590,6 +599,14 @@ class _Posterior:
         elif family == "step":
             step_ago = n - int(param)
         sigma_e = math.sqrt(s2)
+        # scatter around the heaviest drift model (not inflated by a drift the stable model misfits)
+        pd_, gd = divmod(int(np.where(grid.family != 0, w, -1.0).argmax()), w.shape[1])
+        s2d = (
+            float(self.known_sigma**2 * _OMPHI2[pd_])
+            if self.known_sigma is not None
+            else float(self.b[pd_, gd]) / max(self.a - 1.0, 0.5)
+        )
+        sigma_drift = math.sqrt(s2d / _OMPHI2[pd_])
         return TrendFit(
             n=n,
             regime_start=regime,
@@ -607,6 +624,7 @@ class _Posterior:
             sigma=sigma_e / math.sqrt(1.0 - PHIS[p] ** 2),
             sigma_innovation=sigma_e,
             phi=phi,
+            sigma_drift=sigma_drift,
         )
 
     def predict_next(self) -> tuple[float, float]:

@@ -112,3 +112,19 @@ def test_attribution_and_offset_signs() -> None:
     for kind in ("diameter", "radius", "cutter_radius_hole", "cutter_radius_boss", "length", "x"):
         change = suggest_offset(0.004, kind).change
         assert shift_from_offset(change, kind) == pytest.approx(-0.004)
+
+
+def test_trend_scatter_around_a_drift_and_the_batch_start() -> None:
+    from monitor.detect.trend import TrendModel
+
+    # a ramp from nominal with little scatter: a stable fit would take the ramp for scatter
+    tr = TrendModel(scale=1.0, prior_sigma=0.25)
+    rng = np.random.default_rng(4)
+    fits = [tr.update(0.12 * i + 0.05 * float(rng.standard_normal())).fit for i in range(8)]
+    assert all(f is not None for f in fits) and tr.at_batch_start
+    # while the stable model is still chosen, the scatter around the drift is already the smaller one
+    assert any(f.model == "stable" and f.sigma_drift < 0.9 * f.sigma for f in fits if f is not None)
+    last = fits[-1]
+    assert last is not None and last.model != "stable" and last.sigma_drift == last.sigma
+    tr.start_regime(keep=3)
+    assert not tr.at_batch_start

@@ -278,3 +278,27 @@ def test_the_python_api_takes_rows_and_returns_what_json_prints(tmp_path: Path) 
     assert set(result) == {"alerts", "out_of_tolerance", "capability", "features", "skipped_rows"}
     json.dumps(result, allow_nan=False)
     assert result["features"]["dia"]["part_number"] == 30
+
+
+def test_fast_warm_up_at_modest_capability_is_forecast_from_the_batch_start(tmp_path: Path) -> None:
+    # mean crossing the limit at part ~10 on a Cp 1.6 process: single parts break tolerance a few parts
+    # earlier, before any one drift model has clearly won; the early forecast (the mixture's odds of the
+    # mean being out within a few parts) flags most of them before the first bad part
+    amp = 1.5 * HALF_DIA
+    tau = 9.0 / -math.log(1 - 1 / 1.5)
+    flagged, early = 0, 0
+    for seed in range(10):
+        readings = _batch(60 + seed, 40, dia=lambda t: amp * (1 - np.exp(-(t - 1) / tau)), cp=1.6)
+        first_bad = _first_bad(readings, "dia")
+        assert first_bad is not None
+        out = _analyze(tmp_path, readings)
+        alerts = [a for a in out["alerts"] if a["feature"] == "dia" and a["kind"] in ("forecast", "ewma", "cusum")]
+        before = [a for a in alerts if a["part"] < first_bad]
+        flagged += bool(before)
+        forecasts = [a for a in before if a["kind"] == "forecast"]
+        if forecasts and forecasts[0]["evidence"]["early_risk"] is not None:
+            early += 1
+            assert "since the batch start" in forecasts[0]["message"]
+            assert forecasts[0]["evidence"]["early_risk"] >= 0.35
+    assert flagged >= 9  # 7 of 10 before the early forecast
+    assert early >= 5
