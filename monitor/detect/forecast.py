@@ -54,8 +54,9 @@ class BreachForecast:
 
     ``p_out[h - 1]`` is P(part h ahead out of tolerance); ``risk_parts`` the first h where it
     reaches ``threshold`` (None: not within ``searched`` parts); ``mean_limit_parts`` the first h
-    where the posterior mean path is beyond the limit; ``first_out`` the 5%, 50% and 95% quantiles of
-    the first out-of-tolerance part (``math.inf``: beyond the search); ``breach_share`` the share
+    where the posterior mean path is beyond the limit; ``first_out`` the lower end, median and
+    upper end of the 90% interval of the first out-of-tolerance part (``math.inf``: beyond the
+    search); ``breach_share`` the share
     of posterior draws that reach the threshold at all within the search (``breach`` additionally
     needs the mixture to reach it within ``within`` parts). ``cones`` per channel
     (empty unless asked for).
@@ -84,29 +85,41 @@ class BreachForecast:
         return int(min(cands)) if cands else None
 
 
+_LOWER_TAIL = 0.05
+_INTERVAL_MASS = 0.85
+"""Share of the first-bad-part draws the "90%" interval holds, above the ``_LOWER_TAIL`` left below it.
+
+Recalibrated (V. Kuleshov et al., "Accurate uncertainties for deep learning using calibrated
+regression", ICML 2018: choose the nominal level whose measured coverage is the wanted one):
+the posterior predictive's upper tail is heavier than the first bad parts that follow (the top
+tenth of its mass held a quarter of its share of them), so an interval holding 90% of the draws
+contained the first bad part 97% of the time. Measured on bench/detection.py's tuning seeds
+(1000-1007, not those of the reported table), leaving drifts, 877 forecasts: 90% of the draws ->
+97.3% coverage at every part with an active forecast, 95.2% at the alert; 85% -> 94.1% and 92.1%."""
+
+
 def _quantiles(first: np.ndarray) -> tuple[float, float, float]:
-    """5%, 50% and 95% points of the first-bad-part draws (parts ahead; inf: none within the search).
+    """Lower end, median and upper end of the 90% interval of the first bad part (parts ahead; inf:
+    none within the search), from its draws.
 
-    The first bad part is a whole number: interpolating between draws and rounding the 90% ends
-    inwards keeps the interval's coverage near 90% instead of the 95-100% that inclusive ends of a
-    discrete distribution give when the breach is a few parts away."""
+    The first bad part is a whole number, and a few parts before a breach much of its distribution
+    sits on the very next part: an equal-tailed interval cannot then leave 5% below its lower end
+    (nothing lies below the next part). The interval is the discrete one: the lower end leaves at
+    most ``_LOWER_TAIL`` of the draws below it, the upper end is the first part by which
+    ``_INTERVAL_MASS`` *more* of them have failed (so the tail the lower end could not leave out is
+    not added to the interval's width), with the whole numbers' rounding on the generous side."""
     srt = np.sort(first)
-    finite = srt[np.isfinite(srt)]
     m = srt.size
-
-    def at(p: float) -> float:
-        pos = p * (m - 1)
-        i = int(pos)
-        if i + 1 >= m or not math.isfinite(srt[i + 1]) or not math.isfinite(srt[i]):
-            return float(srt[min(i, m - 1)]) if finite.size else math.inf
-        return float(srt[i] + (pos - i) * (srt[i + 1] - srt[i]))
-
-    lo, mid, hi = at(0.05), at(0.5), at(0.95)
-    return (
-        float(math.ceil(lo)) if math.isfinite(lo) else lo,
-        float(round(mid)) if math.isfinite(mid) else mid,
-        float(max(math.floor(hi), math.ceil(lo))) if math.isfinite(hi) else hi,
-    )
+    k = math.floor(_LOWER_TAIL * m)
+    lo = float(srt[k])
+    below = int(np.searchsorted(srt, lo, side="left")) if math.isfinite(lo) else k
+    top = below + math.ceil(_INTERVAL_MASS * m) - 1
+    hi = float(srt[top]) if top < m else math.inf
+    pos = 0.5 * (m - 1)
+    i = int(pos)
+    a, b = float(srt[i]), float(srt[min(i + 1, m - 1)])
+    mid = a if pos == i else (a + (pos - i) * (b - a) if math.isfinite(b) else b)
+    return lo, float(round(mid)) if math.isfinite(mid) else mid, hi
 
 
 def noncentral_chi2_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:

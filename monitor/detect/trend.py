@@ -673,15 +673,25 @@ class _Posterior:
             fitted_last = fitted_last + beta[:, 2 + j] * (1.0 if n - 1 >= at else 0.0)
             future = future + beta[:, 2 + j : 3 + j]
         resid = self.y[-1] - fitted_last
-        h = np.arange(1, horizon + 1, dtype=float)
-        carry = phi[:, None] ** h[None, :]
-        mean_path = future + carry * resid[:, None]
+        carry_t, sd_t = _carry_tables()
+        mean_path = future + carry_t[p_idx, :horizon] * resid[:, None]
         sigma = np.sqrt(s2)
-        marg = (1.0 - carry**2) / (1.0 - phi[:, None] ** 2)
-        sd = sigma[:, None] * np.sqrt(marg)
+        sd = sigma[:, None] * sd_t[p_idx, :horizon]
         noise = _ar_noise()[pool, p_idx, np.arange(_DRAWS), :horizon]
         paths = mean_path + sigma[:, None] * noise
         return Draws(mean_path, sd, paths)
+
+
+@lru_cache(maxsize=1)
+def _carry_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per phi and parts ahead h: ``phi^h`` (how much of the latest residual carries over) and the
+    sd of the AR(1) sum of h innovations of unit sd, ``sqrt((1 - phi^2h) / (1 - phi^2))``."""
+    h = np.arange(1, _SEARCH + 1, dtype=float)
+    carry = _PHI[:, None] ** h[None, :]
+    sd = np.sqrt((1.0 - carry**2) / _OMPHI2[:, None])
+    carry.setflags(write=False)
+    sd.setflags(write=False)
+    return carry, sd
 
 
 @lru_cache(maxsize=1)
