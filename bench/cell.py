@@ -468,9 +468,7 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
 
         def record_part(self, part: Any, alerts: Any = (), states: Any = ()) -> bool:
             states = list(states)
-            state_bytes.append(
-                sum(len(s if isinstance(s, str) else json.dumps(s)) for name, s in states if name.startswith("drift-engine:"))
-            )
+            state_bytes.append(sum(_state_size(s) for name, s in states if name.startswith("drift-engine:")))
             return super().record_part(part, alerts, states)
 
     costs: dict[int, list[float]] = {n: [] for n in at}
@@ -505,6 +503,12 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
             for n in at
         },
     }
+
+
+def _state_size(state: Any) -> int:
+    """Bytes of JSON a state write stores (whole, or what changed: a StateDelta where the store has it)."""
+    change = getattr(state, "change", state)
+    return len(change if isinstance(change, str) else json.dumps(change))
 
 
 # ------------------------------------------------------------------------------ main

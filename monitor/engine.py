@@ -384,16 +384,43 @@ class DriftEngine:
         :meth:`from_states` joins the shares.
         """
 
+        state = self._book_state(machine)
+        state["watches"] = [
+            {"machine": m, "program": p, "feature": f, "state": w.state()}
+            for (m, p, f), w in self._watches.items()
+            if machine is None or m == machine
+        ]
+        if machine is None:
+            state["counters"] = dict(self.counters)
+        return state
+
+    def shares(self, machine: str, program: str | None = None) -> dict[str, dict[str, Any]]:
+        """The machine's state in shares, each saved under its own name so that a part rewrites only
+        the shares it changed: ``""`` the alert book (open alerts, lost connection, last part, alert
+        ids) and ``"/<program>/<feature>"`` one feature's watch each (of ``program`` only, when given).
+        :meth:`from_states` joins them like :meth:`state`'s."""
+        book = self.state_book(machine)
+        out: dict[str, dict[str, Any]] = {"": book}
+        for (m, p, f), w in self._watches.items():
+            if m == machine and (program is None or p == program):
+                out[f"/{p}/{f}"] = {
+                    "version": _STATE_VERSION,
+                    "watches": [{"machine": m, "program": p, "feature": f, "state": w.state()}],
+                }
+        return out
+
+    def state_book(self, machine: str) -> dict[str, Any]:
+        """The machine's alert book alone: :meth:`state` of ``machine`` without its watches."""
+        return {**self._book_state(machine), "watches": []}
+
+    def _book_state(self, machine: str | None) -> dict[str, Any]:
+        """Everything of :meth:`state` but the watches and counters (of ``machine``, or all)."""
+
         def mine(m: str) -> bool:
             return machine is None or m == machine
 
-        state: dict[str, Any] = {
+        return {
             "version": _STATE_VERSION,
-            "watches": [
-                {"machine": m, "program": p, "feature": f, "state": w.state()}
-                for (m, p, f), w in self._watches.items()
-                if mine(m)
-            ],
             "alerts": [
                 {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items() if mine(k[0])
             ],
@@ -402,9 +429,6 @@ class DriftEngine:
             "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
             "ids": {b: n for b, n in self._ids.items() if mine(b.split("/", 1)[0])},
         }
-        if machine is None:
-            state["counters"] = dict(self.counters)
-        return state
 
     @classmethod
     def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:

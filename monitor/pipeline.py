@@ -12,19 +12,21 @@ import functools
 import json
 import logging
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from monitor import statelog
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine
 from monitor.errors import StoreError
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Alert, AlertState, Observation, PartRecord, PartStatus
 from monitor.sinks.signals import SignalFilter
-from monitor.store import Store
+from monitor.store import StateDelta, StateWrite, Store
 from monitor.store.held import HeldWrites
 from monitor.tracking import PartTracker
 
@@ -37,6 +39,47 @@ ENGINE_STATE = "drift-engine:"
 _TRACKER_STATE = "tracker:"
 _PART_BYTES = 8 << 10
 """What a held part record with its alerts costs in memory besides its states, roughly."""
+_WHOLE_EVERY = 128
+"""A named engine state is written whole after this many changes (the rest of the time, what changed),
+so loading it applies at most that many; each name starts at its own point of the cycle, so the
+whole writes of one machine's features do not all fall on the same part."""
+
+
+class _StateChain:
+    """What each named state was when last written, to write only what changed since.
+
+    The first write of a name (in this run) is whole, then :class:`~monitor.store.StateDelta`
+    changes, whole again every :data:`_WHOLE_EVERY`; a state that did not change is not written."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def writes(self, states: Mapping[str, dict[str, Any]]) -> list[tuple[str, StateWrite]]:
+        out: list[tuple[str, StateWrite]] = []
+        for name, state in states.items():
+            last = self._last.get(name)
+            if last is None:
+                out.append((name, state))
+                self._last[name] = (state, zlib.crc32(name.encode()) % _WHOLE_EVERY)
+                continue
+            change = statelog.diff(last[0], state)
+            if change is None:
+                continue
+            if last[1] + 1 >= _WHOLE_EVERY:
+                out.append((name, state))
+                self._last[name] = (state, 0)
+            else:
+                out.append((name, StateDelta(change)))
+                self._last[name] = (state, last[1] + 1)
+        return out
+
+    def written(self, name: str) -> bool:
+        return name in self._last
+
+    def forget(self, name: str) -> None:
+        """Write ``name`` and the names under ``name/`` whole next time."""
+        for known in [n for n in self._last if n == name or n.startswith(name + "/")]:
+            del self._last[known]
 
 
 @dataclass
@@ -87,6 +130,9 @@ class Pipeline:
         self._logged: set[str] = set()
         shares = store.load_detector_states(ENGINE_STATE)
         self.engine = DriftEngine.from_states(site.programs, shares.values())
+        self._states = _StateChain()
+        self._stored_shares = set(shares)
+        """Names of engine shares in the store (a share the engine no longer has is emptied there)."""
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
         self.status: dict[str, MachineState] = {}
@@ -161,8 +207,10 @@ class Pipeline:
             else:
                 tracker.programs = dict(site.programs)
         changes.alerts += closed
-        if closed:
-            states = [(ENGINE_STATE + m, self.engine.state(m)) for m in sorted({a.machine for a in closed})]
+        # features watched afresh or no longer watched: every machine's shares are written again, and
+        # those the engine no longer has are emptied, so a restart never brings old watches back
+        states = [w for m in sorted(self.trackers) for w in self._engine_writes(m, everything=True)]
+        if closed or states:
 
             def write_closed() -> None:
                 self.store.record_alerts(closed)
@@ -218,7 +266,7 @@ class Pipeline:
                 status.gaps += 1
                 gap = self.engine.data_gap(obs.machine, obs.time, obs.end, str(obs.value))
                 changes.alerts += gap
-                changes.alerts += self._write("data gap alert", functools.partial(self._store_alerts, obs.machine, gap))
+                changes.alerts += self._write("data gap alert", self._store_alerts(obs.machine, gap))
             status.program = tracker.program
             status.counter = tracker.counter
             if obs.machine in self._without_context:
@@ -238,10 +286,17 @@ class Pipeline:
             self._record_history(history)
         return changes
 
-    def _store_alerts(self, machine: str, alerts: list[Alert]) -> None:
-        """Alert changes that came with no part (a data gap), stored with the engine state they leave."""
-        self.store.record_alerts(alerts)
-        self.store.save_detector_state(ENGINE_STATE + machine, self.engine.state(machine))
+    def _store_alerts(self, machine: str, alerts: list[Alert]) -> Callable[[], None]:
+        """The write of alert changes that came with no part (a data gap), with the engine state they
+        leave: the machine's alert book share, taken now (writes are applied in order)."""
+        states = self._engine_writes(machine, program="")
+
+        def write() -> None:
+            self.store.record_alerts(alerts)
+            for name, state in states:
+                self.store.save_detector_state(name, state)
+
+        return write
 
     def retry_held(self, *, force: bool = False) -> Changes:
         """Store what waits for the store, when its backoff has run out; the closed store alert once done."""
@@ -321,13 +376,40 @@ class Pipeline:
         return alert
 
     def _write_alert_change(self, alert: Alert) -> None:
-        state = self.engine.state(alert.machine)
+        states = self._engine_writes(alert.machine, program="")
 
         def write() -> None:
             self.store.record_alerts([alert])
-            self.store.save_detector_state(ENGINE_STATE + alert.machine, state)
+            for name, state in states:
+                self.store.save_detector_state(name, state)
 
         self._write(f"alert change {alert.id}", write)
+
+    def _engine_writes(
+        self, machine: str, *, program: str | None = None, everything: bool = False
+    ) -> list[tuple[str, StateWrite]]:
+        """The store writes that save the machine's engine state: the shares of ``program`` ("" for the
+        alert book alone, None for all) that changed since they were last written. The first time a
+        machine is written in this run, and with ``everything``, every share of it is written whole
+        (a store from before shares, or a reload, may hold watches that are no longer the engine's)."""
+        prefix = ENGINE_STATE + machine
+        first = not self._states.written(prefix)
+        if first or everything:
+            shares = self.engine.shares(machine)
+            self._states.forget(prefix)
+        elif program == "":
+            shares = {"": self.engine.state_book(machine)}
+        else:
+            shares = self.engine.shares(machine, program)
+        named = {prefix + suffix: share for suffix, share in shares.items()}
+        writes = self._states.writes(named)
+        if first or everything:
+            stale = [n for n in self._stored_shares if (n == prefix or n.startswith(prefix + "/")) and n not in named]
+            writes += [(n, {"version": named[prefix]["version"], "watches": []}) for n in stale]
+            self._stored_shares = (self._stored_shares - set(stale)) | set(named)
+        else:
+            self._stored_shares |= set(named)
+        return writes
 
     def _finish(self, parts: list[PartRecord], changes: Changes, tracker: PartTracker) -> int:
         """Detect on and store each new part, with the engine state and the tracker's context after
@@ -357,14 +439,13 @@ class Pipeline:
                     )
                     alerts = []
             states = [
-                (ENGINE_STATE + part.machine, self.engine.state(part.machine)),
+                *self._engine_writes(part.machine, program=part.program),
                 (_TRACKER_STATE + part.machine, tracker.context(after=part)),
             ]
             size = 0
             if self.held:  # it will wait: keep its states as JSON (what the store writes; far smaller)
-                encoded = [(name, json.dumps(state)) for name, state in states]
-                size = sum(len(text) for _, text in encoded) + _PART_BYTES
-                states = encoded  # type: ignore[assignment]
+                states = [(name, _encoded(state)) for name, state in states]
+                size = sum(len(_text(state)) for _, state in states) + _PART_BYTES
             changes.alerts += self.held.write(
                 f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part_key=part.key, size=size
             )
@@ -384,3 +465,16 @@ class Pipeline:
         if kind not in self._logged:
             self._logged.add(kind)
             log.warning("%s (further '%s' are counted, not logged)", message, kind)
+
+
+def _encoded(state: StateWrite) -> StateWrite:
+    """The same write with its state as JSON text (a held write keeps text: far smaller than objects)."""
+    if isinstance(state, StateDelta):
+        return state if isinstance(state.change, str) else StateDelta(json.dumps(state.change))
+    return state if isinstance(state, str) else json.dumps(state)
+
+
+def _text(state: StateWrite) -> str:
+    text = state.change if isinstance(state, StateDelta) else state
+    assert isinstance(text, str)
+    return text

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.retry",
             "monitor.yamlmarks",
             "monitor.logs",
+            "monitor.statelog",
             "monitor.inspection.model",
             "monitor.inspection.units",
         ],

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitor.store.base import SeriesPoint, Store, StoreReader
+from monitor.store.base import SeriesPoint, StateDelta, StateWrite, Store, StoreReader
 from monitor.store.sqlite import SCHEMA_VERSION, SqliteStore
 
-__all__ = ["SCHEMA_VERSION", "SeriesPoint", "SqliteStore", "Store", "StoreReader", "open_store"]
+__all__ = ["SCHEMA_VERSION", "SeriesPoint", "SqliteStore", "StateDelta", "StateWrite", "Store", "StoreReader", "open_store"]
 
 
 def open_store(path: Path, *, read_only: bool = False) -> Store:

@@ -9,6 +9,9 @@ Contract every backend keeps (the SQLite one is the reference, tested in tests/t
 
 - ``record_part`` stores a part with its measurements, the alerts it raised and the named states
   after it in one transaction, and is a no-op returning False for a key already stored;
+- a named state is written whole or as a :class:`StateDelta` (what changed since its last write);
+  loading it applies the changes written since its last whole write, in order, so a state read
+  back is the one written last; a whole write starts the chain again;
 - ``record_alerts`` appends each change to the alert's history (``alert_events``, a sequence that
   only grows) and sets the alert as it now stands;
 - ``record_inspection`` stores each inspection result and actual once, by its key, whatever file
@@ -31,7 +34,19 @@ from typing import Any, NamedTuple, Protocol, Self
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["SeriesPoint", "Store", "StoreReader"]
+__all__ = ["SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader"]
+
+
+class StateDelta(NamedTuple):
+    """What changed in a named state since its last write (:func:`monitor.statelog.diff`; JSON text
+    when it was encoded already): the store keeps it after the state's last whole write and applies
+    it when the state is loaded."""
+
+    change: dict[str, Any] | str
+
+
+StateWrite = dict[str, Any] | str | StateDelta
+"""A named state written whole (as a dict, or JSON text), or as what changed since its last write."""
 
 
 class SeriesPoint(NamedTuple):
@@ -177,15 +192,13 @@ class Store(StoreReader, Protocol):
     on_write: Callable[[str, float], None] | None
     """Called after each write transaction with its kind (part, alerts, signals...) and seconds."""
 
-    def record_part(
-        self, part: PartRecord, alerts: Sequence[Alert] = (), states: Iterable[tuple[str, dict[str, Any]]] = ()
-    ) -> bool:
+    def record_part(self, part: PartRecord, alerts: Sequence[Alert] = (), states: Iterable[tuple[str, StateWrite]] = ()) -> bool:
         """Store a part, its alerts and the states after it in one transaction; False if already stored."""
         ...
 
     def record_alerts(self, alerts: Iterable[Alert]) -> None: ...
 
-    def save_detector_state(self, name: str, state: dict[str, Any]) -> None: ...
+    def save_detector_state(self, name: str, state: StateWrite) -> None: ...
 
     def save_position(self, machine: str, source: str, position: dict[str, Any]) -> None: ...
 

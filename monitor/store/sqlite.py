@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from monitor import statelog
 from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
 from monitor.errors import StoreError
 from monitor.inspection.model import (
@@ -36,7 +37,7 @@ from monitor.inspection.model import (
     result_to_dict,
 )
 from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
-from monitor.store.base import SeriesPoint
+from monitor.store.base import SeriesPoint, StateDelta, StateWrite
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
 
@@ -172,8 +173,30 @@ MIGRATIONS: list[str] = [
         SELECT p.machine, p.program, m.signal, p.end, p.key, p.part_number, m.value
         FROM parts p JOIN measurements m ON m.part_key = p.key WHERE p.status = 'complete';
     """,
+    # 5: named states (the drift engine's) written as what changed since their last whole write,
+    # applied in order when loaded: a part writes a few hundred bytes of state, not the whole
+    """
+    CREATE TABLE detector_state_log (
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        change TEXT NOT NULL,
+        PRIMARY KEY (name, seq)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+_READ_OLD_SCHEMA: list[tuple[int, str]] = [
+    (
+        4,
+        "CREATE TEMP VIEW series AS SELECT p.machine AS machine, p.program AS program, m.signal AS signal, p.end AS end,"
+        " p.key AS key, p.part_number AS part_number, m.value AS value"
+        " FROM parts p JOIN measurements m ON m.part_key = p.key WHERE p.status = 'complete'",
+    ),
+    (5, "CREATE TEMP TABLE detector_state_log (name TEXT NOT NULL, seq INTEGER NOT NULL, change TEXT NOT NULL)"),
+]
+"""What a reader of an older store (read-only: not migrated) lacks, by the schema version that brings
+it, made up in its temp schema (derived from what the store has)."""
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +270,12 @@ class SqliteStore:
             raise StoreError(
                 f"store {self.path} has schema version {version}, newer than this monitor ({SCHEMA_VERSION}); upgrade the monitor"
             )
-        return db  # an older schema reads as it is (the daemon migrates it when it next starts)
+        # an older schema reads as it is (the daemon migrates it when it next starts), with what newer
+        # queries read derived in the temp schema
+        for since, statement in _READ_OLD_SCHEMA:
+            if version < since:
+                db.execute(statement)
+        return db
 
     def _set_wal(self, timeout_s: float) -> None:
         """Switch to WAL. SQLite answers "locked" at once, without its busy handler, when another
@@ -305,7 +333,7 @@ class SqliteStore:
         self,
         part: PartRecord,
         alerts: Sequence[Alert] = (),
-        states: Iterable[tuple[str, dict[str, Any] | str]] = (),
+        states: Iterable[tuple[str, StateWrite]] = (),
     ) -> bool:
         """Store a part with its measurements, the alerts it raised and the named states after it
         (detectors, the machine's tracker; a state may come JSON-encoded already).
@@ -353,7 +381,7 @@ class SqliteStore:
         with self._timed("alerts"), self._lock, self._tx():
             self._write_alerts(alerts)
 
-    def save_detector_state(self, name: str, state: dict[str, Any]) -> None:
+    def save_detector_state(self, name: str, state: StateWrite) -> None:
         with self._lock, self._tx():
             self._write_state(name, state)
 
@@ -449,12 +477,21 @@ class SqliteStore:
             )
             self._db.execute("INSERT INTO alert_events (alert_id, time, data) VALUES (?, ?, ?)", (alert.id, t, data))
 
-    def _write_state(self, name: str, state: dict[str, Any] | str) -> None:
+    def _write_state(self, name: str, state: StateWrite) -> None:
+        if isinstance(state, StateDelta):
+            change = state.change if isinstance(state.change, str) else json.dumps(state.change)
+            self._db.execute(
+                "INSERT INTO detector_state_log (name, seq, change) VALUES"
+                " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM detector_state_log WHERE name = ?), ?)",
+                (name, name, change),
+            )
+            return
         self._db.execute(
             "INSERT INTO detector_state (name, state, updated) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
             (name, state if isinstance(state, str) else json.dumps(state), _now()),
         )
+        self._db.execute("DELETE FROM detector_state_log WHERE name = ?", (name,))
 
     @contextlib.contextmanager
     def _timed(self, kind: str) -> Iterator[None]:
@@ -610,17 +647,25 @@ class SqliteStore:
         return int(row[0] or 0)
 
     def load_detector_state(self, name: str) -> dict[str, Any] | None:
+        """The state last written under ``name`` (its whole write with every change after it applied)."""
         with self._lock:
             row = self._db.execute("SELECT state FROM detector_state WHERE name = ?", (name,)).fetchone()
-        return json.loads(row[0]) if row else None
+            changes = self._db.execute("SELECT change FROM detector_state_log WHERE name = ? ORDER BY seq", (name,)).fetchall()
+        return _folded(json.loads(row[0]), [c for (c,) in changes]) if row else None
 
     def load_detector_states(self, prefix: str) -> dict[str, dict[str, Any]]:
-        """Every saved state whose name starts with ``prefix``, by name."""
+        """Every saved state whose name starts with ``prefix``, by name (changes applied)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT name, state FROM detector_state WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
             ).fetchall()
-        return {name: json.loads(state) for name, state in rows}
+            changes: dict[str, list[str]] = {}
+            for name, change in self._db.execute(
+                "SELECT name, change FROM detector_state_log WHERE substr(name, 1, ?) = ? ORDER BY name, seq",
+                (len(prefix), prefix),
+            ):
+                changes.setdefault(name, []).append(change)
+        return {name: _folded(json.loads(state), changes.get(name, [])) for name, state in rows}
 
     def load_position(self, machine: str, source: str) -> dict[str, Any] | None:
         with self._lock:
@@ -935,6 +980,12 @@ def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
     else:
         hint = "check the path, permissions and disk space"
     return StoreError(f"{what}: {exc}; {hint}", retryable=primary in _RETRYABLE)
+
+
+def _folded(state: dict[str, Any], changes: list[str]) -> dict[str, Any]:
+    for change in changes:
+        state = statelog.patch(state, json.loads(change))
+    return state
 
 
 def _parse_time(text: str) -> datetime:

@@ -1,0 +1,146 @@
+"""Engine state saved as what changed: exact whatever the state, small per part, resumed exactly."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor import statelog
+from monitor.config import load_site
+from monitor.engine import DriftEngine
+from monitor.model import AlertState, PartRecord, PartStatus
+from monitor.pipeline import ENGINE_STATE, Pipeline
+from monitor.sim import SimCell, load_scenario
+from monitor.sim.process import PROGRAMS_DIR
+from monitor.store import SqliteStore
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, width=32), st.sampled_from("abc"))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.sampled_from("uvwxyz"), inner, max_size=4)),
+    max_leaves=25,
+)
+_states = st.dictionaries(st.sampled_from("abcdefgh"), _values, max_size=6)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_states, _states, st.integers(0, 4), st.lists(_values, max_size=4))
+def test_patch_of_the_difference_is_the_new_state(old: dict[str, Any], other: dict[str, Any], drop: int, tail: list[Any]) -> None:
+    # a new state that shares some values, drops and appends in a window, and changes others
+    new = {**old, **other}
+    new["window"] = [*old.get("window", [])[drop:], *tail] if isinstance(old.get("window"), list) else tail
+    change = statelog.diff(old, new)
+    assert (statelog.patch(old, _json(change)) if change is not None else old) == new
+    assert change is None or json.dumps(change)  # a difference is JSON-able
+
+
+def _records(parts: int, seed: int = 4) -> tuple[SimCell, list[PartRecord]]:
+    cell = SimCell(load_scenario("demo"), seed=seed, parts=parts)
+    records = [
+        PartRecord(f"{p.machine}/{p.program}/{p.end.isoformat()}", p.machine, p.program, p.part, p.start, p.end,
+                   PartStatus.COMPLETE, {k: v for k, v in p.measured.items() if v is not None}, counter=p.part)
+        for p in sorted(cell.parts(), key=lambda p: p.end)
+    ]  # fmt: skip
+    return cell, records
+
+
+def test_every_engine_share_changes_only_by_appending_to_its_windows() -> None:
+    """The contract the difference relies on: a state's list entries are never changed in place after
+    they were appended. Checked against the JSON of each share as it was when written."""
+    cell, records = _records(60)
+    engine = DriftEngine(cell.programs())
+    written: dict[str, tuple[dict[str, Any], Any]] = {}
+    small = 0
+    for record in records:
+        engine.process(record)
+        for name, share in engine.shares(record.machine, record.program).items():
+            key = record.machine + name
+            if key in written:
+                before, as_json = written[key]
+                change = statelog.diff(before, share)
+                assert (statelog.patch(as_json, _json(change)) if change is not None else as_json) == _json(share)
+                small += change is not None and len(json.dumps(change)) < len(json.dumps(share)) / 5
+            written[key] = (share, _json(share))
+    assert small > len(records)  # most changes are a small part of the share
+
+
+def _site(tmp: Path, cell: SimCell) -> Path:
+    (tmp / "empty.jsonl").write_text("")
+    path = tmp / "site.yaml"
+    machines = [{"id": m.id, "source": {"type": "replay", "path": "empty.jsonl"}} for m in cell.machines]
+    path.write_text(yaml.safe_dump({"site": "t", "store": {"path": "s.db"}, "programs": str(PROGRAMS_DIR), "machines": machines}))
+    return path
+
+
+def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Path) -> None:
+    cell = SimCell(load_scenario("demo"), seed=4, parts=90)
+    site = load_site(_site(tmp_path, cell))
+    events = [e.observation() for e in cell.events(include_spindle_samples=False)]
+    cut = len(events) * 2 // 3
+    copy = tmp_path / "restarted.db"
+    with SqliteStore(site.store_path) as store:
+        running = Pipeline(site, store)
+        running.observe(events[: cut // 2])
+        opened = next(a for a in running.engine.open_alerts() if a.state is AlertState.OPEN)
+        assert running.acknowledge(opened.id) is not None  # a person's change goes into the book share
+        running.observe(events[cut // 2 : cut])
+        changes, change_bytes = store._db.execute("SELECT COUNT(*), SUM(LENGTH(change)) FROM detector_state_log").fetchone()
+        (whole,) = store._db.execute("SELECT COUNT(*) FROM detector_state WHERE name LIKE ?", (ENGINE_STATE + "%",)).fetchone()
+        shares = [json.dumps(s) for m in cell.machines for s in running.engine.shares(m.id).values()]
+        assert changes > 10 * whole  # most writes were changes ...
+        assert change_bytes / changes < sum(map(len, shares)) / len(shares) / 5  # ... much smaller than whole shares
+        with sqlite3.connect(copy) as target:  # the store as a daemon stopped here leaves it
+            store._db.backup(target)
+        with SqliteStore(copy) as stored:
+            restarted = Pipeline(site, stored)
+            for machine in cell.machines:
+                assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
+            # both go on alike: the same alert changes from the same later parts
+            expected = _fed(running, events[cut:])
+            assert expected and _fed(restarted, events[cut:]) == expected
+
+
+def _fed(pipeline: Pipeline, events: list[Any]) -> list[str]:
+    return [f"{a.id}:{a.state}:{a.severity}" for o in events for a in pipeline.observe([o]).alerts]
+
+
+def test_a_reader_of_a_store_not_migrated_yet_reads_states_and_series(tmp_path: Path) -> None:
+    """The CLI opens the store read-only and never migrates it: a store the daemon has not upgraded
+    yet still answers the queries that read what the newest schema added."""
+    from monitor.store.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:3]:  # before the series table (4) and the state log (5)
+        db.executescript(migration)
+    db.execute("PRAGMA user_version = 3")
+    db.execute("INSERT INTO detector_state (name, state, updated) VALUES ('tracker:m1', '{\"counter\": 3}', 'now')")
+    db.commit()
+    db.close()
+    _, records = _records(3)
+    with SqliteStore(tmp_path / "new.db") as new:
+        for record in records:
+            new.record_part(record)
+        rows = new._db.execute(
+            "SELECT key, machine, program, part_number, start, end, status, counter, data, stored_at FROM parts"
+        )
+        old_parts = rows.fetchall()
+        measured = new._db.execute("SELECT part_key, signal, value FROM measurements").fetchall()
+        expected = new.measurement_series(records[0].machine, records[0].program, ["probe.bore_dia", "probe.hole1_dia"])
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO parts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", old_parts)
+        db.executemany("INSERT INTO measurements VALUES (?, ?, ?)", measured)
+    with SqliteStore(path, read_only=True) as reader:
+        assert reader.load_detector_state("tracker:m1") == {"counter": 3}
+        got = reader.measurement_series(records[0].machine, records[0].program, ["probe.bore_dia", "probe.hole1_dia"])
+        assert got == expected and got
