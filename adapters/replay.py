@@ -28,7 +28,7 @@ _CHUNK = 1 << 16
 class ReplaySource(BaseModel):
     """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
     path: Path = Field(description="the file, relative to the site file; one {signal, time, value} object per line")
     speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")

@@ -58,7 +58,7 @@ __all__ = [
     "load_site_file",
 ]
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", defer_build=True)
 _M = TypeVar("_M", bound=BaseModel)
 
 

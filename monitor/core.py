@@ -29,18 +29,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from monitor.codec import alert_to_dict, part_to_dict
 from monitor.config import Site
 from monitor.errors import StoreError
 from monitor.events import EventHub, Subscription
-from monitor.feature_view import feature_view
 from monitor.inspection.importer import ImportOptions, ImportSummary, ResultsOutcome, import_files, rematch
 from monitor.model import Alert, Observation, PartRecord
-from monitor.pipeline import Changes, Pipeline
 from monitor.runtime import StoreLock
 from monitor.store import Store, StoreReader, open_store
+
+if TYPE_CHECKING:  # the pipeline (detection, scipy) loads when a core opens: a CLI client of the core does not pay for it
+    from monitor.pipeline import Changes, Pipeline
 
 __all__ = ["Acknowledge", "AlertCommand", "CloseAlert", "CoreCounts", "MonitorApi", "MonitorCore", "Output", "StatusPart"]
 
@@ -146,6 +147,8 @@ class MonitorCore:
         lock = StoreLock(site.store_path)
         opened: list[Store] = []
 
+        from monitor.pipeline import Pipeline
+
         def build() -> tuple[Store, Pipeline]:
             lock.acquire(lock_timeout_s)
             store = open_store(site.store_path)
@@ -213,6 +216,8 @@ class MonitorCore:
         return await self._call(self._feature_view, machine, program, feature)
 
     def _feature_view(self, machine: str, program: str, feature: str) -> dict[str, Any]:
+        from monitor.feature_view import feature_view
+
         view = feature_view(self._pipeline.engine.snapshot(machine, program, feature))
         return {"machine": machine, "program": program, "feature": feature, **view}
 
@@ -222,6 +227,8 @@ class MonitorCore:
         else:
             alert = await self._call(self._pipeline.close_alert, command.alert_id)
         if alert is not None:
+            from monitor.pipeline import Changes
+
             self._publish(Changes(alerts=[alert]))
         return alert
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import load_site, load_site_file
-from monitor.control import ControlClient, DaemonUnreachable
 from monitor.errors import MonitorError
 from monitor.runtime import RuntimeInfo, read_runtime
 
@@ -24,6 +23,8 @@ def _running(site_path: Path, store_path: Path) -> RuntimeInfo:
 async def daemon_status(site_path: Path) -> dict[str, Any]:
     """The running daemon's status, with ``from``: where it was read; a clear error when none runs.
     Only the site file is read, so this works while a program file being edited has errors."""
+    from monitor.control import ControlClient, DaemonUnreachable
+
     info = _running(site_path, load_site_file(site_path).store_path)
     try:
         body = await ControlClient(info.control_url, info.control_token).status()
@@ -35,6 +36,8 @@ async def daemon_status(site_path: Path) -> dict[str, Any]:
 async def reload_daemon(site_path: Path) -> dict[str, Any]:
     """Check the configuration here (a ConfigError with every problem when it is wrong: nothing is
     sent), then ask the running daemon to reload it; its answer (what changed, or why it refused)."""
+    from monitor.control import ControlClient, DaemonUnreachable
+
     site = load_site(site_path)
     info = _running(site_path, site.store_path)
     try:

@@ -14,7 +14,7 @@ __all__ = ["MtConnectAddress", "MtConnectSignal", "MtConnectSource"]
 class MtConnectSource(BaseModel):
     """How to reach one MTConnect agent: ``source: {type: mtconnect, url: ..., device: ...}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: Literal["mtconnect"]
     url: str = Field(pattern=r"^https?://", description="http://host:port of the agent")
@@ -50,7 +50,7 @@ class MtConnectSource(BaseModel):
 class MtConnectSignal(BaseModel):
     """One data item chosen by id, by name, or by type (+ subType) within a component."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str | None = Field(default=None, description="data item id (exact)")
     name: str | None = Field(default=None, description="data item name")

@@ -18,8 +18,10 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from asyncua import Client, ua
+if TYPE_CHECKING:  # asyncua is imported where it is used: a site without OPC UA never loads it
+    from asyncua import Client, ua
 
 __all__ = [
     "APP_PREFIX",
@@ -112,6 +114,8 @@ def parse_address(text: str) -> Address:
 
 def format_nodeid(nodeid: ua.NodeId, namespaces: Sequence[str]) -> str:
     """A NodeId written with its namespace URI, the form the site file takes."""
+    from asyncua import ua
+
     ident = nodeid.Identifier
     t = {
         ua.NodeIdType.TwoByte: "i",
@@ -147,6 +151,8 @@ def _prefix_table(namespaces: Sequence[str], extra: Mapping[str, str]) -> dict[s
 
 
 def _to_nodeid(addr: NodeAddress, ns_index: Mapping[str, int]) -> ua.NodeId:
+    from asyncua import ua
+
     idx = 0
     if addr.namespace_uri is not None:
         if addr.namespace_uri not in ns_index:
@@ -166,6 +172,8 @@ async def resolve(client: Client, addresses: Mapping[str, Address], extra_prefix
 
     A NodeId address is not checked for existence here: creating the monitored item does that.
     """
+    from asyncua import ua
+
     namespaces: list[str] = list(await client.get_namespace_array())
     ns_index = {uri: i for i, uri in enumerate(namespaces)}
     table = _prefix_table(namespaces, extra_prefixes)

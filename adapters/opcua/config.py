@@ -58,7 +58,7 @@ SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 class OpcUaSource(BaseModel):
     """How to reach one OPC UA server: ``source: {type: opcua, endpoint: ...}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: Literal["opcua"]
     endpoint: str = Field(pattern=r"^opc\.tcp://", description="opc.tcp://host:port[/path]")
@@ -173,7 +173,7 @@ class OpcUaSource(BaseModel):
 class OpcUaSignal(BaseModel):
     """One signal mapped with options; a plain string is a NodeId or browse path with the source's defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     node: str = Field(min_length=1, description="NodeId with namespace URI, or browse path from Objects")
     sampling_interval_ms: float | None = Field(default=None, ge=0, description="overrides the source's default")

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from monitor.analyze import analyze_csv
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
-from monitor.config import load_program
 from monitor.errors import ConfigError, ConfigIssue, MonitorError
 
 __all__ = ["analyze"]
@@ -36,8 +34,12 @@ def analyze(
 
     Prints the alerts (opened or escalated, with the part that raised them) and a capability
     summary. Rows with missing or non-numeric values are reported on stderr by line and skipped."""
+    from monitor.config import load_program
+
     try:
         steps = _steps(step or [])
+        from monitor.analyze import analyze_csv
+
         result = analyze_csv(measurements, load_program(program), steps=steps)
     except ConfigError as exc:
         err_console.print(f"[bold red]{len(exc.issues)} problem(s):[/]")

@@ -9,19 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
-from monitor.config import load_site
 from monitor.errors import ConfigError, MonitorError
-from monitor.logs import setup_logging
-from monitor.queries import (
-    alert_row,
-    capability_rows,
-    check_summary,
-    follow_alerts,
-    open_site_store,
-    parse_since,
-    part_row,
-)
-from monitor.store import open_store
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
 
@@ -51,7 +39,9 @@ def run(
     """Run the monitor daemon: read every machine, track parts, detect drift, store and publish.
 
     Stops cleanly on Ctrl-C or SIGTERM (parts in progress are kept for the next start)."""
+    from monitor.config import load_site
     from monitor.daemon import run_daemon
+    from monitor.logs import setup_logging
 
     try:
         site = load_site(config)
@@ -87,6 +77,9 @@ def check(
     sources name, certificates and trust folders. With --connect it also connects to every source and
     resolves every mapped signal, per machine. Exit code 0 and a summary of what the daemon would
     watch, or 1 and all problems at once."""
+    from monitor.config import load_site
+    from monitor.queries import check_summary
+
     try:
         summary = check_summary(config)
     except MonitorError as exc:
@@ -155,6 +148,8 @@ def parts(
 
     Every value of the controller's part counter has a row: parts made while their data was lost
     (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
+    from monitor.queries import open_site_store, part_row
+
     if capability:
         _capability(config, machine, program, as_json)
         return
@@ -193,6 +188,10 @@ def parts(
 
 
 def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
+    from monitor.config import load_site
+    from monitor.queries import capability_rows
+    from monitor.store import open_store
+
     try:
         site = load_site(config)
         with open_store(site.store_path, read_only=True) as store:
@@ -245,6 +244,8 @@ def alerts(
     as_json: JsonOption = False,
 ) -> None:
     """List alerts as they stand now; with --follow, print every change as it happens."""
+    from monitor.queries import alert_row, follow_alerts, open_site_store, parse_since
+
     try:
         since_t = parse_since(since)
     except ValueError:

@@ -8,18 +8,17 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
-from monitor.daemon import install_signal_handlers
-from monitor.demo import DemoOptions, DemoResult, SimOptions, run_demo, serve_cell, serve_shdr
 from monitor.errors import MonitorError
-from monitor.events import HubEvent
-from monitor.sim import list_scenarios, load_scenario
+
+if TYPE_CHECKING:  # the simulation, the servers and the daemon load when a command runs, not for --help
+    from monitor.demo import DemoOptions, DemoResult
+    from monitor.events import HubEvent
 
 __all__ = ["demo", "sim"]
 
@@ -51,6 +50,8 @@ def demo(
     if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
         err_console.print(f"--mqtt: expected HOST:PORT, got {mqtt!r}")
         raise typer.Exit(2)
+    from monitor.demo import DemoOptions
+
     options = DemoOptions(scenario, seed, parts, speed, keep_running, dashboard_port, mqtt=mqtt, webhooks=tuple(webhook or ()))
     # the demo prints alerts itself; library warnings would only clutter the progress display
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -84,6 +85,11 @@ def demo(
 
 
 async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from monitor.daemon import install_signal_handlers
+    from monitor.demo import run_demo
+
     stop = asyncio.Event()
     install_signal_handlers(stop)
     progress = Progress(
@@ -149,6 +155,9 @@ def sim(
 ) -> None:
     """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
     `monitor run -c configs/site.yaml` or any OPC UA / MTConnect client can read it."""
+    from monitor.demo import SimOptions, serve_cell, serve_shdr
+    from monitor.sim import list_scenarios, load_scenario
+
     if list_:
         for name in list_scenarios():
             console.print(
@@ -183,6 +192,8 @@ def _say(line: str) -> None:
 
 async def _with_stop(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``serve`` until it ends or SIGINT/SIGTERM sets its stop event."""
+    from monitor.daemon import install_signal_handlers
+
     stop = asyncio.Event()
     install_signal_handlers(stop)
     await serve(stop)

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from monitor.cli._app import app, console, emit_rows, err_console
-from monitor.discovery import discover, machine_source
 from monitor.errors import MonitorError
 
 __all__ = ["discover_command"]
@@ -42,6 +41,8 @@ def discover_command(
 
     For a secure OPC UA server, give the site file and machine whose source holds the security policy,
     certificates and user: `monitor discover opc.tcp://10.0.0.5:4840 -c site.yaml --machine vmc-01`."""
+    from monitor.discovery import discover, machine_source
+
     try:
         source = None
         if config is not None or machine is not None:

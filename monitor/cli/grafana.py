@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from monitor.cli._app import app, console, err_console
-from monitor.grafana import provisioning_files
 
 __all__ = ["grafana"]
 
@@ -32,6 +31,8 @@ def grafana(
     Import a dashboard JSON in Grafana's UI (it asks for the data source), or copy
     provisioning/ into /etc/grafana/provisioning and dashboards/ to --dashboards-path.
     See docs/grafana.md."""
+    from monitor.grafana import provisioning_files
+
     files = provisioning_files(
         dashboards_path=PurePosixPath(dashboards_path),
         influx_url=influx_url,

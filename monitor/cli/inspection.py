@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
-from monitor.config import load_site
 from monitor.errors import MonitorError
-from monitor.inspection.importer import FileOutcome, ImportOptions, import_files, rematch
-from monitor.inspection.views import actual_rows, inspection_values, unmatched_rows
-from monitor.store import open_store
+
+if TYPE_CHECKING:
+    from monitor.inspection.importer import FileOutcome
 
 __all__ = ["import_", "inspections"]
 
@@ -47,6 +46,11 @@ def import_(
     what cannot be matched is kept and listed, and tried again later. Importing a file twice changes
     nothing. A file that is malformed, hostile or invalid against inspection.qif_schema is refused
     with its name and the reason (exit code 1); the other files are imported."""
+    from monitor.config import load_site
+    from monitor.inspection.importer import ImportOptions, import_files
+    from monitor.inspection.views import unmatched_rows
+    from monitor.store import open_store
+
     options = ImportOptions(machine=machine, program=program, part=part, serial=serial, units=units, replace=replace)
     try:
         site = load_site(config)
@@ -125,6 +129,11 @@ def inspections(
 ) -> None:
     """Imported inspection actuals per part (characteristic, feature and source it measures, value,
     limits, verdict, file), or with --unmatched the results still waiting for their part."""
+    from monitor.config import load_site
+    from monitor.inspection.importer import rematch
+    from monitor.inspection.views import actual_rows, inspection_values, unmatched_rows
+    from monitor.store import open_store
+
     try:
         site = load_site(config)
         if unmatched:

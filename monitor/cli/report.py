@@ -10,10 +10,7 @@ from rich.markup import escape
 
 from monitor.cli._app import app, console, emit_json
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
-from monitor.config import load_site
 from monitor.errors import MonitorError
-from monitor.report import summary, write_report
-from monitor.store import open_store
 
 __all__ = ["report"]
 
@@ -31,7 +28,12 @@ def report(
 ) -> None:
     """Write the batch report: per feature the measurements with tolerance band and capability
     (Cp, Cpk, Ppk with 95% intervals), out-of-tolerance parts, alerts and what was done, tools used."""
+    from monitor.config import load_site
+    from monitor.store import open_store
+
     try:
+        from monitor.report import summary, write_report
+
         site = load_site(config)
         with open_store(site.store_path, read_only=True) as store:
             result = write_report(site, store, program, out, machine=machine, first_part=first, last_part=last, csv_out=csv_out)

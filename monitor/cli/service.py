@@ -13,9 +13,7 @@ import typer
 
 from monitor.cli._app import app, console, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, _fail
-from monitor.config import load_site
 from monitor.errors import MonitorError
-from monitor.service.unit import install_service, layout_for_site, render_unit
 
 __all__ = ["service"]
 
@@ -64,6 +62,9 @@ def service(
     /var/lib, sandboxed; systemd waits for it to be ready, restarts it when it fails or its
     watchdog goes silent, reloads it with SIGHUP and sends its log to the journal.
     See docs/service.md."""
+    from monitor.config import load_site
+    from monitor.service.unit import install_service, layout_for_site, render_unit
+
     environ = _SecretsElsewhere(os.environ)
     try:
         site = load_site(config, environ)

@@ -11,7 +11,6 @@ import typer
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
-from monitor.status import daemon_status, reload_daemon
 
 __all__ = ["reload", "status"]
 
@@ -20,6 +19,8 @@ __all__ = ["reload", "status"]
 def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
     """Health of the running daemon: each machine's connection, program and parts; each output's
     backlog in memory and on disk, drops and last error."""
+    from monitor.status import daemon_status
+
     try:
         body = asyncio.run(daemon_status(config))
     except MonitorError as exc:
@@ -79,6 +80,8 @@ def reload(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
     `systemctl reload`): program changes apply from the next part, machines added, removed or
     changed are started, stopped or restarted. A configuration with errors is refused (listed
     here with file and line) and the daemon keeps running the one it has."""
+    from monitor.status import reload_daemon
+
     try:
         result = asyncio.run(reload_daemon(config))
     except MonitorError as exc:

@@ -10,10 +10,7 @@ import typer
 
 from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
-from monitor.config import load_site
 from monitor.errors import MonitorError
-from monitor.queries import open_site_store, parse_since
-from monitor.store.backup import backup_store
 
 __all__ = ["backup", "signals"]
 
@@ -30,6 +27,9 @@ def backup(
     The copy is one self-contained file, checked with SQLite's integrity check before it is put
     in place. Restore: stop the daemon, replace the store file with the copy (delete its -wal and
     -shm files), start the daemon."""
+    from monitor.config import load_site
+    from monitor.store.backup import backup_store
+
     try:
         site = load_site(config)
         result = backup_store(site.store_path, target, overwrite=force)
@@ -56,6 +56,9 @@ def signals(
 ) -> None:
     """Raw signal history kept in the store (the site file's store.signals, for
     store.signal_retention_days): one machine's signal over time, or what is kept."""
+    from monitor.config import load_site
+    from monitor.queries import open_site_store, parse_since
+
     try:
         since_t = parse_since(since)
     except ValueError:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from monitor.cli._app import app, console, emit_json, err_console
-from monitor.detect.arl import arl_table
 from monitor.errors import DetectionError
 
 __all__ = ["Chart", "tune"]
@@ -36,6 +35,8 @@ def tune(
 
     Zero-state ARLs from a Markov-chain approximation (Lucas & Saccucci 1990 for EWMA, Brook &
     Evans 1972 for CUSUM), for mean shifts in sigmas."""
+    from monitor.detect.arl import arl_table
+
     given = limit if chart is Chart.EWMA else h
     wrong = h if chart is Chart.EWMA else limit
     if wrong is not None:

@@ -22,7 +22,7 @@ OffsetKind = Literal["diameter", "radius", "cutter_radius_hole", "cutter_radius_
 class DetectionConfig(BaseModel):
     """Detection settings of one part program; every key has a default suited to small batches."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     arl0: float = Field(
         default=500.0,

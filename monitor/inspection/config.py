@@ -29,7 +29,7 @@ __all__ = [
     "WatchFolderConfig",
 ]
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", defer_build=True)
 
 PROBE_SOURCE = "probe"
 """The measurement source name of the in-process probe (the feature's probe signals)."""

@@ -21,7 +21,7 @@ __all__ = ["InfluxConfig", "MqttConfig", "OutputConfig", "RawSignalConfig", "Sin
 class OutputConfig(BaseModel):
     """What every output has: a bounded queue in memory, an optional spool on disk, retry waits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     kind: ClassVar[str] = ""
     """The output type the plugin registry builds for this section (influx, mqtt, webhook)."""
 
@@ -69,7 +69,7 @@ class RawSignalConfig(BaseModel):
     spindle load sampled at 100 Hz can be kept at 1 Hz.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     mode: Literal["off", "change", "downsample"] = "change"
     interval_s: float | None = Field(default=None, gt=0, description="bucket width for mode downsample, seconds")
@@ -197,7 +197,7 @@ class WebhookConfig(OutputConfig):
 class SinksConfig(BaseModel):
     """All optional outputs; absent means not used."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     influx: InfluxConfig | None = None
     mqtt: MqttConfig | None = None

@@ -1,0 +1,52 @@
+"""The command line starts without loading what only running commands need (measured in
+bench/store_queries.py: ``monitor --help`` CPU time); here the behaviour: what ``--help`` imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HEAVY = (
+    "scipy",
+    "asyncua",
+    "aiohttp",
+    "pydantic",
+    "monitor.config",
+    "monitor.pipeline",
+    "monitor.engine",
+    "monitor.daemon",
+    "monitor.detect.trend",
+)
+"""Detection (scipy), OPC UA, HTTP, and the daemon's machinery: loaded by the commands that use them."""
+
+_PROBE = """
+import contextlib, io, json, sys
+from monitor.cli import app
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    app(sys.argv[1:], prog_name="monitor")
+print(json.dumps({"help": out.getvalue(), "loaded": sorted(m for m in sys.modules)}))
+"""
+
+
+def _start(*args: str) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=root, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_help_lists_every_command_without_loading_detection_protocols_or_the_daemon() -> None:
+    result = _start("--help")
+    loaded = set(result["loaded"])
+    assert not [m for m in HEAVY if m in loaded], [m for m in HEAVY if m in loaded]
+    for command in ("run", "demo", "parts", "analyze", "tune", "report", "status", "discover"):
+        assert command in str(result["help"])
+
+
+def test_a_command_still_finds_what_it_loads_on_first_use() -> None:
+    result = _start("tune", "--chart", "ewma", "--lambda", "0.2", "--arl0", "370", "--json")
+    assert "scipy" in set(result["loaded"])
+    assert json.loads(str(result["help"]).splitlines()[-1])["chart"] == "ewma"
