@@ -149,23 +149,37 @@ def _feature(site: Site, program: str, feature: str) -> Feature | None:
     return next((f for f in config.feature_models() if f.name == feature), None)
 
 
-def _point(feature: Feature, part: SeriesPoint) -> dict[str, Any] | None:
-    """The plotted value of one part, judged as the drift engine judges it; None when unusable."""
-    m = part.values
+def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]:
+    """The plotted value of each part, judged as the drift engine judges it; unusable parts left out.
+
+    For a position feature the true position is computed here from the same deviations as
+    :meth:`~monitor.model.PositionFeature.true_position` (same order of the same operations: the same
+    float), once per point without its per-call lookups: a chart has up to ``SERIES_MAX`` points."""
+    out: list[dict[str, Any]] = []
+    isfinite, sqrt = math.isfinite, math.sqrt
     if isinstance(feature, SizeFeature):
-        value = m.get(feature.signal)
-        if value is None or not math.isfinite(value):
-            return None
-        return {"part_number": part.part_number, "value": value, "end": part.end.isoformat(), "key": part.key}
-    axes = {}
-    for name, axis in feature.axes:
-        raw = m.get(axis.signal)
-        if raw is None or not math.isfinite(raw):
-            return None
-        axes[name] = raw - axis.nominal
-    tp = feature.true_position(m)
-    assert tp is not None
-    return {"part_number": part.part_number, "value": tp, "axes": axes, "end": part.end.isoformat(), "key": part.key}
+        signal = feature.signal
+        for part in series:
+            value = part.values.get(signal)
+            if value is not None and isfinite(value):
+                out.append({"part_number": part.part_number, "value": value, "end": part.end.isoformat(), "key": part.key})
+        return out
+    axes = [(name, axis.signal, axis.nominal) for name, axis in feature.axes]
+    for part in series:
+        m = part.values
+        devs: dict[str, float] = {}
+        total = 0.0
+        for name, signal, nominal in axes:
+            raw = m.get(signal)
+            if raw is None or not isfinite(raw):
+                break
+            dev = devs[name] = raw - nominal
+            total += dev**2
+        else:
+            value = 2.0 * sqrt(total)
+            end = part.end.isoformat()
+            out.append({"part_number": part.part_number, "value": value, "axes": devs, "end": end, "key": part.key})
+    return out
 
 
 def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +222,7 @@ def feature_series(
     if feature is None:
         return None
     series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-    values = [p for p in (_point(feature, part) for part in series) if p is not None]
+    values = _points(feature, series)
     alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
     forecast = view.get("forecast")
     if forecast is not None and isinstance(feature, PositionFeature):
