@@ -50,3 +50,14 @@ def test_a_command_still_finds_what_it_loads_on_first_use() -> None:
     result = _start("tune", "--chart", "ewma", "--lambda", "0.2", "--arl0", "370", "--json")
     assert "scipy" in set(result["loaded"])
     assert json.loads(str(result["help"]).splitlines()[-1])["chart"] == "ewma"
+
+
+def test_reading_the_configuration_and_the_store_does_not_load_detection() -> None:
+    """What `monitor parts`, `alerts`, `status` and `check` start with: the site's configuration (its
+    detection settings included) and the store's queries, without scipy and the detectors."""
+    probe = "import json, sys, monitor.config, monitor.queries; print(json.dumps(sorted(sys.modules)))"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "monitor.detect.config" in loaded
+    assert not {"scipy", "monitor.detect.trend", "monitor.engine"} & loaded

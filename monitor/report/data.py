@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.config import ProgramConfig
-from monitor.detect import capability
-from monitor.detect.capability import CapabilityResult
+from monitor.detect.capability import CapabilityResult, capability
 from monitor.errors import MonitorError
 from monitor.model import Alert, AlertKind, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
 from monitor.store import StoreReader

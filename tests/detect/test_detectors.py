@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from monitor.detect import Attribution, Capability, RunRules, SelfStartingCusum, capability
+from monitor.detect import Attribution, Capability, RunRules, SelfStartingCusum
 from monitor.detect.attribution import shift_from_offset, suggest_offset
+from monitor.detect.capability import capability
 from monitor.detect.forecast import breach_forecast, noncentral_chi2_sf
 from monitor.detect.selfstart import QStatistic
 

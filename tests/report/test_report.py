@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from monitor.cli import app
 from monitor.config import load_site
-from monitor.detect import capability
+from monitor.detect.capability import capability
 from monitor.model import PartStatus
 from monitor.report import BatchReport, build_report, render_csv, render_html, write_report
 from monitor.store import SqliteStore
