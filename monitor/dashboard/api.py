@@ -152,7 +152,9 @@ def _feature(site: Site, program: str, feature: str) -> Feature | None:
 def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]:
     """The plotted value of each part, judged as the drift engine judges it; unusable parts left out.
 
-    For a position feature the true position is computed here from the same deviations as
+    Every point is JSON-safe as built (finite values: the feature handler sends them without
+    :func:`~monitor.codec.json_safe`). For a position feature the true position is computed here
+    from the same deviations as
     :meth:`~monitor.model.PositionFeature.true_position` (same order of the same operations: the same
     float), once per point without its per-call lookups: a chart has up to ``SERIES_MAX`` points."""
     out: list[dict[str, Any]] = []
@@ -174,11 +176,14 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
             if raw is None or not isfinite(raw):
                 break
             dev = devs[name] = raw - nominal
-            total += dev**2
+            try:
+                total += dev**2
+            except OverflowError:  # a reading beyond float range: no true position to plot
+                total = math.inf
         else:
             value = 2.0 * sqrt(total)
-            end = part.end.isoformat()
-            out.append({"part_number": part.part_number, "value": value, "axes": devs, "end": end, "key": part.key})
+            point = {"part_number": part.part_number, "value": value, "axes": devs, "end": part.end.isoformat(), "key": part.key}
+            out.append(point if isfinite(value) else json_safe(point))  # a deviation beyond float range
     return out
 
 
@@ -349,7 +354,10 @@ async def _feature_handler(request: web.Request) -> web.Response:
     body = await api.read(lambda store: feature_series(site, view, store, m, p, f))
     if body is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
-    return _json(body)
+    # the chart points are JSON-safe as built (finite floats, text, whole numbers): up to SERIES_MAX
+    # of them need not go through json_safe's walk, the rest of the body does
+    safe = {k: v if k == "values" else json_safe(v) for k, v in body.items()}
+    return web.json_response(safe, dumps=_json_text)
 
 
 def _authorize(request: web.Request) -> None:
