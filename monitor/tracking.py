@@ -392,11 +392,17 @@ class PartTracker:
 
         A restarted daemon may resume its source mid-stream, where the program name and counter
         are not repeated; without this the next parts would belong to no program. Saved with the
-        stored part ``after``, the counter is that part's: parts still held here (grace window) are
-        not stored yet, and a restart must account for their counter values again.
+        stored part ``after``, the counter and the next part number are that part's: parts still held
+        here (grace window) or stored after it are not stored yet, and a restart must account for
+        their counter values again.
         """
         counter = after.counter if after is not None and after.counter is not None else self._counter
         until = after.end if after is not None else self._counter_time
+        numbers = dict(self._next_number)
+        if after is not None:
+            # parts finalised with it (placeholders and the part after a gap) are stored one
+            # transaction each: resuming from this one must number the next one after it
+            numbers[after.program] = after.part_number + (0 if after.status is PartStatus.ABORTED else 1)
         return {
             "program": self._program,
             "counter": counter,
@@ -404,7 +410,7 @@ class PartTracker:
             "tool": self._tool,
             "tool_life": self._tool_life,
             "tool_lives": dict(self._lives),
-            "next_part_numbers": dict(self._next_number),
+            "next_part_numbers": numbers,
         }
 
     def baseline_context(self) -> dict[str, Any] | None:

@@ -112,3 +112,57 @@ async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: 
     assert [p.counter for p in parts] == list(range(1, 13))
     odd = [(p.part_number, p.status, p.notes) for p in parts if p.status is not PartStatus.COMPLETE]
     assert odd == []
+
+
+async def test_a_source_replaying_parts_already_stored_numbers_none_twice(tmp_path: Path) -> None:
+    """The daemon stores a part and saves its source's position a moment later (at its next tick):
+    killed in between, it resumes the agent from before parts it already stored. Here the saved
+    position is set back to the start of the agent's buffer, the widest such window: the six stored
+    parts are read again and must be recognised as stored (the tracker context saved with each
+    part says up to when), so the parts after them keep the numbers that follow the counter."""
+    cell = SimCell(load_scenario("tool_wear"), seed=3, parts=10)
+    (machine,) = cell.machines
+    events = list(cell.events())
+    sixth_end = next(e.time for e in events if e.signal == "part.count" and e.value == 6.0)
+    cut = next(i for i, e in enumerate(events) if e.time > sixth_end and e.signal.startswith("probe.")) + 2
+    db, runtime = tmp_path / "monitor.db", tmp_path / "monitor.db.daemon.json"
+    async with SimAgentBinding([machine]) as binding:
+        source = f"mtconnect {binding.url}"
+        site = tmp_path / "site.yaml"
+        site.write_text(yaml.safe_dump({
+            "site": "replay", "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0},
+            "machines": [{"id": machine.id, "signals": binding.signal_map(machine.id), "tracking": {"grace_s": 2},
+                          "source": {"type": "mtconnect", "url": binding.url, "device": machine.id, "interval_ms": 20}}],
+        }))  # fmt: skip
+        daemon = await _start(site)
+        try:
+            await _until(lambda: _connected(runtime), "the daemon to connect")
+            for event in events[:cut]:
+                binding.publish(event)
+
+            async def six_parts_and_a_position() -> bool:
+                if _parts(db) < 6:
+                    return False
+                with SqliteStore(db) as store:
+                    return store.load_position(machine.id, source) is not None
+
+            await _until(six_parts_and_a_position, "six parts and a saved position")
+            daemon.send_signal(signal.SIGKILL)
+            await daemon.wait()
+            with SqliteStore(db) as store:
+                saved = store.load_position(machine.id, source)
+                assert saved is not None and store.part_count() == 6
+                store.save_position(machine.id, source, {**saved, "next_sequence": 1})
+            for event in events[cut:]:
+                binding.publish(event)
+            runtime.unlink(missing_ok=True)
+            daemon = await _start(site)
+            await _until(lambda: _parts(db) >= 10, "all 10 parts after the restart")
+        finally:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(daemon.wait(), 15)
+    with SqliteStore(db) as store:
+        parts = store.parts()
+    assert [(p.part_number, p.counter) for p in parts] == [(n, n) for n in range(1, 11)]
+    assert [p.status for p in parts] == [PartStatus.COMPLETE] * 10, [p.notes for p in parts]

@@ -448,3 +448,23 @@ def test_every_counter_value_is_accounted_once_whatever_is_lost(losses: list[tup
     for p in parts:
         if p.status is PartStatus.COMPLETE:
             assert not any(p.start <= end and start <= p.end for start, end in marked), (p, marked)
+
+
+def test_context_saved_with_each_part_of_a_batch_resumes_right_after_that_part() -> None:
+    # a gap gives placeholders and the part after them at once; the daemon stores them one
+    # transaction each, and may die between two: the context stored with each must resume exactly
+    # after it (its counter and the next number), or the numbers would skip after the restart
+    stream = [*start(), *cycle(0, 1), *cycle(20, 2)[:3], gap(21, 75), obs(66, "part.count", 4), *cycle(70, 5)[1:]]
+    tracker = make(grace_s=1)
+    parts = run(tracker, stream, close=False)
+    assert [(p.part_number, p.counter, p.status) for p in parts][:3] == [
+        (1, 1, PartStatus.COMPLETE),
+        (2, 2, PartStatus.NOT_OBSERVED),
+        (3, 3, PartStatus.NOT_OBSERVED),
+    ]
+    saved = tracker.context(after=parts[1])
+    assert saved["counter"] == 2 and saved["next_part_numbers"] == {"O1001": 3}
+    restarted = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=1), context=saved)
+    # the source resumes from before part 1 (its position was saved before the placeholders)
+    again = run(restarted, stream)
+    assert [(p.part_number, p.counter) for p in again] == [(3, 3), (4, 4), (5, 5)]

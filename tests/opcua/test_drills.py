@@ -16,6 +16,7 @@ import json
 import signal
 import sqlite3
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ async def _all_stored(db: Path, n: int, within_s: float) -> None:
     while len([r for r in stored(db) if r["status"] != "aborted"]) < n:
         assert time.monotonic() < deadline, f"parts stored: {[(r['counter'], r['status']) for r in stored(db)]}"
         await asyncio.sleep(0.2)  # polling another process's store
+
+
+def _positions(db: Path) -> list[str]:
+    """The sources whose position the daemon saved for vmc-01."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [s for (s,) in con.execute("SELECT source FROM adapter_positions WHERE machine = 'vmc-01'")]
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("history", [False, True], ids=["no-history", "history"])
@@ -101,4 +111,55 @@ async def test_every_counter_value_is_accounted_for(tmp_path: Path, fault: str, 
     (alert,) = alerts
     assert alert["severity"] == "warning" and alert["evidence"]["parts_not_observed"] == len(unseen)
     assert "not observed" in alert["message"]
+    assert "Traceback" not in log.read_text()
+
+
+async def test_a_restart_that_reads_back_parts_already_stored_numbers_none_twice(tmp_path: Path) -> None:
+    """The daemon saves where its OPC UA source stands (the end of the last stored part) a moment
+    after storing the part; killed in between, it reads back from history parts it already stored.
+    Here the saved position is set back to the start of the batch, the widest such window: the parts
+    read again must be recognised as stored, and the parts after them keep numbers that follow the
+    counter, all complete (the server keeps history)."""
+    cell = SimCell(load_scenario("tool_wear"), seed=3, parts=PARTS)
+    (shape,) = shapes_for(cell.machines)
+    db, log = tmp_path / "monitor.db", tmp_path / "daemon.log"
+    async with OpcUaSimServer([shape], history=5000) as server:
+        signals = {k: v for k, v in signal_map(shape).items() if k in cell.machines[0].signals or k.startswith("probe.")}
+        site = tmp_path / "site.yaml"
+        site.write_text(yaml.safe_dump(site_document(server.endpoint, db, SPEED, signals)))
+        daemon = DaemonProcess(site, log)
+        await daemon.start()
+        try:
+            await daemon.connected()
+            sixth = asyncio.Event()
+
+            async def publish(event: SimEvent) -> None:
+                await server.publish_event(event)
+                if event.signal == "part.count" and event.value == 6.0:
+                    sixth.set()
+
+            async def rewind() -> None:
+                await sixth.wait()
+                await _all_stored(db, 5, within_s=60)
+                while not _positions(db):  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # polling another process's store: saved at its next tick
+                await daemon.stop(signal.SIGKILL)
+                con = sqlite3.connect(db)
+                try:
+                    (source,) = _positions(db)
+                    rewound = json.dumps({"time": (cell.start - timedelta(seconds=1)).isoformat()})
+                    con.execute("UPDATE adapter_positions SET position = ? WHERE source = ?", (rewound, source))
+                    con.commit()
+                finally:
+                    con.close()
+                await daemon.start()
+
+            drill = asyncio.create_task(rewind())
+            await run_cell(cell, publish, speed=SPEED)
+            await drill
+            await _all_stored(db, PARTS, within_s=60)
+        finally:
+            await daemon.stop()
+    acc = account(stored(db), list(range(1, PARTS + 1)))
+    assert acc["accounted"] == {"complete": PARTS} and acc["number_minus_counter"] == [0], acc
     assert "Traceback" not in log.read_text()
