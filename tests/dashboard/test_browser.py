@@ -8,18 +8,26 @@ own browser context. Every page load also checks that nothing was requested from
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
+from typer.testing import CliRunner
 
-from monitor.model import AlertState, PartStatus
+from monitor.cli import app
+from monitor.config import load_site
+from monitor.model import GAP_SIGNAL, AlertState, Observation, PartStatus
+from tests.daemons import running_daemon
 from tests.dashboard.cell import LIVE, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, live_stream, start_cell
 from tests.requires import need_binary
+from tests.streams import T0, batch, write_jsonl, write_site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -281,3 +289,46 @@ async def test_cell_page_shows_the_configuration_and_a_refused_reload(cell: Cell
         assert (await cell.daemon.reload())["ok"] is True
     await page.locator("#config:not(.error)").wait_for()
     w.assert_clean(cell.url)
+
+
+async def test_parts_not_observed_are_shown_with_why_in_the_pages_api_and_cli(tmp_path: Path, context: Any) -> None:
+    """A machine whose data was lost while its controller went on counting (counter 3 -> 5 inside a
+    gap the source reported): the two parts nobody saw are placeholders, visible with why and when in
+    `monitor parts` (table and --json), /api/machines, the cell and machine pages and a data_gap alert."""
+    stream = batch(3)
+    stream.append(
+        Observation("m1", GAP_SIGNAL, T0 + timedelta(seconds=70), "connection to the cell lost", end=T0 + timedelta(seconds=130))
+    )
+    stream += batch(2, start_count=5, t0=120.0)
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "gap.jsonl", stream), dashboard=True))
+    async with running_daemon(site) as running:
+        await running.parts(7)
+        url = (running.daemon.dashboard_url or "").rstrip("/")
+        async with aiohttp.ClientSession() as session, session.get(url + "/api/machines") as resp:
+            (machine,) = [m for m in (await resp.json())["machines"] if m["machine"] == "m1"]
+        assert machine["parts"] == 7 and machine["not_observed"] == 2
+        cellpage = await _open(context, url + "/")
+        await cellpage.page.locator('tr[data-machine="m1"] td.parts .badge.not_observed', has_text="2 not observed").wait_for()
+        w = await _open(context, url + "/machine?id=m1")
+        unseen = w.page.locator('#parts tbody tr[data-status="not_observed"]')
+        await unseen.nth(1).wait_for()
+        assert await unseen.count() == 2
+        row = (await unseen.first.text_content()) or ""
+        assert "not observed" in row and "connection to the cell lost" in row and "source clock" in row
+        alerts = await running.daemon.core.read(lambda store: store.alerts(machine="m1"))
+        (gap,) = [a for a in alerts if a.kind == "data_gap"]
+        assert gap.state is AlertState.OPEN and gap.evidence["parts_not_observed"] == 2
+        for page in (cellpage, w):
+            page.assert_clean(url)
+    listed = CliRunner().invoke(app, ["parts", "-c", str(site.path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
+    assert [(r["part"], r["counter"], r["status"]) for r in rows] == [
+        (1, 1, "complete"), (2, 2, "complete"), (3, 3, "complete"),
+        (4, 4, "not_observed"), (5, 5, "not_observed"), (6, 6, "complete"), (7, 7, "complete"),
+    ]  # fmt: skip
+    table = CliRunner().invoke(app, ["parts", "-c", str(site.path)], env={"COLUMNS": "400"})
+    assert table.exit_code == 0, table.output
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in table.output.splitlines() if line.startswith("│")]
+    (fourth,) = [c for c in cells if c[2:4] == ["4", "4"]]
+    assert fourth[4] == "not observed" and "connection to the cell lost" in fourth[-1] and "source clock" in fourth[-1]
