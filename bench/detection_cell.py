@@ -156,8 +156,8 @@ def _score(
 
 def _baseline_alarms(feature: Any, parts: list[SimPart]) -> tuple[list[tuple[int, int | None]], list[tuple[int, int | None]]]:
     """(first-OOT baseline, individuals-chart baseline) alarm lists for one feature."""
-    axes = (
-        [(feature.signal, feature.nominal)]
+    axes: list[tuple[str, float]] = (
+        [(str(feature.signal), feature.nominal)]
         if isinstance(feature, SizeFeature)
         else [(a.signal, a.nominal) for _, a in feature.axes]
     )
@@ -171,7 +171,7 @@ def _baseline_alarms(feature: Any, parts: list[SimPart]) -> tuple[list[tuple[int
             continue
         vals = {s: float(m[s]) for s, _ in axes}  # type: ignore[arg-type]
         if isinstance(feature, SizeFeature):
-            bad = not feature.lower <= vals[feature.signal] <= feature.upper
+            bad = not feature.in_tolerance(vals[axes[0][0]])
         else:
             assert isinstance(feature, PositionFeature)
             bad = feature.true_position(vals) > feature.tolerance  # type: ignore[operator]

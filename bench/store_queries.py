@@ -51,7 +51,18 @@ import numpy as np
 import yaml
 
 from monitor.config import Site, load_site
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
+from monitor.model import (
+    Alert,
+    AlertKind,
+    AlertState,
+    PartRecord,
+    PartStatus,
+    PositionFeature,
+    Severity,
+    SizeFeature,
+    SpindleStats,
+    ToolUse,
+)
 from monitor.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,9 +138,12 @@ def build(site: Site, parts: int, machines: int, seed: int) -> float:
 
 
 def _axes(feature: Any) -> list[tuple[str, float]]:
-    if hasattr(feature, "signal"):
+    """(probe signal, nominal) of what the probe measures; none for inspection-only features."""
+    if isinstance(feature, PositionFeature):
+        return [(axis.signal, axis.nominal) for _, axis in feature.axes]
+    if isinstance(feature, SizeFeature) and feature.signal is not None:
         return [(feature.signal, feature.nominal)]
-    return [(axis.signal, axis.nominal) for _, axis in feature.axes]
+    return []
 
 
 def _spread(values: Sequence[float], digits: int = 2) -> dict[str, float]:

@@ -32,17 +32,20 @@ from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig
 from monitor.inspection.model import Characteristic
-from monitor.model import AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
+from monitor.model import AttributeFeature, AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
 from monitor.sinks.config import RawSignalConfig, SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
 
 __all__ = [
     "MIN_TOKEN_DISTINCT",
     "MIN_TOKEN_LENGTH",
+    "AngleFeatureConfig",
+    "AttributeFeatureConfig",
     "AxisConfig",
     "DashboardConfig",
     "MachineConfig",
     "MtConnectMachine",
+    "OneSidedFeatureConfig",
     "OpcUaMachine",
     "PositionFeatureConfig",
     "ProgramConfig",
@@ -78,22 +81,17 @@ class AxisConfig(BaseModel):
         return v
 
 
-class SizeFeatureConfig(BaseModel):
-    """A size feature (diameter, length): nominal with lower and upper limits in mm."""
+class _FeatureBase(BaseModel):
+    """What every feature kind has: its balloon number and how else it is measured."""
 
     model_config = _STRICT
-    kind: Literal["size"] = Field(description="size: judged against lower and upper limits")
-    signal: str = Field(description="probe signal that measures it, e.g. probe.hole1_dia")
-    nominal: float = Field(description="target value, mm; between lower and upper")
-    lower: float = Field(description="lower limit, mm")
-    upper: float = Field(description="upper limit, mm")
     balloon: str | None = Field(
         default=None, description="the characteristic (balloon) number of this feature on the drawing, for the report"
     )
     measured_by: dict[str, MeasuredByConfig] = Field(
         default_factory=dict,
         description="how the feature is measured, by source name: probe (the signals above) and e.g. cmm, bench: "
-        "{characteristic: name in the result files, system, resolution, repeatability}",
+        "{characteristic: name in the result files, system, resolution, repeatability}; see measured_by",
     )
 
     @field_validator("balloon", mode="before")
@@ -106,12 +104,28 @@ class SizeFeatureConfig(BaseModel):
     def _sources(cls, v: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
         return _check_sources(v)
 
-    @field_validator("signal")
+    @field_validator("signal", check_fields=False)
     @classmethod
-    def _probe(cls, v: str) -> str:
-        if not v.startswith("probe."):
+    def _probe(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("probe."):
             raise ValueError("expected a probe signal name like probe.hole1_dia")
         return v
+
+    def _needs_a_source(self, signal: str | None) -> None:
+        if signal is None and not any(name != PROBE_SOURCE for name in self.measured_by):
+            raise ValueError("give the probe signal that measures it (signal: probe.<name>) or a measured_by source (e.g. cmm)")
+
+
+class SizeFeatureConfig(_FeatureBase):
+    """A size feature (diameter, length): nominal with lower and upper limits in mm."""
+
+    kind: Literal["size"] = Field(description="size: judged against lower and upper limits")
+    signal: str | None = Field(
+        default=None, description="probe signal that measures it, e.g. probe.hole1_dia; leave out when only a CMM or gauge does"
+    )
+    nominal: float = Field(description="target value, mm; between lower and upper")
+    lower: float = Field(description="lower limit, mm")
+    upper: float = Field(description="upper limit, mm")
 
     @model_validator(mode="after")
     def _limits(self) -> SizeFeatureConfig:
@@ -119,36 +133,89 @@ class SizeFeatureConfig(BaseModel):
             raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
         if not self.lower <= self.nominal <= self.upper:
             raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
+        self._needs_a_source(self.signal)
         return self
 
 
-class PositionFeatureConfig(BaseModel):
+class AngleFeatureConfig(_FeatureBase):
+    """An angle: nominal with lower and upper limits in degrees (a CMM's AngleBetween, a chamfer)."""
+
+    kind: Literal["angle"] = Field(description="angle: judged against lower and upper limits, in degrees")
+    signal: str | None = Field(
+        default=None, description="probe signal that measures it, in degrees; leave out when only inspection does"
+    )
+    nominal: float = Field(description="target angle, degrees; between lower and upper")
+    lower: float = Field(description="lower limit, degrees")
+    upper: float = Field(description="upper limit, degrees")
+
+    @model_validator(mode="after")
+    def _limits(self) -> AngleFeatureConfig:
+        if not self.lower < self.nominal < self.upper and not self.lower <= self.nominal <= self.upper:
+            raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
+        if not self.lower < self.upper:
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        self._needs_a_source(self.signal)
+        return self
+
+
+class OneSidedFeatureConfig(_FeatureBase):
+    """A characteristic with one limit: form and orientation (flatness, perpendicularity, runout),
+    roughness (Ra), a position the CMM reports as one zone value: an upper limit only; a minimum
+    wall or depth: a lower limit only. In mm (Ra in mm too: 0.0008 for Ra 0.8 um)."""
+
+    kind: Literal["one_sided"] = Field(description="one_sided: judged against an upper or a lower limit only")
+    signal: str | None = Field(default=None, description="probe signal that measures it; leave out when only inspection does")
+    upper: float | None = Field(default=None, description="the upper limit (flatness 0.02, Ra 0.0008); give upper or lower")
+    lower: float | None = Field(default=None, description="the lower limit (a minimum wall)")
+    nominal: float | None = Field(
+        default=None,
+        description="the value the process is expected to hold; default for an upper limit: half of it (a capability "
+        "of 1.33 with the scatter the charts assume first); required with a lower limit",
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> OneSidedFeatureConfig:
+        if (self.upper is None) == (self.lower is None):
+            raise ValueError(
+                "give exactly one limit: upper (flatness, roughness) or lower (a minimum wall); "
+                "a feature with both limits is kind: size"
+            )
+        if self.nominal is None:
+            if self.upper is None:
+                raise ValueError("a lower limit needs the nominal the process is expected to hold")
+            self.nominal = self.upper / 2.0
+        if self.upper is not None and not self.nominal < self.upper:
+            raise ValueError(f"nominal {self.nominal} must be below the upper limit {self.upper}")
+        if self.lower is not None and not self.nominal > self.lower:
+            raise ValueError(f"nominal {self.nominal} must be above the lower limit {self.lower}")
+        self._needs_a_source(self.signal)
+        return self
+
+
+class AttributeFeatureConfig(_FeatureBase):
+    """A go/no-go check (thread gauge, visual check): each part passes or fails; counted, charted as
+    the proportion that fails, every fail an out-of-tolerance alert."""
+
+    kind: Literal["attribute"] = Field(description="attribute: pass or fail per part")
+    signal: str | None = Field(
+        default=None,
+        description="probe signal of the machine's own check: 1 (non-zero) = pass, 0 = fail; leave out when only inspection does",
+    )
+
+    @model_validator(mode="after")
+    def _source(self) -> AttributeFeatureConfig:
+        self._needs_a_source(self.signal)
+        return self
+
+
+class PositionFeatureConfig(_FeatureBase):
     """A position feature judged as true position against a tolerance zone diameter in mm."""
 
-    model_config = _STRICT
     kind: Literal["position"] = Field(description="position: judged as true position")
     x: AxisConfig = Field(description="{signal, nominal} of the X coordinate")
     y: AxisConfig = Field(description="{signal, nominal} of the Y coordinate")
     z: AxisConfig | None = Field(default=None, description="{signal, nominal} of Z, for 3D true position")
     tolerance: float = Field(gt=0, description="diameter of the positional tolerance zone, mm")
-    balloon: str | None = Field(
-        default=None, description="the characteristic (balloon) number of this feature on the drawing, for the report"
-    )
-    measured_by: dict[str, MeasuredByConfig] = Field(
-        default_factory=dict,
-        description="how the feature is measured, by source name: probe (the signals above) and e.g. cmm, bench: "
-        "{characteristic: name in the result files, system, resolution, repeatability}",
-    )
-
-    @field_validator("balloon", mode="before")
-    @classmethod
-    def _balloon_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("measured_by")
-    @classmethod
-    def _sources(cls, v: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
-        return _check_sources(v)
 
 
 def _check_sources(sources: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
@@ -162,7 +229,10 @@ def _check_sources(sources: dict[str, MeasuredByConfig]) -> dict[str, MeasuredBy
     return sources
 
 
-FeatureConfig = Annotated[SizeFeatureConfig | PositionFeatureConfig, Field(discriminator="kind")]
+FeatureConfig = Annotated[
+    SizeFeatureConfig | PositionFeatureConfig | AngleFeatureConfig | OneSidedFeatureConfig | AttributeFeatureConfig,
+    Field(discriminator="kind"),
+]
 
 
 class ProgramConfig(BaseModel):
@@ -221,6 +291,13 @@ class ProgramConfig(BaseModel):
         for name, f in self.features.items():
             if isinstance(f, SizeFeatureConfig):
                 out.append(SizeFeature(name, f.signal, f.nominal, f.lower, f.upper))
+            elif isinstance(f, AngleFeatureConfig):
+                out.append(SizeFeature(name, f.signal, f.nominal, f.lower, f.upper, unit="deg", kind="angle"))
+            elif isinstance(f, OneSidedFeatureConfig):
+                assert f.nominal is not None  # set by the validator
+                out.append(SizeFeature(name, f.signal, f.nominal, f.lower, f.upper, kind="one_sided"))
+            elif isinstance(f, AttributeFeatureConfig):
+                out.append(AttributeFeature(name, f.signal))
             else:
                 z = AxisRef(f.z.signal, f.z.nominal) if f.z else None
                 out.append(
@@ -548,7 +625,7 @@ def _issues_from(doc: LoadedYaml, exc: ValidationError, tags: frozenset[str]) ->
     return issues
 
 
-_TAGS = frozenset({"opcua", "mtconnect", "replay", "size", "position", "str", "spec", "[key]"})
+_TAGS = frozenset({"opcua", "mtconnect", "replay", "size", "position", "angle", "one_sided", "attribute", "str", "spec", "[key]"})
 
 
 def _validate(model: type[_M], doc: LoadedYaml) -> tuple[_M | None, list[ConfigIssue]]:

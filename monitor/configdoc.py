@@ -18,7 +18,10 @@ from pydantic_core import PydanticUndefined
 from adapters.mtconnect.config import MtConnectSignal, MtConnectSource
 from adapters.opcua.config import BetweenParts, OpcUaOffsets, OpcUaRegister, OpcUaSignal, OpcUaSource
 from monitor.config import (
+    AngleFeatureConfig,
+    AttributeFeatureConfig,
     DashboardConfig,
+    OneSidedFeatureConfig,
     PositionFeatureConfig,
     ProgramConfig,
     ReplaySource,
@@ -64,6 +67,9 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("Part-program file", "", ProgramConfig),
     ("Size feature", "features.<name>.", SizeFeatureConfig),
     ("Position feature", "features.<name>.", PositionFeatureConfig),
+    ("Angle feature", "features.<name>.", AngleFeatureConfig),
+    ("One-sided feature", "features.<name>.", OneSidedFeatureConfig),
+    ("Attribute feature", "features.<name>.", AttributeFeatureConfig),
     ("measured_by", "features.<name>.measured_by.<source>.", MeasuredByConfig),
     ("Repeatability", "features.<name>.measured_by.<source>.repeatability.", RepeatabilityConfig),
     ("detection", "detection.", DetectionConfig),

@@ -281,18 +281,32 @@ class MonitorCore:
         return changes
 
     async def import_inspection(self, paths: Sequence[Path], options: ImportOptions) -> ImportSummary:
-        """Import inspection result files into the store (on the store thread, between parts)."""
-        summary = await self._call(import_files, self._site, self._store, list(paths), options)
+        """Import inspection result files into the store (on the store thread, between parts) and
+        let the drift engine watch what they brought; publishes the alert changes."""
+
+        def run() -> tuple[ImportSummary, Changes]:
+            summary = import_files(self._site, self._store, list(paths), options)
+            return summary, self._pipeline.inspection_changed()
+
+        summary, changes = await self._call(run)
         if summary.rematched:
             self.hub.publish("inspection", {"rematched": [r.as_dict() for r in summary.rematched]})
+        self._publish(changes)
         return summary
 
     async def rematch_inspection(self) -> list[ResultsOutcome]:
-        """Try inspection results that wait for their part again; the newly matched (published as
-        an ``inspection`` event when there are any)."""
-        found = await self._call(rematch, self._site, self._store)
+        """Try inspection results that wait for their part again, and let the drift engine watch
+        results stored meanwhile (``monitor import`` writes the store while the daemon runs); the
+        newly matched (published as an ``inspection`` event when there are any)."""
+
+        def run() -> tuple[list[ResultsOutcome], Changes]:
+            found = rematch(self._site, self._store)
+            return found, self._pipeline.inspection_changed()
+
+        found, changes = await self._call(run)
         if found:
             self.hub.publish("inspection", {"rematched": [r.as_dict() for r in found]})
+        self._publish(changes)
         return found
 
     async def save_positions(self, positions: Mapping[tuple[str, str], dict[str, Any]]) -> set[tuple[str, str]]:

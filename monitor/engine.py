@@ -18,16 +18,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.codec import alert_from_dict, alert_to_dict
+from monitor.detect.attribute import AttributeCount
 from monitor.detect.evidence import FeatureEvidence
 from monitor.detect.messages import Signal, signals
-from monitor.detect.watch import STAT_KINDS, FeatureSnapshot, FeatureWatch, WatchPlan
+from monitor.detect.watch import STAT_KINDS, AttributePlan, FeatureSnapshot, FeatureWatch, WatchPlan, inspection_signal
 from monitor.errors import DetectionError, MonitorError
+from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
 
-__all__ = ["DriftEngine", "PartAssessment"]
+__all__ = ["DriftEngine", "PartAssessment", "SeriesPoint"]
 
 _STATE_VERSION = 2
 """2: the Bayesian trend models and residual charts (issue 11); watches saved by version 1 restart."""
@@ -41,6 +43,24 @@ class PartAssessment:
 
     alerts: list[Alert] = field(default_factory=list)
     evidence: dict[str, FeatureEvidence] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One part's value of a feature from an inspection source: the part (for its number, time and
+    tool covariates), the measured value (None for a go/no-go check) and whether it passed."""
+
+    part: PartRecord
+    value: float | None
+    passed: bool | None = None
+
+
+def _feature_of(label: str) -> str:
+    """The feature name of a watch label (``bore`` or ``bore@cmm``)."""
+    return label.split("@", 1)[0]
+
+
+Plan = WatchPlan | AttributePlan
 
 
 @dataclass
@@ -68,7 +88,11 @@ class DriftEngine:
     def __init__(self, programs: Mapping[str, ProgramConfig]) -> None:
         self._programs = dict(programs)
         self._plans: dict[str, list[WatchPlan]] = {name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()}
+        self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in self._programs.items()}
         self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
+        self._counts: dict[tuple[str, str, str], AttributeCount] = {}
+        self._fed: dict[tuple[str, str, str], list[str]] = {}
+        """Part keys fed to each inspection source's watch, in part order (late results rebuild it)."""
         self._book: dict[tuple[str, str, str, str], _Book] = {}
         self._lost: dict[str, Alert] = {}
         self._gaps: dict[str, Alert] = {}
@@ -92,33 +116,120 @@ class DriftEngine:
             self._count("unknown_program")
             return out
         self._last_part[part.machine] = part.part_number
-        changes = out.alerts
         for plan in plans:
-            watch = self._watch(part.machine, plan)
-            update = watch.update(part.machine, part)
-            if update.skipped or update.evidence is None:
-                self._count(update.skipped or "skipped")
-                continue
-            if update.new_batch:
-                changes += self._close_feature(part, plan, tuple(AlertKind), "new batch (part numbers started again)")
-            elif update.recentred:
-                changes += self._close_feature(part, plan, STAT_KINDS, "re-centred (offset change)")
-            sigs = signals(plan, update.evidence, watch.streaks, watch.tool)
-            watch.note_signals({kind: sig is not None for kind, sig in sigs.items()})
-            for kind, signal in sigs.items():
-                changes += self._reconcile(part, plan, kind, signal)
-            out.evidence[plan.feature.name] = update.evidence
+            if plan.source == PROBE_SOURCE:
+                evidence = self._feed(part, plan, out.alerts)
+                if evidence is not None:
+                    out.evidence[plan.feature.name] = evidence
+        for attr in self._attr_plans.get(part.program, []):
+            if attr.source == PROBE_SOURCE:
+                passed = attr.feature.passed(part.measurements)
+                if passed is None:
+                    self._count("missing_measurement")
+                    continue
+                out.alerts.extend(self._count_attribute(part, attr, passed))
         return out
 
+    def _feed(self, part: PartRecord, plan: WatchPlan, changes: list[Alert], *, quiet: bool = False) -> FeatureEvidence | None:
+        """One part into one channel watch; its signals reconciled into ``changes`` (unless ``quiet``:
+        a rebuild from late inspection data, whose history is not alerted again)."""
+        watch = self._watch(part.machine, plan)
+        update = watch.update(part.machine, part)
+        if update.skipped or update.evidence is None:
+            self._count(update.skipped or "skipped")
+            return None
+        if quiet:
+            return update.evidence
+        if update.new_batch:
+            changes += self._close_feature(part, plan, tuple(AlertKind), "new batch (part numbers started again)")
+        elif update.recentred:
+            changes += self._close_feature(part, plan, STAT_KINDS, "re-centred (offset change)")
+        sigs = signals(plan, update.evidence, watch.streaks, watch.tool)
+        watch.note_signals({kind: sig is not None for kind, sig in sigs.items()})
+        for kind, signal in sigs.items():
+            changes += self._reconcile(part, plan, kind, signal)
+        return update.evidence
+
+    def _count_attribute(self, part: PartRecord, plan: AttributePlan, passed: bool, *, quiet: bool = False) -> list[Alert]:
+        key = (part.machine, plan.program, plan.label)
+        count = self._counts.get(key)
+        if count is None:
+            count = self._counts[key] = AttributeCount()
+        result = count.update(1.0 if passed else 0.0)
+        if quiet:
+            return []
+        signal = None
+        if result.failed:
+            message = (
+                f"{plan.display} failed on part {part.part_number}: {result.fails} of {result.n} parts failed so far "
+                f"({result.proportion:.1%}, 95% interval {result.lo:.1%}-{result.hi:.1%})"
+            )
+            evidence = {"passed": False, "fails": result.fails, "checked": result.n, "proportion": result.proportion}
+            signal = Signal(Severity.CRITICAL, lambda: (message, evidence))
+        return self._reconcile(part, plan, AlertKind.OUT_OF_TOLERANCE, signal)
+
+    # ---------------------------------------------------------------------------- inspection
+    def assess_series(self, machine: str, program: str, label: str, points: list[SeriesPoint]) -> list[Alert]:
+        """The values of one feature from one inspection source (``label``: ``feature@source``), for
+        every part that has one, in part order; returns the alert changes.
+
+        Results arrive late and out of order (a CMM measures every fifth part an hour later). Points
+        after the last part fed are fed in order, each reconciled like a probe part. A point before
+        it (an older part measured later, a re-import) rebuilds the source's watch from all points
+        quietly; only the latest part's signals are then reconciled, so history is not alerted twice."""
+        key = (machine, program, label)
+        channel = next((p for p in self._plans.get(program, []) if p.label == label), None)
+        attribute = next((p for p in self._attr_plans.get(program, []) if p.label == label), None)
+        if channel is None and attribute is None:
+            self._count("unknown_series")
+            return []
+        fed = self._fed.get(key, [])
+        keys = [p.part.key for p in points]
+        known = [k for k in keys if k in set(fed)]
+        if keys[: len(known)] == known and fed[len(fed) - len(known) :] == known:
+            new, rebuild = points[len(known) :], False
+        else:
+            new, rebuild = points, True
+            self._count("series_rebuilt")
+            self._watches.pop(key, None)
+            self._counts.pop(key, None)
+        changes: list[Alert] = []
+        for i, point in enumerate(new):
+            quiet = rebuild and i < len(new) - 1
+            if channel is not None:
+                if point.value is None:
+                    self._count("inspection_without_value")
+                    continue
+                part = replace(point.part, measurements={inspection_signal(channel.feature.name, channel.source): point.value})
+                self._feed(part, channel, changes, quiet=quiet)
+            elif attribute is not None:
+                if point.passed is None:
+                    self._count("inspection_without_verdict")
+                    continue
+                changes += self._count_attribute(point.part, attribute, point.passed, quiet=quiet)
+        history = channel.config.history if channel is not None else (attribute.config.history if attribute else 200)
+        self._fed[key] = keys[-history:]
+        return changes
+
+    def series_labels(self, program: str) -> dict[str, tuple[str, str]]:
+        """The inspection-source series of a program: label -> (feature, source)."""
+        plans: list[Plan] = [*self._plans.get(program, []), *self._attr_plans.get(program, [])]
+        return {p.label: (p.feature.name, p.source) for p in plans if p.source != PROBE_SOURCE}
+
+    def attribute_counts(self, machine: str, program: str, label: str) -> AttributeCount | None:
+        """The pass/fail count of a go/no-go feature (``label``: the feature, or ``feature@source``)."""
+        return self._counts.get((machine, program, label))
+
     def _watch(self, machine: str, plan: WatchPlan) -> FeatureWatch:
-        key = (machine, plan.program, plan.feature.name)
+        key = (machine, plan.program, plan.label)
         watch = self._watches.get(key)
         if watch is None:
             watch = self._watches[key] = FeatureWatch(plan)
         return watch
 
     def _plan(self, program: str, feature: str) -> WatchPlan | None:
-        return next((p for p in self._plans.get(program, []) if p.feature.name == feature), None)
+        """The plan of a feature (its probe's), or of ``feature@source``."""
+        return next((p for p in self._plans.get(program, []) if p.label == feature), None)
 
     def record_step(self, machine: str, program: str, feature: str, shifts: Mapping[str, float | None] | None = None) -> None:
         """A recorded offset or tool change of this feature takes effect from the next part: its trend
@@ -139,8 +250,8 @@ class DriftEngine:
         watch = self._watches.get((machine, program, feature))
         return watch.last if watch is not None else None
 
-    def _reconcile(self, part: PartRecord, plan: WatchPlan, kind: AlertKind, signal: Signal | None) -> list[Alert]:
-        key = (part.machine, part.program, plan.feature.name, str(kind))
+    def _reconcile(self, part: PartRecord, plan: Plan, kind: AlertKind, signal: Signal | None) -> list[Alert]:
+        key = (part.machine, part.program, plan.label, str(kind))
         entry = self._book.get(key)
         if signal is None:
             if entry is None:
@@ -157,9 +268,11 @@ class DriftEngine:
                 evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": "back in control"},
             )
             return [closed]
+        source = {} if plan.source == PROBE_SOURCE else {"source": plan.source}
         if entry is None:
+            evidence = {**signal.evidence, **source}
             alert = Alert(
-                id=self._new_id(f"{part.machine}/{part.program}/{plan.feature.name}/{kind}/{part.part_number}"),
+                id=self._new_id(f"{part.machine}/{part.program}/{plan.label}/{kind}/{part.part_number}"),
                 machine=part.machine,
                 program=part.program,
                 feature=plan.feature.name,
@@ -169,7 +282,7 @@ class DriftEngine:
                 part_number=part.part_number,
                 message=signal.message,
                 time=part.end,
-                evidence=signal.evidence,
+                evidence=evidence,
                 part_key=part.key,
             )
             self._book[key] = _Book(alert)
@@ -181,7 +294,12 @@ class DriftEngine:
                 severity=signal.severity,
                 message=signal.message,
                 time=part.end,
-                evidence={**signal.evidence, "opened_at_part": entry.alert.part_number, "escalated_at_part": part.part_number},
+                evidence={
+                    **signal.evidence,
+                    **source,
+                    "opened_at_part": entry.alert.part_number,
+                    "escalated_at_part": part.part_number,
+                },
                 part_key=part.key,
             )
             return [entry.alert]
@@ -200,7 +318,7 @@ class DriftEngine:
         """Close the feature's open alerts of ``kinds`` at once (offset change, new batch)."""
         closed = []
         for kind in kinds:
-            entry = self._book.pop((part.machine, part.program, plan.feature.name, str(kind)), None)
+            entry = self._book.pop((part.machine, part.program, plan.label, str(kind)), None)
             if entry is not None:
                 closed.append(
                     replace(
@@ -359,10 +477,14 @@ class DriftEngine:
             if old is None or old.detection != cfg.detection:
                 continue
             kept |= {(name, f) for f, spec in cfg.features.items() if old.features.get(f) == spec}
-        for watch_key in [k for k in self._watches if (k[1], k[2]) not in kept]:
+        for watch_key in [k for k in self._watches if (k[1], _feature_of(k[2])) not in kept]:
             del self._watches[watch_key]
+        for count_key in [k for k in self._counts if (k[1], _feature_of(k[2])) not in kept]:
+            del self._counts[count_key]
+        for fed_key in [k for k in self._fed if (k[1], _feature_of(k[2])) not in kept]:
+            del self._fed[fed_key]
         closed: list[Alert] = []
-        for book_key in [k for k in self._book if (k[1], k[2]) not in kept]:
+        for book_key in [k for k in self._book if (k[1], _feature_of(k[2])) not in kept]:
             entry = self._book.pop(book_key)
             closed.append(
                 replace(
@@ -373,6 +495,7 @@ class DriftEngine:
                 )
             )
         self._programs, self._plans = new, plans
+        self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in new.items()}
         return closed
 
     # ------------------------------------------------------------------------------ persistence
@@ -424,6 +547,10 @@ class DriftEngine:
             "alerts": [
                 {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items() if mine(k[0])
             ],
+            "counts": [
+                {"machine": m, "program": p, "label": f, "state": c.state()} for (m, p, f), c in self._counts.items() if mine(m)
+            ],
+            "fed": [{"machine": m, "program": p, "label": f, "keys": keys} for (m, p, f), keys in self._fed.items() if mine(m)],
             "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
             "gaps": {m: alert_to_dict(a) for m, a in self._gaps.items() if mine(m)},
             "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
@@ -433,12 +560,22 @@ class DriftEngine:
     @classmethod
     def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:
         """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
-        merged: dict[str, Any] = {"watches": [], "alerts": [], "lost": {}, "gaps": {}, "last_part": {}, "counters": {}, "ids": {}}
+        merged: dict[str, Any] = {
+            "watches": [],
+            "alerts": [],
+            "counts": [],
+            "fed": [],
+            "lost": {},
+            "gaps": {},
+            "last_part": {},
+            "counters": {},
+            "ids": {},
+        }
         merged["version"] = _STATE_VERSION
         for share in states:
             merged["version"] = min(merged["version"], int(share.get("version", _STATE_VERSION)))
-            merged["watches"] += share.get("watches", [])
-            merged["alerts"] += share.get("alerts", [])
+            for key in ("watches", "alerts", "counts", "fed"):
+                merged[key] += share.get(key, [])
             for key in ("lost", "gaps", "last_part", "counters", "ids"):
                 merged[key].update(share.get(key, {}))
         return cls.from_state(programs, merged)
@@ -454,7 +591,14 @@ class DriftEngine:
         engine = cls(programs)
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         engine._ids = {k: int(v) for k, v in state.get("ids", {}).items()}
-        plans = {(name, p.feature.name): p for name, ps in engine._plans.items() for p in ps}
+        plans = {(name, p.label): p for name, ps in engine._plans.items() for p in ps}
+        labels = {(name, p.label) for name, ps in engine._attr_plans.items() for p in ps} | set(plans)
+        for c in state.get("counts", []):
+            if (c["program"], c["label"]) in labels:
+                engine._counts[(c["machine"], c["program"], c["label"])] = AttributeCount.from_state(c["state"])
+        for f in state.get("fed", []):
+            if (f["program"], f["label"]) in labels:
+                engine._fed[(f["machine"], f["program"], f["label"])] = [str(k) for k in f["keys"]]
         current = int(state.get("version", _STATE_VERSION)) >= _STATE_VERSION
         for w in state.get("watches", []):
             plan = plans.get((w["program"], w["feature"]))

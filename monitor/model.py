@@ -19,6 +19,7 @@ __all__ = [
     "Alert",
     "AlertKind",
     "AlertState",
+    "AttributeFeature",
     "AxisRef",
     "Feature",
     "Observation",
@@ -190,17 +191,34 @@ class AxisRef:
 
 @dataclass(frozen=True, slots=True)
 class SizeFeature:
-    """A size (diameter, length, depth) judged against lower and upper limits."""
+    """A measured value judged against its limits: a size (diameter, length, depth: both limits),
+    an angle (degrees), or a one-sided characteristic (flatness, roughness, runout: an upper limit
+    only; a minimum wall: a lower limit only).
+
+    ``signal`` is the probe signal that measures it, None when only inspection (a CMM, a gauge)
+    does; ``lower``/``upper`` None is no limit on that side; ``nominal`` is the target (for a
+    one-sided characteristic, the value the process is expected to hold)."""
 
     name: str
-    signal: str
+    signal: str | None
     nominal: float
-    lower: float
-    upper: float
+    lower: float | None
+    upper: float | None
+    unit: str = "mm"
+    kind: str = "size"
+    """``size``, ``angle`` or ``one_sided`` (as in the program file)."""
 
     @property
     def signals(self) -> tuple[str, ...]:
-        return (self.signal,)
+        return () if self.signal is None else (self.signal,)
+
+    @property
+    def two_sided(self) -> bool:
+        return self.lower is not None and self.upper is not None
+
+    def in_tolerance(self, value: float) -> bool:
+        """Within the limits (the limits themselves included)."""
+        return (self.lower is None or value >= self.lower) and (self.upper is None or value <= self.upper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +253,32 @@ class PositionFeature:
         return 2.0 * math.sqrt(total)
 
 
-Feature = SizeFeature | PositionFeature
+@dataclass(frozen=True, slots=True)
+class AttributeFeature:
+    """A go/no-go check (a thread gauge, a visual check): each part passes or fails; counted and
+    charted as the proportion that fails. ``signal``, when the machine checks it, is a probe signal
+    whose value is 1 (or any non-zero number) for a pass and 0 for a fail."""
+
+    name: str
+    signal: str | None = None
+    unit: str = ""
+    kind: str = "attribute"
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return () if self.signal is None else (self.signal,)
+
+    def passed(self, measurements: dict[str, float]) -> bool | None:
+        """Whether the part passed by its probe signal; None when the signal is missing or not finite."""
+        if self.signal is None:
+            return None
+        value = measurements.get(self.signal)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return value != 0
+
+
+Feature = SizeFeature | PositionFeature | AttributeFeature
 
 
 class AlertKind(StrEnum):

@@ -22,8 +22,9 @@ from typing import Any
 from monitor import statelog
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
-from monitor.engine import DriftEngine
+from monitor.engine import DriftEngine, SeriesPoint
 from monitor.errors import StoreError
+from monitor.inspection.model import Actual, Characteristic, StoredResult
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Alert, AlertState, Observation, PartRecord, PartStatus
 from monitor.sinks.signals import SignalFilter
 from monitor.store import StateDelta, StateWrite, Store
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 ENGINE_STATE = "drift-engine:"
 """Prefix of the names under which each machine's share of the engine state is kept in the store."""
 _TRACKER_STATE = "tracker:"
+_INSPECTION_SEQ = "inspection-seq"
+"""Where in the store's change sequence of inspection results the engine has read up to."""
 _PART_BYTES = 8 << 10
 """What a held part record with its alerts costs in memory besides its states, roughly."""
 _WHOLE_EVERY = 128
@@ -133,6 +136,7 @@ class Pipeline:
         self._states = _StateChain()
         self._stored_shares = set(shares)
         """Names of engine shares in the store (a share the engine no longer has is emptied there)."""
+        self._inspection_seq = int((store.load_detector_state(_INSPECTION_SEQ) or {}).get("seq", 0))
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
         self.status: dict[str, MachineState] = {}
@@ -459,6 +463,75 @@ class Pipeline:
             changes.alerts += alerts
             stored_parts += 1
         return stored_parts
+
+    # ------------------------------------------------------------------ inspection
+    def inspection_changed(self) -> Changes:
+        """Feed the drift engine what inspection results stored or matched since the last call
+        brought (a CMM file imported by the daemon or the CLI, results matched later).
+
+        Per machine and program they touched, each inspection source's series of the last
+        ``detection.history`` parts is handed to the engine in part order (it feeds what is new,
+        or rebuilds a source that got an older part's value); the alert changes and the machine's
+        engine state are stored together."""
+        changes = Changes()
+        last = self.store.last_inspection_seq()
+        if last <= self._inspection_seq:
+            return changes
+        touched: set[tuple[str, str]] = set()
+        for stored in self.store.inspection_results(after_seq=self._inspection_seq, with_actuals=False):
+            part = self.store.part(stored.part_key) if stored.part_key else None
+            if part is not None and self.engine.series_labels(part.program):
+                touched.add((part.machine, part.program))
+        for machine, program in sorted(touched):
+            alerts = self._series(machine, program)
+            states = self._engine_writes(machine, program=program)
+
+            def write(alerts: list[Alert] = alerts, states: list[tuple[str, StateWrite]] = states) -> None:
+                self.store.record_alerts(alerts)
+                for name, state in states:
+                    self.store.save_detector_state(name, state)
+
+            changes.alerts += alerts
+            changes.alerts += self._write(f"inspection results of {machine} {program}", write)
+            self.counts["alert_changes"] += len(alerts)
+        self._inspection_seq = last
+        changes.alerts += self._write(
+            "inspection position", functools.partial(self.store.save_detector_state, _INSPECTION_SEQ, {"seq": last})
+        )
+        return changes
+
+    def _series(self, machine: str, program: str) -> list[Alert]:
+        config = self.site.programs.get(program)
+        labels = self.engine.series_labels(program)
+        if config is None or not labels:
+            return []
+        parts = [
+            p
+            for p in self.store.parts(machine=machine, program=program, last=config.detection.history)
+            if p.status is not PartStatus.ABORTED
+        ]
+        by_part: dict[str, list[StoredResult]] = {}
+        for stored in self.store.inspection_results(part_keys=[p.key for p in parts]):
+            by_part.setdefault(stored.part_key or "", []).append(stored)
+        mapped: dict[Characteristic, tuple[str, str] | None] = {}
+        series: dict[tuple[str, str], list[SeriesPoint]] = {fs: [] for fs in labels.values()}
+        for part in parts:
+            first: dict[tuple[str, str], Actual] = {}  # the first actual of each source, in import order
+            for stored in by_part.get(part.key, []):
+                for actual in stored.result.actuals:
+                    c = actual.characteristic
+                    if c not in mapped:
+                        mapped[c] = config.feature_source(c)
+                    fs = mapped[c]
+                    if fs is not None and fs in series:
+                        first.setdefault(fs, actual)
+            for fs, actual in first.items():
+                series[fs].append(SeriesPoint(part, actual.value, actual.in_tolerance()))
+        alerts: list[Alert] = []
+        for label, fs in labels.items():
+            if series[fs]:
+                alerts += self.engine.assess_series(machine, program, label, series[fs])
+        return alerts
 
     def _count(self, kind: str, message: str) -> None:
         self.counts[kind] += 1

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from monitor.codec import alert_to_dict, json_safe
 from monitor.core import Acknowledge, CloseAlert, MonitorApi
-from monitor.model import AlertState, PositionFeature, Severity, SizeFeature
+from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
 from monitor.queries import alert_row, part_row
 
 if TYPE_CHECKING:
@@ -159,8 +159,17 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
     float), once per point without its per-call lookups: a chart has up to ``SERIES_MAX`` points."""
     out: list[dict[str, Any]] = []
     isfinite, sqrt = math.isfinite, math.sqrt
+    if isinstance(feature, AttributeFeature):
+        for part in series:
+            passed = feature.passed(part.values)
+            if passed is not None:  # charted as the part's share of failures
+                failed = 0.0 if passed else 1.0
+                out.append({"part_number": part.part_number, "value": failed, "passed": passed, "end": part.end.isoformat(), "key": part.key})
+        return out
     if isinstance(feature, SizeFeature):
         signal = feature.signal
+        if signal is None:
+            return out
         for part in series:
             value = part.values.get(signal)
             if value is not None and isfinite(value):

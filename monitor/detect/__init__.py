@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from monitor.detect.attribute import AttributeCount
     from monitor.detect.attribution import Attribution
     from monitor.detect.base import REGISTRY, Detector, DetectorResult
     from monitor.detect.capability import Capability
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REGISTRY",
+    "AttributeCount",
     "Attribution",
     "BreachForecast",
     "Capability",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "AttributeCount": "attribute",
     "Attribution": "attribution",
     "REGISTRY": "base",
     "Detector": "base",
@@ -64,7 +67,7 @@ _WHERE = {
     "TrendFit": "trend",
     "TrendModel": "trend",
 }
-_DETECTORS = ("attribution", "capability", "cusum", "ewma", "runrules", "selfstart", "trend")
+_DETECTORS = ("attribute", "attribution", "capability", "cusum", "ewma", "runrules", "selfstart", "trend")
 """Modules whose import registers detectors."""
 
 

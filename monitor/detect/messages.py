@@ -55,7 +55,7 @@ def _um(x: float) -> str:
 
 
 def _name(plan: WatchPlan, axis: str) -> str:
-    return plan.feature.name if axis == "value" else f"{plan.feature.name} {axis.upper()}"
+    return plan.display if axis == "value" else f"{plan.display} {axis.upper()}"
 
 
 def _offsets_text(offsets: tuple[OffsetAdvice, ...], sigma: float, level: float) -> str:
@@ -95,7 +95,9 @@ def _limit_text(plan: WatchPlan, ev: FeatureEvidence) -> str:
     if isinstance(f, PositionFeature):
         return f"the {f.tolerance:.3f} TP tolerance"
     level = ev.axes["value"].fit.level if ev.axes["value"].fit is not None else 0.0
-    return f"the upper limit {f.upper:.4f}" if level >= 0 else f"the lower limit {f.lower:.4f}"
+    if f.upper is not None and (level >= 0 or f.lower is None):
+        return f"the upper limit {f.upper:.4f}"
+    return f"the lower limit {f.lower:.4f}"
 
 
 def _deviation_text(plan: WatchPlan, ev: FeatureEvidence) -> str:
@@ -129,9 +131,7 @@ def _forecast_words(plan: WatchPlan, ev: FeatureEvidence, tool: str | None, due:
     fit = ev.axes[ev.drift_axis].fit
     assert fit is not None
     lo, mid, hi = fc.first_out
-    texts = [
-        f"{plan.feature.name} {_deviation_text(plan, ev)}, {_model_text(ev, plan)} (model {fit.model_probability:.0%} likely)"
-    ]
+    texts = [f"{plan.display} {_deviation_text(plan, ev)}, {_model_text(ev, plan)} (model {fit.model_probability:.0%} likely)"]
     if ev.early_risk is not None:
         texts.append(
             f"drifting since the batch start: mean out of tolerance within {EARLY_AHEAD} parts {ev.early_risk:.0%} likely"
@@ -251,12 +251,12 @@ def _out_of_tolerance(plan: WatchPlan, ev: FeatureEvidence) -> Signal | None:
     note = "; a single reading far from the others: re-probe before scrapping" if held else ""
     if isinstance(f, SizeFeature):
         value = ev.value
-        side, limit = ("above upper", f.upper) if value > f.upper else ("below lower", f.lower)
-        msg = f"{f.name} out of tolerance: {value:.4f} mm {side} limit {limit:.4f} (nominal {f.nominal:.4f}){note}"
+        side, limit = ("above upper", f.upper) if f.upper is not None and value > f.upper else ("below lower", f.lower)
+        msg = f"{plan.display} out of tolerance: {value:.4f} {f.unit} {side} limit {limit:.4f} (nominal {f.nominal:.4f}){note}"
         evd: dict[str, Any] = {"value": value, "deviation": devs["value"], "lower": f.lower, "upper": f.upper}
     else:
         axes = ", ".join(f"{a.upper()} {d:+.4f} mm" for a, d in devs.items())
-        msg = f"{f.name} out of tolerance: true position {ev.value:.4f} exceeds {f.tolerance:.3f} ({axes}){note}"
+        msg = f"{plan.display} out of tolerance: true position {ev.value:.4f} exceeds {f.tolerance:.3f} ({axes}){note}"
         evd = {"true_position": ev.value, "tolerance": f.tolerance, "deviation": dict(devs)}
     evd["reprobe"] = held
     return Signal(Severity.CRITICAL, lambda: (msg, jsonable(evd)))

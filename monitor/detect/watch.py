@@ -38,7 +38,8 @@ from monitor.detect.evidence import AxisEvidence, ChartSignal, FeatureEvidence, 
 from monitor.detect.forecast import BreachForecast, breach_forecast
 from monitor.detect.trend import PHIS
 from monitor.errors import DetectionError
-from monitor.model import AlertKind, Feature, PartRecord, PositionFeature, SizeFeature
+from monitor.inspection.config import PROBE_SOURCE
+from monitor.model import AlertKind, AttributeFeature, PartRecord, PositionFeature, SizeFeature
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
@@ -49,7 +50,9 @@ __all__ = [
     "EARLY_PARTS",
     "FORECAST_SHARE",
     "STAT_KINDS",
+    "AttributePlan",
     "AxisSnapshot",
+    "ChannelFeature",
     "ChartLimits",
     "FeatureSnapshot",
     "FeatureUpdate",
@@ -57,6 +60,8 @@ __all__ = [
     "ScatterPrior",
     "WatchPlan",
     "forecast_odds",
+    "inspection_signal",
+    "series_feature",
 ]
 
 STAT_KINDS: tuple[AlertKind, ...] = (AlertKind.FORECAST, AlertKind.EWMA, AlertKind.CUSUM, AlertKind.RUN_RULE, AlertKind.REPROBE)
@@ -113,6 +118,60 @@ _EARLY_ODDS_SHARE = 0.05
 default arl0 on a three-channel program), so raising ``arl0`` lowers its false alarms as well."""
 
 
+ChannelFeature = SizeFeature | PositionFeature
+"""Features watched through channels (charts, trend model, forecast); attributes are counted."""
+
+
+def inspection_signal(feature: str, source: str) -> str:
+    """The name under which an inspection source's value of a feature reaches its watch."""
+    return f"@{source}:{feature}"
+
+
+def series_feature(feature: ChannelFeature, source: str) -> SizeFeature:
+    """The feature as an inspection source reports it: a size, angle or one-sided value as it is;
+    a position as the one zone value a CMM reports (the diametral position error), judged against
+    the tolerance as an upper limit (expected at half of it, as any one-sided characteristic)."""
+    signal = inspection_signal(feature.name, source)
+    if isinstance(feature, SizeFeature):
+        return SizeFeature(feature.name, signal, feature.nominal, feature.lower, feature.upper, feature.unit, feature.kind)
+    return SizeFeature(feature.name, signal, feature.tolerance / 2.0, None, feature.tolerance, "mm", "one_sided")
+
+
+def _sources(program: ProgramConfig, name: str) -> list[str]:
+    """The inspection sources (not the probe) that measure feature ``name``."""
+    spec = program.features.get(name)
+    return [] if spec is None else [s for s in spec.measured_by if s != PROBE_SOURCE]
+
+
+@dataclass(frozen=True)
+class AttributePlan:
+    """A go/no-go feature of a program, from one source (the probe's own check, or inspection)."""
+
+    program: str
+    feature: AttributeFeature
+    config: DetectionConfig
+    source: str = PROBE_SOURCE
+
+    @classmethod
+    def for_program(cls, program: ProgramConfig) -> list[AttributePlan]:
+        plans = []
+        for f in program.feature_models():
+            if isinstance(f, AttributeFeature):
+                if f.signal is not None:
+                    plans.append(cls(program.program, f, program.detection))
+                plans += [cls(program.program, f, program.detection, s) for s in _sources(program, f.name)]
+        return plans
+
+    @property
+    def label(self) -> str:
+        """The feature's name, with ``@source`` for an inspection source: keys its watch and alerts."""
+        return self.feature.name if self.source == PROBE_SOURCE else f"{self.feature.name}@{self.source}"
+
+    @property
+    def display(self) -> str:
+        return self.feature.name if self.source == PROBE_SOURCE else f"{self.feature.name} ({self.source})"
+
+
 def forecast_odds(arl0: float, channels: int) -> float:
     """Posterior odds of drift a channel's trend model needs before its forecast may alarm."""
     rate = FORECAST_SHARE / (arl0 * max(1, channels))
@@ -139,16 +198,36 @@ class WatchPlan:
     """The fixed part of a watch: feature, settings and the limits solved at load."""
 
     program: str
-    feature: Feature
+    feature: ChannelFeature
     config: DetectionConfig
     limits: ChartLimits
+    source: str = PROBE_SOURCE
+    """Who measures: the in-process probe, or an inspection source (``measured_by``: cmm, bench...)
+    whose values arrive with the inspection results, in part order, whenever they come."""
+
+    @property
+    def label(self) -> str:
+        """The feature's name, with ``@source`` for an inspection source: keys its watch and alerts."""
+        return self.feature.name if self.source == PROBE_SOURCE else f"{self.feature.name}@{self.source}"
+
+    @property
+    def display(self) -> str:
+        """The feature as messages name it: ``bore_dia``, ``bore_dia (cmm)``."""
+        return self.feature.name if self.source == PROBE_SOURCE else f"{self.feature.name} ({self.source})"
 
     @classmethod
     def for_program(cls, program: ProgramConfig) -> list[WatchPlan]:
-        """Plans of every feature; the program's ``arl0`` is shared by all its charts and forecasts."""
+        """Plans of every feature and source (the probe's, and each inspection source's series); the
+        program's ``arl0`` is shared by all their charts and forecasts."""
         cfg = program.detection
-        features = program.feature_models()
-        channels = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f in features)
+        watched: list[tuple[ChannelFeature, str]] = []
+        for f in program.feature_models():
+            if isinstance(f, AttributeFeature):
+                continue
+            if f.signals:
+                watched.append((f, PROBE_SOURCE))
+            watched += [(series_feature(f, source), source) for source in _sources(program, f.name)]
+        channels = sum(len(f.axes) if isinstance(f, PositionFeature) else 1 for f, _ in watched)
         charts = channels * CHARTS_PER_CHANNEL
         chart_arl0 = cfg.arl0 * max(1, charts) / (1.0 - FORECAST_SHARE)
         try:
@@ -168,7 +247,7 @@ class WatchPlan:
                 f"program {program.program}: {exc} (each chart needs ARL0 {chart_arl0:g}); set detection.ewma_limit"
                 " or detection.cusum_h, or change arl0, ewma_lambda or cusum_k"
             ) from exc
-        return [cls(program.program, f, cfg, lim) for f in features]
+        return [cls(program.program, f, cfg, lim, source) for f, source in watched]
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -181,24 +260,34 @@ class WatchPlan:
         return self.feature.nominal if isinstance(self.feature, SizeFeature) else 0.0
 
     def band(self, axis: str) -> tuple[float, float]:
-        """Tolerance band of one channel's deviation from nominal (for position: +-tolerance/2 per axis)."""
+        """Tolerance band of one channel's deviation from nominal (for position: +-tolerance/2 per
+        axis); a side without a limit is infinite."""
         f = self.feature
         if isinstance(f, SizeFeature):
-            return f.lower - f.nominal, f.upper - f.nominal
+            lo = -math.inf if f.lower is None else f.lower - f.nominal
+            hi = math.inf if f.upper is None else f.upper - f.nominal
+            return lo, hi
         return -f.tolerance / 2, f.tolerance / 2
+
+    def scale(self, axis: str) -> float:
+        """Distance from nominal to the tolerance limit: half the band, or to the one limit there is."""
+        lo, hi = self.band(axis)
+        if math.isfinite(lo) and math.isfinite(hi):
+            return (hi - lo) / 2.0
+        return hi if math.isfinite(hi) else -lo
 
     def known_sigma(self, axis: str) -> float | None:
         return self.config.sigma.get(self.feature.name)
 
     def prior_sigma(self, axis: str) -> float:
-        """Before any scatter is seen: the band is taken as +-3 ``capability`` sigma (default Cp 1.33)."""
-        lo, hi = self.band(axis)
-        return (hi - lo) / (6.0 * self.config.capability)
+        """Before any scatter is seen: the band is taken as +-3 ``capability`` sigma (default Cp 1.33);
+        a one-sided limit as 3 ``capability`` sigma from nominal."""
+        return self.scale(axis) / (3.0 * self.config.capability)
 
     def channel_settings(self, axis: str, prior: ScatterPrior | None = None) -> ChannelSettings:
         cfg, lim = self.config, self.limits
         lo, hi = self.band(axis)
-        scale = (hi - lo) / 2.0
+        scale = self.scale(axis)
         return ChannelSettings(
             lower=lo,
             upper=hi,
@@ -226,12 +315,15 @@ class WatchPlan:
     def tolerance_limits(self) -> dict[str, Any]:
         f = self.feature
         if isinstance(f, SizeFeature):
-            return {"kind": "size", "nominal": f.nominal, "lower": f.lower, "upper": f.upper}
-        return {"kind": "position", "nominal": 0.0, "lower": None, "upper": f.tolerance, "tolerance": f.tolerance}
+            return {"kind": f.kind, "nominal": f.nominal, "lower": f.lower, "upper": f.upper, "unit": f.unit}
+        return {"kind": "position", "nominal": 0.0, "lower": None, "upper": f.tolerance, "tolerance": f.tolerance, "unit": "mm"}
 
     def offset_kind(self, axis: str) -> str:
         """What corrects the channel: the axis letter of a position, or the size feature's offset kind."""
-        return axis if isinstance(self.feature, PositionFeature) else self.config.offsets.get(self.feature.name, "diameter")
+        if isinstance(self.feature, PositionFeature):
+            return axis
+        default = "angle" if self.feature.kind == "angle" else "diameter"
+        return self.config.offsets.get(self.feature.name, default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +399,7 @@ class FeatureWatch:
 
     def __init__(self, plan: WatchPlan, priors: Mapping[str, ScatterPrior] | None = None) -> None:
         self.plan = plan
-        lo, hi = plan.band(plan.axes[0])
-        self._band_width = hi - lo
+        self._band_width = 2.0 * plan.scale(plan.axes[0])
         self._priors: dict[str, ScatterPrior] = dict(priors or {})
         self._channels = self._new_channels()
         self._parts: deque[dict[str, Any]] = deque(maxlen=plan.config.history)
@@ -343,7 +434,7 @@ class FeatureWatch:
         """(judged value, deviation per axis) or the name of the counter to bump."""
         f = self.plan.feature
         signals = (
-            [("value", f.signal, f.nominal)]
+            [("value", f.signal or "", f.nominal)]
             if isinstance(f, SizeFeature)
             else [(name, a.signal, a.nominal) for name, a in f.axes]
         )
@@ -389,7 +480,7 @@ class FeatureWatch:
     def _out_of_tolerance(self, value: float) -> bool:
         f = self.plan.feature
         if isinstance(f, SizeFeature):
-            return value < f.lower or value > f.upper
+            return not f.in_tolerance(value)
         return value > f.tolerance
 
     # ------------------------------------------------------------------------------ events
@@ -534,7 +625,7 @@ class FeatureWatch:
             program=self.plan.program,
             feature=self.plan.feature.name,
             part_number=part.part_number,
-            kind="size" if isinstance(self.plan.feature, SizeFeature) else "position",
+            kind=self.plan.feature.kind if isinstance(self.plan.feature, SizeFeature) else "position",
             value=value,
             out_of_tolerance=self._out_of_tolerance(value),
             axes=axes,
@@ -572,10 +663,11 @@ class FeatureWatch:
         draws = [(axis, ch.trend.draws(search, axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
         f = self.plan.feature
         if isinstance(f, SizeFeature):
+            lo, hi = self.plan.band("value")
             return breach_forecast(
                 draws,
-                lower=f.lower - f.nominal,
-                upper=f.upper - f.nominal,
+                lower=lo,
+                upper=hi,
                 threshold=cfg.breach_probability,
                 within=cfg.horizon,
                 cones=cones,

@@ -27,7 +27,17 @@ from typing import Any
 from monitor.config import ProgramConfig
 from monitor.detect.capability import CapabilityResult, capability
 from monitor.errors import MonitorError
-from monitor.model import Alert, AlertKind, AlertState, Feature, PartRecord, PartStatus, PositionFeature, SizeFeature
+from monitor.model import (
+    Alert,
+    AlertKind,
+    AlertState,
+    AttributeFeature,
+    Feature,
+    PartRecord,
+    PartStatus,
+    PositionFeature,
+    SizeFeature,
+)
 from monitor.store import StoreReader
 
 __all__ = [
@@ -175,11 +185,14 @@ class BatchReport:
 # ------------------------------------------------------------------------------------- building
 def _feature_value(feature: Feature, part: PartRecord) -> FeatureValue | None:
     m = part.measurements
+    if isinstance(feature, AttributeFeature):
+        passed = feature.passed(m)
+        return None if passed is None else FeatureValue(part.machine, part.part_number, part.key, 0.0 if passed else 1.0, passed)
     if isinstance(feature, SizeFeature):
-        value = m.get(feature.signal)
+        value = m.get(feature.signal) if feature.signal is not None else None
         if value is None or not math.isfinite(value):
             return None
-        return FeatureValue(part.machine, part.part_number, part.key, value, feature.lower <= value <= feature.upper)
+        return FeatureValue(part.machine, part.part_number, part.key, value, feature.in_tolerance(value))
     tp = feature.true_position(m)
     if tp is None or not math.isfinite(tp):
         return None
@@ -196,10 +209,13 @@ def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureRep
             missing.append(part.part_number)
         else:
             values.append(v)
+    if isinstance(feature, AttributeFeature):
+        return FeatureReport(feature, None, 0.0, 0.0, "", tuple(values), None, tuple(missing))
     if isinstance(feature, SizeFeature):
         lower: float | None = feature.lower
-        upper, nominal = feature.upper, feature.nominal
-        cap = capability([v.value for v in values], feature.lower, feature.upper, CONFIDENCE) if values else None
+        upper, nominal = feature.upper if feature.upper is not None else math.inf, feature.nominal
+        lo = -math.inf if feature.lower is None else feature.lower
+        cap = capability([v.value for v in values], lo, upper, CONFIDENCE) if values else None
     else:
         lower, upper, nominal = None, feature.tolerance, 0.0
         cap = capability([v.value for v in values], -math.inf, feature.tolerance, CONFIDENCE) if values else None

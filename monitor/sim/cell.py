@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from monitor.config import PositionFeatureConfig, ProgramConfig, SizeFeatureConfig
+from monitor.config import FeatureConfig, PositionFeatureConfig, ProgramConfig, SizeFeatureConfig
 from monitor.model import Observation, Value
 from monitor.sim.physics import END_S, OpRun, PartPlan, SimPart, simulate_machine
 from monitor.sim.process import PROBE_TOOL_NUMBER, PROCESSES, load_programs
@@ -147,6 +147,9 @@ class SimCell:
                 plans = [p for p in self._plans[m.id] if p.part.program == program]
                 parts = [p.part for p in plans]
                 for name, feature in self._programs[program].features.items():
+                    if not _simulated(feature):
+                        continue  # measured off the machine only (CMM, gauge): nothing the cell simulates
+                    assert isinstance(feature, (SizeFeatureConfig, PositionFeatureConfig))
                     axes = _axes(feature)
                     ref = {s: parts[0].mean[s] for s, _ in axes}
                     drift = next((p.part for p in parts if _moved(p.mean, ref) >= threshold), None)
@@ -224,9 +227,15 @@ def _op_events(ev: list[_Raw], machine: str, op: OpRun, rng: np.random.Generator
     ev.append((op.cut_end, machine, "tool.life", round(op.life_after, 2)))
 
 
+def _simulated(feature: object) -> bool:
+    """Features the simulated probe measures: sizes with a probe signal, and positions."""
+    return isinstance(feature, PositionFeatureConfig) or (isinstance(feature, SizeFeatureConfig) and feature.signal is not None)
+
+
 def _axes(feature: SizeFeatureConfig | PositionFeatureConfig) -> list[tuple[str, float]]:
     """(signal, nominal) of every coordinate that makes the feature."""
     if isinstance(feature, SizeFeatureConfig):
+        assert feature.signal is not None
         return [(feature.signal, feature.nominal)]
     axes = [(feature.x.signal, feature.x.nominal), (feature.y.signal, feature.y.nominal)]
     if feature.z is not None:
@@ -244,7 +253,7 @@ def _causes(
         span = max(max(p.components[s][k] for p in plans) - min(p.components[s][k] for p in plans) for s in signals)
         if span < threshold_um:
             continue
-        if label == "wear" and isinstance(feature, SizeFeatureConfig):
+        if label == "wear" and isinstance(feature, SizeFeatureConfig) and feature.signal is not None:
             label = f"wear:{PROCESSES[program].size_effects[feature.signal].tool}"
         out.append(label)
     return tuple(out)
@@ -255,10 +264,15 @@ def _moved(values: dict[str, float], ref: dict[str, float]) -> float:
     return math.sqrt(sum((values[s] - r) ** 2 for s, r in ref.items()))
 
 
-def feature_out_of_tolerance(feature: SizeFeatureConfig | PositionFeatureConfig, values: dict[str, float]) -> bool:
-    """Size outside [lower, upper], or true position 2*sqrt(dx^2+dy^2[+dz^2]) beyond the tolerance zone."""
+def feature_out_of_tolerance(feature: FeatureConfig, values: dict[str, float]) -> bool:
+    """Size outside [lower, upper], or true position 2*sqrt(dx^2+dy^2[+dz^2]) beyond the tolerance
+    zone; False for a feature the simulated probe does not measure (inspection-only, go/no-go)."""
+    if not _simulated(feature):
+        return False
     if isinstance(feature, SizeFeatureConfig):
+        assert feature.signal is not None
         return not feature.lower <= values[feature.signal] <= feature.upper
+    assert isinstance(feature, PositionFeatureConfig)
     tp = 2.0 * math.sqrt(sum((values[s] - nominal) ** 2 for s, nominal in _axes(feature)))
     return tp > feature.tolerance
 

@@ -185,7 +185,7 @@ class _StepState:
 def _signals(process: ProcessSpec, program: ProgramConfig) -> list[_Signal]:
     by_name: dict[str, _Signal] = {}
     for fname, feature in program.features.items():
-        if isinstance(feature, SizeFeatureConfig):
+        if isinstance(feature, SizeFeatureConfig) and feature.signal is not None:
             effect = process.size_effects.get(feature.signal)
             if effect is None:
                 by_name[feature.signal] = _Signal(feature.signal, feature.nominal, None, fname)

@@ -34,7 +34,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from monitor.errors import SinkError
-from monitor.model import Alert, Feature, Observation, PartRecord, PositionFeature, SizeFeature
+from monitor.model import Alert, AttributeFeature, Feature, Observation, PartRecord, SizeFeature
 from monitor.retry import retry_after_s
 from monitor.sinks.base import ProgramFeatures, RetryAfterError, SinkContext, SinkEvent
 from monitor.sinks.config import InfluxConfig
@@ -171,7 +171,7 @@ class PointEncoder:
                 .tag("machine", part.machine)
                 .tag("program", part.program)
                 .tag("feature", feature.name)
-                .tag("kind", "size" if isinstance(feature, SizeFeature) else "position")
+                .tag("kind", feature.kind if isinstance(feature, (SizeFeature, AttributeFeature)) else "position")
                 .tag("status", str(part.status))
                 .field("part_number", int(part.part_number))
             )
@@ -271,15 +271,21 @@ def _evidence_number(evidence: Mapping[str, Any], key: str) -> float | None:
 def _feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict[str, float]:
     """Deviation from nominal per feature, in mm: ``F.dev`` for sizes; ``F.dx``/``F.dy``/``F.tp``."""
     out: dict[str, float] = {}
+    if isinstance(feature, AttributeFeature):
+        passed = feature.passed(dict(measurements))
+        if passed is not None:
+            out[f"{feature.name}.passed"] = 1.0 if passed else 0.0
+        return out
     if isinstance(feature, SizeFeature):
-        value = measurements.get(feature.signal)
+        value = measurements.get(feature.signal) if feature.signal is not None else None
         if value is not None:
             out[f"{feature.name}.dev"] = value - feature.nominal
             out[f"{feature.name}.nominal"] = feature.nominal
-            out[f"{feature.name}.lower"] = feature.lower
-            out[f"{feature.name}.upper"] = feature.upper
+            if feature.lower is not None:
+                out[f"{feature.name}.lower"] = feature.lower
+            if feature.upper is not None:
+                out[f"{feature.name}.upper"] = feature.upper
         return out
-    assert isinstance(feature, PositionFeature)
     for axis_name, axis in feature.axes:
         value = measurements.get(axis.signal)
         if value is not None:
@@ -304,17 +310,25 @@ def feature_fields(feature: Feature, measurements: Mapping[str, float]) -> dict[
     >>> {name: round(value, 6) for name, value in (fields or {}).items()}
     {'value': 10.01, 'nominal': 10.0, 'lower': 9.99, 'upper': 10.02, 'dev': 0.01, 'used': 0.5}
     """
+    if isinstance(feature, AttributeFeature):
+        passed = feature.passed(dict(measurements))
+        return None if passed is None else {"value": 1.0 if passed else 0.0, "passed": 1.0 if passed else 0.0}
     if isinstance(feature, SizeFeature):
-        value = measurements.get(feature.signal)
+        value = measurements.get(feature.signal) if feature.signal is not None else None
         if value is None or not math.isfinite(value):
             return None
         dev = value - feature.nominal
-        side = (feature.upper - feature.nominal) if dev >= 0 else (feature.nominal - feature.lower)
-        out = {"value": value, "nominal": feature.nominal, "lower": feature.lower, "upper": feature.upper, "dev": dev}
-        if side > 0:
+        out = {"value": value, "nominal": feature.nominal}
+        if feature.lower is not None:
+            out["lower"] = feature.lower
+        if feature.upper is not None:
+            out["upper"] = feature.upper
+        out["dev"] = dev
+        limit = feature.upper if dev >= 0 else feature.lower
+        side = None if limit is None else abs(limit - feature.nominal)
+        if side:
             out["used"] = dev / side
         return out
-    assert isinstance(feature, PositionFeature)
     tp = feature.true_position(dict(measurements))
     if tp is None or not math.isfinite(tp):
         return None

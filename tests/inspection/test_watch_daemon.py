@@ -5,12 +5,15 @@ stored are logged, kept and matched once it is."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from monitor.cli import app
 from monitor.config import load_site
 from monitor.events import HubEvent
 from monitor.model import Observation
@@ -138,3 +141,35 @@ async def test_results_imported_before_their_part_match_when_the_daemon_stores_i
         part = store.part(stored.part_key or "")
         assert part is not None and part.part_number == 4 and part.part_id == "SN0004"
         assert json.loads(json.dumps([a.value for a in stored.result.actuals])) == [10.003, 0.01]
+
+
+async def test_the_daemon_watches_cmm_values_of_a_feature_from_the_folder_and_from_the_cli(tmp_path: Path) -> None:
+    site_path = _site(tmp_path, 8)
+    site = load_site(site_path)
+    async with running_daemon(site) as running:
+        await running.parts(8, timeout_s=60)
+        # the CMM measured parts 2 and 4 (in tolerance), the folder's file arrives first
+        (tmp_path / "cmm-out" / "a.qif").write_bytes(
+            qif_results(
+                CHARS, [Part("SN0002", {"DIA_H1": 10.002, "TP_H1": 0.01}), Part("SN0004", {"DIA_H1": 10.003, "TP_H1": 0.01})]
+            )
+        )
+        await running.until(_imported("a.qif"), timeout_s=30)  # type: ignore[arg-type]
+        assert not [a for a in running.alerts if a.get("evidence", {}).get("source") == "cmm"]
+        # part 6 measured out of tolerance, imported by hand while the daemon runs
+        late = tmp_path / "late.qif"
+        late.write_bytes(qif_results(CHARS, [Part("SN0006", {"DIA_H1": 10.013, "TP_H1": 0.01}, statuses={"DIA_H1": "FAIL"})]))
+        runner = CliRunner()
+        result = await asyncio.to_thread(runner.invoke, app, ["import", str(late), "-c", str(site_path), "--json"])
+        assert result.exit_code == 0, result.output
+
+        def cmm_alert(event: HubEvent) -> bool:
+            ev = event.data.get("evidence", {})
+            return event.kind == "alert" and ev.get("source") == "cmm" and event.data["kind"] == "out_of_tolerance"
+
+        event = await running.until(cmm_alert, timeout_s=30)
+        assert event.data["feature"] == "hole1_dia" and event.data["part_number"] == 6
+        assert "hole1_dia (cmm) out of tolerance: 10.0130 mm above upper limit 10.0100" in event.data["message"]
+    with SqliteStore(site.store_path, read_only=True) as store:
+        stored = [a for a in store.alerts() if a.evidence.get("source") == "cmm"]
+        assert [(a.feature, a.part_number, str(a.kind)) for a in stored] == [("hole1_dia", 6, "out_of_tolerance")]
