@@ -25,8 +25,8 @@ from typing import Any
 from monitor.config import ProgramConfig, load_program
 from monitor.engine import DriftEngine
 from monitor.errors import ConfigError, ConfigIssue
-from monitor.feature_view import capability_summary
 from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
+from monitor.report import feature_capability
 
 __all__ = ["Analysis", "BadRow", "analyze", "analyze_csv", "analyze_rows"]
 
@@ -101,7 +101,8 @@ def analyze(
 
     The result: ``alerts`` (every alert opened or escalated: part, feature, kind, severity,
     message, parts_to_breach, breach_interval, evidence), ``out_of_tolerance`` (first bad part
-    per feature or None), ``capability`` (Cp, Cpk, Ppk with 95% intervals per feature),
+    per feature or None), ``capability`` (per feature: Cp, Cpk, Pp, Ppk with 95% intervals, normality and stability,
+    as :func:`monitor.detect.capability.capability` computes them for every screen),
     ``features`` (the latest evidence per feature: model, drift odds, forecast, offsets) and
     ``skipped_rows`` (line, reason). Raises ConfigError for a bad program file or an unknown
     feature in ``steps``.
@@ -177,10 +178,10 @@ def analyze_rows(
                 }
             )
     for machine in machines:
-        for f in features:
-            snap = engine.snapshot(machine, program.program, f)
-            cap = capability_summary(snap.capability) if snap is not None else {}
-            out.capability[name(machine, f)] = {k: cap.get(k) for k in ("cp", "cpk", "ppk", "cp_ci", "cpk_ci", "ppk_ci", "n")}
+        records = [r for _, r in prepared if r.machine == machine]
+        for model in program.feature_models():
+            cap = feature_capability(model, records)
+            out.capability[name(machine, model.name)] = cap.as_dict() if cap is not None else {"n": 0}
     return out
 
 

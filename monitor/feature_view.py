@@ -3,7 +3,8 @@
 Detection (:mod:`monitor.detect`) knows models, charts and forecasts; this module turns one
 feature's :class:`~monitor.detect.watch.FeatureSnapshot` into the JSON the feature page plots:
 measurements by part, tolerance limits, control limits per channel, the forecast cone with its
-90% interval, and capability. Values are in the feature's units (mm); a position feature's values
+90% interval. (Capability is not the engine's: every screen computes it from the stored values
+with :func:`monitor.detect.capability.capability`.) Values are in the feature's units (mm); a position feature's values
 are true positions and its channels deviations per axis.
 """
 
@@ -12,29 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from monitor.detect.capability import CapabilityResult
 from monitor.detect.evidence import jsonable
 from monitor.detect.watch import FeatureSnapshot
 from monitor.model import SizeFeature
 
-__all__ = ["capability_summary", "feature_view"]
-
-
-def capability_summary(per_axis: dict[str, CapabilityResult]) -> dict[str, Any]:
-    """Cp/Cpk/Ppk (with intervals) of a feature; for position features the worst axis counts."""
-    axes = {a: r.as_dict() for a, r in per_axis.items()}
-    if list(axes) == ["value"]:
-        return axes["value"]
-    out: dict[str, Any] = {"axes": axes}
-    for key in ("cp", "cpk", "ppk"):
-        vals = [(v[key], v[f"{key}_ci"]) for v in axes.values() if v[key] is not None]
-        if vals:
-            worst = min(vals, key=lambda t: t[0])
-            out[key], out[f"{key}_ci"] = worst
-        else:
-            out[key], out[f"{key}_ci"] = None, None
-    out["n"] = min((v["n"] for v in axes.values()), default=0)
-    return out
+__all__ = ["feature_view"]
 
 
 def feature_view(snap: FeatureSnapshot | None) -> dict[str, Any]:
@@ -87,7 +70,6 @@ def feature_view(snap: FeatureSnapshot | None) -> dict[str, Any]:
         "limits": plan.tolerance_limits(),
         "control_limits": control.get("value") if size else control,
         "forecast": _forecast(snap),
-        "capability": capability_summary(snap.capability),
     }
     return dict(jsonable(view))
 

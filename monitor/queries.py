@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,9 +15,6 @@ from monitor.model import Alert, PartRecord
 from monitor.store import Store, StoreReader, open_store
 
 __all__ = ["alert_row", "capability_rows", "check_summary", "follow_alerts", "open_site_store", "parse_since", "part_row"]
-
-_CONFIDENCE = 0.95
-"""Confidence of the capability intervals (as in the batch report)."""
 
 
 def check_summary(path: Path) -> dict[str, Any]:
@@ -115,15 +111,12 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 def capability_rows(
     site: Site, store: StoreReader, *, machine: str | None = None, program: str | None = None
 ) -> list[dict[str, Any]]:
-    """Capability of every feature per machine and program over the stored complete parts.
-
-    Read from the store's measurement series (one index range scan per feature, no part record
-    decoded) and computed on whole arrays, so a store of 100,000 parts answers in a fraction of a
-    second; the figures are those of the batch report (:func:`monitor.report.feature_capability`)."""
-    import numpy as np
-
-    from monitor.detect.capability import capability_of_array
-    from monitor.model import PositionFeature
+    """Capability of every feature per machine and program over the stored complete parts:
+    :func:`monitor.report.stored_capability`, the numbers the report and the dashboard show (read
+    from the store's measurement series, no part record decoded). Go/no-go features have no
+    index (n counts their checked parts)."""
+    from monitor.model import AttributeFeature
+    from monitor.report import stored_capability
 
     rows: list[dict[str, Any]] = []
     for machine_id, program_name in store.part_groups():
@@ -134,15 +127,10 @@ def capability_rows(
             continue
         group: list[dict[str, Any]] = []
         for feature in config.feature_models():
-            table = np.array(store.feature_values(machine_id, program_name, feature.signals), dtype=float)
-            if isinstance(feature, PositionFeature):
-                nominals = np.array([axis.nominal for _, axis in feature.axes])
-                values = 2.0 * np.sqrt(np.square(table - nominals).sum(axis=1)) if table.size else table
-                lower, upper = -math.inf, feature.tolerance
-            else:
-                values, lower, upper = table.reshape(-1), feature.lower, feature.upper
-            values = values[np.isfinite(values)]
-            summary = capability_of_array(values, lower, upper, _CONFIDENCE).as_dict() if values.size else {"n": 0}
+            if isinstance(feature, AttributeFeature):
+                continue  # a proportion, in the report; no capability index
+            result = stored_capability(store, machine_id, program_name, feature)
+            summary = result.as_dict() if result is not None else {"n": 0}
             group.append({"machine": machine_id, "program": program_name, "feature": feature.name, **summary})
         if any(row["n"] for row in group):  # a group whose parts measured nothing is not listed
             rows += group

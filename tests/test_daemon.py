@@ -182,5 +182,5 @@ def test_parts_capability_matches_the_stored_measurements(tmp_path: Path) -> Non
     assert expected.cpk is not None
     assert rows["hole1_dia"]["cpk"] == pytest.approx(expected.cpk.value)
     assert rows["hole1_pos"]["cp"] is None  # true position has an upper limit only
-    table = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability"])
-    assert "Cpk (95%)" in table.output and "hole1_dia" in table.output
+    table = CliRunner().invoke(app, ["parts", "-c", str(site_path), "--capability"], env={"COLUMNS": "200"})
+    assert "Cpk" in table.output and "stable" in table.output and "hole1_dia" in table.output

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from monitor.detect.capability import capability, capability_of_array
+from monitor.detect.capability import Capability, capability
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 from monitor.store import SqliteStore
 from monitor.store.sqlite import MIGRATIONS
@@ -180,10 +181,15 @@ def test_migration_fills_the_series_of_a_store_written_before_it(tmp_path: Path)
 def test_capability_of_a_whole_array_equals_the_running_one(n: int) -> None:
     values = [10.0 + 0.003 * math.sin(i * 1.7) + 0.0001 * i for i in range(n)] + [math.nan]
     for lower, upper in ((9.99, 10.01), (-math.inf, 10.004)):
-        running, whole = capability(values, lower, upper), capability_of_array(values, lower, upper)
+        detector = Capability(lower, upper)
+        for v in values:
+            detector.add(v)
+        running, whole = detector.result(), capability(np.array(values), lower, upper)
         assert whole.n == running.n
-        assert whole.mean == pytest.approx(running.mean, rel=1e-12, abs=1e-15)
-        for name in ("cp", "cpk", "ppk"):
+        assert (whole.mean is None) == (running.mean is None) == (n == 0)
+        if n:
+            assert whole.mean == pytest.approx(running.mean, rel=1e-12, abs=1e-15)
+        for name in ("cp", "cpk", "pp", "ppk"):
             a, b = getattr(running, name), getattr(whole, name)
             assert (a is None) == (b is None)
             if a is not None and b is not None:

@@ -11,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "console", "emit_json", "emit_rows", "err_console"]
+__all__ = [
+    "CAPABILITY_COLUMNS",
+    "app",
+    "capability_text",
+    "console",
+    "emit_json",
+    "emit_rows",
+    "err_console",
+    "print_stability_notes",
+]
 
 app = typer.Typer(
     name="monitor",
@@ -82,3 +91,33 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+CAPABILITY_COLUMNS = [
+    ("n", "parts"),
+    ("cp_text", "Cp"),
+    ("cpk_text", "Cpk"),
+    ("pp_text", "Pp"),
+    ("ppk_text", "Ppk"),
+    ("stable_text", "stable"),
+]
+"""The capability columns every capability table prints (after its own leading columns)."""
+
+
+def capability_text(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a :meth:`~monitor.detect.capability.CapabilityResult.as_dict`) with the texts of
+    :data:`CAPABILITY_COLUMNS`: each index with its interval, and whether the process was stable
+    (the first signal when not: the indices are then not meaningful)."""
+    out = dict(row)
+    for name in ("cp", "cpk", "pp", "ppk"):
+        value, ci = row.get(name), row.get(f"{name}_ci")
+        out[f"{name}_text"] = "-" if value is None else f"{value:.2f}" if not ci else f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
+    out["stable_text"] = "-" if not row.get("n") else "NO: not meaningful" if row.get("signals") else "yes"
+    return out
+
+
+def print_stability_notes(rows: Iterable[dict[str, Any]], name: str = "feature") -> None:
+    """Beneath a capability table: why each process marked not stable is not (the signals)."""
+    for row in rows:
+        for signal in row.get("signals") or []:
+            console.print(f"{row.get(name)}: not stable: {signal}", markup=False, highlight=False, soft_wrap=True)

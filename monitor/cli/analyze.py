@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.cli._app import (
+    CAPABILITY_COLUMNS,
+    app,
+    capability_text,
+    console,
+    emit_json,
+    emit_rows,
+    err_console,
+    print_stability_notes,
+)
 from monitor.errors import ConfigError, ConfigIssue, MonitorError
 
 __all__ = ["analyze"]
@@ -62,25 +71,15 @@ def analyze(
     )
     oot = ", ".join(f"{f}: part {p}" for f, p in result.out_of_tolerance.items() if p is not None)
     console.print(f"First out-of-tolerance part: {oot or 'none'}")
-    rows = [
-        {"feature": f, "n": c.get("n"), "cp": _ci(c, "cp"), "cpk": _ci(c, "cpk"), "ppk": _ci(c, "ppk")}
-        for f, c in result.capability.items()
-    ]
+    from monitor.detect.capability import CONFIDENCE
+
     emit_rows(
-        rows,
+        [capability_text({"feature": f, **c}) for f, c in result.capability.items()],
         as_json=False,
-        title="Capability (95% intervals)",
-        columns=[("feature", "feature"), ("n", "parts"), ("cp", "Cp"), ("cpk", "Cpk"), ("ppk", "Ppk")],
+        title=f"Capability ({CONFIDENCE:.0%} intervals)",
+        columns=[("feature", "feature"), *CAPABILITY_COLUMNS],
     )
-
-
-def _ci(cap: dict[str, object], key: str) -> str | None:
-    value, ci = cap.get(key), cap.get(f"{key}_ci")
-    if not isinstance(value, float):
-        return None
-    if isinstance(ci, list) and len(ci) == 2:
-        return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
-    return f"{value:.2f}"
+    print_stability_notes([{"feature": f, **c} for f, c in result.capability.items()])
 
 
 def _steps(items: list[str]) -> dict[str, list[int]]:

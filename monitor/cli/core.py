@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.cli._app import (
+    CAPABILITY_COLUMNS,
+    app,
+    capability_text,
+    console,
+    emit_json,
+    emit_rows,
+    err_console,
+    print_stability_notes,
+)
 from monitor.errors import ConfigError, MonitorError
 
 __all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
@@ -198,25 +207,17 @@ def _capability(config: Path, machine: str | None, program: str | None, as_json:
             rows = capability_rows(site, store, machine=machine, program=program)
     except MonitorError as exc:
         raise _fail(exc) from None
-    if not as_json:
-        for row in rows:
-            for name in ("cp", "cpk", "ppk"):
-                ci = row.get(f"{name}_ci")
-                row[f"{name}_text"] = "-" if row.get(name) is None or ci is None else f"{row[name]:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
+    from monitor.detect.capability import CONFIDENCE
+
     emit_rows(
-        rows,
+        rows if as_json else [capability_text(r) for r in rows],
         as_json=as_json,
-        columns=[
-            ("machine", "machine"),
-            ("program", "program"),
-            ("feature", "feature"),
-            ("n", "parts"),
-            ("cp_text", "Cp (95%)"),
-            ("cpk_text", "Cpk (95%)"),
-            ("ppk_text", "Ppk (95%)"),
-        ],
-        title="capability of complete parts (true position for position features: Cpk against the zone only)",
+        columns=[("machine", "machine"), ("program", "program"), ("feature", "feature"), *CAPABILITY_COLUMNS],
+        title=f"capability of complete parts, {CONFIDENCE:.0%} intervals (true position and one-sided features: Cpk and Ppk "
+        "against their one limit only)",
     )
+    if not as_json:
+        print_stability_notes(rows)
 
 
 _ALERT_COLUMNS = [

@@ -24,6 +24,7 @@ from monitor.codec import alert_to_dict, json_safe
 from monitor.core import Acknowledge, CloseAlert, MonitorApi
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
 from monitor.queries import alert_row, part_row
+from monitor.report import stored_capability
 
 if TYPE_CHECKING:
     from monitor.config import Site
@@ -229,8 +230,9 @@ def feature_series(
 
     ``values`` are read from the store's measurement series (every complete part with the
     feature's measurements, the most recent ``SERIES_MAX``: index range scans, no part record
-    decoded); limits, control limits, forecast and capability from the engine's ``view``
-    (:meth:`~monitor.core.MonitorApi.feature_view`).
+    decoded), and so is the capability of all its complete parts
+    (:func:`monitor.report.stored_capability`: what the report and the CLI show); limits, control
+    limits and forecast from the engine's ``view`` (:meth:`~monitor.core.MonitorApi.feature_view`).
     """
     feature = _feature(site, program, name)
     if feature is None:
@@ -242,17 +244,18 @@ def feature_series(
     if forecast is not None and isinstance(feature, PositionFeature):
         forecast = _tp_cone(forecast)
     evidence = max(alerts, key=_evidence_rank, default=None)
+    capability = stored_capability(store, machine, program, feature)
     return {
         "machine": machine,
         "program": program,
         "feature": name,
-        "kind": "size" if isinstance(feature, SizeFeature) else "position",
-        "unit": "mm",
+        "kind": "position" if isinstance(feature, PositionFeature) else feature.kind,
+        "unit": "mm" if isinstance(feature, PositionFeature) else feature.unit,
         "nominal": view.get("nominal"),
         "limits": view.get("limits"),
         "control_limits": view.get("control_limits"),
         "forecast": forecast,
-        "capability": view.get("capability"),
+        "capability": capability.as_dict() if capability is not None else None,
         "values": values,
         "total_parts": store.part_count(machine=machine, program=program),
         "alerts": alerts,

@@ -1,21 +1,59 @@
-"""Process capability of a batch: Cp, Cpk and Ppk with confidence intervals."""
+"""Process capability: the one implementation of Cp, Cpk, Pp and Ppk with their intervals.
+
+:func:`capability` is what every screen shows (the batch report, ``monitor parts --capability``,
+``monitor analyze`` and the dashboard's feature page), computed the same way from the same values
+(the feature's values of the complete parts, in part order): sizes and angles against both limits;
+one-sided characteristics and true position against their one limit (Cpk and Ppk only, never a Cp
+or Pp for true position); with a normality check and the stability of the values, and the method
+stated (:data:`METHOD`). :class:`Capability` is the same indices kept running (O(1) per value) for
+callers that see values one at a time; both end in the same index computation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.special import chdtri, ndtri
+from scipy.special import chdtri, ndtr, ndtri
 
 from monitor.detect.base import check_finite, check_range, register
 from monitor.errors import DetectionError
 
-__all__ = ["Capability", "CapabilityResult", "Interval", "capability", "capability_of_array"]
+__all__ = [
+    "CONFIDENCE",
+    "METHOD",
+    "MIN_STUDY_PARTS",
+    "STABILITY_ALPHA",
+    "Capability",
+    "CapabilityResult",
+    "Interval",
+    "capability",
+    "stability_signals",
+]
 
 _D2 = 1.128  # E|x_i - x_{i-1}| / sigma for normal individuals (moving range of two)
+
+CONFIDENCE = 0.95
+"""The one level of every capability interval the product shows."""
+
+MIN_STUDY_PARTS = 10
+"""Fewer values than this give indices too uncertain to judge (the 95% interval of a Cpk of 1.33
+from 10 parts runs from about 0.7 to 2.0): a verdict says so instead of judging."""
+
+METHOD = (
+    "Cp and Cpk use the within-part sigma, the average moving range of consecutive parts / 1.128 "
+    "(d2 for ranges of two); Pp and Ppk the overall standard deviation of all parts. With one limit "
+    "(form, roughness, true position) only Cpk (Cpu or Cpl) and Ppk are defined, never Cp or Pp. "
+    "Intervals at {level:.0%}: chi-square for Cp and Pp (n - 1 degrees of freedom), Bissell (1990) "
+    "for Cpk and Ppk. Normality: Shapiro-Wilk, p below 0.05 flags a distribution the indices "
+    "misjudge. Stability, on the values in part order, each test at 1% for the whole batch: an "
+    "individuals chart (a value beyond mean +- k sigma within, k = 3.7 for 50 parts) and von "
+    "Neumann's successive-difference ratio (a drift or shift makes sigma overall exceed sigma "
+    "within); while either signals, the indices are not meaningful and no verdict is given."
+)
+"""How the indices are computed, as the report and the CLI state it (format with ``level``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,30 +70,70 @@ class Interval:
 
 @dataclass(frozen=True, slots=True)
 class CapabilityResult:
-    """Capability after ``n`` values; indices are None until two values (and both limits for Cp)."""
+    """Capability of a feature: the indices with their intervals (None where undefined: fewer
+    than two values, no scatter, Cp/Pp with one limit), the normality check and the stability
+    signals (see :data:`METHOD`). ``skipped``: the running detector's last value was not finite."""
 
     n: int
-    mean: float
+    mean: float | None
     sigma_within: float | None
     sigma_overall: float | None
+    lower: float | None
+    upper: float | None
     cp: Interval | None
     cpk: Interval | None
+    pp: Interval | None
     ppk: Interval | None
+    normality_p: float | None = None
+    signals: tuple[str, ...] = ()
+    confidence: float = CONFIDENCE
     skipped: bool = False
 
+    @property
+    def stable(self) -> bool:
+        """No stability signal (the running detector, which keeps no values, never signals)."""
+        return not self.signals
+
+    @property
+    def normal(self) -> bool | None:
+        """Shapiro-Wilk p >= 0.05; None when not tested (fewer than 3 values, no scatter, > 5000)."""
+        return None if self.normality_p is None else self.normality_p >= 0.05
+
+    @property
+    def meaningful(self) -> bool:
+        """Enough parts and a stable process: the indices can be judged."""
+        return self.n >= MIN_STUDY_PARTS and self.stable
+
+    def index(self, name: str) -> Interval | None:
+        """One index by name: cp, cpk, pp or ppk."""
+        value: Interval | None = getattr(self, name)
+        return value
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able summary; ``cp``/``cpk``/``ppk`` are the point values, ``*_ci`` their intervals."""
+        """JSON-able; ``cp``... are the point values, ``*_ci`` their intervals."""
         out: dict[str, Any] = {
             "n": self.n,
             "mean": self.mean,
             "sigma_within": self.sigma_within,
             "sigma_overall": self.sigma_overall,
+            "lower": self.lower,
+            "upper": self.upper,
+            "confidence": self.confidence,
+            "normality_p": self.normality_p,
+            "normal": self.normal,
+            "stable": self.stable,
+            "signals": list(self.signals),
+            "meaningful": self.meaningful,
         }
-        for name in ("cp", "cpk", "ppk"):
-            iv: Interval | None = getattr(self, name)
+        for name in ("cp", "cpk", "pp", "ppk"):
+            iv = self.index(name)
             out[name] = iv.value if iv else None
             out[f"{name}_ci"] = [iv.lo, iv.hi] if iv else None
         return out
+
+
+def _limit(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _bissell(index: float, n: int, z: float) -> Interval:
@@ -63,69 +141,155 @@ def _bissell(index: float, n: int, z: float) -> Interval:
     return Interval(index, index - half, index + half)
 
 
-def _indices(
-    n: int, mean: float, s_within: float | None, s_overall: float | None, lower: float, upper: float, confidence: float
-) -> CapabilityResult:
-    if n < 2 or s_within is None or s_overall is None or s_within <= 0 or s_overall <= 0:
-        return CapabilityResult(n, mean, s_within, s_overall, None, None, None)
-    alpha = 1.0 - confidence
-    z = float(-ndtri(alpha / 2))
-    cp = None
-    if math.isfinite(lower) and math.isfinite(upper):
-        value = (upper - lower) / (6.0 * s_within)
-        df = n - 1
-        cp = Interval(
-            value, value * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df), value * math.sqrt(float(chdtri(df, alpha / 2)) / df)
-        )
-
-    def k_index(s: float) -> float:
-        return min((upper - mean) / (3.0 * s), (mean - lower) / (3.0 * s))
-
-    return CapabilityResult(
-        n, mean, s_within, s_overall, cp, _bissell(k_index(s_within), n, z), _bissell(k_index(s_overall), n, z)
+def _chi2(index: float, n: int, alpha: float) -> Interval:
+    df = n - 1
+    return Interval(
+        index, index * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df), index * math.sqrt(float(chdtri(df, alpha / 2)) / df)
     )
 
 
-def capability(values: Iterable[float], lower: float, upper: float, confidence: float = 0.95) -> CapabilityResult:
-    """Cp, Cpk (within sigma from the mean moving range) and Ppk (overall sd) of ``values``, in order.
+def _indices(
+    n: int,
+    mean: float | None,
+    s_within: float | None,
+    s_overall: float | None,
+    lower: float | None,
+    upper: float | None,
+    confidence: float,
+    **extra: Any,
+) -> CapabilityResult:
+    """The indices from the sums: the one place they are computed."""
+    lo, hi = _limit(lower), _limit(upper)
+    if n < 2 or mean is None or s_within is None or s_overall is None:
+        return CapabilityResult(n, mean, s_within, s_overall, lo, hi, None, None, None, None, confidence=confidence, **extra)
+    alpha = 1.0 - confidence
+    z = float(-ndtri(alpha / 2))
 
-    Non-finite values are ignored. A one-sided limit is given as -inf or +inf (Cp is then None).
+    def k_index(s: float) -> Interval | None:
+        if s <= 0:
+            return None
+        sides = ([(hi - mean) / (3.0 * s)] if hi is not None else []) + ([(mean - lo) / (3.0 * s)] if lo is not None else [])
+        return _bissell(min(sides), n, z) if sides else None
 
-    >>> r = capability([10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98], 9.7, 10.3)
-    >>> round(r.cp.value, 2), round(r.cpk.value, 2), r.cp.lo < r.cp.value < r.cp.hi
-    (1.2, 1.2, True)
-    """
-    cap = Capability(lower, upper, confidence)
-    result = cap.result()
-    for v in values:
-        result = cap.update(v)
-    return result
+    def p_index(s: float) -> Interval | None:
+        return _chi2((hi - lo) / (6.0 * s), n, alpha) if lo is not None and hi is not None and s > 0 else None
+
+    return CapabilityResult(
+        n,
+        mean,
+        s_within,
+        s_overall,
+        lo,
+        hi,
+        p_index(s_within),
+        k_index(s_within),
+        p_index(s_overall),
+        k_index(s_overall),
+        confidence=confidence,
+        **extra,
+    )
 
 
-def capability_of_array(values: Any, lower: float, upper: float, confidence: float = 0.95) -> CapabilityResult:
-    """:func:`capability` of a whole array at once (numpy, no Python loop): the same indices from the
-    same sums, for reports and queries over thousands of stored parts. Non-finite values are ignored.
+STABILITY_ALPHA = 0.01
+"""Chance that a stable batch is called unstable, per test (two tests: about 2% together)."""
 
-    >>> r = capability_of_array([10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98], 9.7, 10.3)
-    >>> round(r.cp.value, 2), round(r.cpk.value, 2)
-    (1.2, 1.2)
+
+def stability_signals(values: Sequence[float]) -> tuple[str, ...]:
+    """Why ``values`` (in part order) do not come from a stable process, in words (a value is
+    named by itself: every screen reads the same text, and the stored series need not be joined
+    to part numbers for it); empty when nothing says so. Two tests, each at
+    :data:`STABILITY_ALPHA` for the whole batch (the Western Electric rules applied together call
+    half of stable 50-part batches unstable, and a capability withheld for nothing is no help):
+
+    - individuals chart: a value beyond the limits mean +- k sigma_within (moving range / d2),
+      k = z(1 - alpha / 2n), 3.7 for 50 parts, at least 3;
+    - von Neumann's ratio of the mean square successive difference to the variance (expected 2
+      for independent values; a drift, a shift or a slow wander makes consecutive parts closer than
+      the overall scatter, which is what makes sigma overall exceed sigma within), one-sided with
+      its normal approximation: J. von Neumann, Ann. Math. Stat. 12 (1941) pp. 367-395; R. B.
+      Bingham & J. Nelson, Technometrics 23 (1981).
+
+    >>> stability_signals([10.0, 10.1, 9.9, 10.0, 10.05, 9.95, 10.0, 10.02, 9.98, 11.0])
+    ('a value beyond the control limits: 11.0000 (limits 9.5555 to 10.6445)',)
+    >>> stability_signals([10.0 + 0.01 * i for i in range(20)])[-1][:52]
+    'consecutive parts closer than the overall scatter (v'
     """
     x = np.asarray(values, dtype=float)
+    n = int(x.size)
+    if n < 3:
+        return ()
+    mean = float(x.mean())
+    d = np.diff(x)
+    sigma = float(np.abs(d).mean()) / _D2
+    out: list[str] = []
+    if sigma > 0:
+        k = max(3.0, float(-ndtri(STABILITY_ALPHA / (2 * n))))
+        lo, hi = mean - k * sigma, mean + k * sigma
+        beyond = np.flatnonzero((x < lo) | (x > hi)).tolist()
+        if beyond:
+            shown = ", ".join(f"{x[i]:.4f}" for i in beyond[:3]) + (f" and {len(beyond) - 3} more" if len(beyond) > 3 else "")
+            which = "a value" if len(beyond) == 1 else f"{len(beyond)} values"
+            out.append(f"{which} beyond the control limits: {shown} (limits {lo:.4f} to {hi:.4f})")
+    var = float(np.square(x - mean).sum()) / (n - 1)
+    if var > 0:
+        ratio = float(np.square(d).sum()) / (n - 1) / var
+        z = (ratio - 2.0) / math.sqrt(4.0 * (n - 2) / ((n - 1) * (n + 1)))
+        p = float(ndtr(z))
+        if p < STABILITY_ALPHA:
+            out.append(
+                f"consecutive parts closer than the overall scatter (von Neumann ratio {ratio:.2f}, expected 2; "
+                f"p = {p:.2g}): a drift or a shift"
+            )
+    return tuple(out)
+
+
+def _shapiro(x: Any) -> float | None:
+    if x.size < 3 or x.size > 5000 or float(x.max() - x.min()) <= 0:
+        return None
+    from scipy.stats import shapiro  # a heavy import, only where a study is made
+
+    return float(shapiro(x).pvalue)
+
+
+def capability(
+    values: Iterable[float] | Any,
+    lower: float | None,
+    upper: float | None,
+    confidence: float = CONFIDENCE,
+    *,
+    extra_signals: Sequence[str] = (),
+) -> CapabilityResult:
+    """Capability of ``values`` (in part order, a list or an array; NaN and infinite values left
+    out) against the limits (None or infinite: no limit on that side), as :data:`METHOD` says.
+    ``extra_signals`` are further reasons the process was not stable.
+
+    >>> r = capability([10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98, 10.01, 9.99], 9.7, 10.3)
+    >>> round(r.cp.value, 2), round(r.ppk.value, 2), r.stable, r.meaningful
+    (1.43, 1.86, True, True)
+    >>> one = capability([0.004, 0.006, 0.005, 0.007, 0.005], None, 0.02)
+    >>> one.cp is None and one.pp is None, round(one.cpk.value, 2)
+    (True, 3.14)
+    """
+    x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float).reshape(-1)
     x = x[np.isfinite(x)]
     n = int(x.size)
+    extra = {"signals": tuple(extra_signals)}
     if n == 0:
-        return _indices(0, 0.0, None, None, float(lower), float(upper), confidence)
+        return _indices(0, None, None, None, lower, upper, confidence, **extra)
     mean = float(x.mean())
     if n < 2:
-        return _indices(n, mean, None, None, float(lower), float(upper), confidence)
-    m2 = float(np.square(x - mean).sum())
-    mr = float(np.abs(np.diff(x)).sum())
-    return _indices(n, mean, (mr / (n - 1)) / _D2, math.sqrt(m2 / (n - 1)), float(lower), float(upper), confidence)
+        return _indices(1, mean, None, None, lower, upper, confidence, **extra)
+    s_within = float(np.abs(np.diff(x)).sum()) / (n - 1) / _D2
+    s_overall = math.sqrt(float(np.square(x - mean).sum()) / (n - 1))
+    signals = (*stability_signals(x), *extra_signals)
+    return _indices(n, mean, s_within, s_overall, lower, upper, confidence, signals=signals, normality_p=_shapiro(x))
 
 
 @register("capability")
 class Capability:
-    """Running capability of a feature against ``lower``/``upper`` (O(1) state per update).
+    """Running capability of a feature against ``lower``/``upper`` (O(1) state per update): the
+    indices of :func:`capability` from sums kept as values come (no normality check or stability
+    signals: it keeps no values).
 
     Cp = (U - L) / 6 sigma_within with the chi-square interval; Cpk and Ppk = min distance of the
     mean to a limit over 3 sigma (within resp. overall) with Bissell's normal approximation
@@ -141,7 +305,7 @@ class Capability:
     (1.39, 6)
     """
 
-    def __init__(self, lower: float = -1.0, upper: float = 1.0, confidence: float = 0.95) -> None:
+    def __init__(self, lower: float = -1.0, upper: float = 1.0, confidence: float = CONFIDENCE) -> None:
         self.lower = float(lower)
         self.upper = float(upper)
         if math.isnan(self.lower) or math.isnan(self.upper) or not self.lower < self.upper:
@@ -161,12 +325,12 @@ class Capability:
     def result(self) -> CapabilityResult:
         s_within = (self._mr / (self._n - 1)) / _D2 if self._n >= 2 else None
         s_overall = math.sqrt(self._m2 / (self._n - 1)) if self._n >= 2 else None
-        return _indices(self._n, self._mean, s_within, s_overall, self.lower, self.upper, self.confidence)
+        mean = self._mean if self._n else None
+        return _indices(self._n, mean, s_within, s_overall, self.lower, self.upper, self.confidence)
 
     def update(self, x: float) -> CapabilityResult:
         if not check_finite(x):
-            r = self.result()
-            return CapabilityResult(r.n, r.mean, r.sigma_within, r.sigma_overall, r.cp, r.cpk, r.ppk, True)
+            return replace(self.result(), skipped=True)
         self.add(x)
         return self.result()
 

@@ -15,7 +15,7 @@ Per part the channel
    autocorrelated scatter. ``phi`` and the scale come from the trend model fitted *before* the
    reading; the reference starts at nominal (``prior_parts`` pseudo-parts) and learns the
    process level, but not while a chart signals, so a shift is not learned away;
-3. feeds the **trend model** (:class:`monitor.detect.trend.TrendModel`), capability and attribution.
+3. feeds the **trend model** (:class:`monitor.detect.trend.TrendModel`) and attribution.
 
 Charting residuals rather than the readings was chosen by measurement (``bench/detection.py``):
 with lag-1 correlation 0.6, charts on the readings with limits widened for the effective sample
@@ -32,7 +32,6 @@ from typing import Any
 from scipy.special import ndtri, stdtr
 
 from monitor.detect.attribution import Attribution
-from monitor.detect.capability import Capability
 from monitor.detect.cusum import Cusum, CusumResult
 from monitor.detect.ewma import Ewma, EwmaResult
 from monitor.detect.runrules import RunRules, RunRulesResult
@@ -220,7 +219,6 @@ class Channel:
         self.ewma = Ewma(lam=s.ewma_lambda, limit=s.ewma_width)
         self.cusum = Cusum(k=s.cusum_k, h=s.cusum_h, fir=s.cusum_fir)
         self.rules = RunRules(rules=s.rules, limit=s.reprobe_limit)
-        self.capability = Capability(s.lower, s.upper) if math.isfinite(s.lower) or math.isfinite(s.upper) else None
         self.attribution = Attribution(window=s.attribution_window, min_r=s.attribution_min_r, min_parts=s.attribution_min_parts)
         self.screen = Screen(s.reprobe_limit, s.confirm_limit)
         self.chart = ResidualChart()
@@ -239,8 +237,6 @@ class Channel:
             z, ewma, cusum, rules = self._chart(value)
             trend = self.trend.update(value)
             new_regime = new_regime or trend.new_regime
-            if self.capability is not None:
-                self.capability.add(value)
             self.attribution.add(value, covariates)
         return ChannelStep(d, fed, trend, z, ewma, cusum, rules, notice, new_regime)
 
@@ -303,7 +299,6 @@ class Channel:
             "ewma": self.ewma.state(),
             "cusum": self.cusum.state(),
             "rules": self.rules.state(),
-            "capability": self.capability.state() if self.capability is not None else None,
             "attribution": self.attribution.state(),
             "screen": self.screen.state(),
             "chart": self.chart.state(),
@@ -320,8 +315,6 @@ class Channel:
         self.ewma = _same_or_fresh(self.ewma, Ewma.from_state(st["ewma"]))
         self.cusum = _same_or_fresh(self.cusum, Cusum.from_state(st["cusum"]))
         self.rules = _same_or_fresh(self.rules, RunRules.from_state(st["rules"]))
-        if self.capability is not None and st["capability"] is not None:
-            self.capability = _same_or_fresh(self.capability, Capability.from_state(st["capability"]))
         self.attribution = _same_or_fresh(self.attribution, Attribution.from_state(st["attribution"]))
         self.screen.load(st["screen"])
         self.chart.load(st["chart"])

@@ -31,7 +31,6 @@ import numpy as np
 
 from monitor.detect.arl import cusum_h, ewma_limit, shewhart_limit
 from monitor.detect.attribution import AttributionResult, suggest_offset
-from monitor.detect.capability import CapabilityResult
 from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
 from monitor.detect.evidence import AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
@@ -391,7 +390,6 @@ class FeatureSnapshot:
     axes: dict[str, AxisSnapshot]
     forecast: BreachForecast | None
     last_part: int | None
-    capability: dict[str, CapabilityResult]
 
 
 class FeatureWatch:
@@ -719,7 +717,7 @@ class FeatureWatch:
 
     # ------------------------------------------------------------------------------ presentation data
     def snapshot(self, horizon: int | None = None) -> FeatureSnapshot:
-        """The state presentation needs (history, chart references, forecast cone, capability)."""
+        """The state presentation needs (history, chart references, forecast cone)."""
         with np.errstate(all="ignore"):
             axes = {}
             for axis, ch in self._channels.items():
@@ -737,12 +735,10 @@ class FeatureWatch:
                 )
             ready = self._parts and all(ch.trend.fit is not None for ch in self._channels.values())
             forecast = self._forecast(horizon or self.plan.config.horizon, cones=True) if ready else None
-            capability = {a: ch.capability.result() for a, ch in self._channels.items() if ch.capability is not None}
         return FeatureSnapshot(
             plan=self.plan,
             history=tuple(self._parts),
             axes=axes,
             forecast=forecast,
             last_part=int(self._parts[-1]["part_number"]) if self._parts else None,
-            capability=capability,
         )

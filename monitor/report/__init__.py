@@ -28,6 +28,8 @@ from monitor.report.data import (
     ToolSummary,
     build_report,
     feature_capability,
+    judge,
+    stored_capability,
     summary,
 )
 from monitor.report.page import render_html
@@ -42,8 +44,10 @@ __all__ = [
     "ToolSummary",
     "build_report",
     "feature_capability",
+    "judge",
     "render_csv",
     "render_html",
+    "stored_capability",
     "summary",
     "write_report",
 ]

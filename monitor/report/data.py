@@ -4,9 +4,10 @@ What a quality engineer needs to sign off a small batch, read from the store:
 
 - per feature, every part's measurement (true position for position features) against its
   tolerance band, with the alerts marked on the chart;
-- capability Cp, Cpk and Ppk with 95 % confidence intervals (:func:`monitor.detect.capability`:
-  chi-square interval for Cp, Bissell's for Cpk and Ppk; true position is judged against its one
-  upper limit, so it has Cpk/Ppk but no Cp);
+- capability Cp, Cpk, Pp and Ppk with 95 % confidence intervals, normality and stability
+  (:func:`monitor.detect.capability.capability`, the one implementation every screen uses: true
+  position and one-sided characteristics are judged against their one limit, so they have Cpk/Ppk
+  but no Cp/Pp);
 - the parts out of tolerance, the alerts raised and what was done about them (acknowledged, closed,
   the offset change the detector suggested), and the tools used with their life counters.
 
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from monitor.config import ProgramConfig
-from monitor.detect.capability import CapabilityResult, capability
+from monitor.detect.capability import CONFIDENCE, CapabilityResult, capability
 from monitor.errors import MonitorError
 from monitor.model import (
     Alert,
@@ -48,11 +51,11 @@ __all__ = [
     "ToolSummary",
     "build_report",
     "feature_capability",
+    "judge",
+    "stored_capability",
     "summary",
     "when_text",
 ]
-
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class FeatureReport:
 
     feature: Feature
     lower: float | None
-    upper: float
+    upper: float | None
     nominal: float
     unit: str
     values: tuple[FeatureValue, ...]
@@ -86,7 +89,21 @@ class FeatureReport:
 
     @property
     def kind(self) -> str:
-        return "position" if isinstance(self.feature, PositionFeature) else "size"
+        """size, angle, one_sided, position or attribute (as in the program file)."""
+        return self.feature.kind if not isinstance(self.feature, PositionFeature) else "position"
+
+    def limits_text(self) -> str:
+        """The tolerance as the report prints it: ``9.9900 – 10.0100 mm``, ``≤ 0.0200 mm``."""
+        unit = " °" if self.unit == "deg" else f" {self.unit}" if self.unit else ""
+        if self.kind == "attribute":
+            return "go / no-go"
+        if self.kind == "position":
+            return f"Ø {self.upper:.4f}{unit} (true position)"
+        if self.lower is None:
+            return f"≤ {self.upper:.4f}{unit}"
+        if self.upper is None:
+            return f"≥ {self.lower:.4f}{unit}"
+        return f"{self.lower:.4f} – {self.upper:.4f}{unit}"
 
     @property
     def out_of_tolerance(self) -> list[FeatureValue]:
@@ -183,21 +200,32 @@ class BatchReport:
 
 
 # ------------------------------------------------------------------------------------- building
-def _feature_value(feature: Feature, part: PartRecord) -> FeatureValue | None:
-    m = part.measurements
+def judge(feature: Feature, m: Mapping[str, float]) -> tuple[float, bool, dict[str, float]] | None:
+    """A part's value of ``feature`` from its measurements (true position for a position; 1 for a
+    failed go/no-go check, 0 for a pass), whether it is in tolerance, and a position's deviation
+    per axis; None when a measurement is missing or not finite. Every screen judges this way."""
     if isinstance(feature, AttributeFeature):
-        passed = feature.passed(m)
-        return None if passed is None else FeatureValue(part.machine, part.part_number, part.key, 0.0 if passed else 1.0, passed)
+        passed = feature.passed(dict(m))
+        return None if passed is None else (0.0 if passed else 1.0, passed, {})
     if isinstance(feature, SizeFeature):
         value = m.get(feature.signal) if feature.signal is not None else None
         if value is None or not math.isfinite(value):
             return None
-        return FeatureValue(part.machine, part.part_number, part.key, value, feature.in_tolerance(value))
-    tp = feature.true_position(m)
+        return value, feature.in_tolerance(value), {}
+    if any(m.get(ref.signal) is None or not math.isfinite(m[ref.signal]) for _, ref in feature.axes):
+        return None
+    tp = feature.true_position(dict(m))
     if tp is None or not math.isfinite(tp):
         return None
-    deviations = {axis: m[ref.signal] - ref.nominal for axis, ref in feature.axes}
-    return FeatureValue(part.machine, part.part_number, part.key, tp, tp <= feature.tolerance, deviations)
+    return tp, tp <= feature.tolerance, {axis: m[ref.signal] - ref.nominal for axis, ref in feature.axes}
+
+
+def _feature_value(feature: Feature, part: PartRecord) -> FeatureValue | None:
+    judged = judge(feature, part.measurements)
+    if judged is None:
+        return None
+    value, ok, deviations = judged
+    return FeatureValue(part.machine, part.part_number, part.key, value, ok, deviations)
 
 
 def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureReport:
@@ -209,22 +237,47 @@ def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureRep
             missing.append(part.part_number)
         else:
             values.append(v)
+    order = {p.key: (p.end, p.key) for p in parts}
+    in_order = sorted(values, key=lambda v: order[v.part_key])  # capability follows production order
+    cap = _capability(feature, [v.value for v in in_order])
     if isinstance(feature, AttributeFeature):
-        return FeatureReport(feature, None, 0.0, 0.0, "", tuple(values), None, tuple(missing))
+        return FeatureReport(feature, None, None, 0.0, "", tuple(values), None, tuple(missing))
     if isinstance(feature, SizeFeature):
-        lower: float | None = feature.lower
-        upper, nominal = feature.upper if feature.upper is not None else math.inf, feature.nominal
-        lo = -math.inf if feature.lower is None else feature.lower
-        cap = capability([v.value for v in values], lo, upper, CONFIDENCE) if values else None
-    else:
-        lower, upper, nominal = None, feature.tolerance, 0.0
-        cap = capability([v.value for v in values], -math.inf, feature.tolerance, CONFIDENCE) if values else None
-    return FeatureReport(feature, lower, upper, nominal, "mm", tuple(values), cap, tuple(missing))
+        f = feature
+        return FeatureReport(f, f.lower, f.upper, f.nominal, f.unit, tuple(values), cap, tuple(missing))
+    return FeatureReport(feature, None, feature.tolerance, 0.0, "mm", tuple(values), cap, tuple(missing))
+
+
+def _capability(feature: Feature, values: Any) -> CapabilityResult | None:
+    """The one capability (:func:`monitor.detect.capability.capability`) of a feature's values in
+    production order: sizes against their limits, true position against its zone; None for a
+    go/no-go feature (a proportion, not an index) or no values."""
+    if len(values) == 0 or isinstance(feature, AttributeFeature):
+        return None
+    lower, upper = (feature.lower, feature.upper) if isinstance(feature, SizeFeature) else (None, feature.tolerance)
+    return capability(values, lower, upper, CONFIDENCE)
 
 
 def feature_capability(feature: Feature, parts: Sequence[PartRecord]) -> CapabilityResult | None:
-    """Cp/Cpk/Ppk with intervals of one feature over ``parts`` (true position for positions), as the report shows it."""
+    """Capability of one feature over ``parts`` (complete ones; taken in the order they ended, as
+    the store's series keep them): what the report, ``monitor parts --capability``, ``monitor
+    analyze`` and the dashboard all show."""
     return _feature_report(feature, parts).capability
+
+
+def stored_capability(store: StoreReader, machine: str, program: str, feature: Feature) -> CapabilityResult | None:
+    """:func:`feature_capability` of every complete part of ``machine``/``program`` in the store,
+    read from its measurement series as whole arrays (one range scan per signal, no part record
+    decoded: 100,000 parts in a fraction of a second)."""
+    if isinstance(feature, AttributeFeature) or not feature.signals:
+        return None
+    table = np.asarray(store.feature_values(machine, program, feature.signals), dtype=float)
+    if table.size == 0:
+        return None
+    if isinstance(feature, SizeFeature):
+        return _capability(feature, table[:, 0])
+    nominals = np.array([ref.nominal for _, ref in feature.axes])
+    return _capability(feature, 2.0 * np.sqrt(np.square(table - nominals).sum(axis=1)))
 
 
 def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOutcome]:
@@ -354,6 +407,9 @@ def when_text(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+_SUMMARY_KEYS = ("cp", "cp_ci", "cpk", "cpk_ci", "pp", "pp_ci", "ppk", "ppk_ci", "stable", "signals", "normality_p")
+
+
 def summary(report: BatchReport) -> dict[str, Any]:
     """The report's headline numbers as JSON, for ``monitor report --json``."""
     return {
@@ -368,11 +424,7 @@ def summary(report: BatchReport) -> dict[str, Any]:
                 "kind": f.kind,
                 **f.stats(),
                 "out_of_tolerance": [v.part_number for v in f.out_of_tolerance],
-                **(
-                    {k: v for k, v in f.capability.as_dict().items() if k in ("cp", "cp_ci", "cpk", "cpk_ci", "ppk", "ppk_ci")}
-                    if f.capability
-                    else {}
-                ),
+                **({k: v for k, v in f.capability.as_dict().items() if k in _SUMMARY_KEYS} if f.capability else {}),
             }
             for f in report.features
         ],

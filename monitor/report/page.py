@@ -104,7 +104,7 @@ def _not_observed(report: BatchReport, count: int) -> str:
 
 def _summary_row(f: FeatureReport) -> str:
     st = f.stats()
-    limits = f"≤ {f.upper:.4f} (TP)" if f.lower is None else f"{f.lower:.4f} – {f.upper:.4f}"
+    limits = f.limits_text()
     oot = len(f.out_of_tolerance)
     return _row(
         f"<td><a href='#feature-{_e(_anchor(f.name))}'>{_e(f.name)}</a></td>",
@@ -122,9 +122,12 @@ def _feature_section(report: BatchReport, i: int, f: FeatureReport, figures: lis
     figures.append({"id": chart_id, "fig": _figure(report, f)})
     if isinstance(f.feature, PositionFeature):
         axes = ", ".join(f"{a} {r.nominal:.4f} ({r.signal})" for a, r in f.feature.axes)
-        description = f"Position, true-position tolerance Ø{f.upper:.4f} mm; nominal {_e(axes)}."
+        description = f"Position, true-position tolerance {_e(f.limits_text())}; nominal {_e(axes)}."
+    elif f.kind == "attribute":
+        description = f"Go / no-go check{_e(_signal_text(f.feature.signal))}: each part passes or fails."
     else:
-        description = f"Size {_e(f.feature.signal)}: nominal {f.nominal:.4f}, limits {f.lower:.4f} – {f.upper:.4f} mm."
+        kind = {"size": "Size", "angle": "Angle", "one_sided": "One-sided characteristic"}.get(f.kind, f.kind)
+        description = f"{kind}{_e(_signal_text(f.feature.signal))}: nominal {f.nominal:.4f}, limits {_e(f.limits_text())}."
     axes_chart = ""
     axes_fig = _axes_figure(f)
     if axes_fig is not None:
@@ -133,10 +136,15 @@ def _feature_section(report: BatchReport, i: int, f: FeatureReport, figures: lis
     cap = f.capability
     if cap is not None and cap.n >= 2:
         capability = (
-            f"Capability over {cap.n} parts: σ within (moving range) {_fmt(cap.sigma_within, 5)} mm,"
-            f" σ overall {_fmt(cap.sigma_overall, 5)} mm; Cp {_index(cap, 'cp')}, Cpk {_index(cap, 'cpk')},"
-            f" Ppk {_index(cap, 'ppk')} (95 % intervals)."
+            f"Capability over {cap.n} parts: σ within (moving range) {_fmt(cap.sigma_within, 5)},"
+            f" σ overall {_fmt(cap.sigma_overall, 5)}; Cp {_index(cap, 'cp')}, Cpk {_index(cap, 'cpk')},"
+            f" Pp {_index(cap, 'pp')}, Ppk {_index(cap, 'ppk')} ({cap.confidence:.0%} intervals)."
         )
+        if cap.signals:
+            capability += f" <b class=bad>Not stable: the indices are not meaningful</b> ({_e('; '.join(cap.signals))})."
+    elif f.kind == "attribute":
+        fails = len(f.out_of_tolerance)
+        capability = f"{fails} of {len(f.values)} parts failed."
     else:
         capability = "Capability needs at least two measured parts."
     deviation = ""
@@ -250,8 +258,9 @@ def _figure(report: BatchReport, f: FeatureReport) -> dict[str, Any]:
             }
         )
     alert_parts = [o for o in report.alerts if o.alert.feature == f.name]
+    top = f.upper if f.upper is not None else max((v.value for v in f.values), default=f.nominal)
     if alert_parts:
-        ys = [f.upper] * len(alert_parts)
+        ys = [top] * len(alert_parts)
         traces.append(
             {
                 "type": "scatter",
@@ -265,30 +274,16 @@ def _figure(report: BatchReport, f: FeatureReport) -> dict[str, Any]:
             }
         )
     shapes: list[dict[str, Any]] = []
-    lines = [("upper", f.upper, "#c0392b", "solid"), ("nominal", f.nominal, "#7f8c8d", "dash")]
-    if f.lower is not None:
-        lines.append(("lower", f.lower, "#c0392b", "solid"))
+    lines = [("nominal", f.nominal, "#7f8c8d", "dash")] if f.kind != "attribute" else []
+    lines += [(name, y, "#c0392b", "solid") for name, y in (("upper", f.upper), ("lower", f.lower)) if y is not None]
+    if f.upper is not None:
         shapes.append(
             {
                 "type": "rect",
                 "xref": "paper",
                 "x0": 0,
                 "x1": 1,
-                "y0": f.lower,
-                "y1": f.upper,
-                "fillcolor": "rgba(39,174,96,0.08)",
-                "line": {"width": 0},
-                "layer": "below",
-            }
-        )
-    else:
-        shapes.append(
-            {
-                "type": "rect",
-                "xref": "paper",
-                "x0": 0,
-                "x1": 1,
-                "y0": 0,
+                "y0": f.lower if f.lower is not None else 0,
                 "y1": f.upper,
                 "fillcolor": "rgba(39,174,96,0.08)",
                 "line": {"width": 0},
@@ -307,7 +302,9 @@ def _figure(report: BatchReport, f: FeatureReport) -> dict[str, Any]:
                 "line": {"color": color, "width": 1, "dash": dash},
             }
         )
-    ylabel = "true position (mm)" if f.kind == "position" else "measured (mm)"
+    ylabel = {"position": "true position (mm)", "attribute": "failed (1) / passed (0)", "angle": "measured (°)"}.get(
+        f.kind, "measured (mm)"
+    )
     return {
         "data": traces,
         "layout": {
@@ -372,7 +369,15 @@ def _anchor(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
+def _signal_text(signal: str | None) -> str:
+    return f" ({signal})" if signal else ""
+
+
 def _limit_text(f: FeatureReport, value: float) -> str:
-    if f.lower is None:
+    if f.kind == "attribute":
+        return "failed"
+    if f.kind == "position":
         return f"TP > {f.upper:.4f}"
-    return f"< lower {f.lower:.4f}" if value < f.lower else f"> upper {f.upper:.4f}"
+    if f.lower is not None and value < f.lower:
+        return f"< lower {f.lower:.4f}"
+    return f"> upper {f.upper:.4f}"

@@ -168,15 +168,18 @@
 
   function capability(f) {
     const c = f.capability || {};
-    const rows = ["cp", "cpk", "ppk"].map((k) => {
+    const rows = ["cp", "cpk", "pp", "ppk"].map((k) => {
       const ci = c[k + "_ci"];
       return el("tr", { "data-index": k }, el("td", {}, k.charAt(0).toUpperCase() + k.slice(1)),
         el("td", { class: "num" }, num(c[k], 2)),
         el("td", { class: "num" }, ci ? `${num(ci[0], 2)} – ${num(ci[1], 2)}` : "–"));
     });
     document.querySelector("#capability tbody").replaceChildren(...rows);
+    // the same numbers as the report and `monitor parts --capability`; unstable: not meaningful
+    const signals = c.signals || [];
     document.getElementById("capability-note").textContent =
-      `${c.n ?? 0} parts` + (f.kind === "position" ? " (worst axis)" : "");
+      `${c.n ?? 0} complete parts` + (f.kind === "position" ? " (true position: no Cp or Pp)" : "") +
+      (signals.length ? `; process not stable, indices not meaningful: ${signals.join("; ")}` : "");
   }
 
   async function refresh() {
