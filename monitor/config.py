@@ -30,7 +30,7 @@ from adapters.opcua.config import OpcUaAddress, OpcUaOffsets, OpcUaSource
 from adapters.replay import ReplaySource
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
-from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig
+from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig, ReportConfig
 from monitor.inspection.model import Characteristic
 from monitor.model import AttributeFeature, AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
 from monitor.sinks.config import RawSignalConfig, SinksConfig
@@ -251,6 +251,9 @@ class ProgramConfig(BaseModel):
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="see detection")
     inspection: InspectionProgramConfig = Field(
         default_factory=InspectionProgramConfig, description="how this program's inspection result files read: see inspection"
+    )
+    report: ReportConfig = Field(
+        default_factory=ReportConfig, description="the part, drawing and acceptance rule the batch report states: see report"
     )
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ from monitor.inspection.config import (
     InspectionSiteConfig,
     MeasuredByConfig,
     RepeatabilityConfig,
+    ReportConfig,
     WatchFolderConfig,
 )
 from monitor.sinks.config import InfluxConfig, MqttConfig, RawSignalConfig, SinksConfig, WebhookConfig
@@ -76,6 +77,7 @@ SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("inspection", "inspection.", InspectionProgramConfig),
     ("inspection.csv", "inspection.csv.", CsvConfig),
     ("inspection.csv.columns", "inspection.csv.columns.", CsvColumnsConfig),
+    ("report", "report.", ReportConfig),
 ]
 
 

@@ -113,10 +113,11 @@ def capability_rows(
 ) -> list[dict[str, Any]]:
     """Capability of every feature per machine and program over the stored complete parts:
     :func:`monitor.report.stored_capability`, the numbers the report and the dashboard show (read
-    from the store's measurement series, no part record decoded). Go/no-go features have no
-    index (n counts their checked parts)."""
+    from the store's measurement series, no part record decoded), the parts out of tolerance and
+    the verdict by the program's ``report`` rule. Go/no-go features have no index and are left
+    out (the report counts them)."""
     from monitor.model import AttributeFeature
-    from monitor.report import stored_capability
+    from monitor.report import stored_verdict
 
     rows: list[dict[str, Any]] = []
     for machine_id, program_name in store.part_groups():
@@ -129,8 +130,8 @@ def capability_rows(
         for feature in config.feature_models():
             if isinstance(feature, AttributeFeature):
                 continue  # a proportion, in the report; no capability index
-            result = stored_capability(store, machine_id, program_name, feature)
-            summary = result.as_dict() if result is not None else {"n": 0}
+            result, bad, verdict = stored_verdict(store, machine_id, config, feature)
+            summary = {**(result.as_dict() if result is not None else {"n": 0}), "out_of_tolerance": bad, **verdict.as_dict()}
             group.append({"machine": machine_id, "program": program_name, "feature": feature.name, **summary})
         if any(row["n"] for row in group):  # a group whose parts measured nothing is not listed
             rows += group

@@ -148,7 +148,12 @@ def parts(
     program: Annotated[str | None, typer.Option(help="Only this program.")] = None,
     last: Annotated[int, typer.Option(help="How many of the most recent parts.")] = 20,
     capability: Annotated[
-        bool, typer.Option("--capability", help="Instead: Cp, Cpk, Ppk with 95% intervals per feature over complete parts.")
+        bool,
+        typer.Option(
+            "--capability",
+            help="Instead: Cp, Cpk, Pp, Ppk (95% intervals), stability and the verdict (the program file's report rule) "
+            "per feature over complete parts.",
+        ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -212,7 +217,13 @@ def _capability(config: Path, machine: str | None, program: str | None, as_json:
     emit_rows(
         rows if as_json else [capability_text(r) for r in rows],
         as_json=as_json,
-        columns=[("machine", "machine"), ("program", "program"), ("feature", "feature"), *CAPABILITY_COLUMNS],
+        columns=[
+            ("machine", "machine"),
+            ("program", "program"),
+            ("feature", "feature"),
+            *CAPABILITY_COLUMNS,
+            ("verdict", "verdict"),
+        ],
         title=f"capability of complete parts, {CONFIDENCE:.0%} intervals (true position and one-sided features: Cpk and Ppk "
         "against their one limit only)",
     )

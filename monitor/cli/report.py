@@ -23,11 +23,28 @@ def report(
     machine: Annotated[str | None, typer.Option("--machine", "-m", help="Only parts made on this machine.")] = None,
     first: Annotated[int | None, typer.Option("--from", help="First part number of the batch.")] = None,
     last: Annotated[int | None, typer.Option("--to", help="Last part number of the batch.")] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the measurement table as CSV.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write every measurement of every source as CSV.")] = None,
+    lot: Annotated[str | None, typer.Option("--lot", help="Lot or batch id printed in the header.")] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="Customer (overrides report.customer).")] = None,
+    customer_part: Annotated[
+        str | None, typer.Option("--customer-part", help="Customer part number (overrides report.customer_part_number).")
+    ] = None,
+    drawing: Annotated[str | None, typer.Option("--drawing", help="Drawing number (overrides report.drawing).")] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Drawing revision (overrides report.revision).")] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="Judge features by ppk or cpk (overrides report.required_index).")
+    ] = None,
+    required: Annotated[
+        float | None, typer.Option("--required", min=0.01, help="The index each feature must reach, e.g. 1.33 or 1.67.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the batch report: per feature the measurements with tolerance band and capability
-    (Cp, Cpk, Ppk with 95% intervals), out-of-tolerance parts, alerts and what was done, tools used."""
+    """Write the batch report a first-article or PPAP review reads: the part, drawing and lot; per
+    feature (by balloon number) every measurement source (probe, CMM, gauge) with its resolution and
+    repeatability study, the probe-vs-CMM bias, run chart with tolerance and control limits,
+    histogram, capability (Cp, Cpk, Pp, Ppk with 95% intervals, normality, stability) and a verdict
+    against the required Ppk or Cpk; out-of-tolerance parts with their disposition, alerts and
+    what was done, tools, sign-off lines. Prints to a clean PDF from any browser."""
     from monitor.config import load_site
     from monitor.store import open_store
 
@@ -36,7 +53,23 @@ def report(
 
         site = load_site(config)
         with open_store(site.store_path, read_only=True) as store:
-            result = write_report(site, store, program, out, machine=machine, first_part=first, last_part=last, csv_out=csv_out)
+            result = write_report(
+                site,
+                store,
+                program,
+                out,
+                machine=machine,
+                first_part=first,
+                last_part=last,
+                csv_out=csv_out,
+                lot=lot,
+                customer=customer,
+                customer_part_number=customer_part,
+                drawing=drawing,
+                revision=revision,
+                required_index=index,
+                required=required,
+            )
     except MonitorError as exc:
         raise _fail(exc) from None
     if as_json:

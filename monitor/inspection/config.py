@@ -26,6 +26,7 @@ __all__ = [
     "InspectionSiteConfig",
     "MeasuredByConfig",
     "RepeatabilityConfig",
+    "ReportConfig",
     "WatchFolderConfig",
 ]
 
@@ -125,6 +126,32 @@ class InspectionProgramConfig(BaseModel):
 
     model_config = _STRICT
     csv: CsvConfig = Field(default_factory=CsvConfig, description="see inspection.csv")
+
+
+class ReportConfig(BaseModel):
+    """What the batch report says about the part and how it judges each feature, for a
+    first-article or PPAP review. Command-line options of ``monitor report`` override these."""
+
+    model_config = _STRICT
+    customer: str | None = Field(default=None, description="the customer's name")
+    customer_part_number: str | None = Field(default=None, description="the part number on the customer's drawing")
+    part_name: str | None = Field(default=None, description="what the part is, e.g. 'pump housing'")
+    drawing: str | None = Field(default=None, description="drawing number")
+    revision: str | None = Field(default=None, description="drawing revision (change level)")
+    required_index: Literal["ppk", "cpk"] = Field(
+        default="ppk",
+        description="the index each feature is judged by: ppk (overall sigma; an initial process study, as PPAP asks of a "
+        "first batch) or cpk (within sigma)",
+    )
+    required: float = Field(
+        default=1.67,
+        gt=0,
+        description="the value the index must reach: 1.67 for an initial study (AIAG PPAP 4th ed.), 1.33 where agreed",
+    )
+    sign_off: list[str] = Field(
+        default_factory=lambda: ["Prepared by (supplier quality)", "Checked by (production)", "Approved by (customer)"],
+        description="the signature lines at the end of the report",
+    )
 
 
 class WatchFolderConfig(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from monitor.config import Site
 from monitor.errors import MonitorError
@@ -25,11 +26,14 @@ from monitor.report.data import (
     BatchReport,
     FeatureReport,
     FeatureValue,
+    ReportHeader,
     ToolSummary,
     build_report,
     feature_capability,
     judge,
     stored_capability,
+    stored_values,
+    stored_verdict,
     summary,
 )
 from monitor.report.page import render_html
@@ -41,6 +45,7 @@ __all__ = [
     "BatchReport",
     "FeatureReport",
     "FeatureValue",
+    "ReportHeader",
     "ToolSummary",
     "build_report",
     "feature_capability",
@@ -48,6 +53,8 @@ __all__ = [
     "render_csv",
     "render_html",
     "stored_capability",
+    "stored_values",
+    "stored_verdict",
     "summary",
     "write_report",
 ]
@@ -64,17 +71,28 @@ def write_report(
     last_part: int | None = None,
     csv_out: Path | None = None,
     generated: datetime | None = None,
+    **header: Any,
 ) -> BatchReport:
     """What ``monitor report`` does: read the batch of ``program`` from ``store``, write the HTML
-    (and the CSV), each through a temporary file so a reader never sees half a report."""
+    (and the CSV), each through a temporary file so a reader never sees half a report.
+    ``header``: :class:`ReportHeader` fields that override the program file's ``report``."""
     config = site.programs.get(program)
     if config is None:
         known = ", ".join(sorted(site.programs)) or "none"
         raise MonitorError(f"program {program!r} has no program file in {site.config.programs} (known: {known})")
     if first_part is not None and last_part is not None and first_part > last_part:
         raise MonitorError(f"--from {first_part} is after --to {last_part}")
+    if header.get("required_index") not in (None, "ppk", "cpk"):
+        raise MonitorError(f"--index {header['required_index']!r}: use ppk or cpk")
     report = build_report(
-        store, config, site=site.config.site, machine=machine, first_part=first_part, last_part=last_part, generated=generated
+        store,
+        config,
+        site=site.config.site,
+        machine=machine,
+        first_part=first_part,
+        last_part=last_part,
+        generated=generated,
+        header=ReportHeader.of(config, **header),
     )
     _write_text(out, render_html(report))
     if csv_out is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 from monitor.config import ProgramConfig
 from monitor.detect.capability import CONFIDENCE, CapabilityResult, capability
 from monitor.errors import MonitorError
+from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import (
     Alert,
     AlertKind,
@@ -41,6 +42,8 @@ from monitor.model import (
     PositionFeature,
     SizeFeature,
 )
+from monitor.report.sources import Bias, FeatureValue, SourceReport, bias, inspection_values, source_report
+from monitor.report.verdict import Verdict, capability_verdict, worst
 from monitor.store import StoreReader
 
 __all__ = [
@@ -48,26 +51,17 @@ __all__ = [
     "BatchReport",
     "FeatureReport",
     "FeatureValue",
+    "ReportHeader",
     "ToolSummary",
     "build_report",
     "feature_capability",
     "judge",
     "stored_capability",
+    "stored_values",
+    "stored_verdict",
     "summary",
     "when_text",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureValue:
-    """One part's value of one feature; ``deviations`` are the axis offsets of a position feature."""
-
-    machine: str
-    part_number: int
-    part_key: str
-    value: float
-    in_tolerance: bool
-    deviations: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +76,13 @@ class FeatureReport:
     values: tuple[FeatureValue, ...]
     capability: CapabilityResult | None
     missing_parts: tuple[int, ...]
+    balloon: str | None = None
+    sources: tuple[SourceReport, ...] = ()
+    """Every measurement source with values: the probe first, then the program's inspection sources."""
+    biases: tuple[Bias, ...] = ()
+    """The probe against each inspection source, on the parts both measured."""
+    verdict: Verdict | None = None
+    """The worst verdict of its sources."""
 
     @property
     def name(self) -> str:
@@ -160,6 +161,39 @@ class ToolSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportHeader:
+    """What the report says about the part and how it judges (program file's ``report``, with the
+    command line's overrides)."""
+
+    customer: str | None = None
+    customer_part_number: str | None = None
+    part_name: str | None = None
+    drawing: str | None = None
+    revision: str | None = None
+    lot: str | None = None
+    required_index: str = "ppk"
+    required: float = 1.67
+    sign_off: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, program: ProgramConfig, **overrides: Any) -> ReportHeader:
+        """From the program file, with ``overrides`` (None values left out) on top."""
+        r = program.report
+        base: dict[str, Any] = {
+            "customer": r.customer,
+            "customer_part_number": r.customer_part_number,
+            "part_name": r.part_name,
+            "drawing": r.drawing,
+            "revision": r.revision,
+            "required_index": r.required_index,
+            "required": r.required,
+            "sign_off": tuple(r.sign_off),
+        }
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchReport:
     """The numbers of one report; rendering never computes anything new."""
 
@@ -173,6 +207,11 @@ class BatchReport:
     features: tuple[FeatureReport, ...]
     alerts: tuple[AlertOutcome, ...]
     tools: tuple[ToolSummary, ...]
+    header: ReportHeader = field(default_factory=lambda: ReportHeader())
+    unmatched: int = 0
+    """Inspection results in the store that no part matched (``monitor inspections --unmatched``)."""
+    lots: tuple[str, ...] = ()
+    """Lot numbers the inspection results of these parts name."""
 
     @property
     def complete_parts(self) -> list[PartRecord]:
@@ -269,15 +308,41 @@ def stored_capability(store: StoreReader, machine: str, program: str, feature: F
     """:func:`feature_capability` of every complete part of ``machine``/``program`` in the store,
     read from its measurement series as whole arrays (one range scan per signal, no part record
     decoded: 100,000 parts in a fraction of a second)."""
+    return _capability(feature, stored_values(store, machine, program, feature))
+
+
+def stored_values(store: StoreReader, machine: str, program: str, feature: Feature) -> Any:
+    """The feature's values (true position for a position) of every complete part of
+    ``machine``/``program``, in production order, as an array (empty for a go/no-go feature)."""
     if isinstance(feature, AttributeFeature) or not feature.signals:
-        return None
+        return np.zeros(0)
     table = np.asarray(store.feature_values(machine, program, feature.signals), dtype=float)
     if table.size == 0:
-        return None
+        return np.zeros(0)
     if isinstance(feature, SizeFeature):
-        return _capability(feature, table[:, 0])
+        return table[:, 0]
     nominals = np.array([ref.nominal for _, ref in feature.axes])
-    return _capability(feature, 2.0 * np.sqrt(np.square(table - nominals).sum(axis=1)))
+    return 2.0 * np.sqrt(np.square(table - nominals).sum(axis=1))
+
+
+def stored_verdict(
+    store: StoreReader, machine: str, program: ProgramConfig, feature: Feature
+) -> tuple[CapabilityResult | None, int, Verdict]:
+    """Capability, parts out of tolerance and the verdict by the program's ``report`` rule of the
+    probe's values in the store: what ``monitor parts --capability`` prints and the report's probe
+    source says."""
+    values = stored_values(store, machine, program.program, feature)
+    values = values[np.isfinite(values)]
+    if isinstance(feature, SizeFeature):
+        low = values < feature.lower if feature.lower is not None else np.zeros(values.shape, dtype=bool)
+        high = values > feature.upper if feature.upper is not None else np.zeros(values.shape, dtype=bool)
+        bad = int(np.count_nonzero(low | high))
+    elif isinstance(feature, PositionFeature):
+        bad = int(np.count_nonzero(values > feature.tolerance))
+    else:
+        bad = 0
+    cap = _capability(feature, values)
+    return cap, bad, capability_verdict(cap, bad, program.report.required_index, program.report.required)
 
 
 def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOutcome]:
@@ -362,12 +427,15 @@ def build_report(
     first_part: int | None = None,
     last_part: int | None = None,
     generated: datetime | None = None,
+    header: ReportHeader | None = None,
 ) -> BatchReport:
     """Read the batch from the store and compute everything the report shows.
 
     Only complete parts enter the charts and capability; incomplete and aborted parts are counted
     and listed. Alerts are those of the program (and machine) raised on a part inside the range.
+    ``header`` (default: the program file's ``report``) names the part and the acceptance rule.
     """
+    header = header or ReportHeader.of(program)
     parts = store.parts(machine=machine, program=program.program, first_part=first_part, last_part=last_part)
     if not parts:
         where = f" on {machine}" if machine else ""
@@ -375,7 +443,12 @@ def build_report(
         raise MonitorError(f"no parts of program {program.program}{where}{span} in the store; check `monitor parts`")
     parts.sort(key=lambda p: (p.part_number, p.machine, p.end))
     complete = [p for p in parts if p.status is PartStatus.COMPLETE]
-    features = tuple(_feature_report(f, complete) for f in program.feature_models())
+    inspected = inspection_values(store, program, complete)
+    features = tuple(
+        _with_sources(_feature_report(f, complete), program, complete, inspected, header) for f in program.feature_models()
+    )
+    results = store.inspection_results(part_keys=[p.key for p in complete], with_actuals=False)
+    lots = sorted({s.result.lot for s in results if s.result.lot})
 
     lo = first_part if first_part is not None else min(p.part_number for p in parts)
     hi = last_part if last_part is not None else max(p.part_number for p in parts)
@@ -399,6 +472,43 @@ def build_report(
         features=features,
         alerts=tuple(_alert_outcomes(store, alerts)),
         tools=tuple(_tools(complete or parts)),
+        header=header,
+        unmatched=len(store.inspection_results(unmatched=True, with_actuals=False)),
+        lots=tuple(lots),
+    )
+
+
+def _with_sources(
+    f: FeatureReport,
+    program: ProgramConfig,
+    parts: Sequence[PartRecord],
+    inspected: Mapping[tuple[str, str], tuple[list[FeatureValue], int]],
+    header: ReportHeader,
+) -> FeatureReport:
+    """The feature's measurement sources (probe first), the probe's bias against each, its verdict."""
+    spec = program.features.get(f.name)
+    measured_by = dict(spec.measured_by) if spec is not None else {}
+    order = {p.key: (p.end, p.key) for p in parts}
+    index, required = header.required_index, header.required
+    sources: list[SourceReport] = []
+    if f.feature.signals:
+        sources.append(
+            source_report(f.feature, PROBE_SOURCE, measured_by.get(PROBE_SOURCE), f.values, order, index=index, required=required)
+        )
+    for name, how in measured_by.items():
+        if name == PROBE_SOURCE:
+            continue
+        values, again = inspected.get((f.name, name), ([], 0))
+        sources.append(source_report(f.feature, name, how, values, order, index=index, required=required, remeasured=again))
+    probe = sources[0] if sources and sources[0].source == PROBE_SOURCE else None
+    biases = [] if probe is None else [bias(f.feature, probe.values, s.values, s.source) for s in sources[1:]]
+    verdict = worst([s.verdict for s in sources if s.values])
+    return replace(
+        f,
+        balloon=spec.balloon if spec is not None else None,
+        sources=tuple(sources),
+        biases=tuple(b for b in biases if b is not None),
+        verdict=verdict,
     )
 
 
@@ -410,6 +520,21 @@ def when_text(t: datetime) -> str:
 _SUMMARY_KEYS = ("cp", "cp_ci", "cpk", "cpk_ci", "pp", "pp_ci", "ppk", "ppk_ci", "stable", "signals", "normality_p")
 
 
+def _source_summary(s: SourceReport) -> dict[str, Any]:
+    cap = {k: v for k, v in s.capability.as_dict().items() if k in _SUMMARY_KEYS} if s.capability else {}
+    return {
+        "source": s.source,
+        "system": s.system,
+        "resolution": s.resolution,
+        "repeatability": s.repeatability,
+        "n": len(s.values),
+        "out_of_tolerance": [v.part_number for v in s.out_of_tolerance],
+        "remeasured": s.remeasured,
+        **cap,
+        **s.verdict.as_dict(),
+    }
+
+
 def summary(report: BatchReport) -> dict[str, Any]:
     """The report's headline numbers as JSON, for ``monitor report --json``."""
     return {
@@ -418,13 +543,22 @@ def summary(report: BatchReport) -> dict[str, Any]:
         "machines": list(report.machines),
         "parts": len(report.parts),
         "status": report.status_counts(),
+        "header": {k: getattr(report.header, k) for k in ReportHeader.__dataclass_fields__} | {"lots": list(report.lots)},
+        "unmatched_inspection_results": report.unmatched,
         "features": [
             {
                 "feature": f.name,
+                "balloon": f.balloon,
                 "kind": f.kind,
                 **f.stats(),
                 "out_of_tolerance": [v.part_number for v in f.out_of_tolerance],
                 **({k: v for k, v in f.capability.as_dict().items() if k in _SUMMARY_KEYS} if f.capability else {}),
+                **(f.verdict.as_dict() if f.verdict else {}),
+                "sources": [_source_summary(s) for s in f.sources],
+                "bias": [
+                    {"source": b.source, "n": b.n, "mean": b.mean, "ci": [b.lo, b.hi], "sd": b.sd, "r": b.r, "share": b.share}
+                    for b in f.biases
+                ],
             }
             for f in report.features
         ],

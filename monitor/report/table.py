@@ -1,5 +1,7 @@
-"""The batch report's measurement table as CSV: one row per part, each feature's value and verdict,
-then the raw probe values. Text that could run as a spreadsheet formula is neutralised."""
+"""The batch report's measurement table as CSV: one row per part, each feature's probe value and
+verdict, each inspection source's (``<feature>@cmm``, ``<feature>@cmm_ok``; a go/no-go value is 1
+for a fail), then the raw probe values. Text that could run as a spreadsheet formula is
+neutralised."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import io
 import math
 from typing import Any
 
+from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import PositionFeature
 from monitor.report.data import BatchReport, FeatureValue
 
@@ -17,10 +20,14 @@ __all__ = ["render_csv"]
 def _csv_columns(report: BatchReport) -> list[str]:
     cols = ["machine", "program", "part", "status", "end", "key"]
     for f in report.features:
-        cols.append(f"{f.name}_tp" if f.kind == "position" else f.name)
-        if isinstance(f.feature, PositionFeature):
-            cols.extend(f"{f.name}_d{axis}" for axis, _ in f.feature.axes)
-        cols.append(f"{f.name}_ok")
+        if f.feature.signals:
+            cols.append(f"{f.name}_tp" if f.kind == "position" else f.name)
+            if isinstance(f.feature, PositionFeature):
+                cols.extend(f"{f.name}_d{axis}" for axis, _ in f.feature.axes)
+            cols.append(f"{f.name}_ok")
+        for s in f.sources:
+            if s.source != PROBE_SOURCE:
+                cols += [f"{f.name}@{s.source}", f"{f.name}@{s.source}_ok"]
     signals = sorted({s for p in report.parts for s in p.measurements})
     return cols + signals
 
@@ -31,6 +38,12 @@ def render_csv(report: BatchReport) -> str:
     for f in report.features:
         for v in f.values:
             by_part.setdefault(v.part_key, {})[f.name] = v
+    inspected: dict[str, dict[tuple[str, str], FeatureValue]] = {}
+    for f in report.features:
+        for src in f.sources:
+            if src.source != PROBE_SOURCE:
+                for v in src.values:
+                    inspected.setdefault(v.part_key, {})[(f.name, src.source)] = v
     columns = _csv_columns(report)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -52,6 +65,9 @@ def render_csv(report: BatchReport) -> str:
                 for axis, d in fv.deviations.items():
                     row[f"{f.name}_d{axis}"] = _num(d)
             row[f"{f.name}_ok"] = "" if fv is None else ("yes" if fv.in_tolerance else "no")
+        for (name, source), v in inspected.get(p.key, {}).items():
+            row[f"{name}@{source}"] = _num(v.value)
+            row[f"{name}@{source}_ok"] = "yes" if v.in_tolerance else "no"
         for s, value in p.measurements.items():
             row[s] = _num(value)
         writer.writerow([_csv_safe(row.get(c, "")) for c in columns])

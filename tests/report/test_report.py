@@ -173,7 +173,7 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
             page.on("dialog", lambda d: dialogs.append(d.message))
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(out.as_uri())
-            charts = page.locator("div.feature-chart")
+            charts = page.locator("div.run-chart")  # one per feature and source with values: the probe's here
             assert await charts.count() == len(report.features) == 2
             for i in range(2):
                 chart = charts.nth(i)
@@ -181,6 +181,7 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
                 feature = report.features[i]
                 points = await chart.locator(".scatterlayer .trace").first.locator("path.point").count()
                 assert points == len(feature.values)
+            assert await page.locator("div.histogram").count() == 2  # beside each run chart
             axes = page.locator("div.axes-chart")  # one per position feature: dx and dy by part
             assert await axes.count() == 1
             await axes.first.locator("svg.main-svg").first.wait_for(timeout=20_000)
