@@ -24,6 +24,12 @@ def report(
     first: Annotated[int | None, typer.Option("--from", help="First part number of the batch.")] = None,
     last: Annotated[int | None, typer.Option("--to", help="Last part number of the batch.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write every measurement of every source as CSV.")] = None,
+    measurements_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--measurements-csv", help="Also write every measurement (probe, CMM, gauges; re-measurements too), one row each."
+        ),
+    ] = None,
     lot: Annotated[str | None, typer.Option("--lot", help="Lot or batch id printed in the header.")] = None,
     customer: Annotated[str | None, typer.Option("--customer", help="Customer (overrides report.customer).")] = None,
     customer_part: Annotated[
@@ -62,6 +68,7 @@ def report(
                 first_part=first,
                 last_part=last,
                 csv_out=csv_out,
+                measurements_out=measurements_out,
                 lot=lot,
                 customer=customer,
                 customer_part_number=customer_part,

@@ -37,7 +37,7 @@ from monitor.report.data import (
     summary,
 )
 from monitor.report.page import render_html
-from monitor.report.table import render_csv
+from monitor.report.table import render_csv, render_measurements_csv
 from monitor.store import StoreReader
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "judge",
     "render_csv",
     "render_html",
+    "render_measurements_csv",
     "stored_capability",
     "stored_values",
     "stored_verdict",
@@ -70,6 +71,7 @@ def write_report(
     first_part: int | None = None,
     last_part: int | None = None,
     csv_out: Path | None = None,
+    measurements_out: Path | None = None,
     generated: datetime | None = None,
     **header: Any,
 ) -> BatchReport:
@@ -97,6 +99,8 @@ def write_report(
     _write_text(out, render_html(report))
     if csv_out is not None:
         _write_text(csv_out, render_csv(report))
+    if measurements_out is not None:
+        _write_text(measurements_out, render_measurements_csv(report))
     return report
 
 

@@ -42,7 +42,16 @@ from monitor.model import (
     PositionFeature,
     SizeFeature,
 )
-from monitor.report.sources import Bias, FeatureValue, SourceReport, bias, inspection_values, source_report
+from monitor.report.sources import (
+    Bias,
+    FeatureValue,
+    Measurement,
+    SourceReport,
+    bias,
+    inspection_values,
+    measurements,
+    source_report,
+)
 from monitor.report.verdict import Verdict, capability_verdict, worst
 from monitor.store import StoreReader
 
@@ -212,6 +221,8 @@ class BatchReport:
     """Inspection results in the store that no part matched (``monitor inspections --unmatched``)."""
     lots: tuple[str, ...] = ()
     """Lot numbers the inspection results of these parts name."""
+    measurements: tuple[Measurement, ...] = ()
+    """Every measurement of the complete parts, every source, re-measurements included."""
 
     @property
     def complete_parts(self) -> list[PartRecord]:
@@ -475,6 +486,7 @@ def build_report(
         header=header,
         unmatched=len(store.inspection_results(unmatched=True, with_actuals=False)),
         lots=tuple(lots),
+        measurements=tuple(measurements(store, program, complete)),
     )
 
 

@@ -31,7 +31,7 @@ from monitor.model import AttributeFeature, Feature, PartRecord, PositionFeature
 from monitor.report.verdict import Verdict, attribute_verdict, capability_verdict
 from monitor.store import StoreReader
 
-__all__ = ["Bias", "FeatureValue", "SourceReport", "bias", "inspection_values", "source_report"]
+__all__ = ["Bias", "FeatureValue", "Measurement", "SourceReport", "bias", "inspection_values", "measurements", "source_report"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +163,69 @@ def bias(feature: Feature, probe: Sequence[FeatureValue], other: Sequence[Featur
     if statistics.pstdev(xs) > 0 and statistics.pstdev(ys) > 0:
         r = statistics.correlation(xs, ys)
     return Bias(source, n, mean, sd, mean - half, mean + half, r, _tolerance(feature))
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One measurement of one part as it was taken: a probe signal, or an inspection actual (every
+    one, re-measurements included) with the feature and source the program maps it to."""
+
+    part_number: int
+    machine: str
+    part_key: str
+    source: str
+    feature: str | None
+    characteristic: str
+    value: float | None
+    unit: str | None
+    status: str | None
+    in_tolerance: bool | None
+    time: str | None
+    file: str | None
+
+
+def measurements(store: StoreReader, program: ProgramConfig, parts: Sequence[PartRecord]) -> list[Measurement]:
+    """Every measurement of ``parts`` (in their order): each probe signal, then every stored
+    inspection actual in import order. ``in_tolerance`` is judged against the program's limits
+    where the actual maps to a feature, else the file's own limits or verdict."""
+    features = {f.name: f for f in program.feature_models()}
+    by_signal = {s: f.name for f in features.values() for s in f.signals}
+    results: dict[str, list[Any]] = {}
+    for stored in store.inspection_results(part_keys=[p.key for p in parts]):
+        results.setdefault(stored.part_key or "", []).append(stored)
+    out: list[Measurement] = []
+    for p in parts:
+        for signal, value in p.measurements.items():
+            name = by_signal.get(signal)
+            feature = features.get(name) if name else None
+            ok = feature.in_tolerance(value) if isinstance(feature, SizeFeature) and math.isfinite(value) else None
+            out.append(
+                Measurement(p.part_number, p.machine, p.key, PROBE_SOURCE, name, signal, value, None, None, ok, None, None)
+            )
+        for stored in results.get(p.key, []):
+            for actual in stored.result.actuals:
+                owner = program.feature_source(actual.characteristic)
+                feature = features.get(owner[0]) if owner else None
+                judged = _judged(feature, actual) if feature is not None else None
+                ok = judged[1] if judged is not None else actual.in_tolerance()
+                c = actual.characteristic
+                out.append(
+                    Measurement(
+                        p.part_number,
+                        p.machine,
+                        p.key,
+                        owner[1] if owner else "unmapped",
+                        owner[0] if owner else None,
+                        c.name + (f" ({c.designator})" if c.designator and c.designator != c.name else ""),
+                        actual.value,
+                        actual.unit,
+                        actual.status,
+                        ok,
+                        (actual.time or stored.result.time).isoformat() if (actual.time or stored.result.time) else None,
+                        stored.file,
+                    )
+                )
+    return out
 
 
 def _judged(feature: Feature, actual: Actual) -> tuple[float, bool] | None:

@@ -14,7 +14,7 @@ from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import PositionFeature
 from monitor.report.data import BatchReport, FeatureValue
 
-__all__ = ["render_csv"]
+__all__ = ["MEASUREMENT_COLUMNS", "render_csv", "render_measurements_csv"]
 
 
 def _csv_columns(report: BatchReport) -> list[str]:
@@ -95,3 +95,33 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+MEASUREMENT_COLUMNS = (
+    "machine",
+    "part",
+    "source",
+    "feature",
+    "characteristic",
+    "value",
+    "unit",
+    "status",
+    "in_tolerance",
+    "time",
+    "file",
+    "key",
+)
+
+
+def render_measurements_csv(report: BatchReport) -> str:
+    """Every measurement of every source, one row each (re-measurements included): the probe's
+    signals and every inspection actual, with the feature and source it measures."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MEASUREMENT_COLUMNS)
+    for m in report.measurements:
+        ok = "" if m.in_tolerance is None else ("yes" if m.in_tolerance else "no")
+        value = "" if m.value is None else _num(m.value)
+        row = [m.machine, m.part_number, m.source, m.feature or "", m.characteristic, value, m.unit or "", m.status or ""]
+        writer.writerow([_csv_safe(x) for x in [*row, ok, m.time or "", m.file or "", m.part_key]])
+    return buf.getvalue()

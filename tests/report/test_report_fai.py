@@ -320,3 +320,26 @@ async def test_the_report_prints_to_pdf_one_feature_per_page_and_no_chart_cut(fa
             [where] = [i for i, t in enumerate(pages) if title in t]
             assert "part number" in pages[where] and "histogram" in pages[where], (title, pages[where][:400])
     assert "Sign-off" in pages[-1] or any("Sign-off" in t for t in pages[-2:])
+
+
+def test_every_measurement_of_every_source_is_in_the_measurements_csv(fai: Fai, tmp_path: Path) -> None:
+    # the CMM measured part 5's bore again later: the report keeps the first, counts the second
+    again = tmp_path / "again.qif"
+    again.write_bytes(qif_results([Char("DIA_H1", "Diameter", 10.0075, -0.0075, 0.0075)], [Part("SN0005", {"DIA_H1": 10.0111})]))
+    result = CliRunner().invoke(app, ["import", str(again), "-c", str(fai.site), "--program", "O4711", "--json"])
+    assert result.exit_code == 0, result.output
+    out, table = tmp_path / "r.html", tmp_path / "all.csv"
+    data = _report_json(fai, out, "--measurements-csv", str(table))
+    bore_cmm = next(s for s in next(f for f in data["features"] if f["feature"] == "bore")["sources"] if s["source"] == "cmm")
+    assert bore_cmm["remeasured"] == 1 and bore_cmm["n"] == N
+    rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8"))))
+    probe = [r for r in rows if r["source"] == "probe"]
+    assert len(probe) == 3 * N  # three probe signals per part
+    assert len([r for r in rows if r["source"] == "cmm"]) == 3 * N + 1  # three characteristics per part, and the re-measure
+    assert len([r for r in rows if r["source"] == "bench"]) == N
+    part5 = sorted(float(r["value"]) for r in rows if r["part"] == "5" and r["feature"] == "bore" and r["source"] == "cmm")
+    assert part5 == sorted([fai.cmm["DIA_H1"][5], 10.0111])
+    thread23 = next(r for r in rows if r["part"] == "23" and r["feature"] == "thread")
+    assert (thread23["status"], thread23["in_tolerance"], thread23["value"]) == ("FAIL", "no", "")
+    flat17 = next(r for r in rows if r["part"] == "17" and r["feature"] == "seal_flat")
+    assert flat17["in_tolerance"] == "no" and float(flat17["value"]) == 0.025 and flat17["file"].endswith("cmm.qif")
