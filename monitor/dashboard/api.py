@@ -165,7 +165,15 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
             passed = feature.passed(part.values)
             if passed is not None:  # charted as the part's share of failures
                 failed = 0.0 if passed else 1.0
-                out.append({"part_number": part.part_number, "value": failed, "passed": passed, "end": part.end.isoformat(), "key": part.key})
+                out.append(
+                    {
+                        "part_number": part.part_number,
+                        "value": failed,
+                        "passed": passed,
+                        "end": part.end.isoformat(),
+                        "key": part.key,
+                    }
+                )
         return out
     if isinstance(feature, SizeFeature):
         signal = feature.signal

@@ -650,7 +650,9 @@ class FeatureWatch:
         f = self.plan.feature
         if isinstance(f, SizeFeature):
             m = draws[0].mean
-            out = np.asarray((m < f.lower - f.nominal) | (m > f.upper - f.nominal))
+            low = -math.inf if f.lower is None else f.lower - f.nominal  # one-sided: no limit on that side
+            high = math.inf if f.upper is None else f.upper - f.nominal
+            out = np.asarray((m < low) | (m > high))
         else:
             r0 = f.tolerance / 2.0
             out = np.asarray(sum(d.mean**2 for d in draws) > r0 * r0)
