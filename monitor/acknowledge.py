@@ -1,4 +1,5 @@
-"""Acknowledging or closing an alert from the command line, whether the daemon runs or not.
+"""Acknowledging or closing an alert, or recording an action, from the command line, whether the
+daemon runs or not.
 
 The running daemon's core is the one writer of alert state, so while it runs a person's change is
 a command sent to it through its local control API (:mod:`monitor.control`), dashboard enabled or
@@ -6,26 +7,35 @@ not: it can never race the detectors (an acknowledgement written to the store be
 daemon's back was overwritten as open by the next escalation). When no daemon runs, which the
 store's lock tells for certain (:mod:`monitor.runtime`), the change is written to the store while
 holding that lock, so no daemon can start half-way through it; the daemon applies it to its
-detectors when it next starts.
+detectors when it next starts. Actions are stored the same way (the daemon reads them from the store).
+
+Who acts is the user whose token is in ``$MONITOR_TOKEN`` (``users:`` of the site file); a site
+without users records the "local" user.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.config import load_site
+from monitor.commands import Acknowledge, AlertCommand, CloseAlert, Command, Outcome, RecordAction, make_action
+from monitor.config import Site, load_site
 from monitor.control import ControlClient, DaemonUnreachable
-from monitor.core import Acknowledge, AlertCommand, CloseAlert
 from monitor.errors import MonitorError
-from monitor.model import Alert, AlertState
+from monitor.model import Action, ActionKind, AlertState
 from monitor.runtime import StoreLock, read_runtime
 from monitor.store import open_store
+from monitor.users import authorize, cli_user
 
-__all__ = ["THROUGH_DAEMON", "WRITTEN_TO_STORE", "acknowledge_alert", "change_alert"]
+__all__ = ["THROUGH_DAEMON", "TOKEN_ENV", "WRITTEN_TO_STORE", "acknowledge_alert", "change_alert"]
+
+TOKEN_ENV = "MONITOR_TOKEN"
+"""The environment variable that holds the command line user's token."""
 
 THROUGH_DAEMON = "through the running daemon"
 WRITTEN_TO_STORE = "in the store; the daemon applies it at start"
@@ -33,35 +43,45 @@ _POLL_S = 0.1
 
 
 async def acknowledge_alert(
-    site_path: Path, alert_id: str, *, close: bool = False, user: str | None = None, wait_s: float = 10.0
-) -> tuple[Alert, str]:
-    """Acknowledge (or close) ``alert_id``; returns the alert after the change and how it was done."""
-    command: AlertCommand = CloseAlert(alert_id, user) if close else Acknowledge(alert_id, user)
-    return await change_alert(site_path, command, wait_s=wait_s)
+    site_path: Path, alert_id: str, *, close: bool = False, comment: str = "", wait_s: float = 10.0
+) -> tuple[Outcome, str]:
+    """Acknowledge (or close) ``alert_id``; returns what changed and how it was done."""
+    site = load_site(site_path)
+    user = cli_user(site, os.environ.get(TOKEN_ENV))
+    command: AlertCommand = CloseAlert(alert_id, user, comment) if close else Acknowledge(alert_id, user, comment)
+    return await change_alert(site, command, wait_s=wait_s)
 
 
-async def change_alert(site_path: Path, command: AlertCommand, *, wait_s: float = 10.0) -> tuple[Alert, str]:
+async def change_alert(site: Site, command: Command, *, wait_s: float = 10.0) -> tuple[Outcome, str]:
     """Apply a person's change: to the running daemon's core, else to the store under its lock.
 
     A daemon that is starting (it holds the lock but does not listen yet) is waited for, up to
     ``wait_s``; one that stops meanwhile releases the lock and the change goes to the store."""
-    store_path = load_site(site_path).store_path
+    store_path = site.store_path
+    kind = (
+        command.kind
+        if isinstance(command, RecordAction)
+        else (ActionKind.ACKNOWLEDGE if isinstance(command, Acknowledge) else ActionKind.CLOSE)
+    )
+    authorize(command.user, kind)
+    token = os.environ.get(TOKEN_ENV)
     deadline = time.monotonic() + wait_s
     while True:
-        written = await asyncio.to_thread(_in_store_unless_running, store_path, command)
+        written = await asyncio.to_thread(_in_store_unless_running, site, command)
         if written is not None:
             return written, WRITTEN_TO_STORE
         info = read_runtime(store_path)
         if info is not None:
             try:
-                alert = await ControlClient(info.control_url, info.control_token).execute(command)
+                outcome = await ControlClient(info.control_url, info.control_token).execute(command, token)
             except DaemonUnreachable:
-                alert = None  # stopping, or a stale file beside a starting daemon: look again
+                pass  # stopping, or a stale file beside a starting daemon: look again
             else:
-                if alert is None:
+                if outcome.alert is None and outcome.action is None:
+                    assert not isinstance(command, RecordAction)
                     what = "open alert" if isinstance(command, CloseAlert) else "open, unacknowledged alert"
                     raise MonitorError(f"no {what} {command.alert_id}; list them with `monitor alerts --open`")
-                return alert, THROUGH_DAEMON
+                return outcome, THROUGH_DAEMON
         if time.monotonic() >= deadline:
             raise MonitorError(
                 f"a monitor daemon holds {store_path}'s lock but its control API does not answer; "
@@ -70,21 +90,46 @@ async def change_alert(site_path: Path, command: AlertCommand, *, wait_s: float 
         await asyncio.sleep(_POLL_S)  # the daemon is starting: its runtime file comes once it listens
 
 
-def _in_store_unless_running(path: Path, command: AlertCommand) -> Alert | None:
+def _in_store_unless_running(site: Site, command: Command) -> Outcome | None:
     """Write the change to the store if no daemon holds its lock (holding it meanwhile); None if one does."""
-    lock = StoreLock(path)
+    lock = StoreLock(site.store_path)
     if not lock.try_acquire():
         return None
     try:
-        with open_store(path) as store:
+        with open_store(site.store_path) as store:
+
+            def last_part(machine: str, program: str) -> int | None:
+                n = store.next_part_numbers(machine).get(program)
+                return n - 1 if n is not None else None
+
+            if isinstance(command, RecordAction):
+                action = make_action(site, dataclasses.replace(command, source="store"), store.alert, last_part)
+                store.record_action(action)
+                return Outcome(None, action)
             alert = store.alert(command.alert_id)
             if alert is None:
                 raise MonitorError(f"no alert {command.alert_id}; list them with `monitor alerts`")
             if alert.state is AlertState.CLOSED:
                 raise MonitorError(f"alert {command.alert_id} is already closed")
-            state = AlertState.CLOSED if isinstance(command, CloseAlert) else AlertState.ACKNOWLEDGED
-            changed = dataclasses.replace(alert, state=state, time=datetime.now(UTC))
+            closing = isinstance(command, CloseAlert)
+            now = datetime.now(UTC)
+            changed = dataclasses.replace(alert, state=AlertState.CLOSED if closing else AlertState.ACKNOWLEDGED, time=now)
+            done = Action(
+                id=uuid.uuid4().hex,
+                time=now,
+                kind=ActionKind.CLOSE if closing else ActionKind.ACKNOWLEDGE,
+                machine=alert.machine,
+                program=alert.program,
+                feature=alert.feature,
+                user=command.user.name,
+                role=command.user.role,
+                source="store",
+                condition_id=alert.id,
+                part_number=last_part(alert.machine, alert.program),
+                comment=command.comment,
+            )
             store.record_alerts([changed])
-            return changed
+            store.record_action(done)
+            return Outcome(changed, done)
     finally:
         lock.release()

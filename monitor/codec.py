@@ -11,18 +11,24 @@ from datetime import datetime
 from typing import Any
 
 from monitor.model import (
+    Action,
+    ActionKind,
     Alert,
     AlertKind,
     AlertState,
     Observation,
     PartRecord,
     PartStatus,
+    Register,
+    Role,
     Severity,
     SpindleStats,
     ToolUse,
 )
 
 __all__ = [
+    "action_from_dict",
+    "action_to_dict",
     "alert_from_dict",
     "alert_to_dict",
     "event_from_dict",
@@ -151,6 +157,57 @@ def alert_from_dict(d: dict[str, Any]) -> Alert:
         time=_dt(d["time"]),
         evidence=dict(d.get("evidence") or {}),
         part_key=d.get("part_key"),
+    )
+
+
+def action_to_dict(action: Action) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "time": _t(action.time),
+        "kind": str(action.kind),
+        "machine": action.machine,
+        "program": action.program,
+        "feature": action.feature,
+        "user": action.user,
+        "role": str(action.role),
+        "source": action.source,
+        "condition_id": action.condition_id,
+        "part_number": action.part_number,
+        "register": action.register.as_dict() if action.register is not None else None,
+        "change": action.change,
+        "old_value": action.old_value,
+        "new_value": action.new_value,
+        "tool": action.tool,
+        "reason": action.reason,
+        "comment": action.comment,
+    }
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def action_from_dict(d: dict[str, Any]) -> Action:
+    reg = d.get("register")
+    return Action(
+        id=str(d["id"]),
+        time=_dt(d["time"]),
+        kind=ActionKind(d["kind"]),
+        machine=d["machine"],
+        program=d.get("program", ""),
+        feature=d.get("feature", ""),
+        user=d["user"],
+        role=Role(d["role"]),
+        source=d.get("source", "cli"),
+        condition_id=d.get("condition_id"),
+        part_number=None if d.get("part_number") is None else int(d["part_number"]),
+        register=Register.from_dict(reg) if reg else None,
+        change=_opt_float(d.get("change")),
+        old_value=_opt_float(d.get("old_value")),
+        new_value=_opt_float(d.get("new_value")),
+        tool=d.get("tool"),
+        reason=d.get("reason", ""),
+        comment=d.get("comment", ""),
     )
 
 

@@ -32,7 +32,18 @@ from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig, ReportConfig
 from monitor.inspection.model import Characteristic
-from monitor.model import AttributeFeature, AxisRef, Feature, PositionFeature, SizeFeature, is_canonical_signal
+from monitor.model import (
+    AttributeFeature,
+    AxisRef,
+    Feature,
+    PositionFeature,
+    Register,
+    RegisterKind,
+    Role,
+    SizeFeature,
+    is_canonical_signal,
+)
+from monitor.registers import MachineKind, SizeForm, check_register, registers_for
 from monitor.sinks.config import RawSignalConfig, SinksConfig
 from monitor.yamlmarks import LoadedYaml, load_yaml
 
@@ -45,6 +56,7 @@ __all__ = [
     "DashboardConfig",
     "MachineConfig",
     "MtConnectMachine",
+    "OffsetConfig",
     "OneSidedFeatureConfig",
     "OpcUaMachine",
     "PositionFeatureConfig",
@@ -56,6 +68,7 @@ __all__ = [
     "SizeFeatureConfig",
     "StoreConfig",
     "TrackingConfig",
+    "UserConfig",
     "load_program",
     "load_site",
     "load_site_file",
@@ -81,8 +94,45 @@ class AxisConfig(BaseModel):
         return v
 
 
+class OffsetConfig(BaseModel):
+    """The register that corrects a feature, named in the program file: ``{register: tool_diameter_wear,
+    tool: T12}``. Left out, the machine's kind picks it (see monitor/registers.py and docs/actions.md)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    register_kind: RegisterKind | None = Field(
+        default=None,
+        alias="register",
+        description="work_offset, tool_length_wear, tool_radius_wear, tool_diameter_wear, lathe_x_wear or "
+        "lathe_z_wear; default by machine kind: a position -> work_offset X/Y; on a mill a bore or boss -> "
+        "tool_diameter_wear, a length -> tool_length_wear; on a lathe or mill-turn a diameter -> lathe_x_wear, "
+        "a length -> lathe_z_wear",
+    )
+    tool: str | None = Field(
+        default=None, min_length=1, description="the tool whose wear register it is, as the control names it (T12)"
+    )
+    work_offset: str = Field(
+        default="G54", pattern=r"^[A-Za-z0-9.\- ]{1,16}$", description="the work offset a work_offset register changes"
+    )
+    axis: Literal["x", "y", "z"] | None = Field(
+        default=None, description="the work offset axis that corrects a size (default z for a length)"
+    )
+    factor: float | None = Field(
+        default=None,
+        description="register change per mm of deviation when the default does not fit the geometry (e.g. +1 "
+        "for a depth that grows as the tool goes deeper); default from the register and the feature's form",
+    )
+
+    @field_validator("factor")
+    @classmethod
+    def _nonzero(cls, v: float | None) -> float | None:
+        if v is not None and v == 0:
+            raise ValueError("factor 0 would never correct anything")
+        return v
+
+
 class _FeatureBase(BaseModel):
-    """What every feature kind has: its balloon number and how else it is measured."""
+    """What every feature kind has: its balloon number, how else it is measured, the register that
+    corrects it."""
 
     model_config = _STRICT
     balloon: str | None = Field(
@@ -126,6 +176,12 @@ class SizeFeatureConfig(_FeatureBase):
     nominal: float = Field(description="target value, mm; between lower and upper")
     lower: float = Field(description="lower limit, mm")
     upper: float = Field(description="upper limit, mm")
+    form: SizeForm | None = Field(
+        default=None,
+        description="inside (a bore or ID), outside (a boss, shaft or OD) or length (a face length, depth or "
+        "shoulder along Z): picks the register that corrects it; default inside on a mill, outside on a lathe",
+    )
+    offset: OffsetConfig | None = Field(default=None, description="the register that corrects it: see Offset")
 
     @model_validator(mode="after")
     def _limits(self) -> SizeFeatureConfig:
@@ -133,6 +189,10 @@ class SizeFeatureConfig(_FeatureBase):
             raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
         if not self.lower <= self.nominal <= self.upper:
             raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
+        if self.offset is not None and self.offset.register_kind is not None and self.offset.factor is None:
+            why = check_register(self.offset.register_kind, "size", self.form)
+            if why:
+                raise ValueError(f"offset.register: {why}")
         self._needs_a_source(self.signal)
         return self
 
@@ -150,10 +210,10 @@ class AngleFeatureConfig(_FeatureBase):
 
     @model_validator(mode="after")
     def _limits(self) -> AngleFeatureConfig:
-        if not self.lower < self.nominal < self.upper and not self.lower <= self.nominal <= self.upper:
-            raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
         if not self.lower < self.upper:
             raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        if not self.lower <= self.nominal <= self.upper:
+            raise ValueError(f"nominal {self.nominal} lies outside [{self.lower}, {self.upper}]")
         self._needs_a_source(self.signal)
         return self
 
@@ -216,6 +276,15 @@ class PositionFeatureConfig(_FeatureBase):
     y: AxisConfig = Field(description="{signal, nominal} of the Y coordinate")
     z: AxisConfig | None = Field(default=None, description="{signal, nominal} of Z, for 3D true position")
     tolerance: float = Field(gt=0, description="diameter of the positional tolerance zone, mm")
+    offset: OffsetConfig | None = Field(default=None, description="the register that corrects it: see Offset")
+
+    @model_validator(mode="after")
+    def _register(self) -> PositionFeatureConfig:
+        if self.offset is not None and self.offset.register_kind is not None and self.offset.factor is None:
+            why = check_register(self.offset.register_kind, "position", None)
+            if why:
+                raise ValueError(f"offset.register: {why}")
+        return self
 
 
 def _check_sources(sources: dict[str, MeasuredByConfig]) -> dict[str, MeasuredByConfig]:
@@ -307,6 +376,23 @@ class ProgramConfig(BaseModel):
                     PositionFeature(name, AxisRef(f.x.signal, f.x.nominal), AxisRef(f.y.signal, f.y.nominal), f.tolerance, z)
                 )
         return out
+
+    def registers(self, feature: str, machine_kind: str, tool: str | None = None) -> dict[str, Register]:
+        """The register correcting each axis of ``feature`` on a machine of ``machine_kind`` ("value"
+        for a size); ``tool`` is the tool that cut it when the program file does not name one."""
+        spec = self.features[feature]
+        model = next(f for f in self.feature_models() if f.name == feature)
+        off = getattr(spec, "offset", None) or OffsetConfig()
+        return registers_for(
+            model,
+            machine_kind,
+            form=spec.form if isinstance(spec, SizeFeatureConfig) else None,
+            register=off.register_kind,
+            tool=off.tool or tool,
+            work_offset=off.work_offset,
+            axis=off.axis,
+            factor=off.factor,
+        )
 
     def probe_signals(self) -> list[str]:
         """Every probe signal a complete part of this program must have."""
@@ -452,6 +538,16 @@ class TrackingConfig(BaseModel):
 class _MachineBase(BaseModel):
     model_config = _STRICT
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="the machine's name (letters, digits, . _ -)")
+    kind: MachineKind = Field(
+        default="mill",
+        description="mill, lathe or mill-turn: which offset registers correct its features (a hole position on a "
+        "mill: the work offset; a turned diameter: the tool's X wear)",
+    )
+    probe_tool: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the tool number of the spindle probe (e.g. 99): never shown or advised as a cutting tool",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="see machines[].tracking")
 
 
@@ -551,6 +647,28 @@ MachineConfig = Annotated[
 ]
 
 
+class UserConfig(BaseModel):
+    """A named user: a role and a token of their own, taken from the environment."""
+
+    model_config = _STRICT
+    role: Role = Field(description="operator (acknowledge, record actions) or engineer (also close conditions by hand)")
+    token: str = Field(
+        min_length=MIN_TOKEN_LENGTH,
+        description="the user's bearer token for the dashboard and the command line; write ${MONITOR_TOKEN_<NAME>} "
+        f"so it comes from the environment; at least {MIN_TOKEN_LENGTH} characters with {MIN_TOKEN_DISTINCT} different ones",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, v: str) -> str:
+        if v != v.strip() or len(set(v)) < MIN_TOKEN_DISTINCT:
+            raise ValueError(
+                f"the token is too weak or has whitespace at an end ({len(set(v))} different characters); "
+                "use e.g. `openssl rand -hex 24`"
+            )
+        return v
+
+
 class SiteConfig(BaseModel):
     """The site file: one daemon's machines, store, sinks and dashboard."""
 
@@ -568,6 +686,11 @@ class SiteConfig(BaseModel):
         default_factory=InspectionSiteConfig, description="CMM and gauge result files: see inspection (site)"
     )
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="see dashboard")
+    users: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")], UserConfig] = Field(
+        default_factory=dict,
+        description="named users by login name: {alice: {role: engineer, token: ${MONITOR_TOKEN_ALICE}}}; each "
+        "acknowledgement and action is recorded with its user and role",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="warning", description="daemon log level")
     log_format: Literal["text", "json"] = Field(default="text", description="text lines, or one JSON object per line")
 
@@ -582,6 +705,19 @@ class SiteConfig(BaseModel):
                         f"machine {m.id}: signal {signal} is mapped by machines[{first}] and machines[{i}]; "
                         "sources of one machine must map different signals"
                     )
+        seen_tokens: dict[str, str] = {}
+        for name, user in self.users.items():
+            other = seen_tokens.setdefault(user.token, name)
+            if other != name:
+                raise ValueError(f"users {other} and {name} have the same token; each user needs a token of their own")
+        kinds: dict[str, tuple[int, str, str | None]] = {}
+        for i, m in enumerate(self.machines):
+            first_k, kind, probe = kinds.setdefault(m.id, (i, m.kind, m.probe_tool))
+            if (kind, probe) != (m.kind, m.probe_tool):
+                raise ValueError(
+                    f"machine {m.id}: machines[{first_k}] and machines[{i}] disagree on kind or probe_tool; "
+                    "set them alike on every source of one machine"
+                )
         rules: dict[str, tuple[int, str, str]] = {}
         for i, m in enumerate(self.machines):
             first_i, results, part_id = rules.setdefault(m.id, (i, m.tracking.results, m.tracking.part_id))
@@ -610,6 +746,14 @@ class Site:
 
     def machine_ids(self) -> list[str]:
         return list(dict.fromkeys(m.id for m in self.config.machines))
+
+    def machine_kind(self, machine: str) -> str:
+        """mill, lathe or mill-turn (mill for a machine the site does not name)."""
+        return next((m.kind for m in self.config.machines if m.id == machine), "mill")
+
+    def probe_tools(self, machine: str) -> frozenset[str]:
+        """Tool numbers that are the machine's probe, not a cutting tool."""
+        return frozenset(m.probe_tool for m in self.config.machines if m.id == machine and m.probe_tool)
 
 
 def _issues_from(doc: LoadedYaml, exc: ValidationError, tags: frozenset[str]) -> list[ConfigIssue]:

@@ -11,9 +11,13 @@ Endpoints (JSON)::
     GET  /status                  the core's status (machines, sources, outputs, counters)
     POST /alerts/{id}/ack         acknowledge; 404 when there is no open, unacknowledged alert {id}
     POST /alerts/{id}/close       close; 404 when there is no open alert {id}
+    POST /actions                 record an action ({"kind": "offset_applied", ...}: monitor.commands)
     POST /reload                  re-read the site and program files; what changed, or why refused
 
-A POST may carry ``{"user": "name"}``: who did it (kept with the command for the actions to come).
+A change may carry ``{"token": "<the user's token>", "comment": "..."}``: the token names the user
+(``users:`` of the site file); without one the change is the "local" user's, which only a site
+without named users accepts. Answers: the alert (ack, close) or ``{"alert": ..., "action": ...}``;
+400 for an action naming what does not exist, 403 for a role that may not do it.
 
 Through this API a person's change goes to the core, the one writer of alert state, so it can
 never race the detectors (an acknowledgement written to the store behind a running daemon's back
@@ -32,10 +36,11 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from monitor.codec import alert_from_dict, alert_to_dict, json_safe
-from monitor.core import Acknowledge, AlertCommand, CloseAlert, MonitorApi
-from monitor.errors import MonitorError
-from monitor.model import Alert
+from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, json_safe
+from monitor.commands import Acknowledge, CloseAlert, Command, Outcome, RecordAction, action_command, command_to_dict
+from monitor.core import MonitorApi
+from monitor.errors import ActionError, MonitorError, NotAllowed
+from monitor.users import User, cli_user
 
 __all__ = [
     "API_KEY",
@@ -86,31 +91,66 @@ async def _status(request: web.Request) -> web.Response:
     return _json(await request.app[API_KEY].status())
 
 
-async def _user(request: web.Request) -> str | None:
+async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
-        return None
+        return {}
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "the body must be JSON like {\\"user\\": \\"name\\"}"}') from None
-    user = body.get("user") if isinstance(body, dict) else None
-    return str(user) if user is not None else None
+        raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}', content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error": "the body must be a JSON object"}', content_type="application/json")
+    return body
+
+
+def _who(request: web.Request, body: dict[str, Any]) -> User:
+    token = body.pop("token", None)
+    return cli_user(request.app[API_KEY].site, token if isinstance(token, str) else None)
+
+
+def _outcome(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "alert": alert_to_dict(outcome.alert) if outcome.alert is not None else None,
+        "action": action_to_dict(outcome.action) if outcome.action is not None else None,
+    }
+
+
+async def _run(request: web.Request, make: Any) -> web.Response:
+    body = await _body(request)
+    try:
+        command = make(body, _who(request, body))
+        outcome = await request.app[API_KEY].execute(command)
+    except NotAllowed as exc:
+        return _json({"error": str(exc)}, 403)
+    except ActionError as exc:
+        return _json({"error": str(exc)}, 400)
+    if isinstance(command, RecordAction):
+        return _json(_outcome(outcome))
+    if outcome.alert is None:
+        what = "open alert" if isinstance(command, CloseAlert) else "open, unacknowledged alert"
+        return _json({"error": f"no {what} {command.alert_id!r}"}, 404)
+    return _json(_outcome(outcome))
+
+
+def _comment(body: dict[str, Any]) -> str:
+    comment = body.get("comment", "")
+    if not isinstance(comment, str):
+        raise ActionError("comment must be text")
+    return comment
 
 
 async def _ack(request: web.Request) -> web.Response:
     alert_id = request.match_info["alert_id"]
-    alert = await request.app[API_KEY].execute(Acknowledge(alert_id, await _user(request)))
-    if alert is None:
-        return _json({"error": f"no open, unacknowledged alert {alert_id!r}"}, 404)
-    return _json(alert_to_dict(alert))
+    return await _run(request, lambda body, user: Acknowledge(alert_id, user, _comment(body), "cli"))
 
 
 async def _close(request: web.Request) -> web.Response:
     alert_id = request.match_info["alert_id"]
-    alert = await request.app[API_KEY].execute(CloseAlert(alert_id, await _user(request)))
-    if alert is None:
-        return _json({"error": f"no open alert {alert_id!r}"}, 404)
-    return _json(alert_to_dict(alert))
+    return await _run(request, lambda body, user: CloseAlert(alert_id, user, _comment(body), "cli"))
+
+
+async def _action(request: web.Request) -> web.Response:
+    return await _run(request, lambda body, user: action_command(body, user, "cli"))
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -129,6 +169,7 @@ def build_control_app(api: MonitorApi, token: str, *, reload: Reload | None = No
     app.router.add_get("/status", _status)
     app.router.add_post("/alerts/{alert_id:.+}/ack", _ack)
     app.router.add_post("/alerts/{alert_id:.+}/close", _close)
+    app.router.add_post("/actions", _action)
     app.router.add_post("/reload", _reload)
     return app
 
@@ -179,13 +220,29 @@ class ControlClient:
             raise MonitorError(f"the daemon refused the reload request ({code}): {body}")
         return body
 
-    async def execute(self, command: AlertCommand) -> Alert | None:
-        """Send a person's change to the core; the alert after it, None when it does not apply."""
-        verb = "ack" if isinstance(command, Acknowledge) else "close"
-        body = {"user": command.user} if command.user is not None else None
-        code, answer = await self._request("POST", f"alerts/{quote(command.alert_id, safe='')}/{verb}", body)
-        if code == 404:
-            return None
+    async def execute(self, command: Command, token: str | None = None) -> Outcome:
+        """Send a person's change to the core (``token``: the user's); ``Outcome(None, None)`` when an
+        acknowledgement or close does not apply; ActionError/NotAllowed when the daemon refuses."""
+        body = command_to_dict(command)
+        if token:
+            body["token"] = token
+        if isinstance(command, RecordAction):
+            path = "actions"
+        else:
+            verb = "ack" if isinstance(command, Acknowledge) else "close"
+            path = f"alerts/{quote(command.alert_id, safe='')}/{verb}"
+            body.pop("alert_id")
+        code, answer = await self._request("POST", path, body)
+        if code == 404 and not isinstance(command, RecordAction):
+            return Outcome(None, None)
+        if code == 403:
+            raise NotAllowed(str(answer.get("error") if isinstance(answer, dict) else answer))
+        if code == 400:
+            raise ActionError(str(answer.get("error") if isinstance(answer, dict) else answer))
         if code != 200 or not isinstance(answer, dict):
             raise MonitorError(f"the daemon refused ({code}): {answer}")
-        return alert_from_dict(answer)
+        alert, action = answer.get("alert"), answer.get("action")
+        return Outcome(
+            alert_from_dict(alert) if isinstance(alert, dict) else None,
+            action_from_dict(action) if isinstance(action, dict) else None,
+        )

@@ -31,19 +31,33 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from monitor.codec import alert_to_dict, part_to_dict
+from monitor.codec import action_to_dict, alert_to_dict, part_to_dict
+from monitor.commands import Acknowledge, AlertCommand, CloseAlert, Command, Outcome, RecordAction
 from monitor.config import Site
 from monitor.errors import StoreError
 from monitor.events import EventHub, Subscription
 from monitor.inspection.importer import ImportOptions, ImportSummary, ResultsOutcome, import_files, rematch
-from monitor.model import Alert, Observation, PartRecord
+from monitor.model import ActionKind, Alert, Observation, PartRecord
 from monitor.runtime import StoreLock
 from monitor.store import Store, StoreReader, open_store
+from monitor.users import authorize
 
 if TYPE_CHECKING:  # the pipeline (detection, scipy) loads when a core opens: a CLI client of the core does not pay for it
     from monitor.pipeline import Changes, Pipeline
 
-__all__ = ["Acknowledge", "AlertCommand", "CloseAlert", "CoreCounts", "MonitorApi", "MonitorCore", "Output", "StatusPart"]
+__all__ = [
+    "Acknowledge",
+    "AlertCommand",
+    "CloseAlert",
+    "Command",
+    "CoreCounts",
+    "MonitorApi",
+    "MonitorCore",
+    "Outcome",
+    "Output",
+    "RecordAction",
+    "StatusPart",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -53,26 +67,6 @@ Output = Callable[[PartRecord | Alert | Observation], None]
 
 StatusPart = Callable[[dict[str, Any]], None]
 """Adds what the core does not know to its status document (sources, outputs, queue)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledge:
-    """A person has seen the alert; it stays acknowledged, even when it escalates, until it closes."""
-
-    alert_id: str
-    user: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CloseAlert:
-    """A person closes the alert; if the condition persists a new alert opens on a later part."""
-
-    alert_id: str
-    user: str | None = None
-
-
-AlertCommand = Acknowledge | CloseAlert
-"""Every change a person can make to alert state."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +103,10 @@ class MonitorApi(Protocol):
         """The drift engine's live view of one feature (limits, control limits, forecast, capability)."""
         ...
 
-    async def execute(self, command: AlertCommand) -> Alert | None:
-        """Apply a person's change; the alert after it, or None when it does not apply (no such open alert)."""
+    async def execute(self, command: Command) -> Outcome:
+        """Apply a person's change. An acknowledgement or close of no such open alert changes nothing
+        (``Outcome(None, None)``); a role that may not do it, or an action naming what does not
+        exist, raises :class:`~monitor.errors.ActionError`."""
         ...
 
     async def counts(self) -> CoreCounts:
@@ -221,16 +217,21 @@ class MonitorCore:
         view = feature_view(self._pipeline.engine.snapshot(machine, program, feature))
         return {"machine": machine, "program": program, "feature": feature, **view}
 
-    async def execute(self, command: AlertCommand) -> Alert | None:
-        if isinstance(command, Acknowledge):
-            alert = await self._call(self._pipeline.acknowledge, command.alert_id)
+    async def execute(self, command: Command) -> Outcome:
+        if isinstance(command, RecordAction):
+            authorize(command.user, command.kind)
+            outcome = await self._call(self._pipeline.record_action, command)
         else:
-            alert = await self._call(self._pipeline.close_alert, command.alert_id)
-        if alert is not None:
+            kind = ActionKind.ACKNOWLEDGE if isinstance(command, Acknowledge) else ActionKind.CLOSE
+            authorize(command.user, kind)
+            outcome = await self._call(self._pipeline.alert_command, command)
+        if outcome.alert is not None:
             from monitor.pipeline import Changes
 
-            self._publish(Changes(alerts=[alert]))
-        return alert
+            self._publish(Changes(alerts=[outcome.alert]))
+        if outcome.action is not None:
+            self.hub.publish("action", action_to_dict(outcome.action))
+        return outcome
 
     async def counts(self) -> CoreCounts:
         def take() -> CoreCounts:

@@ -31,7 +31,7 @@ from monitor.model import AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
 from monitor.sim.opcua_server import OpcUaSimServer, shapes_for
 from monitor.sim.opcua_server import signal_map as opcua_signal_map
-from monitor.sim.process import PROGRAMS_DIR
+from monitor.sim.process import PROBE_TOOL_NUMBER, PROGRAMS_DIR
 from monitor.store import open_store
 
 __all__ = [
@@ -176,6 +176,8 @@ class CellServers:
                 machines.append(
                     {
                         "id": m.id,
+                        "kind": "mill",
+                        "probe_tool": str(PROBE_TOOL_NUMBER),
                         "source": {
                             "type": "opcua",
                             "endpoint": self.opcua.endpoint,
@@ -191,6 +193,8 @@ class CellServers:
                 machines.append(
                     {
                         "id": m.id,
+                        "kind": "mill",
+                        "probe_tool": str(PROBE_TOOL_NUMBER),
                         "source": {"type": "mtconnect", "url": self.mtconnect.url, "device": m.id, "interval_ms": 50},
                         "signals": self.mtconnect.signal_map(m.id),
                         "tracking": {"grace_s": 10.0},

@@ -12,7 +12,9 @@ daemon can catch one type at their boundary and print a message that says what t
     ├── StoreError           the embedded SQLite store could not be opened, migrated or written
     ├── SinkError            an output (InfluxDB, MQTT, webhook) refused or failed a write
     ├── OffsetRefused        an offset write to a controller was refused; the register is as it was
-    └── DetectionError       a detector was configured with values it cannot work with
+    ├── DetectionError       a detector was configured with values it cannot work with
+    └── ActionError          a person's action cannot be done (unknown condition or feature, bad register)
+        └── NotAllowed       the user's role may not do it, or no user could be identified
 
 Library exceptions are translated at one boundary with ``raise ... from exc`` so the cause is kept.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ActionError",
     "AdapterError",
     "BadDocument",
     "ConfigError",
@@ -30,6 +33,7 @@ __all__ = [
     "DetectionError",
     "InspectionError",
     "MonitorError",
+    "NotAllowed",
     "OffsetRefused",
     "SinkError",
     "StoreError",
@@ -126,3 +130,13 @@ class OffsetRefused(MonitorError):
         self.reason = reason
         self.restored = restored
         self.register_value = register_value
+
+
+class ActionError(MonitorError):
+    """A person's action cannot be recorded as asked: no such condition, feature or register, a value
+    that is not a number. The message says what was wrong and how to list what exists."""
+
+
+class NotAllowed(ActionError):
+    """The user may not do this: their role does not allow it, their token is unknown, or the site
+    names users and none was identified (set MONITOR_TOKEN or send the user's bearer token)."""

@@ -16,6 +16,8 @@ __all__ = [
     "CANONICAL_SIGNALS",
     "CONNECTION_SIGNAL",
     "GAP_SIGNAL",
+    "Action",
+    "ActionKind",
     "Alert",
     "AlertKind",
     "AlertState",
@@ -26,6 +28,9 @@ __all__ = [
     "PartRecord",
     "PartStatus",
     "PositionFeature",
+    "Register",
+    "RegisterKind",
+    "Role",
     "Severity",
     "SizeFeature",
     "SpindleStats",
@@ -338,3 +343,124 @@ class Alert:
     time: datetime
     evidence: dict[str, Any] = field(default_factory=dict)
     part_key: str | None = None
+
+
+class RegisterKind(StrEnum):
+    """The controller register that corrects a feature (see monitor.registers for the defaults)."""
+
+    WORK_OFFSET = "work_offset"
+    """One axis of a work offset (G54 X/Y/Z...): moves every feature cut in that setup."""
+    TOOL_LENGTH_WEAR = "tool_length_wear"
+    """A mill tool's length (H) wear: depths and face lengths cut by that tool."""
+    TOOL_RADIUS_WEAR = "tool_radius_wear"
+    """A mill tool's cutter radius (D) wear, radius convention: bores and bosses it contours."""
+    TOOL_DIAMETER_WEAR = "tool_diameter_wear"
+    """A mill tool's cutter (D) wear, diameter convention."""
+    LATHE_X_WEAR = "lathe_x_wear"
+    """A lathe tool's X wear (diameter programming): outside and inside diameters it turns or bores."""
+    LATHE_Z_WEAR = "lathe_z_wear"
+    """A lathe tool's Z wear: face positions and lengths it turns."""
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """One controller register that corrects one axis of a feature, and how it acts on it.
+
+    ``factor`` is the register change per mm of the feature's deviation from nominal (change =
+    factor * deviation re-centres it): -1 for a work offset or a lathe X wear, +1 for the D wear of a
+    bore (a larger D makes the cutter stay further from the wall)... ``axis`` is the work offset's
+    axis (x, y, z) or, for a tool register, the feature's axis it corrects ("value" for a size).
+    """
+
+    kind: RegisterKind
+    axis: str
+    factor: float
+    tool: str | None = None
+    work_offset: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How a machinist names it on the control: "G54 X", "T12 D-wear", "T3 X-wear"."""
+        if self.kind is RegisterKind.WORK_OFFSET:
+            return f"{self.work_offset or 'G54'} {self.axis.upper()}"
+        short = {
+            RegisterKind.TOOL_LENGTH_WEAR: "H-wear",
+            RegisterKind.TOOL_RADIUS_WEAR: "D-wear (radius)",
+            RegisterKind.TOOL_DIAMETER_WEAR: "D-wear",
+            RegisterKind.LATHE_X_WEAR: "X-wear",
+            RegisterKind.LATHE_Z_WEAR: "Z-wear",
+        }[self.kind]
+        return f"{self.tool} {short}" if self.tool else f"{short} of the tool that cuts it"
+
+    def change_for(self, deviation: float) -> float:
+        """The register change (mm) that brings a feature ``deviation`` mm off nominal back to it."""
+        return self.factor * deviation
+
+    def shift_for(self, change: float) -> float:
+        """How far a register ``change`` (mm) moves the feature's deviation: the step to expect."""
+        return -change / self.factor if self.factor else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": str(self.kind),
+            "axis": self.axis,
+            "factor": self.factor,
+            "tool": self.tool,
+            "work_offset": self.work_offset,
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Register:
+        return cls(RegisterKind(d["kind"]), str(d["axis"]), float(d["factor"]), d.get("tool"), d.get("work_offset"))
+
+
+class Role(StrEnum):
+    """What a named user may do: operators act on the machine and say so; engineers also close
+    conditions by hand and (issue 18) may have offsets written to the controller."""
+
+    OPERATOR = "operator"
+    ENGINEER = "engineer"
+
+
+class ActionKind(StrEnum):
+    """What a person (or, later, the controller write path) did about a condition or a part."""
+
+    ACKNOWLEDGE = "acknowledge"
+    COMMENT = "comment"
+    OFFSET_APPLIED = "offset_applied"
+    TOOL_CHANGED = "tool_changed"
+    PART_QUARANTINED = "part_quarantined"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One thing done, by whom, on which feature: the record the batch report's "what was done" reads.
+
+    ``user``/``role`` say who (the user whose token was presented; "local" for the command line
+    without a token). ``source`` says through what: dashboard, cli, store (written while no daemon
+    ran) or controller (issue 18: an offset written over OPC UA). For ``offset_applied``:
+    ``register``, ``change`` (mm, signed) and where known ``old_value``/``new_value`` (the register's
+    value before and after). ``part_number`` is the part the action refers to (the last part made
+    before it, or the quarantined part). ``condition_id`` is the condition it answered, if any.
+    """
+
+    id: str
+    time: datetime
+    kind: ActionKind
+    machine: str
+    program: str
+    feature: str
+    user: str
+    role: Role
+    source: str = "cli"
+    condition_id: str | None = None
+    part_number: int | None = None
+    register: Register | None = None
+    change: float | None = None
+    old_value: float | None = None
+    new_value: float | None = None
+    tool: str | None = None
+    reason: str = ""
+    comment: str = ""

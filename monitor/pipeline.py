@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -20,12 +21,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor import statelog
+from monitor.commands import Acknowledge, AlertCommand, Outcome, RecordAction, make_action
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine, SeriesPoint
 from monitor.errors import StoreError
 from monitor.inspection.model import Actual, Characteristic, StoredResult
-from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Alert, AlertState, Observation, PartRecord, PartStatus
+from monitor.model import (
+    CONNECTION_SIGNAL,
+    GAP_SIGNAL,
+    Action,
+    ActionKind,
+    Alert,
+    AlertState,
+    Observation,
+    PartRecord,
+    PartStatus,
+)
 from monitor.sinks.signals import SignalFilter
 from monitor.store import StateDelta, StateWrite, Store
 from monitor.store.held import HeldWrites
@@ -367,25 +379,58 @@ class Pipeline:
                 changes.alerts += self._write("tracker state", state)
         return changes
 
-    def acknowledge(self, alert_id: str) -> Alert | None:
-        alert = self.engine.acknowledge(alert_id, datetime.now(UTC))
-        if alert is not None:
-            self._write_alert_change(alert)
-        return alert
+    # ------------------------------------------------------------------ people
+    def alert_command(self, command: AlertCommand) -> Outcome:
+        """Acknowledge or close an alert, stored with the action that records who did it and why."""
+        now = datetime.now(UTC)
+        if isinstance(command, Acknowledge):
+            alert, kind = self.engine.acknowledge(command.alert_id, now), ActionKind.ACKNOWLEDGE
+        else:
+            alert, kind = self.engine.close(command.alert_id, now), ActionKind.CLOSE
+        if alert is None:
+            return Outcome(None, None)
+        action = Action(
+            id=uuid.uuid4().hex,
+            time=now,
+            kind=kind,
+            machine=alert.machine,
+            program=alert.program,
+            feature=alert.feature,
+            user=command.user.name,
+            role=command.user.role,
+            source=command.source,
+            condition_id=alert.id,
+            part_number=self._last_part(alert.machine, alert.program),
+            comment=command.comment,
+        )
+        self._write_alert_change(alert, action)
+        return Outcome(alert, action)
 
-    def close_alert(self, alert_id: str) -> Alert | None:
-        alert = self.engine.close(alert_id, datetime.now(UTC))
-        if alert is not None:
-            self._write_alert_change(alert)
-        return alert
+    def record_action(self, command: RecordAction) -> Outcome:
+        """Record what a person did; raises ActionError when it names what does not exist."""
 
-    def _write_alert_change(self, alert: Alert) -> None:
+        def find(alert_id: str) -> Alert | None:
+            alert = next((a for a in self.engine.open_alerts() if a.id == alert_id), None)
+            return alert or self.store.alert(alert_id)
+
+        action = make_action(self.site, command, find, self._last_part)
+        self._write(f"action {action.id}", functools.partial(self.store.record_action, action))
+        return Outcome(None, action)
+
+    def _last_part(self, machine: str, program: str) -> int | None:
+        """The number of the last part of ``program`` stored for ``machine`` (None before the first)."""
+        n = self.store.next_part_numbers(machine).get(program)
+        return n - 1 if n is not None else None
+
+    def _write_alert_change(self, alert: Alert, action: Action | None = None) -> None:
         states = self._engine_writes(alert.machine, program="")
 
         def write() -> None:
             self.store.record_alerts([alert])
             for name, state in states:
                 self.store.save_detector_state(name, state)
+            if action is not None:
+                self.store.record_action(action)
 
         self._write(f"alert change {alert.id}", write)
 

@@ -8,13 +8,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.codec import alert_to_dict
+from monitor.codec import action_to_dict, alert_to_dict
 from monitor.config import Site, load_site
 from monitor.errors import ConfigError
-from monitor.model import Alert, PartRecord
+from monitor.model import Action, Alert, PartRecord
 from monitor.store import Store, StoreReader, open_store
 
-__all__ = ["alert_row", "capability_rows", "check_summary", "follow_alerts", "open_site_store", "parse_since", "part_row"]
+__all__ = [
+    "action_row",
+    "action_text",
+    "alert_row",
+    "capability_rows",
+    "check_summary",
+    "follow_alerts",
+    "open_site_store",
+    "parse_since",
+    "part_row",
+]
 
 
 def check_summary(path: Path) -> dict[str, Any]:
@@ -66,8 +76,11 @@ def _source_text(source: Any) -> str:
     return str(source.type)
 
 
-def part_row(part: PartRecord) -> dict[str, Any]:
-    """One part as a flat row; measurements are listed under their probe signal names."""
+def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One part as a flat row; measurements are listed under their probe signal names. ``tool`` is the
+    last cutting tool: the machine's probe (``probe_tools``) is not one."""
+    cutting = [t for t in part.tools if t.tool not in probe_tools]
+    last = cutting[-1] if cutting else None
     return {
         "machine": part.machine,
         "program": part.program,
@@ -75,8 +88,8 @@ def part_row(part: PartRecord) -> dict[str, Any]:
         "status": str(part.status),
         "end": part.end.isoformat(timespec="seconds"),
         "counter": part.counter,
-        "tool": part.tools[-1].tool if part.tools else None,
-        "tool_life": part.tool_life,
+        "tool": last.tool if last is not None else None,
+        "tool_life": last.life_end if last is not None else None,
         "mean_load": part.spindle.mean_load,
         "cutting_s": round(part.spindle.cutting_time, 1),
         "measurements": dict(part.measurements),
@@ -90,6 +103,32 @@ def part_row(part: PartRecord) -> dict[str, Any]:
 
 def alert_row(alert: Alert) -> dict[str, Any]:
     return alert_to_dict(alert)
+
+
+def action_text(action: Action) -> str:
+    """One line a person reads: "offset applied: T12 D-wear -0.004 mm (old 0.010, new 0.006)"."""
+    from monitor.registers import format_mm
+
+    kind = str(action.kind).replace("_", " ")
+    words: list[str] = []
+    if action.register is not None and action.change is not None:
+        words.append(f"{action.register.label} {format_mm(action.change)} mm")
+    if action.old_value is not None and action.new_value is not None:
+        words.append(f"(was {action.old_value:.4f}, now {action.new_value:.4f})")
+    if action.tool and (action.register is None or action.register.tool != action.tool):
+        words.append(f"tool {action.tool}")
+    if action.kind.value == "part_quarantined" and action.part_number is not None:
+        words.append(f"part {action.part_number}")
+    extra = "; ".join(t for t in (action.reason, action.comment) if t)
+    text = f"{kind}: {' '.join(words)}" if words else kind
+    if extra:
+        text += f"; {extra}" if words else f": {extra}"
+    return text
+
+
+def action_row(action: Action) -> dict[str, Any]:
+    """An action as the CLI, the dashboard and the report list it (``text``: the one line to read)."""
+    return {**action_to_dict(action), "text": action_text(action)}
 
 
 def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:

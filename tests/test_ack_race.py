@@ -89,7 +89,7 @@ async def test_acknowledgement_through_the_cli_survives_an_escalation_with_the_d
                 opened = next((a for a in changes if a["state"] == "open" and a["severity"] != "critical"), None)
             result = await asyncio.to_thread(_monitor, "ack", opened["id"], "-c", str(site_file))
             assert result.returncode == 0, result.stderr
-            assert "acknowledged (through the running daemon)" in result.stdout
+            assert "acknowledged by local (engineer) (through the running daemon)" in result.stdout
             await running.drain()
             acked = [a for a in running.alerts if a["id"] == opened["id"]][-1]
             assert acked["state"] == "acknowledged"  # the core published the change, like any alert change
@@ -129,7 +129,9 @@ async def test_status_and_ack_reach_the_daemon_without_a_dashboard_and_only_with
                 assert resp.status == 401
         oot = await running.daemon.core.read(lambda store: [a for a in store.alerts() if a.kind.value == "out_of_tolerance"])
         result = await asyncio.to_thread(_monitor, "ack", oot[0].id, "-c", str(site_file), "--close")
-        assert result.returncode == 0 and "closed (through the running daemon)" in result.stdout, result.stderr
+        assert result.returncode == 0 and "closed by local (engineer) (through the running daemon)" in result.stdout, (
+            result.stderr
+        )
         missing = await asyncio.to_thread(_monitor, "ack", "no/such/alert", "-c", str(site_file))
         assert missing.returncode == 1 and "no open, unacknowledged alert no/such/alert" in missing.stderr
     assert read_runtime(site.store_path) is None  # removed at the clean stop

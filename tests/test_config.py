@@ -130,7 +130,11 @@ def test_example_configs_load() -> None:
     loaded = load_site(root / "site.yaml", {"DASHBOARD_TOKEN": STRONG, "INFLUX_TOKEN": "t"})
     assert loaded.machine_ids()
     for example in sorted(root.glob("*.yaml")):
-        load_site(example, {"DASHBOARD_TOKEN": STRONG, "INFLUX_TOKEN": "t", "MQTT_PASSWORD": "p", "WEBHOOK_SECRET": "s"})
+        env = {"DASHBOARD_TOKEN": STRONG, "INFLUX_TOKEN": "t", "MQTT_PASSWORD": "p", "WEBHOOK_SECRET": "s"}
+        env |= {"MONITOR_TOKEN_ALICE": "alice-" + STRONG, "MONITOR_TOKEN_BOB": "bob-" + STRONG}
+        loaded = load_site(example, env)
+        for machine in loaded.machine_ids():
+            assert loaded.machine_kind(machine) == "mill" and loaded.probe_tools(machine) == {"99"}
 
 
 def test_every_config_key_is_documented() -> None:

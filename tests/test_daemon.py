@@ -127,7 +127,7 @@ def test_ack_while_daemon_is_down_is_applied_at_next_start(tmp_path: Path) -> No
         (oot,) = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
     result = CliRunner().invoke(app, ["ack", oot.id, "-c", str(site_path)])
     assert result.exit_code == 0, result.output
-    assert "acknowledged (in the store" in result.output
+    assert "acknowledged by local (engineer) (in the" in result.output
     with SqliteStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         states = {a.id: a.state.value for a in pipeline.engine.open_alerts()}

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.statelog",
             "monitor.inspection.model",
             "monitor.inspection.units",
+            "monitor.registers",
         ],
     ),
     # 1. the edges, each knowing the foundation only: protocols in, outputs out, detector settings,
@@ -67,10 +68,12 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.service",
             "monitor.grafana",
             "monitor.inspection",
+            "monitor.users",
         ],
     ),
     # 4. the drift engine and the reports read from the store
-    ("engine and reports", ["monitor.engine", "monitor.report", "monitor.feature_view"]),
+    #    and people's commands to the core
+    ("engine and reports", ["monitor.engine", "monitor.report", "monitor.feature_view", "monitor.commands"]),
     # 5. the synchronous pipeline, the CLI's row views, offline analysis
     ("pipeline", ["monitor.pipeline", "monitor.queries", "monitor.analyze"]),
     # 6. the daemon's core (the one writer of alert state) and the plugin registry

@@ -11,6 +11,7 @@ __all__ = ["app", "main"]
 
 _COMMAND_MODULES = [
     "monitor.cli.core",
+    "monitor.cli.actions",
     "monitor.cli.demo",
     "monitor.cli.status",
     "monitor.cli.discover",

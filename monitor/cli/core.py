@@ -162,6 +162,7 @@ def parts(
 
     Every value of the controller's part counter has a row: parts made while their data was lost
     (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
+    from monitor.config import load_site_file
     from monitor.queries import open_site_store, part_row
 
     if capability:
@@ -169,7 +170,8 @@ def parts(
         return
     try:
         with open_site_store(config) as store:
-            rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
+            site = load_site_file(config)
+            rows = [part_row(p, site.probe_tools(p.machine)) for p in store.parts(machine=machine, program=program, last=last)]
     except MonitorError as exc:
         raise _fail(exc) from None
     if not as_json:
@@ -290,13 +292,20 @@ def alerts(
 def ack(
     alert_id: Annotated[str, typer.Argument(help="The alert id shown by `monitor alerts`.")],
     config: ConfigOption = _DEFAULT_SITE,
-    close: Annotated[bool, typer.Option("--close", help="Close the alert instead of acknowledging it.")] = False,
+    close: Annotated[bool, typer.Option("--close", help="Close the alert instead of acknowledging it (engineers).")] = False,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="What you saw or will do; stored with your name.")] = "",
 ) -> None:
-    """Acknowledge (or close) an alert: through the running daemon when it is up, else in the store."""
+    """Acknowledge (or close) an alert: through the running daemon when it is up, else in the store.
+
+    The acknowledgement is recorded with your user name and role: set MONITOR_TOKEN to your token
+    when the site file names users (without users it is recorded as "local")."""
     from monitor.acknowledge import acknowledge_alert
 
     try:
-        alert, via = asyncio.run(acknowledge_alert(config, alert_id, close=close))
+        outcome, via = asyncio.run(acknowledge_alert(config, alert_id, close=close, comment=comment))
     except MonitorError as exc:
         raise _fail(exc) from None
-    console.print(f"{alert.id}: {alert.state} ({via})")
+    alert, action = outcome.alert, outcome.action
+    assert alert is not None
+    who = f" by {action.user} ({action.role})" if action is not None else ""
+    console.print(f"{alert.id}: {alert.state}{who} ({via})", highlight=False)

@@ -12,7 +12,6 @@ the site file they are refused. See docs/dashboard.md for the reference.
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 from collections import Counter
@@ -21,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from monitor.codec import alert_to_dict, json_safe
-from monitor.core import Acknowledge, CloseAlert, MonitorApi
+from monitor.commands import Acknowledge, CloseAlert, Command, RecordAction, action_command
+from monitor.core import MonitorApi
+from monitor.errors import ActionError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import alert_row, part_row
+from monitor.queries import action_row, alert_row, part_row
 from monitor.report import stored_capability
+from monitor.users import User, user_for_token
 
 if TYPE_CHECKING:
     from monitor.config import Site
@@ -136,6 +138,8 @@ def machines_snapshot(site: Site, status: dict[str, Any], store: StoreReader) ->
                 "last_seen": st.get("last_seen"),
                 "sources": [{"type": s.get("type"), "state": s.get("state"), "reason": s.get("reason") or ""} for s in sources],
                 "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
+                "kind": site.machine_kind(machine),
+                "probe_tools": sorted(site.probe_tools(machine)),
                 "programs": programs,
             }
         )
@@ -275,7 +279,8 @@ def feature_series(
 async def _status(request: web.Request) -> web.Response:
     api = _api(request)
     status = await api.status()
-    return _json({**status, "dashboard": {"writable": bool(api.site.config.dashboard.token)}})
+    writable = bool(api.site.config.dashboard.token or api.site.config.users)
+    return _json({**status, "dashboard": {"writable": writable}})
 
 
 async def _machines_of(api: MonitorApi) -> list[dict[str, Any]]:
@@ -298,15 +303,16 @@ async def _machine(request: web.Request) -> web.Response:
     return _json(next(m for m in machines if m["machine"] == machine))
 
 
-def _read_parts(store: StoreReader, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
-    rows = [part_row(p) for p in store.parts(machine=machine, program=program, last=last)]
+def _read_parts(site: Site, store: StoreReader, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
+    rows = [part_row(p, site.probe_tools(p.machine)) for p in store.parts(machine=machine, program=program, last=last)]
     return {"parts": rows, "total": store.part_count(machine=machine, program=program)}
 
 
 async def _parts(request: web.Request) -> web.Response:
     last = _last(request, PARTS_DEFAULT, PARTS_MAX)
     machine, program = _opt(request, "machine"), _opt(request, "program")
-    return _json(await _api(request).read(lambda store: _read_parts(store, machine, program, last)))
+    site = _api(request).site
+    return _json(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last)))
 
 
 def _read_alerts(
@@ -380,43 +386,104 @@ async def _feature_handler(request: web.Request) -> web.Response:
     return web.json_response(safe, dumps=_json_text)
 
 
-def _authorize(request: web.Request) -> None:
-    """Writes need the site's dashboard token as a bearer token; refused outright without one."""
-    token = _api(request).site.config.dashboard.token
-    if not token:
+def _authorize(request: web.Request) -> User:
+    """Writes need a user's token (``users:``) or the site's shared dashboard token as a bearer
+    token; refused outright when the site has neither."""
+    site = _api(request).site
+    if not site.config.users and not site.config.dashboard.token:
         raise _error(
             403,
-            "alert changes are disabled: no dashboard token is configured "
-            "(set dashboard.token in the site file, e.g. ${DASHBOARD_TOKEN})",
+            "alert changes are disabled: no users and no dashboard token are configured "
+            "(add users: with tokens, or dashboard.token, to the site file)",
         )
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise _error(
             401,
-            "this needs the dashboard token: send 'Authorization: Bearer <token>'",
+            "this needs your token: send 'Authorization: Bearer <token>'",
             **{"WWW-Authenticate": 'Bearer realm="monitor"'},
         )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise _error(403, "wrong dashboard token")
+    user = user_for_token(site, given)
+    if user is None:
+        raise _error(403, "unknown token")
+    return user
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _error(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _error(400, "the body must be a JSON object")
+    return body
+
+
+async def _command(request: web.Request, command: Command) -> dict[str, Any]:
+    try:
+        outcome = await _api(request).execute(command)
+    except NotAllowed as exc:
+        raise _error(403, str(exc)) from None
+    except ActionError as exc:
+        raise _error(400, str(exc)) from None
+    if outcome.alert is None and not isinstance(command, RecordAction):
+        what = "open alert" if isinstance(command, CloseAlert) else "open, unacknowledged alert"
+        raise _error(404, f"no {what} {command.alert_id!r}")
+    return {
+        "alert": alert_to_dict(outcome.alert) if outcome.alert is not None else None,
+        "action": action_row(outcome.action) if outcome.action is not None else None,
+    }
+
+
+def _comment(body: dict[str, Any]) -> str:
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise _error(400, "comment must be text of at most 2000 characters")
+    return comment
 
 
 async def _ack(request: web.Request) -> web.Response:
-    _authorize(request)
-    alert_id = request.match_info["alert_id"]
-    alert = await _api(request).execute(Acknowledge(alert_id))
-    if alert is None:
-        raise _error(404, f"no open, unacknowledged alert {alert_id!r}")
-    return _json(alert_to_dict(alert))
+    user = _authorize(request)
+    comment = _comment(await _body(request))
+    return _json(await _command(request, Acknowledge(request.match_info["alert_id"], user, comment, "dashboard")))
 
 
 async def _close(request: web.Request) -> web.Response:
-    _authorize(request)
-    alert_id = request.match_info["alert_id"]
-    alert = await _api(request).execute(CloseAlert(alert_id))
-    if alert is None:
-        raise _error(404, f"no open alert {alert_id!r}")
-    return _json(alert_to_dict(alert))
+    user = _authorize(request)
+    comment = _comment(await _body(request))
+    return _json(await _command(request, CloseAlert(request.match_info["alert_id"], user, comment, "dashboard")))
+
+
+async def _record_action(request: web.Request) -> web.Response:
+    user = _authorize(request)
+    body = await _body(request)
+    _comment(body)
+    try:
+        command = action_command(body, user, "dashboard")
+    except ActionError as exc:
+        raise _error(400, str(exc)) from None
+    return _json(await _command(request, command))
+
+
+async def _actions(request: web.Request) -> web.Response:
+    last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
+    machine, program, feature = _opt(request, "machine"), _opt(request, "program"), _opt(request, "feature")
+    condition = _opt(request, "condition")
+    rows = await _api(request).read(
+        lambda store: [
+            action_row(a)
+            for a in store.actions(machine=machine, program=program, feature=feature, condition_id=condition, last=last)
+        ]
+    )
+    return _json({"actions": rows[::-1]})
+
+
+async def _whoami(request: web.Request) -> web.Response:
+    user = _authorize(request)
+    return _json({"user": user.name, "role": str(user.role)})
 
 
 def add_api_routes(app: web.Application) -> None:
@@ -430,4 +497,7 @@ def add_api_routes(app: web.Application) -> None:
     r.add_post("/api/alerts/{alert_id:.+}/ack", _ack)
     r.add_post("/api/alerts/{alert_id:.+}/close", _close)
     r.add_get("/api/alerts/{alert_id:.+}", _alert)
+    r.add_get("/api/actions", _actions)
+    r.add_post("/api/actions", _record_action)
+    r.add_get("/api/whoami", _whoami)
     r.add_get("/api/features/{machine}/{program}/{feature}", _feature_handler)

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
 
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
-from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
+from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
 
 __all__ = ["SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader"]
 
@@ -121,6 +121,18 @@ class StoreReader(Protocol):
 
     def last_alert_event(self) -> int: ...
 
+    def actions(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        feature: str | None = None,
+        condition_id: str | None = None,
+        last: int | None = None,
+    ) -> list[Action]:
+        """What people did (acknowledgements, offsets applied, tools changed, parts quarantined), oldest first."""
+        ...
+
     def load_detector_state(self, name: str) -> dict[str, Any] | None: ...
 
     def load_detector_states(self, prefix: str) -> dict[str, dict[str, Any]]: ...
@@ -197,6 +209,10 @@ class Store(StoreReader, Protocol):
         ...
 
     def record_alerts(self, alerts: Iterable[Alert]) -> None: ...
+
+    def record_action(self, action: Action) -> None:
+        """Store what a person did; the same action id twice is stored once."""
+        ...
 
     def save_detector_state(self, name: str, state: StateWrite) -> None: ...
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from monitor import statelog
-from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
+from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
 from monitor.errors import StoreError
 from monitor.inspection.model import (
     InspectionResult,
@@ -36,7 +36,7 @@ from monitor.inspection.model import (
     result_from_dict,
     result_to_dict,
 )
-from monitor.model import Alert, AlertState, Observation, PartRecord, PartStatus
+from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
 from monitor.store.base import SeriesPoint, StateDelta, StateWrite
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
@@ -182,6 +182,25 @@ MIGRATIONS: list[str] = [
         change TEXT NOT NULL,
         PRIMARY KEY (name, seq)
     ) WITHOUT ROWID;
+    """,
+    # 6: people's actions (issue 15): acknowledge with a comment, offset applied, tool changed, part
+    # quarantined, close; who (user, role), on what (machine, program, feature, condition), the rest
+    # as JSON. Alerts stored before it are kept as they are (see docs/actions.md, "migration").
+    """
+    CREATE TABLE actions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        time TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        condition_id TEXT,
+        user TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX actions_by_feature ON actions (machine, program, feature, seq);
+    CREATE INDEX actions_by_condition ON actions (condition_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -380,6 +399,25 @@ class SqliteStore:
         """Store alert changes not tied to a part (acknowledge, close, signal lost)."""
         with self._timed("alerts"), self._lock, self._tx():
             self._write_alerts(alerts)
+
+    def record_action(self, action: Action) -> None:
+        """Store what a person did (a repeat of the same action id is a no-op)."""
+        with self._timed("actions"), self._lock, self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO actions (id, time, kind, machine, program, feature, condition_id, user, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    action.id,
+                    action.time.isoformat(),
+                    str(action.kind),
+                    action.machine,
+                    action.program,
+                    action.feature,
+                    action.condition_id,
+                    action.user,
+                    json.dumps(action_to_dict(action)),
+                ),
+            )
 
     def save_detector_state(self, name: str, state: StateWrite) -> None:
         with self._lock, self._tx():
@@ -645,6 +683,38 @@ class SqliteStore:
         with self._lock:
             row = self._db.execute("SELECT MAX(seq) FROM alert_events").fetchone()
         return int(row[0] or 0)
+
+    def actions(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        feature: str | None = None,
+        condition_id: str | None = None,
+        last: int | None = None,
+    ) -> list[Action]:
+        """What people did, oldest first; ``last`` keeps the most recent N."""
+        where, args = _filters(machine=machine, program=program)
+        for column, value in (("feature", feature), ("condition_id", condition_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT data FROM actions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq DESC"
+        if last is not None:
+            sql += " LIMIT ?"
+            args.append(int(last))
+        with self._lock:
+            if not self._has_table("actions"):
+                return []
+            rows = self._db.execute(sql, args).fetchall()
+        return [action_from_dict(json.loads(r[0])) for r in reversed(rows)]
+
+    def _has_table(self, name: str) -> bool:
+        """A read-only store of an older schema (not migrated: readers never migrate) lacks newer tables."""
+        if not self.read_only:
+            return True
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
 
     def load_detector_state(self, name: str) -> dict[str, Any] | None:
         """The state last written under ``name`` (its whole write with every change after it applied)."""

@@ -21,17 +21,21 @@ from datetime import timedelta
 from pathlib import Path
 
 from monitor.codec import observation_to_dict
-from monitor.config import load_site
+from monitor.config import Site, load_site
 from monitor.daemon import Daemon
 from monitor.model import CONNECTION_SIGNAL, Observation
 from monitor.sim import SimCell, load_scenario
 from tests.daemons import running_daemon
 from tests.streams import PROGRAM_YAML, batch
 
-__all__ = ["LIVE", "SIM", "TOKEN", "XSS", "XSS_PROGRAM", "Cell", "live_stream", "start_cell"]
+__all__ = ["ENGINEER_TOKEN", "LIVE", "OPERATOR_TOKEN", "SIM", "TOKEN", "XSS", "XSS_PROGRAM", "Cell", "live_stream", "start_cell"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-3f9a1c"
+"""The site's shared dashboard token (the user "dashboard", an operator)."""
+OPERATOR_TOKEN = "olga-7c1e9b2d4a6f"
+ENGINEER_TOKEN = "eric-5d8f3a6c1b9e"
+_TOKENS_ENV = {"MONITOR_TOKEN_OLGA": OPERATOR_TOKEN, "MONITOR_TOKEN_ERIC": ENGINEER_TOKEN}
 SIM, XSS, LIVE = "vmc-01", "xss-02", "live-03"
 XSS_PROGRAM = 'X<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 SIM_PARTS = 100
@@ -71,6 +75,12 @@ def _site_yaml(tmp: Path, token: str | None) -> Path:
     _write(tmp / "xss.jsonl", xss)
     os.mkfifo(tmp / "live.fifo")
     token_line = f", token: {json.dumps(token)}" if token else ""
+    users = (
+        'users:\n  olga: {role: operator, token: "${MONITOR_TOKEN_OLGA}"}\n'
+        '  eric: {role: engineer, token: "${MONITOR_TOKEN_ERIC}"}\n'
+        if token
+        else ""
+    )
     site = tmp / "site.yaml"
     site.write_text(
         f"""\
@@ -78,7 +88,7 @@ site: test-cell
 store: {{path: monitor.db}}
 programs: programs
 dashboard: {{port: 0{token_line}}}
-machines:
+{users}machines:
   - id: {SIM}
     source: {{type: replay, path: "{tmp / "sim.jsonl"}"}}
     tracking: {{grace_s: 1.0}}
@@ -125,7 +135,22 @@ class Cell:
 @contextlib.asynccontextmanager
 async def start_cell(tmp: Path, *, token: str | None = TOKEN) -> AsyncIterator[Cell]:
     """Run the cell's daemon until the two file replays are stored; yields the :class:`Cell`."""
-    site = load_site(_site_yaml(tmp, token))
+    saved = {k: os.environ.get(k) for k in _TOKENS_ENV}
+    os.environ.update(_TOKENS_ENV)  # the daemon reads them again at a reload
+    try:
+        site = load_site(_site_yaml(tmp, token))
+        async with _cell(site, tmp) as cell:
+            yield cell
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.asynccontextmanager
+async def _cell(site: Site, tmp: Path) -> AsyncIterator[Cell]:
     async with running_daemon(site, queue=5000) as running:
         daemon = running.daemon
         assert daemon.dashboard_url is not None

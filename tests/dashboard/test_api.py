@@ -23,7 +23,7 @@ from monitor.dashboard.stream import QUEUE_SIZE
 from monitor.model import AlertState
 from monitor.queries import part_row
 from tests.daemons import running_daemon
-from tests.dashboard.cell import SIM, TOKEN, XSS, XSS_PROGRAM, Cell, start_cell
+from tests.dashboard.cell import ENGINEER_TOKEN, OPERATOR_TOKEN, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, start_cell
 from tests.streams import batch, write_jsonl, write_site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -107,15 +107,28 @@ async def test_acknowledge_and_close_need_the_token(cell: Cell, http: aiohttp.Cl
     async with http.post(url + "/ack", headers={"Authorization": "Bearer wrong"}) as resp:
         assert resp.status == 403
     assert (await _get(http, url))["state"] == "open"
-    good = {"Authorization": f"Bearer {TOKEN}"}
-    async with http.post(url + "/ack", headers=good) as resp:  # as `monitor ack` does it
+    good = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    async with http.post(url + "/ack", headers=good, json={"comment": "seen, measuring the next part by hand"}) as resp:
         assert resp.status == 200
-        acked = alert_from_dict(await resp.json())
+        body = await resp.json()
+        acked = alert_from_dict(body["alert"])
     assert acked.id == alert_id and acked.state is AlertState.ACKNOWLEDGED
+    action = body["action"]
+    assert (action["kind"], action["user"], action["role"], action["source"]) == ("acknowledge", "olga", "operator", "dashboard")
+    assert action["comment"] == "seen, measuring the next part by hand" and action["condition_id"] == alert_id
+    stored = await _get(http, f"{cell.url}/api/actions?condition={quote(alert_id, safe='')}")
+    assert [a["id"] for a in stored["actions"]] == [action["id"]]
     async with http.post(url + "/ack", headers=good) as resp:
         assert resp.status == 404  # no longer an open, unacknowledged alert
-    async with http.post(f"{cell.url}/api/alerts/no/such/alert/close", headers=good) as resp:
+    async with http.post(url + "/close", headers=good) as resp:  # an operator may not close by hand
+        assert resp.status == 403 and "needs the role engineer" in (await resp.json())["error"]
+    async with http.post(url + "/close", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:  # nor the shared token
+        assert resp.status == 403
+    engineer = {"Authorization": f"Bearer {ENGINEER_TOKEN}"}
+    async with http.post(f"{cell.url}/api/alerts/no/such/alert/close", headers=engineer) as resp:
         assert resp.status == 404 and "no open alert" in (await resp.json())["error"]
+    async with http.get(f"{cell.url}/api/whoami", headers=engineer) as resp:
+        assert await resp.json() == {"user": "eric", "role": "engineer"}
 
 
 async def test_event_stream_relays_alert_changes(cell: Cell, http: aiohttp.ClientSession) -> None:
@@ -123,8 +136,10 @@ async def test_event_stream_relays_alert_changes(cell: Cell, http: aiohttp.Clien
     async with http.get(f"{cell.url}/api/events") as stream:
         assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
         assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
-        async with http.post(f"{cell.url}/api/alerts/{alert_id}/close", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
-            assert r.status == 200 and (await r.json())["state"] == "closed"
+        async with http.post(
+            f"{cell.url}/api/alerts/{alert_id}/close", headers={"Authorization": f"Bearer {ENGINEER_TOKEN}"}
+        ) as r:
+            assert r.status == 200 and (await r.json())["alert"]["state"] == "closed"
         async with asyncio.timeout(10):
             while True:
                 frame = (await stream.content.readuntil(b"\n\n")).decode()
@@ -173,7 +188,7 @@ async def test_without_a_token_writes_are_refused_and_shutdown_ends_open_streams
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             async with http.post(daemon.dashboard_url + "api/alerts/x/ack", headers={"Authorization": "Bearer x"}) as r:
                 assert r.status == 403
-                assert "no dashboard token is configured" in (await r.json())["error"]
+                assert "no users and no dashboard token are configured" in (await r.json())["error"]
             async with http.get(daemon.dashboard_url + "api/events") as stream:
                 await stream.content.readuntil(b"\n\n")
                 [sub] = [s for s in daemon.hub._subs if s is not running.events]

@@ -23,8 +23,12 @@
     const headers = { Accept: "application/json" };
     if (token.value) headers.Authorization = "Bearer " + token.value;
     try {
-      const a = await api(`/api/alerts/${seg(alert.id)}/${action}`, { method: "POST", headers });
-      notice(`${action === "ack" ? "Acknowledged" : "Closed"}: ${a.message}`, "ok");
+      headers["Content-Type"] = "application/json";
+      const comment = document.getElementById("comment");
+      const body = JSON.stringify({ comment: comment ? comment.value : "" });
+      const r = await api(`/api/alerts/${seg(alert.id)}/${action}`, { method: "POST", headers, body });
+      if (comment) comment.value = "";
+      notice(`${action === "ack" ? "Acknowledged" : "Closed"} by ${r.action.user}: ${r.alert.message}`, "ok");
       refresh();
     } catch (e) {
       notice(`Refused (${e.status || "error"}): ${e.message}`, "error");

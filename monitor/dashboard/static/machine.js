@@ -7,6 +7,7 @@
   const programs = document.getElementById("programs");
   const parts = document.querySelector("#parts tbody");
   const MAX_ROWS = 200;
+  let probeTools = [];
 
   function fact(label, value) { return el("div", { class: "fact" }, el("span", { class: "label" }, label), el("span", {}, value)); }
 
@@ -25,6 +26,7 @@
   async function refreshMachine() {
     try {
       const m = await api("/api/machines/" + seg(machine));
+      probeTools = (m.probe_tools || []).map(String);
       const conn = el("span", {}, badge(m.connection, "conn-" + m.connection));
       if (m.signal_lost) conn.append(" ", el("span", { class: "badge lost" }, "⚠ signal lost"));
       conn.append(...M.sourceProblems(m));
@@ -49,7 +51,8 @@
   function onPart(p) {
     if (p.machine !== machine) return;
     // the event carries the codec's part dict; show it with the same fields as /api/parts
-    const last = (p.tools || []).slice(-1)[0];
+    const probes = new Set(probeTools);  // the probe is not a cutting tool
+    const last = (p.tools || []).filter((t) => !probes.has(String(t.tool))).slice(-1)[0];
     parts.prepend(partRow({ key: p.key, part: p.part_number, program: p.program, status: p.status, end: p.end,
       tool: last ? last.tool : null, tool_life: last ? last.life_end : null, mean_load: p.spindle && p.spindle.mean_load,
       measurements: p.measurements, notes: p.notes }));

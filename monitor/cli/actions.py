@@ -1,0 +1,125 @@
+"""Recording and listing what people did: ``monitor act`` and ``monitor actions``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from monitor.cli._app import app, console, emit_json, emit_rows
+from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
+from monitor.errors import MonitorError
+from monitor.model import ActionKind
+from monitor.queries import action_row, open_site_store
+
+__all__ = ["act", "actions"]
+
+_KINDS = {
+    "offset": ActionKind.OFFSET_APPLIED,
+    "offset_applied": ActionKind.OFFSET_APPLIED,
+    "tool": ActionKind.TOOL_CHANGED,
+    "tool_changed": ActionKind.TOOL_CHANGED,
+    "quarantine": ActionKind.PART_QUARANTINED,
+    "part_quarantined": ActionKind.PART_QUARANTINED,
+    "comment": ActionKind.COMMENT,
+}
+_COLUMNS = [
+    ("time", "time"),
+    ("machine", "machine"),
+    ("program", "program"),
+    ("feature", "feature"),
+    ("part_number", "part"),
+    ("user", "user"),
+    ("role", "role"),
+    ("text", "what"),
+    ("condition_id", "condition"),
+]
+
+
+@app.command()
+def act(
+    kind: Annotated[str, typer.Argument(help="offset (offset applied), tool (tool changed), quarantine (a part) or comment.")],
+    config: ConfigOption = _DEFAULT_SITE,
+    condition: Annotated[
+        str | None, typer.Option("--condition", help="The condition (alert id) it answers; names machine, program, feature.")
+    ] = None,
+    machine: Annotated[str | None, typer.Option(help="The machine (when no --condition).")] = None,
+    program: Annotated[str | None, typer.Option(help="The program (when no --condition).")] = None,
+    feature: Annotated[str | None, typer.Option(help="The feature (when no --condition).")] = None,
+    change: Annotated[float | None, typer.Option(help="Offset change in mm, signed (offset).")] = None,
+    old: Annotated[float | None, typer.Option(help="The register's value before (offset).")] = None,
+    new: Annotated[float | None, typer.Option(help="The register's value after (offset).")] = None,
+    axis: Annotated[str | None, typer.Option(help="Which axis of a position feature (x, y, z).")] = None,
+    tool: Annotated[str | None, typer.Option(help="The tool (T12) whose register changed, or that was changed.")] = None,
+    part: Annotated[int | None, typer.Option(help="The part number it concerns (quarantine: the part).")] = None,
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Free text.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Record what you did: an offset applied, a tool changed, a part quarantined, a comment.
+
+    Goes to the running daemon (the one writer; it tells the detectors to expect the step an offset
+    or tool change makes), else to the store. An offset applied without --tool or register details
+    is on the register the program file names for the feature (or the machine kind's default):
+    "monitor act offset --condition ID --change -0.004". Set MONITOR_TOKEN to your token when the site
+    names users."""
+    from monitor.acknowledge import TOKEN_ENV, change_alert
+    from monitor.commands import RecordAction
+    from monitor.config import load_site
+    from monitor.users import cli_user
+
+    action_kind = _KINDS.get(kind.replace("-", "_"))
+    if action_kind is None:
+        raise _fail(MonitorError(f"unknown action {kind!r}; use offset, tool, quarantine or comment"))
+    try:
+        site = load_site(config)
+        command = RecordAction(
+            kind=action_kind,
+            user=cli_user(site, os.environ.get(TOKEN_ENV)),
+            alert_id=condition,
+            machine=machine,
+            program=program,
+            feature=feature,
+            axis=axis,
+            change=change,
+            old_value=old,
+            new_value=new,
+            tool=tool,
+            part_number=part,
+            reason=reason,
+            comment=comment,
+        )
+        outcome, via = asyncio.run(change_alert(site, command))
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    assert outcome.action is not None
+    row = action_row(outcome.action)
+    if as_json:
+        emit_json({**row, "via": via})
+    else:
+        console.print(
+            f"{row['machine']} {row['feature'] or ''}: {row['text']} by {row['user']} ({row['role']}; {via})", highlight=False
+        )
+
+
+@app.command()
+def actions(
+    config: ConfigOption = _DEFAULT_SITE,
+    machine: Annotated[str | None, typer.Option(help="Only this machine.")] = None,
+    program: Annotated[str | None, typer.Option(help="Only this program.")] = None,
+    feature: Annotated[str | None, typer.Option(help="Only this feature.")] = None,
+    condition: Annotated[str | None, typer.Option("--condition", help="Only those answering this condition.")] = None,
+    last: Annotated[int, typer.Option(help="The most recent N.", min=1)] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List what people did: acknowledgements, offsets applied, tools changed, parts quarantined."""
+    try:
+        with open_site_store(config) as store:
+            found = store.actions(machine=machine, program=program, feature=feature, condition_id=condition, last=last)
+            n = emit_rows((action_row(a) for a in found), as_json=as_json, columns=_COLUMNS, title="actions")
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if not as_json and n == 0:
+        console.print("no actions")

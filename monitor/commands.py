@@ -1,0 +1,229 @@
+"""People's commands to the monitor's core: acknowledge, close, record an action.
+
+They enter through :meth:`monitor.core.MonitorApi.execute` (the dashboard, the control API that the
+command line uses, and, issue 18, the controller write path) and are applied on the core's thread
+by the pipeline, the one writer of alert state. Each carries the :class:`~monitor.users.User` who
+gave it and through what (``source``), and is stored as an :class:`~monitor.model.Action`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from monitor.errors import ActionError
+from monitor.model import Action, ActionKind, Alert, Register
+from monitor.users import LOCAL_USER, User
+
+if TYPE_CHECKING:
+    from monitor.config import Site
+
+__all__ = [
+    "Acknowledge",
+    "AlertCommand",
+    "CloseAlert",
+    "Command",
+    "Outcome",
+    "RecordAction",
+    "action_command",
+    "command_to_dict",
+    "make_action",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """A person has seen the alert; it stays acknowledged, even when it escalates, until it closes.
+    Recorded as an ``acknowledge`` action with the user and the comment."""
+
+    alert_id: str
+    user: User = LOCAL_USER
+    comment: str = ""
+    source: str = "cli"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAlert:
+    """A person closes the alert; if the condition persists a new alert opens on a later part."""
+
+    alert_id: str
+    user: User = LOCAL_USER
+    comment: str = ""
+    source: str = "cli"
+
+
+AlertCommand = Acknowledge | CloseAlert
+"""Every change a person can make to alert state."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAction:
+    """What a person did at the machine (or, issue 18, the controller write path): an offset applied,
+    a tool changed, a part quarantined, a comment. ``alert_id`` ties it to a condition (its machine,
+    program and feature are then taken from it); otherwise machine, program and feature name it.
+    An offset applied without ``register`` is on the feature's register (``axis`` picks one of a
+    position's). Offsets applied and tools changed tell the detectors to expect a step."""
+
+    kind: ActionKind
+    user: User = LOCAL_USER
+    source: str = "cli"
+    alert_id: str | None = None
+    machine: str | None = None
+    program: str | None = None
+    feature: str | None = None
+    axis: str | None = None
+    register: Register | None = None
+    change: float | None = None
+    old_value: float | None = None
+    new_value: float | None = None
+    tool: str | None = None
+    part_number: int | None = None
+    reason: str = ""
+    comment: str = ""
+
+
+Command = Acknowledge | CloseAlert | RecordAction
+"""Every change a person can make: the one entry is :meth:`MonitorApi.execute`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a command did: the alert after it (None: it changed none) and the action recorded."""
+
+    alert: Alert | None
+    action: Action | None
+
+
+def command_to_dict(command: Command) -> dict[str, Any]:
+    """A command as JSON for the control API (without its user: the API names the user by token)."""
+    if isinstance(command, RecordAction):
+        body = {f: getattr(command, f) for f in _ACTION_FIELDS if getattr(command, f) is not None}
+        body["kind"] = str(command.kind)
+        if command.register is not None:
+            body["register"] = command.register.as_dict()
+        return body
+    return {"alert_id": command.alert_id, "comment": command.comment}
+
+
+_ACTION_FIELDS = (
+    "alert_id",
+    "machine",
+    "program",
+    "feature",
+    "axis",
+    "change",
+    "old_value",
+    "new_value",
+    "tool",
+    "part_number",
+    "reason",
+    "comment",
+)
+_NUMBERS = ("change", "old_value", "new_value")
+
+
+def action_command(body: dict[str, Any], user: User, source: str) -> RecordAction:
+    """A :class:`RecordAction` from JSON (the dashboard's and the control API's body); ActionError
+    when a key is unknown or a value has the wrong type."""
+    unknown = sorted(set(body) - {*_ACTION_FIELDS, "kind", "register"})
+    if unknown:
+        raise ActionError(f"unknown key(s) {', '.join(unknown)}; known: kind, register, {', '.join(_ACTION_FIELDS)}")
+    try:
+        kind = ActionKind(str(body.get("kind")))
+    except ValueError:
+        raise ActionError(f"kind must be one of {', '.join(str(k) for k in ActionKind)}") from None
+    values: dict[str, Any] = {}
+    for name in _ACTION_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if name in _NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ActionError(f"{name} must be a number of mm, not {value!r}")
+            value = float(value)
+        elif name == "part_number":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ActionError(f"part_number must be a whole number from 1, not {value!r}")
+        elif not isinstance(value, str):
+            raise ActionError(f"{name} must be text, not {value!r}")
+        values[name] = value
+    register = None
+    if body.get("register") is not None:
+        try:
+            register = Register.from_dict(body["register"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ActionError(f"register must be {{kind, axis, factor[, tool, work_offset]}} ({exc})") from None
+    return RecordAction(kind=kind, user=user, source=source, register=register, **values)
+
+
+def make_action(
+    site: Site,
+    command: RecordAction,
+    find_alert: Callable[[str], Alert | None],
+    last_part: Callable[[str, str], int | None],
+) -> Action:
+    """The action ``command`` records, checked against ``site``: ActionError when it names a machine,
+    program, feature, condition or axis that does not exist, or lacks what its kind needs.
+
+    ``find_alert(id)`` finds the condition it answers; ``last_part(machine, program)`` is the part
+    the action refers to when the command does not name one."""
+    machine, program, feature, condition_id = command.machine, command.program, command.feature, None
+    if command.alert_id is not None:
+        alert = find_alert(command.alert_id)
+        if alert is None:
+            raise ActionError(f"no condition {command.alert_id!r}; list them with `monitor alerts`")
+        machine, program, feature, condition_id = alert.machine, alert.program, alert.feature, alert.id
+    if not machine or machine not in site.machine_ids():
+        raise ActionError(f"no machine {machine!r} in this site; machines: {', '.join(site.machine_ids())}")
+    program, feature = program or "", feature or ""
+    config = site.programs.get(program) if program else None
+    if program and config is None:
+        raise ActionError(f"no program {program!r} in this site; programs: {', '.join(site.programs)}")
+    if feature and (config is None or feature not in config.features):
+        known = ", ".join(config.features) if config is not None else "name the program too"
+        raise ActionError(f"program {program or '?'} has no feature {feature!r}; features: {known}")
+    register, change = command.register, command.change
+    if change is None and command.old_value is not None and command.new_value is not None:
+        change = command.new_value - command.old_value
+    if command.kind is ActionKind.OFFSET_APPLIED:
+        if change is None:
+            raise ActionError("an offset applied needs the change (mm), or the register's old and new values")
+        if register is None:
+            if config is None or not feature:
+                raise ActionError("an offset applied needs the feature it corrects, or the register itself")
+            registers = config.registers(feature, site.machine_kind(machine), command.tool)
+            if command.axis is None and len(registers) == 1:
+                register = next(iter(registers.values()))
+            elif command.axis in registers:
+                register = registers[command.axis]
+            else:
+                raise ActionError(f"{feature} is corrected per axis: name the axis ({', '.join(registers)})")
+    if command.kind is ActionKind.PART_QUARANTINED and command.part_number is None:
+        raise ActionError("a quarantined part needs its part number")
+    part_number = command.part_number
+    if part_number is None and program:
+        part_number = last_part(machine, program)
+    return Action(
+        id=uuid.uuid4().hex,
+        time=datetime.now(UTC),
+        kind=command.kind,
+        machine=machine,
+        program=program,
+        feature=feature,
+        user=command.user.name,
+        role=command.user.role,
+        source=command.source,
+        condition_id=condition_id,
+        part_number=part_number,
+        register=register,
+        change=change,
+        old_value=command.old_value,
+        new_value=command.new_value,
+        tool=command.tool or (register.tool if register is not None else None),
+        reason=command.reason,
+        comment=command.comment,
+    )

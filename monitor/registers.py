@@ -1,0 +1,182 @@
+"""Which controller register corrects a feature, by machine kind, and how advice names it.
+
+A drifting feature is corrected on the control by changing one register: a work offset axis (G54
+X/Y/Z), a mill tool's length (H) or cutter (D) wear, or a lathe tool's X/Z wear. Which one depends
+on the machine (a hole position on a vertical machining centre is not corrected by a lathe's "X
+wear") and on the feature (a bore, an outside diameter, a face length). The defaults here are the
+common cases; a program file's ``offset:`` on a feature names the register, the tool and, where the
+geometry is unusual, the factor (see configs/README.md).
+
+| machine kind | position | size: inside (bore) | size: outside | size: length |
+|---|---|---|---|---|
+| mill | work offset X/Y(/Z) | tool D-wear (diameter) | tool D-wear (diameter) | tool H-wear |
+| lathe | work offset X/Y(/Z) | tool X-wear | tool X-wear | tool Z-wear |
+| mill-turn | work offset X/Y(/Z) | tool X-wear | tool X-wear | tool Z-wear |
+
+Factors (register change per mm of deviation): work offset -1; H-wear and Z-wear -1 (a length that
+grows when the tool stays back: a face height, a shoulder length); D-wear +1 on a bore and -1 on a
+boss (diameter convention), +-0.5 in the radius convention; lathe X-wear -1 (diameter programming)
+for outside and inside diameters alike.
+
+>>> from monitor.model import SizeFeature
+>>> bore = SizeFeature("bore", "probe.bore", 40.0125, 40.0, 40.025)
+>>> regs = registers_for(bore, "mill", form="inside", tool="T12")
+>>> advice_text(advise(regs, {"value": 0.004}))
+'T12 D-wear +0.004 mm'
+>>> from monitor.model import AxisRef, PositionFeature
+>>> hole = PositionFeature("hole", AxisRef("probe.x", 25.0), AxisRef("probe.y", 40.0), 0.05)
+>>> advice_text(advise(registers_for(hole, "mill"), {"x": 0.019, "y": -0.003}))
+'G54 X -0.019 Y +0.003 mm'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from monitor.model import Feature, PositionFeature, Register, RegisterKind
+
+__all__ = [
+    "MACHINE_KINDS",
+    "SIZE_FORMS",
+    "MachineKind",
+    "OffsetChange",
+    "SizeForm",
+    "advice_text",
+    "advise",
+    "check_register",
+    "default_form",
+    "default_register_kind",
+    "format_mm",
+    "registers_for",
+]
+
+MachineKind = Literal["mill", "lathe", "mill-turn"]
+MACHINE_KINDS: tuple[str, ...] = ("mill", "lathe", "mill-turn")
+SizeForm = Literal["inside", "outside", "length"]
+SIZE_FORMS: tuple[str, ...] = ("inside", "outside", "length")
+
+_FACTORS: dict[tuple[RegisterKind, str], float] = {
+    (RegisterKind.WORK_OFFSET, "position"): -1.0,
+    (RegisterKind.WORK_OFFSET, "length"): -1.0,
+    (RegisterKind.TOOL_LENGTH_WEAR, "length"): -1.0,
+    (RegisterKind.TOOL_RADIUS_WEAR, "inside"): 0.5,
+    (RegisterKind.TOOL_RADIUS_WEAR, "outside"): -0.5,
+    (RegisterKind.TOOL_DIAMETER_WEAR, "inside"): 1.0,
+    (RegisterKind.TOOL_DIAMETER_WEAR, "outside"): -1.0,
+    (RegisterKind.LATHE_X_WEAR, "inside"): -1.0,
+    (RegisterKind.LATHE_X_WEAR, "outside"): -1.0,
+    (RegisterKind.LATHE_X_WEAR, "position"): -1.0,
+    (RegisterKind.LATHE_Z_WEAR, "length"): -1.0,
+    (RegisterKind.LATHE_Z_WEAR, "position"): -1.0,
+}
+"""Register change per mm of deviation, by register and what it corrects; pairs not listed cannot
+correct that feature (a work offset does not change a diameter)."""
+
+
+def default_form(machine_kind: str) -> SizeForm:
+    """The form of a size feature that does not declare one: a bore on a mill, an outside diameter
+    on a lathe (the most common probed size on each)."""
+    return "inside" if machine_kind == "mill" else "outside"
+
+
+def default_register_kind(machine_kind: str, feature_kind: str, form: str | None) -> RegisterKind:
+    """The register that corrects a ``feature_kind`` ("position" or "size") feature on a machine of
+    ``machine_kind``, for the common cases (see the module's table)."""
+    if feature_kind == "position":
+        return RegisterKind.WORK_OFFSET
+    form = form or default_form(machine_kind)
+    if machine_kind == "mill":
+        return RegisterKind.TOOL_LENGTH_WEAR if form == "length" else RegisterKind.TOOL_DIAMETER_WEAR
+    return RegisterKind.LATHE_Z_WEAR if form == "length" else RegisterKind.LATHE_X_WEAR
+
+
+def check_register(kind: RegisterKind, feature_kind: str, form: str | None) -> str | None:
+    """Why ``kind`` cannot correct such a feature (None when it can): for config validation."""
+    what = "position" if feature_kind == "position" else form
+    if what is None:
+        return None  # the form comes from the machine kind; checked when registers are resolved
+    if (kind, what) in _FACTORS:
+        return None
+    fits = sorted({str(k) for (k, w) in _FACTORS if w == what})
+    noun = "a position" if what == "position" else f"a size of form {what}"
+    return f"{kind} does not correct {noun}; use one of {', '.join(fits)} (or give factor:)"
+
+
+def registers_for(
+    feature: Feature,
+    machine_kind: str,
+    *,
+    form: str | None = None,
+    register: RegisterKind | None = None,
+    tool: str | None = None,
+    work_offset: str | None = None,
+    axis: str | None = None,
+    factor: float | None = None,
+) -> dict[str, Register]:
+    """The register of every axis of ``feature`` ("value" for a size), keyed as detection names axes."""
+    if isinstance(feature, PositionFeature):
+        kind = register or default_register_kind(machine_kind, "position", None)
+        f = factor if factor is not None else _FACTORS.get((kind, "position"), -1.0)
+        wo = (work_offset or "G54") if kind is RegisterKind.WORK_OFFSET else None
+        return {name: Register(kind, name, f, tool, wo) for name, _ in feature.axes}
+    form = form or default_form(machine_kind)
+    kind = register or default_register_kind(machine_kind, "size", form)
+    f = factor if factor is not None else _FACTORS.get((kind, form), -1.0)
+    reg_axis = axis or ("z" if form == "length" else "x")
+    wo = (work_offset or "G54") if kind is RegisterKind.WORK_OFFSET else None
+    return {"value": Register(kind, reg_axis, f, tool, wo)}
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetChange:
+    """Advice for one register: change it by ``change`` mm to correct ``deviation`` mm of its axis."""
+
+    register: Register
+    change: float
+    deviation: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "register": self.register.as_dict(),
+            "label": self.register.label,
+            "change_mm": self.change,
+            "deviation_mm": self.deviation,
+        }
+
+
+def advise(registers: Mapping[str, Register], deviations: Mapping[str, float]) -> list[OffsetChange]:
+    """The change of each register whose axis has a deviation (axes without one are left alone)."""
+    out = []
+    for axis, dev in deviations.items():
+        reg = registers.get(axis)
+        if reg is not None:
+            out.append(OffsetChange(reg, reg.change_for(dev), dev))
+    return out
+
+
+def format_mm(value: float) -> str:
+    """Signed, to the micrometre (0.1 um where it matters): +0.004, -0.0195."""
+    text = f"{value:+.4f}"
+    return text[:-1] if text.endswith("0") else text
+
+
+def advice_text(changes: list[OffsetChange]) -> str:
+    """How a machinist reads the advice: "G54 X -0.019 Y +0.003 mm", "T12 D-wear +0.004 mm"; the
+    axes of one work offset are written together."""
+    if not changes:
+        return ""
+    pieces: list[str] = []
+    groups: dict[str, list[str]] = {}
+    for c in changes:
+        reg = c.register
+        if reg.kind is RegisterKind.WORK_OFFSET:
+            name = reg.work_offset or "G54"
+            if name not in groups:
+                groups[name] = []
+                pieces.append(name)
+            groups[name].append(f"{reg.axis.upper()} {format_mm(c.change)}")
+        else:
+            pieces.append(f"{reg.label} {format_mm(c.change)}")
+    return ", ".join(f"{p} {' '.join(groups[p])}" if p in groups else p for p in pieces) + " mm"
