@@ -16,6 +16,7 @@ from monitor.model import (
     Alert,
     AlertKind,
     AlertState,
+    ConditionState,
     Observation,
     PartRecord,
     PartStatus,
@@ -140,6 +141,8 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
         "time": _t(alert.time),
         "evidence": alert.evidence,
         "part_key": alert.part_key,
+        "condition": str(alert.condition) if alert.condition is not None else None,
+        "last_part": alert.last_part,
     }
 
 
@@ -157,6 +160,8 @@ def alert_from_dict(d: dict[str, Any]) -> Alert:
         time=_dt(d["time"]),
         evidence=dict(d.get("evidence") or {}),
         part_key=d.get("part_key"),
+        condition=ConditionState(d["condition"]) if d.get("condition") else None,
+        last_part=None if d.get("last_part") is None else int(d["last_part"]),
     )
 
 

@@ -76,7 +76,9 @@ class CoreCounts:
     parts: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Parts stored, by (machine, status)."""
     open_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """Alerts open or acknowledged now, by (machine, severity)."""
+    """Alerts open or acknowledged now (feature conditions and machine alerts), by (machine, severity)."""
+    open_conditions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Feature conditions not ok now, by (machine, condition, state): open or acknowledged."""
 
 
 class MonitorApi(Protocol):
@@ -238,6 +240,8 @@ class MonitorCore:
             counts = CoreCounts(parts=Counter(self._pipeline.parts_by_status))
             for alert in self._pipeline.engine.open_alerts():
                 counts.open_alerts[(alert.machine, str(alert.severity))] += 1
+                if alert.condition is not None:
+                    counts.open_conditions[(alert.machine, str(alert.condition), str(alert.state))] += 1
             return counts
 
         return await self._call(take)

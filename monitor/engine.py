@@ -1,10 +1,14 @@
-"""The drift engine: complete part records in, alert state changes out.
+"""The drift engine: complete part records in, condition changes out.
 
 One :class:`DriftEngine` watches every feature of every program on every machine. Per feature it
 keeps a bounded history and a few pure detectors (``monitor.detect``); after each part it asks
-each detector kind whether it signals, and the alert book turns those answers into managed alerts:
-one open alert per (machine, program, feature, kind) that opens, escalates (watch -> warning ->
-critical) and closes after ``close_after`` quiet parts. Only state *changes* leave the engine.
+each detector kind whether it signals, and the condition book turns those answers into one living
+*condition* per (machine, program, feature): it opens when any detector signals, is re-evaluated on
+every part (state watch, warning, critical, out of tolerance or recovering; the evidence of every
+signal; the advice for now: parts left, the offset per register of the machine, the one action),
+and returns to ok after ``close_after`` parts without a signal. Level changes leave the engine as
+changes (people are told); a fresher advice on the same level leaves as a refresh (stored, not
+announced).
 
 Heavy work (ARL root finding for the chart limits) happens once in the constructor; a part costs
 a few small numpy operations per feature.
@@ -21,15 +25,16 @@ from monitor.codec import alert_from_dict, alert_to_dict
 from monitor.detect.attribute import AttributeCount
 from monitor.detect.evidence import FeatureEvidence
 from monitor.detect.messages import Signal, signals
-from monitor.detect.watch import STAT_KINDS, AttributePlan, FeatureSnapshot, FeatureWatch, WatchPlan, inspection_signal
+from monitor.detect.watch import AttributePlan, FeatureSnapshot, FeatureWatch, WatchPlan, inspection_signal
 from monitor.errors import DetectionError, MonitorError
 from monitor.inspection.config import PROBE_SOURCE
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
+from monitor.model import Alert, AlertKind, AlertState, ConditionState, PartRecord, PartStatus, Register, Severity
+from monitor.registers import OffsetChange, advice_text, advise
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
 
-__all__ = ["DriftEngine", "PartAssessment", "SeriesPoint"]
+__all__ = ["DriftEngine", "PartAssessment"]
 
 _STATE_VERSION = 2
 """2: the Bayesian trend models and residual charts (issue 11); watches saved by version 1 restart."""
@@ -39,10 +44,12 @@ _MAX_IDS = 50_000
 
 @dataclass(frozen=True, slots=True)
 class PartAssessment:
-    """What one part did: the alert state changes, and the evidence of every feature it fed (by name)."""
+    """What one part did: the condition changes (to announce and store), the refreshed conditions
+    (same level, fresher advice: to store only), and the evidence of every feature it fed (by name)."""
 
     alerts: list[Alert] = field(default_factory=list)
     evidence: dict[str, FeatureEvidence] = field(default_factory=dict)
+    refreshed: list[Alert] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +72,51 @@ Plan = WatchPlan | AttributePlan
 
 @dataclass
 class _Book:
-    """An open (or acknowledged) alert with its quiet/active counters."""
+    """A feature's open (or acknowledged) condition and the parts in a row without a signal."""
 
     alert: Alert
     quiet: int = 0
+
+
+_ORDER = (AlertKind.OUT_OF_TOLERANCE, AlertKind.FORECAST, AlertKind.CUSUM, AlertKind.EWMA, AlertKind.RUN_RULE, AlertKind.REPROBE)
+"""Which signal speaks for a condition when several do: the strongest evidence first."""
+_ADVICE_CLAUSES = ("suggest ", "mean still near nominal")
+
+
+def _action(
+    level: ConditionState,
+    part: int,
+    changes: list[OffsetChange],
+    forecast: Mapping[str, Any],
+    quiet: int,
+    recover_after: int,
+    active: Mapping[AlertKind, Signal | None],
+) -> str:
+    """The one thing to do now, in a machinist's words."""
+    apply = advice_text(changes)
+    if level is ConditionState.OK:
+        return f"none: back to ok after {recover_after} parts without a signal"
+    if level is ConditionState.OUT_OF_TOLERANCE:
+        if AlertKind.REPROBE in active:
+            return f"re-probe part {part} before scrapping it" + (f"; if confirmed apply {apply}" if apply else "")
+        return f"quarantine part {part}" + (f" and apply {apply}" if apply else "; find the cause before the next part")
+    if level is ConditionState.RECOVERING:
+        return f"no action: no signal for {quiet} of {recover_after} parts" + (f" (still {apply} off centre)" if apply else "")
+    if not active and level is ConditionState.WATCH:
+        return f"not re-centred yet: {apply} would" if apply else "watch the next parts"
+    if set(active) == {AlertKind.REPROBE}:
+        return f"re-probe part {part} (one reading far from the others)"
+    first = forecast.get("first_out_part")
+    when = f" before part {first:.0f}" if isinstance(first, (int, float)) else ""
+    if level in (ConditionState.CRITICAL, ConditionState.WARNING):
+        return f"apply {apply}{when}" if apply else f"check the process{when}: no offset would re-centre it yet"
+    return f"watch; {apply} would re-centre it" if apply else "watch the next parts: no offset change yet"
+
+
+def _headline(message: str) -> str:
+    """A detector's message without its own offset clause (the condition's advice replaces it)."""
+    head, _, last = message.rpartition("; ")
+    return head if head and last.startswith(_ADVICE_CLAUSES) else message
 
 
 class DriftEngine:
@@ -85,17 +133,30 @@ class DriftEngine:
     [('out_of_tolerance', 'critical')]
     """
 
-    def __init__(self, programs: Mapping[str, ProgramConfig]) -> None:
+    def __init__(
+        self,
+        programs: Mapping[str, ProgramConfig],
+        *,
+        machine_kinds: Mapping[str, str] | None = None,
+        probe_tools: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self._programs = dict(programs)
+        self._kinds = dict(machine_kinds or {})
+        """Machine kind (mill, lathe, mill-turn) by machine: which registers the advice names."""
+        self._probes = dict(probe_tools or {})
+        """The probe's tool numbers by machine: never advised as the tool that cut a feature."""
         self._plans: dict[str, list[WatchPlan]] = {name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()}
         self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in self._programs.items()}
-        self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
         self._counts: dict[tuple[str, str, str], AttributeCount] = {}
         self._fed: dict[tuple[str, str, str], list[str]] = {}
         """Part keys fed to each inspection source's watch, in part order (late results rebuild it)."""
-        self._book: dict[tuple[str, str, str, str], _Book] = {}
+        self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
+        self._book: dict[tuple[str, str, str], _Book] = {}
         self._lost: dict[str, Alert] = {}
         self._gaps: dict[str, Alert] = {}
+        self.migrated: list[Alert] = []
+        """Open alerts of an engine state saved before conditions (one per detector kind), closed on
+        loading: the pipeline stores them once; the feature's condition opens at its next part."""
         self._last_part: dict[str, int] = {}
         self.counters: dict[str, int] = {}
         self._ids: dict[str, int] = {}
@@ -118,7 +179,7 @@ class DriftEngine:
         self._last_part[part.machine] = part.part_number
         for plan in plans:
             if plan.source == PROBE_SOURCE:
-                evidence = self._feed(part, plan, out.alerts)
+                evidence = self._feed(part, plan, out)
                 if evidence is not None:
                     out.evidence[plan.feature.name] = evidence
         for attr in self._attr_plans.get(part.program, []):
@@ -127,11 +188,11 @@ class DriftEngine:
                 if passed is None:
                     self._count("missing_measurement")
                     continue
-                out.alerts.extend(self._count_attribute(part, attr, passed))
+                self._count_attribute(part, attr, passed, out)
         return out
 
-    def _feed(self, part: PartRecord, plan: WatchPlan, changes: list[Alert], *, quiet: bool = False) -> FeatureEvidence | None:
-        """One part into one channel watch; its signals reconciled into ``changes`` (unless ``quiet``:
+    def _feed(self, part: PartRecord, plan: WatchPlan, out: PartAssessment, *, quiet: bool = False) -> FeatureEvidence | None:
+        """One part into one channel watch; its condition re-evaluated into ``out`` (unless ``quiet``:
         a rebuild from late inspection data, whose history is not alerted again)."""
         watch = self._watch(part.machine, plan)
         update = watch.update(part.machine, part)
@@ -141,42 +202,70 @@ class DriftEngine:
         if quiet:
             return update.evidence
         if update.new_batch:
-            changes += self._close_feature(part, plan, tuple(AlertKind), "new batch (part numbers started again)")
-        elif update.recentred:
-            changes += self._close_feature(part, plan, STAT_KINDS, "re-centred (offset change)")
+            out.alerts.extend(self._close_feature(part, plan, "new batch (part numbers started again)"))
         sigs = signals(plan, update.evidence, watch.streaks, watch.tool)
         watch.note_signals({kind: sig is not None for kind, sig in sigs.items()})
-        for kind, signal in sigs.items():
-            changes += self._reconcile(part, plan, kind, signal)
+        changed, refreshed = self._evaluate(part, plan, watch, sigs, update.evidence)
+        out.alerts.extend(changed)
+        out.refreshed.extend(refreshed)
         return update.evidence
 
-    def _count_attribute(self, part: PartRecord, plan: AttributePlan, passed: bool, *, quiet: bool = False) -> list[Alert]:
+    def _count_attribute(
+        self, part: PartRecord, plan: AttributePlan, passed: bool, out: PartAssessment, *, quiet: bool = False
+    ) -> None:
+        """One part's go/no-go verdict: counted; a fail makes the feature's condition out of
+        tolerance, passes let it recover and close after ``close_after`` parts."""
         key = (part.machine, plan.program, plan.label)
         count = self._counts.get(key)
         if count is None:
             count = self._counts[key] = AttributeCount()
         result = count.update(1.0 if passed else 0.0)
         if quiet:
-            return []
-        signal = None
-        if result.failed:
-            message = (
-                f"{plan.display} failed on part {part.part_number}: {result.fails} of {result.n} parts failed so far "
-                f"({result.proportion:.1%}, 95% interval {result.lo:.1%}-{result.hi:.1%})"
-            )
-            evidence = {"passed": False, "fails": result.fails, "checked": result.n, "proportion": result.proportion}
-            signal = Signal(Severity.CRITICAL, lambda: (message, evidence))
-        return self._reconcile(part, plan, AlertKind.OUT_OF_TOLERANCE, signal)
+            return
+        entry = self._book.get(key)
+        if passed and entry is None:
+            return
+        close_after = plan.config.close_after
+        share = f"{result.proportion:.1%}, 95% interval {result.lo:.1%}-{result.hi:.1%}"
+        tally = f"{result.fails} of {result.n} parts failed so far ({share})"
+        if not passed:
+            if entry is not None:
+                entry.quiet = 0
+            level = ConditionState.OUT_OF_TOLERANCE
+            action = f"quarantine part {part.part_number}; find the cause before the next part"
+            words = f"{plan.display} failed on part {part.part_number}: {tally}; {action}"
+        else:
+            assert entry is not None
+            entry.quiet += 1
+            level = ConditionState.OK if entry.quiet >= close_after else ConditionState.RECOVERING
+            action = f"no action: passed {entry.quiet} of {close_after} parts"
+            words = f"{plan.display} passed on part {part.part_number}: {tally}; {action}"
+        evidence: dict[str, Any] = {
+            "passed": passed,
+            "fails": result.fails,
+            "checked": result.n,
+            "proportion": result.proportion,
+            "condition": str(level),
+            "signals": {} if passed else {str(AlertKind.OUT_OF_TOLERANCE): {"severity": "critical", "message": words}},
+            "advice": {"action": action, "text": "", "offsets": [], "parts_left": 0 if not passed else None},
+            "quiet_parts": entry.quiet if entry is not None and passed else 0,
+            "recover_after": close_after,
+        }
+        changed, refreshed = self._settle(part, plan, key, entry, level, AlertKind.OUT_OF_TOLERANCE, words, evidence)
+        out.alerts.extend(changed)
+        out.refreshed.extend(refreshed)
 
     # ---------------------------------------------------------------------------- inspection
     def assess_series(self, machine: str, program: str, label: str, points: list[SeriesPoint]) -> list[Alert]:
         """The values of one feature from one inspection source (``label``: ``feature@source``), for
-        every part that has one, in part order; returns the alert changes.
+        every part that has one, in part order; returns the condition changes (a same-level refresh
+        of a source's condition waits for its next change: the store keeps refreshes with parts).
 
         Results arrive late and out of order (a CMM measures every fifth part an hour later). Points
-        after the last part fed are fed in order, each reconciled like a probe part. A point before
+        after the last part fed are fed in order, each evaluated like a probe part. A point before
         it (an older part measured later, a re-import) rebuilds the source's watch from all points
-        quietly; only the latest part's signals are then reconciled, so history is not alerted twice."""
+        quietly; only the latest part is then evaluated, so history is not alerted twice."""
+        out = PartAssessment()
         key = (machine, program, label)
         channel = next((p for p in self._plans.get(program, []) if p.label == label), None)
         attribute = next((p for p in self._attr_plans.get(program, []) if p.label == label), None)
@@ -193,7 +282,6 @@ class DriftEngine:
             self._count("series_rebuilt")
             self._watches.pop(key, None)
             self._counts.pop(key, None)
-        changes: list[Alert] = []
         for i, point in enumerate(new):
             quiet = rebuild and i < len(new) - 1
             if channel is not None:
@@ -201,15 +289,15 @@ class DriftEngine:
                     self._count("inspection_without_value")
                     continue
                 part = replace(point.part, measurements={inspection_signal(channel.feature.name, channel.source): point.value})
-                self._feed(part, channel, changes, quiet=quiet)
+                self._feed(part, channel, out, quiet=quiet)
             elif attribute is not None:
                 if point.passed is None:
                     self._count("inspection_without_verdict")
                     continue
-                changes += self._count_attribute(point.part, attribute, point.passed, quiet=quiet)
+                self._count_attribute(point.part, attribute, point.passed, out, quiet=quiet)
         history = channel.config.history if channel is not None else (attribute.config.history if attribute else 200)
         self._fed[key] = keys[-history:]
-        return changes
+        return out.alerts
 
     def series_labels(self, program: str) -> dict[str, tuple[str, str]]:
         """The inspection-source series of a program: label -> (feature, source)."""
@@ -250,60 +338,154 @@ class DriftEngine:
         watch = self._watches.get((machine, program, feature))
         return watch.last if watch is not None else None
 
-    def _reconcile(self, part: PartRecord, plan: Plan, kind: AlertKind, signal: Signal | None) -> list[Alert]:
-        key = (part.machine, part.program, plan.label, str(kind))
+    def _evaluate(
+        self, part: PartRecord, plan: WatchPlan, watch: FeatureWatch, sigs: Mapping[AlertKind, Signal | None], ev: FeatureEvidence
+    ) -> tuple[list[Alert], list[Alert]]:
+        """Re-evaluate the feature's condition on this part: (changes to announce, refreshes to store)."""
+        key = (part.machine, part.program, plan.label)
         entry = self._book.get(key)
-        if signal is None:
-            if entry is None:
-                return []
+        active = {k: sigs[k] for k in _ORDER if sigs.get(k) is not None}
+        if not active and entry is None:
+            return [], []
+        close_after = plan.config.close_after
+        if active:
+            if entry is not None:
+                entry.quiet = 0
+            if AlertKind.OUT_OF_TOLERANCE in active:
+                level = ConditionState.OUT_OF_TOLERANCE
+            else:
+                worst = max(s.severity.rank for s in active.values() if s is not None)
+                level = {0: ConditionState.WATCH, 1: ConditionState.WARNING, 2: ConditionState.CRITICAL}[worst]
+        elif ev.offsets:  # no detector signals, but the mean still sits credibly off nominal: not re-centred
+            assert entry is not None
+            entry.quiet = 0
+            level = ConditionState.WATCH
+        else:
+            assert entry is not None
             entry.quiet += 1
-            if entry.quiet < plan.config.close_after:
-                return []
-            del self._book[key]
-            closed = replace(
-                entry.alert,
-                state=AlertState.CLOSED,
-                time=part.end,
-                part_key=part.key,
-                evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": "back in control"},
-            )
-            return [closed]
-        source = {} if plan.source == PROBE_SOURCE else {"source": plan.source}
+            level = ConditionState.OK if entry.quiet >= close_after else ConditionState.RECOVERING
+        words, evidence = self._words(part, plan, watch, active, ev, level, entry)
+        kind = next(iter(active), entry.alert.kind if entry is not None else AlertKind.FORECAST)
+        return self._settle(part, plan, key, entry, level, kind, words, evidence)
+
+    def _settle(
+        self,
+        part: PartRecord,
+        plan: Plan,
+        key: tuple[str, str, str],
+        entry: _Book | None,
+        level: ConditionState,
+        kind: AlertKind,
+        words: str,
+        evidence: dict[str, Any],
+    ) -> tuple[list[Alert], list[Alert]]:
+        """Open, update or close the condition ``key`` at ``level``: (changes, refreshes)."""
+        close_after = plan.config.close_after
+        if plan.source != PROBE_SOURCE:
+            evidence = {**evidence, "source": plan.source}
         if entry is None:
-            evidence = {**signal.evidence, **source}
             alert = Alert(
-                id=self._new_id(f"{part.machine}/{part.program}/{plan.label}/{kind}/{part.part_number}"),
+                id=self._new_id(f"{part.machine}/{part.program}/{plan.label}/{part.part_number}"),
                 machine=part.machine,
                 program=part.program,
                 feature=plan.feature.name,
                 kind=kind,
-                severity=signal.severity,
+                severity=level.severity,
                 state=AlertState.OPEN,
                 part_number=part.part_number,
-                message=signal.message,
+                message=words,
                 time=part.end,
                 evidence=evidence,
                 part_key=part.key,
+                condition=level,
+                last_part=part.part_number,
             )
             self._book[key] = _Book(alert)
-            return [alert]
-        entry.quiet = 0
-        if signal.severity.rank > entry.alert.severity.rank:
-            entry.alert = replace(
-                entry.alert,
-                severity=signal.severity,
-                message=signal.message,
-                time=part.end,
+            return [alert], []
+        before = entry.alert
+        after = replace(
+            before,
+            kind=kind,
+            severity=level.severity,
+            message=words,
+            time=part.end,
+            evidence={**evidence, "opened_at_part": before.part_number},
+            part_key=part.key,
+            condition=level,
+            last_part=part.part_number,
+        )
+        if level is ConditionState.OK:
+            del self._book[key]
+            closed = replace(
+                after,
+                state=AlertState.CLOSED,
                 evidence={
-                    **signal.evidence,
-                    **source,
-                    "opened_at_part": entry.alert.part_number,
-                    "escalated_at_part": part.part_number,
+                    **after.evidence,
+                    "closed_at_part": part.part_number,
+                    "close_reason": f"re-centred for {close_after} parts",
                 },
-                part_key=part.key,
             )
-            return [entry.alert]
-        return []
+            return [closed], []
+        entry.alert = after
+        if level is not before.condition:
+            return [after], []
+        return [], [after]
+
+    def registers(self, machine: str, program: str, feature: str, tool: str | None = None) -> dict[str, Register]:
+        """The register correcting each axis of ``feature`` on ``machine`` ("value" for a size); ``tool``
+        is the tool that last cut (used when the program file names none; never the probe)."""
+        config = self._programs[program]
+        if tool is not None and tool in self._probes.get(machine, frozenset()):
+            tool = None
+        return config.registers(feature, self._kinds.get(machine, "mill"), tool)
+
+    def _words(
+        self,
+        part: PartRecord,
+        plan: WatchPlan,
+        watch: FeatureWatch,
+        active: Mapping[AlertKind, Signal | None],
+        ev: FeatureEvidence,
+        level: ConditionState,
+        entry: _Book | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The condition's message and evidence on this part: the strongest signal's words, then the
+        advice for now in the machine's registers."""
+        registers = self.registers(part.machine, part.program, plan.feature.name, watch.tool)
+        deviations = {o.axis: o.deviation for o in ev.offsets}
+        if level is ConditionState.OUT_OF_TOLERANCE and not deviations:
+            deviations = {a: e.deviation for a, e in ev.axes.items()}
+        changes = advise(registers, deviations)
+        signals_ev = {str(k): {"severity": str(s.severity), "message": s.message, **s.evidence} for k, s in active.items() if s}
+        first = next(iter(active.values()), None)
+        forecast = signals_ev.get(str(AlertKind.FORECAST), {})
+        parts_left = 0 if level is ConditionState.OUT_OF_TOLERANCE else forecast.get("parts_to_breach")
+        action = _action(level, part.part_number, changes, forecast, entry.quiet if entry else 0, plan.config.close_after, active)
+        advice = {
+            "action": action,
+            "text": advice_text(changes),
+            "offsets": [c.as_dict() for c in changes],
+            "parts_left": parts_left,
+            "first_out_part": forecast.get("first_out_part"),
+            "first_out_interval": forecast.get("first_out_interval"),
+        }
+        if first is not None:
+            headline = _headline(first.message)
+        else:
+            dev = ", ".join(f"{'' if a == 'value' else a.upper() + ' '}{e.deviation * 1000:+.1f} um" for a, e in ev.axes.items())
+            headline = f"{plan.display}: no detector signal ({dev} from nominal on part {part.part_number})"
+        message = f"{headline}; {action}"
+        top = dict(first.evidence) if first is not None else {}
+        evidence: dict[str, Any] = {
+            **top,
+            "condition": str(level),
+            "signals": signals_ev,
+            "advice": advice,
+            "quiet_parts": entry.quiet if entry is not None and not active else 0,
+            "recover_after": plan.config.close_after,
+            "tool": watch.tool if watch.tool not in self._probes.get(part.machine, frozenset()) else None,
+        }
+        return message, evidence
 
     def _new_id(self, base: str) -> str:
         """``base`` the first time; ``base#2``, ``base#3``... when a later batch (part numbers start
@@ -314,22 +496,20 @@ class DriftEngine:
             del self._ids[next(iter(self._ids))]
         return base if n == 1 else f"{base}#{n}"
 
-    def _close_feature(self, part: PartRecord, plan: WatchPlan, kinds: tuple[AlertKind, ...], reason: str) -> list[Alert]:
-        """Close the feature's open alerts of ``kinds`` at once (offset change, new batch)."""
-        closed = []
-        for kind in kinds:
-            entry = self._book.pop((part.machine, part.program, plan.label, str(kind)), None)
-            if entry is not None:
-                closed.append(
-                    replace(
-                        entry.alert,
-                        state=AlertState.CLOSED,
-                        time=part.end,
-                        part_key=part.key,
-                        evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": reason},
-                    )
-                )
-        return closed
+    def _close_feature(self, part: PartRecord, plan: WatchPlan, reason: str) -> list[Alert]:
+        """Close the feature's condition at once (a new batch)."""
+        entry = self._book.pop((part.machine, part.program, plan.label), None)
+        if entry is None:
+            return []
+        closed = replace(
+            entry.alert,
+            state=AlertState.CLOSED,
+            condition=ConditionState.OK,
+            time=part.end,
+            part_key=part.key,
+            evidence={**entry.alert.evidence, "closed_at_part": part.part_number, "close_reason": reason},
+        )
+        return [closed]
 
     # ------------------------------------------------------------------------------ people
     def acknowledge(self, alert_id: str, time: datetime) -> Alert | None:
@@ -357,7 +537,7 @@ class DriftEngine:
                     state=AlertState.CLOSED,
                     time=time,
                     evidence={**entry.alert.evidence, "close_reason": "closed by hand"},
-                )
+                )  # the feature's next signal opens a new condition
         for book in (self._lost, self._gaps):
             for machine, alert in book.items():
                 if alert.id == alert_id:
@@ -459,7 +639,13 @@ class DriftEngine:
         }
 
     def reprogram(
-        self, programs: Mapping[str, ProgramConfig], time: datetime, plans: Mapping[str, list[WatchPlan]] | None = None
+        self,
+        programs: Mapping[str, ProgramConfig],
+        time: datetime,
+        plans: Mapping[str, list[WatchPlan]] | None = None,
+        *,
+        machine_kinds: Mapping[str, str] | None = None,
+        probe_tools: Mapping[str, frozenset[str]] | None = None,
     ) -> list[Alert]:
         """Watch ``programs`` from the next part on; returns the alerts this closes.
 
@@ -490,12 +676,17 @@ class DriftEngine:
                 replace(
                     entry.alert,
                     state=AlertState.CLOSED,
+                    condition=ConditionState.OK if entry.alert.condition is not None else None,
                     time=time,
                     evidence={**entry.alert.evidence, "close_reason": "program file changed: the feature is watched afresh"},
                 )
             )
         self._programs, self._plans = new, plans
         self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in new.items()}
+        if machine_kinds is not None:
+            self._kinds = dict(machine_kinds)
+        if probe_tools is not None:
+            self._probes = dict(probe_tools)
         return closed
 
     # ------------------------------------------------------------------------------ persistence
@@ -558,7 +749,9 @@ class DriftEngine:
         }
 
     @classmethod
-    def from_states(cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]]) -> DriftEngine:
+    def from_states(
+        cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]], **machines: Any
+    ) -> DriftEngine:
         """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
         merged: dict[str, Any] = {
             "watches": [],
@@ -578,17 +771,17 @@ class DriftEngine:
                 merged[key] += share.get(key, [])
             for key in ("lost", "gaps", "last_part", "counters", "ids"):
                 merged[key].update(share.get(key, {}))
-        return cls.from_state(programs, merged)
+        return cls.from_state(programs, merged, **machines)
 
     @classmethod
-    def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any]) -> DriftEngine:
+    def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any], **machines: Any) -> DriftEngine:
         """Rebuild an engine from :meth:`state`.
 
         Watches of features no longer configured are dropped; a watch whose saved state does not fit
         the feature any more starts afresh (counted as ``state_discarded``); detectors whose settings
         changed in the program file restart with the new settings.
         """
-        engine = cls(programs)
+        engine = cls(programs, **machines)
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         engine._ids = {k: int(v) for k, v in state.get("ids", {}).items()}
         plans = {(name, p.label): p for name, ps in engine._plans.items() for p in ps}
@@ -615,8 +808,18 @@ class DriftEngine:
                 continue
             engine._watches[(w["machine"], w["program"], w["feature"])] = watch
         for a in state.get("alerts", []):
-            m, p, f, k = a["key"]
-            engine._book[(m, p, f, k)] = _Book(alert_from_dict(a["alert"]), int(a.get("quiet", 0)))
+            alert = alert_from_dict(a["alert"])
+            if len(a["key"]) == 3:
+                m, p, f = a["key"]
+                engine._book[(m, p, f)] = _Book(alert, int(a.get("quiet", 0)))
+            else:  # an alert per detector kind (before issue 15): closed once, the condition takes over
+                engine.migrated.append(
+                    replace(
+                        alert,
+                        state=AlertState.CLOSED,
+                        evidence={**alert.evidence, "close_reason": "migrated: alerts became one condition per feature"},
+                    )
+                )
         engine._lost = {m: alert_from_dict(d) for m, d in state.get("lost", {}).items()}
         engine._gaps = {m: alert_from_dict(d) for m, d in state.get("gaps", {}).items()}
         engine._last_part = {m: int(n) for m, n in state.get("last_part", {}).items()}

@@ -4,7 +4,8 @@ What a plant's monitoring asks of a service, named ``cnc_monitor_*`` (see docs/s
 
 - per source (``machine``, ``source``): observations, gaps, reconnects and supervisor restarts
   (counters), whether it is connected and how old its last data is (gauges);
-- parts stored per ``machine`` and ``status`` (counter); open alerts per machine and severity, which
+- parts stored per ``machine`` and ``status`` (counter); open conditions per machine, condition
+  (watch ... out_of_tolerance, recovering) and state (open, acknowledged); open alerts per machine and severity, which
   are the open conditions (gauge);
 - per output (``sink``): backlog in memory and on disk (gauges), written, retries, dropped and set
   aside (counters);
@@ -85,6 +86,7 @@ class SourceCounts:
 class _Snapshot:
     parts: Counter[tuple[str, str]] = field(default_factory=Counter)
     open_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    open_conditions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 class Measured(Protocol):
@@ -151,7 +153,9 @@ class DaemonMetrics(Collector):
     async def exposition(self) -> bytes:
         """The text Prometheus scrapes (the core's counts taken on its thread first)."""
         counts = await self._daemon.core_counts()
-        self._snapshot = _Snapshot(parts=Counter(counts.parts), open_alerts=Counter(counts.open_alerts))
+        self._snapshot = _Snapshot(
+            parts=Counter(counts.parts), open_alerts=Counter(counts.open_alerts), open_conditions=Counter(counts.open_conditions)
+        )
         body: bytes = generate_latest(self.registry)
         return body
 
@@ -176,6 +180,14 @@ class DaemonMetrics(Collector):
         for (machine, severity), n in sorted(self._snapshot.open_alerts.items()):
             alerts.add_metric([machine, severity], n)
         yield alerts
+        conditions = GaugeMetricFamily(
+            "cnc_monitor_open_conditions",
+            "Feature conditions not ok now (one per machine, program and feature at most)",
+            labels=["machine", "condition", "state"],
+        )
+        for (machine, condition, state), n in sorted(self._snapshot.open_conditions.items()):
+            conditions.add_metric([machine, condition, state], n)
+        yield conditions
         yield from self._sinks()
         queued = GaugeMetricFamily("cnc_monitor_observations_queued", "Observations waiting for the pipeline")
         queued.add_metric([], daemon.queued)

@@ -23,6 +23,7 @@ __all__ = [
     "AlertState",
     "AttributeFeature",
     "AxisRef",
+    "ConditionState",
     "Feature",
     "Observation",
     "PartRecord",
@@ -323,12 +324,43 @@ class AlertState(StrEnum):
     CLOSED = "closed"
 
 
+class ConditionState(StrEnum):
+    """Where a feature's condition stands, re-evaluated on every part (issue 15)."""
+
+    OK = "ok"
+    WATCH = "watch"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    OUT_OF_TOLERANCE = "out_of_tolerance"
+    RECOVERING = "recovering"
+    """No detector signals any more; back to ok after ``detection.close_after`` such parts."""
+
+    @property
+    def severity(self) -> Severity:
+        return {
+            "watch": Severity.WATCH,
+            "warning": Severity.WARNING,
+            "critical": Severity.CRITICAL,
+            "out_of_tolerance": Severity.CRITICAL,
+        }.get(self.value, Severity.WATCH)
+
+    @property
+    def rank(self) -> int:
+        return {"ok": 0, "recovering": 1, "watch": 2, "warning": 3, "critical": 4, "out_of_tolerance": 5}[self.value]
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One alert as it stands after its latest change; sinks receive every change.
 
-    ``id`` is stable for the life of the alert (one per machine, program, feature and kind while
-    open) so a sink can update what it showed instead of adding a new line.
+    A feature's alert is its *condition* (issue 15): one per machine, program and feature while it
+    is not ok, re-evaluated on every part. ``condition`` is where it stands (watch ... out of
+    tolerance, recovering; ok once closed), ``kind`` the strongest evidence behind it now, and
+    ``evidence`` holds every detector signal and the current ``advice`` (parts left, the offset per
+    register, the one action to take). ``state`` is its life for people: open, acknowledged (kept
+    through escalation), closed. Machine alerts (signal lost, store unwritable) have no
+    ``condition``. ``id`` is stable for the life of the episode, so a sink can update what it showed.
+    ``last_part`` is the part it was last evaluated on (``part_number``: the part that opened it).
     """
 
     id: str
@@ -343,6 +375,8 @@ class Alert:
     time: datetime
     evidence: dict[str, Any] = field(default_factory=dict)
     part_key: str | None = None
+    condition: ConditionState | None = None
+    last_part: int | None = None
 
 
 class RegisterKind(StrEnum):
@@ -390,7 +424,10 @@ class Register:
             RegisterKind.LATHE_X_WEAR: "X-wear",
             RegisterKind.LATHE_Z_WEAR: "Z-wear",
         }[self.kind]
-        return f"{self.tool} {short}" if self.tool else f"{short} of the tool that cuts it"
+        if not self.tool:
+            return f"{short} of the tool that cuts it"
+        tool = f"T{self.tool}" if self.tool.isdigit() else self.tool  # a controller's bare tool number
+        return f"{tool} {short}"
 
     def change_for(self, deviation: float) -> float:
         """The register change (mm) that brings a feature ``deviation`` mm off nominal back to it."""

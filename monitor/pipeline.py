@@ -131,6 +131,12 @@ class Changes:
     held for re-ordering: a source may resume just after it (the tracker context was saved there)."""
 
 
+def _machines(site: Site) -> dict[str, Any]:
+    """What the engine needs to know of the machines: their kinds and probe tools (for the advice)."""
+    ids = site.machine_ids()
+    return {"machine_kinds": {m: site.machine_kind(m) for m in ids}, "probe_tools": {m: site.probe_tools(m) for m in ids}}
+
+
 class Pipeline:
     """Trackers per machine, the drift engine and the store, wired in one direction."""
 
@@ -144,11 +150,15 @@ class Pipeline:
         """Parts stored since start, by (machine, status): for the metrics."""
         self._logged: set[str] = set()
         shares = store.load_detector_states(ENGINE_STATE)
-        self.engine = DriftEngine.from_states(site.programs, shares.values())
+        self.engine = DriftEngine.from_states(site.programs, shares.values(), **_machines(site))
         self._states = _StateChain()
         self._stored_shares = set(shares)
         """Names of engine shares in the store (a share the engine no longer has is emptied there)."""
         self._inspection_seq = int((store.load_detector_state(_INSPECTION_SEQ) or {}).get("seq", 0))
+        if self.engine.migrated:  # alerts of an older engine (one per detector kind): closed once, kept as history
+            migrated = self.engine.migrated
+            self._write("alerts migrated to conditions", functools.partial(self._store_migrated, migrated))
+            log.warning("%d open alert(s) closed: alerts became one condition per feature (see docs/actions.md)", len(migrated))
         self._reconcile_people_changes()
         self.trackers: dict[str, PartTracker] = {}
         self.status: dict[str, MachineState] = {}
@@ -202,7 +212,7 @@ class Pipeline:
         """
         changes = Changes()
         now = datetime.now(UTC)
-        closed = self.engine.reprogram(site.programs, now, plans)
+        closed = self.engine.reprogram(site.programs, now, plans, **_machines(site))
         old_entries = {m: [e for e in self.site.config.machines if e.id == m] for m in self.trackers}
         for machine_id in list(self.trackers):
             if machine_id not in site.machine_ids():
@@ -239,6 +249,12 @@ class Pipeline:
         self._retention = timedelta(days=site.config.store.signal_retention_days)
         self.site = site
         return changes
+
+    def _store_migrated(self, alerts: list[Alert]) -> None:
+        self.store.record_alerts(alerts)
+        for machine in sorted({a.machine for a in alerts}):
+            for name, state in self._engine_writes(machine, everything=True):
+                self.store.save_detector_state(name, state)
 
     def _reconcile_people_changes(self) -> None:
         """Acknowledgements and closes written to the store while the daemon was down win."""
@@ -414,8 +430,36 @@ class Pipeline:
             return alert or self.store.alert(alert_id)
 
         action = make_action(self.site, command, find, self._last_part)
-        self._write(f"action {action.id}", functools.partial(self.store.record_action, action))
+        self._expect_step(action)
+        state = self.engine.state(action.machine)
+
+        def write() -> None:
+            self.store.record_action(action)
+            self.store.save_detector_state(ENGINE_STATE + action.machine, state)
+
+        self._write(f"action {action.id}", write)
         return Outcome(None, action)
+
+    def _expect_step(self, action: Action) -> None:
+        """An offset applied or a tool changed is a known step for the detectors from the next part
+        (no false drift after a correction): the size of an offset's step follows from its register."""
+        config = self.site.programs.get(action.program)
+        if config is None or action.kind not in (ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED):
+            return
+        if action.feature:
+            features = [action.feature]
+        else:  # a tool changed without a feature: every feature that tool corrects
+            kind = self.site.machine_kind(action.machine)
+            features = [f for f in config.features if any(r.tool == action.tool for r in config.registers(f, kind).values())]
+        for feature in features:
+            shifts: dict[str, float | None] | None = None
+            reg = action.register
+            if action.kind is ActionKind.OFFSET_APPLIED and reg is not None and action.change is not None:
+                registers = self.engine.registers(action.machine, action.program, feature)
+                axis = next((a for a, r in registers.items() if (r.kind, r.axis) == (reg.kind, reg.axis)), None)
+                if axis is not None:
+                    shifts = {axis: reg.shift_for(action.change)}
+            self.engine.record_step(action.machine, action.program, feature, shifts)
 
     def _last_part(self, machine: str, program: str) -> int | None:
         """The number of the last part of ``program`` stored for ``machine`` (None before the first)."""
@@ -471,6 +515,7 @@ class Pipeline:
                 changes.duplicates += 1
                 self.counts["duplicate_parts"] += 1
                 continue
+            refreshed: list[Alert] = []
             if part.status is PartStatus.NOT_OBSERVED:
                 # one alert change per run of placeholders, stored with the last of them
                 unseen.append(part)
@@ -481,12 +526,13 @@ class Pipeline:
                 self.status[part.machine].not_observed += 1
             else:
                 try:
-                    alerts = self.engine.process(part)
+                    assessment = self.engine.assess(part)
+                    alerts, refreshed = assessment.alerts, assessment.refreshed
                 except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault
                     self._count(
                         f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
                     )
-                    alerts = []
+                    alerts, refreshed = [], []
             states = [
                 *self._engine_writes(part.machine, program=part.program),
                 (_TRACKER_STATE + part.machine, tracker.context(after=part)),
@@ -496,7 +542,10 @@ class Pipeline:
                 states = [(name, _encoded(state)) for name, state in states]
                 size = sum(len(_text(state)) for _, state in states) + _PART_BYTES
             changes.alerts += self.held.write(
-                f"part {part.key}", functools.partial(self.store.record_part, part, alerts, states), part_key=part.key, size=size
+                f"part {part.key}",
+                functools.partial(self.store.record_part, part, alerts, states, refreshed),
+                part_key=part.key,
+                size=size,
             )
             status = self.status[part.machine]
             status.parts += 1

@@ -281,3 +281,48 @@ def test_a_store_of_the_previous_schema_keeps_its_alerts_and_gains_actions(tmp_p
         assert reader.actions() == [] and [a.id for a in reader.alerts()] == ["m1/O1/d/ewma/3"]
     with SqliteStore(path) as store:
         assert store.schema_version == len(MIGRATIONS) and [a.message for a in store.alerts()] == ["old"]
+
+
+def test_open_alerts_of_the_per_kind_engine_are_closed_once_when_conditions_take_over(tmp_path: Path) -> None:
+    """The store migration of alerts to conditions: every stored alert stays as history; an alert
+    still open in a saved engine state (one per detector kind) is closed once with the reason, and
+    the feature's condition opens at its next part if the evidence persists."""
+    from datetime import UTC, datetime
+
+    from monitor.codec import alert_to_dict
+    from monitor.model import Alert, AlertKind, AlertState, Severity
+    from monitor.pipeline import ENGINE_STATE, Pipeline
+
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", [])))
+    old = Alert(
+        "m1/O1001/hole1_dia/ewma/7",
+        "m1",
+        "O1001",
+        "hole1_dia",
+        AlertKind.EWMA,
+        Severity.WATCH,
+        AlertState.ACKNOWLEDGED,
+        7,
+        "hole1_dia mean shifted +3.2 um",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        {"offset": {"register": "diameter wear offset"}},
+    )
+    with SqliteStore(site.store_path) as store:
+        store.record_alerts([old])
+        store.save_detector_state(
+            ENGINE_STATE + "m1",
+            {
+                "version": 2,
+                "watches": [],
+                "alerts": [{"key": ["m1", "O1001", "hole1_dia", "ewma"], "alert": alert_to_dict(old), "quiet": 0}],
+            },
+        )
+        events = store.last_alert_event()
+        pipeline = Pipeline(site, store)
+        assert pipeline.engine.open_alerts() == []
+        migrated = store.alert(old.id)
+        assert migrated is not None and migrated.state is AlertState.CLOSED and migrated.kind is AlertKind.EWMA
+        assert "alerts became one condition per feature" in migrated.evidence["close_reason"]
+        assert store.last_alert_event() == events + 1
+        Pipeline(site, store)  # a second start finds nothing left to migrate
+        assert store.last_alert_event() == events + 1

@@ -82,7 +82,7 @@ async def test_demo_sends_its_alerts_to_a_webhook(tmp_path: Path) -> None:
         await runner.cleanup()
     assert result.alerts > 0
     assert len(received) == result.alerts  # every alert change, delivered once before the demo ended
-    assert all(r["schema"] == "monitor.alert/1" and r["site"] == "demo-cell" and r["text"] for r in received)
+    assert all(r["schema"] == "monitor.condition/1" and r["site"] == "demo-cell" and r["text"] for r in received)
 
 
 async def test_demo_keep_running_stores_the_last_parts_while_it_runs(tmp_path: Path) -> None:

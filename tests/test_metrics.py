@@ -25,6 +25,7 @@ FAMILIES = {
     "cnc_monitor_source_last_data_age_seconds": "gauge",
     "cnc_monitor_parts": "counter",
     "cnc_monitor_open_alerts": "gauge",
+    "cnc_monitor_open_conditions": "gauge",
     "cnc_monitor_sink_backlog": "gauge",
     "cnc_monitor_sink_written": "counter",
     "cnc_monitor_sink_retries": "counter",
@@ -72,6 +73,10 @@ async def test_metrics_expose_every_family_with_the_daemons_numbers(tmp_path: Pa
     assert delivered == len(batch(10, oot_at=10))
     assert value("cnc_monitor_source_gaps", "cnc_monitor_source_gaps_total", **source) == 0
     assert value("cnc_monitor_open_alerts", "cnc_monitor_open_alerts", machine="m1", severity="critical") >= 1
+    oot = value(
+        "cnc_monitor_open_conditions", "cnc_monitor_open_conditions", machine="m1", condition="out_of_tolerance", state="open"
+    )
+    assert oot == 1  # one condition for the feature, whatever its detectors say
     assert value("cnc_monitor_store_write_seconds", "cnc_monitor_store_write_seconds_count", kind="part") == 10
     assert value("cnc_monitor_source_last_data_age_seconds", "cnc_monitor_source_last_data_age_seconds", **source) >= 0
     assert value("cnc_monitor_sink_backlog", "cnc_monitor_sink_backlog", sink="webhook-1", where="memory") >= 1

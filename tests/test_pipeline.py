@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_site
-from monitor.engine import DriftEngine
+from monitor.engine import DriftEngine, PartAssessment
 from monitor.model import PartRecord
 from monitor.pipeline import Pipeline
 from monitor.store import SqliteStore
@@ -15,7 +15,7 @@ from tests.streams import batch, write_jsonl, write_site
 
 
 class _BrokenEngine(DriftEngine):
-    def process(self, part: PartRecord) -> list:  # type: ignore[type-arg]
+    def assess(self, part: PartRecord) -> PartAssessment:
         raise ValueError("singular matrix")
 
 

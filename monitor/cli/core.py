@@ -238,13 +238,19 @@ _ALERT_COLUMNS = [
     ("machine", "machine"),
     ("program", "program"),
     ("feature", "feature"),
-    ("kind", "kind"),
-    ("severity", "severity"),
+    ("level", "condition"),
     ("state", "state"),
-    ("part_number", "part"),
-    ("message", "message"),
+    ("parts", "parts"),
+    ("message", "message; what to do"),
     ("id", "id"),
 ]
+
+
+def _listed(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for the table: the condition (or a machine alert's severity) and the parts it spans."""
+    last = row.get("last_part")
+    span = f"{row['part_number']}-{last}" if last is not None and last != row["part_number"] else str(row["part_number"])
+    return {**row, "level": row.get("condition") or row["severity"], "parts": span}
 
 
 @app.command()
@@ -257,7 +263,8 @@ def alerts(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing alert changes as they are stored.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List alerts as they stand now; with --follow, print every change as it happens."""
+    """List conditions (one per machine, program and feature while not ok) and machine alerts as they
+    stand now, with the advice of the last part; with --follow, print every state change as it happens."""
     from monitor.queries import alert_row, follow_alerts, open_site_store, parse_since
 
     try:
@@ -267,7 +274,9 @@ def alerts(
         raise typer.Exit(2) from None
     try:
         with open_site_store(config) as store:
-            rows = [alert_row(a) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)]
+            rows = [
+                _listed(alert_row(a)) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)
+            ]
             n = emit_rows(rows, as_json=as_json, columns=_ALERT_COLUMNS, title="alerts")
             if not as_json and n == 0 and not follow:
                 console.print("no alerts")
@@ -278,7 +287,7 @@ def alerts(
                         emit_json(row)
                     else:
                         console.print(
-                            f"{row['time']} [bold]{row['severity']}[/] {row['state']} {row['machine']} "
+                            f"{row['time']} [bold]{row.get('condition') or row['severity']}[/] {row['state']} {row['machine']} "
                             f"{row['program']} {row['feature']}: {row['message']}",
                             highlight=False,
                         )

@@ -376,8 +376,15 @@ def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOu
         acked = next((e.time for e in events if e.state is AlertState.ACKNOWLEDGED), None)
         closed = next((e.time for e in events if e.state is AlertState.CLOSED), None)
         offset: dict[str, Any] = {}
-        for e in events:  # the latest suggestion the detector made while the alert lived
+        for e in events:  # the latest suggestion made while the alert lived
             candidate = e.evidence.get("offset")
+            advice = e.evidence.get("advice")
+            if isinstance(advice, dict) and advice.get("offsets"):  # a condition's advice names the machine's register
+                first_offset = advice["offsets"][0]
+                candidate = {
+                    "register": advice.get("text") or first_offset.get("label"),
+                    "change_mm": first_offset.get("change_mm"),
+                }
             if isinstance(candidate, dict):
                 offset = candidate
         change = offset.get("change_mm")

@@ -18,14 +18,18 @@ from monitor.model import Alert
 
 __all__ = ["SCHEMA", "alert_payload", "alert_text", "encode_payload", "topic_level"]
 
-SCHEMA = "monitor.alert/1"
-"""Bumped only when a field changes meaning or disappears; new fields may appear within a version."""
+SCHEMA = "monitor.condition/1"
+"""Bumped only when a field changes meaning or disappears; new fields may appear within a version.
+``monitor.condition/1`` (issue 15): one document per condition state change, with ``condition`` and
+``last_part``, the signals and the current ``advice`` in ``evidence``; ``monitor.alert/1`` had one
+document per detector alert."""
 
 _TEXT_LIMIT = 300
 
 
 def alert_text(alert: Alert, site: str) -> str:
-    """One line for a person: severity, state, where, and the detector's own message.
+    """One line for a person: the condition (or severity), state, where, and the message (which ends
+    with the action to take).
 
     Control characters are replaced by spaces so the line can never break a chat message or a log.
 
@@ -37,7 +41,8 @@ def alert_text(alert: Alert, site: str) -> str:
     'WARNING open: cell-3/vmc-01 O1234 hole1_pos part 41: hole1_pos drifting +X 1.8 um/part breaks in ~16 parts'
     """
     where = " ".join(x for x in (f"{site}/{alert.machine}", alert.program, alert.feature) if x)
-    head = f"{alert.severity.value.upper()} {alert.state.value}: {where}"
+    level = alert.condition.value.replace("_", " ") if alert.condition is not None else alert.severity.value
+    head = f"{level.upper()} {alert.state.value}: {where}"
     line = f"{head} part {alert.part_number}: {alert.message}"
     line = "".join(c if c.isprintable() else " " for c in line)
     return line if len(line) <= _TEXT_LIMIT else line[: _TEXT_LIMIT - 3] + "..."

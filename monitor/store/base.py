@@ -204,8 +204,15 @@ class Store(StoreReader, Protocol):
     on_write: Callable[[str, float], None] | None
     """Called after each write transaction with its kind (part, alerts, signals...) and seconds."""
 
-    def record_part(self, part: PartRecord, alerts: Sequence[Alert] = (), states: Iterable[tuple[str, StateWrite]] = ()) -> bool:
-        """Store a part, its alerts and the states after it in one transaction; False if already stored."""
+    def record_part(
+        self,
+        part: PartRecord,
+        alerts: Sequence[Alert] = (),
+        states: Iterable[tuple[str, StateWrite]] = (),
+        refreshed: Sequence[Alert] = (),
+    ) -> bool:
+        """Store a part, its alert changes, the conditions it refreshed (no history event) and the
+        states after it in one transaction; False if already stored."""
         ...
 
     def record_alerts(self, alerts: Iterable[Alert]) -> None: ...

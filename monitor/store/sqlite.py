@@ -353,9 +353,11 @@ class SqliteStore:
         part: PartRecord,
         alerts: Sequence[Alert] = (),
         states: Iterable[tuple[str, StateWrite]] = (),
+        refreshed: Sequence[Alert] = (),
     ) -> bool:
         """Store a part with its measurements, the alerts it raised and the named states after it
-        (detectors, the machine's tracker; a state may come JSON-encoded already).
+        (detectors, the machine's tracker; a state may come JSON-encoded already). ``refreshed``
+        conditions are set as they now stand without a new history event (fresher advice, same level).
 
         All in one transaction. Returns False (and writes nothing) when the part's key is already
         stored: the same part seen again after a restart or a replay.
@@ -391,6 +393,7 @@ class SqliteStore:
                     [(part.machine, part.program, s, end, part.key, part.part_number, v) for s, v in part.measurements.items()],
                 )
             self._write_alerts(alerts)
+            self._write_alerts(refreshed, event=False)
             for name, state in states:
                 self._write_state(name, state)
             return True
@@ -490,14 +493,14 @@ class SqliteStore:
         with self._lock:
             return [(m, s) for m, s in self._db.execute("SELECT DISTINCT machine, signal FROM signals ORDER BY 1, 2")]
 
-    def _write_alerts(self, alerts: Iterable[Alert]) -> None:
+    def _write_alerts(self, alerts: Iterable[Alert], *, event: bool = True) -> None:
         for alert in alerts:
             data = json.dumps(alert_to_dict(alert))
             t = alert.time.isoformat()
             self._db.execute(
                 "INSERT INTO alerts (id, machine, program, feature, kind, severity, state, part_number, opened, updated, data)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state,"
+                " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, severity = excluded.severity, state = excluded.state,"
                 " part_number = excluded.part_number, updated = excluded.updated, data = excluded.data",
                 (
                     alert.id,
@@ -513,7 +516,8 @@ class SqliteStore:
                     data,
                 ),
             )
-            self._db.execute("INSERT INTO alert_events (alert_id, time, data) VALUES (?, ?, ?)", (alert.id, t, data))
+            if event:
+                self._db.execute("INSERT INTO alert_events (alert_id, time, data) VALUES (?, ?, ?)", (alert.id, t, data))
 
     def _write_state(self, name: str, state: StateWrite) -> None:
         if isinstance(state, StateDelta):

@@ -13,7 +13,7 @@ import pytest
 from monitor.config import ProgramConfig
 from monitor.engine import DriftEngine
 from monitor.feature_view import feature_view
-from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, Severity
+from monitor.model import AlertKind, AlertState, ConditionState, PartRecord, PartStatus, Severity
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -66,22 +66,25 @@ def _part(
 
 
 def test_out_of_tolerance_opens_once_and_closes_after_quiet_parts() -> None:
-    engine = DriftEngine({"O1234": _program(close_after=2)})
+    engine = DriftEngine({"O1234": _program(close_after=2)}, machine_kinds={"vmc-01": "mill"})
     assert engine.process(_part(1)) == []
     opened = engine.process(_part(2, dia=10.02))
-    oot = [a for a in opened if a.kind is AlertKind.OUT_OF_TOLERANCE]
-    assert len(oot) == 1
-    alert = oot[0]
-    assert alert.id == "vmc-01/O1234/hole1_dia/out_of_tolerance/2"
+    (alert,) = [a for a in opened if a.feature == "hole1_dia"]
+    assert alert.id == "vmc-01/O1234/hole1_dia/2" and alert.kind is AlertKind.OUT_OF_TOLERANCE
+    assert alert.condition is ConditionState.OUT_OF_TOLERANCE
     assert alert.severity is Severity.CRITICAL and alert.state is AlertState.OPEN
     assert "hole1_dia" in alert.message and "\n" not in alert.message
+    assert alert.evidence["advice"]["action"].startswith("quarantine part 2 and apply D-wear")
     json.dumps(alert.evidence, allow_nan=False)
-    # still out: no new change, still one open alert for that kind
-    assert [a for a in engine.process(_part(3, dia=10.02)) if a.kind is AlertKind.OUT_OF_TOLERANCE] == []
-    assert [a.id for a in engine.open_alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE] == [alert.id]
-    assert [a for a in engine.process(_part(4)) if a.kind is AlertKind.OUT_OF_TOLERANCE] == []
-    closed = [a for a in engine.process(_part(5)) if a.kind is AlertKind.OUT_OF_TOLERANCE]
-    assert [(a.id, a.state) for a in closed] == [(alert.id, AlertState.CLOSED)]
+    # still out: no change to announce, the condition's advice is refreshed (stored) on the part
+    still = engine.assess(_part(3, dia=10.02))
+    assert [a for a in still.alerts if a.feature == "hole1_dia"] == []
+    assert [(a.id, a.last_part) for a in still.refreshed if a.feature == "hole1_dia"] == [(alert.id, 3)]
+    assert [a.id for a in engine.open_alerts() if a.feature == "hole1_dia"] == [alert.id]
+    recovering = [a for a in engine.process(_part(4)) if a.feature == "hole1_dia"]
+    assert [(a.id, a.condition, a.state) for a in recovering] == [(alert.id, ConditionState.RECOVERING, AlertState.OPEN)]
+    closed = [a for a in engine.process(_part(5)) if a.feature == "hole1_dia"]
+    assert [(a.id, a.state, a.condition) for a in closed] == [(alert.id, AlertState.CLOSED, ConditionState.OK)]
 
 
 def test_true_position_judges_both_axes() -> None:
@@ -90,6 +93,8 @@ def test_true_position_judges_both_axes() -> None:
     alerts = engine.process(_part(1, x=25.02, y=40.02))
     assert [a.feature for a in alerts if a.kind is AlertKind.OUT_OF_TOLERANCE] == ["hole1_pos"]
     assert alerts[0].evidence["true_position"] == pytest.approx(2 * math.sqrt(2) * 0.02)
+    # a hole position on a mill is corrected by the work offset, both axes at once
+    assert "apply G54 X -0.020 Y -0.020 mm" in alerts[0].message
 
 
 def test_odd_inputs_are_counted_not_raised() -> None:

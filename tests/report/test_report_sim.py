@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 from monitor.config import load_site
-from monitor.model import AlertKind
 from monitor.pipeline import Pipeline
 from monitor.report import render_csv, write_report
 from monitor.sim import PROGRAMS_DIR, SimCell, load_scenario
@@ -50,8 +49,8 @@ def test_report_of_a_simulated_tool_wear_batch(tmp_path: Path) -> None:
             assert cap.sigma_overall > 2 * cap.sigma_within  # the drift inflates the overall sigma (Ppk), not the within
             assert cap.cpk is not None and cap.cpk.hi < 1.0  # and the batch is plainly not capable
     assert {o.alert.id for o in report.alerts} == {a.id for a in stored_alerts}
-    forecasts = [o for o in report.alerts if o.alert.kind is AlertKind.FORECAST]
-    assert forecasts and all(o.offset_register and o.offset_change_mm for o in forecasts)
+    drifting = [o for o in report.alerts if o.alert.condition is not None and o.alert.feature.endswith("dia")]
+    assert drifting and all(o.offset_register and "T12 D-wear" in o.offset_register and o.offset_change_mm for o in drifting)
     worn = {t.tool: t for t in report.tools}["12"]  # the boring head T12 that wears in this scenario
     assert worn.parts == 100 and worn.life_last is not None and worn.life_first is not None
     assert worn.life_last > worn.life_first
