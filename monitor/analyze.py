@@ -25,7 +25,7 @@ from typing import Any
 from monitor.config import ProgramConfig, load_program
 from monitor.engine import DriftEngine
 from monitor.errors import ConfigError, ConfigIssue
-from monitor.model import AlertKind, AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
+from monitor.model import AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
 from monitor.report import feature_capability
 
 __all__ = ["Analysis", "BadRow", "analyze", "analyze_csv", "analyze_rows"]
@@ -99,10 +99,12 @@ def analyze(
     :class:`~monitor.config.ProgramConfig` or the path of a program file. ``steps``: per feature,
     the part numbers from which a recorded offset change took effect.
 
-    The result: ``alerts`` (every alert opened or escalated: part, feature, kind, severity,
-    message, parts_to_breach, breach_interval, evidence), ``out_of_tolerance`` (first bad part
-    per feature or None), ``capability`` (per feature: Cp, Cpk, Pp, Ppk with 95% intervals, normality and stability,
-    as :func:`monitor.detect.capability.capability` computes them for every screen),
+    The result: ``alerts`` (every change of a feature's condition that is not its return to ok: it
+    opened, changed level, or another detector joined its evidence; part, feature, kind (the
+    strongest evidence), condition, severity, message (ending with the advice), parts_to_breach,
+    breach_interval, evidence), ``out_of_tolerance`` (first bad part
+    per feature or None), ``capability`` (per feature: Cp, Cpk, Pp, Ppk with 95% intervals, normality and
+    stability, as :func:`monitor.detect.capability.capability` computes them for every screen),
     ``features`` (the latest evidence per feature: model, drift odds, forecast, offsets) and
     ``skipped_rows`` (line, reason). Raises ConfigError for a bad program file or an unknown
     feature in ``steps``.
@@ -149,6 +151,7 @@ def analyze_rows(
     for machine in machines:
         for f in features:
             out.out_of_tolerance[name(machine, f)] = None
+    signalling: dict[str, set[str]] = {}  # per feature, the detectors signalling at its last change
     for _, record in prepared:
         out.parts += 1
         for feature, parts in known.items():
@@ -157,12 +160,16 @@ def analyze_rows(
         assessment = engine.assess(record)
         for feature, evidence in assessment.evidence.items():
             out.features[name(record.machine, feature)] = evidence.as_dict()
-        for alert in assessment.alerts:
-            if alert.state is AlertState.CLOSED:
-                continue
-            key = name(alert.machine, alert.feature)
-            if alert.kind is AlertKind.OUT_OF_TOLERANCE and out.out_of_tolerance.get(key) is None:
+            key = name(record.machine, feature)
+            if evidence.out_of_tolerance and out.out_of_tolerance.get(key) is None:
                 out.out_of_tolerance[key] = record.part_number
+        for alert in [*assessment.alerts, *assessment.refreshed]:
+            key = name(alert.machine, alert.feature)
+            kinds = set(alert.evidence.get("signals", {}))
+            new_evidence = kinds - signalling.get(key, set())
+            signalling[key] = kinds
+            if alert.state is AlertState.CLOSED or not kinds or (alert in assessment.refreshed and not new_evidence):
+                continue  # back to ok, recovering (no signal), or the same evidence as before
             ev = alert.evidence
             interval = ev.get("breach_interval")
             out.alerts.append(
@@ -170,6 +177,7 @@ def analyze_rows(
                     "part": record.part_number,
                     "feature": key,
                     "kind": str(alert.kind),
+                    "condition": str(alert.condition) if alert.condition is not None else None,
                     "severity": str(alert.severity),
                     "message": alert.message,
                     "parts_to_breach": ev.get("parts_to_breach"),

@@ -41,7 +41,17 @@ def test_json_output_has_the_documented_shape_and_flags_drift_early(wear_csv: tu
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(out) == {"alerts", "out_of_tolerance", "capability", "features", "skipped_rows"}
     for alert in out["alerts"]:
-        assert set(alert) == {"part", "feature", "kind", "severity", "message", "parts_to_breach", "breach_interval", "evidence"}
+        assert set(alert) == {
+            "part",
+            "feature",
+            "kind",
+            "condition",
+            "severity",
+            "message",
+            "parts_to_breach",
+            "breach_interval",
+            "evidence",
+        }
         assert "\n" not in alert["message"]
     assert set(out["features"]) == {"hole1_pos", "hole1_dia", "hole2_pos", "hole2_dia"}
     latest = out["features"]["hole1_dia"]

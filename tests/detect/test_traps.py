@@ -102,7 +102,8 @@ def _analyze(tmp_path: Path, readings: dict[str, np.ndarray], *extra: str, arl0:
 
 
 def _kinds(out: dict[str, Any], feature: str) -> list[str]:
-    return [a["kind"] for a in out["alerts"] if a["feature"] == feature]
+    """Every detector that signalled in a change of the feature's condition (the evidence inside it)."""
+    return [k for a in out["alerts"] if a["feature"] == feature for k in a["evidence"]["signals"]]
 
 
 def _first_bad(readings: dict[str, np.ndarray], feature: str) -> int | None:
@@ -180,9 +181,9 @@ def test_autocorrelated_and_heavy_tailed_scatter_hold_the_alarm_budget(
     for seed in range(6):
         readings = _batch(100 + seed, 150, phi=phi, t_dof=t_dof)
         out = _analyze(tmp_path, readings)
-        drift = [a for a in out["alerts"] if a["kind"] in ("forecast", "ewma", "cusum", "run_rule")]
+        drift = [a for a in out["alerts"] if {"forecast", "ewma", "cusum", "run_rule"} & set(a["evidence"]["signals"])]
         alarmed |= {(seed, a["part"]) for a in drift}
-        forecasts += sum(a["kind"] == "forecast" for a in drift)
+        forecasts += sum("forecast" in a["evidence"]["signals"] for a in drift)
     assert len(alarmed) <= per_1000 * 0.9 + 1
     assert forecasts == 0
 
@@ -195,12 +196,13 @@ def test_a_single_wild_reading_is_a_reprobe_notice_and_the_next_part_decides(tmp
     readings["probe.dia"][45:] += 9 * sigma
     out = _analyze(tmp_path, readings)
     dia = [a for a in out["alerts"] if a["feature"] == "dia"]
-    reprobes = [a for a in dia if a["kind"] == "reprobe"]
+    reprobes = [a for a in dia if "reprobe" in a["evidence"]["signals"]]
     assert [a["part"] for a in reprobes] == [30, 45]
-    assert "re-probe" in reprobes[0]["message"] and "offset" not in reprobes[0]["message"]
-    assert not [a for a in dia if a["kind"] in ("forecast", "ewma", "cusum", "run_rule") and a["part"] < 45]
-    confirmed = [a for a in dia if a["kind"] == "run_rule" and a["part"] == 46]
-    assert confirmed and "confirmed by the next part" in confirmed[0]["message"]
+    action = reprobes[0]["evidence"]["advice"]["action"]
+    assert action.startswith("re-probe part 30 before scrapping it") and "re-probe" in reprobes[0]["message"]
+    assert not [a for a in dia if {"forecast", "ewma", "cusum", "run_rule"} & set(a["evidence"]["signals"]) and a["part"] < 45]
+    confirmed = [a for a in dia if "run_rule" in a["evidence"]["signals"] and a["part"] == 46]
+    assert confirmed and "confirmed by the next part" in confirmed[0]["evidence"]["signals"]["run_rule"]["message"]
 
 
 # ---------------------------------------------------------------------------------------- leaves tolerance
@@ -245,7 +247,7 @@ def test_messages_speak_of_nominal_and_position_drift_gets_offsets_on_both_axes(
     assert f"at part {forecast['evidence']['risk_part']}" in msg and "mean reaches the 0.050 TP tolerance at part" in msg
     offsets = {o["axis"]: o["change_mm"] for o in forecast["evidence"]["offsets"]}
     assert set(offsets) == {"x", "y"} and offsets["x"] < 0 < offsets["y"]
-    assert "X wear offset -0.0" in msg and "Y wear offset +0.0" in msg
+    assert "G54 X -0.0" in msg and " Y +0.0" in msg  # a position on a mill: the work offset, both axes at once
     charts = [a for a in out["alerts"] if a["feature"] == "pos" and a["kind"] in ("ewma", "cusum")]
     assert all("from nominal" in a["message"] for a in charts)
 
