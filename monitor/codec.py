@@ -26,9 +26,11 @@ from monitor.model import (
     SpindleStats,
     ToolUse,
 )
+from monitor.registers import format_mm
 
 __all__ = [
     "action_from_dict",
+    "action_text",
     "action_to_dict",
     "alert_from_dict",
     "alert_to_dict",
@@ -235,3 +237,22 @@ def event_from_dict(d: dict[str, Any]) -> PartRecord | Alert | Observation:
     if kind == "observation":
         return observation_from_dict(body)
     raise ValueError(f"unknown event type {kind!r}")
+
+
+def action_text(action: Action) -> str:
+    """One line a person reads: "offset applied: T12 D-wear -0.004 mm (old 0.010, new 0.006)"."""
+    kind = str(action.kind).replace("_", " ")
+    words: list[str] = []
+    if action.register is not None and action.change is not None:
+        words.append(f"{action.register.label} {format_mm(action.change)} mm")
+    if action.old_value is not None and action.new_value is not None:
+        words.append(f"(was {action.old_value:.4f}, now {action.new_value:.4f})")
+    if action.tool and (action.register is None or action.register.tool != action.tool):
+        words.append(f"tool {action.tool}")
+    if action.kind.value == "part_quarantined" and action.part_number is not None:
+        words.append(f"part {action.part_number}")
+    extra = "; ".join(t for t in (action.reason, action.comment) if t)
+    text = f"{kind}: {' '.join(words)}" if words else kind
+    if extra:
+        text += f"; {extra}" if words else f": {extra}"
+    return text

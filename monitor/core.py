@@ -37,7 +37,7 @@ from monitor.config import Site
 from monitor.errors import StoreError
 from monitor.events import EventHub, Subscription
 from monitor.inspection.importer import ImportOptions, ImportSummary, ResultsOutcome, import_files, rematch
-from monitor.model import ActionKind, Alert, Observation, PartRecord
+from monitor.model import ActionKind, Alert, Observation, PartRecord, out_of_tolerance
 from monitor.runtime import StoreLock
 from monitor.store import Store, StoreReader, open_store
 from monitor.users import authorize
@@ -370,7 +370,9 @@ class MonitorCore:
         for machine in changes.machines.values():
             self.hub.publish("machine", machine)
         for part in changes.parts:
-            self.hub.publish("part", part_to_dict(part))
+            program = self._site.programs.get(part.program)
+            bad = out_of_tolerance(program.feature_models(), part.measurements) if program is not None else {}
+            self.hub.publish("part", {**part_to_dict(part), "out_of_tolerance": bad})  # red in every table, live too
             for output in self._outputs:
                 output(part)
         for alert in changes.alerts:

@@ -7,6 +7,7 @@ threads, be compared in tests and be serialised to JSON for the store and the si
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -38,6 +39,7 @@ __all__ = [
     "ToolUse",
     "Value",
     "is_canonical_signal",
+    "out_of_tolerance",
 ]
 
 Value = float | str | None
@@ -226,6 +228,13 @@ class SizeFeature:
         """Within the limits (the limits themselves included)."""
         return (self.lower is None or value >= self.lower) and (self.upper is None or value <= self.upper)
 
+    def in_tolerance(self, measurements: Mapping[str, float]) -> bool | None:
+        """Whether the part's value lies within the limits; None when it was not measured (or NaN)."""
+        value = measurements.get(self.signal)
+        if value is None or not math.isfinite(value):
+            return None
+        return self.lower <= value <= self.upper
+
 
 @dataclass(frozen=True, slots=True)
 class PositionFeature:
@@ -258,6 +267,13 @@ class PositionFeature:
             total += (value - axis.nominal) ** 2
         return 2.0 * math.sqrt(total)
 
+    def in_tolerance(self, measurements: Mapping[str, float]) -> bool | None:
+        """Whether the true position lies within the tolerance; None when an axis was not measured."""
+        tp = self.true_position(dict(measurements))
+        if tp is None or not math.isfinite(tp):
+            return None
+        return tp <= self.tolerance
+
 
 @dataclass(frozen=True, slots=True)
 class AttributeFeature:
@@ -285,6 +301,12 @@ class AttributeFeature:
 
 
 Feature = SizeFeature | PositionFeature | AttributeFeature
+
+
+def out_of_tolerance(features: Iterable[Feature], measurements: Mapping[str, float]) -> dict[str, list[str]]:
+    """The features a part's measurements put out of tolerance (the part is bad), each with the
+    signals that measure it (so a table can mark those values red)."""
+    return {f.name: list(f.signals) for f in features if f.in_tolerance(measurements) is False}
 
 
 class AlertKind(StrEnum):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.codec import action_to_dict, alert_to_dict
+from monitor.codec import action_text, action_to_dict, alert_to_dict
 from monitor.config import Site, load_site
 from monitor.errors import ConfigError
-from monitor.model import Action, Alert, PartRecord
+from monitor.model import Action, Alert, Feature, PartRecord, out_of_tolerance
 from monitor.store import Store, StoreReader, open_store
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "open_site_store",
     "parse_since",
     "part_row",
+    "site_part_row",
 ]
 
 
@@ -76,9 +77,17 @@ def _source_text(source: Any) -> str:
     return str(source.type)
 
 
-def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset()) -> dict[str, Any]:
+def site_part_row(site: Site, part: PartRecord) -> dict[str, Any]:
+    """:func:`part_row` with what the site knows: the machine's probe and the program's limits."""
+    program = site.programs.get(part.program)
+    features = program.feature_models() if program is not None else ()
+    return part_row(part, site.probe_tools(part.machine), features)
+
+
+def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset(), features: Iterable[Feature] = ()) -> dict[str, Any]:
     """One part as a flat row; measurements are listed under their probe signal names. ``tool`` is the
-    last cutting tool: the machine's probe (``probe_tools``) is not one."""
+    last cutting tool: the machine's probe (``probe_tools``) is not one. ``out_of_tolerance``: the
+    ``features`` whose limits the part's measurements break (a bad part, whatever its status)."""
     cutting = [t for t in part.tools if t.tool not in probe_tools]
     last = cutting[-1] if cutting else None
     return {
@@ -98,32 +107,17 @@ def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset()) -> dic
         "part_id": part.part_id,
         "flags": list(part.flags),
         "key": part.key,
+        "out_of_tolerance": out_of_tolerance(features, part.measurements),
     }
 
 
 def alert_row(alert: Alert) -> dict[str, Any]:
-    return alert_to_dict(alert)
-
-
-def action_text(action: Action) -> str:
-    """One line a person reads: "offset applied: T12 D-wear -0.004 mm (old 0.010, new 0.006)"."""
-    from monitor.registers import format_mm
-
-    kind = str(action.kind).replace("_", " ")
-    words: list[str] = []
-    if action.register is not None and action.change is not None:
-        words.append(f"{action.register.label} {format_mm(action.change)} mm")
-    if action.old_value is not None and action.new_value is not None:
-        words.append(f"(was {action.old_value:.4f}, now {action.new_value:.4f})")
-    if action.tool and (action.register is None or action.register.tool != action.tool):
-        words.append(f"tool {action.tool}")
-    if action.kind.value == "part_quarantined" and action.part_number is not None:
-        words.append(f"part {action.part_number}")
-    extra = "; ".join(t for t in (action.reason, action.comment) if t)
-    text = f"{kind}: {' '.join(words)}" if words else kind
-    if extra:
-        text += f"; {extra}" if words else f": {extra}"
-    return text
+    """An alert as the CLI and the dashboard list it: the stored record plus ``level`` (the condition,
+    or a machine alert's severity) and ``parts``, the parts it spans ("25-100")."""
+    row = alert_to_dict(alert)
+    last = alert.last_part
+    span = f"{alert.part_number}-{last}" if last is not None and last != alert.part_number else str(alert.part_number)
+    return {**row, "level": row.get("condition") or row["severity"], "parts": span}
 
 
 def action_row(action: Action) -> dict[str, Any]:

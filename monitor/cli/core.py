@@ -162,16 +162,19 @@ def parts(
 
     Every value of the controller's part counter has a row: parts made while their data was lost
     (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
-    from monitor.config import load_site_file
-    from monitor.queries import open_site_store, part_row
+    from monitor.config import load_site, load_site_file
+    from monitor.queries import open_site_store, site_part_row
 
     if capability:
         _capability(config, machine, program, as_json)
         return
     try:
         with open_site_store(config) as store:
-            site = load_site_file(config)
-            rows = [part_row(p, site.probe_tools(p.machine)) for p in store.parts(machine=machine, program=program, last=last)]
+            try:
+                site = load_site(config)  # the programs' limits mark bad parts
+            except ConfigError:
+                site = load_site_file(config)  # a program file being edited has errors: list the parts anyway
+            rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last)]
     except MonitorError as exc:
         raise _fail(exc) from None
     if not as_json:
@@ -246,13 +249,6 @@ _ALERT_COLUMNS = [
 ]
 
 
-def _listed(row: dict[str, Any]) -> dict[str, Any]:
-    """A row for the table: the condition (or a machine alert's severity) and the parts it spans."""
-    last = row.get("last_part")
-    span = f"{row['part_number']}-{last}" if last is not None and last != row["part_number"] else str(row["part_number"])
-    return {**row, "level": row.get("condition") or row["severity"], "parts": span}
-
-
 @app.command()
 def alerts(
     config: ConfigOption = _DEFAULT_SITE,
@@ -274,9 +270,7 @@ def alerts(
         raise typer.Exit(2) from None
     try:
         with open_site_store(config) as store:
-            rows = [
-                _listed(alert_row(a)) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)
-            ]
+            rows = [alert_row(a) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)]
             n = emit_rows(rows, as_json=as_json, columns=_ALERT_COLUMNS, title="alerts")
             if not as_json and n == 0 and not follow:
                 console.print("no alerts")

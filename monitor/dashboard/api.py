@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from monitor.codec import alert_to_dict, json_safe
+from monitor.codec import json_safe
 from monitor.commands import Acknowledge, CloseAlert, Command, RecordAction, action_command
 from monitor.core import MonitorApi
+from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import action_row, alert_row, part_row
+from monitor.queries import action_row, alert_row, site_part_row
 from monitor.report import stored_capability
 from monitor.users import User, user_for_token
 
@@ -229,10 +230,10 @@ def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
     return {**forecast, "mean": mean, "lo": lo, "hi": hi}
 
 
-def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, bool, int, str]:
-    """The alert whose evidence the feature page shows: still active first, forecasts (which carry
-    attribution and the parts-to-breach interval) before chart signals, then severity, then latest."""
-    return (alert["state"] != "closed", alert["kind"] == "forecast", Severity(alert["severity"]).rank, alert["time"])
+def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, str]:
+    """The condition the feature page shows: the living one (there is at most one per feature), else
+    the latest closed one."""
+    return (alert["state"] != "closed", alert["time"])
 
 
 def feature_series(
@@ -303,8 +304,19 @@ async def _machine(request: web.Request) -> web.Response:
     return _json(next(m for m in machines if m["machine"] == machine))
 
 
+async def _floor(request: web.Request) -> web.Response:
+    """The shop-floor cards (monitor/dashboard/floor.py), of one machine with ``?machine=``."""
+    api = _api(request)
+    machine = _opt(request, "machine")
+    if machine is not None and machine not in api.site.machine_ids():
+        raise _error(404, f"no machine {machine!r} in this site")
+    machines = [m for m in await _machines_of(api) if machine is None or m["machine"] == machine]
+    site = api.site
+    return _json({"site": site.config.site, "machines": await api.read(lambda store: floor_cards(site, machines, store))})
+
+
 def _read_parts(site: Site, store: StoreReader, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
-    rows = [part_row(p, site.probe_tools(p.machine)) for p in store.parts(machine=machine, program=program, last=last)]
+    rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last)]
     return {"parts": rows, "total": store.part_count(machine=machine, program=program)}
 
 
@@ -433,7 +445,7 @@ async def _command(request: web.Request, command: Command) -> dict[str, Any]:
         what = "open alert" if isinstance(command, CloseAlert) else "open, unacknowledged alert"
         raise _error(404, f"no {what} {command.alert_id!r}")
     return {
-        "alert": alert_to_dict(outcome.alert) if outcome.alert is not None else None,
+        "alert": alert_row(outcome.alert) if outcome.alert is not None else None,
         "action": action_row(outcome.action) if outcome.action is not None else None,
     }
 
@@ -492,6 +504,7 @@ def add_api_routes(app: web.Application) -> None:
     r.add_get("/api/status", _status)
     r.add_get("/api/machines", _machines)
     r.add_get("/api/machines/{machine}", _machine)
+    r.add_get("/api/floor", _floor)
     r.add_get("/api/parts", _parts)
     r.add_get("/api/alerts", _alerts)
     r.add_post("/api/alerts/{alert_id:.+}/ack", _ack)

@@ -8,8 +8,10 @@ What a quality engineer needs to sign off a small batch, read from the store:
   (:func:`monitor.detect.capability.capability`, the one implementation every screen uses: true
   position and one-sided characteristics are judged against their one limit, so they have Cpk/Ppk
   but no Cp/Pp);
-- the parts out of tolerance, the alerts raised and what was done about them (acknowledged, closed,
-  the offset change the detector suggested), and the tools used with their life counters.
+- the parts out of tolerance, the conditions raised and what was done about them (the actions people
+  recorded: acknowledged with a comment, offset applied in which register, tool changed, part
+  quarantined, with who and when; closed), the offset the advice named, and the tools used with
+  their life counters.
 
 :func:`build_report` gathers the numbers into a :class:`BatchReport` (plain data, tested alone)
 from any :class:`~monitor.store.StoreReader`; :mod:`monitor.report.table` (CSV) and
@@ -27,11 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from monitor.codec import action_text
 from monitor.config import ProgramConfig
 from monitor.detect.capability import CONFIDENCE, CapabilityResult, capability
 from monitor.errors import MonitorError
 from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import (
+    Action,
+    ActionKind,
     Alert,
     AlertKind,
     AlertState,
@@ -142,17 +147,32 @@ class AlertOutcome:
     close_reason: str | None
     offset_register: str | None
     offset_change_mm: float | None
+    actions: tuple[Action, ...] = ()
+    """What people recorded on it (issue 15's action record), oldest first."""
+    offset_text: str | None = None
+    """The latest advice in the machine's registers, every axis ("G54 X -0.019 Y +0.003 mm")."""
+
+    def offset(self) -> str:
+        """The offset the advice named, for the report's table ("–" when none)."""
+        if self.offset_text:
+            return self.offset_text
+        if self.offset_register and self.offset_change_mm is not None:
+            return f"{self.offset_register} {self.offset_change_mm:+.4f} mm"
+        return "–"
 
     def action(self) -> str:
-        """What was done, in words, for the report's alert table."""
-        done: list[str] = []
-        if self.acknowledged_at is not None:
+        """What was done, in words, for the report's alert table: every recorded action with who and
+        when, then how it ended. Alerts stored before actions were recorded (schema < 4) fall back to
+        their state changes ("acknowledged <when>")."""
+        done = [f"{when_text(a.time)} {a.user} ({a.role}): {action_text(a)}" for a in self.actions]
+        recorded = {a.kind for a in self.actions}
+        if self.acknowledged_at is not None and ActionKind.ACKNOWLEDGE not in recorded:
             done.append(f"acknowledged {when_text(self.acknowledged_at)}")
         if self.closed_at is not None:
             reason = f" ({self.close_reason})" if self.close_reason else ""
             done.append(f"closed {when_text(self.closed_at)}{reason}")
         if not done:
-            done.append("still open, not acknowledged")
+            done.append("still open, nothing recorded")
         return "; ".join(done)
 
 
@@ -382,12 +402,21 @@ def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOu
             if isinstance(advice, dict) and advice.get("offsets"):  # a condition's advice names the machine's register
                 first_offset = advice["offsets"][0]
                 candidate = {
-                    "register": advice.get("text") or first_offset.get("label"),
+                    "register": first_offset.get("label"),
                     "change_mm": first_offset.get("change_mm"),
+                    "text": advice.get("text"),  # every axis: "G54 X -0.019 Y +0.003 mm"
                 }
             if isinstance(candidate, dict):
                 offset = candidate
         change = offset.get("change_mm")
+        # what people did: actions that name this condition, and those on its feature while it lived
+        # that name no condition (an offset recorded from the command line by feature)
+        until = closed or datetime.max.replace(tzinfo=UTC)
+        acts = [
+            a
+            for a in store.actions(machine=alert.machine, program=alert.program, feature=alert.feature)
+            if a.condition_id == alert.id or (a.condition_id is None and first.time <= a.time <= until)
+        ]
         reason = alert.evidence.get("close_reason")
         if reason is None and "closed_at_part" in alert.evidence and closed is not None:
             reason = f"back in control at part {alert.evidence['closed_at_part']}"
@@ -401,6 +430,8 @@ def _alert_outcomes(store: StoreReader, alerts: Sequence[Alert]) -> list[AlertOu
                 close_reason=None if reason is None else str(reason),
                 offset_register=None if offset.get("register") is None else str(offset["register"]),
                 offset_change_mm=float(change) if isinstance(change, (int, float)) else None,
+                actions=tuple(acts),
+                offset_text=str(offset["text"]) if offset.get("text") else None,
             )
         )
     out.sort(key=lambda o: (o.raised_at, o.alert.id))

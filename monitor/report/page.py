@@ -352,9 +352,7 @@ def _alerts(outcomes: tuple[AlertOutcome, ...]) -> str:
     rows = []
     for o in outcomes:
         a = o.alert
-        offset = (
-            f"{o.offset_register} {o.offset_change_mm:+.4f} mm" if o.offset_register and o.offset_change_mm is not None else "–"
-        )
+        offset = o.offset()
         rows.append(
             _row(
                 f"<td>{_e(when_text(o.raised_at))}</td><td class=num>{o.raised_part}</td><td>{_e(a.machine)}</td>",
@@ -365,7 +363,7 @@ def _alerts(outcomes: tuple[AlertOutcome, ...]) -> str:
         )
     head = (
         "<table><tr><th>raised</th><th>part</th><th>machine</th><th>feature</th><th>kind</th><th>severity</th>"
-        "<th>message</th><th>suggested offset</th><th>what was done</th></tr>"
+        "<th>message</th><th>offset advised (last)</th><th>what was done (who, when)</th></tr>"
     )
     return head + "\n".join(rows) + "</table>"
 

@@ -90,6 +90,7 @@ programs: programs
 dashboard: {{port: 0{token_line}}}
 {users}machines:
   - id: {SIM}
+    probe_tool: "99"
     source: {{type: replay, path: "{tmp / "sim.jsonl"}"}}
     tracking: {{grace_s: 1.0}}
   - id: {XSS}

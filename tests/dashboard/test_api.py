@@ -21,7 +21,7 @@ from monitor.config import load_site
 from monitor.dashboard.server import plotly_js_path
 from monitor.dashboard.stream import QUEUE_SIZE
 from monitor.model import AlertState
-from monitor.queries import part_row
+from monitor.queries import site_part_row
 from tests.daemons import running_daemon
 from tests.dashboard.cell import ENGINEER_TOKEN, OPERATOR_TOKEN, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, start_cell
 from tests.streams import batch, write_jsonl, write_site
@@ -61,15 +61,21 @@ async def test_parts_and_alerts_show_the_same_numbers_as_the_cli(cell: Cell, htt
     )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.output.splitlines()] == body["parts"]
-    expected = await cell.daemon.core.read(lambda store: [part_row(p) for p in store.parts(machine=SIM, last=7)])
+    site = cell.daemon.site
+    expected = await cell.daemon.core.read(lambda store: [site_part_row(site, p) for p in store.parts(machine=SIM, last=7)])
+    assert all(set(row["out_of_tolerance"]) <= {"hole1_dia", "hole2_dia"} for row in expected)
+    assert all(row["out_of_tolerance"] for row in expected)  # the tool_wear run ends with bad parts: they say so
     assert body["parts"] == json.loads(json.dumps(expected))
 
-    alerts = (await _get(http, f"{cell.url}/api/alerts?machine={SIM}&state=closed"))["alerts"]
-    assert alerts and all(a["state"] == "closed" and a["machine"] == SIM for a in alerts)
+    # one condition per feature: the tool_wear batch ends with its drifting features' conditions open
+    alerts = (await _get(http, f"{cell.url}/api/alerts?machine={SIM}&state=open"))["alerts"]
+    assert alerts and all(a["state"] == "open" and a["machine"] == SIM for a in alerts)
+    assert len({a["feature"] for a in alerts}) == len(alerts)  # never two open for one feature
     assert [a["time"] for a in alerts] == sorted((a["time"] for a in alerts), reverse=True)  # newest first
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["alerts", "--config", str(site_file), "--json"])
     cli_alerts = {a["id"]: a for a in map(json.loads, result.output.splitlines())}
-    assert all(cli_alerts[a["id"]] == a for a in alerts)
+    for a in alerts:
+        assert cli_alerts[a["id"]] == a
 
 
 async def test_machines_and_feature_series(cell: Cell, http: aiohttp.ClientSession) -> None:
@@ -91,7 +97,8 @@ async def test_machines_and_feature_series(cell: Cell, http: aiohttp.ClientSessi
     assert all(lo <= m <= hi for lo, m, hi in zip(cone["lo"], cone["mean"], cone["hi"], strict=True))
     d = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/hole1_dia")
     assert d["limits"]["lower"] == 10.0 and d["limits"]["upper"] == 10.015
-    assert d["capability"]["cpk"] is not None and d["evidence"]["evidence"]["offset"]["change_mm"] is not None
+    assert d["capability"]["cpk"] is not None and d["evidence"]["evidence"]["advice"]["offsets"][0]["change_mm"] is not None
+    assert d["evidence"]["evidence"]["advice"]["offsets"][0]["label"] == "T12 D-wear"  # a bore on a mill: its tool's wear
     err = await _get(http, f"{cell.url}/api/features/{SIM}/O1001/nope", status=404)
     assert "no feature" in err["error"]
     await _get(http, f"{cell.url}/api/features/nope/O1001/hole1_dia", status=404)

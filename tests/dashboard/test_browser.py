@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from monitor.cli import app
 from monitor.config import load_site
-from monitor.model import GAP_SIGNAL, AlertState, Observation, PartStatus
+from monitor.model import GAP_SIGNAL, AlertState, ConditionState, Observation, PartStatus
 from tests.daemons import running_daemon
 from tests.dashboard.cell import LIVE, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, live_stream, start_cell
 from tests.requires import need_binary
@@ -158,7 +158,11 @@ async def test_feature_chart_shows_every_stored_part(cell: Cell, context: Any) -
     assert await page.locator(".js-plotly-plot .point").count() >= len(stored)  # drawn, not only handed over
     # evidence beneath the chart: attribution and the suggested offset; capability with intervals
     evidence = await page.locator("#evidence").text_content() or ""
-    assert "Suggested offset" in evidence and "diameter wear offset" in evidence
+    # the condition now: out of tolerance since the run wore the tool, what to do and the offset in the machine's register
+    assert "What to do now" in evidence and "quarantine part 100" in evidence
+    assert "Offset now" in evidence and "T12 D-wear -0.0" in evidence
+    notes = await page.evaluate("document.getElementById('chart').layout.annotations.map(a => a.text)")
+    assert "breach ~part" not in " ".join(notes) and any(n.startswith("out of tolerance") for n in notes)
     cpk = await page.locator('#capability tr[data-index="cpk"] td').all_text_contents()
     assert cpk[1] != "–" and "–" in cpk[2]
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -187,14 +191,21 @@ async def test_alert_raised_while_page_is_open_appears_without_reload(cell: Cell
         await w.page.evaluate("window.__loaded_once = true")
     assert await alerts.page.locator("#alerts tbody tr").count() == 0
     await cell.feed_live(live_stream(12, oot_at=9))
-    row = alerts.page.locator(f'#alerts tr[data-alert-id="{LIVE}/O1001/hole1_dia/out_of_tolerance/9"]')
+    # one condition for the feature (it may open on a chart signal); it was out of tolerance at part 9
+    row = alerts.page.locator('#alerts tr[data-feature="hole1_dia"]')
     await row.wait_for()
-    assert "out of tolerance" in (await row.locator("td.message").text_content() or "")
     await cellpage.page.locator(f'tr[data-machine="{LIVE}"] td.parts', has_text="12").wait_for()
+    events = await cell.daemon.core.read(lambda store: store.alert_events(limit=100_000))
+    history = [(a.last_part, a.condition) for _, a in events if a.machine == LIVE and a.feature == "hole1_dia"]
+    assert (9, ConditionState.OUT_OF_TOLERANCE) in history
+    assert len({a.id for _, a in events if a.machine == LIVE and a.feature == "hole1_dia"}) == 1
+    await alerts.page.locator(f'#alerts tr[data-feature="hole1_dia"][data-level="{history[-1][1]}"]').wait_for()
+    assert await row.count() == 1
     await chart.page.locator('#chart[data-points="12"]').wait_for()
     # the out-of-tolerance part is marked (the live stream also sits 6.5 um off nominal from part 1,
     # which the charts flag before it)
-    assert 9 in await chart.page.evaluate("document.getElementById('chart').data.find(t => t.name === 'alerts').x")
+    assert await chart.page.evaluate("document.getElementById('chart').data.find(t => t.name === 'out of tolerance').x") == [9]
+    assert await chart.page.evaluate("document.getElementById('chart').data.find(t => t.name === 'alerts').x") == [history[0][0]]
     for w in (alerts, cellpage, chart):
         assert await w.page.evaluate("window.__loaded_once") is True, "the page was reloaded"
         w.assert_clean(cell.url)

@@ -9,7 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
+from monitor.model import (
+    Action,
+    ActionKind,
+    Alert,
+    AlertKind,
+    AlertState,
+    PartRecord,
+    PartStatus,
+    Register,
+    RegisterKind,
+    Role,
+    Severity,
+    SpindleStats,
+    ToolUse,
+)
 from monitor.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -145,6 +159,39 @@ def write_batch(tmp_path: Path, *, program: str = PROGRAM, n: int = 30, seed: in
             store.record_part(part, alerts_at.get(part.part_number, []))
             if part.part_number == 16:
                 store.record_alerts([acked])
+                store.record_action(
+                    Action(
+                        id="a-1",
+                        time=acked.time,
+                        kind=ActionKind.ACKNOWLEDGE,
+                        machine="vmc-01",
+                        program=program,
+                        feature="hole1_pos",
+                        user="olga",
+                        role=Role.OPERATOR,
+                        source="dashboard",
+                        condition_id=opened.id,
+                        part_number=16,
+                        comment="re-probed part 16: it is real",
+                    )
+                )
+            if part.part_number == 19:  # an offset recorded by feature (no condition named) while it lived
+                store.record_action(
+                    Action(
+                        id="a-2",
+                        time=part.end + timedelta(seconds=40),
+                        kind=ActionKind.OFFSET_APPLIED,
+                        machine="vmc-01",
+                        program=program,
+                        feature="hole1_pos",
+                        user="eric",
+                        role=Role.ENGINEER,
+                        source="cli",
+                        part_number=19,
+                        register=Register(RegisterKind.WORK_OFFSET, "x", -1.0, work_offset="G54"),
+                        change=-0.0204,
+                    )
+                )
         store.record_alerts(lost)  # one long before the batch, one during it
     return Batch(site_file, parts, [oot, opened, acked, escalated])
 

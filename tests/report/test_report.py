@@ -67,8 +67,12 @@ def test_numbers_come_from_the_store(batch: Batch) -> None:
     assert forecast.raised_part == 14 and forecast.alert.part_number == 18
     assert forecast.acknowledged_at == batch.alerts[2].time and forecast.closed_at is None
     assert (forecast.offset_register, forecast.offset_change_mm) == ("X wear offset", -0.0204)  # latest suggestion
-    assert forecast.action().startswith("acknowledged 2026-03-02")
-    assert outcomes["bore_dia"].action() == "still open, not acknowledged"
+    # what was done: the action record, with who and when (not "acknowledged" alone)
+    done = forecast.action()
+    assert [a.id for a in forecast.actions] == ["a-1", "a-2"]
+    assert done.startswith("2026-03-02") and "olga (operator): acknowledge: re-probed part 16: it is real" in done
+    assert "eric (engineer): offset applied: G54 X -0.0204 mm" in done and "acknowledged 2026" not in done
+    assert outcomes["bore_dia"].action() == "still open, nothing recorded"
     assert [o.alert.id for o in report.alerts if o.alert.feature == "connection"] == ["vmc-01/-/connection/signal_lost/9@9"]
     assert outcomes["connection"].closed_at is not None
 

@@ -1,7 +1,9 @@
-// The cell page: every machine with its connection, program, counters and open alerts.
+// The cell page: the shop-floor cards (one per machine), then every machine with its connection,
+// program, counters and open conditions.
 "use strict";
 (() => {
-  const { el, api, badge, sourceProblems, time, machineHref, alertRow, fill, debounce, live, notice } = M;
+  const { el, api, badge, sourceProblems, time, machineHref, alertRow, fill, debounce, live, notice, card } = M;
+  const floor = document.getElementById("floor");
   const machines = document.querySelector("#machines tbody");
   const openAlerts = document.querySelector("#open-alerts tbody");
   const config = document.querySelector("#config");
@@ -21,7 +23,7 @@
     if (m.signal_lost) conn.append(" ", el("span", { class: "badge lost", title: "signal lost" }, "⚠ signal lost"));
     conn.append(...sourceProblems(m));
     const counts = el("td", { class: "alert-counts" });
-    for (const sev of ["critical", "warning", "watch"]) {
+    for (const sev of ["critical", "warning", "watch"]) {  // by severity (out of tolerance counts as critical)
       const n = m.open_alerts[sev] || 0;
       if (n) counts.append(el("span", { class: "badge " + sev, "data-severity": sev }, `${n} ${sev}`), " ");
     }
@@ -40,8 +42,9 @@
 
   async function refresh() {
     try {
-      const [ms, al, st] = await Promise.all([
-        api("/api/machines"), api("/api/alerts?state=active&last=50"), api("/api/status")]);
+      const [fl, ms, al, st] = await Promise.all([
+        api("/api/floor"), api("/api/machines"), api("/api/alerts?state=active&last=50"), api("/api/status")]);
+      floor.replaceChildren(...fl.machines.map((c) => card(c, soon)));
       fill(machines, ms.machines.map(machineRow));
       showConfig(st.config);
       fill(openAlerts, al.alerts.map((a) => alertRow(a)), 50);
@@ -52,6 +55,7 @@
   }
 
   const soon = debounce(refresh, 500);
+  M.tokenField(document.getElementById("token"), document.getElementById("whoami"));
   refresh();
   live({ part: soon, alert: soon, machine: soon, config: soon });
   setInterval(soon, 10000);  // connection and program changes that end no part

@@ -64,7 +64,7 @@ const M = (() => {
     const es = new EventSource("/api/events");
     es.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
     es.onerror = () => { badge.textContent = "reconnecting"; badge.className = "live off"; };
-    for (const kind of ["part", "alert", "machine", "config"]) {
+    for (const kind of ["part", "alert", "machine", "config", "action"]) {
       es.addEventListener(kind, (ev) => {
         let data;
         try { data = JSON.parse(ev.data); } catch (e) { return; }
@@ -108,9 +108,10 @@ const M = (() => {
   function machineHref(machine) { return "/machine" + query({ id: machine }); }
 
   function alertRow(a, extraCells, opts) {
+    const level = a.level || a.condition || a.severity;  // a feature's condition, a machine alert's severity
     const cells = [
       el("td", {}, time(a.time)),
-      el("td", {}, badge(a.severity)),
+      el("td", {}, badge(level.replaceAll("_", " "), level)),
       el("td", {}, badge(a.state)),
     ];
     if (!opts || !opts.noMachine) {
@@ -122,12 +123,110 @@ const M = (() => {
       cells.push(el("td", {}, a.program && a.feature !== "connection"
         ? el("a", { href: featureHref(a.machine, a.program, a.feature) }, a.feature) : a.feature));
     }
-    cells.push(el("td", { class: "num" }, a.part_number));
+    cells.push(el("td", { class: "num" }, a.parts || a.part_number));
     cells.push(el("td", { class: "message" }, a.message));
     for (const c of extraCells || []) cells.push(c);
-    return el("tr", { "data-alert-id": a.id, "data-state": a.state, class: "sev-" + a.severity }, ...cells);
+    return el("tr", { "data-alert-id": a.id, "data-state": a.state, "data-feature": a.feature, "data-level": level,
+                      class: "sev-" + a.severity }, ...cells);
   }
 
-  return { el, seg, query, api, notice, debounce, live, fill, num, time, badge, sourceProblems, featureHref, machineHref, alertRow,
-           data: body.dataset };
+  /** Every cell of a grid table carries its column's name (data-label), which the narrow layout
+   *  shows in front of the value (one block per row below 960 px: no sideways scrolling). */
+  function labelRows(table) {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    const label = (tr) => [...tr.children].forEach((td, i) => { if (heads[i] && !td.hasAttribute("colspan")) td.dataset.label = heads[i]; });
+    const tbody = table.tBodies[0];
+    if (!tbody) return;
+    [...tbody.rows].forEach(label);
+    new MutationObserver((changes) => {
+      for (const c of changes) for (const n of c.addedNodes) if (n.nodeName === "TR") label(n);
+    }).observe(tbody, { childList: true });
+  }
+  document.querySelectorAll("table.grid").forEach(labelRows);
+
+  const TOKEN_KEY = "monitor-token";
+  const token = {
+    get: () => sessionStorage.getItem(TOKEN_KEY) || "",
+    set: (v) => sessionStorage.setItem(TOKEN_KEY, v),
+  };
+
+  /** The token field of a page: kept in this tab's session storage; says whose token it is. */
+  function tokenField(input, who) {
+    if (!input) return;
+    input.value = token.get();
+    const check = async () => {
+      if (!who) return;
+      if (!token.get()) { who.textContent = ""; return; }
+      try {
+        const me = await api("/api/whoami", { headers: { Accept: "application/json", Authorization: "Bearer " + token.get() } });
+        who.textContent = `${me.user} (${me.role})`;
+      } catch (e) { who.textContent = "unknown token"; }
+    };
+    input.addEventListener("change", () => { token.set(input.value); check(); });
+    check();
+  }
+
+  /** POST a person's change with the token of this tab; resolves to the answer, rejects with .status. */
+  async function act(path, payload) {
+    const headers = { Accept: "application/json", "Content-Type": "application/json" };
+    if (token.get()) headers.Authorization = "Bearer " + token.get();
+    return api(path, { method: "POST", headers, body: JSON.stringify(payload || {}) });
+  }
+
+  const LEFT = (c) => {
+    if (c.level === "out_of_tolerance") return "Parts left: none, out of tolerance now";
+    if (c.parts_left === null || c.parts_left === undefined) return "";
+    return `Parts left: ~${Math.max(0, Math.round(c.parts_left))}`;
+  };
+
+  /** A shop-floor card: the light (colour and word), the condition that matters most, parts left,
+   *  the one action to take and the acknowledge button; the rest of the conditions beneath. */
+  function card(c, onChange) {
+    const head = el("div", { class: "light" },
+      el("a", { class: "name", href: machineHref(c.machine) }, c.machine),
+      el("span", { class: "word" }, c.word));
+    const bodyDiv = el("div", { class: "body" });
+    const t = c.top;
+    if (!t) {
+      bodyDiv.append(el("div", { class: "feature" }, "All features in control"),
+        el("div", { class: "todo" }, "Keep running."));
+    } else {
+      bodyDiv.append(
+        el("div", { class: "feature" }, t.feature === "connection" ? "Connection" : t.feature, " ",
+          badge(t.level.replaceAll("_", " "), t.level)),
+        el("div", { class: "left" }, LEFT(t)),
+        el("div", { class: "todo", "data-role": "action" }, t.action));
+      const act_ = el("div", { class: "act" });
+      if (t.state === "open") {
+        const comment = el("input", { type: "text", placeholder: "comment (optional)", "aria-label": "comment for " + t.feature });
+        const button = el("button", { type: "button", class: "ack" }, "Acknowledge");
+        button.addEventListener("click", async () => {
+          if (!token.get()) { notice("Enter your token (top of the page) to acknowledge.", "error"); return; }
+          try {
+            const r = await act(`/api/alerts/${seg(t.id)}/ack`, { comment: comment.value });
+            notice(`Acknowledged by ${r.action ? r.action.user : "you"}: ${t.feature}`, "ok");
+            if (onChange) onChange();
+          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+        });
+        act_.append(button, comment);
+      } else {
+        act_.append(el("span", { class: "meta" }, `acknowledged${t.acknowledged_by ? " by " + t.acknowledged_by : ""}`));
+      }
+      bodyDiv.append(act_);
+      bodyDiv.append(el("div", { class: "meta" }, `${c.program || ""} · parts ${t.parts}` + (t.offset ? ` · offset ${t.offset}` : "")));
+      if (c.others.length) {
+        const other = (o) => `${o.feature} (${o.level.replaceAll("_", " ")}` +
+          (o.state === "acknowledged" ? `, acknowledged${o.acknowledged_by ? " by " + o.acknowledged_by : ""})` : ")");
+        bodyDiv.append(el("div", { class: "others" }, "Also: " + c.others.map(other).join(", ")));
+      }
+    }
+    if (c.last_action) {
+      bodyDiv.append(el("div", { class: "did" }, `Last action: ${c.last_action.user}, ${time(c.last_action.time)}: ${c.last_action.text}`));
+    }
+    return el("article", { class: `card light-${c.light}`, "data-machine": c.machine, "data-light": c.light,
+                           "aria-label": `${c.machine}: ${c.word}` }, head, bodyDiv);
+  }
+
+  return { el, seg, query, api, act, token, tokenField, notice, debounce, live, fill, num, time, badge, sourceProblems, featureHref, machineHref,
+           alertRow, card, data: body.dataset };
 })();

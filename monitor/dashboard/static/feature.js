@@ -56,12 +56,22 @@
                   fill: "tonexty", fillcolor: "rgba(255,152,0,0.20)", line: { width: 0 }, hoverinfo: "skip" });
     traces.push({ type: "scatter", mode: "lines", name: "trend forecast", x: fx, y: fc ? fc.mean : [],
                   line: { color: "#ef6c00", dash: "dash", width: 2 } });
-    if (fc && fc.breach_part && fc.breach_part <= fx[fx.length - 1]) {  // within the forecast horizon
+    const now = f.evidence && f.evidence.state !== "closed" ? f.evidence : null;
+    if (now && now.condition === "out_of_tolerance") {  // already out: no forecast of a breach that happened
+      annotations.push({ xref: "paper", yref: "paper", x: 0, y: 1, text: `out of tolerance (condition since part ${now.part_number})`,
+                         showarrow: false, xanchor: "left", yanchor: "bottom", font: { color: "#b71c1c" } });
+    } else if (fc && fc.breach_part && fc.breach_part <= fx[fx.length - 1]) {  // within the forecast horizon
       shapes.push({ type: "line", yref: "paper", y0: 0, y1: 1, x0: fc.breach_part, x1: fc.breach_part,
                     line: { color: "#c62828", dash: "dot", width: 1 } });
       annotations.push({ yref: "paper", y: 1, x: fc.breach_part, text: `breach ~part ${Math.round(fc.breach_part)}`,
                          showarrow: false, yanchor: "bottom" });
     }
+    const bad = f.values.filter((v) => (lower !== null && lower !== undefined && v.value < lower) ||
+                                       (upper !== null && upper !== undefined && v.value > upper));
+    traces.push({  // out-of-tolerance parts are red on every chart and table
+      type: "scatter", mode: "markers", name: "out of tolerance", x: bad.map((v) => v.part_number), y: bad.map((v) => v.value),
+      marker: { symbol: "x", size: 11, color: "#b71c1c" }, hovertemplate: "part %{x} out of tolerance<br>%{y:.4f} mm<extra></extra>",
+    });
     const byPart = new Map(f.values.map((v) => [v.part_number, v.value]));
     const marks = f.alerts.filter((a) => byPart.has(a.part_number));
     traces.push({
@@ -81,9 +91,34 @@
     };
     Plotly.react(chart, traces, layout, { displaylogo: false, responsive: true });
     chart.dataset.points = String(xs.length);
+    document.getElementById("chart-summary").textContent = summary(f, bad, now);
     document.getElementById("chart-note").textContent =
       `${xs.length} parts plotted` + (f.total_parts > xs.length ? ` of ${f.total_parts} stored` : "") +
       (fc ? `; forecast over ${fc.parts.length} parts, ${Math.round((fc.interval || 0.9) * 100)}% interval` : "");
+  }
+
+  /** The chart in words, for a screen reader (and anyone who cannot see the colours). */
+  function summary(f, bad, now) {
+    const n = f.values.length;
+    if (!n) return `${feature}: no parts measured yet.`;
+    const lim = f.limits || {};
+    const last = f.values[n - 1];
+    const unit = f.kind === "position" ? "mm true position" : "mm";
+    const limits = lim.kind === "size"
+      ? `nominal ${num(f.nominal)}, lower limit ${num(lim.lower)}, upper limit ${num(lim.upper)}`
+      : `tolerance ${num(lim.upper)}`;
+    let text = `${feature}: ${n} parts plotted, last part ${last.part_number} measured ${num(last.value)} ${unit} (${limits}); `;
+    text += bad.length
+      ? `${bad.length} out of tolerance (parts ${bad.slice(0, 12).map((v) => v.part_number).join(", ")}${bad.length > 12 ? ", ..." : ""}). `
+      : "none out of tolerance. ";
+    if (now) text += `Condition: ${(now.condition || now.severity).replaceAll("_", " ")} since part ${now.part_number}. `;
+    else text += "Condition: ok. ";
+    const fc = f.forecast;
+    if (fc && fc.parts && fc.parts.length) {
+      text += `Trend forecast to part ${fc.parts[fc.parts.length - 1]}: ${num(fc.mean[fc.mean.length - 1])} mm`;
+      text += fc.breach_part && (!now || now.condition !== "out_of_tolerance") ? `, limit reached near part ${Math.round(fc.breach_part)}.` : ".";
+    }
+    return text;
   }
 
   const AXIS_COLOR = { x: "#1565c0", y: "#6a1b9a", z: "#00838f" };
@@ -132,20 +167,36 @@
   function evidence(f) {
     const box = document.getElementById("evidence");
     const a = f.evidence;
-    if (!a) { box.replaceChildren(el("p", { class: "muted" }, "No alert on this feature.")); return; }
+    if (!a) { box.replaceChildren(el("p", { class: "muted" }, "No condition on this feature: it is ok.")); return; }
     const ev = a.evidence || {};
+    const advice = ev.advice || {};
     const dl = el("dl", { class: "evidence" });
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") dl.append(el("dt", {}, k), el("dd", {}, v)); };
-    add("Alert", el("span", {}, badge(a.severity), " ", badge(a.state), " ", a.kind, " at part ", String(a.part_number)));
+    const span = a.last_part !== null && a.last_part !== undefined && a.last_part !== a.part_number
+      ? `parts ${a.part_number}–${a.last_part}` : `part ${a.part_number}`;
+    const level = a.condition || a.severity;
+    add("Condition", el("span", {}, badge(level.replaceAll("_", " "), level), " ", badge(a.state), " ", span));
+    add("What to do now", advice.action);
+    const offsets = Array.isArray(advice.offsets) ? advice.offsets : [];
+    if (offsets.length) {
+      add("Offset now", offsets.map((o) => {
+        const c = Number(o.change_mm);
+        return `${o.label} ${c >= 0 ? "+" : ""}${c.toFixed(4)} mm`;
+      }).join(", "));
+    }
+    if (level === "out_of_tolerance") {
+      add("Parts left", "none: the last part is out of tolerance");
+    } else if (advice.parts_left !== undefined && advice.parts_left !== null) {
+      const iv = advice.first_out_interval
+        ? `; first bad part ${Math.round(advice.first_out_interval[0])}–${advice.first_out_interval[1] === null ? "…" : Math.round(advice.first_out_interval[1])} (90%)`
+        : "";
+      add("Parts left", `~${Math.round(advice.parts_left)}${iv}`);
+    }
     add("Message", a.message);
+    const signals = Object.entries(ev.signals || {});
+    if (signals.length) add("Evidence", signals.map(([k, s]) => `${k} (${s.severity})`).join(", "));
     if (ev.model) add("Model", `${ev.model}` + (ev.model_probability !== undefined && ev.model_probability !== null
       ? ` (${Math.round(ev.model_probability * 100)}% likely)` : ""));
-    if (ev.parts_to_breach !== undefined && ev.parts_to_breach !== null) {
-      const iv = ev.first_out_interval
-        ? `; first bad part ${Math.round(ev.first_out_interval[0])}–${ev.first_out_interval[1] === null ? "…" : Math.round(ev.first_out_interval[1])} (90%)`
-        : "";
-      add("Parts to breach", `~${Math.round(ev.parts_to_breach)}${iv}`);
-    }
     if (ev.slope_mm_per_part !== undefined) add("Drift", `${(ev.slope_mm_per_part * 1000).toFixed(2)} µm/part`);
     if (ev.likely_cause) add("Attribution", `${ev.likely_cause}` +
       (ev.correlations && ev.correlations[ev.likely_cause] !== undefined && ev.correlations[ev.likely_cause] !== null
@@ -154,14 +205,6 @@
       const parts = Object.entries(ev.correlations).filter(([, r]) => r !== null && r !== undefined)
         .map(([k, r]) => `${k} r=${Number(r).toFixed(2)}`);
       if (parts.length) add("Correlations", parts.join(", "));
-    }
-    const offsets = Array.isArray(ev.offsets) && ev.offsets.length ? ev.offsets
-      : (ev.offset && ev.offset.change_mm !== undefined && ev.offset.change_mm !== null ? [ev.offset] : []);
-    if (offsets.length) {
-      add("Suggested offset", offsets.map((o) => {
-        const c = Number(o.change_mm);
-        return `${o.register}: ${c >= 0 ? "+" : ""}${c.toFixed(4)} mm`;
-      }).join(", "));
     }
     box.replaceChildren(dl);
   }
