@@ -466,10 +466,10 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     class CountingStore(SqliteStore):
         """The real store; counts the bytes of engine state each part writes."""
 
-        def record_part(self, part: Any, alerts: Any = (), states: Any = ()) -> bool:
+        def record_part(self, part: Any, alerts: Any = (), states: Any = (), refreshed: Any = ()) -> bool:
             states = list(states)
             state_bytes.append(sum(_state_size(s) for name, s in states if name.startswith("drift-engine:")))
-            return super().record_part(part, alerts, states)
+            return super().record_part(part, alerts, states, refreshed)
 
     costs: dict[int, list[float]] = {n: [] for n in at}
     sizes: dict[int, list[int]] = {n: [] for n in at}
