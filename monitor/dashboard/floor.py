@@ -68,6 +68,9 @@ def _entry(alert: Alert, acknowledged_by: str | None) -> dict[str, Any]:
         "parts_left": advice.get("parts_left"),
         "action": action,
         "offset": advice.get("text") or None,
+        "offsets": advice.get("offsets") or [],  # per register: what "offset applied" records
+        "tool": alert.evidence.get("tool"),
+        "last_part": alert.last_part,
         "message": alert.message,
         "acknowledged_by": acknowledged_by,
     }

@@ -254,3 +254,48 @@ async def test_acknowledge_from_the_card_is_recorded_with_the_user_and_comment(c
         w.assert_clean(cell.url)
     finally:
         await ctx.close()
+
+
+async def test_offset_applied_and_tool_changed_are_recorded_from_the_card_with_two_taps(cell: Cell, browser: Any) -> None:
+    ctx = await _context(browser, *WIDTHS["phone"])
+    try:
+        w = await _open(ctx, f"{cell.url}/machine?id={SIM}")
+        page = w.page
+        await page.fill("#token", OPERATOR_TOKEN)
+        await page.locator("#token").dispatch_event("change")
+        card = page.locator(f'#floor .card[data-machine="{SIM}"]')
+        offset = card.locator('button.record[data-kind="offset_applied"]')
+        await offset.wait_for()
+        async with aiohttp.ClientSession() as http, http.get(f"{cell.url}/api/floor?machine={SIM}") as r:
+            top = (await r.json())["machines"][0]["top"]
+        advised = [(o["label"], o["change_mm"]) for o in top["offsets"]]
+        assert advised and advised[0][0] == "T12 D-wear"
+        before = await cell.daemon.core.read(lambda store: store.actions(condition_id=top["id"]))
+        await offset.click()  # the first tap only says what will be recorded
+        await card.locator("button.record.armed", has_text="Tap again: T12 D-wear").wait_for()
+        assert await cell.daemon.core.read(lambda store: store.actions(condition_id=top["id"])) == before
+        await card.locator("button.record.armed").click()
+        await page.locator("#notice.ok", has_text="Offset applied: T12 D-wear").wait_for()
+        recorded = await cell.daemon.core.read(lambda store: store.actions(condition_id=top["id"]))
+        new = [a for a in recorded if a not in before]
+        assert [(a.kind, a.user, a.register.label if a.register else None, a.change) for a in new] == [
+            (ActionKind.OFFSET_APPLIED, "olga", label, change) for label, change in advised
+        ]
+        await page.locator("#actions tbody tr", has_text="offset applied: T12 D-wear").wait_for()
+
+        tool = card.locator('button.record[data-kind="tool_changed"]')
+        await tool.click()
+        await tool.click()
+        await page.locator("#notice.ok", has_text="Tool 12 changed").wait_for()
+        changed = await cell.daemon.core.read(lambda store: store.actions(condition_id=top["id"]))
+        assert [(a.kind, a.tool) for a in changed if a.kind is ActionKind.TOOL_CHANGED] == [(ActionKind.TOOL_CHANGED, "12")]
+        await card.locator(".did", has_text="olga").wait_for()  # the card's last action says who
+        await _no_sideways_scroll(w)
+        w.assert_clean(cell.url)
+        feature = await _open(ctx, f"{cell.url}/feature?machine={SIM}&program=O1001&feature={top['feature']}")
+        done = feature.page.locator("#feature-actions tbody tr")
+        await done.filter(has_text="offset applied: T12 D-wear").wait_for()  # the feature page says what was done
+        assert await done.filter(has_text="olga (operator)").count() >= 2
+        feature.assert_clean(cell.url)
+    finally:
+        await ctx.close()

@@ -213,6 +213,49 @@ const M = (() => {
         act_.append(el("span", { class: "meta" }, `acknowledged${t.acknowledged_by ? " by " + t.acknowledged_by : ""}`));
       }
       bodyDiv.append(act_);
+      const record = el("div", { class: "act record" });
+      const recordButton = (label, confirmText, payloads, done) => {
+        // two taps: the first says what will be recorded, the second records it (no mis-tap with a glove)
+        const b = el("button", { type: "button", class: "record", "data-kind": payloads[0].kind }, label);
+        let armed = null;
+        b.addEventListener("click", async () => {
+          if (!token.get()) { notice("Enter your token (top of the page) to record what you did.", "error"); return; }
+          if (!armed) {
+            b.textContent = "Tap again: " + confirmText;
+            b.classList.add("armed");
+            armed = setTimeout(() => { armed = null; b.textContent = label; b.classList.remove("armed"); }, 8000);
+            return;
+          }
+          clearTimeout(armed);
+          armed = null;
+          b.textContent = label;
+          b.classList.remove("armed");
+          try {
+            let who = "you";
+            for (const p of payloads) {
+              const r = await act("/api/actions", p);
+              if (r.action) who = r.action.user;
+            }
+            notice(`${done} (recorded by ${who})`, "ok");
+            if (onChange) onChange();
+          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+        });
+        return b;
+      };
+      if (t.offsets && t.offsets.length) {
+        const what = t.offsets.map((o) => `${o.label} ${o.change_mm >= 0 ? "+" : ""}${Number(o.change_mm).toFixed(4)} mm`).join(", ");
+        record.append(recordButton("Offset applied", what, t.offsets.map((o) => (
+          { kind: "offset_applied", alert_id: t.id, register: o.register, change: o.change_mm })), `Offset applied: ${what}`));
+      }
+      if (t.tool) {
+        record.append(recordButton("Tool changed", `T${String(t.tool).replace(/^T/, "")} replaced`,
+          [{ kind: "tool_changed", alert_id: t.id, tool: String(t.tool) }], `Tool ${t.tool} changed`));
+      }
+      if (t.level === "out_of_tolerance" && t.last_part) {
+        record.append(recordButton(`Part ${t.last_part} quarantined`, `part ${t.last_part} set aside`,
+          [{ kind: "part_quarantined", alert_id: t.id, part_number: t.last_part }], `Part ${t.last_part} quarantined`));
+      }
+      if (record.childNodes.length) bodyDiv.append(record);
       bodyDiv.append(el("div", { class: "meta" }, `${c.program || ""} · parts ${t.parts}` + (t.offset ? ` · offset ${t.offset}` : "")));
       if (c.others.length) {
         const other = (o) => `${o.feature} (${o.level.replaceAll("_", " ")}` +

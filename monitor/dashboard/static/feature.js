@@ -232,6 +232,12 @@
       drawAxes(f);
       evidence(f);
       capability(f);
+      const acts = await api("/api/actions" + M.query({ machine, program, feature, last: 100 }));
+      const actRows = acts.actions.map((a) => el("tr", { "data-action-id": a.id, "data-kind": a.kind },
+        el("td", {}, time(a.time)), el("td", {}, `${a.user} (${a.role})`), el("td", { class: "num" }, a.part_number ?? "–"),
+        el("td", {}, a.text)));
+      if (!actRows.length) actRows.push(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "Nothing recorded yet.")));
+      document.querySelector("#feature-actions tbody").replaceChildren(...actRows);
       const rows = f.alerts.slice().reverse().slice(0, 100).map((a) => alertRow(a, [], { noMachine: true, noFeature: true, kind: true }));
       document.querySelector("#feature-alerts tbody").replaceChildren(...rows);
       notice("");
@@ -243,5 +249,6 @@
   live({
     part: (p) => { if (p.machine === machine && p.program === program) soon(); },
     alert: (a) => { if (a.machine === machine && a.program === program && a.feature === feature) soon(); },
+    action: (a) => { if (a.machine === machine && a.feature === feature) soon(); },
   });
 })();
