@@ -396,8 +396,14 @@ def _part_rows(report: BatchReport) -> str:
     values = {(f.name, s.source, v.part_key): v for f, s in columns for v in s.values}
     rows = []
     for p in report.parts:
+        bad = [f.name for f in report.features if (fv := values.get((f.name, p.key))) is not None and not fv.in_tolerance]
+        status = (
+            f"<td class=bad>{_e(p.status.value)}, out of tolerance: {_e(', '.join(bad))}</td>"  # never a plain "complete"
+            if bad
+            else f"<td>{_e(p.status.value)}</td>"
+        )
         cells = [
-            f"<td class=num>{p.part_number}</td><td>{_e(p.machine)}</td><td>{_e(p.status.value)}</td>",
+            f"<td class=num>{p.part_number}</td><td>{_e(p.machine)}</td>{status}",
             f"<td>{_e(when_text(p.end))}</td>",
         ]
         for f, s in columns:

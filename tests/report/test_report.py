@@ -131,6 +131,11 @@ def test_cli_writes_html_and_csv(batch: Batch, tmp_path: Path) -> None:
     assert len(table.read_text().splitlines()) == 19
     text = out.read_text()
     assert "<script src" not in text and "<link" not in text and "Plotly.newPlot" in text  # nothing fetched
+    # the bad part says so in red in the parts table; what was done names who did it
+    assert "<td class=bad>complete, out of tolerance: bore_dia</td>" in text
+    assert text.count("out of tolerance: ") == 1
+    assert "olga (operator): acknowledge: re-probed part 16: it is real" in text
+    assert "eric (engineer): offset applied: G54 X -0.0204 mm" in text
 
     missing = CliRunner().invoke(app, ["report", "-c", str(batch.site_file), "--program", "O404", "--out", str(out)])
     assert missing.exit_code == 1 and "O404" in missing.output and PROGRAM in missing.output
