@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import statelog
+from monitor.commands import Acknowledge
 from monitor.config import load_site
 from monitor.engine import DriftEngine
 from monitor.model import AlertState, PartRecord, PartStatus
@@ -92,7 +93,7 @@ def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Pat
         running = Pipeline(site, store)
         running.observe(events[: cut // 2])
         opened = next(a for a in running.engine.open_alerts() if a.state is AlertState.OPEN)
-        assert running.acknowledge(opened.id) is not None  # a person's change goes into the book share
+        assert running.alert_command(Acknowledge(opened.id)).alert is not None  # a person's change goes into the book share
         running.observe(events[cut // 2 : cut])
         changes, change_bytes = store._db.execute("SELECT COUNT(*), SUM(LENGTH(change)) FROM detector_state_log").fetchone()
         (whole,) = store._db.execute("SELECT COUNT(*) FROM detector_state WHERE name LIKE ?", (ENGINE_STATE + "%",)).fetchone()
