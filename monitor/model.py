@@ -228,12 +228,13 @@ class SizeFeature:
         """Within the limits (the limits themselves included)."""
         return (self.lower is None or value >= self.lower) and (self.upper is None or value <= self.upper)
 
-    def in_tolerance(self, measurements: Mapping[str, float]) -> bool | None:
-        """Whether the part's value lies within the limits; None when it was not measured (or NaN)."""
-        value = measurements.get(self.signal)
+    def judge(self, measurements: Mapping[str, float]) -> bool | None:
+        """Whether the part's probe value lies within the limits; None when the probe does not measure
+        it or it was not measured (or NaN)."""
+        value = measurements.get(self.signal) if self.signal is not None else None
         if value is None or not math.isfinite(value):
             return None
-        return self.lower <= value <= self.upper
+        return self.in_tolerance(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +268,7 @@ class PositionFeature:
             total += (value - axis.nominal) ** 2
         return 2.0 * math.sqrt(total)
 
-    def in_tolerance(self, measurements: Mapping[str, float]) -> bool | None:
+    def judge(self, measurements: Mapping[str, float]) -> bool | None:
         """Whether the true position lies within the tolerance; None when an axis was not measured."""
         tp = self.true_position(dict(measurements))
         if tp is None or not math.isfinite(tp):
@@ -299,6 +300,10 @@ class AttributeFeature:
             return None
         return value != 0
 
+    def judge(self, measurements: Mapping[str, float]) -> bool | None:
+        """Whether the part passed (as :meth:`passed`): one question every feature kind answers."""
+        return self.passed(dict(measurements))
+
 
 Feature = SizeFeature | PositionFeature | AttributeFeature
 
@@ -306,7 +311,7 @@ Feature = SizeFeature | PositionFeature | AttributeFeature
 def out_of_tolerance(features: Iterable[Feature], measurements: Mapping[str, float]) -> dict[str, list[str]]:
     """The features a part's measurements put out of tolerance (the part is bad), each with the
     signals that measure it (so a table can mark those values red)."""
-    return {f.name: list(f.signals) for f in features if f.in_tolerance(measurements) is False}
+    return {f.name: list(f.signals) for f in features if f.judge(measurements) is False}
 
 
 class AlertKind(StrEnum):

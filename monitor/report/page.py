@@ -396,7 +396,11 @@ def _part_rows(report: BatchReport) -> str:
     values = {(f.name, s.source, v.part_key): v for f, s in columns for v in s.values}
     rows = []
     for p in report.parts:
-        bad = [f.name for f in report.features if (fv := values.get((f.name, p.key))) is not None and not fv.in_tolerance]
+        bad = list(
+            dict.fromkeys(
+                f.name for f, s in columns if (fv := values.get((f.name, s.source, p.key))) is not None and not fv.in_tolerance
+            )
+        )
         status = (
             f"<td class=bad>{_e(p.status.value)}, out of tolerance: {_e(', '.join(bad))}</td>"  # never a plain "complete"
             if bad

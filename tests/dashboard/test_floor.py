@@ -155,7 +155,7 @@ async def test_the_floor_reads_on_a_phone_a_tablet_and_a_desktop(cell: Cell, bro
 async def test_bad_parts_are_red_and_the_probe_is_not_a_cutting_tool(cell: Cell, browser: Any) -> None:
     features = cell.daemon.site.programs["O1001"].feature_models()
     parts = await cell.daemon.core.read(lambda store: store.parts(machine=SIM, last=50))
-    bad = {p.key: [f for f in features if f.in_tolerance(p.measurements) is False] for p in parts}
+    bad = {p.key: [f for f in features if f.judge(p.measurements) is False] for p in parts}
     assert any(bad.values())  # the run ends out of tolerance
     ctx = await _context(browser, 1440, 900)
     try:
@@ -217,7 +217,7 @@ async def test_the_chart_has_a_text_summary(cell: Cell, browser: Any) -> None:
         summary = (await page.locator(f"#{summary_id}").text_content()) or ""
         parts = await cell.daemon.core.read(lambda store: store.parts(machine=SIM, program="O1001"))
         feature = next(f for f in cell.daemon.site.programs["O1001"].feature_models() if f.name == "hole1_dia")
-        bad = sum(1 for p in parts if feature.in_tolerance(p.measurements) is False)
+        bad = sum(1 for p in parts if feature.judge(p.measurements) is False)
         assert "100 parts" in summary and f"{bad} out of tolerance" in summary
         assert "lower limit 10.0000" in summary and "Condition: out of tolerance since part" in summary
         w.assert_clean(cell.url)
