@@ -13,7 +13,7 @@ import pytest
 from monitor.config import ProgramConfig
 from monitor.engine import DriftEngine, SeriesPoint
 from monitor.errors import MonitorError
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus
+from monitor.model import Alert, AlertKind, AlertState, ConditionState, PartRecord, PartStatus
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
@@ -85,15 +85,17 @@ def test_a_one_sided_feature_drifting_up_and_an_angle_out_of_tolerance_alert() -
         if n == 30:
             part.measurements["probe.chamfer"] = 45.7
         alerts += engine.process(part)
-    flat = [a for a in alerts if a.feature == "flat"]
-    first_warning = min(a.part_number for a in flat)
-    oot = [a for a in flat if a.kind is AlertKind.OUT_OF_TOLERANCE]
-    assert first_warning < min(a.part_number for a in oot)  # warned before the first bad part
+    flat = [a for a in alerts if a.feature == "flat"]  # one condition: its changes, part by part (last_part)
+    first_warning = min(a.last_part or a.part_number for a in flat)
+    oot = [a for a in flat if a.condition is ConditionState.OUT_OF_TOLERANCE]
+    assert first_warning < min(a.last_part or a.part_number for a in oot)  # warned before the first bad part
     assert "upper limit 0.0200" in next(a.message for a in flat if a.kind is AlertKind.FORECAST)
     [angle] = [
-        a for a in alerts if a.feature == "chamfer" and a.kind is AlertKind.OUT_OF_TOLERANCE and a.state is AlertState.OPEN
+        a
+        for a in alerts
+        if a.feature == "chamfer" and a.condition is ConditionState.OUT_OF_TOLERANCE and a.state is AlertState.OPEN
     ]
-    assert angle.part_number == 30 and "45.7000 deg above upper limit 45.5000" in angle.message
+    assert angle.last_part == 30 and "45.7000 deg above upper limit 45.5000" in angle.message
 
 
 def test_every_failed_go_no_go_check_is_an_out_of_tolerance_alert_that_closes_when_parts_pass() -> None:
@@ -151,10 +153,13 @@ def test_a_bench_go_no_go_source_and_a_one_sided_inspection_only_feature() -> No
     rng = np.random.default_rng(2)
     parts = [_ok(n, rng) for n in range(1, 11)]
     alerts = engine.assess_series("m1", "O7", "thread@bench", [SeriesPoint(p, None, p.part_number != 4) for p in parts])
-    assert [(a.feature, a.kind, a.part_number, a.evidence["source"], a.state) for a in alerts] == [
-        ("thread", AlertKind.OUT_OF_TOLERANCE, 4, "bench", AlertState.OPEN),
-        ("thread", AlertKind.OUT_OF_TOLERANCE, 4, "bench", AlertState.CLOSED),  # five good parts after it
+    # one condition: out of tolerance at part 4, recovering from the next good part, then closed
+    assert [(a.feature, a.condition, a.part_number, a.evidence["source"], a.state) for a in alerts] == [
+        ("thread", ConditionState.OUT_OF_TOLERANCE, 4, "bench", AlertState.OPEN),
+        ("thread", ConditionState.RECOVERING, 4, "bench", AlertState.OPEN),
+        ("thread", ConditionState.OK, 4, "bench", AlertState.CLOSED),
     ]
+    assert alerts[-1].last_part == 7  # three good parts (close_after) after it
     assert engine.series_labels("O7") == {
         "bore@cmm": ("bore", "cmm"),
         "ra@bench": ("ra", "bench"),
