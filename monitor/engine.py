@@ -34,7 +34,7 @@ from monitor.registers import OffsetChange, advice_text, advise
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
 
-__all__ = ["DriftEngine", "PartAssessment"]
+__all__ = ["DriftEngine", "PartAssessment", "SeriesPoint"]
 
 _STATE_VERSION = 2
 """2: the Bayesian trend models and residual charts (issue 11); watches saved by version 1 restart."""
