@@ -12,7 +12,6 @@ from monitor.cli._app import app, console, emit_json, emit_rows
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 from monitor.model import ActionKind
-from monitor.queries import action_row, open_site_store
 
 __all__ = ["act", "actions"]
 
@@ -68,6 +67,7 @@ def act(
     from monitor.acknowledge import TOKEN_ENV, change_alert
     from monitor.commands import RecordAction
     from monitor.config import load_site
+    from monitor.queries import action_row
     from monitor.users import cli_user
 
     action_kind = _KINDS.get(kind.replace("-", "_"))
@@ -115,6 +115,8 @@ def actions(
     as_json: JsonOption = False,
 ) -> None:
     """List what people did: acknowledgements, offsets applied, tools changed, parts quarantined."""
+    from monitor.queries import action_row, open_site_store
+
     try:
         with open_site_store(config) as store:
             found = store.actions(machine=machine, program=program, feature=feature, condition_id=condition, last=last)
