@@ -22,17 +22,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from monitor.commands import Acknowledge, AlertCommand, CloseAlert, Command, Outcome, RecordAction, make_action
-from monitor.config import Site, load_site
+from monitor.commands import Acknowledge, AlertCommand, ApplyOffset, CloseAlert, Command, Outcome, RecordAction, make_action
+from monitor.config import OpcUaMachine, Site, load_site
 from monitor.control import ControlClient, DaemonUnreachable
 from monitor.errors import MonitorError
 from monitor.model import Action, ActionKind, AlertState
 from monitor.runtime import StoreLock, read_runtime
 from monitor.store import open_store
-from monitor.users import authorize, cli_user
+from monitor.users import WRITE_OFFSET, authorize, cli_user
 
-__all__ = ["THROUGH_DAEMON", "TOKEN_ENV", "WRITTEN_TO_STORE", "acknowledge_alert", "change_alert"]
+__all__ = ["THROUGH_DAEMON", "TOKEN_ENV", "WRITTEN_TO_STORE", "acknowledge_alert", "apply_offset", "change_alert"]
 
 TOKEN_ENV = "MONITOR_TOKEN"
 """The environment variable that holds the command line user's token."""
@@ -88,6 +89,27 @@ async def change_alert(site: Site, command: Command, *, wait_s: float = 10.0) ->
                 "wait until it has started (or stopped) and try again"
             )
         await asyncio.sleep(_POLL_S)  # the daemon is starting: its runtime file comes once it listens
+
+
+async def apply_offset(
+    site_path: Path, alert_id: str, *, value: float | None = None, axis: str | None = None, comment: str = ""
+) -> list[dict[str, Any]]:
+    """Have the running daemon write condition ``alert_id``'s offset advice (or ``value``) to the
+    controller: each register's outcome, written or refused (recorded either way; docs/offsets.md).
+    Needs the daemon: it knows the current advice and is the one writer of what was done."""
+    site = load_site(site_path)
+    user = cli_user(site, os.environ.get(TOKEN_ENV))
+    authorize(user, WRITE_OFFSET)
+    info = read_runtime(site.store_path)
+    if info is None:
+        raise MonitorError(
+            "no monitor daemon runs for this site: offsets are written by the running daemon (it knows the current "
+            "advice); start it with `monitor run`, or type the value at the control and record it with `monitor act offset`"
+        )
+    waits = [m.offsets.between_parts.timeout_s for m in site.config.machines if isinstance(m, OpcUaMachine) and m.offsets]
+    command = ApplyOffset(alert_id, user, "cli", value, axis, None, comment)
+    client = ControlClient(info.control_url, info.control_token)
+    return await client.apply_offset(command, os.environ.get(TOKEN_ENV), timeout_s=max(waits, default=0.0) + 60.0)
 
 
 def _in_store_unless_running(site: Site, command: Command) -> Outcome | None:

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Acknowledge",
     "AlertCommand",
+    "ApplyOffset",
     "CloseAlert",
     "Command",
     "Outcome",
     "RecordAction",
     "action_command",
+    "apply_offset_command",
     "command_to_dict",
     "make_action",
 ]
@@ -88,6 +90,46 @@ class RecordAction:
 
 Command = Acknowledge | CloseAlert | RecordAction
 """Every change a person can make: the one entry is :meth:`MonitorApi.execute`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOffset:
+    """Have the monitor write a condition's offset advice to the controller (issue 18, docs/offsets.md).
+
+    Not a command to the core (writing waits for the machine and talks to it): the daemon's offset
+    service (:mod:`monitor.offsets`) carries it out and records the outcome through the core as an
+    ``offset_applied`` or ``offset_refused`` action. ``value`` replaces the advised change (mm, the
+    advice's convention); ``axis`` picks one register of a position's advice; ``expected`` is the
+    change the person saw (the dashboard sends it): a current advice that differs is stale.
+    """
+
+    alert_id: str
+    user: User = LOCAL_USER
+    source: str = "cli"
+    value: float | None = None
+    axis: str | None = None
+    expected: float | None = None
+    comment: str = ""
+    automatic: bool = False
+
+
+def apply_offset_command(alert_id: str, body: dict[str, Any], user: User, source: str) -> ApplyOffset:
+    """An :class:`ApplyOffset` from JSON (``{"value", "axis", "expected", "comment"}``); ActionError when wrong."""
+    unknown = sorted(set(body) - {"value", "axis", "expected", "comment"})
+    if unknown:
+        raise ActionError(f"unknown key(s) {', '.join(unknown)}; known: value, axis, expected, comment")
+    numbers: dict[str, float | None] = {}
+    for name in ("value", "expected"):
+        v = body.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ActionError(f"{name} must be a number of mm, not {v!r}")
+        numbers[name] = float(v) if v is not None else None
+    axis, comment = body.get("axis"), body.get("comment", "")
+    if axis is not None and axis not in ("x", "y", "z", "value"):
+        raise ActionError(f"axis must be x, y, z or value, not {axis!r}")
+    if not isinstance(comment, str):
+        raise ActionError("comment must be text")
+    return ApplyOffset(alert_id, user, source, numbers["value"], axis, numbers["expected"], comment)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,12 @@ class OffsetConfig(BaseModel):
         description="register change per mm of deviation when the default does not fit the geometry (e.g. +1 "
         "for a depth that grows as the tool goes deeper); default from the register and the feature's form",
     )
+    auto_apply: bool = Field(
+        default=False,
+        description="apply the advice on the controller without a person when the condition reaches warning or "
+        "critical: only on a machine whose offsets: list the register, over SignAndEncrypt with a user, within the "
+        "register's auto_max_change (docs/offsets.md)",
+    )
 
     @field_validator("factor")
     @classmethod

@@ -13,6 +13,8 @@ Endpoints (JSON)::
     POST /alerts/{id}/close       close; 404 when there is no open alert {id}
     POST /actions                 record an action ({"kind": "offset_applied", ...}: monitor.commands)
     POST /reload                  re-read the site and program files; what changed, or why refused
+    POST /conditions/{id}/offset  write the condition's offset advice to the controller (docs/offsets.md):
+                                  {"value", "axis", "expected", "comment"}; answers when written or refused
 
 A change may carry ``{"token": "<the user's token>", "comment": "..."}``: the token names the user
 (``users:`` of the site file); without one the change is the "local" user's, which only a site
@@ -37,17 +39,29 @@ import aiohttp
 from aiohttp import web
 
 from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, json_safe
-from monitor.commands import Acknowledge, CloseAlert, Command, Outcome, RecordAction, action_command, command_to_dict
+from monitor.commands import (
+    Acknowledge,
+    ApplyOffset,
+    CloseAlert,
+    Command,
+    Outcome,
+    RecordAction,
+    action_command,
+    apply_offset_command,
+    command_to_dict,
+)
 from monitor.core import MonitorApi
 from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.users import User, cli_user
 
 __all__ = [
     "API_KEY",
+    "OFFSET_KEY",
     "RELOAD_KEY",
     "TOKEN_KEY",
     "ControlClient",
     "DaemonUnreachable",
+    "OffsetApply",
     "Reload",
     "build_control_app",
     "new_token",
@@ -62,6 +76,10 @@ _TIMEOUT_S = 60.0
 
 Reload = Callable[[], Awaitable[dict[str, Any]]]
 """The daemon's reload: re-read the configuration, return what changed (or why it was refused)."""
+
+OffsetApply = Callable[[ApplyOffset], Awaitable[list[dict[str, Any]]]]
+"""The daemon's offset service: write a condition's advice, each register's outcome (monitor.offsets)."""
+OFFSET_KEY: web.AppKey[OffsetApply | None] = web.AppKey("offsets")
 
 
 class DaemonUnreachable(MonitorError):
@@ -153,6 +171,21 @@ async def _action(request: web.Request) -> web.Response:
     return await _run(request, lambda body, user: action_command(body, user, "cli"))
 
 
+async def _offset(request: web.Request) -> web.Response:
+    apply = request.app[OFFSET_KEY]
+    if apply is None:
+        return _json({"error": "this daemon does not write offsets"}, 404)
+    body = await _body(request)
+    try:
+        command = apply_offset_command(request.match_info["alert_id"], body, _who(request, body), "cli")
+        outcomes = await apply(command)
+    except NotAllowed as exc:
+        return _json({"error": str(exc)}, 403)
+    except ActionError as exc:
+        return _json({"error": str(exc)}, 400)
+    return _json({"outcomes": outcomes})
+
+
 async def _reload(request: web.Request) -> web.Response:
     reload = request.app[RELOAD_KEY]
     if reload is None:
@@ -160,23 +193,30 @@ async def _reload(request: web.Request) -> web.Response:
     return _json(await reload())
 
 
-def build_control_app(api: MonitorApi, token: str, *, reload: Reload | None = None) -> web.Application:
-    """The control application for ``api``; ``reload`` (the daemon's) serves ``POST /reload``."""
+def build_control_app(
+    api: MonitorApi, token: str, *, reload: Reload | None = None, offsets: OffsetApply | None = None
+) -> web.Application:
+    """The control application for ``api``; ``reload`` (the daemon's) serves ``POST /reload``,
+    ``offsets`` (the daemon's offset service) ``POST /conditions/{id}/offset``."""
     app = web.Application(middlewares=[_authorize])
     app[API_KEY] = api
     app[TOKEN_KEY] = token
     app[RELOAD_KEY] = reload
+    app[OFFSET_KEY] = offsets
     app.router.add_get("/status", _status)
     app.router.add_post("/alerts/{alert_id:.+}/ack", _ack)
     app.router.add_post("/alerts/{alert_id:.+}/close", _close)
     app.router.add_post("/actions", _action)
     app.router.add_post("/reload", _reload)
+    app.router.add_post("/conditions/{alert_id:.+}/offset", _offset)
     return app
 
 
-async def serve_control(api: MonitorApi, token: str, *, reload: Reload | None = None) -> tuple[web.AppRunner, str]:
+async def serve_control(
+    api: MonitorApi, token: str, *, reload: Reload | None = None, offsets: OffsetApply | None = None
+) -> tuple[web.AppRunner, str]:
     """Start the control API on 127.0.0.1 (a free port); returns the runner and its base URL."""
-    app = build_control_app(api, token, reload=reload)
+    app = build_control_app(api, token, reload=reload, offsets=offsets)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
@@ -196,10 +236,12 @@ class ControlClient:
         self.url = url if url.endswith("/") else url + "/"
         self._headers = {"Authorization": f"Bearer {token}"}
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout_s: float = _TIMEOUT_S
+    ) -> tuple[int, Any]:
         try:
             async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)) as session,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
                 session.request(method, self.url + path, json=body, headers=self._headers) as resp,
             ):
                 return resp.status, await resp.json(content_type=None)
@@ -219,6 +261,27 @@ class ControlClient:
         if code != 200 or not isinstance(body, dict):
             raise MonitorError(f"the daemon refused the reload request ({code}): {body}")
         return body
+
+    async def apply_offset(self, command: ApplyOffset, token: str | None = None, *, timeout_s: float) -> list[dict[str, Any]]:
+        """Have the daemon write a condition's offset advice; each register's outcome (written or
+        refused, recorded either way). Waits up to ``timeout_s`` (the machine may be mid-part)."""
+        body: dict[str, Any] = {"comment": command.comment}
+        for name in ("value", "axis", "expected"):
+            if getattr(command, name) is not None:
+                body[name] = getattr(command, name)
+        if token:
+            body["token"] = token
+        path = f"conditions/{quote(command.alert_id, safe='')}/offset"
+        code, answer = await self._request("POST", path, body, timeout_s=timeout_s)
+        error = str(answer.get("error") if isinstance(answer, dict) else answer)
+        if code == 403:
+            raise NotAllowed(error)
+        if code == 400:
+            raise ActionError(error)
+        if code != 200 or not isinstance(answer, dict) or not isinstance(answer.get("outcomes"), list):
+            raise MonitorError(f"the daemon refused ({code}): {error}")
+        outcomes: list[dict[str, Any]] = answer["outcomes"]
+        return outcomes
 
     async def execute(self, command: Command, token: str | None = None) -> Outcome:
         """Send a person's change to the core (``token``: the user's); ``Outcome(None, None)`` when an

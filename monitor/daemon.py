@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from adapters.base import Adapter, ObservationQueue
+from monitor.commands import ApplyOffset
 from monitor.config import Site, load_site
 from monitor.control import new_token, serve_control
 from monitor.core import CoreCounts, MonitorCore
@@ -50,6 +51,7 @@ from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.inspection.watch import FolderWatcher
 from monitor.metrics import DaemonMetrics
 from monitor.model import Alert, Observation, PartRecord
+from monitor.offsets import OffsetService
 from monitor.pipeline import Changes
 from monitor.plugins import adapter_factory, build_sinks
 from monitor.reload import ConfigVersion, plan_reload, source_key
@@ -101,6 +103,8 @@ class Daemon:
     ) -> None:
         self.core = core
         self.hub = core.hub
+        self.offsets = OffsetService(core)
+        """Writes conditions' offset advice to the controllers (control API, dashboard, auto_apply)."""
         self.notifier = notifier or Notifier(None)
         self._queue = ObservationQueue(queue_size)
         self._batch_size = batch_size
@@ -162,6 +166,10 @@ class Daemon:
         """Seconds since any source last delivered an observation."""
         return time.monotonic() - self._last_activity
 
+    async def apply_offset(self, command: ApplyOffset) -> list[dict[str, Any]]:
+        """Write a condition's offset advice to its controller (control API, dashboard): each register's outcome."""
+        return [o.as_dict() for o in await self.offsets.apply(command)]
+
     async def status(self) -> dict[str, Any]:
         """Health of every part of the monitor (the core's status with sources, outputs, queue, config)."""
         body = await self.core.status()
@@ -213,6 +221,7 @@ class Daemon:
                 reloader = tg.create_task(self._reloader(), name="reload")
                 inspection = tg.create_task(self.watcher.run(), name="inspection")
                 lag = tg.create_task(self.metrics.measure_loop_lag(), name="loop-lag")
+                auto_apply = tg.create_task(self.offsets.run_auto(), name="offsets:auto_apply")
                 await self._serve(stack)
                 await self.status()
                 watchdog = tg.create_task(self.notifier.keep_alive(self.status_line), name="watchdog")
@@ -222,6 +231,7 @@ class Daemon:
                 self.notifier.stopping("stopping: draining sources, storing parts, flushing outputs")
                 ticker.cancel()
                 inspection.cancel()
+                auto_apply.cancel()
                 async with self._reload_lock:  # a reload in progress finishes first
                     reloader.cancel()
                 # stop reading, then let the sources hand over what their adapters hold: every
@@ -257,7 +267,7 @@ class Daemon:
         """The control API (always) and the dashboard with /metrics (when enabled), then the runtime
         file that tells the CLI where they are; all closed with ``stack``."""
         token = new_token()
-        control, self.control_url = await serve_control(self.core, token, reload=self.reload)
+        control, self.control_url = await serve_control(self.core, token, reload=self.reload, offsets=self.apply_offset)
         stack.push_async_callback(control.cleanup)
         config = self.site.config.dashboard
         if config.enabled:

@@ -493,6 +493,8 @@ class ActionKind(StrEnum):
     ACKNOWLEDGE = "acknowledge"
     COMMENT = "comment"
     OFFSET_APPLIED = "offset_applied"
+    OFFSET_REFUSED = "offset_refused"
+    """The monitor refused (or the controller refused) to write an offset; ``reason`` says why (issue 18)."""
     TOOL_CHANGED = "tool_changed"
     PART_QUARANTINED = "part_quarantined"
     CLOSE = "close"

@@ -37,6 +37,7 @@ from monitor.model import (
     Observation,
     PartRecord,
     PartStatus,
+    Register,
 )
 from monitor.sinks.signals import SignalFilter
 from monitor.store import StateDelta, StateWrite, Store
@@ -135,6 +136,11 @@ def _machines(site: Site) -> dict[str, Any]:
     """What the engine needs to know of the machines: their kinds and probe tools (for the advice)."""
     ids = site.machine_ids()
     return {"machine_kinds": {m: site.machine_kind(m) for m in ids}, "probe_tools": {m: site.probe_tools(m) for m in ids}}
+
+
+def _same_register(a: Register, b: Register) -> bool:
+    """One register of the control: same kind and axis, same work offset or tool."""
+    return (a.kind, a.axis, a.work_offset or "", a.tool or "") == (b.kind, b.axis, b.work_offset or "", b.tool or "")
 
 
 class Pipeline:
@@ -446,14 +452,21 @@ class Pipeline:
         config = self.site.programs.get(action.program)
         if config is None or action.kind not in (ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED):
             return
-        if action.feature:
+        reg = action.register
+        if action.kind is ActionKind.OFFSET_APPLIED and reg is not None:
+            # a register moves every feature it corrects (G54 X moves both holes, T12 D-wear both bores)
+            features = [
+                f
+                for f in config.features
+                if any(_same_register(r, reg) for r in self.engine.registers(action.machine, action.program, f).values())
+            ] or ([action.feature] if action.feature else [])
+        elif action.feature:
             features = [action.feature]
         else:  # a tool changed without a feature: every feature that tool corrects
             kind = self.site.machine_kind(action.machine)
             features = [f for f in config.features if any(r.tool == action.tool for r in config.registers(f, kind).values())]
         for feature in features:
             shifts: dict[str, float | None] | None = None
-            reg = action.register
             if action.kind is ActionKind.OFFSET_APPLIED and reg is not None and action.change is not None:
                 registers = self.engine.registers(action.machine, action.program, feature)
                 axis = next((a for a, r in registers.items() if (r.kind, r.axis) == (reg.kind, reg.axis)), None)

@@ -43,7 +43,14 @@ LOCAL_USER = User("local", Role.ENGINEER)
 """The command line on the daemon's machine of a site without named users."""
 
 _OPERATOR = frozenset(
-    {ActionKind.ACKNOWLEDGE, ActionKind.COMMENT, ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED, ActionKind.PART_QUARANTINED}
+    {
+        ActionKind.ACKNOWLEDGE,
+        ActionKind.COMMENT,
+        ActionKind.OFFSET_APPLIED,
+        ActionKind.OFFSET_REFUSED,  # recording that a write was refused (an operator's request included)
+        ActionKind.TOOL_CHANGED,
+        ActionKind.PART_QUARANTINED,
+    }
 )
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.OPERATOR: frozenset(str(k) for k in _OPERATOR),

@@ -79,7 +79,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     # 6. the daemon's core (the one writer of alert state) and the plugin registry
     ("core", ["monitor.core", "monitor.plugins", "monitor.supervisor"]),
     # 7. what serves the core or finds plugins: control API, dashboard, metrics, discovery
-    ("services", ["monitor.control", "monitor.dashboard", "monitor.metrics", "monitor.discovery"]),
+    ("services", ["monitor.control", "monitor.dashboard", "monitor.metrics", "monitor.discovery", "monitor.offsets"]),
     # 8. the daemon: task wiring only
     ("daemon", ["monitor.daemon"]),
     # 9. what runs or talks to a daemon

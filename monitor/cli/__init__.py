@@ -12,6 +12,7 @@ __all__ = ["app", "main"]
 _COMMAND_MODULES = [
     "monitor.cli.core",
     "monitor.cli.actions",
+    "monitor.cli.offsets",
     "monitor.cli.demo",
     "monitor.cli.status",
     "monitor.cli.discover",

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from monitor.config import PositionFeatureConfig, ProgramConfig, SizeFeatureConfig
 from monitor.sim.cell import SimCell, SimEvent, feature_out_of_tolerance
-from monitor.sim.opcua_server import OpcUaSimServer
+from monitor.sim.opcua_server import OpcUaSimServer, register_path
 from monitor.sim.physics import SimPart
 
-__all__ = ["ClosedLoop", "Effect"]
+__all__ = ["ClosedLoop", "Effect", "effects_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,33 @@ class Effect:
     register: str
     signal: str
     gain: float
+
+
+def effects_for(programs: Mapping[str, ProgramConfig], machine_kind: str = "mill") -> list[Effect]:
+    """What each register does to each probe signal of ``programs`` on a machine of ``machine_kind``,
+    from the registers the program files name for their features (the advice's own registers)."""
+    out: dict[tuple[str, str], Effect] = {}
+    for config in programs.values():
+        for name, feature in config.features.items():
+            registers = config.registers(name, machine_kind)
+            for axis, reg in registers.items():
+                signal = _signal(feature, axis)
+                if signal is None or not reg.factor:
+                    continue
+                wo_axis = reg.axis if str(reg.kind) == "work_offset" else None
+                try:
+                    path = register_path(str(reg.kind), tool=reg.tool, work_offset=reg.work_offset, axis=wo_axis)
+                except ValueError:
+                    continue  # a tool register without a tool: the simulator cannot know which tool
+                out[(path, signal)] = Effect(path, signal, -1.0 / reg.factor)
+    return list(out.values())
+
+
+def _signal(feature: SizeFeatureConfig | PositionFeatureConfig, axis: str) -> str | None:
+    if isinstance(feature, SizeFeatureConfig):
+        return feature.signal
+    ref = {"x": feature.x, "y": feature.y, "z": feature.z}.get(axis)
+    return ref.signal if ref is not None else None
 
 
 @dataclass(slots=True)

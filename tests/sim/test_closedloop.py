@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.sim import SimCell, load_scenario
+from monitor.sim import SimCell, load_programs, load_scenario
 from monitor.sim.cell import SimEvent
-from monitor.sim.closedloop import ClosedLoop, Effect
+from monitor.sim.closedloop import ClosedLoop, Effect, effects_for
 from monitor.sim.opcua_server import OpcUaSimServer, default_registers, shapes_for
 from monitor.sim.runner import run_cell
 
@@ -43,3 +43,16 @@ async def test_a_register_change_moves_the_parts_cut_after_it() -> None:
         assert loop.shift(parts[n], signal) == pytest.approx(moved)
     assert len(seen) == 120
     assert loop.out_of_tolerance(cell) < ClosedLoop.out_of_tolerance_without(cell)
+
+
+def test_effects_follow_the_registers_the_program_files_name() -> None:
+    programs = load_programs()
+    effects = {(e.register, e.signal): e.gain for e in effects_for({"O1001": programs["O1001"]}, "mill")}
+    # G54 X moves both holes' X by the change (factor -1); T12's D-wear shrinks both bores by it (factor +1)
+    assert effects[("Offsets.G54.X", "probe.hole1_x")] == 1.0 and effects[("Offsets.G54.X", "probe.hole2_x")] == 1.0
+    assert effects[(DWEAR, "probe.hole1_dia")] == -1.0 and effects[(DWEAR, "probe.hole2_dia")] == -1.0
+    o2002 = {(e.register, e.signal): e.gain for e in effects_for({"O2002": programs["O2002"]}, "mill")}
+    assert o2002 == {
+        ("ToolOffsets.T7.DiameterWear", "probe.bore_dia"): -1.0,
+        ("ToolOffsets.T3.LengthWear", "probe.face_len"): 1.0,
+    }

@@ -1,0 +1,275 @@
+"""``monitor offset apply`` end to end: a daemon reading the secure simulated CNC over TCP, a condition
+with advice, the engineer's request through the CLI, the register written on the controller, the
+action recorded with who and what, and the refusals recorded too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.opcua.certs import generate_certificate
+from monitor.commands import ApplyOffset
+from monitor.config import load_site
+from monitor.events import HubEvent
+from monitor.model import ActionKind, Role
+from monitor.pipeline import ENGINE_STATE
+from monitor.sim.cell import SimEvent
+from monitor.sim.closedloop import ClosedLoop, Effect
+from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, SimSecurity, default_registers, register_entries, signal_map
+from monitor.users import User
+from tests.daemons import running_daemon
+
+ROOT = Path(__file__).resolve().parents[1]
+ALICE, BOB = "alice-4f8e2a9c71d3b6", "bob-93c1e7a5f20d8b4"
+SHAPE = MachineShape(
+    "vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia", "hole2_x", "hole2_y"), tools=(12,), registers=default_registers([12])
+)
+DWEAR, G54X = "ToolOffsets.T12.DiameterWear", "Offsets.G54.X"
+T0 = datetime(2031, 1, 1, tzinfo=UTC)
+PROGRAM = """\
+program: O1001
+part_end: part_count
+features:
+  hole1_dia:
+    kind: size
+    signal: probe.hole1_dia
+    nominal: 10.0
+    lower: 9.99
+    upper: 10.01
+    form: inside
+    offset: {register: tool_diameter_wear, tool: T12}
+  hole1_pos:
+    kind: position
+    x: {signal: probe.hole1_x, nominal: 25.0}
+    y: {signal: probe.hole1_y, nominal: 40.0}
+    tolerance: 0.05
+  hole2_pos:
+    kind: position
+    x: {signal: probe.hole2_x, nominal: 75.0}
+    y: {signal: probe.hole2_y, nominal: 40.0}
+    tolerance: 0.05
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pki")
+    server = generate_certificate(root / "server/cert.der", root / "server/key.pem", "urn:cnc-monitor:sim")
+    generate_certificate(root / "own/cert.der", root / "own/key.pem", "urn:cnc-monitor:test-client")
+    (root / "trusted").mkdir()
+    (root / "trusted/sim.der").write_bytes(server.certificate.read_bytes())
+    return {"server_cert": server.certificate, "server_key": server.private_key, "root": root}
+
+
+@pytest.fixture
+async def sim(pki: dict[str, Path]) -> AsyncIterator[OpcUaSimServer]:
+    users = {"reader": "r3ad-only", "engineer": "wr1te-s3cret"}
+    security = SimSecurity(pki["server_cert"], pki["server_key"], users=users, writers=frozenset({"engineer"}))
+    async with OpcUaSimServer([SHAPE], security=security) as srv:
+        yield srv
+
+
+@pytest.fixture
+def env() -> Iterator[dict[str, str]]:
+    values = {
+        "SIM_READER": "reader",
+        "SIM_READER_PASSWORD": "r3ad-only",
+        "SIM_WRITER": "engineer",
+        "SIM_WRITER_PASSWORD": "wr1te-s3cret",
+        "MONITOR_TOKEN_ALICE": ALICE,
+        "MONITOR_TOKEN_BOB": BOB,
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    yield {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def write_site(tmp: Path, endpoint: str, pki_root: Path) -> Path:
+    (tmp / "programs").mkdir(exist_ok=True)
+    (tmp / "programs" / "O1001.yaml").write_text(PROGRAM, encoding="utf-8")
+    limits = {"max_change": 0.03, "max_batch_change": 0.04}
+    site = {
+        "site": "offset-test",
+        "store": {"path": "monitor.db"},
+        "dashboard": {"enabled": False},
+        "users": {
+            "alice": {"role": "engineer", "token": "${MONITOR_TOKEN_ALICE}"},
+            "bob": {"role": "operator", "token": "${MONITOR_TOKEN_BOB}"},
+        },
+        "machines": [
+            {
+                "id": SHAPE.id,
+                "kind": "mill",
+                "source": {
+                    "type": "opcua",
+                    "endpoint": endpoint,
+                    "security_policy": "Basic256Sha256",
+                    "security_mode": "SignAndEncrypt",
+                    "certificate": str(pki_root / "own/cert.der"),
+                    "private_key": str(pki_root / "own/key.pem"),
+                    "trust_dir": str(pki_root / "trusted"),
+                    "username_env": "SIM_READER",
+                    "password_env": "SIM_READER_PASSWORD",
+                    "publishing_interval_ms": 50,
+                    "sampling_interval_ms": 10,
+                    "reconnect_min_s": 0.1,
+                    "reconnect_max_s": 0.5,
+                },
+                "signals": signal_map(SHAPE),
+                "tracking": {"grace_s": 0.5},
+                "offsets": {
+                    "username_env": "SIM_WRITER",
+                    "password_env": "SIM_WRITER_PASSWORD",
+                    "registers": register_entries(SHAPE.id, [G54X, DWEAR], **limits),
+                },
+            }
+        ],
+    }
+    path = tmp / "site.yaml"
+    path.write_text(json.dumps(site), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+EFFECTS = [
+    Effect(DWEAR, "probe.hole1_dia", -1.0),  # D-wear +1 per mm of a bore too big: the bore shrinks by the change
+    Effect(G54X, "probe.hole1_x", 1.0),  # the work offset moves the part zero, and the holes with it
+    Effect(G54X, "probe.hole2_x", 1.0),
+]
+
+
+async def make_part(loop: ClosedLoop, n: int, *, dia: float = 10.001, x: float = 25.002) -> None:
+    """One part of O1001 as the controller shows it: running, probed, counted, between parts; the
+    process makes ``dia`` and ``x``, the machine's registers move them (the simulated physics)."""
+    t = T0 + timedelta(seconds=20 * n)
+    await loop.publish(SimEvent(t, SHAPE.id, "execution", "ACTIVE"))
+    for i, (signal, value) in enumerate(
+        [("hole1_dia", dia), ("hole1_x", x), ("hole1_y", 39.999), ("hole2_x", 75.001), ("hole2_y", 40.0)]
+    ):
+        await loop.publish(SimEvent(t + timedelta(seconds=5 + i * 0.1), SHAPE.id, f"probe.{signal}", value))
+    await loop.publish(SimEvent(t + timedelta(seconds=6), SHAPE.id, "part.count", float(n)))
+    await loop.publish(SimEvent(t + timedelta(seconds=6.5), SHAPE.id, "execution", "READY"))
+
+
+def monitor(env: dict[str, str], *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    run_env = dict(env)
+    run_env.pop("MONITOR_TOKEN", None)
+    if token is not None:
+        run_env["MONITOR_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "monitor", *args], env=run_env, capture_output=True, text=True, timeout=120)
+
+
+def CONNECTED(event: HubEvent) -> bool:  # noqa: N802  (a predicate named like the state it waits for)
+    return event.kind == "machine" and event.data.get("connection") == "connected"
+
+
+def is_condition(feature: str, condition: str) -> Any:
+    def check(event: HubEvent) -> bool:
+        return event.kind == "alert" and event.data["feature"] == feature and event.data.get("condition") == condition
+
+    return check
+
+
+async def test_apply_through_the_cli_writes_the_register_and_records_it(
+    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
+) -> None:
+    site_path = write_site(tmp_path, sim.endpoint, pki["root"])
+    site = load_site(site_path)
+    await sim.publish(SHAPE.id, "program.name", "O1001", T0)
+    await sim.publish(SHAPE.id, "part.count", 0, T0)
+    await sim.publish(SHAPE.id, "execution", "READY", T0)
+    async with running_daemon(site) as running:
+        await running.until(CONNECTED, timeout_s=60)
+        loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
+        for n in range(1, 6):
+            await make_part(loop, n)
+        await make_part(loop, 6, dia=10.02)  # a new insert cuts 20 um over nominal: out of tolerance
+        event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+        condition = event.data["id"]
+        [advice] = event.data["evidence"]["advice"]["offsets"]
+        assert advice["label"] == "T12 D-wear" and advice["change_mm"] == pytest.approx(0.019, abs=0.002)
+        args = ("offset", "apply", condition, "-c", str(site_path), "--json")
+
+        operator = await asyncio.to_thread(monitor, env, *args, token=BOB)
+        assert operator.returncode == 1 and "needs the role engineer" in operator.stderr
+        assert sim.register_writes == []
+
+        done = await asyncio.to_thread(monitor, env, *args, "-m", "bore over after the insert change", token=ALICE)
+        assert done.returncode == 0, done.stderr
+        [outcome] = [json.loads(line) for line in done.stdout.splitlines()]
+        write, action = outcome["write"], outcome["action"]
+        assert outcome["applied"] and write["old_value"] == 0.0
+        assert write["new_value"] == pytest.approx(advice["change_mm"], abs=1e-4) == write["read_back"]
+        assert write["security"] == "Basic256Sha256/SignAndEncrypt" and write["opcua_user"] == "engineer"
+        assert sim.register_value(SHAPE.id, DWEAR) == pytest.approx(write["new_value"])
+        assert [(w.register, w.user) for w in sim.register_writes] == [(DWEAR, "engineer")]
+        assert (action["kind"], action["user"], action["role"], action["source"]) == (
+            "offset_applied",
+            "alice",
+            "engineer",
+            "controller",
+        )
+        assert (action["part_number"], action["condition_id"], action["old_value"]) == (6, condition, 0.0)
+        assert action["register"]["label"] == "T12 D-wear" and action["comment"] == "bore over after the insert change"
+
+        # a value past the register's limit: refused, recorded, nothing written
+        big = await asyncio.to_thread(monitor, env, *args, "--value", "0.035", token=ALICE)
+        assert big.returncode == 1
+        [refusal] = [json.loads(line) for line in big.stdout.splitlines()]
+        assert refusal["refused"]["reason"] == "limit" and refusal["action"]["kind"] == "offset_refused"
+        # the batch limit counts what was applied: 0.019 + 0.025 > 0.04
+        batch = await asyncio.to_thread(monitor, env, *args, "--value", "0.025", token=ALICE)
+        assert batch.returncode == 1 and json.loads(batch.stdout)["refused"]["reason"] == "batch_limit"
+        assert len(sim.register_writes) == 1
+
+        stored = await running.daemon.core.read(lambda store: store.actions(condition_id=condition))
+        assert [a.kind for a in stored] == [ActionKind.OFFSET_APPLIED, ActionKind.OFFSET_REFUSED, ActionKind.OFFSET_REFUSED]
+        assert stored[1].reason.startswith("limit:") and stored[0].new_value == pytest.approx(write["new_value"])
+
+        # the insert still cuts 10.02; the applied D-wear brings the bore back to size (the simulated
+        # machine obeys the register): the condition leaves out of tolerance for recovering
+        for n in range(7, 17):
+            await make_part(loop, n, dia=10.02)
+        back = await running.until(
+            lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["condition"] == "recovering", timeout_s=60
+        )
+        assert back.data["message"].startswith("hole1_dia: no detector signal (+1.1 um from nominal")
+
+
+async def test_a_work_offset_moves_every_feature_it_corrects(
+    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
+) -> None:
+    """G54 X moves both holes: the detectors of both expect the step, not only the condition's."""
+    site = load_site(write_site(tmp_path, sim.endpoint, pki["root"]))
+    await sim.publish(SHAPE.id, "program.name", "O1001", T0)
+    await sim.publish(SHAPE.id, "part.count", 0, T0)
+    async with running_daemon(site) as running:
+        await running.until(CONNECTED, timeout_s=60)
+        loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
+        for n in range(1, 5):
+            await make_part(loop, n)
+        await make_part(loop, 5, x=25.03)  # hole 1 far off in X: true position 0.06 > 0.05
+        event = await running.until(is_condition("hole1_pos", "out_of_tolerance"), timeout_s=60)
+        [outcome] = await running.daemon.offsets.apply(ApplyOffset(event.data["id"], User("eve", Role.ENGINEER), axis="x"))
+        assert outcome.write is not None and outcome.write.register == "G54.X"
+        assert outcome.write.change == pytest.approx(-0.028, abs=0.003)
+        state = await running.daemon.core.read(lambda store: store.load_detector_state(ENGINE_STATE + SHAPE.id))
+        assert state is not None
+        pending = {w["feature"]: w["state"]["pending_step"] for w in state["watches"]}
+        # the step each hole's X deviation takes from the next part: -change / factor(-1) = the change
+        assert pending["hole1_pos"] == {"x": pytest.approx(outcome.write.change)}
+        assert pending["hole2_pos"] == {"x": pytest.approx(outcome.write.change)}
+        assert pending["hole1_dia"] is None
