@@ -273,3 +273,48 @@ async def test_a_work_offset_moves_every_feature_it_corrects(
         assert pending["hole1_pos"] == {"x": pytest.approx(outcome.write.change)}
         assert pending["hole2_pos"] == {"x": pytest.approx(outcome.write.change)}
         assert pending["hole1_dia"] is None
+
+
+async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: Path, env: dict[str, str]) -> None:
+    """A feature with offset.auto_apply on an insecure connection: the site allows writes by hand for
+    the simulator, never automatic ones; the refusal is recorded as the auto-apply user's."""
+    async with OpcUaSimServer([SHAPE]) as sim:
+        path = write_site(tmp_path, sim.endpoint, tmp_path)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        machine = doc["machines"][0]
+        for key in ("security_policy", "security_mode", "certificate", "private_key", "trust_dir"):
+            machine["source"].pop(key)
+        machine["offsets"]["allow_insecure"] = True
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        (tmp_path / "programs" / "O1001.yaml").write_text(
+            PROGRAM.replace(
+                "offset: {register: tool_diameter_wear, tool: T12}",
+                "offset: {register: tool_diameter_wear, tool: T12, auto_apply: true}",
+            ),
+            encoding="utf-8",
+        )
+        site = load_site(path)
+        await sim.publish(SHAPE.id, "program.name", "O1001", T0)
+        await sim.publish(SHAPE.id, "part.count", 0, T0)
+        async with running_daemon(site) as running:
+            await running.until(CONNECTED, timeout_s=60)
+            loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
+            for n in range(1, 6):
+                await make_part(loop, n)
+            await make_part(loop, 6, dia=10.02)
+            event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+            service = running.daemon.offsets
+            # what the daemon's auto-apply asks for a warning of this feature, and what it does not
+            warning = {**event.data, "condition": "warning", "state": "open"}
+            request = service._auto_request(warning)
+            assert request is not None and request.automatic and request.user.name == "auto-apply"
+            assert service._auto_request({**warning, "feature": "hole1_pos"}) is None  # no auto_apply there
+            assert service._auto_request(event.data) is None  # out of tolerance wants a person
+            [outcome] = await service.apply(request)
+            assert outcome.refused is not None and outcome.refused.reason == "insecure"
+            assert "automatic offset writes need security_mode SignAndEncrypt" in str(outcome.refused)
+            assert (outcome.action.kind, outcome.action.user) == (ActionKind.OFFSET_REFUSED, "auto-apply")
+            assert sim.register_writes == []
+            # by hand, the simulator's allow_insecure lets the engineer write
+            [by_hand] = await service.apply(ApplyOffset(event.data["id"], User("eve", Role.ENGINEER)))
+            assert by_hand.write is not None and by_hand.write.security == "None/None"
