@@ -22,6 +22,8 @@ from monitor.config import load_site
 from monitor.events import HubEvent
 from monitor.model import ActionKind, Role
 from monitor.pipeline import ENGINE_STATE
+from monitor.report.data import build_report
+from monitor.report.page import render_html
 from monitor.sim.cell import SimEvent
 from monitor.sim.closedloop import ClosedLoop, Effect
 from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, SimSecurity, default_registers, register_entries, signal_map
@@ -247,6 +249,18 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
             lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["condition"] == "recovering", timeout_s=60
         )
         assert back.data["message"].startswith("hole1_dia: no detector signal (+1.1 um from nominal")
+
+        # the batch report's audit trail: the write with who, when, before and after, and the refusals
+        report = await running.daemon.core.read(lambda store: build_report(store, site.programs["O1001"], site="t"))
+        assert [(a.kind, a.user, a.old_value) for a in report.offsets] == [
+            (ActionKind.OFFSET_APPLIED, "alice", 0.0),
+            (ActionKind.OFFSET_REFUSED, "alice", None),
+            (ActionKind.OFFSET_REFUSED, "alice", None),
+        ]
+        page = render_html(report)
+        assert "Offsets written to the controllers" in page
+        assert f"<td>T12 D-wear</td><td class=num>{write['change']:.4f}</td><td class=num>0.0000</td>" in page
+        assert "alice (engineer)</td><td>written, read back" in page and "REFUSED: batch_limit" in page
 
 
 async def test_a_work_offset_moves_every_feature_it_corrects(

@@ -243,6 +243,9 @@ class BatchReport:
     """Lot numbers the inspection results of these parts name."""
     measurements: tuple[Measurement, ...] = ()
     """Every measurement of the complete parts, every source, re-measurements included."""
+    offsets: tuple[Action, ...] = ()
+    """Every offset the monitor wrote to (or refused to write to) a controller during the batch, oldest
+    first: the audit trail of the closed loop (docs/offsets.md)."""
 
     @property
     def complete_parts(self) -> list[PartRecord]:
@@ -525,6 +528,7 @@ def build_report(
         unmatched=len(store.inspection_results(unmatched=True, with_actuals=False)),
         lots=tuple(lots),
         measurements=tuple(measurements(store, program, complete)),
+        offsets=tuple(_controller_writes(store, program.program, {p.machine for p in parts}, {a.id for a in alerts})),
     )
 
 
@@ -560,6 +564,20 @@ def _with_sources(
         biases=tuple(b for b in biases if b is not None),
         verdict=verdict,
     )
+
+
+_WRITES = (ActionKind.OFFSET_APPLIED, ActionKind.OFFSET_REFUSED)
+
+
+def _controller_writes(store: StoreReader, program: str, machines: set[str], conditions: set[str]) -> list[Action]:
+    """Offsets the monitor wrote to the batch's controllers (and refused to) for the batch's conditions."""
+    out = [
+        a
+        for m in sorted(machines)
+        for a in store.actions(machine=m, program=program)
+        if a.kind in _WRITES and a.source == "controller" and a.condition_id in conditions
+    ]
+    return sorted(out, key=lambda a: (a.time, a.id))
 
 
 def when_text(t: datetime) -> str:

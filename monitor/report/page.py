@@ -29,7 +29,7 @@ from typing import Any
 
 from monitor.detect.attribute import wilson_interval
 from monitor.detect.capability import CONFIDENCE, METHOD, CapabilityResult
-from monitor.model import AlertKind, PositionFeature
+from monitor.model import ActionKind, AlertKind, PositionFeature
 from monitor.report.data import AlertOutcome, BatchReport, FeatureReport, when_text
 from monitor.report.sources import FeatureValue, SourceReport
 from monitor.report.verdict import Verdict, VerdictLevel
@@ -103,6 +103,7 @@ def render_html(report: BatchReport) -> str:
         features="\n".join(sections),
         dispositions=_dispositions(report),
         alerts=_alerts(report.alerts),
+        offsets=_offsets(report),
         tools=_tools(report),
         feature_headers=_part_headers(report),
         part_rows=_part_rows(report),
@@ -364,6 +365,30 @@ def _alerts(outcomes: tuple[AlertOutcome, ...]) -> str:
     head = (
         "<table><tr><th>raised</th><th>part</th><th>machine</th><th>feature</th><th>kind</th><th>severity</th>"
         "<th>message</th><th>offset advised (last)</th><th>what was done (who, when)</th></tr>"
+    )
+    return head + "\n".join(rows) + "</table>"
+
+
+def _offsets(report: BatchReport) -> str:
+    """The closed loop's audit trail: every write to a controller register, with who, when, before and after."""
+    if not report.offsets:
+        return "<p class=meta>No offset was written to a controller by the monitor during these parts.</p>"
+    rows = []
+    for a in report.offsets:
+        reg = a.register.label if a.register is not None else ""
+        applied = a.kind is ActionKind.OFFSET_APPLIED
+        outcome = "written, read back" if applied else "REFUSED: " + a.reason.split(":", 1)[0]
+        rows.append(
+            _row(
+                f"<td>{_e(when_text(a.time))}</td><td class=num>{_e(a.part_number)}</td><td>{_e(a.machine)}</td>",
+                f"<td>{_e(a.feature)}</td><td>{_e(reg)}</td><td class=num>{_fmt(a.change)}</td>",
+                f"<td class=num>{_fmt(a.old_value)}</td><td class=num>{_fmt(a.new_value if applied else None)}</td>",
+                f"<td>{_e(a.user)} ({_e(a.role.value)})</td><td>{_e(outcome)}</td><td>{_e(a.reason)}</td>",
+            )
+        )
+    head = (
+        "<table><tr><th>when</th><th>after part</th><th>machine</th><th>feature</th><th>register</th><th>change (mm)</th>"
+        "<th>before</th><th>after</th><th>who</th><th>outcome</th><th>how</th></tr>"
     )
     return head + "\n".join(rows) + "</table>"
 
