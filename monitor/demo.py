@@ -5,6 +5,12 @@ behind our simulated OPC UA CNC, the second behind our MTConnect agent), writes 
 points the daemon at them, runs the real daemon on it, and compares what the detectors flagged
 with the simulation's ground truth: for each drifting feature, the part where it was flagged,
 the first out-of-tolerance part and the lead in parts.
+
+With ``closed_loop`` every machine is served over OPC UA with SignAndEncrypt and users, writable
+offset registers and a site file whose features ask for ``offset.auto_apply``: the daemon writes
+the advice to the simulated controllers, whose physics (:mod:`monitor.sim.closedloop`) moves the
+parts cut after each write. The result then counts the parts out of tolerance with and without
+the loop.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import stat
 import sys
 import time
@@ -27,9 +34,10 @@ from monitor.config import load_site
 from monitor.daemon import Daemon, open_core
 from monitor.errors import MonitorError
 from monitor.events import HubEvent
-from monitor.model import AlertKind
+from monitor.model import ActionKind, AlertKind
 from monitor.sim import SimCell, SimEvent, load_scenario, run_cell
-from monitor.sim.opcua_server import OpcUaSimServer, shapes_for
+from monitor.sim.closedloop import ClosedLoop, effects_for
+from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity, register_entries, shapes_for
 from monitor.sim.opcua_server import signal_map as opcua_signal_map
 from monitor.sim.process import PROBE_TOOL_NUMBER, PROGRAMS_DIR
 from monitor.store import open_store
@@ -67,6 +75,8 @@ class DemoOptions:
     """``host:port`` of an MQTT broker that receives the demo's alerts (optional)."""
     webhooks: tuple[str, ...] = ()
     """URLs that receive the demo's alerts as signed JSON POSTs (optional)."""
+    closed_loop: bool = False
+    """Serve every machine over secure OPC UA with writable offsets and let the daemon apply the advice."""
 
     def sinks(self) -> dict[str, Any]:
         """The ``sinks:`` section of the demo's site file."""
@@ -116,9 +126,57 @@ class DemoResult:
     alerts: int = 0
     features: list[FeatureOutcome] = field(default_factory=list)
     dashboard_url: str | None = None
+    closed_loop: dict[str, int] | None = None
+    """With the loop: parts out of tolerance without it and with it, offsets applied and refused."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"parts": self.parts, "alerts": self.alerts, "features": [f.as_dict() for f in self.features]}
+        out: dict[str, Any] = {"parts": self.parts, "alerts": self.alerts, "features": [f.as_dict() for f in self.features]}
+        if self.closed_loop is not None:
+            out["closed_loop"] = self.closed_loop
+        return out
+
+
+DEMO_LIMITS: dict[str, float] = {"max_change": 0.03, "max_batch_change": 0.12, "auto_max_change": 0.015}
+"""The demo's register limits (mm): one write, the batch, one automatic write."""
+_READER, _WRITER = "monitor-reader", "monitor-writer"
+_ENV = {
+    "user": "CNC_DEMO_OPCUA_USER",
+    "password": "CNC_DEMO_OPCUA_PASSWORD",
+    "writer": "CNC_DEMO_OPCUA_WRITER",
+    "writer_password": "CNC_DEMO_OPCUA_WRITER_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class _Pki:
+    """The closed-loop demo's certificates and users: the simulator's, the monitor's, the trust folder."""
+
+    security: SimSecurity
+    certificate: Path
+    private_key: Path
+    trust_dir: Path
+
+    @classmethod
+    def create(cls, folder: Path) -> _Pki:
+        from adapters.opcua.certs import generate_certificate
+
+        server = generate_certificate(folder / "sim/cert.der", folder / "sim/key.pem", "urn:cnc-monitor:sim")
+        client = generate_certificate(folder / "own/cert.der", folder / "own/key.pem", "urn:cnc-monitor:demo")
+        trust = folder / "trusted"
+        trust.mkdir(parents=True, exist_ok=True)
+        (trust / "sim.der").write_bytes(server.certificate.read_bytes())
+        passwords = {_READER: secrets.token_urlsafe(12), _WRITER: secrets.token_urlsafe(12)}
+        # the daemon runs in this process and reads its OPC UA credentials from the environment
+        os.environ.update(
+            {
+                _ENV["user"]: _READER,
+                _ENV["password"]: passwords[_READER],
+                _ENV["writer"]: _WRITER,
+                _ENV["writer_password"]: passwords[_WRITER],
+            }
+        )
+        security = SimSecurity(server.certificate, server.private_key, users=passwords, writers=frozenset({_WRITER}))
+        return cls(security, client.certificate, client.private_key, trust)
 
 
 class CellServers:
@@ -131,11 +189,16 @@ class CellServers:
         *,
         opcua_port: int = 0,
         mtconnect_port: int = 0,
+        closed_loop: Path | None = None,
     ) -> None:
         self.cell = cell
         self.protocol = {m.id: protocols[min(i, len(protocols) - 1)] for i, m in enumerate(cell.machines)}
         self._opcua_port = opcua_port
         self._mtconnect_port = mtconnect_port
+        self._pki_dir = closed_loop
+        self._pki: _Pki | None = None
+        self.loop: ClosedLoop | None = None
+        """The simulated physics of the registers (closed-loop demo only)."""
         self.opcua: OpcUaSimServer | None = None
         self.mtconnect: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -144,7 +207,16 @@ class CellServers:
         opc = [m for m in self.cell.machines if self.protocol[m.id] == "opcua"]
         mtc = [m for m in self.cell.machines if self.protocol[m.id] == "mtconnect"]
         if opc:
-            self.opcua = await self._stack.enter_async_context(OpcUaSimServer(machines=shapes_for(opc), port=self._opcua_port))
+            if self._pki_dir is not None:
+                self._pki = await asyncio.to_thread(_Pki.create, self._pki_dir)
+            security = self._pki.security if self._pki is not None else None
+            self.opcua = await self._stack.enter_async_context(
+                OpcUaSimServer(machines=shapes_for(opc), port=self._opcua_port, security=security)
+            )
+            if self._pki is not None:
+                programs = self.cell.programs()
+                effects = {m.id: effects_for({p: programs[p] for p in m.programs}, "mill") for m in opc}
+                self.loop = ClosedLoop(self.opcua, effects)
         if mtc:
             from monitor.sim.mtconnect_agent import SimAgentBinding
 
@@ -157,7 +229,10 @@ class CellServers:
     async def publish(self, event: SimEvent) -> None:
         """Write one simulated update into the server that carries its machine."""
         if self.protocol.get(event.machine) == "opcua" and self.opcua is not None:
-            await self.opcua.publish(event.machine, event.signal, event.value, event.time)
+            if self.loop is not None:
+                await self.loop.publish(event)
+            else:
+                await self.opcua.publish(event.machine, event.signal, event.value, event.time)
         elif self.mtconnect is not None:
             self.mtconnect.publish(event)
 
@@ -173,22 +248,37 @@ class CellServers:
             if self.protocol[m.id] == "opcua" and self.opcua is not None:
                 (shape,) = shapes_for([m])
                 signals = {k: v for k, v in opcua_signal_map(shape).items() if k in m.signals or k.startswith("probe.")}
-                machines.append(
-                    {
-                        "id": m.id,
-                        "kind": "mill",
-                        "probe_tool": str(PROBE_TOOL_NUMBER),
-                        "source": {
-                            "type": "opcua",
-                            "endpoint": self.opcua.endpoint,
-                            "publishing_interval_ms": 100,
-                            "sampling_interval_ms": 0,
-                            "queue_size": 1000,
-                        },
-                        "signals": signals,
-                        "tracking": {"grace_s": 10.0, "max_skew_s": skew},
+                entry: dict[str, Any] = {
+                    "id": m.id,
+                    "kind": "mill",
+                    "probe_tool": str(PROBE_TOOL_NUMBER),
+                    "source": {
+                        "type": "opcua",
+                        "endpoint": self.opcua.endpoint,
+                        "publishing_interval_ms": 100,
+                        "sampling_interval_ms": 0,
+                        "queue_size": 1000,
+                    },
+                    "signals": signals,
+                    "tracking": {"grace_s": 10.0, "max_skew_s": skew},
+                }
+                if self._pki is not None and self.loop is not None:
+                    entry["source"].update(
+                        security_policy="Basic256Sha256",
+                        security_mode="SignAndEncrypt",
+                        certificate=str(self._pki.certificate),
+                        private_key=str(self._pki.private_key),
+                        trust_dir=str(self._pki.trust_dir),
+                        username_env=_ENV["user"],
+                        password_env=_ENV["password"],
+                    )
+                    registers = sorted(self.loop.registers(m.id))
+                    entry["offsets"] = {
+                        "username_env": _ENV["writer"],
+                        "password_env": _ENV["writer_password"],
+                        "registers": register_entries(m.id, registers, **DEMO_LIMITS),
                     }
-                )
+                machines.append(entry)
             else:
                 machines.append(
                     {
@@ -200,14 +290,26 @@ class CellServers:
                         "tracking": {"grace_s": 10.0},
                     }
                 )
+        programs = str(PROGRAMS_DIR) if self._pki_dir is None else str(_auto_apply_programs(self._pki_dir.parent / "programs"))
         return {
             "site": "demo-cell",
             "store": {"path": str(store)},
-            "programs": str(PROGRAMS_DIR),
+            "programs": programs,
             "machines": machines,
             "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 0},
             "sinks": sinks or {},
         }
+
+
+def _auto_apply_programs(folder: Path) -> Path:
+    """Copies of the packaged program files whose every feature asks for ``offset.auto_apply``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(PROGRAMS_DIR.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for feature in doc.get("features", {}).values():
+            feature.setdefault("offset", {})["auto_apply"] = True
+        (folder / path.name).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return folder
 
 
 async def run_demo(
@@ -226,7 +328,9 @@ async def run_demo(
     for simulated in cell.parts():
         totals[simulated.machine] = totals.get(simulated.machine, 0) + 1
     stop = stop or asyncio.Event()
-    async with CellServers(cell, options.protocols) as servers:
+    protocols = ("opcua",) if options.closed_loop else options.protocols
+    loop_dir = workdir / "closed-loop" / "pki" if options.closed_loop else None
+    async with CellServers(cell, protocols, closed_loop=loop_dir) as servers:
         site_path = workdir / "demo-site.yaml"
         document = servers.site_document(
             store=workdir / "demo.db", speed=options.speed, dashboard_port=options.dashboard_port, sinks=options.sinks()
@@ -277,8 +381,22 @@ async def run_demo(
                 sub.close()
                 daemon_stop.set()
                 await runner
+        if servers.loop is not None:
+            result.closed_loop = _loop_figures(cell, servers.loop, site.store_path)
     result.features = _outcomes(cell, site.store_path)
     return result
+
+
+def _loop_figures(cell: SimCell, loop: ClosedLoop, store_path: Path) -> dict[str, int]:
+    """Parts out of tolerance without and with the loop; offsets the daemon wrote and refused."""
+    with open_store(store_path, read_only=True) as store:
+        kinds = [a.kind for a in store.actions()]
+    return {
+        "out_of_tolerance_without": ClosedLoop.out_of_tolerance_without(cell),
+        "out_of_tolerance_with": loop.out_of_tolerance(cell),
+        "offsets_applied": kinds.count(ActionKind.OFFSET_APPLIED),
+        "offsets_refused": kinds.count(ActionKind.OFFSET_REFUSED),
+    }
 
 
 async def _settle(daemon: Daemon, all_done: asyncio.Event, stop: asyncio.Event, quiet_s: float = 1.5) -> None:

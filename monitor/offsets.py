@@ -280,8 +280,8 @@ class OffsetService:
         how = "automatically" if request.automatic else f"by {request.user.name} through the {request.source}"
         if write is not None:
             reason = (
-                f"{target.register.label} {format_mm(write.change)} mm written {how} over {write.security}"
-                f"{' as OPC UA user ' + write.user if write.user else ''}; read back {write.read_back:.4f}"
+                f"written {how} over {write.security}{' as OPC UA user ' + write.user if write.user else ''}; "
+                f"read back {write.read_back:.4f}"
                 + (f"; waited {write.waited_s:.0f} s for the part to end" if write.waited_s >= 1 else "")
                 + (f"; advice was {format_mm(target.change)}" if request.value is None else "; value given by hand")
             )

@@ -39,6 +39,14 @@ def demo(
         Path | None, typer.Option(help="Keep the demo's site file and store here (default: a temporary folder).")
     ] = None,
     mqtt: Annotated[str | None, typer.Option(help="Also publish alerts to the MQTT broker at HOST:PORT.")] = None,
+    closed_loop: Annotated[
+        bool,
+        typer.Option(
+            "--closed-loop",
+            help="Serve every machine over secure OPC UA with writable offsets and let the daemon apply the advice "
+            "(offset.auto_apply); the end table compares parts out of tolerance with and without the loop.",
+        ),
+    ] = False,
     webhook: Annotated[list[str] | None, typer.Option(help="Also POST alerts to this URL (repeatable).")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with the result at the end, nothing else.")
@@ -52,7 +60,17 @@ def demo(
         raise typer.Exit(2)
     from monitor.demo import DemoOptions
 
-    options = DemoOptions(scenario, seed, parts, speed, keep_running, dashboard_port, mqtt=mqtt, webhooks=tuple(webhook or ()))
+    options = DemoOptions(
+        scenario,
+        seed,
+        parts,
+        speed,
+        keep_running,
+        dashboard_port,
+        mqtt=mqtt,
+        webhooks=tuple(webhook or ()),
+        closed_loop=closed_loop,
+    )
     # the demo prints alerts itself; library warnings would only clutter the progress display
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
@@ -82,6 +100,13 @@ def demo(
         ],
         title="drifting features: detection against the simulation's ground truth",
     )
+    if result.closed_loop is not None:
+        loop = result.closed_loop
+        console.print(
+            f"parts out of tolerance: without the loop [bold]{loop['out_of_tolerance_without']}[/], with it "
+            f"[bold]{loop['out_of_tolerance_with']}[/] ({loop['offsets_applied']} offsets applied on the controllers, "
+            f"{loop['offsets_refused']} refused; `monitor actions` lists them)"
+        )
 
 
 async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:

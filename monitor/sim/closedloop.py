@@ -111,6 +111,11 @@ class ClosedLoop:
             for signal, effects in state.effects.items()
         }
 
+    def registers(self, machine: str) -> set[str]:
+        """The registers that move ``machine``'s parts (by :func:`~monitor.sim.opcua_server.register_path`)."""
+        state = self._machines.get(machine)
+        return set(state.base) if state is not None else set()
+
     def shift(self, part: SimPart, signal: str) -> float:
         """How far the registers moved ``signal`` on ``part`` (0 before any write, or unknown parts)."""
         state = self._machines.get(part.machine)
