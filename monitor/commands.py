@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ __all__ = [
     "ApplyOffset",
     "CloseAlert",
     "Command",
+    "OffsetApply",
     "Outcome",
     "RecordAction",
     "action_command",
@@ -111,6 +112,10 @@ class ApplyOffset:
     expected: float | None = None
     comment: str = ""
     automatic: bool = False
+
+
+OffsetApply = Callable[[ApplyOffset], Awaitable[list[dict[str, Any]]]]
+"""The daemon's offset service as the control API and the dashboard call it: each register's outcome."""
 
 
 def apply_offset_command(alert_id: str, body: dict[str, Any], user: User, source: str) -> ApplyOffset:

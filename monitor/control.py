@@ -44,6 +44,7 @@ from monitor.commands import (
     ApplyOffset,
     CloseAlert,
     Command,
+    OffsetApply,
     Outcome,
     RecordAction,
     action_command,
@@ -77,8 +78,6 @@ _TIMEOUT_S = 60.0
 Reload = Callable[[], Awaitable[dict[str, Any]]]
 """The daemon's reload: re-read the configuration, return what changed (or why it was refused)."""
 
-OffsetApply = Callable[[ApplyOffset], Awaitable[list[dict[str, Any]]]]
-"""The daemon's offset service: write a condition's advice, each register's outcome (monitor.offsets)."""
 OFFSET_KEY: web.AppKey[OffsetApply | None] = web.AppKey("offsets")
 
 

@@ -271,7 +271,9 @@ class Daemon:
         stack.push_async_callback(control.cleanup)
         config = self.site.config.dashboard
         if config.enabled:
-            runner = await serve_dashboard(self.core, config.bind, config.port, metrics=self.metrics.scrape)
+            runner = await serve_dashboard(
+                self.core, config.bind, config.port, metrics=self.metrics.scrape, offsets=self.apply_offset
+            )
             stack.push_async_callback(runner.cleanup)
             self.dashboard_url = f"http://{config.bind}:{runner.addresses[0][1]}/"
             log.warning("dashboard at %s", self.dashboard_url)

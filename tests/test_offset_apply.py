@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from adapters.opcua.certs import generate_certificate
@@ -332,3 +333,40 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
             # by hand, the simulator's allow_insecure lets the engineer write
             [by_hand] = await service.apply(ApplyOffset(event.data["id"], User("eve", Role.ENGINEER)))
             assert by_hand.write is not None and by_hand.write.security == "None/None"
+
+
+async def test_apply_through_the_dashboard(
+    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
+) -> None:
+    path = write_site(tmp_path, sim.endpoint, pki["root"])
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["dashboard"] = {"enabled": True, "port": 0}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    site = load_site(path)
+    await sim.publish(SHAPE.id, "program.name", "O1001", T0)
+    await sim.publish(SHAPE.id, "part.count", 0, T0)
+    async with running_daemon(site) as running:
+        await running.until(CONNECTED, timeout_s=60)
+        loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
+        for n in range(1, 6):
+            await make_part(loop, n)
+        await make_part(loop, 6, dia=10.02)
+        event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+        [advice] = event.data["evidence"]["advice"]["offsets"]
+        assert running.daemon.dashboard_url is not None
+        url = f"{running.daemon.dashboard_url}api/conditions/{event.data['id']}/offset"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json={}, headers={"Authorization": f"Bearer {BOB}"}) as resp:
+                assert resp.status == 403 and "needs the role engineer" in (await resp.json())["error"]
+            # what the engineer saw is no longer the advice: stale, recorded, nothing written
+            stale = {"expected": -advice["change_mm"], "comment": "from the card"}
+            async with http.post(url, json=stale, headers={"Authorization": f"Bearer {ALICE}"}) as resp:
+                [refused] = (await resp.json())["outcomes"]
+                assert resp.status == 200 and refused["refused"]["reason"] == "stale" and sim.register_writes == []
+            body = {"expected": advice["change_mm"], "comment": "from the card"}
+            async with http.post(url, json=body, headers={"Authorization": f"Bearer {ALICE}"}) as resp:
+                assert resp.status == 200
+                [outcome] = (await resp.json())["outcomes"]
+        assert outcome["applied"] and outcome["action"]["user"] == "alice" and outcome["action"]["comment"] == "from the card"
+        assert "through the dashboard" in outcome["action"]["reason"]
+        assert sim.register_value(SHAPE.id, DWEAR) == pytest.approx(outcome["write"]["new_value"])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from monitor.codec import json_safe
-from monitor.commands import Acknowledge, CloseAlert, Command, RecordAction, action_command
+from monitor.commands import Acknowledge, CloseAlert, Command, OffsetApply, RecordAction, action_command, apply_offset_command
 from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, NotAllowed
@@ -38,6 +38,7 @@ __all__ = [
     "ALERTS_DEFAULT",
     "ALERTS_MAX",
     "API_KEY",
+    "OFFSET_KEY",
     "PARTS_DEFAULT",
     "PARTS_MAX",
     "SERIES_MAX",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 API_KEY: web.AppKey[MonitorApi] = web.AppKey("monitor")
+OFFSET_KEY: web.AppKey[OffsetApply | None] = web.AppKey("offsets")
+"""The daemon's offset service (None: the dashboard only advises)."""
 """Where the application keeps the monitor it shows (the daemon's core)."""
 
 PARTS_DEFAULT, PARTS_MAX = 100, 5000
@@ -480,6 +483,24 @@ async def _record_action(request: web.Request) -> web.Response:
     return _json(await _command(request, command))
 
 
+async def _offset(request: web.Request) -> web.Response:
+    """Write the condition's offset advice to the controller (engineers; docs/offsets.md). Answers
+    once written or refused (the machine may be mid-part): each register's outcome, recorded."""
+    user = _authorize(request)
+    apply = request.app[OFFSET_KEY]
+    if apply is None:
+        raise _error(404, "this monitor does not write offsets")
+    body = await _body(request)
+    _comment(body)
+    try:
+        outcomes = await apply(apply_offset_command(request.match_info["alert_id"], body, user, "dashboard"))
+    except NotAllowed as exc:
+        raise _error(403, str(exc)) from None
+    except ActionError as exc:
+        raise _error(400, str(exc)) from None
+    return _json({"outcomes": outcomes})
+
+
 async def _actions(request: web.Request) -> web.Response:
     last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
     machine, program, feature = _opt(request, "machine"), _opt(request, "program"), _opt(request, "feature")
@@ -512,5 +533,6 @@ def add_api_routes(app: web.Application) -> None:
     r.add_get("/api/alerts/{alert_id:.+}", _alert)
     r.add_get("/api/actions", _actions)
     r.add_post("/api/actions", _record_action)
+    r.add_post("/api/conditions/{alert_id:.+}/offset", _offset)
     r.add_get("/api/whoami", _whoami)
     r.add_get("/api/features/{machine}/{program}/{feature}", _feature_handler)

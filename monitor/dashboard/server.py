@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from monitor.dashboard.api import API_KEY, add_api_routes
+from monitor.commands import OffsetApply
+from monitor.dashboard.api import API_KEY, OFFSET_KEY, add_api_routes
 from monitor.dashboard.pages import add_page_routes
 from monitor.dashboard.stream import add_stream_routes
 from monitor.errors import MonitorError
@@ -75,11 +76,12 @@ MetricsEndpoint = Callable[[], Awaitable[tuple[str, bytes]]]
 """What ``/metrics`` answers: (content type, body) of the Prometheus exposition, made at each scrape."""
 
 
-def build_app(api: MonitorApi, *, metrics: MetricsEndpoint | None = None) -> web.Application:
+def build_app(api: MonitorApi, *, metrics: MetricsEndpoint | None = None, offsets: OffsetApply | None = None) -> web.Application:
     """The dashboard application for a running monitor (the daemon's core, or anything offering
-    its API), with ``/metrics`` when ``metrics`` is given."""
+    its API), with ``/metrics`` when ``metrics`` is given and offsets applied through ``offsets``."""
     app = web.Application(middlewares=[_headers])
     app[API_KEY] = api
+    app[OFFSET_KEY] = offsets
     add_api_routes(app)
     add_stream_routes(app)
     add_page_routes(app)
@@ -103,7 +105,9 @@ def build_app(api: MonitorApi, *, metrics: MetricsEndpoint | None = None) -> web
     return app
 
 
-async def serve_dashboard(api: MonitorApi, bind: str, port: int, *, metrics: MetricsEndpoint | None = None) -> web.AppRunner:
+async def serve_dashboard(
+    api: MonitorApi, bind: str, port: int, *, metrics: MetricsEndpoint | None = None, offsets: OffsetApply | None = None
+) -> web.AppRunner:
     """Start the dashboard on ``bind:port`` (0 = any free port); returns the started runner.
 
     The bound port is ``runner.addresses[0][1]``; ``await runner.cleanup()`` stops it.
@@ -111,7 +115,11 @@ async def serve_dashboard(api: MonitorApi, bind: str, port: int, *, metrics: Met
     # handler_cancellation: a browser that goes away ends its event stream at once (its slot under
     # dashboard.max_event_streams is free again), not at the next keep-alive write
     runner = web.AppRunner(
-        build_app(api, metrics=metrics), handle_signals=False, access_log=None, shutdown_timeout=5.0, handler_cancellation=True
+        build_app(api, metrics=metrics, offsets=offsets),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
+        handler_cancellation=True,
     )
     await runner.setup()
     try:
