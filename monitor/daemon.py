@@ -211,6 +211,7 @@ class Daemon:
             self.sinks = [*build_sinks(self.site, open_alerts=open_alerts)]
             for sink in self.sinks:
                 self.core.add_output(sink.offer)
+            self.core.add_output(self.offsets.offer)
             async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for machine in self.site.config.machines:

@@ -103,6 +103,9 @@ class OffsetService:
     api: MonitorApi
     _busy: set[tuple[str, str]] = field(default_factory=set)
     _tasks: set[asyncio.Future[OffsetOutcome]] = field(default_factory=set)
+    _auto_queue: asyncio.Queue[Alert] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    auto_dropped: int = 0
+    """Condition changes the auto-apply queue dropped while full (the oldest first)."""
     _auto_last: dict[str, int] = field(default_factory=dict)
 
     def writable(self, machine: str) -> OpcUaMachine | None:
@@ -317,45 +320,45 @@ class OffsetService:
         return outcome.action
 
     # ------------------------------------------------------------------------------ auto-apply
-    async def run_auto(self) -> None:
-        """Follow the conditions of features with ``offset.auto_apply`` and apply their advice."""
-        subscription = self.api.subscribe(256)
-        try:
-            async for event in subscription:
-                if event.kind != "alert":
-                    continue
-                request = self._auto_request(event.data)
-                if request is None:
-                    continue
-                try:
-                    outcomes = await self.apply(request)
-                except MonitorError as exc:  # a condition that vanished, a program reloaded meanwhile
-                    log.warning("automatic offset for %s not applied: %s", request.alert_id, exc)
-                    continue
-                for o in outcomes:
-                    if o.action.part_number is not None:
-                        self._auto_last[request.alert_id] = o.action.part_number
-        finally:
-            subscription.close()
+    def offer(self, item: object) -> None:
+        """The core's output hook (every stored part and alert change; never blocks): conditions that
+        may ask for an automatic write wait in a bounded queue for :meth:`run_auto`."""
+        if not isinstance(item, Alert) or item.condition not in _AUTO_STATES or item.state is AlertState.CLOSED:
+            return
+        if self._auto_queue.full():
+            self._auto_queue.get_nowait()
+            self.auto_dropped += 1
+        self._auto_queue.put_nowait(item)
 
-    def _auto_request(self, data: Mapping[str, Any]) -> ApplyOffset | None:
-        """An automatic request for a condition event, when its feature asks for it and it is time."""
-        try:
-            condition = ConditionState(str(data.get("condition")))
-        except ValueError:
+    async def run_auto(self) -> None:
+        """Apply the advice of conditions whose feature has ``offset.auto_apply``, one at a time."""
+        while True:
+            alert = await self._auto_queue.get()
+            request = self._auto_request(alert)
+            if request is None:
+                continue
+            try:
+                outcomes = await self.apply(request)
+            except MonitorError as exc:  # a condition that vanished, a program reloaded meanwhile
+                log.warning("automatic offset for %s not applied: %s", request.alert_id, exc)
+                continue
+            for o in outcomes:
+                if o.action.part_number is not None:
+                    self._auto_last[request.alert_id] = o.action.part_number
+
+    def _auto_request(self, alert: Alert) -> ApplyOffset | None:
+        """An automatic request for a condition, when its feature asks for it and it is time."""
+        if alert.condition not in _AUTO_STATES or alert.state is AlertState.CLOSED:
             return None
-        alert_id, machine = str(data.get("id")), str(data.get("machine"))
-        if condition not in _AUTO_STATES or data.get("state") == str(AlertState.CLOSED):
+        config = self.api.site.programs.get(alert.program)
+        feature = config.features.get(alert.feature) if config is not None else None
+        if feature is None or feature.offset is None or not feature.offset.auto_apply or self.writable(alert.machine) is None:
             return None
-        config = self.api.site.programs.get(str(data.get("program")))
-        feature = config.features.get(str(data.get("feature"))) if config is not None else None
-        if feature is None or feature.offset is None or not feature.offset.auto_apply or self.writable(machine) is None:
+        last = alert.last_part or alert.part_number
+        done = self._auto_last.get(alert.id)
+        if done is not None and last < done + _AUTO_SPACING:
             return None
-        last = data.get("last_part") or data.get("part_number")
-        done = self._auto_last.get(alert_id)
-        if done is not None and isinstance(last, int) and last < done + _AUTO_SPACING:
-            return None
-        return ApplyOffset(alert_id, AUTO_USER, "auto", automatic=True, comment="offset.auto_apply")
+        return ApplyOffset(alert.id, AUTO_USER, "auto", automatic=True, comment="offset.auto_apply")
 
 
 def _advice(alert: Alert, registers: Mapping[str, Register]) -> dict[str, tuple[Register, float]]:

@@ -5,6 +5,7 @@ action recorded with who and what, and the refusals recorded too."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,10 +19,11 @@ import aiohttp
 import pytest
 
 from adapters.opcua.certs import generate_certificate
+from monitor.codec import alert_from_dict
 from monitor.commands import ApplyOffset
 from monitor.config import load_site
 from monitor.events import HubEvent
-from monitor.model import ActionKind, Role
+from monitor.model import ActionKind, ConditionState, Role
 from monitor.pipeline import ENGINE_STATE
 from monitor.report.data import build_report
 from monitor.report.page import render_html
@@ -320,11 +322,12 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
             event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
             service = running.daemon.offsets
             # what the daemon's auto-apply asks for a warning of this feature, and what it does not
-            warning = {**event.data, "condition": "warning", "state": "open"}
+            oot = alert_from_dict(event.data)
+            warning = dataclasses.replace(oot, condition=ConditionState.WARNING)
             request = service._auto_request(warning)
             assert request is not None and request.automatic and request.user.name == "auto-apply"
-            assert service._auto_request({**warning, "feature": "hole1_pos"}) is None  # no auto_apply there
-            assert service._auto_request(event.data) is None  # out of tolerance wants a person
+            assert service._auto_request(dataclasses.replace(warning, feature="hole1_pos")) is None  # no auto_apply there
+            assert service._auto_request(oot) is None  # out of tolerance wants a person
             [outcome] = await service.apply(request)
             assert outcome.refused is not None and outcome.refused.reason == "insecure"
             assert "automatic offset writes need security_mode SignAndEncrypt" in str(outcome.refused)

@@ -109,6 +109,7 @@ def floor_cards(site: Site, machines: list[dict[str, Any]], store: StoreReader) 
                 "top": conditions[0] if conditions else None,
                 "others": conditions[1:],
                 "last_action": action_row(last) if last is not None else None,
+                "writable": any(getattr(e, "offsets", None) is not None for e in site.config.machines if e.id == machine),
             }
         )
     return cards

@@ -247,6 +247,37 @@ const M = (() => {
         record.append(recordButton("Offset applied", what, t.offsets.map((o) => (
           { kind: "offset_applied", alert_id: t.id, register: o.register, change: o.change_mm })), `Offset applied: ${what}`));
       }
+      if (t.offsets && t.offsets.length && c.writable) {
+        // the monitor writes the advice on the controller itself (engineers; docs/offsets.md), two taps too
+        const what = t.offsets.map((o) => `${o.label} ${o.change_mm >= 0 ? "+" : ""}${Number(o.change_mm).toFixed(4)} mm`).join(", ");
+        const b = el("button", { type: "button", class: "record apply", "data-kind": "apply_offset" }, "Apply on the controller");
+        let armed = null;
+        b.addEventListener("click", async () => {
+          if (!token.get()) { notice("Enter your token (top of the page) to apply an offset.", "error"); return; }
+          if (!armed) {
+            b.textContent = "Tap again: write " + what;
+            b.classList.add("armed");
+            armed = setTimeout(() => { armed = null; b.textContent = "Apply on the controller"; b.classList.remove("armed"); }, 8000);
+            return;
+          }
+          clearTimeout(armed);
+          armed = null;
+          b.textContent = "Writing between parts…";
+          b.disabled = true;
+          try {
+            const body = t.offsets.length === 1 ? { expected: t.offsets[0].change_mm } : {};
+            const r = await act(`/api/conditions/${seg(t.id)}/offset`, body);
+            const lines = (r.outcomes || []).map((o) => o.applied
+              ? `${o.action.register ? o.action.register.label : ""}: ${o.write.old_value.toFixed(4)} → ${o.write.new_value.toFixed(4)}`
+              : `${o.action.register ? o.action.register.label : ""} refused (${o.refused.reason}): ${o.refused.message}`);
+            const ok = (r.outcomes || []).every((o) => o.applied);
+            notice((ok ? "Applied on the controller: " : "Not applied: ") + lines.join("; "), ok ? "ok" : "error");
+            if (onChange) onChange();
+          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+          finally { b.disabled = false; b.textContent = "Apply on the controller"; b.classList.remove("armed"); }
+        });
+        record.append(b);
+      }
       if (t.tool) {
         record.append(recordButton("Tool changed", `T${String(t.tool).replace(/^T/, "")} replaced`,
           [{ kind: "tool_changed", alert_id: t.id, tool: String(t.tool) }], `Tool ${t.tool} changed`));
