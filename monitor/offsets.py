@@ -213,6 +213,7 @@ class OffsetService:
                 raise OffsetRefused("busy", f"{alert.machine}: a write of {target.key} is already under way; one at a time")
             self._busy.add(busy)
             try:
+                await self._not_pending(alert, target.key)
                 applied = await self._applied_in_batch(alert, target.key)
                 writer = self._writer(entry)
 
@@ -243,6 +244,7 @@ class OffsetService:
         now = await self.api.read(lambda store: store.alert(planned.id))
         if now is None or now.state is AlertState.CLOSED or now.condition in (None, ConditionState.OK):
             raise OffsetRefused("stale", f"condition {planned.id} is closed; nothing written")
+        await self._not_pending(now, target.key)
         if request.value is not None:
             return
         current = _advice(now, self._registers(now)).get(target.axis)
@@ -251,6 +253,33 @@ class OffsetService:
                 "stale", f"condition {planned.id} no longer advises {target.key} (part {now.last_part}); nothing written"
             )
         _same_advice(target.key, target.change, current[1], f"part {planned.last_part} -> {now.last_part}")
+
+    async def _not_pending(self, alert: Alert, key: str) -> None:
+        """Refuse while the register's latest change has not reached a measured part yet: the advice
+        (of this condition or of another feature the register corrects: both bores of one boring
+        tool) still shows the deviation that change corrects, and applying it again would correct twice."""
+
+        def read(store: Any) -> list[Action]:
+            found: list[Action] = store.actions(machine=alert.machine, program=alert.program, last=50)
+            return found
+
+        latest = next(
+            (
+                a
+                for a in reversed(await self.api.read(read))
+                if a.kind is ActionKind.OFFSET_APPLIED
+                and a.register is not None
+                and register_key(a.register).lower() == key.lower()
+            ),
+            None,
+        )
+        part = alert.last_part or alert.part_number
+        if latest is not None and latest.part_number is not None and latest.part_number >= part:
+            raise OffsetRefused(
+                "pending",
+                f"{key} was changed by {format_mm(latest.change or 0.0)} mm after part {latest.part_number} "
+                f"({latest.user}); the advice has not seen a part made since: wait for the next part",
+            )
 
     async def _applied_in_batch(self, alert: Alert, key: str) -> float:
         """Sum of the sizes of the writes to ``key`` on this machine and program in the current batch."""

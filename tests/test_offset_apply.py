@@ -230,6 +230,11 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
         assert (action["part_number"], action["condition_id"], action["old_value"]) == (6, condition, 0.0)
         assert action["register"]["label"] == "T12 D-wear" and action["comment"] == "bore over after the insert change"
 
+        # the same advice again before a part shows the change: refused, it would correct twice
+        again = await asyncio.to_thread(monitor, env, *args, token=ALICE)
+        assert again.returncode == 1 and json.loads(again.stdout)["refused"]["reason"] == "pending"
+        await make_part(loop, 7, dia=10.02)  # the insert still cuts 10.02; the register brings it back
+        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 7, timeout_s=60)
         # a value past the register's limit: refused, recorded, nothing written
         big = await asyncio.to_thread(monitor, env, *args, "--value", "0.035", token=ALICE)
         assert big.returncode == 1
@@ -241,12 +246,16 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
         assert len(sim.register_writes) == 1
 
         stored = await running.daemon.core.read(lambda store: store.actions(condition_id=condition))
-        assert [a.kind for a in stored] == [ActionKind.OFFSET_APPLIED, ActionKind.OFFSET_REFUSED, ActionKind.OFFSET_REFUSED]
-        assert stored[1].reason.startswith("limit:") and stored[0].new_value == pytest.approx(write["new_value"])
+        assert [a.kind for a in stored] == [ActionKind.OFFSET_APPLIED, *[ActionKind.OFFSET_REFUSED] * 3]
+        assert (
+            stored[1].reason.startswith("pending:")
+            and stored[2].reason.startswith("limit:")
+            and stored[0].new_value == pytest.approx(write["new_value"])
+        )
 
         # the insert still cuts 10.02; the applied D-wear brings the bore back to size (the simulated
         # machine obeys the register): the condition leaves out of tolerance for recovering
-        for n in range(7, 17):
+        for n in range(8, 17):
             await make_part(loop, n, dia=10.02)
         back = await running.until(
             lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["condition"] == "recovering", timeout_s=60
@@ -257,8 +266,7 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
         report = await running.daemon.core.read(lambda store: build_report(store, site.programs["O1001"], site="t"))
         assert [(a.kind, a.user, a.old_value) for a in report.offsets] == [
             (ActionKind.OFFSET_APPLIED, "alice", 0.0),
-            (ActionKind.OFFSET_REFUSED, "alice", None),
-            (ActionKind.OFFSET_REFUSED, "alice", None),
+            *[(ActionKind.OFFSET_REFUSED, "alice", None)] * 3,
         ]
         page = render_html(report)
         assert "Offsets written to the controllers" in page
