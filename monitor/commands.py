@@ -87,6 +87,9 @@ class RecordAction:
     part_number: int | None = None
     reason: str = ""
     comment: str = ""
+    effective_after: datetime | None = None
+    """For an offset written between parts (issue 18): the controller time the machine came to rest
+    before the write; the detectors expect its step from the first part that started after it."""
 
 
 Command = Acknowledge | CloseAlert | RecordAction

@@ -329,6 +329,7 @@ class OffsetService:
                 new_value=write.new_value,
                 reason=reason,
                 comment=request.comment,
+                effective_after=write.effective_after,
             )
         else:
             assert refused is not None

@@ -138,6 +138,10 @@ def _machines(site: Site) -> dict[str, Any]:
     return {"machine_kinds": {m: site.machine_kind(m) for m in ids}, "probe_tools": {m: site.probe_tools(m) for m in ids}}
 
 
+_MAX_DEFERRED = 64
+"""Deferred steps kept per machine for programs it is not running now."""
+
+
 def _same_register(a: Register, b: Register) -> bool:
     """One register of the control: same kind and axis, same work offset or tool."""
     return (a.kind, a.axis, a.work_offset or "", a.tool or "") == (b.kind, b.axis, b.work_offset or "", b.tool or "")
@@ -155,6 +159,10 @@ class Pipeline:
         self.parts_by_status: Counter[tuple[str, str]] = Counter()
         """Parts stored since start, by (machine, status): for the metrics."""
         self._logged: set[str] = set()
+        self._deferred_steps: dict[str, list[tuple[datetime, str, str, dict[str, float | None] | None]]] = {}
+        """Steps of offsets written between parts, by machine: (controller time the machine came to rest
+        before the write, program, feature, shifts); each reaches the detectors with the first part that
+        started after that time, whatever parts were still on their way through the trackers."""
         shares = store.load_detector_states(ENGINE_STATE)
         self.engine = DriftEngine.from_states(site.programs, shares.values(), **_machines(site))
         self._states = _StateChain()
@@ -436,7 +444,7 @@ class Pipeline:
             return alert or self.store.alert(alert_id)
 
         action = make_action(self.site, command, find, self._last_part)
-        self._expect_step(action)
+        self._expect_step(action, command.effective_after)
         state = self.engine.state(action.machine)
 
         def write() -> None:
@@ -446,9 +454,11 @@ class Pipeline:
         self._write(f"action {action.id}", write)
         return Outcome(None, action)
 
-    def _expect_step(self, action: Action) -> None:
+    def _expect_step(self, action: Action, effective_after: datetime | None = None) -> None:
         """An offset applied or a tool changed is a known step for the detectors from the next part
-        (no false drift after a correction): the size of an offset's step follows from its register."""
+        (no false drift after a correction): the size of an offset's step follows from its register.
+        With ``effective_after`` (a write between parts: when the machine came to rest, controller
+        time), from the first part that started after it."""
         config = self.site.programs.get(action.program)
         if config is None or action.kind not in (ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED):
             return
@@ -472,7 +482,23 @@ class Pipeline:
                 axis = next((a for a, r in registers.items() if (r.kind, r.axis) == (reg.kind, reg.axis)), None)
                 if axis is not None:
                     shifts = {axis: reg.shift_for(action.change)}
-            self.engine.record_step(action.machine, action.program, feature, shifts)
+            if effective_after is None:
+                self.engine.record_step(action.machine, action.program, feature, shifts)
+            else:
+                self._deferred_steps.setdefault(action.machine, []).append((effective_after, action.program, feature, shifts))
+
+    def _release_steps(self, part: PartRecord) -> None:
+        """Hand the detectors the deferred steps this part is the first to carry."""
+        waiting = self._deferred_steps.get(part.machine)
+        if not waiting:
+            return
+        keep: list[tuple[datetime, str, str, dict[str, float | None] | None]] = []
+        for after, program, feature, shifts in waiting:
+            if program == part.program and part.start > after:
+                self.engine.record_step(part.machine, program, feature, shifts)
+            elif program == part.program or len(keep) < _MAX_DEFERRED:
+                keep.append((after, program, feature, shifts))
+        self._deferred_steps[part.machine] = keep
 
     def _last_part(self, machine: str, program: str) -> int | None:
         """The number of the last part of ``program`` stored for ``machine`` (None before the first)."""
@@ -539,6 +565,7 @@ class Pipeline:
                 self.status[part.machine].not_observed += 1
             else:
                 try:
+                    self._release_steps(part)
                     assessment = self.engine.assess(part)
                     alerts, refreshed = assessment.alerts, assessment.refreshed
                 except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault

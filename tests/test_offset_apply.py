@@ -24,7 +24,6 @@ from monitor.commands import ApplyOffset
 from monitor.config import load_site
 from monitor.events import HubEvent
 from monitor.model import ActionKind, ConditionState, Role
-from monitor.pipeline import ENGINE_STATE
 from monitor.report.data import build_report
 from monitor.report.page import render_html
 from monitor.sim.cell import SimEvent
@@ -291,13 +290,20 @@ async def test_a_work_offset_moves_every_feature_it_corrects(
         [outcome] = await running.daemon.offsets.apply(ApplyOffset(event.data["id"], User("eve", Role.ENGINEER), axis="x"))
         assert outcome.write is not None and outcome.write.register == "G54.X"
         assert outcome.write.change == pytest.approx(-0.028, abs=0.003)
-        state = await running.daemon.core.read(lambda store: store.load_detector_state(ENGINE_STATE + SHAPE.id))
-        assert state is not None
-        pending = {w["feature"]: w["state"]["pending_step"] for w in state["watches"]}
-        # the step each hole's X deviation takes from the next part: -change / factor(-1) = the change
-        assert pending["hole1_pos"] == {"x": pytest.approx(outcome.write.change)}
-        assert pending["hole2_pos"] == {"x": pytest.approx(outcome.write.change)}
-        assert pending["hole1_dia"] is None
+        assert outcome.write.effective_after == T0 + timedelta(seconds=5 * 20 + 6.5)  # part 5's READY, controller time
+        # the step reaches the detectors with the first part that started after the machine came to
+        # rest for the write (part 6), on both holes: G54 X moves every feature cut in that setup
+        engine = running.daemon.core._pipeline.engine  # the detectors' own view (no public API shows it)
+        before = engine.evidence(SHAPE.id, "O1001", "hole2_pos")
+        assert before is not None and not before.known_step
+        await make_part(loop, 6, x=25.03)  # the clamp is still loose: the work offset re-centres hole 1
+        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 6, timeout_s=60)
+        for feature in ("hole1_pos", "hole2_pos"):
+            evidence = engine.evidence(SHAPE.id, "O1001", feature)
+            assert evidence is not None and evidence.known_step, feature
+        dia, hole1 = engine.evidence(SHAPE.id, "O1001", "hole1_dia"), engine.evidence(SHAPE.id, "O1001", "hole1_pos")
+        assert dia is not None and not dia.known_step and hole1 is not None
+        assert abs(hole1.axes["x"].deviation) < 0.003  # re-centred: 25.03 - 0.028 on the controller
 
 
 async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: Path, env: dict[str, str]) -> None:
@@ -367,6 +373,9 @@ async def test_apply_through_the_dashboard(
         assert running.daemon.dashboard_url is not None
         url = f"{running.daemon.dashboard_url}api/conditions/{event.data['id']}/offset"
         async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.daemon.dashboard_url}api/floor") as resp:
+                [card] = (await resp.json())["machines"]
+                assert card["writable"] and card["top"]["offsets"][0]["label"] == "T12 D-wear"  # the card offers the button
             async with http.post(url, json={}, headers={"Authorization": f"Bearer {BOB}"}) as resp:
                 assert resp.status == 403 and "needs the role engineer" in (await resp.json())["error"]
             # what the engineer saw is no longer the advice: stale, recorded, nothing written

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Client, ua
@@ -61,6 +62,9 @@ class OffsetWrite:
     waited_s: float
     security: str
     user: str | None
+    effective_after: datetime | None = None
+    """Controller time (the between-parts state's SourceTimestamp) the machine came to rest before the
+    write: parts started after it are cut with the new value."""
 
 
 def is_idle(value: Any, idle: frozenset[str]) -> bool:
@@ -269,7 +273,7 @@ class OffsetWriter:
             )
         old, vtype = _number(reg.key, (await _read(client, [register]))[0])
         started = time.monotonic()
-        await self._wait_between_parts(client, between, register, reg, old, on_wait)
+        rest = await self._wait_between_parts(client, between, register, reg, old, on_wait)
         waited = time.monotonic() - started
         if still_current is not None:
             await still_current()
@@ -280,7 +284,7 @@ class OffsetWriter:
         if abs(back - new) > reg.resolution / 2:
             await self._undo(client, register, reg, old, vtype, new, back)
         log.info("%s: %s %+.4f mm: %.4f -> %.4f (read back %.4f)", self.machine, reg.key, step, old, new, back)
-        return OffsetWrite(reg.key, step, old, new, back, waited, self.security, self._user())
+        return OffsetWrite(reg.key, step, old, new, back, waited, self.security, self._user(), rest)
 
     async def _wait_between_parts(
         self,
@@ -290,8 +294,9 @@ class OffsetWriter:
         reg: OpcUaRegister,
         old: float,
         on_wait: Callable[[str], None] | None,
-    ) -> None:
-        """Return once the machine is between parts and the register still holds ``old``."""
+    ) -> datetime | None:
+        """Return once the machine is between parts and the register still holds ``old``: the
+        controller time the between-parts state began (None when the server gives none)."""
         timeout = self.offsets.between_parts.timeout_s
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_NOTIFICATIONS)
         subscription = None
@@ -310,7 +315,8 @@ class OffsetWriter:
                     )
                 state = state_dv.Value.Value if state_dv.Value is not None and _good(state_dv) else None
                 if is_idle(state, self._idle):
-                    return
+                    stamp: datetime | None = state_dv.SourceTimestamp
+                    return stamp.replace(tzinfo=UTC) if stamp is not None and stamp.tzinfo is None else stamp
                 if not told:
                     told = True
                     if on_wait is not None:
