@@ -138,6 +138,10 @@ def _machines(site: Site) -> dict[str, Any]:
     return {"machine_kinds": {m: site.machine_kind(m) for m in ids}, "probe_tools": {m: site.probe_tools(m) for m in ids}}
 
 
+_REST_MARGIN = timedelta(seconds=2)
+"""A part whose end is this much after the machine came to rest for a write was cut after it: a
+controller stamps a part's end (its counter) and the state change within moments of each other,
+while a part takes far longer (a part's start is the previous part's end, so the end decides)."""
 _MAX_DEFERRED = 64
 """Deferred steps kept per machine for programs it is not running now."""
 
@@ -494,7 +498,7 @@ class Pipeline:
             return
         keep: list[tuple[datetime, str, str, dict[str, float | None] | None]] = []
         for after, program, feature, shifts in waiting:
-            if program == part.program and part.start > after:
+            if program == part.program and part.end > after + _REST_MARGIN:
                 self.engine.record_step(part.machine, program, feature, shifts)
             elif program == part.program or len(keep) < _MAX_DEFERRED:
                 keep.append((after, program, feature, shifts))

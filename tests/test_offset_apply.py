@@ -200,11 +200,15 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
         loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
         for n in range(1, 6):
             await make_part(loop, n)
-        await make_part(loop, 6, dia=10.02)  # a new insert cuts 20 um over nominal: out of tolerance
+        for n in range(6, 9):  # a new insert cuts 20 um over nominal: out of tolerance, three parts in a row
+            await make_part(loop, n, dia=10.02)
         event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
         condition = event.data["id"]
-        [advice] = event.data["evidence"]["advice"]["offsets"]
-        assert advice["label"] == "T12 D-wear" and advice["change_mm"] == pytest.approx(0.019, abs=0.002)
+        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 8, timeout_s=60)
+        stored_now = await running.daemon.core.read(lambda store: store.alert(condition))
+        assert stored_now is not None and stored_now.last_part == 8
+        [advice] = stored_now.evidence["advice"]["offsets"]
+        assert advice["label"] == "T12 D-wear" and advice["change_mm"] == pytest.approx(0.02, abs=0.002)
         args = ("offset", "apply", condition, "-c", str(site_path), "--json")
 
         operator = await asyncio.to_thread(monitor, env, *args, token=BOB)
@@ -226,14 +230,14 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
             "engineer",
             "controller",
         )
-        assert (action["part_number"], action["condition_id"], action["old_value"]) == (6, condition, 0.0)
+        assert (action["part_number"], action["condition_id"], action["old_value"]) == (8, condition, 0.0)
         assert action["register"]["label"] == "T12 D-wear" and action["comment"] == "bore over after the insert change"
 
         # the same advice again before a part shows the change: refused, it would correct twice
         again = await asyncio.to_thread(monitor, env, *args, token=ALICE)
         assert again.returncode == 1 and json.loads(again.stdout)["refused"]["reason"] == "pending"
-        await make_part(loop, 7, dia=10.02)  # the insert still cuts 10.02; the register brings it back
-        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 7, timeout_s=60)
+        await make_part(loop, 9, dia=10.02)  # the insert still cuts 10.02; the register brings it back
+        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 9, timeout_s=60)
         # a value past the register's limit: refused, recorded, nothing written
         big = await asyncio.to_thread(monitor, env, *args, "--value", "0.035", token=ALICE)
         assert big.returncode == 1
@@ -253,13 +257,18 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
         )
 
         # the insert still cuts 10.02; the applied D-wear brings the bore back to size (the simulated
-        # machine obeys the register): the condition leaves out of tolerance for recovering
-        for n in range(8, 17):
+        # machine obeys the register, the detectors expect the step from part 9): the condition
+        # recovers, then closes
+        for n in range(10, 14):
             await make_part(loop, n, dia=10.02)
-        back = await running.until(
-            lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["condition"] == "recovering", timeout_s=60
+        await running.until(
+            lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["state"] == "closed", timeout_s=60
         )
-        assert back.data["message"].startswith("hole1_dia: no detector signal (+1.1 um from nominal")
+        recovering = [a for a in running.alerts if a["id"] == condition and a["condition"] == "recovering"]
+        # (part 9 itself is held for a re-probe: the re-probe check does not yet take the known step into
+        # account, see the closing note of issue 18; the charts and the condition do)
+        assert recovering[0]["last_part"] <= 11 and "no detector signal" in recovering[0]["message"]
+        assert [a["condition"] for a in running.alerts if a["id"] == condition][-2:] == ["recovering", "ok"]
 
         # the batch report's audit trail: the write with who, when, before and after, and the refusals
         report = await running.daemon.core.read(lambda store: build_report(store, site.programs["O1001"], site="t"))
