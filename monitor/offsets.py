@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.codec import action_to_dict
 from monitor.commands import ApplyOffset, RecordAction
-from monitor.config import OpcUaMachine, Site
+from monitor.config import OpcUaMachine, PositionFeatureConfig, Site, SizeFeatureConfig
 from monitor.core import MonitorApi
 from monitor.errors import ActionError, MonitorError, OffsetRefused
 from monitor.model import Action, ActionKind, Alert, AlertState, ConditionState, Register, RegisterKind, Role
@@ -382,7 +382,8 @@ class OffsetService:
             return None
         config = self.api.site.programs.get(alert.program)
         feature = config.features.get(alert.feature) if config is not None else None
-        if feature is None or feature.offset is None or not feature.offset.auto_apply or self.writable(alert.machine) is None:
+        offset = feature.offset if isinstance(feature, (SizeFeatureConfig, PositionFeatureConfig)) else None
+        if offset is None or not offset.auto_apply or self.writable(alert.machine) is None:
             return None
         last = alert.last_part or alert.part_number
         done = self._auto_last.get(alert.id)

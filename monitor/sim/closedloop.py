@@ -43,6 +43,8 @@ def effects_for(programs: Mapping[str, ProgramConfig], machine_kind: str = "mill
     out: dict[tuple[str, str], Effect] = {}
     for config in programs.values():
         for name, feature in config.features.items():
+            if not isinstance(feature, (SizeFeatureConfig, PositionFeatureConfig)):
+                continue  # angles, one-sided and attribute features: no offset register moves them here
             registers = config.registers(name, machine_kind)
             for axis, reg in registers.items():
                 signal = _signal(feature, axis)
