@@ -302,12 +302,13 @@ class CellServers:
 
 
 def _auto_apply_programs(folder: Path) -> Path:
-    """Copies of the packaged program files whose every feature asks for ``offset.auto_apply``."""
+    """Copies of the packaged program files whose every size and position feature asks for ``offset.auto_apply``."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in sorted(PROGRAMS_DIR.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         for feature in doc.get("features", {}).values():
-            feature.setdefault("offset", {})["auto_apply"] = True
+            if feature.get("kind") in ("size", "position"):  # the kinds an offset register corrects
+                feature.setdefault("offset", {})["auto_apply"] = True
         (folder / path.name).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return folder
 
