@@ -265,9 +265,7 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
             lambda e: e.kind == "alert" and e.data["id"] == condition and e.data["state"] == "closed", timeout_s=60
         )
         recovering = [a for a in running.alerts if a["id"] == condition and a["condition"] == "recovering"]
-        # (part 9 itself is held for a re-probe: the re-probe check does not yet take the known step into
-        # account, see the closing note of issue 18; the charts and the condition do)
-        assert recovering[0]["last_part"] <= 11 and "no detector signal" in recovering[0]["message"]
+        assert recovering[0]["last_part"] == 9 and "no detector signal" in recovering[0]["message"]
         assert [a["condition"] for a in running.alerts if a["id"] == condition][-2:] == ["recovering", "ok"]
 
         # the batch report's audit trail: the write with who, when, before and after, and the refusals

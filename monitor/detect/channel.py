@@ -224,11 +224,19 @@ class Channel:
         self.chart = ResidualChart()
         self.signalling = False
         self.fed = 0
+        self._known_step: tuple[float | None] | None = None
+        """A step recorded for the part about to be stepped (set and used within one update)."""
 
     # ------------------------------------------------------------------------------ per part
     def step(self, d: float, covariates: dict[str, float | None]) -> ChannelStep:
         s = self.settings
         predicted = self.trend.predict_next() if self.trend.n >= s.min_parts else None
+        if self._known_step is not None and predicted is not None:
+            # the prediction is of the level before the recorded step: move it by the step, or (a step of
+            # unknown size) do not screen this reading against it at all
+            (shift,) = self._known_step
+            predicted = None if shift is None else (predicted[0] + shift, predicted[1])
+        self._known_step = None
         fed, notice = self.screen.check(d, predicted)
         trend = z = ewma = cusum = rules = None
         new_regime = False
@@ -291,6 +299,7 @@ class Channel:
         level = fit.level if fit is not None else self.chart.centre
         self.restart_charts(level + (shift or 0.0))
         self.screen.held = None
+        self._known_step = (shift,)
 
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
