@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from typer.testing import CliRunner
 from monitor.cli import app
 from monitor.config import load_site
 from monitor.model import GAP_SIGNAL, AlertState, ConditionState, Observation, PartStatus
+from tests.browser import TIMEOUT_MS, screenshot_path
+from tests.browser import open_watched as _open
 from tests.daemons import running_daemon
 from tests.dashboard.cell import LIVE, SIM, TOKEN, XSS, XSS_PROGRAM, Cell, live_stream, start_cell
 from tests.requires import need_binary
@@ -31,54 +31,14 @@ from tests.streams import T0, batch, write_jsonl, write_site
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "screenshot-feature.png"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TIMEOUT_MS = 15_000
-
-if CHROMIUM is None:
-    need_binary("chromium", "chromium", module=True)
+SCREENSHOT = screenshot_path("screenshot-feature.png")
+need_binary("chromium", "chromium", module=True)  # before the module's daemon starts
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cell(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cell]:
     async with start_cell(tmp_path_factory.mktemp("cell")) as c:
         yield c
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@dataclass
-class Watched:
-    """A page with what it requested and the errors it logged."""
-
-    page: Any
-    requests: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def assert_clean(self, origin: str, *, expected: tuple[str, ...] = ()) -> None:
-        foreign = [u for u in self.requests if not u.startswith(origin + "/")]
-        assert not foreign, f"requests outside the dashboard: {foreign}"
-        errors = [e for e in self.errors if not any(x in e for x in expected)]
-        assert not errors, f"page errors: {errors}"
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -89,16 +49,6 @@ async def context(browser: Any) -> AsyncIterator[Any]:
         yield ctx
     finally:
         await ctx.close()
-
-
-async def _open(context: Any, url: str) -> Watched:
-    page = await context.new_page()
-    w = Watched(page)
-    page.on("request", lambda r: w.requests.append(r.url))
-    page.on("console", lambda m: w.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: w.errors.append(str(e)))
-    await page.goto(url)
-    return w
 
 
 async def test_cell_page_lists_every_machine(cell: Cell, context: Any) -> None:

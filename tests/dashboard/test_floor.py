@@ -8,9 +8,7 @@ A cell of its own (this module acknowledges a condition, which the other browser
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,18 +16,17 @@ import pytest
 import pytest_asyncio
 
 from monitor.model import ActionKind, AlertState
+from tests.browser import TIMEOUT_MS, Watched, screenshot_path
+from tests.browser import open_watched as _open
 from tests.dashboard.cell import OPERATOR_TOKEN, SIM, XSS, Cell, start_cell
-from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Watched, _open
 from tests.requires import need_binary
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-ROOT = Path(__file__).resolve().parents[2]
 WIDTHS = {"phone": (390, 844), "tablet": (800, 1280), "desktop": (1440, 900)}
 """Viewports (CSS px): a phone held upright, a 10" tablet upright, a desktop screen."""
 
-if shutil.which("chromium") is None:
-    need_binary("chromium", "chromium", module=True)
+need_binary("chromium", "chromium", module=True)  # before the module's daemon starts
 
 # The contrast of every visible text element against the background it is drawn on (WCAG 2.x
 # relative luminance), walking up to the first opaque background. Plotly's SVG is left out (its
@@ -62,18 +59,6 @@ CONTRAST_JS = """
 async def cell(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cell]:
     async with start_cell(tmp_path_factory.mktemp("floor")) as c:
         yield c
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _context(browser: Any, width: int, height: int) -> Any:
@@ -132,7 +117,7 @@ async def test_the_floor_reads_on_a_phone_a_tablet_and_a_desktop(cell: Cell, bro
         assert font >= 19  # readable from three metres on a tablet
         await page.locator("#parts tbody tr").nth(49).wait_for()
         await _no_sideways_scroll(w)
-        await page.screenshot(path=str(ROOT / "docs" / f"screenshot-floor-{width}.png"))
+        await page.screenshot(path=str(screenshot_path(f"screenshot-floor-{width}.png")))
         w.assert_clean(cell.url)
         for path in ("/", "/alerts?state=", f"/feature?machine={SIM}&program=O1001&feature=hole1_dia"):
             other = await _open(ctx, cell.url + path)

@@ -19,8 +19,8 @@ from monitor.detect.capability import capability
 from monitor.model import PartStatus
 from monitor.report import BatchReport, build_report, render_csv, render_html, write_report
 from monitor.store import SqliteStore
+from tests.browser import launched_chromium
 from tests.report.conftest import HOSTILE, PROGRAM, Batch, write_batch
-from tests.requires import need_binary
 
 GENERATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -157,8 +157,7 @@ def test_untrusted_text_is_escaped(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) -> None:
-    chromium = need_binary("chromium", "chromium")
-    from playwright.async_api import Route, async_playwright
+    from playwright.async_api import Route
 
     hostile = write_batch(tmp_path, program=HOSTILE, n=25)
     out = tmp_path / "batch report.html"
@@ -171,33 +170,26 @@ async def test_report_renders_every_chart_in_offline_chromium(tmp_path: Path) ->
         blocked.append(route.request.url)
         await route.abort()
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-        )
-        try:
-            page = await browser.new_page()
-            await page.route(lambda url: not url.startswith("file:"), refuse)
-            page.on("dialog", lambda d: dialogs.append(d.message))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(out.as_uri())
-            charts = page.locator("div.run-chart")  # one per feature and source with values: the probe's here
-            assert await charts.count() == len(report.features) == 2
-            for i in range(2):
-                chart = charts.nth(i)
-                await chart.locator("svg.main-svg").first.wait_for(timeout=20_000)
-                feature = report.features[i]
-                points = await chart.locator(".scatterlayer .trace").first.locator("path.point").count()
-                assert points == len(feature.values)
-            assert await page.locator("div.histogram").count() == 2  # beside each run chart
-            axes = page.locator("div.axes-chart")  # one per position feature: dx and dy by part
-            assert await axes.count() == 1
-            await axes.first.locator("svg.main-svg").first.wait_for(timeout=20_000)
-            assert await axes.first.locator(".scatterlayer .trace").count() == 2
-            heading = await page.locator("h1").inner_text()
-        finally:
-            await browser.close()
+    async with launched_chromium() as browser:
+        page = await browser.new_page()
+        await page.route(lambda url: not url.startswith("file:"), refuse)
+        page.on("dialog", lambda d: dialogs.append(d.message))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(out.as_uri())
+        charts = page.locator("div.run-chart")  # one per feature and source with values: the probe's here
+        assert await charts.count() == len(report.features) == 2
+        for i in range(2):
+            chart = charts.nth(i)
+            await chart.locator("svg.main-svg").first.wait_for(timeout=20_000)
+            feature = report.features[i]
+            points = await chart.locator(".scatterlayer .trace").first.locator("path.point").count()
+            assert points == len(feature.values)
+        assert await page.locator("div.histogram").count() == 2  # beside each run chart
+        axes = page.locator("div.axes-chart")  # one per position feature: dx and dy by part
+        assert await axes.count() == 1
+        await axes.first.locator("svg.main-svg").first.wait_for(timeout=20_000)
+        assert await axes.first.locator(".scatterlayer .trace").count() == 2
+        heading = await page.locator("h1").inner_text()
     assert HOSTILE in heading  # shown as text, not run
     assert blocked == [] and dialogs == [] and errors == []
 

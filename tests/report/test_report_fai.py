@@ -23,8 +23,8 @@ from monitor.config import load_site
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 from monitor.report import build_report, render_csv
 from monitor.store import SqliteStore
+from tests.browser import launched_chromium
 from tests.inspection.qifgen import Char, Part, qif_results
-from tests.requires import need_binary
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 GENERATED = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
@@ -274,8 +274,7 @@ def test_bad_override_is_refused(fai: Fai, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 async def test_the_report_prints_to_pdf_one_feature_per_page_and_no_chart_cut(fai: Fai, tmp_path: Path) -> None:
-    chromium = need_binary("chromium", "chromium")
-    from playwright.async_api import Route, async_playwright
+    from playwright.async_api import Route
     from pypdf import PdfReader
 
     out = tmp_path / "fai report.html"
@@ -288,25 +287,21 @@ async def test_the_report_prints_to_pdf_one_feature_per_page_and_no_chart_cut(fa
         blocked.append(route.request.url)
         await route.abort()
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        try:
-            page = await browser.new_page()
-            await page.route(lambda url: not url.startswith("file:"), refuse)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(out.as_uri())
-            runs = page.locator("div.run-chart")
-            assert await runs.count() == 6  # bore probe+cmm, hole_pos probe+cmm, seal_flat cmm, thread bench
-            for i in range(await runs.count()):
-                await runs.nth(i).locator("svg.main-svg").first.wait_for(timeout=20_000)
-            assert await page.locator("div.histogram").count() == 5  # every measured source; none for go/no-go
-            # every chart row fits the printable width, so printing never shrinks or clips one
-            await page.emulate_media(media="print")
-            widths = await page.eval_on_selector_all(".charts", "els => els.map(e => e.scrollWidth)")
-            assert widths and max(widths) <= 703  # A4 with 12 mm margins at 96 px per inch
-            pdf = await page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
-        finally:
-            await browser.close()
+    async with launched_chromium() as browser:
+        page = await browser.new_page()
+        await page.route(lambda url: not url.startswith("file:"), refuse)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(out.as_uri())
+        runs = page.locator("div.run-chart")
+        assert await runs.count() == 6  # bore probe+cmm, hole_pos probe+cmm, seal_flat cmm, thread bench
+        for i in range(await runs.count()):
+            await runs.nth(i).locator("svg.main-svg").first.wait_for(timeout=20_000)
+        assert await page.locator("div.histogram").count() == 5  # every measured source; none for go/no-go
+        # every chart row fits the printable width, so printing never shrinks or clips one
+        await page.emulate_media(media="print")
+        widths = await page.eval_on_selector_all(".charts", "els => els.map(e => e.scrollWidth)")
+        assert widths and max(widths) <= 703  # A4 with 12 mm margins at 96 px per inch
+        pdf = await page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
     assert blocked == [] and errors == []
     # NFKC: the PDF's text has ligatures ("ﬂ" for "fl")
     pages = [unicodedata.normalize("NFKC", p.extract_text() or "") for p in PdfReader(io.BytesIO(pdf)).pages]
