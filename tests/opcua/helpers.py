@@ -6,14 +6,39 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from adapters.opcua.certs import generate_certificate
 from adapters.opcua.client import OpcUaAdapter
 from monitor.config import OpcUaMachine
 from monitor.model import CONNECTION_SIGNAL, Observation
-from monitor.sim.opcua_server import MachineShape, signal_map
+from monitor.sim.opcua_server import MachineShape, SimSecurity, signal_map
 
 MACHINE = MachineShape("vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia"), tools=(1, 12))
+
+
+@dataclass
+class Pki:
+    """A simulated server's security and a client that trusts it (and is trusted by it)."""
+
+    server: SimSecurity
+    client_cert: Path
+    client_key: Path
+    trust_dir: Path
+    server_cert: Path
+
+
+def make_pki(root: Path, users: dict[str, str], writers: frozenset[str] | None = None) -> Pki:
+    """Certificates for the simulated server and a client under ``root``; the client trusts the server."""
+    server = generate_certificate(root / "server/cert.der", root / "server/key.pem", "urn:cnc-monitor:sim")
+    client = generate_certificate(root / "own/cert.der", root / "own/key.pem", "urn:cnc-monitor:test-client")
+    trust = root / "trusted"
+    trust.mkdir()
+    (trust / "sim.der").write_bytes(server.certificate.read_bytes())
+    security = SimSecurity(server.certificate, server.private_key, users=users, writers=writers)
+    return Pki(security, client.certificate, client.private_key, trust, server.certificate)
 
 
 def machine_config(endpoint: str, signals: dict[str, Any] | None = None, **source: Any) -> OpcUaMachine:
@@ -76,3 +101,18 @@ class Collector:
 def connected(items: list[Observation]) -> bool:
     """True once the adapter reported its first connection."""
     return any(o.signal == CONNECTION_SIGNAL and o.value == "connected" for o in items)
+
+
+def secure_source(pki: Pki, endpoint: str, policy: str = "Basic256Sha256", **extra: Any) -> dict[str, Any]:
+    """The source keys of a SignAndEncrypt connection with the client of ``pki`` and a user from the environment."""
+    src: dict[str, Any] = {
+        "security_policy": policy,
+        "security_mode": "SignAndEncrypt",
+        "certificate": str(pki.client_cert),
+        "private_key": str(pki.client_key),
+        "trust_dir": str(pki.trust_dir),
+        "username_env": "TEST_OPCUA_USER",
+        "password_env": "TEST_OPCUA_PASSWORD",
+    }
+    src.update(extra)
+    return src

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from monitor.sim.opcua_server import OpcUaSimServer
-from tests.opcua.test_security import Pki, _secure, pki, secure_sim  # noqa: F401 - fixtures
+from tests.opcua.helpers import Pki, secure_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,10 +26,10 @@ async def _discover(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_discover_uses_the_machines_security_settings(pki: Pki, secure_sim: OpcUaSimServer, tmp_path: Path) -> None:  # noqa: F811
+async def test_discover_uses_the_machines_security_settings(pki: Pki, secure_sim: OpcUaSimServer, tmp_path: Path) -> None:
     (tmp_path / "programs").mkdir()
     site = tmp_path / "site.yaml"
-    source = {"type": "opcua", "endpoint": secure_sim.endpoint, **_secure(pki, secure_sim.endpoint)}
+    source = {"type": "opcua", "endpoint": secure_sim.endpoint, **secure_source(pki, secure_sim.endpoint)}
     site.write_text(yaml.safe_dump({"site": "t", "machines": [{"id": "vmc-01", "source": source}]}))
     code, out, err = await _discover(secure_sim.endpoint, "-c", str(site), "--machine", "vmc-01", "--json", "--filter", "hole1")
     assert code == 0, err

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from adapters.opcua.certs import generate_certificate
 from adapters.opcua.offsets import OffsetWriter
 from monitor.config import OpcUaMachine
 from monitor.errors import OffsetRefused
-from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, SimSecurity, default_registers, register_entries, signal_map
+from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, default_registers, register_entries, signal_map
+from tests.opcua.helpers import Pki, make_pki
 
 T0 = datetime(2031, 1, 1, tzinfo=UTC)
 SHAPE = MachineShape("vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia"), tools=(12,), registers=default_registers([12]))
@@ -29,29 +27,10 @@ G54X = "Offsets.G54.X"
 DWEAR = "ToolOffsets.T12.DiameterWear"
 
 
-@dataclass
-class Pki:
-    server: SimSecurity
-    client_cert: Path
-    client_key: Path
-    trust_dir: Path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    server = generate_certificate(root / "server/cert.der", root / "server/key.pem", "urn:cnc-monitor:sim")
-    client = generate_certificate(root / "own/cert.der", root / "own/key.pem", "urn:cnc-monitor:test-client")
-    trust = root / "trusted"
-    trust.mkdir()
-    (trust / "sim.der").write_bytes(server.certificate.read_bytes())
     users = {"engineer": "wr1te-s3cret", "reader": "r3ad-only"}
-    return Pki(
-        SimSecurity(server.certificate, server.private_key, users=users, writers=frozenset({"engineer"})),
-        client.certificate,
-        client.private_key,
-        trust,
-    )
+    return make_pki(tmp_path_factory.mktemp("pki"), users, writers=frozenset({"engineer"}))
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

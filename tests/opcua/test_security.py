@@ -2,70 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from adapters.base import AdapterState
-from adapters.opcua.certs import application_uri_of, generate_certificate, load_certificate
+from adapters.opcua.certs import application_uri_of, load_certificate
 from adapters.opcua.client import OpcUaAdapter
 from monitor.config import OpcUaMachine
 from monitor.errors import ConnectError
-from monitor.sim.opcua_server import OpcUaSimServer, SimSecurity
-from tests.opcua.helpers import MACHINE, Collector, connected, machine_config
+from monitor.sim.opcua_server import OpcUaSimServer
+from tests.opcua.helpers import MACHINE, Collector, Pki, connected, machine_config, secure_source
 
 T0 = datetime(2031, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class Pki:
-    server: SimSecurity
-    client_cert: Path
-    client_key: Path
-    trust_dir: Path
-    server_cert: Path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    server = generate_certificate(root / "server/cert.der", root / "server/key.pem", "urn:cnc-monitor:sim")
-    client = generate_certificate(root / "own/cert.der", root / "own/key.pem", "urn:cnc-monitor:test-client")
-    trust = root / "trusted"
-    trust.mkdir()
-    (trust / "sim.der").write_bytes(server.certificate.read_bytes())
-    return Pki(
-        SimSecurity(server.certificate, server.private_key, users={"operator": "s3cret"}),
-        client.certificate,
-        client.private_key,
-        trust,
-        server.certificate,
-    )
-
-
-@pytest.fixture
-async def secure_sim(pki: Pki) -> AsyncIterator[OpcUaSimServer]:
-    async with OpcUaSimServer([MACHINE], security=pki.server) as srv:
-        yield srv
-
-
-def _secure(pki: Pki, endpoint: str, policy: str = "Basic256Sha256", **extra: Any) -> dict[str, Any]:
-    src: dict[str, Any] = {
-        "security_policy": policy,
-        "security_mode": "SignAndEncrypt",
-        "certificate": str(pki.client_cert),
-        "private_key": str(pki.client_key),
-        "trust_dir": str(pki.trust_dir),
-        "username_env": "TEST_OPCUA_USER",
-        "password_env": "TEST_OPCUA_PASSWORD",
-    }
-    src.update(extra)
-    return src
 
 
 def test_generated_certificate_carries_the_application_uri(pki: Pki) -> None:
@@ -86,7 +37,7 @@ async def test_secure_session_with_user(
 ) -> None:
     monkeypatch.setenv("TEST_OPCUA_USER", "operator")
     monkeypatch.setenv("TEST_OPCUA_PASSWORD", "s3cret")
-    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint, policy, security_mode=mode))
+    cfg = machine_config(secure_sim.endpoint, **secure_source(pki, secure_sim.endpoint, policy, security_mode=mode))
     async with OpcUaAdapter(cfg) as adapter:
         col = Collector(adapter)
         try:
@@ -110,7 +61,7 @@ async def _first_error(cfg: OpcUaMachine) -> ConnectError:
 async def test_wrong_password_is_a_clear_error(pki: Pki, secure_sim: OpcUaSimServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_OPCUA_USER", "operator")
     monkeypatch.setenv("TEST_OPCUA_PASSWORD", "wrong")
-    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint))
+    cfg = machine_config(secure_sim.endpoint, **secure_source(pki, secure_sim.endpoint))
     err = await _first_error(cfg)
     assert "TEST_OPCUA_USER" in str(err) and "password" in str(err)
     assert "Bad" in str(err)
@@ -119,7 +70,7 @@ async def test_wrong_password_is_a_clear_error(pki: Pki, secure_sim: OpcUaSimSer
 async def test_missing_password_variable_is_named(pki: Pki, secure_sim: OpcUaSimServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_OPCUA_USER", "operator")
     monkeypatch.delenv("TEST_OPCUA_PASSWORD", raising=False)
-    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint))
+    cfg = machine_config(secure_sim.endpoint, **secure_source(pki, secure_sim.endpoint))
     err = await _first_error(cfg)
     assert "TEST_OPCUA_PASSWORD" in str(err)
 
@@ -131,7 +82,7 @@ async def test_untrusted_server_certificate_is_refused_with_its_path(
     monkeypatch.setenv("TEST_OPCUA_PASSWORD", "s3cret")
     empty = tmp_path / "trusted"
     empty.mkdir()
-    cfg = machine_config(secure_sim.endpoint, **_secure(pki, secure_sim.endpoint, trust_dir=str(empty)))
+    cfg = machine_config(secure_sim.endpoint, **secure_source(pki, secure_sim.endpoint, trust_dir=str(empty)))
     err = await _first_error(cfg)
     rejected = list((tmp_path / "rejected").glob("*.der"))
     assert len(rejected) == 1
