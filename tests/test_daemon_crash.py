@@ -19,6 +19,7 @@ import yaml
 
 from monitor.model import PartStatus
 from monitor.sim import SimCell, load_scenario
+from monitor.sim.cell import SimEvent
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
 from monitor.store import SqliteStore
@@ -65,34 +66,48 @@ async def _connected(runtime: Path) -> bool:
     return all(m.get("connection") == "connected" for m in status["machines"].values())
 
 
+def _cut_inside_part_7(events: list[SimEvent]) -> int:
+    """Where the events stop mid part 7 (its probing has started): the daemon dies inside a part."""
+    sixth_end = next(e.time for e in events if e.signal == "part.count" and e.value == 6.0)
+    return next(i for i, e in enumerate(events) if e.time > sixth_end and e.signal.startswith("probe.")) + 2
+
+
+def _write_site(tmp_path: Path, name: str, machine: str, binding: SimAgentBinding) -> Path:
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({
+        "site": name, "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0},
+        "machines": [{"id": machine, "signals": binding.signal_map(machine), "tracking": {"grace_s": 2},
+                      "source": {"type": "mtconnect", "url": binding.url, "device": machine, "interval_ms": 20}}],
+    }))  # fmt: skip
+    return site
+
+
+def _parts_and_a_position(db: Path, machine: str, source: str, parts: int) -> Callable[[], bool]:
+    """True once ``parts`` parts are stored and the source's position is saved."""
+
+    def ready() -> bool:
+        if _parts(db) < parts:
+            return False
+        with SqliteStore(db) as store:
+            return store.load_position(machine, source) is not None
+
+    return ready
+
+
 async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: Path) -> None:
     cell = SimCell(load_scenario("tool_wear"), seed=5, parts=12)
     (machine,) = cell.machines
     events = list(cell.events())
-    sixth_end = next(e.time for e in events if e.signal == "part.count" and e.value == 6.0)
-    # up to the middle of part 7 (its probing has started): the daemon dies inside a part
-    cut = next(i for i, e in enumerate(events) if e.time > sixth_end and e.signal.startswith("probe.")) + 2
+    cut = _cut_inside_part_7(events)
     db, runtime = tmp_path / "monitor.db", tmp_path / "monitor.db.daemon.json"
     async with SimAgentBinding([machine]) as binding:
-        site = tmp_path / "site.yaml"
-        site.write_text(yaml.safe_dump({
-            "site": "crash", "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0},
-            "machines": [{"id": machine.id, "signals": binding.signal_map(machine.id), "tracking": {"grace_s": 2},
-                          "source": {"type": "mtconnect", "url": binding.url, "device": machine.id, "interval_ms": 20}}],
-        }))  # fmt: skip
+        site = _write_site(tmp_path, "crash", machine.id, binding)
         daemon = await _start(site)
         try:
             await _until(lambda: _connected(runtime), "the daemon to connect")
             for event in events[:cut]:
                 binding.publish(event)
-
-            async def five_parts_and_a_position() -> bool:
-                if _parts(db) < 5:
-                    return False
-                with SqliteStore(db) as store:
-                    return store.load_position(machine.id, f"mtconnect {binding.url}") is not None
-
-            await _until(five_parts_and_a_position, "parts and a saved position")
+            await _until(_parts_and_a_position(db, machine.id, f"mtconnect {binding.url}", 5), "parts and a saved position")
             daemon.send_signal(signal.SIGKILL)
             await daemon.wait()
             before = _parts(db)
@@ -123,30 +138,17 @@ async def test_a_source_replaying_parts_already_stored_numbers_none_twice(tmp_pa
     cell = SimCell(load_scenario("tool_wear"), seed=3, parts=10)
     (machine,) = cell.machines
     events = list(cell.events())
-    sixth_end = next(e.time for e in events if e.signal == "part.count" and e.value == 6.0)
-    cut = next(i for i, e in enumerate(events) if e.time > sixth_end and e.signal.startswith("probe.")) + 2
+    cut = _cut_inside_part_7(events)
     db, runtime = tmp_path / "monitor.db", tmp_path / "monitor.db.daemon.json"
     async with SimAgentBinding([machine]) as binding:
         source = f"mtconnect {binding.url}"
-        site = tmp_path / "site.yaml"
-        site.write_text(yaml.safe_dump({
-            "site": "replay", "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0},
-            "machines": [{"id": machine.id, "signals": binding.signal_map(machine.id), "tracking": {"grace_s": 2},
-                          "source": {"type": "mtconnect", "url": binding.url, "device": machine.id, "interval_ms": 20}}],
-        }))  # fmt: skip
+        site = _write_site(tmp_path, "replay", machine.id, binding)
         daemon = await _start(site)
         try:
             await _until(lambda: _connected(runtime), "the daemon to connect")
             for event in events[:cut]:
                 binding.publish(event)
-
-            async def six_parts_and_a_position() -> bool:
-                if _parts(db) < 6:
-                    return False
-                with SqliteStore(db) as store:
-                    return store.load_position(machine.id, source) is not None
-
-            await _until(six_parts_and_a_position, "six parts and a saved position")
+            await _until(_parts_and_a_position(db, machine.id, source, 6), "six parts and a saved position")
             daemon.send_signal(signal.SIGKILL)
             await daemon.wait()
             with SqliteStore(db) as store:
