@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.opcua.certs import generate_certificate
 from monitor.codec import alert_from_dict
 from monitor.commands import ApplyOffset
 from monitor.config import load_site
@@ -28,9 +27,10 @@ from monitor.report.data import build_report
 from monitor.report.page import render_html
 from monitor.sim.cell import SimEvent
 from monitor.sim.closedloop import ClosedLoop, Effect
-from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, SimSecurity, default_registers, register_entries, signal_map
+from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, default_registers, register_entries, signal_map
 from monitor.users import User
-from tests.daemons import running_daemon
+from tests.daemons import RunningDaemon, running_daemon
+from tests.opcua.helpers import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE, BOB = "alice-4f8e2a9c71d3b6", "bob-93c1e7a5f20d8b4"
@@ -65,20 +65,14 @@ features:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("pki")
-    server = generate_certificate(root / "server/cert.der", root / "server/key.pem", "urn:cnc-monitor:sim")
-    generate_certificate(root / "own/cert.der", root / "own/key.pem", "urn:cnc-monitor:test-client")
-    (root / "trusted").mkdir()
-    (root / "trusted/sim.der").write_bytes(server.certificate.read_bytes())
-    return {"server_cert": server.certificate, "server_key": server.private_key, "root": root}
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    users = {"reader": "r3ad-only", "engineer": "wr1te-s3cret"}
+    return make_pki(tmp_path_factory.mktemp("pki"), users, writers=frozenset({"engineer"}))
 
 
 @pytest.fixture
-async def sim(pki: dict[str, Path]) -> AsyncIterator[OpcUaSimServer]:
-    users = {"reader": "r3ad-only", "engineer": "wr1te-s3cret"}
-    security = SimSecurity(pki["server_cert"], pki["server_key"], users=users, writers=frozenset({"engineer"}))
-    async with OpcUaSimServer([SHAPE], security=security) as srv:
+async def sim(pki: Pki) -> AsyncIterator[OpcUaSimServer]:
+    async with OpcUaSimServer([SHAPE], security=pki.server) as srv:
         yield srv
 
 
@@ -168,6 +162,14 @@ async def make_part(loop: ClosedLoop, n: int, *, dia: float = 10.001, x: float =
     await loop.publish(SimEvent(t + timedelta(seconds=6.5), SHAPE.id, "execution", "READY"))
 
 
+async def bore_out_of_tolerance(running: RunningDaemon, loop: ClosedLoop) -> HubEvent:
+    """Five good parts, then a bore 20 um over nominal: the event of hole1_dia's condition going out of tolerance."""
+    for n in range(1, 6):
+        await make_part(loop, n)
+    await make_part(loop, 6, dia=10.02)
+    return await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+
+
 def monitor(env: dict[str, str], *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     run_env = dict(env)
     run_env.pop("MONITOR_TOKEN", None)
@@ -188,9 +190,9 @@ def is_condition(feature: str, condition: str) -> Any:
 
 
 async def test_apply_through_the_cli_writes_the_register_and_records_it(
-    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
+    tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]
 ) -> None:
-    site_path = write_site(tmp_path, sim.endpoint, pki["root"])
+    site_path = write_site(tmp_path, sim.endpoint, pki.root)
     site = load_site(site_path)
     await sim.publish(SHAPE.id, "program.name", "O1001", T0)
     await sim.publish(SHAPE.id, "part.count", 0, T0)
@@ -281,10 +283,10 @@ async def test_apply_through_the_cli_writes_the_register_and_records_it(
 
 
 async def test_a_work_offset_moves_every_feature_it_corrects(
-    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
+    tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]
 ) -> None:
     """G54 X moves both holes: the detectors of both expect the step, not only the condition's."""
-    site = load_site(write_site(tmp_path, sim.endpoint, pki["root"]))
+    site = load_site(write_site(tmp_path, sim.endpoint, pki.root))
     await sim.publish(SHAPE.id, "program.name", "O1001", T0)
     await sim.publish(SHAPE.id, "part.count", 0, T0)
     async with running_daemon(site) as running:
@@ -336,11 +338,7 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
         await sim.publish(SHAPE.id, "part.count", 0, T0)
         async with running_daemon(site) as running:
             await running.until(CONNECTED, timeout_s=60)
-            loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
-            for n in range(1, 6):
-                await make_part(loop, n)
-            await make_part(loop, 6, dia=10.02)
-            event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+            event = await bore_out_of_tolerance(running, ClosedLoop(sim, {SHAPE.id: EFFECTS}))
             service = running.daemon.offsets
             # what the daemon's auto-apply asks for a warning of this feature, and what it does not
             oot = alert_from_dict(event.data)
@@ -359,10 +357,8 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
             assert by_hand.write is not None and by_hand.write.security == "None/None"
 
 
-async def test_apply_through_the_dashboard(
-    tmp_path: Path, pki: dict[str, Path], sim: OpcUaSimServer, env: dict[str, str]
-) -> None:
-    path = write_site(tmp_path, sim.endpoint, pki["root"])
+async def test_apply_through_the_dashboard(tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]) -> None:
+    path = write_site(tmp_path, sim.endpoint, pki.root)
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["dashboard"] = {"enabled": True, "port": 0}
     path.write_text(json.dumps(doc), encoding="utf-8")
@@ -371,11 +367,7 @@ async def test_apply_through_the_dashboard(
     await sim.publish(SHAPE.id, "part.count", 0, T0)
     async with running_daemon(site) as running:
         await running.until(CONNECTED, timeout_s=60)
-        loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
-        for n in range(1, 6):
-            await make_part(loop, n)
-        await make_part(loop, 6, dia=10.02)
-        event = await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+        event = await bore_out_of_tolerance(running, ClosedLoop(sim, {SHAPE.id: EFFECTS}))
         [advice] = event.data["evidence"]["advice"]["offsets"]
         assert running.daemon.dashboard_url is not None
         url = f"{running.daemon.dashboard_url}api/conditions/{event.data['id']}/offset"

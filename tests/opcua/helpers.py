@@ -29,6 +29,11 @@ class Pki:
     trust_dir: Path
     server_cert: Path
 
+    @property
+    def root(self) -> Path:
+        """The folder holding server/, own/ and trusted/."""
+        return self.trust_dir.parent
+
 
 def make_pki(root: Path, users: dict[str, str], writers: frozenset[str] | None = None) -> Pki:
     """Certificates for the simulated server and a client under ``root``; the client trusts the server."""
