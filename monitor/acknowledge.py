@@ -24,7 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.commands import Acknowledge, AlertCommand, ApplyOffset, CloseAlert, Command, Outcome, RecordAction, make_action
+from monitor.commands import (
+    Acknowledge,
+    AlertCommand,
+    ApplyOffset,
+    CloseAlert,
+    Command,
+    Outcome,
+    RecordAction,
+    make_action,
+    store_part_lookup,
+)
 from monitor.config import OpcUaMachine, Site, load_site
 from monitor.control import ControlClient, DaemonUnreachable
 from monitor.errors import MonitorError
@@ -125,7 +135,9 @@ def _in_store_unless_running(site: Site, command: Command) -> Outcome | None:
                 return n - 1 if n is not None else None
 
             if isinstance(command, RecordAction):
-                action = make_action(site, dataclasses.replace(command, source="store"), store.alert, last_part)
+                action = make_action(
+                    site, dataclasses.replace(command, source="store"), store.alert, last_part, store_part_lookup(store)
+                )
                 store.record_action(action)
                 return Outcome(None, action)
             alert = store.alert(command.alert_id)

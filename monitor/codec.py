@@ -187,6 +187,7 @@ def action_to_dict(action: Action) -> dict[str, Any]:
         "tool": action.tool,
         "reason": action.reason,
         "comment": action.comment,
+        "part_key": action.part_key,
     }
 
 
@@ -215,6 +216,7 @@ def action_from_dict(d: dict[str, Any]) -> Action:
         tool=d.get("tool"),
         reason=d.get("reason", ""),
         comment=d.get("comment", ""),
+        part_key=d.get("part_key"),
     )
 
 
@@ -239,9 +241,18 @@ def event_from_dict(d: dict[str, Any]) -> PartRecord | Alert | Observation:
     raise ValueError(f"unknown event type {kind!r}")
 
 
+_ACTION_WORDS = {
+    "part_quarantined": "part quarantined",
+    "part_scrapped": "part scrapped",
+    "part_reworked": "part reworked",
+    "part_accepted": "part accepted on concession",
+}
+"""A part's disposition in words (the other kinds read as their names)."""
+
+
 def action_text(action: Action) -> str:
     """One line a person reads: "offset applied: T12 D-wear -0.004 mm (old 0.010, new 0.006)"."""
-    kind = str(action.kind).replace("_", " ")
+    kind = _ACTION_WORDS.get(action.kind.value, action.kind.value.replace("_", " "))
     words: list[str] = []
     if action.register is not None and action.change is not None:
         words.append(f"{action.register.label} {format_mm(action.change)} mm")
@@ -249,7 +260,7 @@ def action_text(action: Action) -> str:
         words.append(f"(was {action.old_value:.4f}, now {action.new_value:.4f})")
     if action.tool and (action.register is None or action.register.tool != action.tool):
         words.append(f"tool {action.tool}")
-    if action.kind.value == "part_quarantined" and action.part_number is not None:
+    if action.kind.value in _ACTION_WORDS and action.part_number is not None:
         words.append(f"part {action.part_number}")
     extra = "; ".join(t for t in (action.reason, action.comment) if t)
     text = f"{kind}: {' '.join(words)}" if words else kind

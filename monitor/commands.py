@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.errors import ActionError
-from monitor.model import Action, ActionKind, Alert, Register
+from monitor.model import PART_DISPOSITIONS, Action, ActionKind, Alert, PartRecord, Register
 from monitor.users import LOCAL_USER, User
 
 if TYPE_CHECKING:
     from monitor.config import Site
+    from monitor.store import StoreReader
 
 __all__ = [
     "Acknowledge",
@@ -30,11 +31,13 @@ __all__ = [
     "Command",
     "OffsetApply",
     "Outcome",
+    "PartLookup",
     "RecordAction",
     "action_command",
     "apply_offset_command",
     "command_to_dict",
     "make_action",
+    "store_part_lookup",
 ]
 
 
@@ -66,8 +69,11 @@ AlertCommand = Acknowledge | CloseAlert
 @dataclass(frozen=True, slots=True)
 class RecordAction:
     """What a person did at the machine (or, issue 18, the controller write path): an offset applied,
-    a tool changed, a part quarantined, a comment. ``alert_id`` ties it to a condition (its machine,
-    program and feature are then taken from it); otherwise machine, program and feature name it.
+    a tool changed, a comment, or what became of one part (quarantined, scrapped, reworked, accepted
+    on concession). ``alert_id`` ties it to a condition (its machine, program and feature are then
+    taken from it); otherwise machine, program and feature name it. A part's disposition names the
+    part by ``part_number`` (the latest stored part of that number on the machine and program) or by
+    its stored ``part_key`` (which also names machine and program).
     An offset applied without ``register`` is on the feature's register (``axis`` picks one of a
     position's). Offsets applied and tools changed tell the detectors to expect a step."""
 
@@ -90,6 +96,7 @@ class RecordAction:
     effective_after: datetime | None = None
     """For an offset written between parts (issue 18): the controller time the machine came to rest
     before the write; the detectors expect its step from the first part that started after it."""
+    part_key: str | None = None
 
 
 Command = Acknowledge | CloseAlert | RecordAction
@@ -170,6 +177,7 @@ _ACTION_FIELDS = (
     "new_value",
     "tool",
     "part_number",
+    "part_key",
     "reason",
     "comment",
 )
@@ -210,23 +218,66 @@ def action_command(body: dict[str, Any], user: User, source: str) -> RecordActio
     return RecordAction(kind=kind, user=user, source=source, register=register, **values)
 
 
+PartLookup = Callable[[str | None, str | None, str | None, int | None], PartRecord | None]
+"""``find(key, machine, program, part_number)``: the stored part with that key, else the latest one of
+that number on that machine and program (None when there is none)."""
+
+
+def store_part_lookup(store: StoreReader) -> PartLookup:
+    """A :data:`PartLookup` over a store (:class:`~monitor.store.StoreReader`)."""
+
+    def find(key: str | None, machine: str | None, program: str | None, number: int | None) -> PartRecord | None:
+        if key is not None:
+            return store.part(key)
+        if number is None or not machine:
+            return None
+        found = store.parts(machine=machine, program=program or None, first_part=number, last_part=number)
+        return found[-1] if found else None
+
+    return find
+
+
 def make_action(
     site: Site,
     command: RecordAction,
     find_alert: Callable[[str], Alert | None],
     last_part: Callable[[str, str], int | None],
+    find_part: PartLookup | None = None,
 ) -> Action:
     """The action ``command`` records, checked against ``site``: ActionError when it names a machine,
-    program, feature, condition or axis that does not exist, or lacks what its kind needs.
+    program, feature, condition, axis or part that does not exist, or lacks what its kind needs.
 
     ``find_alert(id)`` finds the condition it answers; ``last_part(machine, program)`` is the part
-    the action refers to when the command does not name one."""
+    the action refers to when the command does not name one; ``find_part`` finds the stored part a
+    disposition names (without it, the part is named by number only)."""
     machine, program, feature, condition_id = command.machine, command.program, command.feature, None
     if command.alert_id is not None:
         alert = find_alert(command.alert_id)
         if alert is None:
             raise ActionError(f"no condition {command.alert_id!r}; list them with `monitor alerts`")
         machine, program, feature, condition_id = alert.machine, alert.program, alert.feature, alert.id
+    part: PartRecord | None = None
+    if command.kind in PART_DISPOSITIONS:
+        if command.part_number is None and command.part_key is None:
+            raise ActionError(f"a part {_DISPOSITION_WORDS[command.kind]} needs its part number")
+        if find_part is not None:
+            part = find_part(command.part_key, machine, program, command.part_number)
+            if part is None:
+                what = (
+                    f"no part with key {command.part_key!r}"
+                    if command.part_key is not None
+                    else f"no part {command.part_number} of program {program or '?'} on {machine or '?'}"
+                )
+                raise ActionError(f"{what} in the store; list them with `monitor parts`")
+            if (
+                (machine and part.machine != machine)
+                or (program and part.program != program)
+                or (command.part_number is not None and part.part_number != command.part_number)
+            ):
+                raise ActionError(
+                    f"part {part.key} is part {part.part_number} of {part.program} on {part.machine}, not the one named"
+                )
+            machine, program = part.machine, part.program
     if not machine or machine not in site.machine_ids():
         raise ActionError(f"no machine {machine!r} in this site; machines: {', '.join(site.machine_ids())}")
     program, feature = program or "", feature or ""
@@ -252,9 +303,7 @@ def make_action(
                 register = registers[command.axis]
             else:
                 raise ActionError(f"{feature} is corrected per axis: name the axis ({', '.join(registers)})")
-    if command.kind is ActionKind.PART_QUARANTINED and command.part_number is None:
-        raise ActionError("a quarantined part needs its part number")
-    part_number = command.part_number
+    part_number = command.part_number if part is None else part.part_number
     if part_number is None and program:
         part_number = last_part(machine, program)
     return Action(
@@ -276,4 +325,13 @@ def make_action(
         tool=command.tool or (register.tool if register is not None else None),
         reason=command.reason,
         comment=command.comment,
+        part_key=part.key if part is not None else command.part_key,
     )
+
+
+_DISPOSITION_WORDS = {
+    ActionKind.PART_QUARANTINED: "quarantined",
+    ActionKind.PART_SCRAPPED: "scrapped",
+    ActionKind.PART_REWORKED: "reworked",
+    ActionKind.PART_ACCEPTED: "accepted on concession",
+}

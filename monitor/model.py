@@ -17,6 +17,8 @@ __all__ = [
     "CANONICAL_SIGNALS",
     "CONNECTION_SIGNAL",
     "GAP_SIGNAL",
+    "PART_DISPOSITIONS",
+    "PROCESS_ACTIONS",
     "Action",
     "ActionKind",
     "Alert",
@@ -497,7 +499,20 @@ class ActionKind(StrEnum):
     """The monitor refused (or the controller refused) to write an offset; ``reason`` says why (issue 18)."""
     TOOL_CHANGED = "tool_changed"
     PART_QUARANTINED = "part_quarantined"
+    """A part set aside until someone decides what becomes of it (the operator's first move)."""
+    PART_SCRAPPED = "part_scrapped"
+    PART_REWORKED = "part_reworked"
+    PART_ACCEPTED = "part_accepted"
+    """Accepted as it is on concession (a deviation the customer or quality signed): ``reason`` says which."""
     CLOSE = "close"
+
+
+PART_DISPOSITIONS = frozenset(
+    {ActionKind.PART_QUARANTINED, ActionKind.PART_SCRAPPED, ActionKind.PART_REWORKED, ActionKind.PART_ACCEPTED}
+)
+"""Actions that say what became of one part (the report's disposition of an out-of-tolerance part)."""
+PROCESS_ACTIONS = frozenset({ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED})
+"""Actions that changed the process (the report's "what was done to the process")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +524,9 @@ class Action:
     ran) or controller (issue 18: an offset written over OPC UA). For ``offset_applied``:
     ``register``, ``change`` (mm, signed) and where known ``old_value``/``new_value`` (the register's
     value before and after). ``part_number`` is the part the action refers to (the last part made
-    before it, or the quarantined part). ``condition_id`` is the condition it answered, if any.
+    before it, or the part a disposition is about); ``part_key`` the stored part a disposition
+    (quarantined, scrapped, reworked, accepted) names, so a part number that recurs in a later batch
+    is never confused with it. ``condition_id`` is the condition it answered, if any.
     """
 
     id: str
@@ -530,3 +547,4 @@ class Action:
     tool: str | None = None
     reason: str = ""
     comment: str = ""
+    part_key: str | None = None

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor import statelog
-from monitor.commands import Acknowledge, AlertCommand, Outcome, RecordAction, make_action
+from monitor.commands import Acknowledge, AlertCommand, Outcome, RecordAction, make_action, store_part_lookup
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
 from monitor.engine import DriftEngine, SeriesPoint
@@ -447,7 +447,7 @@ class Pipeline:
             alert = next((a for a in self.engine.open_alerts() if a.id == alert_id), None)
             return alert or self.store.alert(alert_id)
 
-        action = make_action(self.site, command, find, self._last_part)
+        action = make_action(self.site, command, find, self._last_part, store_part_lookup(self.store))
         self._expect_step(action, command.effective_after)
         state = self.engine.state(action.machine)
 

@@ -7,7 +7,8 @@ token comes from the environment. The dashboard takes it as a bearer token, the 
 machine as "local" (engineer), since whoever can run it there can write the store anyway.
 
 Operators acknowledge, comment and record what they did (offset applied, tool changed, part
-quarantined); engineers may also close a condition by hand. Issue 18 (offsets written to the
+quarantined); engineers may also close a condition by hand and decide what becomes of a part
+(scrapped, reworked, accepted on concession: a material-review decision, not the operator's). Issue 18 (offsets written to the
 controller) requires the engineer role through :func:`authorize` with ``WRITE_OFFSET``.
 """
 

@@ -326,3 +326,78 @@ def test_open_alerts_of_the_per_kind_engine_are_closed_once_when_conditions_take
         assert store.last_alert_event() == events + 1
         Pipeline(site, store)  # a second start finds nothing left to migrate
         assert store.last_alert_event() == events + 1
+
+
+def test_each_out_of_tolerance_part_of_one_condition_has_its_own_disposition_in_the_report(tmp_path: Path) -> None:
+    """Two oversize bores in a row fall in one condition (issue 15); the operator quarantines both,
+    the engineer scraps one, accepts the other on concession and records the offset. The report
+    (HTML and CSV) shows each part its own disposition and both the process action, with who and when."""
+    from tests.streams import cycle, obs
+
+    stream = [obs(-10, "program.name", "O1001"), obs(-10, "part.count", 0)]
+    for i in range(1, 11):
+        stream += cycle(i * 20.0, i, dia=10.02 if i in (4, 5) else 10.001)
+    site_path = _site_with_users(tmp_path)
+    replay = write_jsonl(tmp_path / "two.jsonl", stream)
+    site_path.write_text(site_path.read_text(encoding="utf-8").replace(str(tmp_path / "m1.jsonl"), str(replay)), encoding="utf-8")
+    os.environ.update({"MONITOR_TOKEN_ALICE": ALICE, "MONITOR_TOKEN_BOB": BOB})
+    try:
+        site = load_site(site_path)
+    finally:
+        for k in ("MONITOR_TOKEN_ALICE", "MONITOR_TOKEN_BOB"):
+            os.environ.pop(k)
+    asyncio.run(run_until_parts(site, 10))
+    with SqliteStore(site.store_path) as store:
+        conditions = [a for a in store.alerts() if a.feature == "hole1_dia"]
+        parts = {p.part_number: p for p in store.parts()}
+    [condition] = conditions  # both bad parts in one condition
+    assert condition.part_number <= 4 and condition.last_part is not None and condition.last_part >= 5
+
+    common = ("-c", str(site_path), "--machine", "m1", "--program", "O1001")
+    for n in (4, 5):
+        done = _monitor("act", "quarantine", *common, "--part", str(n), "--reason", "bore over", "--json", token=BOB)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["part_key"] == parts[n].key
+    refused = _monitor("act", "scrap", *common, "--part", "4", token=BOB)
+    assert refused.returncode == 1 and "may not part scrapped" in refused.stderr and "engineer" in refused.stderr
+    missing = _monitor("act", "scrap", *common, "--part", "99", token=ALICE)
+    assert missing.returncode == 1 and "no part 99 of program O1001 on m1 in the store" in missing.stderr
+    scrapped = _monitor("act", "scrap", *common, "--part", "4", "--reason", "NCR-7: bore 10.020", "--json", token=ALICE)
+    assert scrapped.returncode == 0, scrapped.stderr
+    assert json.loads(scrapped.stdout)["text"] == "part scrapped: part 4; NCR-7: bore 10.020"
+    accepted = _monitor(
+        "act", "accept", "-c", str(site_path), "--part-key", parts[5].key, "--reason", "concession C-12", token=ALICE
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    offset = _monitor("act", "offset", "--condition", condition.id, "-c", str(site_path), "--change", "-0.01", token=ALICE)
+    assert offset.returncode == 0, offset.stderr
+
+    html_out, csv_out = tmp_path / "report.html", tmp_path / "report.csv"
+    made = _monitor("report", "-c", str(site_path), "-p", "O1001", "-o", str(html_out), "--csv", str(csv_out))
+    assert made.returncode == 0, made.stderr
+    from lxml import html
+
+    page = html.fromstring(html_out.read_bytes())
+    rows = page.xpath("//table[@class='dispositions']//tr[td]")
+    cells = {int(r.xpath("td")[0].text_content()): [td.text_content() for td in r.xpath("td")] for r in rows}
+    assert sorted(cells) == [4, 5]
+    part4, part5 = cells[4][6], cells[5][6]
+    assert "part quarantined: part 4; bore over (bob," in part4 and "part scrapped: part 4; NCR-7: bore 10.020 (alice," in part4
+    assert "accepted" not in part4 and "part 5" not in part4
+    assert "part quarantined: part 5; bore over (bob," in part5
+    assert "part accepted on concession: part 5; concession C-12" in part5
+    assert "scrapped" not in part5
+    for n in (4, 5):  # the process action under the condition, with who, when and the part it followed
+        assert "offset applied:" in cells[n][7] and "X-wear -0.010 mm" in cells[n][7] and "(alice, " in cells[n][7]
+        assert "after part 10" in cells[n][7]
+    per_feature = {td.get("data-part-key"): td.text_content() for td in page.xpath("//section//td[@class='disposition']")}
+    assert "scrapped" in per_feature[parts[4].key] and "accepted on concession" in per_feature[parts[5].key]
+    assert "process: offset applied" in per_feature[parts[4].key]
+
+    import csv as csv_module
+
+    table = {int(r["part"]): r for r in csv_module.DictReader(csv_out.read_text(encoding="utf-8").splitlines())}
+    assert "part scrapped" in table[4]["disposition"] and "accepted" not in table[4]["disposition"]
+    assert "part accepted on concession" in table[5]["disposition"] and "scrapped" not in table[5]["disposition"]
+    assert table[4]["hole1_dia_ok"] == table[5]["hole1_dia_ok"] == "no"
+    assert "offset applied" in table[4]["process_actions"] and table[6]["disposition"] == table[6]["process_actions"] == ""

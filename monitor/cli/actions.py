@@ -22,6 +22,12 @@ _KINDS = {
     "tool_changed": ActionKind.TOOL_CHANGED,
     "quarantine": ActionKind.PART_QUARANTINED,
     "part_quarantined": ActionKind.PART_QUARANTINED,
+    "scrap": ActionKind.PART_SCRAPPED,
+    "part_scrapped": ActionKind.PART_SCRAPPED,
+    "rework": ActionKind.PART_REWORKED,
+    "part_reworked": ActionKind.PART_REWORKED,
+    "accept": ActionKind.PART_ACCEPTED,
+    "part_accepted": ActionKind.PART_ACCEPTED,
     "comment": ActionKind.COMMENT,
 }
 _COLUMNS = [
@@ -39,7 +45,13 @@ _COLUMNS = [
 
 @app.command()
 def act(
-    kind: Annotated[str, typer.Argument(help="offset (offset applied), tool (tool changed), quarantine (a part) or comment.")],
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="offset (offset applied), tool (tool changed), comment, or what became of a part: quarantine, scrap, "
+            "rework, accept (on concession; engineers)."
+        ),
+    ],
     config: ConfigOption = _DEFAULT_SITE,
     condition: Annotated[
         str | None, typer.Option("--condition", help="The condition (alert id) it answers; names machine, program, feature.")
@@ -52,12 +64,23 @@ def act(
     new: Annotated[float | None, typer.Option(help="The register's value after (offset).")] = None,
     axis: Annotated[str | None, typer.Option(help="Which axis of a position feature (x, y, z).")] = None,
     tool: Annotated[str | None, typer.Option(help="The tool (T12) whose register changed, or that was changed.")] = None,
-    part: Annotated[int | None, typer.Option(help="The part number it concerns (quarantine: the part).")] = None,
+    part: Annotated[
+        int | None,
+        typer.Option(help="The part number it concerns (quarantine, scrap, rework, accept: the latest part of that number)."),
+    ] = None,
+    part_key: Annotated[
+        str | None, typer.Option("--part-key", help="The stored part's key (`monitor parts --json`): names one part exactly.")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Why.")] = "",
     comment: Annotated[str, typer.Option("--comment", "-m", help="Free text.")] = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Record what you did: an offset applied, a tool changed, a part quarantined, a comment.
+    """Record what you did: an offset applied, a tool changed, a comment, or what became of a part.
+
+    A part's disposition (quarantine, scrap, rework, accept on concession) is recorded on that part
+    and printed by `monitor report` beside each of its out-of-tolerance values:
+    "monitor act scrap --machine vmc1 --program O1001 --part 17 --reason 'bore 10.021 over'".
+    Operators may quarantine; scrap, rework and accept are engineers' decisions.
 
     Goes to the running daemon (the one writer; it tells the detectors to expect the step an offset
     or tool change makes), else to the store. An offset applied without --tool or register details
@@ -72,7 +95,7 @@ def act(
 
     action_kind = _KINDS.get(kind.replace("-", "_"))
     if action_kind is None:
-        raise _fail(MonitorError(f"unknown action {kind!r}; use offset, tool, quarantine or comment"))
+        raise _fail(MonitorError(f"unknown action {kind!r}; use offset, tool, comment, quarantine, scrap, rework or accept"))
     try:
         site = load_site(config)
         command = RecordAction(
@@ -88,6 +111,7 @@ def act(
             new_value=new,
             tool=tool,
             part_number=part,
+            part_key=part_key,
             reason=reason,
             comment=comment,
         )
@@ -114,7 +138,8 @@ def actions(
     last: Annotated[int, typer.Option(help="The most recent N.", min=1)] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """List what people did: acknowledgements, offsets applied, tools changed, parts quarantined."""
+    """List what people did: acknowledgements, offsets applied, tools changed, parts quarantined,
+    scrapped, reworked or accepted."""
     from monitor.queries import action_row, open_site_store
 
     try:

@@ -35,6 +35,8 @@ from monitor.detect.capability import CONFIDENCE, CapabilityResult, capability
 from monitor.errors import MonitorError
 from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import (
+    PART_DISPOSITIONS,
+    PROCESS_ACTIONS,
     Action,
     ActionKind,
     Alert,
@@ -65,6 +67,7 @@ __all__ = [
     "BatchReport",
     "FeatureReport",
     "FeatureValue",
+    "PartDisposition",
     "ReportHeader",
     "ToolSummary",
     "build_report",
@@ -176,6 +179,45 @@ class AlertOutcome:
         return "; ".join(done)
 
 
+def _done(a: Action) -> str:
+    """An action in the disposition's words: what, who, when and the part it followed."""
+    after = f", after part {a.part_number}" if a.kind in PROCESS_ACTIONS and a.part_number is not None else ""
+    return f"{action_text(a)} ({a.user}, {when_text(a.time)}{after})"
+
+
+@dataclass(frozen=True, slots=True)
+class PartDisposition:
+    """What was recorded about one out-of-tolerance value of one part, for the reviewer.
+
+    ``part_actions`` are recorded on the part itself (quarantined, scrapped, reworked, accepted on
+    concession; by its key, or by machine and part number), whatever feature they were recorded
+    from: a part is scrapped whole. ``condition`` is the feature's condition (of the same
+    measurement source) that was alive when the part was made, and ``process_actions`` what was done
+    to the process under it (offsets applied, tools changed) with when and after which part."""
+
+    part_actions: tuple[Action, ...] = ()
+    condition: AlertOutcome | None = None
+    process_actions: tuple[Action, ...] = ()
+
+    def part_text(self) -> str:
+        return "; ".join(_done(a) for a in self.part_actions)
+
+    def process_text(self) -> str:
+        return "; ".join(_done(a) for a in self.process_actions)
+
+    def text(self) -> str:
+        """One cell: the part's disposition, then the process's; "no disposition recorded" only when
+        neither was (with how the condition was handled, when it was)."""
+        part, process = self.part_text(), self.process_text()
+        if not part and not process:
+            handled = self.condition.action() if self.condition is not None else ""
+            if handled and handled != "still open, nothing recorded":
+                return f"no disposition recorded (condition: {handled})"
+            return "no disposition recorded"
+        text = part or "no disposition of the part recorded"
+        return f"{text}; process: {process}" if process else text
+
+
 @dataclass(frozen=True, slots=True)
 class ToolSummary:
     """A tool that cut parts of the batch, with its life counter at the first and last of them."""
@@ -246,6 +288,14 @@ class BatchReport:
     offsets: tuple[Action, ...] = ()
     """Every offset the monitor wrote to (or refused to write to) a controller during the batch, oldest
     first: the audit trail of the closed loop (docs/offsets.md)."""
+    part_actions: Mapping[str, tuple[Action, ...]] = field(default_factory=dict)
+    """What became of each part (quarantined, scrapped, reworked, accepted), by part key, oldest first."""
+    dispositions: Mapping[tuple[str, str, str], PartDisposition] = field(default_factory=dict)
+    """Each out-of-tolerance value's disposition, by (feature, source, part key)."""
+
+    def disposition(self, feature: str, source: str, part_key: str) -> PartDisposition:
+        """What was recorded about this part's out-of-tolerance value (nothing: an empty disposition)."""
+        return self.dispositions.get((feature, source, part_key)) or PartDisposition(self.part_actions.get(part_key, ()))
 
     @property
     def complete_parts(self) -> list[PartRecord]:
@@ -513,6 +563,8 @@ def build_report(
     start, end = min(p.start for p in parts), max(p.end for p in parts)
     for m in sorted({p.machine for p in parts}):
         alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST and start <= _lost_at(a) <= end)
+    outcomes = _alert_outcomes(store, alerts)
+    part_actions = _part_actions(store, program.program, parts)
     return BatchReport(
         site=site,
         program=program.program,
@@ -522,14 +574,76 @@ def build_report(
         generated=generated or datetime.now(UTC),
         parts=tuple(parts),
         features=features,
-        alerts=tuple(_alert_outcomes(store, alerts)),
+        alerts=tuple(outcomes),
         tools=tuple(_tools(complete or parts)),
         header=header,
         unmatched=len(store.inspection_results(unmatched=True, with_actuals=False)),
         lots=tuple(lots),
         measurements=tuple(measurements(store, program, complete)),
         offsets=tuple(_controller_writes(store, program.program, {p.machine for p in parts}, {a.id for a in alerts})),
+        part_actions=part_actions,
+        dispositions=_dispositions(features, parts, outcomes, part_actions),
     )
+
+
+def _part_actions(store: StoreReader, program: str, parts: Sequence[PartRecord]) -> dict[str, tuple[Action, ...]]:
+    """Every disposition recorded on the batch's parts, by part key. An action names its part by key;
+    one recorded by number only (before keys were recorded) goes to the part of that number on that
+    machine that ended last before the action (a part number recurs when a new batch starts)."""
+    by_number: dict[tuple[str, int], list[PartRecord]] = {}
+    keys = {p.key for p in parts}
+    for p in parts:
+        by_number.setdefault((p.machine, p.part_number), []).append(p)
+    out: dict[str, list[Action]] = {}
+    for machine in sorted({p.machine for p in parts}):
+        for a in store.actions(machine=machine, program=program):
+            if a.kind not in PART_DISPOSITIONS:
+                continue
+            key = a.part_key if a.part_key in keys else None
+            if a.part_key is None and a.part_number is not None:
+                same = sorted(by_number.get((a.machine, a.part_number), []), key=lambda p: p.end)
+                before = [p for p in same if p.end <= a.time]
+                key = (before[-1] if before else same[0]).key if same else None
+            if key is not None:
+                out.setdefault(key, []).append(a)
+    return {k: tuple(sorted(v, key=lambda a: (a.time, a.id))) for k, v in out.items()}
+
+
+def _dispositions(
+    features: Sequence[FeatureReport],
+    parts: Sequence[PartRecord],
+    outcomes: Sequence[AlertOutcome],
+    part_actions: Mapping[str, tuple[Action, ...]],
+) -> dict[tuple[str, str, str], PartDisposition]:
+    """Each out-of-tolerance value with the part's own actions and the process actions of the
+    condition (same machine, feature and source) that was alive when the part was made: opened at or
+    before its end, closed at or after it. Since issue 15 one condition spans every bad part of an
+    episode, so the condition alone cannot say what became of each part."""
+    ends = {p.key: p.end for p in parts}
+    out: dict[tuple[str, str, str], PartDisposition] = {}
+    for f in features:
+        for s in f.sources:
+            mine = [
+                o
+                for o in outcomes
+                if o.alert.feature == f.name
+                and (o.alert.condition is not None or o.alert.kind is AlertKind.OUT_OF_TOLERANCE)
+                and str(o.alert.evidence.get("source", PROBE_SOURCE)) == s.source
+            ]
+            for v in s.out_of_tolerance:
+                end = ends.get(v.part_key)
+                alive = [
+                    o
+                    for o in mine
+                    if o.alert.machine == v.machine
+                    and end is not None
+                    and o.raised_at <= end
+                    and (o.closed_at is None or end <= o.closed_at)
+                ]
+                condition = alive[-1] if alive else None
+                process = tuple(a for a in condition.actions if a.kind in PROCESS_ACTIONS) if condition is not None else ()
+                out[(f.name, s.source, v.part_key)] = PartDisposition(part_actions.get(v.part_key, ()), condition, process)
+    return out
 
 
 def _with_sources(

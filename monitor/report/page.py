@@ -29,7 +29,7 @@ from typing import Any
 
 from monitor.detect.attribute import wilson_interval
 from monitor.detect.capability import CONFIDENCE, METHOD, CapabilityResult
-from monitor.model import ActionKind, AlertKind, PositionFeature
+from monitor.model import ActionKind, PositionFeature
 from monitor.report.data import AlertOutcome, BatchReport, FeatureReport, when_text
 from monitor.report.sources import FeatureValue, SourceReport
 from monitor.report.verdict import Verdict, VerdictLevel
@@ -250,7 +250,7 @@ def _feature_section(report: BatchReport, i: int, f: FeatureReport, figures: lis
             _row(
                 f"<td class=num>{v.part_number}</td><td>{_e(v.machine)}</td><td>{_e(s.source)}</td>",
                 f"<td class='num bad'>{_value_text(f, v)}</td><td>{_e(_limit_text(f, v.value))}</td>",
-                f"<td>{_e(_disposition(report, f, s, v))}</td>",
+                f"<td class=disposition data-part-key='{_e(v.part_key)}'>{_e(_disposition(report, f, s, v))}</td>",
             )
             for s, v in bad
         )
@@ -307,34 +307,35 @@ def _value_text(f: FeatureReport, v: FeatureValue) -> str:
 
 
 def _disposition(report: BatchReport, f: FeatureReport, s: SourceReport, v: FeatureValue) -> str:
-    """What was recorded about an out-of-tolerance part: its out-of-tolerance alert and what
-    people did about it (acknowledged, closed and why)."""
-    for o in report.alerts:
-        a = o.alert
-        ours = a.kind is AlertKind.OUT_OF_TOLERANCE and a.feature == f.name and str(a.evidence.get("source", "probe")) == s.source
-        same = a.part_key == v.part_key or (a.part_key is None and a.part_number == v.part_number and a.machine == v.machine)
-        if ours and same:
-            return o.action()
-    return "no disposition recorded"
+    """What was done with an out-of-tolerance part (its own actions) and to the process (the
+    condition's offsets and tool changes), with who and when."""
+    return report.disposition(f.name, s.source, v.part_key).text()
 
 
 def _dispositions(report: BatchReport) -> str:
+    """Every out-of-tolerance value: what became of the part, and what was done to the process."""
     rows = []
     for f in report.features:
         for s in f.sources:
             for v in s.out_of_tolerance:
+                d = report.disposition(f.name, s.source, v.part_key)
+                part = d.part_text() or ("no disposition recorded" if not d.process_actions else "none recorded")
+                process = d.process_text() or "–"
+                if not d.part_actions and not d.process_actions:
+                    part = d.text()
                 rows.append(
                     _row(
                         f"<td class=num>{v.part_number}</td><td>{_e(v.machine)}</td><td>{_e(f.balloon or '–')}</td>",
                         f"<td>{_e(f.name)}</td><td>{_e(s.source)}</td><td class='num bad'>{_value_text(f, v)}</td>",
-                        f"<td>{_e(_disposition(report, f, s, v))}</td>",
+                        f"<td class=part-disposition data-part-key='{_e(v.part_key)}'>{_e(part)}</td>",
+                        f"<td class=process>{_e(process)}</td>",
                     )
                 )
     if not rows:
         return "<p class=ok>No part was out of tolerance.</p>"
     head = (
-        "<table><tr><th>part</th><th>machine</th><th>balloon</th><th>feature</th><th>source</th><th>value</th>"
-        "<th>disposition</th></tr>"
+        "<table class=dispositions><tr><th>part</th><th>machine</th><th>balloon</th><th>feature</th><th>source</th>"
+        "<th>value</th><th>what became of the part (who, when)</th><th>what was done to the process (who, when)</th></tr>"
     )
     return head + "\n".join(rows) + "</table>"
 

@@ -1,7 +1,9 @@
 """The batch report's measurement table as CSV: one row per part, each feature's probe value and
 verdict, each inspection source's (``<feature>@cmm``, ``<feature>@cmm_ok``; a go/no-go value is 1
-for a fail), then the raw probe values. Text that could run as a spreadsheet formula is
-neutralised."""
+for a fail), what became of the part (``disposition``: quarantined, scrapped, reworked, accepted,
+with who and when; "no disposition recorded" for an out-of-tolerance part without one) and what was
+done to the process under its conditions (``process_actions``), then the raw probe values. Text
+that could run as a spreadsheet formula is neutralised."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import PositionFeature
-from monitor.report.data import BatchReport, FeatureValue
+from monitor.report.data import BatchReport, FeatureValue, PartDisposition
 
 __all__ = ["MEASUREMENT_COLUMNS", "render_csv", "render_measurements_csv"]
 
@@ -29,7 +31,25 @@ def _csv_columns(report: BatchReport) -> list[str]:
             if s.source != PROBE_SOURCE:
                 cols += [f"{f.name}@{s.source}", f"{f.name}@{s.source}_ok"]
     signals = sorted({s for p in report.parts for s in p.measurements})
-    return cols + signals
+    return [*cols, "disposition", "process_actions", *signals]
+
+
+def _part_dispositions(report: BatchReport) -> dict[str, tuple[str, str]]:
+    """Per part key: (what became of the part, what was done to the process), as the report words them."""
+    bad: dict[str, list[PartDisposition]] = {}
+    for f in report.features:
+        for src in f.sources:
+            for v in src.out_of_tolerance:
+                bad.setdefault(v.part_key, []).append(report.disposition(f.name, src.source, v.part_key))
+    out: dict[str, tuple[str, str]] = {}
+    for p in report.parts:
+        found = bad.get(p.key, [])
+        done = PartDisposition(report.part_actions.get(p.key, ())).part_text()
+        process = "; ".join(dict.fromkeys(t for d in found if (t := d.process_text())))
+        if found and not done:
+            done = "no disposition recorded"
+        out[p.key] = (done, process)
+    return out
 
 
 def render_csv(report: BatchReport) -> str:
@@ -45,6 +65,7 @@ def render_csv(report: BatchReport) -> str:
                 for v in src.values:
                     inspected.setdefault(v.part_key, {})[(f.name, src.source)] = v
     columns = _csv_columns(report)
+    dispositions = _part_dispositions(report)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -68,6 +89,7 @@ def render_csv(report: BatchReport) -> str:
         for (name, source), v in inspected.get(p.key, {}).items():
             row[f"{name}@{source}"] = _num(v.value)
             row[f"{name}@{source}_ok"] = "yes" if v.in_tolerance else "no"
+        row["disposition"], row["process_actions"] = dispositions[p.key]
         for s, value in p.measurements.items():
             row[s] = _num(value)
         writer.writerow([_csv_safe(row.get(c, "")) for c in columns])

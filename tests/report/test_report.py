@@ -219,3 +219,52 @@ def test_parts_not_observed_are_listed_with_why_and_when(batch: Batch) -> None:
     assert f"{last.part_number + 1}–{last.part_number + 2}" in html and "connection to opc.tcp://cnc:4840 lost" in html
     rows = list(csv.DictReader(io.StringIO(render_csv(report))))
     assert [r["status"] for r in rows].count("not_observed") == 2
+
+
+def test_a_disposition_recorded_by_part_number_only_goes_to_that_part_and_none_is_said_honestly(batch: Batch) -> None:
+    """Actions stored before dispositions carried the part's key name it by number: the report puts
+    them on the part of that number that ended last before the action; an out-of-tolerance part
+    without any record says so, and a process action without a part disposition is not called one."""
+    from datetime import timedelta
+
+    from monitor.model import Action, ActionKind, Register, RegisterKind, Role
+
+    site = load_site(batch.site_file)
+    oot = batch.alerts[0]
+    bore5 = batch.parts[4]
+    with SqliteStore(site.store_path) as store:
+        for i, (kind, feature, part) in enumerate(
+            [(ActionKind.PART_SCRAPPED, "", 5), (ActionKind.OFFSET_APPLIED, "bore_dia", 6), (ActionKind.PART_REWORKED, "", 7)]
+        ):
+            store.record_action(
+                Action(
+                    id=f"d-{i}",
+                    time=bore5.end + timedelta(minutes=5 + i),
+                    kind=kind,
+                    machine="vmc-01",
+                    program=PROGRAM,
+                    feature=feature,
+                    user="eric",
+                    role=Role.ENGINEER,
+                    condition_id=oot.id if kind is ActionKind.OFFSET_APPLIED else None,
+                    part_number=part,
+                    register=Register(RegisterKind.TOOL_DIAMETER_WEAR, "value", 1.0, tool="T12")
+                    if kind is ActionKind.OFFSET_APPLIED
+                    else None,
+                    change=-0.002 if kind is ActionKind.OFFSET_APPLIED else None,
+                    reason="NCR-9" if kind is ActionKind.PART_SCRAPPED else "",
+                )
+            )
+    report = _report(batch)
+    assert [a.id for a in report.part_actions[bore5.key]] == ["d-0"]
+    assert [a.id for a in report.part_actions[batch.parts[6].key]] == ["d-2"]  # in tolerance, but reworked: kept
+    five = report.disposition("bore_dia", "probe", bore5.key)
+    assert five.condition is not None and five.condition.alert.id == oot.id
+    assert five.text().startswith("part scrapped: part 5; NCR-9 (eric, ")
+    assert "; process: offset applied: T12 D-wear -0.002 mm (eric, " in five.text() and "after part 6)" in five.text()
+    bad_tp = next(f for f in report.features if f.name == "hole1_pos").out_of_tolerance
+    assert bad_tp and report.disposition("hole1_pos", "probe", bad_tp[0].part_key).text() == "no disposition recorded"
+    rows = {int(r["part"]): r for r in csv.DictReader(io.StringIO(render_csv(report)))}
+    assert rows[5]["disposition"].startswith("part scrapped") and "offset applied" in rows[5]["process_actions"]
+    assert rows[7]["disposition"].startswith("part reworked") and rows[7]["process_actions"] == ""
+    assert rows[bad_tp[0].part_number]["disposition"] == "no disposition recorded"
