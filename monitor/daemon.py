@@ -37,7 +37,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -116,6 +116,10 @@ class Daemon:
         self.control_url: str | None = None
         self._last_status: dict[str, Any] = {"machines": {}, "sinks": {}}
         self._last_obs: dict[str, tuple[datetime, float]] = {}
+        self._read_until: dict[tuple[str, str], datetime] = {}
+        """Per (machine, signal), the newest source time of anything a source delivered: what the
+        daemon has read (:meth:`wait_read`)."""
+        self._read_waiters: list[tuple[dict[tuple[str, str], datetime], asyncio.Future[None]]] = []
         self._heard: dict[str, float] = {}
         """Per machine, the wall-clock (monotonic) time any of its sources last delivered anything."""
         self._offsets: dict[tuple[str, str], timedelta] = {}
@@ -165,6 +169,33 @@ class Daemon:
     def idle_for(self) -> float:
         """Seconds since any source last delivered an observation."""
         return time.monotonic() - self._last_activity
+
+    async def wait_read(self, through: Mapping[tuple[str, str], datetime]) -> None:
+        """Return once, for every ``(machine, signal)`` of ``through``, the sources have delivered an
+        observation at or after that source time: the daemon has read what a server published up to
+        then (a simulator that knows what it published waits with this; bound it with a timeout and
+        ask :meth:`unread` what is missing)."""
+        wanted = dict(through)
+        if not self.unread(wanted):
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (wanted, done)
+        self._read_waiters.append(waiter)
+        try:
+            await done
+        finally:
+            if waiter in self._read_waiters:
+                self._read_waiters.remove(waiter)
+
+    def unread(self, through: Mapping[tuple[str, str], datetime]) -> dict[tuple[str, str], datetime | None]:
+        """Of ``through``, the signals not read up to their time: the newest source time read of each (None: nothing)."""
+        read = self._read_until
+        out: dict[tuple[str, str], datetime | None] = {}
+        for key, at in through.items():
+            seen = read.get(key)
+            if seen is None or seen < at:
+                out[key] = seen
+        return out
 
     async def apply_offset(self, command: ApplyOffset) -> list[dict[str, Any]]:
         """Write a condition's offset advice to its controller (control API, dashboard): each register's outcome."""
@@ -399,6 +430,16 @@ class Daemon:
             if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
                 self._last_obs[obs.machine] = (obs.time, now)
                 break
+        read = self._read_until
+        for obs in batch:
+            key = (obs.machine, obs.signal)
+            seen = read.get(key)
+            if seen is None or obs.time > seen:
+                read[key] = obs.time
+        if self._read_waiters:
+            for wanted, done in self._read_waiters:
+                if not done.done() and not self.unread(wanted):
+                    done.set_result(None)
         await self._queue.put_many(batch)
         for sink in self.sinks:
             for obs in batch:

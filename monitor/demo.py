@@ -22,9 +22,9 @@ import os
 import secrets
 import stat
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,14 +128,20 @@ class DemoResult:
     dashboard_url: str | None = None
     closed_loop: dict[str, int] | None = None
     """With the loop: parts out of tolerance without it and with it, offsets applied and refused."""
+    not_read: list[str] = field(default_factory=list)
+    """Signals whose last published updates the daemon had not read when the demo stopped waiting (normally none)."""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"parts": self.parts, "alerts": self.alerts, "features": [f.as_dict() for f in self.features]}
         if self.closed_loop is not None:
             out["closed_loop"] = self.closed_loop
+        if self.not_read:
+            out["not_read"] = self.not_read
         return out
 
 
+SETTLE_TIMEOUT_S = 120.0
+"""How long, after the batch, the demo waits for the daemon to read what the servers published."""
 DEMO_LIMITS: dict[str, float] = {"max_change": 0.03, "max_batch_change": 0.12, "auto_max_change": 0.015}
 """The demo's register limits (mm): one write, the batch, one automatic write."""
 _READER, _WRITER = "monitor-reader", "monitor-writer"
@@ -225,6 +231,16 @@ class CellServers:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def published(self) -> dict[tuple[str, str], datetime]:
+        """Per (machine, signal), the time of the newest update the servers published that a reader is
+        told of (a repeated value is not one): the daemon has read everything once it has read these."""
+        out: dict[tuple[str, str], datetime] = {}
+        if self.opcua is not None:
+            out.update(self.opcua.changed_at)
+        if self.mtconnect is not None:
+            out.update(self.mtconnect.changed_at)
+        return out
 
     async def publish(self, event: SimEvent) -> None:
         """Write one simulated update into the server that carries its machine."""
@@ -371,7 +387,8 @@ async def run_demo(
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(consume())
                     await run_cell(cell, servers.publish, speed=options.speed, stop=stop)
-                    await _settle(daemon, all_done, stop)
+                    read = {(m["id"], signal) for m in document["machines"] for signal in m["signals"]}
+                    result.not_read = await _settle(daemon, servers, read, all_done, stop)
                     if options.keep_running and not stop.is_set():
                         await stop.wait()
                     # the clean stop releases the parts still waiting in a grace or re-ordering window
@@ -400,14 +417,38 @@ def _loop_figures(cell: SimCell, loop: ClosedLoop, store_path: Path) -> dict[str
     }
 
 
-async def _settle(daemon: Daemon, all_done: asyncio.Event, stop: asyncio.Event, quiet_s: float = 1.5) -> None:
-    """Wait until the daemon has read what the servers hold: every part is in, or nothing new has
-    arrived for ``quiet_s`` (polling that condition; the daemon offers no event for silence)."""
-    deadline = time.monotonic() + 60
-    while not (all_done.is_set() or stop.is_set()) and time.monotonic() < deadline:
-        if daemon.idle_for() >= quiet_s:
-            return
-        await asyncio.sleep(0.1)
+async def _settle(
+    daemon: Daemon,
+    servers: CellServers,
+    read: set[tuple[str, str]],
+    all_done: asyncio.Event,
+    stop: asyncio.Event,
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> list[str]:
+    r"""Wait until the daemon has read what the servers published of the signals it ``read``\s (or
+    every part is in, or ``stop``), at most ``timeout_s``; what it had not read by then, one line per
+    signal (empty when it read everything)."""
+    published = {key: at for key, at in servers.published().items() if key in read}
+    waits = [asyncio.ensure_future(daemon.wait_read(published)), asyncio.ensure_future(all_done.wait())]
+    waits.append(asyncio.ensure_future(stop.wait()))
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    if all_done.is_set() or stop.is_set():
+        return []
+    missing = [
+        f"{machine} {signal}: published up to {published[(machine, signal)].isoformat()}, read "
+        + (f"up to {seen.isoformat()}" if seen is not None else "nothing")
+        for (machine, signal), seen in sorted(daemon.unread(published).items())
+    ]
+    if missing:
+        log.warning(
+            "after %.0f s the daemon has not read everything the simulated servers published (%d signals): %s",
+            timeout_s, len(missing), "; ".join(missing),
+        )  # fmt: skip
+    return missing
 
 
 async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:

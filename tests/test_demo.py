@@ -107,3 +107,50 @@ async def test_demo_keep_running_stores_the_last_parts_while_it_runs(tmp_path: P
         stop.set()
         result = await runner
     assert result.parts == 24
+
+
+async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_published(tmp_path: Path) -> None:
+    """The demo stops its daemon only once the daemon has read the last update the simulated servers
+    published of every signal it reads (not after a quiet spell, which a loaded machine can exceed
+    before the servers are drained); a server the daemon cannot read is named, signal by signal."""
+    import asyncio
+    import socket
+
+    import yaml
+
+    from monitor.config import load_site
+    from monitor.daemon import Daemon, open_core
+    from monitor.demo import CellServers, _settle, _wait_started
+    from monitor.sim import run_cell
+
+    parts = 6
+    cell = SimCell(load_scenario("demo"), seed=1, parts=parts)
+    async with CellServers(cell, ("opcua", "mtconnect")) as servers:
+        document = servers.site_document(store=tmp_path / "demo.db", speed=2000, dashboard_port=None)
+        read = {(m["id"], signal) for m in document["machines"] for signal in m["signals"]}
+        with socket.socket() as closed:  # the second machine's agent is somewhere nothing listens
+            closed.bind(("127.0.0.1", 0))
+            document["machines"][1]["source"]["url"] = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        (tmp_path / "site.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+        async with open_core(load_site(tmp_path / "site.yaml")) as core:
+            daemon, stop = Daemon(core, health_every_s=3600), asyncio.Event()
+            runner = asyncio.create_task(daemon.run(stop))
+            try:
+                await _wait_started(daemon, runner)
+                await run_cell(cell, servers.publish, speed=2000)
+                published = {key: at for key, at in servers.published().items() if key in read}
+                assert {m for m, _ in published} == {"vmc-01", "vmc-02"}
+                first = {key: at for key, at in published.items() if key[0] == "vmc-01"}
+                await asyncio.wait_for(daemon.wait_read(first), 120)
+                assert daemon.unread(first) == {}
+                missing = await _settle(daemon, servers, read, asyncio.Event(), asyncio.Event(), timeout_s=0.2)
+            finally:
+                stop.set()
+                await runner
+    unread = {(m, s) for m, s in published if m == "vmc-02"}
+    assert len(missing) == len(unread) > 0
+    assert {line.split(":")[0] for line in missing} == {f"{m} {s}" for m, s in unread}
+    assert all(line.endswith("read nothing") for line in missing)
+    with SqliteStore(tmp_path / "demo.db") as store:  # what was read of vmc-01 is every part it made
+        made = [p.part_number for p in store.parts() if p.machine == "vmc-01" and p.status.value == "complete"]
+    assert sorted(made) == list(range(1, parts + 1))

@@ -85,6 +85,11 @@ def demo(
         emit_json(result.as_dict())
         return
     console.print(f"\n[bold]{result.parts}[/] parts, [bold]{result.alerts}[/] alert changes")
+    if result.not_read:
+        console.print(
+            f"[yellow]the daemon had not read everything the simulated servers published[/] "
+            f"({len(result.not_read)} signals): " + escape("; ".join(result.not_read[:5]))
+        )
     rows = [f.as_dict() for f in result.features if f.drift_starts is not None or f.first_out_of_tolerance is not None]
     emit_rows(
         rows,

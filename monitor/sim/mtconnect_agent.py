@@ -15,6 +15,7 @@ item name, which is unique within a device); :meth:`SimAgentBinding.signal_map` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -129,6 +130,10 @@ class SimAgentBinding:
         self._tool: dict[str, str] = {}
         self._lives: dict[tuple[str, str], float | None] = {}
         self._probe_keys = {m.id: {p: str(MACRO_BASE + i) for i, p in enumerate(_probe_names(m))} for m in machines}
+        self.changed_at: dict[tuple[str, str], datetime] = {}
+        """Per (machine, signal), the time of the newest publish the agent stored (a repeat of the
+        current value is not an observation): what a client reading every sequence sees last.
+        ``monitor demo`` waits for the daemon to have read up to these."""
 
     async def __aenter__(self) -> Self:
         await self.agent.start()
@@ -172,14 +177,18 @@ class SimAgentBinding:
                 tool_life=(Life("MINUTES", "UP", minutes),),
             )
             self.agent.add_cutting_tool(mid, asset, event.time)
+            self.changed_at[(mid, signal)] = event.time
             return
         if signal.startswith("probe."):
             if self.macros:
                 key = self._probe_keys[mid].get(signal)
                 if key is not None:
-                    self.agent.publish(mid, "macros", {key: None if value is None else str(value)}, event.time)
-            self.agent.publish(mid, signal.removeprefix("probe."), value, event.time)
+                    stored = self.agent.publish(mid, "macros", {key: None if value is None else str(value)}, event.time)
+                    if stored is not None:
+                        self.changed_at[(mid, signal)] = event.time
+            if self.agent.publish(mid, signal.removeprefix("probe."), value, event.time) is not None:
+                self.changed_at[(mid, signal)] = event.time
             return
         base = _NAMES.get(signal)
-        if base is not None:
-            self.agent.publish(mid, base[1].name or signal, value, event.time)
+        if base is not None and self.agent.publish(mid, base[1].name or signal, value, event.time) is not None:
+            self.changed_at[(mid, signal)] = event.time

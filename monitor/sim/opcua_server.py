@@ -289,6 +289,11 @@ class OpcUaSimServer:
         self._lock = asyncio.Lock()
         self._historized: set[ua.NodeId] = set()
         self.published = 0
+        self.changed_at: dict[tuple[str, str], datetime] = {}
+        """Per (machine, signal), the SourceTimestamp of the newest publish that changed the node's
+        value or status: the newest update a subscriber is told of (OPC 10000-4 §7.22.2: the default
+        trigger reports value and status changes only). ``monitor demo`` waits for the daemon to
+        have read up to these."""
         self._registers: dict[tuple[str, str], float] = {}
         self._register_nodes: dict[ua.NodeId, tuple[str, str]] = {}
         self.register_writes: list[RegisterWrite] = []
@@ -619,6 +624,7 @@ class OpcUaSimServer:
                 if (machine, f"tool.life.{tool}") not in self._vars:
                     await self._grow(machine, f"tool.life.{tool}")
                 targets.extend(self._vars[(machine, f"tool.life.{tool}")])
+        first = server.read_attribute_value(targets[0].node)
         for var in targets:
             if value is None:
                 dv = ua.DataValue(
@@ -633,6 +639,9 @@ class OpcUaSimServer:
                 await server.iserver.history_manager.storage.save_node_value(var.node, dv)
         self._last_values[key] = (value, time)
         self.published += 1
+        written = server.read_attribute_value(targets[0].node)
+        if first.StatusCode != written.StatusCode or first.Value != written.Value:
+            self.changed_at[key] = time
 
     async def _grow(self, machine: str, signal: str, value: float | str | None = None) -> None:
         async with self._lock:
