@@ -11,9 +11,8 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,53 +20,37 @@ import pytest
 from monitor.codec import alert_from_dict
 from monitor.commands import ApplyOffset
 from monitor.config import load_site
-from monitor.events import HubEvent
 from monitor.model import ActionKind, ConditionState, Role
 from monitor.report.data import build_report
 from monitor.report.page import render_html
-from monitor.sim.cell import SimEvent
-from monitor.sim.closedloop import ClosedLoop, Effect
-from monitor.sim.opcua_server import MachineShape, OpcUaSimServer, default_registers, register_entries, signal_map
+from monitor.sim.closedloop import ClosedLoop
+from monitor.sim.opcua_server import OpcUaSimServer
 from monitor.users import User
-from tests.daemons import RunningDaemon, running_daemon
-from tests.opcua.helpers import Pki, make_pki
+from tests.daemons import running_daemon
+from tests.offset_cell import (
+    ALICE,
+    BOB,
+    CONNECTED,
+    DWEAR,
+    EFFECTS,
+    PROGRAM,
+    SHAPE,
+    T0,
+    bore_out_of_tolerance,
+    is_condition,
+    make_part,
+    offset_env,
+    offsets_pki,
+    write_site,
+)
+from tests.opcua.helpers import Pki
 
 ROOT = Path(__file__).resolve().parents[1]
-ALICE, BOB = "alice-4f8e2a9c71d3b6", "bob-93c1e7a5f20d8b4"
-SHAPE = MachineShape(
-    "vmc-01", probes=("hole1_x", "hole1_y", "hole1_dia", "hole2_x", "hole2_y"), tools=(12,), registers=default_registers([12])
-)
-DWEAR, G54X = "ToolOffsets.T12.DiameterWear", "Offsets.G54.X"
-T0 = datetime(2031, 1, 1, tzinfo=UTC)
-PROGRAM = """\
-program: O1001
-part_end: part_count
-features:
-  hole1_dia:
-    kind: size
-    signal: probe.hole1_dia
-    nominal: 10.0
-    lower: 9.99
-    upper: 10.01
-    form: inside
-    offset: {register: tool_diameter_wear, tool: T12}
-  hole1_pos:
-    kind: position
-    x: {signal: probe.hole1_x, nominal: 25.0}
-    y: {signal: probe.hole1_y, nominal: 40.0}
-    tolerance: 0.05
-  hole2_pos:
-    kind: position
-    x: {signal: probe.hole2_x, nominal: 75.0}
-    y: {signal: probe.hole2_y, nominal: 40.0}
-    tolerance: 0.05
-"""
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    users = {"reader": "r3ad-only", "engineer": "wr1te-s3cret"}
-    return make_pki(tmp_path_factory.mktemp("pki"), users, writers=frozenset({"engineer"}))
+    return offsets_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -78,96 +61,8 @@ async def sim(pki: Pki) -> AsyncIterator[OpcUaSimServer]:
 
 @pytest.fixture
 def env() -> Iterator[dict[str, str]]:
-    values = {
-        "SIM_READER": "reader",
-        "SIM_READER_PASSWORD": "r3ad-only",
-        "SIM_WRITER": "engineer",
-        "SIM_WRITER_PASSWORD": "wr1te-s3cret",
-        "MONITOR_TOKEN_ALICE": ALICE,
-        "MONITOR_TOKEN_BOB": BOB,
-    }
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    yield {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def write_site(tmp: Path, endpoint: str, pki_root: Path) -> Path:
-    (tmp / "programs").mkdir(exist_ok=True)
-    (tmp / "programs" / "O1001.yaml").write_text(PROGRAM, encoding="utf-8")
-    limits = {"max_change": 0.03, "max_batch_change": 0.04}
-    site = {
-        "site": "offset-test",
-        "store": {"path": "monitor.db"},
-        "dashboard": {"enabled": False},
-        "users": {
-            "alice": {"role": "engineer", "token": "${MONITOR_TOKEN_ALICE}"},
-            "bob": {"role": "operator", "token": "${MONITOR_TOKEN_BOB}"},
-        },
-        "machines": [
-            {
-                "id": SHAPE.id,
-                "kind": "mill",
-                "source": {
-                    "type": "opcua",
-                    "endpoint": endpoint,
-                    "security_policy": "Basic256Sha256",
-                    "security_mode": "SignAndEncrypt",
-                    "certificate": str(pki_root / "own/cert.der"),
-                    "private_key": str(pki_root / "own/key.pem"),
-                    "trust_dir": str(pki_root / "trusted"),
-                    "username_env": "SIM_READER",
-                    "password_env": "SIM_READER_PASSWORD",
-                    "publishing_interval_ms": 50,
-                    "sampling_interval_ms": 10,
-                    "reconnect_min_s": 0.1,
-                    "reconnect_max_s": 0.5,
-                },
-                "signals": signal_map(SHAPE),
-                "tracking": {"grace_s": 0.5},
-                "offsets": {
-                    "username_env": "SIM_WRITER",
-                    "password_env": "SIM_WRITER_PASSWORD",
-                    "registers": register_entries(SHAPE.id, [G54X, DWEAR], **limits),
-                },
-            }
-        ],
-    }
-    path = tmp / "site.yaml"
-    path.write_text(json.dumps(site), encoding="utf-8")  # JSON is YAML
-    return path
-
-
-EFFECTS = [
-    Effect(DWEAR, "probe.hole1_dia", -1.0),  # D-wear +1 per mm of a bore too big: the bore shrinks by the change
-    Effect(G54X, "probe.hole1_x", 1.0),  # the work offset moves the part zero, and the holes with it
-    Effect(G54X, "probe.hole2_x", 1.0),
-]
-
-
-async def make_part(loop: ClosedLoop, n: int, *, dia: float = 10.001, x: float = 25.002) -> None:
-    """One part of O1001 as the controller shows it: running, probed, counted, between parts; the
-    process makes ``dia`` and ``x``, the machine's registers move them (the simulated physics)."""
-    t = T0 + timedelta(seconds=20 * n)
-    await loop.publish(SimEvent(t, SHAPE.id, "execution", "ACTIVE"))
-    for i, (signal, value) in enumerate(
-        [("hole1_dia", dia), ("hole1_x", x), ("hole1_y", 39.999), ("hole2_x", 75.001), ("hole2_y", 40.0)]
-    ):
-        await loop.publish(SimEvent(t + timedelta(seconds=5 + i * 0.1), SHAPE.id, f"probe.{signal}", value))
-    await loop.publish(SimEvent(t + timedelta(seconds=6), SHAPE.id, "part.count", float(n)))
-    await loop.publish(SimEvent(t + timedelta(seconds=6.5), SHAPE.id, "execution", "READY"))
-
-
-async def bore_out_of_tolerance(running: RunningDaemon, loop: ClosedLoop) -> HubEvent:
-    """Five good parts, then a bore 20 um over nominal: the event of hole1_dia's condition going out of tolerance."""
-    for n in range(1, 6):
-        await make_part(loop, n)
-    await make_part(loop, 6, dia=10.02)
-    return await running.until(is_condition("hole1_dia", "out_of_tolerance"), timeout_s=60)
+    with offset_env():
+        yield {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
 
 
 def monitor(env: dict[str, str], *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -176,17 +71,6 @@ def monitor(env: dict[str, str], *args: str, token: str | None = None) -> subpro
     if token is not None:
         run_env["MONITOR_TOKEN"] = token
     return subprocess.run([sys.executable, "-m", "monitor", *args], env=run_env, capture_output=True, text=True, timeout=120)
-
-
-def CONNECTED(event: HubEvent) -> bool:  # noqa: N802  (a predicate named like the state it waits for)
-    return event.kind == "machine" and event.data.get("connection") == "connected"
-
-
-def is_condition(feature: str, condition: str) -> Any:
-    def check(event: HubEvent) -> bool:
-        return event.kind == "alert" and event.data["feature"] == feature and event.data.get("condition") == condition
-
-    return check
 
 
 async def test_apply_through_the_cli_writes_the_register_and_records_it(
