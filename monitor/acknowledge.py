@@ -8,6 +8,9 @@ daemon's back was overwritten as open by the next escalation). When no daemon ru
 store's lock tells for certain (:mod:`monitor.runtime`), the change is written to the store while
 holding that lock, so no daemon can start half-way through it; the daemon applies it to its
 detectors when it next starts. Actions are stored the same way (the daemon reads them from the store).
+In a shared (PostgreSQL) store the machine's lease plays the lock's part: the change is written only
+while no daemon holds that machine (the command holds its lease meanwhile and writes fenced); a
+machine watched by a daemon on another host is changed there.
 
 Who acts is the user whose token is in ``$MONITOR_TOKEN`` (``users:`` of the site file); a site
 without users records the "local" user.
@@ -40,7 +43,8 @@ from monitor.control import ControlClient, DaemonUnreachable
 from monitor.errors import MonitorError
 from monitor.model import Action, ActionKind, AlertState
 from monitor.runtime import StoreLock, read_runtime
-from monitor.store import open_store
+from monitor.store import Store, open_store
+from monitor.store.lease import MachineLease, daemon_id
 from monitor.users import WRITE_OFFSET, authorize, cli_user
 
 __all__ = ["THROUGH_DAEMON", "TOKEN_ENV", "WRITTEN_TO_STORE", "acknowledge_alert", "apply_offset", "change_alert"]
@@ -69,6 +73,7 @@ async def change_alert(site: Site, command: Command, *, wait_s: float = 10.0) ->
     A daemon that is starting (it holds the lock but does not listen yet) is waited for, up to
     ``wait_s``; one that stops meanwhile releases the lock and the change goes to the store."""
     store_path = site.store_path
+    shared = site.config.store.url
     kind = (
         command.kind
         if isinstance(command, RecordAction)
@@ -77,8 +82,12 @@ async def change_alert(site: Site, command: Command, *, wait_s: float = 10.0) ->
     authorize(command.user, kind)
     token = os.environ.get(TOKEN_ENV)
     deadline = time.monotonic() + wait_s
+    holder = ""
     while True:
-        written = await asyncio.to_thread(_in_store_unless_running, site, command)
+        if shared is None:
+            written = await asyncio.to_thread(_in_store_unless_running, site, command)
+        else:
+            written, holder = await asyncio.to_thread(_in_shared_store_unless_owned, site, shared, command)
         if written is not None:
             return written, WRITTEN_TO_STORE
         info = read_runtime(store_path)
@@ -93,6 +102,11 @@ async def change_alert(site: Site, command: Command, *, wait_s: float = 10.0) ->
                     what = "open alert" if isinstance(command, CloseAlert) else "open, unacknowledged alert"
                     raise MonitorError(f"no {what} {command.alert_id}; list them with `monitor alerts --open`")
                 return outcome, THROUGH_DAEMON
+        if time.monotonic() >= deadline and shared is not None:
+            raise MonitorError(
+                f"the machine is watched by {holder}, not by a daemon of this host: change it on that "
+                "daemon's dashboard (`monitor plant` lists the owners) or with the same command on its host"
+            )
         if time.monotonic() >= deadline:
             raise MonitorError(
                 f"a monitor daemon holds {store_path}'s lock but its control API does not answer; "
@@ -122,6 +136,69 @@ async def apply_offset(
     return await client.apply_offset(command, os.environ.get(TOKEN_ENV), timeout_s=max(waits, default=0.0) + 60.0)
 
 
+def _in_shared_store_unless_owned(site: Site, url: str, command: Command) -> tuple[Outcome | None, str]:
+    """A shared store: write the change if no daemon holds its machine, holding the machine's lease
+    meanwhile (so no daemon takes it half-way through, and the write is fenced); else (None, who
+    holds it)."""
+    machine = command.machine if isinstance(command, RecordAction) else None
+    alert_id = command.alert_id
+    if alert_id is not None:
+        with open_store(url, read_only=True) as reader:
+            alert = reader.alert(alert_id)
+        if alert is None:
+            raise MonitorError(f"no alert {alert_id}; list them with `monitor alerts`")
+        machine = alert.machine
+    if not machine:
+        raise MonitorError("name the machine (or the condition) the action was done on")
+    lease = MachineLease(url, [machine], cell=site.config.site, ttl_s=30.0, owner=f"monitor-cli:{daemon_id()}")
+    if not lease.try_acquire():
+        lease.close()
+        return None, lease.waiting_for()
+    try:
+        with open_store(url, fence=lease.fence) as store:
+            return _apply(site, store, command), ""
+    finally:
+        lease.release()
+
+
+def _apply(site: Site, store: Store, command: Command) -> Outcome:
+    """Write a person's change to a store no daemon writes to meanwhile."""
+
+    def last_part(machine: str, program: str) -> int | None:
+        n = store.next_part_numbers(machine).get(program)
+        return n - 1 if n is not None else None
+
+    if isinstance(command, RecordAction):
+        action = make_action(site, dataclasses.replace(command, source="store"), store.alert, last_part, store_part_lookup(store))
+        store.record_action(action)
+        return Outcome(None, action)
+    alert = store.alert(command.alert_id)
+    if alert is None:
+        raise MonitorError(f"no alert {command.alert_id}; list them with `monitor alerts`")
+    if alert.state is AlertState.CLOSED:
+        raise MonitorError(f"alert {command.alert_id} is already closed")
+    closing = isinstance(command, CloseAlert)
+    now = datetime.now(UTC)
+    changed = dataclasses.replace(alert, state=AlertState.CLOSED if closing else AlertState.ACKNOWLEDGED, time=now)
+    done = Action(
+        id=uuid.uuid4().hex,
+        time=now,
+        kind=ActionKind.CLOSE if closing else ActionKind.ACKNOWLEDGE,
+        machine=alert.machine,
+        program=alert.program,
+        feature=alert.feature,
+        user=command.user.name,
+        role=command.user.role,
+        source="store",
+        condition_id=alert.id,
+        part_number=last_part(alert.machine, alert.program),
+        comment=command.comment,
+    )
+    store.record_alerts([changed])
+    store.record_action(done)
+    return Outcome(changed, done)
+
+
 def _in_store_unless_running(site: Site, command: Command) -> Outcome | None:
     """Write the change to the store if no daemon holds its lock (holding it meanwhile); None if one does."""
     lock = StoreLock(site.store_path)
@@ -129,41 +206,6 @@ def _in_store_unless_running(site: Site, command: Command) -> Outcome | None:
         return None
     try:
         with open_store(site.store_path) as store:
-
-            def last_part(machine: str, program: str) -> int | None:
-                n = store.next_part_numbers(machine).get(program)
-                return n - 1 if n is not None else None
-
-            if isinstance(command, RecordAction):
-                action = make_action(
-                    site, dataclasses.replace(command, source="store"), store.alert, last_part, store_part_lookup(store)
-                )
-                store.record_action(action)
-                return Outcome(None, action)
-            alert = store.alert(command.alert_id)
-            if alert is None:
-                raise MonitorError(f"no alert {command.alert_id}; list them with `monitor alerts`")
-            if alert.state is AlertState.CLOSED:
-                raise MonitorError(f"alert {command.alert_id} is already closed")
-            closing = isinstance(command, CloseAlert)
-            now = datetime.now(UTC)
-            changed = dataclasses.replace(alert, state=AlertState.CLOSED if closing else AlertState.ACKNOWLEDGED, time=now)
-            done = Action(
-                id=uuid.uuid4().hex,
-                time=now,
-                kind=ActionKind.CLOSE if closing else ActionKind.ACKNOWLEDGE,
-                machine=alert.machine,
-                program=alert.program,
-                feature=alert.feature,
-                user=command.user.name,
-                role=command.user.role,
-                source="store",
-                condition_id=alert.id,
-                part_number=last_part(alert.machine, alert.program),
-                comment=command.comment,
-            )
-            store.record_alerts([changed])
-            store.record_action(done)
-            return Outcome(changed, done)
+            return _apply(site, store, command)
     finally:
         lock.release()

@@ -28,6 +28,7 @@ from adapters.mtconnect.config import MtConnectAddress, MtConnectSource
 from adapters.opcua.addressing import APP_PREFIX, PREFIXES, BrowsePathAddress, parse_address
 from adapters.opcua.config import OpcUaAddress, OpcUaOffsets, OpcUaSource
 from adapters.replay import ReplaySource
+from monitor.dburl import check_url
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue
 from monitor.inspection.config import PROBE_SOURCE, InspectionProgramConfig, InspectionSiteConfig, MeasuredByConfig, ReportConfig
@@ -423,14 +424,32 @@ SignalName = Annotated[str, AfterValidator(_check_signal_name)]
 
 
 class StoreConfig(BaseModel):
-    """The embedded SQLite store; relative paths are taken from the site file's folder.
+    """Where the monitor keeps its evidence: an embedded SQLite file (the default, nothing to install),
+    or with ``url`` a PostgreSQL database that several cell daemons share (docs/plant.md).
 
     Parts, measurements and alerts are the batch's evidence and are never deleted. Raw signal
     history is opt-in (``signals``, the same modes as the InfluxDB sink's) and is deleted after
     ``signal_retention_days``; ``monitor signals`` reads it, ``monitor backup`` copies the store."""
 
     model_config = _STRICT
-    path: Path = Field(default=Path("monitor.db"), description="SQLite file; relative to the site file's folder")
+    path: Path = Field(
+        default=Path("monitor.db"),
+        description="SQLite file; relative to the site file's folder. With `url` set it only names where the daemon "
+        "keeps its local runtime files (<path>.daemon.json)",
+    )
+    url: str | None = Field(
+        default=None,
+        description="PostgreSQL store shared by several cell daemons: postgresql://USER@HOST:PORT/DATABASE "
+        "(no password here: set PGPASSWORD in the daemon's environment or use ~/.pgpass); needs the postgres extra "
+        "(pip install 'cnc-drift-monitor[postgres]')",
+    )
+    lease_s: float = Field(
+        default=15.0,
+        ge=2.0,
+        le=600.0,
+        description="shared store only: how long a daemon's hold on its machines lasts without a heartbeat; a standby "
+        "takes over within about this long after the owner dies",
+    )
     signals: dict[SignalName, RawSignalConfig] = Field(
         default_factory=dict,
         description="raw signals kept in the store for troubleshooting (monitor signals), by canonical name: "
@@ -439,6 +458,11 @@ class StoreConfig(BaseModel):
     signal_retention_days: float = Field(
         default=14.0, gt=0, description="raw signal history older than this many days is deleted (checked hourly)"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v)
 
 
 MIN_TOKEN_LENGTH = 16
@@ -747,8 +771,14 @@ class Site:
 
     @property
     def store_path(self) -> Path:
+        """The SQLite file, or with a shared store where this daemon's local runtime files go."""
         p = self.config.store.path
         return p if p.is_absolute() else self.path.parent / p
+
+    @property
+    def store_location(self) -> Path | str:
+        """What :func:`monitor.store.open_store` opens: the PostgreSQL URL, else the SQLite file."""
+        return self.config.store.url or self.store_path
 
     def machine_ids(self) -> list[str]:
         return list(dict.fromkeys(m.id for m in self.config.machines))

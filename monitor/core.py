@@ -40,6 +40,7 @@ from monitor.inspection.importer import ImportOptions, ImportSummary, ResultsOut
 from monitor.model import ActionKind, Alert, Observation, PartRecord, out_of_tolerance
 from monitor.runtime import StoreLock
 from monitor.store import Store, StoreReader, open_store
+from monitor.store.lease import MachineLease, take_lease
 from monitor.users import authorize
 
 if TYPE_CHECKING:  # the pipeline (detection, scipy) loads when a core opens: a CLI client of the core does not pay for it
@@ -57,6 +58,7 @@ __all__ = [
     "Output",
     "RecordAction",
     "StatusPart",
+    "machine_lease",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,16 +122,32 @@ class MonitorApi(Protocol):
         ...
 
 
+def machine_lease(site: Site) -> MachineLease:
+    """The lease of every machine of ``site`` in its shared store (not taken yet)."""
+    url = site.config.store.url
+    if url is None:
+        raise ValueError("a SQLite store has a lock file, not leases")
+    return MachineLease(url, site.machine_ids(), cell=site.config.site, ttl_s=site.config.store.lease_s)
+
+
 class MonitorCore:
     """One site's store, pipeline, event hub and alert state; a :class:`MonitorApi`. Build with :meth:`open`."""
 
     def __init__(
-        self, site: Site, store: Store, pipeline: Pipeline, lock: StoreLock, worker: ThreadPoolExecutor, hub: EventHub
+        self,
+        site: Site,
+        store: Store,
+        pipeline: Pipeline,
+        lock: StoreLock | MachineLease,
+        worker: ThreadPoolExecutor,
+        hub: EventHub,
     ) -> None:
         self._site = site
         self._store = store
         self._pipeline = pipeline
         self._lock = lock
+        self.lease = lock if isinstance(lock, MachineLease) else None
+        """The machines' leases in a shared store (the daemon renews them), None for a SQLite store."""
         self._worker = worker
         self.hub = hub
         self._outputs: list[Output] = []
@@ -138,18 +156,28 @@ class MonitorCore:
 
     # ------------------------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, site: Site, *, hub: EventHub | None = None, lock_timeout_s: float = 10.0) -> MonitorCore:
-        """Take the store's lock, open the store and build the pipeline (all off the event loop)."""
+    async def open(
+        cls, site: Site, *, hub: EventHub | None = None, lock_timeout_s: float = 10.0, lease: MachineLease | None = None
+    ) -> MonitorCore:
+        """Take the store's lock, open the store and build the pipeline (all off the event loop).
+
+        A shared (PostgreSQL) store has no lock file: the site's machines' ``lease`` is taken
+        instead (given already held by a standby that waited for it, else taken here within
+        ``lock_timeout_s``), and every write is fenced by it."""
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         loop = asyncio.get_running_loop()
-        lock = StoreLock(site.store_path)
+        url = site.config.store.url
+        lock: StoreLock | MachineLease = StoreLock(site.store_path) if url is None else lease or machine_lease(site)
         opened: list[Store] = []
 
         from monitor.pipeline import Pipeline
 
         def build() -> tuple[Store, Pipeline]:
-            lock.acquire(lock_timeout_s)
-            store = open_store(site.store_path)
+            if isinstance(lock, StoreLock):
+                lock.acquire(lock_timeout_s)
+            elif lock.valid_for_s <= 0:
+                take_lease(lock, lock_timeout_s)
+            store = open_store(site.store_location, fence=lock.fence if isinstance(lock, MachineLease) else None)
             opened.append(store)
             return store, Pipeline(site, store)
 

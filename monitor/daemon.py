@@ -36,6 +36,7 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,7 @@ from adapters.base import Adapter, ObservationQueue
 from monitor.commands import ApplyOffset
 from monitor.config import Site, load_site
 from monitor.control import new_token, serve_control
-from monitor.core import CoreCounts, MonitorCore
+from monitor.core import CoreCounts, MonitorCore, machine_lease
 from monitor.dashboard.server import serve_dashboard
 from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.inspection.watch import FolderWatcher
@@ -58,6 +59,7 @@ from monitor.reload import ConfigVersion, plan_reload, source_key
 from monitor.retry import Backoff, Retry
 from monitor.runtime import RuntimeInfo, remove_runtime, write_runtime
 from monitor.service.notify import Notifier
+from monitor.store.lease import LeaseLost, MachineLease
 from monitor.supervisor import SourceSupervisor
 
 __all__ = ["STORE_BACKOFF", "Daemon", "OutputSink", "install_signal_handlers", "open_core", "run_daemon", "source_key"]
@@ -66,6 +68,9 @@ log = logging.getLogger(__name__)
 
 STORE_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 """Waits between attempts to open a store that cannot be opened yet (a full disk)."""
+EXIT_LEASE_LOST = 75
+"""The exit status of a daemon that lost its machines' leases and whose clean stop hung (EX_TEMPFAIL:
+systemd's Restart= brings it back, as a standby)."""
 
 
 class OutputSink(Protocol):
@@ -238,7 +243,9 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then shut down cleanly, flushing everything."""
         try:
-            open_alerts = await self.core.read(lambda store: store.alerts(open_only=True))  # for outputs that count them
+            ours = set(self.site.machine_ids())  # a shared store holds other cells' alerts too
+            stored = await self.core.read(lambda store: store.alerts(open_only=True))  # for outputs that count them
+            open_alerts = [a for a in stored if a.machine in ours]
             self.sinks = [*build_sinks(self.site, open_alerts=open_alerts)]
             for sink in self.sinks:
                 self.core.add_output(sink.offer)
@@ -254,6 +261,8 @@ class Daemon:
                 inspection = tg.create_task(self.watcher.run(), name="inspection")
                 lag = tg.create_task(self.metrics.measure_loop_lag(), name="loop-lag")
                 auto_apply = tg.create_task(self.offsets.run_auto(), name="offsets:auto_apply")
+                if self.core.lease is not None:
+                    leases = tg.create_task(self._hold_leases(self.core.lease), name="leases")
                 await self._serve(stack)
                 await self.status()
                 watchdog = tg.create_task(self.notifier.keep_alive(self.status_line), name="watchdog")
@@ -291,6 +300,8 @@ class Daemon:
                     task.cancel()
                 watchdog.cancel()
                 lag.cancel()
+                if self.core.lease is not None:
+                    leases.cancel()
         finally:
             self.notifier.close()
             log.info("daemon stopped")
@@ -500,6 +511,46 @@ class Daemon:
                 last_health = now
                 log.info("health %s", body)
 
+    # ------------------------------------------------------------------ leases
+    async def _hold_leases(self, lease: MachineLease) -> None:
+        """Renew the machines' leases (a shared store) every third of their time, with this daemon's
+        health for the plant view. When they cannot be renewed before they run out by this daemon's
+        own clock, or another daemon took them, stop writing at once (the store's fence refuses
+        every write from now on without asking the server) and end the daemon with LeaseLost."""
+        every = lease.ttl_s / 3
+        wait = min(every, lease.valid_for_s / 2)
+        with contextlib.suppress(TimeoutError):  # the first renewal says where the dashboard is, once it is up
+            async with asyncio.timeout(wait):
+                await self.started.wait()
+                wait = 0.0
+        while True:
+            await asyncio.sleep(wait)
+            info = {"dashboard": self.dashboard_url, "status": self.status_line()}
+            try:
+                async with asyncio.timeout(max(lease.valid_for_s, 0.01)):
+                    await asyncio.to_thread(lease.renew, info)
+                wait = every
+            except LeaseLost:
+                self._lease_lost(lease)
+                raise
+            except (StoreError, TimeoutError) as exc:
+                if lease.valid_for_s <= 0:
+                    self._lease_lost(lease)
+                    raise LeaseLost(
+                        f"could not renew the leases of {', '.join(lease.machines)} in time ({exc or 'no answer'}); "
+                        "this daemon stopped writing for them (a standby takes over)"
+                    ) from exc
+                log.warning("lease renewal failed (%s); %.1f s left, retrying", exc, lease.valid_for_s)
+                wait = min(1.0, lease.valid_for_s / 3)
+
+    def _lease_lost(self, lease: MachineLease) -> None:
+        lease.lose()
+        log.critical("lost the leases of %s: no more writes for them; stopping", ", ".join(lease.machines))
+        # the clean stop may hang on a store connection the network cut: end the process anyway
+        timer = threading.Timer(max(lease.ttl_s, 5.0), os._exit, args=(EXIT_LEASE_LOST,))
+        timer.daemon = True
+        timer.start()
+
     # ------------------------------------------------------------------ reload
     def request_reload(self) -> None:
         """SIGHUP: reload the site and program files soon (requests while one waits are merged)."""
@@ -600,13 +651,57 @@ async def open_core(site: Site, *, lock_timeout_s: float = 10.0) -> AsyncIterato
         await core.aclose()
 
 
+async def _wait_for_leases(site: Site, stop: asyncio.Event, notifier: Notifier) -> MachineLease | None:
+    """A shared store: take the site's machines' leases, waiting as a standby while another daemon
+    holds them (polling a few times per lease period); None if stopped first."""
+    lease = machine_lease(site)
+    retry = Retry(STORE_BACKOFF)
+    said = ""
+    poll = min(1.0, lease.ttl_s / 5)
+    while not stop.is_set():
+        try:
+            if await asyncio.to_thread(lease.try_acquire):
+                log.info(
+                    "holding the leases of %s as %s (generations %s)",
+                    ", ".join(lease.machines),
+                    lease.owner,
+                    lease.fence.generations,
+                )
+                return lease
+            wait = poll
+            retry.succeeded()
+            who = lease.waiting_for()
+            if who != said:
+                said = who
+                log.warning("standby: the machines are held by %s; taking over when they stop renewing", who)
+                notifier.notify(f"STATUS=standby: waiting for {who}")
+        except StoreError as exc:
+            if not exc.retryable:
+                lease.close()
+                raise
+            if retry.failures == 0:
+                log.error("%s; waiting for the store before taking the machines (retrying with backoff)", exc)
+            wait = retry.failed()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await stop.wait()
+    lease.close()
+    return None
+
+
 async def _open_core_when_possible(site: Site, stop: asyncio.Event, notifier: Notifier) -> MonitorCore | None:
     """Open the site's core; while the store cannot be opened for a reason that waiting can cure (a
-    full disk: SQLite needs a few KiB to open), say why once and retry with backoff. None if stopped first."""
+    full disk: SQLite needs a few KiB to open), say why once and retry with backoff. None if stopped first.
+    A shared store's standby waits here for the machines' leases."""
     retry = Retry(STORE_BACKOFF)
+    lease: MachineLease | None = None
+    if site.config.store.url is not None:
+        lease = await _wait_for_leases(site, stop, notifier)
+        if lease is None:
+            return None
     while True:
         try:
-            return await MonitorCore.open(site)
+            return await MonitorCore.open(site, lease=lease)
         except StoreError as exc:
             if not exc.retryable:
                 raise
@@ -633,13 +728,24 @@ async def run_daemon(
     if opened is None:  # stopped while waiting for the store
         notifier.close()
         return
-    async with opened as core:
-        daemon = Daemon(core, notifier=notifier)
-        install_signal_handlers(stop, daemon.request_reload)
-        runner = asyncio.create_task(daemon.run(stop))
-        started = asyncio.create_task(daemon.started.wait())
-        await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
-        if on_start is not None and daemon.started.is_set():
-            await on_start(daemon)
-        await runner
-        started.cancel()
+    try:
+        async with opened as core:
+            daemon = Daemon(core, notifier=notifier)
+            install_signal_handlers(stop, daemon.request_reload)
+            runner = asyncio.create_task(daemon.run(stop))
+            started = asyncio.create_task(daemon.started.wait())
+            await asyncio.wait({runner, started}, return_when=asyncio.FIRST_COMPLETED)
+            if on_start is not None and daemon.started.is_set():
+                await on_start(daemon)
+            await runner
+            started.cancel()
+    except BaseExceptionGroup as group:
+        lost = group.subgroup(LeaseLost)
+        if lost is None:
+            raise
+        raise _first_leaf(lost) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

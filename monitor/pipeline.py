@@ -167,7 +167,13 @@ class Pipeline:
         """Steps of offsets written between parts, by machine: (controller time the machine came to rest
         before the write, program, feature, shifts); each reaches the detectors with the first part that
         started after that time, whatever parts were still on their way through the trackers."""
-        shares = store.load_detector_states(ENGINE_STATE)
+        # a shared store holds other cells' machines too: this site resumes its own machines only
+        ours = {ENGINE_STATE + m for m in site.machine_ids()}
+        shares = {
+            name: state
+            for name, state in store.load_detector_states(ENGINE_STATE).items()
+            if name.split("/", 1)[0] in ours  # a machine's shares: drift-engine:<machine>[/<share>]
+        }
         self.engine = DriftEngine.from_states(site.programs, shares.values(), **_machines(site))
         self._states = _StateChain()
         self._stored_shares = set(shares)

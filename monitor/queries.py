@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 from monitor.codec import action_text, action_to_dict, alert_to_dict
 from monitor.config import Site, load_site
-from monitor.errors import ConfigError
-from monitor.model import Action, Alert, Feature, PartRecord, out_of_tolerance
+from monitor.dburl import redact
+from monitor.errors import ConfigError, MonitorError
+from monitor.model import Action, Alert, Feature, PartRecord, Severity, out_of_tolerance
 from monitor.store import Store, StoreReader, open_store
 
 __all__ = [
@@ -19,11 +21,13 @@ __all__ = [
     "action_text",
     "alert_row",
     "capability_rows",
+    "cell_machines",
     "check_summary",
     "follow_alerts",
     "open_site_store",
     "parse_since",
     "part_row",
+    "plant_rows",
     "site_part_row",
 ]
 
@@ -59,7 +63,7 @@ def check_summary(path: Path) -> dict[str, Any]:
     sinks = site.config.sinks
     return {
         "site": site.config.site,
-        "store": str(site.store_path),
+        "store": redact(str(site.store_location)),
         "machines": machines,
         "programs": programs,
         "sinks": [n for n, v in (("influx", sinks.influx), ("mqtt", sinks.mqtt)) if v] + ["webhook"] * len(sinks.webhooks),
@@ -174,7 +178,7 @@ def capability_rows(
 def open_site_store(site_path: Path) -> Store:
     """The store a site's daemon writes, opened read-only for the CLI (works on a read-only mount,
     on a full disk, and for a user who may only read it)."""
-    return open_store(load_site(site_path).store_path, read_only=True)
+    return open_store(load_site(site_path).store_location, read_only=True)
 
 
 def follow_alerts(
@@ -190,3 +194,50 @@ def follow_alerts(
             if (machine and alert.machine != machine) or (program and alert.program != program):
                 continue
             yield alert
+
+
+def cell_machines(store: StoreReader, site: Site, cell: str) -> list[str]:
+    """The machines of ``cell`` in the site's store: from the machines' leases in a shared store,
+    and this site's own machines when ``cell`` is this site. Raises MonitorError naming the cells
+    there are when there is no such cell."""
+    owners = store.machine_owners()
+    machines = {o["machine"] for o in owners if o["cell"] == cell}
+    if cell == site.config.site:
+        machines.update(site.machine_ids())
+    if not machines:
+        cells = sorted({o["cell"] for o in owners} | {site.config.site})
+        raise MonitorError(f"no cell {cell!r} in the store; the cells are {', '.join(cells)}")
+    return sorted(machines)
+
+
+def plant_rows(store: StoreReader, site: Site, status: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every machine of every cell the store holds, with its owning daemon and its health: the
+    plant view (``monitor plant``, the dashboard's /plant). ``status`` is this daemon's own machine
+    status (the dashboard has it live). A SQLite store shows this site's cell only."""
+    owners = {o["machine"]: o for o in store.machine_owners()}
+    machines = sorted(set(owners) | set(site.machine_ids()), key=lambda m: (owners.get(m, {}).get("cell", site.config.site), m))
+    open_by_machine: dict[str, Counter[str]] = {}
+    for alert in store.alerts(open_only=True, machines=machines):
+        open_by_machine.setdefault(alert.machine, Counter())[str(alert.severity)] += 1
+    rows = []
+    for machine in machines:
+        owner = owners.get(machine, {})
+        own = status.get(machine) if status is not None else None
+        counts = open_by_machine.get(machine, Counter())
+        rows.append(
+            {
+                "cell": owner.get("cell", site.config.site),
+                "machine": machine,
+                "owner": owner.get("owner"),
+                "host": owner.get("host"),
+                "live": owner.get("live", own is not None),
+                "heartbeat_age_s": owner.get("heartbeat_age_s"),
+                "generation": owner.get("generation"),
+                "health": owner.get("status"),
+                "dashboard": owner.get("dashboard"),
+                "connection": own.get("connection") if own else None,
+                "parts": store.part_count(machine=machine),
+                "open_alerts": {str(s): counts.get(str(s), 0) for s in reversed(Severity)},
+            }
+        )
+    return rows

@@ -124,6 +124,8 @@ def plan_reload(old: Site, new: Site) -> ReloadPlan:
     ]
     if old.store_path != new.store_path:
         restart.insert(0, "store.path")
+    if old.store_location != new.store_location or old.config.store.lease_s != new.config.store.lease_s:
+        restart.insert(0, "store.url")
     return ReloadPlan(
         added=tuple(k for k in after if k not in before),
         removed=tuple(k for k in before if k not in after),

@@ -1,5 +1,5 @@
 """A daemon stopped and restarted resumes its MTConnect source where it stopped: parts made while
-it was down are recovered from the agent's buffer, none is stored twice."""
+it was down are recovered from the agent's buffer, none is stored twice. With either store backend."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from monitor.model import PartStatus
 from monitor.sim import SimCell, SimEvent, load_scenario
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import SqliteStore
+from monitor.store import open_store
 from tests.daemons import running_daemon
+from tests.stores import Backend
 
 
 async def _run(site: Site, until_parts: int, feed: list[SimEvent], binding: SimAgentBinding) -> None:
@@ -25,7 +26,7 @@ async def _run(site: Site, until_parts: int, feed: list[SimEvent], binding: SimA
         await running.parts(until_parts, timeout_s=60)
 
 
-async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
+async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path, backend: Backend) -> None:
     cell = SimCell(load_scenario("tool_wear"), seed=3, parts=10)
     (machine,) = cell.machines
     events = list(cell.events())
@@ -40,6 +41,7 @@ async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
                     "site": "resume",
                     "programs": str(PROGRAMS_DIR),
                     "dashboard": {"enabled": False},
+                    **({"store": {"url": backend.location}} if backend.name == "postgres" else {}),
                     "machines": [
                         {
                             "id": machine.id,
@@ -53,13 +55,13 @@ async def test_restart_resumes_from_the_saved_sequence(tmp_path: Path) -> None:
         )
         site = load_site(site_file)
         await _run(site, 4, first, binding)  # the 5th part leaves the tracker at shutdown
-        with SqliteStore(site.store_path) as store:
+        with open_store(site.store_location) as store:
             assert store.part_count() == 5
             assert store.load_position(machine.id, f"mtconnect {binding.url}") is not None
         for event in second:  # made while the monitor was down
             binding.publish(event)
         await _run(site, 5, [], binding)
-    with SqliteStore(site.store_path) as store:
+    with open_store(site.store_location) as store:
         parts = store.parts()
     assert [p.part_number for p in parts] == list(range(1, 11))
     assert all(p.status is PartStatus.COMPLETE for p in parts), [(p.part_number, p.notes) for p in parts]

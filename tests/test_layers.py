@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.errors",
             "monitor.model",
             "monitor.codec",
+            "monitor.dburl",
             "monitor.retry",
             "monitor.yamlmarks",
             "monitor.logs",

@@ -1,20 +1,37 @@
-"""The SQLite store: transactions per part, stable keys, migrations, and surviving a killed writer."""
+"""The store contract, for every backend (SQLite and PostgreSQL, the ``backend`` fixture): transactions
+per part, stable keys, migrations, and surviving a killed writer."""
 
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from monitor.errors import StoreError
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity, SpindleStats, ToolUse
-from monitor.store import SCHEMA_VERSION, SqliteStore
+from monitor.model import (
+    Action,
+    ActionKind,
+    Alert,
+    AlertKind,
+    AlertState,
+    ConditionState,
+    PartRecord,
+    PartStatus,
+    Register,
+    RegisterKind,
+    Role,
+    Severity,
+    SpindleStats,
+    ToolUse,
+)
+from monitor.store import SCHEMA_VERSION
+from tests.stores import Backend
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
@@ -52,8 +69,8 @@ def alert(n: int, state: AlertState = AlertState.OPEN) -> Alert:
     )
 
 
-def test_part_round_trips_and_is_stored_once(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "m.db") as store:
+def test_part_round_trips_and_is_stored_once(backend: Backend) -> None:
+    with backend.open() as store:
         assert store.record_part(part(1), [alert(1)], [("engine", {"x": 1})]) is True
         assert store.record_part(part(1), [alert(1)]) is False
         assert store.parts() == [part(1)]
@@ -62,8 +79,8 @@ def test_part_round_trips_and_is_stored_once(tmp_path: Path) -> None:
         assert len(store.alert_events()) == 1  # the duplicate part wrote no alert either
 
 
-def test_filters_and_next_part_numbers(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "m.db") as store:
+def test_filters_and_next_part_numbers(backend: Backend) -> None:
+    with backend.open() as store:
         for n in range(1, 6):
             store.record_part(part(n))
         store.record_part(part(3, program="O2002"))
@@ -71,11 +88,13 @@ def test_filters_and_next_part_numbers(tmp_path: Path) -> None:
         assert [p.part_number for p in store.parts(machine="m1", program="O1001", last=2)] == [4, 5]
         assert store.next_part_numbers("m1") == {"O1001": 6, "O2002": 4}
         assert store.part_count(machine="m2") == 1
+        assert store.part_count(machine="m1", status=PartStatus.COMPLETE) == 6
+        assert store.part_count(status=PartStatus.ABORTED) == 0
         assert [p.part_number for p in store.parts(program="O1001", first_part=2, last_part=3, machine="m1")] == [2, 3]
 
 
-def test_alert_changes_update_one_row_and_keep_history(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "m.db") as store:
+def test_alert_changes_update_one_row_and_keep_history(backend: Backend) -> None:
+    with backend.open() as store:
         store.record_alerts([alert(1)])
         store.record_alerts([alert(1, AlertState.ACKNOWLEDGED)])
         assert [a.state for a in store.alerts()] == [AlertState.ACKNOWLEDGED]
@@ -83,27 +102,28 @@ def test_alert_changes_update_one_row_and_keep_history(tmp_path: Path) -> None:
         assert store.alerts(open_only=True) and not store.alerts(state=AlertState.CLOSED)
 
 
-def test_adapter_positions(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "m.db") as store:
+def test_adapter_positions(backend: Backend) -> None:
+    with backend.open() as store:
         store.save_position("m1", "mtconnect", {"instance": 7, "next": 1234})
         store.save_position("m1", "mtconnect", {"instance": 7, "next": 1300})
         assert store.load_position("m1", "mtconnect") == {"instance": 7, "next": 1300}
         assert store.load_position("m1", "opcua") is None
 
 
-def test_schema_version_and_newer_store_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    with SqliteStore(path) as store:
+def test_schema_version_and_newer_store_is_refused(backend: Backend) -> None:
+    with backend.open() as store:
         assert store.schema_version == SCHEMA_VERSION
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.close()
+    with backend.open(read_only=True) as store:
+        assert store.schema_version == SCHEMA_VERSION
+    backend.set_schema_version(SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="newer than this monitor"):
-        SqliteStore(path)
+        backend.open()
+    with pytest.raises(StoreError, match="newer than this monitor"):
+        backend.open(read_only=True)
 
 
-def test_a_failed_part_transaction_leaves_nothing(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "m.db") as store:
+def test_a_failed_part_transaction_leaves_nothing(backend: Backend) -> None:
+    with backend.open() as store:
         bad_alert = alert(1)
         object.__setattr__(bad_alert, "evidence", {"bad": object()})  # not JSON-able: fails mid-transaction
         with pytest.raises(TypeError):
@@ -116,8 +136,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from tests.test_store import part, alert
-    from monitor.store import SqliteStore
-    store = SqliteStore(sys.argv[1])
+    from monitor.store import open_store
+    store = open_store(sys.argv[1])
     for n in range(1, int(sys.argv[2]) + 1):
         store.record_part(part(n), [alert(n)] if n % 3 == 0 else [], [("engine", {"n": n})])
         print(n, flush=True)
@@ -125,13 +145,13 @@ WRITER = textwrap.dedent(
 )
 
 
-def _writer(db: Path, count: int) -> subprocess.Popen[str]:
+def _writer(db: Path | str, count: int) -> subprocess.Popen[str]:
     root = Path(__file__).resolve().parents[1]
     return subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(count)], stdout=subprocess.PIPE, text=True, cwd=root)
 
 
-def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+def test_killed_writer_leaves_no_torn_or_duplicated_part(backend: Backend) -> None:
+    db = backend.location
     total = 400
     proc = _writer(db, total)
     assert proc.stdout is not None
@@ -144,7 +164,7 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
     proc.wait()
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    with SqliteStore(db) as store:
+    with backend.open() as store:
         assert store.integrity_problems() == []
         stored = store.parts()
         assert len(stored) >= acknowledged  # every acknowledged commit survived
@@ -157,7 +177,7 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
     proc = _writer(db, total)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
-    with SqliteStore(db) as store:
+    with backend.open() as store:
         assert store.integrity_problems() == []
         assert [p.part_number for p in store.parts()] == list(range(1, total + 1))
         events = store.alert_events(limit=10_000)
@@ -165,14 +185,68 @@ def test_killed_writer_leaves_no_torn_or_duplicated_part(tmp_path: Path) -> None
     assert out.split()[-1] == str(total)
 
 
-def test_two_processes_creating_the_store_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "race.db"
-    code = "import sys; from monitor.store import SqliteStore; SqliteStore(sys.argv[1]).close()"
+def test_two_processes_creating_the_store_at_once(backend: Backend) -> None:
+    db = backend.location
+    code = "import sys; from monitor.store import open_store; open_store(sys.argv[1]).close()"
     root = Path(__file__).resolve().parents[1]
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(db)], cwd=root, stderr=subprocess.PIPE, text=True) for _ in range(4)
     ]
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
-    with SqliteStore(db) as store:
+    with backend.open() as store:
         assert store.schema_version == SCHEMA_VERSION
+
+
+def test_actions_are_kept_once_in_order_and_found_by_feature_or_condition(backend: Backend) -> None:
+    """Issue 15's record of what people did (schema 6 on both backends): an action stored twice is
+    stored once; read oldest first, by machine/program/feature or by the condition it answered."""
+    condition_id = "m1/O1001/hole1_dia/1"
+    register = Register(RegisterKind.TOOL_DIAMETER_WEAR, "value", 1.0, tool="12")
+    kinds = (ActionKind.ACKNOWLEDGE, ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED)
+    acts = [
+        Action(
+            id=f"a{i}",
+            time=T0 + timedelta(minutes=2, seconds=i),
+            kind=kind,
+            machine="m1",
+            program="O1001",
+            feature="hole1_dia",
+            user="olga",
+            role=Role.OPERATOR,
+            condition_id=condition_id if i < 2 else None,
+            part_number=1,
+            register=register if kind is ActionKind.OFFSET_APPLIED else None,
+            change=-0.004 if kind is ActionKind.OFFSET_APPLIED else None,
+            tool="12" if kind is ActionKind.TOOL_CHANGED else None,
+            comment="re-probed" if kind is ActionKind.ACKNOWLEDGE else "",
+        )
+        for i, kind in enumerate(kinds)
+    ]
+    other = replace(acts[2], id="b0", machine="m2", time=T0 + timedelta(minutes=3))
+    with backend.open() as store:
+        assert store.actions() == []
+        for a in [*acts, other]:
+            store.record_action(a)
+        store.record_action(acts[0])  # the same action twice is stored once
+        assert store.actions() == [*acts, other]
+        assert store.actions(condition_id=condition_id) == acts[:2]
+        assert store.actions(machine="m1", program="O1001", feature="hole1_dia", last=1) == acts[2:]
+        assert store.actions(machine="m2") == [other]
+        assert store.actions(feature="hole2_dia") == []
+    with backend.open(read_only=True) as reader:
+        assert reader.actions(last=2) == [acts[2], other]
+
+
+def test_a_refreshed_condition_changes_its_row_but_not_the_history(backend: Backend) -> None:
+    """A part that refreshes a condition (same level, fresher advice, strongest evidence of another
+    kind) sets the alert's row as it now stands, in the part's transaction, with no history event."""
+    condition = replace(alert(1), id="m1/O1001/hole1_dia/1", condition=ConditionState.WARNING, last_part=1)
+    refreshed = replace(condition, kind=AlertKind.EWMA, last_part=2, message="fresher advice", time=T0 + timedelta(minutes=2))
+    with backend.open() as store:
+        store.record_part(part(1), [condition])
+        assert store.record_part(part(2), refreshed=[refreshed]) is True
+        assert store.alerts() == [refreshed]
+        assert [a for _, a in store.alert_events()] == [condition]
+        assert store.record_part(part(2), refreshed=[replace(refreshed, message="again")]) is False  # stored: nothing written
+        assert store.alert(condition.id) == refreshed

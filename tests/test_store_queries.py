@@ -21,6 +21,7 @@ from monitor.detect.capability import Capability, capability
 from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, Severity
 from monitor.store import SqliteStore
 from monitor.store.sqlite import MIGRATIONS
+from tests.stores import Backend, BackendStore
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 SIGNALS = ("probe.hole1_x", "probe.hole1_y", "probe.hole1_dia")
@@ -64,16 +65,28 @@ def alert(n: int, machine: str, feature: str, severity: Severity = Severity.WARN
     )
 
 
+def _fill(s: BackendStore) -> None:
+    for p in parts():
+        alerts = (
+            [alert(p.part_number, p.machine, "hole1_dia" if p.part_number % 2 else "hole1_pos")]
+            if p.part_number % 10 == 0
+            else []
+        )
+        s.record_part(p, alerts)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "q.db") as s:
-        for p in parts():
-            alerts = (
-                [alert(p.part_number, p.machine, "hole1_dia" if p.part_number % 2 else "hole1_pos")]
-                if p.part_number % 10 == 0
-                else []
-            )
-            s.record_part(p, alerts)
+        _fill(s)
+        yield s
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[BackendStore]:
+    """The same parts and alerts in each backend: the answers below hold for both."""
+    with backend.open() as s:
+        _fill(s)
         yield s
 
 
@@ -81,7 +94,8 @@ def plan(store: SqliteStore, sql: str, args: tuple[object, ...]) -> str:
     return " | ".join(row[3] for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, args))
 
 
-def test_parts_by_machine_program_and_either_use_an_index_without_a_temporary_sort(store: SqliteStore) -> None:
+def test_parts_by_machine_program_and_either_use_an_index_without_a_temporary_sort(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     real = store._db
     seen: list[tuple[str, tuple[object, ...]]] = []
 
@@ -114,7 +128,7 @@ def test_parts_by_machine_program_and_either_use_an_index_without_a_temporary_so
         assert "USING" in text and ("INDEX" in text or "PRIMARY KEY" in text), (sql, text)
 
 
-def test_latest_parts_are_the_last_of_a_full_read(store: SqliteStore) -> None:
+def test_latest_parts_are_the_last_of_a_full_read(store: BackendStore) -> None:
     everything = store.parts(machine="m1", program="O1001")
     assert store.parts(machine="m1", program="O1001", last=25) == everything[-25:]
     complete = [p for p in everything if p.status is PartStatus.COMPLETE]
@@ -122,7 +136,7 @@ def test_latest_parts_are_the_last_of_a_full_read(store: SqliteStore) -> None:
     assert store.parts(machine="m2", last=3) == store.parts(machine="m2")[-3:]
 
 
-def test_measurement_series_equals_the_complete_parts_measurements(store: SqliteStore) -> None:
+def test_measurement_series_equals_the_complete_parts_measurements(store: BackendStore) -> None:
     complete = store.parts(machine="m1", program="O1001", status=PartStatus.COMPLETE)
     series = store.measurement_series("m1", "O1001", ["probe.hole1_y", "probe.hole1_dia"])
     assert [(p.part_number, p.end, p.key) for p in series] == [(p.part_number, p.end, p.key) for p in complete]
@@ -134,7 +148,7 @@ def test_measurement_series_equals_the_complete_parts_measurements(store: Sqlite
     assert store.measurement_series("m3", "O1001", SIGNALS) == []
 
 
-def test_feature_values_are_the_parts_that_measured_every_signal(store: SqliteStore) -> None:
+def test_feature_values_are_the_parts_that_measured_every_signal(store: BackendStore) -> None:
     complete = store.parts(machine="m2", program="O1001", status=PartStatus.COMPLETE)
     rows = store.feature_values("m2", "O1001", ["probe.hole1_x", "probe.hole1_y"])
     expected = [
@@ -145,7 +159,7 @@ def test_feature_values_are_the_parts_that_measured_every_signal(store: SqliteSt
     assert store.part_groups() == [("m1", "O1001"), ("m1", "O2002"), ("m2", "O1001")]
 
 
-def test_latest_alerts_with_filters_are_the_last_of_a_full_read(store: SqliteStore) -> None:
+def test_latest_alerts_with_filters_are_the_last_of_a_full_read(store: BackendStore) -> None:
     every = store.alerts()
     assert store.alerts(last=4) == every[-4:]
     mine = [a for a in every if a.machine == "m1" and a.feature == "hole1_dia"]

@@ -20,7 +20,7 @@ from monitor.cli._app import (
 )
 from monitor.errors import ConfigError, MonitorError
 
-__all__ = ["ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "run"]
+__all__ = ["CellOption", "ConfigOption", "JsonOption", "ack", "alerts", "check", "parts", "plant", "run"]
 
 ConfigOption = Annotated[
     Path,
@@ -141,6 +141,49 @@ def _print_connect(sources: list[dict[str, Any]]) -> None:
             console.print(f"  missing {signal}: {why}", soft_wrap=True, highlight=False)
 
 
+CellOption = Annotated[
+    str | None,
+    typer.Option(help="Only this cell's machines (a shared PostgreSQL store holds several cells; see `monitor plant`)."),
+]
+
+
+@app.command()
+def plant(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
+    """Every cell in the store with its machines, the daemon that owns each machine and its health
+    (a shared PostgreSQL store; a SQLite store shows this site's cell): who watches what, and whether
+    its lease is live."""
+    from monitor.config import load_site
+    from monitor.queries import open_site_store, plant_rows
+
+    try:
+        site = load_site(config)
+        with open_site_store(config) as store:
+            rows = plant_rows(store, site)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if not as_json:
+        for row in rows:
+            row["alerts"] = " ".join(f"{n} {sev}" for sev, n in row["open_alerts"].items() if n) or "none"
+            row["owner"] = row["owner"] or ("this site" if row["cell"] == site.config.site else "nobody")
+            row["lease"] = ("live" if row["live"] else "EXPIRED") + (
+                f", {row['heartbeat_age_s']:.0f} s ago" if row["heartbeat_age_s"] is not None else ""
+            )
+    emit_rows(
+        rows,
+        as_json=as_json,
+        columns=[
+            ("cell", "cell"),
+            ("machine", "machine"),
+            ("owner", "owning daemon"),
+            ("lease", "lease"),
+            ("parts", "parts"),
+            ("alerts", "open alerts"),
+            ("health", "owner's health"),
+        ],
+        title="plant",
+    )
+
+
 @app.command()
 def parts(
     config: ConfigOption = _DEFAULT_SITE,
@@ -155,6 +198,7 @@ def parts(
             "per feature over complete parts.",
         ),
     ] = False,
+    cell: CellOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List recorded parts, newest last, with their status and measurements (or, with
@@ -163,7 +207,7 @@ def parts(
     Every value of the controller's part counter has a row: parts made while their data was lost
     (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
     from monitor.config import load_site, load_site_file
-    from monitor.queries import open_site_store, site_part_row
+    from monitor.queries import cell_machines, open_site_store, site_part_row
 
     if capability:
         _capability(config, machine, program, as_json)
@@ -174,7 +218,8 @@ def parts(
                 site = load_site(config)  # the programs' limits mark bad parts
             except ConfigError:
                 site = load_site_file(config)  # a program file being edited has errors: list the parts anyway
-            rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last)]
+            machines = cell_machines(store, site, cell) if cell else None
+            rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last, machines=machines)]
     except MonitorError as exc:
         raise _fail(exc) from None
     if not as_json:
@@ -213,7 +258,7 @@ def _capability(config: Path, machine: str | None, program: str | None, as_json:
 
     try:
         site = load_site(config)
-        with open_store(site.store_path, read_only=True) as store:
+        with open_store(site.store_location, read_only=True) as store:
             rows = capability_rows(site, store, machine=machine, program=program)
     except MonitorError as exc:
         raise _fail(exc) from None
@@ -257,11 +302,13 @@ def alerts(
     since: Annotated[str | None, typer.Option(help="Only alerts changed since: 2h, 30m, 7d or an ISO time.")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only alerts not yet closed.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing alert changes as they are stored.")] = False,
+    cell: CellOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List conditions (one per machine, program and feature while not ok) and machine alerts as they
     stand now, with the advice of the last part; with --follow, print every state change as it happens."""
-    from monitor.queries import alert_row, follow_alerts, open_site_store, parse_since
+    from monitor.config import load_site
+    from monitor.queries import alert_row, cell_machines, follow_alerts, open_site_store, parse_since
 
     try:
         since_t = parse_since(since)
@@ -270,12 +317,16 @@ def alerts(
         raise typer.Exit(2) from None
     try:
         with open_site_store(config) as store:
-            rows = [alert_row(a) for a in store.alerts(machine=machine, program=program, since=since_t, open_only=open_only)]
+            machines = cell_machines(store, load_site(config), cell) if cell else None
+            found = store.alerts(machine=machine, program=program, since=since_t, open_only=open_only, machines=machines)
+            rows = [alert_row(a) for a in found]
             n = emit_rows(rows, as_json=as_json, columns=_ALERT_COLUMNS, title="alerts")
             if not as_json and n == 0 and not follow:
                 console.print("no alerts")
             if follow:
                 for alert in follow_alerts(store, machine=machine, program=program):
+                    if machines is not None and alert.machine not in machines:
+                        continue
                     row = alert_row(alert)
                     if as_json:
                         emit_json(row)

@@ -54,7 +54,7 @@ def import_(
     options = ImportOptions(machine=machine, program=program, part=part, serial=serial, units=units, replace=replace)
     try:
         site = load_site(config)
-        with open_store(site.store_path) as store:
+        with open_store(site.store_location) as store:
             summary = import_files(site, store, files, options, progress=None if as_json else _print_file)
             waiting = unmatched_rows(store)
     except MonitorError as exc:
@@ -137,7 +137,7 @@ def inspections(
     try:
         site = load_site(config)
         if unmatched:
-            with open_store(site.store_path) as store:
+            with open_store(site.store_location) as store:
                 rematch(site, store)
                 rows = unmatched_rows(store)
             n = emit_rows(
@@ -157,7 +157,7 @@ def inspections(
             if n == 0 and not as_json:
                 console.print("every imported result is matched to a part")
             return
-        with open_store(site.store_path, read_only=True) as store:
+        with open_store(site.store_location, read_only=True) as store:
             parts = store.parts(machine=machine, program=program, first_part=part, last_part=part)
             rows = actual_rows(inspection_values(site, store, parts))
     except MonitorError as exc:

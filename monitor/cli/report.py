@@ -58,7 +58,7 @@ def report(
         from monitor.report import summary, write_report
 
         site = load_site(config)
-        with open_store(site.store_path, read_only=True) as store:
+        with open_store(site.store_location, read_only=True) as store:
             result = write_report(
                 site,
                 store,

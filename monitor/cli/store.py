@@ -1,5 +1,5 @@
-"""Store maintenance: ``monitor backup`` (a consistent copy while the daemon writes) and
-``monitor signals`` (the raw signal history the store keeps)."""
+"""Store maintenance: ``monitor backup`` (a consistent copy while the daemon writes), ``monitor
+signals`` (the raw signal history the store keeps) and ``monitor store copy`` (SQLite to PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from monitor.cli._app import app, console, emit_json, emit_rows, err_console
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 
-__all__ = ["backup", "signals"]
+__all__ = ["backup", "signals", "store_copy"]
 
 
 @app.command()
@@ -32,6 +32,11 @@ def backup(
 
     try:
         site = load_site(config)
+        if site.config.store.url:
+            raise MonitorError(
+                "the store is a PostgreSQL database: back it up with the server's tools (pg_dump, or the "
+                "server's continuous archiving); `monitor backup` copies a SQLite store"
+            )
         result = backup_store(site.store_path, target, overwrite=force)
     except MonitorError as exc:
         raise _fail(exc) from None
@@ -78,3 +83,74 @@ def signals(
     except MonitorError as exc:
         raise _fail(exc) from None
     emit_rows(rows, as_json=as_json, columns=[("time", "time"), ("value", "value")], title=f"{machine} {signal}")
+
+
+store_app = typer.Typer(
+    name="store",
+    help="The store itself: move a cell's SQLite store into a plant's PostgreSQL store (docs/plant.md).",
+    no_args_is_help=True,
+)
+app.add_typer(store_app)
+
+
+@store_app.command("copy")
+def store_copy(
+    source: Annotated[
+        Path, typer.Option("--from", help="The cell's SQLite store (its site's store.path), e.g. /var/lib/monitor/monitor.db.")
+    ],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The PostgreSQL store: postgresql://USER@HOST:PORT/DATABASE (the password from PGPASSWORD or ~/.pgpass).",
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy a SQLite store into a PostgreSQL store: parts, measurements, alerts with their history,
+    detector states, source positions, signal history, inspection results.
+
+    Safe to run again (after an interruption, or to bring over what the cell stored since): what the
+    target holds already is left alone and nothing is stored twice. The source is only read. Every
+    part, alert change and actual of the source is checked to be in the target at the end; the
+    command fails if one is missing. Stop the cell's daemon before the last run, then point its site
+    file's store.url at the target."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+    from monitor.dburl import check_url
+    from monitor.store.copy import copy_store
+
+    try:
+        check_url(target)
+    except ValueError as exc:
+        err_console.print(f"--to: {exc}")
+        raise typer.Exit(2) from None
+    bar = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), console=err_console, disable=as_json)
+    tasks: dict[str, TaskID] = {}
+
+    def tell(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = bar.add_task(table, total=total)
+        bar.update(tasks[table], completed=done)
+
+    try:
+        with bar:
+            result = copy_store(source, target, progress=tell)
+    except MonitorError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        rows = [
+            {"table": t, "read": result.read.get(t, 0), "added": result.added.get(t, 0), "missing": result.missing.get(t, "")}
+            for t in result.read
+        ]
+        emit_rows(
+            rows,
+            as_json=False,
+            columns=[("table", "table"), ("read", "in the source"), ("added", "new in the target"), ("missing", "missing after")],
+            title=f"{result.source} -> {result.target} ({result.seconds:.1f} s)",
+        )
+    if any(result.missing.values()):
+        err_console.print(f"[bold red]error:[/] not everything is in the target: {result.missing}; run the copy again")
+        raise typer.Exit(1)

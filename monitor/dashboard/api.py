@@ -23,9 +23,9 @@ from monitor.codec import json_safe
 from monitor.commands import Acknowledge, CloseAlert, Command, OffsetApply, RecordAction, action_command, apply_offset_command
 from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
-from monitor.errors import ActionError, NotAllowed
+from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import action_row, alert_row, site_part_row
+from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_row
 from monitor.report import stored_capability
 from monitor.users import User, user_for_token
 
@@ -318,16 +318,51 @@ async def _floor(request: web.Request) -> web.Response:
     return _json({"site": site.config.site, "machines": await api.read(lambda store: floor_cards(site, machines, store))})
 
 
-def _read_parts(site: Site, store: StoreReader, machine: str | None, program: str | None, last: int) -> dict[str, Any]:
-    rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last)]
-    return {"parts": rows, "total": store.part_count(machine=machine, program=program)}
+def _read_parts(
+    site: Site,
+    store: StoreReader,
+    machine: str | None,
+    program: str | None,
+    last: int,
+    machines: list[str] | None = None,
+) -> dict[str, Any]:
+    rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last, machines=machines)]
+    if machines is None:
+        total = store.part_count(machine=machine, program=program)
+    else:
+        total = sum(store.part_count(machine=m, program=program) for m in machines if machine in (None, m))
+    return {"parts": rows, "total": total}
+
+
+async def _cell_machines(request: web.Request) -> list[str] | None:
+    """The machines of the ``cell`` the request names (a shared store's site filter), None for all."""
+    cell = _opt(request, "cell")
+    if cell is None:
+        return None
+    api = _api(request)
+    try:
+        return await api.read(lambda store: cell_machines(store, api.site, cell))
+    except MonitorError as exc:
+        raise _error(404, str(exc)) from None
 
 
 async def _parts(request: web.Request) -> web.Response:
     last = _last(request, PARTS_DEFAULT, PARTS_MAX)
     machine, program = _opt(request, "machine"), _opt(request, "program")
     site = _api(request).site
-    return _json(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last)))
+    machines = await _cell_machines(request)
+    return _json(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last, machines)))
+
+
+async def _plant(request: web.Request) -> web.Response:
+    """Every cell of the store with its machines, owners and health (the plant view)."""
+    api = _api(request)
+    status = (await api.status()).get("machines", {})
+    rows = await api.read(lambda store: plant_rows(store, api.site, status))
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault(row["cell"], []).append(row)
+    return _json({"this_cell": api.site.config.site, "cells": [{"cell": c, "machines": ms} for c, ms in cells.items()]})
 
 
 def _read_alerts(
@@ -338,8 +373,10 @@ def _read_alerts(
     last: int,
     feature: str | None,
     severity: str | None,
+    machines: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     alerts = store.alerts(
+        machines=machines,
         machine=machine,
         program=program,
         state=AlertState(state) if state in ("open", "acknowledged", "closed") else None,
@@ -360,9 +397,12 @@ async def _alerts(request: web.Request) -> web.Response:
         raise _error(400, "severity must be one of watch, warning, critical")
     last = _last(request, ALERTS_DEFAULT, ALERTS_MAX)
     machine, program, feature = _opt(request, "machine"), _opt(request, "program"), _opt(request, "feature")
-    rows = await _api(request).read(lambda store: _read_alerts(store, machine, program, state, last, feature, severity))
+    machines = await _cell_machines(request)
+    rows = await _api(request).read(lambda store: _read_alerts(store, machine, program, state, last, feature, severity, machines))
     # the store cannot write: its alert is not in the store yet, but it is the one to see first
     for waiting in _api(request).unstored_alerts():
+        if machines is not None and waiting.machine not in machines:
+            continue
         wanted = (
             (machine, waiting.machine),
             (program, waiting.program),
@@ -527,6 +567,7 @@ def add_api_routes(app: web.Application) -> None:
     r.add_get("/api/machines/{machine}", _machine)
     r.add_get("/api/floor", _floor)
     r.add_get("/api/parts", _parts)
+    r.add_get("/api/plant", _plant)
     r.add_get("/api/alerts", _alerts)
     r.add_post("/api/alerts/{alert_id:.+}/ack", _ack)
     r.add_post("/api/alerts/{alert_id:.+}/close", _close)

@@ -91,9 +91,14 @@ async def _alerts(request: web.Request) -> web.Response:
     return _page(request, "alerts", "Alerts", "Alerts")
 
 
+async def _plant(request: web.Request) -> web.Response:
+    return _page(request, "plant", "Plant", "Plant: every cell of the store")
+
+
 def add_page_routes(app: web.Application) -> None:
-    """Register the four pages."""
+    """Register the pages."""
     app.router.add_get("/", _cell)
     app.router.add_get("/machine", _machine)
     app.router.add_get("/feature", _feature)
     app.router.add_get("/alerts", _alerts)
+    app.router.add_get("/plant", _plant)

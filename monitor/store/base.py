@@ -70,8 +70,10 @@ class StoreReader(Protocol):
         last: int | None = None,
         first_part: int | None = None,
         last_part: int | None = None,
+        machines: Sequence[str] | None = None,
     ) -> list[PartRecord]:
-        """Parts in the order they ended; ``last`` keeps only the most recent N."""
+        """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only
+        these (a cell's, in a shared store)."""
         ...
 
     def has_part(self, key: str) -> bool: ...
@@ -93,8 +95,15 @@ class StoreReader(Protocol):
         feature: str | None = None,
         severity: str | None = None,
         last: int | None = None,
+        machines: Sequence[str] | None = None,
     ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently."""
+        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
+        ``machines``: only these."""
+        ...
+
+    def machine_owners(self) -> list[dict[str, Any]]:
+        """A shared store's machines with their cell and owning daemon (lease, health), by cell and
+        machine: the plant view. Empty for a store that one daemon owns (SQLite)."""
         ...
 
     def part_groups(self) -> list[tuple[str, str]]:

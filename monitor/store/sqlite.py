@@ -557,9 +557,13 @@ class SqliteStore:
         last: int | None = None,
         first_part: int | None = None,
         last_part: int | None = None,
+        machines: Sequence[str] | None = None,
     ) -> list[PartRecord]:
-        """Parts in the order they ended; ``last`` keeps only the most recent N."""
+        """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
         where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
+        if machines is not None:
+            where.append(f"machine IN ({','.join('?' * len(machines))})")
+            args.extend(machines)
         if first_part is not None:
             where.append("part_number >= ?")
             args.append(first_part)
@@ -604,11 +608,16 @@ class SqliteStore:
         feature: str | None = None,
         severity: str | None = None,
         last: int | None = None,
+        machines: Sequence[str] | None = None,
     ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently."""
+        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
+        ``machines``: only these."""
         where, args = _filters(
             machine=machine, program=program, state=str(state) if state else None, feature=feature, severity=severity
         )
+        if machines is not None:
+            where.append(f"machine IN ({','.join('?' * len(machines))})")
+            args.extend(machines)
         if since is not None:
             where.append("updated >= ?")
             args.append(since.isoformat())
@@ -622,6 +631,10 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [alert_from_dict(json.loads(r[0])) for r in reversed(rows)]
+
+    def machine_owners(self) -> list[dict[str, Any]]:
+        """A SQLite store belongs to the one daemon that holds its lock: no plant to show."""
+        return []
 
     def part_groups(self) -> list[tuple[str, str]]:
         """Every (machine, program) that has stored parts, sorted."""

@@ -14,6 +14,7 @@ from monitor.model import PartRecord, PartStatus
 from monitor.store import SCHEMA_VERSION, SqliteStore
 from monitor.store.sqlite import MIGRATIONS
 from tests.inspection.conftest import T0
+from tests.stores import Backend
 
 
 def _part(n: int, part_id: str | None) -> PartRecord:
@@ -65,7 +66,7 @@ def test_a_store_of_the_previous_schema_migrates_and_finds_old_parts_by_serial(t
         assert [p.part_number for p in store.parts_ended_before(T0 + timedelta(minutes=3), program="O1")] == [2, 1]
 
 
-def test_results_are_stored_once_and_replace_forgets_a_file(tmp_path: Path) -> None:
+def test_results_are_stored_once_and_replace_forgets_a_file(backend: Backend) -> None:
     dia = Characteristic("DIA", "Diameter", "7")
     result = InspectionResult(
         actuals=(Actual(dia, 10.01, "mm", "PASS", 10.0, 9.99, 10.02), Actual(dia, 10.012, "mm", "PASS", 10.0, 9.99, 10.02)),
@@ -74,7 +75,7 @@ def test_results_are_stored_once_and_replace_forgets_a_file(tmp_path: Path) -> N
     )
     key, actual_keys = result.key(), result.actual_keys()
     assert len(set(actual_keys)) == 2  # a "2X" callout: two actuals of one characteristic
-    with SqliteStore(tmp_path / "s.db") as store:
+    with backend.open() as store:
         changed, added = store.record_inspection("/a.qif", "qif", "sha-a", {}, [(key, result, actual_keys)])
         assert changed == [key] and added == 2
         seq = store.last_inspection_seq()
@@ -89,3 +90,14 @@ def test_results_are_stored_once_and_replace_forgets_a_file(tmp_path: Path) -> N
         assert store.forget_inspection_file("sha-b") == 0  # it brought nothing new
         assert store.forget_inspection_file("sha-a") == 2
         assert store.inspection_results() == [] and store.inspection_file("sha-a") is None
+
+
+def test_parts_by_serial_in_every_backend(backend: Backend) -> None:
+    with backend.open() as store:
+        for n, serial in ((1, "SN-A"), (2, "SN-B"), (3, None)):
+            store.record_part(_part(n, serial))
+        assert [p.part_number for p in store.parts_with_id("SN-A")] == [1]
+        assert [p.part_number for p in store.parts_with_id("SN-B", machine="m1", program="O1")] == [2]
+        assert store.parts_with_id("SN-B", machine="m2") == []
+        assert store.has_part_ids(program="O1") and not store.has_part_ids(program="O2")
+        assert [p.part_number for p in store.parts_ended_before(T0 + timedelta(minutes=3), program="O1")] == [2, 1]

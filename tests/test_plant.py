@@ -1,0 +1,115 @@
+"""One plant view: two cells' daemons on one PostgreSQL store; either daemon's dashboard shows both
+cells with their machines, owning daemons and health; the CLI and the API filter by cell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from monitor.config import load_site
+from monitor.sim import SimCell, load_scenario
+from monitor.sim.mtconnect_agent import SimAgentBinding
+from monitor.sim.process import PROGRAMS_DIR
+from tests.daemons import running_daemon
+from tests.requires import need_binary
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = 3
+
+
+def _site(folder: Path, cell: str, url: str, binding: SimAgentBinding, machine: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    site = folder / "site.yaml"
+    site.write_text(yaml.safe_dump({
+        "site": cell, "programs": str(PROGRAMS_DIR), "dashboard": {"port": 0}, "store": {"url": url},
+        "machines": [{"id": machine, "signals": binding.signal_map(machine), "tracking": {"grace_s": 2},
+                      "source": {"type": "mtconnect", "url": binding.url, "device": machine, "interval_ms": 20}}],
+    }))  # fmt: skip
+    return site
+
+
+async def _cli(site: Path, *args: str) -> Any:
+    """The CLI as a process, waited for without blocking the daemons running in this loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor", *args, "-c", str(site), "--json",
+        cwd=ROOT, env=os.environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def test_two_cells_on_one_store_show_as_one_plant(tmp_path: Path, pg_url: str) -> None:
+    sim = SimCell(load_scenario("stable"), seed=1, parts=PARTS)
+    first, second = sim.machines
+    async with SimAgentBinding([first, second]) as binding:
+        site_1 = _site(tmp_path / "cell-1", "cell-1", pg_url, binding, first.id)
+        site_2 = _site(tmp_path / "cell-2", "cell-2", pg_url, binding, second.id)
+        async with running_daemon(load_site(site_1)) as one, running_daemon(load_site(site_2)) as two:
+            for daemon in (one, two):
+                await daemon.until(lambda e: e.kind == "machine" and e.data["connection"] == "connected", timeout_s=60)
+            for event in sim.events():
+                binding.publish(event)
+            await one.parts(PARTS, timeout_s=60)
+            await two.parts(PARTS, timeout_s=60)
+            url = one.daemon.dashboard_url
+            assert url is not None
+            async with aiohttp.ClientSession() as session:
+                plant = await _get(session, url + "api/plant")
+                cell_2_parts = await _get(session, url + "api/parts?cell=cell-2")
+                cell_1_alerts = await _get(session, url + "api/alerts?cell=cell-1&state=active")
+                async with session.get(url + "api/parts?cell=cell-9") as resp:
+                    assert resp.status == 404 and "cell-1, cell-2" in (await resp.json())["error"]
+            await _browser_shows(url, {first.id, second.id})
+            cli_plant = await _cli(site_2, "plant")
+            cli_parts = await _cli(site_2, "parts", "--cell", "cell-1", "--last", "100")
+
+    assert plant["this_cell"] == "cell-1"
+    by_cell = {c["cell"]: c["machines"] for c in plant["cells"]}
+    assert [m["machine"] for m in by_cell["cell-1"]] == [first.id] and [m["machine"] for m in by_cell["cell-2"]] == [second.id]
+    for machines in by_cell.values():
+        [row] = machines
+        assert row["live"] and row["owner"] and row["parts"] >= PARTS, row  # each owned by its own daemon
+        assert row["health"], row  # the owner's status line, renewed with its lease
+    assert by_cell["cell-1"][0]["owner"] != by_cell["cell-2"][0]["owner"]
+    assert by_cell["cell-1"][0]["connection"] == "connected"  # this daemon's own machine, live
+    assert {p["machine"] for p in cell_2_parts["parts"]} == {second.id} and cell_2_parts["total"] >= PARTS
+    assert all(a["machine"] == first.id for a in cell_1_alerts["alerts"])
+    assert {(r["cell"], r["machine"]) for r in cli_plant} == {("cell-1", first.id), ("cell-2", second.id)}
+    assert {p["machine"] for p in cli_parts} == {first.id} and len(cli_parts) >= PARTS
+    # the daemons stopped cleanly: their leases were given up
+    released = await _cli(site_1, "plant")
+    assert not any(r["live"] for r in released)
+
+
+async def _browser_shows(url: str, machines: set[str]) -> None:
+    chromium = shutil.which("chromium") or need_binary("chromium", "chromium")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            await page.goto(url + "plant")
+            await page.wait_for_selector("#plant tbody tr[data-live='true'] >> nth=1", timeout=15_000)
+            shown = set(await page.locator("#plant tbody tr").evaluate_all("rows => rows.map(r => r.dataset.machine)"))
+            assert shown == machines
+            assert errors == []
+        finally:
+            await browser.close()
