@@ -36,14 +36,17 @@ def _site(folder: Path, cell: str, url: str, binding: SimAgentBinding, machine: 
     return site
 
 
-async def _cli(site: Path, *args: str) -> Any:
-    """The CLI as a process, waited for without blocking the daemons running in this loop."""
+async def _cli(site: Path, *args: str, status: int = 0) -> Any:
+    """The CLI as a process, waited for without blocking the daemons running in this loop: its JSON
+    lines (its error text when ``status`` is not 0)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", *args, "-c", str(site), "--json",
         cwd=ROOT, env=os.environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == status, err.decode()
+    if status:
+        return err.decode()
     return [json.loads(line) for line in out.decode().splitlines()]
 
 
@@ -94,6 +97,23 @@ async def test_two_cells_on_one_store_show_as_one_plant(tmp_path: Path, pg_url: 
     # the daemons stopped cleanly: their leases were given up
     released = await _cli(site_1, "plant")
     assert not any(r["live"] for r in released)
+    await _report_reads_one_cell(tmp_path, site_1, second.id, second.programs[0])
+
+
+async def _report_reads_one_cell(tmp_path: Path, site: Path, second: str, program: str) -> None:
+    """`monitor report --cell` on the shared store, from another cell's site file: that cell's
+    machines only, named as the report's site; without it, every cell's parts of the program."""
+    cell_2_parts = [p for p in await _cli(site, "parts", "--cell", "cell-2", "--last", "1000") if p["program"] == program]
+    all_parts = [p for p in await _cli(site, "parts", "--last", "1000") if p["program"] == program]
+    [cell_2] = await _cli(site, "report", "--program", program, "--out", str(tmp_path / "cell-2.html"), "--cell", "cell-2")
+    [whole] = await _cli(site, "report", "--program", program, "--out", str(tmp_path / "plant.html"))
+    assert (cell_2["site"], cell_2["machines"], cell_2["parts"]) == ("cell-2", [second], len(cell_2_parts))
+    assert cell_2_parts and {p["machine"] for p in cell_2_parts} == {second}
+    assert whole["site"] == "cell-1" and whole["parts"] == len(all_parts)
+    assert set(whole["machines"]) == {p["machine"] for p in all_parts}
+    assert "cell-2" in (tmp_path / "cell-2.html").read_text()
+    unknown = await _cli(site, "report", "--program", program, "--out", str(tmp_path / "x.html"), "--cell", "cell-9", status=1)
+    assert "no cell 'cell-9'" in unknown and "cell-1, cell-2" in unknown
 
 
 async def _browser_shows(url: str, machines: set[str]) -> None:

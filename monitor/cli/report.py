@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from monitor.cli._app import app, console, emit_json
-from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
+from monitor.cli.core import _DEFAULT_SITE, CellOption, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 
 __all__ = ["report"]
@@ -21,6 +21,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write (opens offline, charts embedded).")],
     config: ConfigOption = _DEFAULT_SITE,
     machine: Annotated[str | None, typer.Option("--machine", "-m", help="Only parts made on this machine.")] = None,
+    cell: CellOption = None,
     first: Annotated[int | None, typer.Option("--from", help="First part number of the batch.")] = None,
     last: Annotated[int | None, typer.Option("--to", help="Last part number of the batch.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write every measurement of every source as CSV.")] = None,
@@ -52,6 +53,7 @@ def report(
     against the required Ppk or Cpk; out-of-tolerance parts with their disposition, alerts and
     what was done, tools, sign-off lines. Prints to a clean PDF from any browser."""
     from monitor.config import load_site
+    from monitor.queries import cell_machines
     from monitor.store import open_store
 
     try:
@@ -65,6 +67,7 @@ def report(
                 program,
                 out,
                 machine=machine,
+                cell=(cell, cell_machines(store, site, cell)) if cell else None,
                 first_part=first,
                 last_part=last,
                 csv_out=csv_out,

@@ -15,6 +15,7 @@ Three parts, each tested alone:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,11 +74,14 @@ def write_report(
     csv_out: Path | None = None,
     measurements_out: Path | None = None,
     generated: datetime | None = None,
+    cell: tuple[str, Sequence[str]] | None = None,
     **header: Any,
 ) -> BatchReport:
     """What ``monitor report`` does: read the batch of ``program`` from ``store``, write the HTML
     (and the CSV), each through a temporary file so a reader never sees half a report.
-    ``header``: :class:`ReportHeader` fields that override the program file's ``report``."""
+    ``header``: :class:`ReportHeader` fields that override the program file's ``report``. ``cell``
+    (name, machines) reads one cell of a shared store (its machines from
+    :func:`monitor.queries.cell_machines`); the report then names that cell as its site."""
     config = site.programs.get(program)
     if config is None:
         known = ", ".join(sorted(site.programs)) or "none"
@@ -89,8 +93,9 @@ def write_report(
     report = build_report(
         store,
         config,
-        site=site.config.site,
+        site=cell[0] if cell is not None else site.config.site,
         machine=machine,
+        machines=cell[1] if cell is not None else None,
         first_part=first_part,
         last_part=last_part,
         generated=generated,

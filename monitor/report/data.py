@@ -530,17 +530,20 @@ def build_report(
     last_part: int | None = None,
     generated: datetime | None = None,
     header: ReportHeader | None = None,
+    machines: Sequence[str] | None = None,
 ) -> BatchReport:
     """Read the batch from the store and compute everything the report shows.
 
     Only complete parts enter the charts and capability; incomplete and aborted parts are counted
     and listed. Alerts are those of the program (and machine) raised on a part inside the range.
     ``header`` (default: the program file's ``report``) names the part and the acceptance rule.
+    ``machines`` keeps only those machines' parts and alerts (one cell of a shared store).
     """
     header = header or ReportHeader.of(program)
-    parts = store.parts(machine=machine, program=program.program, first_part=first_part, last_part=last_part)
+    parts = store.parts(machine=machine, program=program.program, first_part=first_part, last_part=last_part, machines=machines)
     if not parts:
         where = f" on {machine}" if machine else ""
+        where += f" on the cell's machines ({', '.join(machines) or 'none'})" if machines is not None else ""
         span = f" between parts {first_part} and {last_part}" if first_part is not None or last_part is not None else ""
         raise MonitorError(f"no parts of program {program.program}{where}{span} in the store; check `monitor parts`")
     parts.sort(key=lambda p: (p.part_number, p.machine, p.end))
@@ -556,7 +559,7 @@ def build_report(
     hi = last_part if last_part is not None else max(p.part_number for p in parts)
     alerts = [
         a
-        for a in store.alerts(machine=machine, program=program.program)
+        for a in store.alerts(machine=machine, program=program.program, machines=machines)
         if lo <= a.part_number <= hi or lo <= int(a.evidence.get("opened_at_part", a.part_number)) <= hi
     ]
     # Connection losses carry no program: include those of the batch's machines while it ran.
