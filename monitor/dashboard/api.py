@@ -27,6 +27,7 @@ from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
 from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_row
 from monitor.report import stored_capability
+from monitor.report.compare import feature_parts
 from monitor.users import User, user_for_token
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ OFFSET_KEY: web.AppKey[OffsetApply | None] = web.AppKey("offsets")
 """Where the application keeps the monitor it shows (the daemon's core)."""
 
 PARTS_DEFAULT, PARTS_MAX = 100, 5000
+SOURCES_DEFAULT = 500
+"""Most recent complete parts the feature page compares its measurement sources over (``last`` up to SERIES_MAX)."""
 ALERTS_DEFAULT, ALERTS_MAX = 500, 5000
 SERIES_MAX = 2000
 """Most parts a feature chart plots (the most recent ones)."""
@@ -441,6 +444,22 @@ async def _feature_handler(request: web.Request) -> web.Response:
     return web.json_response(safe, dumps=_json_text)
 
 
+async def _feature_parts_handler(request: web.Request) -> web.Response:
+    """Every measurement source of a feature side by side per part (probe, CMM, gauge), the probe's
+    bias against each, and each part's recorded disposition (:func:`monitor.report.compare.feature_parts`)."""
+    api = _api(request)
+    m, p, f = (request.match_info[k] for k in ("machine", "program", "feature"))
+    if m not in api.site.machine_ids():
+        raise _error(404, f"no machine {m!r} in this site")
+    site = api.site
+    feature = _feature(site, p, f)
+    if feature is None:
+        raise _error(404, f"program {p!r} has no feature {f!r} in this site")
+    last = _last(request, SOURCES_DEFAULT, SERIES_MAX)
+    program = site.programs[p]
+    return _json(await api.read(lambda store: feature_parts(store, program, feature, m, last=last)))
+
+
 def _authorize(request: web.Request) -> User:
     """Writes need a user's token (``users:``) or the site's shared dashboard token as a bearer
     token; refused outright when the site has neither."""
@@ -577,3 +596,4 @@ def add_api_routes(app: web.Application) -> None:
     r.add_post("/api/conditions/{alert_id:.+}/offset", _offset)
     r.add_get("/api/whoami", _whoami)
     r.add_get("/api/features/{machine}/{program}/{feature}", _feature_handler)
+    r.add_get("/api/features/{machine}/{program}/{feature}/parts", _feature_parts_handler)

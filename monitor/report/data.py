@@ -73,6 +73,7 @@ __all__ = [
     "build_report",
     "feature_capability",
     "judge",
+    "part_dispositions",
     "stored_capability",
     "stored_values",
     "stored_verdict",
@@ -567,7 +568,7 @@ def build_report(
     for m in sorted({p.machine for p in parts}):
         alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST and start <= _lost_at(a) <= end)
     outcomes = _alert_outcomes(store, alerts)
-    part_actions = _part_actions(store, program.program, parts)
+    part_actions = part_dispositions(store, program.program, parts)
     return BatchReport(
         site=site,
         program=program.program,
@@ -589,7 +590,7 @@ def build_report(
     )
 
 
-def _part_actions(store: StoreReader, program: str, parts: Sequence[PartRecord]) -> dict[str, tuple[Action, ...]]:
+def part_dispositions(store: StoreReader, program: str, parts: Sequence[PartRecord]) -> dict[str, tuple[Action, ...]]:
     """Every disposition recorded on the batch's parts, by part key. An action names its part by key;
     one recorded by number only (before keys were recorded) goes to the part of that number on that
     machine that ended last before the action (a part number recurs when a new batch starts)."""

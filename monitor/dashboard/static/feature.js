@@ -225,6 +225,95 @@
       (signals.length ? `; process not stable, indices not meaningful: ${signals.join("; ")}` : "");
   }
 
+  // ---- every measurement source of the feature, part by part (probe, CMM, gauge) -------------
+  const SOURCE_COLOR = ["#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a", "#00838f"];
+  const DISPOSITIONS = [["part_quarantined", "quarantined"], ["part_scrapped", "scrapped"],
+                        ["part_reworked", "reworked"], ["part_accepted", "accepted on concession"]];
+  const ROWS_MAX = 200;
+
+  function dispositionControls(p) {
+    const kind = el("select", { "aria-label": `disposition of part ${p.part_number}`, class: "disposition-kind" },
+      ...DISPOSITIONS.map(([k, label]) => el("option", { value: k }, label)));
+    const reason = el("input", { type: "text", class: "disposition-reason", placeholder: "reason (NCR, concession)",
+                                 "aria-label": `reason for part ${p.part_number}` });
+    const button = el("button", { type: "button", class: "record-disposition" }, "Record");
+    button.addEventListener("click", async () => {
+      if (!M.token.get()) { notice("Enter your token to record what became of a part.", "error"); return; }
+      button.disabled = true;
+      try {
+        const r = await M.act("/api/actions", { kind: kind.value, machine, program, feature, part_key: p.key,
+                                                part_number: p.part_number, reason: reason.value });
+        await refresh();  // (which clears the notice line: say what was recorded after it)
+        notice(`Part ${p.part_number}: ${r.action.text} (recorded by ${r.action.user})`, "ok");
+      } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+      finally { button.disabled = false; }
+    });
+    return el("div", { class: "disposition-form" }, kind, reason, button);
+  }
+
+  function drawSources(s) {
+    const section = document.getElementById("sources-section");
+    const names = s.sources.map((x) => x.source);
+    const several = names.length > 1;
+    const bad = s.parts.filter((p) => p.out_of_tolerance);
+    section.hidden = !several && !bad.length;
+    if (section.hidden) return;
+    section.dataset.sources = names.join(",");
+    document.getElementById("sources-title").textContent = several
+      ? `Measurement sources side by side: ${names.join(", ")}` : "Out-of-tolerance parts";
+    document.getElementById("bias").replaceChildren(...s.bias.map((b) =>
+      el("li", { "data-source": b.source, "data-mean": String(b.mean) }, b.text)));
+    const chartBox = document.getElementById("sources-chart");
+    chartBox.hidden = !several;
+    if (several) {
+      const traces = names.map((name, i) => {
+        const pts = s.parts.filter((p) => p.values[name]);
+        return { type: "scatter", mode: "lines+markers", name, x: pts.map((p) => p.part_number),
+                 y: pts.map((p) => p.values[name].value), line: { color: SOURCE_COLOR[i % SOURCE_COLOR.length], width: 1 },
+                 marker: { size: 6, color: pts.map((p) => p.values[name].in_tolerance ? SOURCE_COLOR[i % SOURCE_COLOR.length] : "#b71c1c") },
+                 hovertemplate: `${name} part %{x}<br>%{y:.4f}<extra></extra>` };
+      });
+      const limits = [s.limits.lower, s.limits.upper].filter((y) => y !== null && y !== undefined);
+      Plotly.react(chartBox, traces, {
+        margin: { l: 70, r: 20, t: 10, b: 45 }, height: 300, uirevision: "keep",
+        shapes: limits.map((y) => hline(y, "#c62828", "solid")),
+        xaxis: { title: { text: "part number" }, zeroline: false },
+        yaxis: { title: { text: s.unit === "deg" ? "angle (°)" : "value (mm)" }, tickformat: ".4f", zeroline: false },
+        legend: { orientation: "h", y: -0.25 },
+      }, { displaylogo: false, responsive: true });
+    }
+    const head = document.getElementById("sources-head");
+    head.replaceChildren(el("th", {}, "Part"), ...names.map((n) => el("th", {}, n)),
+      ...(several ? [el("th", {}, "difference (probe − other)")] : []), el("th", {}, "Disposition"));
+    const shown = (several ? s.parts : bad).slice().reverse().slice(0, ROWS_MAX);
+    const rows = shown.map((p) => {
+      const cells = [el("td", { class: "num" }, p.part_number)];
+      for (const n of names) {
+        const v = p.values[n];
+        cells.push(el("td", { class: "num", "data-source": n },
+          v ? (s.kind === "attribute" ? (v.in_tolerance ? "pass" : "fail") : el("span", { class: v.in_tolerance ? "" : "bad-value" }, num(v.value))) : "–"));
+      }
+      if (several) {
+        const probe = p.values.probe;
+        const diffs = names.filter((n) => n !== "probe" && probe && p.values[n] && s.kind !== "attribute")
+          .map((n) => `${n} ${(probe.value - p.values[n].value) >= 0 ? "+" : ""}${num(probe.value - p.values[n].value)}`);
+        cells.push(el("td", { class: "num" }, diffs.join(", ") || "–"));
+      }
+      const done = p.dispositions.map((a) => `${a.text} (${a.user}, ${time(a.time)})`).join("; ");
+      const cell = el("td", { class: "disposition" }, done ? el("div", { class: "done" }, done) : (p.out_of_tolerance
+        ? el("div", { class: "muted" }, "no disposition recorded") : ""));
+      if (p.out_of_tolerance) cell.append(dispositionControls(p));
+      cells.push(cell);
+      return el("tr", { "data-part": p.part_number, "data-key": p.key, class: p.out_of_tolerance ? "bad" : "" }, ...cells);
+    });
+    document.querySelector("#sources-table tbody").replaceChildren(...rows);
+    document.getElementById("sources-note").textContent =
+      `${s.parts.length} of the last ${s.scope} complete parts measured` +
+      (several ? `; ${s.sources.map((x) => `${x.source} ${x.n}`).join(", ")}` : "") +
+      (shown.length < (several ? s.parts : bad).length ? `; the latest ${shown.length} shown` : "") +
+      "; the report (monitor report) has the whole batch.";
+  }
+
   async function refresh() {
     try {
       const f = await api(`/api/features/${seg(machine)}/${seg(program)}/${seg(feature)}`);
@@ -232,6 +321,7 @@
       drawAxes(f);
       evidence(f);
       capability(f);
+      drawSources(await api(`/api/features/${seg(machine)}/${seg(program)}/${seg(feature)}/parts`));
       const acts = await api("/api/actions" + M.query({ machine, program, feature, last: 100 }));
       const actRows = acts.actions.map((a) => el("tr", { "data-action-id": a.id, "data-kind": a.kind },
         el("td", {}, time(a.time)), el("td", {}, `${a.user} (${a.role})`), el("td", { class: "num" }, a.part_number ?? "–"),
@@ -245,10 +335,11 @@
   }
 
   const soon = debounce(refresh, 1000);
+  M.tokenField(document.getElementById("token"), document.getElementById("whoami"));
   refresh();
   live({
     part: (p) => { if (p.machine === machine && p.program === program) soon(); },
     alert: (a) => { if (a.machine === machine && a.program === program && a.feature === feature) soon(); },
-    action: (a) => { if (a.machine === machine && a.feature === feature) soon(); },
+    action: (a) => { if (a.machine === machine && (a.feature === feature || a.part_key)) soon(); },
   });
 })();
