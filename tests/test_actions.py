@@ -394,6 +394,14 @@ def test_each_out_of_tolerance_part_of_one_condition_has_its_own_disposition_in_
     assert "scrapped" in per_feature[parts[4].key] and "accepted on concession" in per_feature[parts[5].key]
     assert "process: offset applied" in per_feature[parts[4].key]
 
+    log = [[td.text_content() for td in r.xpath("td")] for r in page.xpath("//table[@class='actions-log']//tr[td]")]
+    assert [(row[1].split(" ")[0], row[4], row[6].split(":")[0]) for row in log] == [
+        ("bob", "4", "part quarantined"),
+        ("bob", "5", "part quarantined"),
+        ("alice", "4", "part scrapped"),
+        ("alice", "5", "part accepted on concession"),
+        ("alice", "10", "offset applied"),
+    ]
     import csv as csv_module
 
     table = {int(r["part"]): r for r in csv_module.DictReader(csv_out.read_text(encoding="utf-8").splitlines())}

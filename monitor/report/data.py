@@ -70,6 +70,7 @@ __all__ = [
     "PartDisposition",
     "ReportHeader",
     "ToolSummary",
+    "batch_actions",
     "build_report",
     "feature_capability",
     "judge",
@@ -293,6 +294,8 @@ class BatchReport:
     """What became of each part (quarantined, scrapped, reworked, accepted), by part key, oldest first."""
     dispositions: Mapping[tuple[str, str, str], PartDisposition] = field(default_factory=dict)
     """Each out-of-tolerance value's disposition, by (feature, source, part key)."""
+    actions: tuple[Action, ...] = ()
+    """Every action taken during the batch, oldest first (:func:`batch_actions`)."""
 
     def disposition(self, feature: str, source: str, part_key: str) -> PartDisposition:
         """What was recorded about this part's out-of-tolerance value (nothing: an empty disposition)."""
@@ -569,6 +572,7 @@ def build_report(
         alerts.extend(a for a in store.alerts(machine=m) if a.kind is AlertKind.SIGNAL_LOST and start <= _lost_at(a) <= end)
     outcomes = _alert_outcomes(store, alerts)
     part_actions = part_dispositions(store, program.program, parts)
+    actions = batch_actions(store, program.program, parts, {a.id for a in alerts}, part_actions)
     return BatchReport(
         site=site,
         program=program.program,
@@ -587,7 +591,39 @@ def build_report(
         offsets=tuple(_controller_writes(store, program.program, {p.machine for p in parts}, {a.id for a in alerts})),
         part_actions=part_actions,
         dispositions=_dispositions(features, parts, outcomes, part_actions),
+        actions=tuple(actions),
     )
+
+
+def batch_actions(
+    store: StoreReader,
+    program: str,
+    parts: Sequence[PartRecord],
+    conditions: set[str],
+    part_actions: Mapping[str, tuple[Action, ...]],
+) -> list[Action]:
+    """Every action taken during the batch, oldest first: those recorded on its machines (for its
+    program, or for no program) between the first part's start and the last part's end, and those
+    answering one of its conditions or naming one of its parts whenever they were recorded (a part
+    scrapped the next morning belongs to the batch's record)."""
+    if not parts:
+        return []
+    start, end = min(p.start for p in parts), max(p.end for p in parts)
+    keys = {p.key for p in parts}
+    linked = {a.id for acts in part_actions.values() for a in acts}
+    out: dict[str, Action] = {}
+    for machine in sorted({p.machine for p in parts}):
+        for a in store.actions(machine=machine):
+            if a.program not in (program, ""):
+                continue
+            if (
+                start <= a.time <= end
+                or a.condition_id in conditions
+                or (a.part_key is not None and a.part_key in keys)
+                or a.id in linked
+            ):
+                out[a.id] = a
+    return sorted(out.values(), key=lambda a: (a.time, a.id))
 
 
 def part_dispositions(store: StoreReader, program: str, parts: Sequence[PartRecord]) -> dict[str, tuple[Action, ...]]:
@@ -749,6 +785,7 @@ def summary(report: BatchReport) -> dict[str, Any]:
             for f in report.features
         ],
         "alerts": len(report.alerts),
+        "actions": len(report.actions),
         "open_alerts": sum(1 for o in report.alerts if o.alert.state is not AlertState.CLOSED),
         "tools": [t.tool for t in report.tools],
     }

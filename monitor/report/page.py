@@ -6,8 +6,9 @@ every feature by balloon number with each measurement source and its verdict; pe
 on its own printed page) the measurement systems with their resolution and repeatability study,
 a run chart with the tolerance and control limits and a histogram with the same limits per
 source, the capability and how it was computed, the probe-vs-CMM bias, the out-of-tolerance
-parts with their disposition; the alerts and what was done, the tools, every part, and the
-sign-off lines.
+parts with their disposition (what became of each part, what was done to the process); the alerts
+and what was done, every action taken during the batch, the tools, every part, and the sign-off
+lines.
 
 The page embeds plotly.js inline (from the ``plotly`` package, no CDN), so it opens on a machine
 with no network; charts have fixed sizes that fit an A4 or Letter page, and the print style
@@ -27,6 +28,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from monitor.codec import action_text
 from monitor.detect.attribute import wilson_interval
 from monitor.detect.capability import CONFIDENCE, METHOD, CapabilityResult
 from monitor.model import ActionKind, PositionFeature
@@ -103,6 +105,7 @@ def render_html(report: BatchReport) -> str:
         features="\n".join(sections),
         dispositions=_dispositions(report),
         alerts=_alerts(report.alerts),
+        actions=_actions(report),
         offsets=_offsets(report),
         tools=_tools(report),
         feature_headers=_part_headers(report),
@@ -366,6 +369,25 @@ def _alerts(outcomes: tuple[AlertOutcome, ...]) -> str:
     head = (
         "<table><tr><th>raised</th><th>part</th><th>machine</th><th>feature</th><th>kind</th><th>severity</th>"
         "<th>message</th><th>offset advised (last)</th><th>what was done (who, when)</th></tr>"
+    )
+    return head + "\n".join(rows) + "</table>"
+
+
+def _actions(report: BatchReport) -> str:
+    """Every action taken during the batch, in time order: who, through what, on which part and feature."""
+    if not report.actions:
+        return "<p class=meta>No action was recorded during these parts.</p>"
+    rows = [
+        _row(
+            f"<td>{_e(when_text(a.time))}</td><td>{_e(a.user)} ({_e(a.role.value)})</td><td>{_e(a.source)}</td>",
+            f"<td>{_e(a.machine)}</td><td class=num>{_e(a.part_number if a.part_number is not None else '–')}</td>",
+            f"<td>{_e(a.feature or '–')}</td><td>{_e(action_text(a))}</td><td>{_e(a.condition_id or '–')}</td>",
+        )
+        for a in report.actions
+    ]
+    head = (
+        "<table class=actions-log><tr><th>when</th><th>who</th><th>through</th><th>machine</th><th>part</th><th>feature</th>"
+        "<th>what</th><th>condition</th></tr>"
     )
     return head + "\n".join(rows) + "</table>"
 

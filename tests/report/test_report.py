@@ -268,3 +268,5 @@ def test_a_disposition_recorded_by_part_number_only_goes_to_that_part_and_none_i
     assert rows[5]["disposition"].startswith("part scrapped") and "offset applied" in rows[5]["process_actions"]
     assert rows[7]["disposition"].startswith("part reworked") and rows[7]["process_actions"] == ""
     assert rows[bad_tp[0].part_number]["disposition"] == "no disposition recorded"
+    # every action of the batch, in time order: those recorded while it ran and those on its parts since
+    assert [a.id for a in report.actions] == ["d-0", "d-1", "d-2", "a-1", "a-2"]
