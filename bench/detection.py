@@ -30,7 +30,15 @@ Scores (per family and noise, and summed into the issue's table):
   except a single probe glitch of the ``outliers`` scatter (re-probing would show the part good);
   the generator goes on for ``EXTRA`` parts past the batch so a forecast's interval can be checked
   even when the batch ends first;
-* flagged before the first OOT part: a drift alert (forecast, EWMA, CUSUM or run rule; not the
+* alarms of the engine are its detectors' signals, not its conditions: the engine keeps one condition
+  per feature (issue 15), which a signal joins without opening anything while the condition is open,
+  so counting condition openings would hide a forecast that joins a condition opened earlier and a
+  drift that arrives while a false alarm's condition is still open. Per feature and alarm kind
+  (forecast, EWMA, CUSUM, run rule, re-probe) the bench takes the part's evidence
+  (``DriftEngine.assess``) and opens an alarm where the kind starts signalling after at least
+  ``close_after`` quiet parts: what the engine's per-kind alerts did before conditions, and what the
+  baselines get;
+* flagged before the first OOT part: a drift alarm (forecast, EWMA, CUSUM or run rule; not the
   out-of-tolerance alert, not a re-probe notice) on the drifting feature opened at a part p with
   drift start <= p < first OOT; lead = first OOT - p; unflagged drifts count as lead 0 in the median
   and 10th percentile; only drifts whose first OOT part falls inside the batch are counted;
@@ -58,6 +66,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import time
@@ -72,7 +81,7 @@ import numpy as np
 from monitor.config import ProgramConfig
 from monitor.detect.arl import ewma_limit
 from monitor.engine import DriftEngine
-from monitor.model import Alert, AlertKind, AlertState, PartRecord, PartStatus, SpindleStats, ToolUse
+from monitor.model import AlertKind, PartRecord, PartStatus, SpindleStats, ToolUse
 
 NOISES = ("normal", "quantised", "t4", "ar03", "ar06", "outliers")
 STAYS = ("thermal", "warmup_settle", "step_in_tol")
@@ -455,20 +464,49 @@ def score(
     return cell
 
 
-def _feed(engine: DriftEngine, rec: PartRecord) -> tuple[list[Alert], dict[str, tuple[float, float]]]:
-    """The part's alert changes, and per feature the absolute 90% interval of the first OOT part
-    while a breach forecast is active (engines that report evidence per part; empty otherwise)."""
-    assess = getattr(engine, "assess", None)
-    if assess is None:
-        return engine.process(rec), {}
-    result = assess(rec)
+def _feed(engine: DriftEngine, rec: PartRecord) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[float, float]]]:
+    """Per feature, the alarm kinds signalling on this part (forecast with its absolute 90% interval
+    of the first OOT part as evidence; ewma, cusum, run_rule, reprobe) and per feature the interval
+    while a breach forecast is active."""
+    result = engine.assess(rec)
+    kinds: dict[str, dict[str, Any]] = {}
     out: dict[str, tuple[float, float]] = {}
     for feature, ev in result.evidence.items():
+        on: dict[str, Any] = {}
         fc = ev.forecast
         if fc is not None and ev.forecast_alarm:
             lo, _, hi = fc.first_out
             out[feature] = (rec.part_number + lo, rec.part_number + hi)
-    return list(result.alerts), out
+            on[str(AlertKind.FORECAST)] = {"first_out_interval": [rec.part_number + lo, rec.part_number + hi]}
+        for c in ev.charts:
+            on.setdefault(c.chart, {})
+        if any(r.status == "held" for r in ev.reprobes.values()):
+            on[REPROBE] = {}
+        kinds[feature] = on
+    return kinds, out
+
+
+class Openings:
+    """Alarm openings from per-part signals: an alarm of a (feature, kind) opens where the kind
+    signals after at least ``quiet`` parts without it (as ``_openings`` does for the baselines)."""
+
+    def __init__(self, quiet: int) -> None:
+        self.quiet = quiet
+        self.idle: dict[tuple[str, str], int] = defaultdict(lambda: quiet)
+        self.opened: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
+
+    def add(self, part: int, kinds: dict[str, dict[str, Any]]) -> None:
+        for feature, on in kinds.items():
+            for kind in (str(AlertKind.FORECAST), "ewma", "cusum", "run_rule", REPROBE):
+                key = (feature, kind)
+                if kind in on:
+                    if self.idle[key] >= self.quiet:
+                        cls = _class(kind)
+                        if cls is not None:
+                            self.opened[feature].append((part, cls, on[kind]))
+                    self.idle[key] = 0
+                else:
+                    self.idle[key] += 1
 
 
 def _class(kind: AlertKind | str) -> str | None:
@@ -488,6 +526,43 @@ def _with_detection(program: ProgramConfig, overrides: dict[str, Any]) -> Progra
     return program.model_copy(update={"detection": det})
 
 
+def _unit(
+    args: tuple[str, str, Iterable[int], int, int, dict[str, Any]],
+) -> tuple[str, str, dict[str, Cell], float, int, float]:
+    """One (family, noise) cell over sizes and seeds: (family, noise, cells by detector, engine CPU s,
+    parts fed, CPU s of the whole cell)."""
+    family, noise, sizes, first_seed, seeds, overrides = args
+    c0 = time.process_time()
+    program = _with_detection(ProgramConfig.model_validate(PROGRAM), overrides)
+    ewma_width = ewma_limit(0.2, program.detection.arl0 * len(CHANNELS))
+    cells: dict[str, Cell] = defaultdict(Cell)
+    engine_cpu = 0.0
+    fed = 0
+    for size in sizes:
+        for seed in range(first_seed, first_seed + seeds):
+            batch = generate(family, noise, size, seed)
+            engine = DriftEngine({"B1": program})
+            openings = Openings(program.detection.close_after)
+            active: list[tuple[int, float, float]] = []
+            recs = list(records(batch))
+            c = time.process_time()
+            for rec in recs:
+                kinds, intervals = _feed(engine, rec)
+                fc = intervals.get(batch.drifting or "")
+                if fc is not None:
+                    active.append((rec.part_number, *fc))
+                openings.add(rec.part_number, kinds)
+            engine_cpu += time.process_time() - c
+            fed += len(recs)
+            cells["ours"].add(score(batch, openings.opened, active))
+            for name, alarms in baseline_alarms(batch, ewma_width).items():
+                ev: dict[str, list[tuple[int, str, dict[str, Any]]]] = {
+                    f: [(p, "chart", {}) for p in ps] for f, ps in alarms.items()
+                }
+                cells[name].add(score(batch, ev))
+    return family, noise, dict(cells), engine_cpu, fed, time.process_time() - c0
+
+
 def run(
     seeds: int,
     sizes: Iterable[int] = SIZES,
@@ -495,47 +570,28 @@ def run(
     noises: Iterable[str] = NOISES,
     overrides: dict[str, Any] | None = None,
     first_seed: int = 0,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     program = _with_detection(ProgramConfig.model_validate(PROGRAM), overrides or {})
     engine0 = DriftEngine({"B1": program})  # limits solved once (cached) before timing parts
     del engine0
-    channels = len(CHANNELS)
-    ewma_width = ewma_limit(0.2, program.detection.arl0 * channels)
     cells: dict[str, dict[str, dict[str, Cell]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(Cell)))
     engine_cpu = 0.0
+    cpu = 0.0
     fed = 0
-    for family in families:
-        for noise in noises:
-            for size in sizes:
-                for seed in range(first_seed, first_seed + seeds):
-                    batch = generate(family, noise, size, seed)
-                    engine = DriftEngine({"B1": program})
-                    opened: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
-                    active: list[tuple[int, float, float]] = []
-                    seen: set[str] = set()
-                    recs = list(records(batch))
-                    c = time.process_time()
-                    for rec in recs:
-                        alerts, evidence = _feed(engine, rec)
-                        fc = evidence.get(batch.drifting or "")
-                        if fc is not None:
-                            active.append((rec.part_number, *fc))
-                        for alert in alerts:
-                            if alert.state is AlertState.CLOSED or alert.id in seen:
-                                continue
-                            seen.add(alert.id)
-                            cls = _class(alert.kind)
-                            if cls is not None:
-                                opened[alert.feature].append((alert.part_number, cls, alert.evidence))
-                    engine_cpu += time.process_time() - c
-                    fed += len(recs)
-                    cells["ours"][family][noise].add(score(batch, opened, active))
-                    for name, alarms in baseline_alarms(batch, ewma_width).items():
-                        ev: dict[str, list[tuple[int, str, dict[str, Any]]]] = {
-                            f: [(p, "chart", {}) for p in ps] for f, ps in alarms.items()
-                        }
-                        cells[name][family][noise].add(score(batch, ev))
+    units = [(f, n, tuple(sizes), first_seed, seeds, overrides or {}) for f in families for n in noises]
+    if jobs > 1:
+        with multiprocessing.Pool(jobs) as pool:
+            results = list(pool.imap_unordered(_unit, units))
+    else:
+        results = [_unit(u) for u in units]
+    for family, noise, by_detector, unit_engine_cpu, n, unit_cpu in results:
+        engine_cpu += unit_engine_cpu
+        cpu += unit_cpu
+        fed += n
+        for name, cell in by_detector.items():
+            cells[name][family][noise].add(cell)
     detectors = {
         name: {fam: {nz: c.summary() for nz, c in by_noise.items()} for fam, by_noise in by_fam.items()}
         for name, by_fam in cells.items()
@@ -551,7 +607,7 @@ def run(
         "engine_cpu_ms_per_part": round(1000 * engine_cpu / max(1, fed), 3),
         "parts_fed": fed,
         "seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(time.process_time() - c0, 1),
+        "cpu_seconds": round(cpu + (time.process_time() - c0 if jobs > 1 else 0.0), 1),
     }
 
 
@@ -655,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default=",".join(FAMILIES), help="families, comma-separated")
     ap.add_argument("--noises", default=",".join(NOISES), help="noise kinds, comma-separated")
     ap.add_argument("--table", action="store_true", help="also print the issue's table as markdown on stderr")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one (family, noise) cell each at a time (default 1)")
     ap.add_argument(
         "--set",
         action="append",
@@ -671,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         [n for n in args.noises.split(",") if n],
         overrides,
         args.first_seed,
+        max(1, args.jobs),
     )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

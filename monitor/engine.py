@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.codec import alert_from_dict, alert_to_dict
 from monitor.detect.attribute import AttributeCount
-from monitor.detect.evidence import FeatureEvidence
+from monitor.detect.evidence import FeatureEvidence, Unsettled
 from monitor.detect.messages import Signal, signals
 from monitor.detect.watch import AttributePlan, FeatureSnapshot, FeatureWatch, WatchPlan, inspection_signal
 from monitor.errors import DetectionError, MonitorError
@@ -72,10 +72,13 @@ Plan = WatchPlan | AttributePlan
 
 @dataclass
 class _Book:
-    """A feature's open (or acknowledged) condition and the parts in a row without a signal."""
+    """A feature's open (or acknowledged) condition, the parts in a row without a signal, and
+    whether an offset was recorded since its last signal (``stepped``: the drift it answered is
+    then not held against closing, see :meth:`DriftEngine._evaluate`)."""
 
     alert: Alert
     quiet: int = 0
+    stepped: bool = False
 
 
 _ORDER = (AlertKind.OUT_OF_TOLERANCE, AlertKind.FORECAST, AlertKind.CUSUM, AlertKind.EWMA, AlertKind.RUN_RULE, AlertKind.REPROBE)
@@ -91,6 +94,7 @@ def _action(
     quiet: int,
     recover_after: int,
     active: Mapping[AlertKind, Signal | None],
+    unsettled: Unsettled | None = None,
 ) -> str:
     """The one thing to do now, in a machinist's words."""
     apply = advice_text(changes)
@@ -103,7 +107,9 @@ def _action(
     if level is ConditionState.RECOVERING:
         return f"no action: no signal for {quiet} of {recover_after} parts" + (f" (still {apply} off centre)" if apply else "")
     if not active and level is ConditionState.WATCH:
-        return f"not re-centred yet: {apply} would" if apply else "watch the next parts"
+        if apply:
+            return f"not re-centred yet: {apply} would"
+        return f"watch the next parts: {unsettled.words()}" if unsettled is not None else "watch the next parts"
     if set(active) == {AlertKind.REPROBE}:
         return f"re-probe part {part} (one reading far from the others)"
     first = forecast.get("first_out_part")
@@ -332,6 +338,9 @@ class DriftEngine:
         if unknown:
             raise DetectionError(f"feature {feature} has no axis {', '.join(unknown)}; its axes are {', '.join(plan.axes)}")
         self._watch(machine, plan).expect_step(shifts)
+        entry = self._book.get((machine, program, plan.label))
+        if entry is not None:
+            entry.stepped = True
 
     def evidence(self, machine: str, program: str, feature: str) -> FeatureEvidence | None:
         """The latest evidence of one feature on one machine (None before its first part)."""
@@ -351,12 +360,22 @@ class DriftEngine:
         if active:
             if entry is not None:
                 entry.quiet = 0
+                entry.stepped = False
             if AlertKind.OUT_OF_TOLERANCE in active:
                 level = ConditionState.OUT_OF_TOLERANCE
             else:
                 worst = max(s.severity.rank for s in active.values() if s is not None)
                 level = {0: ConditionState.WATCH, 1: ConditionState.WARNING, 2: ConditionState.CRITICAL}[worst]
-        elif ev.offsets:  # no detector signals, but the mean still sits credibly off nominal: not re-centred
+        # Hysteresis: no part counts towards closing while an axis is still moving (a slow drift crosses
+        # nominal quietly on its way). After a recorded offset the trend's slope still spans the step
+        # (wear that went on, or stopped: its models cannot tell yet), so the offset is taken as the
+        # answer to the drift until a detector signals again: the charts restart at the new level.
+        unsettled = None if active or (entry is not None and entry.stepped) else ev.unsettled()
+        if active:
+            pass
+        elif ev.offsets or unsettled is not None:
+            # no detector signals, but the mean still sits credibly off nominal (not re-centred), or it
+            # is near nominal while still drifting (a slow drift crossing it): watch, not recovering
             assert entry is not None
             entry.quiet = 0
             level = ConditionState.WATCH
@@ -364,7 +383,7 @@ class DriftEngine:
             assert entry is not None
             entry.quiet += 1
             level = ConditionState.OK if entry.quiet >= close_after else ConditionState.RECOVERING
-        words, evidence = self._words(part, plan, watch, active, ev, level, entry)
+        words, evidence = self._words(part, plan, watch, active, ev, level, entry, unsettled)
         kind = next(iter(active), entry.alert.kind if entry is not None else AlertKind.FORECAST)
         return self._settle(part, plan, key, entry, level, kind, words, evidence)
 
@@ -448,6 +467,7 @@ class DriftEngine:
         ev: FeatureEvidence,
         level: ConditionState,
         entry: _Book | None,
+        unsettled: Unsettled | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """The condition's message and evidence on this part: the strongest signal's words, then the
         advice for now in the machine's registers."""
@@ -460,7 +480,8 @@ class DriftEngine:
         first = next(iter(active.values()), None)
         forecast = signals_ev.get(str(AlertKind.FORECAST), {})
         parts_left = 0 if level is ConditionState.OUT_OF_TOLERANCE else forecast.get("parts_to_breach")
-        action = _action(level, part.part_number, changes, forecast, entry.quiet if entry else 0, plan.config.close_after, active)
+        quiet = entry.quiet if entry else 0
+        action = _action(level, part.part_number, changes, forecast, quiet, plan.config.close_after, active, unsettled)
         advice = {
             "action": action,
             "text": advice_text(changes),
@@ -483,6 +504,7 @@ class DriftEngine:
             "advice": advice,
             "quiet_parts": entry.quiet if entry is not None and not active else 0,
             "recover_after": plan.config.close_after,
+            "unsettled": unsettled.words() if unsettled is not None else None,
             "tool": watch.tool if watch.tool not in self._probes.get(part.machine, frozenset()) else None,
         }
         return message, evidence
@@ -736,7 +758,9 @@ class DriftEngine:
         return {
             "version": _STATE_VERSION,
             "alerts": [
-                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet} for k, e in self._book.items() if mine(k[0])
+                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet, "stepped": e.stepped}
+                for k, e in self._book.items()
+                if mine(k[0])
             ],
             "counts": [
                 {"machine": m, "program": p, "label": f, "state": c.state()} for (m, p, f), c in self._counts.items() if mine(m)
@@ -811,7 +835,7 @@ class DriftEngine:
             alert = alert_from_dict(a["alert"])
             if len(a["key"]) == 3:
                 m, p, f = a["key"]
-                engine._book[(m, p, f)] = _Book(alert, int(a.get("quiet", 0)))
+                engine._book[(m, p, f)] = _Book(alert, int(a.get("quiet", 0)), bool(a.get("stepped", False)))
             else:  # an alert per detector kind (before issue 15): closed once, the condition takes over
                 engine.migrated.append(
                     replace(

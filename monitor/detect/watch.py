@@ -33,7 +33,7 @@ from monitor.detect.arl import cusum_h, ewma_limit, shewhart_limit
 from monitor.detect.attribution import AttributionResult, suggest_offset
 from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
-from monitor.detect.evidence import AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
+from monitor.detect.evidence import OFFSET_BAND_SD, SETTLE_BAND_SIGMA, AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
 from monitor.detect.forecast import BreachForecast, breach_forecast
 from monitor.detect.trend import PHIS
 from monitor.errors import DetectionError
@@ -615,7 +615,7 @@ class FeatureWatch:
             attribution = self._channels[drift_axis].attribution.last
         offsets = []
         for axis, fit in fits.items():
-            if abs(fit.level) > max(2.0 * fit.level_sd, 0.5 * fit.sigma):
+            if abs(fit.level) > max(OFFSET_BAND_SD * fit.level_sd, SETTLE_BAND_SIGMA * fit.sigma):
                 o = suggest_offset(fit.level, self.plan.offset_kind(axis))
                 offsets.append(OffsetAdvice(axis, o.register, o.change, fit.level, fit.level_sd))
         return FeatureEvidence(

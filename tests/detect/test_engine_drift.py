@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from monitor.config import ProgramConfig
+from monitor.detect import arl
 from monitor.detect.arl import cusum_h, ewma_limit
 from monitor.detect.watch import CHARTS_PER_CHANNEL, FORECAST_SHARE, WatchPlan, forecast_odds
 from monitor.engine import DriftEngine
@@ -184,17 +184,25 @@ def test_limits_come_from_the_program_arl_budget_or_explicit_values() -> None:
     assert (fixed.limits.ewma_width, fixed.limits.cusum_h) == (2.9, 5.0)
 
 
-def test_engine_construction_and_parts_are_cheap() -> None:
-    t0 = time.perf_counter()
-    engine = DriftEngine({"O1": _program(arl0=777.0)})  # fresh limits, not cached
-    built = time.perf_counter() - t0
-    parts = _wear(n=100)
-    t0 = time.perf_counter()
-    for p in parts:
+def test_engine_construction_solves_limits_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Construction does the heavy work (chart limits from the ARL budget) once per budget; a part
+    then costs no limit solving at all. Counted, not timed (the CPU is shared): the per-part cost is
+    measured by bench/detection.py (``engine_cpu_ms_per_part``)."""
+    solves = []
+    ewma_chain = arl._ewma_chain
+
+    def counted(*args: Any, **kwargs: Any) -> float:
+        solves.append(args)
+        return ewma_chain(*args, **kwargs)
+
+    monkeypatch.setattr(arl, "_ewma_chain", counted)
+    engine = DriftEngine({"O1": _program(arl0=777.0)})  # a budget no other test uses: solved here
+    assert solves
+    built = len(solves)
+    DriftEngine({"O1": _program(arl0=777.0)})
+    for p in _wear(n=30):
         engine.process(p)
-    per_part = (time.perf_counter() - t0) / len(parts)
-    assert built < 1.0  # about 0.1 s on an idle core; the CI machine is shared
-    assert per_part < 0.02  # about 1 ms for these two features
+    assert len(solves) == built
 
 
 def test_known_sigma_and_feature_view_shapes() -> None:
@@ -212,3 +220,57 @@ def test_known_sigma_and_feature_view_shapes() -> None:
     assert "capability" not in pos  # every screen computes it from the stored values (monitor.detect.capability)
     json.dumps(view, allow_nan=False)
     json.dumps(pos, allow_nan=False)
+
+
+def _warm_then_wear(seed: int, n: int = 80) -> list[PartRecord]:
+    """A cold start's warm-up (+8 um, time constant 5 parts) that turns into tool wear (-0.3 um per
+    part): the mean crosses nominal slowly around part 25 on its way to the lower limit."""
+    rng = np.random.default_rng(seed)
+    return [_part(i, 40.0125 + 0.008 * (1 - np.exp(-i / 5)) - 0.0003 * i + rng.normal(0, 0.0015)) for i in range(1, n + 1)]
+
+
+def test_a_slow_drift_crossing_nominal_stays_one_condition() -> None:
+    """Hysteresis: the charts fall quiet and the mean passes near nominal while the drift goes on; the
+    condition holds (watch: still drifting) instead of closing and reopening parts later. Before it,
+    2 of these 10 seeds closed the condition and reopened another within 10 parts."""
+    flaps = []
+    held = 0
+    for seed in range(10):
+        engine = DriftEngine({"O1": _program()})
+        closed: list[int] = []
+        for n, a in _run(engine, _warm_then_wear(seed)):
+            if a.feature != "bore":
+                continue
+            if a.state is AlertState.CLOSED:
+                closed.append(n)
+            elif a.part_number == n and any(n - c <= 10 for c in closed):
+                flaps.append((seed, closed[-1], n))
+            if a.evidence.get("unsettled"):
+                held += 1
+                assert a.condition is ConditionState.WATCH and "still drifting" in a.message
+    assert flaps == []
+    assert held > 0, "no condition was held by the drift evidence: the test does not exercise the hysteresis"
+    # the crossing of seed 2 is one condition from the warm-up to the out-of-tolerance parts
+    engine = DriftEngine({"O1": _program()})
+    bore = [(n, a) for n, a in _run(engine, _warm_then_wear(2)) if a.feature == "bore"]
+    assert len({a.id for _, a in bore}) == 1 and all(a.state is not AlertState.CLOSED for _, a in bore)
+    assert bore[0][0] <= 15 and any(a.condition is ConditionState.OUT_OF_TOLERANCE for _, a in bore)
+
+
+def test_an_offset_recorded_during_a_drift_lets_its_condition_close_and_survives_a_restart() -> None:
+    """After "offset applied" the slope still spans the step; the offset is the answer to the drift, so
+    the condition may close on quiet parts (the charts restart at the new level), and the engine's
+    saved state keeps that."""
+    rng = np.random.default_rng(4)
+    parts = [_part(i, 40.0125 + 0.0002 * i + rng.normal(0, 0.0008)) for i in range(1, 41)]
+    engine = DriftEngine({"O1": _program(close_after=3)})
+    _run(engine, parts)
+    reg = engine.registers("m1", "O1", "bore")["value"]
+    (cond,) = [a for a in engine.open_alerts() if a.feature == "bore"]
+    engine.record_step("m1", "O1", "bore", {"value": reg.shift_for(cond.evidence["advice"]["offsets"][0]["change_mm"])})
+    saved = json.loads(json.dumps(engine.state()))
+    assert [a["stepped"] for a in saved["alerts"] if a["key"][2] == "bore"] == [True]
+    restored = DriftEngine.from_state({"O1": _program(close_after=3)}, saved)
+    events = _run(restored, [_part(i, 40.0125 + rng.normal(0, 0.0008)) for i in range(41, 56)])
+    bore = [a for _, a in events if a.feature == "bore"]
+    assert bore[-1].state is AlertState.CLOSED and all(a.id == cond.id for a in bore)
