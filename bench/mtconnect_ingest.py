@@ -90,10 +90,8 @@ class _ThroughAdapter:
 
         self.data = data
         self.adapter = _adapter("http://127.0.0.1:1", signals)
-        self.adapter._by_item = {}
-        for sig, ident in signals.items():
-            self.adapter._by_item.setdefault(ident, []).append(Binding(sig, DataItem(ident, "SAMPLE", "X", "m")))
-        self.only = frozenset(self.adapter._by_item)
+        self.adapter._bind([Binding(sig, DataItem(ident, "SAMPLE", "X", "m")) for sig, ident in signals.items()])
+        self.only = self.adapter._only
         self.loop = asyncio.new_event_loop()
         self.emitted = 0
 

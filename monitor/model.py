@@ -41,6 +41,7 @@ __all__ = [
     "ToolUse",
     "Value",
     "is_canonical_signal",
+    "new_observation",
     "out_of_tolerance",
 ]
 
@@ -120,6 +121,28 @@ class Observation:
                 return None
             return f if math.isfinite(f) else None
         return None
+
+
+_new_object = object.__new__
+_OBSERVATION_FIELDS = tuple(
+    Observation.__dict__[name].__set__ for name in ("machine", "signal", "time", "value", "source_seq", "end")
+)
+
+
+def new_observation(machine: str, signal: str, time: datetime, value: Value, source_seq: int | None = None) -> Observation:
+    """``Observation(machine, signal, time, value, source_seq)``, built for the adapters' hot path.
+
+    A frozen dataclass sets each field through ``object.__setattr__`` by name; setting the slots
+    directly gives the same object in a third less time, which counts at thousands a second."""
+    obs: Observation = _new_object(Observation)
+    set_machine, set_signal, set_time, set_value, set_seq, set_end = _OBSERVATION_FIELDS
+    set_machine(obs, machine)
+    set_signal(obs, signal)
+    set_time(obs, time)
+    set_value(obs, value)
+    set_seq(obs, source_seq)
+    set_end(obs, None)
+    return obs
 
 
 class PartStatus(StrEnum):

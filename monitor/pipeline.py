@@ -297,47 +297,55 @@ class Pipeline:
         """Process observations in order; a bad one is counted and skipped, never fatal."""
         changes = Changes()
         history: list[Observation] = []
-        for obs in batch:
-            if self._history is not None and self._history(obs):
-                history.append(obs)
-            tracker = self.trackers.get(obs.machine)
-            if tracker is None:
-                self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
-                continue
-            status = self.status[obs.machine]
-            before = (status.connection, status.program, status.counter, status.parts)
-            status.last_seen = obs.time.isoformat()
-            try:
-                parts = tracker.update(obs)
-            except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
-                self._count(f"bad_observation:{type(exc).__name__}", f"{obs.machine}: bad observation {obs!r} skipped ({exc})")
-                continue
-            if obs.signal == CONNECTION_SIGNAL:
-                status.connection = str(obs.value)
-                lost = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
-                if lost:
-                    changes.alerts += lost
-                    changes.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, lost))
-            elif obs.signal == GAP_SIGNAL:
-                status.gaps += 1
-                gap = self.engine.data_gap(obs.machine, obs.time, obs.end, str(obs.value))
-                changes.alerts += gap
-                changes.alerts += self._write("data gap alert", self._store_alerts(obs.machine, gap))
-            status.program = tracker.program
-            status.counter = tracker.counter
-            if obs.machine in self._without_context:
-                baseline = tracker.baseline_context()
-                if baseline is not None:
-                    state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + obs.machine, baseline)
-                    changes.alerts += self._write("tracker state", state)
-                    self._without_context.discard(obs.machine)
-            if self._finish(parts, changes, tracker) and not tracker.holding:
-                if self.held:  # the part waits to be stored: its source may resume here once it is
-                    self.held.resume_after(obs)
-                else:
-                    changes.resume_points[obs.machine] = obs
-            if (status.connection, status.program, status.counter, status.parts) != before:
-                changes.machines[obs.machine] = status.as_dict()
+        last_seen: dict[str, Observation] = {}
+        """Per machine, its latest observation: ``last_seen`` is written as text once per batch."""
+        try:
+            for obs in batch:
+                if self._history is not None and self._history(obs):
+                    history.append(obs)
+                tracker = self.trackers.get(obs.machine)
+                if tracker is None:
+                    self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
+                    continue
+                status = self.status[obs.machine]
+                before = (status.connection, status.program, status.counter, status.parts)
+                last_seen[obs.machine] = obs
+                try:
+                    parts = tracker.update(obs)
+                except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
+                    kind = f"bad_observation:{type(exc).__name__}"
+                    self._count(kind, f"{obs.machine}: bad observation {obs!r} skipped ({exc})")
+                    continue
+                if obs.signal == CONNECTION_SIGNAL:
+                    status.connection = str(obs.value)
+                    lost = self.engine.connection_changed(obs.machine, obs.value == "connected", obs.time)
+                    if lost:
+                        changes.alerts += lost
+                        changes.alerts += self._write("connection alert", functools.partial(self.store.record_alerts, lost))
+                elif obs.signal == GAP_SIGNAL:
+                    status.gaps += 1
+                    gap = self.engine.data_gap(obs.machine, obs.time, obs.end, str(obs.value))
+                    changes.alerts += gap
+                    changes.alerts += self._write("data gap alert", self._store_alerts(obs.machine, gap))
+                status.program = tracker.program
+                status.counter = tracker.counter
+                if obs.machine in self._without_context:
+                    baseline = tracker.baseline_context()
+                    if baseline is not None:
+                        state = functools.partial(self.store.save_detector_state, _TRACKER_STATE + obs.machine, baseline)
+                        changes.alerts += self._write("tracker state", state)
+                        self._without_context.discard(obs.machine)
+                if parts and self._finish(parts, changes, tracker) and not tracker.holding:
+                    if self.held:  # the part waits to be stored: its source may resume here once it is
+                        self.held.resume_after(obs)
+                    else:
+                        changes.resume_points[obs.machine] = obs
+                if (status.connection, status.program, status.counter, status.parts) != before:
+                    status.last_seen = obs.time.isoformat()
+                    changes.machines[obs.machine] = status.as_dict()
+        finally:
+            for machine, seen in last_seen.items():
+                self.status[machine].last_seen = seen.time.isoformat()
         if history:
             self._record_history(history)
         return changes

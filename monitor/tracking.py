@@ -53,6 +53,7 @@ import bisect
 import contextlib
 import heapq
 import itertools
+import math
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -191,6 +192,17 @@ class _OpenPart:
     part_ids: dict[str, None] = field(default_factory=dict)
     doubtful: bool = False
     """A value of this part could not be placed in time (stamped far from the machine's clock)."""
+    last_cut: float | None = None
+    """The cutting time of the last tool when it ran on since ``tools[-1]`` was built (every load
+    sample adds to it; a record per sample cost a microsecond): :meth:`tools_now` folds it in."""
+
+    def tools_now(self) -> list[ToolUse]:
+        """The tools, the last one with its cutting time up to now."""
+        if self.last_cut is not None:
+            t = self.tools[-1]
+            self.tools[-1] = ToolUse(t.tool, t.life_start, t.life_end, self.last_cut)
+            self.last_cut = None
+        return self.tools
 
 
 @dataclass
@@ -336,13 +348,21 @@ class PartTracker:
         offset = self._offsets.get(obs.signal)
         if offset:
             obs = replace(obs, time=obs.time + offset, end=obs.end + offset if obs.end is not None else None)
-        if self._is_replay(obs):
+        signal = obs.signal
+        # an observation identical to one seen recently (same signal, time and value) is a replay; only
+        # exact repeats count: a controller clock that jumps must not make real values look old
+        if signal != GAP_SIGNAL and self._recent.seen(signal, obs.time, obs.value):
             self.counts["duplicates"] += 1
             return []
-        if self._accounted_until is not None and obs.time <= self._accounted_until and obs.signal != GAP_SIGNAL:
+        if self._accounted_until is not None and obs.time <= self._accounted_until and signal != GAP_SIGNAL:
             self.counts["already_stored"] += 1
             return []
-        obs = self._place_in_time(obs)
+        if obs.value is not None and signal != GAP_SIGNAL and not signal.startswith("probe."):
+            # what _place_in_time does for a controller value that is no probe result: follow the clock
+            if self._clock is None or obs.time > self._clock:
+                self._clock = obs.time
+        else:
+            obs = self._place_in_time(obs)
         if not self._skew:
             return self._process(obs)
         # UNAVAILABLE values and the adapter's own gap/connection notes carry the server's or our
@@ -440,22 +460,16 @@ class PartTracker:
             self._next_number[program] = max(int(number), self._next_number.get(program, 1))
 
     # ---------------------------------------------------------------- internals
-    def _is_replay(self, obs: Observation) -> bool:
-        """An observation identical to one seen recently (same signal, time and value) is a replay.
-
-        Only exact repeats count: a controller clock that jumps must not make real values look old.
-        """
-        if obs.signal in (GAP_SIGNAL, CONNECTION_SIGNAL):
-            return False
-        return self._recent.seen(obs.signal, obs.time, obs.value)
-
     def _process(self, obs: Observation) -> list[PartRecord]:
-        out = self._release(obs.time) if obs.value is not None else []  # UNAVAILABLE may carry the server's clock
+        # UNAVAILABLE may carry the server's clock
+        out = self._release(obs.time) if obs.value is not None and self._pending else []
         signal = obs.signal
         gap = self._gap
         if gap is not None and gap.end is None and obs.value is not None and signal != GAP_SIGNAL:
             gap.end = max(gap.start, obs.time)  # the source said where the loss began; data resumes here
-        if signal.startswith("probe.") or signal == PART_ID:
+        if signal == "spindle.load":  # most observations: tested first (the branches exclude each other)
+            self._spindle_load(obs)
+        elif signal.startswith("probe.") or signal == PART_ID:
             self._result(obs)
         elif signal == "program.name":
             out += self._program_name(obs)
@@ -463,8 +477,6 @@ class PartTracker:
             out += self._execution(obs)
         elif signal == "part.count":
             out += self._part_count(obs)
-        elif signal == "spindle.load":
-            self._spindle_load(obs)
         elif signal == "spindle.speed":
             self._spindle_speed(obs)
         elif signal == "tool.number":
@@ -644,7 +656,8 @@ class PartTracker:
             self.counts["orphan_probe_values"] += 1
 
     def _spindle_load(self, obs: Observation) -> None:
-        value = obs.number
+        raw = obs.value
+        value = (raw if math.isfinite(raw) else None) if type(raw) is float else obs.number
         self._integrate(obs.time)
         self._load = (obs.time, value) if value is not None else None
         if value is not None and self._open is not None:
@@ -667,11 +680,12 @@ class PartTracker:
             return
         cutting = self._speed > 0 if self._speed is not None else load > 1.0
         if cutting:
-            self._open.cutting_time += dt
-            self._open.energy += load * dt
-            if self._open.tools:
-                t = self._open.tools[-1]
-                self._open.tools[-1] = ToolUse(t.tool, t.life_start, t.life_end, t.cutting_time + dt)
+            part = self._open
+            part.cutting_time += dt
+            part.energy += load * dt
+            if part.tools:
+                cut = part.last_cut
+                part.last_cut = (part.tools[-1].cutting_time if cut is None else cut) + dt
         self._load = (now, load)
 
     def _tool_number(self, obs: Observation) -> None:
@@ -684,7 +698,7 @@ class PartTracker:
         self._integrate(obs.time)
         self._tool, self._tool_life = tool, self._lives.get(tool)
         if self._open is not None:
-            self._open.tools.append(ToolUse(tool, self._tool_life, self._tool_life))
+            self._open.tools_now().append(ToolUse(tool, self._tool_life, self._tool_life))
 
     def _tool_life_update(self, obs: Observation) -> None:
         value = obs.number
@@ -696,7 +710,7 @@ class PartTracker:
             if len(self._lives) > _MAX_TOOLS:
                 del self._lives[next(iter(self._lives))]
         if self._open is not None and self._open.tools:
-            t = self._open.tools[-1]
+            t = self._open.tools_now()[-1]
             # before the tool cut anything, a reported life is where its use starts (a tool replaced
             # while out of the spindle comes back with a new life)
             start = t.life_start if t.life_start is not None and t.cutting_time > 0 else value
@@ -983,7 +997,7 @@ class PartTracker:
             status=status,
             measurements=dict(part.measurements),
             missing=missing,
-            tools=tuple(part.tools),
+            tools=tuple(part.tools_now()),
             spindle=SpindleStats(
                 mean_load=part.load_sum / part.load_n if part.load_n else None,
                 peak_load=part.peak,

@@ -271,6 +271,7 @@ def test_a_tool_loaded_again_starts_with_the_life_it_last_reported() -> None:
     stream += [obs(9, "tool.life", 15.0), obs(9, "spindle.speed", 0), obs(10, "part.count", 1), obs(10.5, "execution", "READY")]
     (part,) = run(tracker, stream)
     assert [(t.tool, t.life_start, t.life_end) for t in part.tools] == [("12", 10.0, 12.5), ("7", 3.0, 3.0), ("12", 12.5, 15.0)]
+    assert [t.cutting_time for t in part.tools] == pytest.approx([2.0, 2.0, 2.0])  # each use its own cutting time
     resumed = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), context=tracker.context())
     (again,) = run(resumed, [obs(20, "execution", "ACTIVE"), obs(20.5, "tool.number", 7), obs(21, "part.count", 2)])
     assert again.tools[-1].life_start == 3.0  # remembered across a restart, with the context

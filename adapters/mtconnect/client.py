@@ -42,11 +42,12 @@ from adapters.mtconnect.documents import (
     ErrorDocument,
     MtcObservation,
     StreamsDocument,
+    parse_time,
 )
-from adapters.mtconnect.mapping import Binding, condition_level, convert, resolve, select_devices
+from adapters.mtconnect.mapping import TEXT_SIGNALS, Binding, condition_level, convert, resolve, select_devices
 from adapters.mtconnect.parser import parse_document
 from monitor.errors import AdapterError, BadDocument, ConnectError
-from monitor.model import Observation
+from monitor.model import Observation, new_observation
 from monitor.retry import Backoff, Retry
 
 __all__ = ["AgentClient", "MtConnectAdapter", "iter_multipart", "read_capped"]
@@ -265,6 +266,9 @@ class MtConnectAdapter(Adapter):
         self.bindings: list[Binding] = []
         self._by_item: dict[str, list[Binding]] = {}
         self._only: frozenset[str] = frozenset()
+        self._asset_items: frozenset[str] = frozenset()
+        self._plain: dict[str, Binding] = {}
+        """Data items bound to one signal, whole value, no asset: the common case, converted inline."""
         self._conditions: dict[str, ConditionState] = {}
         self._sets: dict[str, dict[str, object]] = {}
         self._assets: dict[str, AssetsDocument | None] = {}
@@ -351,12 +355,8 @@ class MtConnectAdapter(Adapter):
 
     async def _session_cycle(self, client: AgentClient) -> None:
         probe = await client.probe()
-        self.bindings = resolve(probe, self.source.device, self.config.signals)
+        self._bind(resolve(probe, self.source.device, self.config.signals))
         devices = select_devices(probe, self.source.device)
-        self._by_item = {}
-        for b in self.bindings:
-            self._by_item.setdefault(b.item.id, []).append(b)
-        self._only = frozenset(self._by_item)
         if not devices:
             raise AdapterError(f"{self.machine}: the agent at {self.source.url} serves no device")
         await self._synchronise(client)
@@ -365,6 +365,19 @@ class MtConnectAdapter(Adapter):
             await self._stream(client)
         else:
             await self._poll(client)
+
+    def _bind(self, bindings: list[Binding]) -> None:
+        """Use these bindings from now on (after each /probe): by data item, what to parse, which
+        items announce asset changes, and which carry plain values (text or numbers, no keys)."""
+        self.bindings = bindings
+        self._by_item = {}
+        for b in bindings:
+            self._by_item.setdefault(b.item.id, []).append(b)
+        self._only = frozenset(self._by_item)
+        self._asset_items = frozenset(i for i, bs in self._by_item.items() if any(b.reads_asset for b in bs))
+        self._plain = {
+            i: bs[0] for i, bs in self._by_item.items() if len(bs) == 1 and bs[0].key is None and not bs[0].reads_asset
+        }
 
     def _check_instance(self, doc: StreamsDocument) -> None:
         inst = doc.header.instance_id
@@ -507,12 +520,43 @@ class MtConnectAdapter(Adapter):
         room resumes at the first observation not handed over, never past it."""
         ordered = sorted(observations, key=_seq) if not _in_order(observations) else observations
         floor = self.next_sequence if not current else None
-        machine, by_item = self.machine, self._by_item
-        await self._read_assets(ordered)
+        machine, by_item, plain = self.machine, self._by_item, self._plain
+        if self._asset_items:
+            await self._read_assets(ordered)
         out: list[Observation] = []
+        append = out.append
         for o in ordered:
             if floor is not None and o.sequence < floor:
                 self.stats.count("duplicates_dropped")
+                continue
+            b = plain.get(o.data_item_id)
+            if b is not None and o.category != "CONDITION":
+                # the common case, as _value and convert do it: text kept for text signals, else a
+                # float (NaN as None), UNAVAILABLE as None, a set's entries joined
+                raw = o.value
+                if raw is None:
+                    value: object = None
+                elif type(raw) is str:
+                    if b.signal in TEXT_SIGNALS:
+                        value = raw
+                    else:
+                        try:
+                            f = float(raw)
+                        except ValueError:
+                            value = raw
+                        else:
+                            value = f if f == f else None
+                else:
+                    value = convert(b.signal, raw)
+                try:
+                    when = parse_time(o.timestamp)
+                except (ValueError, TypeError, OverflowError):
+                    try:
+                        when = o.time  # raises the BadDocument that names the observation
+                    except BadDocument as exc:
+                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
+                        continue
+                append(new_observation(machine, b.signal, when, value, o.sequence))  # type: ignore[arg-type]
                 continue
             bindings = by_item.get(o.data_item_id)
             if not bindings:
@@ -566,8 +610,9 @@ class MtConnectAdapter(Adapter):
         when an asset changed, so what ``/current`` repeats after a reconnect costs no request."""
         self._assets = {}
         wanted: dict[str, str] = {}
+        items = self._asset_items
         for o in ordered:
-            if isinstance(o.value, str) and o.value and any(b.reads_asset for b in self._by_item.get(o.data_item_id, ())):
+            if o.data_item_id in items and isinstance(o.value, str) and o.value:
                 wanted[o.value] = o.timestamp
         if not wanted or self._client is None:
             return

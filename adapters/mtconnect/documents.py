@@ -152,6 +152,9 @@ class MtcObservation:
 
 
 _time_cache: dict[str, datetime] = {}
+_TIME_CACHE = 4096
+"""Timestamps remembered: observations that share one (an agent's line of several items, a
+/current) parse it once. Sample streams rarely repeat one, so a larger cache only holds memory."""
 
 
 def parse_time(text: str) -> datetime:
@@ -163,8 +166,12 @@ def parse_time(text: str) -> datetime:
         dt = datetime.fromisoformat(text)
     except ValueError:
         dt = datetime.fromisoformat(_trim_fraction(text))
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    if len(_time_cache) > 65_536:
+    tz = dt.tzinfo
+    if tz is None:
+        dt = dt.replace(tzinfo=UTC)
+    elif tz is not UTC:  # "Z" parses to UTC itself: nothing to convert
+        dt = dt.astimezone(UTC)
+    if len(_time_cache) >= _TIME_CACHE:
         _time_cache.clear()
     _time_cache[text] = dt
     return dt

@@ -294,6 +294,10 @@ class _StreamTarget:
     )
 
     def __init__(self, only: frozenset[str] | None) -> None:
+        self.reset(only)
+
+    def reset(self, only: frozenset[str] | None) -> None:
+        """Ready for the next document (one target serves every parse of its thread's parser)."""
         self.only = only
         self.out: list[MtcObservation] = []
         self.level = 0
@@ -423,7 +427,9 @@ class _StreamTarget:
             self.cat = None
 
     def close(self) -> StreamsDocument:
-        return StreamsDocument(self.version, self.header, self.out)
+        doc = StreamsDocument(self.version, self.header, self.out)
+        self.out = []
+        return doc
 
 
 _GC_PAUSE_BYTES = 256 * 1024
@@ -437,9 +443,25 @@ _STREAM_OPTIONS: dict[str, Any] = {
 }
 
 
+def _stream_parser(only: frozenset[str] | None) -> Any:
+    """This thread's target parser, its target reset for a new document.
+
+    Creating a target parser costs about as much as parsing a 50-observation page (lxml inspects
+    the target's methods each time), and a daemon parses a hundred such pages a second: one per
+    thread is kept (lxml parsers must not be shared across threads; a parse never re-enters)."""
+    pair: tuple[Any, _StreamTarget] | None = getattr(_local, "streams", None)
+    if pair is None:
+        target = _StreamTarget(only)
+        pair = (etree.XMLParser(target=target, **_STREAM_OPTIONS), target)
+        _local.streams = pair
+    else:
+        pair[1].reset(only)
+    return pair[0]
+
+
 def _parse_streams_events(data: bytes, only: frozenset[str] | None) -> StreamsDocument | None:
     """The fast path for Streams documents; None when the root is another kind."""
-    parser = etree.XMLParser(target=_StreamTarget(only), **_STREAM_OPTIONS)
+    parser = _stream_parser(only)
     # A large page creates tens of thousands of small records at once; the cyclic collector would
     # run dozens of times over them (they hold no cycles), which costs more than the parse itself.
     pause = len(data) > _GC_PAUSE_BYTES and gc.isenabled()
@@ -452,6 +474,7 @@ def _parse_streams_events(data: bytes, only: frozenset[str] | None) -> StreamsDo
     except _DtdRefused as exc:
         raise BadDocument(f"{exc}: {_head(data)}") from exc
     finally:
+        parser.target.out = []  # what a failed parse gathered is not kept until the next one
         if pause:
             gc.enable()
     # a target parser does not raise on namespace errors: an element whose prefix is never declared

@@ -59,6 +59,7 @@ def run(
     setup_logging(log_level or site.config.log_level, site.config.log_format)
 
     async def started(daemon: object) -> None:
+        _settle_garbage_collector()
         url = getattr(daemon, "dashboard_url", None)
         console.print(
             f"monitor running for site [bold]{site.config.site}[/]: {len(site.machine_ids())} machine(s)"
@@ -69,6 +70,23 @@ def run(
         asyncio.run(run_daemon(site, on_start=started))
     except MonitorError as exc:
         raise _fail(exc) from None
+
+
+_YOUNG_THRESHOLD = 10_000
+"""Allocations between young-generation collections in the running daemon (Python's default: 700)."""
+
+
+def _settle_garbage_collector() -> None:
+    """Once the daemon runs: what start-up built (modules, configuration, detector state) moves out
+    of the collector's sight, and the young generation is collected less often. At thousands of
+    observations a second the default thresholds ran the collector over and over across a large
+    heap that holds few cycles (about 1 us per observation in a 50-machine cell, 0.2 us after)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_THRESHOLD, older, oldest)
 
 
 @app.command()

@@ -363,3 +363,24 @@ def test_well_formed_but_wrong_documents_raise_only_bad_document(tree: _Node) ->
         for o in doc.observations:
             with contextlib.suppress(BadDocument):
                 assert o.time.tzinfo is not None
+
+
+def test_a_failed_parse_leaves_nothing_for_the_next() -> None:
+    """Each thread keeps one streams parser: what a failed document gathered never reaches the next,
+    whatever kind of document comes between, and threads do not share a parser."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = parse_streams(STREAMS)
+    broken = STREAMS.replace(b'sequence="11"', b"")  # fails at its 9th observation
+    with pytest.raises(BadDocument, match="without dataItemId, timestamp or sequence"):
+        parse_streams(broken)
+    with pytest.raises(BadDocument):
+        parse_streams(STREAMS[: len(STREAMS) // 2])  # cut short: malformed
+    assert isinstance(
+        parse_document(b"<MTConnectError><Header/><Error errorCode='NO_DEVICE'>no</Error></MTConnectError>"), ErrorDocument
+    )
+    assert parse_streams(STREAMS) == first
+    loads = [o for o in first.observations if o.data_item_id == "load"]
+    assert parse_streams(STREAMS, only=frozenset({"load"})).observations == loads
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: parse_streams(STREAMS), range(40))) == [first] * 40
