@@ -12,7 +12,10 @@ Then, per store, median (and range) over ``--repeat`` runs:
   child (user + system, from ``getrusage``) and wall time; ``capability_in_process`` the same
   rows from :func:`monitor.queries.capability_rows` on an open store;
 - ``feature_api``: ``GET /api/features/<machine>/O1001/hole1_pos`` (and ``hole1_dia``) served by
-  the real dashboard on a real core over the store, wall time per request and answer size;
+  the real dashboard on a real core over the store, wall time per request and answer size: the
+  dashboard keeps what a chart read from the store until a part of that machine and program is
+  stored (what a polling page sees); ``uncached`` the same requests with that emptied before each
+  (the first request after a new part);
 - ``parts_api``: ``GET /api/parts?machine=..&program=..&last=100``; ``alerts_api``:
   ``GET /api/alerts?machine=..&last=100``;
 - the baseline, measured in the same run: ``GET /api/alerts/<unknown>`` on the same server (the
@@ -178,6 +181,7 @@ def run_cli(args: list[str], root: Path, repeat: int) -> dict[str, Any]:
 async def _api(site: Site, requests: dict[str, str], repeat: int) -> dict[str, Any]:
     """Each request ``repeat`` times against the real dashboard on a real core over the store."""
     from monitor.daemon import open_core
+    from monitor.dashboard.api import FEATURE_CACHE_KEY
     from monitor.dashboard.server import serve_dashboard
 
     out: dict[str, Any] = {}
@@ -198,6 +202,17 @@ async def _api(site: Site, requests: dict[str, str], repeat: int) -> dict[str, A
                         cpu.append(1000 * (time.process_time() - c))
                         size = len(body)
                     out[name] = {"path": path, "wall_ms": _spread(wall), "cpu_ms": _spread(cpu), "bytes": size}
+                    if name.startswith("feature_api"):  # what a request costs when the chart is read afresh
+                        cold_wall: list[float] = []
+                        cold_cpu: list[float] = []
+                        for _ in range(repeat):
+                            runner.app[FEATURE_CACHE_KEY].clear()
+                            w, c = time.perf_counter(), time.process_time()
+                            async with session.get(base + path) as resp:
+                                await resp.read()
+                            cold_wall.append(1000 * (time.perf_counter() - w))
+                            cold_cpu.append(1000 * (time.process_time() - c))
+                        out[name]["uncached"] = {"wall_ms": _spread(cold_wall), "cpu_ms": _spread(cold_cpu)}
         finally:
             await runner.cleanup()
     base_ms = out["baseline"]["wall_ms"]["median"]

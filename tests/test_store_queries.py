@@ -213,3 +213,50 @@ def test_capability_of_a_whole_array_equals_the_running_one(n: int) -> None:
             assert (a is None) == (b is None)
             if a is not None and b is not None:
                 assert (b.value, b.lo, b.hi) == pytest.approx((a.value, a.lo, a.hi), rel=1e-9)
+
+
+def test_feature_cache_keeps_a_chart_until_its_series_changes(store: BackendStore) -> None:
+    """The dashboard's per-feature cache answers what a fresh read answers, reads again once a part of
+    that machine and program is stored (or the feature is defined anew), and keeps nothing read from
+    a store another process may write (a read-only SQLite reader, a shared PostgreSQL store)."""
+    import json
+
+    from monitor.dashboard.api import FeatureCache, _points
+    from monitor.model import AxisRef, PositionFeature, SizeFeature
+    from monitor.report import stored_capability
+
+    pos = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 25.0), AxisRef("probe.hole1_y", 40.0), 0.05)
+    dia = SizeFeature("hole1_dia", "probe.hole1_dia", 10.0, 9.99, 10.01)
+    cache = FeatureCache(size=2)
+
+    def fresh(s: BackendStore, feature: PositionFeature | SizeFeature) -> tuple[object, object]:
+        points = _points(feature, s.measurement_series("m1", "O1001", feature.signals, last=2000))
+        return json.loads(json.dumps(points)), stored_capability(s, "m1", "O1001", feature)
+
+    values, cap = cache.read(store, "m1", "O1001", pos)
+    assert (json.loads(values), cap) == fresh(store, pos) and len(json.loads(values)) > 100
+    if not isinstance(store, SqliteStore):  # several daemons write a shared PostgreSQL store
+        assert store.series_version("m1", "O1001") is None
+        assert cache.read(store, "m1", "O1001", pos)[0] is not values and not cache._entries
+        return
+    again, cap_again = cache.read(store, "m1", "O1001", pos)
+    assert again is values and cap_again is cap  # nothing stored since: kept
+    store.record_part(part(200, "m2", "O1001"))  # another machine's part: this chart is the same
+    assert cache.read(store, "m1", "O1001", pos)[0] is values
+    store.record_part(part(201, "m1", "O1001"))
+    values2, cap2 = cache.read(store, "m1", "O1001", pos)
+    assert values2 is not values and (json.loads(values2), cap2) == fresh(store, pos)
+    assert json.loads(values2)[-1]["part_number"] == 201
+    moved = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 25.001), AxisRef("probe.hole1_y", 40.0), 0.05)
+    assert (json.loads(cache.read(store, "m1", "O1001", moved)[0]), cache.read(store, "m1", "O1001", moved)[1]) == fresh(
+        store, moved
+    )  # a reload that changed the feature
+    cache.read(store, "m1", "O1001", dia)
+    cache.read(store, "m1", "O2002", dia)
+    assert len(cache._entries) == 2  # bounded
+    kept = cache.read(store, "m1", "O2002", dia)[0]
+    cache.clear()
+    assert cache.read(store, "m1", "O2002", dia)[0] is not kept
+    with SqliteStore(store.path, read_only=True) as reader:
+        first = cache.read(reader, "m1", "O1001", dia)[0]
+        assert cache.read(reader, "m1", "O1001", dia)[0] is not first and json.loads(first) == fresh(reader, dia)[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,6 +32,7 @@ from monitor.users import User, user_for_token
 
 if TYPE_CHECKING:
     from monitor.config import Site
+    from monitor.detect.capability import CapabilityResult
     from monitor.model import Feature
     from monitor.store import SeriesPoint, StoreReader
 
@@ -43,7 +44,9 @@ __all__ = [
     "PARTS_DEFAULT",
     "PARTS_MAX",
     "SERIES_MAX",
+    "FeatureCache",
     "add_api_routes",
+    "feature_answer",
     "feature_series",
     "machines_snapshot",
 ]
@@ -52,6 +55,8 @@ API_KEY: web.AppKey[MonitorApi] = web.AppKey("monitor")
 OFFSET_KEY: web.AppKey[OffsetApply | None] = web.AppKey("offsets")
 """The daemon's offset service (None: the dashboard only advises)."""
 """Where the application keeps the monitor it shows (the daemon's core)."""
+FEATURE_CACHE_KEY: web.AppKey[FeatureCache] = web.AppKey("feature_cache")
+"""What feature charts read from the store, kept while it is unchanged (see :class:`FeatureCache`)."""
 
 PARTS_DEFAULT, PARTS_MAX = 100, 5000
 SOURCES_DEFAULT = 500
@@ -242,6 +247,41 @@ def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, str]:
     return (alert["state"] != "closed", alert["time"])
 
 
+class FeatureCache:
+    """Per feature, what its chart reads from the measurement series: the points (as the JSON text
+    the answer carries) and the capability of all its complete parts. Kept while the store's series
+    of that machine and program stays the same (:meth:`~monitor.store.StoreReader.series_version`),
+    so a feature page that polls costs one read and one encoding per new part of that machine and
+    program, not one per request; a changed feature definition (a reload) is read afresh. Used on
+    the core's thread only (where every store read runs); holds at most ``size`` features."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Feature, str, CapabilityResult | None]] = OrderedDict()
+
+    def clear(self) -> None:
+        """Forget everything kept (the next request of each feature reads the store)."""
+        self._entries.clear()
+
+    def read(self, store: StoreReader, machine: str, program: str, feature: Feature) -> tuple[str, CapabilityResult | None]:
+        """(the chart points as JSON text, the capability) of ``feature``, from the cache or the store."""
+        version = store.series_version(machine, program)
+        key = (machine, program, feature.name)
+        hit = self._entries.get(key)
+        if version is not None and hit is not None and hit[0] == version and hit[1] == feature:
+            self._entries.move_to_end(key)
+            return hit[2], hit[3]
+        series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
+        values = _json_text(_points(feature, series))  # JSON-safe as built: no json_safe walk
+        capability = stored_capability(store, machine, program, feature)
+        if version is not None:
+            self._entries[key] = (version, feature, values, capability)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return values, capability
+
+
 def feature_series(
     site: Site, view: dict[str, Any], store: StoreReader, machine: str, program: str, name: str
 ) -> dict[str, Any] | None:
@@ -257,13 +297,40 @@ def feature_series(
     if feature is None:
         return None
     series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-    values = _points(feature, series)
+    capability = stored_capability(store, machine, program, feature)
+    return _feature_body(store, view, machine, program, feature, _points(feature, series), capability)
+
+
+def feature_answer(
+    site: Site, view: dict[str, Any], store: StoreReader, machine: str, program: str, name: str, cache: FeatureCache
+) -> str | None:
+    """:func:`feature_series` as the JSON text the API answers, its points and capability through
+    ``cache``; None when the feature is not configured."""
+    feature = _feature(site, program, name)
+    if feature is None:
+        return None
+    values, capability = cache.read(store, machine, program, feature)
+    body = _feature_body(store, view, machine, program, feature, None, capability)
+    del body["values"]
+    text = _json_text(json_safe(body))
+    return f'{text[:-1]}, "values": {values}}}'  # the body is a JSON object: its points go in last
+
+
+def _feature_body(
+    store: StoreReader,
+    view: dict[str, Any],
+    machine: str,
+    program: str,
+    feature: Feature,
+    values: list[dict[str, Any]] | None,
+    capability: CapabilityResult | None,
+) -> dict[str, Any]:
+    name = feature.name
     alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
     forecast = view.get("forecast")
     if forecast is not None and isinstance(feature, PositionFeature):
         forecast = _tp_cone(forecast)
     evidence = max(alerts, key=_evidence_rank, default=None)
-    capability = stored_capability(store, machine, program, feature)
     return {
         "machine": machine,
         "program": program,
@@ -435,13 +502,11 @@ async def _feature_handler(request: web.Request) -> web.Response:
     if _feature(site, p, f) is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
     view = await api.feature_view(m, p, f)
-    body = await api.read(lambda store: feature_series(site, view, store, m, p, f))
-    if body is None:
+    cache = request.app[FEATURE_CACHE_KEY]
+    text = await api.read(lambda store: feature_answer(site, view, store, m, p, f, cache))
+    if text is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
-    # the chart points are JSON-safe as built (finite floats, text, whole numbers): up to SERIES_MAX
-    # of them need not go through json_safe's walk, the rest of the body does
-    safe = {k: v if k == "values" else json_safe(v) for k, v in body.items()}
-    return web.json_response(safe, dumps=_json_text)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def _feature_parts_handler(request: web.Request) -> web.Response:
@@ -580,6 +645,7 @@ async def _whoami(request: web.Request) -> web.Response:
 
 def add_api_routes(app: web.Application) -> None:
     """Register the JSON API on ``app`` (which holds the monitor under :data:`API_KEY`)."""
+    app[FEATURE_CACHE_KEY] = FeatureCache()
     r = app.router
     r.add_get("/api/status", _status)
     r.add_get("/api/machines", _machines)

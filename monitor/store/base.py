@@ -122,6 +122,13 @@ class StoreReader(Protocol):
         none of them are left out), in the order they ended; ``last`` keeps the most recent N."""
         ...
 
+    def series_version(self, machine: str, program: str) -> int | None:
+        """A number that changes whenever ``machine``/``program``'s measurement series (and so
+        :meth:`feature_values`) may have changed through this store: what was read from them stays
+        valid while it stays the same. None when it cannot be told (a reader of a store that another
+        process writes): nothing read may be kept."""
+        ...
+
     def alert(self, alert_id: str) -> Alert | None: ...
 
     def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:

@@ -780,6 +780,11 @@ class PostgresStore:
             ordered = ordered[-last:] if last > 0 else []
         return [SeriesPoint(number, end, key, values) for key, (end, number, values) in ordered]
 
+    def series_version(self, machine: str, program: str) -> int | None:
+        """Never told: several daemons write a shared PostgreSQL store (a standby takes a machine
+        over), so nothing read from its series may be kept."""
+        return None
+
     def alert(self, alert_id: str) -> Alert | None:
         row = self._query_one("SELECT data FROM alerts WHERE id = %s", (alert_id,))
         return alert_from_dict(json.loads(row[0])) if row else None

@@ -239,6 +239,8 @@ class SqliteStore:
         """Told the duration of each write transaction, by kind (part, alerts, signals): the metrics."""
         self.read_only = read_only
         self._lock = threading.Lock()
+        self._series_versions: dict[tuple[str, str], int] = {}
+        """Per (machine, program), how often parts were written to its series (see series_version)."""
         if read_only:
             self._db = self._open_read_only(timeout_s)
             return
@@ -386,6 +388,8 @@ class SqliteStore:
                 [(part.key, s, v) for s, v in part.measurements.items()],
             )
             if part.status is PartStatus.COMPLETE and part.measurements:
+                group = (part.machine, part.program)
+                self._series_versions[group] = self._series_versions.get(group, 0) + 1  # also if it rolls back
                 end = part.end.isoformat()
                 self._db.executemany(
                     "INSERT OR IGNORE INTO series (machine, program, signal, end, key, part_number, value)"
@@ -682,6 +686,13 @@ class SqliteStore:
         if last is not None:
             ordered = ordered[-last:] if last > 0 else []
         return [SeriesPoint(number, _parse_time(end), key, values) for key, (end, number, values) in ordered]
+
+    def series_version(self, machine: str, program: str) -> int | None:
+        """Counted in this store object, which is the store's only writer (the daemon holds its lock);
+        a read-only store may be written by another process meanwhile: None."""
+        if self.read_only:
+            return None
+        return self._series_versions.get((machine, program), 0)
 
     def alert(self, alert_id: str) -> Alert | None:
         with self._lock:
