@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 ENGINE_STATE = "drift-engine:"
 """Prefix of the names under which each machine's share of the engine state is kept in the store."""
 _TRACKER_STATE = "tracker:"
+_DEFERRED_STEPS = "deferred-steps:"
+"""Prefix of each machine's deferred steps (offsets written between parts that no stored part carries
+yet): stored with the action that made them and with the part that releases them, so a daemon
+restarted between a write and the next part still hands the detectors the step."""
 _INSPECTION_SEQ = "inspection-seq"
 """Where in the store's change sequence of inspection results the engine has read up to."""
 _PART_BYTES = 8 << 10
@@ -146,6 +150,27 @@ _MAX_DEFERRED = 64
 """Deferred steps kept per machine for programs it is not running now."""
 
 
+DeferredStep = tuple[datetime, str, str, dict[str, float | None] | None]
+"""A step waiting for its first part: (controller time the machine came to rest before the write,
+program, feature, shift per axis or None for a step of unknown size)."""
+
+
+def _steps_from(saved: Mapping[str, Any] | None) -> list[DeferredStep]:
+    """Deferred steps as :meth:`Pipeline._deferred_state` stored them (none when nothing was stored)."""
+    steps: list[DeferredStep] = []
+    for step in (saved or {}).get("steps", []):
+        shifts = step.get("shifts")
+        steps.append(
+            (
+                datetime.fromisoformat(step["after"]),
+                str(step["program"]),
+                str(step["feature"]),
+                {str(k): (None if v is None else float(v)) for k, v in shifts.items()} if shifts is not None else None,
+            )
+        )
+    return steps
+
+
 def _same_register(a: Register, b: Register) -> bool:
     """One register of the control: same kind and axis, same work offset or tool."""
     return (a.kind, a.axis, a.work_offset or "", a.tool or "") == (b.kind, b.axis, b.work_offset or "", b.tool or "")
@@ -163,7 +188,7 @@ class Pipeline:
         self.parts_by_status: Counter[tuple[str, str]] = Counter()
         """Parts stored since start, by (machine, status): for the metrics."""
         self._logged: set[str] = set()
-        self._deferred_steps: dict[str, list[tuple[datetime, str, str, dict[str, float | None] | None]]] = {}
+        self._deferred_steps: dict[str, list[DeferredStep]] = {}
         """Steps of offsets written between parts, by machine: (controller time the machine came to rest
         before the write, program, feature, shifts); each reaches the detectors with the first part that
         started after that time, whatever parts were still on their way through the trackers."""
@@ -198,6 +223,9 @@ class Pipeline:
             if context is None:
                 self._without_context.add(machine_id)
             self.status[machine_id] = self._machine_state(machine_id)
+            deferred = _steps_from(store.load_detector_state(_DEFERRED_STEPS + machine_id))
+            if deferred:
+                self._deferred_steps[machine_id] = deferred
 
     def _machine_state(self, machine_id: str) -> MachineState:
         return MachineState(
@@ -462,24 +490,27 @@ class Pipeline:
             return alert or self.store.alert(alert_id)
 
         action = make_action(self.site, command, find, self._last_part, store_part_lookup(self.store))
-        self._expect_step(action, command.effective_after)
+        deferred = self._expect_step(action, command.effective_after)
         state = self.engine.state(action.machine)
+        steps = self._deferred_state(action.machine) if deferred else None
 
         def write() -> None:
             self.store.record_action(action)
             self.store.save_detector_state(ENGINE_STATE + action.machine, state)
+            if steps is not None:
+                self.store.save_detector_state(_DEFERRED_STEPS + action.machine, steps)
 
         self._write(f"action {action.id}", write)
         return Outcome(None, action)
 
-    def _expect_step(self, action: Action, effective_after: datetime | None = None) -> None:
+    def _expect_step(self, action: Action, effective_after: datetime | None = None) -> bool:
         """An offset applied or a tool changed is a known step for the detectors from the next part
         (no false drift after a correction): the size of an offset's step follows from its register.
         With ``effective_after`` (a write between parts: when the machine came to rest, controller
-        time), from the first part that started after it."""
+        time), from the first part that started after it: deferred (True when any step was)."""
         config = self.site.programs.get(action.program)
         if config is None or action.kind not in (ActionKind.OFFSET_APPLIED, ActionKind.TOOL_CHANGED):
-            return
+            return False
         reg = action.register
         if action.kind is ActionKind.OFFSET_APPLIED and reg is not None:
             # a register moves every feature it corrects (G54 X moves both holes, T12 D-wear both bores)
@@ -504,19 +535,30 @@ class Pipeline:
                 self.engine.record_step(action.machine, action.program, feature, shifts)
             else:
                 self._deferred_steps.setdefault(action.machine, []).append((effective_after, action.program, feature, shifts))
+        return effective_after is not None and bool(features)
 
-    def _release_steps(self, part: PartRecord) -> None:
-        """Hand the detectors the deferred steps this part is the first to carry."""
+    def _release_steps(self, part: PartRecord) -> bool:
+        """Hand the detectors the deferred steps this part is the first to carry; True when the
+        machine's deferred steps changed (they are stored with the part)."""
         waiting = self._deferred_steps.get(part.machine)
         if not waiting:
-            return
-        keep: list[tuple[datetime, str, str, dict[str, float | None] | None]] = []
+            return False
+        keep: list[DeferredStep] = []
         for after, program, feature, shifts in waiting:
             if program == part.program and part.end > after + _REST_MARGIN:
                 self.engine.record_step(part.machine, program, feature, shifts)
             elif program == part.program or len(keep) < _MAX_DEFERRED:
                 keep.append((after, program, feature, shifts))
         self._deferred_steps[part.machine] = keep
+        return len(keep) != len(waiting)
+
+    def _deferred_state(self, machine: str) -> dict[str, Any]:
+        """A machine's deferred steps as the store keeps them (:func:`_steps_from` reads them back)."""
+        steps = [
+            {"after": after.isoformat(), "program": program, "feature": feature, "shifts": shifts}
+            for after, program, feature, shifts in self._deferred_steps.get(machine, [])
+        ]
+        return {"version": 1, "steps": steps}
 
     def _last_part(self, machine: str, program: str) -> int | None:
         """The number of the last part of ``program`` stored for ``machine`` (None before the first)."""
@@ -573,6 +615,7 @@ class Pipeline:
                 self.counts["duplicate_parts"] += 1
                 continue
             refreshed: list[Alert] = []
+            released = False
             if part.status is PartStatus.NOT_OBSERVED:
                 # one alert change per run of placeholders, stored with the last of them
                 unseen.append(part)
@@ -583,7 +626,7 @@ class Pipeline:
                 self.status[part.machine].not_observed += 1
             else:
                 try:
-                    self._release_steps(part)
+                    released = self._release_steps(part)
                     assessment = self.engine.assess(part)
                     alerts, refreshed = assessment.alerts, assessment.refreshed
                 except (ValueError, TypeError, ArithmeticError) as exc:  # never lose the part to a detection fault
@@ -595,6 +638,8 @@ class Pipeline:
                 *self._engine_writes(part.machine, program=part.program),
                 (_TRACKER_STATE + part.machine, tracker.context(after=part)),
             ]
+            if released:  # the steps this part carries are no longer waiting, after a restart too
+                states.append((_DEFERRED_STEPS + part.machine, self._deferred_state(part.machine)))
             size = 0
             if self.held:  # it will wait: keep its states as JSON (what the store writes; far smaller)
                 states = [(name, _encoded(state)) for name, state in states]

@@ -199,6 +199,40 @@ async def test_a_work_offset_moves_every_feature_it_corrects(
         assert abs(hole1.axes["x"].deviation) < 0.003  # re-centred: 25.03 - 0.028 on the controller
 
 
+async def test_the_step_of_a_write_survives_a_restart_before_the_next_part(
+    tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]
+) -> None:
+    """G54 X written after part 5, the daemon stopped and started again before part 6: the restarted
+    daemon still hands both holes' detectors the step with part 6 (it was stored with the action),
+    so the re-centred part is the correction it expected, not an unexplained step."""
+    site = load_site(write_site(tmp_path, sim.endpoint, pki.root))
+    await sim.publish(SHAPE.id, "program.name", "O1001", T0)
+    await sim.publish(SHAPE.id, "part.count", 0, T0)
+    loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
+    async with running_daemon(site) as running:
+        await running.until(CONNECTED, timeout_s=60)
+        for n in range(1, 5):
+            await make_part(loop, n)
+        await make_part(loop, 5, x=25.03)  # hole 1 far off in X: out of tolerance
+        event = await running.until(is_condition("hole1_pos", "out_of_tolerance"), timeout_s=60)
+        condition = event.data["id"]
+        [outcome] = await running.daemon.offsets.apply(ApplyOffset(condition, User("eve", Role.ENGINEER), axis="x"))
+        assert outcome.write is not None and outcome.write.register == "G54.X"
+    # the daemon is stopped here; the write is on the controller, no part carries it yet
+    async with running_daemon(site) as running:
+        await running.until(CONNECTED, timeout_s=60)
+        engine = running.daemon.core._pipeline.engine  # the detectors' own view (no public API shows it)
+        await make_part(loop, 6, x=25.03)  # the clamp is still loose: the written work offset re-centres hole 1
+        await running.until(lambda e: e.kind == "part" and e.data["part_number"] == 6, timeout_s=60)
+        for feature in ("hole1_pos", "hole2_pos"):
+            evidence = engine.evidence(SHAPE.id, "O1001", feature)
+            assert evidence is not None and evidence.known_step, feature
+        hole1 = engine.evidence(SHAPE.id, "O1001", "hole1_pos")
+        assert hole1 is not None and abs(hole1.axes["x"].deviation) < 0.003
+        stored = await running.daemon.core.read(lambda store: store.load_detector_state("deferred-steps:" + SHAPE.id))
+        assert stored is not None and stored["steps"] == []  # released with part 6, stored with it
+
+
 async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: Path, env: dict[str, str]) -> None:
     """A feature with offset.auto_apply on an insecure connection: the site allows writes by hand for
     the simulator, never automatic ones; the refusal is recorded as the auto-apply user's."""
