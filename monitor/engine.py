@@ -29,7 +29,7 @@ from monitor.detect.watch import AttributePlan, FeatureSnapshot, FeatureWatch, W
 from monitor.errors import DetectionError, MonitorError
 from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import Alert, AlertKind, AlertState, ConditionState, PartRecord, PartStatus, Register, Severity
-from monitor.registers import OffsetChange, advice_text, advise
+from monitor.registers import OffsetChange, SharedFeature, SharedRegister, advice_text, advise, same_register, share_register
 
 if TYPE_CHECKING:
     from monitor.config import ProgramConfig
@@ -476,16 +476,20 @@ class DriftEngine:
         if level is ConditionState.OUT_OF_TOLERANCE and not deviations:
             deviations = {a: e.deviation for a, e in ev.axes.items()}
         changes = advise(registers, deviations)
+        changes, shared = self._shared(part, plan, changes)
         signals_ev = {str(k): {"severity": str(s.severity), "message": s.message, **s.evidence} for k, s in active.items() if s}
         first = next(iter(active.values()), None)
         forecast = signals_ev.get(str(AlertKind.FORECAST), {})
         parts_left = 0 if level is ConditionState.OUT_OF_TOLERANCE else forecast.get("parts_to_breach")
         quiet = entry.quiet if entry else 0
         action = _action(level, part.part_number, changes, forecast, quiet, plan.config.close_after, active, unsettled)
+        if shared and level is not ConditionState.OK:
+            action += "; " + "; ".join(s.note for s in shared)
         advice = {
             "action": action,
             "text": advice_text(changes),
             "offsets": [c.as_dict() for c in changes],
+            "shared": [s.as_dict() for s in shared],
             "parts_left": parts_left,
             "first_out_part": forecast.get("first_out_part"),
             "first_out_interval": forecast.get("first_out_interval"),
@@ -508,6 +512,48 @@ class DriftEngine:
             "tool": watch.tool if watch.tool not in self._probes.get(part.machine, frozenset()) else None,
         }
         return message, evidence
+
+    def _shared(
+        self, part: PartRecord, plan: WatchPlan, changes: list[OffsetChange]
+    ) -> tuple[list[OffsetChange], list[SharedRegister]]:
+        """The advice of a register that corrects other features of the program too (G54 X: every hole
+        of the setup; one tool's D-wear: every bore it cuts), weighed against where those features are
+        now (:func:`~monitor.registers.share_register`): combined, or withdrawn when they disagree."""
+        if not changes:
+            return changes, []
+        out: list[OffsetChange] = []
+        notes: list[SharedRegister] = []
+        for change in changes:
+            others = self._sharing(part, plan, change)
+            shared = share_register(plan.feature.name, change, others)
+            if shared is None:
+                out.append(change)
+                continue
+            notes.append(shared)
+            if shared.change is not None:
+                out.append(replace(change, change=shared.change))
+        return out, notes
+
+    def _sharing(self, part: PartRecord, plan: WatchPlan, change: OffsetChange) -> list[SharedFeature]:
+        """The other features of the part's program that ``change``'s register moves, with their
+        current deviation on it (from their latest evidence, of this part or the one before)."""
+        others: list[SharedFeature] = []
+        for other in self._plans.get(part.program, []):
+            if other.source != PROBE_SOURCE or other.label == plan.label:
+                continue
+            watch = self._watches.get((part.machine, part.program, other.label))
+            ev = watch.last if watch is not None else None
+            if watch is None or ev is None or not 0 <= part.part_number - ev.part_number <= 1:
+                continue
+            registers = self.registers(part.machine, part.program, other.feature.name, watch.tool)
+            for axis, reg in registers.items():
+                if not same_register(reg, change.register) or axis not in ev.axes:
+                    continue
+                a = ev.axes[axis]
+                level = a.fit.level if a.fit is not None else a.deviation
+                significant = ev.out_of_tolerance or any(o.axis == axis for o in ev.offsets)
+                others.append(SharedFeature(other.feature.name, reg, level, significant))
+        return others
 
     def _new_id(self, base: str) -> str:
         """``base`` the first time; ``base#2``, ``base#3``... when a later batch (part numbers start

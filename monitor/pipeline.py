@@ -37,8 +37,8 @@ from monitor.model import (
     Observation,
     PartRecord,
     PartStatus,
-    Register,
 )
+from monitor.registers import same_register
 from monitor.sinks.signals import SignalFilter
 from monitor.store import StateDelta, StateWrite, Store
 from monitor.store.held import HeldWrites
@@ -169,11 +169,6 @@ def _steps_from(saved: Mapping[str, Any] | None) -> list[DeferredStep]:
             )
         )
     return steps
-
-
-def _same_register(a: Register, b: Register) -> bool:
-    """One register of the control: same kind and axis, same work offset or tool."""
-    return (a.kind, a.axis, a.work_offset or "", a.tool or "") == (b.kind, b.axis, b.work_offset or "", b.tool or "")
 
 
 class Pipeline:
@@ -517,7 +512,7 @@ class Pipeline:
             features = [
                 f
                 for f in config.features
-                if any(_same_register(r, reg) for r in self.engine.registers(action.machine, action.program, f).values())
+                if any(same_register(r, reg) for r in self.engine.registers(action.machine, action.program, f).values())
             ] or ([action.feature] if action.feature else [])
         elif action.feature:
             features = [action.feature]

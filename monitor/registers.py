@@ -31,7 +31,7 @@ for outside and inside diameters alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +42,8 @@ __all__ = [
     "SIZE_FORMS",
     "MachineKind",
     "OffsetChange",
+    "SharedFeature",
+    "SharedRegister",
     "SizeForm",
     "advice_text",
     "advise",
@@ -50,6 +52,8 @@ __all__ = [
     "default_register_kind",
     "format_mm",
     "registers_for",
+    "same_register",
+    "share_register",
 ]
 
 MachineKind = Literal["mill", "lathe", "mill-turn"]
@@ -180,3 +184,103 @@ def advice_text(changes: list[OffsetChange]) -> str:
         else:
             pieces.append(f"{reg.label} {format_mm(c.change)}")
     return ", ".join(f"{p} {' '.join(groups[p])}" if p in groups else p for p in pieces) + " mm"
+
+
+def same_register(a: Register, b: Register) -> bool:
+    """One register of the control: same kind and axis, same work offset or tool (the factor is the
+    feature's: G54 X is one register for two holes)."""
+    return (a.kind, a.axis, a.work_offset or "", a.tool or "") == (b.kind, b.axis, b.work_offset or "", b.tool or "")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFeature:
+    """Another feature one register corrects too: its register entry (its factor), its fitted
+    deviation from nominal on that register's axis (mm), and whether that deviation is a real one
+    (beyond its uncertainty: the feature asks for a change of its own)."""
+
+    feature: str
+    register: Register
+    deviation: float
+    significant: bool
+
+    @property
+    def want(self) -> float:
+        """The register change that alone would re-centre this feature."""
+        return self.register.change_for(self.deviation)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRegister:
+    """What the advice for a shared register became: the change to advise (None: none, the features
+    disagree), what the feature alone would want, the others and why, in a machinist's words."""
+
+    register: str
+    change: float | None
+    alone: float
+    others: tuple[SharedFeature, ...]
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "register": self.register,
+            "change_mm": self.change,
+            "alone_mm": self.alone,
+            "features": {o.feature: o.deviation for o in self.others},
+            "note": self.note,
+        }
+
+
+_SHARED_SAME = (0.001, 0.1)
+"""A combined change within 1 um or 10 % of the feature's own is the feature's own (features that agree)."""
+
+
+def share_register(feature: str, change: OffsetChange, others: Sequence[SharedFeature]) -> SharedRegister | None:
+    """The advice for a register that also moves ``others`` (G54 X moves every hole of the setup, one
+    tool's D-wear every bore it cuts): None when it moves no other feature or they agree with
+    ``change``. When a feature that needs a change of its own needs it the other way, no change is
+    advised: one register cannot correct both, something moved one against the other (a loose
+    clamp, the fixture, a second tool). Otherwise the change that leaves the worst of them
+    closest to nominal (the mid-range of their deviations, in register units), and why.
+
+    >>> from monitor.model import RegisterKind
+    >>> g54x = Register(RegisterKind.WORK_OFFSET, "x", -1.0, None, "G54")
+    >>> mine = OffsetChange(g54x, -0.030, 0.030)
+    >>> share_register("hole1", mine, [SharedFeature("hole2", g54x, 0.0, False)]).change
+    -0.015
+    >>> share_register("hole1", mine, [SharedFeature("hole2", g54x, -0.012, True)]).change is None
+    True
+    >>> share_register("hole1", mine, [SharedFeature("hole2", g54x, 0.0302, True)]) is None
+    True
+    """
+    if not others:
+        return None
+    label = change.register.label
+    alone = change.change
+    against = [o for o in others if o.significant and o.want * alone < 0]
+    if against:
+        wants = ", ".join(f"{o.feature} needs {format_mm(o.want)} mm" for o in against)
+        note = (
+            f"{label} not advised: {feature} needs {format_mm(alone)} mm but {label} also moves "
+            f"{', '.join(o.feature for o in others)} and {wants}: one register cannot correct both; find what "
+            "moved one against the other (clamping, the fixture, a second tool) or give each its own offset"
+        )
+        return SharedRegister(label, None, alone, tuple(others), note)
+    # minimise the largest |deviation after the change| = |want - change| / |factor| over the features
+    points = [(alone, abs(change.register.factor) or 1.0)] + [(o.want, abs(o.register.factor) or 1.0) for o in others]
+    lo, hi = min(w for w, _ in points), max(w for w, _ in points)
+    for _ in range(80):  # a convex function of one variable: ternary search
+        a, b = lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0
+        if max(abs(w - a) / f for w, f in points) <= max(abs(w - b) / f for w, f in points):
+            hi = b
+        else:
+            lo = a
+    combined = round((lo + hi) / 2.0, 6)
+    if abs(combined - alone) <= max(_SHARED_SAME[0], _SHARED_SAME[1] * abs(alone)):
+        return None
+    moved = ", ".join(f"{o.feature} at {o.deviation * 1000:+.1f} um" for o in others)
+    worst = max(abs(w - combined) / f for w, f in points)
+    note = (
+        f"{format_mm(combined)} mm rather than the {format_mm(alone)} mm {feature} alone needs: {label} also moves "
+        f"{moved}, and this leaves each within {worst * 1000:.1f} um of nominal"
+    )
+    return SharedRegister(label, combined, alone, tuple(others), note)
