@@ -807,6 +807,17 @@ def _fit_models(
     return _Posterior(y, grid, known, w, coef, cov, a_n, b_n, known_sigma)
 
 
+_KNOWN_SHIFT_SD = 0.1
+"""Prior sd of a recorded step of known size, as a share of that size: an offset written on the
+controller moves the parts by about its change (a wear offset through the cut, not exactly).
+A step of unknown size (a tool changed) keeps a prior sd of one scale around no step."""
+_KNOWN_SHIFT_FLOOR = 0.1
+"""...and at least this share of the scale (the controller's resolution, the part's own scatter):
+before, a known size had the unknown size's prior (one scale), so the first part after an applied
+offset set the level on its own and a noisy one kept the old level and its breach forecast
+(bench/forecast_after_step.py)."""
+
+
 def _with_known_steps(
     y: np.ndarray,
     grid: _Grid,
@@ -827,15 +838,18 @@ def _with_known_steps(
     p = 2 + nk
     steps = np.zeros((n, nk))
     m0k = np.zeros(nk)
+    sdk = np.full(nk, scale)
     for j, (at, shift) in enumerate(known):
         steps[at:, j] = 1.0
         m0k[j] = 0.0 if shift is None else shift
+        if shift is not None:
+            sdk[j] = max(_KNOWN_SHIFT_SD * abs(shift), _KNOWN_SHIFT_FLOOR * scale)
     qk = _q_apply(steps, _PHI)  # (P, n, nk)
     skk = np.einsum("pnj,nk->pjk", qk, steps)
     sck = qk.sum(axis=1)
     sfk = np.einsum("pnj,gn->pgj", qk, grid.f)
     sky = np.einsum("pnj,n->pj", qk, y)
-    pk = s_e2 / scale**2  # (P, 1): a known step has a prior sd of one scale around its expected shift
+    pk = s_e2 / sdk[None, :] ** 2  # (P, nk): each step's prior precision around its expected shift
     a = np.zeros((n_phi, n_models, p, p))
     a[..., 0, 0] = pc + scc
     a[..., 0, 1] = a[..., 1, 0] = scf
@@ -843,7 +857,7 @@ def _with_known_steps(
     a[..., 0, 2:] = a[..., 2:, 0] = sck[:, None, :]
     a[..., 1, 2:] = sfk
     a[..., 2:, 1] = sfk
-    a[..., 2:, 2:] = skk[:, None, :, :] + np.eye(nk)[None, None] * pk[:, :, None, None]
+    a[..., 2:, 2:] = skk[:, None, :, :] + np.eye(nk)[None, None] * pk[:, None, None, :]
     bvec = np.zeros((n_phi, n_models, p))
     bvec[..., 0] = scy
     bvec[..., 1] = sfy
@@ -852,8 +866,8 @@ def _with_known_steps(
     mean = np.einsum("pgij,pgj->pgi", inv, bvec)
     quad = np.einsum("pgi,pgi->pg", bvec, mean)
     _, logdet_a = np.linalg.slogdet(a)
-    logdet_ratio = np.log(pc) + np.log(pf) + nk * np.log(pk) - logdet_a
-    prior_quad = np.broadcast_to(pk * float((m0k**2).sum()), (n_phi, n_models))
+    logdet_ratio = np.log(pc) + np.log(pf) + np.log(pk).sum(axis=1, keepdims=True) - logdet_a
+    prior_quad = np.broadcast_to((pk * m0k[None, :] ** 2).sum(axis=1, keepdims=True), (n_phi, n_models))
     coef = [mean[..., k] for k in range(p)]
     cov = {(i, j): inv[..., i, j] for i in range(p) for j in range(i, p)}
     return coef, cov, quad, logdet_ratio, prior_quad
