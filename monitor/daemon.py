@@ -42,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from adapters.base import Adapter, ObservationQueue
+from adapters.base import Adapter, AdapterState, ObservationQueue
 from monitor.commands import ApplyOffset
 from monitor.config import Site, load_site
 from monitor.control import new_token, serve_control
@@ -124,7 +124,8 @@ class Daemon:
         self._read_until: dict[tuple[str, str], datetime] = {}
         """Per (machine, signal), the newest source time of anything a source delivered: what the
         daemon has read (:meth:`wait_read`)."""
-        self._read_waiters: list[tuple[dict[tuple[str, str], datetime], asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        """:meth:`wait_read` / :meth:`wait_connected` callers: checked at every delivery while there are any."""
         self._heard: dict[str, float] = {}
         """Per machine, the wall-clock (monotonic) time any of its sources last delivered anything."""
         self._offsets: dict[tuple[str, str], timedelta] = {}
@@ -181,16 +182,33 @@ class Daemon:
         then (a simulator that knows what it published waits with this; bound it with a timeout and
         ask :meth:`unread` what is missing)."""
         wanted = dict(through)
-        if not self.unread(wanted):
+        await self._wait_until(lambda: not self.unread(wanted))
+
+    async def wait_connected(self) -> None:
+        """Return once every source is connected (an OPC UA source subscribed and caught up, an
+        MTConnect one reading its agent): what a server publishes from then on is read. A simulator
+        that starts its batch before this loses what it published while the daemon connected
+        (the first part of a machine behind a SignAndEncrypt session). Bound it with a timeout and
+        ask :meth:`not_connected` which are missing."""
+        await self._wait_until(lambda: not self.not_connected())
+
+    def not_connected(self) -> list[str]:
+        """The sources (by machine) not connected now."""
+        return [s.machine for s in self.sources if s.adapter is None or s.adapter.state is not AdapterState.CONNECTED]
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait, without polling, until ``ready()`` holds after a delivery (sources deliver their
+        connection changes like any observation)."""
+        if ready():
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = (wanted, done)
-        self._read_waiters.append(waiter)
+        waiter = (ready, done)
+        self._waiters.append(waiter)
         try:
             await done
         finally:
-            if waiter in self._read_waiters:
-                self._read_waiters.remove(waiter)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def unread(self, through: Mapping[tuple[str, str], datetime]) -> dict[tuple[str, str], datetime | None]:
         """Of ``through``, the signals not read up to their time: the newest source time read of each (None: nothing)."""
@@ -441,20 +459,21 @@ class Daemon:
             if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
                 self._last_obs[obs.machine] = (obs.time, now)
                 break
+        await self._queue.put_many(batch)
+        for sink in self.sinks:
+            for obs in batch:
+                sink.offer(obs)
+        # read = in the queue: a stop from now on processes it (a batch still waiting for room in a
+        # full queue is not read yet; a stop that outlasts the drain timeout would drop it)
         read = self._read_until
         for obs in batch:
             key = (obs.machine, obs.signal)
             seen = read.get(key)
             if seen is None or obs.time > seen:
                 read[key] = obs.time
-        if self._read_waiters:
-            for wanted, done in self._read_waiters:
-                if not done.done() and not self.unread(wanted):
-                    done.set_result(None)
-        await self._queue.put_many(batch)
-        for sink in self.sinks:
-            for obs in batch:
-                sink.offer(obs)
+        for ready, done in self._waiters:
+            if not done.done() and ready():
+                done.set_result(None)
 
     async def _process(self) -> None:
         queue = self._queue

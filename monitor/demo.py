@@ -140,6 +140,8 @@ class DemoResult:
         return out
 
 
+CONNECT_TIMEOUT_S = 60.0
+"""How long the demo waits for the daemon to connect to every simulated server before the batch."""
 SETTLE_TIMEOUT_S = 120.0
 """How long, after the batch, the demo waits for the daemon to read what the servers published."""
 DEMO_LIMITS: dict[str, float] = {"max_change": 0.03, "max_batch_change": 0.12, "auto_max_change": 0.015}
@@ -364,6 +366,7 @@ async def run_demo(
             all_done = asyncio.Event()
             try:
                 await _wait_started(daemon, runner)
+                await _wait_connected(daemon)
                 result.dashboard_url = daemon.dashboard_url
                 if on_started is not None:
                     on_started(daemon.dashboard_url)
@@ -449,6 +452,18 @@ async def _settle(
             timeout_s, len(missing), "; ".join(missing),
         )  # fmt: skip
     return missing
+
+
+async def _wait_connected(daemon: Daemon, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Start the batch once the daemon reads every server (else it misses what is published while it
+    connects: the first part of a machine behind a SignAndEncrypt session); bounded, then said."""
+    try:
+        await asyncio.wait_for(daemon.wait_connected(), timeout_s)
+    except TimeoutError:
+        log.warning(
+            "after %.0f s the daemon is not connected to %s; starting the batch anyway: the first parts may not be read",
+            timeout_s, ", ".join(daemon.not_connected()),
+        )  # fmt: skip
 
 
 async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from monitor.demo import DemoOptions, run_demo
 from monitor.model import ActionKind
+from monitor.sim import SimCell, load_scenario
 from monitor.store import open_store
 
 
@@ -15,6 +16,10 @@ async def test_the_loop_keeps_a_drifting_batch_in_tolerance(tmp_path: Path) -> N
     # tool_wear: the boring head's wear takes both bores out of tolerance around parts 50-60
     options = DemoOptions(scenario="tool_wear", seed=1, parts=75, speed=500.0, closed_loop=True)
     result = await run_demo(options, tmp_path)
+    # every part is read: the batch starts once the daemon's SignAndEncrypt sessions are subscribed
+    # (before, the first part of each machine was published while the daemon connected, and lost)
+    made = SimCell(load_scenario("tool_wear"), seed=1, parts=75).parts()
+    assert result.parts == len(made)
     loop = result.closed_loop
     assert loop is not None and loop["out_of_tolerance_without"] >= 10
     assert loop["offsets_applied"] >= 1

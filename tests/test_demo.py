@@ -115,12 +115,15 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
     before the servers are drained); a server the daemon cannot read is named, signal by signal."""
     import asyncio
     import socket
+    from datetime import UTC, datetime
 
+    import pytest
     import yaml
 
     from monitor.config import load_site
     from monitor.daemon import Daemon, open_core
     from monitor.demo import CellServers, _settle, _wait_started
+    from monitor.model import CONNECTION_SIGNAL
     from monitor.sim import run_cell
 
     parts = 6
@@ -134,9 +137,16 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
         (tmp_path / "site.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
         async with open_core(load_site(tmp_path / "site.yaml")) as core:
             daemon, stop = Daemon(core, health_every_s=3600), asyncio.Event()
+            before = datetime.now(UTC)
             runner = asyncio.create_task(daemon.run(stop))
             try:
                 await _wait_started(daemon, runner)
+                # the batch starts once the daemon reads the OPC UA server (it would miss the first
+                # part otherwise); the agent nobody serves keeps the daemon from being all connected
+                await asyncio.wait_for(daemon.wait_read({("vmc-01", CONNECTION_SIGNAL): before}), 120)
+                assert daemon.not_connected() == ["vmc-02"]
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(daemon.wait_connected(), 0.2)
                 await run_cell(cell, servers.publish, speed=2000)
                 published = {key: at for key, at in servers.published().items() if key in read}
                 assert {m for m, _ in published} == {"vmc-01", "vmc-02"}
