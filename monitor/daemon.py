@@ -122,10 +122,16 @@ class Daemon:
         self._last_status: dict[str, Any] = {"machines": {}, "sinks": {}}
         self._last_obs: dict[str, tuple[datetime, float]] = {}
         self._read_until: dict[tuple[str, str], datetime] = {}
-        """Per (machine, signal), the newest source time of anything a source delivered: what the
+        """Per (machine, signal), the newest source time of a value a source delivered: what the
         daemon has read (:meth:`wait_read`)."""
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         """:meth:`wait_read` / :meth:`wait_connected` callers: checked at every delivery while there are any."""
+        self._unavailable_at: dict[tuple[str, str], datetime] = {}
+        """Per (machine, signal), the newest time of an UNAVAILABLE a source delivered: it may carry
+        the server's clock (an agent's or server's placeholder before the first value), not the
+        controller's, so it counts as read only once the machine's clock has reached it."""
+        self._machine_clock: dict[str, datetime] = {}
+        """Per machine, the newest source time of any value its sources delivered (the controller's clock)."""
         self._heard: dict[str, float] = {}
         """Per machine, the wall-clock (monotonic) time any of its sources last delivered anything."""
         self._offsets: dict[tuple[str, str], timedelta] = {}
@@ -211,13 +217,22 @@ class Daemon:
                 self._waiters.remove(waiter)
 
     def unread(self, through: Mapping[tuple[str, str], datetime]) -> dict[tuple[str, str], datetime | None]:
-        """Of ``through``, the signals not read up to their time: the newest source time read of each (None: nothing)."""
-        read = self._read_until
+        """Of ``through``, the signals not read up to their time: the newest source time read of each (None: nothing).
+
+        An UNAVAILABLE read at or after the time counts once the machine's clock (its values) has
+        reached that time too: the placeholder a server or agent shows before the first value is
+        stamped with its own clock, which may be far ahead of the controller's (a simulated cell's
+        clock is), and must not stand for updates not read yet."""
+        read, unavailable, clock = self._read_until, self._unavailable_at, self._machine_clock
         out: dict[tuple[str, str], datetime | None] = {}
         for key, at in through.items():
             seen = read.get(key)
-            if seen is None or seen < at:
-                out[key] = seen
+            if seen is not None and seen >= at:
+                continue
+            gone, now = unavailable.get(key), clock.get(key[0])
+            if gone is not None and gone >= at and now is not None and now >= at:
+                continue
+            out[key] = seen
         return out
 
     async def apply_offset(self, command: ApplyOffset) -> list[dict[str, Any]]:
@@ -465,12 +480,17 @@ class Daemon:
                 sink.offer(obs)
         # read = in the queue: a stop from now on processes it (a batch still waiting for room in a
         # full queue is not read yet; a stop that outlasts the drain timeout would drop it)
-        read = self._read_until
+        read, unavailable, clock = self._read_until, self._unavailable_at, self._machine_clock
         for obs in batch:
             key = (obs.machine, obs.signal)
-            seen = read.get(key)
+            into = read if obs.value is not None else unavailable
+            seen = into.get(key)
             if seen is None or obs.time > seen:
-                read[key] = obs.time
+                into[key] = obs.time
+            if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
+                reached = clock.get(obs.machine)
+                if reached is None or obs.time > reached:
+                    clock[obs.machine] = obs.time
         for ready, done in self._waiters:
             if not done.done() and ready():
                 done.set_result(None)

@@ -164,3 +164,45 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
     with SqliteStore(tmp_path / "demo.db") as store:  # what was read of vmc-01 is every part it made
         made = [p.part_number for p in store.parts() if p.machine == "vmc-01" and p.status.value == "complete"]
     assert sorted(made) == list(range(1, parts + 1))
+
+
+async def test_a_servers_placeholder_does_not_count_as_reading_the_controllers_updates(tmp_path: Path) -> None:
+    """An agent shows every item UNAVAILABLE, stamped with its own clock, until the machine publishes:
+    a daemon connected before the first publish reads those placeholders, and they must not count as
+    having read the controller's later updates (a simulated cell's clock lies far behind the agent's).
+    Otherwise the demo stops its daemon before it read the last part, which the agent still holds."""
+    import asyncio
+
+    import yaml
+
+    from monitor.config import load_site
+    from monitor.daemon import Daemon, open_core
+    from monitor.demo import CellServers, _wait_started
+    from monitor.sim import run_cell
+
+    parts = 2
+    cell = SimCell(load_scenario("demo"), seed=1, parts=parts)
+    async with CellServers(cell, ("mtconnect",)) as servers:
+        document = servers.site_document(store=tmp_path / "demo.db", speed=2000, dashboard_port=None)
+        read = {(m["id"], signal) for m in document["machines"] for signal in m["signals"]}
+        (tmp_path / "site.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+        async with open_core(load_site(tmp_path / "site.yaml")) as core:
+            daemon, stop = Daemon(core, health_every_s=3600), asyncio.Event()
+            runner = asyncio.create_task(daemon.run(stop))
+            try:
+                await _wait_started(daemon, runner)
+                await asyncio.wait_for(daemon.wait_connected(), 120)  # it read the agent's placeholders
+                servers.mtconnect.agent.stall()  # the stream delivers nothing of what follows
+                await run_cell(cell, servers.publish, speed=0)
+                published = {key: at for key, at in servers.published().items() if key in read}
+                assert ("vmc-02", "part.count") in published
+                assert daemon.unread(published).keys() == published.keys()
+                servers.mtconnect.agent.stall(False)
+                await asyncio.wait_for(daemon.wait_read(published), 120)
+                assert daemon.unread(published) == {}
+            finally:
+                stop.set()
+                await runner
+    with SqliteStore(tmp_path / "demo.db") as store:  # read, so stored: every part of both machines
+        stored = sorted((p.machine, p.part_number, p.counter, p.status.value) for p in store.parts())
+    assert stored == [(m, n, n, "complete") for m in ("vmc-01", "vmc-02") for n in range(1, parts + 1)]
