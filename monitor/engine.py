@@ -119,6 +119,14 @@ def _action(
     return f"watch; {apply} would re-centre it" if apply else "watch the next parts: no offset change yet"
 
 
+def _shared_words(shared: list[SharedRegister], level: ConditionState) -> str:
+    """What the action adds when a register of the advice also moves other features (see
+    :func:`~monitor.registers.share_register`): why the change differs, or why there is none."""
+    if not shared or level is ConditionState.OK:
+        return ""
+    return "; " + "; ".join(s.note for s in shared)
+
+
 def _headline(message: str) -> str:
     """A detector's message without its own offset clause (the condition's advice replaces it)."""
     head, _, last = message.rpartition("; ")
@@ -483,10 +491,8 @@ class DriftEngine:
         parts_left = 0 if level is ConditionState.OUT_OF_TOLERANCE else forecast.get("parts_to_breach")
         quiet = entry.quiet if entry else 0
         action = _action(level, part.part_number, changes, forecast, quiet, plan.config.close_after, active, unsettled)
-        if shared and level is not ConditionState.OK:
-            action += "; " + "; ".join(s.note for s in shared)
         advice = {
-            "action": action,
+            "action": action + _shared_words(shared, level),
             "text": advice_text(changes),
             "offsets": [c.as_dict() for c in changes],
             "shared": [s.as_dict() for s in shared],
@@ -499,7 +505,7 @@ class DriftEngine:
         else:
             dev = ", ".join(f"{'' if a == 'value' else a.upper() + ' '}{e.deviation * 1000:+.1f} um" for a, e in ev.axes.items())
             headline = f"{plan.display}: no detector signal ({dev} from nominal on part {part.part_number})"
-        message = f"{headline}; {action}"
+        message = f"{headline}; {advice['action']}"
         top = dict(first.evidence) if first is not None else {}
         evidence: dict[str, Any] = {
             **top,
