@@ -18,7 +18,7 @@ from monitor.sim.cell import SimEvent
 from monitor.sim.closedloop import ClosedLoop, Effect
 from monitor.sim.opcua_server import MachineShape, default_registers, register_entries, signal_map
 from tests.daemons import RunningDaemon
-from tests.opcua.helpers import Pki, make_pki
+from tests.opcua.helpers import Pki, make_pki, secure_source
 
 ALICE, BOB = "alice-4f8e2a9c71d3b6", "bob-93c1e7a5f20d8b4"
 SHAPE = MachineShape(
@@ -84,11 +84,22 @@ def offset_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def write_site(tmp: Path, endpoint: str, pki_root: Path, *, dashboard: bool = False) -> Path:
-    """The site file (with program O1001) that reads and writes the simulated CNC at ``endpoint``."""
+def write_site(tmp: Path, endpoint: str, pki: Pki | None, *, dashboard: bool = False) -> Path:
+    """The site file (with program O1001) that reads and writes the simulated CNC at ``endpoint``,
+    over SignAndEncrypt with ``pki``'s client (None: security None)."""
     (tmp / "programs").mkdir(exist_ok=True)
     (tmp / "programs" / "O1001.yaml").write_text(PROGRAM, encoding="utf-8")
     limits = {"max_change": 0.03, "max_batch_change": 0.04}
+    reader = {"username_env": "SIM_READER", "password_env": "SIM_READER_PASSWORD"}
+    source = {
+        "type": "opcua",
+        "endpoint": endpoint,
+        **(secure_source(pki, endpoint, **reader) if pki is not None else reader),
+        "publishing_interval_ms": 50,
+        "sampling_interval_ms": 10,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+    }
     site = {
         "site": "offset-test",
         "store": {"path": "monitor.db"},
@@ -101,21 +112,7 @@ def write_site(tmp: Path, endpoint: str, pki_root: Path, *, dashboard: bool = Fa
             {
                 "id": SHAPE.id,
                 "kind": "mill",
-                "source": {
-                    "type": "opcua",
-                    "endpoint": endpoint,
-                    "security_policy": "Basic256Sha256",
-                    "security_mode": "SignAndEncrypt",
-                    "certificate": str(pki_root / "own/cert.der"),
-                    "private_key": str(pki_root / "own/key.pem"),
-                    "trust_dir": str(pki_root / "trusted"),
-                    "username_env": "SIM_READER",
-                    "password_env": "SIM_READER_PASSWORD",
-                    "publishing_interval_ms": 50,
-                    "sampling_interval_ms": 10,
-                    "reconnect_min_s": 0.1,
-                    "reconnect_max_s": 0.5,
-                },
+                "source": source,
                 "signals": signal_map(SHAPE),
                 "tracking": {"grace_s": 0.5},
                 "offsets": {

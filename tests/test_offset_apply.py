@@ -76,7 +76,7 @@ def monitor(env: dict[str, str], *args: str, token: str | None = None) -> subpro
 async def test_apply_through_the_cli_writes_the_register_and_records_it(
     tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]
 ) -> None:
-    site_path = write_site(tmp_path, sim.endpoint, pki.root)
+    site_path = write_site(tmp_path, sim.endpoint, pki)
     site = load_site(site_path)
     await sim.publish(SHAPE.id, "program.name", "O1001", T0)
     await sim.publish(SHAPE.id, "part.count", 0, T0)
@@ -170,7 +170,7 @@ async def test_a_work_offset_moves_every_feature_it_corrects(
     tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]
 ) -> None:
     """G54 X moves both holes: the detectors of both expect the step, not only the condition's."""
-    site = load_site(write_site(tmp_path, sim.endpoint, pki.root))
+    site = load_site(write_site(tmp_path, sim.endpoint, pki))
     await sim.publish(SHAPE.id, "program.name", "O1001", T0)
     await sim.publish(SHAPE.id, "part.count", 0, T0)
     async with running_daemon(site) as running:
@@ -210,7 +210,7 @@ async def test_the_step_of_a_write_survives_a_restart_before_the_next_part(
     """G54 X written after part 5, the daemon stopped and started again before part 6: the restarted
     daemon still hands both holes' detectors the step with part 6 (it was stored with the action),
     so the re-centred part is the correction it expected, not an unexplained step."""
-    site = load_site(write_site(tmp_path, sim.endpoint, pki.root))
+    site = load_site(write_site(tmp_path, sim.endpoint, pki))
     await sim.publish(SHAPE.id, "program.name", "O1001", T0)
     await sim.publish(SHAPE.id, "part.count", 0, T0)
     loop = ClosedLoop(sim, {SHAPE.id: EFFECTS})
@@ -242,12 +242,9 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
     """A feature with offset.auto_apply on an insecure connection: the site allows writes by hand for
     the simulator, never automatic ones; the refusal is recorded as the auto-apply user's."""
     async with OpcUaSimServer([SHAPE]) as sim:
-        path = write_site(tmp_path, sim.endpoint, tmp_path)
+        path = write_site(tmp_path, sim.endpoint, None)
         doc = json.loads(path.read_text(encoding="utf-8"))
-        machine = doc["machines"][0]
-        for key in ("security_policy", "security_mode", "certificate", "private_key", "trust_dir"):
-            machine["source"].pop(key)
-        machine["offsets"]["allow_insecure"] = True
+        doc["machines"][0]["offsets"]["allow_insecure"] = True
         path.write_text(json.dumps(doc), encoding="utf-8")
         (tmp_path / "programs" / "O1001.yaml").write_text(
             PROGRAM.replace(
@@ -281,7 +278,7 @@ async def test_auto_apply_is_refused_over_security_none_and_recorded(tmp_path: P
 
 
 async def test_apply_through_the_dashboard(tmp_path: Path, pki: Pki, sim: OpcUaSimServer, env: dict[str, str]) -> None:
-    path = write_site(tmp_path, sim.endpoint, pki.root)
+    path = write_site(tmp_path, sim.endpoint, pki)
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["dashboard"] = {"enabled": True, "port": 0}
     path.write_text(json.dumps(doc), encoding="utf-8")

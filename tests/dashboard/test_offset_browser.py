@@ -45,7 +45,7 @@ async def test_apply_on_the_controller_from_the_card_engineer_writes_operator_is
     pki = offsets_pki(tmp_path / "pki")
     with offset_env():
         async with OpcUaSimServer([SHAPE], security=pki.server) as sim:
-            site = load_site(write_site(tmp_path, sim.endpoint, pki.root, dashboard=True))
+            site = load_site(write_site(tmp_path, sim.endpoint, pki, dashboard=True))
             await sim.publish(SHAPE.id, "program.name", "O1001", T0)
             await sim.publish(SHAPE.id, "part.count", 0, T0)
             async with running_daemon(site) as running:
