@@ -105,8 +105,12 @@ class Daemon:
         batch_wait_s: float = 0.05,
         health_every_s: float = 60.0,
         notifier: Notifier | None = None,
+        track_reads: bool = False,
     ) -> None:
         self.core = core
+        self._track_reads = track_reads
+        """Keep what was read per (machine, signal) for :meth:`wait_read`/:meth:`unread`: a simulator
+        that knows what it published asks; a daemon beside machines does not pay for it per observation."""
         self.hub = core.hub
         self.offsets = OffsetService(core)
         """Writes conditions' offset advice to the controllers (control API, dashboard, auto_apply)."""
@@ -186,7 +190,7 @@ class Daemon:
         """Return once, for every ``(machine, signal)`` of ``through``, the sources have delivered an
         observation at or after that source time: the daemon has read what a server published up to
         then (a simulator that knows what it published waits with this; bound it with a timeout and
-        ask :meth:`unread` what is missing)."""
+        ask :meth:`unread` what is missing). Needs ``track_reads``."""
         wanted = dict(through)
         await self._wait_until(lambda: not self.unread(wanted))
 
@@ -223,6 +227,8 @@ class Daemon:
         reached that time too: the placeholder a server or agent shows before the first value is
         stamped with its own clock, which may be far ahead of the controller's (a simulated cell's
         clock is), and must not stand for updates not read yet."""
+        if not self._track_reads:
+            raise MonitorError("Daemon(track_reads=True) keeps what was read; this daemon was built without it")
         read, unavailable, clock = self._read_until, self._unavailable_at, self._machine_clock
         out: dict[tuple[str, str], datetime | None] = {}
         for key, at in through.items():
@@ -478,8 +484,15 @@ class Daemon:
         for sink in self.sinks:
             for obs in batch:
                 sink.offer(obs)
-        # read = in the queue: a stop from now on processes it (a batch still waiting for room in a
-        # full queue is not read yet; a stop that outlasts the drain timeout would drop it)
+        if self._track_reads:
+            self._note_read(batch)
+        for ready, done in self._waiters:
+            if not done.done() and ready():
+                done.set_result(None)
+
+    def _note_read(self, batch: Sequence[Observation]) -> None:
+        """What :meth:`unread` answers from, once ``batch`` is in the queue (a stop from now on processes
+        it; a batch still waiting for room in a full queue is not read yet)."""
         read, unavailable, clock = self._read_until, self._unavailable_at, self._machine_clock
         for obs in batch:
             key = (obs.machine, obs.signal)
@@ -491,9 +504,6 @@ class Daemon:
                 reached = clock.get(obs.machine)
                 if reached is None or obs.time > reached:
                     clock[obs.machine] = obs.time
-        for ready, done in self._waiters:
-            if not done.done() and ready():
-                done.set_result(None)
 
     async def _process(self) -> None:
         queue = self._queue

@@ -357,7 +357,7 @@ async def run_demo(
         site_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         site = load_site(site_path)
         async with open_core(site) as core:
-            daemon = Daemon(core, health_every_s=3600)
+            daemon = Daemon(core, health_every_s=3600, track_reads=True)
             sub = daemon.hub.subscribe(100_000)
             daemon_stop = asyncio.Event()
             runner = asyncio.create_task(daemon.run(daemon_stop), name="demo-daemon")

@@ -136,7 +136,7 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
             document["machines"][1]["source"]["url"] = f"http://127.0.0.1:{closed.getsockname()[1]}"
         (tmp_path / "site.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
         async with open_core(load_site(tmp_path / "site.yaml")) as core:
-            daemon, stop = Daemon(core, health_every_s=3600), asyncio.Event()
+            daemon, stop = Daemon(core, health_every_s=3600, track_reads=True), asyncio.Event()
             before = datetime.now(UTC)
             runner = asyncio.create_task(daemon.run(stop))
             try:
@@ -187,7 +187,7 @@ async def test_a_servers_placeholder_does_not_count_as_reading_the_controllers_u
         read = {(m["id"], signal) for m in document["machines"] for signal in m["signals"]}
         (tmp_path / "site.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
         async with open_core(load_site(tmp_path / "site.yaml")) as core:
-            daemon, stop = Daemon(core, health_every_s=3600), asyncio.Event()
+            daemon, stop = Daemon(core, health_every_s=3600, track_reads=True), asyncio.Event()
             runner = asyncio.create_task(daemon.run(stop))
             try:
                 await _wait_started(daemon, runner)
