@@ -125,6 +125,9 @@ class ObservationQueue:
         self._woken = False
         self._writable = asyncio.Event()
         self._writable.set()
+        self.writers_waiting = 0
+        """Writers waiting for room now."""
+        self._pressed = asyncio.Event()
         self._unfinished = 0
         self._finished = asyncio.Event()
         self._finished.set()
@@ -177,7 +180,16 @@ class ObservationQueue:
         """Return once there is room for at least one observation."""
         while len(self._items) >= self.maxsize:
             self._writable.clear()
-            await self._writable.wait()
+            self.writers_waiting += 1
+            self._pressed.set()
+            try:
+                await self._writable.wait()
+            finally:
+                self.writers_waiting -= 1
+
+    async def wait_pressed(self) -> None:
+        """Return once a writer waits for room: back-pressure has reached the sources."""
+        await self._pressed.wait()
 
     def take(self, limit: int | None = None) -> list[Observation]:
         """Everything queued (at most ``limit``), oldest first, without waiting; [] when empty."""

@@ -106,6 +106,7 @@ class Daemon:
         health_every_s: float = 60.0,
         notifier: Notifier | None = None,
         track_reads: bool = False,
+        drain_timeout_s: float = 3.0,
     ) -> None:
         self.core = core
         self._track_reads = track_reads
@@ -143,7 +144,14 @@ class Daemon:
         self._owner: dict[tuple[str, str], SourceSupervisor] = {}
         self._processed_positions: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_activity = time.monotonic()
-        self._drain_timeout_s = 3.0
+        self._drain_timeout_s = drain_timeout_s
+        """At a stop, how long a source may take to hand over what its adapter holds before it is
+        cancelled; not counted while it waits for room in the queue (:meth:`_stop_sources`)."""
+        self._handing_over: set[tuple[str, str]] = set()
+        """The sources (machine, key) inside a delivery: moving a batch into the queue, perhaps waiting for room."""
+        self.processed = 0
+        """Observations the core has tracked and stored since the start (beside each source's
+        ``delivered`` count: at a clean stop they are equal)."""
         self._stopping = False
         self._draining = False
         self._room = asyncio.Event()  # cleared while the store cannot write and held writes are at their bound
@@ -258,6 +266,8 @@ class Daemon:
             entry.setdefault("sources", []).append(source.status())
         body["sinks"] = {s.name: s.status() for s in self.sinks}
         body["queue"] = self._queue.qsize()
+        body["processed"] = self.processed
+        body["sources_waiting"] = self._queue.writers_waiting  # back-pressure: the processor is behind
         body["inspection"] = dataclasses.asdict(self.watcher.counts)
         body["config"] = self._config_status()
 
@@ -390,14 +400,21 @@ class Daemon:
         sources = [s for s in self.sources if (s.machine, s.key) in keys]
         for source in sources:
             await source.stop_reading()
-        tasks = [self._source_tasks.pop((s.machine, s.key)) for s in sources]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._drain_timeout_s)
-        for task in tasks:
-            task.cancel()
-        self._draining = True  # what the stopped sources handed over is processed even past the held-writes bound
+        tasks = {self._source_tasks.pop((s.machine, s.key)): (s.machine, s.key) for s in sources}
+        self._draining = True  # what the stopped sources hand over is processed even past the held-writes bound
         self._room.set()
         try:
+            pending = set(tasks)
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=self._drain_timeout_s)
+                # a source still moving a batch into a full queue only waits for the processor, which
+                # keeps taking while draining: cancelling it would drop observations its adapter has
+                # already counted as read (the position saved at a clean stop is past them). Any
+                # other source still busy is stuck on its server and is cancelled.
+                stuck = {task for task in pending if tasks[task] not in self._handing_over}
+                for task in stuck:
+                    task.cancel()
+                pending -= stuck
             await self._queue.join()
         finally:
             self._draining = False
@@ -418,10 +435,15 @@ class Daemon:
             return factory(machine, resume=resume)
 
         counts = self.metrics.source(machine.id, key)
+        handing_over, source_id = self._handing_over, (machine.id, key)
 
         async def deliver(batch: Sequence[Observation]) -> None:
             counts.saw_batch(batch)
-            await self._deliver(batch)
+            handing_over.add(source_id)
+            try:
+                await self._deliver(batch)
+            finally:
+                handing_over.discard(source_id)
 
         source = SourceSupervisor(machine.id, key, make, deliver, resume=saved)
         self._offsets[(machine.id, key)] = timedelta(seconds=machine.tracking.clock_offset_s)
@@ -527,6 +549,7 @@ class Daemon:
                             batch += queue.take(self._batch_size - len(batch))
             try:
                 self._note_processed(await self.core.ingest(batch))
+                self.processed += len(batch)
             finally:
                 queue.task_done(len(batch))
 

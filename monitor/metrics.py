@@ -52,6 +52,8 @@ class SourceCounts:
     """What one source delivered since the daemon started (across adapter restarts)."""
 
     observations: int = 0
+    delivered: int = 0
+    """Everything handed to the daemon: values, gap and connection notes."""
     gaps: int = 0
     reconnects: int = 0
     connected_once: bool = False
@@ -59,6 +61,7 @@ class SourceCounts:
     """time.monotonic() of the last value (not a gap or connection note)."""
 
     def saw(self, obs: Observation) -> None:
+        self.delivered += 1
         if obs.signal == GAP_SIGNAL:
             self.gaps += 1
         elif obs.signal == CONNECTION_SIGNAL:
@@ -78,6 +81,7 @@ class SourceCounts:
             else:
                 values += 1
         if values:
+            self.delivered += values
             self.observations += values
             self.last_data = time.monotonic()
 
