@@ -129,6 +129,9 @@ class DemoResult:
     closed_loop: dict[str, int] | None = None
     """With the loop: parts out of tolerance without it and with it, offsets applied and refused."""
     not_read: list[str] = field(default_factory=list)
+    not_connected: list[str] = field(default_factory=list)
+    """Machines whose sources were not connected when the simulated batch started (normally none:
+    their first parts may be missing)."""
     """Signals whose last published updates the daemon had not read when the demo stopped waiting (normally none)."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,6 +140,8 @@ class DemoResult:
             out["closed_loop"] = self.closed_loop
         if self.not_read:
             out["not_read"] = self.not_read
+        if self.not_connected:
+            out["not_connected"] = self.not_connected
         return out
 
 
@@ -366,7 +371,7 @@ async def run_demo(
             all_done = asyncio.Event()
             try:
                 await _wait_started(daemon, runner)
-                await _wait_connected(daemon)
+                result.not_connected = await _wait_connected(daemon, runner, stop)
                 result.dashboard_url = daemon.dashboard_url
                 if on_started is not None:
                     on_started(daemon.dashboard_url)
@@ -454,16 +459,30 @@ async def _settle(
     return missing
 
 
-async def _wait_connected(daemon: Daemon, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+async def _wait_connected(
+    daemon: Daemon, runner: asyncio.Task[None], stop: asyncio.Event, timeout_s: float = CONNECT_TIMEOUT_S
+) -> list[str]:
     """Start the batch once the daemon reads every server (else it misses what is published while it
-    connects: the first part of a machine behind a SignAndEncrypt session); bounded, then said."""
+    connects: the first part of a machine behind a SignAndEncrypt session); bounded, then said. Ends
+    early when the daemon stops (raising what stopped it) or the demo is stopped (Ctrl-C). Returns
+    the machines whose sources were not connected when the batch started (normally none)."""
+    connected = asyncio.ensure_future(daemon.wait_connected())
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait_for(daemon.wait_connected(), timeout_s)
-    except TimeoutError:
+        await asyncio.wait({connected, stopped, runner}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        connected.cancel()
+        stopped.cancel()
+    if runner.done():
+        runner.result()  # raises what stopped the daemon
+        raise MonitorError("the demo's daemon stopped before it connected to the simulated machines")
+    missing = daemon.not_connected()
+    if missing and not stop.is_set():
         log.warning(
             "after %.0f s the daemon is not connected to %s; starting the batch anyway: the first parts may not be read",
-            timeout_s, ", ".join(daemon.not_connected()),
+            timeout_s, ", ".join(missing),
         )  # fmt: skip
+    return missing
 
 
 async def _wait_started(daemon: Daemon, runner: asyncio.Task[None]) -> None:

@@ -122,7 +122,8 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
 
     from monitor.config import load_site
     from monitor.daemon import Daemon, open_core
-    from monitor.demo import CellServers, _settle, _wait_started
+    from monitor.demo import CellServers, _settle, _wait_connected, _wait_started
+    from monitor.errors import MonitorError
     from monitor.model import CONNECTION_SIGNAL
     from monitor.sim import run_cell
 
@@ -147,6 +148,11 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
                 assert daemon.not_connected() == ["vmc-02"]
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(daemon.wait_connected(), 0.2)
+                # the demo's wait is bounded and names what is missing; Ctrl-C ends it at once
+                assert await _wait_connected(daemon, runner, asyncio.Event(), timeout_s=0.2) == ["vmc-02"]
+                ctrl_c = asyncio.Event()
+                ctrl_c.set()
+                assert await asyncio.wait_for(_wait_connected(daemon, runner, ctrl_c, timeout_s=3600), 30) == ["vmc-02"]
                 await run_cell(cell, servers.publish, speed=2000)
                 published = {key: at for key, at in servers.published().items() if key in read}
                 assert {m for m, _ in published} == {"vmc-01", "vmc-02"}
@@ -157,6 +163,8 @@ async def test_the_demo_waits_until_the_daemon_has_read_what_the_servers_publish
             finally:
                 stop.set()
                 await runner
+            with pytest.raises(MonitorError, match="daemon stopped before it connected"):  # a dead daemon ends it too
+                await asyncio.wait_for(_wait_connected(daemon, runner, asyncio.Event(), timeout_s=3600), 30)
     unread = {(m, s) for m, s in published if m == "vmc-02"}
     assert len(missing) == len(unread) > 0
     assert {line.split(":")[0] for line in missing} == {f"{m} {s}" for m, s in unread}

@@ -85,6 +85,11 @@ def demo(
         emit_json(result.as_dict())
         return
     console.print(f"\n[bold]{result.parts}[/] parts, [bold]{result.alerts}[/] alert changes")
+    if result.not_connected:
+        console.print(
+            "[yellow]the daemon was not connected to every simulated machine when the batch started[/] "
+            "(their first parts may be missing): " + escape(", ".join(result.not_connected))
+        )
     if result.not_read:
         console.print(
             f"[yellow]the daemon had not read everything the simulated servers published[/] "
