@@ -28,7 +28,7 @@ from monitor.model import AlertState, AttributeFeature, PositionFeature, Severit
 from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_row
 from monitor.report import stored_capability
 from monitor.report.compare import feature_parts
-from monitor.users import User, user_for_token
+from monitor.users import PERMISSIONS, User, user_for_token
 
 if TYPE_CHECKING:
     from monitor.config import Site
@@ -640,7 +640,8 @@ async def _actions(request: web.Request) -> web.Response:
 
 async def _whoami(request: web.Request) -> web.Response:
     user = _authorize(request)
-    return _json({"user": user.name, "role": str(user.role)})
+    # what the pages offer this person (the server still checks every request)
+    return _json({"user": user.name, "role": str(user.role), "may": sorted(PERMISSIONS[user.role])})
 
 
 def add_api_routes(app: web.Application) -> None:

@@ -135,7 +135,11 @@ async def test_acknowledge_and_close_need_the_token(cell: Cell, http: aiohttp.Cl
     async with http.post(f"{cell.url}/api/alerts/no/such/alert/close", headers=engineer) as resp:
         assert resp.status == 404 and "no open alert" in (await resp.json())["error"]
     async with http.get(f"{cell.url}/api/whoami", headers=engineer) as resp:
-        assert await resp.json() == {"user": "eric", "role": "engineer"}
+        me = await resp.json()
+    assert (me["user"], me["role"]) == ("eric", "engineer") and "write_offset" in me["may"]
+    async with http.get(f"{cell.url}/api/whoami", headers=good) as resp:
+        me = await resp.json()
+    assert me["role"] == "operator" and "acknowledge" in me["may"] and "write_offset" not in me["may"]
 
 
 async def test_event_stream_relays_alert_changes(cell: Cell, http: aiohttp.ClientSession) -> None:

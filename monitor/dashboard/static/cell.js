@@ -55,7 +55,7 @@
   }
 
   const soon = debounce(refresh, 500);
-  M.tokenField(document.getElementById("token"), document.getElementById("whoami"));
+  M.tokenField(document.getElementById("token"), document.getElementById("whoami"), soon);
   refresh();
   live({ part: soon, alert: soon, machine: soon, config: soon });
   setInterval(soon, 10000);  // connection and program changes that end no part

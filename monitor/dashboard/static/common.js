@@ -150,27 +150,58 @@ const M = (() => {
     set: (v) => sessionStorage.setItem(TOKEN_KEY, v),
   };
 
-  /** The token field of a page: kept in this tab's session storage; says whose token it is. */
-  function tokenField(input, who) {
+  /** Who holds this tab's token ({user, role, may}) once known; null without a token or before the answer. */
+  let me = null;
+
+  /** The token field of a page: kept in this tab's session storage; says whose token it is and calls
+   *  ``onUser`` once it is known (pages redraw what they offer: an operator gets no controller write). */
+  function tokenField(input, who, onUser) {
     if (!input) return;
     input.value = token.get();
     const check = async () => {
-      if (!who) return;
-      if (!token.get()) { who.textContent = ""; return; }
-      try {
-        const me = await api("/api/whoami", { headers: { Accept: "application/json", Authorization: "Bearer " + token.get() } });
-        who.textContent = `${me.user} (${me.role})`;
-      } catch (e) { who.textContent = "unknown token"; }
+      me = null;
+      if (token.get()) {
+        try {
+          me = await api("/api/whoami", { headers: { Accept: "application/json", Authorization: "Bearer " + token.get() } });
+        } catch (e) { me = null; if (who) who.textContent = "unknown token"; }
+      }
+      if (who && (me || !token.get())) who.textContent = me ? `${me.user} (${me.role})` : "";
+      if (onUser) onUser(me);
     };
     input.addEventListener("change", () => { token.set(input.value); check(); });
     check();
   }
+
+  /** False once the tab's user is known not to be allowed ``what`` (unknown: offered, the server decides). */
+  const may = (what) => !me || !me.may || me.may.includes(what);
 
   /** POST a person's change with the token of this tab; resolves to the answer, rejects with .status. */
   async function act(path, payload) {
     const headers = { Accept: "application/json", "Content-Type": "application/json" };
     if (token.get()) headers.Authorization = "Bearer " + token.get();
     return api(path, { method: "POST", headers, body: JSON.stringify(payload || {}) });
+  }
+
+  const ARM_MS = 8000;
+  /** Armed two-tap buttons by key (condition and kind) -> Date.now() until which the next tap confirms.
+   *  Kept outside the cards: a card is redrawn on every part and refresh, and a redraw between the two
+   *  taps must not turn the second tap into a first one. */
+  const armedUntil = new Map();
+
+  /** Two taps on ``b``: the first says what will happen (``confirm``), the second runs ``run``. */
+  function twoTap(b, key, label, confirm, needToken, run) {
+    const isArmed = () => (armedUntil.get(key) || 0) > Date.now();
+    const show = (on) => { b.textContent = on ? confirm : label; b.classList.toggle("armed", on); };
+    const disarmLater = () => setTimeout(() => { if (!isArmed() && b.classList.contains("armed")) show(false); },
+      Math.max(0, (armedUntil.get(key) || 0) - Date.now()) + 20);
+    if (isArmed()) { show(true); disarmLater(); }
+    b.addEventListener("click", async () => {
+      if (!token.get()) { notice(`Enter your token (top of the page) ${needToken}.`, "error"); return; }
+      if (!isArmed()) { armedUntil.set(key, Date.now() + ARM_MS); show(true); disarmLater(); return; }
+      armedUntil.delete(key);
+      show(false);
+      await run();
+    });
   }
 
   const LEFT = (c) => {
@@ -217,19 +248,7 @@ const M = (() => {
       const recordButton = (label, confirmText, payloads, done) => {
         // two taps: the first says what will be recorded, the second records it (no mis-tap with a glove)
         const b = el("button", { type: "button", class: "record", "data-kind": payloads[0].kind }, label);
-        let armed = null;
-        b.addEventListener("click", async () => {
-          if (!token.get()) { notice("Enter your token (top of the page) to record what you did.", "error"); return; }
-          if (!armed) {
-            b.textContent = "Tap again: " + confirmText;
-            b.classList.add("armed");
-            armed = setTimeout(() => { armed = null; b.textContent = label; b.classList.remove("armed"); }, 8000);
-            return;
-          }
-          clearTimeout(armed);
-          armed = null;
-          b.textContent = label;
-          b.classList.remove("armed");
+        twoTap(b, `${t.id} ${payloads[0].kind}`, label, "Tap again: " + confirmText, "to record what you did", async () => {
           try {
             let who = "you";
             for (const p of payloads) {
@@ -247,21 +266,15 @@ const M = (() => {
         record.append(recordButton("Offset applied", what, t.offsets.map((o) => (
           { kind: "offset_applied", alert_id: t.id, register: o.register, change: o.change_mm })), `Offset applied: ${what}`));
       }
-      if (t.offsets && t.offsets.length && c.writable) {
+      if (t.offsets && t.offsets.length && c.writable && !may("write_offset")) {
+        record.append(el("span", { class: "meta", "data-role": "apply-needs" }, "Writing the offset on the controller needs an engineer."));
+      }
+      if (t.offsets && t.offsets.length && c.writable && may("write_offset")) {
         // the monitor writes the advice on the controller itself (engineers; docs/offsets.md), two taps too
         const what = t.offsets.map((o) => `${o.label} ${o.change_mm >= 0 ? "+" : ""}${Number(o.change_mm).toFixed(4)} mm`).join(", ");
-        const b = el("button", { type: "button", class: "record apply", "data-kind": "apply_offset" }, "Apply on the controller");
-        let armed = null;
-        b.addEventListener("click", async () => {
-          if (!token.get()) { notice("Enter your token (top of the page) to apply an offset.", "error"); return; }
-          if (!armed) {
-            b.textContent = "Tap again: write " + what;
-            b.classList.add("armed");
-            armed = setTimeout(() => { armed = null; b.textContent = "Apply on the controller"; b.classList.remove("armed"); }, 8000);
-            return;
-          }
-          clearTimeout(armed);
-          armed = null;
+        const label = "Apply on the controller";
+        const b = el("button", { type: "button", class: "record apply", "data-kind": "apply_offset" }, label);
+        twoTap(b, `${t.id} apply_offset`, label, "Tap again: write " + what, "to apply an offset", async () => {
           b.textContent = "Writing between parts…";
           b.disabled = true;
           try {
@@ -274,7 +287,7 @@ const M = (() => {
             notice((ok ? "Applied on the controller: " : "Not applied: ") + lines.join("; "), ok ? "ok" : "error");
             if (onChange) onChange();
           } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
-          finally { b.disabled = false; b.textContent = "Apply on the controller"; b.classList.remove("armed"); }
+          finally { b.disabled = false; b.textContent = label; }
         });
         record.append(b);
       }

@@ -79,7 +79,7 @@
   }
 
   const soon = debounce(refreshMachine, 1000);
-  M.tokenField(document.getElementById("token"));
+  M.tokenField(document.getElementById("token"), null, soon);
   refreshMachine();
   refreshParts().catch((e) => notice("Cannot read parts: " + e.message, "error"));
   live({ part: onPart, alert: (a) => { if (a.machine === machine) soon(); }, machine: soon, action: soon });
