@@ -1,25 +1,28 @@
 """A clean stop processes everything a source handed over, also when the source was still waiting
 for room in the full queue: cancelling it then would drop observations its adapter already counts
-as read (a server without history, an OPC UA subscription, cannot send them again)."""
+as read (a server without history, an OPC UA subscription, cannot send them again). And what a
+daemon keeps for a simulator's waits at a stop and start (what was read) only when built to."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from monitor.config import load_site
 from monitor.daemon import Daemon, open_core
+from monitor.errors import MonitorError
 from monitor.store import SqliteStore
 from tests.streams import PROGRAM_YAML, batch, write_jsonl
 
 
-async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_batch(tmp_path: Path) -> None:
+def _site(tmp_path: Path, stream: Path) -> Path:
     (tmp_path / "programs").mkdir()
     (tmp_path / "programs" / "o1001.yaml").write_text(PROGRAM_YAML, encoding="utf-8")
-    stream = write_jsonl(tmp_path / "m1.jsonl", batch(1000))  # far more than is read before the stop
     site_file = tmp_path / "site.yaml"
     site_file.write_text(
         yaml.safe_dump(
@@ -32,7 +35,12 @@ async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_ba
         ),
         encoding="utf-8",
     )
-    site = load_site(site_file)
+    return site_file
+
+
+async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_batch(tmp_path: Path) -> None:
+    stream = write_jsonl(tmp_path / "m1.jsonl", batch(1000))  # far more than is read before the stop
+    site = load_site(_site(tmp_path, stream))
     gate = threading.Event()
     async with open_core(site) as core:
         # a tiny queue and no grace for a source that is busy at the stop: without the rule under
@@ -62,3 +70,16 @@ async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_ba
     with SqliteStore(site.store_path, read_only=True) as store:
         parts = store.parts(machine="m1")
     assert [p.part_number for p in parts] == list(range(1, len(parts) + 1))
+
+
+async def test_what_was_read_is_kept_only_for_a_daemon_built_to_keep_it(tmp_path: Path) -> None:
+    """A production daemon does not pay per observation for a simulator's wait: asking it what was
+    read is an error that says how to build one that keeps it, not a silent 'nothing read'."""
+    site = load_site(_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(1))))
+    published = {("m1", "part.count"): datetime(2026, 3, 2, 6, 0, tzinfo=UTC)}
+    async with open_core(site) as core:
+        with pytest.raises(MonitorError, match="track_reads=True"):
+            Daemon(core).unread(published)
+        with pytest.raises(MonitorError, match="track_reads=True"):
+            await Daemon(core).wait_read(published)
+        assert Daemon(core, track_reads=True).unread(published) == {("m1", "part.count"): None}
