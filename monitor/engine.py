@@ -16,7 +16,7 @@ a few small numpy operations per feature.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -782,12 +782,19 @@ class DriftEngine:
             state["counters"] = dict(self.counters)
         return state
 
-    def shares(self, machine: str, program: str | None = None) -> dict[str, dict[str, Any]]:
+    def shares(
+        self, machine: str, program: str | None = None, *, stored: Callable[[Alert], bool] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """The machine's state in shares, each saved under its own name so that a part rewrites only
         the shares it changed: ``""`` the alert book (open alerts, lost connection, last part, alert
         ids) and ``"/<program>/<feature>"`` one feature's watch each (of ``program`` only, when given).
-        :meth:`from_states` joins them like :meth:`state`'s."""
-        book = self.state_book(machine)
+        :meth:`from_states` joins them like :meth:`state`'s.
+
+        ``stored``: whether an open condition's alert, exactly as it stands, is in the alerts table
+        (written before this state or in its transaction). The book then keeps only its id, state and
+        counters, and :meth:`from_states` takes the alert from the table: a condition refreshed with
+        every part is not written twice per part (its evidence is a few KB)."""
+        book = self.state_book(machine, stored=stored)
         out: dict[str, dict[str, Any]] = {"": book}
         for (m, p, f), w in self._watches.items():
             if m == machine and (program is None or p == program):
@@ -797,23 +804,27 @@ class DriftEngine:
                 }
         return out
 
-    def state_book(self, machine: str) -> dict[str, Any]:
-        """The machine's alert book alone: :meth:`state` of ``machine`` without its watches."""
-        return {**self._book_state(machine), "watches": []}
+    def state_book(self, machine: str, *, stored: Callable[[Alert], bool] | None = None) -> dict[str, Any]:
+        """The machine's alert book alone: :meth:`state` of ``machine`` without its watches
+        (``stored``: see :meth:`shares`)."""
+        return {**self._book_state(machine, stored), "watches": []}
 
-    def _book_state(self, machine: str | None) -> dict[str, Any]:
+    def _book_state(self, machine: str | None, stored: Callable[[Alert], bool] | None = None) -> dict[str, Any]:
         """Everything of :meth:`state` but the watches and counters (of ``machine``, or all)."""
 
         def mine(m: str) -> bool:
             return machine is None or m == machine
 
+        def condition(key: tuple[str, str, str], entry: _Book) -> dict[str, Any]:
+            if stored is not None and stored(entry.alert):  # the alerts table has it: its id and state
+                held: dict[str, Any] = {"id": entry.alert.id, "state": str(entry.alert.state)}
+            else:
+                held = {"alert": alert_to_dict(entry.alert)}
+            return {"key": list(key), **held, "quiet": entry.quiet, "stepped": entry.stepped}
+
         return {
             "version": _STATE_VERSION,
-            "alerts": [
-                {"key": list(k), "alert": alert_to_dict(e.alert), "quiet": e.quiet, "stepped": e.stepped}
-                for k, e in self._book.items()
-                if mine(k[0])
-            ],
+            "alerts": [condition(k, e) for k, e in self._book.items() if mine(k[0])],
             "counts": [
                 {"machine": m, "program": p, "label": f, "state": c.state()} for (m, p, f), c in self._counts.items() if mine(m)
             ],
@@ -826,9 +837,15 @@ class DriftEngine:
 
     @classmethod
     def from_states(
-        cls, programs: Mapping[str, ProgramConfig], states: Iterable[Mapping[str, Any]], **machines: Any
+        cls,
+        programs: Mapping[str, ProgramConfig],
+        states: Iterable[Mapping[str, Any]],
+        *,
+        alerts: Callable[[str], Alert | None] | None = None,
+        **machines: Any,
     ) -> DriftEngine:
-        """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state)."""
+        """Rebuild an engine from the per-machine shares of :meth:`state` (or one whole state);
+        ``alerts`` looks up a stored alert by id (see ``stored`` in :meth:`shares`)."""
         merged: dict[str, Any] = {
             "watches": [],
             "alerts": [],
@@ -847,15 +864,26 @@ class DriftEngine:
                 merged[key] += share.get(key, [])
             for key in ("lost", "gaps", "last_part", "counters", "ids"):
                 merged[key].update(share.get(key, {}))
-        return cls.from_state(programs, merged, **machines)
+        return cls.from_state(programs, merged, alerts=alerts, **machines)
 
     @classmethod
-    def from_state(cls, programs: Mapping[str, ProgramConfig], state: Mapping[str, Any], **machines: Any) -> DriftEngine:
+    def from_state(
+        cls,
+        programs: Mapping[str, ProgramConfig],
+        state: Mapping[str, Any],
+        *,
+        alerts: Callable[[str], Alert | None] | None = None,
+        **machines: Any,
+    ) -> DriftEngine:
         """Rebuild an engine from :meth:`state`.
 
         Watches of features no longer configured are dropped; a watch whose saved state does not fit
         the feature any more starts afresh (counted as ``state_discarded``); detectors whose settings
-        changed in the program file restart with the new settings.
+        changed in the program file restart with the new settings. A condition saved by id takes its
+        alert from ``alerts`` (the store's alerts table), in the state the book saved: a person's
+        change written to the store meanwhile is then seen by the caller as a difference (see
+        ``Pipeline._reconcile_people_changes``); one that cannot be found is dropped (counted as
+        ``condition_not_found``: the feature's next signal opens a new one).
         """
         engine = cls(programs, **machines)
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
@@ -884,7 +912,14 @@ class DriftEngine:
                 continue
             engine._watches[(w["machine"], w["program"], w["feature"])] = watch
         for a in state.get("alerts", []):
-            alert = alert_from_dict(a["alert"])
+            if "alert" in a:
+                alert = alert_from_dict(a["alert"])
+            else:
+                found = alerts(str(a["id"])) if alerts is not None else None
+                if found is None:
+                    engine._count("condition_not_found")
+                    continue
+                alert = found if str(found.state) == a["state"] else replace(found, state=AlertState(a["state"]))
             if len(a["key"]) == 3:
                 m, p, f = a["key"]
                 engine._book[(m, p, f)] = _Book(alert, int(a.get("quiet", 0)), bool(a.get("stepped", False)))

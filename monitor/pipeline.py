@@ -194,7 +194,18 @@ class Pipeline:
             for name, state in store.load_detector_states(ENGINE_STATE).items()
             if name.split("/", 1)[0] in ours  # a machine's shares: drift-engine:<machine>[/<share>]
         }
-        self.engine = DriftEngine.from_states(site.programs, shares.values(), **_machines(site))
+        loaded: dict[str, Alert] = {}
+
+        def stored_alert(alert_id: str) -> Alert | None:
+            found = store.alert(alert_id)
+            if found is not None:
+                loaded[alert_id] = found
+            return found
+
+        self.engine = DriftEngine.from_states(site.programs, shares.values(), alerts=stored_alert, **_machines(site))
+        self._told: dict[str, Alert] = {a.id: a for a in self.engine.open_alerts() if loaded.get(a.id) is a}
+        """Open alerts as last handed to the store, by id: the engine's book keeps only the id of a
+        condition whose alert is this very object (see ``stored`` in DriftEngine.shares)."""
         self._states = _StateChain()
         self._stored_shares = set(shares)
         """Names of engine shares in the store (a share the engine no longer has is emptied there)."""
@@ -280,6 +291,7 @@ class Pipeline:
             else:
                 tracker.programs = dict(site.programs)
         changes.alerts += closed
+        self._tell(closed)
         # features watched afresh or no longer watched: every machine's shares are written again, and
         # those the engine no longer has are emptied, so a restart never brings old watches back
         states = [w for m in sorted(self.trackers) for w in self._engine_writes(m, everything=True)]
@@ -376,6 +388,7 @@ class Pipeline:
     def _store_alerts(self, machine: str, alerts: list[Alert]) -> Callable[[], None]:
         """The write of alert changes that came with no part (a data gap), with the engine state they
         leave: the machine's alert book share, taken now (writes are applied in order)."""
+        self._tell(alerts)
         states = self._engine_writes(machine, program="")
 
         def write() -> None:
@@ -486,12 +499,13 @@ class Pipeline:
 
         action = make_action(self.site, command, find, self._last_part, store_part_lookup(self.store))
         deferred = self._expect_step(action, command.effective_after)
-        state = self.engine.state(action.machine)
+        states = self._engine_writes(action.machine)  # the steps expected: watches and the book changed
         steps = self._deferred_state(action.machine) if deferred else None
 
         def write() -> None:
             self.store.record_action(action)
-            self.store.save_detector_state(ENGINE_STATE + action.machine, state)
+            for name, state in states:
+                self.store.save_detector_state(name, state)
             if steps is not None:
                 self.store.save_detector_state(_DEFERRED_STEPS + action.machine, steps)
 
@@ -561,6 +575,7 @@ class Pipeline:
         return n - 1 if n is not None else None
 
     def _write_alert_change(self, alert: Alert, action: Action | None = None) -> None:
+        self._tell([alert])
         states = self._engine_writes(alert.machine, program="")
 
         def write() -> None:
@@ -581,13 +596,14 @@ class Pipeline:
         (a store from before shares, or a reload, may hold watches that are no longer the engine's)."""
         prefix = ENGINE_STATE + machine
         first = not self._states.written(prefix)
+        stored = self._stored
         if first or everything:
-            shares = self.engine.shares(machine)
+            shares = self.engine.shares(machine, stored=stored)
             self._states.forget(prefix)
         elif program == "":
-            shares = {"": self.engine.state_book(machine)}
+            shares = {"": self.engine.state_book(machine, stored=stored)}
         else:
-            shares = self.engine.shares(machine, program)
+            shares = self.engine.shares(machine, program, stored=stored)
         named = {prefix + suffix: share for suffix, share in shares.items()}
         writes = self._states.writes(named)
         if first or everything:
@@ -597,6 +613,19 @@ class Pipeline:
         else:
             self._stored_shares |= set(named)
         return writes
+
+    def _tell(self, *batches: Iterable[Alert]) -> None:
+        """These alerts go to the store's alerts table before, or with, the engine state written next."""
+        for alerts in batches:
+            for alert in alerts:
+                if alert.state is AlertState.CLOSED:
+                    self._told.pop(alert.id, None)
+                else:
+                    self._told[alert.id] = alert
+
+    def _stored(self, alert: Alert) -> bool:
+        """Whether the alerts table holds ``alert`` exactly as it stands (the very object last told)."""
+        return self._told.get(alert.id) is alert
 
     def _finish(self, parts: list[PartRecord], changes: Changes, tracker: PartTracker) -> int:
         """Detect on and store each new part, with the engine state and the tracker's context after
@@ -629,6 +658,7 @@ class Pipeline:
                         f"detection_error:{type(exc).__name__}", f"{part.key}: detection failed ({exc}); part stored without it"
                     )
                     alerts, refreshed = [], []
+            self._tell(alerts, refreshed)  # stored in the part's transaction, before the engine state
             states = [
                 *self._engine_writes(part.machine, program=part.program),
                 (_TRACKER_STATE + part.machine, tracker.context(after=part)),
@@ -676,6 +706,7 @@ class Pipeline:
                 touched.add((part.machine, part.program))
         for machine, program in sorted(touched):
             alerts = self._series(machine, program)
+            self._tell(alerts)
             states = self._engine_writes(machine, program=program)
 
             def write(alerts: list[Alert] = alerts, states: list[tuple[str, StateWrite]] = states) -> None:

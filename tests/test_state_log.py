@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import statelog
+from monitor.codec import alert_to_dict
 from monitor.commands import Acknowledge
 from monitor.config import load_site
 from monitor.engine import DriftEngine
@@ -19,7 +21,7 @@ from monitor.model import AlertState, PartRecord, PartStatus
 from monitor.pipeline import ENGINE_STATE, Pipeline
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.process import PROGRAMS_DIR
-from monitor.store import SqliteStore
+from monitor.store import SqliteStore, StateDelta
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, width=32), st.sampled_from("abc"))
 _values = st.recursive(
@@ -145,3 +147,91 @@ def test_a_reader_of_a_store_not_migrated_yet_reads_states_and_series(tmp_path: 
         assert reader.load_detector_state("tracker:m1") == {"counter": 3}
         got = reader.measurement_series(records[0].machine, records[0].program, ["probe.bore_dia", "probe.hole1_dia"])
         assert got == expected and got
+
+
+def _book_entries(store: SqliteStore, machine: str) -> list[dict[str, Any]]:
+    book = store.load_detector_state(ENGINE_STATE + machine)
+    assert book is not None
+    return list(book["alerts"])
+
+
+def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_path: Path) -> None:
+    """The book share names each open condition whose alert the alerts table holds as it stands (its
+    id, state and counters); a restart takes the alert from the table and is the same engine: the
+    same open alerts, evidence and all, and the same changes from the same later parts. A condition
+    whose latest refresh never reached the table (a same-level refresh of an inspection source, a
+    detection error) keeps its whole alert in the share."""
+    cell = SimCell(load_scenario("demo"), seed=4, parts=90)
+    site = load_site(_site(tmp_path, cell))
+    events = [e.observation() for e in cell.events(include_spindle_samples=False)]
+    cut = len(events) * 2 // 3
+    copy = tmp_path / "restarted.db"
+    with SqliteStore(site.store_path) as store:
+        running = Pipeline(site, store)
+        running.observe(events[:cut])
+        open_now = running.engine.open_alerts()
+        assert len(open_now) >= 3
+        assert all(len(json.dumps(a.evidence)) > 1000 for a in open_now)  # what the share no longer repeats
+        entries = [e for m in cell.machines for e in _book_entries(store, m.id)]
+        assert len(entries) == len(open_now)
+        assert all("alert" not in e and e["id"] == store.alert(e["id"]).id for e in entries)  # type: ignore[union-attr]
+        with sqlite3.connect(copy) as target:
+            store._db.backup(target)
+        with SqliteStore(copy) as stored:
+            restarted = Pipeline(site, stored)
+            assert restarted.engine.open_alerts() == open_now
+            for machine in cell.machines:
+                assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
+            expected = _fed(running, events[cut:])
+            assert expected and _fed(restarted, events[cut:]) == expected
+
+
+def test_a_condition_changed_without_its_alert_stored_keeps_it_whole_in_the_share(tmp_path: Path) -> None:
+    cell = SimCell(load_scenario("demo"), seed=4, parts=60)
+    site = load_site(_site(tmp_path, cell))
+    events = [e.observation() for e in cell.events(include_spindle_samples=False)]
+    with SqliteStore(site.store_path) as store:
+        running = Pipeline(site, store)
+        running.observe(events)
+        alert = running.engine.open_alerts()[0]
+        # as the engine's own people change at start (an acknowledgement already in the store) does
+        changed = running.engine.acknowledge(alert.id, alert.time)
+        assert changed is not None
+        for name, state in running._engine_writes(alert.machine, program=""):
+            store.save_detector_state(name, state)
+        held = {e["id"] if "id" in e else e["alert"]["id"]: e for e in _book_entries(store, alert.machine)}
+        assert held[alert.id]["alert"]["state"] == "acknowledged"  # the table still has it open: kept whole
+        restarted = Pipeline(site, store)
+        assert [a for a in restarted.engine.open_alerts() if a.id == alert.id] == [changed]
+
+
+def test_the_engine_state_a_part_writes_is_small_and_does_not_repeat_alerts(tmp_path: Path) -> None:
+    """Bytes, not time: what each part writes of the engine state (the changes of its program's
+    shares) stays within the issue's 10 KB, and the machine's alert book adds tens of bytes per
+    part however large the open conditions' evidence is (their alerts go to the alerts table)."""
+    cell = SimCell(load_scenario("demo"), seed=4, parts=90)
+    site = load_site(_site(tmp_path, cell))
+    written: list[tuple[int, int, int]] = []  # per part: book bytes, engine bytes, open conditions' alert bytes
+
+    def size(state: Any) -> int:
+        change = state.change if isinstance(state, StateDelta) else state
+        return len(change if isinstance(change, str) else json.dumps(change))
+
+    class CountingStore(SqliteStore):
+        def record_part(self, part: PartRecord, alerts: Any = (), states: Any = (), refreshed: Any = ()) -> bool:
+            states = list(states)
+            book = sum(size(s) for n, s in states if n == ENGINE_STATE + part.machine)
+            engine = sum(size(s) for n, s in states if n.startswith(ENGINE_STATE))
+            conditions = sum(
+                len(json.dumps(alert_to_dict(a))) for a in pipeline.engine.open_alerts() if a.machine == part.machine
+            )
+            written.append((book, engine, conditions))
+            return super().record_part(part, alerts, states, refreshed)
+
+    with CountingStore(site.store_path) as store:
+        pipeline = Pipeline(site, store)
+        pipeline.observe([e.observation() for e in cell.events(include_spindle_samples=False)])
+    with_conditions = [w for w in written if w[2] > 3000]
+    assert len(with_conditions) > len(written) // 2
+    assert max(book for book, _, _ in with_conditions) < 500
+    assert statistics.median(engine for _, engine, _ in written) <= 10_000
