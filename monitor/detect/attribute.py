@@ -6,9 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from scipy.special import ndtri
-
 from monitor.detect.base import check_finite, check_range, register
+from monitor.detect.distributions import norm_ppf
 
 __all__ = ["AttributeCount", "AttributeResult", "wilson_interval"]
 
@@ -23,7 +22,7 @@ def wilson_interval(fails: int, n: int, confidence: float = 0.95) -> tuple[float
     """
     if n <= 0:
         return 0.0, 1.0
-    z = float(-ndtri((1.0 - confidence) / 2.0))
+    z = -norm_ppf((1.0 - confidence) / 2.0)
     p = fails / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.special import chdtri, ndtr, ndtri
 
 from monitor.detect.base import check_finite, check_range, register
+from monitor.detect.distributions import chi2_isf, norm_cdf, norm_ppf
+from monitor.detect.normality import shapiro_wilk
 from monitor.errors import DetectionError
 
 __all__ = [
@@ -143,9 +144,7 @@ def _bissell(index: float, n: int, z: float) -> Interval:
 
 def _chi2(index: float, n: int, alpha: float) -> Interval:
     df = n - 1
-    return Interval(
-        index, index * math.sqrt(float(chdtri(df, 1 - alpha / 2)) / df), index * math.sqrt(float(chdtri(df, alpha / 2)) / df)
-    )
+    return Interval(index, index * math.sqrt(chi2_isf(1 - alpha / 2, df) / df), index * math.sqrt(chi2_isf(alpha / 2, df) / df))
 
 
 def _indices(
@@ -163,7 +162,7 @@ def _indices(
     if n < 2 or mean is None or s_within is None or s_overall is None:
         return CapabilityResult(n, mean, s_within, s_overall, lo, hi, None, None, None, None, confidence=confidence, **extra)
     alpha = 1.0 - confidence
-    z = float(-ndtri(alpha / 2))
+    z = -norm_ppf(alpha / 2)
 
     def k_index(s: float) -> Interval | None:
         if s <= 0:
@@ -223,7 +222,7 @@ def stability_signals(values: Sequence[float]) -> tuple[str, ...]:
     sigma = float(np.abs(d).mean()) / _D2
     out: list[str] = []
     if sigma > 0:
-        k = max(3.0, float(-ndtri(STABILITY_ALPHA / (2 * n))))
+        k = max(3.0, -norm_ppf(STABILITY_ALPHA / (2 * n)))
         lo, hi = mean - k * sigma, mean + k * sigma
         beyond = np.flatnonzero((x < lo) | (x > hi)).tolist()
         if beyond:
@@ -234,7 +233,7 @@ def stability_signals(values: Sequence[float]) -> tuple[str, ...]:
     if var > 0:
         ratio = float(np.square(d).sum()) / (n - 1) / var
         z = (ratio - 2.0) / math.sqrt(4.0 * (n - 2) / ((n - 1) * (n + 1)))
-        p = float(ndtr(z))
+        p = norm_cdf(z)
         if p < STABILITY_ALPHA:
             out.append(
                 f"consecutive parts closer than the overall scatter (von Neumann ratio {ratio:.2f}, expected 2; "
@@ -246,9 +245,10 @@ def stability_signals(values: Sequence[float]) -> tuple[str, ...]:
 def _shapiro(x: Any) -> float | None:
     if x.size < 3 or x.size > 5000 or float(x.max() - x.min()) <= 0:
         return None
-    from scipy.stats import shapiro  # a heavy import, only where a study is made
-
-    return float(shapiro(x).pvalue)
+    try:
+        return shapiro_wilk(x)[1]  # not scipy.stats.shapiro: its import alone cost more than a 70-row study
+    except ValueError:  # a spread too small to scale
+        return None
 
 
 def capability(

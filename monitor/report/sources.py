@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.special import stdtrit
-
 from monitor.config import ProgramConfig
 from monitor.detect.capability import CONFIDENCE, CapabilityResult, capability
 from monitor.inspection.config import PROBE_SOURCE, MeasuredByConfig
@@ -157,6 +155,8 @@ def bias(feature: Feature, probe: Sequence[FeatureValue], other: Sequence[Featur
     n = len(d)
     mean = statistics.fmean(d)
     sd = statistics.stdev(d)
+    from scipy.special import stdtrit  # imported here: scipy.special costs 0.2 s, only a bias needs it
+
     half = float(stdtrit(n - 1, 1 - (1 - CONFIDENCE) / 2)) * sd / math.sqrt(n)
     xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
     r = None
