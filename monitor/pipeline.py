@@ -334,16 +334,17 @@ class Pipeline:
         history: list[Observation] = []
         last_seen: dict[str, Observation] = {}
         """Per machine, its latest observation: ``last_seen`` is written as text once per batch."""
+        keep, trackers, statuses = self._history, self.trackers, self.status
         try:
             for obs in batch:
-                if self._history is not None and self._history(obs):
+                if keep is not None and keep(obs):
                     history.append(obs)
-                tracker = self.trackers.get(obs.machine)
+                tracker = trackers.get(obs.machine)
                 if tracker is None:
                     self._count("unknown_machine", f"observation for unknown machine {obs.machine!r} ignored")
                     continue
-                status = self.status[obs.machine]
-                before = (status.connection, status.program, status.counter, status.parts)
+                status = statuses[obs.machine]
+                connection, program, counter, stored = status.connection, status.program, status.counter, status.parts
                 last_seen[obs.machine] = obs
                 try:
                     parts = tracker.update(obs)
@@ -375,7 +376,12 @@ class Pipeline:
                         self.held.resume_after(obs)
                     else:
                         changes.resume_points[obs.machine] = obs
-                if (status.connection, status.program, status.counter, status.parts) != before:
+                if (
+                    status.program != program
+                    or status.counter != counter
+                    or status.connection != connection
+                    or status.parts != stored
+                ):
                     status.last_seen = obs.time.isoformat()
                     changes.machines[obs.machine] = status.as_dict()
         finally:

@@ -485,8 +485,10 @@ class PartTracker:
             self._tool_life_update(obs)
         elif signal == GAP_SIGNAL:
             self._on_gap(obs)
-        if self._end_rule() == f"signal:{signal}" and _truthy(obs.value) and self._open is not None:
-            out += self._end_part(obs.time, PartStatus.COMPLETE)
+        if self._open is not None:  # part_end: signal:<name> (no string built per observation to test it)
+            rule = self._end_rule()
+            if rule[:7] == "signal:" and rule[7:] == signal and _truthy(obs.value):
+                out += self._end_part(obs.time, PartStatus.COMPLETE)
         return out
 
     def _end_rule(self) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -177,7 +177,7 @@ async def iter_multipart(
     max_bytes: int = 64 * 1024 * 1024,
     *,
     where: str = "multipart stream",
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Bodies of a ``multipart/x-mixed-replace`` (or chunked ``multipart/mixed``) stream.
 
     Parts are found by their boundary line and read by their Content-length. ``part_wait_s`` bounds
@@ -187,17 +187,82 @@ async def iter_multipart(
     malformed raises :class:`BadDocument` whose message starts with ``where`` (the stream's URL).
     """
     marker = b"--" + boundary.encode()
-    while True:
-        try:
-            async with asyncio.timeout(part_wait_s):
+    clock = _PartClock(part_wait_s)
+    try:
+        while True:
+            clock.begin()
+            try:
                 body = await _next_part(content, marker, max_bytes)
-        except (HttpProcessingError, ValueError) as exc:  # e.g. LineTooLong: a line past aiohttp's bound
-            raise BadDocument(f"{where}: multipart stream: {_reason(exc)[:200]}") from exc
-        except BadDocument as exc:
-            raise BadDocument(f"{where}: {exc}") from exc
-        if body is None:
+            except asyncio.CancelledError:
+                if clock.timed_out():
+                    raise TimeoutError(f"no complete part within {part_wait_s:g} s") from None
+                raise
+            except (HttpProcessingError, ValueError) as exc:  # e.g. LineTooLong: a line past aiohttp's bound
+                raise BadDocument(f"{where}: multipart stream: {_reason(exc)[:200]}") from exc
+            except BadDocument as exc:
+                raise BadDocument(f"{where}: {exc}") from exc
+            finally:
+                clock.end()
+            if body is None:
+                return
+            yield body
+    finally:
+        clock.close()
+
+
+class _PartClock:
+    """The time limit on each part of a stream, with one timer per stream instead of one per part.
+
+    ``asyncio.timeout`` around every part put a timer into the loop's heap and took it out again,
+    a hundred times a second in a cell, which cost more than reading the part. Here one timer checks
+    now and then: it moves itself to the running part's deadline, and only when a part has been
+    read for the whole limit does it cancel the reading task (as ``asyncio.timeout`` does, and told
+    apart from any other cancellation the same way, by the task's cancellation count). While the
+    consumer holds a part (parsing it, or waiting for room downstream) no limit runs.
+    """
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_reading", "_started", "_task", "_wait")
+
+    def __init__(self, wait_s: float) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a part clock runs inside a task")
+        self._loop = asyncio.get_running_loop()
+        self._task = task
+        self._wait = wait_s
+        self._cancelling = task.cancelling()
+        self._started = self._loop.time()
+        self._reading = False
+        self._expired = False
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._started + wait_s, self._check)
+
+    def begin(self) -> None:
+        """A part is being read from now on."""
+        self._started = self._loop.time()
+        self._reading = True
+
+    def end(self) -> None:
+        """The part is read (or reading it failed)."""
+        self._reading = False
+
+    def timed_out(self) -> bool:
+        """Whether a cancellation the reader caught is this clock's; call once, with it in hand."""
+        return self._expired and self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        due = self._started + self._wait if self._reading else now + self._wait
+        if now < due:
+            self._handle = self._loop.call_at(due, self._check)
             return
-        yield body
+        self._handle = None
+        self._expired = True
+        self._task.cancel()
 
 
 async def _next_part(content: aiohttp.StreamReader, marker: bytes, max_bytes: int) -> bytes | None:

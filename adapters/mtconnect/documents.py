@@ -151,17 +151,19 @@ class MtcObservation:
             raise BadDocument(f"observation {self.data_item_id} #{self.sequence}: bad timestamp {self.timestamp!r}") from exc
 
 
-_time_cache: dict[str, datetime] = {}
-_TIME_CACHE = 4096
-"""Timestamps remembered: observations that share one (an agent's line of several items, a
-/current) parse it once. Sample streams rarely repeat one, so a larger cache only holds memory."""
+_last_time: tuple[str, datetime | None] = ("", None)
+"""The last timestamp parsed, as (text, time): the items of one agent line share one and follow each
+other in a document, so they parse it once. Sample streams rarely repeat one otherwise, and a
+dictionary of recent ones cost more in hashing every new text than it saved (one tuple, swapped
+whole, so threads that parse at once never see a text with another's time)."""
 
 
 def parse_time(text: str) -> datetime:
     """An MTConnect timestamp as an aware UTC datetime (naive text is taken as UTC)."""
-    hit = _time_cache.get(text)
-    if hit is not None:
-        return hit
+    global _last_time
+    last_text, last = _last_time
+    if last is not None and last_text == text:
+        return last
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -171,9 +173,7 @@ def parse_time(text: str) -> datetime:
         dt = dt.replace(tzinfo=UTC)
     elif tz is not UTC:  # "Z" parses to UTC itself: nothing to convert
         dt = dt.astimezone(UTC)
-    if len(_time_cache) >= _TIME_CACHE:
-        _time_cache.clear()
-    _time_cache[text] = dt
+    _last_time = (text, dt)
     return dt
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from adapters.base import AdapterState
 from adapters.mtconnect.agent import MtConnectAgent
-from adapters.mtconnect.client import MtConnectAdapter
+from adapters.mtconnect.client import MtConnectAdapter, iter_multipart
 from adapters.mtconnect.documents import CuttingToolAsset, Life
 from monitor.config import MtConnectMachine
 from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
@@ -296,3 +296,62 @@ async def test_an_asset_is_read_again_only_when_the_agent_announces_a_new_change
             agent.add_cutting_tool("vmc", CuttingToolAsset("T12.1", "T12", tool_life=(Life("MINUTES", "UP", 18.0),)))
             await collect(adapter, has("tool.life", 18.0))
             assert adapter.stats.counts["asset_reads"] == 2
+
+
+def _part(body: bytes) -> bytes:
+    return b"--B\r\nContent-type: text/xml\r\nContent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n"
+
+
+async def test_each_part_has_its_time_limit_but_a_part_held_by_the_reader_has_none() -> None:
+    """iter_multipart bounds the reading of each part (boundary to last byte), not the time the
+    consumer keeps a part (parsing, or waiting for room downstream); a part that does not complete
+    in time ends the stream with TimeoutError, and a cancellation from outside stays a cancellation."""
+    writes: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace;boundary=B"})
+        await resp.prepare(request)
+        while chunk := await writes.get():
+            await resp.write(chunk)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/sample", stream)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    wait_s = 0.3
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/sample") as resp:
+                parts = iter_multipart(resp.content, "B", wait_s)
+                writes.put_nowait(_part(b"<one/>"))
+                assert await anext(parts) == b"<one/>"
+                await asyncio.sleep(3 * wait_s)  # the consumer holds the part for three limits
+                writes.put_nowait(_part(b"<two/>"))
+                assert await anext(parts) == b"<two/>"
+                writes.put_nowait(b"--B\r\nContent-type: text/xml\r\nContent-length: 10\r\n\r\n<thr")  # never completes
+                started = loop.time()
+                with pytest.raises(TimeoutError):
+                    await anext(parts)
+                assert loop.time() - started >= wait_s
+            async with session.get(f"http://127.0.0.1:{port}/sample") as resp:
+                quiet = iter_multipart(resp.content, "B", 60.0)
+
+                async def first() -> bytes:
+                    return await anext(quiet)
+
+                reader = asyncio.create_task(first())
+                await asyncio.sleep(0)
+                reader.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await reader
+                assert reader.cancelled()
+                await quiet.aclose()
+    finally:
+        writes.put_nowait(b"")
+        writes.put_nowait(b"")
+        await runner.cleanup()
