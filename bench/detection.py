@@ -47,6 +47,9 @@ Scores (per family and noise, and summed into the issue's table):
   ones where no reading at all went out by scatter);
 * false alarms per 1000 in-control parts: parts before the drift start (all of a stable batch) on
   which an alert of a class opened on any feature; charts, forecasts and re-probe notices apart;
+* leaving drifts by capability: the share flagged per family and band of the batch's Cp
+  (``leaving_by_capability``), because that share depends on Cp more than on anything else and
+  another generator may draw Cp differently;
 * interval coverage: at the first forecast alert of a drift, whether the actual first OOT part after
   it lies inside the alert's 90% interval for it; and (engines that report evidence per part) the
   same at every part where the forecast is active before the first OOT part.
@@ -526,16 +529,31 @@ def _with_detection(program: ProgramConfig, overrides: dict[str, Any]) -> Progra
     return program.model_copy(update={"detection": det})
 
 
+CP_BANDS = ((1.33, 1.6), (1.6, 2.0), (2.0, 2.5))
+"""Process capability bands of the leaving drifts' breakdown (the generator draws Cp from 1.33-2.5):
+how many drifts are flagged depends mostly on Cp, which another generator may draw differently."""
+
+
+def cp_band(cp: float) -> str:
+    """The :data:`CP_BANDS` label of a batch's Cp."""
+    for lo, hi in CP_BANDS:
+        if cp < hi:
+            return f"{lo:g}-{hi:g}"
+    lo, hi = CP_BANDS[-1]
+    return f"{lo:g}-{hi:g}"
+
+
 def _unit(
     args: tuple[str, str, Iterable[int], int, int, dict[str, Any]],
-) -> tuple[str, str, dict[str, Cell], float, int, float]:
+) -> tuple[str, str, dict[str, Cell], float, int, float, dict[str, dict[str, list[int]]]]:
     """One (family, noise) cell over sizes and seeds: (family, noise, cells by detector, engine CPU s,
-    parts fed, CPU s of the whole cell)."""
+    parts fed, CPU s of the whole cell, leaving drifts [counted, flagged] by detector and Cp band)."""
     family, noise, sizes, first_seed, seeds, overrides = args
     c0 = time.process_time()
     program = _with_detection(ProgramConfig.model_validate(PROGRAM), overrides)
     ewma_width = ewma_limit(0.2, program.detection.arl0 * len(CHANNELS))
     cells: dict[str, Cell] = defaultdict(Cell)
+    bands: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     engine_cpu = 0.0
     fed = 0
     for size in sizes:
@@ -554,13 +572,19 @@ def _unit(
                 openings.add(rec.part_number, kinds)
             engine_cpu += time.process_time() - c
             fed += len(recs)
-            cells["ours"].add(score(batch, openings.opened, active))
+            band = cp_band(float(batch.detail["cp"]))
+            scored = {"ours": score(batch, openings.opened, active)}
             for name, alarms in baseline_alarms(batch, ewma_width).items():
                 ev: dict[str, list[tuple[int, str, dict[str, Any]]]] = {
                     f: [(p, "chart", {}) for p in ps] for f, ps in alarms.items()
                 }
-                cells[name].add(score(batch, ev))
-    return family, noise, dict(cells), engine_cpu, fed, time.process_time() - c0
+                scored[name] = score(batch, ev)
+            for name, one in scored.items():
+                cells[name].add(one)
+                bands[name][band][0] += one.drifts
+                bands[name][band][1] += one.flagged
+    plain = {name: {b: list(v) for b, v in by_band.items()} for name, by_band in bands.items()}
+    return family, noise, dict(cells), engine_cpu, fed, time.process_time() - c0, plain
 
 
 def run(
@@ -586,12 +610,17 @@ def run(
             results = list(pool.imap_unordered(_unit, units))
     else:
         results = [_unit(u) for u in units]
-    for family, noise, by_detector, unit_engine_cpu, n, unit_cpu in results:
+    by_cp: dict[str, dict[str, dict[str, list[int]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: [0, 0])))
+    for family, noise, by_detector, unit_engine_cpu, n, unit_cpu, unit_bands in results:
         engine_cpu += unit_engine_cpu
         cpu += unit_cpu
         fed += n
         for name, cell in by_detector.items():
             cells[name][family][noise].add(cell)
+        for name, by_band in unit_bands.items():
+            for band, (drifts, flagged) in by_band.items():
+                by_cp[name][family][band][0] += drifts
+                by_cp[name][family][band][1] += flagged
     detectors = {
         name: {fam: {nz: c.summary() for nz, c in by_noise.items()} for fam, by_noise in by_fam.items()}
         for name, by_fam in cells.items()
@@ -604,6 +633,17 @@ def run(
         "arl0": program.detection.arl0,
         "issue_table": {name: issue_table(by_fam) for name, by_fam in cells.items()},
         "by_family": detectors,
+        "leaving_by_capability": {
+            name: {
+                fam: {
+                    band: {"drifts": d, "flagged": f, "share_flagged": round(f / d, 4) if d else None}
+                    for band, (d, f) in sorted(by_band.items())
+                }
+                for fam, by_band in by_fam_cp.items()
+                if any(d for d, _ in by_band.values())
+            }
+            for name, by_fam_cp in by_cp.items()
+        },
         "engine_cpu_ms_per_part": round(1000 * engine_cpu / max(1, fed), 3),
         "parts_fed": fed,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -695,6 +735,18 @@ def markdown(result: dict[str, Any]) -> str:
                 v = v.get(sub)
             cells.append("-" if v is None else f"{v:.1%}" if sub is None and isinstance(v, float) else str(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    by_cp = result.get("leaving_by_capability") or {}
+    if by_cp:
+        lines += ["", "Leaving drifts flagged before the first bad part, by the batch's Cp:", ""]
+        lines += ["| family | Cp | drifts | " + " | ".join(by_cp) + " |", "|---|---|---|" + "---|" * len(by_cp)]
+        first = next(iter(by_cp.values()))
+        for fam, by_band in first.items():
+            for band, cell in by_band.items():
+                shares = []
+                for name in by_cp:
+                    v = by_cp[name].get(fam, {}).get(band, {}).get("share_flagged")
+                    shares.append("-" if v is None else f"{v:.1%}")
+                lines.append(f"| {fam} | {band} | {cell['drifts']} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 
