@@ -29,6 +29,7 @@ __all__ = [
     "part_row",
     "plant_rows",
     "site_part_row",
+    "site_part_rows",
 ]
 
 
@@ -86,6 +87,24 @@ def site_part_row(site: Site, part: PartRecord) -> dict[str, Any]:
     program = site.programs.get(part.program)
     features = program.feature_models() if program is not None else ()
     return part_row(part, site.probe_tools(part.machine), features)
+
+
+def site_part_rows(site: Site, parts: Iterable[PartRecord]) -> list[dict[str, Any]]:
+    """:func:`site_part_row` of each part, the site's probe and features looked up once per machine
+    and program (a list of 100 parts is not 100 builds of the program's feature models)."""
+    probes: dict[str, frozenset[str]] = {}
+    features: dict[str, list[Feature]] = {}
+    rows = []
+    for part in parts:
+        probe = probes.get(part.machine)
+        if probe is None:
+            probe = probes[part.machine] = site.probe_tools(part.machine)
+        models = features.get(part.program)
+        if models is None:
+            program = site.programs.get(part.program)
+            models = features[part.program] = program.feature_models() if program is not None else []
+        rows.append(part_row(part, probe, models))
+    return rows
 
 
 def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset(), features: Iterable[Feature] = ()) -> dict[str, Any]:

@@ -139,7 +139,7 @@ def test_latest_parts_are_the_last_of_a_full_read(store: BackendStore) -> None:
 def test_measurement_series_equals_the_complete_parts_measurements(store: BackendStore) -> None:
     complete = store.parts(machine="m1", program="O1001", status=PartStatus.COMPLETE)
     series = store.measurement_series("m1", "O1001", ["probe.hole1_y", "probe.hole1_dia"])
-    assert [(p.part_number, p.end, p.key) for p in series] == [(p.part_number, p.end, p.key) for p in complete]
+    assert [(p.part_number, p.end, p.key) for p in series] == [(p.part_number, p.end.isoformat(), p.key) for p in complete]
     for point, full in zip(series, complete, strict=True):
         assert point.values == {k: v for k, v in full.measurements.items() if k in ("probe.hole1_y", "probe.hole1_dia")}
     latest = store.measurement_series("m1", "O1001", ["probe.hole1_y"], last=30)
@@ -260,3 +260,42 @@ def test_feature_cache_keeps_a_chart_until_its_series_changes(store: BackendStor
     with SqliteStore(store.path, read_only=True) as reader:
         first = cache.read(reader, "m1", "O1001", dia)[0]
         assert cache.read(reader, "m1", "O1001", dia)[0] is not first and json.loads(first) == fresh(reader, dia)[0]
+
+
+def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(store: BackendStore) -> None:
+    """After a new part the capability of every part is not read again: the new chart read's parts
+    after the kept ones are appended, and the answer is the very one a fresh read gives; a part out
+    of order, one that is not in the series (incomplete) or several parts between requests that the
+    chart does not show all make it read everything again."""
+
+    from monitor.dashboard.api import FeatureCache, _points_text
+    from monitor.model import AxisRef, PositionFeature, SizeFeature
+    from monitor.report import stored_capability
+
+    if not isinstance(store, SqliteStore):
+        pytest.skip("nothing is kept from a shared PostgreSQL store (see the test above)")
+    pos = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 25.0), AxisRef("probe.hole1_y", 40.0), 0.05)
+    dia = SizeFeature("hole1_dia", "probe.hole1_dia", 10.0, 9.99, 10.01)
+    cache = FeatureCache()
+
+    def check(appended: bool) -> None:
+        before = cache.appended
+        for feature in (pos, dia):
+            values, cap = cache.read(store, "m1", "O1001", feature)
+            assert cap == stored_capability(store, "m1", "O1001", feature)
+            assert values == _points_text(feature, store.measurement_series("m1", "O1001", feature.signals, last=2000))
+        assert cache.appended - before == (2 if appended else 0)
+
+    check(appended=False)  # the first read: everything
+    store.record_part(part(201, "m1", "O1001"))
+    check(appended=True)
+    store.record_part(part(202, "m1", "O1001"))
+    store.record_part(part(203, "m1", "O1001", skip="probe.hole1_y"))  # not a value of the position's study
+    check(appended=True)
+    store.record_part(part(204, "m1", "O1001", status=PartStatus.INCOMPLETE))  # a part the series does not have
+    store.record_part(part(205, "m1", "O1001"))
+    check(appended=False)
+    store.record_part(part(150, "m1", "O1001"))  # an earlier end than the parts kept (a controller clock set back)
+    check(appended=False)
+    store.record_part(part(206, "m1", "O1001"))
+    check(appended=True)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from aiohttp import web
 
 from monitor.codec import json_safe
@@ -25,9 +28,10 @@ from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_row
-from monitor.report import stored_capability
+from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_rows
+from monitor.report import stored_capability, stored_values
 from monitor.report.compare import feature_parts
+from monitor.report.data import capability_of_values, feature_array
 from monitor.users import PERMISSIONS, User, user_for_token
 
 if TYPE_CHECKING:
@@ -77,12 +81,27 @@ def _error(status: int, message: str, **headers: str) -> web.HTTPException:
     return cls(text=_json_text({"error": message}), content_type="application/json", headers=headers or None)
 
 
+_encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""A JSON string literal of a text, as ``json.dumps`` writes it (``ensure_ascii``)."""
+
+
 def _json_text(obj: Any) -> str:
     return json.dumps(obj, allow_nan=False, default=str)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
     return web.json_response(json_safe(obj), status=status, dumps=_json_text)
+
+
+def _json_rows(obj: dict[str, Any]) -> web.Response:
+    """:func:`_json` of rows whose keys are all text (part rows): encoded at once, and walked by
+    :func:`~monitor.codec.json_safe` only when a value is not finite (a NaN reading): the same
+    answer without a walk over every value of every row."""
+    try:
+        text = _json_text(obj)
+    except ValueError:
+        text = _json_text(json_safe(obj))
+    return web.Response(text=text, content_type="application/json")
 
 
 def _last(request: web.Request, default: int, cap: int) -> int:
@@ -186,7 +205,7 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
                         "part_number": part.part_number,
                         "value": failed,
                         "passed": passed,
-                        "end": part.end.isoformat(),
+                        "end": part.end,
                         "key": part.key,
                     }
                 )
@@ -198,7 +217,7 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
         for part in series:
             value = part.values.get(signal)
             if value is not None and isfinite(value):
-                out.append({"part_number": part.part_number, "value": value, "end": part.end.isoformat(), "key": part.key})
+                out.append({"part_number": part.part_number, "value": value, "end": part.end, "key": part.key})
         return out
     axes = [(name, axis.signal, axis.nominal) for name, axis in feature.axes]
     for part in series:
@@ -216,9 +235,57 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
                 total = math.inf
         else:
             value = 2.0 * sqrt(total)
-            point = {"part_number": part.part_number, "value": value, "axes": devs, "end": part.end.isoformat(), "key": part.key}
+            point = {"part_number": part.part_number, "value": value, "axes": devs, "end": part.end, "key": part.key}
             out.append(point if isfinite(value) else json_safe(point))  # a deviation beyond float range
     return out
+
+
+def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
+    """``_json_text(_points(feature, series))``, the same text, written point by point without the
+    dicts: a 2,000-point position chart is 450 KB of JSON whose dicts cost as much to build as to
+    encode. Numbers are written as :mod:`json` writes them (``repr``), text through its own escaping
+    (``ensure_ascii``); a point :func:`_points` would scrub (a deviation beyond float range) goes
+    through it. ``tests/dashboard/test_points_text.py`` checks the equality."""
+    if isinstance(feature, AttributeFeature):
+        return _json_text(_points(feature, series))
+    text = _encode_text
+    isfinite, sqrt = math.isfinite, math.sqrt
+    out: list[str] = []
+    if isinstance(feature, SizeFeature):
+        signal = feature.signal
+        if signal is None:
+            return "[]"
+        for part in series:
+            value = part.values.get(signal)
+            if value is not None and isfinite(value):
+                end, key = text(part.end), text(part.key)
+                out.append(f'{{"part_number": {part.part_number!r}, "value": {value!r}, "end": {end}, "key": {key}}}')
+        return "[" + ", ".join(out) + "]"
+    axes = [(text(name), axis.signal, axis.nominal) for name, axis in feature.axes]
+    for part in series:
+        m = part.values
+        devs: list[str] = []
+        total = 0.0
+        for name, signal, nominal in axes:
+            raw = m.get(signal)
+            if raw is None or not isfinite(raw):
+                break
+            dev = raw - nominal
+            devs.append(f"{name}: {dev!r}")
+            try:
+                total += dev**2
+            except OverflowError:
+                total = math.inf
+        else:
+            value = 2.0 * sqrt(total)
+            if isfinite(value):
+                out.append(
+                    f'{{"part_number": {part.part_number!r}, "value": {value!r}, "axes": {{{", ".join(devs)}}}, '
+                    f'"end": {text(part.end)}, "key": {text(part.key)}}}'
+                )
+            else:  # a deviation beyond float range: as _points writes it
+                out.append(_json_text(_points(feature, [part])[0]))
+    return "[" + ", ".join(out) + "]"
 
 
 def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
@@ -247,17 +314,42 @@ def _evidence_rank(alert: dict[str, Any]) -> tuple[bool, str]:
     return (alert["state"] != "closed", alert["time"])
 
 
+@dataclass(slots=True)
+class _Chart:
+    """What :class:`FeatureCache` keeps of one feature."""
+
+    version: int
+    feature: Feature
+    points: str
+    capability: CapabilityResult | None
+    study: Any
+    """The capability's values: every complete part of the machine/program, in production order."""
+    mark: tuple[str, str] | None
+    """(end, key) of the latest part in the measurement series when they were read."""
+    parts: int
+    """The machine/program's stored parts then (every status)."""
+
+
 class FeatureCache:
     """Per feature, what its chart reads from the measurement series: the points (as the JSON text
     the answer carries) and the capability of all its complete parts. Kept while the store's series
     of that machine and program stays the same (:meth:`~monitor.store.StoreReader.series_version`),
     so a feature page that polls costs one read and one encoding per new part of that machine and
-    program, not one per request; a changed feature definition (a reload) is read afresh. Used on
-    the core's thread only (where every store read runs); holds at most ``size`` features."""
+    program, not one per request; a changed feature definition (a reload) is read afresh.
+
+    After new parts, the capability's values are not read again from the store (every part of the
+    batch: 5,000 parts of two signals cost more than the rest of the request) when the parts stored
+    since are exactly those after the kept ones in the new chart read (the stored part count grew
+    by their number): their values are appended. A part stored out of order (an earlier end), one
+    without the feature's signals, or more parts than a chart holds: all values are read afresh.
+    Used on the core's thread only (where every store read and write runs); holds at most
+    ``size`` features."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[str, str, str], tuple[int, Feature, str, CapabilityResult | None]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], _Chart] = OrderedDict()
+        self.appended = 0
+        """How many times a capability was brought up to date from the chart's read alone."""
 
     def clear(self) -> None:
         """Forget everything kept (the next request of each feature reads the store)."""
@@ -268,18 +360,47 @@ class FeatureCache:
         version = store.series_version(machine, program)
         key = (machine, program, feature.name)
         hit = self._entries.get(key)
-        if version is not None and hit is not None and hit[0] == version and hit[1] == feature:
+        if version is not None and hit is not None and hit.version == version and hit.feature == feature:
             self._entries.move_to_end(key)
-            return hit[2], hit[3]
+            return hit.points, hit.capability
         series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-        values = _json_text(_points(feature, series))  # JSON-safe as built: no json_safe walk
-        capability = stored_capability(store, machine, program, feature)
-        if version is not None:
-            self._entries[key] = (version, feature, values, capability)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return values, capability
+        points = _points_text(feature, series)  # JSON-safe as built: no json_safe walk
+        if version is None:
+            return points, stored_capability(store, machine, program, feature)
+        parts = store.part_count(machine=machine, program=program)
+        study = _appended(hit, feature, series, parts) if hit is not None and hit.feature == feature else None
+        if study is None:
+            study = stored_values(store, machine, program, feature)
+        else:
+            self.appended += 1
+        capability = capability_of_values(feature, study)
+        mark = (series[-1].end, series[-1].key) if series else None
+        self._entries[key] = _Chart(version, feature, points, capability, study, mark, parts)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return points, capability
+
+
+def _appended(kept: _Chart, feature: Feature, series: list[SeriesPoint], parts: int) -> Any | None:
+    """The kept capability values with those of the parts after them in ``series`` appended; None
+    unless those are all the parts stored since (see :class:`FeatureCache`)."""
+    if isinstance(feature, AttributeFeature):
+        return None
+    start = 0
+    if kept.mark is not None:
+        for i in range(len(series) - 1, -1, -1):
+            if (series[i].end, series[i].key) == kept.mark:
+                start = i + 1
+                break
+        else:
+            return None
+    new = series[start:]
+    if parts - kept.parts != len(new):
+        return None
+    signals = feature.signals
+    rows = [[p.values[s] for s in signals] for p in new if all(s in p.values for s in signals)]
+    return np.concatenate([kept.study, feature_array(feature, rows)]) if rows else kept.study
 
 
 def feature_series(
@@ -396,7 +517,7 @@ def _read_parts(
     last: int,
     machines: list[str] | None = None,
 ) -> dict[str, Any]:
-    rows = [site_part_row(site, p) for p in store.parts(machine=machine, program=program, last=last, machines=machines)]
+    rows = site_part_rows(site, store.parts(machine=machine, program=program, last=last, machines=machines))
     if machines is None:
         total = store.part_count(machine=machine, program=program)
     else:
@@ -421,7 +542,7 @@ async def _parts(request: web.Request) -> web.Response:
     machine, program = _opt(request, "machine"), _opt(request, "program")
     site = _api(request).site
     machines = await _cell_machines(request)
-    return _json(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last, machines)))
+    return _json_rows(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last, machines)))
 
 
 async def _plant(request: web.Request) -> web.Response:

@@ -72,6 +72,8 @@ __all__ = [
     "ToolSummary",
     "batch_actions",
     "build_report",
+    "capability_of_values",
+    "feature_array",
     "feature_capability",
     "judge",
     "part_dispositions",
@@ -366,7 +368,7 @@ def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureRep
             values.append(v)
     order = {p.key: (p.end, p.key) for p in parts}
     in_order = sorted(values, key=lambda v: order[v.part_key])  # capability follows production order
-    cap = _capability(feature, [v.value for v in in_order])
+    cap = capability_of_values(feature, [v.value for v in in_order])
     if isinstance(feature, AttributeFeature):
         return FeatureReport(feature, None, None, 0.0, "", tuple(values), None, tuple(missing))
     if isinstance(feature, SizeFeature):
@@ -375,7 +377,7 @@ def _feature_report(feature: Feature, parts: Sequence[PartRecord]) -> FeatureRep
     return FeatureReport(feature, None, feature.tolerance, 0.0, "mm", tuple(values), cap, tuple(missing))
 
 
-def _capability(feature: Feature, values: Any) -> CapabilityResult | None:
+def capability_of_values(feature: Feature, values: Any) -> CapabilityResult | None:
     """The one capability (:func:`monitor.detect.capability.capability`) of a feature's values in
     production order: sizes against their limits, true position against its zone; None for a
     go/no-go feature (a proportion, not an index) or no values."""
@@ -396,7 +398,7 @@ def stored_capability(store: StoreReader, machine: str, program: str, feature: F
     """:func:`feature_capability` of every complete part of ``machine``/``program`` in the store,
     read from its measurement series as whole arrays (one range scan per signal, no part record
     decoded: 100,000 parts in a fraction of a second)."""
-    return _capability(feature, stored_values(store, machine, program, feature))
+    return capability_of_values(feature, stored_values(store, machine, program, feature))
 
 
 def stored_values(store: StoreReader, machine: str, program: str, feature: Feature) -> Any:
@@ -404,8 +406,15 @@ def stored_values(store: StoreReader, machine: str, program: str, feature: Featu
     ``machine``/``program``, in production order, as an array (empty for a go/no-go feature)."""
     if isinstance(feature, AttributeFeature) or not feature.signals:
         return np.zeros(0)
-    table = np.asarray(store.feature_values(machine, program, feature.signals), dtype=float)
-    if table.size == 0:
+    return feature_array(feature, store.feature_values(machine, program, feature.signals))
+
+
+def feature_array(feature: Feature, rows: Sequence[Sequence[float]]) -> Any:
+    """The feature's value of each row of its signals' values (in ``feature.signals`` order, as
+    :meth:`~monitor.store.StoreReader.feature_values` gives them), as an array; elementwise, so the
+    rows of later parts give the same floats whether read alone or with the earlier ones."""
+    table = np.asarray(rows, dtype=float)
+    if table.size == 0 or isinstance(feature, AttributeFeature):
         return np.zeros(0)
     if isinstance(feature, SizeFeature):
         return table[:, 0]
@@ -429,7 +438,7 @@ def stored_verdict(
         bad = int(np.count_nonzero(values > feature.tolerance))
     else:
         bad = 0
-    cap = _capability(feature, values)
+    cap = capability_of_values(feature, values)
     return cap, bad, capability_verdict(cap, bad, program.report.required_index, program.report.required)
 
 

@@ -778,7 +778,7 @@ class PostgresStore:
         ordered = sorted(by_key.items(), key=lambda kv: (kv[1][0], kv[0]))
         if last is not None:
             ordered = ordered[-last:] if last > 0 else []
-        return [SeriesPoint(number, end, key, values) for key, (end, number, values) in ordered]
+        return [SeriesPoint(number, end.astimezone(UTC).isoformat(), key, values) for key, (end, number, values) in ordered]
 
     def series_version(self, machine: str, program: str) -> int | None:
         """Never told: several daemons write a shared PostgreSQL store (a standby takes a machine

@@ -685,7 +685,10 @@ class SqliteStore:
         ordered = sorted(by_key.items(), key=lambda kv: (kv[1][0], kv[0]))
         if last is not None:
             ordered = ordered[-last:] if last > 0 else []
-        return [SeriesPoint(number, _parse_time(end), key, values) for key, (end, number, values) in ordered]
+        return [
+            SeriesPoint(number, end if end.endswith("+00:00") else _parse_time(end).isoformat(), key, values)
+            for key, (end, number, values) in ordered
+        ]
 
     def series_version(self, machine: str, program: str) -> int | None:
         """Counted in this store object, which is the store's only writer (the daemon holds its lock);
