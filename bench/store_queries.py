@@ -14,13 +14,16 @@ Then, per store, median (and range) over ``--repeat`` runs:
 - ``feature_api``: ``GET /api/features/<machine>/O1001/hole1_pos`` (and ``hole1_dia``) served by
   the real dashboard on a real core over the store, wall time per request and answer size: the
   dashboard keeps what a chart read from the store until a part of that machine and program is
-  stored (what a polling page sees); ``uncached`` the same requests with that emptied before each
-  (the first request after a new part);
+  stored (what a polling page sees); ``after_part`` the request after a new part of that machine
+  and program was stored through the core's store (what a page sees once per part: the chart read
+  again, the capability brought up to date); ``uncached`` the same requests with all that was kept
+  emptied before each (the first request after a start);
 - ``parts_api``: ``GET /api/parts?machine=..&program=..&last=100``; ``alerts_api``:
   ``GET /api/alerts?machine=..&last=100``;
 - the baseline, measured in the same run: ``GET /api/alerts/<unknown>`` on the same server (the
   fixed cost of one request: HTTP, the core's thread, one primary-key lookup); every API figure
-  has ``ratio`` = its time / the baseline's.
+  has ``ratio`` = its time / the baseline's. The API is served from a copy of the built store (the
+  parts ``after_part`` adds are not kept).
 
 ``cli_start``: CPU time of ``monitor --help``, ``monitor parts --help`` and ``monitor --version``
 as processes, against ``python -c pass`` (the interpreter alone) as the baseline.
@@ -34,13 +37,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -202,6 +209,19 @@ async def _api(site: Site, requests: dict[str, str], repeat: int) -> dict[str, A
                         cpu.append(1000 * (time.process_time() - c))
                         size = len(body)
                     out[name] = {"path": path, "wall_ms": _spread(wall), "cpu_ms": _spread(cpu), "bytes": size}
+                    if name.startswith("feature_api"):  # what a request costs once a part was stored
+                        new_wall: list[float] = []
+                        new_cpu: list[float] = []
+                        machine, program = path.split("/")[3:5]
+                        for _ in range(repeat):
+                            await core.read(functools.partial(_store_next_part, machine, program))
+                            w, c = time.perf_counter(), time.process_time()
+                            async with session.get(base + path) as resp:
+                                await resp.read()
+                            new_wall.append(1000 * (time.perf_counter() - w))
+                            new_cpu.append(1000 * (time.process_time() - c))
+                        appended = runner.app[FEATURE_CACHE_KEY].appended  # capabilities brought up to date, so far
+                        out[name]["after_part"] = {"wall_ms": _spread(new_wall), "cpu_ms": _spread(new_cpu), "appended": appended}
                     if name.startswith("feature_api"):  # what a request costs when the chart is read afresh
                         cold_wall: list[float] = []
                         cold_cpu: list[float] = []
@@ -220,6 +240,17 @@ async def _api(site: Site, requests: dict[str, str], repeat: int) -> dict[str, A
         if name != "baseline":
             entry["ratio"] = round(entry["wall_ms"]["median"] / base_ms, 1)
     return out
+
+
+def _store_next_part(machine: str, program: str, store: Any) -> None:
+    """Store one more complete part of ``machine``/``program`` (the latest complete one's
+    measurements, a minute after the latest part) through the core's own store, as the daemon
+    stores a part."""
+    latest = store.parts(machine=machine, program=program, last=1)[0]
+    complete = store.parts(machine=machine, program=program, status=PartStatus.COMPLETE, last=1)[0]
+    end = latest.end + timedelta(minutes=1)
+    key = f"{machine}/{program}/{end.isoformat()}"
+    store.record_part(dataclasses.replace(complete, key=key, part_number=latest.part_number + 1, start=latest.end, end=end))
 
 
 def _time(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
@@ -259,7 +290,11 @@ def measure(site_path: Path, root: Path, machines: int, repeat: int) -> dict[str
         "parts_api": f"/api/parts?machine={machine}&program={program}&last=100",
         "alerts_api": f"/api/alerts?machine={machine}&last=100",
     }
-    result["api"] = asyncio.run(_api(site, requests, repeat))
+    with tempfile.TemporaryDirectory(prefix="store-queries-") as work:  # the API's writes stay in a copy
+        copy = Path(work) / site.store_path.name
+        shutil.copyfile(site.store_path, copy)
+        served = load_site(_site(Path(work), copy, machines))
+        result["api"] = asyncio.run(_api(served, requests, repeat))
     return result
 
 
