@@ -31,6 +31,7 @@ for outside and inside diameters alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -230,6 +231,32 @@ class SharedRegister:
         }
 
 
+def _extremes(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points that can be the worst, ``max |w - c| / f``, for any ``c``: per factor ``f`` the
+    smallest and the largest ``w`` (a rounded ``w - c`` grows with ``w``, so the largest ``|w - c|``
+    of a group is at one of its ends: the same double as over all points). All of them if a value
+    is not finite."""
+    if not all(math.isfinite(w) for w, _ in points):
+        return points
+    ends: dict[float, tuple[float, float]] = {}
+    for w, f in points:
+        lo_hi = ends.get(f)
+        ends[f] = (w, w) if lo_hi is None else (min(lo_hi[0], w), max(lo_hi[1], w))
+    return [(w, f) for f, (lo, hi) in ends.items() for w in ((lo,) if lo == hi else (lo, hi))]
+
+
+def _worst(points: list[tuple[float, float]], c: float) -> float:
+    """``max(abs(w - c) / f for w, f in points)``, as ``max`` finds it (the first of equals; a later
+    value replaces it only when greater), without a generator: the ternary search calls it 160 times."""
+    w, f = points[0]
+    worst = abs(w - c) / f
+    for w, f in points[1:]:
+        v = abs(w - c) / f
+        if v > worst:
+            worst = v
+    return worst
+
+
 _SHARED_SAME = (0.001, 0.1)
 """A combined change within 1 um or 10 % of the feature's own is the feature's own (features that agree)."""
 
@@ -268,9 +295,10 @@ def share_register(feature: str, change: OffsetChange, others: Sequence[SharedFe
     # minimise the largest |deviation after the change| = |want - change| / |factor| over the features
     points = [(alone, abs(change.register.factor) or 1.0)] + [(o.want, abs(o.register.factor) or 1.0) for o in others]
     lo, hi = min(w for w, _ in points), max(w for w, _ in points)
+    ends = _extremes(points)
     for _ in range(80):  # a convex function of one variable: ternary search
         a, b = lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0
-        if max(abs(w - a) / f for w, f in points) <= max(abs(w - b) / f for w, f in points):
+        if _worst(ends, a) <= _worst(ends, b):
             hi = b
         else:
             lo = a

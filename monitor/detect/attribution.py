@@ -88,14 +88,30 @@ class Attribution:
         return self._last
 
     def _result(self, skipped: bool = False) -> AttributionResult:
-        names = [n for n in COVARIATES if any(n in c for _, c in self._rows)]
-        names += sorted({n for _, c in self._rows for n in c} - set(names))
+        rows = self._rows
+        columns: dict[str, list[float]] = {}
+        for _, c in rows:
+            for name, v in c.items():
+                column = columns.get(name)
+                if column is None:
+                    columns[name] = [v]
+                else:
+                    column.append(v)
+        names = [n for n in COVARIATES if n in columns]
+        names += sorted(set(columns) - set(names))
         corr: dict[str, float] = {}
+        every: _Centred | None = None  # the values' side, shared by covariates every row has
         for name in names:
-            xs = [x for x, c in self._rows if name in c]
-            if len(xs) < self.min_parts:
+            ys = columns[name]
+            if len(ys) < self.min_parts:
                 continue
-            r = _pearson(xs, [c[name] for _, c in self._rows if name in c])
+            if len(ys) == len(rows):
+                if every is None:
+                    every = _Centred([x for x, _ in rows])
+                xs = every
+            else:
+                xs = _Centred([x for x, c in rows if name in c])
+            r = xs.pearson(ys)
             if r is not None:
                 corr[name] = r
         strongest = max((abs(r) for r in corr.values()), default=0.0)
@@ -122,22 +138,37 @@ class Attribution:
         return obj
 
 
-def _pearson(a: list[float], b: list[float]) -> float | None:
-    """Pearson r of two equal-length lists (None when either is constant or the result is not finite)."""
-    n = len(a)
-    if max(a) == min(a) or max(b) == min(b):
-        return None
-    ma, mb = sum(a) / n, sum(b) / n
-    sab = saa = sbb = 0.0
-    for x, y in zip(a, b, strict=True):
-        dx, dy = x - ma, y - mb
-        sab += dx * dy
-        saa += dx * dx
-        sbb += dy * dy
-    if saa <= 0 or sbb <= 0:
-        return None
-    r = sab / math.sqrt(saa * sbb)
-    return max(-1.0, min(1.0, r)) if math.isfinite(r) else None
+class _Centred:
+    """One side of Pearson's r (None when either side is constant or r is not finite), computed once
+    for every covariate it is paired with: whether the values are constant, their deviations from
+    their mean and the sum of their squares, summed in order as the textbook loop sums them (so r is
+    the same double)."""
+
+    __slots__ = ("constant", "dev", "ss")
+
+    def __init__(self, a: list[float]) -> None:
+        n = len(a)
+        self.constant = max(a) == min(a)
+        ma = sum(a) / n
+        self.dev = [x - ma for x in a]
+        ss = 0.0
+        for d in self.dev:
+            ss += d * d
+        self.ss = ss
+
+    def pearson(self, b: list[float]) -> float | None:
+        if self.constant or max(b) == min(b):
+            return None
+        mb = sum(b) / len(b)
+        sab = sbb = 0.0
+        for dx, y in zip(self.dev, b, strict=True):
+            dy = y - mb
+            sab += dx * dy
+            sbb += dy * dy
+        if self.ss <= 0 or sbb <= 0:
+            return None
+        r = sab / math.sqrt(self.ss * sbb)
+        return max(-1.0, min(1.0, r)) if math.isfinite(r) else None
 
 
 @dataclass(frozen=True, slots=True)

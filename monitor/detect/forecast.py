@@ -124,15 +124,87 @@ def _quantiles(first: np.ndarray) -> tuple[float, float, float]:
 
 def noncentral_chi2_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
     """P(chi'^2(k, lam) > x), Sankaran's approximation (vectorised, only ``ndtr`` and powers)."""
-    lam = np.maximum(lam, 0.0)
-    kl = k + lam
-    k2l = k + 2 * lam
-    h = 1.0 - (2.0 / 3.0) * kl * (k + 3 * lam) / k2l**2
-    p = k2l / kl**2
-    m = (h - 1.0) * (1.0 - 3.0 * h)
-    num = (np.maximum(x, 0.0) / kl) ** h - (1.0 + h * p * (h - 1.0 - 0.5 * (2.0 - h) * m * p))
-    den = h * np.sqrt(2.0 * p) * (1.0 + 0.5 * m * p)
-    return np.asarray(1.0 - ndtr(num / den))
+    return _sankaran_sf(np.array(x, dtype=float), k, np.array(lam, dtype=float))
+
+
+_NDTR_ONE = 8.5
+_NDTR_ZERO = -40.0
+"""In doubles, scipy's ``ndtr(z)`` is exactly 1.0 from z = 8.2924 on, so ``1 - ndtr(z)`` is exactly
+0.0 there; ``ndtr(z)`` is below 1e-17 from z = -8.5 down, so ``1 - ndtr(z)`` is exactly 1.0 there; and
+``ndtr(z)`` is exactly 0.0 below z = -37.7 (``tests/detect/test_forecast.py`` checks these bounds on
+a fine grid and on millions of random arguments). Beyond them nothing is computed: late in a
+drift most (draw, part) probabilities of a breach forecast are exactly 1, and skipping them saves
+most of ndtr's cost with every result the same double."""
+
+
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    """``ndtr(z)``, bit for bit, evaluated only where it is not exactly 0 or 1 (see ``_NDTR_ONE``)."""
+    one = z >= _NDTR_ONE
+    inner = np.flatnonzero(~(one | (z <= _NDTR_ZERO)))  # NaN is inner: ndtr gives NaN
+    out = one.astype(float)
+    flat = out.reshape(-1)
+    flat[inner] = ndtr(z.reshape(-1)[inner])  # not ndtr(where=): scipy 1.17 crashes on masked loops
+    return out
+
+
+def _ndtr_sf(z: np.ndarray) -> np.ndarray:
+    """``1.0 - ndtr(z)``, bit for bit, evaluated only where it is not exactly 0 or 1 (see ``_NDTR_ONE``)."""
+    one = z <= -_NDTR_ONE
+    inner = np.flatnonzero(~(one | (z >= _NDTR_ONE)))  # NaN is inner
+    out = one.astype(float)
+    flat = out.reshape(-1)
+    flat[inner] = 1.0 - ndtr(z.reshape(-1)[inner])
+    return out
+
+
+def _sankaran_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
+    """:func:`noncentral_chi2_sf` on arrays of its own (both are overwritten), in place.
+
+    Every operation is the one of the textbook form ``1 - ndtr(num / den)`` with
+    ``h = 1 - 2/3 kl (k + 3 lam) / k2l^2``, ``p = k2l / kl^2``, ``m = (h - 1)(1 - 3h)``,
+    ``num = (x / kl)^h - (1 + h p (h - 1 - 0.5 (2 - h) m p))``, ``den = h sqrt(2p) (1 + 0.5 m p)``
+    (``kl = k + lam``, ``k2l = k + 2 lam``), in the same order on the same operands (a product or sum
+    of two doubles does not depend on their order), so the result is the same double; only fewer
+    arrays are allocated, and ``ndtr`` is skipped where it is exactly 0 or 1."""
+    np.maximum(lam, 0.0, out=lam)
+    kl = lam + k
+    k2l = lam * 2
+    k2l += k
+    h = lam * 3  # k + 3 lam
+    h += k
+    t = kl * (2.0 / 3.0)
+    h *= t  # 2/3 kl (k + 3 lam)
+    np.square(k2l, out=t)
+    h /= t
+    np.subtract(1.0, h, out=h)
+    p = np.square(kl, out=t)
+    np.divide(k2l, p, out=p)  # p = k2l / kl^2
+    m = h - 1.0
+    u = h * 3.0
+    np.subtract(1.0, u, out=u)
+    m *= u  # m = (h - 1)(1 - 3h)
+    num = np.maximum(x, 0.0, out=x)
+    num /= kl
+    np.power(num, h, out=num)  # (x / kl)^h
+    np.subtract(2.0, h, out=u)
+    u *= 0.5
+    u *= m
+    u *= p  # 0.5 (2 - h) m p
+    c = np.subtract(h, 1.0, out=kl)
+    c -= u  # h - 1 - 0.5 (2 - h) m p
+    hp = np.multiply(h, p, out=k2l)
+    hp *= c
+    hp += 1.0  # 1 + h p (...)
+    num -= hp
+    den = np.multiply(p, 2.0, out=u)
+    np.sqrt(den, out=den)
+    den *= h  # h sqrt(2p)
+    m *= 0.5
+    m *= p
+    m += 1.0  # 1 + 0.5 m p
+    den *= m
+    num /= den
+    return _ndtr_sf(num)
 
 
 def breach_forecast(
@@ -159,26 +231,38 @@ def breach_forecast(
             d = draws[0][1]
             sd = np.maximum(d.sd, 1e-300)
             # the limit on the mean's side only (the other is many sds away whenever it matters)
-            near = np.where(d.mean >= 0.5 * (lower + upper), d.mean - upper, lower - d.mean)
-            p_draw = ndtr(near / sd)
-            out_path = (d.paths < lower) | (d.paths > upper)
+            near = d.mean - upper
+            below = d.mean < 0.5 * (lower + upper)  # a NaN mean gives NaN either way
+            np.subtract(lower, d.mean, out=near, where=below)
+            near /= sd
+            p_draw = _ndtr(near)
+            out_path = d.paths < lower
+            out_path |= d.paths > upper
             centre = d.mean.mean(axis=0)
             beyond = (centre < lower) | (centre > upper)
         else:
             r0 = tolerance / 2.0
             k = len(draws)
-            r2 = sum(d.mean**2 for _, d in draws)
-            var = sum(d.sd**2 for _, d in draws) / k
-            var = np.maximum(var, 1e-300)
-            p_draw = noncentral_chi2_sf(r0 * r0 / var, k, r2 / var)
-            out_path = np.asarray(sum(d.paths**2 for _, d in draws)) > r0 * r0
+            r2 = np.square(draws[0][1].mean)  # 0 + a^2 is a^2: the same sums as sum(d.mean**2 ...)
+            var = np.square(draws[0][1].sd)
+            radius2 = np.square(draws[0][1].paths)
+            for _, d in draws[1:]:
+                r2 += np.square(d.mean)
+                var += np.square(d.sd)
+                radius2 += np.square(d.paths)
+            var /= k
+            np.maximum(var, 1e-300, out=var)
+            r2 /= var
+            p_draw = _sankaran_sf(np.divide(r0 * r0, var, out=var), k, r2)
+            out_path = radius2 > r0 * r0
             centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
             beyond = centre > r0
         p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
         risk = np.nonzero(p_out >= threshold)[0]
         # draws whose own forecast reaches the risk threshold at all within the search (a saturating
         # drift levelling off inside the band does not; a line, or a plateau beyond the limit, does)
-        predicts = np.max(np.nan_to_num(p_draw, nan=1.0), axis=1) >= threshold
+        finite = p_draw if not np.isnan(p_draw).any() else np.nan_to_num(p_draw, nan=1.0)
+        predicts = np.max(finite, axis=1) >= threshold
         share = float(predicts.mean())
         hit = out_path.any(axis=1)
         first = np.where(hit, np.argmax(out_path, axis=1) + 1.0, math.inf)
@@ -197,7 +281,7 @@ def breach_forecast(
         threshold=threshold,
         within=within,
         searched=horizon,
-        p_out=tuple(float(v) for v in p_out),
+        p_out=tuple(p_out.tolist()),
         risk_parts=int(risk[0]) + 1 if risk.size else None,
         mean_limit_parts=int(limit[0]) + 1 if limit.size else None,
         first_out=(float(q[0]), float(q[1]), float(q[2])),

@@ -677,17 +677,26 @@ class _Posterior:
         beta[:, 1] += c10 * z[:, 0] + c11 * z[:, 1]
         n = self.y.size
         fitted_last = beta[:, 0] + beta[:, 1] * self.grid.f[g_idx, -1]
-        future = beta[:, 0:1] + beta[:, 1:2] * self.grid.future[g_idx, :horizon]
+        # the (draws x horizon) arrays are computed in place, each operation on the same operands
+        # as ``b0 + b1 * future (+ steps) + carry * resid``, ``sigma * sd``, ``mean + sigma * noise``
+        future = self.grid.future[g_idx, :horizon]
+        future *= beta[:, 1:2]
+        future += beta[:, 0:1]
         for j, (at, _) in enumerate(self.known):
             fitted_last = fitted_last + beta[:, 2 + j] * (1.0 if n - 1 >= at else 0.0)
-            future = future + beta[:, 2 + j : 3 + j]
+            future += beta[:, 2 + j : 3 + j]
         resid = self.y[-1] - fitted_last
         carry_t, sd_t = _carry_tables()
-        mean_path = future + carry_t[p_idx, :horizon] * resid[:, None]
-        sigma = np.sqrt(s2)
-        sd = sigma[:, None] * sd_t[p_idx, :horizon]
-        noise = _ar_noise()[pool, p_idx, np.arange(_DRAWS), :horizon]
-        paths = mean_path + sigma[:, None] * noise
+        carry = carry_t[p_idx, :horizon]
+        carry *= resid[:, None]
+        mean_path = future
+        mean_path += carry
+        sigma = np.sqrt(s2)[:, None]
+        sd = sd_t[p_idx, :horizon]
+        sd *= sigma
+        paths = _ar_noise()[pool, p_idx, np.arange(_DRAWS), :horizon]
+        paths *= sigma
+        paths += mean_path
         return Draws(mean_path, sd, paths)
 
 

@@ -1,0 +1,190 @@
+"""The per-part fast paths of detection give the same doubles as the textbook forms they replace.
+
+Detection runs on every part of every feature, so its hot spots are written for speed: in-place
+numpy, ``ndtr`` skipped where it is exactly 0 or 1, shared halves of Pearson's r, a ternary search
+over the points that can matter. Each is checked here against the plain form, bit for bit, on
+seeded random inputs shaped like real ones (and on the edge values), so that "faster" can never
+mean "decides differently".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from monitor.detect import attribution, forecast
+from monitor.detect.trend import Draws, TrendModel
+from monitor.model import Register, RegisterKind
+from monitor.registers import OffsetChange, SharedFeature, share_register
+
+
+def _sankaran_textbook(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
+    lam = np.maximum(lam, 0.0)
+    kl = k + lam
+    k2l = k + 2 * lam
+    h = 1.0 - (2.0 / 3.0) * kl * (k + 3 * lam) / k2l**2
+    p = k2l / kl**2
+    m = (h - 1.0) * (1.0 - 3.0 * h)
+    num = (np.maximum(x, 0.0) / kl) ** h - (1.0 + h * p * (h - 1.0 - 0.5 * (2.0 - h) * m * p))
+    den = h * np.sqrt(2.0 * p) * (1.0 + 0.5 * m * p)
+    return np.asarray(1.0 - ndtr(num / den))
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal as doubles, NaN where NaN."""
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def test_ndtr_is_exactly_zero_or_one_beyond_the_bounds_it_skips() -> None:
+    rng = np.random.default_rng(7)
+    high = np.concatenate([[forecast._NDTR_ONE, np.inf], rng.uniform(forecast._NDTR_ONE, 60.0, 200_000)])
+    high = np.concatenate([high, np.exp(rng.uniform(math.log(60.0), math.log(1e300), 20_000))])
+    assert np.all(ndtr(high) == 1.0)
+    assert np.all(1.0 - ndtr(-high) == 1.0)  # ndtr(z) < 2**-54 from -_NDTR_ONE down
+    low = np.concatenate([[forecast._NDTR_ZERO, -np.inf], rng.uniform(-1e6, forecast._NDTR_ZERO, 200_000)])
+    assert np.all(ndtr(low) == 0.0)
+    # and the bounds are not far from where it happens (they skip most of what can be skipped)
+    assert ndtr(8.2) < 1.0 and 1.0 - ndtr(-8.2) < 1.0 and ndtr(-37.0) > 0.0
+
+
+def test_ndtr_fast_paths_equal_ndtr_everywhere() -> None:
+    rng = np.random.default_rng(11)
+    z = np.concatenate([rng.normal(0.0, 15.0, 50_000), [np.nan, np.inf, -np.inf, 0.0, -0.0, 8.5, -8.5, -40.0, 8.29, -37.7]])
+    z = z.reshape(-1, 10)
+    assert _same(forecast._ndtr(z), ndtr(z))
+    assert _same(forecast._ndtr_sf(z), 1.0 - ndtr(z))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_in_place_sankaran_is_the_textbook_formula_bit_for_bit(k: int) -> None:
+    rng = np.random.default_rng(k)
+    # squared radius over variance and non-centrality as forecasts make them: near the zone and far out
+    x = np.abs(rng.normal(2.0, 3.0, (128, 100))) * 10.0 ** rng.uniform(-3, 3, (128, 100))
+    lam = np.abs(rng.normal(1.0, 5.0, (128, 100))) * 10.0 ** rng.uniform(-4, 4, (128, 100))
+    x[0, :5] = [0.0, np.nan, np.inf, -1.0, 1e-300]
+    lam[1, :5] = [0.0, np.nan, np.inf, -1.0, 1e300]
+    with np.errstate(all="ignore"):  # the extremes overflow, in both forms alike
+        assert _same(forecast.noncentral_chi2_sf(x, k, lam), _sankaran_textbook(x, k, lam))
+
+
+def _breach_textbook(
+    draws: list[tuple[str, Draws]], lower: float | None, upper: float | None, tolerance: float | None, threshold: float
+) -> tuple[object, ...]:
+    """The forecast's numbers as the plain formulas give them (before the in-place rewrite)."""
+    with np.errstate(all="ignore"):
+        return _breach_numbers(draws, lower, upper, tolerance, threshold)
+
+
+def _breach_numbers(
+    draws: list[tuple[str, Draws]], lower: float | None, upper: float | None, tolerance: float | None, threshold: float
+) -> tuple[object, ...]:
+    if tolerance is None:
+        assert lower is not None and upper is not None
+        d = draws[0][1]
+        sd = np.maximum(d.sd, 1e-300)
+        near = np.where(d.mean >= 0.5 * (lower + upper), d.mean - upper, lower - d.mean)
+        p_draw = ndtr(near / sd)
+        out_path = (d.paths < lower) | (d.paths > upper)
+    else:
+        r0 = tolerance / 2.0
+        k = len(draws)
+        r2 = sum(d.mean**2 for _, d in draws)
+        var = np.maximum(sum(d.sd**2 for _, d in draws) / k, 1e-300)
+        p_draw = _sankaran_textbook(r0 * r0 / var, k, r2 / var)
+        out_path = np.asarray(sum(d.paths**2 for _, d in draws)) > r0 * r0
+    p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
+    predicts = np.max(np.nan_to_num(p_draw, nan=1.0), axis=1) >= threshold
+    first = np.where(out_path.any(axis=1), np.argmax(out_path, axis=1) + 1.0, math.inf)
+    if predicts.sum() >= 10:
+        first = first[predicts]
+    return tuple(float(v) for v in p_out), float(predicts.mean()), forecast._quantiles(first)
+
+
+def _drifting_draws(axes: int, slope: float, seed: int) -> list[tuple[str, Draws]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(axes):
+        tr = TrendModel(scale=0.0075 if axes == 1 else 0.025, window=60)
+        for i in range(40):
+            tr.update(slope * i + rng.normal(0.0, 0.001))
+        out.append(("xyz"[k] if axes > 1 else "value", tr.draws(100, axis=k)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("axes", [1, 2])
+def test_breach_forecast_is_the_textbook_forecast(axes: int, seed: int) -> None:
+    slope = (0.0, 1e-5, 1e-4, 3e-4, 1e-3, 5e-3)[seed]  # stable, slow drift ... far beyond the limit
+    draws = _drifting_draws(axes, slope, seed)
+    if axes == 1:
+        fc = forecast.breach_forecast(draws, lower=-0.0075, upper=0.0075, threshold=0.1)
+        want = _breach_textbook(draws, -0.0075, 0.0075, None, 0.1)
+    else:
+        fc = forecast.breach_forecast(draws, tolerance=0.05, threshold=0.1)
+        want = _breach_textbook(draws, None, None, 0.05, 0.1)
+    assert (fc.p_out, fc.breach_share, fc.first_out) == want
+
+
+def _pearson_textbook(a: list[float], b: list[float]) -> float | None:
+    n = len(a)
+    if max(a) == min(a) or max(b) == min(b):
+        return None
+    ma, mb = sum(a) / n, sum(b) / n
+    sab = saa = sbb = 0.0
+    for x, y in zip(a, b, strict=True):
+        dx, dy = x - ma, y - mb
+        sab += dx * dy
+        saa += dx * dx
+        sbb += dy * dy
+    if saa <= 0 or sbb <= 0:
+        return None
+    r = sab / math.sqrt(saa * sbb)
+    return max(-1.0, min(1.0, r)) if math.isfinite(r) else None
+
+
+def test_attribution_correlations_are_the_textbook_pearson() -> None:
+    rng = np.random.default_rng(3)
+    att = attribution.Attribution(window=60, min_r=0.7, min_parts=4)
+    rows: list[tuple[float, dict[str, float]]] = []
+    for i in range(90):
+        cov = {"tool_life": float(i), "spindle_load": float(rng.normal(30, 2)), "warmup": float(np.log1p(i))}
+        if i % 7:  # a covariate some parts lack
+            cov["cutting_time"] = float(i * 40 + rng.normal(0, 5))
+        if i > 70:  # one that is constant
+            cov["coolant"] = 1.0
+        x = float(1e-4 * i + rng.normal(0, 1e-3))
+        att.add(x, cov)
+        rows = [*rows, (x, cov)][-60:]
+        want = {}
+        for name in [*attribution.COVARIATES, "coolant"]:
+            pairs = [(v, c[name]) for v, c in rows if name in c]
+            if len(pairs) >= 4:
+                r = _pearson_textbook([p[0] for p in pairs], [p[1] for p in pairs])
+                if r is not None:
+                    want[name] = r
+        assert att.last.correlations == want
+
+
+def test_shared_register_search_is_the_search_over_every_feature() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        factors = rng.choice([1.0, -1.0, 2.0, 0.5], size=int(rng.integers(1, 6)))
+        mine = Register(RegisterKind.WORK_OFFSET, "x", float(factors[0]), None, "G54")
+        change = OffsetChange(mine, float(rng.normal(0, 0.02)), float(rng.normal(0, 0.02)))
+        registers = [Register(RegisterKind.WORK_OFFSET, "x", float(f), None, "G54") for f in factors[1:]]
+        others = [SharedFeature(f"f{i}", r, float(rng.normal(0, 0.02)), False) for i, r in enumerate(registers)]
+        got = share_register("me", change, others)
+        points = [(change.change, abs(mine.factor) or 1.0)] + [(o.want, abs(o.register.factor) or 1.0) for o in others]
+        lo, hi = min(w for w, _ in points), max(w for w, _ in points)
+        for _ in range(80):
+            a, b = lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0
+            if max(abs(w - a) / f for w, f in points) <= max(abs(w - b) / f for w, f in points):
+                hi = b
+            else:
+                lo = a
+        combined = round((lo + hi) / 2.0, 6)
+        own = abs(combined - change.change) <= max(0.001, 0.1 * abs(change.change))
+        assert (got.change if got is not None else None) == (None if not others or own else combined)
