@@ -40,6 +40,8 @@ _STATE_VERSION = 2
 """2: the Bayesian trend models and residual charts (issue 11); watches saved by version 1 restart."""
 _MAX_IDS = 50_000
 """Alert ids remembered to keep them unique across batches (oldest forgotten first)."""
+_MAX_REGISTER_KEYS = 4096
+"""Register lookups kept (programs x features x machine kinds x tools); all forgotten when full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,8 @@ class DriftEngine:
         self._last_part: dict[str, int] = {}
         self.counters: dict[str, int] = {}
         self._ids: dict[str, int] = {}
+        self._registers: dict[tuple[str, str, str, str | None], dict[str, Register]] = {}
+        """Registers by (program, feature, machine kind, tool): asked for several times per part."""
 
     # ------------------------------------------------------------------------------ parts
     def process(self, part: PartRecord) -> list[Alert]:
@@ -461,10 +465,17 @@ class DriftEngine:
     def registers(self, machine: str, program: str, feature: str, tool: str | None = None) -> dict[str, Register]:
         """The register correcting each axis of ``feature`` on ``machine`` ("value" for a size); ``tool``
         is the tool that last cut (used when the program file names none; never the probe)."""
-        config = self._programs[program]
         if tool is not None and tool in self._probes.get(machine, frozenset()):
             tool = None
-        return config.registers(feature, self._kinds.get(machine, "mill"), tool)
+        kind = self._kinds.get(machine, "mill")
+        key = (program, feature, kind, tool)
+        found = self._registers.get(key)
+        if found is None:
+            found = self._programs[program].registers(feature, kind, tool)
+            if len(self._registers) >= _MAX_REGISTER_KEYS:
+                self._registers.clear()
+            self._registers[key] = found
+        return dict(found)
 
     def _words(
         self,
@@ -756,6 +767,7 @@ class DriftEngine:
                 )
             )
         self._programs, self._plans = new, plans
+        self._registers.clear()
         self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in new.items()}
         if machine_kinds is not None:
             self._kinds = dict(machine_kinds)

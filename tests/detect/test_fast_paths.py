@@ -168,23 +168,39 @@ def test_attribution_correlations_are_the_textbook_pearson() -> None:
         assert att.last.correlations == want
 
 
-def test_shared_register_search_is_the_search_over_every_feature() -> None:
+def _searched(change: OffsetChange, others: list[SharedFeature]) -> float | None:
+    """share_register's combined change as the plain ternary search over every feature finds it."""
+    points = [(change.change, abs(change.register.factor) or 1.0)] + [(o.want, abs(o.register.factor) or 1.0) for o in others]
+    lo, hi = min(w for w, _ in points), max(w for w, _ in points)
+    for _ in range(80):
+        a, b = lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0
+        if max(abs(w - a) / f for w, f in points) <= max(abs(w - b) / f for w, f in points):
+            hi = b
+        else:
+            lo = a
+    combined = round((lo + hi) / 2.0, 6)
+    own = abs(combined - change.change) <= max(0.001, 0.1 * abs(change.change))
+    return None if not others or own else combined
+
+
+def test_shared_register_change_is_the_search_over_every_feature() -> None:
     rng = np.random.default_rng(5)
-    for _ in range(300):
-        factors = rng.choice([1.0, -1.0, 2.0, 0.5], size=int(rng.integers(1, 6)))
-        mine = Register(RegisterKind.WORK_OFFSET, "x", float(factors[0]), None, "G54")
-        change = OffsetChange(mine, float(rng.normal(0, 0.02)), float(rng.normal(0, 0.02)))
-        registers = [Register(RegisterKind.WORK_OFFSET, "x", float(f), None, "G54") for f in factors[1:]]
-        others = [SharedFeature(f"f{i}", r, float(rng.normal(0, 0.02)), False) for i, r in enumerate(registers)]
+    cases: list[tuple[list[float], list[float]]] = []
+    for _ in range(3000):
+        m = int(rng.integers(1, 6))
+        factors = [float(f) for f in rng.choice([1.0, -1.0, 2.0, -2.0, 0.5, 0.001], size=m)]
+        scale = float(10.0 ** rng.uniform(-4, -0.5))
+        cases.append((factors, [float(w) for w in rng.normal(0, scale, size=m)]))
+    # changes whose best compromise sits on (or next to) a rounding boundary, and repeated values
+    cases += [([1.0, 1.0], [0.0, 1e-6]), ([1.0, -1.0], [0.0123, 0.0133]), ([1.0, 1.0, 1.0], [0.002, 0.002, 0.002])]
+    cases += [([1.0, 1.0], [0.0, 1e-6 + 1e-15]), ([2.0, 1.0], [-0.0000015, 0.0000015]), ([1.0, 1.0], [0.01, 0.05])]
+    # midpoints on a half-micrometre boundary where the closed form and the search round apart
+    cases += [([1.0, 1.0], [-0.0013210486329130189, 0.004724048632913019])]
+    cases += [([1.0, -1.0], [0.006404226504432821, -0.003857226504432821])]
+    for factors, wants in cases:
+        registers = [Register(RegisterKind.WORK_OFFSET, "x", f, None, "G54") for f in factors]
+        change = OffsetChange(registers[0], wants[0], wants[0] / registers[0].factor)
+        pairs = zip(registers[1:], wants[1:], strict=True)
+        others = [SharedFeature(f"f{i}", r, w / r.factor, False) for i, (r, w) in enumerate(pairs)]
         got = share_register("me", change, others)
-        points = [(change.change, abs(mine.factor) or 1.0)] + [(o.want, abs(o.register.factor) or 1.0) for o in others]
-        lo, hi = min(w for w, _ in points), max(w for w, _ in points)
-        for _ in range(80):
-            a, b = lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0
-            if max(abs(w - a) / f for w, f in points) <= max(abs(w - b) / f for w, f in points):
-                hi = b
-            else:
-                lo = a
-        combined = round((lo + hi) / 2.0, 6)
-        own = abs(combined - change.change) <= max(0.001, 0.1 * abs(change.change))
-        assert (got.change if got is not None else None) == (None if not others or own else combined)
+        assert (got.change if got is not None else None) == _searched(change, others), (factors, wants)
