@@ -735,6 +735,12 @@ class _Priors:
     a0: float
     log_b0_term: np.ndarray  # (P, 1) a0 log b0
     log_prior: np.ndarray  # (P, G) model and phi prior, Jacobian included
+    # the posterior's parts that do not depend on the values (a window without a known step):
+    a00: np.ndarray  # (P, 1) pc + c'Qc
+    inv: np.ndarray  # (P, G) 1 / det of the (level, shape) precision
+    cov: dict[tuple[int, int], np.ndarray]  # posterior covariance / sigma^2
+    half_logdet: np.ndarray  # (P, G) (log|Vn| - log|V0|) / 2
+    ml_base: np.ndarray  # (P, G) half_logdet + a0 log b0
 
 
 def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof: float, log_phi_prior: np.ndarray) -> _Priors:
@@ -743,16 +749,31 @@ def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof:
     pf = np.where(grid.stable_row, 1.0, s_e2 * grid.prior_precision / scale**2)
     a0 = prior_dof / 2.0
     b0 = prior_dof * s_e2 / 2.0
+    a11 = pf + grid.sff
+    log_pcpf = np.log(pc * pf)
+    log_b0_term = a0 * np.log(b0)
+    scf = grid.scf
+    a00 = pc + grid.scc
+    inv = 1.0 / (a00 * a11 - scf * scf)
+    half_logdet = 0.5 * (log_pcpf + np.log(inv))  # log|Vn| - log|V0|
+    cov = {(0, 0): a11 * inv, (0, 1): -scf * inv, (1, 1): a00 * inv}
+    for a in cov.values():
+        a.setflags(write=False)
     return _Priors(
         s_e2=s_e2,
         pc=pc,
         pf=pf,
-        a11=pf + grid.sff,
-        log_pcpf=np.log(pc * pf),
+        a11=a11,
+        log_pcpf=log_pcpf,
         b0=b0,
         a0=a0,
-        log_b0_term=a0 * np.log(b0),
+        log_b0_term=log_b0_term,
         log_prior=grid.base_log_prior + log_phi_prior[:, None],
+        a00=a00,
+        inv=inv,
+        cov=cov,
+        half_logdet=half_logdet,
+        ml_base=half_logdet + log_b0_term,
     )
 
 
@@ -785,27 +806,27 @@ def _fit_models(
     coef: list[np.ndarray]
     cov: dict[tuple[int, int], np.ndarray]
     if not known:
-        a00 = pri.pc + grid.scc
-        a11 = pri.a11
-        inv = 1.0 / (a00 * a11 - scf * scf)
+        a00, a11, inv = pri.a00, pri.a11, pri.inv
         m_c = (a11 * scy - scf * sfy) * inv
         m_f = (a00 * sfy - scf * scy) * inv
         resid = syy - (scy * m_c + sfy * m_f)
-        logdet_ratio = pri.log_pcpf + np.log(inv)  # log|Vn| - log|V0|
         coef = [m_c, m_f]
-        cov = {(0, 0): a11 * inv, (0, 1): -scf * inv, (1, 1): a00 * inv}
+        cov = pri.cov  # shared, read-only: it does not depend on the values
+        half_logdet, ml_base = pri.half_logdet, pri.ml_base
     else:
         coef, cov, quad, logdet_ratio, prior_quad = _with_known_steps(
             y, grid, known, scale, pri.s_e2, pri.pc, pri.pf, grid.scc, scf, grid.sff, scy, sfy
         )
         resid = syy + prior_quad - quad
+        half_logdet = 0.5 * logdet_ratio
+        ml_base = half_logdet + pri.log_b0_term
     if known_sigma is not None:
         # sigma known: Gaussian evidence, no inverse-gamma
-        log_ml = 0.5 * logdet_ratio - resid / (2 * pri.s_e2) - 0.5 * n * np.log(pri.s_e2)
+        log_ml = half_logdet - resid / (2 * pri.s_e2) - 0.5 * n * np.log(pri.s_e2)
         b_n = pri.s_e2 * a_n * np.ones_like(resid)
     else:
         b_n = pri.b0 + 0.5 * np.maximum(resid, 1e-300)
-        log_ml = 0.5 * logdet_ratio + pri.log_b0_term - a_n * np.log(b_n)
+        log_ml = ml_base - a_n * np.log(b_n)
     logw = log_ml + pri.log_prior
     w = np.exp(logw - np.max(logw))
     total = w.sum()
