@@ -89,14 +89,19 @@ class Attribution:
 
     def _result(self, skipped: bool = False) -> AttributionResult:
         rows = self._rows
+        covs = [c for _, c in rows]
+        keys = covs[0].keys() if covs else {}.keys()
         columns: dict[str, list[float]] = {}
-        for _, c in rows:
-            for name, v in c.items():
-                column = columns.get(name)
-                if column is None:
-                    columns[name] = [v]
-                else:
-                    column.append(v)
+        if all(c.keys() == keys for c in covs):  # the usual case: every part has the same covariates
+            columns = {name: [c[name] for c in covs] for name in keys}
+        else:
+            for c in covs:
+                for name, v in c.items():
+                    column = columns.get(name)
+                    if column is None:
+                        columns[name] = [v]
+                    else:
+                        column.append(v)
         names = [n for n in COVARIATES if n in columns]
         names += sorted(set(columns) - set(names))
         corr: dict[str, float] = {}

@@ -176,6 +176,15 @@ class FeatureEvidence:
 
 def jsonable(obj: Any) -> Any:
     """Dataclasses, tuples and dicts as JSON-able data: NaN and infinities become None."""
+    kind = type(obj)  # the common exact types first (evidence is built for every part of an open condition)
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is dict:
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [jsonable(v) for v in obj]
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
     if isinstance(obj, dict):

@@ -9,13 +9,14 @@ mean "decides differently".
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from monitor.detect import attribution, forecast
+from monitor.detect import attribution, evidence, forecast
 from monitor.detect.trend import Draws, TrendModel
 from monitor.model import Register, RegisterKind
 from monitor.registers import OffsetChange, SharedFeature, share_register
@@ -145,15 +146,16 @@ def _pearson_textbook(a: list[float], b: list[float]) -> float | None:
     return max(-1.0, min(1.0, r)) if math.isfinite(r) else None
 
 
-def test_attribution_correlations_are_the_textbook_pearson() -> None:
+@pytest.mark.parametrize("uneven", [False, True])
+def test_attribution_correlations_are_the_textbook_pearson(uneven: bool) -> None:
     rng = np.random.default_rng(3)
     att = attribution.Attribution(window=60, min_r=0.7, min_parts=4)
     rows: list[tuple[float, dict[str, float]]] = []
     for i in range(90):
         cov = {"tool_life": float(i), "spindle_load": float(rng.normal(30, 2)), "warmup": float(np.log1p(i))}
-        if i % 7:  # a covariate some parts lack
+        if i % 7 or not uneven:  # a covariate some parts lack
             cov["cutting_time"] = float(i * 40 + rng.normal(0, 5))
-        if i > 70:  # one that is constant
+        if i > 70 and uneven:  # one that is constant
             cov["coolant"] = 1.0
         x = float(1e-4 * i + rng.normal(0, 1e-3))
         att.add(x, cov)
@@ -204,3 +206,31 @@ def test_shared_register_change_is_the_search_over_every_feature() -> None:
         others = [SharedFeature(f"f{i}", r, w / r.factor, False) for i, (r, w) in enumerate(pairs)]
         got = share_register("me", change, others)
         assert (got.change if got is not None else None) == _searched(change, others), (factors, wants)
+
+
+def _jsonable_textbook(obj: object) -> object:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable_textbook(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable_textbook(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def test_jsonable_is_the_textbook_conversion() -> None:
+    class Sub(dict[str, object]):
+        pass
+
+    fit = _drifting_draws(1, 1e-4, 0)  # a Draws dataclass of arrays is left as it is, as before
+    value = {
+        "a": [1.0, math.nan, math.inf, -math.inf, -0.0, np.float64(2.5), np.float64(math.nan), True, 3, None, "s"],
+        "b": (1, (2.0, [math.nan])),
+        "c": Sub(x=1.0, y=math.nan),
+        7: attribution.AttributionResult(3, {"tool_life": 0.5}, "tool_life", 0.5, False),
+        "d": fit[0][1],
+    }
+    got, want = evidence.jsonable(value), _jsonable_textbook(value)
+    assert repr(got) == repr(want)
