@@ -14,6 +14,7 @@ itself JSON-able: a dict of the keys that changed, each ``["=", value]`` (replac
 ``["-"]`` (removed), ``["d", {...}]`` (a nested dict's difference), ``["w", n, [...]]`` (a list that
 dropped its first ``n`` entries and appended these) or ``["i", [[index, change], ...]]`` (a list of
 the same length whose entries at these indexes changed, each change one of these forms).
+Nested dicts compare as Python compares them too (a dict equal to the old one is unchanged).
 
 The states compared must be fresh containers (a ``state()`` that returns its live internal list would
 compare equal to itself): such a container is written whole. List entries must not be changed in
@@ -88,6 +89,8 @@ def _value(old: Any, new: Any) -> list[Any] | None:
     if isinstance(new, dict):
         if new is old:  # a live container: what changed in it cannot be told
             return ["=", new]
+        if new == old:  # compared in C: most of a share (settings, a skipped feature's watch) is as it was
+            return None
         nested = diff(old, new)
         return None if nested is None else ["d", nested]
     if isinstance(new, list):
