@@ -534,10 +534,14 @@ class _Posterior:
         a: float,
         b: np.ndarray,
         known_sigma: float | None,
+        spread: np.ndarray | None = None,
     ) -> None:
         self.y, self.grid, self.known = y, grid, known
         self.weights, self.coef, self.cov = weights, coef, cov
         self.a, self.b, self.known_sigma = a, b, known_sigma
+        self.spread = spread
+        """The next value's variance per unit innovation variance, when it does not depend on the
+        values (no recorded step in the window: it comes with the prior terms)."""
         self.phi_weights = weights.sum(axis=1)
         n = y.size
         fitted = coef[0] + coef[1] * grid.f[None, :, -1]
@@ -643,7 +647,8 @@ class _Posterior:
         mean = self.coef[0] + self.coef[1] * f + _PHI_COL * self.resid_last
         for j in range(len(self.known)):
             mean = mean + self.coef[2 + j]
-        var = self._s2() * (1.0 + self.cov[(0, 0)] + f * (f * self.cov[(1, 1)] + 2 * self.cov[(0, 1)]))
+        spread = self.spread if self.spread is not None else _next_spread(self.cov, f)
+        var = self._s2() * spread
         m = float((w * mean).sum())
         v = float((w * (var + (mean - m) ** 2)).sum())
         return m, math.sqrt(max(v, 0.0))
@@ -700,6 +705,11 @@ class _Posterior:
         return Draws(mean_path, sd, paths)
 
 
+def _next_spread(cov: dict[tuple[int, int], np.ndarray], f: np.ndarray) -> np.ndarray:
+    """Variance of the next value per unit innovation variance: 1 + the coefficients' share."""
+    return np.asarray(1.0 + cov[(0, 0)] + f * (f * cov[(1, 1)] + 2 * cov[(0, 1)]))
+
+
 @lru_cache(maxsize=1)
 def _carry_tables() -> tuple[np.ndarray, np.ndarray]:
     """Per phi and parts ahead h: ``phi^h`` (how much of the latest residual carries over) and the
@@ -741,6 +751,7 @@ class _Priors:
     cov: dict[tuple[int, int], np.ndarray]  # posterior covariance / sigma^2
     half_logdet: np.ndarray  # (P, G) (log|Vn| - log|V0|) / 2
     ml_base: np.ndarray  # (P, G) half_logdet + a0 log b0
+    spread: np.ndarray  # (P, G) the next value's variance per unit innovation variance
 
 
 def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof: float, log_phi_prior: np.ndarray) -> _Priors:
@@ -774,6 +785,7 @@ def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof:
         cov=cov,
         half_logdet=half_logdet,
         ml_base=half_logdet + log_b0_term,
+        spread=_next_spread(cov, grid.future[:, 0]),
     )
 
 
@@ -834,7 +846,7 @@ def _fit_models(
         w = np.full(logw.shape, 1.0 / logw.size)
     else:
         w /= total
-    return _Posterior(y, grid, known, w, coef, cov, a_n, b_n, known_sigma)
+    return _Posterior(y, grid, known, w, coef, cov, a_n, b_n, known_sigma, None if known else pri.spread)
 
 
 _KNOWN_SHIFT_SD = 0.1
