@@ -212,7 +212,10 @@ _PRIOR_CACHE = 4
 """Prior terms a channel keeps, newest last. While the window fills, every part has a new length (a
 new entry, never used again); once it is full the length stays: a few entries serve every part, and a
 channel's memory does not grow with the batch (about 10 KB an entry; 120 entries per channel, 500 MB
-in a 50-machine cell, when every length was kept)."""
+in a 50-machine cell, when every length was kept). The entries themselves are shared between channels
+with the same settings (:func:`_shared_priors`)."""
+_SHARED_PRIORS = 256
+"""Prior terms kept for all channels together (about 30 KB each), least recently used forgotten first."""
 
 
 @lru_cache(maxsize=256)
@@ -331,7 +334,6 @@ class TrendModel:
         if len(prior) != len(PHIS) or not all(math.isfinite(w) and w > 0 for w in prior):
             raise DetectionError(f"phi_prior needs {len(PHIS)} positive weights (one per phi in {PHIS}); got {prior}")
         self.phi_prior = tuple(w / sum(prior) for w in prior)
-        self._log_phi = np.log(np.asarray(self.phi_prior))
         self._prior_cache: dict[tuple[int, bool, bool], _Priors] = {}
         self.reset()
 
@@ -432,7 +434,8 @@ class TrendModel:
         pri = self._prior_cache.get(key)
         if pri is None:
             level_sd = (self.setup_sd if self.setup_sd is not None else self.scale / 4.0) if nominal_prior else 2 * self.scale
-            pri = self._prior_cache[key] = _priors(grid, self.scale, level_sd, self._prior_sigma(), self.prior_dof, self._log_phi)
+            pri = _shared_priors(n, at_start, self.scale, level_sd, self._prior_sigma(), self.prior_dof, self.phi_prior)
+            self._prior_cache[key] = pri
             if len(self._prior_cache) > _PRIOR_CACHE:
                 del self._prior_cache[next(iter(self._prior_cache))]
         post = _fit_models(y, grid, known, self.scale, pri, self.sigma)
@@ -752,6 +755,15 @@ class _Priors:
     half_logdet: np.ndarray  # (P, G) (log|Vn| - log|V0|) / 2
     ml_base: np.ndarray  # (P, G) half_logdet + a0 log b0
     spread: np.ndarray  # (P, G) the next value's variance per unit innovation variance
+
+
+@lru_cache(maxsize=_SHARED_PRIORS)
+def _shared_priors(
+    n: int, at_start: bool, scale: float, level_sd: float, sigma: float, prior_dof: float, phi_prior: tuple[float, ...]
+) -> _Priors:
+    """The prior terms for these settings, one object for every channel that has them: the same
+    feature on every machine of a cell, both axes of a position (their windows fill in step)."""
+    return _priors(_grid(n, at_start), scale, level_sd, sigma, prior_dof, np.log(np.asarray(phi_prior)))
 
 
 def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof: float, log_phi_prior: np.ndarray) -> _Priors:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from monitor.detect import attribution, evidence, forecast
+from monitor.detect import attribution, evidence, forecast, trend
 from monitor.detect.trend import Draws, TrendModel
 from monitor.model import Register, RegisterKind
 from monitor.registers import OffsetChange, SharedFeature, share_register
@@ -234,3 +234,19 @@ def test_jsonable_is_the_textbook_conversion() -> None:
     }
     got, want = evidence.jsonable(value), _jsonable_textbook(value)
     assert repr(got) == repr(want)
+
+
+def test_channels_with_the_same_settings_share_their_prior_terms() -> None:
+    """The prior terms of a window length are computed once for every channel with the same settings
+    (the same feature on every machine, both axes of a position), not once per channel."""
+    trend._shared_priors.cache_clear()
+    rng = np.random.default_rng(2)
+    a, b = TrendModel(scale=0.025, window=30), TrendModel(scale=0.025, window=30)
+    for _ in range(20):
+        a.update(float(rng.normal(0.0, 0.003)))
+        b.update(float(rng.normal(0.0, 0.003)))
+    info = trend._shared_priors.cache_info()
+    assert (info.misses, info.hits) == (20, 20)
+    c = TrendModel(scale=0.025, window=30, prior_sigma=0.004)  # other settings: terms of its own
+    c.update(0.001)
+    assert trend._shared_priors.cache_info().misses == 21
