@@ -16,7 +16,9 @@ wrapped, so nothing published since the restart is lost. ``OUT_OF_RANGE`` means 
 agent's buffer: resynchronise from ``/current`` and report the lost sequence range as a gap. A
 stream that misses its heartbeat is dead: reconnect. A malformed document is counted, logged once
 with the URL and its first bytes, and the adapter resynchronises. Documents larger than
-``parse_in_thread_bytes`` are parsed in a worker thread so the event loop never stalls.
+``parse_in_thread_bytes`` are parsed in a worker thread so the event loop never stalls; smaller
+streamed pages of the common shape (plain values of mapped items) are read from a tree straight
+into canonical observations, the rest through the parser's documents.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from adapters.mtconnect.documents import (
     DevicesDocument,
     Document,
     ErrorDocument,
+    Header,
     MtcObservation,
     StreamsDocument,
     parse_time,
 )
 from adapters.mtconnect.mapping import TEXT_SIGNALS, Binding, condition_level, convert, resolve, select_devices
-from adapters.mtconnect.parser import parse_document
+from adapters.mtconnect.parser import parse_document, streams_tree
 from monitor.errors import AdapterError, BadDocument, ConnectError
 from monitor.model import Observation, new_observation
 from monitor.retry import Backoff, Retry
@@ -445,7 +448,10 @@ class MtConnectAdapter(Adapter):
         }
 
     def _check_instance(self, doc: StreamsDocument) -> None:
-        inst = doc.header.instance_id
+        self._check_header(doc.header)
+
+    def _check_header(self, header: Header) -> None:
+        inst = header.instance_id
         if self.instance_id is not None and inst is not None and inst != self.instance_id:
             raise _Restarted(f"instanceId {self.instance_id} -> {inst}")
 
@@ -521,6 +527,94 @@ class MtConnectAdapter(Adapter):
             self.next_sequence = nxt
         return bool(doc.observations)
 
+    async def _handle_plain(self, page: _PlainPage) -> None:
+        """:meth:`_handle` for a page of the common shape, its observations already canonical."""
+        self._check_header(page.header)
+        self._retry.succeeded()
+        if page.dropped:
+            self.stats.count("duplicates_dropped", page.dropped)
+        await self._queue_out(page.observations, current=False)
+        if page.last is not None:
+            self.next_sequence = max(page.last + 1, self.next_sequence or 0)
+        nxt = page.header.next_sequence
+        if nxt is not None and (self.next_sequence is None or nxt > self.next_sequence):
+            self.next_sequence = nxt
+
+    def _plain_page(self, body: bytes) -> _PlainPage | None:
+        """A /sample page read from a tree straight into canonical observations, when it has the
+        common shape: every observation of a mapped item is a plain one (one signal, whole value,
+        no asset, no condition, no set). The same observations, position and counts as the event
+        parser, the document and :meth:`_emit_observations` give (a property test compares them),
+        for a fifth less CPU per observation: no record per element, one pass. None for any other
+        page, which then takes that path, so anything unusual (and every error) is handled and
+        reported exactly as before."""
+        tree = streams_tree(body)
+        if tree is None:
+            return None
+        root, q, header = tree
+        only, plain, machine = self._only, self._plain, self.machine
+        floor = self.next_sequence if self.next_sequence is not None else _BEFORE_ALL
+        out: list[Observation] = []
+        append = out.append
+        last = _BEFORE_ALL
+        in_order = True
+        dropped = 0
+        try:
+            for top in root:
+                for ds in top:
+                    for cs in ds:
+                        for group in cs:
+                            gtag = group.tag
+                            category = _CATEGORIES.get(gtag[len(q) :] if gtag.startswith(q) else "")
+                            if category is None:
+                                continue
+                            if category == "CONDITION":
+                                if any(el.get("dataItemId") in only for el in group):
+                                    return None  # a mapped condition: its state is kept by the general path
+                                continue
+                            for el in group:
+                                g = el.get
+                                did = g("dataItemId")
+                                b = plain.get(did)
+                                if b is None:
+                                    if did in only:
+                                        return None  # a set's key, an asset, several signals: the general path
+                                    continue
+                                if len(el) or el.tag.endswith(_SET_TAGS):
+                                    return None
+                                seq, stamp = g("sequence"), g("timestamp")
+                                if seq is None or stamp is None:
+                                    return None
+                                sequence = int(seq)
+                                if sequence < 0:
+                                    return None  # agents count from 1
+                                if sequence >= last:
+                                    last = sequence
+                                else:
+                                    in_order = False
+                                if sequence < floor:
+                                    dropped += 1
+                                    continue
+                                raw = el.text or ""
+                                value: str | float | None
+                                if raw == "UNAVAILABLE":
+                                    value = None
+                                elif b.signal in TEXT_SIGNALS:
+                                    value = raw
+                                else:
+                                    try:
+                                        f = float(raw)
+                                    except ValueError:
+                                        value = raw
+                                    else:
+                                        value = f if f == f else None
+                                append(new_observation(machine, b.signal, parse_time(stamp), value, sequence))
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            return None  # a bad number, time or tag: the general path says what
+        if not in_order:  # an agent writes each component's categories apart: sequence order, as sorted() keeps ties
+            out.sort(key=_source_seq)
+        return _PlainPage(header, out, last if out or dropped else None, dropped)
+
     async def _poll(self, client: AgentClient) -> None:
         while True:
             page = await client.get(self._sample_path(False), self._only)
@@ -558,6 +652,10 @@ class MtConnectAdapter(Adapter):
                     async for body in iter_multipart(
                         resp.content, boundary, part_wait, max_bytes=client.max_document_bytes, where=url
                     ):
+                        page = self._plain_page(body) if len(body) <= client.parse_in_thread_bytes else None
+                        if page is not None:
+                            await self._handle_plain(page)
+                            continue
                         try:
                             doc = await client.parse(body, self._only)
                         except BadDocument as exc:
@@ -641,15 +739,20 @@ class MtConnectAdapter(Adapter):
                     self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
                     continue
                 out.append(Observation(machine, b.signal, when, value, o.sequence))  # type: ignore[arg-type]
+        await self._queue_out(out, current=current)
+        if not current and ordered:
+            self.next_sequence = max(ordered[-1].sequence + 1, self.next_sequence or 0)
+
+    async def _queue_out(self, out: list[Observation], *, current: bool) -> None:
+        """Queue one page's observations in one step, waiting for room (back-pressure, no loss);
+        while waiting, ``next_sequence`` stands at the first one not queued."""
         queue = self._queue
         done = queue.put_some(out)
-        while done < len(out):  # back-pressure: wait for the consumer, lose nothing
+        while done < len(out):
             if not current:
                 self.next_sequence = out[done].source_seq
             await queue.wait_writable()
             done = queue.put_some(out, done)
-        if not current and ordered:
-            self.next_sequence = max(ordered[-1].sequence + 1, self.next_sequence or 0)
 
     def _value(self, b: Binding, o: MtcObservation) -> object:
         if o.category == "CONDITION":
@@ -725,10 +828,30 @@ class MtConnectAdapter(Adapter):
 
 
 _SKIP = object()
+_CATEGORIES = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
+_BEFORE_ALL = -(1 << 63)
+"""Below any sequence an agent writes (they are 64-bit, from 1)."""
+_SET_TAGS = ("DataSet", "Table")
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainPage:
+    """A /sample page of the common shape, read (:meth:`MtConnectAdapter._plain_page`)."""
+
+    header: Header
+    observations: list[Observation]
+    last: int | None
+    """The sequence of its last observation of a mapped item (emitted or dropped as a repeat)."""
+    dropped: int
+    """Observations below the adapter's next sequence: repeats, dropped."""
 
 
 def _seq(o: MtcObservation) -> int:
     return o.sequence
+
+
+def _source_seq(o: Observation) -> int:
+    return o.source_seq or 0
 
 
 def _in_order(observations: Sequence[MtcObservation]) -> bool:

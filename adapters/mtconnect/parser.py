@@ -61,6 +61,7 @@ __all__ = [
     "parse_error",
     "parse_streams",
     "safe_tree",
+    "streams_tree",
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -135,6 +136,42 @@ def safe_tree(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise BadDocument(f"document declares a DTD, which is refused: {_head(data)}")
     return root
+
+
+def streams_tree(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Any, str, Header] | None:
+    """(root element, ``{namespace}`` prefix of its elements, header) of a clean Streams document read
+    whole into a tree, for a caller that walks the common shape itself (:mod:`adapters.mtconnect.client`);
+    None for anything else: another kind, malformed, a DTD, an undeclared prefix. Only for small
+    documents (the tree costs several times the bytes); :func:`parse_document` then says what it is.
+
+    The same hardened parser as :func:`safe_tree`, so an element's text here is the text the event
+    parser gathers (comments dropped, CDATA and entities resolved to text)."""
+    try:
+        data = _check_bytes(data, max_bytes)
+    except BadDocument:
+        return None
+    parser = _parser()
+    try:
+        root = etree.fromstring(data, parser)
+    except (etree.LxmlError, ValueError, LookupError, UnicodeError, MemoryError):
+        return None
+    if root is None or parser.error_log:
+        return None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        return None
+    q, local = _split(root.tag)
+    if local != "MTConnectStreams":
+        return None
+    header = Header()
+    named = q + "Header"
+    try:
+        for top in root:
+            if top.tag == named:
+                header = _header_from(top.attrib)  # the last one counts, as in the event parser
+    except ValueError:
+        return None
+    return root, q, header
 
 
 def _split(tag: Any) -> tuple[str, str]:

@@ -1,0 +1,222 @@
+"""The adapter's one-pass read of a common /sample page gives what the general path gives.
+
+A streamed page whose mapped observations are all plain (one signal, whole value, in sequence
+order) is read from a tree straight into canonical observations (``_plain_page``); any other page
+goes through the event parser, the document and ``_emit_observations``. Here both paths read the
+same pages, generated with every shape a page may have (namespaces, conditions, sets, vendor
+elements, repeats below the adapter's position, bad numbers and times, out-of-order sequences,
+comments and CDATA), and must leave the same observations queued, the same position and the same
+counts, or the one-pass read must decline the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from adapters.mtconnect.client import MtConnectAdapter, _Restarted
+from adapters.mtconnect.mapping import resolve
+from adapters.mtconnect.parser import parse_devices, parse_document
+from adapters.mtconnect.render import AgentInfo, render_devices
+from monitor.errors import BadDocument
+from monitor.model import Observation
+from tests.mtconnect._devices import vmc
+from tests.mtconnect.test_client import machine
+
+_PROBE = parse_devices(render_devices(AgentInfo(1, 1000, 10, 0, "2024-01-01T00:00:00Z"), [vmc()]))
+_BINDINGS = resolve(_PROBE, "vmc", machine("http://127.0.0.1:1", streaming=True).signals)
+_NS = "urn:mtconnect.org:MTConnectStreams:2.7"
+
+
+def _adapter(next_sequence: int | None) -> MtConnectAdapter:
+    adapter = MtConnectAdapter(machine("http://127.0.0.1:1", streaming=True), queue_size=100_000)
+    adapter._bind(_BINDINGS)
+    adapter.instance_id = 1
+    adapter.next_sequence = next_sequence
+    return adapter
+
+
+async def _general(adapter: MtConnectAdapter, page: bytes) -> list[Observation]:
+    """What ``_stream`` does with a page that is not read in one pass."""
+    doc = parse_document(page, only=adapter._only)
+    assert not isinstance(doc, BaseException)
+    await adapter._handle(None, doc, "test")  # type: ignore[arg-type]  # the client is only for asset reads
+    return adapter._queue.take()
+
+
+async def _one_pass(adapter: MtConnectAdapter, page: bytes) -> list[Observation] | None:
+    plain = adapter._plain_page(page)
+    if plain is None:
+        return None
+    await adapter._handle_plain(plain)
+    return adapter._queue.take()
+
+
+def _compare(page: bytes, next_sequence: int | None) -> bool:
+    """Both paths on ``page``; True when the one-pass read took it."""
+
+    async def run() -> bool:
+        fast, slow = _adapter(next_sequence), _adapter(next_sequence)
+        restarted = False
+        try:
+            got = await _one_pass(fast, page)
+        except _Restarted:
+            got, restarted = None, True
+        try:
+            want = await _general(slow, page)
+        except (BadDocument, ValueError, TypeError):
+            assert got is None and not restarted, "the one-pass read took a page the general path refuses"
+            return False
+        except _Restarted:
+            assert got is None, "the one-pass read missed an agent restart"
+            return restarted
+        assert not restarted, "the one-pass read saw an agent restart the general path did not"
+        if got is None:
+            return False
+        assert got == want
+        assert fast.next_sequence == slow.next_sequence
+        assert fast.stats.as_dict() == slow.stats.as_dict()
+        return True
+
+    return asyncio.run(run())
+
+
+_ITEMS = {
+    # data item id -> (group, element)
+    "vmc_load": ("Samples", "Load"),
+    "vmc_speed": ("Samples", "RotaryVelocity"),
+    "vmc_pc": ("Events", "PartCount"),
+    "vmc_prog": ("Events", "Program"),
+    "vmc_exec": ("Events", "Execution"),
+    "vmc_hole1_x": ("Events", "MeasurementValue"),
+    "vmc_vars": ("Events", "VariableDataSet"),
+    "vmc_asset_chg": ("Events", "AssetChanged"),
+    "vmc_system": ("Condition", "Normal"),
+    "vmc_avail": ("Events", "Availability"),
+    "unmapped": ("Samples", "Position"),
+}
+_TEXTS = ["12.5", "7", " 7 ", "UNAVAILABLE", "", "nan", "inf", "1e309", "AUTOMATIC", "O1234", "x"]
+_STAMPS = [
+    "2024-01-01T00:00:00.123456Z",
+    "2024-01-01T00:00:01Z",
+    "2024-01-01T00:00:02.1234567Z",
+    "2024-01-01T00:00:03",
+    "2024-01-01T02:00:04+02:00",
+    "garbage",
+]
+_OBS = st.fixed_dictionaries(
+    {
+        "item": st.sampled_from(sorted(_ITEMS)),
+        "text": st.sampled_from(_TEXTS),
+        "stamp": st.one_of(st.sampled_from(_STAMPS), st.none()),
+        "step": st.one_of(st.integers(0, 3), st.integers(-3, -1), st.none()),
+        "extra": st.sampled_from(["", "", "", "comment", "cdata", "entry", "vendor", "condition", "no-id", "badseq"]),
+    }
+)
+
+
+def _page(obs: list[dict[str, Any]], ns: str | None, instance: str, start: int, groups_mixed: bool) -> bytes:
+    q = f"{{{ns}}}" if ns else ""
+    root = etree.Element(q + "MTConnectStreams", nsmap={None: ns} if ns else None)
+    etree.SubElement(root, q + "Header", instanceId=instance, nextSequence=str(start + 2 * len(obs) + 1))
+    streams = etree.SubElement(root, q + "Streams")
+    device = etree.SubElement(streams, q + "DeviceStream", name="vmc")
+    component = etree.SubElement(device, q + "ComponentStream", componentId="vmc_c")
+    groups: dict[str, Any] = {}
+    seq = start
+    for o in obs:
+        group_name, element = _ITEMS[o["item"]]
+        if o["extra"] == "condition":
+            group_name, element = "Condition", "Fault"
+        key = group_name if not groups_mixed else f"{group_name}{len(groups)}"
+        box = groups.get(key)
+        if box is None:
+            box = groups[key] = etree.SubElement(component, q + group_name)
+        tag = "{urn:vendor}Motion" if o["extra"] == "vendor" else q + element
+        el = etree.SubElement(box, tag)
+        if o["extra"] != "no-id":
+            el.set("dataItemId", o["item"])
+        seq = seq + o["step"] if o["step"] is not None else seq
+        if o["extra"] == "badseq":
+            el.set("sequence", "x")
+        elif o["step"] is not None:
+            el.set("sequence", str(seq))
+        if o["stamp"] is not None:
+            el.set("timestamp", o["stamp"])
+        el.text = o["text"]
+        if o["extra"] == "comment":
+            el.append(etree.Comment("c"))
+            el[-1].tail = "5"
+        elif o["extra"] == "cdata":
+            el.text = etree.CDATA(o["text"] or "1")
+        elif o["extra"] == "entry":
+            entry = etree.SubElement(el, q + "Entry", key="501")
+            entry.text = "2.5"
+    page: bytes = etree.tostring(root)
+    return page
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    obs=st.lists(_OBS, max_size=12),
+    ns=st.sampled_from([_NS, "urn:mtconnect.org:MTConnectStreams:1.3", None]),
+    instance=st.sampled_from(["1", "1", "1", "2"]),
+    start=st.integers(1, 30),
+    floor=st.one_of(st.none(), st.integers(1, 40)),
+    groups_mixed=st.booleans(),
+)
+def test_the_one_pass_read_gives_what_the_general_path_gives(
+    obs: list[dict[str, Any]], ns: str | None, instance: str, start: int, floor: int | None, groups_mixed: bool
+) -> None:
+    _compare(_page(obs, ns, instance, start, groups_mixed), floor)
+
+
+def test_a_common_page_is_read_in_one_pass_with_repeats_dropped() -> None:
+    """The page every streaming agent sends most (loads, speeds, counters, programs, a probe result,
+    UNAVAILABLE and NaN), with its first two observations below the adapter's position."""
+    obs = [
+        {"item": item, "text": text, "stamp": "2024-01-01T00:00:00.5Z", "step": 1, "extra": ""}
+        for item, text in [
+            ("vmc_load", "12.5"),
+            ("vmc_load", "13"),
+            ("vmc_speed", "UNAVAILABLE"),
+            ("vmc_prog", "O1234"),
+            ("vmc_exec", "ACTIVE"),
+            ("vmc_pc", "7"),
+            ("vmc_hole1_x", "25.0031"),
+            ("vmc_load", "nan"),
+            ("unmapped", "1.0"),
+        ]
+    ]
+    page = _page(obs, _NS, "1", 10, False)
+    assert _compare(page, 13)
+    adapter = _adapter(13)
+    plain = adapter._plain_page(page)
+    assert plain is not None and plain.dropped == 2 and plain.last == 18  # the unmapped item is not counted
+    assert [(o.signal, o.value, o.source_seq) for o in plain.observations] == [
+        ("spindle.speed", None, 13),
+        ("program.name", "O1234", 14),
+        ("execution", "ACTIVE", 15),
+        ("part.count", 7.0, 16),
+        ("probe.hole1_x", 25.0031, 17),
+        ("spindle.load", None, 18),
+    ]
+
+
+def test_pages_of_other_shapes_take_the_general_path() -> None:
+    """A set, a condition of a mapped item or an asset change sends the page the general way, and
+    so does anything that is no clean Streams document; nothing is half read."""
+    base = {"text": "1", "stamp": "2024-01-01T00:00:00Z", "step": 1, "extra": ""}
+    adapter = _adapter(None)
+    for other in ({"item": "vmc_vars"}, {"item": "vmc_load", "extra": "condition"}, {"item": "vmc_asset_chg"}):
+        page = _page([{**base, "item": "vmc_load"}, {**base, **other}], _NS, "1", 1, False)
+        assert adapter._plain_page(page) is None, other
+    for bad in (b"", b"<MTConnectError/>", b"<MTConnectStreams><x:Load/></MTConnectStreams>"):
+        with contextlib.suppress(BadDocument):
+            assert adapter._plain_page(bad) is None
+    assert adapter._queue.qsize() == 0 and adapter.next_sequence is None
