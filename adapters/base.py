@@ -188,7 +188,8 @@ class ObservationQueue:
                 self.writers_waiting -= 1
 
     async def wait_pressed(self) -> None:
-        """Return once a writer waits for room: back-pressure has reached the sources."""
+        """Return once a writer has waited for room (now or earlier): back-pressure has reached the
+        sources at least once. :attr:`writers_waiting` says whether one waits now."""
         await self._pressed.wait()
 
     def take(self, limit: int | None = None) -> list[Observation]:

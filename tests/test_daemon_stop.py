@@ -11,36 +11,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from monitor.config import load_site
 from monitor.daemon import Daemon, open_core
 from monitor.errors import MonitorError
 from monitor.store import SqliteStore
-from tests.streams import PROGRAM_YAML, batch, write_jsonl
-
-
-def _site(tmp_path: Path, stream: Path) -> Path:
-    (tmp_path / "programs").mkdir()
-    (tmp_path / "programs" / "o1001.yaml").write_text(PROGRAM_YAML, encoding="utf-8")
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(
-        yaml.safe_dump(
-            {
-                "site": "stop",
-                "programs": "programs",
-                "dashboard": {"enabled": False},
-                "machines": [{"id": "m1", "source": {"type": "replay", "path": str(stream)}}],
-            }
-        ),
-        encoding="utf-8",
-    )
-    return site_file
+from tests.streams import batch, write_jsonl, write_site
 
 
 async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_batch(tmp_path: Path) -> None:
     stream = write_jsonl(tmp_path / "m1.jsonl", batch(1000))  # far more than is read before the stop
-    site = load_site(_site(tmp_path, stream))
+    site = load_site(write_site(tmp_path, stream))
     gate = threading.Event()
     async with open_core(site) as core:
         # a tiny queue and no grace for a source that is busy at the stop: without the rule under
@@ -75,7 +56,7 @@ async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_ba
 async def test_what_was_read_is_kept_only_for_a_daemon_built_to_keep_it(tmp_path: Path) -> None:
     """A production daemon does not pay per observation for a simulator's wait: asking it what was
     read is an error that says how to build one that keeps it, not a silent 'nothing read'."""
-    site = load_site(_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(1))))
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(1))))
     published = {("m1", "part.count"): datetime(2026, 3, 2, 6, 0, tzinfo=UTC)}
     async with open_core(site) as core:
         with pytest.raises(MonitorError, match="track_reads=True"):

@@ -47,7 +47,7 @@ from adapters.mtconnect.documents import (
     StreamsDocument,
     parse_time,
 )
-from adapters.mtconnect.mapping import TEXT_SIGNALS, Binding, condition_level, convert, resolve, select_devices
+from adapters.mtconnect.mapping import Binding, condition_level, convert, resolve, select_devices
 from adapters.mtconnect.parser import parse_document, streams_tree
 from monitor.errors import AdapterError, BadDocument, ConnectError
 from monitor.model import Observation, new_observation
@@ -596,18 +596,7 @@ class MtConnectAdapter(Adapter):
                                     dropped += 1
                                     continue
                                 raw = el.text or ""
-                                value: str | float | None
-                                if raw == "UNAVAILABLE":
-                                    value = None
-                                elif b.signal in TEXT_SIGNALS:
-                                    value = raw
-                                else:
-                                    try:
-                                        f = float(raw)
-                                    except ValueError:
-                                        value = raw
-                                    else:
-                                        value = f if f == f else None
+                                value = None if raw == "UNAVAILABLE" else convert(b.signal, raw)
                                 append(new_observation(machine, b.signal, parse_time(stamp), value, sequence))
         except (ValueError, TypeError, OverflowError, AttributeError):
             return None  # a bad number, time or tag: the general path says what
@@ -694,23 +683,9 @@ class MtConnectAdapter(Adapter):
                 continue
             b = plain.get(o.data_item_id)
             if b is not None and o.category != "CONDITION":
-                # the common case, as _value and convert do it: text kept for text signals, else a
-                # float (NaN as None), UNAVAILABLE as None, a set's entries joined
-                raw = o.value
-                if raw is None:
-                    value: object = None
-                elif type(raw) is str:
-                    if b.signal in TEXT_SIGNALS:
-                        value = raw
-                    else:
-                        try:
-                            f = float(raw)
-                        except ValueError:
-                            value = raw
-                        else:
-                            value = f if f == f else None
-                else:
-                    value = convert(b.signal, raw)
+                # the common case, as _value does it: text kept for text signals, else a float (NaN
+                # as None), UNAVAILABLE as None, a set's entries joined
+                converted = convert(b.signal, o.value)
                 try:
                     when = parse_time(o.timestamp)
                 except (ValueError, TypeError, OverflowError):
@@ -719,7 +694,7 @@ class MtConnectAdapter(Adapter):
                     except BadDocument as exc:
                         self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
                         continue
-                append(new_observation(machine, b.signal, when, value, o.sequence))  # type: ignore[arg-type]
+                append(new_observation(machine, b.signal, when, converted, o.sequence))
                 continue
             bindings = by_item.get(o.data_item_id)
             if not bindings:
