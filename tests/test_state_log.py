@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from monitor import statelog
 from monitor.codec import alert_to_dict
 from monitor.commands import Acknowledge
-from monitor.config import load_site
+from monitor.config import Site, load_site
 from monitor.engine import DriftEngine
-from monitor.model import AlertState, PartRecord, PartStatus
+from monitor.model import AlertState, Observation, PartRecord, PartStatus
 from monitor.pipeline import ENGINE_STATE, Pipeline
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.process import PROGRAMS_DIR
@@ -85,10 +85,15 @@ def _site(tmp: Path, cell: SimCell) -> Path:
     return path
 
 
-def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Path) -> None:
+def _demo(tmp_path: Path) -> tuple[SimCell, Site, list[Observation]]:
+    """The demo cell of 90 parts (seed 4), a replay site for it and its observations in order."""
     cell = SimCell(load_scenario("demo"), seed=4, parts=90)
-    site = load_site(_site(tmp_path, cell))
     events = [e.observation() for e in cell.events(include_spindle_samples=False)]
+    return cell, load_site(_site(tmp_path, cell)), events
+
+
+def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Path) -> None:
+    cell, site, events = _demo(tmp_path)
     cut = len(events) * 2 // 3
     copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
@@ -161,9 +166,7 @@ def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_p
     same open alerts, evidence and all, and the same changes from the same later parts. A condition
     whose latest refresh never reached the table (a same-level refresh of an inspection source, a
     detection error) keeps its whole alert in the share."""
-    cell = SimCell(load_scenario("demo"), seed=4, parts=90)
-    site = load_site(_site(tmp_path, cell))
-    events = [e.observation() for e in cell.events(include_spindle_samples=False)]
+    cell, site, events = _demo(tmp_path)
     cut = len(events) * 2 // 3
     copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
@@ -209,8 +212,7 @@ def test_the_engine_state_a_part_writes_is_small_and_does_not_repeat_alerts(tmp_
     """Bytes, not time: what each part writes of the engine state (the changes of its program's
     shares) stays within the issue's 10 KB, and the machine's alert book adds tens of bytes per
     part however large the open conditions' evidence is (their alerts go to the alerts table)."""
-    cell = SimCell(load_scenario("demo"), seed=4, parts=90)
-    site = load_site(_site(tmp_path, cell))
+    cell, site, _ = _demo(tmp_path)
     written: list[tuple[int, int, int]] = []  # per part: book bytes, engine bytes, open conditions' alert bytes
 
     def size(state: Any) -> int:
