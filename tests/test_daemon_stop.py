@@ -39,6 +39,7 @@ async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_ba
             gate.set()
             await asyncio.wait_for(runner, 30)
             await held
+            status = await daemon.status()  # what an operator sees after the stop: nothing left waiting
         finally:
             gate.set()
             stop.set()
@@ -48,6 +49,7 @@ async def test_a_stop_while_a_source_waits_for_queue_room_processes_its_whole_ba
     delivered = daemon.metrics.source(source.machine, source.key).delivered
     assert delivered > 5  # the source had handed over more than the queue holds
     assert daemon.processed == delivered
+    assert (status["processed"], status["sources_waiting"], status["queue"]) == (delivered, 0, 0)
     with SqliteStore(site.store_path, read_only=True) as store:
         parts = store.parts(machine="m1")
     assert [p.part_number for p in parts] == list(range(1, len(parts) + 1))
