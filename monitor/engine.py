@@ -553,23 +553,21 @@ class DriftEngine:
 
     def _sharing(self, part: PartRecord, plan: WatchPlan, change: OffsetChange) -> list[SharedFeature]:
         """The other features of the part's program that ``change``'s register moves, with their
-        current deviation on it (from their latest evidence, of this part or the one before)."""
+        current deviation on it (where each stood on its latest part, this one or the one before: kept in
+        the state, so a restart advises alike)."""
         others: list[SharedFeature] = []
         for other in self._plans.get(part.program, []):
             if other.source != PROBE_SOURCE or other.label == plan.label:
                 continue
             watch = self._watches.get((part.machine, part.program, other.label))
-            ev = watch.last if watch is not None else None
-            if watch is None or ev is None or not 0 <= part.part_number - ev.part_number <= 1:
+            seen = watch.shared if watch is not None else None
+            if watch is None or seen is None or not 0 <= part.part_number - seen.part_number <= 1:
                 continue
             registers = self.registers(part.machine, part.program, other.feature.name, watch.tool)
             for axis, reg in registers.items():
-                if not same_register(reg, change.register) or axis not in ev.axes:
+                if not same_register(reg, change.register) or axis not in seen.levels:
                     continue
-                a = ev.axes[axis]
-                level = a.fit.level if a.fit is not None else a.deviation
-                significant = ev.out_of_tolerance or any(o.axis == axis for o in ev.offsets)
-                others.append(SharedFeature(other.feature.name, reg, level, significant))
+                others.append(SharedFeature(other.feature.name, reg, seen.levels[axis], axis in seen.significant))
         return others
 
     def _new_id(self, base: str) -> str:

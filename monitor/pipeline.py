@@ -372,10 +372,12 @@ class Pipeline:
                         changes.alerts += self._write("tracker state", state)
                         self._without_context.discard(obs.machine)
                 if parts and self._finish(parts, changes, tracker) and not tracker.holding:
+                    # just after what ended the part: the next part's data read since is read again
+                    after = tracker.resume_from or obs
                     if self.held:  # the part waits to be stored: its source may resume here once it is
-                        self.held.resume_after(obs)
+                        self.held.resume_after(after)
                     else:
-                        changes.resume_points[obs.machine] = obs
+                        changes.resume_points[obs.machine] = after
                 if (
                     status.program != program
                     or status.counter != counter

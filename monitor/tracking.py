@@ -215,6 +215,8 @@ class _PendingPart:
     phantom: bool = False
     """The part the first counter value we saw had counted: already made (or stored before a restart).
     It only claims the results written with it, so they never land on the next part."""
+    ended_by: Observation | None = None
+    """The observation that ended it: a source resumes just after it (:attr:`PartTracker.resume_from`)."""
 
 
 @dataclass
@@ -310,8 +312,15 @@ class PartTracker:
         )
         self._doubtful: dict[int, str] = {}
         self._accounted_until: datetime | None = None
-        """After a restart: data stamped up to here went into parts already stored (a source that
+        """After a restart: data stamped before here went into parts already stored (a source that
         re-reads from there, or sends its current values, repeats it)."""
+        self._results_until: datetime | None = None
+        """After a restart: probe results and part ids stamped up to here were placed (in parts stored)."""
+        self._current: Observation | None = None
+        self.resume_from: Observation | None = None
+        """The observation that ended the latest part made final. Once that part is stored and nothing is
+        held, a source may resume just after it: what followed it (the next part's start, its tools and
+        spindle data, results still in the grace window) is read again, not lost with the open part."""
         if context:
             self._restore(context)
 
@@ -354,7 +363,7 @@ class PartTracker:
         if signal != GAP_SIGNAL and self._recent.seen(signal, obs.time, obs.value):
             self.counts["duplicates"] += 1
             return []
-        if self._accounted_until is not None and obs.time <= self._accounted_until and signal != GAP_SIGNAL:
+        if self._accounted_until is not None and signal != GAP_SIGNAL and self._already_stored(obs):
             self.counts["already_stored"] += 1
             return []
         if obs.value is not None and signal != GAP_SIGNAL and not signal.startswith("probe."):
@@ -427,6 +436,7 @@ class PartTracker:
             "program": self._program,
             "counter": counter,
             "accounted_until": until.isoformat() if until is not None else None,
+            "results_until": self._bounds[0].isoformat() if after is not None and self._bounds is not None else None,
             "tool": self._tool,
             "tool_life": self._tool_life,
             "tool_lives": dict(self._lives),
@@ -441,6 +451,18 @@ class PartTracker:
         counter, time = self._first_counter
         return {**self.context(), "counter": counter, "accounted_until": time.isoformat()}
 
+    def _already_stored(self, obs: Observation) -> bool:
+        """Read again after a restart and already in stored parts. At the stored part's end itself only
+        what ended it is (a counter value already counted): a source resumes just after it, and what the
+        controller stamped at the same instant after it (the next cycle's start) belongs to the next part."""
+        until = self._accounted_until
+        assert until is not None
+        if obs.time < until:
+            return True
+        if obs.signal.startswith("probe.") or obs.signal == PART_ID:
+            return self._results_until is not None and obs.time <= self._results_until
+        return False
+
     def _restore(self, context: Mapping[str, Any]) -> None:
         self._program = context.get("program")
         counter = context.get("counter")
@@ -450,7 +472,12 @@ class PartTracker:
         until = context.get("accounted_until")
         if isinstance(until, str):
             with contextlib.suppress(ValueError):
-                self._accounted_until = datetime.fromisoformat(until) - self._skew
+                self._last_end = datetime.fromisoformat(until)
+                self._accounted_until = self._last_end - self._skew
+        results = context.get("results_until")
+        if isinstance(results, str):
+            with contextlib.suppress(ValueError):
+                self._results_until = datetime.fromisoformat(results)
         life = context.get("tool_life")
         self._tool_life = float(life) if isinstance(life, (int, float)) else None
         lives = context.get("tool_lives")
@@ -461,6 +488,7 @@ class PartTracker:
 
     # ---------------------------------------------------------------- internals
     def _process(self, obs: Observation) -> list[PartRecord]:
+        self._current = obs
         # UNAVAILABLE may carry the server's clock
         out = self._release(obs.time) if obs.value is not None and self._pending else []
         signal = obs.signal
@@ -627,7 +655,7 @@ class PartTracker:
             placeholder.notes.append(
                 f"not observed: {reason}; made between {start.isoformat()} and {end.isoformat()} (source clock)"
             )
-            self._pending.append(_PendingPart(placeholder, end, end, PartStatus.NOT_OBSERVED, counter))
+            self._pending.append(_PendingPart(placeholder, end, end, PartStatus.NOT_OBSERVED, counter, ended_by=self._current))
         out: list[PartRecord] = []
         while self._pending and self._pending[0].status is PartStatus.NOT_OBSERVED:
             out += self._finalize()
@@ -638,7 +666,8 @@ class PartTracker:
         (a server's initial values) belong to that part, not to the next."""
         late = max(self._grace, self._jitter) + self._jitter
         earlier = _OpenPart(self._program or "UNKNOWN", time)
-        self._pending.append(_PendingPart(earlier, time, time + late, PartStatus.COMPLETE, count, phantom=True))
+        phantom = _PendingPart(earlier, time, time + late, PartStatus.COMPLETE, count, phantom=True, ended_by=self._current)
+        self._pending.append(phantom)
         self._last_end = time
         if self._open is None and not self._has_execution:
             self._start_part(time, implicit=True)  # the window up to the next increment is a part
@@ -777,7 +806,7 @@ class PartTracker:
         # no results after an abort belong to it; a part that ended waits for its grace and jitter
         late = max(self._grace, self._jitter) + self._jitter
         deadline = time if status is PartStatus.ABORTED else time + late
-        self._pending.append(_PendingPart(part, time, deadline, status, self._counter))
+        self._pending.append(_PendingPart(part, time, deadline, status, self._counter, ended_by=self._current))
         if reopen and not self._has_execution:
             self._start_part(time, implicit=True)  # no execution state: the next window starts now
         if deadline == time:
@@ -794,6 +823,7 @@ class PartTracker:
     def _finalize(self) -> list[PartRecord]:
         """The oldest ended part is final: give it its results, then build its record."""
         pending = self._pending.pop(0)
+        self.resume_from = pending.ended_by
         if pending.status is PartStatus.NOT_OBSERVED:  # nothing of it reached us: it takes no results
             record = self._finish(pending)
             return [record] if record is not None else []

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import statelog
-from monitor.codec import alert_to_dict
+from monitor.codec import alert_to_dict, part_to_dict
 from monitor.commands import Acknowledge
 from monitor.config import Site, load_site
 from monitor.engine import DriftEngine
@@ -98,10 +98,10 @@ def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Pat
     copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
         running = Pipeline(site, store)
-        running.observe(events[: cut // 2])
+        resume = running.observe(events[: cut // 2]).resume_points
         opened = next(a for a in running.engine.open_alerts() if a.state is AlertState.OPEN)
         assert running.alert_command(Acknowledge(opened.id)).alert is not None  # a person's change goes into the book share
-        running.observe(events[cut // 2 : cut])
+        resume |= running.observe(events[cut // 2 : cut]).resume_points
         changes, change_bytes = store._db.execute("SELECT COUNT(*), SUM(LENGTH(change)) FROM detector_state_log").fetchone()
         (whole,) = store._db.execute("SELECT COUNT(*) FROM detector_state WHERE name LIKE ?", (ENGINE_STATE + "%",)).fetchone()
         shares = [json.dumps(s) for m in cell.machines for s in running.engine.shares(m.id).values()]
@@ -113,13 +113,45 @@ def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Pat
             restarted = Pipeline(site, stored)
             for machine in cell.machines:
                 assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
-            # both go on alike: the same alert changes from the same later parts
+            # both go on alike: the same alert changes, evidence and all, from the same later parts
+            replayed = _replayed(events, cut, resume)
+            assert replayed and not _fed(restarted, replayed)
             expected = _fed(running, events[cut:])
             assert expected and _fed(restarted, events[cut:]) == expected
 
 
+def test_a_restart_from_the_stored_position_makes_the_same_parts(tmp_path: Path) -> None:
+    """A source resumes just after the observation that ended the last stored part, so the part that
+    was open (its start, its tools, its spindle load, results of the stored part still in their grace
+    window) is read again and made exactly as without the restart; before, it resumed after the
+    observation that made the part final (its grace over) and the next part lost its first minutes."""
+    _cell, site, events = _demo(tmp_path)
+    cut = len(events) * 2 // 3
+    copy = tmp_path / "restarted.db"
+    with SqliteStore(site.store_path) as store:
+        running = Pipeline(site, store)
+        resume = running.observe(events[:cut]).resume_points
+        with sqlite3.connect(copy) as target:
+            store._db.backup(target)
+        with SqliteStore(copy) as stored:
+            restarted = Pipeline(site, stored)
+            assert not restarted.observe(_replayed(events, cut, resume)).parts  # nothing stored twice
+            expected = [part_to_dict(p) for o in events[cut:] for p in running.observe([o]).parts]
+            made = [part_to_dict(p) for o in events[cut:] for p in restarted.observe([o]).parts]
+            assert len(expected) > 20 and all(p["tools"] and p["spindle"]["mean_load"] for p in expected)
+            assert made == expected
+
+
+def _replayed(events: list[Observation], cut: int, resume: dict[str, Observation]) -> list[Observation]:
+    """What a restarted daemon reads again before the cut: each machine's observations after the one
+    that completed its last stored part (where its source's saved position points)."""
+    at = {machine: next(i for i in range(cut) if events[i] is obs) for machine, obs in resume.items()}
+    assert set(at) == {e.machine for e in events[:cut]}  # every machine has stored a part to resume after
+    return [e for i, e in enumerate(events[:cut]) if i > at[e.machine]]
+
+
 def _fed(pipeline: Pipeline, events: list[Any]) -> list[str]:
-    return [f"{a.id}:{a.state}:{a.severity}" for o in events for a in pipeline.observe([o]).alerts]
+    return [json.dumps(alert_to_dict(a), sort_keys=True) for o in events for a in pipeline.observe([o]).alerts]
 
 
 def test_a_reader_of_a_store_not_migrated_yet_reads_states_and_series(tmp_path: Path) -> None:
@@ -171,7 +203,7 @@ def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_p
     copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
         running = Pipeline(site, store)
-        running.observe(events[:cut])
+        resume = running.observe(events[:cut]).resume_points
         open_now = running.engine.open_alerts()
         assert len(open_now) >= 3
         assert all(len(json.dumps(a.evidence)) > 1000 for a in open_now)  # what the share no longer repeats
@@ -185,6 +217,7 @@ def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_p
             assert restarted.engine.open_alerts() == open_now
             for machine in cell.machines:
                 assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
+            assert not _fed(restarted, _replayed(events, cut, resume))
             expected = _fed(running, events[cut:])
             assert expected and _fed(restarted, events[cut:]) == expected
 

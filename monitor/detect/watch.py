@@ -57,6 +57,7 @@ __all__ = [
     "FeatureUpdate",
     "FeatureWatch",
     "ScatterPrior",
+    "SharedView",
     "WatchPlan",
     "forecast_odds",
     "inspection_signal",
@@ -397,6 +398,33 @@ class FeatureSnapshot:
     last_part: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SharedView:
+    """Where a feature stood on its latest part, as the advice of a register it shares weighs it
+    (``DriftEngine._sharing``). Kept in the state, unlike the evidence, so that the first part
+    after a restart is advised as the running daemon advised it."""
+
+    part_number: int
+    levels: dict[str, float]
+    """Per axis, the trend fit's level (the reading's deviation without a fit), mm."""
+    significant: tuple[str, ...]
+    """Axes that must be corrected: the part is out of tolerance, or the axis has an offset advice."""
+
+    @classmethod
+    def of(cls, ev: FeatureEvidence) -> SharedView:
+        levels = {axis: (a.fit.level if a.fit is not None else a.deviation) for axis, a in ev.axes.items()}
+        offset_axes = {o.axis for o in ev.offsets}
+        return cls(ev.part_number, levels, tuple(a for a in ev.axes if ev.out_of_tolerance or a in offset_axes))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"part_number": self.part_number, "levels": self.levels, "significant": list(self.significant)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SharedView:
+        levels = {str(a): float(v) for a, v in d["levels"].items()}
+        return cls(int(d["part_number"]), levels, tuple(str(a) for a in d["significant"]))
+
+
 class FeatureWatch:
     """Running state of one feature on one machine; see the module docstring."""
 
@@ -415,6 +443,7 @@ class FeatureWatch:
         self._tool: str | None = None
         self._pending_step: dict[str, float | None] | None = None
         self.last: FeatureEvidence | None = None
+        self.shared: SharedView | None = None
 
     def _new_channels(self) -> dict[str, Channel]:
         out = {}
@@ -533,6 +562,7 @@ class FeatureWatch:
             self._streak.clear()
         evidence = self._evidence(machine, part, value, devs, steps, known_step)
         self.last = evidence
+        self.shared = SharedView.of(evidence)
         return FeatureUpdate(evidence=evidence, recentred=recentred, new_batch=new_batch)
 
     def note_signals(self, kinds: Mapping[AlertKind, bool]) -> None:
@@ -693,6 +723,7 @@ class FeatureWatch:
             "priors": {a: p.as_dict() for a, p in self._priors.items()},
             "pending_step": self._pending_step,
             "channels": {a: c.state() for a, c in self._channels.items()},
+            "shared": self.shared.as_dict() if self.shared is not None else None,
         }
 
     @classmethod
@@ -720,6 +751,8 @@ class FeatureWatch:
         for axis, s in state.get("channels", {}).items():
             if axis in watch._channels:
                 watch._channels[axis].load(s)
+        shared = state.get("shared")
+        watch.shared = SharedView.from_dict(shared) if shared is not None else None
         return watch
 
     # ------------------------------------------------------------------------------ presentation data
