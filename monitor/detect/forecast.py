@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
-from monitor.detect.trend import Draws
+from monitor.detect.trend import Draws, DrawSource
 from monitor.errors import DetectionError
 
-__all__ = ["AxisCone", "BreachForecast", "breach_forecast", "noncentral_chi2_sf"]
+__all__ = ["AxisCone", "BreachForecast", "breach_forecast", "breach_forecast_sampled", "noncentral_chi2_sf"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,4 +287,116 @@ def breach_forecast(
         first_out=(float(q[0]), float(q[1]), float(q[2])),
         breach_share=share,
         cones=bands,
+    )
+
+
+def _stops(within: int, horizon: int) -> list[int]:
+    """Where the search may stop: after the ``within`` parts whose probabilities are reported, then
+    after twice as many, then at the end."""
+    stops = [s for s in (max(1, within), 2 * max(1, within)) if s < horizon]
+    return [*stops, horizon]
+
+
+def breach_forecast_sampled(
+    sources: Sequence[tuple[str, DrawSource]],
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    tolerance: float | None = None,
+    threshold: float = 0.1,
+    within: int = 20,
+    search: int | None = None,
+) -> BreachForecast:
+    """:func:`breach_forecast` over parts 1..``search`` ahead (default: the sources' longest horizon),
+    computing the draws' parts ahead in slices and stopping once the parts seen decide every result.
+
+    That is once every draw's simulated parts have gone out of tolerance and every draw's own
+    forecast has reached the risk threshold, and the mixture's risk and the mean path have reached
+    the threshold and the limit: nothing later can move the first bad part's quantiles, the breach
+    share (then 1), ``risk_parts`` or ``mean_limit_parts``. Every result is then the same double as
+    :func:`breach_forecast` on the whole horizon's draws, but ``p_out``, which holds the parts up
+    to where the search stopped (never fewer than ``within``: the evidence keeps those). Late in a
+    drift, when a feature is breaching and the forecast is recomputed with every part, the search
+    stops after ``within`` parts instead of 100 (``tests/detect/test_fast_paths.py`` checks both
+    against each other)."""
+    if not sources:
+        raise DetectionError("no channels to forecast")
+    horizon = min(src.horizon for _, src in sources) if search is None else search
+    within = min(within, horizon)
+    size = tolerance is None
+    if size and (len(sources) != 1 or lower is None or upper is None):
+        raise DetectionError("a size forecast needs one channel and both deviation limits")
+    first: np.ndarray | None = None
+    predicts: np.ndarray | None = None
+    p_parts: list[np.ndarray] = []
+    risk: int | None = None
+    limit: int | None = None
+    start = 0
+    with np.errstate(all="ignore"):
+        for stop in _stops(within, horizon):
+            draws = [(axis, src.columns(start, stop)) for axis, src in sources]
+            if size:
+                assert lower is not None and upper is not None
+                d = draws[0][1]
+                sd = np.maximum(d.sd, 1e-300)
+                near = d.mean - upper
+                below = d.mean < 0.5 * (lower + upper)
+                np.subtract(lower, d.mean, out=near, where=below)
+                near /= sd
+                p_draw = _ndtr(near)
+                out_path = d.paths < lower
+                out_path |= d.paths > upper
+                centre = d.mean.mean(axis=0)
+                beyond = (centre < lower) | (centre > upper)
+            else:
+                assert tolerance is not None
+                r0 = tolerance / 2.0
+                k = len(draws)
+                r2 = np.square(draws[0][1].mean)
+                var = np.square(draws[0][1].sd)
+                radius2 = np.square(draws[0][1].paths)
+                for _, d in draws[1:]:
+                    r2 += np.square(d.mean)
+                    var += np.square(d.sd)
+                    radius2 += np.square(d.paths)
+                var /= k
+                np.maximum(var, 1e-300, out=var)
+                r2 /= var
+                p_draw = _sankaran_sf(np.divide(r0 * r0, var, out=var), k, r2)
+                out_path = radius2 > r0 * r0
+                centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
+                beyond = centre > r0
+            p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
+            p_parts.append(p_out)
+            if risk is None:
+                at = np.nonzero(p_out >= threshold)[0]
+                risk = start + int(at[0]) + 1 if at.size else None
+            if limit is None:
+                at = np.nonzero(beyond)[0]
+                limit = start + int(at[0]) + 1 if at.size else None
+            finite = p_draw if not np.isnan(p_draw).any() else np.nan_to_num(p_draw, nan=1.0)
+            seen = np.max(finite, axis=1) >= threshold
+            predicts = seen if predicts is None else predicts | seen
+            hit = out_path.any(axis=1)
+            here = np.where(hit, np.argmax(out_path, axis=1) + (start + 1.0), math.inf)
+            first = here if first is None else np.where(np.isfinite(first), first, here)
+            start = stop
+            if risk is not None and limit is not None and bool(predicts.all()) and bool(np.isfinite(first).all()):
+                break
+        assert first is not None and predicts is not None
+        share = float(predicts.mean())
+        if predicts.sum() >= 10:
+            first = first[predicts]
+        q = _quantiles(first)
+        p_all = p_parts[0] if len(p_parts) == 1 else np.concatenate(p_parts)
+    return BreachForecast(
+        threshold=threshold,
+        within=within,
+        searched=horizon,
+        p_out=tuple(p_all.tolist()),
+        risk_parts=risk,
+        mean_limit_parts=limit,
+        first_out=(float(q[0]), float(q[1]), float(q[2])),
+        breach_share=share,
+        cones={},
     )

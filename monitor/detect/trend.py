@@ -54,6 +54,7 @@ __all__ = [
     "FAMILIES",
     "PHIS",
     "TAUS",
+    "DrawSource",
     "Draws",
     "KnownStep",
     "TrendFit",
@@ -457,6 +458,14 @@ class TrendModel:
         with np.errstate(all="ignore"):
             return self._post.draws(h, axis % _Z_NOISE.shape[0])
 
+    def sampler(self, axis: int = 0) -> DrawSource:
+        """The posterior predictive draws with their parts ahead computed on demand (:class:`DrawSource`);
+        ``sampler(axis).columns(0, h)`` is ``draws(h, axis)``."""
+        if self._post is None:
+            raise DetectionError("no values yet: nothing to forecast")
+        with np.errstate(all="ignore"):
+            return self._post.sampler(axis % _Z_NOISE.shape[0])
+
     # ------------------------------------------------------------------------------ persistence
     def settings(self) -> dict[str, Any]:
         """The hyper-parameters a program file sets (not the priors carried over from earlier batches)."""
@@ -658,6 +667,10 @@ class _Posterior:
 
     def draws(self, horizon: int, pool: int) -> Draws:
         """Samples of the posterior predictive (systematic resampling of (phi, model) by weight)."""
+        return self.sampler(pool).columns(0, horizon)
+
+    def sampler(self, pool: int) -> DrawSource:
+        """The posterior predictive's draws, their parts ahead computed on demand (:class:`DrawSource`)."""
         w = self.weights.ravel()
         cum = np.cumsum(w)
         u = (np.arange(_DRAWS) + 0.5) / _DRAWS * cum[-1]
@@ -685,25 +698,55 @@ class _Posterior:
         beta[:, 1] += c10 * z[:, 0] + c11 * z[:, 1]
         n = self.y.size
         fitted_last = beta[:, 0] + beta[:, 1] * self.grid.f[g_idx, -1]
-        # the (draws x horizon) arrays are computed in place, each operation on the same operands
-        # as ``b0 + b1 * future (+ steps) + carry * resid``, ``sigma * sd``, ``mean + sigma * noise``
-        future = self.grid.future[g_idx, :horizon]
-        future *= beta[:, 1:2]
-        future += beta[:, 0:1]
+        steps = []
         for j, (at, _) in enumerate(self.known):
             fitted_last = fitted_last + beta[:, 2 + j] * (1.0 if n - 1 >= at else 0.0)
-            future += beta[:, 2 + j : 3 + j]
+            steps.append(beta[:, 2 + j : 3 + j])
         resid = self.y[-1] - fitted_last
+        return DrawSource(
+            self.grid.future, pool, p_idx, g_idx, beta[:, 0:1], beta[:, 1:2], tuple(steps), resid[:, None], np.sqrt(s2)[:, None]
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DrawSource:
+    """The posterior predictive draws of one channel (model, coefficients and scatter drawn), whose
+    single parts ahead are computed on demand: :meth:`columns` gives parts ``start + 1 .. stop``
+    ahead. Every part ahead is computed on its own (elementwise in the draws), so the columns of a
+    slice are the same doubles as those of the whole horizon; a forecast can stop once the parts it
+    has seen decide it (:func:`monitor.detect.forecast.breach_forecast_sampled`)."""
+
+    future: np.ndarray  # (G, _SEARCH) the grid's shape columns past the window
+    pool: int
+    p_idx: np.ndarray  # (D,) phi of each draw
+    g_idx: np.ndarray  # (D,) model of each draw
+    b0: np.ndarray  # (D, 1) level
+    b1: np.ndarray  # (D, 1) shape coefficient
+    steps: tuple[np.ndarray, ...]  # (D, 1) each known step's coefficient
+    resid: np.ndarray  # (D, 1) the latest value's residual under each draw
+    sigma: np.ndarray  # (D, 1) the draw's innovation sd
+
+    @property
+    def horizon(self) -> int:
+        return _SEARCH
+
+    def columns(self, start: int, stop: int) -> Draws:
+        """Draws of parts ``start + 1 .. stop`` ahead (0 <= start < stop <= the longest horizon)."""
+        # in place, each operation on the same operands as ``b0 + b1 * future (+ steps) + carry *
+        # resid``, ``sigma * sd``, ``mean + sigma * noise``
+        mean_path = self.future[self.g_idx, start:stop]
+        mean_path *= self.b1
+        mean_path += self.b0
+        for step in self.steps:
+            mean_path += step
         carry_t, sd_t = _carry_tables()
-        carry = carry_t[p_idx, :horizon]
-        carry *= resid[:, None]
-        mean_path = future
+        carry = carry_t[self.p_idx, start:stop]
+        carry *= self.resid
         mean_path += carry
-        sigma = np.sqrt(s2)[:, None]
-        sd = sd_t[p_idx, :horizon]
-        sd *= sigma
-        paths = _ar_noise()[pool, p_idx, np.arange(_DRAWS), :horizon]
-        paths *= sigma
+        sd = sd_t[self.p_idx, start:stop]
+        sd *= self.sigma
+        paths = _ar_noise()[self.pool, self.p_idx, np.arange(_DRAWS), start:stop]
+        paths *= self.sigma
         paths += mean_path
         return Draws(mean_path, sd, paths)
 

@@ -34,7 +34,7 @@ from monitor.detect.attribution import AttributionResult, suggest_offset
 from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
 from monitor.detect.evidence import OFFSET_BAND_SD, SETTLE_BAND_SIGMA, AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
-from monitor.detect.forecast import BreachForecast, breach_forecast
+from monitor.detect.forecast import BreachForecast, breach_forecast, breach_forecast_sampled
 from monitor.detect.trend import PHIS
 from monitor.errors import DetectionError
 from monitor.inspection.config import PROBE_SOURCE
@@ -695,19 +695,25 @@ class FeatureWatch:
 
     def _forecast(self, search: int = _SEARCH, cones: bool = False) -> BreachForecast:
         cfg = self.plan.config
-        draws = [(axis, ch.trend.draws(search, axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
         f = self.plan.feature
-        if isinstance(f, SizeFeature):
-            lo, hi = self.plan.band("value")
-            return breach_forecast(
-                draws,
+        lo, hi = self.plan.band("value") if isinstance(f, SizeFeature) else (None, None)
+        tolerance = None if isinstance(f, SizeFeature) else f.tolerance
+        if not cones:
+            # the draws' parts ahead computed as far as they decide the forecast (the same results)
+            sources = [(axis, ch.trend.sampler(axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
+            return breach_forecast_sampled(
+                sources,
                 lower=lo,
                 upper=hi,
+                tolerance=tolerance,
                 threshold=cfg.breach_probability,
                 within=cfg.horizon,
-                cones=cones,
+                search=search,
             )
-        return breach_forecast(draws, tolerance=f.tolerance, threshold=cfg.breach_probability, within=cfg.horizon, cones=cones)
+        draws = [(axis, ch.trend.draws(search, axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
+        return breach_forecast(
+            draws, lower=lo, upper=hi, tolerance=tolerance, threshold=cfg.breach_probability, within=cfg.horizon, cones=cones
+        )
 
     # ------------------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:

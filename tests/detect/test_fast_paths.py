@@ -129,6 +129,53 @@ def test_breach_forecast_is_the_textbook_forecast(axes: int, seed: int) -> None:
     assert (fc.p_out, fc.breach_share, fc.first_out) == want
 
 
+def _drifting_models(axes: int, slope: float, seed: int, step: bool = False) -> list[tuple[str, TrendModel]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(axes):
+        tr = TrendModel(scale=0.0075 if axes == 1 else 0.025, window=60)
+        for i in range(40):
+            if step and i == 25:
+                tr.expect_step(-0.002)  # a recorded offset change: the draws carry a known step
+            tr.update(slope * i + rng.normal(0.0, 0.001) - (0.002 if step and i >= 25 else 0.0))
+        out.append(("xyz"[k] if axes > 1 else "value", tr))
+    return out
+
+
+def test_draw_columns_are_the_whole_horizons_columns() -> None:
+    for axes, slope, step in ((1, 3e-4, False), (2, 1e-3, True)):
+        for k, (_, tr) in enumerate(_drifting_models(axes, slope, 3, step)):
+            whole = tr.draws(100, axis=k)
+            src = tr.sampler(axis=k)
+            for a, b in ((0, 20), (20, 40), (40, 100), (0, 100), (99, 100)):
+                part = src.columns(a, b)
+                for name in ("mean", "sd", "paths"):
+                    assert _same(getattr(part, name), getattr(whole, name)[:, a:b]), (name, a, b)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("axes", [1, 2])
+def test_sampled_forecast_stops_early_with_the_whole_searchs_results(axes: int, seed: int) -> None:
+    # stable, slow drift (runs the whole search), ... far beyond the limit (stops after `within`)
+    slope = (0.0, 1e-5, 1e-4, 2e-4, 3e-4, 1e-3, 5e-3, 3e-4)[seed]
+    models = _drifting_models(axes, slope, seed, step=seed == 7)
+    draws = [(axis, tr.draws(100, axis=k)) for k, (axis, tr) in enumerate(models)]
+    sources = [(axis, tr.sampler(axis=k)) for k, (axis, tr) in enumerate(models)]
+    lower, upper, tolerance = (-0.0075, 0.0075, None) if axes == 1 else (None, None, 0.05)
+    for within in (20, 7):
+        whole = forecast.breach_forecast(draws, lower=lower, upper=upper, tolerance=tolerance, threshold=0.1, within=within)
+        fc = forecast.breach_forecast_sampled(
+            sources, lower=lower, upper=upper, tolerance=tolerance, threshold=0.1, within=within, search=100
+        )
+        seen = len(fc.p_out)
+        assert within <= seen <= 100 and fc.p_out == whole.p_out[:seen]
+        assert dataclasses.replace(fc, p_out=whole.p_out) == whole
+        if slope >= 1e-3:  # breaching: every draw out within the parts first looked at
+            assert seen == within and fc.breach_share == 1.0
+        if slope == 0.0:
+            assert seen == 100
+
+
 def _pearson_textbook(a: list[float], b: list[float]) -> float | None:
     n = len(a)
     if max(a) == min(a) or max(b) == min(b):
