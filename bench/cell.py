@@ -537,6 +537,7 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
 
     costs: dict[int, list[float]] = {n: [] for n in at}
     sizes: dict[int, list[int]] = {n: [] for n in at}
+    by_program: dict[int, dict[str, list[float]]] = {n: {} for n in at}
     with CountingStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
         clock = time.thread_time
@@ -551,6 +552,7 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
                     if abs(part.part_number - n) <= window and part.status == "complete":
                         costs[n].append(spent / len(changes.parts))
                         sizes[n].append(state_bytes[-1])
+                        by_program[n].setdefault(part.program or "", []).append(spent / len(changes.parts))
         pipeline.close()
         total = time.process_time() - started
         stored = store.part_count()
@@ -562,6 +564,9 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
         **{
             f"at_part_{n}": {
                 "ms": _spread([1000 * c for c in costs[n]], 3),
+                # the long machine runs one of the cell's two programs: compare part 5,000 with its
+                # own program's parts around part 100 (the other program has fewer features)
+                "ms_by_program": {name: _spread([1000 * c for c in v], 3) for name, v in sorted(by_program[n].items())},
                 "engine_state_bytes": _spread([float(b) for b in sizes[n]], 0),
             }
             for n in at
