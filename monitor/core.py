@@ -278,6 +278,15 @@ class MonitorCore:
         alert = self._pipeline.held.alert
         return [alert] if alert is not None else []
 
+    async def warm_up(self) -> None:
+        """Build the detectors' process-wide tables for the site's programs now
+        (:func:`monitor.detect.warm_up`), on the core's thread: a daemon's memory then stays where
+        its first minute put it instead of growing as its batches reach longer windows."""
+        from monitor.detect import warm_up
+
+        windows = {program.detection.forecast_window for program in self._site.programs.values()}
+        await self._call(warm_up, windows)
+
     # ---------------------------------------------------------------------------- reloading
     async def prepare(self, site: Site) -> Mapping[str, Any]:
         """Check that ``site``'s programs can run (solving their detection plans, the costly part)

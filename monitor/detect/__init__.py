@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from monitor.detect.forecast import BreachForecast, breach_forecast
     from monitor.detect.runrules import RunRules
     from monitor.detect.selfstart import QStatistic, SelfStartingCusum
-    from monitor.detect.trend import TrendFit, TrendModel
+    from monitor.detect.trend import TrendFit, TrendModel, warm_up
 
 __all__ = [
     "REGISTRY",
@@ -47,6 +47,7 @@ __all__ = [
     "TrendFit",
     "TrendModel",
     "breach_forecast",
+    "warm_up",
 ]
 
 _WHERE = {
@@ -66,6 +67,7 @@ _WHERE = {
     "SelfStartingCusum": "selfstart",
     "TrendFit": "trend",
     "TrendModel": "trend",
+    "warm_up": "trend",
 }
 _DETECTORS = ("attribute", "attribution", "capability", "cusum", "ewma", "runrules", "selfstart", "trend")
 """Modules whose import registers detectors."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -60,6 +60,7 @@ __all__ = [
     "TrendFit",
     "TrendModel",
     "TrendResult",
+    "warm_up",
 ]
 
 FAMILIES: tuple[str, ...] = ("stable", "linear", "saturating", "step", "onset")
@@ -193,7 +194,6 @@ class _Grid:
     stable_row: np.ndarray  # (G,) bool
     log_prior: np.ndarray  # (G,) log prior probability of the model
     slope_now: np.ndarray  # (G,) d f / d part at the latest value
-    slope_ahead: np.ndarray  # (G, _SEARCH) shape column derivative ahead (for messages)
     scc: np.ndarray  # (P, 1) c' Q c for every phi
     scf: np.ndarray  # (P, G) c' Q f
     sff: np.ndarray  # (P, G) f' Q f
@@ -219,7 +219,11 @@ _SHARED_PRIORS = 256
 """Prior terms kept for all channels together (about 30 KB each), least recently used forgotten first."""
 
 
-@lru_cache(maxsize=256)
+_GRIDS = 256
+"""Model grids kept (one per window length, and whether the window starts at the regime's start)."""
+
+
+@lru_cache(maxsize=_GRIDS)
 def _grid(n: int, at_start: bool) -> _Grid:
     """Model grid for ``n`` values; ``at_start``: the window starts where the regime started."""
     i = np.arange(n, dtype=float)
@@ -244,22 +248,18 @@ def _grid(n: int, at_start: bool) -> _Grid:
     prior = np.array([_FAMILY_PRIOR[FAMILIES[k]] for k in family]) / counts[family]
     f = np.stack([r[2] for r in rows])
     future = np.stack([r[3] for r in rows])
-    # derivative of the shape column per part, at the latest value and ahead (for the local slope)
+    # derivative of the shape column per part at the latest value (for the local slope)
     slope_now = np.empty(len(rows))
-    slope_ahead = np.empty((len(rows), _SEARCH))
     for g, r in enumerate(rows):
         k, p = r[0], r[1]
         if FAMILIES[k] == "saturating":
             tau = abs(p)
             sign = 1.0 if p > 0 else -1.0
             slope_now[g] = sign * math.exp(-(n - 1) / tau) / tau
-            slope_ahead[g] = sign * np.exp(-fut / tau) / tau
         elif FAMILIES[k] in ("linear", "onset"):
             slope_now[g] = 1.0
-            slope_ahead[g] = 1.0
         else:
             slope_now[g] = 0.0
-            slope_ahead[g] = 0.0
     sum_f, sum_f2 = f.sum(axis=1), (f * f).sum(axis=1)
     ends, ends2 = f[:, 0] + f[:, -1], f[:, 0] ** 2 + f[:, -1] ** 2
     lag = (f[:, 1:] * f[:, :-1]).sum(axis=1)
@@ -273,16 +273,35 @@ def _grid(n: int, at_start: bool) -> _Grid:
         stable_row=family == 0,
         log_prior=np.log(prior),
         slope_now=slope_now,
-        slope_ahead=slope_ahead,
         scc=(n - 2 * (n - 1) * _PHI + (n - 2) * _PHI2)[:, None],
         scf=_OMP2[:, None] * sum_f + _PMP2[:, None] * ends,
         sff=(1 + phi2) * sum_f2 - phi2 * ends2 - 2 * phi * lag,
         f_t=np.ascontiguousarray(f.T),
         base_log_prior=np.log(prior)[None, :] + _HALF_LOG_JAC[:, None],
     )
-    for a in (grid.f, grid.future, grid.slope_ahead, grid.stable_row, grid.prior_precision, grid.log_prior, grid.scf, grid.sff):
+    for a in (grid.f, grid.future, grid.stable_row, grid.prior_precision, grid.log_prior, grid.scf, grid.sff):
         a.setflags(write=False)
     return grid
+
+
+def warm_up(windows: Iterable[int]) -> None:
+    """Build now what trend models otherwise build on first use and then keep for the life of the
+    process: the forecast's noise pools and carry-over tables, and the model grid of every window
+    length that channels with these ``window`` settings go through (``n`` values from the regime's
+    start while a window fills, then the full window). A daemon calls it at start, so that its
+    memory does not creep up over its first hour as batches reach longer windows (about 6 MB for the
+    default window of 60); a command or a test that fits a few models need not pay for it. At most
+    as many grids as the cache keeps are built (windows up to about 125 parts are covered whole)."""
+    lengths = sorted({int(check_range("window", w, 8, 400)) for w in windows})
+    if not lengths:
+        return
+    _ar_noise()
+    _carry_tables()
+    room = _GRIDS - len(lengths)
+    for n in range(1, min(lengths[-1], room) + 1):
+        _grid(n, True)
+    for n in lengths:
+        _grid(n, False)
 
 
 # --------------------------------------------------------------------------------- the detector
