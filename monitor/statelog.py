@@ -38,6 +38,8 @@ __all__ = ["diff", "patch"]
 
 _SHIFT_SCAN = 64
 """How far into the old list the start of the new one is looked for (a window drops a few entries at most)."""
+_SCALARS = frozenset({float, int, str, bool, type(None)})
+"""Types compared as values (``bool`` is its own type here, not an ``int``)."""
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
@@ -47,7 +49,13 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
         if key not in old:
             out[key] = ["=", value]
             continue
-        change = _value(old[key], value)
+        before = old[key]
+        kind = type(value)
+        if kind in _SCALARS:  # most of a state: :func:`_value`'s last case, without its tests
+            if type(before) is not kind or not (value == before or value is before):
+                out[key] = ["=", value]
+            continue
+        change = _value(before, value)
         if change is not None:
             out[key] = change
     for key in old:
