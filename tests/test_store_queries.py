@@ -7,6 +7,7 @@ means every matching row is read and sorted before the first one is returned).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sqlite3
@@ -118,10 +119,11 @@ def test_parts_by_machine_program_and_either_use_an_index_without_a_temporary_so
         store.alerts(last=5)
         store.measurement_series("m1", "O1001", SIGNALS, last=50)
         store.feature_values("m1", "O1001", SIGNALS[:2])
+        store.feature_values("m1", "O1001", SIGNALS[:2], through=store.parts(machine="m1", program="O1001")[50].key)
         store.part_groups()
     finally:
         store._db = real
-    assert len(seen) == 13
+    assert len(seen) == 16  # the series: y scanned twice (its latest 50 reach further back than x's: parts lack y)
     for sql, args in seen:
         text = plan(store, sql, args)
         assert "TEMP B-TREE" not in text, (sql, text)
@@ -157,6 +159,48 @@ def test_feature_values_are_the_parts_that_measured_every_signal(store: BackendS
     assert rows == expected
     assert store.feature_values("m2", "O1001", ["probe.hole1_dia"]) == [(p.measurements["probe.hole1_dia"],) for p in complete]
     assert store.part_groups() == [("m1", "O1001"), ("m1", "O2002"), ("m2", "O1001")]
+
+
+def test_latest_series_merge_parts_without_the_first_signal_in_order(store: BackendStore) -> None:
+    """The latest parts of several signals are those of a full read, whichever signal a part lacks,
+    parts that ended at the same moment ordered by key."""
+    for suffix, skip in (("b", ""), ("a", "probe.hole1_dia"), ("c", "probe.hole1_y")):  # one end, three keys
+        tied = part(130, "m1", "O1001", skip=skip)
+        store.record_part(dataclasses.replace(tied, key=f"{tied.key}/{suffix}"))
+    for signals in (["probe.hole1_y", "probe.hole1_dia"], ["probe.hole1_dia", "probe.hole1_y"], list(SIGNALS)):
+        full = store.measurement_series("m1", "O1001", signals)
+        assert [p.key[-2:] for p in full[-3:]] == ["/a", "/b", "/c"]
+        for last in (0, 1, 2, 3, 4, 25, 500):
+            assert store.measurement_series("m1", "O1001", signals, last=last) == (full[-last:] if last else [])
+
+
+def test_feature_values_through_a_part_and_a_chart_give_the_whole_study(store: BackendStore) -> None:
+    """``feature_values(through=key)`` are the values up to that part; with the parts after the first
+    point of a chart read (:func:`monitor.dashboard.api._study`) they are the very values of a full
+    read, wherever the chart begins: parts without a signal, incomplete parts, equal ends."""
+    from monitor.dashboard.api import _study
+    from monitor.model import AxisRef, PositionFeature, SizeFeature
+    from monitor.report import stored_values
+
+    for suffix, skip in (("b", ""), ("a", "probe.hole1_y"), ("c", "")):
+        tied = part(130, "m1", "O1001", skip=skip)
+        store.record_part(dataclasses.replace(tied, key=f"{tied.key}/{suffix}"))
+    store.record_part(part(131, "m1", "O1001", status=PartStatus.INCOMPLETE))
+    signals = ["probe.hole1_x", "probe.hole1_y"]
+    every = store.feature_values("m1", "O1001", signals)
+    complete = [p for p in store.measurement_series("m1", "O1001", signals) if len(p.values) == 2]
+    assert len(complete) == len(every) > 100
+    for i in (0, 1, 50, len(complete) - 2, len(complete) - 1):
+        assert store.feature_values("m1", "O1001", signals, through=complete[i].key) == every[: i + 1]
+    pos = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 25.0), AxisRef("probe.hole1_y", 40.0), 0.05)
+    dia = SizeFeature("hole1_dia", "probe.hole1_dia", 10.0, 9.99, 10.01)
+    for feature in (pos, dia):
+        whole = stored_values(store, "m1", "O1001", feature)
+        assert len(whole) > 100
+        for last in (1, 2, 3, 4, 7, 60, 1000):
+            series = store.measurement_series("m1", "O1001", feature.signals, last=last)
+            study = _study(store, "m1", "O1001", feature, series)
+            assert study.tolist() == whole.tolist()
 
 
 def test_latest_alerts_with_filters_are_the_last_of_a_full_read(store: BackendStore) -> None:

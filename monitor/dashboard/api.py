@@ -262,6 +262,8 @@ def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
                 out.append(f'{{"part_number": {part.part_number!r}, "value": {value!r}, "end": {end}, "key": {key}}}')
         return "[" + ", ".join(out) + "]"
     axes = [(text(name), axis.signal, axis.nominal) for name, axis in feature.axes]
+    if len(axes) == 2:
+        return _points_text_xy(feature, series, axes)
     for part in series:
         m = part.values
         devs: list[str] = []
@@ -285,6 +287,38 @@ def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
                 )
             else:  # a deviation beyond float range: as _points writes it
                 out.append(_json_text(_points(feature, [part])[0]))
+    return "[" + ", ".join(out) + "]"
+
+
+def _points_text_xy(feature: Feature, series: list[SeriesPoint], axes: list[tuple[str, str, float]]) -> str:
+    """:func:`_points_text` of a two-axis position (the common one), its loop over the axes unrolled."""
+    text = _encode_text
+    isfinite, sqrt = math.isfinite, math.sqrt
+    (name_a, signal_a, nominal_a), (name_b, signal_b, nominal_b) = axes
+    out: list[str] = []
+    for part in series:
+        m = part.values
+        a = m.get(signal_a)
+        if a is None or not isfinite(a):
+            continue
+        b = m.get(signal_b)
+        if b is None or not isfinite(b):
+            continue
+        dev_a = a - nominal_a
+        dev_b = b - nominal_b
+        try:  # the same operations, in the same order, as the loop (and PositionFeature.true_position)
+            total = 0.0 + dev_a**2
+            total += dev_b**2
+        except OverflowError:
+            total = math.inf
+        value = 2.0 * sqrt(total)
+        if isfinite(value):
+            out.append(
+                f'{{"part_number": {part.part_number!r}, "value": {value!r}, "axes": {{{name_a}: {dev_a!r}, '
+                f'{name_b}: {dev_b!r}}}, "end": {text(part.end)}, "key": {text(part.key)}}}'
+            )
+        else:  # a deviation beyond float range: as _points writes it
+            out.append(_json_text(_points(feature, [part])[0]))
     return "[" + ", ".join(out) + "]"
 
 
@@ -366,11 +400,11 @@ class FeatureCache:
         series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
         points = _points_text(feature, series)  # JSON-safe as built: no json_safe walk
         if version is None:
-            return points, stored_capability(store, machine, program, feature)
+            return points, capability_of_values(feature, _study(store, machine, program, feature, series))
         parts = store.part_count(machine=machine, program=program)
         study = _appended(hit, feature, series, parts) if hit is not None and hit.feature == feature else None
         if study is None:
-            study = stored_values(store, machine, program, feature)
+            study = _study(store, machine, program, feature, series)
         else:
             self.appended += 1
         capability = capability_of_values(feature, study)
@@ -380,6 +414,24 @@ class FeatureCache:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return points, capability
+
+
+def _study(store: StoreReader, machine: str, program: str, feature: Feature, series: list[SeriesPoint]) -> Any:
+    """The capability's values of every complete part (:func:`~monitor.report.stored_values`), the
+    parts the chart read holds taken from it: only the older ones are read (the chart's first part
+    and those before it; every later part with all the feature's signals is in the chart, see
+    :meth:`~monitor.store.StoreReader.measurement_series`)."""
+    if not series or isinstance(feature, AttributeFeature) or not feature.signals:
+        return stored_values(store, machine, program, feature)
+    signals = feature.signals
+    older = feature_array(feature, store.feature_values(machine, program, signals, through=series[0].key))
+    every = set(signals)
+    later = [p.values for p in series[1:]]
+    later = [v for v in later if v.keys() >= every] if any(len(v) < len(every) for v in later) else later
+    if not later:
+        return older
+    table = np.array([[v[s] for v in later] for s in signals]).T  # column by column: no row objects
+    return np.concatenate([older, feature_array(feature, table)])
 
 
 def _appended(kept: _Chart, feature: Feature, series: list[SeriesPoint], parts: int) -> Any | None:
@@ -431,10 +483,22 @@ def feature_answer(
     if feature is None:
         return None
     values, capability = cache.read(store, machine, program, feature)
-    body = _feature_body(store, view, machine, program, feature, None, capability)
-    del body["values"]
-    text = _json_text(json_safe(body))
-    return f'{text[:-1]}, "values": {values}}}'  # the body is a JSON object: its points go in last
+    return _body_text(_feature_body(store, view, machine, program, feature, None, capability), values)
+
+
+def _body_text(body: dict[str, Any], values: str) -> str:
+    """``_json_text(json_safe(body))`` with ``values`` (JSON text) as its points, moved last. The
+    alerts (the body's last keys) were read from the store's JSON, so their keys are text: they are
+    encoded at once and walked by :func:`~monitor.codec.json_safe` only when a value is not finite
+    (the rest of the body is small)."""
+    rest = {k: v for k, v in body.items() if k not in ("values", "alerts", "evidence")}
+    alerts, evidence = body["alerts"], body["evidence"]
+    try:
+        stored = _json_text(alerts), _json_text(evidence)
+    except ValueError:
+        stored = _json_text(json_safe(alerts)), _json_text(json_safe(evidence))
+    text = _json_text(json_safe(rest))
+    return f'{text[:-1]}, "alerts": {stored[0]}, "evidence": {stored[1]}, "values": {values}}}'
 
 
 def _feature_body(

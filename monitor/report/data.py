@@ -409,10 +409,11 @@ def stored_values(store: StoreReader, machine: str, program: str, feature: Featu
     return feature_array(feature, store.feature_values(machine, program, feature.signals))
 
 
-def feature_array(feature: Feature, rows: Sequence[Sequence[float]]) -> Any:
+def feature_array(feature: Feature, rows: Sequence[Sequence[float]] | np.ndarray) -> Any:
     """The feature's value of each row of its signals' values (in ``feature.signals`` order, as
-    :meth:`~monitor.store.StoreReader.feature_values` gives them), as an array; elementwise, so the
-    rows of later parts give the same floats whether read alone or with the earlier ones."""
+    :meth:`~monitor.store.StoreReader.feature_values` gives them, or such a table), as an array;
+    elementwise, so the rows of later parts give the same floats whether read alone or with the
+    earlier ones."""
     table = np.asarray(rows, dtype=float)
     if table.size == 0 or isinstance(feature, AttributeFeature):
         return np.zeros(0)

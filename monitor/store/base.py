@@ -112,16 +112,22 @@ class StoreReader(Protocol):
         """Every (machine, program) that has stored parts."""
         ...
 
-    def feature_values(self, machine: str, program: str, signals: Sequence[str]) -> list[tuple[float, ...]]:
+    def feature_values(
+        self, machine: str, program: str, signals: Sequence[str], *, through: str | None = None
+    ) -> list[tuple[float, ...]]:
         """Per complete part of ``machine``/``program`` that measured every one of ``signals``, their
-        values in that order, oldest part first (a capability's input)."""
+        values in that order, oldest part first (by end, then key: a capability's input). ``through``
+        (a stored part's key): only the parts up to and including that one, so that a caller holding
+        the latest parts' values (a chart's :meth:`measurement_series`) reads only the older ones."""
         ...
 
     def measurement_series(
         self, machine: str, program: str, signals: Sequence[str], *, last: int | None = None
     ) -> list[SeriesPoint]:
         """Complete parts of ``machine``/``program`` with their values of ``signals`` (parts that measured
-        none of them are left out), in the order they ended; ``last`` keeps the most recent N."""
+        none of them are left out), in the order they ended, then by key; ``last`` keeps the most
+        recent N (every part of the batch that measured all of ``signals`` and comes after the first
+        of these N is among them)."""
         ...
 
     def series_version(self, machine: str, program: str) -> int | None:

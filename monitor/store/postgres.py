@@ -740,9 +740,12 @@ class PostgresStore:
         """Every (machine, program) that has stored parts, sorted."""
         return [(m, p) for m, p in self._query("SELECT DISTINCT machine, program FROM parts ORDER BY machine, program")]
 
-    def feature_values(self, machine: str, program: str, signals: Sequence[str]) -> list[tuple[float, ...]]:
+    def feature_values(
+        self, machine: str, program: str, signals: Sequence[str], *, through: str | None = None
+    ) -> list[tuple[float, ...]]:
         """Per complete part of ``machine``/``program`` that measured every one of ``signals``, their
-        values in that order, oldest part first (a capability's input), from the series index."""
+        values in that order, oldest part first (a capability's input), from the series index;
+        ``through``: only the parts up to that one (a stored part's key)."""
         if not signals:
             return []
         first, *others = signals
@@ -752,20 +755,22 @@ class PostgresStore:
             f' AND s{i}.signal = %s AND s{i}."end" = s0."end" AND s{i}.key = s0.key'
             for i in range(1, len(signals))
         )
-        sql = (
-            f"SELECT {columns} FROM series s0{joins} WHERE s0.machine = %s AND s0.program = %s AND s0.signal = %s"
-            ' ORDER BY s0."end", s0.key'
-        )
-        return [tuple(float(v) for v in row) for row in self._query(sql, [*others, machine, program, first])]
+        sql = f"SELECT {columns} FROM series s0{joins} WHERE s0.machine = %s AND s0.program = %s AND s0.signal = %s"
+        args: list[Any] = [*others, machine, program, first]
+        if through is not None:
+            sql += ' AND (s0."end", s0.key) <= (SELECT "end", key FROM parts WHERE key = %s)'
+            args.append(through)
+        sql += ' ORDER BY s0."end", s0.key'
+        return [tuple(float(v) for v in row) for row in self._query(sql, args)]
 
     def measurement_series(
         self, machine: str, program: str, signals: Sequence[str], *, last: int | None = None
     ) -> list[SeriesPoint]:
         """The complete parts of ``machine``/``program`` that measured any of ``signals``, with those
-        values, in the order they ended (the most recent ``last`` parts)."""
+        values, in the order they ended (then by key; the most recent ``last`` parts)."""
         by_key: dict[str, tuple[datetime, int, dict[str, float]]] = {}
         sql = 'SELECT "end", key, part_number, value FROM series WHERE machine = %s AND program = %s AND signal = %s'
-        sql += ' ORDER BY "end" DESC LIMIT %s' if last is not None else ""
+        sql += ' ORDER BY "end" DESC, key DESC LIMIT %s' if last is not None else ""
         for signal in dict.fromkeys(signals):
             args: list[Any] = [machine, program, signal]
             if last is not None:

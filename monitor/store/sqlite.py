@@ -646,10 +646,13 @@ class SqliteStore:
             rows = self._db.execute("SELECT machine, program FROM parts GROUP BY machine, program ORDER BY machine, program")
             return [(m, p) for m, p in rows]
 
-    def feature_values(self, machine: str, program: str, signals: Sequence[str]) -> list[tuple[float, ...]]:
+    def feature_values(
+        self, machine: str, program: str, signals: Sequence[str], *, through: str | None = None
+    ) -> list[tuple[float, ...]]:
         """Per complete part of ``machine``/``program`` that measured every one of ``signals``, their
         values (in that order), in the order the parts ended: what a capability needs, read from the
-        series index (one range scan, one key lookup per further signal and part)."""
+        series index (one range scan, one key lookup per further signal and part). ``through``: only
+        the parts up to that one (a stored part's key), in the same order."""
         if not signals:
             return []
         first, *others = signals
@@ -659,35 +662,58 @@ class SqliteStore:
             f" AND s{i}.signal = ? AND s{i}.end = s0.end AND s{i}.key = s0.key"
             for i in range(1, len(signals))
         )
-        sql = f"SELECT {columns} FROM series s0{joins} WHERE s0.machine = ? AND s0.program = ? AND s0.signal = ? ORDER BY s0.end"
+        sql = f"SELECT {columns} FROM series s0{joins} WHERE s0.machine = ? AND s0.program = ? AND s0.signal = ?"
+        args: list[Any] = [*others, machine, program, first]
+        if through is not None:
+            sql += " AND (s0.end, s0.key) <= (SELECT end, key FROM parts WHERE key = ?)"
+            args.append(through)
         with self._lock:
-            return self._db.execute(sql, [*others, machine, program, first]).fetchall()
+            return self._db.execute(sql + " ORDER BY s0.end, s0.key", args).fetchall()
 
     def measurement_series(
         self, machine: str, program: str, signals: Sequence[str], *, last: int | None = None
     ) -> list[SeriesPoint]:
         """The complete parts of ``machine``/``program`` that measured any of ``signals``, with those
-        values, in the order they ended (the most recent ``last`` parts): one index range scan per
-        signal, no part record read."""
-        by_key: dict[str, tuple[str, int, dict[str, float]]] = {}
-        sql = "SELECT end, key, part_number, value FROM series WHERE machine = ? AND program = ? AND signal = ?"
-        sql += " ORDER BY end DESC LIMIT ?" if last is not None else ""
+        values, in the order they ended (then by key; the most recent ``last`` parts): one index range
+        scan per signal, no part record read. The first signal's parts give the order; the parts of
+        the others are merged in only when some lack the first signal."""
+        wanted = list(dict.fromkeys(signals))
+        if not wanted:
+            return []
+        where = " FROM series WHERE machine = ? AND program = ? AND signal = ?"
+        where += " ORDER BY end DESC, key DESC LIMIT ?" if last is not None else " ORDER BY end, key"
+        limit: list[Any] = [] if last is None else [last]
+        head = wanted[0]
+        extra: list[tuple[str, str, int, float]] = []
         with self._lock:
-            for signal in dict.fromkeys(signals):
-                args: list[Any] = [machine, program, signal]
-                if last is not None:
-                    args.append(last)
-                for end, key, number, value in self._db.execute(sql, args):
-                    entry = by_key.get(key)
+            order = self._db.execute("SELECT end, key, part_number, value" + where, [machine, program, head, *limit]).fetchall()
+            values: dict[str, dict[str, float]] = {key: {head: value} for _, key, _, value in order}
+            for signal in wanted[1:]:
+                args = [machine, program, signal, *limit]
+                for key, value in self._db.execute("SELECT key, value" + where, args):
+                    entry = values.get(key)
                     if entry is None:
-                        entry = by_key[key] = (end, number, {})
-                    entry[2][signal] = value
-        ordered = sorted(by_key.items(), key=lambda kv: (kv[1][0], kv[0]))
+                        break
+                    entry[signal] = value
+                else:
+                    continue
+                # a part without the first signal: this signal's rows again, with their ends
+                for row in self._db.execute("SELECT end, key, part_number, value" + where, args):
+                    entry = values.get(row[1])
+                    if entry is None:
+                        values[row[1]] = {signal: row[3]}
+                        extra.append(row)
+                    else:
+                        entry[signal] = row[3]
         if last is not None:
-            ordered = ordered[-last:] if last > 0 else []
+            order.reverse()
+        if extra:  # parts without the first signal: merged by (end, key)
+            order = sorted([*order, *extra], key=lambda row: (row[0], row[1]))
+            if last is not None:
+                order = order[-last:] if last > 0 else []
         return [
-            SeriesPoint(number, end if end.endswith("+00:00") else _parse_time(end).isoformat(), key, values)
-            for key, (end, number, values) in ordered
+            SeriesPoint(number, end if end.endswith("+00:00") else _parse_time(end).isoformat(), key, values[key])
+            for end, key, number, _ in order
         ]
 
     def series_version(self, machine: str, program: str) -> int | None:

@@ -82,3 +82,26 @@ def test_part_rows_are_sent_as_json_safe_writes_them() -> None:
         response = _json_rows(body)
         assert response.content_type == "application/json"
         assert response.text == _json_text(json_safe(body))
+
+
+def test_a_feature_body_is_sent_as_json_safe_writes_it_with_the_points_last() -> None:
+    from monitor.dashboard.api import _body_text
+
+    def body(evidence: dict[str, object]) -> dict[str, object]:
+        alerts = [{"id": "m1/O1/hole1_pos/1", "evidence": evidence, "parts": "3-9"}, {"id": "a2", "evidence": {}}]
+        return {
+            "machine": "m1",
+            "limits": {"lower": -math.inf, "upper": 0.05},
+            "forecast": {"mean": [0.01, math.nan]},
+            "capability": None,
+            "values": None,
+            "total_parts": 12,
+            "alerts": alerts,
+            "evidence": alerts[0],
+        }
+
+    points = _points_text(POS, _series([{"probe.hole1_x": 25.001, "probe.hole1_y": 40.0}]))
+    for evidence in ({"slope": 0.001, "window": [1.0, 2.0]}, {"slope": math.nan, "r": [math.inf, 0.5]}):
+        whole = body(evidence)
+        without = _json_text(json_safe({k: v for k, v in whole.items() if k != "values"}))
+        assert _body_text(whole, points) == f'{without[:-1]}, "values": {points}}}'
