@@ -300,6 +300,7 @@ class Daemon:
             for sink in self.sinks:
                 self.core.add_output(sink.offer)
             self.core.add_output(self.offsets.offer)
+            await self.core.warm_up()  # memory flat from the first minute, not growing for an hour
             async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for machine in self.site.config.machines:
@@ -665,6 +666,7 @@ class Daemon:
         await self._stop_sources([*plan.removed, *plan.changed])
         await self._save_positions()  # a restarted source resumes exactly where the stopped one was
         await self.core.reconfigure(new, plans)
+        await self.core.warm_up()  # a program's new forecast window
         for sink in self.sinks:  # the InfluxDB points carry each feature's nominal and limits
             reprogram = getattr(getattr(sink, "sink", None), "reprogram", None)
             if reprogram is not None:
