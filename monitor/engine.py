@@ -44,6 +44,11 @@ _MAX_REGISTER_KEYS = 4096
 """Register lookups kept (programs x features x machine kinds x tools); all forgotten when full."""
 
 
+def _id_machine(base: str) -> str:
+    """The machine an alert id base names (its first part)."""
+    return base.split("/", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class PartAssessment:
     """What one part did: the condition changes (to announce and store), the refreshed conditions
@@ -176,6 +181,9 @@ class DriftEngine:
         self._last_part: dict[str, int] = {}
         self.counters: dict[str, int] = {}
         self._ids: dict[str, int] = {}
+        """Alert id bases issued (every machine's, oldest first: the oldest are forgotten first)."""
+        self._machine_ids: dict[str, dict[str, int]] = {}
+        """The same by machine (the part of them a machine's alert book saves with every part)."""
         self._registers: dict[tuple[str, str, str, str | None], dict[str, Register]] = {}
         """Registers by (program, feature, machine kind, tool): asked for several times per part."""
 
@@ -575,8 +583,11 @@ class DriftEngine:
         again) opens the same kind on the same part number, so an id never names two alerts."""
         n = self._ids.get(base, 0) + 1
         self._ids[base] = n
+        self._machine_ids.setdefault(_id_machine(base), {})[base] = n
         if len(self._ids) > _MAX_IDS:
-            del self._ids[next(iter(self._ids))]
+            oldest = next(iter(self._ids))
+            del self._ids[oldest]
+            del self._machine_ids[_id_machine(oldest)][oldest]
         return base if n == 1 else f"{base}#{n}"
 
     def _close_feature(self, part: PartRecord, plan: WatchPlan, reason: str) -> list[Alert]:
@@ -842,7 +853,7 @@ class DriftEngine:
             "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
             "gaps": {m: alert_to_dict(a) for m, a in self._gaps.items() if mine(m)},
             "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
-            "ids": {b: n for b, n in self._ids.items() if mine(b.split("/", 1)[0])},
+            "ids": dict(self._ids) if machine is None else dict(self._machine_ids.get(machine, {})),
         }
 
     @classmethod
@@ -898,6 +909,8 @@ class DriftEngine:
         engine = cls(programs, **machines)
         engine.counters = {k: int(v) for k, v in state.get("counters", {}).items()}
         engine._ids = {k: int(v) for k, v in state.get("ids", {}).items()}
+        for base, n in engine._ids.items():
+            engine._machine_ids.setdefault(_id_machine(base), {})[base] = n
         plans = {(name, p.label): p for name, ps in engine._plans.items() for p in ps}
         labels = {(name, p.label) for name, ps in engine._attr_plans.items() for p in ps} | set(plans)
         for c in state.get("counts", []):

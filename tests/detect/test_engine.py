@@ -260,3 +260,25 @@ def test_state_of_an_older_version_restarts_the_detectors_and_keeps_the_alerts()
     assert [x.id for x in b.open_alerts()] == [x.id for x in a.open_alerts()]
     assert b.counters["state_discarded"] == 2 and b.evidence("vmc-01", "O1234", "hole1_dia") is None
     b.process(_part(7))
+
+
+def test_a_machines_book_names_its_own_alert_ids_as_the_whole_state_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each machine's alert book saves the ids its alerts were given (kept by machine, not picked out
+    of every machine's with each part), the oldest of all machines forgotten first when too many."""
+    import monitor.engine
+
+    monkeypatch.setattr(monitor.engine, "_MAX_IDS", 7)
+    engine = DriftEngine({"O1234": _program()})
+    for n in range(6):
+        for machine in ("vmc-01", "vmc-02", "vmc-10"):
+            engine._new_id(f"{machine}/O1234/hole1_dia/ewma/{n % 4}")
+    whole = engine.state()["ids"]
+    assert len(whole) == 7  # the oldest of the 12 went
+    again = DriftEngine.from_state({"O1234": _program()}, engine.state())
+    for e in (engine, again):
+        for machine in ("vmc-01", "vmc-02", "vmc-10", "vmc-99"):
+            mine = {b: n for b, n in whole.items() if b.split("/", 1)[0] == machine}
+            assert e.state_book(machine)["ids"] == mine
+            assert list(e.state_book(machine)["ids"]) == list(mine)  # in the order they were first given
+    kept = next(b for b in whole if b.startswith("vmc-02/"))
+    assert engine._new_id(kept) == f"{kept}#{whole[kept] + 1}" and engine.state_book("vmc-02")["ids"][kept] == whole[kept] + 1
