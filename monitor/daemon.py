@@ -39,6 +39,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -62,7 +63,16 @@ from monitor.service.notify import Notifier
 from monitor.store.lease import LeaseLost, MachineLease
 from monitor.supervisor import SourceSupervisor
 
-__all__ = ["STORE_BACKOFF", "Daemon", "OutputSink", "install_signal_handlers", "open_core", "run_daemon", "source_key"]
+__all__ = [
+    "EXECUTOR_THREADS",
+    "STORE_BACKOFF",
+    "Daemon",
+    "OutputSink",
+    "install_signal_handlers",
+    "open_core",
+    "run_daemon",
+    "source_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,12 @@ STORE_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 EXIT_LEASE_LOST = 75
 """The exit status of a daemon that lost its machines' leases and whose clean stop hung (EX_TEMPFAIL:
 systemd's Restart= brings it back, as a standby)."""
+EXECUTOR_THREADS = min(4, max(2, os.cpu_count() or 2))
+"""Threads the daemon's blocking calls run on (``asyncio.to_thread``: parsing large MTConnect pages
+when a source catches up, lease renewals, file checks). Each thread that parsed a large page keeps a
+few MB for its life (lxml's per-thread parser state: about 2.5 MB per thread after 30 pages of
+0.1-0.9 MB, whatever malloc's arenas); Python's default (cores + 4) let a catch-up after a stall on
+the loaded bench machine start five more threads and 25-30 MB that stayed for the rest of the run."""
 
 
 class OutputSink(Protocol):
@@ -794,6 +810,9 @@ async def run_daemon(
 ) -> None:
     """Run a daemon for ``site`` until SIGINT/SIGTERM (or ``stop``)."""
     stop = stop or asyncio.Event()
+    # its blocking calls (large MTConnect pages, lease renewals, file checks) on a few threads of its
+    # own; the loop shuts the executor down when it closes
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(EXECUTOR_THREADS, thread_name_prefix="daemon"))
     notifier = Notifier.from_environ(consume=True)
     install_signal_handlers(stop)
     opened = await _open_core_when_possible(site, stop, notifier)

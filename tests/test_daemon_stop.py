@@ -66,3 +66,35 @@ async def test_what_was_read_is_kept_only_for_a_daemon_built_to_keep_it(tmp_path
         with pytest.raises(MonitorError, match="track_reads=True"):
             await Daemon(core).wait_read(published)
         assert Daemon(core, track_reads=True).unread(published) == {("m1", "part.count"): None}
+
+
+async def test_the_daemons_blocking_calls_share_a_few_threads(tmp_path: Path) -> None:
+    """A daemon runs its blocking calls (large MTConnect pages, lease renewals) on EXECUTOR_THREADS
+    threads however many are asked for at once: each thread that parsed a large page keeps a few MB
+    for its life, so a burst of them after a stall must not start more."""
+    from monitor.daemon import EXECUTOR_THREADS, run_daemon
+
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(1))))
+    stop = asyncio.Event()
+    threads: set[int] = set()
+    lock = threading.Lock()
+    busy = threading.Event()
+    began = 0
+
+    def blocking() -> None:
+        nonlocal began
+        with lock:
+            threads.add(threading.get_ident())
+            began += 1
+            if began == EXECUTOR_THREADS:
+                busy.set()  # every thread there may be is taken: the rest of the calls queue
+        assert busy.wait(10)
+
+    async def burst(daemon: Daemon) -> None:
+        try:
+            await asyncio.gather(*(asyncio.to_thread(blocking) for _ in range(4 * EXECUTOR_THREADS)))
+        finally:
+            stop.set()
+
+    await asyncio.wait_for(run_daemon(site, stop=stop, on_start=burst), 60)
+    assert began == 4 * EXECUTOR_THREADS and len(threads) == EXECUTOR_THREADS
