@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 ENGINE_STATE = "drift-engine:"
 """Prefix of the names under which each machine's share of the engine state is kept in the store."""
 _TRACKER_STATE = "tracker:"
+_NOTES = frozenset({CONNECTION_SIGNAL, GAP_SIGNAL})
+"""The adapters' notes (connection, gap): the status and the engine hear of them."""
 _DEFERRED_STEPS = "deferred-steps:"
 """Prefix of each machine's deferred steps (offsets written between parts that no stored part carries
 yet): stored with the action that made them and with the part that releases them, so a daemon
@@ -334,7 +336,7 @@ class Pipeline:
         history: list[Observation] = []
         last_seen: dict[str, Observation] = {}
         """Per machine, its latest observation: ``last_seen`` is written as text once per batch."""
-        keep, trackers, statuses = self._history, self.trackers, self.status
+        keep, trackers, statuses, without_context = self._history, self.trackers, self.status, self._without_context
         try:
             for obs in batch:
                 if keep is not None and keep(obs):
@@ -351,6 +353,14 @@ class Pipeline:
                 except (ValueError, TypeError, ArithmeticError, OverflowError) as exc:
                     kind = f"bad_observation:{type(exc).__name__}"
                     self._count(kind, f"{obs.machine}: bad observation {obs!r} skipped ({exc})")
+                    continue
+                if not parts and obs.signal not in _NOTES and obs.machine not in without_context:
+                    # most observations (a load sample): no part, no note, so only the program and
+                    # the counter can have changed what the machine's status shows
+                    if tracker.program != program or tracker.counter != counter:
+                        status.program, status.counter = tracker.program, tracker.counter
+                        status.last_seen = obs.time.isoformat()
+                        changes.machines[obs.machine] = status.as_dict()
                     continue
                 if obs.signal == CONNECTION_SIGNAL:
                     status.connection = str(obs.value)

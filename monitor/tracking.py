@@ -172,7 +172,7 @@ class _RecentObservations:
         return False
 
 
-@dataclass
+@dataclass(slots=True)
 class _OpenPart:
     program: str
     start: datetime
@@ -264,6 +264,8 @@ class PartTracker:
         part_id_mapped: bool = False,
     ) -> None:
         self.machine = machine
+        self._program: str | None = None
+        self._end_signal: str | None = None
         self.programs = dict(programs)
         self.tracking = tracking or TrackingConfig()
         self._grace = timedelta(seconds=self.tracking.grace_s)
@@ -280,7 +282,6 @@ class PartTracker:
         self._latest: datetime | None = None
         self._released: datetime | None = None
         self._recent = _RecentObservations(_RECENT)
-        self._program: str | None = None
         self._phase = ExecutionPhase.UNKNOWN
         self._has_execution = False
         self._counter: int | None = None
@@ -326,6 +327,16 @@ class PartTracker:
 
     # ------------------------------------------------------------------ public
     @property
+    def programs(self) -> dict[str, ProgramConfig]:
+        """Program configs by the name the controller reports (a reload assigns new ones)."""
+        return self._programs
+
+    @programs.setter
+    def programs(self, programs: dict[str, ProgramConfig]) -> None:
+        self._programs = programs
+        self._set_program(self._program)
+
+    @property
     def program(self) -> str | None:
         """The program the controller last reported."""
         return self._program
@@ -354,7 +365,7 @@ class PartTracker:
             # a connection note carries our clock and says nothing about data: a lost connection
             # that lost data is followed by the adapter's source.gap, in the source's clock
             return []
-        offset = self._offsets.get(obs.signal)
+        offset = self._offsets.get(obs.signal) if self._offsets else None
         if offset:
             obs = replace(obs, time=obs.time + offset, end=obs.end + offset if obs.end is not None else None)
         signal = obs.signal
@@ -464,7 +475,7 @@ class PartTracker:
         return False
 
     def _restore(self, context: Mapping[str, Any]) -> None:
-        self._program = context.get("program")
+        self._set_program(context.get("program"))
         counter = context.get("counter")
         self._counter = int(counter) if isinstance(counter, (int, float)) else None
         self._restored_counter = self._counter is not None
@@ -513,15 +524,20 @@ class PartTracker:
             self._tool_life_update(obs)
         elif signal == GAP_SIGNAL:
             self._on_gap(obs)
-        if self._open is not None:  # part_end: signal:<name> (no string built per observation to test it)
-            rule = self._end_rule()
-            if rule[:7] == "signal:" and rule[7:] == signal and _truthy(obs.value):
-                out += self._end_part(obs.time, PartStatus.COMPLETE)
+        if signal == self._end_signal and self._open is not None and _truthy(obs.value):
+            out += self._end_part(obs.time, PartStatus.COMPLETE)  # part_end: signal:<name>
         return out
 
     def _end_rule(self) -> str:
-        program = self.programs.get(self._program or "")
+        program = self._programs.get(self._program or "")
         return program.part_end if program is not None else "part_count"
+
+    def _set_program(self, name: str | None) -> None:
+        """The program the controller runs now, and the signal that ends its parts (``part_end:
+        signal:<name>``; None for the other rules), looked up once here, not per observation."""
+        self._program = name
+        rule = self._end_rule()
+        self._end_signal = rule[len("signal:") :] if rule.startswith("signal:") else None
 
     def _start_part(self, time: datetime, *, implicit: bool = False) -> None:
         self._open = _OpenPart(self._program or "UNKNOWN", time, implicit=implicit)
@@ -552,7 +568,7 @@ class PartTracker:
             else:
                 self._open.notes.append(f"program changed to {name} during the part")
                 out += self._end_part(obs.time, PartStatus.ABORTED, reopen=False)
-        self._program = name
+        self._set_program(name)
         if self._open is None and not self._has_execution and self._counter is not None:
             self._start_part(obs.time, implicit=True)
         return out
@@ -695,7 +711,9 @@ class PartTracker:
             part = self._open
             part.load_sum += value
             part.load_n += 1
-            part.peak = value if part.peak is None else max(part.peak, value)
+            peak = part.peak
+            if peak is None or value > peak:  # max(peak, value) without the call
+                part.peak = value
 
     def _spindle_speed(self, obs: Observation) -> None:
         self._integrate(obs.time)

@@ -208,6 +208,27 @@ def test_explicit_part_complete_signal_rule() -> None:
     assert len(parts) == 2 and all(p.status is PartStatus.COMPLETE for p in parts)
 
 
+def test_part_end_signal_follows_the_running_program_and_a_reload() -> None:
+    """The signal that ends a part is the running program's (looked up when the program changes, not
+    per observation): it ends nothing under a part_count program, and a reload that gives the program
+    a signal rule takes effect from the next observation."""
+    tracker = PartTracker(
+        "m1", {"O1001": program(part_end="signal:part.complete"), "O2002": program("O2002")}, TrackingConfig(grace_s=0)
+    )
+
+    def signalled(t0: float, name: str) -> list[Observation]:
+        body = [o for o in cycle(t0, 1) if o.signal not in ("part.count", "execution")]
+        return [obs(t0 - 1, "program.name", name), obs(t0, "execution", "ACTIVE"), *body, obs(t0 + 7, "part.complete", 1)]
+
+    parts = run(tracker, [*start(), *signalled(0, "O1001"), *signalled(20, "O2002")], close=False)
+    tracker.programs = {"O1001": program(), "O2002": program("O2002", part_end="signal:part.complete")}
+    parts += run(tracker, [obs(35, "part.complete", 0), obs(36, "part.complete", 1)], close=False)
+    tracker.programs = {"O2002": program("O2002")}
+    parts += run(tracker, [obs(37, "execution", "ACTIVE"), obs(38, "part.complete", 0), obs(39, "part.complete", 1)])
+    assert [(p.program, p.status) for p in parts] == [("O1001", PartStatus.COMPLETE), ("O2002", PartStatus.COMPLETE)]
+    assert parts[1].start == T0 + timedelta(seconds=20)  # the O2002 cycle ran on past its part.complete
+
+
 def test_part_numbering_resumes_after_restart() -> None:
     tracker = PartTracker("m1", {"O1001": program()}, TrackingConfig(grace_s=0), next_part_numbers={"O1001": 41})
     parts = run(tracker, [*start(), *cycle(0, 1)])
