@@ -44,6 +44,18 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
     assert status["machines"]["m1"]["tracking"]["non_numeric_probe_values"] == 1
 
 
+async def test_a_full_batch_ends_the_gathering_and_a_stop_takes_what_waits(tmp_path: Path) -> None:
+    """The processor gathers deliveries for ``batch_wait_s`` before one hand-off to the core's thread;
+    a delivery that leaves ``batch_size`` observations waiting ends the gathering, and so does a stop.
+    With an hour's gathering, a stream of one batch (and the source's connection note) is processed
+    and its parts stored at once, and the stop processes the rest without waiting out the hour."""
+    stream = batch(3)
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", stream)))
+    async with running_daemon(site, batch_size=len(stream), batch_wait_s=3600.0, stop_timeout_s=30.0) as running:
+        await running.parts(3, timeout_s=30.0)
+    assert running.daemon.processed == len(stream) + 1  # the connection note too
+
+
 async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> None:
     stream = batch(6)
     replay = write_jsonl(tmp_path / "m1.jsonl", stream)
