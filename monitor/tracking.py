@@ -147,28 +147,50 @@ class _RecentObservations:
 
     A fingerprint is added only when it was not there, so each one is held once: eviction is a
     ``popleft`` and a set removal, O(1) whatever the window's size (a dict evicted by
-    ``next(iter(...))`` slows down as deleted slots pile up at its front)."""
+    ``next(iter(...))`` slows down as deleted slots pile up at its front).
 
-    __slots__ = ("_latest", "_order", "_present", "_size")
+    A value stamped later than every value of its signal so far cannot repeat one: it is only
+    appended, and fingerprints enter the set (are hashed: an aware datetime's first hash costs
+    more than the rest of the check) only when one that could be a repeat comes (stamped no later,
+    or UNAVAILABLE, which may carry the server's clock), all those appended since at once. A
+    stream in time order hashes almost none; none is hashed more than once."""
+
+    __slots__ = ("_indexed", "_latest", "_newest", "_order", "_present", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._order: deque[tuple[str, datetime, Value]] = deque()
         self._present: set[tuple[str, datetime, Value]] = set()
+        self._indexed = 0
+        """How many of the oldest fingerprints in ``_order`` are in ``_present`` (the others are newer)."""
         self._latest: dict[str, tuple[str, datetime, Value]] = {}
+        self._newest: dict[str, datetime] = {}
+        """Per signal, the latest time of any of its values (held or evicted; UNAVAILABLE not counted)."""
 
     def __len__(self) -> int:
         return len(self._order)
 
     def seen(self, signal: str, time: datetime, value: Value) -> bool:
         fingerprint = (signal, time, value)
-        if fingerprint in self._present or self._latest.get(signal) == fingerprint:
-            return True
+        order = self._order
+        newest = self._newest.get(signal) if value is not None else None
+        if value is not None and (newest is None or time > newest):
+            self._newest[signal] = time  # later than all values of its signal: no repeat, nothing to look up
+        else:
+            if self._latest.get(signal) == fingerprint:
+                return True
+            present = self._present
+            present.update(itertools.islice(reversed(order), len(order) - self._indexed))  # the newer ones
+            self._indexed = len(order)
+            if fingerprint in present:
+                return True
         self._latest[signal] = fingerprint
-        self._present.add(fingerprint)
-        self._order.append(fingerprint)
-        if len(self._order) > self._size:
-            self._present.discard(self._order.popleft())
+        order.append(fingerprint)
+        if len(order) > self._size:
+            oldest = order.popleft()
+            if self._indexed:
+                self._indexed -= 1
+                self._present.discard(oldest)
         return False
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections import deque
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.config import ProgramConfig, TrackingConfig
 from monitor.model import GAP_SIGNAL, Observation, PartRecord, PartStatus, Value
-from monitor.tracking import PartTracker
+from monitor.tracking import PartTracker, _RecentObservations
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
@@ -490,3 +491,54 @@ def test_context_saved_with_each_part_of_a_batch_resumes_right_after_that_part()
     # the source resumes from before part 1 (its position was saved before the placeholders)
     again = run(restarted, stream)
     assert [(p.part_number, p.counter) for p in again] == [(3, 3), (4, 4), (5, 5)]
+
+
+class _EveryFingerprintHashed:
+    """The replay check as it was before fingerprints were hashed only when needed: the reference."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.order: deque[tuple[str, datetime, Value]] = deque()
+        self.present: set[tuple[str, datetime, Value]] = set()
+        self.latest: dict[str, tuple[str, datetime, Value]] = {}
+
+    def seen(self, signal: str, time: datetime, value: Value) -> bool:
+        fingerprint = (signal, time, value)
+        if fingerprint in self.present or self.latest.get(signal) == fingerprint:
+            return True
+        self.latest[signal] = fingerprint
+        self.present.add(fingerprint)
+        self.order.append(fingerprint)
+        if len(self.order) > self.size:
+            self.present.discard(self.order.popleft())
+        return False
+
+
+_NAN = float("nan")  # one object: equal to itself only as the same object, as in a real repeat
+_PLUS_ONE = timezone(timedelta(hours=1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["spindle.load", "execution", "probe.hole1_x"]),
+            st.integers(0, 12),
+            st.booleans(),
+            st.sampled_from([1.0, 2.0, 2, "ACTIVE", None, _NAN]),
+        ),
+        max_size=60,
+    ),
+)
+def test_replay_check_answers_as_one_that_hashes_every_fingerprint(size: int, steps: list[tuple[str, int, bool, Value]]) -> None:
+    """Observations in and out of time order, repeats near and beyond the window, UNAVAILABLE (which
+    may carry an older clock), the same instant written in another time zone: every answer and what
+    is held are those of the plain check (which hashed each fingerprint as it came)."""
+    fast, plain = _RecentObservations(size), _EveryFingerprintHashed(size)
+    for signal, second, other_zone, value in steps:
+        time = T0 + timedelta(seconds=second)
+        if other_zone:
+            time = time.astimezone(_PLUS_ONE)
+        assert fast.seen(signal, time, value) == plain.seen(signal, time, value)
+        assert len(fast) == len(plain.order)
