@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_site
+from monitor.daemon import event_loop_factory
 from monitor.model import AlertKind, PartStatus
 from monitor.store import SqliteStore
 from tests.daemons import run_until_parts, running_daemon
@@ -68,6 +69,26 @@ async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> No
     with SqliteStore(site.store_path) as store:
         counters = [p.counter for p in store.parts() if p.counter is not None]
     assert sorted(counters) == list(range(1, 11))
+
+
+def test_monitor_run_runs_the_daemon_on_uvloop(tmp_path: Path) -> None:
+    """``monitor run`` runs the daemon on uvloop (a dependency where it builds): on that loop a daemon
+    reads its source, stores every part and stops cleanly (the tests below run ``monitor run`` itself:
+    signals, reload, watchdog, takeover)."""
+    import uvloop
+
+    factory = event_loop_factory()
+    assert factory is uvloop.new_event_loop
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(3))))
+
+    async def main() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        await run_until_parts(site, 3)
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    with SqliteStore(site.store_path) as store:
+        assert [p.part_number for p in store.parts()] == [1, 2, 3]
 
 
 def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path) -> None:

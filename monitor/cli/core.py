@@ -49,7 +49,7 @@ def run(
 
     Stops cleanly on Ctrl-C or SIGTERM (parts in progress are kept for the next start)."""
     from monitor.config import load_site
-    from monitor.daemon import run_daemon
+    from monitor.daemon import event_loop_factory, run_daemon
     from monitor.logs import setup_logging
 
     try:
@@ -67,7 +67,8 @@ def run(
         )
 
     try:
-        asyncio.run(run_daemon(site, on_start=started))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(run_daemon(site, on_start=started))
     except MonitorError as exc:
         raise _fail(exc) from None
 
