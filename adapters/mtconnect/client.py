@@ -573,8 +573,8 @@ class MtConnectAdapter(Adapter):
                                     return None  # a mapped condition: its state is kept by the general path
                                 continue
                             for el in group:
-                                g = el.get
-                                did = g("dataItemId")
+                                g = el.get  # keys as bytes: lxml then has none to encode (a sixth of each read)
+                                did = g(b"dataItemId")
                                 b = plain.get(did)
                                 if b is None:
                                     if did in only:
@@ -582,7 +582,7 @@ class MtConnectAdapter(Adapter):
                                     continue
                                 if len(el) or el.tag.endswith(_SET_TAGS):
                                     return None
-                                seq, stamp = g("sequence"), g("timestamp")
+                                seq, stamp = g(b"sequence"), g(b"timestamp")
                                 if seq is None or stamp is None:
                                     return None
                                 sequence = int(seq)
