@@ -127,6 +127,11 @@ async def test_sigkill_mid_batch_then_restart_records_every_part_once(tmp_path: 
     assert [p.counter for p in parts] == list(range(1, 13))
     odd = [(p.part_number, p.status, p.notes) for p in parts if p.status is not PartStatus.COMPLETE]
     assert odd == []
+    # the part that was open at the kill is read again from its start, not from where the part
+    # before it was made final: its tools, spindle load and results are all there
+    probed = set(parts[0].measurements)
+    lacking = [p.part_number for p in parts if not p.tools or p.spindle.mean_load is None or set(p.measurements) != probed]
+    assert probed and lacking == []
 
 
 async def test_a_source_replaying_parts_already_stored_numbers_none_twice(tmp_path: Path) -> None:
