@@ -207,6 +207,44 @@ def _sankaran_sf(x: np.ndarray, k: int, lam: np.ndarray) -> np.ndarray:
     return _ndtr_sf(num)
 
 
+def _per_draw(
+    draws: Sequence[tuple[str, Draws]], lower: float | None, upper: float | None, tolerance: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per draw and part ahead, the probability the part is out of tolerance and whether the draw's
+    simulated part is; per part ahead, whether the mixture's mean path is beyond the limit. A size
+    (``tolerance`` None) has one channel and both deviation limits; a position its axes and the zone's
+    diameter. Shared by :func:`breach_forecast` and each slice of :func:`breach_forecast_sampled`,
+    so both give the same doubles."""
+    if tolerance is None:
+        assert lower is not None and upper is not None
+        d = draws[0][1]
+        sd = np.maximum(d.sd, 1e-300)
+        # the limit on the mean's side only (the other is many sds away whenever it matters)
+        near = d.mean - upper
+        below = d.mean < 0.5 * (lower + upper)  # a NaN mean gives NaN either way
+        np.subtract(lower, d.mean, out=near, where=below)
+        near /= sd
+        out_path = d.paths < lower
+        out_path |= d.paths > upper
+        centre = d.mean.mean(axis=0)
+        return _ndtr(near), out_path, (centre < lower) | (centre > upper)
+    r0 = tolerance / 2.0
+    k = len(draws)
+    r2 = np.square(draws[0][1].mean)  # 0 + a^2 is a^2: the same sums as sum(d.mean**2 ...)
+    var = np.square(draws[0][1].sd)
+    radius2 = np.square(draws[0][1].paths)
+    for _, d in draws[1:]:
+        r2 += np.square(d.mean)
+        var += np.square(d.sd)
+        radius2 += np.square(d.paths)
+    var /= k
+    np.maximum(var, 1e-300, out=var)
+    r2 /= var
+    p_draw = _sankaran_sf(np.divide(r0 * r0, var, out=var), k, r2)
+    centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
+    return p_draw, radius2 > r0 * r0, centre > r0
+
+
 def breach_forecast(
     draws: Sequence[tuple[str, Draws]],
     *,
@@ -225,38 +263,9 @@ def breach_forecast(
     horizon = draws[0][1].mean.shape[1]
     within = min(within, horizon)
     with np.errstate(all="ignore"):
-        if tolerance is None:
-            if len(draws) != 1 or lower is None or upper is None:
-                raise DetectionError("a size forecast needs one channel and both deviation limits")
-            d = draws[0][1]
-            sd = np.maximum(d.sd, 1e-300)
-            # the limit on the mean's side only (the other is many sds away whenever it matters)
-            near = d.mean - upper
-            below = d.mean < 0.5 * (lower + upper)  # a NaN mean gives NaN either way
-            np.subtract(lower, d.mean, out=near, where=below)
-            near /= sd
-            p_draw = _ndtr(near)
-            out_path = d.paths < lower
-            out_path |= d.paths > upper
-            centre = d.mean.mean(axis=0)
-            beyond = (centre < lower) | (centre > upper)
-        else:
-            r0 = tolerance / 2.0
-            k = len(draws)
-            r2 = np.square(draws[0][1].mean)  # 0 + a^2 is a^2: the same sums as sum(d.mean**2 ...)
-            var = np.square(draws[0][1].sd)
-            radius2 = np.square(draws[0][1].paths)
-            for _, d in draws[1:]:
-                r2 += np.square(d.mean)
-                var += np.square(d.sd)
-                radius2 += np.square(d.paths)
-            var /= k
-            np.maximum(var, 1e-300, out=var)
-            r2 /= var
-            p_draw = _sankaran_sf(np.divide(r0 * r0, var, out=var), k, r2)
-            out_path = radius2 > r0 * r0
-            centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
-            beyond = centre > r0
+        if tolerance is None and (len(draws) != 1 or lower is None or upper is None):
+            raise DetectionError("a size forecast needs one channel and both deviation limits")
+        p_draw, out_path, beyond = _per_draw(draws, lower, upper, tolerance)
         p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
         risk = np.nonzero(p_out >= threshold)[0]
         # draws whose own forecast reaches the risk threshold at all within the search (a saturating
@@ -323,8 +332,7 @@ def breach_forecast_sampled(
         raise DetectionError("no channels to forecast")
     horizon = min(src.horizon for _, src in sources) if search is None else search
     within = min(within, horizon)
-    size = tolerance is None
-    if size and (len(sources) != 1 or lower is None or upper is None):
+    if tolerance is None and (len(sources) != 1 or lower is None or upper is None):
         raise DetectionError("a size forecast needs one channel and both deviation limits")
     first: np.ndarray | None = None
     predicts: np.ndarray | None = None
@@ -335,37 +343,7 @@ def breach_forecast_sampled(
     with np.errstate(all="ignore"):
         for stop in _stops(within, horizon):
             draws = [(axis, src.columns(start, stop)) for axis, src in sources]
-            if size:
-                assert lower is not None and upper is not None
-                d = draws[0][1]
-                sd = np.maximum(d.sd, 1e-300)
-                near = d.mean - upper
-                below = d.mean < 0.5 * (lower + upper)
-                np.subtract(lower, d.mean, out=near, where=below)
-                near /= sd
-                p_draw = _ndtr(near)
-                out_path = d.paths < lower
-                out_path |= d.paths > upper
-                centre = d.mean.mean(axis=0)
-                beyond = (centre < lower) | (centre > upper)
-            else:
-                assert tolerance is not None
-                r0 = tolerance / 2.0
-                k = len(draws)
-                r2 = np.square(draws[0][1].mean)
-                var = np.square(draws[0][1].sd)
-                radius2 = np.square(draws[0][1].paths)
-                for _, d in draws[1:]:
-                    r2 += np.square(d.mean)
-                    var += np.square(d.sd)
-                    radius2 += np.square(d.paths)
-                var /= k
-                np.maximum(var, 1e-300, out=var)
-                r2 /= var
-                p_draw = _sankaran_sf(np.divide(r0 * r0, var, out=var), k, r2)
-                out_path = radius2 > r0 * r0
-                centre = np.sqrt(sum(d.mean.mean(axis=0) ** 2 for _, d in draws))
-                beyond = centre > r0
+            p_draw, out_path, beyond = _per_draw(draws, lower, upper, tolerance)
             p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
             p_parts.append(p_out)
             if risk is None:
