@@ -245,7 +245,7 @@ def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
     dicts: a 2,000-point position chart is 450 KB of JSON whose dicts cost as much to build as to
     encode. Numbers are written as :mod:`json` writes them (``repr``), text through its own escaping
     (``ensure_ascii``); a point :func:`_points` would scrub (a deviation beyond float range) goes
-    through it. ``tests/dashboard/test_points_text.py`` checks the equality."""
+    through it. ``tests/dashboard/test_points.py`` checks the equality."""
     if isinstance(feature, AttributeFeature):
         return _json_text(_points(feature, series))
     text = _encode_text
@@ -262,8 +262,6 @@ def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
                 out.append(f'{{"part_number": {part.part_number!r}, "value": {value!r}, "end": {end}, "key": {key}}}')
         return "[" + ", ".join(out) + "]"
     axes = [(text(name), axis.signal, axis.nominal) for name, axis in feature.axes]
-    if len(axes) == 2:
-        return _points_text_xy(feature, series, axes)
     for part in series:
         m = part.values
         devs: list[str] = []
@@ -287,38 +285,6 @@ def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
                 )
             else:  # a deviation beyond float range: as _points writes it
                 out.append(_json_text(_points(feature, [part])[0]))
-    return "[" + ", ".join(out) + "]"
-
-
-def _points_text_xy(feature: Feature, series: list[SeriesPoint], axes: list[tuple[str, str, float]]) -> str:
-    """:func:`_points_text` of a two-axis position (the common one), its loop over the axes unrolled."""
-    text = _encode_text
-    isfinite, sqrt = math.isfinite, math.sqrt
-    (name_a, signal_a, nominal_a), (name_b, signal_b, nominal_b) = axes
-    out: list[str] = []
-    for part in series:
-        m = part.values
-        a = m.get(signal_a)
-        if a is None or not isfinite(a):
-            continue
-        b = m.get(signal_b)
-        if b is None or not isfinite(b):
-            continue
-        dev_a = a - nominal_a
-        dev_b = b - nominal_b
-        try:  # the same operations, in the same order, as the loop (and PositionFeature.true_position)
-            total = 0.0 + dev_a**2
-            total += dev_b**2
-        except OverflowError:
-            total = math.inf
-        value = 2.0 * sqrt(total)
-        if isfinite(value):
-            out.append(
-                f'{{"part_number": {part.part_number!r}, "value": {value!r}, "axes": {{{name_a}: {dev_a!r}, '
-                f'{name_b}: {dev_b!r}}}, "end": {text(part.end)}, "key": {text(part.key)}}}'
-            )
-        else:  # a deviation beyond float range: as _points writes it
-            out.append(_json_text(_points(feature, [part])[0]))
     return "[" + ", ".join(out) + "]"
 
 
