@@ -9,27 +9,18 @@ to that, with the simulator's own components of each mean (wear, thermal, step).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from monitor.sim.physics import simulate_machine
 from monitor.sim.process import load_programs
-
-_BENCH = Path(__file__).resolve().parents[1] / "bench" / "cell.py"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def cell() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cell", _BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_cell"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("cell.py", "bench_cell")
 
 
 def test_renewal_period_puts_every_measured_part_at_the_phase_of_the_first(cell: ModuleType) -> None:

@@ -8,10 +8,7 @@ random draws are shared by every profile (so a profile's effect is measured on t
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -19,17 +16,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "detection.py"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_detection_under_test", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("detection.py", "bench_detection_under_test")
 
 
 def _unit_noise(batch: Any, signal: str) -> np.ndarray:
