@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,6 @@ def _demo(tmp_path: Path) -> tuple[SimCell, Site, list[Observation]]:
 def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Path) -> None:
     cell, site, events = _demo(tmp_path)
     cut = len(events) * 2 // 3
-    copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
         running = Pipeline(site, store)
         resume = running.observe(events[: cut // 2]).resume_points
@@ -107,10 +108,7 @@ def test_the_pipeline_writes_changes_and_a_restart_resumes_exactly(tmp_path: Pat
         shares = [json.dumps(s) for m in cell.machines for s in running.engine.shares(m.id).values()]
         assert changes > 10 * whole  # most writes were changes ...
         assert change_bytes / changes < sum(map(len, shares)) / len(shares) / 5  # ... much smaller than whole shares
-        with sqlite3.connect(copy) as target:  # the store as a daemon stopped here leaves it
-            store._db.backup(target)
-        with SqliteStore(copy) as stored:
-            restarted = Pipeline(site, stored)
+        with _restarted(site, store, tmp_path) as restarted:
             for machine in cell.machines:
                 assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
             # both go on alike: the same alert changes, evidence and all, from the same later parts
@@ -127,14 +125,10 @@ def test_a_restart_from_the_stored_position_makes_the_same_parts(tmp_path: Path)
     observation that made the part final (its grace over) and the next part lost its first minutes."""
     _cell, site, events = _demo(tmp_path)
     cut = len(events) * 2 // 3
-    copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
         running = Pipeline(site, store)
         resume = running.observe(events[:cut]).resume_points
-        with sqlite3.connect(copy) as target:
-            store._db.backup(target)
-        with SqliteStore(copy) as stored:
-            restarted = Pipeline(site, stored)
+        with _restarted(site, store, tmp_path) as restarted:
             assert not restarted.observe(_replayed(events, cut, resume)).parts  # nothing stored twice
             expected = [part_to_dict(p) for o in events[cut:] for p in running.observe([o]).parts]
             made = [part_to_dict(p) for o in events[cut:] for p in restarted.observe([o]).parts]
@@ -142,9 +136,19 @@ def test_a_restart_from_the_stored_position_makes_the_same_parts(tmp_path: Path)
             assert made == expected
 
 
+@contextmanager
+def _restarted(site: Site, store: SqliteStore, tmp_path: Path) -> Iterator[Pipeline]:
+    """A pipeline started on a copy of ``store`` as a daemon stopped now leaves it."""
+    copy = tmp_path / "restarted.db"
+    with sqlite3.connect(copy) as target:
+        store._db.backup(target)
+    with SqliteStore(copy) as stored:
+        yield Pipeline(site, stored)
+
+
 def _replayed(events: list[Observation], cut: int, resume: dict[str, Observation]) -> list[Observation]:
     """What a restarted daemon reads again before the cut: each machine's observations after the one
-    that completed its last stored part (where its source's saved position points)."""
+    that ended its last stored part (where its source's saved position points)."""
     at = {machine: next(i for i in range(cut) if events[i] is obs) for machine, obs in resume.items()}
     assert set(at) == {e.machine for e in events[:cut]}  # every machine has stored a part to resume after
     return [e for i, e in enumerate(events[:cut]) if i > at[e.machine]]
@@ -200,7 +204,6 @@ def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_p
     detection error) keeps its whole alert in the share."""
     cell, site, events = _demo(tmp_path)
     cut = len(events) * 2 // 3
-    copy = tmp_path / "restarted.db"
     with SqliteStore(site.store_path) as store:
         running = Pipeline(site, store)
         resume = running.observe(events[:cut]).resume_points
@@ -210,10 +213,7 @@ def test_a_restart_takes_open_conditions_from_the_alerts_table_identically(tmp_p
         entries = [e for m in cell.machines for e in _book_entries(store, m.id)]
         assert len(entries) == len(open_now)
         assert all("alert" not in e and e["id"] == store.alert(e["id"]).id for e in entries)  # type: ignore[union-attr]
-        with sqlite3.connect(copy) as target:
-            store._db.backup(target)
-        with SqliteStore(copy) as stored:
-            restarted = Pipeline(site, stored)
+        with _restarted(site, store, tmp_path) as restarted:
             assert restarted.engine.open_alerts() == open_now
             for machine in cell.machines:
                 assert _json(restarted.engine.state(machine.id)) == _json(running.engine.state(machine.id))
