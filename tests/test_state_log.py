@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -270,3 +271,51 @@ def test_the_engine_state_a_part_writes_is_small_and_does_not_repeat_alerts(tmp_
     assert len(with_conditions) > len(written) // 2
     assert max(book for book, _, _ in with_conditions) < 500
     assert statistics.median(engine for _, engine, _ in written) <= 10_000
+
+
+def _overflow_pages(db: sqlite3.Connection, table: str) -> int:
+    """Pages of ``table`` that hold the rest of rows too long for their page (SQLite's dbstat table)."""
+    try:
+        (n,) = db.execute("SELECT COUNT(*) FROM dbstat WHERE name = ? AND pagetype = 'overflow'", (table,)).fetchone()
+    except sqlite3.OperationalError as exc:  # a SQLite built without it
+        pytest.skip(f"this SQLite has no dbstat table ({exc})")
+    return int(n)
+
+
+def test_the_state_log_keeps_a_feature_sized_change_in_its_page_and_its_migration_keeps_every_change(tmp_path: Path) -> None:
+    """A change of a feature's watch is about 1 KB: the log (schema 7) keeps it in its table's page,
+    where the log of schema 5 and 6 (a table without row ids) gave each such change an overflow
+    page of its own. A store of schema 6 is migrated with every change, in order."""
+    change = {"values": ["w", 1, [i / 7 for i in range(1, 61)]], "n": ["=", 61]}  # ~1.2 KB of JSON
+    assert 1000 < len(json.dumps(change)) < 1500
+    path = tmp_path / "s.db"
+    with SqliteStore(path) as store:
+        store.save_detector_state("a", {"values": [], "n": 0})
+        for _ in range(40):
+            store.save_detector_state("a", StateDelta(change))
+        expected = store.load_detector_state("a")
+        assert expected is not None and _overflow_pages(store._db, "detector_state_log") == 0
+    # the same store as schema 6 wrote it
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT name, seq, change FROM detector_state_log ORDER BY name, seq").fetchall()
+    db.executescript(
+        """
+        DROP TABLE detector_state_log;
+        CREATE TABLE detector_state_log (name TEXT NOT NULL, seq INTEGER NOT NULL, change TEXT NOT NULL,
+            PRIMARY KEY (name, seq)) WITHOUT ROWID;
+        PRAGMA user_version = 6;
+        """
+    )
+    db.executemany("INSERT INTO detector_state_log VALUES (?, ?, ?)", rows[::-1])
+    db.commit()
+    assert _overflow_pages(db, "detector_state_log") >= 40
+    db.close()
+    with SqliteStore(path, read_only=True) as reader:  # not migrated: read as it is
+        assert reader.schema_version == 6 and reader.load_detector_state("a") == expected
+    with SqliteStore(path) as store:
+        assert store.schema_version == 7
+        assert store._db.execute("SELECT name, seq, change FROM detector_state_log ORDER BY name, seq").fetchall() == rows
+        assert store.load_detector_state("a") == expected
+        store.save_detector_state("a", StateDelta({"n": ["=", 99]}))  # the next change follows the migrated ones
+        assert store.load_detector_state("a") == {**expected, "n": 99}
+        assert _overflow_pages(store._db, "detector_state_log") == 0

@@ -202,6 +202,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX actions_by_feature ON actions (machine, program, feature, seq);
     CREATE INDEX actions_by_condition ON actions (condition_id);
     """,
+    # 7: the state log as a table with row ids: a change of a feature's watch is about 1 KB, more than
+    # a row of a table without them holds in its page (about 1,000 bytes in 4 KB pages), so every
+    # change took an overflow page of its own (a part's changes wrote ~4 pages more, and cost a
+    # third of the part's store time); the same rows, in the same (name, seq) order
+    """
+    ALTER TABLE detector_state_log RENAME TO detector_state_log_6;
+    CREATE TABLE detector_state_log (
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        change TEXT NOT NULL,
+        PRIMARY KEY (name, seq)
+    );
+    INSERT INTO detector_state_log (name, seq, change) SELECT name, seq, change FROM detector_state_log_6;
+    DROP TABLE detector_state_log_6;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -218,6 +233,13 @@ _READ_OLD_SCHEMA: list[tuple[int, str]] = [
 it, made up in its temp schema (derived from what the store has)."""
 
 log = logging.getLogger(__name__)
+
+_CHECKPOINT_PAGES = 4000
+"""Pages in the write-ahead log before a commit copies them into the database (SQLite's default:
+1,000, 4 MB). A part rewrites the same hot pages (the ends of the parts' indexes, the open alerts,
+the state log): the longer the log, the more of its pages a checkpoint copies once for many parts
+(the 50-machine cell's part store, checkpoints included: 1.09 -> 0.94 ms at part 100). 16 MB of log
+at most between checkpoints; readers find pages in it through its index."""
 
 
 def _now() -> str:
@@ -249,6 +271,7 @@ class SqliteStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
             self._set_wal(timeout_s)
+            self._db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
