@@ -19,8 +19,10 @@ HEAVY = (
     "monitor.engine",
     "monitor.daemon",
     "monitor.detect.trend",
+    "numba",
+    "monitor.detect.kernels",
 )
-"""Detection (scipy), OPC UA, HTTP, and the daemon's machinery: loaded by the commands that use them."""
+"""Detection (scipy, numba), OPC UA, HTTP, and the daemon's machinery: loaded by the commands that use them."""
 
 _PROBE = """
 import contextlib, io, json, sys

@@ -28,14 +28,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.special import ndtr
 
-from monitor.detect.trend import Draws, DrawSource
+from monitor.detect.trend import PHIS, Draws, DrawSource, PosteriorArrays, TrendModel, noise_tables
 from monitor.errors import DetectionError
 
-__all__ = ["AxisCone", "BreachForecast", "breach_forecast", "breach_forecast_sampled", "noncentral_chi2_sf"]
+__all__ = [
+    "AxisCone",
+    "BreachForecast",
+    "breach_forecast",
+    "breach_forecast_compiled",
+    "breach_forecast_sampled",
+    "noncentral_chi2_sf",
+    "warm_up_compiled",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,3 +387,94 @@ def breach_forecast_sampled(
         breach_share=share,
         cones={},
     )
+
+
+_PHIS = np.asarray(PHIS)
+
+
+@lru_cache(maxsize=64)
+def _stop_array(within: int, horizon: int) -> np.ndarray:
+    out = np.array(_stops(within, horizon), dtype=np.int64)
+    out.setflags(write=False)
+    return out
+
+
+def breach_forecast_compiled(
+    channels: Sequence[tuple[str, PosteriorArrays]],
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    tolerance: float | None = None,
+    threshold: float = 0.1,
+    within: int = 20,
+    search: int | None = None,
+) -> BreachForecast:
+    """:func:`breach_forecast_sampled` from the channels' posteriors (:meth:`TrendModel.posterior_arrays
+    <monitor.detect.trend.TrendModel.posterior_arrays>`), drawn and searched in one compiled loop
+    (:mod:`monitor.detect.kernels`): the same draws, slices and early stop, so the same forecast up to
+    an ulp or two of the power and normal tail functions (``tests/detect/test_kernels.py`` compares
+    both). This is what detection runs on every part; the numpy forms stay the reference and serve
+    the dashboard's cone charts."""
+    from monitor.detect import kernels  # numba's import (0.15 s of CPU) only where forecasts run
+
+    if not channels:
+        raise DetectionError("no channels to forecast")
+    carry, sd_table, noise, z_sigma, z_param = noise_tables()
+    full = carry.shape[1]
+    horizon = full if search is None else min(int(search), full)
+    within = min(within, horizon)
+    if tolerance is None and (len(channels) != 1 or lower is None or upper is None):
+        raise DetectionError("a size forecast needs one channel and both deviation limits")
+    size = tolerance is None
+    limits = np.array(
+        [
+            1.0 if size else 0.0,
+            0.0,
+            lower if lower is not None else math.nan,
+            upper if upper is not None else math.nan,
+            tolerance / 2.0 if tolerance is not None else math.nan,
+            threshold,
+        ]
+    )
+    per_kind = tuple(zip(*(a.arrays for _, a in channels), strict=True))
+    p_all, risk, limit, first, n_predicts = kernels.breach(
+        *per_kind,
+        np.array([a.scalars for _, a in channels]),
+        _PHIS,
+        carry,
+        sd_table,
+        noise,
+        z_sigma,
+        z_param,
+        limits,
+        _stop_array(within, horizon),
+    )
+    share = n_predicts / z_sigma.shape[1]
+    q = _quantiles(first)
+    return BreachForecast(
+        threshold=threshold,
+        within=within,
+        searched=horizon,
+        p_out=tuple(p_all.tolist()),
+        risk_parts=int(risk) if risk >= 0 else None,
+        mean_limit_parts=int(limit) if limit >= 0 else None,
+        first_out=(float(q[0]), float(q[1]), float(q[2])),
+        breach_share=share,
+        cones={},
+    )
+
+
+def warm_up_compiled() -> None:
+    """Compile the compiled forecast for one, two and three channels (a size, positions in a plane
+    and in space), or load it from numba's cache beside :mod:`monitor.detect.kernels`: about 8 s of
+    CPU the first time after an install, then about 0.3 s (mostly numba's import), and what the
+    first forecasts of a daemon would pay otherwise."""
+    models = []
+    for k in range(3):
+        tr = TrendModel(scale=1.0, window=8)
+        for x in (0.0, 0.1, 0.2):
+            tr.update(x + k)
+        models.append((str(k), tr.posterior_arrays(k)))
+    breach_forecast_compiled(models[:1], lower=-1.0, upper=1.0, search=2, within=1)
+    breach_forecast_compiled(models[:2], tolerance=1.0, search=2, within=1)
+    breach_forecast_compiled(models, tolerance=1.0, search=2, within=1)

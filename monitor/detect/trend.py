@@ -57,9 +57,11 @@ __all__ = [
     "DrawSource",
     "Draws",
     "KnownStep",
+    "PosteriorArrays",
     "TrendFit",
     "TrendModel",
     "TrendResult",
+    "noise_tables",
     "warm_up",
 ]
 
@@ -291,7 +293,9 @@ def warm_up(windows: Iterable[int]) -> None:
     start while a window fills, then the full window). A daemon calls it at start, so that its
     memory does not creep up over its first hour as batches reach longer windows (about 6 MB for the
     default window of 60); a command or a test that fits a few models need not pay for it. At most
-    as many grids as the cache keeps are built (windows up to about 125 parts are covered whole)."""
+    as many grids as the cache keeps are built (windows up to about 125 parts are covered whole).
+    The compiled forecast is compiled or loaded from its cache too
+    (:func:`monitor.detect.forecast.warm_up_compiled`)."""
     lengths = sorted({int(check_range("window", w, 8, 400)) for w in windows})
     if not lengths:
         return
@@ -302,6 +306,9 @@ def warm_up(windows: Iterable[int]) -> None:
         _grid(n, True)
     for n in lengths:
         _grid(n, False)
+    from monitor.detect.forecast import warm_up_compiled  # forecast imports this module
+
+    warm_up_compiled()
 
 
 # --------------------------------------------------------------------------------- the detector
@@ -484,6 +491,13 @@ class TrendModel:
             raise DetectionError("no values yet: nothing to forecast")
         with np.errstate(all="ignore"):
             return self._post.sampler(axis % _Z_NOISE.shape[0])
+
+    def posterior_arrays(self, axis: int = 0) -> PosteriorArrays:
+        """The posterior as arrays for the compiled breach forecast (:mod:`monitor.detect.kernels`),
+        which draws from them what ``sampler(axis)`` draws."""
+        if self._post is None:
+            raise DetectionError("no values yet: nothing to forecast")
+        return self._post.arrays(axis % _Z_NOISE.shape[0])
 
     # ------------------------------------------------------------------------------ persistence
     def settings(self) -> dict[str, Any]:
@@ -684,6 +698,28 @@ class _Posterior:
         v = float((w * (var + (mean - m) ** 2)).sum())
         return m, math.sqrt(max(v, 0.0))
 
+    def arrays(self, pool: int) -> PosteriorArrays:
+        """What :meth:`sampler` draws from, as the compiled forecast takes it (every array of one kind
+        equally read-only, so the kernel is compiled for one type of each)."""
+        known = self.known
+        if not known:
+            steps, step_on = _NO_STEPS, _NO_STEPS_ON
+            v00, v01, v11 = self.cov[(0, 0)], self.cov[(0, 1)], self.cov[(1, 1)]
+        else:
+            n = self.y.size
+            steps = np.ascontiguousarray(np.stack(self.coef[2:]))
+            step_on = np.array([1.0 if n - 1 >= at else 0.0 for at, _ in known])
+            v00, v01, v11 = (np.ascontiguousarray(self.cov[key]) for key in ((0, 0), (0, 1), (1, 1)))
+            for a in (steps, step_on, v00, v01, v11):
+                a.setflags(write=False)
+        c0, c1 = np.ascontiguousarray(self.coef[0]), np.ascontiguousarray(self.coef[1])
+        known_sigma = math.nan if self.known_sigma is None else self.known_sigma
+        grid = self.grid
+        return PosteriorArrays(
+            (self.weights, np.ascontiguousarray(self.b), c0, c1, v00, v01, v11, steps, step_on, grid.f_t[-1], grid.future),
+            (self.a, known_sigma, float(self.y[-1]), float(pool)),
+        )
+
     def draws(self, horizon: int, pool: int) -> Draws:
         """Samples of the posterior predictive (systematic resampling of (phi, model) by weight)."""
         return self.sampler(pool).columns(0, horizon)
@@ -725,6 +761,26 @@ class _Posterior:
         return DrawSource(
             self.grid.future, pool, p_idx, g_idx, beta[:, 0:1], beta[:, 1:2], tuple(steps), resid[:, None], np.sqrt(s2)[:, None]
         )
+
+
+_NO_STEPS = np.zeros((0, 1, 1))
+_NO_STEPS_ON = np.zeros(0)
+_NO_STEPS.setflags(write=False)
+_NO_STEPS_ON.setflags(write=False)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PosteriorArrays:
+    """One channel's posterior as the compiled breach forecast takes it (:mod:`monitor.detect.kernels`).
+
+    ``arrays``: the (phi, model) weights, the inverse-gamma ``b``, the coefficient means (level,
+    shape) and covariances / sigma^2 (00, 01, 11), all P x G; the recorded steps' coefficients (nk x
+    P x G) and whether each is in effect at the latest value (nk); the shape columns at the latest
+    value (G) and past the window (G x S). ``scalars`` = (inverse-gamma ``a``, known sigma or NaN,
+    latest value, noise pool)."""
+
+    arrays: tuple[np.ndarray, ...]
+    scalars: tuple[float, float, float, float]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -785,6 +841,14 @@ def _carry_tables() -> tuple[np.ndarray, np.ndarray]:
     carry.setflags(write=False)
     sd.setflags(write=False)
     return carry, sd
+
+
+def noise_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tables every forecast draws from: ``phi^h`` and the AR(1) sd per phi and part ahead (P x
+    S), the AR(1) noise pools (pool x P x D x S), and the pools for the scatter (pool x D) and the
+    coefficients (pool x D x 2)."""
+    carry, sd = _carry_tables()
+    return carry, sd, _ar_noise(), _Z_SIGMA, _Z_PARAM
 
 
 @lru_cache(maxsize=1)

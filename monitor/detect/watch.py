@@ -34,7 +34,7 @@ from monitor.detect.attribution import AttributionResult, suggest_offset
 from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
 from monitor.detect.evidence import OFFSET_BAND_SD, SETTLE_BAND_SIGMA, AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
-from monitor.detect.forecast import BreachForecast, breach_forecast, breach_forecast_sampled
+from monitor.detect.forecast import BreachForecast, breach_forecast, breach_forecast_compiled
 from monitor.detect.trend import PHIS
 from monitor.errors import DetectionError
 from monitor.inspection.config import PROBE_SOURCE
@@ -699,10 +699,10 @@ class FeatureWatch:
         lo, hi = self.plan.band("value") if isinstance(f, SizeFeature) else (None, None)
         tolerance = None if isinstance(f, SizeFeature) else f.tolerance
         if not cones:
-            # the draws' parts ahead computed as far as they decide the forecast (the same results)
-            sources = [(axis, ch.trend.sampler(axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
-            return breach_forecast_sampled(
-                sources,
+            # drawn and searched in one compiled loop, as far as the parts ahead decide the forecast
+            posteriors = [(axis, ch.trend.posterior_arrays(axis=k)) for k, (axis, ch) in enumerate(self._channels.items())]
+            return breach_forecast_compiled(
+                posteriors,
                 lower=lo,
                 upper=hi,
                 tolerance=tolerance,

@@ -1,0 +1,317 @@
+"""The breach forecast of one feature as one compiled loop (numba), from its channels' posteriors.
+
+:func:`monitor.detect.forecast.breach_forecast_sampled` computes the same forecast with numpy from
+:class:`monitor.detect.trend.DrawSource` slices; it is the reference this kernel is tested against
+(``tests/detect/test_kernels.py``). With numpy, every step is a call on a 128 x 20 array and the
+forecast of a position costs about 35 such calls per axis, each 1.5-3 us of overhead for little work:
+on every part of every drifting feature that was most of detection's time. Here the draws' header
+(resampling, scatter, coefficients), their parts ahead and the breach logic run in one loop over
+draws and parts, with the same operations in the same order as the numpy forms, so the results agree
+to the last bits but for the power in Sankaran's approximation and the normal tail (libm's here,
+numpy's and scipy's own there), which differ by an ulp or two.
+
+The module imports numba: :mod:`monitor.detect.forecast` imports it on the first forecast, so
+commands that never forecast do not pay numba's import (about 0.15 s of CPU). The kernel is
+compiled once and cached beside this file (``cache=True``); a daemon compiles or loads it at start
+(:func:`monitor.detect.warm_up`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import cast
+
+import numpy as np
+from numba import njit
+
+__all__ = ["breach"]
+
+_NDTR_ONE = 8.5
+_NDTR_ZERO = -40.0
+_SQRT1_2 = 0.7071067811865476
+
+
+@njit(cache=True, error_model="numpy")
+def _ndtr(a: float) -> float:  # pragma: no cover - compiled
+    """The standard normal cdf, as scipy's ``ndtr`` forms it (erf near 0, erfc in the tails)."""
+    if a >= _NDTR_ONE:
+        return 1.0
+    if a <= _NDTR_ZERO:
+        return 0.0
+    x = a * _SQRT1_2
+    z = abs(x)
+    if z < _SQRT1_2:
+        return 0.5 + 0.5 * math.erf(x)
+    y = 0.5 * math.erfc(z)
+    return 1.0 - y if x > 0 else y
+
+
+@njit(cache=True, error_model="numpy")
+def _sankaran_sf(x: float, k: int, lam: float) -> float:  # pragma: no cover - compiled
+    """P(chi'^2(k, lam) > x) by Sankaran's approximation: the operations of
+    :func:`monitor.detect.forecast._sankaran_sf`, in its order, on one pair."""
+    lam = max(lam, 0.0)
+    kl = lam + k
+    k2l = lam * 2 + k
+    h = lam * 3 + k
+    h *= kl * (2.0 / 3.0)
+    h /= k2l * k2l
+    h = 1.0 - h
+    p = k2l / (kl * kl)
+    m = (h - 1.0) * (1.0 - h * 3.0)
+    num = max(x, 0.0) / kl
+    num = num**h
+    u = (2.0 - h) * 0.5 * m * p
+    c = (h - 1.0) - u
+    hp = h * p * c + 1.0
+    num -= hp
+    den = math.sqrt(p * 2.0) * h
+    den *= m * 0.5 * p + 1.0
+    z = num / den
+    if z <= -_NDTR_ONE:
+        return 1.0
+    if z >= _NDTR_ONE:
+        return 0.0
+    return 1.0 - _ndtr(z)
+
+
+@njit(cache=True, error_model="numpy")
+def _breach(
+    weights: tuple[np.ndarray, ...],
+    b: tuple[np.ndarray, ...],
+    c0: tuple[np.ndarray, ...],
+    c1: tuple[np.ndarray, ...],
+    v00: tuple[np.ndarray, ...],
+    v01: tuple[np.ndarray, ...],
+    v11: tuple[np.ndarray, ...],
+    steps: tuple[np.ndarray, ...],
+    step_on: tuple[np.ndarray, ...],
+    f_last: tuple[np.ndarray, ...],
+    future: tuple[np.ndarray, ...],
+    scalars: np.ndarray,
+    phis: np.ndarray,
+    carry: np.ndarray,
+    sd_table: np.ndarray,
+    noise: np.ndarray,
+    z_sigma: np.ndarray,
+    z_param: np.ndarray,
+    limits: np.ndarray,
+    stops: np.ndarray,
+) -> tuple[np.ndarray, int, int, np.ndarray, int]:  # pragma: no cover - compiled
+    """The sampled breach forecast of one feature (a size: one channel; a position: its axes).
+
+    Per channel ``i`` (the tuples): the posterior's (phi, model) ``weights``, inverse-gamma ``b``,
+    coefficient means ``c0``/``c1``, covariances / sigma^2 ``v00``/``v01``/``v11`` (all P x G),
+    recorded steps' coefficients (nk x P x G) and whether each is in effect at the latest value
+    (``step_on``), the grid's shape at the latest value (G) and past the window (G x S);
+    ``scalars[i]`` = (a, known sigma or NaN, latest value, pool). ``limits`` = (size: 1, position: 0,
+    lower, upper, zone radius, threshold). The search stops at the first of ``stops`` where nothing
+    later can change the result (see :func:`monitor.detect.forecast.breach_forecast_sampled`).
+
+    Returns the mixture's risk per part up to the stop, the first part at risk and the first with the
+    mean beyond the limit (parts ahead, -1: none), the first simulated bad part (inf: none) of the
+    draws whose own forecast reaches the threshold (of every draw when fewer than 10 do) and how many
+    do."""
+    k = len(weights)
+    n_draws = z_sigma.shape[1]
+    size = limits[0] > 0.5
+    lower, upper, r0, threshold = limits[2], limits[3], limits[4], limits[5]
+    # ---- the draws' header per channel: model and phi by systematic resampling, scatter,
+    # coefficients (as trend._Posterior.sampler)
+    p_idx = np.empty((k, n_draws), dtype=np.int64)
+    g_idx = np.empty((k, n_draws), dtype=np.int64)
+    b0 = np.empty((k, n_draws))
+    b1 = np.empty((k, n_draws))
+    resid = np.empty((k, n_draws))
+    sigma = np.empty((k, n_draws))
+    n_steps = 0
+    for i in range(k):
+        n_steps = max(n_steps, steps[i].shape[0])
+    step_b = np.zeros((k, max(n_steps, 1), n_draws))
+    for i in range(k):
+        w, bi, c0i, c1i, v00i, v01i, v11i = weights[i], b[i], c0[i], c1[i], v00[i], v01[i], v11[i]
+        st_i, on_i, fl_i = steps[i], step_on[i], f_last[i]
+        n_st = st_i.shape[0]
+        n_models = w.shape[1]
+        flat = w.ravel()
+        cum = np.empty(flat.size)
+        acc = 0.0
+        for j in range(flat.size):
+            acc = acc + flat[j] if j else flat[0]
+            cum[j] = acc
+        total = cum[flat.size - 1]
+        a, known_sigma, y_last, pool = scalars[i, 0], scalars[i, 1], scalars[i, 2], int(scalars[i, 3])
+        j = 0
+        for d in range(n_draws):
+            u = (d + 0.5) / n_draws * total
+            while j < flat.size and cum[j] < u:
+                j += 1
+            idx = min(j, flat.size - 1)
+            p, g = idx // n_models, idx % n_models
+            p_idx[i, d], g_idx[i, d] = p, g
+            phi = phis[p]
+            if not math.isnan(known_sigma):
+                s2 = known_sigma * known_sigma * (1 - phi * phi)
+            else:
+                nu = 2.0 * a
+                wh = max(1.0 - 2.0 / (9 * nu) + z_sigma[pool, d] * math.sqrt(2.0 / (9 * nu)), 0.05)
+                chi = nu * wh**3.0
+                s2 = 2.0 * bi[p, g] / chi
+            e00 = v00i[p, g] * s2
+            e01 = v01i[p, g] * s2
+            e11 = v11i[p, g] * s2
+            ch00 = math.sqrt(max(e00, 0.0))
+            ch10 = e01 / ch00 if ch00 > 0 else 0.0
+            ch11 = math.sqrt(max(e11 - ch10 * ch10, 0.0))
+            z0, z1 = z_param[pool, d, 0], z_param[pool, d, 1]
+            lvl = c0i[p, g] + ch00 * z0
+            shp = c1i[p, g] + (ch10 * z0 + ch11 * z1)
+            b0[i, d], b1[i, d] = lvl, shp
+            fitted = lvl + shp * fl_i[g]
+            for s in range(n_st):
+                st = st_i[s, p, g]
+                step_b[i, s, d] = st
+                fitted = fitted + st * on_i[s]
+            resid[i, d] = y_last - fitted
+            sigma[i, d] = math.sqrt(s2)
+    # ---- parts ahead, slice by slice, until the parts seen decide the forecast. Draw by draw,
+    # each step a pass over the slice's parts: the passes without library calls vectorise, and those
+    # with (power, erf) are independent from part to part, so they overlap in the processor
+    horizon = stops[stops.size - 1]
+    p_sum = np.zeros(horizon)
+    centre = np.zeros((k, horizon))
+    first = np.full(n_draws, np.inf)
+    predicts = np.zeros(n_draws, dtype=np.bool_)
+    risk, limit = -1, -1
+    width = 0
+    prev = 0
+    for stop in stops:
+        width = max(width, stop - prev)
+        prev = stop
+    mean = np.empty((k, n_draws, width))
+    sds = np.empty((k, n_draws, width))
+    paths = np.empty((k, n_draws, width))
+    t1 = np.empty(width)
+    t2 = np.empty(width)
+    t3 = np.empty(width)
+    t4 = np.empty(width)
+    pr = np.empty(width)
+    start = 0
+    for stop in stops:
+        span = stop - start
+        for i in range(k):
+            fut_i = future[i]
+            n_st = steps[i].shape[0]
+            pool = int(scalars[i, 3])
+            for d in range(n_draws):
+                p, g = p_idx[i, d], g_idx[i, d]
+                lvl, shp, res, sig = b0[i, d], b1[i, d], resid[i, d], sigma[i, d]
+                for j in range(span):
+                    h = start + j
+                    m = fut_i[g, h] * shp
+                    m += lvl
+                    for s in range(n_st):
+                        m += step_b[i, s, d]
+                    m += carry[p, h] * res
+                    mean[i, d, j] = m
+                    sds[i, d, j] = sd_table[p, h] * sig
+                    paths[i, d, j] = noise[pool, p, d, h] * sig + m
+        for d in range(n_draws):
+            for i in range(k):
+                for j in range(span):
+                    centre[i, start + j] += mean[i, d, j]
+            if size:
+                for j in range(span):
+                    sd = max(sds[0, d, j], 1e-300)
+                    m = mean[0, d, j]
+                    near = (lower - m) if m < 0.5 * (lower + upper) else (m - upper)
+                    t1[j] = near / sd
+                for j in range(span):
+                    pr[j] = _ndtr(t1[j])
+                for j in range(span):
+                    path = paths[0, d, j]
+                    if (path < lower or path > upper) and not math.isfinite(first[d]):
+                        first[d] = start + j + 1.0
+            else:
+                r00 = r0 * r0
+                for j in range(span):
+                    r2 = mean[0, d, j] * mean[0, d, j]
+                    var = sds[0, d, j] * sds[0, d, j]
+                    rad2 = paths[0, d, j] * paths[0, d, j]
+                    for i in range(1, k):
+                        r2 = r2 + mean[i, d, j] * mean[i, d, j]
+                        var = var + sds[i, d, j] * sds[i, d, j]
+                        rad2 = rad2 + paths[i, d, j] * paths[i, d, j]
+                    var /= k
+                    var = max(var, 1e-300)
+                    # Sankaran's approximation up to the power (see _sankaran_sf)
+                    lam = max(r2 / var, 0.0)
+                    kl = lam + k
+                    k2l = lam * 2 + k
+                    hh = lam * 3 + k
+                    hh *= kl * (2.0 / 3.0)
+                    hh /= k2l * k2l
+                    hh = 1.0 - hh
+                    pp = k2l / (kl * kl)
+                    mm = (hh - 1.0) * (1.0 - hh * 3.0)
+                    t1[j] = max(r00 / var, 0.0) / kl
+                    t2[j] = hh
+                    u = (2.0 - hh) * 0.5 * mm * pp
+                    t3[j] = hh * pp * ((hh - 1.0) - u) + 1.0
+                    den = math.sqrt(pp * 2.0) * hh
+                    den *= mm * 0.5 * pp + 1.0
+                    t4[j] = den
+                    if rad2 > r00 and not math.isfinite(first[d]):
+                        first[d] = start + j + 1.0
+                for j in range(span):
+                    t1[j] = t1[j] ** t2[j]
+                for j in range(span):
+                    t1[j] = (t1[j] - t3[j]) / t4[j]
+                for j in range(span):
+                    z = t1[j]
+                    pr[j] = 1.0 if z <= -_NDTR_ONE else (0.0 if z >= _NDTR_ONE else 1.0 - _ndtr(z))
+            for j in range(span):
+                v = pr[j]
+                p_sum[start + j] = p_sum[start + j] + v if d else v
+                if math.isnan(v) or v >= threshold:
+                    predicts[d] = True
+        for h in range(start, stop):
+            risk_h = p_sum[h] / n_draws
+            if math.isnan(risk_h):
+                risk_h = 1.0
+            risk_h = min(max(risk_h, 0.0), 1.0)
+            p_sum[h] = risk_h
+            if risk < 0 and risk_h >= threshold:
+                risk = h + 1
+            if limit < 0:
+                if size:
+                    c = centre[0, h] / n_draws
+                    if c < lower or c > upper:
+                        limit = h + 1
+                else:
+                    r = 0.0
+                    for i in range(k):
+                        c = centre[i, h] / n_draws
+                        r = r + c * c if i else 0 + c * c
+                    if math.sqrt(r) > r0:
+                        limit = h + 1
+        start = stop
+        if risk >= 0 and limit >= 0 and predicts.all() and np.isfinite(first).all():
+            break
+    n_predicts = 0
+    for d in range(n_draws):
+        n_predicts += predicts[d]
+    if n_predicts >= 10:
+        kept = np.empty(n_predicts)
+        j = 0
+        for d in range(n_draws):
+            if predicts[d]:
+                kept[j] = first[d]
+                j += 1
+        first = kept
+    return p_sum[:start], risk, limit, first, n_predicts
+
+
+breach = cast(Callable[..., tuple[np.ndarray, int, int, np.ndarray, int]], _breach)
+"""The compiled :func:`_breach` (numba's dispatcher, typed for callers)."""
