@@ -25,7 +25,7 @@ from typing import cast
 import numpy as np
 from numba import njit
 
-__all__ = ["breach"]
+__all__ = ["breach", "fit"]
 
 _NDTR_ONE = 8.5
 _NDTR_ZERO = -40.0
@@ -315,3 +315,152 @@ def _breach(
 
 breach = cast(Callable[..., tuple[np.ndarray, int, int, np.ndarray, int]], _breach)
 """The compiled :func:`_breach` (numba's dispatcher, typed for callers)."""
+
+
+@njit(cache=True, error_model="numpy")
+def _fit(
+    y: np.ndarray,
+    f_t: np.ndarray,
+    f0: np.ndarray,
+    family: np.ndarray,
+    scf: np.ndarray,
+    a00: np.ndarray,
+    a11: np.ndarray,
+    inv: np.ndarray,
+    ml_base: np.ndarray,
+    half_logdet: np.ndarray,
+    log_prior: np.ndarray,
+    b_0: np.ndarray,
+    s_e2: np.ndarray,
+    spread: np.ndarray,
+    phis: np.ndarray,
+    a0: float,
+    known_sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Posterior of every (phi, model) of a window without a recorded step, and what the fit reports
+    of it: :func:`monitor.detect.trend._fit_models`, :meth:`_Posterior.summary
+    <monitor.detect.trend._Posterior.summary>`'s choices and :meth:`_Posterior.predict_next
+    <monitor.detect.trend._Posterior.predict_next>` in one loop, in their order but for the sums over
+    the window (a plain loop here, BLAS's blocks there) and libm's log and exp.
+
+    Returns the weights, the coefficient means (level, shape) and the inverse-gamma ``b`` (P x G),
+    and ``stats``: the five family probabilities, the heaviest (phi, model) pair of the likeliest
+    family and of any drift family (flat indices), the posterior mean phi, and the next value's
+    mean and variance."""
+    n = y.size
+    n_phi, n_models = scf.shape
+    qy = np.empty(n)
+    sfy = np.empty((n_phi, n_models))
+    m_c = np.empty((n_phi, n_models))
+    m_f = np.empty((n_phi, n_models))
+    b_n = np.empty((n_phi, n_models))
+    logw = np.empty((n_phi, n_models))
+    a_n = a0 + n / 2.0
+    for p in range(n_phi):
+        phi = phis[p]
+        phi2 = phi * phi
+        one = 1.0 + phi2
+        for i in range(n):
+            q = one * y[i]
+            if i == 0:
+                q -= phi2 * y[0]
+            if i == n - 1:
+                q -= phi2 * y[n - 1]
+            if i > 0:
+                q -= phi * y[i - 1]
+            if i < n - 1:
+                q -= phi * y[i + 1]
+            qy[i] = q
+        syy = 0.0
+        scy = 0.0
+        for i in range(n):
+            syy += qy[i] * y[i]
+            scy += qy[i]
+        row = sfy[p]
+        row[:] = 0.0
+        for i in range(n):
+            q = qy[i]
+            fi = f_t[i]
+            for g in range(n_models):
+                row[g] += q * fi[g]
+        for g in range(n_models):
+            s_f = row[g]
+            mc = (a11[p, g] * scy - scf[p, g] * s_f) * inv[p, g]
+            mf = (a00[p, 0] * s_f - scf[p, g] * scy) * inv[p, g]
+            m_c[p, g], m_f[p, g] = mc, mf
+            resid = syy - (scy * mc + s_f * mf)
+            if math.isnan(known_sigma):
+                b = b_0[p, 0] + 0.5 * max(resid, 1e-300)
+                log_ml = ml_base[p, g] - a_n * math.log(b)
+            else:
+                b = s_e2[p, 0] * a_n
+                log_ml = half_logdet[p, g] - resid / (2 * s_e2[p, 0]) - 0.5 * n * math.log(s_e2[p, 0])
+            b_n[p, g] = b
+            logw[p, g] = log_ml + log_prior[p, g]
+    top = -np.inf
+    for p in range(n_phi):
+        for g in range(n_models):
+            top = max(top, logw[p, g])
+    w = np.empty((n_phi, n_models))
+    total = 0.0
+    for p in range(n_phi):
+        for g in range(n_models):
+            x = logw[p, g] - top
+            e = math.exp(x) if x > -746.0 else 0.0  # exp is exactly 0 below -745.2
+            w[p, g] = e
+            total += e
+    if not math.isfinite(total) or total <= 0:
+        w[:] = 1.0 / w.size
+    else:
+        for p in range(n_phi):
+            for g in range(n_models):
+                w[p, g] /= total
+    # what the fit reports: family probabilities, representative pairs, phi, the next value
+    stats = np.zeros(12)
+    phi_mean = 0.0
+    for p in range(n_phi):
+        row_w = 0.0
+        for g in range(n_models):
+            row_w += w[p, g]
+            stats[family[g]] += w[p, g]
+        phi_mean += row_w * phis[p]
+    fam_total = 0.0
+    for f in range(5):
+        fam_total += stats[f]
+    best, best_w = 0, -1.0
+    for f in range(5):
+        stats[f] /= fam_total
+        if stats[f] > best_w:
+            best, best_w = f, stats[f]
+    rep, rep_w, drift, drift_w = 0, -2.0, 0, -2.0
+    for p in range(n_phi):
+        for g in range(n_models):
+            v = w[p, g]
+            if family[g] == best and v > rep_w:
+                rep, rep_w = p * n_models + g, v
+            if family[g] != 0 and v > drift_w:
+                drift, drift_w = p * n_models + g, v
+    stats[5], stats[6], stats[7] = rep, drift, phi_mean
+    # the next value, moment-matched over the mixture (carry-over of the latest residual included)
+    y_last = y[n - 1]
+    f_last = f_t[n - 1]
+    mean_next = 0.0
+    for p in range(n_phi):
+        for g in range(n_models):
+            resid_last = y_last - (m_c[p, g] + m_f[p, g] * f_last[g])
+            mean_next += w[p, g] * (m_c[p, g] + m_f[p, g] * f0[g] + phis[p] * resid_last)
+    var_next = 0.0
+    for p in range(n_phi):
+        s2 = known_sigma * known_sigma * (1 - phis[p] * phis[p])
+        for g in range(n_models):
+            if math.isnan(known_sigma):
+                s2 = b_n[p, g] / max(a_n - 1.0, 0.5)
+            resid_last = y_last - (m_c[p, g] + m_f[p, g] * f_last[g])
+            m = m_c[p, g] + m_f[p, g] * f0[g] + phis[p] * resid_last
+            var_next += w[p, g] * (s2 * spread[p, g] + (m - mean_next) ** 2)
+    stats[8], stats[9] = mean_next, var_next
+    return w, m_c, m_f, b_n, stats
+
+
+fit = cast(Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], _fit)
+"""The compiled :func:`_fit` (numba's dispatcher, typed for callers)."""

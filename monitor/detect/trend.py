@@ -41,7 +41,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -192,6 +192,7 @@ class _Grid:
     param: np.ndarray  # (G,) tau, or the window index of a step / onset, nan otherwise
     f: np.ndarray  # (G, n) shape column (zeros for stable)
     future: np.ndarray  # (G, _SEARCH) shape column 1.. _SEARCH values past the window
+    future_first: np.ndarray  # (G,) the shape column at the next value, contiguous
     prior_precision: np.ndarray  # (G,) 1 / prior sd^2 of the shape coefficient, sd in units of the scale
     stable_row: np.ndarray  # (G,) bool
     log_prior: np.ndarray  # (G,) log prior probability of the model
@@ -271,6 +272,7 @@ def _grid(n: int, at_start: bool) -> _Grid:
         param=np.array([r[1] for r in rows]),
         f=f,
         future=future,
+        future_first=np.ascontiguousarray(future[:, 0]),
         prior_precision=1.0 / np.array([r[4] for r in rows]) ** 2,
         stable_row=family == 0,
         log_prior=np.log(prior),
@@ -580,6 +582,7 @@ class _Posterior:
         b: np.ndarray,
         known_sigma: float | None,
         spread: np.ndarray | None = None,
+        stats: np.ndarray | None = None,
     ) -> None:
         self.y, self.grid, self.known = y, grid, known
         self.weights, self.coef, self.cov = weights, coef, cov
@@ -587,14 +590,27 @@ class _Posterior:
         self.spread = spread
         """The next value's variance per unit innovation variance, when it does not depend on the
         values (no recorded step in the window: it comes with the prior terms)."""
-        self.phi_weights = weights.sum(axis=1)
-        n = y.size
-        fitted = coef[0] + coef[1] * grid.f[None, :, -1]
-        for j, (at, _) in enumerate(known):
+        self.stats = stats
+        """What the compiled fit computed of the summary and the next value (:func:`monitor.detect.kernels.fit`),
+        None when the posterior was computed with numpy (a window with a recorded step)."""
+
+    @cached_property
+    def phi_weights(self) -> np.ndarray:
+        return np.asarray(self.weights.sum(axis=1))
+
+    @cached_property
+    def fitted_last(self) -> np.ndarray:
+        """The fitted mean at the latest value under every (phi, model) pair."""
+        n = self.y.size
+        fitted = self.coef[0] + self.coef[1] * self.grid.f[None, :, -1]
+        for j, (at, _) in enumerate(self.known):
             if n - 1 >= at:
-                fitted = fitted + coef[2 + j]
-        self.fitted_last = fitted
-        self.resid_last = y[-1] - fitted
+                fitted = fitted + self.coef[2 + j]
+        return np.asarray(fitted)
+
+    @cached_property
+    def resid_last(self) -> np.ndarray:
+        return np.asarray(self.y[-1] - self.fitted_last)
 
     def _s2(self) -> np.ndarray:
         """Posterior mean innovation variance of every pair (P x G)."""
@@ -615,14 +631,25 @@ class _Posterior:
     def summary(self, count: int, regime: int) -> TrendFit:
         w = self.weights
         grid = self.grid
-        fam_w = np.bincount(grid.family, weights=w.sum(axis=0), minlength=len(FAMILIES)).astype(float)
-        fam_w = fam_w / fam_w.sum()
-        stable = float(fam_w[0])
+        n_models = w.shape[1]
+        st = self.stats
+        if st is not None:  # chosen by the compiled fit, as below
+            fam_w: list[float] = st[:5].tolist()
+            best_fam = max(range(len(FAMILIES)), key=fam_w.__getitem__)
+            p, g = divmod(int(st[5]), n_models)
+            pd_, gd = divmod(int(st[6]), n_models)
+            phi = float(st[7])
+        else:
+            fam = np.bincount(grid.family, weights=w.sum(axis=0), minlength=len(FAMILIES)).astype(float)
+            fam_w = (fam / fam.sum()).tolist()
+            best_fam = int(np.argmax(fam_w))
+            # the representative model: the heaviest (phi, model) pair of the chosen family
+            p, g = divmod(int(np.where(grid.family == best_fam, w, -1.0).argmax()), n_models)
+            # and the heaviest drift model (for the scatter around it)
+            pd_, gd = divmod(int(np.where(grid.family != 0, w, -1.0).argmax()), n_models)
+            phi = float(self.phi_weights @ _PHI)
+        stable = fam_w[0]
         odds = (1.0 - stable) / max(stable, 1e-300)
-        best_fam = int(fam_w.argmax())
-        # the representative model: the heaviest (phi, model) pair of the chosen family
-        p, g = divmod(int(np.where(grid.family == best_fam, w, -1.0).argmax()), w.shape[1])
-        phi = float(self.phi_weights @ _PHI)
         s2 = (
             float(self.known_sigma**2 * _OMPHI2[p])
             if self.known_sigma is not None
@@ -632,7 +659,7 @@ class _Posterior:
         b0, b1 = float(self.coef[0][p, g]), float(self.coef[1][p, g])
         v00, v01, v11 = (float(self.cov[k][p, g]) * s2 for k in ((0, 0), (0, 1), (1, 1)))
         f_last = float(grid.f[g, -1])
-        level = float(self.fitted_last[p, g])
+        level = b0 + b1 * f_last if st is not None else float(self.fitted_last[p, g])
         var_level = v00 + 2 * f_last * v01 + f_last * f_last * v11
         if self.known:
             x = np.zeros(len(self.coef))
@@ -658,7 +685,6 @@ class _Posterior:
             step_ago = n - int(param)
         sigma_e = math.sqrt(s2)
         # scatter around the heaviest drift model (not inflated by a drift the stable model misfits)
-        pd_, gd = divmod(int(np.where(grid.family != 0, w, -1.0).argmax()), w.shape[1])
         s2d = (
             float(self.known_sigma**2 * _OMPHI2[pd_])
             if self.known_sigma is not None
@@ -670,7 +696,7 @@ class _Posterior:
             regime_start=regime,
             model=family,
             model_probability=float(fam_w[best_fam]),
-            families=dict(zip(FAMILIES, fam_w.tolist(), strict=True)),
+            families=dict(zip(FAMILIES, fam_w, strict=True)),
             drift_odds=min(odds, 1e12),
             level=level,
             level_sd=math.sqrt(max(var_level, 0.0)),
@@ -687,6 +713,8 @@ class _Posterior:
 
     def predict_next(self) -> tuple[float, float]:
         """Mean and sd of the next value, moment-matched over the (phi, model) mixture."""
+        if self.stats is not None:  # computed by the compiled fit
+            return float(self.stats[8]), math.sqrt(max(float(self.stats[9]), 0.0))
         w = self.weights
         f = self.grid.future[:, 0]
         mean = self.coef[0] + self.coef[1] * f + _PHI_COL * self.resid_last
@@ -934,14 +962,43 @@ def _fit_models(
     scale: float,
     pri: _Priors,
     known_sigma: float | None,
+    compiled: bool = True,
 ) -> _Posterior:
     """Posterior of every (phi, model): conjugate normal-inverse-gamma GLS with AR(1) errors.
+
+    A window without a recorded step (nearly every part) is fitted by the compiled
+    :func:`monitor.detect.kernels.fit`, which also computes what the summary and the next value's
+    prediction need; ``compiled=False`` gives the numpy form below, its reference
+    (``tests/detect/test_kernels.py``) and what windows with a recorded step use.
 
     With the Prais-Winsten transform T(phi), the GLS normal equations need ``X' Q X`` and
     ``X' Q y`` with ``Q = T'T`` tridiagonal (diagonal 1, 1+phi^2, ..., 1+phi^2, 1; off-diagonal
     -phi), so the sums over the window come from cached per-model sums and one matrix product.
     """
     n = y.size
+    if not known and compiled:
+        from monitor.detect import kernels  # numba's import (0.15 s of CPU) on the first fit only
+
+        w, m_c, m_f, b_n, stats = kernels.fit(
+            y,
+            grid.f_t,
+            grid.future_first,
+            grid.family,
+            grid.scf,
+            pri.a00,
+            pri.a11,
+            pri.inv,
+            pri.ml_base,
+            pri.half_logdet,
+            pri.log_prior,
+            pri.b0,
+            pri.s_e2,
+            pri.spread,
+            _PHI,
+            pri.a0,
+            math.nan if known_sigma is None else known_sigma,
+        )
+        return _Posterior(y, grid, known, w, [m_c, m_f], pri.cov, pri.a0 + n / 2.0, b_n, known_sigma, pri.spread, stats)
     # Q y for every phi: (P, n)
     qy = _ONEPPHI2 * y
     qy[:, 0] -= _PHI2 * y[0]

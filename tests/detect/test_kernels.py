@@ -1,11 +1,13 @@
-"""The compiled breach forecast (monitor/detect/kernels.py, what detection runs on every part) gives the
-numpy forecast it replaces: the same draws, the same early stop, the same decisions.
+"""The compiled kernels (monitor/detect/kernels.py, what detection runs on every part) give what the
+numpy forms they replace give: the trend fit (posterior, summary, next value) and the breach forecast
+(the same draws, the same early stop, the same decisions).
 
-The numpy form (:func:`monitor.detect.forecast.breach_forecast_sampled`, itself checked bit for bit
-against the whole-horizon textbook forecast in test_fast_paths.py) is the reference. The kernel
-computes the power in Sankaran's approximation and the normal tail with libm instead of numpy's and
-scipy's own routines, so the risks per part may differ in the last bits (checked to 1e-12); every
-decision (first part at risk, mean at the limit, the first bad part's interval, the breach share,
+The numpy forms (``trend._fit_models(compiled=False)``; :func:`monitor.detect.forecast.breach_forecast_sampled`,
+itself checked bit for bit against the whole-horizon textbook forecast in test_fast_paths.py) are the
+reference. The kernels sum over the window in a plain loop (BLAS in blocks) and take log, exp, the
+power in Sankaran's approximation and the normal tail from libm instead of numpy's and scipy's own
+routines, so numbers may differ in the last bits (checked to 1e-9 relative); every decision (the
+model chosen, first part at risk, mean at the limit, the first bad part's interval, the breach share,
 where the search stopped) must be the same.
 """
 
@@ -19,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.detect import forecast
-from monitor.detect.trend import TrendModel
+from monitor.detect import forecast, trend
+from monitor.detect.trend import TrendFit, TrendModel
 
 SLOPES = (0.0, 1e-5, 1e-4, 2e-4, 3e-4, 1e-3, 5e-3, 3e-4)
 """Stable, slow drifts (the whole search), ... far beyond the limit (the search stops after ``within``)."""
@@ -85,8 +87,86 @@ def test_compiled_forecast_of_a_nan_value_channel_says_at_risk_like_numpy() -> N
     _assert_same(*_both([("value", tr)], 20))
 
 
-def test_numba_is_imported_by_the_first_forecast_not_by_detection() -> None:
-    """Commands and tests that build detectors without forecasting do not pay numba's import."""
+def _series(kind: str, seed: int, n: int = 90) -> list[float]:
+    rng = np.random.default_rng(seed)
+    i = np.arange(n, dtype=float)
+    mean = {
+        "stable": 0.0 * i,
+        "wear": 2e-4 * i,
+        "thermal": 0.004 * (1.0 - np.exp(-i / 8.0)),
+        "step": np.where(i >= 37, 0.003, 0.0),
+        "onset": np.maximum(0.0, i - 50) * 3e-4,
+        "ar": 0.0 * i,
+    }[kind]
+    noise = rng.normal(0.0, 0.001, n)
+    if kind == "ar":
+        for k in range(1, n):
+            noise[k] += 0.6 * noise[k - 1]
+    return [float(v) for v in mean + noise]
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None or not np.isfinite(b):
+        return a == b or (a is not None and b is not None and np.isnan(a) and np.isnan(b))
+    return abs(a - b) <= 1e-9 * max(abs(b), 1e-6)
+
+
+def _same_fit(got: TrendFit, want: TrendFit) -> None:
+    assert (got.n, got.regime_start, got.model, got.plateau is None, got.tau, got.step_parts_ago) == (
+        want.n,
+        want.regime_start,
+        want.model,
+        want.plateau is None,
+        want.tau,
+        want.step_parts_ago,
+    )
+    for name in ("model_probability", "level", "level_sd", "slope", "plateau", "sigma", "sigma_innovation", "phi", "sigma_drift"):
+        assert _close(getattr(got, name), getattr(want, name)), (name, getattr(got, name), getattr(want, name))
+    assert _close(min(got.drift_odds, 1e9), min(want.drift_odds, 1e9))
+    assert all(_close(got.slope_interval[k], want.slope_interval[k]) for k in (0, 1))
+    assert all(abs(got.families[f] - want.families[f]) <= 1e-9 for f in trend.FAMILIES)
+
+
+@pytest.mark.parametrize("kind", ["stable", "wear", "thermal", "step", "onset", "ar"])
+@pytest.mark.parametrize("sigma", [None, 0.001])
+def test_compiled_fit_is_the_numpy_fit(kind: str, sigma: float | None) -> None:
+    """Every window a channel goes through (filling from the batch start, then sliding; a step the
+    data show starting a new regime): posterior, summary and the next value's prediction."""
+    model = TrendModel(scale=0.0075, window=60, sigma=sigma)
+    compared = 0
+    for x in _series(kind, 3):
+        model.update(x)
+        post = model._post
+        assert post is not None and post.stats is not None  # no recorded step: the compiled fit
+        at_start = model._count == post.y.size  # as TrendModel._refit keys its prior terms
+        pri = model._prior_cache[(post.y.size, at_start, at_start and model._from_start)]
+        ref = trend._fit_models(post.y, post.grid, [], model.scale, pri, model.sigma, compiled=False)
+        assert ref.stats is None
+        assert np.allclose(post.weights, ref.weights, rtol=1e-9, atol=1e-12)
+        assert np.allclose(post.b, ref.b, rtol=1e-9, atol=0.0)
+        for got_c, want_c in zip(post.coef, ref.coef, strict=True):
+            assert np.allclose(got_c, want_c, rtol=1e-9, atol=1e-15)
+        count, regime = model._count, model._regime
+        _same_fit(post.summary(count, regime), ref.summary(count, regime))
+        (m1, s1), (m2, s2) = post.predict_next(), ref.predict_next()
+        assert _close(m1, m2) and _close(s1, s2)
+        assert np.allclose(post.phi_weights, ref.phi_weights, rtol=1e-9, atol=1e-15)
+        compared += 1
+    assert compared == 90
+
+
+def test_a_window_with_a_recorded_step_is_fitted_with_numpy() -> None:
+    model = TrendModel(scale=0.0075, window=60)
+    for i, x in enumerate(_series("wear", 5, 40)):
+        if i == 20:
+            model.expect_step(-0.002)
+        model.update(x - (0.002 if i >= 20 else 0.0))
+    assert model._post is not None and model._post.stats is None and model.fit is not None
+
+
+def test_numba_is_imported_by_the_first_fit_not_by_detection() -> None:
+    """Commands and tests that read configurations, stores or charts without fitting a trend do not
+    pay numba's import."""
     probe = (
         "import json, sys\n"
         "from monitor.detect.trend import TrendModel\n"
