@@ -297,3 +297,11 @@ def test_channels_with_the_same_settings_share_their_prior_terms() -> None:
     c = TrendModel(scale=0.025, window=30, prior_sigma=0.004)  # other settings: terms of its own
     c.update(0.001)
     assert trend._shared_priors.cache_info().misses == 21
+
+
+def test_ar_noise_pools_are_lfilters_ar1_sequences() -> None:
+    from scipy.signal import lfilter
+
+    pools = trend._ar_noise()
+    for k, phi in enumerate(trend.PHIS):
+        assert _same(pools[:, k], lfilter([1.0], [1.0, -phi], trend._Z_NOISE, axis=-1))

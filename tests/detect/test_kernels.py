@@ -166,7 +166,7 @@ def test_a_window_with_a_recorded_step_is_fitted_with_numpy() -> None:
 
 def test_numba_is_imported_by_the_first_fit_not_by_detection() -> None:
     """Commands and tests that read configurations, stores or charts without fitting a trend do not
-    pay numba's import."""
+    pay numba's import (0.15 s of CPU, 0.4 s with loading the kernels)."""
     probe = (
         "import json, sys\n"
         "from monitor.detect.trend import TrendModel\n"
@@ -175,8 +175,9 @@ def test_numba_is_imported_by_the_first_fit_not_by_detection() -> None:
         "tr = TrendModel(scale=1.0)\n"
         "[tr.update(0.1 * i) for i in range(5)]\n"
         "fc.breach_forecast_compiled([('v', tr.posterior_arrays())], lower=-1.0, upper=1.0)\n"
-        "print(json.dumps([before, 'numba' in sys.modules]))\n"
+        "print(json.dumps([before, 'numba' in sys.modules, 'scipy.signal' in sys.modules]))\n"
     )
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout.splitlines()[-1]) == [False, True]
+    # nor scipy.signal (and the scipy.stats it loads): the forecast's AR(1) pools are a plain recursion
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, True, False]
