@@ -415,7 +415,7 @@ def breach_forecast_compiled(
     an ulp or two of the power and normal tail functions (``tests/detect/test_kernels.py`` compares
     both). This is what detection runs on every part; the numpy forms stay the reference and serve
     the dashboard's cone charts."""
-    from monitor.detect import kernels  # numba's import (0.15 s of CPU) only where forecasts run
+    from monitor.detect import kernels  # numba, imported by the first trend fit already
 
     if not channels:
         raise DetectionError("no channels to forecast")

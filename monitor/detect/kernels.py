@@ -1,18 +1,20 @@
-"""The breach forecast of one feature as one compiled loop (numba), from its channels' posteriors.
+"""Detection's per-part numerics as compiled loops (numba): the trend fit of a channel and the breach
+forecast of a feature.
 
-:func:`monitor.detect.forecast.breach_forecast_sampled` computes the same forecast with numpy from
-:class:`monitor.detect.trend.DrawSource` slices; it is the reference this kernel is tested against
-(``tests/detect/test_kernels.py``). With numpy, every step is a call on a 128 x 20 array and the
-forecast of a position costs about 35 such calls per axis, each 1.5-3 us of overhead for little work:
-on every part of every drifting feature that was most of detection's time. Here the draws' header
-(resampling, scatter, coefficients), their parts ahead and the breach logic run in one loop over
-draws and parts, with the same operations in the same order as the numpy forms, so the results agree
-to the last bits but for the power in Sankaran's approximation and the normal tail (libm's here,
-numpy's and scipy's own there), which differ by an ulp or two.
+With numpy, every step of these is a call on a small array (5 x 60 models, 128 draws x 20 parts),
+1.5-3 us of overhead each for little work: the fit of one channel was about 25 such calls plus the
+summary's and the next value's, the forecast of a position about 35 per axis plus the draws' header.
+On every part of every feature that was most of detection's time. Here each is one loop over pairs,
+draws and parts with the operations of the numpy forms in their order, except that sums over the
+window are plain loops (BLAS sums in blocks) and log, exp, the power in Sankaran's approximation and
+the normal tail come from libm (numpy and scipy have their own): results agree to the last bits, and
+every decision is the same (``tests/detect/test_kernels.py``, against the numpy forms that stay as the
+reference: ``trend._fit_models(compiled=False)`` and :func:`monitor.detect.forecast.breach_forecast_sampled`).
 
-The module imports numba: :mod:`monitor.detect.forecast` imports it on the first forecast, so
-commands that never forecast do not pay numba's import (about 0.15 s of CPU). The kernel is
-compiled once and cached beside this file (``cache=True``); a daemon compiles or loads it at start
+Importing this module imports numba (0.15 s of CPU): :mod:`monitor.detect.trend` and
+:mod:`monitor.detect.forecast` import it on the first fit, so commands that never fit a trend do not
+pay it. The kernels are compiled once (``scripts/install.sh``, about 8 s) and cached beside this file
+(``cache=True``); a process loads them on first use (about 0.25 s more), a daemon at start
 (:func:`monitor.detect.warm_up`).
 """
 
