@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from monitor.detect.cusum import Cusum
     from monitor.detect.evidence import FeatureEvidence
     from monitor.detect.ewma import Ewma
-    from monitor.detect.forecast import BreachForecast, breach_forecast
+    from monitor.detect.forecast import BreachForecast, breach_forecast, warm_up
     from monitor.detect.runrules import RunRules
     from monitor.detect.selfstart import QStatistic, SelfStartingCusum
-    from monitor.detect.trend import TrendFit, TrendModel, warm_up
+    from monitor.detect.trend import TrendFit, TrendModel
 
 __all__ = [
     "REGISTRY",
@@ -67,7 +67,7 @@ _WHERE = {
     "SelfStartingCusum": "selfstart",
     "TrendFit": "trend",
     "TrendModel": "trend",
-    "warm_up": "trend",
+    "warm_up": "forecast",
 }
 _DETECTORS = ("attribute", "attribution", "capability", "cusum", "ewma", "runrules", "selfstart", "trend")
 """Modules whose import registers detectors."""

@@ -26,7 +26,7 @@ distribution", Biometrika 50, 1963, pp. 199-204), accurate to about 0.002 here a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +34,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from monitor.detect.trend import PHIS, Draws, DrawSource, PosteriorArrays, TrendModel, noise_tables
+from monitor.detect.trend import warm_up as warm_up_tables
 from monitor.errors import DetectionError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "breach_forecast_compiled",
     "breach_forecast_sampled",
     "noncentral_chi2_sf",
+    "warm_up",
     "warm_up_compiled",
 ]
 
@@ -415,7 +417,7 @@ def breach_forecast_compiled(
     an ulp or two of the power and normal tail functions (``tests/detect/test_kernels.py`` compares
     both). This is what detection runs on every part; the numpy forms stay the reference and serve
     the dashboard's cone charts."""
-    from monitor.detect import kernels  # numba, imported by the first trend fit already
+    from monitor.detect.kernels import breach  # numba, imported by the first trend fit already
 
     if not channels:
         raise DetectionError("no channels to forecast")
@@ -437,7 +439,7 @@ def breach_forecast_compiled(
         ]
     )
     per_kind = tuple(zip(*(a.arrays for _, a in channels), strict=True))
-    p_all, risk, limit, first, n_predicts = kernels.breach(
+    p_all, risk, limit, first, n_predicts = breach(
         *per_kind,
         np.array([a.scalars for _, a in channels]),
         _PHIS,
@@ -478,3 +480,13 @@ def warm_up_compiled() -> None:
     breach_forecast_compiled(models[:1], lower=-1.0, upper=1.0, search=2, within=1)
     breach_forecast_compiled(models[:2], tolerance=1.0, search=2, within=1)
     breach_forecast_compiled(models, tolerance=1.0, search=2, within=1)
+
+
+def warm_up(windows: Iterable[int]) -> None:
+    """What a daemon builds and loads at start (:func:`monitor.detect.trend.warm_up`'s tables for
+    these windows, and the compiled kernels: :func:`warm_up_compiled`), so that neither its memory
+    nor its first parts' cost creep up later."""
+    lengths = list(windows)
+    warm_up_tables(lengths)
+    if lengths:
+        warm_up_compiled()

@@ -295,8 +295,8 @@ def warm_up(windows: Iterable[int]) -> None:
     memory does not creep up over its first hour as batches reach longer windows (about 6 MB for the
     default window of 60); a command or a test that fits a few models need not pay for it. At most
     as many grids as the cache keeps are built (windows up to about 125 parts are covered whole).
-    The compiled forecast is compiled or loaded from its cache too
-    (:func:`monitor.detect.forecast.warm_up_compiled`)."""
+    :func:`monitor.detect.warm_up` (:func:`monitor.detect.forecast.warm_up`) also loads the compiled
+    kernels."""
     lengths = sorted({int(check_range("window", w, 8, 400)) for w in windows})
     if not lengths:
         return
@@ -307,9 +307,6 @@ def warm_up(windows: Iterable[int]) -> None:
         _grid(n, True)
     for n in lengths:
         _grid(n, False)
-    from monitor.detect.forecast import warm_up_compiled  # forecast imports this module
-
-    warm_up_compiled()
 
 
 # --------------------------------------------------------------------------------- the detector
@@ -984,9 +981,9 @@ def _fit_models(
     """
     n = y.size
     if not known and compiled:
-        from monitor.detect import kernels  # numba's import (0.15 s of CPU) on the first fit only
+        from monitor.detect.kernels import fit  # numba's import (0.15 s of CPU) on the first fit only
 
-        w, m_c, m_f, b_n, stats = kernels.fit(
+        w, m_c, m_f, b_n, stats = fit(
             y,
             grid.f_t,
             grid.future_first,
