@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,24 @@ def test_alerts_follow_prints_changes_as_they_are_stored(tmp_path: Path) -> None
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_alerts_since_keeps_the_later_alerts_and_refuses_what_is_not_a_time(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+    from tests.test_store import T0, alert
+
+    site = write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", batch(1)))
+    with SqliteStore(tmp_path / "monitor.db") as store:
+        store.record_alerts([alert(n) for n in (1, 5, 9)])  # raised at T0 + 1, 5 and 9 minutes
+    since = (T0 + timedelta(minutes=4)).isoformat()
+    kept = CliRunner().invoke(app, ["alerts", "-c", str(site), "--since", since, "--json"])
+    assert kept.exit_code == 0, kept.output
+    assert [json.loads(line)["part_number"] for line in kept.output.splitlines()] == [5, 9]
+    bad = CliRunner().invoke(app, ["alerts", "-c", str(site), "--since", "yesterday"])
+    assert bad.exit_code == 2
+    assert "--since: expected 2h, 30m, 7d or an ISO time, got 'yesterday'" in bad.output
 
 
 def test_parts_capability_matches_the_stored_measurements(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -114,6 +115,18 @@ def capability_text(row: dict[str, Any]) -> dict[str, Any]:
         out[f"{name}_text"] = "-" if value is None else f"{value:.2f}" if not ci else f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
     out["stable_text"] = "-" if not row.get("n") else "NO: not meaningful" if row.get("signals") else "yes"
     return out
+
+
+def since_option(text: str | None) -> datetime | None:
+    """``--since`` read as :func:`monitor.queries.parse_since` reads it; exit 2 with the forms it
+    takes when it is none of them."""
+    from monitor.queries import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError:
+        err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {text!r}")
+        raise typer.Exit(2) from None
 
 
 def print_stability_notes(rows: Iterable[dict[str, Any]], name: str = "feature") -> None:

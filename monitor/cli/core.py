@@ -17,6 +17,7 @@ from monitor.cli._app import (
     emit_rows,
     err_console,
     print_stability_notes,
+    since_option,
 )
 from monitor.errors import ConfigError, MonitorError
 
@@ -327,13 +328,9 @@ def alerts(
     """List conditions (one per machine, program and feature while not ok) and machine alerts as they
     stand now, with the advice of the last part; with --follow, print every state change as it happens."""
     from monitor.config import load_site
-    from monitor.queries import alert_row, cell_machines, follow_alerts, open_site_store, parse_since
+    from monitor.queries import alert_row, cell_machines, follow_alerts, open_site_store
 
-    try:
-        since_t = parse_since(since)
-    except ValueError:
-        err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {since!r}")
-        raise typer.Exit(2) from None
+    since_t = since_option(since)
     try:
         with open_site_store(config) as store:
             machines = cell_machines(store, load_site(config), cell) if cell else None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console, since_option
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 
@@ -62,13 +62,9 @@ def signals(
     """Raw signal history kept in the store (the site file's store.signals, for
     store.signal_retention_days): one machine's signal over time, or what is kept."""
     from monitor.config import load_site
-    from monitor.queries import open_site_store, parse_since
+    from monitor.queries import open_site_store
 
-    try:
-        since_t = parse_since(since)
-    except ValueError:
-        err_console.print(f"--since: expected 2h, 30m, 7d or an ISO time, got {since!r}")
-        raise typer.Exit(2) from None
+    since_t = since_option(since)
     try:
         with open_site_store(config) as store:
             if machine is None or signal is None:
