@@ -42,7 +42,7 @@ from monitor.config import OpcUaMachine, Site, load_site
 from monitor.control import ControlClient, DaemonUnreachable
 from monitor.errors import MonitorError
 from monitor.model import Action, ActionKind, AlertState
-from monitor.runtime import StoreLock, read_runtime
+from monitor.runtime import RuntimeInfo, StoreLock, read_runtime
 from monitor.store import Store, open_store
 from monitor.store.lease import MachineLease, daemon_id
 from monitor.users import WRITE_OFFSET, authorize, cli_user
@@ -125,6 +125,13 @@ async def apply_offset(
     user = cli_user(site, os.environ.get(TOKEN_ENV))
     authorize(user, WRITE_OFFSET)
     info = read_runtime(site.store_path)
+    if site.config.store.url is not None:
+        holder = await asyncio.to_thread(_held_elsewhere, site.config.store.url, alert_id, info)
+        if holder:
+            raise MonitorError(
+                f"condition {alert_id}'s machine is watched by {holder}, not by this host's daemon: apply the offset "
+                "on that daemon's dashboard or with the same command on its host (`monitor plant` lists the owners)"
+            )
     if info is None:
         raise MonitorError(
             "no monitor daemon runs for this site: offsets are written by the running daemon (it knows the current "
@@ -134,6 +141,19 @@ async def apply_offset(
     command = ApplyOffset(alert_id, user, "cli", value, axis, None, comment)
     client = ControlClient(info.control_url, info.control_token)
     return await client.apply_offset(command, os.environ.get(TOKEN_ENV), timeout_s=max(waits, default=0.0) + 60.0)
+
+
+def _held_elsewhere(url: str, alert_id: str, mine: RuntimeInfo | None) -> str:
+    """Which other daemons hold the lease of condition ``alert_id``'s machine, in words ("" when
+    none does, or the condition is unknown: the daemon of this host says so then). The register's
+    one writer is the daemon that holds the machine, as for every other change of its conditions."""
+    with open_store(url, read_only=True) as reader:
+        alert = reader.alert(alert_id)
+        if alert is None:
+            return ""
+        owners = [r for r in reader.machine_owners() if r["machine"] == alert.machine and r["live"]]
+    ours = mine.lease_owner if mine is not None else None
+    return ", ".join(f"{r['owner']} (cell {r['cell']})" for r in owners if r["owner"] != ours)
 
 
 def _in_shared_store_unless_owned(site: Site, url: str, command: Command) -> tuple[Outcome | None, str]:

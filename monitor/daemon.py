@@ -399,6 +399,7 @@ class Daemon:
             control_url=self.control_url,
             control_token=token,
             dashboard_url=self.dashboard_url,
+            lease_owner=self.core.lease.owner if self.core.lease is not None else None,
         )
         store_path = self.site.store_path
         try:

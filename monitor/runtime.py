@@ -46,6 +46,8 @@ class RuntimeInfo:
     control_url: str
     control_token: str
     dashboard_url: str | None = None
+    lease_owner: str | None = None
+    """Its name in a shared store's lease table (None with a SQLite store): whose machines are its own."""
 
 
 def write_runtime(store_path: Path, info: RuntimeInfo) -> None:
@@ -75,6 +77,7 @@ def read_runtime(store_path: Path) -> RuntimeInfo | None:
             control_url=str(body["control_url"]),
             control_token=str(body["control_token"]),
             dashboard_url=body.get("dashboard_url") if isinstance(body.get("dashboard_url"), str) else None,
+            lease_owner=body.get("lease_owner") if isinstance(body.get("lease_owner"), str) else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import aiohttp
 import yaml
 
 from monitor.config import load_site
+from monitor.model import Alert, AlertKind, AlertState, Severity
 from monitor.sim import SimCell, load_scenario
 from monitor.sim.mtconnect_agent import SimAgentBinding
 from monitor.sim.process import PROGRAMS_DIR
+from monitor.store import open_store
 from tests.daemons import running_daemon
 from tests.requires import need_binary
 
@@ -80,6 +83,7 @@ async def test_two_cells_on_one_store_show_as_one_plant(tmp_path: Path, pg_url: 
             await _browser_shows(url, {first.id, second.id})
             cli_plant = await _cli(site_2, "plant")
             cli_parts = await _cli(site_2, "parts", "--cell", "cell-1", "--last", "100")
+            refused, passed_on = await _offset_from_both_cells(pg_url, site_2, site_1, first.id, first.programs[0])
 
     assert plant["this_cell"] == "cell-1"
     by_cell = {c["cell"]: c["machines"] for c in plant["cells"]}
@@ -94,10 +98,31 @@ async def test_two_cells_on_one_store_show_as_one_plant(tmp_path: Path, pg_url: 
     assert all(a["machine"] == first.id for a in cell_1_alerts["alerts"])
     assert {(r["cell"], r["machine"]) for r in cli_plant} == {("cell-1", first.id), ("cell-2", second.id)}
     assert {p["machine"] for p in cli_parts} == {first.id} and len(cli_parts) >= PARTS
+    # cell-1's register is written by cell-1's daemon only: the command on cell-2's host names it
+    assert f"watched by {by_cell['cell-1'][0]['owner']} (cell cell-1)" in refused, refused
+    assert "watched by" not in passed_on and "no condition" in passed_on  # its own daemon answered (not an OPC UA machine's)
     # the daemons stopped cleanly: their leases were given up
     released = await _cli(site_1, "plant")
     assert not any(r["live"] for r in released)
     await _report_reads_one_cell(tmp_path, site_1, second.id, second.programs[0])
+
+
+async def _offset_from_both_cells(url: str, other: Path, own: Path, machine: str, program: str) -> tuple[str, str]:
+    """`monitor offset apply` for a condition of ``machine`` (held by ``own``'s daemon) from ``other``'s
+    host and from ``own``'s: their error texts."""
+    condition = Alert(
+        id=f"{machine}/{program}/bore/forecast/1", machine=machine, program=program, feature="bore",
+        kind=AlertKind.FORECAST, severity=Severity.WARNING, state=AlertState.OPEN, part_number=1,
+        message="bore drifting", time=datetime.now(UTC),
+    )  # fmt: skip
+
+    def record() -> None:  # behind the daemons' backs: neither engine knows it
+        with open_store(url) as store:
+            store.record_alerts([condition])
+
+    await asyncio.to_thread(record)
+    args = ("offset", "apply", condition.id, "--value", "0.01")
+    return str(await _cli(other, *args, status=1)), str(await _cli(own, *args, status=1))
 
 
 async def _report_reads_one_cell(tmp_path: Path, site: Path, second: str, program: str) -> None:
