@@ -312,7 +312,8 @@ def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(
     of order, one that is not in the series (incomplete) or several parts between requests that the
     chart does not show all make it read everything again."""
 
-    from monitor.dashboard.api import FeatureCache, _points_text
+    from monitor.codec import json_bytes
+    from monitor.dashboard.api import FeatureCache, _points
     from monitor.model import AxisRef, PositionFeature, SizeFeature
     from monitor.report import stored_capability
 
@@ -327,7 +328,7 @@ def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(
         for feature in (pos, dia):
             values, cap = cache.read(store, "m1", "O1001", feature)
             assert cap == stored_capability(store, "m1", "O1001", feature)
-            assert values == _points_text(feature, store.measurement_series("m1", "O1001", feature.signals, last=2000))
+            assert values == json_bytes(_points(feature, store.measurement_series("m1", "O1001", feature.signals, last=2000)))
         assert cache.appended - before == (2 if appended else 0)
 
     check(appended=False)  # the first read: everything

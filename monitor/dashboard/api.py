@@ -12,17 +12,16 @@ the site file they are refused. See docs/dashboard.md for the reference.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from aiohttp import web
 
-from monitor.codec import json_safe
+from monitor.codec import json_bytes, json_safe
 from monitor.commands import Acknowledge, CloseAlert, Command, OffsetApply, RecordAction, action_command, apply_offset_command
 from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
@@ -78,30 +77,12 @@ def _api(request: web.Request) -> MonitorApi:
 
 def _error(status: int, message: str, **headers: str) -> web.HTTPException:
     cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound}[status]
-    return cls(text=_json_text({"error": message}), content_type="application/json", headers=headers or None)
-
-
-_encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
-"""A JSON string literal of a text, as ``json.dumps`` writes it (``ensure_ascii``)."""
-
-
-def _json_text(obj: Any) -> str:
-    return json.dumps(obj, allow_nan=False, default=str)
+    return cls(text=json_bytes({"error": message}).decode(), content_type="application/json", headers=headers or None)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.json_response(json_safe(obj), status=status, dumps=_json_text)
-
-
-def _json_rows(obj: dict[str, Any]) -> web.Response:
-    """:func:`_json` of rows whose keys are all text (part rows): encoded at once, and walked by
-    :func:`~monitor.codec.json_safe` only when a value is not finite (a NaN reading): the same
-    answer without a walk over every value of every row."""
-    try:
-        text = _json_text(obj)
-    except ValueError:
-        text = _json_text(json_safe(obj))
-    return web.Response(text=text, content_type="application/json")
+    """An answer as :func:`~monitor.codec.json_bytes` writes it (NaN and infinities as null)."""
+    return web.Response(body=json_bytes(obj), status=status, content_type="application/json")
 
 
 def _last(request: web.Request, default: int, cap: int) -> int:
@@ -188,9 +169,8 @@ def _feature(site: Site, program: str, feature: str) -> Feature | None:
 def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]:
     """The plotted value of each part, judged as the drift engine judges it; unusable parts left out.
 
-    Every point is JSON-safe as built (finite values: the feature handler sends them without
-    :func:`~monitor.codec.json_safe`). For a position feature the true position is computed here
-    from the same deviations as
+    Every point is JSON-safe as built (a non-finite true position is None). For a position feature
+    the true position is computed here from the same deviations as
     :meth:`~monitor.model.PositionFeature.true_position` (same order of the same operations: the same
     float), once per point without its per-call lookups: a chart has up to ``SERIES_MAX`` points."""
     out: list[dict[str, Any]] = []
@@ -240,54 +220,6 @@ def _points(feature: Feature, series: list[SeriesPoint]) -> list[dict[str, Any]]
     return out
 
 
-def _points_text(feature: Feature, series: list[SeriesPoint]) -> str:
-    """``_json_text(_points(feature, series))``, the same text, written point by point without the
-    dicts: a 2,000-point position chart is 450 KB of JSON whose dicts cost as much to build as to
-    encode. Numbers are written as :mod:`json` writes them (``repr``), text through its own escaping
-    (``ensure_ascii``); a point :func:`_points` would scrub (a deviation beyond float range) goes
-    through it. ``tests/dashboard/test_points.py`` checks the equality."""
-    if isinstance(feature, AttributeFeature):
-        return _json_text(_points(feature, series))
-    text = _encode_text
-    isfinite, sqrt = math.isfinite, math.sqrt
-    out: list[str] = []
-    if isinstance(feature, SizeFeature):
-        signal = feature.signal
-        if signal is None:
-            return "[]"
-        for part in series:
-            value = part.values.get(signal)
-            if value is not None and isfinite(value):
-                end, key = text(part.end), text(part.key)
-                out.append(f'{{"part_number": {part.part_number!r}, "value": {value!r}, "end": {end}, "key": {key}}}')
-        return "[" + ", ".join(out) + "]"
-    axes = [(text(name), axis.signal, axis.nominal) for name, axis in feature.axes]
-    for part in series:
-        m = part.values
-        devs: list[str] = []
-        total = 0.0
-        for name, signal, nominal in axes:
-            raw = m.get(signal)
-            if raw is None or not isfinite(raw):
-                break
-            dev = raw - nominal
-            devs.append(f"{name}: {dev!r}")
-            try:
-                total += dev**2
-            except OverflowError:
-                total = math.inf
-        else:
-            value = 2.0 * sqrt(total)
-            if isfinite(value):
-                out.append(
-                    f'{{"part_number": {part.part_number!r}, "value": {value!r}, "axes": {{{", ".join(devs)}}}, '
-                    f'"end": {text(part.end)}, "key": {text(part.key)}}}'
-                )
-            else:  # a deviation beyond float range: as _points writes it
-                out.append(_json_text(_points(feature, [part])[0]))
-    return "[" + ", ".join(out) + "]"
-
-
 def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
     """True-position forecast from the per-axis forecasts: mean from the axis means, the cone from
     the box of the per-axis 90% intervals (its nearest and farthest corner from nominal)."""
@@ -320,7 +252,8 @@ class _Chart:
 
     version: int
     feature: Feature
-    points: str
+    points: bytes
+    """The chart's points as the JSON the answer carries."""
     capability: CapabilityResult | None
     study: Any
     """The capability's values: every complete part of the machine/program, in production order."""
@@ -355,8 +288,8 @@ class FeatureCache:
         """Forget everything kept (the next request of each feature reads the store)."""
         self._entries.clear()
 
-    def read(self, store: StoreReader, machine: str, program: str, feature: Feature) -> tuple[str, CapabilityResult | None]:
-        """(the chart points as JSON text, the capability) of ``feature``, from the cache or the store."""
+    def read(self, store: StoreReader, machine: str, program: str, feature: Feature) -> tuple[bytes, CapabilityResult | None]:
+        """(the chart points as JSON, the capability) of ``feature``, from the cache or the store."""
         version = store.series_version(machine, program)
         key = (machine, program, feature.name)
         hit = self._entries.get(key)
@@ -364,7 +297,7 @@ class FeatureCache:
             self._entries.move_to_end(key)
             return hit.points, hit.capability
         series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-        points = _points_text(feature, series)  # JSON-safe as built: no json_safe walk
+        points = json_bytes(_points(feature, series))
         if version is None:
             return points, capability_of_values(feature, _study(store, machine, program, feature, series))
         parts = store.part_count(machine=machine, program=program)
@@ -442,29 +375,15 @@ def feature_series(
 
 def feature_answer(
     site: Site, view: dict[str, Any], store: StoreReader, machine: str, program: str, name: str, cache: FeatureCache
-) -> str | None:
-    """:func:`feature_series` as the JSON text the API answers, its points and capability through
-    ``cache``; None when the feature is not configured."""
+) -> bytes | None:
+    """:func:`feature_series` as the JSON the API answers, its points and capability through
+    ``cache`` (the points kept as JSON, inserted as they are); None when the feature is not configured."""
     feature = _feature(site, program, name)
     if feature is None:
         return None
     values, capability = cache.read(store, machine, program, feature)
-    return _body_text(_feature_body(store, view, machine, program, feature, None, capability), values)
-
-
-def _body_text(body: dict[str, Any], values: str) -> str:
-    """``_json_text(json_safe(body))`` with ``values`` (JSON text) as its points, moved last. The
-    alerts (the body's last keys) were read from the store's JSON, so their keys are text: they are
-    encoded at once and walked by :func:`~monitor.codec.json_safe` only when a value is not finite
-    (the rest of the body is small)."""
-    rest = {k: v for k, v in body.items() if k not in ("values", "alerts", "evidence")}
-    alerts, evidence = body["alerts"], body["evidence"]
-    try:
-        stored = _json_text(alerts), _json_text(evidence)
-    except ValueError:
-        stored = _json_text(json_safe(alerts)), _json_text(json_safe(evidence))
-    text = _json_text(json_safe(rest))
-    return f'{text[:-1]}, "alerts": {stored[0]}, "evidence": {stored[1]}, "values": {values}}}'
+    body = _feature_body(store, view, machine, program, feature, None, capability)
+    return json_bytes({**body, "values": orjson.Fragment(values)})
 
 
 def _feature_body(
@@ -572,7 +491,7 @@ async def _parts(request: web.Request) -> web.Response:
     machine, program = _opt(request, "machine"), _opt(request, "program")
     site = _api(request).site
     machines = await _cell_machines(request)
-    return _json_rows(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last, machines)))
+    return _json(await _api(request).read(lambda store: _read_parts(site, store, machine, program, last, machines)))
 
 
 async def _plant(request: web.Request) -> web.Response:
@@ -654,10 +573,10 @@ async def _feature_handler(request: web.Request) -> web.Response:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
     view = await api.feature_view(m, p, f)
     cache = request.app[FEATURE_CACHE_KEY]
-    text = await api.read(lambda store: feature_answer(site, view, store, m, p, f, cache))
-    if text is None:
+    answer = await api.read(lambda store: feature_answer(site, view, store, m, p, f, cache))
+    if answer is None:
         raise _error(404, f"program {p!r} has no feature {f!r} in this site")
-    return web.Response(text=text, content_type="application/json")
+    return web.Response(body=answer, content_type="application/json")
 
 
 async def _feature_parts_handler(request: web.Request) -> web.Response:

@@ -13,11 +13,10 @@ stream is told to end, so the server stops at once instead of waiting for browse
 from __future__ import annotations
 
 import asyncio
-import json
 
 from aiohttp import web
 
-from monitor.codec import json_safe
+from monitor.codec import json_bytes
 from monitor.dashboard.api import API_KEY
 from monitor.events import HubEvent, Subscription
 
@@ -34,10 +33,9 @@ def format_event(event: HubEvent) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so ``data`` is a single line.
 
     >>> format_event(HubEvent("part", {"machine": "m1"}))
-    b'event: part\\ndata: {"machine": "m1"}\\n\\n'
+    b'event: part\\ndata: {"machine":"m1"}\\n\\n'
     """
-    data = json.dumps(json_safe(event.data), allow_nan=False, default=str)
-    return f"event: {event.kind}\ndata: {data}\n\n".encode()
+    return b"event: %s\ndata: %s\n\n" % (event.kind.encode(), json_bytes(event.data))
 
 
 async def _events(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
-"""Feature chart points: the values the drift engine judges, JSON-safe as built (the feature handler
-sends them without json_safe's walk), and written as JSON text point by point exactly as
-``json.dumps`` writes the points."""
+"""Feature chart points: the values the drift engine judges, JSON-safe as built; and the JSON the
+dashboard answers (``monitor.codec.json_bytes``, orjson) parses to what ``json_safe`` and
+``json.dumps`` would have written."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.codec import json_safe
-from monitor.dashboard.api import _json_text, _points, _points_text
+from monitor.codec import json_bytes, json_safe
+from monitor.dashboard.api import _points
 from monitor.model import AttributeFeature, AxisRef, Feature, PositionFeature, SizeFeature
 from monitor.store import SeriesPoint
 
@@ -57,11 +57,16 @@ _readings = st.one_of(
 _keys = st.text(st.characters(codec="utf-8"), max_size=12)  # machine ids and program names are free text
 
 
+def _as_json_wrote(obj: object) -> object:
+    """What the dashboard answered before orjson: ``json.dumps(json_safe(obj), default=str)``, parsed."""
+    return json.loads(json.dumps(json_safe(obj), allow_nan=False, default=str))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10**9), _keys, st.dictionaries(st.sampled_from(
     ["probe.hole1_x", "probe.hole1_y", "probe.hole1_dia", "probe.bx", "probe.by", "probe.bz", "probe.thread_ok"]), _readings)),
     max_size=12))  # fmt: skip
-def test_the_points_text_is_the_json_of_the_points(rows: list[tuple[int, str, dict[str, float | None]]]) -> None:
+def test_the_points_json_parses_to_the_points(rows: list[tuple[int, str, dict[str, float | None]]]) -> None:
     series = [
         SeriesPoint(number, (T0 + timedelta(seconds=number)).isoformat(), f"m/O\"1/{key}",
                     {k: v for k, v in values.items() if v is not None})
@@ -69,39 +74,45 @@ def test_the_points_text_is_the_json_of_the_points(rows: list[tuple[int, str, di
     ]  # fmt: skip
     features: list[Feature] = [POS, POS3, DIA, GO]
     for feature in features:
-        assert _points_text(feature, series) == _json_text(_points(feature, series))
-        assert json.loads(_points_text(feature, series)) == json.loads(json.dumps(_points(feature, series), allow_nan=False))
+        points = _points(feature, series)
+        assert json.loads(json_bytes(points)) == _as_json_wrote(points) == json.loads(json.dumps(points, allow_nan=False))
+
+
+class _Reading(float):
+    """A float subclass (a library's number type): sent as its float."""
+
+
+def test_json_bytes_scrubs_as_json_safe_and_writes_what_json_lacks_as_text() -> None:
+    import numpy as np
+
+    when = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+    body = {
+        "limits": {"lower": -math.inf, "upper": 0.05},
+        "forecast": {"mean": [0.01, math.nan], "n": np.int64(3), "sd": np.float64(0.5)},
+        "notes": ("re-probed",),
+        1: "key not text",
+        "reading": _Reading(1.25),
+        "when": when,
+        "tools": {"T1"},
+        "name": 'Ø 10 H7 "bore"',
+    }
+    sent = json.loads(json_bytes(body))
+    # numpy's integers as numbers (json.dumps wrote their text)
+    wrote = _as_json_wrote(body)
+    assert isinstance(wrote, dict) and sent == {**wrote, "forecast": {"mean": [0.01, None], "n": 3, "sd": 0.5}}
+    assert sent["limits"] == {"lower": None, "upper": 0.05} and sent["1"] == "key not text"
+    assert sent["reading"] == 1.25 and sent["when"] == str(when) and sent["tools"] == "{'T1'}"
+    # what orjson refuses goes through json: an integer beyond 64 bits, a lone surrogate
+    for odd in ({"big": 2**70, "x": math.nan}, {"text": "\ud800"}):
+        assert json.loads(json_bytes(odd)) == _as_json_wrote(odd)
 
 
 def test_part_rows_are_sent_as_json_safe_writes_them() -> None:
-    from monitor.dashboard.api import _json_rows
+    from monitor.dashboard.api import _json
 
     rows = {"parts": [{"part": 1, "measurements": {"probe.a": 1.5, "probe.b": math.nan}, "tool_life": math.inf}], "total": 1}
     fine = {"parts": [{"part": 2, "measurements": {"probe.a": 1.5}, "notes": ("re-probed",)}], "total": 1}
     for body in (rows, fine):
-        response = _json_rows(body)
+        response = _json(body)
         assert response.content_type == "application/json"
-        assert response.text == _json_text(json_safe(body))
-
-
-def test_a_feature_body_is_sent_as_json_safe_writes_it_with_the_points_last() -> None:
-    from monitor.dashboard.api import _body_text
-
-    def body(evidence: dict[str, object]) -> dict[str, object]:
-        alerts = [{"id": "m1/O1/hole1_pos/1", "evidence": evidence, "parts": "3-9"}, {"id": "a2", "evidence": {}}]
-        return {
-            "machine": "m1",
-            "limits": {"lower": -math.inf, "upper": 0.05},
-            "forecast": {"mean": [0.01, math.nan]},
-            "capability": None,
-            "values": None,
-            "total_parts": 12,
-            "alerts": alerts,
-            "evidence": alerts[0],
-        }
-
-    points = _points_text(POS, _series([{"probe.hole1_x": 25.001, "probe.hole1_y": 40.0}]))
-    for evidence in ({"slope": 0.001, "window": [1.0, 2.0]}, {"slope": math.nan, "r": [math.inf, 0.5]}):
-        whole = body(evidence)
-        without = _json_text(json_safe({k: v for k, v in whole.items() if k != "values"}))
-        assert _body_text(whole, points) == f'{without[:-1]}, "values": {points}}}'
+        assert isinstance(response.body, bytes) and json.loads(response.body) == _as_json_wrote(body)
