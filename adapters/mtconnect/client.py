@@ -61,6 +61,12 @@ _CHUNK = 256 * 1024
 _ASSET_CACHE = 256
 """Assets whose last read version is remembered (a tool magazine holds far fewer)."""
 _MAX_PART_HEADERS = 64
+_KEEPALIVE_S = 60.0
+"""How long the connection of an asset read stays open for the next read. aiohttp's 15 s is shorter than
+the time between a machine's tool changes, and a new connection per read cost more CPU than the read.
+An agent that closes it sooner (its own idle timeout) costs nothing: aiohttp sends a GET that finds
+its kept connection closed again on a new one. A minute stays below the idle timeouts of firewalls and
+load balancers (minutes to hours), which drop a connection without a word."""
 
 
 class _Restarted(Exception):
@@ -381,7 +387,7 @@ class MtConnectAdapter(Adapter):
             await self._close()
 
     async def _loop(self) -> None:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=_KEEPALIVE_S))
         self._client = AgentClient(
             self.source.url,
             self._session,

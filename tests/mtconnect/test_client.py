@@ -298,6 +298,87 @@ async def test_an_asset_is_read_again_only_when_the_agent_announces_a_new_change
             assert adapter.stats.counts["asset_reads"] == 2
 
 
+class _Relay:
+    """A TCP relay in front of an agent that keeps what each connection asked and can close one, as an
+    agent (or anything between) that drops an idle connection does."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.asked: list[bytearray] = []
+        self._writers: list[list[asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> _Relay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for i in range(len(self._writers)):
+            self.close(i)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def carrying(self, request: bytes) -> list[int]:
+        """The connections that carried ``request`` (by index)."""
+        return [i for i, asked in enumerate(self.asked) if request in asked]
+
+    def close(self, i: int) -> None:
+        for writer in self._writers[i]:
+            writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        asked = bytearray()
+        self.asked.append(asked)
+        self._writers.append([writer, up_writer])
+        await asyncio.gather(self._pipe(reader, up_writer, asked), self._pipe(up_reader, writer, None), return_exceptions=True)
+        writer.close()
+        up_writer.close()
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bytearray | None) -> None:
+        try:
+            while data := await src.read(65536):
+                if keep is not None:
+                    keep += data
+                dst.write(data)
+                await dst.drain()
+        finally:
+            dst.close()
+
+
+async def test_asset_reads_keep_their_connection_and_survive_the_agent_closing_it() -> None:
+    """A tool change's asset read goes over the connection of the one before (a new connection per
+    read cost more CPU than the read); when the agent has closed that connection meanwhile, the read
+    is made on a new one and no tool life is lost."""
+    tool = "T12.1"
+    async with (
+        MtConnectAgent([vmc()]) as agent,
+        _Relay(agent.port) as relay,
+        MtConnectAdapter(machine(relay.url, streaming=True)) as adapter,
+    ):
+        await collect(adapter, has(CONNECTION_SIGNAL, "connected"))
+        for life in (17.5, 18.0):
+            agent.add_cutting_tool("vmc", CuttingToolAsset(tool, "T12", tool_life=(Life("MINUTES", "UP", life),)))
+            await collect(adapter, has("tool.life", life))
+        kept = relay.carrying(b"GET /asset/")
+        assert len(kept) == 1 and relay.asked[kept[0]].count(b"GET /asset/") == 2
+        relay.close(kept[0])  # the agent's idle timeout
+        agent.add_cutting_tool("vmc", CuttingToolAsset(tool, "T12", tool_life=(Life("MINUTES", "UP", 19.0),)))
+        await collect(adapter, has("tool.life", 19.0))
+        assert len(relay.carrying(b"GET /asset/")) == 2
+        assert adapter.stats.counts["asset_reads"] == 3 and "asset_read_failed" not in adapter.stats.counts
+
+
 def _part(body: bytes) -> bytes:
     return b"--B\r\nContent-type: text/xml\r\nContent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body + b"\r\n"
 
