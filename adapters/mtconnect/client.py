@@ -17,8 +17,8 @@ agent's buffer: resynchronise from ``/current`` and report the lost sequence ran
 stream that misses its heartbeat is dead: reconnect. A malformed document is counted, logged once
 with the URL and its first bytes, and the adapter resynchronises. Documents larger than
 ``parse_in_thread_bytes`` are parsed in a worker thread so the event loop never stalls; smaller
-streamed pages of the common shape (plain values of mapped items) are read from a tree straight
-into canonical observations, the rest through the parser's documents.
+streamed pages of the common shape (plain values of mapped items, tool changes) are read from a tree
+straight into canonical observations, the rest through the parser's documents.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -43,6 +44,7 @@ from adapters.mtconnect.documents import (
     Document,
     ErrorDocument,
     Header,
+    Life,
     MtcObservation,
     StreamsDocument,
     parse_time,
@@ -343,6 +345,8 @@ class MtConnectAdapter(Adapter):
         self._asset_items: frozenset[str] = frozenset()
         self._plain: dict[str, Binding] = {}
         """Data items bound to one signal, whole value, no asset: the common case, converted inline."""
+        self._asset_only: dict[str, tuple[Binding, ...]] = {}
+        """Data items whose every signal reads the asset an ASSET_CHANGED names (a tool's life)."""
         self._conditions: dict[str, ConditionState] = {}
         self._sets: dict[str, dict[str, object]] = {}
         self._assets: dict[str, AssetsDocument | None] = {}
@@ -449,6 +453,7 @@ class MtConnectAdapter(Adapter):
             self._by_item.setdefault(b.item.id, []).append(b)
         self._only = frozenset(self._by_item)
         self._asset_items = frozenset(i for i, bs in self._by_item.items() if any(b.reads_asset for b in bs))
+        self._asset_only = {i: tuple(bs) for i, bs in self._by_item.items() if all(b.reads_asset for b in bs)}
         self._plain = {
             i: bs[0] for i, bs in self._by_item.items() if len(bs) == 1 and bs[0].key is None and not bs[0].reads_asset
         }
@@ -539,26 +544,52 @@ class MtConnectAdapter(Adapter):
         self._retry.succeeded()
         if page.dropped:
             self.stats.count("duplicates_dropped", page.dropped)
-        await self._queue_out(page.observations, current=False)
+        out = page.observations if not page.changes else await self._with_tool_lives(page)
+        await self._queue_out(out, current=False)
         if page.last is not None:
             self.next_sequence = max(page.last + 1, self.next_sequence or 0)
         nxt = page.header.next_sequence
         if nxt is not None and (self.next_sequence is None or nxt > self.next_sequence):
             self.next_sequence = nxt
 
+    async def _with_tool_lives(self, page: _PlainPage) -> list[Observation]:
+        """The page's observations with the tool lives its asset changes announce, read as
+        :meth:`_emit_observations` reads them (same requests, cache and counts), each in its place."""
+        changes = page.changes
+        ordered = changes if page.in_order else sorted(changes, key=_change_seq)
+        await self._read_assets([(c.asset_id, c.stamp) for c in ordered])
+        out = page.observations
+        merged: list[Observation] = []
+        at = 0
+        for c in changes:
+            if c.dropped:
+                continue
+            merged += out[at : c.at]
+            at = c.at
+            for b in c.bindings:
+                life = self._life(b, c.asset_id)
+                if life is not None:
+                    merged.append(Observation(self.machine, b.signal, c.when, life.value, c.sequence))
+        merged += out[at:]
+        if not page.in_order:
+            merged.sort(key=_source_seq)
+        return merged
+
     def _plain_page(self, body: bytes) -> _PlainPage | None:
         """A /sample page read from a tree straight into canonical observations, when it has the
-        common shape: every observation of a mapped item is a plain one (one signal, whole value,
-        no asset, no condition, no set). The same observations, position and counts as the event
-        parser, the document and :meth:`_emit_observations` give (a property test compares them),
-        for a fifth less CPU per observation: no record per element, one pass. None for any other
-        page, which then takes that path, so anything unusual (and every error) is handled and
-        reported exactly as before."""
+        common shape: every observation of a mapped item is a plain one (one signal, whole value, no
+        condition, no set) or an asset change whose signals all read the asset (a tool's life, read
+        by :meth:`_handle_plain`). The same observations, position and counts as the event parser,
+        the document and :meth:`_emit_observations` give (property tests compare them), for a fifth
+        less CPU per observation: no record per element, one pass. None for any other page, which
+        then takes that path, so anything unusual (and every error) is handled and reported exactly
+        as before."""
         tree = streams_tree(body)
         if tree is None:
             return None
         root, q, header = tree
-        only, plain, machine = self._only, self._plain, self.machine
+        only, plain, machine, asset_only = self._only, self._plain, self.machine, self._asset_only
+        changes: list[_AssetChange] = []
         floor = self.next_sequence if self.next_sequence is not None else _BEFORE_ALL
         out: list[Observation] = []
         append = out.append
@@ -582,10 +613,13 @@ class MtConnectAdapter(Adapter):
                                 g = el.get  # keys as bytes: lxml then has none to encode (a sixth of each read)
                                 did = g(b"dataItemId")
                                 b = plain.get(did)
+                                reads = None
                                 if b is None:
-                                    if did in only:
-                                        return None  # a set's key, an asset, several signals: the general path
-                                    continue
+                                    reads = asset_only.get(did)
+                                    if reads is None:
+                                        if did in only:
+                                            return None  # a set's key, several signals: the general path
+                                        continue
                                 if len(el) or el.tag.endswith(_SET_TAGS):
                                     return None
                                 seq, stamp = g(b"sequence"), g(b"timestamp")
@@ -600,15 +634,22 @@ class MtConnectAdapter(Adapter):
                                     in_order = False
                                 if sequence < floor:
                                     dropped += 1
-                                    continue
+                                    if reads is None:
+                                        continue
                                 raw = el.text or ""
-                                value = None if raw == "UNAVAILABLE" else convert(b.signal, raw)
-                                append(new_observation(machine, b.signal, parse_time(stamp), value, sequence))
+                                if reads is not None:  # its asset is read (a repeat's too) before the page is queued
+                                    asset = None if raw == "UNAVAILABLE" else raw
+                                    when = parse_time(stamp)
+                                    changes.append(_AssetChange(len(out), sequence, asset, stamp, when, reads, sequence < floor))
+                                    continue
+                                signal = b.signal  # type: ignore[union-attr]  # a plain item's binding: reads is None
+                                value = None if raw == "UNAVAILABLE" else convert(signal, raw)
+                                append(new_observation(machine, signal, parse_time(stamp), value, sequence))
         except (ValueError, TypeError, OverflowError, AttributeError):
             return None  # a bad number, time or tag: the general path says what
-        if not in_order:  # an agent writes each component's categories apart: sequence order, as sorted() keeps ties
-            out.sort(key=_source_seq)
-        return _PlainPage(header, out, last if out or dropped else None, dropped)
+        if not in_order and not changes:  # an agent writes each component's categories apart: sequence
+            out.sort(key=_source_seq)  # order, as sorted() keeps ties (with asset changes, once they are in)
+        return _PlainPage(header, out, last if out or dropped or changes else None, dropped, changes, in_order)
 
     async def _poll(self, client: AgentClient) -> None:
         while True:
@@ -680,7 +721,8 @@ class MtConnectAdapter(Adapter):
         floor = self.next_sequence if not current else None
         machine, by_item, plain = self.machine, self._by_item, self._plain
         if self._asset_items:
-            await self._read_assets(ordered)
+            items = self._asset_items
+            await self._read_assets([(o.value, o.timestamp) for o in ordered if o.data_item_id in items])
         out: list[Observation] = []
         append = out.append
         for o in ordered:
@@ -707,9 +749,15 @@ class MtConnectAdapter(Adapter):
                 continue
             for b in bindings:
                 if b.reads_asset:
-                    life = self._tool_life(b, o)
-                    if life is not None:
-                        out.append(life)
+                    life = self._life(b, o.value)
+                    if life is None:
+                        continue
+                    try:
+                        when = o.time
+                    except BadDocument as exc:
+                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
+                        continue
+                    out.append(Observation(machine, b.signal, when, life.value, o.sequence))
                     continue
                 value = self._value(b, o)
                 if value is _SKIP:
@@ -753,16 +801,16 @@ class MtConnectAdapter(Adapter):
             return convert(b.signal, entry) if not isinstance(entry, dict) else _SKIP
         return convert(b.signal, o.value)
 
-    async def _read_assets(self, ordered: Sequence[MtcObservation]) -> None:
-        """Re-read, once per document and concurrently, every asset an ASSET_CHANGED of a bound item
-        names, unless the change it announces (asset id and time) is one already read: the agent says
-        when an asset changed, so what ``/current`` repeats after a reconnect costs no request."""
+    async def _read_assets(self, announced: Sequence[tuple[object, str]]) -> None:
+        """Re-read, once per document and concurrently, every asset the ASSET_CHANGED observations of
+        bound items name (``announced``: their values and timestamps, in sequence order), unless the
+        change one announces (asset id and time) is one already read: the agent says when an asset
+        changed, so what ``/current`` repeats after a reconnect costs no request."""
         self._assets = {}
         wanted: dict[str, str] = {}
-        items = self._asset_items
-        for o in ordered:
-            if o.data_item_id in items and isinstance(o.value, str) and o.value:
-                wanted[o.value] = o.timestamp
+        for value, stamp in announced:
+            if isinstance(value, str) and value:
+                wanted[value] = stamp
         if not wanted or self._client is None:
             return
         cache = self._asset_cache
@@ -790,21 +838,18 @@ class MtConnectAdapter(Adapter):
 
         await asyncio.gather(*(one(i) for i in sorted(wanted)))
 
-    def _tool_life(self, b: Binding, o: MtcObservation) -> Observation | None:
-        """ASSET_CHANGED fired: the ToolLife (of type ``key``) of the CuttingTool as re-read, if any."""
-        doc = self._assets.get(o.value) if isinstance(o.value, str) else None
+    def _life(self, b: Binding, asset_id: object) -> Life | None:
+        """ASSET_CHANGED named ``asset_id``: the ToolLife (of type ``key``) of the CuttingTool as re-read,
+        if any (a tool without that counter, another kind of asset or a failed read give None; a
+        counter without a value is a ToolLife whose value is None)."""
+        doc = self._assets.get(asset_id) if isinstance(asset_id, str) else None
         if doc is None:
             return None
         for asset in doc.assets:
             if isinstance(asset, CuttingToolAsset):
                 lives = [lf for lf in asset.tool_life if b.key in (None, lf.type)]
                 if lives:
-                    try:
-                        when = o.time
-                    except BadDocument as exc:
-                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
-                        return None
-                    return Observation(self.machine, b.signal, when, lives[0].value, o.sequence)
+                    return lives[0]
         return None
 
 
@@ -813,6 +858,27 @@ _CATEGORIES = {"Samples": "SAMPLE", "Events": "EVENT", "Condition": "CONDITION"}
 _BEFORE_ALL = -(1 << 63)
 """Below any sequence an agent writes (they are 64-bit, from 1)."""
 _SET_TAGS = ("DataSet", "Table")
+
+
+@dataclass(frozen=True, slots=True)
+class _AssetChange:
+    """An ASSET_CHANGED of an item whose signals read the asset, met by the one-pass read."""
+
+    at: int
+    """Where its tool lives go: before the page's observation of that index (in document order)."""
+    sequence: int
+    asset_id: str | None
+    """The asset it names (None for UNAVAILABLE)."""
+    stamp: str
+    """Its timestamp as written: with the asset id, the change the asset cache knows."""
+    when: datetime
+    bindings: tuple[Binding, ...]
+    dropped: bool
+    """Below the adapter's next sequence: a repeat, its asset read as the general path reads it, no value emitted."""
+
+
+def _change_seq(c: _AssetChange) -> int:
+    return c.sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,6 +891,10 @@ class _PlainPage:
     """The sequence of its last observation of a mapped item (emitted or dropped as a repeat)."""
     dropped: int
     """Observations below the adapter's next sequence: repeats, dropped."""
+    changes: list[_AssetChange]
+    """Its asset changes, in document order (none on most pages)."""
+    in_order: bool
+    """Sequences ascend in document order (when not, the observations are sorted once the tool lives are in)."""
 
 
 def _seq(o: MtcObservation) -> int:
