@@ -40,27 +40,40 @@ _SHIFT_SCAN = 64
 """How far into the old list the start of the new one is looked for (a window drops a few entries at most)."""
 _SCALARS = frozenset({float, int, str, bool, type(None)})
 """Types compared as values (``bool`` is its own type here, not an ``int``)."""
+_ABSENT = object()
+"""A key missing from the old state (None is a value)."""
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     """What changed from ``old`` to ``new`` (both dicts); None when nothing did."""
     out: dict[str, Any] = {}
+    found = old.get
+    added = 0
     for key, value in new.items():
-        if key not in old:
+        before = found(key, _ABSENT)
+        if before is _ABSENT:
             out[key] = ["=", value]
+            added += 1
             continue
-        before = old[key]
         kind = type(value)
         if kind in _SCALARS:  # most of a state: :func:`_value`'s last case, without its tests
             if type(before) is not kind or not (value == before or value is before):
                 out[key] = ["=", value]
-            continue
-        change = _value(before, value)
-        if change is not None:
-            out[key] = change
-    for key in old:
-        if key not in new:
-            out[key] = ["-"]
+        elif kind is dict and type(before) is dict:  # a detector's state in a watch's: _value's case, without the call
+            if value is before:
+                out[key] = ["=", value]
+            elif value != before:  # compared in C first: most of a share (settings, a skipped feature's watch) is as it was
+                nested = diff(before, value)
+                if nested is not None:
+                    out[key] = ["d", nested]
+        else:
+            change = _value(before, value)
+            if change is not None:
+                out[key] = change
+    if len(new) - added != len(old):  # every key of ``new`` not added was in ``old``: some of ``old``'s are gone
+        for key in old:
+            if key not in new:
+                out[key] = ["-"]
     return out or None
 
 
