@@ -228,6 +228,14 @@ class Channel:
         """A step recorded for the part about to be stepped (set and used within one update)."""
 
     # ------------------------------------------------------------------------------ per part
+    def scatter(self) -> tuple[float, float]:
+        """(sigma of single parts, lag-1 correlation) as the charts take them before the next reading."""
+        fit = self.trend.fit
+        if fit is None:
+            prior_phi = float(sum(w * p for w, p in zip(self.trend.phi_prior, PHIS, strict=True)))
+            return self.settings.known_sigma or self.settings.prior_sigma, prior_phi
+        return fit.sigma, fit.phi
+
     def step(self, d: float, covariates: dict[str, float | None]) -> ChannelStep:
         s = self.settings
         predicted = self.trend.predict_next() if self.trend.n >= s.min_parts else None

@@ -50,7 +50,9 @@ class OffsetAdvice:
 @dataclass(frozen=True, slots=True)
 class ChartSignal:
     """A control chart (EWMA, CUSUM) or run rule signalling on one axis: the statistic, its limit and
-    the direction (+1 above, -1 below the reference)."""
+    the direction (+1 above, -1 below the reference). ``zone``: the feature's zone chart
+    (:mod:`monitor.detect.zone`, an EWMA of the mean against the tolerance zone from nominal, mm),
+    on the axis carrying most of the excursion."""
 
     chart: str
     axis: str
@@ -58,6 +60,7 @@ class ChartSignal:
     limit: float
     direction: int
     rules: tuple[int, ...] = ()
+    zone: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,9 +199,17 @@ def _chart_words(
     shift = level - a.reference
     name = _name(plan, c.axis)
     where = f"{name} mean {_um(level)} from nominal ({_um(shift)} against the level the batch started at"
-    if kind is AlertKind.EWMA:
+    if kind is AlertKind.EWMA and c.zone:
+        side = "position" if isinstance(plan.feature, PositionFeature) else "mean"
+        text = (
+            f"{plan.display} {side} walking out of its tolerance zone: its running mean (EWMA) sits {c.statistic * 1000:.1f} um"
+            f" from {'nominal' if side == 'position' else 'the middle of the band'}, beyond the {c.limit * 1000:.1f} um a capable"
+            f" process stays within; {name} mean {_um(level)} from nominal"
+        )
+        ev_extra: dict[str, Any] = {"zone_ewma_mm": c.statistic, "zone_limit_mm": c.limit}
+    elif kind is AlertKind.EWMA:
         text = f"{where}; EWMA {c.statistic:+.2f} beyond +-{c.limit:.2f})"
-        ev_extra: dict[str, Any] = {"ewma": c.statistic, "limit": c.limit}
+        ev_extra = {"ewma": c.statistic, "limit": c.limit}
     elif kind is AlertKind.CUSUM:
         side = "above" if c.direction > 0 else "below"
         text = f"{where}; running {side} it, CUSUM {c.statistic:.1f} > h {c.limit:.1f})"

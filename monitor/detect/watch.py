@@ -36,6 +36,7 @@ from monitor.detect.config import DetectionConfig
 from monitor.detect.evidence import OFFSET_BAND_SD, SETTLE_BAND_SIGMA, AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
 from monitor.detect.forecast import BreachForecast, breach_forecast, breach_forecast_compiled
 from monitor.detect.trend import PHIS
+from monitor.detect.zone import ZoneChart, ZoneResult, apl_fraction
 from monitor.errors import DetectionError
 from monitor.inspection.config import PROBE_SOURCE
 from monitor.model import AlertKind, AttributeFeature, PartRecord, PositionFeature, SizeFeature
@@ -196,6 +197,10 @@ class ChartLimits:
     chart_arl0: float
     reprobe: float
     forecast_odds: float
+    zone_width: float
+    """Limit of the zone chart (:mod:`monitor.detect.zone`) beyond its acceptable process level, in
+    sds of its EWMA: the two-sided EWMA limit for the program's ``arl0``, so a mean sitting on that
+    level raises it about once per ``arl0`` parts (a centred one far less often)."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ class WatchPlan:
                 chart_arl0=chart_arl0,
                 reprobe=max(rule1, _REPROBE_FLOOR),
                 forecast_odds=forecast_odds(cfg.arl0, channels),
+                zone_width=ewma_limit(cfg.ewma_lambda, cfg.arl0),
             )
         except DetectionError as exc:
             raise DetectionError(
@@ -316,6 +322,19 @@ class WatchPlan:
             attribution_min_r=cfg.attribution_min_r,
             attribution_min_parts=min(max(cfg.forecast_min_parts, 3), max(cfg.forecast_window, 10)),
         )
+
+    def zone_chart(self) -> ZoneChart:
+        """The feature's zone chart: its axes judged together against the band or circular zone."""
+        f, cfg = self.feature, self.config
+        apl = apl_fraction(cfg.capability)
+        if isinstance(f, PositionFeature):
+            return ZoneChart(self.axes, 0.0, f.tolerance / 2.0, 0, apl, cfg.ewma_lambda, self.limits.zone_width)
+        lo, hi = self.band("value")
+        if math.isfinite(lo) and math.isfinite(hi):
+            centre, radius, side = (lo + hi) / 2.0, (hi - lo) / 2.0, 0
+        else:
+            centre, radius, side = 0.0, self.scale("value"), 1 if math.isfinite(hi) else -1
+        return ZoneChart(self.axes, centre, radius, side, apl, cfg.ewma_lambda, self.limits.zone_width)
 
     def tolerance_limits(self) -> dict[str, Any]:
         f = self.feature
@@ -433,6 +452,7 @@ class FeatureWatch:
         self._band_width = 2.0 * plan.scale(plan.axes[0])
         self._priors: dict[str, ScatterPrior] = dict(priors or {})
         self._channels = self._new_channels()
+        self._zone = plan.zone_chart()
         self._parts: deque[dict[str, Any]] = deque(maxlen=plan.config.history)
         self._keys: deque[str] = deque(maxlen=64)
         self._streak: dict[str, int] = {}
@@ -540,6 +560,7 @@ class FeatureWatch:
             self._priors = {a: self._carry(ch) for a, ch in self._channels.items()}
             self._parts.clear()
             self._channels = self._new_channels()
+            self._zone.reset()
             self._streak.clear()
             self._near_nominal = 0
             self._pending_step = None
@@ -548,10 +569,13 @@ class FeatureWatch:
             for axis, shift in self._pending_step.items():
                 self._channels[axis].expect_step(shift)
             self._pending_step = None
+            self._zone.reset()
             known_step = True
         self._keys.append(part.key)
         covariates = self._covariates(part)
+        scatter = {axis: ch.scatter() for axis, ch in self._channels.items()}
         steps = {axis: self._channels[axis].step(d, covariates) for axis, d in devs.items()}
+        zone = self._zone_update(steps, scatter)
         held = any(s.reprobe is not None and s.reprobe.status == "held" for s in steps.values())
         self._parts.append({"part_number": part.part_number, "value": value, "deviation": devs, "reprobe": held})
         recentred = self._recentred(devs)
@@ -559,11 +583,24 @@ class FeatureWatch:
             for ch in self._channels.values():
                 ch.restart_charts(0.0)
                 ch.trend.start_regime(keep=2)
+            self._zone.reset()
             self._streak.clear()
-        evidence = self._evidence(machine, part, value, devs, steps, known_step)
+        evidence = self._evidence(machine, part, value, devs, steps, known_step, zone)
         self.last = evidence
         self.shared = SharedView.of(evidence)
         return FeatureUpdate(evidence=evidence, recentred=recentred, new_batch=new_batch)
+
+    def _zone_update(self, steps: Mapping[str, ChannelStep], scatter: Mapping[str, tuple[float, float]]) -> ZoneResult | None:
+        """Feed the zone chart what the re-probe screen let through (a part held back on any axis
+        waits; a confirmed one comes with the next part); the result of the last value fed."""
+        fed = [steps[a].fed for a in self.plan.axes]
+        if any(not f for f in fed):
+            return None
+        result = None
+        for i in range(max(len(f) for f in fed)):
+            values = {a: f[min(i, len(f) - 1)] for a, f in zip(self.plan.axes, fed, strict=True)}
+            result = self._zone.update(values, scatter)
+        return result
 
     def note_signals(self, kinds: Mapping[AlertKind, bool]) -> None:
         """Which alert kinds signalled on this part (the streaks escalate chart alerts and gate re-centring)."""
@@ -604,7 +641,14 @@ class FeatureWatch:
 
     # ------------------------------------------------------------------------------ evidence
     def _evidence(
-        self, machine: str, part: PartRecord, value: float, devs: dict[str, float], steps: dict[str, ChannelStep], known: bool
+        self,
+        machine: str,
+        part: PartRecord,
+        value: float,
+        devs: dict[str, float],
+        steps: dict[str, ChannelStep],
+        known: bool,
+        zone: ZoneResult | None,
     ) -> FeatureEvidence:
         cfg, lim = self.plan.config, self.plan.limits
         axes: dict[str, AxisEvidence] = {}
@@ -623,6 +667,8 @@ class FeatureWatch:
             if st.reprobe is not None and st.reprobe.status == "confirmed" and 1 in cfg.run_rules:
                 side = 1 if st.reprobe.reading > st.reprobe.expected else -1
                 charts.append(ChartSignal("run_rule", axis, st.reprobe.sds, lim.reprobe, side, (1,)))
+        if zone is not None and zone.alarm and zone.n >= cfg.min_parts:
+            charts.append(ChartSignal("ewma", zone.axis, zone.statistic, zone.limit, zone.direction, zone=True))
         fits = {a: e.fit for a, e in axes.items() if e.fit is not None}
         drift_axis = max(axes, key=lambda a: fits[a].drift_odds if a in fits else -1.0)
         head = fits.get(drift_axis)
@@ -729,6 +775,7 @@ class FeatureWatch:
             "priors": {a: p.as_dict() for a, p in self._priors.items()},
             "pending_step": self._pending_step,
             "channels": {a: c.state() for a, c in self._channels.items()},
+            "zone": self._zone.state(),
             "shared": self.shared.as_dict() if self.shared is not None else None,
         }
 
@@ -757,6 +804,8 @@ class FeatureWatch:
         for axis, s in state.get("channels", {}).items():
             if axis in watch._channels:
                 watch._channels[axis].load(s)
+        if "zone" in state:
+            watch._zone.load(state["zone"])
         shared = state.get("shared")
         watch.shared = SharedView.from_dict(shared) if shared is not None else None
         return watch

@@ -304,3 +304,50 @@ def test_fast_warm_up_at_modest_capability_is_forecast_from_the_batch_start(tmp_
             assert forecasts[0]["evidence"]["early_risk"] >= 0.35
     assert flagged >= 9  # 7 of 10 before the early forecast
     assert early >= 5
+
+
+def _zone_part(alert: dict[str, Any]) -> bool:
+    """The alert carries the zone chart's signal (an EWMA of the mean against the zone, from nominal)."""
+    return "zone_ewma_mm" in alert["evidence"]["signals"].get("ewma", {})
+
+
+def test_a_position_walking_out_diagonally_is_flagged_by_its_zone_chart_early(tmp_path: Path) -> None:
+    # from part 1 along 30 degrees, reaching the zone's edge at part 31, Cp 1.5: the hole's mean walks
+    # out of its circular zone; the zone chart judges the two axes together, as the zone is judged
+    flagged = zone_before = zone_first = 0
+    u = (math.cos(math.radians(30)), math.sin(math.radians(30)))
+    for seed in range(8):
+        readings = _batch(
+            seed, 60, px=lambda t: (t - 1) / 30 * HALF_POS * u[0], py=lambda t: (t - 1) / 30 * HALF_POS * u[1], cp=1.5
+        )
+        first_bad = _first_bad(readings, "pos")
+        assert first_bad is not None
+        out = _analyze(tmp_path, readings)
+        drift = [
+            a
+            for a in out["alerts"]
+            if a["feature"] == "pos" and {"forecast", "ewma", "cusum", "run_rule"} & set(a["evidence"]["signals"])
+        ]
+        zone = [a["part"] for a in drift if _zone_part(a)]
+        others = [a["part"] for a in drift if set(a["evidence"]["signals"]) - {"ewma", "out_of_tolerance"} or not _zone_part(a)]
+        flagged += bool(drift) and min(a["part"] for a in drift) < first_bad
+        zone_before += bool(zone) and min(zone) < first_bad
+        zone_first += bool(zone) and (not others or min(zone) < min(others))
+        for a in drift:
+            if _zone_part(a):
+                assert "walking out of its tolerance zone" in a["evidence"]["signals"]["ewma"]["message"]
+                assert a["evidence"]["signals"]["ewma"]["zone_ewma_mm"] > a["evidence"]["signals"]["ewma"]["zone_limit_mm"]
+    assert flagged >= 6
+    assert zone_before >= 5
+    assert zone_first >= 4  # the residual charts and the forecast see it later: the mean moved from part 1
+
+
+def test_a_setup_offset_inside_the_acceptable_level_raises_no_zone_alarm(tmp_path: Path) -> None:
+    # a hole 18% of the zone radius off nominal along X and a bore 15% of the way to its upper limit,
+    # Cp 1.33, steady: a capable process sitting where it was set up is not walking out
+    quiet = 0
+    for seed in range(4):
+        readings = _batch(200 + seed, 200, dia=lambda t: 0.15 * HALF_DIA + 0 * t, px=lambda t: 0.18 * HALF_POS + 0 * t, cp=1.33)
+        out = _analyze(tmp_path, readings)
+        quiet += not [a for a in out["alerts"] if _zone_part(a)]
+    assert quiet == 4
