@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.allocator import TUNABLES, c_library
 from monitor.config import load_site
 from monitor.daemon import event_loop_factory
 from monitor.model import AlertKind, PartStatus
@@ -114,6 +115,8 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
                     stored = store.part_count()
             time.sleep(0.1)
         assert stored == 8
+        if c_library() == "glibc" and "GLIBC_TUNABLES" not in os.environ:  # the process that stored them runs tuned
+            assert f"GLIBC_TUNABLES={TUNABLES}".encode() in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)

@@ -30,5 +30,10 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``monitor`` and ``python -m monitor``): this process is the command,
+    which ``monitor run`` may execute again with a tuned allocator (:mod:`monitor.allocator`); a
+    program that calls :data:`app` itself is never replaced."""
+    from monitor import allocator
+
+    allocator.own_process = True
     app()

@@ -49,6 +49,9 @@ def run(
     """Run the monitor daemon: read every machine, track parts, detect drift, store and publish.
 
     Stops cleanly on Ctrl-C or SIGTERM (parts in progress are kept for the next start)."""
+    from monitor.allocator import use_tuned_allocator
+
+    use_tuned_allocator()  # may run this command again in this process, with glibc's cache sized for parsing
     from monitor.config import load_site
     from monitor.daemon import event_loop_factory, run_daemon
     from monitor.logs import setup_logging
