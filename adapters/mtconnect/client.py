@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from adapters.base import Adapter, AdapterState, SourceSpec
 from adapters.mtconnect.buffer import ConditionState, apply_condition
@@ -194,16 +194,18 @@ async def iter_multipart(
     Parts are found by their boundary line and read by their Content-length. ``part_wait_s`` bounds
     the time for each whole part, boundary to last byte (heartbeats come at least that often), so an
     agent that trickles bytes, endless header lines or blank lines without ever completing a part
-    raises :class:`TimeoutError` like a silent one. Lines are bounded by aiohttp's reader; anything
-    malformed raises :class:`BadDocument` whose message starts with ``where`` (the stream's URL).
+    raises :class:`TimeoutError` like a silent one. Lines are bounded as aiohttp's reader bounds them
+    (:class:`LineTooLong`); anything malformed raises :class:`BadDocument` whose message starts with
+    ``where`` (the stream's URL).
     """
     marker = b"--" + boundary.encode()
     clock = _PartClock(part_wait_s)
+    reader = _PartReader(content)
     try:
         while True:
             clock.begin()
             try:
-                body = await _next_part(content, marker, max_bytes)
+                body = await _next_part(reader, marker, max_bytes)
             except asyncio.CancelledError:
                 if clock.timed_out():
                     raise TimeoutError(f"no complete part within {part_wait_s:g} s") from None
@@ -276,10 +278,82 @@ class _PartClock:
         self._task.cancel()
 
 
-async def _next_part(content: aiohttp.StreamReader, marker: bytes, max_bytes: int) -> bytes | None:
+_MAX_LINE = 2 * 2**16
+"""The longest line of a part's head: what aiohttp's reader allows a line of a response body."""
+
+
+class _PartReader:
+    """Lines and bodies of a multipart stream from what arrived, a buffer at a time.
+
+    aiohttp's ``readline`` is one coroutine per line and wakes the connection's flow control on
+    every call (seven times for a part's boundary, headers and body): here the lines of a part that
+    arrived whole are cut from one buffer without waiting, and the stream is only read (``readany``)
+    when the buffer holds no whole line or body. Same lines and bodies, same end-of-stream answers
+    (a last line without its newline, then ``b""``; :class:`asyncio.IncompleteReadError`), and a line
+    longer than aiohttp's bound raises its :class:`LineTooLong`."""
+
+    __slots__ = ("_buf", "_content", "_pos")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self._buf = b""
+        self._pos = 0
+
+    def line_nowait(self) -> bytes | None:
+        """The next line (with its newline) if the buffer holds it whole, else None."""
+        start = self._pos
+        end = self._buf.find(b"\n", start)
+        if end < 0:
+            return None
+        if end >= start + _MAX_LINE:
+            raise LineTooLong(self._buf[start : start + 100] + b"...", _MAX_LINE)
+        self._pos = end + 1
+        return self._buf[start : end + 1]
+
+    async def readline(self) -> bytes:
+        line = self.line_nowait()
+        while line is None:
+            if len(self._buf) - self._pos > _MAX_LINE:
+                raise LineTooLong(self._buf[self._pos : self._pos + 100] + b"...", _MAX_LINE)
+            data = await self._content.readany()
+            if not data:  # the stream ended: what is left, then b""
+                line = self._buf[self._pos :]
+                self._buf, self._pos = b"", 0
+                return line
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+            line = self.line_nowait()
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        start, buf = self._pos, self._buf
+        if len(buf) - start >= n:
+            if len(buf) - start == n:  # the usual end of what arrived: hold no copy of it
+                self._buf, self._pos = b"", 0
+            else:
+                self._pos = start + n
+            return buf[start : start + n]
+        blocks = [self._buf[start:]]
+        have = len(blocks[0])
+        self._buf, self._pos = b"", 0
+        while have < n:
+            data = await self._content.readany()
+            if not data:
+                partial = b"".join(blocks)
+                raise asyncio.IncompleteReadError(partial, n)
+            blocks.append(data)
+            have += len(data)
+        whole = b"".join(blocks)
+        self._buf = whole[n:]
+        return whole[:n]
+
+
+async def _next_part(reader: _PartReader, marker: bytes, max_bytes: int) -> bytes | None:
     """One part's body; None when the stream ended."""
     while True:
-        line = await content.readline()
+        line = reader.line_nowait()
+        if line is None:
+            line = await reader.readline()
         if not line:
             return None
         line = line.strip()
@@ -291,7 +365,9 @@ async def _next_part(content: aiohttp.StreamReader, marker: bytes, max_bytes: in
         return None
     length: int | None = None
     for _ in range(_MAX_PART_HEADERS):
-        head = await content.readline()
+        head = reader.line_nowait()
+        if head is None:
+            head = await reader.readline()
         if not head:
             return None
         head = head.strip()
@@ -307,7 +383,7 @@ async def _next_part(content: aiohttp.StreamReader, marker: bytes, max_bytes: in
         raise BadDocument(f"multipart stream: more than {_MAX_PART_HEADERS} header lines in one part")
     if length is None or length < 0 or length > max_bytes:
         raise BadDocument(f"multipart stream: part without a usable Content-length ({length}; limit {max_bytes})")
-    return await content.readexactly(length)
+    return await reader.readexactly(length)
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,6 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.base import AdapterState
 from adapters.mtconnect.agent import MtConnectAgent
@@ -436,3 +439,61 @@ async def test_each_part_has_its_time_limit_but_a_part_held_by_the_reader_has_no
         writes.put_nowait(b"")
         writes.put_nowait(b"")
         await runner.cleanup()
+
+
+class _ArrivingInPieces(aiohttp.StreamReader):
+    """aiohttp's stream reader, given the next piece of the stream each time its reader has read
+    everything that came (as a connection delivers what the network cut): one piece per read."""
+
+    def __init__(self, pieces: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(BaseProtocol(loop), 2**16, loop=loop)
+        self._pieces = [p for p in pieces if p]
+
+    async def readany(self) -> bytes:
+        if not self._buffer:
+            if self._pieces:
+                self.feed_data(self._pieces.pop(0))
+            else:
+                self.feed_eof()
+        return await super().readany()
+
+
+_BODIES = st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"--B", b"-B")), min_size=1, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bodies=_BODIES,
+    newline=st.sampled_from([b"\r\n", b"\n"]),
+    extra=st.booleans(),
+    closing=st.booleans(),
+    cuts=st.lists(st.integers(1, 400), max_size=30),
+)
+def test_parts_come_out_whole_however_the_stream_is_cut(
+    bodies: list[bytes], newline: bytes, extra: bool, closing: bool, cuts: list[int]
+) -> None:
+    """The same bodies, in order, whether the stream arrives in one piece or cut anywhere (inside a
+    boundary, a header, a line ending, a body; several parts in one piece), with CRLF or bare LF
+    lines, blank lines and other headers between parts, and a closing boundary or just the end."""
+    n = newline
+    stream = b""
+    for i, body in enumerate(bodies):
+        head = [b"--B", b"Content-type: text/xml"] + ([b"X-Other: 1"] if extra and i % 2 else [])
+        head.append(b"CONTENT-LENGTH: " + str(len(body)).encode())
+        stream += (n if extra else b"") + n.join(head) + n + n + body + n
+    if closing:
+        stream += b"--B--" + n
+    pieces, at = [], 0
+    for cut in cuts:
+        if at >= len(stream):
+            break
+        pieces.append(stream[at : at + cut])
+        at += cut
+    pieces.append(stream[at:])
+
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        content = _ArrivingInPieces(pieces, loop)
+        return [body async for body in iter_multipart(content, "B", 30.0)]
+
+    assert asyncio.run(run()) == bodies
