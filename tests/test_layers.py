@@ -83,8 +83,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("services", ["monitor.control", "monitor.dashboard", "monitor.metrics", "monitor.discovery", "monitor.offsets"]),
     # 8. the daemon: task wiring only
     ("daemon", ["monitor.daemon"]),
-    # 9. what runs or talks to a daemon
-    ("processes", ["monitor.demo", "monitor.acknowledge", "monitor.status"]),
+    # 9. what runs or talks to a daemon, and how ``monitor run`` sets up its process (the allocator)
+    ("processes", ["monitor.demo", "monitor.acknowledge", "monitor.status", "monitor.allocator"]),
     # 10. the command line
     ("command line", ["monitor.cli", "monitor.__main__"]),
 ]
