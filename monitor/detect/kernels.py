@@ -20,21 +20,45 @@ pay it. The kernels are compiled once (``scripts/install.sh``, about 8 s) and ca
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numba import njit
 
 __all__ = ["breach", "fit"]
 
+_log = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _cached_njit(**options: Any) -> Callable[[_F], _F]:
+    """numba's ``njit(cache=True)``, or without the cache where numba finds no writable folder for it
+    (a read-only install whose user has no home, as under the systemd unit's sandbox without its
+    ``NUMBA_CACHE_DIR``): numba refuses to decorate then, and the kernels would not load at all."""
+
+    def decorate(func: _F) -> _F:
+        try:
+            return cast(_F, njit(cache=True, **options)(func))
+        except RuntimeError as exc:
+            _log.warning(
+                "detection kernels compiled in this process, not cached (%s): set NUMBA_CACHE_DIR to a writable"
+                " folder to compile them once (about 8 s of CPU)",
+                exc,
+            )
+            return cast(_F, njit(**options)(func))
+
+    return decorate
+
+
 _NDTR_ONE = 8.5
 _NDTR_ZERO = -40.0
 _SQRT1_2 = 0.7071067811865476
 
 
-@njit(cache=True, error_model="numpy")
+@_cached_njit(error_model="numpy")
 def _ndtr(a: float) -> float:  # pragma: no cover - compiled
     """The standard normal cdf, as scipy's ``ndtr`` forms it (erf near 0, erfc in the tails)."""
     if a >= _NDTR_ONE:
@@ -49,7 +73,7 @@ def _ndtr(a: float) -> float:  # pragma: no cover - compiled
     return 1.0 - y if x > 0 else y
 
 
-@njit(cache=True, error_model="numpy")
+@_cached_njit(error_model="numpy")
 def _sankaran_sf(x: float, k: int, lam: float) -> float:  # pragma: no cover - compiled
     """P(chi'^2(k, lam) > x) by Sankaran's approximation: the operations of
     :func:`monitor.detect.forecast._sankaran_sf`, in its order, on one pair."""
@@ -78,7 +102,7 @@ def _sankaran_sf(x: float, k: int, lam: float) -> float:  # pragma: no cover - c
     return 1.0 - _ndtr(z)
 
 
-@njit(cache=True, error_model="numpy")
+@_cached_njit(error_model="numpy")
 def _breach(
     weights: tuple[np.ndarray, ...],
     b: tuple[np.ndarray, ...],
@@ -319,7 +343,7 @@ breach = cast(Callable[..., tuple[np.ndarray, int, int, np.ndarray, int]], _brea
 """The compiled :func:`_breach` (numba's dispatcher, typed for callers)."""
 
 
-@njit(cache=True, error_model="numpy")
+@_cached_njit(error_model="numpy")
 def _fit(
     y: np.ndarray,
     f_t: np.ndarray,

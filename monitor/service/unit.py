@@ -174,6 +174,7 @@ TimeoutStartSec=120s
 TimeoutStopSec=60s
 EnvironmentFile=-{layout.environment_file}
 Environment=PYTHONUNBUFFERED=1
+Environment=NUMBA_CACHE_DIR=/var/lib/{layout.state_dir}/numba-cache
 SyslogIdentifier={layout.name}
 
 # an unprivileged user, and the one folder that is its own

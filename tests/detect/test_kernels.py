@@ -14,6 +14,7 @@ where the search stopped) must be the same.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,22 @@ def test_numba_is_imported_by_the_first_fit_not_by_detection() -> None:
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
     # nor scipy.signal (and the scipy.stats it loads): the forecast's AR(1) pools are a plain recursion
     assert json.loads(done.stdout.splitlines()[-1]) == [False, True, False]
+
+
+def test_kernels_load_where_numba_has_no_folder_to_cache_them() -> None:
+    """A read-only install whose user has no writable home (a sandboxed service without its
+    NUMBA_CACHE_DIR): numba refuses to cache; the kernels are then compiled in the process, with a
+    warning that says what to set, instead of failing to import."""
+    probe = (
+        "import logging, json\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "import monitor.detect.kernels as k\n"
+        "print(json.dumps([type(k._fit._cache).__name__, type(k._breach._cache).__name__]))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    # a locator list whose only entry never applies (sources that are not in a zip file)
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True, env=env)
+    assert json.loads(done.stdout.splitlines()[-1]) == ["NullCache", "NullCache"]
+    assert "set NUMBA_CACHE_DIR" in done.stderr
