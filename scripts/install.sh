@@ -47,8 +47,9 @@ spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 \
     | { grep -v -E "^WARNING: (Location '|Running pip as)" || true; }
-# The compiled breach forecast (numba) is compiled here once and cached beside its module
-# (monitor/detect/__pycache__), so that no command, test or daemon start pays the compile (about 8 s
-# of CPU); later runs only load it (about 0.3 s, the first time a process forecasts).
+# Detection's compiled kernels (numba: the trend fit and the breach forecast) are compiled here once
+# and cached beside their module (monitor/detect/__pycache__), so that no command, test or daemon
+# start pays the compile (about 8 s of CPU); a process then only loads them (about 0.3 s, on its
+# first trend fit).
 "$VENV/bin/python" -c "from monitor.detect.forecast import warm_up_compiled; warm_up_compiled()"
 echo "== installed into $VENV ($("$VENV/bin/python" --version))" >&2
