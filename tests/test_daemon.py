@@ -116,7 +116,9 @@ def test_monitor_run_stops_cleanly_on_sigterm_and_cli_shows_parts(tmp_path: Path
             time.sleep(0.1)
         assert stored == 8
         if c_library() == "glibc" and "GLIBC_TUNABLES" not in os.environ:  # the process that stored them runs tuned
-            assert f"GLIBC_TUNABLES={TUNABLES}".encode() in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            # (the loader cuts the tunables apart in the process's original environment block)
+            block = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            assert f"\0GLIBC_TUNABLES={TUNABLES}".replace(":", "\0").encode() in (b"\0" + block).replace(b":", b"\0")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
