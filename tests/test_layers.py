@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "monitor.inspection.model",
             "monitor.inspection.units",
             "monitor.registers",
+            "monitor.libpages",
         ],
     ),
     # 1. the edges, each knowing the foundation only: protocols in, outputs out, detector settings,
