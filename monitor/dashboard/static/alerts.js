@@ -28,10 +28,10 @@
       const body = JSON.stringify({ comment: comment ? comment.value : "" });
       const r = await api(`/api/alerts/${seg(alert.id)}/${action}`, { method: "POST", headers, body });
       if (comment) comment.value = "";
-      notice(`${action === "ack" ? "Acknowledged" : "Closed"} by ${r.action.user}: ${r.alert.message}`, "ok");
+      M.answer(`${action === "ack" ? "Acknowledged" : "Closed"} by ${r.action.user}: ${r.alert.message}`, "ok");
       refresh();
     } catch (e) {
-      notice(`Refused (${e.status || "error"}): ${e.message}`, "error");
+      M.answer(`Refused (${e.status || "error"}): ${e.message}`, "error");
     }
   }
 

@@ -48,7 +48,7 @@
       fill(machines, ms.machines.map(machineRow));
       showConfig(st.config);
       fill(openAlerts, al.alerts.map((a) => alertRow(a)), 50);
-      notice("");
+      M.settled();
     } catch (e) {
       notice("Cannot reach the monitor: " + e.message, "error");
     }

@@ -41,13 +41,29 @@ const M = (() => {
     return data;
   }
 
-  function notice(text, kind) {
+  /** Say `text` on the notice line ("ok" or "error"). An `answer` tells someone what came of what they
+   *  just did (acknowledged, recorded, refused, a token to enter first): it stays until the next notice.
+   *  The rest (a refresh that failed) is taken back by the next refresh that works (`settled`). */
+  function notice(text, kind, answer) {
     const p = document.getElementById("notice");
     if (!p) return;
     p.textContent = text || "";
     p.className = "notice " + (kind || "");
     p.hidden = !text;
+    p.dataset.answer = text && answer ? "1" : "";
   }
+
+  /** A refresh worked: take back what a failed one said, never an answer. Every tap is followed by a
+   *  refresh (its own, the live event it causes, the next part) within about a second: clearing the
+   *  answer there showed it for that second only, gone before a glance at the tablet (or before a
+   *  browser on a loaded machine looked). */
+  function settled() {
+    const p = document.getElementById("notice");
+    if (p && !p.dataset.answer) notice("");
+  }
+
+  /** The answer to what someone just did (see `notice`). */
+  const answer = (text, kind) => notice(text, kind, true);
 
   /** Call fn at most once per `ms`, always after the last request (trailing edge). */
   function debounce(fn, ms) {
@@ -187,6 +203,10 @@ const M = (() => {
    *  Kept outside the cards: a card is redrawn on every part and refresh, and a redraw between the two
    *  taps must not turn the second tap into a first one. */
   const armedUntil = new Map();
+  /** Comments being typed to go with an acknowledgement, by condition id. Kept outside the cards for the
+   *  same reason: a redraw while someone types (the next part, the refresh the token field asks for)
+   *  must neither empty the field nor let the tap that follows acknowledge without the comment. */
+  const comments = new Map();
 
   /** Two taps on ``b``: the first says what will happen (``confirm``), the second runs ``run``. */
   function twoTap(b, key, label, confirm, needToken, run) {
@@ -196,7 +216,7 @@ const M = (() => {
       Math.max(0, (armedUntil.get(key) || 0) - Date.now()) + 20);
     if (isArmed()) { show(true); disarmLater(); }
     b.addEventListener("click", async () => {
-      if (!token.get()) { notice(`Enter your token (top of the page) ${needToken}.`, "error"); return; }
+      if (!token.get()) { answer(`Enter your token (top of the page) ${needToken}.`, "error"); return; }
       if (!isArmed()) { armedUntil.set(key, Date.now() + ARM_MS); show(true); disarmLater(); return; }
       armedUntil.delete(key);
       show(false);
@@ -229,15 +249,24 @@ const M = (() => {
         el("div", { class: "todo", "data-role": "action" }, t.action));
       const act_ = el("div", { class: "act" });
       if (t.state === "open") {
-        const comment = el("input", { type: "text", placeholder: "comment (optional)", "aria-label": "comment for " + t.feature });
+        const comment = el("input", { type: "text", class: "comment", "data-condition": t.id, placeholder: "comment (optional)",
+                                      "aria-label": "comment for " + t.feature });
+        comment.value = comments.get(t.id) || "";
+        comment.addEventListener("input", () => comments.set(t.id, comment.value));
+        const typing = document.activeElement;  // still in the card this one replaces: typing goes on here
+        if (typing && typing.classList.contains("comment") && typing.dataset.condition === t.id) {
+          const [from, to] = [typing.selectionStart, typing.selectionEnd];
+          queueMicrotask(() => { if (comment.isConnected) { comment.focus(); comment.setSelectionRange(from, to); } });
+        }
         const button = el("button", { type: "button", class: "ack" }, "Acknowledge");
         button.addEventListener("click", async () => {
-          if (!token.get()) { notice("Enter your token (top of the page) to acknowledge.", "error"); return; }
+          if (!token.get()) { answer("Enter your token (top of the page) to acknowledge.", "error"); return; }
           try {
             const r = await act(`/api/alerts/${seg(t.id)}/ack`, { comment: comment.value });
-            notice(`Acknowledged by ${r.action ? r.action.user : "you"}: ${t.feature}`, "ok");
+            comments.delete(t.id);
+            answer(`Acknowledged by ${r.action ? r.action.user : "you"}: ${t.feature}`, "ok");
             if (onChange) onChange();
-          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+          } catch (e) { answer(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
         });
         act_.append(button, comment);
       } else {
@@ -255,9 +284,9 @@ const M = (() => {
               const r = await act("/api/actions", p);
               if (r.action) who = r.action.user;
             }
-            notice(`${done} (recorded by ${who})`, "ok");
+            answer(`${done} (recorded by ${who})`, "ok");
             if (onChange) onChange();
-          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+          } catch (e) { answer(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
         });
         return b;
       };
@@ -284,9 +313,9 @@ const M = (() => {
               ? `${o.action.register ? o.action.register.label : ""}: ${o.write.old_value.toFixed(4)} → ${o.write.new_value.toFixed(4)}`
               : `${o.action.register ? o.action.register.label : ""} refused (${o.refused.reason}): ${o.refused.message}`);
             const ok = (r.outcomes || []).every((o) => o.applied);
-            notice((ok ? "Applied on the controller: " : "Not applied: ") + lines.join("; "), ok ? "ok" : "error");
+            answer((ok ? "Applied on the controller: " : "Not applied: ") + lines.join("; "), ok ? "ok" : "error");
             if (onChange) onChange();
-          } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+          } catch (e) { answer(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
           finally { b.disabled = false; b.textContent = label; }
         });
         record.append(b);
@@ -314,6 +343,6 @@ const M = (() => {
                            "aria-label": `${c.machine}: ${c.word}` }, head, bodyDiv);
   }
 
-  return { el, seg, query, api, act, token, tokenField, notice, debounce, live, fill, num, time, badge, sourceProblems, featureHref, machineHref,
+  return { el, seg, query, api, act, token, tokenField, notice, answer, settled, debounce, live, fill, num, time, badge, sourceProblems, featureHref, machineHref,
            alertRow, card, data: body.dataset };
 })();

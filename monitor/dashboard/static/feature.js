@@ -238,14 +238,14 @@
                                  "aria-label": `reason for part ${p.part_number}` });
     const button = el("button", { type: "button", class: "record-disposition" }, "Record");
     button.addEventListener("click", async () => {
-      if (!M.token.get()) { notice("Enter your token to record what became of a part.", "error"); return; }
+      if (!M.token.get()) { M.answer("Enter your token to record what became of a part.", "error"); return; }
       button.disabled = true;
       try {
         const r = await M.act("/api/actions", { kind: kind.value, machine, program, feature, part_key: p.key,
                                                 part_number: p.part_number, reason: reason.value });
-        await refresh();  // (which clears the notice line: say what was recorded after it)
-        notice(`Part ${p.part_number}: ${r.action.text} (recorded by ${r.action.user})`, "ok");
-      } catch (e) { notice(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
+        await refresh();
+        M.answer(`Part ${p.part_number}: ${r.action.text} (recorded by ${r.action.user})`, "ok");
+      } catch (e) { M.answer(`Refused (${e.status || "error"}): ${e.message}`, "error"); }
       finally { button.disabled = false; }
     });
     return el("div", { class: "disposition-form" }, kind, reason, button);
@@ -330,7 +330,7 @@
       document.querySelector("#feature-actions tbody").replaceChildren(...actRows);
       const rows = f.alerts.slice().reverse().slice(0, 100).map((a) => alertRow(a, [], { noMachine: true, noFeature: true, kind: true }));
       document.querySelector("#feature-alerts tbody").replaceChildren(...rows);
-      notice("");
+      M.settled();
     } catch (e) { notice("Cannot read this feature: " + e.message, "error"); }
   }
 

@@ -57,7 +57,7 @@
         ...p.features.flatMap((f, i) => [i ? ", " : "", el("a", { href: featureHref(machine, p.program, f) }, f)]))));
       actions.replaceChildren(...ac.actions.map(actionRow));
       if (!ac.actions.length) actions.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "Nothing recorded yet.")));
-      notice("");
+      M.settled();
     } catch (e) { notice("Cannot reach the monitor: " + e.message, "error"); }
   }
 

@@ -29,7 +29,7 @@
     try {
       const plant = await api("/api/plant");
       fill(rows, plant.cells.flatMap((c) => c.machines.map((m) => machineRow(plant.this_cell, m))));
-      notice("");
+      M.settled();
     } catch (e) {
       notice("Cannot reach the monitor: " + e.message, "error");
     }
