@@ -149,6 +149,10 @@ class Daemon:
         self.control_url: str | None = None
         self._last_status: dict[str, Any] = {"machines": {}, "sinks": {}}
         self._last_obs: dict[str, tuple[datetime, float]] = {}
+        """Per machine, the newest controller time a value carried and the wall (monotonic) time it was
+        delivered: :meth:`_tick` estimates the controller's clock from it. Only ever forward: a value
+        stamped long ago (a server's initial value of a signal unchanged since, sent after what a
+        restart read back from history) says nothing about the clock now."""
         self._read_until: dict[tuple[str, str], datetime] = {}
         """Per (machine, signal), the newest source time of a value a source delivered: what the
         daemon has read (:meth:`wait_read`)."""
@@ -524,10 +528,17 @@ class Daemon:
         now = self._last_activity = time.monotonic()
         if batch:
             self._heard[batch[0].machine] = now  # a source reads one machine
-        for obs in reversed(batch):
-            if obs.value is not None and not obs.signal.startswith("source."):  # those carry other clocks
-                self._last_obs[obs.machine] = (obs.time, now)
-                break
+        newest: datetime | None = None
+        for obs in batch:
+            if obs.value is not None and (newest is None or obs.time > newest) and not obs.signal.startswith("source."):
+                newest = obs.time  # (source notes carry other clocks)
+        if newest is not None:
+            machine = batch[0].machine
+            last = self._last_obs.get(machine)
+            if last is None or newest > last[0]:
+                # an older stamp moved the estimate back by its age: a stopped machine's last part then
+                # waited that long (31 minutes of controller time in the SIGKILL drill under load)
+                self._last_obs[machine] = (newest, now)
         queue = self._queue
         await queue.put_many(batch)
         if queue.qsize() >= self._full_at:

@@ -20,7 +20,7 @@ from monitor.daemon import event_loop_factory
 from monitor.model import AlertKind, PartStatus
 from monitor.store import SqliteStore
 from tests.daemons import run_until_parts, running_daemon
-from tests.streams import batch, write_jsonl, write_site
+from tests.streams import batch, obs, write_jsonl, write_site
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,18 @@ async def test_a_full_batch_ends_the_gathering_and_a_stop_takes_what_waits(tmp_p
     async with running_daemon(site, batch_size=len(stream), batch_wait_s=3600.0, stop_timeout_s=30.0) as running:
         await running.parts(3, timeout_s=30.0)
     assert running.daemon.processed == len(stream) + 1  # the connection note too
+
+
+async def test_a_value_stamped_long_ago_delivered_last_does_not_hold_the_last_part(tmp_path: Path) -> None:
+    """The last part of a machine that stopped is released when its grace runs out in controller time,
+    estimated from the newest time its values carried. A value stamped an hour before, delivered last
+    (an OPC UA server's initial value of a signal unchanged since, after a restart read the parts back
+    from history), says nothing about that clock: it held the last part for the hour (the SIGKILL drill
+    failed this way when the restart was slow under load and the machine had already stopped)."""
+    stream = [*batch(3, t0=3600.0), obs(0.0, "program.name", "O1001")]
+    site = load_site(write_site(tmp_path, write_jsonl(tmp_path / "m1.jsonl", stream)))
+    async with running_daemon(site) as running:
+        await running.parts(3, timeout_s=60.0)  # about 3 s: quiet for a few delivery periods, then 1 s of grace
 
 
 async def test_restarted_daemon_resumes_without_duplicates(tmp_path: Path) -> None:
