@@ -93,6 +93,17 @@ async def test_api_floor_has_one_card_per_machine_worst_condition_first(cell: Ce
         assert r.status == 404
 
 
+async def _box(element: Any) -> Any:
+    """The element's box. A refresh redraws the cards and tables: an element found just before a
+    redraw is gone when it is measured (playwright then answers None), so it is found again."""
+    for _ in range(10):
+        await element.wait_for()
+        box = await element.bounding_box()
+        if box is not None:
+            return box
+    raise AssertionError(f"{element} was redrawn away ten times in a row while being measured")
+
+
 @pytest.mark.parametrize("screen", list(WIDTHS))
 async def test_the_floor_reads_on_a_phone_a_tablet_and_a_desktop(cell: Cell, browser: Any, screen: str) -> None:
     width, height = WIDTHS[screen]
@@ -107,11 +118,11 @@ async def test_the_floor_reads_on_a_phone_a_tablet_and_a_desktop(cell: Cell, bro
         todo = card.locator('[data-role="action"]')
         button = card.locator("button.ack")
         for thing in (todo, button):  # the action and the button are on the first screen, no scrolling
-            box = await thing.bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+            box = await _box(thing)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width
             assert box["y"] + box["height"] <= height, f"{screen}: {await thing.text_content()} is below the fold"
-        box = await button.bounding_box()
-        assert box is not None and box["height"] >= 48  # a gloved finger
+        box = await _box(button)
+        assert box["height"] >= 48  # a gloved finger
         assert (await todo.text_content() or "").startswith("quarantine part 100 and apply T12 D-wear -0.0")
         font = await todo.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
         assert font >= 19  # readable from three metres on a tablet
@@ -127,8 +138,8 @@ async def test_the_floor_reads_on_a_phone_a_tablet_and_a_desktop(cell: Cell, bro
             elif path.startswith("/alerts"):
                 await other.page.locator("#alerts tbody tr").first.wait_for()
                 msg = other.page.locator("#alerts tbody tr td.message").first
-                box = await msg.bounding_box()
-                assert box is not None and box["width"] >= min(width - 40, 250), "the message column is too narrow to read"
+                box = await _box(msg)
+                assert box["width"] >= min(width - 40, 250), "the message column is too narrow to read"
             else:
                 await other.page.locator('#chart[data-points="100"]').wait_for()
             await _no_sideways_scroll(other)
