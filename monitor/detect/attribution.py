@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +56,20 @@ class Attribution:
         self.window = int(check_range("window", window, 3, 100_000))
         self.min_r = check_range("min_r", min_r, 0.0, 1.0)
         self.min_parts = int(check_range("min_parts", min_parts, 3, 100_000))
-        self._rows: deque[tuple[float, dict[str, float]]] = deque(maxlen=self.window)
+        self._rows: deque[list[Any]] = deque(maxlen=self.window)
+        """``[x, covariates]`` per part, as :meth:`state` saves them (never changed once appended)."""
         self._n = 0
         self._last: AttributionResult | None = None
+        self._xs: deque[float] = deque(maxlen=self.window)
+        self._columns: dict[str, deque[float]] | None = None
+        """The rows by column (``_xs`` the values) while every row has the same covariates (the usual
+        case), kept as parts arrive; None when they differ or are not built yet (:meth:`_uniform`)."""
 
     def reset(self) -> None:
         self._rows.clear()
         self._n = 0
         self._last = None
+        self._columns = None
 
     def update(self, x: float, covariates: Mapping[str, float | None] | None = None) -> AttributionResult:
         if not check_finite(x):
@@ -76,9 +82,16 @@ class Attribution:
         if not check_finite(x):
             return
         cov = {k: float(v) for k, v in (covariates or {}).items() if v is not None and check_finite(v)}
-        self._rows.append((float(x), cov))
+        self._rows.append([float(x), cov])
         self._n += 1
         self._last = None
+        columns = self._columns
+        if columns is not None and cov.keys() == columns.keys():
+            self._xs.append(float(x))
+            for name, v in cov.items():
+                columns[name].append(v)
+        else:
+            self._columns = None  # rebuilt from the rows when every row has the same covariates again
 
     @property
     def last(self) -> AttributionResult:
@@ -87,21 +100,34 @@ class Attribution:
             self._last = self._result()
         return self._last
 
+    def _uniform(self) -> dict[str, deque[float]] | None:
+        """The columns of the rows when every row has the same covariates (built once, then kept by
+        :meth:`add`), else None."""
+        if self._columns is None:
+            covs = [c for _, c in self._rows]
+            keys = covs[0].keys() if covs else {}.keys()
+            if not all(c.keys() == keys for c in covs):
+                return None
+            self._xs = deque((x for x, _ in self._rows), maxlen=self.window)
+            self._columns = {name: deque((c[name] for c in covs), maxlen=self.window) for name in keys}
+        return self._columns
+
     def _result(self, skipped: bool = False) -> AttributionResult:
         rows = self._rows
-        covs = [c for _, c in rows]
-        keys = covs[0].keys() if covs else {}.keys()
-        columns: dict[str, list[float]] = {}
-        if all(c.keys() == keys for c in covs):  # the usual case: every part has the same covariates
-            columns = {name: [c[name] for c in covs] for name in keys}
+        uniform = self._uniform()
+        columns: Mapping[str, Sequence[float]]
+        if uniform is not None:  # the usual case: every part has the same covariates
+            columns = uniform
         else:
-            for c in covs:
+            mixed: dict[str, list[float]] = {}
+            for _, c in rows:
                 for name, v in c.items():
-                    column = columns.get(name)
+                    column = mixed.get(name)
                     if column is None:
-                        columns[name] = [v]
+                        mixed[name] = [v]
                     else:
                         column.append(v)
+            columns = mixed
         names = [n for n in COVARIATES if n in columns]
         names += sorted(set(columns) - set(names))
         corr: dict[str, float] = {}
@@ -112,7 +138,7 @@ class Attribution:
                 continue
             if len(ys) == len(rows):
                 if every is None:
-                    every = _Centred([x for x, _ in rows])
+                    every = _Centred(self._xs if uniform is not None else [x for x, _ in rows])
                 xs = every
             else:
                 xs = _Centred([x for x, c in rows if name in c])
@@ -132,13 +158,13 @@ class Attribution:
             "min_r": self.min_r,
             "min_parts": self.min_parts,
             "n": self._n,
-            "rows": [[x, c] for x, c in self._rows],
+            "rows": list(self._rows),  # the rows themselves (never changed once appended), not copies
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Attribution:
         obj = cls(state["window"], state["min_r"], state["min_parts"])
-        obj._rows.extend((float(x), {k: float(v) for k, v in c.items()}) for x, c in state["rows"])
+        obj._rows.extend([float(x), {k: float(v) for k, v in c.items()}] for x, c in state["rows"])
         obj._n = int(state["n"])
         return obj
 
@@ -151,7 +177,7 @@ class _Centred:
 
     __slots__ = ("constant", "dev", "ss")
 
-    def __init__(self, a: list[float]) -> None:
+    def __init__(self, a: Sequence[float]) -> None:
         n = len(a)
         self.constant = max(a) == min(a)
         ma = sum(a) / n
@@ -161,7 +187,7 @@ class _Centred:
             ss += d * d
         self.ss = ss
 
-    def pearson(self, b: list[float]) -> float | None:
+    def pearson(self, b: Sequence[float]) -> float | None:
         if self.constant or max(b) == min(b):
             return None
         mb = sum(b) / len(b)

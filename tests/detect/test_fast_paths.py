@@ -10,6 +10,7 @@ mean "decides differently".
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -305,3 +306,30 @@ def test_ar_noise_pools_are_lfilters_ar1_sequences() -> None:
     pools = trend._ar_noise()
     for k, phi in enumerate(trend.PHIS):
         assert _same(pools[:, k], lfilter([1.0], [1.0, -phi], trend._Z_NOISE, axis=-1))
+
+
+def test_attribution_columns_kept_by_add_follow_covariates_that_come_and_go() -> None:
+    """The columns ``add`` keeps while every row has the same covariates: right after a part
+    without one, once those parts left the window, and after a restore from the saved state."""
+    rng = np.random.default_rng(11)
+    att = attribution.Attribution(window=20, min_r=0.7, min_parts=4)
+    rows: list[tuple[float, dict[str, float]]] = []
+    for i in range(120):
+        cov = {"tool_life": float(100 - i), "spindle_load": float(rng.normal(30, 2))}
+        if not 30 <= i < 35 and i != 70:  # missing on some parts: the columns differ for a window
+            cov["warmup"] = float(np.log1p(i))
+        x = float(1e-4 * i + rng.normal(0, 1e-3))
+        att.add(x, cov)
+        rows = [*rows, (x, cov)][-20:]
+        if i % 3 == 0 or 28 <= i <= 95:
+            want = {}
+            for name in attribution.COVARIATES:
+                pairs = [(v, c[name]) for v, c in rows if name in c]
+                if len(pairs) >= 4:
+                    r = _pearson_textbook([p[0] for p in pairs], [p[1] for p in pairs])
+                    if r is not None:
+                        want[name] = r
+            assert att.last.correlations == want, i
+        if i in (40, 80):
+            att = attribution.Attribution.from_state(json.loads(json.dumps(att.state())))
+    assert att.state()["rows"] == [[x, c] for x, c in rows]
