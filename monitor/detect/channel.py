@@ -256,15 +256,19 @@ class Channel:
             self.attribution.add(value, covariates)
         return ChannelStep(d, fed, trend, z, ewma, cusum, rules, notice, new_regime)
 
+    def _prior_phi(self) -> float:
+        """The prior mean lag-1 correlation (the charts' phi over a batch's first parts only)."""
+        return float(sum(w * p for w, p in zip(self.trend.phi_prior, PHIS, strict=True)))
+
     def _chart(self, d: float) -> tuple[float | None, EwmaResult | None, CusumResult | None, RunRulesResult | None]:
         fit = self.trend.fit
         z = ewma = cusum = rules = None
-        prior_phi = float(sum(w * p for w, p in zip(self.trend.phi_prior, PHIS, strict=True)))
         if fit is None:  # the first part: the prior scatter, compared with nominal
+            prior_phi = self._prior_phi()
             sigma = self.settings.known_sigma or self.settings.prior_sigma
             phi, sigma_e, dof = prior_phi, sigma * math.sqrt(1.0 - prior_phi**2), self.settings.prior_dof
         elif self.chart.learning:  # the first parts: compared with nominal, the prior correlation
-            phi = prior_phi
+            phi = self._prior_phi()
             # once a drift is at least as likely as none, the scatter is the one around the drift: a
             # stable model misfitted to a drift from part 1 would inflate it and hide that drift
             sig = min(fit.sigma, fit.sigma_drift) if fit.drift_odds >= _DRIFT_SCATTER_ODDS else fit.sigma

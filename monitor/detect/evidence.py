@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, is_dataclass
+from math import isfinite
 from typing import Any
 
 from monitor.detect.attribution import AttributionResult
@@ -185,7 +186,16 @@ def jsonable(obj: Any) -> Any:
     if kind is str or kind is int or kind is bool or obj is None:
         return obj
     if kind is dict:
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        out = {}
+        for k, v in obj.items():  # the plain values (most of them) without a call each
+            t = type(v)
+            if t is float:
+                out[k if type(k) is str else str(k)] = v if isfinite(v) else None
+            elif t is str or t is int or t is bool or v is None:
+                out[k if type(k) is str else str(k)] = v
+            else:
+                out[k if type(k) is str else str(k)] = jsonable(v)
+        return out
     if kind is list or kind is tuple:
         return [jsonable(v) for v in obj]
     if is_dataclass(obj) and not isinstance(obj, type):

@@ -630,11 +630,12 @@ class _Posterior:
         n_models = w.shape[1]
         st = self.stats
         if st is not None:  # chosen by the compiled fit, as below
-            fam_w: list[float] = st[:5].tolist()
+            stats = st.tolist()  # Python floats at once, not numpy scalars one by one
+            fam_w: list[float] = stats[:5]
             best_fam = max(range(len(FAMILIES)), key=fam_w.__getitem__)
-            p, g = divmod(int(st[5]), n_models)
-            pd_, gd = divmod(int(st[6]), n_models)
-            phi = float(st[7])
+            p, g = divmod(int(stats[5]), n_models)
+            pd_, gd = divmod(int(stats[6]), n_models)
+            phi = stats[7]
         else:
             fam = np.bincount(grid.family, weights=w.sum(axis=0), minlength=len(FAMILIES)).astype(float)
             fam_w = (fam / fam.sum()).tolist()
@@ -653,7 +654,8 @@ class _Posterior:
         )
         n = self.y.size
         b0, b1 = float(self.coef[0][p, g]), float(self.coef[1][p, g])
-        v00, v01, v11 = (float(self.cov[k][p, g]) * s2 for k in ((0, 0), (0, 1), (1, 1)))
+        cov = self.cov
+        v00, v01, v11 = float(cov[(0, 0)][p, g]) * s2, float(cov[(0, 1)][p, g]) * s2, float(cov[(1, 1)][p, g]) * s2
         f_last = float(grid.f[g, -1])
         level = b0 + b1 * f_last if st is not None else float(self.fitted_last[p, g])
         var_level = v00 + 2 * f_last * v01 + f_last * f_last * v11

@@ -19,7 +19,7 @@ from scipy.special import ndtr
 
 from monitor.detect import attribution, evidence, forecast, trend
 from monitor.detect.trend import Draws, TrendModel
-from monitor.model import Register, RegisterKind
+from monitor.model import AlertKind, Register, RegisterKind
 from monitor.registers import OffsetChange, SharedFeature, share_register
 
 
@@ -279,6 +279,10 @@ def test_jsonable_is_the_textbook_conversion() -> None:
         "c": Sub(x=1.0, y=math.nan),
         7: attribution.AttributionResult(3, {"tool_life": 0.5}, "tool_life", 0.5, False),
         "d": fit[0][1],
+        # plain values straight in a dict (answered there without a call), keys not strings
+        "e": {"nan": math.nan, "inf": math.inf, "x": 2.0, "np": np.float64(math.inf), "t": True, "n": None, 9: "s", 10: 4},
+        8: -math.inf,
+        AlertKind.CUSUM: {"deeper": {"v": math.nan, "w": [math.inf, 1.0]}},
     }
     got, want = evidence.jsonable(value), _jsonable_textbook(value)
     assert repr(got) == repr(want)
