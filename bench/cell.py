@@ -498,7 +498,7 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     """Per-part CPU of the daemon's pipeline (thread time of the observe call that completes the
     part) around each part number of ``at``, in a cell of ``machines`` machines on a real store."""
     from monitor.config import load_site
-    from monitor.pipeline import Pipeline
+    from monitor.pipeline import Pipeline, _encoded
     from monitor.store import SqliteStore
 
     window = 10
@@ -528,10 +528,12 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     state_bytes: list[int] = []
 
     class CountingStore(SqliteStore):
-        """The real store; counts the bytes of engine state each part writes."""
+        """The real store; counts the bytes of engine state each part writes. Each state is encoded
+        here, once, and handed on as the JSON text the store would have made of it (the store writes
+        text as it is): counting them must not encode them a second time inside the measured call."""
 
         def record_part(self, part: Any, alerts: Any = (), states: Any = (), refreshed: Any = ()) -> bool:
-            states = list(states)
+            states = [(name, _encoded(state)) for name, state in states]
             state_bytes.append(sum(_state_size(s) for name, s in states if name.startswith("drift-engine:")))
             return super().record_part(part, alerts, states, refreshed)
 
