@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ __all__ = [
     "action_to_dict",
     "alert_from_dict",
     "alert_to_dict",
+    "dumps",
     "event_from_dict",
     "event_to_dict",
     "json_bytes",
@@ -46,6 +48,36 @@ __all__ = [
     "part_from_dict",
     "part_to_dict",
 ]
+
+
+def _c_encoder() -> Any:
+    """json's C encoder made once, as ``json.dumps`` makes it for every call (same settings), but
+    without its check for circular containers (a circular state fails with RecursionError instead of
+    ValueError); None where the C accelerator is missing."""
+    from json.encoder import c_make_encoder  # type: ignore[attr-defined]  # private: json's own accelerator
+
+    if c_make_encoder is None:
+        return None
+    default = json.JSONEncoder().default
+    return c_make_encoder(None, default, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+
+_ENCODE = _c_encoder()
+_FALLBACK = json.JSONEncoder(check_circular=False).encode
+
+
+def dumps(obj: Any) -> str:
+    """``json.dumps(obj)``, the very same text, for what the store writes with every part (its record,
+    alert changes, engine state): a part encodes about 15 KB, and ``json.dumps`` sets up an encoder
+    and tracks every container against cycles for each call (about a third of its time on them).
+
+    >>> value = {"a": [1.0, float("nan")], "b": None, 2: "\u00e9"}
+    >>> dumps(value) == json.dumps(value)
+    True
+    """
+    if _ENCODE is None:
+        return _FALLBACK(obj)
+    return "".join(_ENCODE(obj, 0))
 
 
 def json_safe(obj: Any) -> Any:

@@ -9,7 +9,6 @@ the alerts it raised and the engine state after it.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 import uuid
@@ -21,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor import statelog
+from monitor.codec import dumps
 from monitor.commands import Acknowledge, AlertCommand, Outcome, RecordAction, make_action, store_part_lookup
 from monitor.config import Site
 from monitor.detect.watch import WatchPlan
@@ -784,8 +784,8 @@ class Pipeline:
 def _encoded(state: StateWrite) -> StateWrite:
     """The same write with its state as JSON text (a held write keeps text: far smaller than objects)."""
     if isinstance(state, StateDelta):
-        return state if isinstance(state.change, str) else StateDelta(json.dumps(state.change))
-    return state if isinstance(state, str) else json.dumps(state)
+        return state if isinstance(state.change, str) else StateDelta(dumps(state.change))
+    return state if isinstance(state, str) else dumps(state)
 
 
 def _text(state: StateWrite) -> str:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor import statelog
-from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
+from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, dumps, part_from_dict, part_to_dict
 from monitor.dburl import check_url, redact
 from monitor.errors import StoreError
 from monitor.inspection.model import (
@@ -492,7 +492,7 @@ class PostgresStore:
                     part.end,
                     str(part.status),
                     part.counter,
-                    json.dumps(part_to_dict(part)),
+                    dumps(part_to_dict(part)),
                     part.part_id,
                 ),
             )
@@ -542,7 +542,7 @@ class PostgresStore:
                     action.feature,
                     action.condition_id,
                     action.user,
-                    json.dumps(action_to_dict(action)),
+                    dumps(action_to_dict(action)),
                 ),
             )
 
@@ -558,7 +558,7 @@ class PostgresStore:
             db.execute(
                 "INSERT INTO adapter_positions (machine, source, position, updated) VALUES (%s, %s, %s, now())"
                 " ON CONFLICT (machine, source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
-                (machine, source, json.dumps(position)),
+                (machine, source, dumps(position)),
             )
 
     def record_signals(self, observations: Sequence[Observation]) -> None:
@@ -599,7 +599,7 @@ class PostgresStore:
         if event:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENT_LOCK,))
         for alert in alerts:
-            data = json.dumps(alert_to_dict(alert))
+            data = dumps(alert_to_dict(alert))
             db.execute(
                 "INSERT INTO alerts (id, machine, program, feature, kind, severity, state, part_number, opened, updated, data)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -624,7 +624,7 @@ class PostgresStore:
 
     def _write_state(self, db: psycopg.Connection[Any], name: str, state: StateWrite) -> None:
         if isinstance(state, StateDelta):
-            change = state.change if isinstance(state.change, str) else json.dumps(state.change)
+            change = state.change if isinstance(state.change, str) else dumps(state.change)
             db.execute(
                 "INSERT INTO detector_state_log (name, seq, change) VALUES"
                 " (%s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM detector_state_log WHERE name = %s), %s)",
@@ -634,7 +634,7 @@ class PostgresStore:
         db.execute(
             "INSERT INTO detector_state (name, state, updated) VALUES (%s, %s, now())"
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-            (name, state if isinstance(state, str) else json.dumps(state)),
+            (name, state if isinstance(state, str) else dumps(state)),
         )
         db.execute("DELETE FROM detector_state_log WHERE name = %s", (name,))
 
@@ -944,7 +944,7 @@ class PostgresStore:
             db.execute(
                 "INSERT INTO inspection_files (sha256, path, format, imported_at, info) VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (sha256) DO NOTHING",
-                (sha256, path, format, _now(), json.dumps(info)),
+                (sha256, path, format, _now(), dumps(info)),
             )
             row = db.execute("SELECT id FROM inspection_files WHERE sha256 = %s", (sha256,)).fetchone()
             assert row is not None  # inserted or already there, in this transaction
@@ -963,7 +963,7 @@ class PostgresStore:
                         result.machine,
                         result.program,
                         result.time.isoformat() if result.time else None,
-                        json.dumps(result_to_dict(result)),
+                        dumps(result_to_dict(result)),
                     ),
                 )
                 new_results = cur.rowcount > 0
@@ -984,7 +984,7 @@ class PostgresStore:
                             actual.characteristic.name,
                             actual.value,
                             actual.status,
-                            json.dumps(actual_to_dict(actual)),
+                            dumps(actual_to_dict(actual)),
                         ),
                     )
                     gained += cur.rowcount

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from monitor import statelog
-from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, part_from_dict, part_to_dict
+from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, dumps, part_from_dict, part_to_dict
 from monitor.errors import StoreError
 from monitor.inspection.model import (
     InspectionResult,
@@ -400,7 +400,7 @@ class SqliteStore:
                     part.end.isoformat(),
                     str(part.status),
                     part.counter,
-                    json.dumps(part_to_dict(part)),
+                    dumps(part_to_dict(part)),
                     _now(),
                 ),
             )
@@ -445,7 +445,7 @@ class SqliteStore:
                     action.feature,
                     action.condition_id,
                     action.user,
-                    json.dumps(action_to_dict(action)),
+                    dumps(action_to_dict(action)),
                 ),
             )
 
@@ -459,7 +459,7 @@ class SqliteStore:
             self._db.execute(
                 "INSERT INTO adapter_positions (machine, source, position, updated) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (machine, source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
-                (machine, source, json.dumps(position), _now()),
+                (machine, source, dumps(position), _now()),
             )
 
     def record_signals(self, observations: Sequence[Observation]) -> None:
@@ -522,7 +522,7 @@ class SqliteStore:
 
     def _write_alerts(self, alerts: Iterable[Alert], *, event: bool = True) -> None:
         for alert in alerts:
-            data = json.dumps(alert_to_dict(alert))
+            data = dumps(alert_to_dict(alert))
             t = alert.time.isoformat()
             self._db.execute(
                 "INSERT INTO alerts (id, machine, program, feature, kind, severity, state, part_number, opened, updated, data)"
@@ -548,7 +548,7 @@ class SqliteStore:
 
     def _write_state(self, name: str, state: StateWrite) -> None:
         if isinstance(state, StateDelta):
-            change = state.change if isinstance(state.change, str) else json.dumps(state.change)
+            change = state.change if isinstance(state.change, str) else dumps(state.change)
             self._db.execute(
                 "INSERT INTO detector_state_log (name, seq, change) VALUES"
                 " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM detector_state_log WHERE name = ?), ?)",
@@ -558,7 +558,7 @@ class SqliteStore:
         self._db.execute(
             "INSERT INTO detector_state (name, state, updated) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-            (name, state if isinstance(state, str) else json.dumps(state), _now()),
+            (name, state if isinstance(state, str) else dumps(state), _now()),
         )
         self._db.execute("DELETE FROM detector_state_log WHERE name = ?", (name,))
 
@@ -854,7 +854,7 @@ class SqliteStore:
         with self._timed("inspection"), self._lock, self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO inspection_files (sha256, path, format, imported_at, info) VALUES (?, ?, ?, ?, ?)",
-                (sha256, path, format, _now(), json.dumps(info)),
+                (sha256, path, format, _now(), dumps(info)),
             )
             file_id = int(
                 self._db.execute("SELECT id FROM inspection_files WHERE sha256 = ?", (sha256,)).fetchone()[0]
@@ -875,7 +875,7 @@ class SqliteStore:
                         result.machine,
                         result.program,
                         result.time.isoformat() if result.time else None,
-                        json.dumps(result_to_dict(result)),
+                        dumps(result_to_dict(result)),
                     ),
                 )
                 new_results = cur.rowcount > 0
@@ -893,7 +893,7 @@ class SqliteStore:
                         actual.characteristic.name,
                         actual.value,
                         actual.status,
-                        json.dumps(actual_to_dict(actual)),
+                        dumps(actual_to_dict(actual)),
                     )
                     for i, (akey, actual) in enumerate(zip(actual_keys, result.actuals, strict=True))
                 ]
