@@ -28,7 +28,9 @@ measured in this process on the daemon's own :class:`~monitor.pipeline.Pipeline`
 SQLite store, for a cell of ``--part-cost-machines`` machines: every machine makes 110 parts and the
 first one goes on to part 5,010; the thread CPU time of the ``observe`` call that completes each
 part is that part's cost (the tracking of that one observation included, a few microseconds),
-reported around part 100 and part 5,000, with the engine state bytes written per part. The long
+reported around part 100 and part 5,000, with the engine state bytes written per part and the
+cost by piece (``ms_by_piece``: detection, the engine state's shares and their diff, the store's
+transaction with its encoding, the rest: tracking and glue; each timed around its call). The long
 batch is looked after as a real one: its tools are changed and its clamp creep corrected every 140
 parts (``m01_renewed_every``), so part 5,000 is 100 parts into a tool's life with the creep of part
 100, the same state detection is in at part 100 (it wore thousands of tolerances off before).
@@ -526,6 +528,19 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     )
     site = load_site(site_file)
     state_bytes: list[int] = []
+    clock = time.thread_time
+    inside: dict[str, float] = {}
+    """Thread time of the observe call under way, by piece (store, detection, state): the breakdown."""
+
+    def timed(run: Any, piece: str) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            t = clock()
+            try:
+                return run(*args, **kw)
+            finally:
+                inside[piece] = inside.get(piece, 0.0) + clock() - t
+
+        return call
 
     class CountingStore(SqliteStore):
         """The real store; counts the bytes of engine state each part writes. Each state is encoded
@@ -533,19 +548,27 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
         text as it is): counting them must not encode them a second time inside the measured call."""
 
         def record_part(self, part: Any, alerts: Any = (), states: Any = (), refreshed: Any = ()) -> bool:
+            t = clock()
             states = [(name, _encoded(state)) for name, state in states]
             state_bytes.append(sum(_state_size(s) for name, s in states if name.startswith("drift-engine:")))
-            return super().record_part(part, alerts, states, refreshed)
+            try:
+                return super().record_part(part, alerts, states, refreshed)
+            finally:
+                inside["store"] = inside.get("store", 0.0) + clock() - t
 
     costs: dict[int, list[float]] = {n: [] for n in at}
     sizes: dict[int, list[int]] = {n: [] for n in at}
     by_program: dict[int, dict[str, list[float]]] = {n: {} for n in at}
+    pieces: dict[int, dict[str, list[float]]] = {n: {k: [] for k in _PIECES} for n in at}
     with CountingStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
-        clock = time.thread_time
+        engine = pipeline.engine
+        engine.assess = timed(engine.assess, "detection")  # type: ignore[method-assign]
+        pipeline._engine_writes = timed(pipeline._engine_writes, "state")  # type: ignore[method-assign]
         started = time.process_time()
         for event in cell.events(include_spindle_samples=False):
             obs = event.observation()
+            inside.clear()
             t = clock()
             changes = pipeline.observe([obs])
             spent = clock() - t
@@ -553,6 +576,9 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
                 for n in at:
                     if abs(part.part_number - n) <= window and part.status == "complete":
                         costs[n].append(spent / len(changes.parts))
+                        named = {k: inside.get(k, 0.0) for k in _PIECES if k != "rest"}
+                        for k, v in {**named, "rest": spent - sum(named.values())}.items():
+                            pieces[n][k].append(v / len(changes.parts))
                         sizes[n].append(state_bytes[-1])
                         by_program[n].setdefault(part.program or "", []).append(spent / len(changes.parts))
         pipeline.close()
@@ -570,10 +596,17 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
                 # own program's parts around part 100 (the other program has fewer features)
                 "ms_by_program": {name: _spread([1000 * c for c in v], 3) for name, v in sorted(by_program[n].items())},
                 "engine_state_bytes": _spread([float(b) for b in sizes[n]], 0),
+                "ms_by_piece": {k: _spread([1000 * c for c in v], 3) for k, v in pieces[n].items()},
             }
             for n in at
         },
     }
+
+
+_PIECES = ("detection", "state", "store", "rest")
+"""The per-part cost's breakdown (thread time of each, per part): the engine's assessment of the
+part; the engine state's shares built and diffed (Pipeline._engine_writes); the store's transaction
+with its encoding (record_part); the rest (tracking the observation, the pipeline's glue)."""
 
 
 def _state_size(state: Any) -> int:
