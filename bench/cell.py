@@ -27,7 +27,8 @@ The **per-part cost** (tracking context + detection + engine state + store, one 
 measured in this process on the daemon's own :class:`~monitor.pipeline.Pipeline` with a real
 SQLite store, for a cell of ``--part-cost-machines`` machines: every machine makes 110 parts and the
 first one goes on to part 5,010; the thread CPU time of the ``observe`` call that completes each
-part is that part's cost (the tracking of that one observation included, a few microseconds),
+part is that part's cost (the tracking of that one observation included, a few microseconds;
+the garbage collector set as ``monitor run`` sets it once started),
 reported around part 100 and part 5,000, with the engine state bytes written per part and the
 cost by piece (``ms_by_piece``: detection, the engine state's shares and their diff, the store's
 transaction with its encoding, the rest: tracking and glue; each timed around its call). The long
@@ -499,6 +500,7 @@ def _wait_for(ready: Any, timeout_s: float, what: str, procs: Sequence[subproces
 def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[str, Any]:
     """Per-part CPU of the daemon's pipeline (thread time of the observe call that completes the
     part) around each part number of ``at``, in a cell of ``machines`` machines on a real store."""
+    from monitor.cli.core import _settle_garbage_collector
     from monitor.config import load_site
     from monitor.pipeline import Pipeline, _encoded
     from monitor.store import SqliteStore
@@ -562,6 +564,9 @@ def part_cost(machines: int, seed: int, at: Sequence[int], work: Path) -> dict[s
     pieces: dict[int, dict[str, list[float]]] = {n: {k: [] for k in _PIECES} for n in at}
     with CountingStore(site.store_path) as store:
         pipeline = Pipeline(site, store)
+        # the collector as the running daemon has it (monitor run settles it once started: what
+        # start-up built is frozen, young collections every 10,000 allocations, not 700)
+        _settle_garbage_collector()
         engine = pipeline.engine
         engine.assess = timed(engine.assess, "detection")  # type: ignore[method-assign]
         pipeline._engine_writes = timed(pipeline._engine_writes, "state")  # type: ignore[method-assign]
