@@ -826,16 +826,9 @@ class MtConnectAdapter(Adapter):
             for b in bindings:
                 if b.reads_asset:
                     life = self._life(b, o.value)
-                    if life is None:
-                        continue
-                    try:
-                        when = o.time
-                    except BadDocument as exc:
-                        self.stats.count("bad_timestamp", message=f"{self.machine}: {exc}; observation skipped")
-                        continue
-                    out.append(Observation(machine, b.signal, when, life.value, o.sequence))
-                    continue
-                value = self._value(b, o)
+                    value = _SKIP if life is None else life.value
+                else:
+                    value = self._value(b, o)
                 if value is _SKIP:
                     continue
                 try:
