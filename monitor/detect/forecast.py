@@ -269,13 +269,10 @@ def breach_forecast(
     """Forecast from per-channel draws (deviations from nominal): a size feature gives one channel
     and its ``lower``/``upper`` deviation limits, a position feature its axes and ``tolerance``
     (diameter of the true-position zone). ``cones``: also the per-channel 90% bands (for charts)."""
-    if not draws:
-        raise DetectionError("no channels to forecast")
+    _check_limits(len(draws), lower, upper, tolerance)
     horizon = draws[0][1].mean.shape[1]
     within = min(within, horizon)
     with np.errstate(all="ignore"):
-        if tolerance is None and (len(draws) != 1 or lower is None or upper is None):
-            raise DetectionError("a size forecast needs one channel and both deviation limits")
         p_draw, out_path, beyond = _per_draw(draws, lower, upper, tolerance)
         p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
         risk = np.nonzero(p_out >= threshold)[0]
@@ -317,6 +314,14 @@ def _stops(within: int, horizon: int) -> list[int]:
     return [*stops, horizon]
 
 
+def _check_limits(channels: int, lower: float | None, upper: float | None, tolerance: float | None) -> None:
+    """What every form of the breach forecast refuses: no channel, or a size without its two limits."""
+    if not channels:
+        raise DetectionError("no channels to forecast")
+    if tolerance is None and (channels != 1 or lower is None or upper is None):
+        raise DetectionError("a size forecast needs one channel and both deviation limits")
+
+
 def breach_forecast_sampled(
     sources: Sequence[tuple[str, DrawSource]],
     *,
@@ -339,12 +344,9 @@ def breach_forecast_sampled(
     drift, when a feature is breaching and the forecast is recomputed with every part, the search
     stops after ``within`` parts instead of 100 (``tests/detect/test_fast_paths.py`` checks both
     against each other)."""
-    if not sources:
-        raise DetectionError("no channels to forecast")
+    _check_limits(len(sources), lower, upper, tolerance)
     horizon = min(src.horizon for _, src in sources) if search is None else search
     within = min(within, horizon)
-    if tolerance is None and (len(sources) != 1 or lower is None or upper is None):
-        raise DetectionError("a size forecast needs one channel and both deviation limits")
     first: np.ndarray | None = None
     predicts: np.ndarray | None = None
     p_parts: list[np.ndarray] = []
@@ -419,14 +421,11 @@ def breach_forecast_compiled(
     the dashboard's cone charts."""
     from monitor.detect.kernels import breach  # numba, imported by the first trend fit already
 
-    if not channels:
-        raise DetectionError("no channels to forecast")
+    _check_limits(len(channels), lower, upper, tolerance)
     carry, sd_table, noise, z_sigma, z_param = noise_tables()
     full = carry.shape[1]
     horizon = full if search is None else min(int(search), full)
     within = min(within, horizon)
-    if tolerance is None and (len(channels) != 1 or lower is None or upper is None):
-        raise DetectionError("a size forecast needs one channel and both deviation limits")
     size = tolerance is None
     limits = np.array(
         [
