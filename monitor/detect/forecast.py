@@ -467,9 +467,11 @@ def breach_forecast_compiled(
 
 def warm_up_compiled() -> None:
     """Compile the compiled forecast for one, two and three channels (a size, positions in a plane
-    and in space), or load it from numba's cache beside :mod:`monitor.detect.kernels`: about 8 s of
-    CPU the first time after an install, then about 0.3 s (mostly numba's import), and what the
-    first forecasts of a daemon would pay otherwise."""
+    and in space) and the attribution's correlations, or load them from numba's cache beside
+    :mod:`monitor.detect.kernels`: about 8 s of CPU the first time after an install, then about 0.3 s
+    (mostly numba's import), and what the first forecasts of a daemon would pay otherwise."""
+    from monitor.detect.attribution import Attribution
+
     models = []
     for k in range(3):
         tr = TrendModel(scale=1.0, window=8)
@@ -479,6 +481,10 @@ def warm_up_compiled() -> None:
     breach_forecast_compiled(models[:1], lower=-1.0, upper=1.0, search=2, within=1)
     breach_forecast_compiled(models[:2], tolerance=1.0, search=2, within=1)
     breach_forecast_compiled(models, tolerance=1.0, search=2, within=1)
+    att = Attribution(min_parts=3)  # and the attribution's correlations
+    for i in range(3):
+        att.add(float(i), {"tool_life": float(-i)})
+    assert att.last.correlations
 
 
 def warm_up(windows: Iterable[int]) -> None:

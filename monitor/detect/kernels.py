@@ -1,5 +1,5 @@
-"""Detection's per-part numerics as compiled loops (numba): the trend fit of a channel and the breach
-forecast of a feature.
+"""Detection's per-part numerics as compiled loops (numba): the trend fit of a channel, the breach
+forecast of a feature and the attribution's correlations.
 
 With numpy, every step of these is a call on a small array (5 x 60 models, 128 draws x 20 parts),
 1.5-3 us of overhead each for little work: the fit of one channel was about 25 such calls plus the
@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from numba import njit
 
-__all__ = ["breach", "fit"]
+__all__ = ["breach", "correlations", "fit"]
 
 _log = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -490,3 +490,59 @@ def _fit(
 
 fit = cast(Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], _fit)
 """The compiled :func:`_fit` (numba's dispatcher, typed for callers)."""
+
+
+@_cached_njit(error_model="numpy")
+def _correlations(xs: np.ndarray, cols: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Pearson's r of ``xs`` with each row of ``cols`` (NaN where there is none: either side constant,
+    a sum of squares not positive, r not finite), as :class:`monitor.detect.attribution._Centred`
+    forms it, in its order: means as plain sums left to right (Python's ``sum`` of floats), the
+    deviations' products summed part by part, so r is the same double. About 3 us for four
+    covariates over 30 parts, against about 100 us in Python (every part of a signalling feature)."""
+    n = xs.size
+    m = cols.shape[0]
+    out = np.full(m, np.nan)
+    lo = hi = xs[0]
+    total = 0.0
+    for i in range(n):
+        x = xs[i]
+        lo = min(lo, x)
+        hi = max(hi, x)
+        total += x
+    if hi == lo:
+        return out
+    ma = total / n
+    dev = np.empty(n)
+    ss = 0.0
+    for i in range(n):
+        d = xs[i] - ma
+        dev[i] = d
+        ss += d * d
+    for k in range(m):
+        b = cols[k]
+        lo = hi = b[0]
+        total = 0.0
+        for i in range(n):
+            y = b[i]
+            lo = min(lo, y)
+            hi = max(hi, y)
+            total += y
+        if hi == lo:
+            continue
+        mb = total / n
+        sab = 0.0
+        sbb = 0.0
+        for i in range(n):
+            dy = b[i] - mb
+            sab += dev[i] * dy
+            sbb += dy * dy
+        if ss <= 0 or sbb <= 0:
+            continue
+        r = sab / math.sqrt(ss * sbb)
+        if math.isfinite(r):
+            out[k] = max(-1.0, min(1.0, r))
+    return out
+
+
+correlations = cast(Callable[[np.ndarray, np.ndarray], np.ndarray], _correlations)
+"""The compiled :func:`_correlations` (numba's dispatcher, typed for callers)."""

@@ -337,3 +337,20 @@ def test_attribution_columns_kept_by_add_follow_covariates_that_come_and_go() ->
         if i in (40, 80):
             att = attribution.Attribution.from_state(json.loads(json.dumps(att.state())))
     assert att.state()["rows"] == [[x, c] for x, c in rows]
+
+
+def test_attribution_compiled_correlations_leave_out_constant_sides() -> None:
+    """Rows with every covariate go through the compiled loop: a constant covariate has no r, constant
+    values none at all, and the rest is the textbook's double."""
+    att = attribution.Attribution(window=10, min_r=0.7, min_parts=4)
+    xs = [1e-3 * i + 1e-4 * (-1) ** i for i in range(12)]
+    for i, x in enumerate(xs):
+        att.add(x, {"tool_life": float(100 - i), "spindle_load": 30.0, "warmup": float(i % 3)})
+    got = att.last.correlations
+    assert set(got) == {"tool_life", "warmup"}
+    assert got["tool_life"] == _pearson_textbook(xs[-10:], [float(100 - i) for i in range(2, 12)])
+    assert got["warmup"] == _pearson_textbook(xs[-10:], [float(i % 3) for i in range(2, 12)])
+    flat = attribution.Attribution(window=10, min_r=0.7, min_parts=4)
+    for i in range(12):
+        flat.add(0.002, {"tool_life": float(i)})
+    assert flat.last.correlations == {} and flat.last.cause is None
