@@ -915,6 +915,10 @@ class _Priors:
     half_logdet: np.ndarray  # (P, G) (log|Vn| - log|V0|) / 2
     ml_base: np.ndarray  # (P, G) half_logdet + a0 log b0
     spread: np.ndarray  # (P, G) the next value's variance per unit innovation variance
+    # the same terms as the compiled fit takes them (kernels.fit): two arguments instead of ten, each
+    # an argument numba types and unboxes on every call (the fields above are views into them)
+    fit_pg: np.ndarray  # (7, P, G) a11, inv, ml_base, half_logdet, log_prior, spread, and the grid's scf
+    fit_p: np.ndarray  # (3, P) a00, b0, s_e2
 
 
 @lru_cache(maxsize=_SHARED_PRIORS)
@@ -927,6 +931,9 @@ def _shared_priors(
 
 
 def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof: float, log_phi_prior: np.ndarray) -> _Priors:
+    n_phi, n_models = grid.scf.shape
+    fit_pg = np.empty((7, n_phi, n_models))
+    fit_p = np.empty((3, n_phi))
     s_e2 = sigma**2 * _OMPHI2[:, None]
     pc = s_e2 / level_sd**2
     pf = np.where(grid.stable_row, 1.0, s_e2 * grid.prior_precision / scale**2)
@@ -942,22 +949,31 @@ def _priors(grid: _Grid, scale: float, level_sd: float, sigma: float, prior_dof:
     cov = {(0, 0): a11 * inv, (0, 1): -scf * inv, (1, 1): a00 * inv}
     for a in cov.values():
         a.setflags(write=False)
+    terms = (a11, inv, half_logdet + log_b0_term, half_logdet, grid.base_log_prior + log_phi_prior[:, None])
+    for k, term in enumerate((*terms, _next_spread(cov, grid.future[:, 0]), scf)):
+        fit_pg[k] = term
+    for k, term in enumerate((a00, b0, s_e2)):
+        fit_p[k] = term[:, 0]
+    fit_pg.setflags(write=False)
+    fit_p.setflags(write=False)
     return _Priors(
         s_e2=s_e2,
         pc=pc,
         pf=pf,
-        a11=a11,
+        a11=fit_pg[0],
         log_pcpf=log_pcpf,
         b0=b0,
         a0=a0,
         log_b0_term=log_b0_term,
-        log_prior=grid.base_log_prior + log_phi_prior[:, None],
+        log_prior=fit_pg[4],
         a00=a00,
-        inv=inv,
+        inv=fit_pg[1],
         cov=cov,
-        half_logdet=half_logdet,
-        ml_base=half_logdet + log_b0_term,
-        spread=_next_spread(cov, grid.future[:, 0]),
+        half_logdet=fit_pg[3],
+        ml_base=fit_pg[2],
+        spread=fit_pg[5],
+        fit_pg=fit_pg,
+        fit_p=fit_p,
     )
 
 
@@ -985,25 +1001,9 @@ def _fit_models(
     if not known and compiled:
         from monitor.detect.kernels import fit  # numba's import (0.15 s of CPU) on the first fit only
 
-        w, m_c, m_f, b_n, stats = fit(
-            y,
-            grid.f_t,
-            grid.future_first,
-            grid.family,
-            grid.scf,
-            pri.a00,
-            pri.a11,
-            pri.inv,
-            pri.ml_base,
-            pri.half_logdet,
-            pri.log_prior,
-            pri.b0,
-            pri.s_e2,
-            pri.spread,
-            _PHI,
-            pri.a0,
-            math.nan if known_sigma is None else known_sigma,
-        )
+        sigma = math.nan if known_sigma is None else known_sigma
+        out, stats = fit(y, grid.f_t, grid.future_first, grid.family, pri.fit_pg, pri.fit_p, _PHI, pri.a0, sigma)
+        w, m_c, m_f, b_n = out
         return _Posterior(y, grid, known, w, [m_c, m_f], pri.cov, pri.a0 + n / 2.0, b_n, known_sigma, pri.spread, stats)
     # Q y for every phi: (P, n)
     qy = _ONEPPHI2 * y
