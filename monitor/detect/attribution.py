@@ -190,6 +190,16 @@ def _order(columns: Mapping[str, Any]) -> list[str]:
     return names + sorted(set(columns) - set(names))
 
 
+def _plain_sum(values: Sequence[float]) -> float:
+    """The floats added left to right, one rounding each: the order the compiled correlations
+    (:func:`monitor.detect.kernels.correlations`) add in, on every Python. From 3.12 on, ``sum`` of
+    floats compensates its rounding, so it would differ from the compiled loop in the last bits."""
+    total = 0.0
+    for x in values:
+        total += x
+    return total
+
+
 class _Centred:
     """One side of Pearson's r (None when either side is constant or r is not finite), computed once
     for every covariate it is paired with: whether the values are constant, their deviations from
@@ -201,7 +211,7 @@ class _Centred:
     def __init__(self, a: Sequence[float]) -> None:
         n = len(a)
         self.constant = max(a) == min(a)
-        ma = sum(a) / n
+        ma = _plain_sum(a) / n
         self.dev = [x - ma for x in a]
         ss = 0.0
         for d in self.dev:
@@ -211,7 +221,7 @@ class _Centred:
     def pearson(self, b: Sequence[float]) -> float | None:
         if self.constant or max(b) == min(b):
             return None
-        mb = sum(b) / len(b)
+        mb = _plain_sum(b) / len(b)
         sab = sbb = 0.0
         for dx, y in zip(self.dev, b, strict=True):
             dy = y - mb

@@ -181,7 +181,7 @@ def _pearson_textbook(a: list[float], b: list[float]) -> float | None:
     n = len(a)
     if max(a) == min(a) or max(b) == min(b):
         return None
-    ma, mb = sum(a) / n, sum(b) / n
+    ma, mb = attribution._plain_sum(a) / n, attribution._plain_sum(b) / n
     sab = saa = sbb = 0.0
     for x, y in zip(a, b, strict=True):
         dx, dy = x - ma, y - mb
@@ -354,3 +354,11 @@ def test_attribution_compiled_correlations_leave_out_constant_sides() -> None:
     for i in range(12):
         flat.add(0.002, {"tool_life": float(i)})
     assert flat.last.correlations == {} and flat.last.cause is None
+
+
+def test_plain_sum_adds_left_to_right_as_the_compiled_correlations_do() -> None:
+    """One rounding per addition, whatever the Python: 1e16 + 1 rounds back to 1e16, so the three
+    give 0.0 (a compensated sum, Python 3.12's ``sum`` of floats, would give 1.0)."""
+    assert attribution._plain_sum([1e16, 1.0, -1e16]) == 0.0
+    assert attribution._plain_sum([0.1] * 10) == 0.9999999999999999
+    assert attribution._plain_sum([]) == 0.0
