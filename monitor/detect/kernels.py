@@ -491,22 +491,30 @@ fit = cast(Callable[..., tuple[np.ndarray, np.ndarray]], _fit)
 
 
 @_cached_njit(error_model="numpy")
+def _span_and_sum(v: np.ndarray) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """The smallest and largest of ``v`` and its plain left-to-right sum, in one pass: whether a side
+    of :func:`_correlations` is constant, and its mean."""
+    lo = hi = v[0]
+    total = 0.0
+    for i in range(v.size):
+        x = v[i]
+        lo = min(lo, x)
+        hi = max(hi, x)
+        total += x
+    return lo, hi, total
+
+
+@_cached_njit(error_model="numpy")
 def _correlations(xs: np.ndarray, cols: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """Pearson's r of ``xs`` with each row of ``cols`` (NaN where there is none: either side constant,
     a sum of squares not positive, r not finite), as :class:`monitor.detect.attribution._Centred`
-    forms it, in its order: means as plain sums left to right (Python's ``sum`` of floats), the
+    forms it, in its order: means as plain sums left to right (``attribution._plain_sum``), the
     deviations' products summed part by part, so r is the same double. About 3 us for four
     covariates over 30 parts, against about 100 us in Python (every part of a signalling feature)."""
     n = xs.size
     m = cols.shape[0]
     out = np.full(m, np.nan)
-    lo = hi = xs[0]
-    total = 0.0
-    for i in range(n):
-        x = xs[i]
-        lo = min(lo, x)
-        hi = max(hi, x)
-        total += x
+    lo, hi, total = _span_and_sum(xs)
     if hi == lo:
         return out
     ma = total / n
@@ -518,13 +526,7 @@ def _correlations(xs: np.ndarray, cols: np.ndarray) -> np.ndarray:  # pragma: no
         ss += d * d
     for k in range(m):
         b = cols[k]
-        lo = hi = b[0]
-        total = 0.0
-        for i in range(n):
-            y = b[i]
-            lo = min(lo, y)
-            hi = max(hi, y)
-            total += y
+        lo, hi, total = _span_and_sum(b)
         if hi == lo:
             continue
         mb = total / n
