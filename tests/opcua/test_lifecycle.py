@@ -114,8 +114,10 @@ async def test_stale_watchdog_reconnects_a_stalled_link(sim: OpcUaSimServer) -> 
                 await col.wait(lambda items: any(o.signal == "spindle.load" and o.value == 11.0 for o in items))
                 proxy.stall()
                 await sim.publish("vmc-01", "spindle.load", 11.5, T0 + timedelta(seconds=0.5))  # never delivered live
-                await wait_until(lambda: adapter.stats.counts["stale"] >= 1, what="watchdog")
-                assert adapter.state is AdapterState.LOST
+                # the watchdog counts 'stale' and then tears the session down; the state says LOST
+                # only after that (an await later), so wait for the state, then check the count
+                await wait_until(lambda: adapter.state is AdapterState.LOST, what="watchdog")
+                assert adapter.stats.counts["stale"] >= 1
                 proxy.resume()
                 await wait_until(lambda: adapter.state is AdapterState.CONNECTED, what="reconnected")
                 await sim.publish("vmc-01", "spindle.load", 12.0, T0 + timedelta(seconds=1))
