@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from monitor.codec import alert_from_dict, alert_to_dict
 from monitor.detect.attribute import AttributeCount
@@ -75,6 +76,50 @@ def _feature_of(label: str) -> str:
 
 
 Plan = WatchPlan | AttributePlan
+
+
+_V = TypeVar("_V")
+_Key = tuple[str, str, str]
+_NONE: Mapping[Any, Any] = MappingProxyType({})
+
+
+class _ByMachine(dict[_Key, _V]):
+    """A dict keyed by (machine, program, feature or label) that also holds each machine's entries
+    apart, in the same order, so that a part's state (its machine's shares, see
+    :meth:`DriftEngine.shares`) is built from that machine's entries, not by scanning the cell's.
+
+    Only ``d[k] = v``, ``del d[k]`` and ``pop`` change it (the engine's ways); the other ways of
+    changing a dict raise, so the two views cannot part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by: dict[str, dict[_Key, _V]] = {}
+
+    def of(self, machine: str) -> Mapping[_Key, _V]:
+        """The entries of ``machine``, in the order the whole dict has them (read only)."""
+        return self._by.get(machine, _NONE)
+
+    def __setitem__(self, key: _Key, value: _V) -> None:
+        super().__setitem__(key, value)
+        self._by.setdefault(key[0], {})[key] = value
+
+    def __delitem__(self, key: _Key) -> None:
+        super().__delitem__(key)
+        del self._by[key[0]][key]
+
+    def pop(self, key: _Key, *default: Any) -> Any:
+        if key in self:
+            value = super().pop(key)
+            del self._by[key[0]][key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def _unsupported(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a _ByMachine changes by d[k] = v, del d[k] or pop only")
+
+    update = setdefault = popitem = clear = __ior__ = _unsupported
 
 
 @dataclass
@@ -168,11 +213,11 @@ class DriftEngine:
         """The probe's tool numbers by machine: never advised as the tool that cut a feature."""
         self._plans: dict[str, list[WatchPlan]] = {name: WatchPlan.for_program(cfg) for name, cfg in self._programs.items()}
         self._attr_plans = {name: AttributePlan.for_program(cfg) for name, cfg in self._programs.items()}
-        self._counts: dict[tuple[str, str, str], AttributeCount] = {}
-        self._fed: dict[tuple[str, str, str], list[str]] = {}
+        self._counts: _ByMachine[AttributeCount] = _ByMachine()
+        self._fed: _ByMachine[list[str]] = _ByMachine()
         """Part keys fed to each inspection source's watch, in part order (late results rebuild it)."""
-        self._watches: dict[tuple[str, str, str], FeatureWatch] = {}
-        self._book: dict[tuple[str, str, str], _Book] = {}
+        self._watches: _ByMachine[FeatureWatch] = _ByMachine()
+        self._book: _ByMachine[_Book] = _ByMachine()
         self._lost: dict[str, Alert] = {}
         self._gaps: dict[str, Alert] = {}
         self.migrated: list[Alert] = []
@@ -794,11 +839,8 @@ class DriftEngine:
         """
 
         state = self._book_state(machine)
-        state["watches"] = [
-            {"machine": m, "program": p, "feature": f, "state": w.state()}
-            for (m, p, f), w in self._watches.items()
-            if machine is None or m == machine
-        ]
+        watches = self._watches if machine is None else self._watches.of(machine)
+        state["watches"] = [{"machine": m, "program": p, "feature": f, "state": w.state()} for (m, p, f), w in watches.items()]
         if machine is None:
             state["counters"] = dict(self.counters)
         return state
@@ -817,8 +859,8 @@ class DriftEngine:
         every part is not written twice per part (its evidence is a few KB)."""
         book = self.state_book(machine, stored=stored)
         out: dict[str, dict[str, Any]] = {"": book}
-        for (m, p, f), w in self._watches.items():
-            if m == machine and (program is None or p == program):
+        for (m, p, f), w in self._watches.of(machine).items():
+            if program is None or p == program:
                 out[f"/{p}/{f}"] = {
                     "version": _STATE_VERSION,
                     "watches": [{"machine": m, "program": p, "feature": f, "state": w.state()}],
@@ -831,10 +873,8 @@ class DriftEngine:
         return {**self._book_state(machine, stored), "watches": []}
 
     def _book_state(self, machine: str | None, stored: Callable[[Alert], bool] | None = None) -> dict[str, Any]:
-        """Everything of :meth:`state` but the watches and counters (of ``machine``, or all)."""
-
-        def mine(m: str) -> bool:
-            return machine is None or m == machine
+        """Everything of :meth:`state` but the watches and counters (of ``machine``, or all): a
+        machine's from its own entries (a part's cost does not grow with the cell)."""
 
         def condition(key: tuple[str, str, str], entry: _Book) -> dict[str, Any]:
             if stored is not None and stored(entry.alert):  # the alerts table has it: its id and state
@@ -843,16 +883,25 @@ class DriftEngine:
                 held = {"alert": alert_to_dict(entry.alert)}
             return {"key": list(key), **held, "quiet": entry.quiet, "stepped": entry.stepped}
 
+        book: Mapping[_Key, _Book] = self._book
+        counts: Mapping[_Key, AttributeCount] = self._counts
+        fed: Mapping[_Key, list[str]] = self._fed
+        lost: Mapping[str, Alert] = self._lost
+        gaps: Mapping[str, Alert] = self._gaps
+        last_part: Mapping[str, int] = self._last_part
+        if machine is not None:
+            book, counts, fed = self._book.of(machine), self._counts.of(machine), self._fed.of(machine)
+            lost = {machine: self._lost[machine]} if machine in self._lost else {}
+            gaps = {machine: self._gaps[machine]} if machine in self._gaps else {}
+            last_part = {machine: self._last_part[machine]} if machine in self._last_part else {}
         return {
             "version": _STATE_VERSION,
-            "alerts": [condition(k, e) for k, e in self._book.items() if mine(k[0])],
-            "counts": [
-                {"machine": m, "program": p, "label": f, "state": c.state()} for (m, p, f), c in self._counts.items() if mine(m)
-            ],
-            "fed": [{"machine": m, "program": p, "label": f, "keys": keys} for (m, p, f), keys in self._fed.items() if mine(m)],
-            "lost": {m: alert_to_dict(a) for m, a in self._lost.items() if mine(m)},
-            "gaps": {m: alert_to_dict(a) for m, a in self._gaps.items() if mine(m)},
-            "last_part": {m: n for m, n in self._last_part.items() if mine(m)},
+            "alerts": [condition(k, e) for k, e in book.items()],
+            "counts": [{"machine": m, "program": p, "label": f, "state": c.state()} for (m, p, f), c in counts.items()],
+            "fed": [{"machine": m, "program": p, "label": f, "keys": keys} for (m, p, f), keys in fed.items()],
+            "lost": {m: alert_to_dict(a) for m, a in lost.items()},
+            "gaps": {m: alert_to_dict(a) for m, a in gaps.items()},
+            "last_part": dict(last_part),
             "ids": dict(self._ids) if machine is None else dict(self._machine_ids.get(machine, {})),
         }
 

@@ -185,3 +185,64 @@ def test_a_bench_go_no_go_source_and_a_one_sided_inspection_only_feature() -> No
 def test_feature_kinds_refuse_what_cannot_be_judged(feature: dict[str, Any], message: str) -> None:
     with pytest.raises((ValueError, MonitorError), match=message):
         ProgramConfig.model_validate({"program": "O8", "features": {"f": feature}})
+
+
+def _machine_part(machine: str, n: int, rng: np.random.Generator, *, thread_ok: bool = True) -> PartRecord:
+    end = T0 + timedelta(minutes=3 * n)
+    values = {"probe.flat": float(abs(rng.normal(0.008, 0.0015))), "probe.bore": float(rng.normal(10.0, 0.0012))}
+    values["probe.thread_ok"] = 1.0 if thread_ok else 0.0
+    return PartRecord(f"{machine}/O7/{n}", machine, "O7", n, end - timedelta(minutes=2), end, PartStatus.COMPLETE, values)
+
+
+def _assert_each_share_is_the_whole_states_own(engine: DriftEngine, machines: tuple[str, ...]) -> None:
+    whole = engine.state()
+    for machine in machines:
+        mine = engine.state(machine)
+        assert mine["watches"] == [w for w in whole["watches"] if w["machine"] == machine]
+        assert list(engine.shares(machine)) == [""] + [f"/{w['program']}/{w['feature']}" for w in mine["watches"]]
+        assert mine["alerts"] == [a for a in whole["alerts"] if a["key"][0] == machine]
+        assert mine["counts"] == [c for c in whole["counts"] if c["machine"] == machine]
+        assert mine["fed"] == [f for f in whole["fed"] if f["machine"] == machine]
+        for key in ("lost", "gaps", "last_part"):
+            assert mine[key] == {m: v for m, v in whole[key].items() if m == machine}
+
+
+def test_a_machines_share_is_its_part_of_the_whole_state_in_order_through_every_change() -> None:
+    """A machine's share is built from that machine's entries (kept apart as the engine changes
+    them), not by scanning the cell's: it must stay exactly the whole state's entries of that
+    machine, in the same order, as features are added, alerts open and close, a program changes."""
+    program = ProgramConfig.model_validate(PROGRAM)
+    features = {k: v for k, v in PROGRAM["features"].items() if k != "bore"}
+    without_bore = ProgramConfig.model_validate({**PROGRAM, "features": features})
+    machines = ("m1", "m2", "m3")
+    engine = DriftEngine({"O7": program})
+    rng = np.random.default_rng(5)
+    for n in range(1, 13):
+        for machine in machines[: 1 + n % 3]:  # m3 joins late: its entries come after the others'
+            engine.process(_machine_part(machine, n, rng, thread_ok=n % 4 != 0))
+    engine.connection_changed("m2", False, T0)
+    points = [SeriesPoint(_machine_part("m1", n, rng), 10.0 + 0.0001 * n) for n in range(1, 6)]
+    engine.assess_series("m1", "O7", "bore@cmm", points)
+    engine.assess_series("m2", "O7", "bore@cmm", points[1:])
+    engine.assess_series("m1", "O7", "ra@bench", [SeriesPoint(p.part, 0.0007) for p in points])
+    engine.assess_series("m1", "O7", "bore@cmm", [SeriesPoint(_machine_part("m1", 0, rng), 10.0), *points])  # rebuilt: last now
+    assert engine.counters["series_rebuilt"] == 1
+    assert all(engine.state()[k] for k in ("counts", "fed", "lost", "alerts", "last_part"))
+    _assert_each_share_is_the_whole_states_own(engine, machines)
+    first = engine.open_alerts()
+    assert len({a.machine for a in first}) >= 2  # go/no-go fails opened conditions on several machines
+    assert engine.acknowledge(first[0].id, T0) is not None
+    assert engine.close(first[-1].id, T0) is not None
+    _assert_each_share_is_the_whole_states_own(engine, machines)
+    engine.reprogram({"O7": without_bore}, T0)  # the bore watches and the cmm source's feed go
+    assert not [w for w in engine.state()["watches"] if w["feature"] == "bore"]
+    _assert_each_share_is_the_whole_states_own(engine, machines)
+    engine.reprogram({"O7": program}, T0)  # and come back, last in the whole state's order
+    for n in range(13, 16):
+        for machine in reversed(machines):
+            engine.process(_machine_part(machine, n, rng))
+    _assert_each_share_is_the_whole_states_own(engine, machines)
+    restored = DriftEngine.from_states({"O7": program}, [engine.state(m) for m in machines])
+    _assert_each_share_is_the_whole_states_own(restored, machines)
+    with pytest.raises(TypeError):
+        engine._watches.update({})  # a way of changing the dict that would not keep the machines' view
