@@ -40,6 +40,8 @@ _SHIFT_SCAN = 64
 """How far into the old list the start of the new one is looked for (a window drops a few entries at most)."""
 _SCALARS = frozenset({float, int, str, bool, type(None)})
 """Types compared as values (``bool`` is its own type here, not an ``int``)."""
+_CONTAINERS = (dict, list)
+"""What a state holds by reference: the same object in both states may have changed in place."""
 _ABSENT = object()
 """A key missing from the old state (None is a value)."""
 
@@ -51,21 +53,26 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     added = 0
     for key, value in new.items():
         before = found(key, _ABSENT)
-        if before is _ABSENT:
-            out[key] = ["=", value]
-            added += 1
+        if value is before:  # most of a state (settings, counts, None): the same object as last time
+            if type(value) not in _SCALARS and isinstance(value, _CONTAINERS):  # a live container: written whole
+                out[key] = ["=", value]
             continue
         kind = type(value)
-        if kind in _SCALARS:  # most of a state: :func:`_value`'s last case, without its tests
-            if type(before) is not kind or not (value == before or value is before):
+        if type(before) is not kind:  # a key added (``_ABSENT`` is no value's type) or a value of another type
+            if before is _ABSENT:
+                added += 1
+            out[key] = ["=", value]
+        elif kind in _SCALARS:  # :func:`_value`'s last case, without its tests
+            if value != before:  # for these types exactly "not =="
                 out[key] = ["=", value]
-        elif kind is dict and type(before) is dict:  # a detector's state in a watch's: _value's case, without the call
-            if value is before:
-                out[key] = ["=", value]
-            elif value != before:  # compared in C first: most of a share (settings, a skipped feature's watch) is as it was
+        elif kind is dict:  # a detector's state in a watch's: _value's case, without the call
+            if value != before:  # compared in C first: most of a share (settings, a skipped feature's watch) is as it was
                 nested = diff(before, value)
                 if nested is not None:
                     out[key] = ["d", nested]
+        elif kind is list:  # a window: _value's case, without the call
+            if len(value) != len(before) or value != before:
+                out[key] = _list(before, value)
         else:
             change = _value(before, value)
             if change is not None:
@@ -105,33 +112,36 @@ def _apply(old: Any, change: list[Any]) -> Any:
 
 
 def _value(old: Any, new: Any) -> list[Any] | None:
+    if new is old:  # the same object: unchanged, unless it is a (live) container
+        return ["=", new] if isinstance(new, _CONTAINERS) else None
     if type(old) is not type(new):
         return ["=", new]
     if isinstance(new, dict):
-        if new is old:  # a live container: what changed in it cannot be told
-            return ["=", new]
         if new == old:  # compared in C: most of a share (settings, a skipped feature's watch) is as it was
             return None
         nested = diff(old, new)
         return None if nested is None else ["d", nested]
     if isinstance(new, list):
-        if new is old:
-            return ["=", new]
         if len(new) == len(old) and new == old:
             return None
-        shift = _shift(old, new)
-        if shift is not None:
-            return ["w", shift, new[len(old) - shift :]]
-        if len(new) == len(old):  # the same entries, some changed (one watch in a share, a fit's coefficients)
-            items = []
-            for index, (before, after) in enumerate(zip(old, new, strict=True)):
-                change = _value(before, after)
-                if change is not None:
-                    items.append([index, change])
-            return ["i", items]
-        return ["=", new]
-    if new == old or new is old:  # `is`: NaN is unchanged when it is the same object
+        return _list(old, new)
+    if new == old:
         return None
+    return ["=", new]
+
+
+def _list(old: list[Any], new: list[Any]) -> list[Any]:
+    """The change of a list that is not equal to ``old`` (nor the same object)."""
+    shift = _shift(old, new)
+    if shift is not None:
+        return ["w", shift, new[len(old) - shift :]]
+    if len(new) == len(old):  # the same entries, some changed (one watch in a share, a fit's coefficients)
+        items = []
+        for index, (before, after) in enumerate(zip(old, new, strict=True)):
+            change = _value(before, after)
+            if change is not None:
+                items.append([index, change])
+        return ["i", items]
     return ["=", new]
 
 

@@ -50,6 +50,31 @@ def test_patch_of_the_difference_is_the_new_state(old: dict[str, Any], other: di
     assert change is None or json.dumps(change)  # a difference is JSON-able
 
 
+def test_what_is_the_same_object_in_both_states_is_unchanged_unless_it_is_a_container() -> None:
+    """The difference looks at a value that is the very object of the old state first (most of a
+    state: settings, counts, None): a scalar is then as it was, NaN too, but a list or dict may
+    have changed in place (a state that handed out its live container), so it is written whole.
+    A value of another type is written even when it compares equal (1 and 1.0, True and 1)."""
+    nan, live, inner = float("nan"), [1.0, 2.0], {"a": 1}
+    old = {"nan": nan, "big": 10**20, "live": live, "inner": inner, "one": 1, "flag": True, "x": 0.5, "nested": {"k": [live]}}
+    live.append(3.0)  # changed in place after the old state was taken
+    inner["a"] = 2
+    new = {**old, "one": 1.0, "flag": 1, "x": 0.5 + 0.0, "nested": {"k": [live]}}
+    assert statelog.diff(old, new) == {
+        "live": ["=", [1.0, 2.0, 3.0]],
+        "inner": ["=", {"a": 2}],
+        "one": ["=", 1.0],
+        "flag": ["=", 1],
+    }  # "nested": fresh dicts that compare equal (the live list inside is the same object) are as they were
+    assert statelog.diff({"w": [1, 2, 3], "d": {"a": 1}}, {"w": [2, 3, 4], "d": {"a": 1, "b": None}}) == {
+        "w": ["w", 1, [4]],
+        "d": ["d", {"b": ["=", None]}],
+    }
+    assert statelog.diff({"a": 1, "gone": 2}, {"a": 1}) == {"gone": ["-"]}
+    other = float("nan")
+    assert statelog.diff({"nan": nan}, {"nan": other}) == {"nan": ["=", other]}  # another NaN object: not equal
+
+
 def _records(parts: int, seed: int = 4) -> tuple[SimCell, list[PartRecord]]:
     cell = SimCell(load_scenario("demo"), seed=seed, parts=parts)
     records = [
