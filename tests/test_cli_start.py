@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 HEAVY = (
+    "numpy",
     "scipy",
+    "asyncio",
     "asyncua",
     "aiohttp",
     "pydantic",
@@ -21,8 +23,15 @@ HEAVY = (
     "monitor.detect.trend",
     "numba",
     "monitor.detect.kernels",
+    "monitor.model",
+    "monitor.store",
+    "rich.console",
+    "rich.markdown",
+    "rich.traceback",
 )
-"""Detection (scipy, numba), OPC UA, HTTP, and the daemon's machinery: loaded by the commands that use them."""
+"""Detection (numpy, scipy, numba), OPC UA, HTTP, asyncio, the daemon's machinery, the domain model and
+the store: loaded by the commands that use them; rich's console, markdown and traceback machinery
+(typer's rich help): the help is plain text."""
 
 _PROBE = """
 import contextlib, io, json, sys
@@ -46,6 +55,16 @@ def test_help_lists_every_command_without_loading_detection_protocols_or_the_dae
     assert not [m for m in HEAVY if m in loaded], [m for m in HEAVY if m in loaded]
     for command in ("run", "demo", "parts", "analyze", "tune", "report", "status", "discover"):
         assert command in str(result["help"])
+
+
+def test_a_commands_help_shows_its_options_defaults_and_docs_without_loading_them_either() -> None:
+    result = _start("parts", "--help")
+    loaded = set(result["loaded"])
+    assert not [m for m in HEAVY if m in loaded], [m for m in HEAVY if m in loaded]
+    text = " ".join(str(result["help"]).split())
+    assert "List recorded parts, newest last" in text  # the docstring
+    assert "--capability" in text and "--last <int> How many of the most recent parts. [default: 20]" in text
+    assert "[env var: MONITOR_CONFIG; default: configs/site.yaml]" in text
 
 
 def test_a_command_still_finds_what_it_loads_on_first_use() -> None:

@@ -1,4 +1,9 @@
-"""The typer application and the rendering every command shares (rich tables or JSON lines)."""
+"""The typer application and the rendering every command shares (rich tables or JSON lines).
+
+Start-up is part of every command (``monitor --help`` included): nothing heavy is imported here.
+The help is click's plain text (``rich_markup_mode=None``: typer's rich help loads rich's markdown
+and traceback machinery, about half of the start-up CPU) and the rich consoles are made on their
+first use, so a JSON command or ``--help`` never loads rich's console."""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "CAPABILITY_COLUMNS",
@@ -20,11 +28,39 @@ __all__ = [
     "emit_json",
     "emit_rows",
     "err_console",
+    "escape",
     "print_stability_notes",
+    "rich_console",
 ]
+
+
+class _Group(TyperGroup):
+    """The ``monitor`` group, whose ``--help`` flags (its own and each command's) default to False.
+
+    Typer coerces every option value that is not already a bool through a pydantic ``TypeAdapter``
+    (typer 0.2x), and a help flag left out has the value None: so ``monitor parts --help`` (and
+    every command run) loaded pydantic and built an adapter for a flag nobody gave, ~0.1 s before
+    anything else. With False the flag is a bool and is not coerced."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _false_by_default(super().get_help_option(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _false_by_default(command.get_help_option(ctx))
+        return command
+
+
+def _false_by_default(option: Any) -> Any:
+    if option is not None and option.default is None:
+        option.default = False
+    return option
+
 
 app = typer.Typer(
     name="monitor",
+    cls=_Group,
     help=(
         "CNC process monitor for small-batch production: reads spindle, tool and probe data over "
         "OPC UA and MTConnect, ties it to parts, and flags drift in hole positions and sizes while "
@@ -33,10 +69,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+
+@cache
+def rich_console(stderr: bool = False) -> Console:
+    """The one rich console of standard output (of standard error with ``stderr``), made on first
+    use; what rich's progress bars take (they want the console itself, not :data:`console`)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+class _LazyConsole:
+    """Stands for :func:`rich_console`: every attribute is the real console's, made on first use."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(rich_console(self._stderr), name)
+
+
+console = cast("Console", _LazyConsole(stderr=False))
+err_console = cast("Console", _LazyConsole(stderr=True))
 
 
 def _version(value: bool) -> None:
@@ -54,6 +111,13 @@ def _options(
     ] = False,
 ) -> None:
     """CNC process monitor for small-batch production."""
+
+
+def escape(text: str) -> str:
+    """``text`` with rich's markup escaped (:func:`rich.markup.escape`, loaded when first needed)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def emit_json(obj: Any) -> None:
@@ -76,6 +140,8 @@ def emit_rows(
             emit_json(row)
             n += 1
         return n
+    from rich.table import Table
+
     table = Table(title=title, header_style="bold")
     for _, header in columns:
         table.add_column(header, overflow="fold")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Annotated
 
@@ -11,24 +10,23 @@ import typer
 from monitor.cli._app import app, console, emit_json, emit_rows
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
-from monitor.model import ActionKind
 
 __all__ = ["act", "actions"]
 
-_KINDS = {
-    "offset": ActionKind.OFFSET_APPLIED,
-    "offset_applied": ActionKind.OFFSET_APPLIED,
-    "tool": ActionKind.TOOL_CHANGED,
-    "tool_changed": ActionKind.TOOL_CHANGED,
-    "quarantine": ActionKind.PART_QUARANTINED,
-    "part_quarantined": ActionKind.PART_QUARANTINED,
-    "scrap": ActionKind.PART_SCRAPPED,
-    "part_scrapped": ActionKind.PART_SCRAPPED,
-    "rework": ActionKind.PART_REWORKED,
-    "part_reworked": ActionKind.PART_REWORKED,
-    "accept": ActionKind.PART_ACCEPTED,
-    "part_accepted": ActionKind.PART_ACCEPTED,
-    "comment": ActionKind.COMMENT,
+_KINDS = {  # the values of monitor.model.ActionKind (loaded when the command runs, not for --help)
+    "offset": "offset_applied",
+    "offset_applied": "offset_applied",
+    "tool": "tool_changed",
+    "tool_changed": "tool_changed",
+    "quarantine": "part_quarantined",
+    "part_quarantined": "part_quarantined",
+    "scrap": "part_scrapped",
+    "part_scrapped": "part_scrapped",
+    "rework": "part_reworked",
+    "part_reworked": "part_reworked",
+    "accept": "part_accepted",
+    "part_accepted": "part_accepted",
+    "comment": "comment",
 }
 _COLUMNS = [
     ("time", "time"),
@@ -87,15 +85,19 @@ def act(
     is on the register the program file names for the feature (or the machine kind's default):
     "monitor act offset --condition ID --change -0.004". Set MONITOR_TOKEN to your token when the site
     names users."""
+    import asyncio
+
     from monitor.acknowledge import TOKEN_ENV, change_alert
     from monitor.commands import RecordAction
     from monitor.config import load_site
+    from monitor.model import ActionKind
     from monitor.queries import action_row
     from monitor.users import cli_user
 
-    action_kind = _KINDS.get(kind.replace("-", "_"))
-    if action_kind is None:
+    kind_value = _KINDS.get(kind.replace("-", "_"))
+    if kind_value is None:
         raise _fail(MonitorError(f"unknown action {kind!r}; use offset, tool, comment, quarantine, scrap, rework or accept"))
+    action_kind = ActionKind(kind_value)
     try:
         site = load_site(config)
         command = RecordAction(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +48,8 @@ def run(
     """Run the monitor daemon: read every machine, track parts, detect drift, store and publish.
 
     Stops cleanly on Ctrl-C or SIGTERM (parts in progress are kept for the next start)."""
+    import asyncio
+
     from monitor.allocator import use_tuned_allocator
 
     use_tuned_allocator()  # may run this command again in this process, with glibc's cache sized for parsing
@@ -109,6 +110,8 @@ def check(
     sources name, certificates and trust folders. With --connect it also connects to every source and
     resolves every mapped signal, per machine. Exit code 0 and a summary of what the daemon would
     watch, or 1 and all problems at once."""
+    import asyncio
+
     from monitor.config import load_site
     from monitor.queries import check_summary
 
@@ -372,6 +375,8 @@ def ack(
 
     The acknowledgement is recorded with your user name and role: set MONITOR_TOKEN to your token
     when the site file names users (without users it is recorded as "local")."""
+    import asyncio
+
     from monitor.acknowledge import acknowledge_alert
 
     try:

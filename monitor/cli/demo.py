@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console, escape, rich_console
 from monitor.errors import MonitorError
 
-if TYPE_CHECKING:  # the simulation, the servers and the daemon load when a command runs, not for --help
+if TYPE_CHECKING:  # asyncio, the simulation, the servers and the daemon load when a command runs, not for --help
+    import asyncio
+
     from monitor.demo import DemoOptions, DemoResult
     from monitor.events import HubEvent
 
@@ -55,6 +53,10 @@ def demo(
     """Run two simulated machines making a batch, behind real OPC UA and MTConnect servers on
     loopback, watched by the real daemon. Prints progress and each alert as it fires, then per
     drifting feature: where it was flagged, the first out-of-tolerance part and the lead in parts."""
+    import asyncio
+    import logging
+    import tempfile
+
     if mqtt is not None and not mqtt.rpartition(":")[2].isdigit():
         err_console.print(f"--mqtt: expected HOST:PORT, got {mqtt!r}")
         raise typer.Exit(2)
@@ -120,6 +122,8 @@ def demo(
 
 
 async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
+    import asyncio
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from monitor.daemon import install_signal_handlers
@@ -128,7 +132,12 @@ async def _demo(options: DemoOptions, folder: Path, quiet: bool) -> DemoResult:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=rich_console(),
+        disable=quiet,
     )
     tasks: dict[str, TaskID] = {}
 
@@ -190,6 +199,8 @@ def sim(
 ) -> None:
     """Run the simulated cell alone behind its protocol servers until stopped (Ctrl-C), so that
     `monitor run -c configs/site.yaml` or any OPC UA / MTConnect client can read it."""
+    import asyncio
+
     from monitor.demo import SimOptions, serve_cell, serve_shdr
     from monitor.sim import list_scenarios, load_scenario
 
@@ -227,6 +238,8 @@ def _say(line: str) -> None:
 
 async def _with_stop(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``serve`` until it ends or SIGINT/SIGTERM sets its stop event."""
+    import asyncio
+
     from monitor.daemon import install_signal_handlers
 
     stop = asyncio.Event()

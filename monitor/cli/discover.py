@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +40,8 @@ def discover_command(
 
     For a secure OPC UA server, give the site file and machine whose source holds the security policy,
     certificates and user: `monitor discover opc.tcp://10.0.0.5:4840 -c site.yaml --machine vmc-01`."""
+    import asyncio
+
     from monitor.discovery import discover, machine_source
 
     try:

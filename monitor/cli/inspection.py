@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console, escape
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -39,6 +38,8 @@ def apply(
     machine still running, stale advice, an insecure connection, a read-back that differs) is
     recorded too and leaves the register as it was. Needs the engineer role: set MONITOR_TOKEN to
     your token when the site names users. Exits 1 when any register was refused."""
+    import asyncio
+
     from monitor.acknowledge import apply_offset
 
     try:

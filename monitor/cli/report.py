@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from monitor.cli._app import app, console, emit_json
+from monitor.cli._app import app, console, emit_json, escape
 from monitor.cli.core import _DEFAULT_SITE, CellOption, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 

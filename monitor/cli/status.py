@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ __all__ = ["reload", "status"]
 def status(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) -> None:
     """Health of the running daemon: each machine's connection, program and parts; each output's
     backlog in memory and on disk, drops and last error."""
+    import asyncio
+
     from monitor.status import daemon_status
 
     try:
@@ -80,6 +81,8 @@ def reload(config: ConfigOption = _DEFAULT_SITE, as_json: JsonOption = False) ->
     `systemctl reload`): program changes apply from the next part, machines added, removed or
     changed are started, stopped or restarted. A configuration with errors is refused (listed
     here with file and line) and the daemon keeps running the one it has."""
+    import asyncio
+
     from monitor.status import reload_daemon
 
     try:

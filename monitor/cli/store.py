@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli._app import app, console, emit_json, emit_rows, err_console, since_option
+from monitor.cli._app import app, console, emit_json, emit_rows, err_console, rich_console, since_option
 from monitor.cli.core import _DEFAULT_SITE, ConfigOption, JsonOption, _fail
 from monitor.errors import MonitorError
 
@@ -121,7 +121,13 @@ def store_copy(
     except ValueError as exc:
         err_console.print(f"--to: {exc}")
         raise typer.Exit(2) from None
-    bar = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), console=err_console, disable=as_json)
+    bar = Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=rich_console(stderr=True),
+        disable=as_json,
+    )
     tasks: dict[str, TaskID] = {}
 
     def tell(table: str, done: int, total: int) -> None:
