@@ -82,3 +82,24 @@ def test_reading_the_configuration_and_the_store_does_not_load_detection() -> No
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "monitor.detect.config" in loaded
     assert not {"scipy", "monitor.detect.trend", "monitor.engine"} & loaded
+
+
+def test_a_command_runs_in_an_application_of_that_command_alone_with_the_same_help_and_errors() -> None:
+    """`monitor parts ...` builds the options of `parts` only (typer builds every registered command's
+    on each call); what a user sees is the same as from the whole application."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from monitor.cli import app, app_for
+
+    assert app_for(["--help"]) is app and app_for([]) is app and app_for(["prts"]) is app
+    for args in (["parts", "--help"], ["import", "--help"], ["store", "copy", "--help"], ["parts", "--last", "x"]):
+        one = app_for(args)
+        assert one is not app
+        assert list(typer.main.get_command(one).commands) == [args[0]]  # type: ignore[attr-defined]
+        alone, whole = CliRunner().invoke(one, args), CliRunner().invoke(app, args)
+        assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output)
+    assert "--capability" in CliRunner().invoke(app_for(["parts"]), ["parts", "--help"]).output
+    version = app_for(["--version"])
+    assert not typer.main.get_command(version).commands  # type: ignore[attr-defined]
+    assert CliRunner().invoke(version, ["--version"]).output == CliRunner().invoke(app, ["--version"]).output

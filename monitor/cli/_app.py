@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
+    "APP_SETTINGS",
     "CAPABILITY_COLUMNS",
     "app",
     "capability_text",
@@ -58,19 +59,22 @@ def _false_by_default(option: Any) -> Any:
     return option
 
 
-app = typer.Typer(
-    name="monitor",
-    cls=_Group,
-    help=(
+APP_SETTINGS: dict[str, Any] = {
+    "name": "monitor",
+    "cls": _Group,
+    "help": (
         "CNC process monitor for small-batch production: reads spindle, tool and probe data over "
         "OPC UA and MTConnect, ties it to parts, and flags drift in hole positions and sizes while "
         "parts are still in tolerance."
     ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+    "no_args_is_help": True,
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
+"""The settings of :data:`app` (and of the one-command application :func:`monitor.cli.main` runs)."""
+
+app = typer.Typer(**APP_SETTINGS)
 
 
 @cache
