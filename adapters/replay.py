@@ -13,30 +13,15 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Self
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from adapters.base import Adapter, AdapterState, SourceSpec
+from adapters.replay_config import ReplaySource
 from monitor.model import Observation
 
 __all__ = ["ReplayAdapter", "ReplaySource"]
 
 _CHUNK = 1 << 16
-
-
-class ReplaySource(BaseModel):
-    """Observations read from a JSON-lines file: for tests, demos and re-running a recorded day."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-    type: Literal["replay"] = Field(description="replay: observations from a JSON-lines file")
-    path: Path = Field(description="the file, relative to the site file; one {signal, time, value} object per line")
-    speed: float = Field(default=0.0, ge=0, description="time compression of the replay; 0 = as fast as possible")
-
-    @classmethod
-    def for_url(cls, url: str, **options: Any) -> Self:
-        """A replay of the file at ``file://...`` or a plain path."""
-        return cls.model_validate({**options, "type": "replay", "path": url.removeprefix("file://")})
 
 
 class ReplayAdapter(Adapter):

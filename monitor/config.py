@@ -27,7 +27,7 @@ from pydantic import (
 from adapters.mtconnect.config import MtConnectAddress, MtConnectSource
 from adapters.opcua.addressing import APP_PREFIX, PREFIXES, BrowsePathAddress, parse_address
 from adapters.opcua.config import OpcUaAddress, OpcUaOffsets, OpcUaSource
-from adapters.replay import ReplaySource
+from adapters.replay_config import ReplaySource
 from monitor.dburl import check_url
 from monitor.detect.config import DetectionConfig
 from monitor.errors import ConfigError, ConfigIssue

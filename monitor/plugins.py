@@ -101,7 +101,7 @@ SOURCES: tuple[SourcePlugin, ...] = (
         discover="adapters.mtconnect.discover:discover",
         schemes=("http", "https"),
     ),
-    SourcePlugin("replay", "replay", adapter="adapters.replay:ReplayAdapter", config="adapters.replay:ReplaySource"),
+    SourcePlugin("replay", "replay", adapter="adapters.replay:ReplayAdapter", config="adapters.replay_config:ReplaySource"),
 )
 
 SINKS: tuple[SinkPlugin, ...] = (

@@ -75,13 +75,17 @@ def test_a_command_still_finds_what_it_loads_on_first_use() -> None:
 
 def test_reading_the_configuration_and_the_store_does_not_load_detection() -> None:
     """What `monitor parts`, `alerts`, `status` and `check` start with: the site's configuration (its
-    detection settings included) and the store's queries, without scipy and the detectors."""
-    probe = "import json, sys, monitor.config, monitor.queries; print(json.dumps(sorted(sys.modules)))"
+    detection settings included), the store's queries and the capability's report data, without
+    scipy and the detectors."""
+    probe = "import json, sys, monitor.config, monitor.queries, monitor.report; print(json.dumps(sorted(sys.modules)))"
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "monitor.detect.config" in loaded
     assert not {"scipy", "monitor.detect.trend", "monitor.engine"} & loaded
+    # nor the adapters' asyncio machinery (the site file names a replay source's settings only), nor
+    # the report's HTML and CSV renderers (a capability needs the report's data only)
+    assert not {"asyncio", "adapters.base", "adapters.replay", "monitor.report.page", "monitor.report.table"} & loaded
 
 
 def test_a_command_runs_in_an_application_of_that_command_alone_with_the_same_help_and_errors() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,8 @@ __all__ = ["opcua_cert"]
 
 
 def _default_uri() -> str:
+    import socket
+
     return f"urn:{socket.gethostname()}:cnc-monitor"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.config import Site
 from monitor.errors import MonitorError
@@ -37,9 +37,11 @@ from monitor.report.data import (
     stored_verdict,
     summary,
 )
-from monitor.report.page import render_html
-from monitor.report.table import render_csv, render_measurements_csv
 from monitor.store import StoreReader
+
+if TYPE_CHECKING:
+    from monitor.report.page import render_html
+    from monitor.report.table import render_csv, render_measurements_csv
 
 __all__ = [
     "AlertOutcome",
@@ -62,6 +64,20 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """The renderers load with their modules when first asked for: a capability (``monitor parts
+    --capability``, the dashboard's feature page) needs :mod:`monitor.report.data` only."""
+    if name == "render_html":
+        from monitor.report.page import render_html
+
+        return render_html
+    if name in ("render_csv", "render_measurements_csv"):
+        from monitor.report import table
+
+        return getattr(table, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def write_report(
     site: Site,
     store: StoreReader,
@@ -82,6 +98,9 @@ def write_report(
     ``header``: :class:`ReportHeader` fields that override the program file's ``report``. ``cell``
     (name, machines) reads one cell of a shared store (its machines from
     :func:`monitor.queries.cell_machines`); the report then names that cell as its site."""
+    from monitor.report.page import render_html
+    from monitor.report.table import render_csv, render_measurements_csv
+
     config = site.programs.get(program)
     if config is None:
         known = ", ".join(sorted(site.programs)) or "none"
