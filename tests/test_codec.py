@@ -90,3 +90,37 @@ def test_nan_in_subclassed_containers_is_json_dumps_text() -> None:
     nan = float("nan")
     for value in (OrderedDict(a=nan), defaultdict(list, a=[nan]), {"a": Row([1.0, nan])}, [(nan,)]):
         assert codec.dumps(value) == json.dumps(value)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values, st.sampled_from([codec.dumps, json.dumps, lambda v: json.dumps(v, indent=1)]))
+def test_loads_reads_what_json_loads_reads(value: Any, write: Any) -> None:
+    # the store's texts (codec.dumps) and json's, NaN, big integers and lone surrogates included
+    text = write(value)
+    assert repr(codec.loads(text)) == _read(text)
+    assert repr(codec.loads(text.encode("utf-8", "surrogatepass"))) == _read(text)
+
+
+def test_loads_of_what_orjson_reads_otherwise() -> None:
+    # integers beyond 64 bits (orjson: a float), numbers beyond float range, NaN, a lone surrogate
+    # escaped and as a character, a float with 19 digits in a row, an integer at the 64-bit edges
+    for text in (
+        "[18446744073709551616]",
+        '{"n": -9223372036854775809}',
+        "[18446744073709551615, -9223372036854775808]",
+        "[1e400, -1e400]",
+        "[NaN, Infinity]",
+        '["\\ud800"]',
+        '"\ud800"',
+        "[0.00012345678901234567]",
+    ):
+        assert repr(codec.loads(text)) == _read(text), text
+
+
+def test_loads_fails_as_json_loads_fails() -> None:
+    for text in ("", "[1", "\ufeff[1]", "[1] x", "{'a': 1}"):
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(text)
+        with pytest.raises(json.JSONDecodeError) as got:
+            codec.loads(text)
+        assert str(got.value) == str(expected.value)

@@ -37,7 +37,16 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor import statelog
-from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, dumps, part_from_dict, part_to_dict
+from monitor.codec import (
+    action_from_dict,
+    action_to_dict,
+    alert_from_dict,
+    alert_to_dict,
+    dumps,
+    loads,
+    part_from_dict,
+    part_to_dict,
+)
 from monitor.dburl import check_url, redact
 from monitor.errors import StoreError
 from monitor.inspection.model import (
@@ -665,7 +674,7 @@ class PostgresStore:
         if last is not None:
             sql += " LIMIT %s"
             args.append(last)
-        return [part_from_dict(json.loads(r[0])) for r in reversed(self._query(sql, args))]
+        return [part_from_dict(loads(r[0])) for r in reversed(self._query(sql, args))]
 
     def has_part(self, key: str) -> bool:
         return self._query_one("SELECT 1 FROM parts WHERE key = %s", (key,)) is not None
@@ -713,7 +722,7 @@ class PostgresStore:
         if last is not None:
             sql += " LIMIT %s"
             args.append(last)
-        return [alert_from_dict(json.loads(r[0])) for r in reversed(self._query(sql, args))]
+        return [alert_from_dict(loads(r[0])) for r in reversed(self._query(sql, args))]
 
     def machine_owners(self) -> list[dict[str, Any]]:
         """Every machine with a lease: its cell, owning daemon, lease generation, last heartbeat
@@ -795,12 +804,12 @@ class PostgresStore:
 
     def alert(self, alert_id: str) -> Alert | None:
         row = self._query_one("SELECT data FROM alerts WHERE id = %s", (alert_id,))
-        return alert_from_dict(json.loads(row[0])) if row else None
+        return alert_from_dict(loads(row[0])) if row else None
 
     def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:
         """Every alert change after sequence number ``after`` (numbered in commit order)."""
         rows = self._query("SELECT seq, data FROM alert_events WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit))
-        return [(int(seq), alert_from_dict(json.loads(data))) for seq, data in rows]
+        return [(int(seq), alert_from_dict(loads(data))) for seq, data in rows]
 
     def last_alert_event(self) -> int:
         row = self._query_one("SELECT MAX(seq) FROM alert_events")
@@ -824,7 +833,7 @@ class PostgresStore:
         if last is not None:
             sql += " LIMIT %s"
             args.append(int(last))
-        return [action_from_dict(json.loads(r[0])) for r in reversed(self._query(sql, args))]
+        return [action_from_dict(loads(r[0])) for r in reversed(self._query(sql, args))]
 
     def load_detector_state(self, name: str) -> dict[str, Any] | None:
         """The state last written under ``name`` (its whole write with every change after it applied)."""
@@ -875,7 +884,7 @@ class PostgresStore:
     def part(self, key: str) -> PartRecord | None:
         """The part stored under ``key``."""
         row = self._query_one("SELECT data FROM parts WHERE key = %s", (key,))
-        return part_from_dict(json.loads(row[0])) if row else None
+        return part_from_dict(loads(row[0])) if row else None
 
     def parts_with_id(self, part_id: str, *, machine: str | None = None, program: str | None = None) -> list[PartRecord]:
         """Parts (not aborted) whose probing macro wrote this ``part.id`` (a serial number), oldest first."""
@@ -883,7 +892,7 @@ class PostgresStore:
         where += ["part_id = %s", "status != 'aborted'"]
         args.append(part_id)
         rows = self._query(f'SELECT data FROM parts{_where(where)} ORDER BY "end", id', args)
-        return [part_from_dict(json.loads(r[0])) for r in rows]
+        return [part_from_dict(loads(r[0])) for r in rows]
 
     def has_part_ids(self, *, machine: str | None = None, program: str | None = None) -> bool:
         """True when some part of that machine/program carries a ``part.id``."""
@@ -899,7 +908,7 @@ class PostgresStore:
         where += ['"end" <= %s', "status != 'aborted'"]
         args += [time, last]
         rows = self._query(f'SELECT data FROM parts{_where(where)} ORDER BY "end" DESC, id DESC LIMIT %s', args)
-        return [part_from_dict(json.loads(r[0])) for r in rows]
+        return [part_from_dict(loads(r[0])) for r in rows]
 
     def integrity_problems(self) -> list[str]:
         """What a crash could have torn: parts whose stored measurements differ from their record."""

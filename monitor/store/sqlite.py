@@ -25,7 +25,16 @@ from types import TracebackType
 from typing import Any, Self
 
 from monitor import statelog
-from monitor.codec import action_from_dict, action_to_dict, alert_from_dict, alert_to_dict, dumps, part_from_dict, part_to_dict
+from monitor.codec import (
+    action_from_dict,
+    action_to_dict,
+    alert_from_dict,
+    alert_to_dict,
+    dumps,
+    loads,
+    part_from_dict,
+    part_to_dict,
+)
 from monitor.errors import StoreError
 from monitor.inspection.model import (
     InspectionResult,
@@ -603,7 +612,7 @@ class SqliteStore:
             args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [part_from_dict(json.loads(r[0])) for r in reversed(rows)]
+        return [part_from_dict(loads(r[0])) for r in reversed(rows)]
 
     def has_part(self, key: str) -> bool:
         with self._lock:
@@ -657,7 +666,7 @@ class SqliteStore:
             args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [alert_from_dict(json.loads(r[0])) for r in reversed(rows)]
+        return [alert_from_dict(loads(r[0])) for r in reversed(rows)]
 
     def machine_owners(self) -> list[dict[str, Any]]:
         """A SQLite store belongs to the one daemon that holds its lock: no plant to show."""
@@ -749,7 +758,7 @@ class SqliteStore:
     def alert(self, alert_id: str) -> Alert | None:
         with self._lock:
             row = self._db.execute("SELECT data FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return alert_from_dict(json.loads(row[0])) if row else None
+        return alert_from_dict(loads(row[0])) if row else None
 
     def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:
         """Every alert change after sequence number ``after``; for ``monitor alerts --follow``."""
@@ -757,7 +766,7 @@ class SqliteStore:
             rows = self._db.execute(
                 "SELECT seq, data FROM alert_events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             ).fetchall()
-        return [(int(seq), alert_from_dict(json.loads(data))) for seq, data in rows]
+        return [(int(seq), alert_from_dict(loads(data))) for seq, data in rows]
 
     def last_alert_event(self) -> int:
         with self._lock:
@@ -787,7 +796,7 @@ class SqliteStore:
             if not self._has_table("actions"):
                 return []
             rows = self._db.execute(sql, args).fetchall()
-        return [action_from_dict(json.loads(r[0])) for r in reversed(rows)]
+        return [action_from_dict(loads(r[0])) for r in reversed(rows)]
 
     def _has_table(self, name: str) -> bool:
         """A read-only store of an older schema (not migrated: readers never migrate) lacks newer tables."""
@@ -1033,7 +1042,7 @@ class SqliteStore:
         args.append(part_id)
         with self._lock:
             rows = self._db.execute(f"SELECT data FROM parts WHERE {' AND '.join(where)} ORDER BY end, rowid", args).fetchall()
-        return [part_from_dict(json.loads(r[0])) for r in rows]
+        return [part_from_dict(loads(r[0])) for r in rows]
 
     def has_part_ids(self, *, machine: str | None = None, program: str | None = None) -> bool:
         """True when some part of that machine/program carries a ``part.id`` (the shop writes serials)."""
@@ -1053,13 +1062,13 @@ class SqliteStore:
             rows = self._db.execute(
                 f"SELECT data FROM parts WHERE {' AND '.join(where)} ORDER BY end DESC, rowid DESC LIMIT ?", args
             ).fetchall()
-        return [part_from_dict(json.loads(r[0])) for r in rows]
+        return [part_from_dict(loads(r[0])) for r in rows]
 
     def part(self, key: str) -> PartRecord | None:
         """The part stored under ``key``."""
         with self._lock:
             row = self._db.execute("SELECT data FROM parts WHERE key = ?", (key,)).fetchone()
-        return part_from_dict(json.loads(row[0])) if row else None
+        return part_from_dict(loads(row[0])) if row else None
 
     def integrity_problems(self) -> list[str]:
         """What a crash could have torn: parts whose stored measurements differ from their record."""
