@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.codec import action_text, action_to_dict, alert_to_dict
+from monitor.codec import action_text, action_to_dict, alert_to_dict, part_to_dict
 from monitor.config import Site, load_site
 from monitor.dburl import redact
 from monitor.errors import ConfigError, MonitorError
-from monitor.model import Action, Alert, Feature, PartRecord, Severity, out_of_tolerance
+from monitor.model import Action, Alert, Feature, PartRecord, PartStatus, Severity, out_of_tolerance
 from monitor.store import Store, StoreReader, open_store
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "plant_rows",
     "site_part_row",
     "site_part_rows",
+    "stored_part_rows",
 ]
 
 
@@ -90,20 +91,27 @@ def site_part_row(site: Site, part: PartRecord) -> dict[str, Any]:
 
 
 def site_part_rows(site: Site, parts: Iterable[PartRecord]) -> list[dict[str, Any]]:
-    """:func:`site_part_row` of each part, the site's probe and features looked up once per machine
-    and program (a list of 100 parts is not 100 builds of the program's feature models)."""
+    """:func:`site_part_row` of each part (see :func:`stored_part_rows`)."""
+    return stored_part_rows(site, (part_to_dict(part) for part in parts))
+
+
+def stored_part_rows(site: Site, parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`site_part_row` of each part as the store keeps it (``StoreReader.part_data``: no
+    :class:`PartRecord` built), the site's probe and features looked up once per machine and
+    program (a list of 100 parts is not 100 builds of the program's feature models)."""
     probes: dict[str, frozenset[str]] = {}
     features: dict[str, list[Feature]] = {}
     rows = []
     for part in parts:
-        probe = probes.get(part.machine)
+        machine, program = part["machine"], part["program"]
+        probe = probes.get(machine)
         if probe is None:
-            probe = probes[part.machine] = site.probe_tools(part.machine)
-        models = features.get(part.program)
+            probe = probes[machine] = site.probe_tools(machine)
+        models = features.get(program)
         if models is None:
-            program = site.programs.get(part.program)
-            models = features[part.program] = program.feature_models() if program is not None else []
-        rows.append(part_row(part, probe, models))
+            config = site.programs.get(program)
+            models = features[program] = config.feature_models() if config is not None else []
+        rows.append(_stored_row(part, probe, models))
     return rows
 
 
@@ -111,26 +119,37 @@ def part_row(part: PartRecord, probe_tools: frozenset[str] = frozenset(), featur
     """One part as a flat row; measurements are listed under their probe signal names. ``tool`` is the
     last cutting tool: the machine's probe (``probe_tools``) is not one. ``out_of_tolerance``: the
     ``features`` whose limits the part's measurements break (a bad part, whatever its status)."""
-    cutting = [t for t in part.tools if t.tool not in probe_tools]
-    last = cutting[-1] if cutting else None
+    return _stored_row(part_to_dict(part), probe_tools, features)
+
+
+def _stored_row(part: dict[str, Any], probe_tools: frozenset[str], features: Iterable[Feature]) -> dict[str, Any]:
+    """:func:`part_row` of a part as :func:`~monitor.codec.part_to_dict` writes it: the values
+    :func:`~monitor.codec.part_from_dict` would give (defaults included) read from it directly."""
+    last = None
+    for use in reversed(part.get("tools", ())):
+        if use["tool"] not in probe_tools:
+            last = use
+            break
+    spindle = part.get("spindle", {})
+    measurements = {k: float(v) for k, v in part.get("measurements", {}).items()}
     return {
-        "machine": part.machine,
-        "program": part.program,
-        "part": part.part_number,
-        "status": str(part.status),
-        "end": part.end.isoformat(timespec="seconds"),
-        "counter": part.counter,
-        "tool": last.tool if last is not None else None,
-        "tool_life": last.life_end if last is not None else None,
-        "mean_load": part.spindle.mean_load,
-        "cutting_s": round(part.spindle.cutting_time, 1),
-        "measurements": dict(part.measurements),
-        "missing": list(part.missing),
-        "notes": list(part.notes),
-        "part_id": part.part_id,
-        "flags": list(part.flags),
-        "key": part.key,
-        "out_of_tolerance": out_of_tolerance(features, part.measurements),
+        "machine": part["machine"],
+        "program": part["program"],
+        "part": int(part["part_number"]),
+        "status": str(PartStatus(part["status"])),
+        "end": datetime.fromisoformat(part["end"]).isoformat(timespec="seconds"),
+        "counter": part.get("counter"),
+        "tool": last["tool"] if last is not None else None,
+        "tool_life": last.get("life_end") if last is not None else None,
+        "mean_load": spindle.get("mean_load"),
+        "cutting_s": round(spindle.get("cutting_time", 0.0), 1),
+        "measurements": measurements,
+        "missing": list(part.get("missing", ())),
+        "notes": list(part.get("notes", ())),
+        "part_id": part.get("part_id"),
+        "flags": list(part.get("flags", ())),
+        "key": part["key"],
+        "out_of_tolerance": out_of_tolerance(features, measurements),
     }
 
 

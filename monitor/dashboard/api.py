@@ -27,7 +27,7 @@ from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import action_row, alert_row, cell_machines, plant_rows, site_part_rows
+from monitor.queries import action_row, alert_row, cell_machines, plant_rows, stored_part_rows
 from monitor.report import stored_capability, stored_values
 from monitor.report.compare import feature_parts
 from monitor.report.data import capability_of_values, feature_array
@@ -466,7 +466,7 @@ def _read_parts(
     last: int,
     machines: list[str] | None = None,
 ) -> dict[str, Any]:
-    rows = site_part_rows(site, store.parts(machine=machine, program=program, last=last, machines=machines))
+    rows = stored_part_rows(site, store.part_data(machine=machine, program=program, last=last, machines=machines))
     if machines is None:
         total = store.part_count(machine=machine, program=program)
     else:

@@ -78,6 +78,22 @@ class StoreReader(Protocol):
         these (a cell's, in a shared store)."""
         ...
 
+    def part_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`parts` returns, as each part's stored JSON decoded (what
+        :func:`~monitor.codec.part_from_dict` reads): for readers that turn many parts into rows
+        (``monitor parts``, ``/api/parts``) without building a :class:`PartRecord` of each."""
+        ...
+
     def has_part(self, key: str) -> bool: ...
 
     def part_count(self, *, machine: str | None = None, program: str | None = None, status: PartStatus | None = None) -> int: ...

@@ -660,6 +660,31 @@ class PostgresStore:
         machines: Sequence[str] | None = None,
     ) -> list[PartRecord]:
         """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
+        return [
+            part_from_dict(d)
+            for d in self.part_data(
+                machine=machine,
+                program=program,
+                status=status,
+                last=last,
+                first_part=first_part,
+                last_part=last_part,
+                machines=machines,
+            )
+        ]
+
+    def part_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`parts` returns, as the stored JSON of each part decoded (``part_from_dict``'s input)."""
         where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
         if machines is not None:
             where.append("machine = ANY(%s)")
@@ -674,7 +699,7 @@ class PostgresStore:
         if last is not None:
             sql += " LIMIT %s"
             args.append(last)
-        return [part_from_dict(loads(r[0])) for r in reversed(self._query(sql, args))]
+        return [loads(r[0]) for r in reversed(self._query(sql, args))]
 
     def has_part(self, key: str) -> bool:
         return self._query_one("SELECT 1 FROM parts WHERE key = %s", (key,)) is not None

@@ -596,6 +596,31 @@ class SqliteStore:
         machines: Sequence[str] | None = None,
     ) -> list[PartRecord]:
         """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
+        return [
+            part_from_dict(d)
+            for d in self.part_data(
+                machine=machine,
+                program=program,
+                status=status,
+                last=last,
+                first_part=first_part,
+                last_part=last_part,
+                machines=machines,
+            )
+        ]
+
+    def part_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`parts` returns, as the stored JSON of each part decoded (``part_from_dict``'s input)."""
         where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
         if machines is not None:
             where.append(f"machine IN ({','.join('?' * len(machines))})")
@@ -612,7 +637,7 @@ class SqliteStore:
             args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [part_from_dict(loads(r[0])) for r in reversed(rows)]
+        return [loads(r[0]) for r in reversed(rows)]
 
     def has_part(self, key: str) -> bool:
         with self._lock:
