@@ -283,10 +283,10 @@ class PositionFeature:
     def signals(self) -> tuple[str, ...]:
         return tuple(a.signal for _, a in self.axes)
 
-    def true_position(self, measurements: dict[str, float]) -> float | None:
+    def true_position(self, measurements: Mapping[str, float]) -> float | None:
         """The diameter of the zone the measured point needs, or None when an axis is missing."""
         total = 0.0
-        for _, axis in self.axes:
+        for axis in (self.x, self.y) if self.z is None else (self.x, self.y, self.z):  # self.axes, not built
             value = measurements.get(axis.signal)
             if value is None:
                 return None
@@ -294,8 +294,9 @@ class PositionFeature:
         return 2.0 * math.sqrt(total)
 
     def judge(self, measurements: Mapping[str, float]) -> bool | None:
-        """Whether the true position lies within the tolerance; None when an axis was not measured."""
-        tp = self.true_position(dict(measurements))
+        """Whether the true position lies within the tolerance; None when an axis was not measured
+        (every part of a list of 100 is judged for ``/api/parts``: no copy of its measurements)."""
+        tp = self.true_position(measurements)
         if tp is None or not math.isfinite(tp):
             return None
         return tp <= self.tolerance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,3 +31,42 @@ def test_new_observation_is_the_dataclass(machine: str, signal: str, ms: int, va
     assert dataclasses.replace(fast, value=None) == dataclasses.replace(plain, value=None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.value = 1.0  # type: ignore[misc]
+
+
+_reading = st.one_of(st.none(), st.floats(), st.sampled_from([0.0, -0.0, 1.7e308, 25.0, 40.0]))
+
+
+@given(st.lists(_reading, min_size=3, max_size=3), st.booleans())
+def test_true_position_and_judge_are_the_formula_over_the_axes(values: list[float | None], with_z: bool) -> None:
+    from types import MappingProxyType
+
+    from monitor.model import AxisRef, PositionFeature
+
+    z = AxisRef("probe.z", -3.5) if with_z else None
+    feature = PositionFeature("bore", AxisRef("probe.x", 25.0), AxisRef("probe.y", 40.0), 0.05, z=z)
+    readings = {s: v for s, v in zip(("probe.x", "probe.y", "probe.z"), values, strict=True) if v is not None}
+    # the oracle: 2 sqrt(sum of squared deviations) over feature.axes, in that order
+    expected: float | None = 0.0
+    for _, axis in feature.axes:
+        if axis.signal not in readings:
+            expected = None
+            break
+        assert expected is not None
+        try:
+            expected += (readings[axis.signal] - axis.nominal) ** 2
+        except OverflowError:
+            expected = None  # a deviation whose square is beyond float range: pow raises
+            break
+    else:
+        assert expected is not None
+        expected = 2.0 * math.sqrt(expected)
+    try:
+        got = feature.true_position(MappingProxyType(readings))  # any mapping, not copied
+    except OverflowError:  # as before: an absurd reading (1.7e308) is refused by judge too
+        assert expected is None
+        with pytest.raises(OverflowError):
+            feature.judge(readings)
+        return
+    assert repr(got) == repr(expected)
+    judged = None if got is None or not math.isfinite(got) else got <= 0.05
+    assert feature.judge(MappingProxyType(readings)) is judged
