@@ -131,13 +131,14 @@ def _stored_row(part: dict[str, Any], probe_tools: frozenset[str], features: Ite
             last = use
             break
     spindle = part.get("spindle", {})
+    end = part["end"]  # datetime.isoformat's text: to the second already unless it has a fraction
     measurements = {k: float(v) for k, v in part.get("measurements", {}).items()}
     return {
         "machine": part["machine"],
         "program": part["program"],
         "part": int(part["part_number"]),
         "status": str(PartStatus(part["status"])),
-        "end": datetime.fromisoformat(part["end"]).isoformat(timespec="seconds"),
+        "end": end if end[19:20] != "." else datetime.fromisoformat(end).isoformat(timespec="seconds"),
         "counter": part.get("counter"),
         "tool": last["tool"] if last is not None else None,
         "tool_life": last.get("life_end") if last is not None else None,
