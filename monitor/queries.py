@@ -13,7 +13,18 @@ from monitor.codec import action_text, action_to_dict, alert_to_dict, part_to_di
 from monitor.config import Site, load_site
 from monitor.dburl import redact
 from monitor.errors import ConfigError, MonitorError
-from monitor.model import Action, Alert, Feature, PartRecord, PartStatus, Severity, out_of_tolerance
+from monitor.model import (
+    Action,
+    Alert,
+    AlertKind,
+    AlertState,
+    ConditionState,
+    Feature,
+    PartRecord,
+    PartStatus,
+    Severity,
+    out_of_tolerance,
+)
 from monitor.store import Store, StoreReader, open_store
 
 __all__ = [
@@ -30,6 +41,7 @@ __all__ = [
     "plant_rows",
     "site_part_row",
     "site_part_rows",
+    "stored_alert_row",
     "stored_part_rows",
 ]
 
@@ -157,10 +169,47 @@ def _stored_row(part: dict[str, Any], probe_tools: frozenset[str], features: Ite
 def alert_row(alert: Alert) -> dict[str, Any]:
     """An alert as the CLI and the dashboard list it: the stored record plus ``level`` (the condition,
     or a machine alert's severity) and ``parts``, the parts it spans ("25-100")."""
-    row = alert_to_dict(alert)
-    last = alert.last_part
-    span = f"{alert.part_number}-{last}" if last is not None and last != alert.part_number else str(alert.part_number)
-    return {**row, "level": row.get("condition") or row["severity"], "parts": span}
+    return stored_alert_row(alert_to_dict(alert))
+
+
+def stored_alert_row(alert: dict[str, Any]) -> dict[str, Any]:
+    """:func:`alert_row` of an alert as the store keeps it (``StoreReader.alert_data``: no
+    :class:`Alert` built): the values :func:`~monitor.codec.alert_from_dict` and
+    :func:`~monitor.codec.alert_to_dict` would give, read from it directly (its ``time`` is
+    ``datetime.isoformat``'s text, which they give back unchanged)."""
+    condition = alert.get("condition")
+    last = alert.get("last_part")
+    row = {
+        "id": alert["id"],
+        "machine": alert["machine"],
+        "program": alert["program"],
+        "feature": alert["feature"],
+        "kind": _member(AlertKind, _KINDS, alert["kind"]),
+        "severity": _member(Severity, _SEVERITIES, alert["severity"]),
+        "state": _member(AlertState, _STATES, alert["state"]),
+        "part_number": int(alert["part_number"]),
+        "message": alert["message"],
+        "time": alert["time"],
+        "evidence": dict(alert.get("evidence") or {}),
+        "part_key": alert.get("part_key"),
+        "condition": _member(ConditionState, _CONDITIONS, condition) if condition else None,
+        "last_part": None if last is None else int(last),
+    }
+    first, last = row["part_number"], row["last_part"]
+    span = f"{first}-{last}" if last is not None and last != first else str(first)
+    return {**row, "level": row["condition"] or row["severity"], "parts": span}
+
+
+_KINDS = frozenset(str(k) for k in AlertKind)
+_SEVERITIES = frozenset(str(s) for s in Severity)
+_STATES = frozenset(str(s) for s in AlertState)
+_CONDITIONS = frozenset(str(c) for c in ConditionState)
+
+
+def _member(kind: Any, values: frozenset[str], value: Any) -> str:
+    """``str(kind(value))`` (what the codec's round trip gives), the enum made only for a value that
+    is not one of its members' text (which it refuses, or maps)."""
+    return value if type(value) is str and value in values else str(kind(value))
 
 
 def action_row(action: Action) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.codec import part_from_dict
+from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict
 from monitor.config import load_site
 from monitor.detect.capability import Capability, capability
 from monitor.model import (
     Alert,
     AlertKind,
     AlertState,
+    ConditionState,
     Feature,
     PartRecord,
     PartStatus,
@@ -33,7 +34,7 @@ from monitor.model import (
     ToolUse,
     out_of_tolerance,
 )
-from monitor.queries import site_part_rows, stored_part_rows
+from monitor.queries import alert_row, site_part_rows, stored_alert_row, stored_part_rows
 from monitor.store import SqliteStore
 from monitor.store.sqlite import MIGRATIONS
 from tests.stores import Backend, BackendStore
@@ -445,3 +446,50 @@ def test_part_rows_from_the_stored_json_equal_the_rows_of_the_part_records(backe
     )
     expected = [_row_of_record(unread, site.probe_tools("m1"), site.programs["O1001"].feature_models())]
     assert repr(site_part_rows(site, [unread])) == repr(expected)
+
+
+def _row_of_alert(alert: Alert) -> dict[str, object]:
+    """An alert's row as ``alert_row`` made it before rows were made from the stored JSON: the oracle."""
+    row = alert_to_dict(alert)
+    last = alert.last_part
+    span = f"{alert.part_number}-{last}" if last is not None and last != alert.part_number else str(alert.part_number)
+    return {**row, "level": row.get("condition") or row["severity"], "parts": span}
+
+
+def test_alert_rows_from_the_stored_json_equal_the_rows_of_the_alerts(backend: Backend) -> None:
+    odd = [
+        # a condition spanning parts, one on a single part, none (a machine alert), evidence with
+        # advice, a time with microseconds and another offset, acknowledged and closed ones
+        dataclasses.replace(
+            alert(3, "m1", "hole1_pos"), condition=ConditionState.WARNING, last_part=9, evidence={"advice": {"x": -0.01}}
+        ),
+        dataclasses.replace(
+            alert(4, "m1", "hole1_dia"), condition=ConditionState.RECOVERING, last_part=4, state=AlertState.ACKNOWLEDGED
+        ),
+        dataclasses.replace(
+            alert(5, "m2", ""),
+            kind=AlertKind.SIGNAL_LOST,
+            severity=Severity.CRITICAL,
+            state=AlertState.CLOSED,
+            time=datetime(2026, 3, 2, 8, 0, 1, 250000, tzinfo=timezone(timedelta(hours=-5))),
+            part_key=None,
+        ),
+    ]
+    with backend.open() as store:
+        _fill(store)
+        store.record_alerts(odd)
+        for query in ({}, {"machine": "m1", "program": "O1001", "feature": "hole1_pos", "last": 50}, {"machines": ["m2"]}):
+            alerts = store.alerts(**query)
+            data = store.alert_data(**query)
+            assert [alert_from_dict(d) for d in data] == alerts
+            assert repr([stored_alert_row(d) for d in data]) == repr([_row_of_alert(a) for a in alerts])
+            assert repr([alert_row(a) for a in alerts]) == repr([_row_of_alert(a) for a in alerts])
+        rows = {r["id"]: (r["level"], r["parts"]) for r in map(stored_alert_row, store.alert_data())}
+        assert [rows[a.id] for a in odd] == [("warning", "3-9"), ("recovering", "4"), ("critical", "5")]
+    # what alert_from_dict refuses, refused
+    stored = alert_to_dict(odd[0])
+    for key, bad in (("kind", "bogus"), ("severity", "loud"), ("state", "gone"), ("condition", "meh")):
+        with pytest.raises(ValueError):
+            alert_from_dict({**stored, key: bad})
+        with pytest.raises(ValueError):
+            stored_alert_row({**stored, key: bad})

@@ -27,7 +27,7 @@ from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
-from monitor.queries import action_row, alert_row, cell_machines, plant_rows, stored_part_rows
+from monitor.queries import action_row, alert_row, cell_machines, plant_rows, stored_alert_row, stored_part_rows
 from monitor.report import stored_capability, stored_values
 from monitor.report.compare import feature_parts
 from monitor.report.data import capability_of_values, feature_array
@@ -396,7 +396,7 @@ def _feature_body(
     capability: CapabilityResult | None,
 ) -> dict[str, Any]:
     name = feature.name
-    alerts = [alert_row(a) for a in store.alerts(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
+    alerts = [stored_alert_row(a) for a in store.alert_data(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
     forecast = view.get("forecast")
     if forecast is not None and isinstance(feature, PositionFeature):
         forecast = _tp_cone(forecast)
@@ -515,7 +515,7 @@ def _read_alerts(
     severity: str | None,
     machines: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    alerts = store.alerts(
+    alerts = store.alert_data(
         machines=machines,
         machine=machine,
         program=program,
@@ -525,7 +525,7 @@ def _read_alerts(
         severity=severity,
         last=last,
     )
-    return [alert_row(a) for a in reversed(alerts)]
+    return [stored_alert_row(a) for a in reversed(alerts)]
 
 
 async def _alerts(request: web.Request) -> web.Response:

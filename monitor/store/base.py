@@ -119,6 +119,24 @@ class StoreReader(Protocol):
         ``machines``: only these."""
         ...
 
+    def alert_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`alerts` returns, as each alert's stored JSON decoded (what
+        :func:`~monitor.codec.alert_from_dict` reads): for readers that list alerts as rows
+        (``/api/alerts``, a feature's alerts) without building an :class:`Alert` of each."""
+        ...
+
     def machine_owners(self) -> list[dict[str, Any]]:
         """A shared store's machines with their cell and owning daemon (lease, health), by cell and
         machine: the plant view. Empty for a store that one daemon owns (SQLite)."""

@@ -732,6 +732,35 @@ class PostgresStore:
     ) -> list[Alert]:
         """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
         ``machines``: only these."""
+        return [
+            alert_from_dict(d)
+            for d in self.alert_data(
+                machine=machine,
+                program=program,
+                since=since,
+                state=state,
+                open_only=open_only,
+                feature=feature,
+                severity=severity,
+                last=last,
+                machines=machines,
+            )
+        ]
+
+    def alert_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`alerts` returns, as the stored JSON of each alert decoded (``alert_from_dict``'s input)."""
         where, args = _filters(
             machine=machine, program=program, state=str(state) if state else None, feature=feature, severity=severity
         )
@@ -747,7 +776,7 @@ class PostgresStore:
         if last is not None:
             sql += " LIMIT %s"
             args.append(last)
-        return [alert_from_dict(loads(r[0])) for r in reversed(self._query(sql, args))]
+        return [loads(r[0]) for r in reversed(self._query(sql, args))]
 
     def machine_owners(self) -> list[dict[str, Any]]:
         """Every machine with a lease: its cell, owning daemon, lease generation, last heartbeat

@@ -673,6 +673,35 @@ class SqliteStore:
     ) -> list[Alert]:
         """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
         ``machines``: only these."""
+        return [
+            alert_from_dict(d)
+            for d in self.alert_data(
+                machine=machine,
+                program=program,
+                since=since,
+                state=state,
+                open_only=open_only,
+                feature=feature,
+                severity=severity,
+                last=last,
+                machines=machines,
+            )
+        ]
+
+    def alert_data(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What :meth:`alerts` returns, as the stored JSON of each alert decoded (``alert_from_dict``'s input)."""
         where, args = _filters(
             machine=machine, program=program, state=str(state) if state else None, feature=feature, severity=severity
         )
@@ -691,7 +720,7 @@ class SqliteStore:
             args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [alert_from_dict(loads(r[0])) for r in reversed(rows)]
+        return [loads(r[0]) for r in reversed(rows)]
 
     def machine_owners(self) -> list[dict[str, Any]]:
         """A SQLite store belongs to the one daemon that holds its lock: no plant to show."""
