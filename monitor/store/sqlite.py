@@ -797,8 +797,9 @@ class SqliteStore:
             order = sorted([*order, *extra], key=lambda row: (row[0], row[1]))
             if last is not None:
                 order = order[-last:] if last > 0 else []
+        point = tuple.__new__  # SeriesPoint(...) without its __new__ in Python: half the cost of 2,000 points
         return [
-            SeriesPoint(number, end if end.endswith("+00:00") else _parse_time(end).isoformat(), key, values[key])
+            point(SeriesPoint, (number, end if end.endswith("+00:00") else _parse_time(end).isoformat(), key, values[key]))
             for end, key, number, _ in order
         ]
 

@@ -116,3 +116,38 @@ def test_part_rows_are_sent_as_json_safe_writes_them() -> None:
         response = _json(body)
         assert response.content_type == "application/json"
         assert isinstance(response.body, bytes) and json.loads(response.body) == _as_json_wrote(body)
+
+
+def _points_by_the_axes_loop(feature: PositionFeature, series: list[SeriesPoint]) -> list[dict[str, object]]:
+    """The position points as _points made them for every position before its two-axis path: the oracle."""
+    out: list[dict[str, object]] = []
+    for part in series:
+        devs: dict[str, float] = {}
+        total = 0.0
+        for name, axis in feature.axes:
+            raw = part.values.get(axis.signal)
+            if raw is None or not math.isfinite(raw):
+                break
+            dev = devs[name] = raw - axis.nominal
+            try:
+                total += dev**2
+            except OverflowError:
+                total = math.inf
+        else:
+            value = 2.0 * math.sqrt(total)
+            point = {"part_number": part.part_number, "value": value, "axes": devs, "end": part.end, "key": part.key}
+            out.append(point if math.isfinite(value) else json_safe(point))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["probe.hole1_x", "probe.hole1_y", "probe.bx", "probe.by", "probe.bz"]), _readings),
+        max_size=20,
+    )
+)
+def test_two_axis_points_are_the_points_of_the_axes_loop(rows: list[dict[str, float | None]]) -> None:
+    series = _series([{k: v for k, v in r.items() if v is not None} for r in rows])
+    for feature in (POS, POS3):
+        assert repr(_points(feature, series)) == repr(_points_by_the_axes_loop(feature, series))  # repr: NaN, -0.0
