@@ -149,7 +149,7 @@ def _stored_row(part: dict[str, Any], probe_tools: frozenset[str], features: Ite
         "machine": part["machine"],
         "program": part["program"],
         "part": int(part["part_number"]),
-        "status": str(PartStatus(part["status"])),
+        "status": _member(PartStatus, _PART_STATUSES, part["status"]),
         "end": end if end[19:20] != "." else datetime.fromisoformat(end).isoformat(timespec="seconds"),
         "counter": part.get("counter"),
         "tool": last["tool"] if last is not None else None,
@@ -200,6 +200,7 @@ def stored_alert_row(alert: dict[str, Any]) -> dict[str, Any]:
     return {**row, "level": row["condition"] or row["severity"], "parts": span}
 
 
+_PART_STATUSES = frozenset(str(s) for s in PartStatus)
 _KINDS = frozenset(str(k) for k in AlertKind)
 _SEVERITIES = frozenset(str(s) for s in Severity)
 _STATES = frozenset(str(s) for s in AlertState)

@@ -440,6 +440,12 @@ def test_part_rows_from_the_stored_json_equal_the_rows_of_the_part_records(backe
             odd[0].key: {"hole1_pos": ["probe.hole1_x", "probe.hole1_y"]},
             odd[1].key: {"hole1_dia": ["probe.hole1_dia"]},
         }
+        # what part_from_dict refuses, refused
+        stored = store.part_data(machine="m1", last=1)[0]
+        with pytest.raises(ValueError):
+            part_from_dict({**stored, "status": "bogus"})
+        with pytest.raises(ValueError):
+            stored_part_rows(site, [{**stored, "status": "bogus"}])
     # NaN and infinities (a SQLite store refuses them: its part_id index reads the JSON): in memory
     unread = dataclasses.replace(
         odd[0], measurements={"probe.hole1_x": math.inf, "probe.hole1_y": 40.0, "probe.hole1_dia": math.nan}
