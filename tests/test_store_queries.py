@@ -339,12 +339,13 @@ def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(
     cache = FeatureCache()
 
     def check(appended: bool) -> None:
-        before = cache.appended
+        before, extended = cache.appended, cache.extended
         for feature in (pos, dia):
             values, cap = cache.read(store, "m1", "O1001", feature)
             assert cap == stored_capability(store, "m1", "O1001", feature)
             assert values == json_bytes(_points(feature, store.measurement_series("m1", "O1001", feature.signals, last=2000)))
         assert cache.appended - before == (2 if appended else 0)
+        assert cache.extended - extended == (2 if appended else 0)  # the chart too: from the parts after it alone
 
     check(appended=False)  # the first read: everything
     store.record_part(part(201, "m1", "O1001"))
@@ -359,6 +360,51 @@ def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(
     check(appended=False)
     store.record_part(part(206, "m1", "O1001"))
     check(appended=True)
+
+
+def test_feature_cache_extends_a_chart_by_the_parts_after_it_as_a_fresh_read_gives(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chart brought up to date from the parts stored since (the oldest dropped past the chart's
+    length) is the chart a fresh read gives; a part ending at another UTC offset, or a series write
+    that stored nothing (rolled back), make it read the chart again."""
+    from monitor.codec import json_bytes
+    from monitor.dashboard import api
+    from monitor.model import AxisRef, PositionFeature
+
+    store = sqlite_store
+    monkeypatch.setattr(api, "SERIES_MAX", 30)
+    pos = PositionFeature("hole1_pos", AxisRef("probe.hole1_x", 25.0), AxisRef("probe.hole1_y", 40.0), 0.05)
+    cache = api.FeatureCache()
+
+    def check(extended: bool) -> None:
+        before = cache.extended
+        values, _ = cache.read(store, "m1", "O1001", pos)
+        assert values == json_bytes(api._points(pos, store.measurement_series("m1", "O1001", pos.signals, last=30)))
+        assert cache.extended - before == (1 if extended else 0)
+
+    check(extended=False)
+    for n in range(201, 212):  # one at a time and several (the oldest points leave the chart)
+        store.record_part(part(n, "m1", "O1001", skip="probe.hole1_x" if n == 203 else ""))
+        if n % 3:
+            check(extended=True)
+    check(extended=False)  # nothing stored since: the kept answer
+    store.record_part(
+        dataclasses.replace(part(212, "m1", "O1001"), end=T0.astimezone(timezone(timedelta(hours=-2))) + timedelta(minutes=212))
+    )
+    check(extended=False)  # another offset (the series orders ends as text: this one before the kept last)
+    store.record_part(part(213, "m1", "O1001"))
+    check(extended=True)
+    store._series_versions["m1", "O1001"] += 1  # a series write that rolled back (counted, nothing stored)
+    store.record_part(part(214, "m1", "O1001"))
+    check(extended=False)  # one part more, two series writes: read again
+    store.record_part(part(215, "m1", "O1001"))
+    check(extended=True)
+    ahead = T0.astimezone(timezone(timedelta(hours=2))) + timedelta(minutes=216)  # its text sorts after the next part's
+    store.record_part(dataclasses.replace(part(216, "m1", "O1001"), end=ahead))
+    check(extended=False)
+    store.record_part(part(217, "m1", "O1001"))
+    check(extended=False)  # the kept chart ends at another offset: read again (the new part is not after it)
 
 
 def _row_of_record(part: PartRecord, probe: frozenset[str], features: list[Feature]) -> dict[str, object]:

@@ -292,6 +292,8 @@ class _Chart:
     """(end, key) of the latest part in the measurement series when they were read."""
     parts: int
     """The machine/program's stored parts then (every status)."""
+    series: list[SeriesPoint]
+    """The chart's read (the points were made from it): brought up to date by the parts after it."""
 
 
 class FeatureCache:
@@ -301,7 +303,9 @@ class FeatureCache:
     so a feature page that polls costs one read and one encoding per new part of that machine and
     program, not one per request; a changed feature definition (a reload) is read afresh.
 
-    After new parts, the capability's values are not read again from the store (every part of the
+    After new parts, the chart is not read again when every part stored since is a part of its
+    series ending after its last (:func:`_series_since`: the latest of them read, appended); nor are
+    the capability's values read again from the store (every part of the
     batch: 5,000 parts of two signals cost more than the rest of the request) when the parts stored
     since are exactly those after the kept ones in the new chart read (the stored part count grew
     by their number): their values are appended. A part stored out of order (an earlier end), one
@@ -314,6 +318,8 @@ class FeatureCache:
         self._entries: OrderedDict[tuple[str, str, str], _Chart] = OrderedDict()
         self.appended = 0
         """How many times a capability was brought up to date from the chart's read alone."""
+        self.extended = 0
+        """How many times a chart was brought up to date from the parts after it alone."""
 
     def clear(self) -> None:
         """Forget everything kept (the next request of each feature reads the store)."""
@@ -327,11 +333,18 @@ class FeatureCache:
         if version is not None and hit is not None and hit.version == version and hit.feature == feature:
             self._entries.move_to_end(key)
             return hit.points, hit.capability
-        series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-        points = json_bytes(_points(feature, series))
         if version is None:
+            series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
+            points = json_bytes(_points(feature, series))
             return points, capability_of_values(feature, _study(store, machine, program, feature, series))
         parts = store.part_count(machine=machine, program=program)
+        since = (
+            _series_since(store, machine, program, hit, version, parts) if hit is not None and hit.feature == feature else None
+        )
+        series = since if since is not None else store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
+        if since is not None:
+            self.extended += 1
+        points = json_bytes(_points(feature, series))
         study = _appended(hit, feature, series, parts) if hit is not None and hit.feature == feature else None
         if study is None:
             study = _study(store, machine, program, feature, series)
@@ -339,7 +352,7 @@ class FeatureCache:
             self.appended += 1
         capability = capability_of_values(feature, study)
         mark = (series[-1].end, series[-1].key) if series else None
-        self._entries[key] = _Chart(version, feature, points, capability, study, mark, parts)
+        self._entries[key] = _Chart(version, feature, points, capability, study, mark, parts, series)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -362,6 +375,29 @@ def _study(store: StoreReader, machine: str, program: str, feature: Feature, ser
         return older
     table = np.array([[v[s] for v in later] for s in signals]).T  # column by column: no row objects
     return np.concatenate([older, feature_array(feature, table)])
+
+
+def _series_since(
+    store: StoreReader, machine: str, program: str, kept: _Chart, version: int, parts: int
+) -> list[SeriesPoint] | None:
+    """The chart's read brought up to date without reading it again: the kept one with the series
+    parts stored since appended (the most recent SERIES_MAX kept); None unless every part stored
+    since is one of those, after the kept chart's last: as many stored parts more (every status)
+    as series writes more (:meth:`~monitor.store.StoreReader.series_version`, which a write that
+    rolled back counts too) and as the latest of the series read, each of them ending after the kept
+    chart's last part. Ends are compared as the series orders them (as text) only when they are
+    UTC's (+00:00, the chart's text the stored one); any other offset, or the same end: None."""
+    new = parts - kept.parts
+    if kept.mark is None or not 0 < new <= SERIES_MAX or version - kept.version != new:
+        return None
+    latest = store.measurement_series(machine, program, kept.feature.signals, last=new)
+    mark = kept.mark
+    if len(latest) != new or not mark[0].endswith("+00:00"):
+        return None
+    for point in latest:
+        if not point.end.endswith("+00:00") or point.end <= mark[0]:
+            return None
+    return [*kept.series, *latest][-SERIES_MAX:]
 
 
 def _appended(kept: _Chart, feature: Feature, series: list[SeriesPoint], parts: int) -> Any | None:
