@@ -233,7 +233,7 @@ def parts(
     Every value of the controller's part counter has a row: parts made while their data was lost
     (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
     from monitor.config import load_site, load_site_file
-    from monitor.queries import cell_machines, open_site_store, site_part_rows
+    from monitor.queries import cell_machines, open_site_store, stored_part_rows
 
     if capability:
         _capability(config, machine, program, as_json)
@@ -245,7 +245,7 @@ def parts(
             except ConfigError:
                 site = load_site_file(config)  # a program file being edited has errors: list the parts anyway
             machines = cell_machines(store, site, cell) if cell else None
-            rows = site_part_rows(site, store.parts(machine=machine, program=program, last=last, machines=machines))
+            rows = stored_part_rows(site, store.part_data(machine=machine, program=program, last=last, machines=machines))
     except MonitorError as exc:
         raise _fail(exc) from None
     if not as_json:
