@@ -31,10 +31,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
 
+from monitor.codec import alert_from_dict, part_from_dict
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader"]
+__all__ = ["DecodedReads", "SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader"]
 
 
 class StateDelta(NamedTuple):
@@ -317,3 +318,74 @@ class Store(StoreReader, Protocol):
     def __enter__(self) -> Self: ...
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+
+
+class _DataReads(Protocol):
+    """What :class:`DecodedReads` builds on: a backend's decoded reads."""
+
+    @property
+    def part_data(self) -> Callable[..., list[dict[str, Any]]]: ...
+
+    @property
+    def alert_data(self) -> Callable[..., list[dict[str, Any]]]: ...
+
+
+class DecodedReads:
+    """:meth:`StoreReader.parts` and :meth:`StoreReader.alerts` as records built from what
+    ``part_data`` and ``alert_data`` decode: one place for both backends, which differ only in how
+    they read the stored JSON."""
+
+    def parts(
+        self: _DataReads,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[PartRecord]:
+        """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
+        return [
+            part_from_dict(d)
+            for d in self.part_data(
+                machine=machine,
+                program=program,
+                status=status,
+                last=last,
+                first_part=first_part,
+                last_part=last_part,
+                machines=machines,
+            )
+        ]
+
+    def alerts(
+        self: _DataReads,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        since: datetime | None = None,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        feature: str | None = None,
+        severity: str | None = None,
+        last: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[Alert]:
+        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
+        ``machines``: only these."""
+        return [
+            alert_from_dict(d)
+            for d in self.alert_data(
+                machine=machine,
+                program=program,
+                since=since,
+                state=state,
+                open_only=open_only,
+                feature=feature,
+                severity=severity,
+                last=last,
+                machines=machines,
+            )
+        ]

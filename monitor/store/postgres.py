@@ -59,7 +59,7 @@ from monitor.inspection.model import (
     result_to_dict,
 )
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
-from monitor.store.base import SeriesPoint, StateDelta, StateWrite
+from monitor.store.base import DecodedReads, SeriesPoint, StateDelta, StateWrite
 
 if TYPE_CHECKING:
     import psycopg
@@ -294,7 +294,7 @@ class Fence:
     """Machines found taken by another daemon: refused at once, without asking the server."""
 
 
-class PostgresStore:
+class PostgresStore(DecodedReads):
     """The plant database, a :class:`~monitor.store.base.Store`; ``PostgresStore(url)``.
 
     ``read_only`` for readers (CLI, reports): sessions are read-only and nothing is created or
@@ -648,31 +648,6 @@ class PostgresStore:
         db.execute("DELETE FROM detector_state_log WHERE name = %s", (name,))
 
     # ----------------------------------------------------------------------- reads
-    def parts(
-        self,
-        *,
-        machine: str | None = None,
-        program: str | None = None,
-        status: PartStatus | None = None,
-        last: int | None = None,
-        first_part: int | None = None,
-        last_part: int | None = None,
-        machines: Sequence[str] | None = None,
-    ) -> list[PartRecord]:
-        """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
-        return [
-            part_from_dict(d)
-            for d in self.part_data(
-                machine=machine,
-                program=program,
-                status=status,
-                last=last,
-                first_part=first_part,
-                last_part=last_part,
-                machines=machines,
-            )
-        ]
-
     def part_data(
         self,
         *,
@@ -716,36 +691,6 @@ class PostgresStore:
             (machine,),
         )
         return {program: int(n) + 1 for program, n in rows}
-
-    def alerts(
-        self,
-        *,
-        machine: str | None = None,
-        program: str | None = None,
-        since: datetime | None = None,
-        state: AlertState | None = None,
-        open_only: bool = False,
-        feature: str | None = None,
-        severity: str | None = None,
-        last: int | None = None,
-        machines: Sequence[str] | None = None,
-    ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
-        ``machines``: only these."""
-        return [
-            alert_from_dict(d)
-            for d in self.alert_data(
-                machine=machine,
-                program=program,
-                since=since,
-                state=state,
-                open_only=open_only,
-                feature=feature,
-                severity=severity,
-                last=last,
-                machines=machines,
-            )
-        ]
 
     def alert_data(
         self,
