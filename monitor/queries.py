@@ -7,10 +7,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.codec import action_text, action_to_dict, alert_to_dict, part_to_dict
-from monitor.config import Site, load_site
+from monitor.config import ProgramConfig, Site, load_site
 from monitor.dburl import redact
 from monitor.errors import ConfigError, MonitorError
 from monitor.model import (
@@ -26,6 +26,9 @@ from monitor.model import (
     out_of_tolerance,
 )
 from monitor.store import Store, StoreReader, open_store
+
+if TYPE_CHECKING:
+    from monitor.capcache import CapabilityCache
 
 __all__ = [
     "action_row",
@@ -235,33 +238,54 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 
 
 def capability_rows(
-    site: Site, store: StoreReader, *, machine: str | None = None, program: str | None = None
+    site: Site,
+    store: StoreReader,
+    *,
+    machine: str | None = None,
+    program: str | None = None,
+    cache: CapabilityCache | None = None,
 ) -> list[dict[str, Any]]:
     """Capability of every feature per machine and program over the stored complete parts:
     :func:`monitor.report.stored_capability`, the numbers the report and the dashboard show (read
     from the store's measurement series, no part record decoded), the parts out of tolerance and
     the verdict by the program's ``report`` rule. Go/no-go features have no index and are left
-    out (the report counts them)."""
-    from monitor.model import AttributeFeature
-    from monitor.report import stored_verdict
-
+    out (the report counts them). With a ``cache`` (:class:`monitor.capcache.CapabilityCache`,
+    loaded before: the store's stamps are read before any value), a group whose stored values and
+    program are those its kept rows were computed from is not read again; the others are, and
+    kept; the cache file is written at the end."""
     rows: list[dict[str, Any]] = []
-    for machine_id, program_name in store.part_groups():
+    groups = store.part_groups()
+    for machine_id, program_name in groups:
         if (machine is not None and machine_id != machine) or (program is not None and program_name != program):
             continue
         config = site.programs.get(program_name)
         if config is None:
             continue
-        group: list[dict[str, Any]] = []
-        for feature in config.feature_models():
-            if isinstance(feature, AttributeFeature):
-                continue  # a proportion, in the report; no capability index
-            result, bad, verdict = stored_verdict(store, machine_id, config, feature)
-            summary = {**(result.as_dict() if result is not None else {"n": 0}), "out_of_tolerance": bad, **verdict.as_dict()}
-            group.append({"machine": machine_id, "program": program_name, "feature": feature.name, **summary})
-        if any(row["n"] for row in group):  # a group whose parts measured nothing is not listed
-            rows += group
+        kept = cache.rows((machine_id, program_name), config) if cache is not None else None
+        if kept is None:
+            kept = _group_capability(store, machine_id, program_name, config)
+            if cache is not None:
+                cache.keep((machine_id, program_name), config, kept)
+        rows += kept
+    if cache is not None:
+        cache.save(groups)
     return rows
+
+
+def _group_capability(store: StoreReader, machine: str, program: str, config: ProgramConfig) -> list[dict[str, Any]]:
+    """The rows of one group (none when its parts measured nothing): loads the report's numbers
+    (numpy) only when a group is computed."""
+    from monitor.model import AttributeFeature
+    from monitor.report import stored_verdict
+
+    group: list[dict[str, Any]] = []
+    for feature in config.feature_models():
+        if isinstance(feature, AttributeFeature):
+            continue  # a proportion, in the report; no capability index
+        result, bad, verdict = stored_verdict(store, machine, config, feature)
+        summary = {**(result.as_dict() if result is not None else {"n": 0}), "out_of_tolerance": bad, **verdict.as_dict()}
+        group.append({"machine": machine, "program": program, "feature": feature.name, **summary})
+    return group if any(row["n"] for row in group) else []  # a group whose parts measured nothing is not listed
 
 
 def open_site_store(site_path: Path) -> Store:

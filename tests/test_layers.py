@@ -75,7 +75,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     # 4. the drift engine and the reports read from the store
     #    and people's commands to the core
-    ("engine and reports", ["monitor.engine", "monitor.report", "monitor.feature_view", "monitor.commands"]),
+    ("engine and reports", ["monitor.engine", "monitor.report", "monitor.feature_view", "monitor.commands", "monitor.capcache"]),
     # 5. the synchronous pipeline, the CLI's row views, offline analysis
     ("pipeline", ["monitor.pipeline", "monitor.queries", "monitor.analyze"]),
     # 6. the daemon's core (the one writer of alert state) and the plugin registry

@@ -226,17 +226,30 @@ def parts(
     ] = False,
     cell: CellOption = None,
     as_json: JsonOption = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="With --capability: compute every group afresh, not from the rows kept in "
+            "$XDG_CACHE_HOME/monitor/ (also: MONITOR_NO_CACHE=1).",
+        ),
+    ] = False,
 ) -> None:
     """List recorded parts, newest last, with their status and measurements (or, with
     --capability, the capability of every feature of the batch).
 
     Every value of the controller's part counter has a row: parts made while their data was lost
-    (connection down, monitor stopped) are listed as "not observed" with the reason and when."""
+    (connection down, monitor stopped) are listed as "not observed" with the reason and when.
+
+    --capability keeps its rows per machine and program in a file of the user's cache folder
+    ($XDG_CACHE_HOME/monitor/, ~/.cache/monitor/ when unset) and computes again only the groups
+    whose stored values or program file changed since (the store's stamp of each group tells);
+    --no-cache or MONITOR_NO_CACHE=1 turns that off."""
     from monitor.config import load_site, load_site_file
     from monitor.queries import cell_machines, open_site_store, stored_part_rows
 
     if capability:
-        _capability(config, machine, program, as_json)
+        _capability(config, machine, program, as_json, use_cache=not no_cache)
         return
     try:
         with open_site_store(config) as store:
@@ -277,7 +290,8 @@ def parts(
         console.print("no parts recorded yet")
 
 
-def _capability(config: Path, machine: str | None, program: str | None, as_json: bool) -> None:
+def _capability(config: Path, machine: str | None, program: str | None, as_json: bool, *, use_cache: bool = True) -> None:
+    from monitor.capcache import CapabilityCache, cache_disabled, cache_file
     from monitor.config import load_site
     from monitor.queries import capability_rows
     from monitor.store import open_store
@@ -285,7 +299,8 @@ def _capability(config: Path, machine: str | None, program: str | None, as_json:
     try:
         site = load_site(config)
         with open_store(site.store_location, read_only=True) as store:
-            rows = capability_rows(site, store, machine=machine, program=program)
+            kept = CapabilityCache.load(cache_file(site.store_location), store) if use_cache and not cache_disabled() else None
+            rows = capability_rows(site, store, machine=machine, program=program, cache=kept)
     except MonitorError as exc:
         raise _fail(exc) from None
     from monitor.detect.capability import CONFIDENCE

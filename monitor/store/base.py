@@ -172,6 +172,14 @@ class StoreReader(Protocol):
         process writes): nothing read may be kept."""
         ...
 
+    def series_stamps(self) -> dict[tuple[str, str], int] | None:
+        """Per (machine, program) with measurement series, a number stored with them that changes
+        (in the same transaction) with any change of their rows, whoever writes them: what was
+        computed from a group's :meth:`feature_values` stays valid while its stamp is the same,
+        across processes and restarts. None when the store keeps no such number: nothing may be
+        kept."""
+        ...
+
     def alert(self, alert_id: str) -> Alert | None: ...
 
     def alert_events(self, after: int = 0, *, limit: int = 1000) -> list[tuple[int, Alert]]:

@@ -240,6 +240,46 @@ MIGRATIONS: list[str] = [
     # 7: SQLite's state log gets row ids (its changes no longer take overflow pages); PostgreSQL's
     # table keeps them in its pages already: nothing to do, the versions stay the same in both
     "",
+    # 8: a stamp per (machine, program) of the measurement series, set to a new random number by every
+    # insert, update or delete of its rows in that change's transaction (a trigger: whichever daemon,
+    # copy or tool writes them), as SQLite's migration 8: what a reader computed from a group's series
+    # (the CLI's capability cache) stays valid while the stamp is the same
+    """
+    CREATE TABLE IF NOT EXISTS series_stamps (
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        stamp BIGINT NOT NULL,
+        PRIMARY KEY (machine, program)
+    );
+    CREATE OR REPLACE FUNCTION series_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            INSERT INTO series_stamps (machine, program, stamp)
+                VALUES (OLD.machine, OLD.program, floor((random() - 0.5) * 9.2e18)::bigint)
+                ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO series_stamps (machine, program, stamp)
+                VALUES (NEW.machine, NEW.program, floor((random() - 0.5) * 9.2e18)::bigint)
+                ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    DROP TRIGGER IF EXISTS series_stamp ON series;
+    CREATE TRIGGER series_stamp AFTER INSERT OR UPDATE OR DELETE ON series FOR EACH ROW EXECUTE FUNCTION series_stamp();
+    CREATE OR REPLACE FUNCTION series_stamps_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM series_stamps;
+        RETURN NULL;
+    END
+    $$;
+    DROP TRIGGER IF EXISTS series_truncated ON series;
+    CREATE TRIGGER series_truncated AFTER TRUNCATE ON series FOR EACH STATEMENT EXECUTE FUNCTION series_stamps_truncated();
+    INSERT INTO series_stamps (machine, program, stamp)
+        SELECT machine, program, floor((random() - 0.5) * 9.2e18)::bigint FROM series GROUP BY machine, program
+        ON CONFLICT (machine, program) DO NOTHING;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -801,6 +841,13 @@ class PostgresStore(DecodedReads):
         over), so nothing read from its series may be kept."""
         return None
 
+    def series_stamps(self) -> dict[tuple[str, str], int] | None:
+        """The stamps of migration 8 (set anew, by a trigger, with any change of a group's series rows
+        in that change's transaction). None from a store of an older schema read without migrating."""
+        if self.read_only and self.schema_version < 8:
+            return None
+        return {(m, p): int(stamp) for m, p, stamp in self._query("SELECT machine, program, stamp FROM series_stamps")}
+
     def alert(self, alert_id: str) -> Alert | None:
         row = self._query_one("SELECT data FROM alerts WHERE id = %s", (alert_id,))
         return alert_from_dict(loads(row[0])) if row else None
@@ -1160,4 +1207,20 @@ def _where(where: list[str]) -> str:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration, split at semicolons outside dollar-quoted bodies (a trigger
+    function's ``$$ ... $$`` has statements of its own)."""
+    out: list[str] = []
+    pending = ""
+    for i, chunk in enumerate(script.split("$$")):
+        if i % 2:  # inside $$ ... $$: part of the statement
+            pending += "$$" + chunk + "$$"
+            continue
+        first, *rest = chunk.split(";")
+        pending += first
+        for piece in rest:
+            if pending.strip():
+                out.append(pending.strip())
+            pending = piece
+    if pending.strip():
+        out.append(pending.strip())
+    return out

@@ -226,6 +226,36 @@ MIGRATIONS: list[str] = [
     INSERT INTO detector_state_log (name, seq, change) SELECT name, seq, change FROM detector_state_log_6;
     DROP TABLE detector_state_log_6;
     """,
+    # 8: a stamp per (machine, program) of the measurement series, set to a new random number by every
+    # insert, update or delete of its rows, in the same transaction (triggers: no writer can miss it):
+    # a reader that kept what it computed from a group's series (the CLI's capability cache) knows
+    # from one small read that the rows are still the same. Random rather than counted, so that a
+    # store restored from a backup and written again does not come back to a number seen before.
+    # Each statement may run again (a store whose version was set back) and leaves the same.
+    """
+    CREATE TABLE IF NOT EXISTS series_stamps (
+        machine TEXT NOT NULL,
+        program TEXT NOT NULL,
+        stamp INTEGER NOT NULL,
+        PRIMARY KEY (machine, program)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER IF NOT EXISTS series_stamp_insert AFTER INSERT ON series BEGIN
+        INSERT INTO series_stamps (machine, program, stamp) VALUES (NEW.machine, NEW.program, random())
+            ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+    END;
+    CREATE TRIGGER IF NOT EXISTS series_stamp_delete AFTER DELETE ON series BEGIN
+        INSERT INTO series_stamps (machine, program, stamp) VALUES (OLD.machine, OLD.program, random())
+            ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+    END;
+    CREATE TRIGGER IF NOT EXISTS series_stamp_update AFTER UPDATE ON series BEGIN
+        INSERT INTO series_stamps (machine, program, stamp) VALUES (OLD.machine, OLD.program, random())
+            ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+        INSERT INTO series_stamps (machine, program, stamp) VALUES (NEW.machine, NEW.program, random())
+            ON CONFLICT (machine, program) DO UPDATE SET stamp = excluded.stamp;
+    END;
+    INSERT OR IGNORE INTO series_stamps (machine, program, stamp)
+        SELECT machine, program, random() FROM series GROUP BY machine, program;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -755,6 +785,14 @@ class SqliteStore(DecodedReads):
             return None
         return self._series_versions.get((machine, program), 0)
 
+    def series_stamps(self) -> dict[tuple[str, str], int] | None:
+        """The stamps of migration 8 (set anew, by triggers, with any change of a group's series rows
+        in that change's transaction). None from a store of an older schema read without migrating."""
+        with self._lock:
+            if not self._has_table("series_stamps"):
+                return None
+            return {(m, p): int(stamp) for m, p, stamp in self._db.execute("SELECT machine, program, stamp FROM series_stamps")}
+
     def alert(self, alert_id: str) -> Alert | None:
         with self._lock:
             row = self._db.execute("SELECT data FROM alerts WHERE id = ?", (alert_id,)).fetchone()
@@ -1163,4 +1201,16 @@ def _filters(**kw: str | None) -> tuple[list[str], list[Any]]:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration, each whole: a trigger's body has statements of its own (the
+    pieces between semicolons are joined until SQLite says the statement is complete)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip().removesuffix(";").strip())
+    return out
