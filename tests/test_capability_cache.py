@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import shutil
 import sqlite3
 from collections import Counter
@@ -443,3 +444,29 @@ def test_an_upgraded_numeric_library_computes_afresh(
     assert run(site.path) == expected and not reads
     (library / "version.py").write_text("version = '1.0.1'\n")
     assert run(site.path) == expected and set(reads) == set(GROUPS)
+
+
+def _loaded_by_a_run(site: Site, *extra: str) -> tuple[set[str], str]:
+    """The modules a ``monitor parts --capability`` process loaded, and what it printed."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys\nfrom monitor.cli import main\nsys.argv = ['monitor', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-c", probe, "parts", "-c", str(site.path), "--capability", *extra]
+    done = subprocess.run(args, cwd=root, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "220"})
+    return set(json.loads(done.stderr.splitlines()[-1])), done.stdout
+
+
+def test_an_answer_from_the_cache_loads_neither_numpy_nor_the_report(site: Site) -> None:
+    cold, cold_out = _loaded_by_a_run(site, "--json")
+    assert {"numpy", "monitor.report.data"} <= cold  # computing needs them (the test would pass vacuously otherwise)
+    for extra in (["--json"], []):  # JSON and the table (whose title states the confidence level)
+        warm, out = _loaded_by_a_run(site, *extra)
+        assert not {"numpy", "monitor.report", "monitor.detect.capability"} & warm
+        assert out == fresh(site.path, json_out=bool(extra))
+    assert cold_out == fresh(site.path)

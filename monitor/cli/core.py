@@ -303,7 +303,7 @@ def _capability(config: Path, machine: str | None, program: str | None, as_json:
             rows = capability_rows(site, store, machine=machine, program=program, cache=kept)
     except MonitorError as exc:
         raise _fail(exc) from None
-    from monitor.detect.capability import CONFIDENCE
+    from monitor.detect.config import CONFIDENCE  # not the capability module: no numpy for a kept answer
 
     emit_rows(
         rows if as_json else [capability_text(r) for r in rows],

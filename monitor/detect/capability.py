@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from monitor.detect.base import check_finite, check_range, register
+from monitor.detect.config import CONFIDENCE
 from monitor.detect.distributions import chi2_isf, norm_cdf, norm_ppf
 from monitor.detect.normality import shapiro_wilk
 from monitor.errors import DetectionError
@@ -35,9 +36,6 @@ __all__ = [
 ]
 
 _D2 = 1.128  # E|x_i - x_{i-1}| / sigma for normal individuals (moving range of two)
-
-CONFIDENCE = 0.95
-"""The one level of every capability interval the product shows."""
 
 MIN_STUDY_PARTS = 10
 """Fewer values than this give indices too uncertain to judge (the 95% interval of a Cpk of 1.33

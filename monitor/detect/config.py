@@ -10,7 +10,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["NELSON_RULES", "DetectionConfig", "OffsetKind"]
+__all__ = ["CONFIDENCE", "NELSON_RULES", "DetectionConfig", "OffsetKind"]
+
+CONFIDENCE = 0.95
+"""The one level of every capability interval the product shows (:mod:`monitor.detect.capability`
+computes with it; kept here, beside the settings every command loads, so that a capability table's
+title states it without loading numpy)."""
 
 NELSON_RULES: frozenset[int] = frozenset({1, 2, 3, 5, 6})
 """Nelson rules the individuals chart implements (1: beyond the limit, 2: nine on one side,
