@@ -9,8 +9,12 @@ and closes every 40 parts of each machine. A built store is kept (``--cache``) a
 Then, per store, median (and range) over ``--repeat`` runs:
 
 - ``capability_cli``: ``monitor parts -c SITE --capability --json`` as a process: CPU time of the
-  child (user + system, from ``getrusage``) and wall time; ``capability_in_process`` the same
-  rows from :func:`monitor.queries.capability_rows` on an open store;
+  child (user + system, from ``getrusage``) and wall time, cold (no capability cache file: every
+  group computed, the file written); ``capability_cli_warm`` with the cache valid for every group;
+  ``capability_cli_one_group`` with a new part of one group stored before each run (one group of
+  20 computed again); each with the hash of its output (the same cold and warm);
+  ``capability_in_process`` the rows from :func:`monitor.queries.capability_rows` on an open
+  store, without the cache;
 - ``feature_api``: ``GET /api/features/<machine>/O1001/hole1_pos`` (and ``hole1_dia``) served by
   the real dashboard on a real core over the store, wall time per request and answer size: the
   dashboard keeps what a chart read from the store until a part of that machine and program is
@@ -39,6 +43,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -170,19 +175,31 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_cli(args: list[str], root: Path, repeat: int) -> dict[str, Any]:
-    """CPU (child rusage) and wall time of a CLI process, ``repeat`` times."""
+def run_cli(
+    args: list[str],
+    root: Path,
+    repeat: int,
+    *,
+    env: dict[str, str] | None = None,
+    before: Callable[[], object] | None = None,
+) -> dict[str, Any]:
+    """CPU (child rusage) and wall time of a CLI process, ``repeat`` times (``before`` each run, not
+    timed)."""
     cpu: list[float] = []
     wall: list[float] = []
     size = 0
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    digest = ""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
     for _ in range(repeat):
+        if before is not None:
+            before()
         c, w = _child_cpu(), time.perf_counter()
         done = subprocess.run(args, cwd=root, env=env, capture_output=True, check=True)
         wall.append(1000 * (time.perf_counter() - w))
         cpu.append(1000 * (_child_cpu() - c))
         size = len(done.stdout)
-    return {"cpu_ms": _spread(cpu, 1), "wall_ms": _spread(wall, 1), "output_bytes": size}
+        digest = hashlib.sha256(done.stdout).hexdigest()[:16]
+    return {"cpu_ms": _spread(cpu, 1), "wall_ms": _spread(wall, 1), "output_bytes": size, "output_sha256": digest}
 
 
 async def _api(site: Site, requests: dict[str, str], repeat: int) -> dict[str, Any]:
@@ -280,9 +297,8 @@ def measure(site_path: Path, root: Path, machines: int, repeat: int) -> dict[str
         result["capability_in_process_ms"] = _time(cap, max(1, repeat // 3))
         result["capability_rows"] = len(rows)
         result["capability_n"] = sum(int(r.get("n") or 0) for r in rows)
-    result["capability_cli"] = run_cli(
-        [sys.executable, "-m", "monitor", "parts", "-c", str(site_path), "--capability", "--json"], root, max(1, repeat // 3)
-    )
+    with tempfile.TemporaryDirectory(prefix="store-queries-cache-") as cache_home:
+        result.update(_capability_cli(site, site_path, root, max(1, repeat // 3), Path(cache_home), o1001))
     requests = {
         "baseline": "/api/alerts/no-such-alert",
         "feature_api_position": f"/api/features/{o1001}/O1001/hole1_pos",
@@ -296,6 +312,47 @@ def measure(site_path: Path, root: Path, machines: int, repeat: int) -> dict[str
         served = load_site(_site(Path(work), copy, machines))
         result["api"] = asyncio.run(_api(served, requests, repeat))
     return result
+
+
+def _capability_cli(site: Site, site_path: Path, root: Path, repeat: int, cache_home: Path, machine: str) -> dict[str, Any]:
+    """``monitor parts --capability --json`` as a process, with the capability cache in ``cache_home``
+    (``XDG_CACHE_HOME``): ``capability_cli`` cold (no cache file: every group computed, the file
+    written), ``capability_cli_warm`` with the file valid for every group, and
+    ``capability_cli_one_group`` after a new part of ``machine``/O1001 was stored before each run (in
+    a copy of the store, by ``root``'s own store code, so that an older checkout reads it). Each has
+    ``output_sha256``: the same answer cold and warm, or the cache is wrong. A checkout without the
+    cache computes every run."""
+    cli = [sys.executable, "-m", "monitor", "parts", "-c", str(site_path), "--capability", "--json"]
+    env = {"XDG_CACHE_HOME": str(cache_home)}
+    out: dict[str, Any] = {}
+    cold = functools.partial(shutil.rmtree, cache_home / "monitor", ignore_errors=True)
+    out["capability_cli"] = run_cli(cli, root, repeat, env=env, before=cold)
+    subprocess.run(cli, cwd=root, env={**os.environ, **env, "PYTHONPATH": str(root)}, capture_output=True, check=True)
+    out["capability_cli_warm"] = run_cli(cli, root, repeat, env=env)
+    with tempfile.TemporaryDirectory(prefix="store-queries-one-group-") as work:
+        copy = Path(work) / site.store_path.name
+        shutil.copyfile(site.store_path, copy)
+        copied = _site(Path(work), copy, len(site.machine_ids()))
+        one = [*cli[:5], str(copied), *cli[6:]]
+        script = (
+            "import dataclasses, sys; from datetime import timedelta; from monitor.model import PartStatus;"
+            " from monitor.store import open_store\n"
+            "with open_store(sys.argv[1]) as store:\n"
+            "    latest = store.parts(machine=sys.argv[2], program='O1001', last=1)[0]\n"
+            "    done = store.parts(machine=sys.argv[2], program='O1001', status=PartStatus.COMPLETE, last=1)[0]\n"
+            "    end = latest.end + timedelta(minutes=1)\n"
+            "    store.record_part(dataclasses.replace(done, key=f'{sys.argv[2]}/O1001/{end.isoformat()}',"
+            " part_number=latest.part_number + 1, start=latest.end, end=end))\n"
+        )
+        store_one = [sys.executable, "-c", script, str(copy), machine]
+        run_env = {**os.environ, **env, "PYTHONPATH": str(root)}
+        subprocess.run(one, cwd=root, env=run_env, capture_output=True, check=True)  # the copy's cache filled
+
+        def next_part() -> None:
+            subprocess.run(store_one, cwd=root, env=run_env, capture_output=True, check=True)
+
+        out["capability_cli_one_group"] = run_cli(one, root, repeat, env=env, before=next_part)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
