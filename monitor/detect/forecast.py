@@ -340,10 +340,17 @@ def breach_forecast_sampled(
     the threshold and the limit: nothing later can move the first bad part's quantiles, the breach
     share (then 1), ``risk_parts`` or ``mean_limit_parts``. Every result is then the same double as
     :func:`breach_forecast` on the whole horizon's draws, but ``p_out``, which holds the parts up
-    to where the search stopped (never fewer than ``within``: the evidence keeps those). Late in a
-    drift, when a feature is breaching and the forecast is recomputed with every part, the search
-    stops after ``within`` parts instead of 100 (``tests/detect/test_fast_paths.py`` checks both
-    against each other)."""
+    to where the mixture's risk was still searched (never fewer than ``within``: the evidence keeps
+    those). Late in a drift, when a feature is breaching and the forecast is recomputed with every
+    part, the search stops after ``within`` parts instead of 100 (``tests/detect/test_fast_paths.py``
+    checks both against each other).
+
+    Once the mixture's risk has reached the threshold (after the first slice), the parts further
+    ahead change no result but single draws' own: whether a draw's forecast ever reaches the
+    threshold and its first simulated bad part (and the mean path, until it reaches the limit).
+    ``p_out`` then ends there, so the compiled form (:func:`breach_forecast_compiled`) computes the
+    later slices for the draws still undecided alone: typically 1-30 of 128 that hold up a breaching
+    feature's search until part 100 (a stable draw among drifting ones)."""
     _check_limits(len(sources), lower, upper, tolerance)
     horizon = min(src.horizon for _, src in sources) if search is None else search
     within = min(within, horizon)
@@ -358,7 +365,8 @@ def breach_forecast_sampled(
             draws = [(axis, src.columns(start, stop)) for axis, src in sources]
             p_draw, out_path, beyond = _per_draw(draws, lower, upper, tolerance)
             p_out = np.clip(np.nan_to_num(p_draw.mean(axis=0), nan=1.0), 0.0, 1.0)
-            p_parts.append(p_out)
+            if risk is None or not p_parts:  # the mixture's risk still searched (see above)
+                p_parts.append(p_out)
             if risk is None:
                 at = np.nonzero(p_out >= threshold)[0]
                 risk = start + int(at[0]) + 1 if at.size else None

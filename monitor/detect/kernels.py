@@ -135,7 +135,8 @@ def _breach(
     lower, upper, zone radius, threshold). The search stops at the first of ``stops`` where nothing
     later can change the result (see :func:`monitor.detect.forecast.breach_forecast_sampled`).
 
-    Returns the mixture's risk per part up to the stop, the first part at risk and the first with the
+    Returns the mixture's risk per part up to where it was searched (the stop, or the end of the
+    slice where it reached the threshold, see below), the first part at risk and the first with the
     mean beyond the limit (parts ahead, -1: none), the first simulated bad part (inf: none) of the
     draws whose own forecast reaches the threshold (of every draw when fewer than 10 do) and how many
     do."""
@@ -223,14 +224,27 @@ def _breach(
     t3 = np.empty(width)
     t4 = np.empty(width)
     pr = np.empty(width)
+    # once the mixture's risk has reached the threshold (after the first slice), later parts decide
+    # nothing but single draws' own results (whether a draw's forecast reaches the threshold, its
+    # first simulated bad part) and, until it reaches the limit, the mean path: the later slices are
+    # computed for the draws still undecided alone, with the same operations on the same values, and
+    # ``p_out`` ends where the mixture was last searched (as forecast.breach_forecast_sampled's)
+    todo = np.ones(n_draws, dtype=np.bool_)
+    p_end = 0
     start = 0
     for stop in stops:
         span = stop - start
+        mix = risk < 0 or start == 0  # the mixture's risk per part is still searched
+        means = mix or limit < 0  # every draw's mean path (the mean path's limit)
+        for d in range(n_draws):
+            todo[d] = mix or not predicts[d] or not math.isfinite(first[d])
         for i in range(k):
             fut_i = future[i]
             n_st = steps[i].shape[0]
             pool = int(scalars[i, 3])
             for d in range(n_draws):
+                if not (means or todo[d]):
+                    continue
                 p, g = p_idx[i, d], g_idx[i, d]
                 lvl, shp, res, sig = b0[i, d], b1[i, d], resid[i, d], sigma[i, d]
                 for j in range(span):
@@ -241,75 +255,92 @@ def _breach(
                         m += step_b[i, s, d]
                     m += carry[p, h] * res
                     mean[i, d, j] = m
-                    sds[i, d, j] = sd_table[p, h] * sig
-                    paths[i, d, j] = noise[pool, p, d, h] * sig + m
+                if todo[d]:
+                    for j in range(span):
+                        h = start + j
+                        sds[i, d, j] = sd_table[p, h] * sig
+                        paths[i, d, j] = noise[pool, p, d, h] * sig + mean[i, d, j]
         for d in range(n_draws):
-            for i in range(k):
-                for j in range(span):
-                    centre[i, start + j] += mean[i, d, j]
+            if means:
+                for i in range(k):
+                    for j in range(span):
+                        centre[i, start + j] += mean[i, d, j]
+            if not todo[d]:
+                continue
+            need_pr = mix or not predicts[d]
+            need_path = not math.isfinite(first[d])
             if size:
-                for j in range(span):
-                    sd = max(sds[0, d, j], 1e-300)
-                    m = mean[0, d, j]
-                    near = (lower - m) if m < 0.5 * (lower + upper) else (m - upper)
-                    t1[j] = near / sd
-                for j in range(span):
-                    pr[j] = _ndtr(t1[j])
-                for j in range(span):
-                    path = paths[0, d, j]
-                    if (path < lower or path > upper) and not math.isfinite(first[d]):
-                        first[d] = start + j + 1.0
+                if need_pr:
+                    for j in range(span):
+                        sd = max(sds[0, d, j], 1e-300)
+                        m = mean[0, d, j]
+                        near = (lower - m) if m < 0.5 * (lower + upper) else (m - upper)
+                        t1[j] = near / sd
+                    for j in range(span):
+                        pr[j] = _ndtr(t1[j])
+                if need_path:
+                    for j in range(span):
+                        path = paths[0, d, j]
+                        if (path < lower or path > upper) and not math.isfinite(first[d]):
+                            first[d] = start + j + 1.0
             else:
                 r00 = r0 * r0
+                if need_path:
+                    for j in range(span):
+                        rad2 = paths[0, d, j] * paths[0, d, j]
+                        for i in range(1, k):
+                            rad2 = rad2 + paths[i, d, j] * paths[i, d, j]
+                        if rad2 > r00 and not math.isfinite(first[d]):
+                            first[d] = start + j + 1.0
+                if need_pr:
+                    for j in range(span):
+                        r2 = mean[0, d, j] * mean[0, d, j]
+                        var = sds[0, d, j] * sds[0, d, j]
+                        for i in range(1, k):
+                            r2 = r2 + mean[i, d, j] * mean[i, d, j]
+                            var = var + sds[i, d, j] * sds[i, d, j]
+                        var /= k
+                        var = max(var, 1e-300)
+                        # Sankaran's approximation up to the power (see _sankaran_sf)
+                        lam = max(r2 / var, 0.0)
+                        kl = lam + k
+                        k2l = lam * 2 + k
+                        hh = lam * 3 + k
+                        hh *= kl * (2.0 / 3.0)
+                        hh /= k2l * k2l
+                        hh = 1.0 - hh
+                        pp = k2l / (kl * kl)
+                        mm = (hh - 1.0) * (1.0 - hh * 3.0)
+                        t1[j] = max(r00 / var, 0.0) / kl
+                        t2[j] = hh
+                        u = (2.0 - hh) * 0.5 * mm * pp
+                        t3[j] = hh * pp * ((hh - 1.0) - u) + 1.0
+                        den = math.sqrt(pp * 2.0) * hh
+                        den *= mm * 0.5 * pp + 1.0
+                        t4[j] = den
+                    for j in range(span):
+                        t1[j] = t1[j] ** t2[j]
+                    for j in range(span):
+                        t1[j] = (t1[j] - t3[j]) / t4[j]
+                    for j in range(span):
+                        z = t1[j]
+                        pr[j] = 1.0 if z <= -_NDTR_ONE else (0.0 if z >= _NDTR_ONE else 1.0 - _ndtr(z))
+            if need_pr:
                 for j in range(span):
-                    r2 = mean[0, d, j] * mean[0, d, j]
-                    var = sds[0, d, j] * sds[0, d, j]
-                    rad2 = paths[0, d, j] * paths[0, d, j]
-                    for i in range(1, k):
-                        r2 = r2 + mean[i, d, j] * mean[i, d, j]
-                        var = var + sds[i, d, j] * sds[i, d, j]
-                        rad2 = rad2 + paths[i, d, j] * paths[i, d, j]
-                    var /= k
-                    var = max(var, 1e-300)
-                    # Sankaran's approximation up to the power (see _sankaran_sf)
-                    lam = max(r2 / var, 0.0)
-                    kl = lam + k
-                    k2l = lam * 2 + k
-                    hh = lam * 3 + k
-                    hh *= kl * (2.0 / 3.0)
-                    hh /= k2l * k2l
-                    hh = 1.0 - hh
-                    pp = k2l / (kl * kl)
-                    mm = (hh - 1.0) * (1.0 - hh * 3.0)
-                    t1[j] = max(r00 / var, 0.0) / kl
-                    t2[j] = hh
-                    u = (2.0 - hh) * 0.5 * mm * pp
-                    t3[j] = hh * pp * ((hh - 1.0) - u) + 1.0
-                    den = math.sqrt(pp * 2.0) * hh
-                    den *= mm * 0.5 * pp + 1.0
-                    t4[j] = den
-                    if rad2 > r00 and not math.isfinite(first[d]):
-                        first[d] = start + j + 1.0
-                for j in range(span):
-                    t1[j] = t1[j] ** t2[j]
-                for j in range(span):
-                    t1[j] = (t1[j] - t3[j]) / t4[j]
-                for j in range(span):
-                    z = t1[j]
-                    pr[j] = 1.0 if z <= -_NDTR_ONE else (0.0 if z >= _NDTR_ONE else 1.0 - _ndtr(z))
-            for j in range(span):
-                v = pr[j]
-                p_sum[start + j] = p_sum[start + j] + v if d else v
-                if math.isnan(v) or v >= threshold:
-                    predicts[d] = True
+                    v = pr[j]
+                    if mix:
+                        p_sum[start + j] = p_sum[start + j] + v if d else v
+                    if math.isnan(v) or v >= threshold:
+                        predicts[d] = True
         for h in range(start, stop):
-            risk_h = p_sum[h] / n_draws
-            if math.isnan(risk_h):
-                risk_h = 1.0
-            risk_h = min(max(risk_h, 0.0), 1.0)
-            p_sum[h] = risk_h
-            if risk < 0 and risk_h >= threshold:
-                risk = h + 1
+            if mix:
+                risk_h = p_sum[h] / n_draws
+                if math.isnan(risk_h):
+                    risk_h = 1.0
+                risk_h = min(max(risk_h, 0.0), 1.0)
+                p_sum[h] = risk_h
+                if risk < 0 and risk_h >= threshold:
+                    risk = h + 1
             if limit < 0:
                 if size:
                     c = centre[0, h] / n_draws
@@ -322,6 +353,8 @@ def _breach(
                         r = r + c * c if i else 0 + c * c
                     if math.sqrt(r) > r0:
                         limit = h + 1
+        if mix:
+            p_end = stop
         start = stop
         if risk >= 0 and limit >= 0 and predicts.all() and np.isfinite(first).all():
             break
@@ -336,7 +369,7 @@ def _breach(
                 kept[j] = first[d]
                 j += 1
         first = kept
-    return p_sum[:start], risk, limit, first, n_predicts
+    return p_sum[:p_end], risk, limit, first, n_predicts
 
 
 breach = cast(Callable[..., tuple[np.ndarray, int, int, np.ndarray, int]], _breach)

@@ -74,6 +74,25 @@ def test_compiled_forecast_is_the_numpy_forecast(axes: int, seed: int) -> None:
             assert len(got.p_out) == 100 and not got.breach
 
 
+@pytest.mark.parametrize(("axes", "slope", "seed"), [(1, 1e-4, 0), (1, 1e-4, 1), (2, 2e-4, 0), (2, 2e-4, 2)])
+def test_compiled_forecast_searches_on_for_the_undecided_draws_alone(axes: int, slope: float, seed: int) -> None:
+    # the mixture at risk within the first slice of parts (or the second), while some draws never
+    # predict a breach or never go out within the 100 parts: the later parts are searched for those
+    # draws alone, p_out ends with the slice where the risk was reached, and every decision is the
+    # whole search's
+    models = _models(axes, slope, seed)
+    lower, upper, tolerance = (-0.0075, 0.0075, None) if axes == 1 else (None, None, 0.05)
+    draws = [(axis, tr.draws(100, axis=k)) for k, (axis, tr) in enumerate(models)]
+    whole = forecast.breach_forecast(draws, lower=lower, upper=upper, tolerance=tolerance, threshold=0.1, within=20)
+    want, got = _both(models, 20)
+    _assert_same(want, got)
+    assert whole.risk_parts is not None and whole.risk_parts <= 40 and 0.5 < whole.breach_share < 1.0
+    assert len(got.p_out) == (20 if whole.risk_parts <= 20 else 40)
+    assert np.allclose(got.p_out, whole.p_out[: len(got.p_out)], rtol=0.0, atol=1e-12)
+    decisions = ("risk_parts", "mean_limit_parts", "first_out", "breach_share", "searched")
+    assert {k: getattr(got, k) for k in decisions} == {k: getattr(whole, k) for k in decisions}
+
+
 @pytest.mark.parametrize("axes", [1, 2])
 def test_compiled_forecast_with_a_known_scatter_and_a_recorded_step(axes: int) -> None:
     for slope in (0.0, 3e-4, 2e-3):
