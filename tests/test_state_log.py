@@ -7,6 +7,7 @@ import sqlite3
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +345,47 @@ def test_the_state_log_keeps_a_feature_sized_change_in_its_page_and_its_migratio
         store.save_detector_state("a", StateDelta({"n": ["=", 99]}))  # the next change follows the migrated ones
         assert store.load_detector_state("a") == {**expected, "n": 99}
         assert _overflow_pages(store._db, "detector_state_log") == 0
+
+
+def test_a_parts_state_writes_are_the_same_rows_as_the_same_writes_one_at_a_time(tmp_path: Path) -> None:
+    """record_part writes a run of changes as one batch: the log, the whole states and what loads
+    are what the same writes give one by one, in their order (a whole write between two changes
+    of its name drops the one before it and keeps the one after it)."""
+    end = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    part = PartRecord(key="m1/O1/1", machine="m1", program="O1", part_number=1, start=end, end=end, status=PartStatus.COMPLETE)
+    writes: list[tuple[str, Any]] = [
+        ("a", StateDelta({"n": ["=", 1]})),
+        ("b", StateDelta('{"n":["=",1]}')),  # already text
+        ("a", StateDelta({"n": ["=", 2]})),
+        ("a", {"n": 3, "w": [1.5, None]}),  # whole: the changes of a before it are dropped
+        ("b", StateDelta({"m": ["=", 5]})),
+        ("c", "{}"),
+        ("a", StateDelta({"n": ["=", 4]})),  # the last: a run that ends the writes
+    ]
+    rows = "SELECT name, seq, change FROM detector_state_log ORDER BY name, seq"
+    with SqliteStore(tmp_path / "one.db") as one, SqliteStore(tmp_path / "part.db") as whole:
+        for store in (one, whole):
+            store.save_detector_state("a", {"n": 0})
+            store.save_detector_state("b", {"n": 0})
+            store.save_detector_state("b", StateDelta({"k": ["=", 1]}))
+        for name, state in writes:
+            one.save_detector_state(name, state)
+        assert whole.record_part(part, states=writes)
+        assert whole._db.execute(rows).fetchall() == one._db.execute(rows).fetchall()
+        assert whole._db.execute(rows).fetchall() == [
+            ("a", 1, '{"n":["=",4]}'),
+            ("b", 1, '{"k":["=",1]}'),
+            ("b", 2, '{"n":["=",1]}'),
+            ("b", 3, '{"m":["=",5]}'),
+        ]
+        states = "SELECT name, state FROM detector_state ORDER BY name"
+        assert whole._db.execute(states).fetchall() == one._db.execute(states).fetchall()
+        assert (
+            whole.load_detector_states("")
+            == one.load_detector_states("")
+            == {
+                "a": {"n": 4, "w": [1.5, None]},
+                "b": {"n": 1, "k": 1, "m": 5},
+                "c": {},
+            }
+        )
