@@ -341,59 +341,13 @@ class _DataReads(Protocol):
 class DecodedReads:
     """:meth:`StoreReader.parts` and :meth:`StoreReader.alerts` as records built from what
     ``part_data`` and ``alert_data`` decode: one place for both backends, which differ only in how
-    they read the stored JSON."""
+    they read the stored JSON. The filters are passed on as they are: their names, types and
+    meanings are :class:`StoreReader`'s (one list of them, not one more here)."""
 
-    def parts(
-        self: _DataReads,
-        *,
-        machine: str | None = None,
-        program: str | None = None,
-        status: PartStatus | None = None,
-        last: int | None = None,
-        first_part: int | None = None,
-        last_part: int | None = None,
-        machines: Sequence[str] | None = None,
-    ) -> list[PartRecord]:
-        """Parts in the order they ended; ``last`` keeps only the most recent N; ``machines``: only these."""
-        return [
-            part_from_dict(d)
-            for d in self.part_data(
-                machine=machine,
-                program=program,
-                status=status,
-                last=last,
-                first_part=first_part,
-                last_part=last_part,
-                machines=machines,
-            )
-        ]
+    def parts(self: _DataReads, **filters: Any) -> list[PartRecord]:
+        """:meth:`StoreReader.parts`: the records of :meth:`StoreReader.part_data`."""
+        return [part_from_dict(d) for d in self.part_data(**filters)]
 
-    def alerts(
-        self: _DataReads,
-        *,
-        machine: str | None = None,
-        program: str | None = None,
-        since: datetime | None = None,
-        state: AlertState | None = None,
-        open_only: bool = False,
-        feature: str | None = None,
-        severity: str | None = None,
-        last: int | None = None,
-        machines: Sequence[str] | None = None,
-    ) -> list[Alert]:
-        """Alerts as they stand now, oldest change first; ``last`` keeps the N changed most recently;
-        ``machines``: only these."""
-        return [
-            alert_from_dict(d)
-            for d in self.alert_data(
-                machine=machine,
-                program=program,
-                since=since,
-                state=state,
-                open_only=open_only,
-                feature=feature,
-                severity=severity,
-                last=last,
-                machines=machines,
-            )
-        ]
+    def alerts(self: _DataReads, **filters: Any) -> list[Alert]:
+        """:meth:`StoreReader.alerts`: the records of :meth:`StoreReader.alert_data`."""
+        return [alert_from_dict(d) for d in self.alert_data(**filters)]
