@@ -505,7 +505,7 @@ class SqliteStore(DecodedReads):
 
     def save_detector_state(self, name: str, state: StateWrite) -> None:
         with self._lock, self._tx():
-            self._write_state(name, state)
+            self._write_states([(name, state)])
 
     def save_position(self, machine: str, source: str, position: dict[str, Any]) -> None:
         """Remember where an adapter was (for example the MTConnect instanceId and next sequence)."""
@@ -612,15 +612,12 @@ class SqliteStore(DecodedReads):
             if deltas:
                 self._db.executemany(_LOG_CHANGE, deltas)
                 deltas = []
-            self._write_state(name, state)
+            self._write_whole_state(name, state)
         if deltas:
             self._db.executemany(_LOG_CHANGE, deltas)
 
-    def _write_state(self, name: str, state: StateWrite) -> None:
-        if isinstance(state, StateDelta):
-            change = state.change if isinstance(state.change, str) else dumps(state.change)
-            self._db.execute(_LOG_CHANGE, (name, name, change))
-            return
+    def _write_whole_state(self, name: str, state: dict[str, Any] | str) -> None:
+        """A whole state (the changes logged before it are dropped)."""
         self._db.execute(
             "INSERT INTO detector_state (name, state, updated) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated = excluded.updated",
