@@ -44,6 +44,7 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -326,28 +327,24 @@ def _capability_cli(site: Site, site_path: Path, root: Path, repeat: int, cache_
     cache computes every run."""
     cli = [sys.executable, "-m", "monitor", "parts", "-c", str(site_path), "--capability", "--json"]
     env = {"XDG_CACHE_HOME": str(cache_home)}
+    run_env = {**os.environ, **env, "PYTHONPATH": str(root)}
     out: dict[str, Any] = {}
     cold = functools.partial(shutil.rmtree, cache_home / "monitor", ignore_errors=True)
     out["capability_cli"] = run_cli(cli, root, repeat, env=env, before=cold)
-    subprocess.run(cli, cwd=root, env={**os.environ, **env, "PYTHONPATH": str(root)}, capture_output=True, check=True)
+    subprocess.run(cli, cwd=root, env=run_env, capture_output=True, check=True)
     out["capability_cli_warm"] = run_cli(cli, root, repeat, env=env)
     with tempfile.TemporaryDirectory(prefix="store-queries-one-group-") as work:
         copy = Path(work) / site.store_path.name
         shutil.copyfile(site.store_path, copy)
         copied = _site(Path(work), copy, len(site.machine_ids()))
         one = [*cli[:5], str(copied), *cli[6:]]
-        script = (
-            "import dataclasses, sys; from datetime import timedelta; from monitor.model import PartStatus;"
-            " from monitor.store import open_store\n"
-            "with open_store(sys.argv[1]) as store:\n"
-            "    latest = store.parts(machine=sys.argv[2], program='O1001', last=1)[0]\n"
-            "    done = store.parts(machine=sys.argv[2], program='O1001', status=PartStatus.COMPLETE, last=1)[0]\n"
-            "    end = latest.end + timedelta(minutes=1)\n"
-            "    store.record_part(dataclasses.replace(done, key=f'{sys.argv[2]}/O1001/{end.isoformat()}',"
-            " part_number=latest.part_number + 1, start=latest.end, end=end))\n"
+        script = (  # _store_next_part itself, run by root's store code (an older checkout reads what it wrote)
+            "import dataclasses, sys\nfrom datetime import timedelta\nfrom typing import Any\n"
+            "from monitor.model import PartStatus\nfrom monitor.store import open_store\n"
+            f"{inspect.getsource(_store_next_part)}"
+            "with open_store(sys.argv[1]) as store:\n    _store_next_part(sys.argv[2], 'O1001', store)\n"
         )
         store_one = [sys.executable, "-c", script, str(copy), machine]
-        run_env = {**os.environ, **env, "PYTHONPATH": str(root)}
         subprocess.run(one, cwd=root, env=run_env, capture_output=True, check=True)  # the copy's cache filled
 
         def next_part() -> None:
