@@ -121,8 +121,6 @@ class CapabilityCache:
         self.entries = entries
         self.code = code
         self.changed = False
-        self.hits = 0
-        self.misses = 0
         self._program_keys: dict[int, str] = {}
 
     def _program_key(self, config: ProgramConfig) -> str:
@@ -169,9 +167,7 @@ class CapabilityCache:
         stamp = None if self.stamps is None else self.stamps.get(group)
         entry = self.entries.get(group)
         if stamp is None or entry is None or entry["stamp"] != stamp or entry["program_key"] != self._program_key(config):
-            self.misses += 1
             return None
-        self.hits += 1
         return [dict(row) for row in entry["rows"]]
 
     def keep(self, group: Group, config: ProgramConfig, rows: list[dict[str, Any]]) -> None:

@@ -78,17 +78,13 @@ def _programs() -> dict[str, list[tuple[str, float]]]:
     return out
 
 
-_SITE_CACHE: dict[str, Path] = {}
-
-
+@functools.cache
 def _site_text_path() -> Path:
     """A site on the simulator's programs (read for their signals and nominals only)."""
-    if "path" not in _SITE_CACHE:
-        import tempfile
+    import tempfile
 
-        folder = Path(tempfile.mkdtemp(prefix="capcache-programs-"))
-        _SITE_CACHE["path"] = _write_site(folder, PROGRAMS, {"path": str(folder / "unused.db")})
-    return _SITE_CACHE["path"]
+    folder = Path(tempfile.mkdtemp(prefix="capcache-programs-"))
+    return _write_site(folder, PROGRAMS, {"path": str(folder / "unused.db")})
 
 
 def _write_site(folder: Path, programs: Path, store: dict[str, str]) -> Path:
