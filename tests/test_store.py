@@ -3,7 +3,9 @@ per part, stable keys, migrations, and surviving a killed writer."""
 
 from __future__ import annotations
 
+import math
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -30,7 +32,7 @@ from monitor.model import (
     SpindleStats,
     ToolUse,
 )
-from monitor.store import SCHEMA_VERSION
+from monitor.store import SCHEMA_VERSION, SqliteStore
 from tests.stores import Backend
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -77,6 +79,69 @@ def test_part_round_trips_and_is_stored_once(backend: Backend) -> None:
         assert store.alerts()[0].evidence == {"slope_um_per_part": -1.2}
         assert store.load_detector_state("engine") == {"x": 1}
         assert len(store.alert_events()) == 1  # the duplicate part wrote no alert either
+
+
+def test_a_part_with_nan_and_infinite_measurements_is_stored_whole_and_read_back(backend: Backend) -> None:
+    """A part whose probe wrote NaN or an infinity (the tracker leaves such a value out and counts it;
+    the store's API takes what a part carries, from whatever calls it): stored in one piece with every
+    value as measured, found by its part id, and the other parts' ids still found. SQLite refused it
+    ('malformed JSON': the index on the part id read it from the record's JSON, which writes NaN as
+    json does), and with it any later part id lookup. The series leave NaN out (a REAL column cannot
+    hold it) or keep it (PostgreSQL): a chart's points and a capability skip it either way."""
+    odd = replace(
+        part(2),
+        measurements={"probe.hole1_dia": math.nan, "probe.hole1_x": math.inf, "probe.hole1_y": -math.inf},
+        part_id="S-2",
+    )
+    with backend.open() as store:
+        assert store.record_part(replace(part(1), part_id="S-1"))
+        assert store.record_part(odd)
+        assert store.record_part(replace(part(3), part_id="S-3"))
+        assert not store.record_part(odd)  # a repeat, as any part
+        got = store.part(odd.key)
+        assert got is not None and math.isnan(got.measurements["probe.hole1_dia"])
+        assert (got.measurements["probe.hole1_x"], got.measurements["probe.hole1_y"]) == (math.inf, -math.inf)
+        assert replace(got, measurements={}) == replace(odd, measurements={})
+        assert [p.part_number for p in store.parts()] == [1, 2, 3]
+        assert [p.key for p in store.parts_with_id("S-2")] == [odd.key]
+        assert [p.part_number for p in store.parts_with_id("S-3", machine="m1")] == [3]
+        assert store.has_part_ids(machine="m1", program="O1001")
+        assert store.integrity_problems() == []
+        dia = [v for (v,) in store.feature_values("m1", "O1001", ["probe.hole1_dia"]) if not math.isnan(v)]
+        assert dia == [part(1).measurements["probe.hole1_dia"], part(3).measurements["probe.hole1_dia"]]
+        series = store.measurement_series("m1", "O1001", ["probe.hole1_x"])
+        assert [(p.part_number, p.values["probe.hole1_x"]) for p in series] == [(1, 25.0), (2, math.inf), (3, 25.0)]
+
+
+def test_a_store_of_schema_8_keeps_its_part_ids_read_as_it_is_and_migrated(tmp_path: Path) -> None:
+    """Migration 9 copies the ids stored in the records into the part_id column; a reader of a store
+    not yet migrated reads them from the records as before."""
+    path = tmp_path / "old.db"
+    with SqliteStore(path) as store:
+        for n in (1, 2, 3):
+            store.record_part(replace(part(n), part_id=f"S-{n}" if n != 2 else None))
+    db = sqlite3.connect(path)
+    db.executescript(  # as schema 8 left it
+        "DROP INDEX parts_by_part_id; ALTER TABLE parts DROP COLUMN part_id;"
+        "CREATE INDEX parts_by_part_id ON parts (json_extract(data, '$.part_id')); PRAGMA user_version = 8;"
+    )
+    db.close()
+    with SqliteStore(path, read_only=True) as reader:
+        assert reader.schema_version == 8
+        assert [p.part_number for p in reader.parts_with_id("S-3")] == [3] and reader.has_part_ids(machine="m1")
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [p.part_number for p in store.parts_with_id("S-1")] == [1] and store.parts_with_id("S-2") == []
+        assert store.record_part(replace(part(4), measurements={"probe.hole1_dia": math.nan}, part_id="S-4"))
+        assert [p.part_number for p in store.parts_with_id("S-4")] == [4]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT part_number, part_id FROM parts ORDER BY part_number").fetchall() == [
+        (1, "S-1"),
+        (2, None),
+        (3, "S-3"),
+        (4, "S-4"),
+    ]
+    db.close()
 
 
 def test_filters_and_next_part_numbers(backend: Backend) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -256,6 +257,17 @@ MIGRATIONS: list[str] = [
     INSERT OR IGNORE INTO series_stamps (machine, program, stamp)
         SELECT machine, program, random() FROM series GROUP BY machine, program;
     """,
+    # 9: a part's id (part.id, what its probing macro wrote) as a column of its own, indexed, instead
+    # of an index on json_extract(data, '$.part_id'): SQLite's JSON functions refuse the text json
+    # writes for NaN and infinities, so a part with such a measurement could not be stored (the index
+    # evaluates the expression on every insert: "malformed JSON"). Ids stored before are copied. May
+    # run again (a store whose version was set back): the column, if there, is not added twice.
+    """
+    ALTER TABLE parts ADD COLUMN part_id TEXT;
+    UPDATE parts SET part_id = json_extract(data, '$.part_id') WHERE json_extract(data, '$.part_id') IS NOT NULL;
+    DROP INDEX IF EXISTS parts_by_part_id;
+    CREATE INDEX parts_by_part_id ON parts (part_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -308,8 +320,12 @@ class SqliteStore(DecodedReads):
         self._lock = threading.Lock()
         self._series_versions: dict[tuple[str, str], int] = {}
         """Per (machine, program), how often parts were written to its series (see series_version)."""
+        self._part_id = "part_id"
+        """The SQL of a part's id: its column, or read from its JSON in a store of an older schema read as it is."""
         if read_only:
             self._db = self._open_read_only(timeout_s)
+            if not any(row[1] == "part_id" for row in self._db.execute("PRAGMA table_info(parts)")):
+                self._part_id = "json_extract(data, '$.part_id')"
             return
         try:
             if str(path) != ":memory:":
@@ -406,7 +422,8 @@ class SqliteStore(DecodedReads):
                     self._db.execute("COMMIT")
                     continue
                 for statement in _statements(MIGRATIONS[number]):
-                    self._db.execute(statement)
+                    if not _added_already(self._db, statement):
+                        self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
                 self._db.execute("COMMIT")
             except sqlite3.Error:
@@ -445,8 +462,9 @@ class SqliteStore(DecodedReads):
     ) -> bool:
         end = part.end.isoformat()
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO parts (key, machine, program, part_number, start, end, status, counter, data, stored_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO parts"
+            " (key, machine, program, part_number, start, end, status, counter, data, stored_at, part_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 part.key,
                 part.machine,
@@ -458,21 +476,25 @@ class SqliteStore(DecodedReads):
                 part.counter,
                 dumps(part_to_dict(part)),
                 _now(),
+                part.part_id,
             ),
         )
         if cur.rowcount == 0:
             return False
+        measurements = part.measurements
+        if any(v != v for v in measurements.values()):  # NaN: kept in the part's record only (see _numbers)
+            measurements = _numbers(measurements)
         self._db.executemany(
             "INSERT INTO measurements (part_key, signal, value) VALUES (?, ?, ?)",
-            [(part.key, s, v) for s, v in part.measurements.items()],
+            [(part.key, s, v) for s, v in measurements.items()],
         )
-        if part.status is PartStatus.COMPLETE and part.measurements:
+        if part.status is PartStatus.COMPLETE and measurements:
             group = (part.machine, part.program)
             self._series_versions[group] = self._series_versions.get(group, 0) + 1  # also if it rolls back
             self._db.executemany(
                 "INSERT OR IGNORE INTO series (machine, program, signal, end, key, part_number, value)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(part.machine, part.program, s, end, part.key, part.part_number, v) for s, v in part.measurements.items()],
+                [(part.machine, part.program, s, end, part.key, part.part_number, v) for s, v in measurements.items()],
             )
         self._write_alerts(alerts)
         self._write_alerts(refreshed, event=False)
@@ -1100,7 +1122,7 @@ class SqliteStore(DecodedReads):
     def parts_with_id(self, part_id: str, *, machine: str | None = None, program: str | None = None) -> list[PartRecord]:
         """Parts (not aborted) whose probing macro wrote this ``part.id`` (a serial number), oldest first."""
         where, args = _filters(machine=machine, program=program)
-        where += ["json_extract(data, '$.part_id') = ?", "status != 'aborted'"]
+        where += [f"{self._part_id} = ?", "status != 'aborted'"]
         args.append(part_id)
         with self._lock:
             rows = self._db.execute(f"SELECT data FROM parts WHERE {' AND '.join(where)} ORDER BY end, rowid", args).fetchall()
@@ -1109,7 +1131,7 @@ class SqliteStore(DecodedReads):
     def has_part_ids(self, *, machine: str | None = None, program: str | None = None) -> bool:
         """True when some part of that machine/program carries a ``part.id`` (the shop writes serials)."""
         where, args = _filters(machine=machine, program=program)
-        where.append("json_extract(data, '$.part_id') IS NOT NULL")
+        where.append(f"{self._part_id} IS NOT NULL")
         with self._lock:
             return self._db.execute(f"SELECT 1 FROM parts WHERE {' AND '.join(where)} LIMIT 1", args).fetchone() is not None
 
@@ -1143,7 +1165,7 @@ class SqliteStore(DecodedReads):
         if check != "ok":
             problems.append(f"sqlite integrity_check: {check}")
         for key, data, n in rows:
-            expected = len(json.loads(data)["measurements"])
+            expected = len(_numbers(loads(data)["measurements"]))
             if expected != n:
                 problems.append(f"part {key}: {n} measurements stored, {expected} in the record")
         return problems
@@ -1203,6 +1225,14 @@ def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"{what}: {exc}; {hint}", retryable=primary in _RETRYABLE)
 
 
+def _numbers(measurements: dict[str, float]) -> dict[str, float]:
+    """The measurements a part's measurement and series rows hold: all but NaN, which a REAL column
+    cannot hold (SQLite binds it as NULL). The part's record keeps every value as it was measured
+    (its JSON writes NaN as json does); a chart and a capability leave NaN out anyway, so they read
+    the same either way (infinities are stored as they are)."""
+    return {s: v for s, v in measurements.items() if v == v}
+
+
 def _folded(state: dict[str, Any], changes: list[str]) -> dict[str, Any]:
     for change in changes:
         state = statelog.patch(state, json.loads(change))
@@ -1222,6 +1252,17 @@ def _filters(**kw: str | None) -> tuple[list[str], list[Any]]:
             where.append(f"{column} = ?")
             args.append(value)
     return where, args
+
+
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
+
+
+def _added_already(db: sqlite3.Connection, statement: str) -> bool:
+    """Whether ``statement`` adds a column its table already has (a store whose version was set
+    back): then there is nothing to add, and the rest of its migration runs again as written (each
+    of their statements may: see migration 8)."""
+    found = _ADD_COLUMN.match(statement)
+    return found is not None and any(row[1] == found[2] for row in db.execute(f"PRAGMA table_info({found[1]})"))
 
 
 def _statements(script: str) -> list[str]:
