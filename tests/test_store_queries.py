@@ -341,7 +341,8 @@ def test_feature_cache_appends_the_parts_stored_since_to_the_capability_exactly(
     def check(appended: bool) -> None:
         before, extended = cache.appended, cache.extended
         for feature in (pos, dia):
-            values, cap = cache.read(store, "m1", "O1001", feature)
+            values, cap, counted = cache.counted_read(store, "m1", "O1001", feature)
+            assert counted == store.part_count(machine="m1", program="O1001")  # every status: the answer's total_parts
             assert cap == stored_capability(store, "m1", "O1001", feature)
             assert values == json_bytes(_points(feature, store.measurement_series("m1", "O1001", feature.signals, last=2000)))
         assert cache.appended - before == (2 if appended else 0)

@@ -251,6 +251,22 @@ def _points_xy(axes: list[tuple[str, str, float]], series: list[SeriesPoint]) ->
     return out
 
 
+_CHART_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _chart_json(points: list[dict[str, Any]]) -> bytes:
+    """:func:`~monitor.codec.json_bytes` of a chart's points, the same bytes: orjson without the
+    options only other values need (text keys, numbers and None are all a point holds), which
+    writes the points' dicts in ~0.6 of the time (OPT_NON_STR_KEYS takes orjson's slower path for
+    every dict); anything it refuses without them (a key not text, a numpy number, an integer
+    beyond 64 bits) goes through ``json_bytes`` as before. The datetime and dataclass options
+    are kept: without them orjson would write those itself, differently."""
+    try:
+        return orjson.dumps(points, option=_CHART_OPTIONS)
+    except TypeError:
+        return json_bytes(points)
+
+
 def _tp_cone(forecast: dict[str, Any]) -> dict[str, Any]:
     """True-position forecast from the per-axis forecasts: mean from the axis means, the cone from
     the box of the per-axis 90% intervals (its nearest and farthest corner from nominal)."""
@@ -327,16 +343,25 @@ class FeatureCache:
 
     def read(self, store: StoreReader, machine: str, program: str, feature: Feature) -> tuple[bytes, CapabilityResult | None]:
         """(the chart points as JSON, the capability) of ``feature``, from the cache or the store."""
+        points, capability, _ = self.counted_read(store, machine, program, feature)
+        return points, capability
+
+    def counted_read(
+        self, store: StoreReader, machine: str, program: str, feature: Feature
+    ) -> tuple[bytes, CapabilityResult | None, int | None]:
+        """:meth:`read` with the machine/program's stored part count when this read counted them
+        (a chart read afresh or brought up to date: the answer's ``total_parts`` without counting
+        them twice), else None."""
         version = store.series_version(machine, program)
         key = (machine, program, feature.name)
         hit = self._entries.get(key)
         if version is not None and hit is not None and hit.version == version and hit.feature == feature:
             self._entries.move_to_end(key)
-            return hit.points, hit.capability
+            return hit.points, hit.capability, None
         if version is None:
             series = store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
-            points = json_bytes(_points(feature, series))
-            return points, capability_of_values(feature, _study(store, machine, program, feature, series))
+            points = _chart_json(_points(feature, series))
+            return points, capability_of_values(feature, _study(store, machine, program, feature, series)), None
         parts = store.part_count(machine=machine, program=program)
         since = (
             _series_since(store, machine, program, hit, version, parts) if hit is not None and hit.feature == feature else None
@@ -344,7 +369,7 @@ class FeatureCache:
         series = since if since is not None else store.measurement_series(machine, program, feature.signals, last=SERIES_MAX)
         if since is not None:
             self.extended += 1
-        points = json_bytes(_points(feature, series))
+        points = _chart_json(_points(feature, series))
         study = _appended(hit, feature, series, parts) if hit is not None and hit.feature == feature else None
         if study is None:
             study = _study(store, machine, program, feature, series)
@@ -356,7 +381,7 @@ class FeatureCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-        return points, capability
+        return points, capability, parts
 
 
 def _study(store: StoreReader, machine: str, program: str, feature: Feature, series: list[SeriesPoint]) -> Any:
@@ -448,8 +473,8 @@ def feature_answer(
     feature = _feature(site, program, name)
     if feature is None:
         return None
-    values, capability = cache.read(store, machine, program, feature)
-    body = _feature_body(store, view, machine, program, feature, None, capability)
+    values, capability, parts = cache.counted_read(store, machine, program, feature)
+    body = _feature_body(store, view, machine, program, feature, None, capability, parts)
     return json_bytes({**body, "values": orjson.Fragment(values)})
 
 
@@ -461,7 +486,10 @@ def _feature_body(
     feature: Feature,
     values: list[dict[str, Any]] | None,
     capability: CapabilityResult | None,
+    parts: int | None = None,
 ) -> dict[str, Any]:
+    """The feature page's answer; ``parts``: the machine/program's stored part count when the caller
+    has just counted them (on the core's thread: no part stored since), else counted here."""
     name = feature.name
     alerts = [stored_alert_row(a) for a in store.alert_data(machine=machine, program=program, feature=name, last=ALERTS_MAX)]
     forecast = view.get("forecast")
@@ -480,7 +508,7 @@ def _feature_body(
         "forecast": forecast,
         "capability": capability.as_dict() if capability is not None else None,
         "values": values,
-        "total_parts": store.part_count(machine=machine, program=program),
+        "total_parts": store.part_count(machine=machine, program=program) if parts is None else parts,
         "alerts": alerts,
         "evidence": evidence,
     }

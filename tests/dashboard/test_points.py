@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.codec import json_bytes, json_safe
-from monitor.dashboard.api import _points
+from monitor.dashboard.api import _chart_json, _points
 from monitor.model import AttributeFeature, AxisRef, Feature, PositionFeature, SizeFeature
 from monitor.store import SeriesPoint
 
@@ -76,6 +77,29 @@ def test_the_points_json_parses_to_the_points(rows: list[tuple[int, str, dict[st
     for feature in features:
         points = _points(feature, series)
         assert json.loads(json_bytes(points)) == _as_json_wrote(points) == json.loads(json.dumps(points, allow_nan=False))
+        assert _chart_json(points) == json_bytes(points)  # the very bytes
+
+
+def test_chart_json_writes_what_orjson_alone_would_write_otherwise_as_json_bytes() -> None:
+    """The chart's points go through orjson without json_bytes' options; a point holding what those
+    options (or its default) are for is written as json_bytes writes it, byte for byte."""
+    import numpy as np
+
+    point = {"part_number": 7, "value": 0.0125, "axes": {"x": -0.0, "y": 1e-7}, "end": "2026-01-05T06:00:00+00:00", "key": "k"}
+    odd: list[dict[Any, Any]] = [
+        {"when": T0},  # orjson alone would write RFC 3339, json_bytes writes str()
+        {"value": np.float64(0.5)},
+        {"n": np.int64(3)},
+        {1: "a key not text"},
+        {"part_number": 2**70},
+        {"key": "\ud800"},
+        {"value": _Reading(1.25)},
+        {"value": math.nan, "axes": {"x": math.inf}},
+    ]
+    for extra in odd:
+        points = [point, {**point, **extra}]
+        assert _chart_json(points) == json_bytes(points), extra
+    assert _chart_json([]) == b"[]"
 
 
 class _Reading(float):
