@@ -107,12 +107,18 @@ class Observation:
 
     @property
     def number(self) -> float | None:
-        """The value as a finite float, or None when it is missing, text or not finite."""
+        """The value as a finite float, or None when it is missing, text or not finite.
+
+        Never raises: an int beyond float range (a JSON replay line's ``10**400`` written out) is
+        not finite either."""
         v = self.value
         if isinstance(v, bool):
             return float(v)
         if isinstance(v, (int, float)):
-            f = float(v)
+            try:
+                f = float(v)
+            except OverflowError:
+                return None
             return f if math.isfinite(f) else None
         if isinstance(v, str):
             try:

@@ -27,7 +27,11 @@ Controllers are untidy, so the tracker also:
   numbers keep following the counter; every part that overlaps a gap's window (source clock) is
   incomplete;
 * keeps a probe value stamped far from the machine's clock (a controller writing the year 2999)
-  out of complete parts: it is placed at the machine's clock, and its part carries a note.
+  out of complete parts: it is placed at the machine's clock, and its part carries a note;
+* never takes a probe value that is no finite number (NaN, infinity, text) as a measurement: it is
+  counted (``non_numeric_probe_values``), logged (once per signal and hour of the machine's clock,
+  with how many came meanwhile), attributed like any result and noted on the part it belongs to,
+  whose value of that signal (written before or after it) is kept.
 
 Attribution of probe results does not depend on the order in which values arrive nor on a few
 milliseconds between the timestamps of values the controller wrote together (a server stamps each
@@ -53,6 +57,7 @@ import bisect
 import contextlib
 import heapq
 import itertools
+import logging
 import math
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -104,6 +109,11 @@ PART_ID_DISAGREES = "part_id_disagrees_with_time"
 SEVERAL_PART_IDS = "several_part_ids"
 """Flag: results written with more than one part id landed on this part (``part_id: label``)."""
 _FALSY = frozenset({"", "0", "0.0", "FALSE", "OFF", "NO", "UNAVAILABLE", "NOT_READY"})
+_NON_NUMERIC_LOG_EVERY = timedelta(hours=1)
+"""A probe that keeps writing garbage (a stuck macro, every part) is logged again at most this often
+(machine clock), with how many values came meanwhile: the counter and the parts' notes have them all."""
+
+_log = logging.getLogger(__name__)
 
 
 class ExecutionPhase:
@@ -212,6 +222,8 @@ class _OpenPart:
     gap: bool = False
     flags: dict[str, None] = field(default_factory=dict)
     part_ids: dict[str, None] = field(default_factory=dict)
+    non_numeric: int = 0
+    """Probe values of this part that were no finite number (noted; never measurements)."""
     doubtful: bool = False
     """A value of this part could not be placed in time (stamped far from the machine's clock)."""
     last_cut: float | None = None
@@ -334,6 +346,8 @@ class PartTracker:
             else None
         )
         self._doubtful: dict[int, str] = {}
+        self._non_numeric_logged: dict[str, tuple[datetime, int]] = {}
+        """Per probe signal: when a non-numeric value of it was last logged, and how many came since."""
         self._accounted_until: datetime | None = None
         """After a restart: data stamped before here went into parts already stored (a source that
         re-reads from there, or sends its current values, repeats it)."""
@@ -713,9 +727,10 @@ class PartTracker:
     def _result(self, obs: Observation) -> None:
         """Hold a probe result or part id until the part it belongs to is final (see the module doc)."""
         if obs.signal != PART_ID and obs.value is not None and obs.number is None:
-            # NaN, infinity or text from a probe is not a measurement: count it, keep what we had
+            # NaN, infinity or text from a probe is not a measurement: counted and logged here, then
+            # attributed like any result, so the part it belongs to says so (and keeps its value)
             self.counts["non_numeric_probe_values"] += 1
-            return
+            self._log_non_numeric(obs)
         if self._open is None and not self._has_execution and not self._pending and self._end_rule() != "program_end":
             self._ensure_part(obs.time)
         self._loose.append(obs)
@@ -723,6 +738,24 @@ class PartTracker:
             self._loose.sort(key=lambda o: o.time)
             del self._loose[0]
             self.counts["orphan_probe_values"] += 1
+
+    def _log_non_numeric(self, obs: Observation) -> None:
+        """One warning per signal, then at most one per ``_NON_NUMERIC_LOG_EVERY`` of the machine's clock."""
+        signal = obs.signal
+        last = self._non_numeric_logged.get(signal)
+        if last is not None and abs(obs.time - last[0]) < _NON_NUMERIC_LOG_EVERY:
+            self._non_numeric_logged[signal] = (last[0], last[1] + 1)
+            return
+        since = f"; {last[1]} more since {last[0].isoformat()}" if last is not None and last[1] else ""
+        _log.warning(
+            "%s: %s wrote %s at %s: not a measurement, noted on its part (tracking.non_numeric_probe_values)%s",
+            self.machine,
+            signal,
+            _shown(obs.value),
+            obs.time.isoformat(),
+            since,
+        )
+        self._non_numeric_logged[signal] = (obs.time, 0)
 
     def _spindle_load(self, obs: Observation) -> None:
         raw = obs.value
@@ -872,7 +905,8 @@ class PartTracker:
         next_end = following.end if following else None
         self._attribute(pending, next_start, next_end)
         if pending.phantom:
-            self.counts["results_of_earlier_part"] += len(pending.part.measurements) + len(pending.part.unavailable)
+            part = pending.part
+            self.counts["results_of_earlier_part"] += len(part.measurements) + len(part.unavailable) + part.non_numeric
             return []
         record = self._finish(pending)
         return [record] if record is not None else []
@@ -977,20 +1011,31 @@ class PartTracker:
                     by_rule += [o.signal for o in members if o.signal != PART_ID]
         self._loose = keep
         self._bounds = (max(hi, lo) if lo is not None else hi, max(natural, lo_natural) if lo_natural is not None else natural)
+        measured_at: dict[str, datetime] = {}
+        non_numeric: list[Observation] = []
         for obs in sorted(taken, key=lambda o: o.time):
             if obs.signal == PART_ID:
                 continue
             doubt = self._doubtful.pop(id(obs), None)
+            value = obs.number
+            if value is None and obs.value is not None:  # NaN, infinity, text: noted below, changes nothing
+                non_numeric.append(obs)
+                continue
             if doubt is not None:
                 part.doubtful = True
                 part.notes.append(doubt)
-            value = obs.number
             if value is None:
                 part.unavailable.add(obs.signal)
                 part.measurements.pop(obs.signal, None)
             else:
                 part.unavailable.discard(obs.signal)
                 part.measurements[obs.signal] = value
+                measured_at[obs.signal] = obs.time
+        for obs in non_numeric:
+            part.non_numeric += 1
+            at = measured_at.get(obs.signal)
+            kept = "no value" if at is None else "the value before it kept" if at <= obs.time else "the value after it kept"
+            _note_once(part, f"{obs.signal} wrote {_shown(obs.value)} at {obs.time.isoformat()}: not a measurement; {kept}")
         if by_rule:
             self.counts[ATTRIBUTED_BY_RULE] += len(by_rule)
             part.flags[ATTRIBUTED_BY_RULE] = None
@@ -1036,6 +1081,7 @@ class PartTracker:
             and pending.status is PartStatus.ABORTED
             and not part.measurements
             and not part.unavailable
+            and not part.non_numeric
             and not part.load_n
         ):
             self.counts["empty_windows"] += 1  # a window between part ends that held nothing: not a part
@@ -1089,6 +1135,15 @@ def _span(delta: timedelta) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
     return f"{seconds:.1f} s"
+
+
+def _shown(value: Value) -> str:
+    """A probe value that is no finite number, as a note or log line names it."""
+    if isinstance(value, float):
+        return "NaN" if value != value else "infinity" if value > 0 else "-infinity"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    return "a number beyond float range"  # an int too large for a float (a JSON replay's 1e400 written out)
 
 
 def _id_text(value: Value) -> str:

@@ -226,3 +226,52 @@ def test_values_far_outside_the_jitter_window_go_to_the_next_part() -> None:
     parts, _ = track([*obs, late, Observation("m1", "part.count", late.time + timedelta(seconds=30), 3.0)])
     assert parts[1].measurements["probe.hole1_x"] == truth(2)["probe.hole1_x"]
     assert parts[2].measurements == {"probe.hole1_x": 99.0}
+
+
+def _with_value(observations: list[Observation], part: int, signal: str, value: object) -> list[Observation]:
+    """``observations`` with part ``part``'s value of ``signal`` replaced by ``value`` (its timestamp kept)."""
+    old = truth(part)[signal]
+    return [Observation(o.machine, o.signal, o.time, value) if o.signal == signal and o.value == old else o for o in observations]  # type: ignore[arg-type]
+
+
+def _nan_notes(part: PartRecord) -> list[str]:
+    return [n for n in part.notes if "not a measurement" in n]
+
+
+@pytest.mark.parametrize("results", ["before_count", "after_count"])
+@pytest.mark.parametrize("garbage", [float("nan"), float("-inf"), "OVERFLOW", 10**400])
+def test_a_non_numeric_probe_value_is_noted_on_its_own_part_in_every_order(results: str, garbage: object) -> None:
+    """Part 3's hole1_x is garbage, stamped a few ms before or after the counter (every ordering of the
+    server's sampling, sent in order or reversed; written with the count or 1.5 s after it): part 3,
+    and only part 3, says so; it misses the value, its neighbours keep theirs; counted once."""
+    delay = 1.5 if results == "after_count" else 0.0
+    for i, keys in enumerate(itertools.permutations(TOGETHER)):
+        for reverse in (False, True):
+            server = Server(("spindle.load", "program.name", *keys), seed=i, send_reversed=reverse, results_delay_s=delay)
+            parts, tracker = track(_with_value(stream(server), 3, "probe.hole1_x", garbage), results=results)
+            assert [p.counter for p in parts] == [1, 2, 3, 4, 5]
+            assert [bool(_nan_notes(p)) for p in parts] == [False, False, True, False, False], [p.notes for p in parts]
+            (note,) = _nan_notes(parts[2])
+            assert note.startswith("probe.hole1_x wrote ") and note.endswith(": not a measurement; no value"), note
+            assert {"OVERFLOW": "'OVERFLOW'"}.get(str(garbage), "") in note
+            assert parts[2].status is PartStatus.INCOMPLETE and parts[2].missing == ("probe.hole1_x",)
+            assert parts[2].measurements == {k: v for k, v in truth(3).items() if k != "probe.hole1_x"}
+            others = [p for p in parts if p.counter != 3]
+            assert all(p.status is PartStatus.COMPLETE and p.measurements == truth(p.counter or 0) for p in others)
+            assert tracker.counts["non_numeric_probe_values"] == 1
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_a_non_numeric_probe_value_never_replaces_the_parts_value(after: bool) -> None:
+    """The macro writes hole1_x twice for part 3, 50 ms apart: a number and NaN (in either order). The
+    number is the measurement, the part stays complete and its note says which value was kept."""
+    base = stream(Server(ALL_KEYS, seed=3))
+    first = next(o for o in base if o.signal == "probe.hole1_x" and o.value == truth(3)["probe.hole1_x"])
+    nan = Observation("m1", "probe.hole1_x", first.time + timedelta(milliseconds=50 if after else -50), float("nan"))
+    at = base.index(first)
+    parts, tracker = track([*base[: at + 1], nan, *base[at + 1 :]] if after else [*base[:at], nan, *base[at:]])
+    assert_right(parts)
+    kept = "the value before it kept" if after else "the value after it kept"
+    assert _nan_notes(parts[2]) == [f"probe.hole1_x wrote NaN at {nan.time.isoformat()}: not a measurement; {kept}"]
+    assert not any(_nan_notes(p) for p in parts if p.counter != 3)
+    assert tracker.counts["non_numeric_probe_values"] == 1

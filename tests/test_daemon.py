@@ -31,7 +31,10 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
         json.dumps({"signal": "probe.hole1_dia", "time": "2026-03-02T06:00:00+00:00", "value": "NaN"}),
         json.dumps({"signal": "spindle.load", "time": "not a time", "value": 1}),
     ]
-    replay = write_jsonl(tmp_path / "m1.jsonl", batch(12, oot_at=9), bad)
+    # garbage written after part 4's and part 6's values, in time order: noted on those parts, their values kept
+    garbage = [obs(4 * 20.0 + 5.15, "probe.hole1_x", "NaN"), obs(6 * 20.0 + 5.25, "probe.hole1_y", 10**400)]
+    stream = sorted([*batch(12, oot_at=9), *garbage], key=lambda o: o.time)
+    replay = write_jsonl(tmp_path / "m1.jsonl", stream, bad)
     site = load_site(write_site(tmp_path, replay))
     async with running_daemon(site) as run:
         await run.parts(12)
@@ -43,8 +46,21 @@ async def test_daemon_stores_parts_and_raises_out_of_tolerance(tmp_path: Path) -
         assert all(p.status is PartStatus.COMPLETE for p in parts)
         oot = [a for a in store.alerts() if a.kind is AlertKind.OUT_OF_TOLERANCE]
         assert oot and oot[0].part_number == 9 and oot[0].feature == "hole1_dia"
+        noted = {p.part_number: [n for n in p.notes if "not a measurement" in n] for p in parts}
+        assert noted == {
+            n: {
+                4: ["probe.hole1_x wrote 'NaN' at 2026-03-02T06:01:25.150000+00:00: not a measurement; the value before it kept"],
+                6: [
+                    "probe.hole1_y wrote a number beyond float range at 2026-03-02T06:02:05.250000+00:00: "
+                    "not a measurement; the value before it kept"
+                ],
+            }.get(n, [])
+            for n in range(1, 13)
+        }
+        assert parts[3].measurements["probe.hole1_x"] == 25.002 and parts[5].measurements["probe.hole1_y"] == 39.999
     assert status["machines"]["m1"]["sources"][0]["counts"]["bad_lines"] == 2
-    assert status["machines"]["m1"]["tracking"]["non_numeric_probe_values"] == 1
+    # the NaN line out of time order (its part was final long before) is counted too
+    assert status["machines"]["m1"]["tracking"]["non_numeric_probe_values"] == 3
 
 
 async def test_a_full_batch_ends_the_gathering_and_a_stop_takes_what_waits(tmp_path: Path) -> None:

@@ -33,6 +33,36 @@ def test_new_observation_is_the_dataclass(machine: str, signal: str, ms: int, va
         fast.value = 1.0  # type: ignore[misc]
 
 
+@given(
+    st.one_of(
+        st.integers(),
+        st.integers(2**1023, 10**5000),
+        st.floats(),
+        st.booleans(),
+        st.text(max_size=12),
+        st.sampled_from(["1e400", "-1e400", "9" * 400, "nan", "Infinity", " 7 ", "0x10"]),
+    )
+)
+def test_number_is_a_finite_float_or_none_and_never_raises(value: object) -> None:
+    """An int beyond float range (``10**400`` on a JSON replay line) is not finite: None, no
+    OverflowError out of the tracker's hot path."""
+    obs = Observation("m1", "probe.x", datetime(2026, 1, 1, tzinfo=UTC), value)  # type: ignore[arg-type]
+    number = obs.number
+    assert number is None or (type(number) is float and math.isfinite(number))
+    if isinstance(value, int) and not isinstance(value, bool):
+        assert (number is None) == (abs(value) >= 2**1024 - 2**970)  # rounds past the largest float
+        if number is not None:
+            assert number == float(value)
+
+
+def test_number_of_an_int_beyond_float_range_is_none() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    assert Observation("m1", "probe.x", t, 10**400).number is None
+    assert Observation("m1", "probe.x", t, -(10**400)).number is None
+    assert Observation("m1", "probe.x", t, "1" + "0" * 400).number is None
+    assert Observation("m1", "probe.x", t, 10**300).number == 1e300
+
+
 _reading = st.one_of(st.none(), st.floats(), st.sampled_from([0.0, -0.0, 1.7e308, 25.0, 40.0]))
 
 

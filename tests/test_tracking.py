@@ -542,3 +542,40 @@ def test_replay_check_answers_as_one_that_hashes_every_fingerprint(size: int, st
             time = time.astimezone(_PLUS_ONE)
         assert fast.seen(signal, time, value) == plain.seen(signal, time, value)
         assert len(fast) == len(plain.order)
+
+
+def test_a_stuck_probe_is_logged_once_an_hour_and_noted_on_every_part(caplog: pytest.LogCaptureFixture) -> None:
+    """A macro that writes NaN into hole1_x on every part (a part a minute, for two hours): every part
+    says so and the counter has them all, but the log says it once, then once an hour with how many
+    came meanwhile; another signal is logged on its own."""
+    probe: dict[str, Value] = {"probe.hole1_dia": 10.001, "probe.hole1_x": float("nan"), "probe.hole1_y": 39.999}
+    stream = start()
+    for n in range(1, 121):
+        stream += cycle(60.0 * (n - 1), n, probe=probe)
+    stream += cycle(60.0 * 120, 121, probe={**probe, "probe.hole1_y": "ERR"})
+    with caplog.at_level("WARNING", logger="monitor.tracking"):
+        tracker = make(grace_s=2)
+        parts = run(tracker, stream)
+    assert len(parts) == 121 and tracker.counts["non_numeric_probe_values"] == 122
+    assert all(p.status is PartStatus.INCOMPLETE and "probe.hole1_x" in p.missing for p in parts)
+    assert all(sum("not a measurement; no value" in n for n in p.notes) == (2 if p.counter == 121 else 1) for p in parts)
+    lines = [r.getMessage() for r in caplog.records if r.name == "monitor.tracking"]
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("m1: probe.hole1_x wrote NaN at 2026-03-02T06:00:05.100000+00:00: not a measurement")
+    assert lines[1].startswith("m1: probe.hole1_x wrote NaN at 2026-03-02T07:00:05.100000+00:00") and "59 more since" in lines[1]
+    assert lines[2].startswith("m1: probe.hole1_x wrote NaN at 2026-03-02T08:00:05.100000+00:00") and "59 more since" in lines[2]
+    assert lines[3].startswith("m1: probe.hole1_y wrote 'ERR' at ") and "more since" not in lines[3]
+
+
+def test_a_window_that_held_only_a_non_numeric_probe_value_is_kept() -> None:
+    """No execution state: the window between part ends is a part; one cut short by a program change
+    is dropped when it held nothing, but not when it held a result that was garbage: it is recorded,
+    aborted, with its note (the only place that value is told)."""
+    tracker = make(grace_s=2)
+    stream = [obs(0, "program.name", "O1001"), obs(0, "part.count", 0), obs(10, "probe.hole1_x", float("inf"))]
+    stream += [obs(12, "program.name", "O2002"), obs(30, "part.count", 1)]
+    parts = run(tracker, stream)
+    (aborted,) = [p for p in parts if p.status is PartStatus.ABORTED]
+    assert aborted.program == "O1001" and aborted.measurements == {}
+    assert "probe.hole1_x wrote infinity at 2026-03-02T06:00:10+00:00: not a measurement; no value" in aborted.notes
+    assert tracker.counts["empty_windows"] == 0
