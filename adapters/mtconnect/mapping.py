@@ -8,6 +8,7 @@ variables), or the ToolLife type of a CuttingTool asset when the item is ``ASSET
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -110,8 +111,14 @@ def resolve(doc: DevicesDocument, device: str | None, signals: Mapping[str, str 
 def convert(signal: str, value: ObservedValue) -> float | str | None:
     """A stream value as an Observation value: numbers as floats, text kept for text signals.
 
+    NaN is None (UNAVAILABLE) except for a probe result, where it is what the probing macro wrote:
+    kept (as the one ``math.nan`` object, so a value read twice compares equal), so the tracker counts
+    it and notes it on its part instead of taking it for "the controller has no value".
+
     >>> convert("spindle.load", "12.5"), convert("program.name", "1234"), convert("part.count", None)
     (12.5, '1234', None)
+    >>> convert("spindle.load", "NaN"), convert("probe.hole1_x", "NaN") is math.nan
+    (None, True)
     """
     if value is None:
         return None
@@ -123,7 +130,9 @@ def convert(signal: str, value: ObservedValue) -> float | str | None:
         f = float(value)
     except ValueError:
         return value
-    return f if f == f else None
+    if f == f:
+        return f
+    return math.nan if signal.startswith("probe.") else None
 
 
 def condition_level(levels: Sequence[str | None]) -> str | None:

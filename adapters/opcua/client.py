@@ -127,7 +127,10 @@ def _to_value(raw: Any) -> Value:
     if isinstance(raw, bool):
         return 1.0 if raw else 0.0
     if isinstance(raw, int | float):
-        return float(raw)
+        f = float(raw)
+        # NaN as the one math.nan object: a value sent again (a reconnect's initial values) is then
+        # recognised as a repeat by the tracker (a NaN equals nothing but itself)
+        return f if f == f else math.nan
     if isinstance(raw, str):
         return raw
     if isinstance(raw, ua.LocalizedText):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Any
 
 import aiohttp
@@ -223,6 +224,24 @@ def test_a_common_page_is_read_in_one_pass_with_repeats_dropped() -> None:
         ("probe.hole1_x", 25.0031, 17),
         ("spindle.load", None, 18),
     ]
+
+
+def test_a_probe_result_that_is_no_number_is_passed_on_as_written() -> None:
+    """NaN from a probe is the macro's garbage, not UNAVAILABLE: kept (one ``math.nan`` object, so both
+    paths and a repeat compare equal) for the tracker to count and note; infinity, out-of-range and
+    text likewise; a load's NaN stays UNAVAILABLE. Both paths read the page alike."""
+    texts = ["nan", "NaN", "INF", "-1e400", "ERR", "UNAVAILABLE", "25.0031"]
+    obs = [
+        {"item": item, "text": text, "stamp": "2024-01-01T00:00:00.5Z", "step": 1, "extra": ""}
+        for item, text in [*(("vmc_hole1_x", t) for t in texts), ("vmc_load", "nan")]
+    ]
+    page = _page(obs, _NS, "1", 1, False)
+    assert _compare(page, 1)
+    plain = _adapter(1)._plain_page(page)
+    assert plain is not None
+    values = [o.value for o in plain.observations]
+    assert values[0] is math.nan and values[1] is math.nan
+    assert values[2:] == [math.inf, -math.inf, "ERR", None, 25.0031, None]
 
 
 def test_pages_of_other_shapes_take_the_general_path() -> None:

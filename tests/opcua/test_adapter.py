@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from asyncua import ua
+from asyncua.common.utils import Buffer
+from asyncua.ua.ua_binary import variant_from_binary, variant_to_binary
 from pydantic import ValidationError
 
 import adapters.opcua.addressing as addressing_mod
@@ -16,9 +20,10 @@ import adapters.opcua.session as session_mod
 import monitor.sim.opcua_server as simserver_mod
 from adapters.opcua.addressing import BrowsePathAddress, NodeAddress, parse_address
 from adapters.opcua.client import OpcUaAdapter, queue_size_warnings
-from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL
+from monitor.model import CONNECTION_SIGNAL, GAP_SIGNAL, Observation
 from monitor.plugins import adapter_factory
 from monitor.sim.opcua_server import SIM_APPLICATION_URI, OpcUaSimServer
+from monitor.tracking import PartTracker
 from tests.opcua.helpers import MACHINE, Collector, machine_config
 
 T0 = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)  # after the nodes' creation time
@@ -86,6 +91,22 @@ def test_backoff_grows_exponentially_with_jitter_and_cap() -> None:
     assert len({round(d / s, 6) for d, s in zip(delays, steps, strict=True)}) > 1  # jittered, not fixed
     again = OpcUaAdapter(cfg, seed=1)
     assert [again._backoff(a) for a in range(8)] == delays  # seeded: repeatable
+
+
+def test_decoded_nan_is_one_object_so_a_value_sent_again_is_a_repeat() -> None:
+    """Each decode of a Double NaN makes a new float, and a NaN equals nothing but itself: a probe's NaN
+    sent again (a reconnect's initial values) was counted and noted again. Decoded as the one
+    ``math.nan`` it is recognised as a repeat. The largest UInt64/Int64 are finite floats."""
+    wire = variant_to_binary(ua.Variant(float("nan"), ua.VariantType.Double))
+    first, again = (client_mod._to_value(variant_from_binary(Buffer(wire)).Value) for _ in range(2))
+    assert first is math.nan and again is math.nan
+    tracker = PartTracker("m1", {})
+    for value in (first, again):
+        tracker.update(Observation("m1", "probe.hole1_x", T0, value))
+    assert tracker.counts["non_numeric_probe_values"] == 1 and tracker.counts["duplicates"] == 1
+    for big, kind in ((2**64 - 1, ua.VariantType.UInt64), (-(2**63), ua.VariantType.Int64)):
+        raw = variant_from_binary(Buffer(variant_to_binary(ua.Variant(big, kind)))).Value
+        assert client_mod._to_value(raw) == float(big) and Observation("m1", "probe.x", T0, raw).number == float(big)
 
 
 async def test_values_arrive_with_source_timestamps(sim: OpcUaSimServer) -> None:

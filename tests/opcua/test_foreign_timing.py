@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,8 +51,11 @@ def machine(cnc: ForeignCnc, keys: list[str], **tracking: object) -> OpcUaMachin
     )
 
 
-async def run_batch(cnc: ForeignCnc, config: OpcUaMachine, first: int) -> list[PartRecord]:
-    """Connect the real adapter, let the server make PARTS parts, track what arrived."""
+async def run_batch(
+    cnc: ForeignCnc, config: OpcUaMachine, first: int, *, nan_at: int | None = None
+) -> tuple[list[PartRecord], PartTracker]:
+    """Connect the real adapter, let the server make PARTS parts, track what arrived (the probe
+    macro writing NaN into hole1_x for part ``nan_at``)."""
     adapter = OpcUaAdapter(config, seed=1)
     async with adapter:
         collector = Collector(adapter)
@@ -62,6 +66,8 @@ async def run_batch(cnc: ForeignCnc, config: OpcUaMachine, first: int) -> list[P
             together = [k for k in config.signals if k in ("part.count", "part.id", *PROBE_SIGNALS)]
             for n in range(first, first + PARTS):
                 values = truth(n)
+                if n == nan_at:
+                    values["probe.hole1_x"] = math.nan
                 await cnc.cycle(n, [values[s] for s in PROBE_SIGNALS], start, cycle_s=CYCLE_S, loads=(30.0 + n, 50.0 + n, 40.0))
                 start += timedelta(seconds=CYCLE_S)
                 # a real cycle lasts far longer than a publishing interval: the next part's values
@@ -79,11 +85,15 @@ async def run_batch(cnc: ForeignCnc, config: OpcUaMachine, first: int) -> list[P
         parts += tracker.update(obs)
     # the next part's end: what the daemon's clock would do once grace has run out
     parts += tracker.advance(T0 + timedelta(hours=first, seconds=CYCLE_S * PARTS + 30))
-    return parts
+    return parts, tracker
 
 
 def _has_all(expect: dict[str, float], items: list[Observation]) -> bool:
-    return all(any(o.signal == s and o.value == v for o in items) for s, v in expect.items())
+    return all(any(o.signal == s and _same(o.value, v) for o in items) for s, v in expect.items())
+
+
+def _same(value: object, want: float) -> bool:
+    return value == want or (want != want and isinstance(value, float) and value != value)
 
 
 def check(parts: list[PartRecord], first: int) -> None:
@@ -102,7 +112,7 @@ async def test_every_ordering_of_counter_and_probes_over_tcp() -> None:
         for i, order in enumerate(itertools.permutations(["part.count", *PROBE_SIGNALS])):
             keys = ["spindle.load", *order, "program.name"] if i % 2 else ["program.name", *order, "spindle.load"]
             first = 1 + i * PARTS
-            parts = await run_batch(cnc, machine(cnc, keys), first)
+            parts, _ = await run_batch(cnc, machine(cnc, keys), first)
             check(parts, first)
             probes_after_count = order.index("part.count") < 3
             assert all((ATTRIBUTED_BY_RULE in p.flags) == probes_after_count for p in parts)
@@ -120,7 +130,7 @@ async def test_every_ordering_of_counter_and_probes_over_tcp() -> None:
 )
 async def test_result_id_mapped_attributes_by_it_over_tcp(order: list[str]) -> None:
     async with ForeignCnc(seed=5) as cnc:
-        parts = await run_batch(cnc, machine(cnc, ["program.name", "spindle.load", *order]), 1)
+        parts, _ = await run_batch(cnc, machine(cnc, ["program.name", "spindle.load", *order]), 1)
         check(parts, 1)
         assert [p.part_id for p in parts] == [str(n) for n in range(1, PARTS + 1)]
         assert not any(p.flags for p in parts)
@@ -130,5 +140,21 @@ async def test_server_sampling_order_differs_from_ours() -> None:
     """The server samples in its own fixed order (results first), whatever the client's order."""
     async with ForeignCnc(seed=9) as cnc:
         cnc.order = [*PROBE_NODES, "Probe.ResultId", "PartCounter"]
-        parts = await run_batch(cnc, machine(cnc, ["part.count", "spindle.load", "program.name", *PROBE_SIGNALS]), 1)
+        parts, _ = await run_batch(cnc, machine(cnc, ["part.count", "spindle.load", "program.name", *PROBE_SIGNALS]), 1)
         check(parts, 1)  # with the default tracking settings
+
+
+@pytest.mark.parametrize("counter_first", [True, False])
+async def test_a_nan_probe_value_is_noted_on_its_own_part_over_tcp(counter_first: bool) -> None:
+    """The macro writes NaN into hole1_x for part 2, stamped a few ms after (or before) the counter:
+    part 2, and only part 2, says so and misses the value; the others are whole; counted once."""
+    order = ["part.count", *PROBE_SIGNALS] if counter_first else [*PROBE_SIGNALS, "part.count"]
+    async with ForeignCnc(seed=7) as cnc:
+        parts, tracker = await run_batch(cnc, machine(cnc, ["program.name", "spindle.load", *order]), 1, nan_at=2)
+    assert [p.counter for p in parts] == list(range(1, PARTS + 1))
+    noted = [[n for n in p.notes if "not a measurement" in n] for p in parts]
+    assert [bool(n) for n in noted] == [False, True, False, False], [p.notes for p in parts]
+    assert noted[1][0].startswith("probe.hole1_x wrote NaN at ") and noted[1][0].endswith(": not a measurement; no value")
+    assert parts[1].status is PartStatus.INCOMPLETE and parts[1].missing == ("probe.hole1_x",)
+    assert all(p.status is PartStatus.COMPLETE and p.measurements == truth(p.counter or 0) for p in parts if p.counter != 2)
+    assert tracker.counts["non_numeric_probe_values"] == 1
