@@ -793,9 +793,9 @@ class PartTracker:
         self._load = (now, load)
 
     def _tool_number(self, obs: Observation) -> None:
-        if obs.value is None:
-            return
         value = obs.number
+        if value is None and not isinstance(obs.value, str):
+            return  # UNAVAILABLE, or a NaN/infinity (an OPC UA Double): no tool, never a tool named "nan"
         tool = str(int(value)) if value is not None and value.is_integer() else str(obs.value)
         if tool == self._tool:
             return

@@ -299,6 +299,14 @@ def test_a_tool_loaded_again_starts_with_the_life_it_last_reported() -> None:
     assert again.tools[-1].life_start == 3.0  # remembered across a restart, with the context
 
 
+def test_a_tool_number_that_is_no_number_changes_no_tool() -> None:
+    """NaN or infinity as the tool number (a Double node) is no tool; a text tool number is one."""
+    stream = [*start(), obs(0, "execution", "ACTIVE"), obs(0.5, "tool.number", 12), obs(1, "tool.number", float("nan"))]
+    stream += [obs(1.5, "tool.number", float("inf")), obs(2, "tool.number", "T7"), obs(3, "part.count", 1)]
+    (part,) = run(make(grace_s=0), stream)
+    assert [t.tool for t in part.tools] == ["12", "T7"]
+
+
 def test_context_resumes_program_and_counter_after_restart() -> None:
     before = make(grace_s=0)
     run(before, [*start(), *cycle(0, 1), *cycle(20, 2)])
