@@ -200,8 +200,8 @@ class CapabilityCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
             try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(doc, f, default=str, separators=(",", ":"))
+                with os.fdopen(fd, "w") as f:  # dumps, not dump: json's C encoder (dump runs its Python one)
+                    f.write(json.dumps(doc, default=str, separators=(",", ":")))
                 os.replace(tmp, self.path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

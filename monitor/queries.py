@@ -276,7 +276,7 @@ def _group_capability(store: StoreReader, machine: str, program: str, config: Pr
     """The rows of one group (none when its parts measured nothing): loads the report's numbers
     (numpy) only when a group is computed."""
     from monitor.model import AttributeFeature
-    from monitor.report import stored_verdict
+    from monitor.report.stored import stored_verdict
 
     group: list[dict[str, Any]] = []
     for feature in config.feature_models():

@@ -20,28 +20,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monitor.config import Site
 from monitor.errors import MonitorError
-from monitor.report.data import (
-    AlertOutcome,
-    BatchReport,
-    FeatureReport,
-    FeatureValue,
-    ReportHeader,
-    ToolSummary,
-    build_report,
-    feature_capability,
-    judge,
-    stored_capability,
-    stored_values,
-    stored_verdict,
-    summary,
-)
-from monitor.store import StoreReader
 
 if TYPE_CHECKING:
+    from monitor.config import Site
+    from monitor.report.data import (
+        AlertOutcome,
+        BatchReport,
+        FeatureReport,
+        FeatureValue,
+        ReportHeader,
+        ToolSummary,
+        build_report,
+        feature_capability,
+        judge,
+        summary,
+    )
     from monitor.report.page import render_html
+    from monitor.report.stored import stored_capability, stored_values, stored_verdict
     from monitor.report.table import render_csv, render_measurements_csv
+    from monitor.store import StoreReader
 
 __all__ = [
     "AlertOutcome",
@@ -64,9 +62,17 @@ __all__ = [
 ]
 
 
+_STORED = frozenset({"stored_capability", "stored_values", "stored_verdict"})
+
+
 def __getattr__(name: str) -> Any:
-    """The renderers load with their modules when first asked for: a capability (``monitor parts
-    --capability``, the dashboard's feature page) needs :mod:`monitor.report.data` only."""
+    """Each name loads with its module when first asked for: a capability (``monitor parts
+    --capability``, the dashboard's feature page) needs :mod:`monitor.report.stored` only, not the
+    batch report's data (:mod:`monitor.report.data`) nor its HTML and CSV renderers."""
+    if name in _STORED:
+        from monitor.report import stored
+
+        return getattr(stored, name)
     if name == "render_html":
         from monitor.report.page import render_html
 
@@ -75,6 +81,10 @@ def __getattr__(name: str) -> Any:
         from monitor.report import table
 
         return getattr(table, name)
+    if name in __all__:
+        from monitor.report import data
+
+        return getattr(data, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -98,6 +108,7 @@ def write_report(
     ``header``: :class:`ReportHeader` fields that override the program file's ``report``. ``cell``
     (name, machines) reads one cell of a shared store (its machines from
     :func:`monitor.queries.cell_machines`); the report then names that cell as its site."""
+    from monitor.report.data import ReportHeader, build_report
     from monitor.report.page import render_html
     from monitor.report.table import render_csv, render_measurements_csv
 

@@ -144,3 +144,21 @@ def test_a_features_values_are_the_same_from_the_stores_rows_as_from_an_array() 
     assert feature_array(size, []).shape == (0,)
     with pytest.raises(ValueError):
         feature_array(position, [(1.0, 2.0), (1.0,), (1.0, 2.0, 3.0)])  # as many floats as 3 rows of 2
+
+
+def test_the_stores_rows_of_a_known_width_give_the_same_floats() -> None:
+    """stored_values takes the store's rows at the width it asked for (one column per signal) without
+    counting each row: the same floats as the general reading; a first row of another width is read
+    the general way (and rows of different widths refused as before)."""
+    from monitor.report.stored import _float_table, _store_table
+
+    rng = np.random.default_rng(11)
+    table = rng.normal(10.0, 0.01, size=(300, 2))
+    rows = [tuple(float(v) for v in row) for row in table]
+    singles = [(r[0],) for r in rows]
+    assert np.array_equal(_store_table(rows, 2), _float_table(rows)) and _store_table(rows, 2).shape == (300, 2)
+    assert np.array_equal(_store_table(singles, 1), table[:, :1]) and _store_table(singles, 1).shape == (300, 1)
+    assert np.array_equal(_store_table(rows, 1), _float_table(rows))  # not the width asked for: read as it is
+    assert _store_table([], 2).size == 0
+    with pytest.raises(ValueError):
+        _store_table([(1.0,), (1.0, 2.0)], 2)
