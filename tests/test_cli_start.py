@@ -107,3 +107,40 @@ def test_a_command_runs_in_an_application_of_that_command_alone_with_the_same_he
     version = app_for(["--version"])
     assert not typer.main.get_command(version).commands  # type: ignore[attr-defined]
     assert CliRunner().invoke(version, ["--version"]).output == CliRunner().invoke(app, ["--version"]).output
+
+
+_ALONE = """
+import contextlib, io, json, sys
+from monitor.cli import app_for
+args = sys.argv[1:]
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+    app_for(args)(args, prog_name="monitor")
+print(json.dumps({"out": out.getvalue(), "loaded": sorted(m for m in sys.modules if m.startswith("monitor.cli."))}))
+"""
+
+
+def test_a_command_loads_the_module_that_registers_it_alone() -> None:
+    """`monitor parts ...` imports monitor.cli.core, not the thirteen other command modules; the
+    name-to-module table agrees with what the modules register."""
+    from monitor.cli import _MODULE_OF, _command_name, _group_name, app
+
+    registered = {_command_name(c): c.callback.__module__ for c in app.registered_commands if c.callback}
+    for group in app.registered_groups:
+        assert group.typer_instance is not None
+        modules = {c.callback.__module__ for c in group.typer_instance.registered_commands if c.callback}
+        assert len(modules) == 1, modules
+        registered[_group_name(group)] = modules.pop()
+    assert registered == _MODULE_OF
+
+    root = Path(__file__).resolve().parents[1]
+    for args, alone in (
+        (["parts", "--help"], {"monitor.cli.core"}),
+        (["store", "copy", "--help"], {"monitor.cli.store"}),
+        (["--version"], set()),
+        (["--help"], set(_MODULE_OF.values())),
+    ):
+        done = subprocess.run([sys.executable, "-c", _ALONE, *args], cwd=root, capture_output=True, text=True, check=True)
+        result = json.loads(done.stdout.splitlines()[-1])
+        shared = {"monitor.cli.core"} if alone - {"monitor.cli.core"} else set()  # the options other modules import
+        assert set(result["loaded"]) - shared == {"monitor.cli._app", *alone} - shared, args
+        assert result["out"], args
