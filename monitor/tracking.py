@@ -748,7 +748,7 @@ class PartTracker:
             return
         since = f"; {last[1]} more since {last[0].isoformat()}" if last is not None and last[1] else ""
         _log.warning(
-            "%s: %s wrote %s at %s: not a measurement, noted on its part (tracking.non_numeric_probe_values)%s",
+            "%s: %s wrote %s at %s: not a measurement; attributed like any result and noted on its part (tracking.non_numeric_probe_values)%s",
             self.machine,
             signal,
             _shown(obs.value),
@@ -1034,7 +1034,12 @@ class PartTracker:
         for obs in non_numeric:
             part.non_numeric += 1
             at = measured_at.get(obs.signal)
-            kept = "no value" if at is None else "the value before it kept" if at <= obs.time else "the value after it kept"
+            if obs.signal not in part.measurements:  # none, or the value was followed by UNAVAILABLE
+                kept = "no value"
+            elif at is not None and at > obs.time:
+                kept = "the value after it kept"
+            else:
+                kept = "the value before it kept"
             _note_once(part, f"{obs.signal} wrote {_shown(obs.value)} at {obs.time.isoformat()}: not a measurement; {kept}")
         if by_rule:
             self.counts[ATTRIBUTED_BY_RULE] += len(by_rule)

@@ -275,3 +275,20 @@ def test_a_non_numeric_probe_value_never_replaces_the_parts_value(after: bool) -
     assert _nan_notes(parts[2]) == [f"probe.hole1_x wrote NaN at {nan.time.isoformat()}: not a measurement; {kept}"]
     assert not any(_nan_notes(p) for p in parts if p.counter != 3)
     assert tracker.counts["non_numeric_probe_values"] == 1
+
+
+@pytest.mark.parametrize("nan_first", [False, True])
+def test_a_non_numeric_value_next_to_an_unavailable_one_says_no_value(nan_first: bool) -> None:
+    """Part 3's hole1_x: a number, then NaN and UNAVAILABLE 50 ms apart (either order). The UNAVAILABLE
+    leaves the part without the value, so the NaN's note must say so (not that a value was kept)."""
+    base = stream(Server(ALL_KEYS, seed=3))
+    first = next(o for o in base if o.signal == "probe.hole1_x" and o.value == truth(3)["probe.hole1_x"])
+    at = base.index(first)
+    nan_ms, gone_ms = (50, 100) if nan_first else (100, 50)
+    nan = Observation("m1", "probe.hole1_x", first.time + timedelta(milliseconds=nan_ms), float("nan"))
+    gone = Observation("m1", "probe.hole1_x", first.time + timedelta(milliseconds=gone_ms), None)
+    extra = [nan, gone] if nan_first else [gone, nan]
+    parts, tracker = track([*base[: at + 1], *extra, *base[at + 1 :]])
+    assert parts[2].status is PartStatus.INCOMPLETE and "probe.hole1_x" not in parts[2].measurements
+    assert _nan_notes(parts[2]) == [f"probe.hole1_x wrote NaN at {nan.time.isoformat()}: not a measurement; no value"]
+    assert tracker.counts["non_numeric_probe_values"] == 1

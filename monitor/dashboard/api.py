@@ -28,9 +28,8 @@ from monitor.dashboard.floor import floor_cards
 from monitor.errors import ActionError, MonitorError, NotAllowed
 from monitor.model import AlertState, AttributeFeature, PositionFeature, Severity, SizeFeature
 from monitor.queries import action_row, alert_row, cell_machines, plant_rows, stored_alert_row, stored_part_rows
-from monitor.report import stored_capability, stored_values
 from monitor.report.compare import feature_parts
-from monitor.report.data import capability_of_values, feature_array
+from monitor.report.stored import capability_of_values, feature_array, stored_capability, stored_values
 from monitor.users import PERMISSIONS, User, user_for_token
 
 if TYPE_CHECKING:
