@@ -748,7 +748,7 @@ class PartTracker:
             return
         since = f"; {last[1]} more since {last[0].isoformat()}" if last is not None and last[1] else ""
         _log.warning(
-            "%s: %s wrote %s at %s: not a measurement; attributed like any result and noted on its part (tracking.non_numeric_probe_values)%s",
+            "%s: %s wrote %s at %s: not a measurement, attributed like any result and noted on its part%s",
             self.machine,
             signal,
             _shown(obs.value),

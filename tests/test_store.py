@@ -86,8 +86,8 @@ def test_a_part_with_nan_and_infinite_measurements_is_stored_whole_and_read_back
     the store's API takes what a part carries, from whatever calls it): stored in one piece with every
     value as measured, found by its part id, and the other parts' ids still found. SQLite refused it
     ('malformed JSON': the index on the part id read it from the record's JSON, which writes NaN as
-    json does), and with it any later part id lookup. The series leave NaN out (a REAL column cannot
-    hold it) or keep it (PostgreSQL): a chart's points and a capability skip it either way."""
+    json does), and with it any later part id lookup. Both backends' rows leave NaN out (a SQLite REAL
+    column cannot hold it), so a chart and a capability read the same from either."""
     odd = replace(
         part(2),
         measurements={"probe.hole1_dia": math.nan, "probe.hole1_x": math.inf, "probe.hole1_y": -math.inf},
@@ -107,7 +107,7 @@ def test_a_part_with_nan_and_infinite_measurements_is_stored_whole_and_read_back
         assert [p.part_number for p in store.parts_with_id("S-3", machine="m1")] == [3]
         assert store.has_part_ids(machine="m1", program="O1001")
         assert store.integrity_problems() == []
-        dia = [v for (v,) in store.feature_values("m1", "O1001", ["probe.hole1_dia"]) if not math.isnan(v)]
+        dia = [v for (v,) in store.feature_values("m1", "O1001", ["probe.hole1_dia"])]  # no NaN row in either backend
         assert dia == [part(1).measurements["probe.hole1_dia"], part(3).measurements["probe.hole1_dia"]]
         series = store.measurement_series("m1", "O1001", ["probe.hole1_x"])
         assert [(p.part_number, p.values["probe.hole1_x"]) for p in series] == [(1, 25.0), (2, math.inf), (3, 25.0)]
@@ -142,6 +142,25 @@ def test_a_store_of_schema_8_keeps_its_part_ids_read_as_it_is_and_migrated(tmp_p
         (4, "S-4"),
     ]
     db.close()
+
+
+def test_migration_9_runs_again_on_a_store_holding_a_nan_part(tmp_path: Path) -> None:
+    """A store whose version was set back to 8 after a part with NaN was stored (its record is no JSON
+    to SQLite): migration 9 runs again without reading that record, the store opens, every id is kept,
+    and nothing reads as torn."""
+    path = tmp_path / "again.db"
+    with SqliteStore(path) as store:
+        store.record_part(replace(part(1), part_id="S-1"))
+        store.record_part(replace(part(2), measurements={"probe.hole1_dia": math.nan, "probe.hole1_x": 25.0}, part_id="S-2"))
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 8")
+    db.commit()
+    db.close()
+    with SqliteStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [p.part_number for p in store.parts_with_id("S-2")] == [2]
+        assert [p.part_number for p in store.parts_with_id("S-1")] == [1]
+        assert store.integrity_problems() == []
 
 
 def test_filters_and_next_part_numbers(backend: Backend) -> None:

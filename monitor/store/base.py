@@ -35,7 +35,23 @@ from monitor.codec import alert_from_dict, part_from_dict
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
 
-__all__ = ["DecodedReads", "SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader"]
+__all__ = ["DecodedReads", "SeriesPoint", "StateDelta", "StateWrite", "Store", "StoreReader", "row_measurements", "torn"]
+
+
+def row_measurements(measurements: dict[str, float]) -> dict[str, float]:
+    """The measurements a part's measurement and series rows hold, in both backends: all but NaN (a
+    SQLite REAL column cannot hold it: it binds NaN as NULL). The part's record keeps every value as
+    measured (its JSON writes NaN as json does); a chart and a capability leave NaN out anyway, so
+    the answers are the same whichever backend stored the part, and after ``monitor store copy``."""
+    if all(v == v for v in measurements.values()):
+        return measurements
+    return {s: v for s, v in measurements.items() if v == v}
+
+
+def torn(record_measurements: dict[str, float], stored_rows: int) -> bool:
+    """Whether a part's stored measurement rows disagree with its record (what a crash could tear).
+    A PostgreSQL store written before schema 9 kept NaN rows too: either count is whole."""
+    return stored_rows not in (len(row_measurements(record_measurements)), len(record_measurements))
 
 
 class StateDelta(NamedTuple):

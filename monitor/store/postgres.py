@@ -59,7 +59,7 @@ from monitor.inspection.model import (
     result_to_dict,
 )
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
-from monitor.store.base import DecodedReads, SeriesPoint, StateDelta, StateWrite
+from monitor.store.base import DecodedReads, SeriesPoint, StateDelta, StateWrite, row_measurements, torn
 
 if TYPE_CHECKING:
     import psycopg
@@ -551,18 +551,19 @@ class PostgresStore(DecodedReads):
             )
             if cur.rowcount == 0:
                 return False
+            measurements = row_measurements(part.measurements)  # NaN: kept in the part's record only
             with db.cursor() as c:
                 c.executemany(
                     "INSERT INTO measurements (part_key, signal, value) VALUES (%s, %s, %s)",
-                    [(part.key, s, v) for s, v in part.measurements.items()],
+                    [(part.key, s, v) for s, v in measurements.items()],
                 )
-                if part.status is PartStatus.COMPLETE and part.measurements:
+                if part.status is PartStatus.COMPLETE and measurements:
                     c.executemany(
                         'INSERT INTO series (machine, program, signal, "end", key, part_number, value)'
                         " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         [
                             (part.machine, part.program, s, part.end, part.key, part.part_number, v)
-                            for s, v in part.measurements.items()
+                            for s, v in measurements.items()
                         ],
                     )
             self._write_alerts(db, alerts)
@@ -968,9 +969,9 @@ class PostgresStore(DecodedReads):
         )
         problems = []
         for key, data, n in rows:
-            expected = len(json.loads(data)["measurements"])
-            if expected != n:
-                problems.append(f"part {key}: {n} measurements stored, {expected} in the record")
+            record = json.loads(data)["measurements"]
+            if torn(record, n):
+                problems.append(f"part {key}: {n} measurements stored, {len(row_measurements(record))} in the record")
         return problems
 
     # ----------------------------------------------------------------- inspection results

@@ -47,7 +47,7 @@ from monitor.inspection.model import (
     result_to_dict,
 )
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
-from monitor.store.base import DecodedReads, SeriesPoint, StateDelta, StateWrite
+from monitor.store.base import DecodedReads, SeriesPoint, StateDelta, StateWrite, row_measurements, torn
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "store_error"]
 
@@ -261,10 +261,12 @@ MIGRATIONS: list[str] = [
     # of an index on json_extract(data, '$.part_id'): SQLite's JSON functions refuse the text json
     # writes for NaN and infinities, so a part with such a measurement could not be stored (the index
     # evaluates the expression on every insert: "malformed JSON"). Ids stored before are copied. May
-    # run again (a store whose version was set back): the column, if there, is not added twice.
+    # run again (a store whose version was set back): the column, if there, is not added twice, and a
+    # record SQLite cannot read as JSON (one with NaN, stored since) is skipped: its id is in the column.
     """
     ALTER TABLE parts ADD COLUMN part_id TEXT;
-    UPDATE parts SET part_id = json_extract(data, '$.part_id') WHERE json_extract(data, '$.part_id') IS NOT NULL;
+    UPDATE parts SET part_id = CASE WHEN json_valid(data) THEN json_extract(data, '$.part_id') END
+        WHERE part_id IS NULL AND (CASE WHEN json_valid(data) THEN json_extract(data, '$.part_id') END) IS NOT NULL;
     DROP INDEX IF EXISTS parts_by_part_id;
     CREATE INDEX parts_by_part_id ON parts (part_id);
     """,
@@ -481,9 +483,7 @@ class SqliteStore(DecodedReads):
         )
         if cur.rowcount == 0:
             return False
-        measurements = part.measurements
-        if any(v != v for v in measurements.values()):  # NaN: kept in the part's record only (see _numbers)
-            measurements = _numbers(measurements)
+        measurements = row_measurements(part.measurements)  # NaN: kept in the part's record only
         self._db.executemany(
             "INSERT INTO measurements (part_key, signal, value) VALUES (?, ?, ?)",
             [(part.key, s, v) for s, v in measurements.items()],
@@ -1165,9 +1165,9 @@ class SqliteStore(DecodedReads):
         if check != "ok":
             problems.append(f"sqlite integrity_check: {check}")
         for key, data, n in rows:
-            expected = len(_numbers(loads(data)["measurements"]))
-            if expected != n:
-                problems.append(f"part {key}: {n} measurements stored, {expected} in the record")
+            record = loads(data)["measurements"]
+            if torn(record, n):
+                problems.append(f"part {key}: {n} measurements stored, {len(row_measurements(record))} in the record")
         return problems
 
 
@@ -1223,14 +1223,6 @@ def store_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
     else:
         hint = "check the path, permissions and disk space"
     return StoreError(f"{what}: {exc}; {hint}", retryable=primary in _RETRYABLE)
-
-
-def _numbers(measurements: dict[str, float]) -> dict[str, float]:
-    """The measurements a part's measurement and series rows hold: all but NaN, which a REAL column
-    cannot hold (SQLite binds it as NULL). The part's record keeps every value as it was measured
-    (its JSON writes NaN as json does); a chart and a capability leave NaN out anyway, so they read
-    the same either way (infinities are stored as they are)."""
-    return {s: v for s, v in measurements.items() if v == v}
 
 
 def _folded(state: dict[str, Any], changes: list[str]) -> dict[str, Any]:
