@@ -57,7 +57,7 @@ from monitor.report.sources import (
     measurements,
     source_report,
 )
-from monitor.report.stored import capability_of_values, feature_array, stored_capability, stored_values, stored_verdict
+from monitor.report.stored import capability_of_values
 from monitor.report.verdict import Verdict, worst
 from monitor.store import StoreReader
 
@@ -71,14 +71,9 @@ __all__ = [
     "ToolSummary",
     "batch_actions",
     "build_report",
-    "capability_of_values",
-    "feature_array",
     "feature_capability",
     "judge",
     "part_dispositions",
-    "stored_capability",
-    "stored_values",
-    "stored_verdict",
     "summary",
     "when_text",
 ]

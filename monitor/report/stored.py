@@ -66,17 +66,16 @@ def feature_array(feature: Feature, rows: Sequence[Sequence[float]] | np.ndarray
 
 
 def _float_table(rows: Sequence[Sequence[float]] | np.ndarray) -> Any:
-    """``rows`` as a 2-D float array. The store's rows are tuples: one pass over their flattened
-    values (``np.fromiter``) instead of ``np.asarray``, which inspects each tuple as a sequence
-    (0.30 against 0.68 us per row of one value, 0.25 against 0.32 of two, the check that the rows
-    are of one width included; ~300,000 rows for a 100,000-part capability). Same floats."""
+    """``rows`` as a 2-D float array. The store's rows are tuples: one pass over their values
+    (:func:`_packed`) instead of ``np.asarray``, which inspects each tuple as a sequence (0.30
+    against 0.68 us per row of one value, 0.25 against 0.32 of two, the check that the rows are of
+    one width included; ~300,000 rows for a 100,000-part capability). Same floats."""
     if isinstance(rows, np.ndarray) or not rows:
         return np.asarray(rows, dtype=float)
     widths = set(map(len, rows))
     if len(widths) != 1:  # not one width: numpy refuses it, as before
         return np.asarray(rows, dtype=float)
-    width = widths.pop()
-    return np.fromiter(chain.from_iterable(rows), dtype=float, count=len(rows) * width).reshape(len(rows), width)
+    return _packed(rows, widths.pop())
 
 
 def _store_table(rows: Sequence[Sequence[float]], width: int) -> Any:
@@ -86,9 +85,14 @@ def _store_table(rows: Sequence[Sequence[float]], width: int) -> Any:
     row of another width goes the general way. Same floats."""
     if not rows or len(rows[0]) != width:
         return _float_table(rows)
-    if width == 1:  # a size: each row's one value (itemgetter: a third less than flattening the rows)
-        return np.fromiter(map(itemgetter(0), rows), dtype=float, count=len(rows)).reshape(len(rows), 1)
-    return np.fromiter(chain.from_iterable(rows), dtype=float, count=len(rows) * width).reshape(len(rows), width)
+    return _packed(rows, width)
+
+
+def _packed(rows: Sequence[Sequence[float]], width: int) -> Any:
+    """Rows of ``width`` values each as a (rows, width) float array, in one pass over the values
+    (one row of one value: itemgetter, a third less than flattening the rows)."""
+    values = map(itemgetter(0), rows) if width == 1 else chain.from_iterable(rows)
+    return np.fromiter(values, dtype=float, count=len(rows) * width).reshape(len(rows), width)
 
 
 def stored_verdict(

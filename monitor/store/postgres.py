@@ -281,8 +281,9 @@ MIGRATIONS: list[str] = [
         ON CONFLICT (machine, program) DO NOTHING;
     """,
     # 9: SQLite's parts get a part_id column in place of an index on json_extract (which refused a
-    # part whose JSON holds NaN or an infinity); PostgreSQL's have had theirs since migration 3, and
-    # keep NaN and infinities in DOUBLE PRECISION: nothing to do, the versions stay the same in both
+    # part whose JSON holds NaN or an infinity); PostgreSQL's have had theirs since migration 3:
+    # nothing to do, the versions stay the same in both. (Since 9 both leave NaN out of the
+    # measurement and series rows, store.base.row_measurements; NaN rows written before are kept.)
     "",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

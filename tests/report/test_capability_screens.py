@@ -131,7 +131,7 @@ def test_a_features_values_are_the_same_from_the_stores_rows_as_from_an_array() 
     """feature_array reads the store's rows (tuples, one per part) in one pass; the floats are those
     of the same table as an array, and rows of different widths are refused as before."""
     from monitor.model import AxisRef, PositionFeature, SizeFeature
-    from monitor.report.data import feature_array
+    from monitor.report.stored import feature_array
 
     rng = np.random.default_rng(7)
     table = rng.normal(0.0, 0.01, size=(500, 2)) + np.array([10.0, 20.0])
