@@ -14,8 +14,8 @@ Controllers are untidy, so the tracker also:
 * re-orders observations from two sources of one machine whose clocks differ by up to
   ``max_skew_s`` (a small buffer released by time), after shifting each signal by its source's
   ``clock_offset_s``;
-* drops observations replayed after a reconnect: an exact repeat (signal, time, value) of one of
-  the last few thousand observations, or of a signal's latest value however old (what a source
+* drops observations replayed after a reconnect: an exact repeat (signal, time, value; a NaN
+  repeats a NaN) of one of the last few thousand observations, or of a signal's latest value however old (what a source
   sends again when it reconnects), in bounded memory with O(1) work per observation;
 * treats a part counter that goes down (controller restart, counter reset to 0) as a new baseline,
   never as a part;
@@ -31,7 +31,8 @@ Controllers are untidy, so the tracker also:
 * never takes a probe value that is no finite number (NaN, infinity, text) as a measurement: it is
   counted (``non_numeric_probe_values``), logged (once per signal and hour of the machine's clock,
   with how many came meanwhile), attributed like any result and noted on the part it belongs to,
-  whose value of that signal (written before or after it) is kept.
+  whose value of that signal (written before or after it) is kept; stamped far from the machine's
+  clock, it is noted as such but leaves its part complete (no measurement came from that clock).
 
 Attribution of probe results does not depend on the order in which values arrive nor on a few
 milliseconds between the timestamps of values the controller wrote together (a server stamps each
@@ -181,6 +182,8 @@ class _RecentObservations:
         return len(self._order)
 
     def seen(self, signal: str, time: datetime, value: Value) -> bool:
+        if value != value:  # NaN: each parse is its own object, unequal, hashed by identity
+            value = math.nan  # one object for every NaN, so a NaN sent again is recognised like any value
         fingerprint = (signal, time, value)
         order = self._order
         newest = self._newest.get(signal) if value is not None else None
@@ -1020,6 +1023,8 @@ class PartTracker:
             value = obs.number
             if value is None and obs.value is not None:  # NaN, infinity, text: noted below, changes nothing
                 non_numeric.append(obs)
+                if doubt is not None:  # its clock is told; the part stays as sure as its values are
+                    part.notes.append(doubt)
                 continue
             if doubt is not None:
                 part.doubtful = True

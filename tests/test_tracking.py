@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -511,7 +513,7 @@ class _EveryFingerprintHashed:
         self.latest: dict[str, tuple[str, datetime, Value]] = {}
 
     def seen(self, signal: str, time: datetime, value: Value) -> bool:
-        fingerprint = (signal, time, value)
+        fingerprint = (signal, time, _NAN if value != value else value)  # every NaN is one value
         if fingerprint in self.present or self.latest.get(signal) == fingerprint:
             return True
         self.latest[signal] = fingerprint
@@ -522,7 +524,7 @@ class _EveryFingerprintHashed:
         return False
 
 
-_NAN = float("nan")  # one object: equal to itself only as the same object, as in a real repeat
+_NAN = float("nan")  # one object, and st.builds(float, "nan") a new one each time (as a JSON replay parses)
 _PLUS_ONE = timezone(timedelta(hours=1))
 
 
@@ -534,7 +536,7 @@ _PLUS_ONE = timezone(timedelta(hours=1))
             st.sampled_from(["spindle.load", "execution", "probe.hole1_x"]),
             st.integers(0, 12),
             st.booleans(),
-            st.sampled_from([1.0, 2.0, 2, "ACTIVE", None, _NAN]),
+            st.one_of(st.sampled_from([1.0, 2.0, 2, "ACTIVE", None, _NAN]), st.builds(float, st.just("nan"))),
         ),
         max_size=60,
     ),
@@ -573,6 +575,40 @@ def test_a_stuck_probe_is_logged_once_an_hour_and_noted_on_every_part(caplog: py
     assert lines[1].startswith("m1: probe.hole1_x wrote NaN at 2026-03-02T07:00:05.100000+00:00") and "59 more since" in lines[1]
     assert lines[2].startswith("m1: probe.hole1_x wrote NaN at 2026-03-02T08:00:05.100000+00:00") and "59 more since" in lines[2]
     assert lines[3].startswith("m1: probe.hole1_y wrote 'ERR' at ") and "more since" not in lines[3]
+
+
+def test_a_nan_sent_again_is_a_replay_like_any_value() -> None:
+    """A JSON replay (or a republishing server) parses a NaN it sends again into a new float object:
+    unequal to the first and hashed by identity. It is still the same observation: dropped as a
+    duplicate, counted and noted once."""
+    stream = start() + cycle(0, 1, probe={"probe.hole1_dia": 10.001, "probe.hole1_x": float("nan"), "probe.hole1_y": 39.999})
+    (nan,) = [o for o in stream if o.signal == "probe.hole1_x"]
+    again = json.loads(json.dumps({"v": nan.value}))["v"]
+    assert again is not nan.value and again != nan.value
+    stream.insert(stream.index(nan) + 2, replace(nan, value=again))
+    stream += cycle(20, 2)
+    tracker = make(grace_s=2)
+    parts = run(tracker, stream)
+    assert tracker.counts["duplicates"] == 1 and tracker.counts["non_numeric_probe_values"] == 1
+    assert sum("wrote NaN" in n for n in parts[0].notes) == 1 and parts[0].status is PartStatus.INCOMPLETE
+
+
+def test_a_non_numeric_probe_value_off_the_machines_clock_is_told_and_leaves_its_part_complete() -> None:
+    """A macro with a broken clock writes ERR stamped in 2999 after a good value: it is placed at the
+    machine's clock like any probe value and its part says so twice (the clock, the value), but the
+    part keeps its measured value and stays complete: nothing it measured came from that clock."""
+    c = cycle(20, 2)
+    odd = Observation("m1", "probe.hole1_x", datetime(2999, 1, 1, tzinfo=UTC), "ERR")
+    c.insert(c.index(next(o for o in c if o.signal == "probe.hole1_y")) + 1, odd)
+    tracker = make(grace_s=1, max_skew_s=5)
+    parts = run(tracker, [*start(), *cycle(0, 1), *c, *cycle(40, 3)])
+    assert [(p.counter, p.status) for p in parts] == [(n, PartStatus.COMPLETE) for n in (1, 2, 3)]
+    assert parts[1].measurements["probe.hole1_x"] == 25.002
+    assert any("2999-01-01" in n and "machine's clock" in n for n in parts[1].notes)
+    # placed at the machine's clock (the last controller value), which is before the probing
+    assert any("wrote 'ERR'" in n and "the value after it kept" in n for n in parts[1].notes)
+    assert not any("2999" in n for p in (parts[0], parts[2]) for n in p.notes)
+    assert tracker.counts["probe_values_off_clock"] == 1 and tracker.counts["non_numeric_probe_values"] == 1
 
 
 def test_a_window_that_held_only_a_non_numeric_probe_value_is_kept() -> None:
