@@ -141,15 +141,15 @@ _ADVICE_CLAUSES = ("suggest ", "mean still near nominal")
 def _action(
     level: ConditionState,
     part: int,
-    changes: list[OffsetChange],
+    apply: str,
     forecast: Mapping[str, Any],
     quiet: int,
     recover_after: int,
     active: Mapping[AlertKind, Signal | None],
     unsettled: Unsettled | None = None,
 ) -> str:
-    """The one thing to do now, in a machinist's words."""
-    apply = advice_text(changes)
+    """The one thing to do now, in a machinist's words (``apply``: the advice's
+    :func:`~monitor.registers.advice_text`, "" when there is none)."""
     if level is ConditionState.OK:
         return f"none: back to ok after {recover_after} parts without a signal"
     if level is ConditionState.OUT_OF_TOLERANCE:
@@ -518,6 +518,11 @@ class DriftEngine:
     def registers(self, machine: str, program: str, feature: str, tool: str | None = None) -> dict[str, Register]:
         """The register correcting each axis of ``feature`` on ``machine`` ("value" for a size); ``tool``
         is the tool that last cut (used when the program file names none; never the probe)."""
+        return dict(self._registers_of(machine, program, feature, tool))
+
+    def _registers_of(self, machine: str, program: str, feature: str, tool: str | None) -> Mapping[str, Register]:
+        """:meth:`registers` itself, not a copy: for the engine's own reads (advice and sharing ask
+        for them with every part of an open condition); never changed by the caller."""
         if tool is not None and tool in self._probes.get(machine, frozenset()):
             tool = None
         kind = self._kinds.get(machine, "mill")
@@ -528,7 +533,7 @@ class DriftEngine:
             if len(self._registers) >= _MAX_REGISTER_KEYS:
                 self._registers.clear()
             self._registers[key] = found
-        return dict(found)
+        return found
 
     def _words(
         self,
@@ -543,7 +548,7 @@ class DriftEngine:
     ) -> tuple[str, dict[str, Any]]:
         """The condition's message and evidence on this part: the strongest signal's words, then the
         advice for now in the machine's registers."""
-        registers = self.registers(part.machine, part.program, plan.feature.name, watch.tool)
+        registers = self._registers_of(part.machine, part.program, plan.feature.name, watch.tool)
         deviations = {o.axis: o.deviation for o in ev.offsets}
         if level is ConditionState.OUT_OF_TOLERANCE and not deviations:
             deviations = {a: e.deviation for a, e in ev.axes.items()}
@@ -554,10 +559,11 @@ class DriftEngine:
         forecast = signals_ev.get(str(AlertKind.FORECAST), {})
         parts_left = 0 if level is ConditionState.OUT_OF_TOLERANCE else forecast.get("parts_to_breach")
         quiet = entry.quiet if entry else 0
-        action = _action(level, part.part_number, changes, forecast, quiet, plan.config.close_after, active, unsettled)
+        text = advice_text(changes)
+        action = _action(level, part.part_number, text, forecast, quiet, plan.config.close_after, active, unsettled)
         advice = {
             "action": action + _shared_words(shared, level),
-            "text": advice_text(changes),
+            "text": text,
             "offsets": [c.as_dict() for c in changes],
             "shared": [s.as_dict() for s in shared],
             "parts_left": parts_left,
@@ -609,6 +615,7 @@ class DriftEngine:
         current deviation on it (where each stood on its latest part, this one or the one before: kept in
         the state, so a restart advises alike)."""
         others: list[SharedFeature] = []
+        target = change.register
         for other in self._plans.get(part.program, []):
             if other.source != PROBE_SOURCE or other.label == plan.label:
                 continue
@@ -616,9 +623,9 @@ class DriftEngine:
             seen = watch.shared if watch is not None else None
             if watch is None or seen is None or not 0 <= part.part_number - seen.part_number <= 1:
                 continue
-            registers = self.registers(part.machine, part.program, other.feature.name, watch.tool)
+            registers = self._registers_of(part.machine, part.program, other.feature.name, watch.tool)
             for axis, reg in registers.items():
-                if not same_register(reg, change.register) or axis not in seen.levels:
+                if axis not in seen.levels or not same_register(reg, target):
                     continue
                 others.append(SharedFeature(other.feature.name, reg, seen.levels[axis], axis in seen.significant))
         return others

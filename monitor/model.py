@@ -455,6 +455,17 @@ class RegisterKind(StrEnum):
     """A lathe tool's Z wear: face positions and lengths it turns."""
 
 
+_WEAR_NAMES = {
+    RegisterKind.TOOL_LENGTH_WEAR: "H-wear",
+    RegisterKind.TOOL_RADIUS_WEAR: "D-wear (radius)",
+    RegisterKind.TOOL_DIAMETER_WEAR: "D-wear",
+    RegisterKind.LATHE_X_WEAR: "X-wear",
+    RegisterKind.LATHE_Z_WEAR: "Z-wear",
+}
+"""How :attr:`Register.label` names a tool register's kind (built once, not with every label:
+the advice names its registers with every part of an open condition)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Register:
     """One controller register that corrects one axis of a feature, and how it acts on it.
@@ -476,13 +487,7 @@ class Register:
         """How a machinist names it on the control: "G54 X", "T12 D-wear", "T3 X-wear"."""
         if self.kind is RegisterKind.WORK_OFFSET:
             return f"{self.work_offset or 'G54'} {self.axis.upper()}"
-        short = {
-            RegisterKind.TOOL_LENGTH_WEAR: "H-wear",
-            RegisterKind.TOOL_RADIUS_WEAR: "D-wear (radius)",
-            RegisterKind.TOOL_DIAMETER_WEAR: "D-wear",
-            RegisterKind.LATHE_X_WEAR: "X-wear",
-            RegisterKind.LATHE_Z_WEAR: "Z-wear",
-        }[self.kind]
+        short = _WEAR_NAMES[self.kind]
         if not self.tool:
             return f"{short} of the tool that cuts it"
         tool = f"T{self.tool}" if self.tool.isdigit() else self.tool  # a controller's bare tool number

@@ -170,6 +170,20 @@ def test_a_recorded_offset_is_a_known_step_not_a_new_drift() -> None:
     assert all(a.id == cond.id for a in bore)  # the same condition recovered; no new one opened
 
 
+def test_registers_are_the_callers_copy_and_advice_reads_the_engines_own() -> None:
+    """The engine keeps each feature's registers and advises from them with every part of an open
+    condition without copying them; what :meth:`DriftEngine.registers` hands out is a copy, so a
+    caller that changes it changes neither the next answer nor the advice."""
+    engine = DriftEngine({"O1": _program()})
+    mine = engine.registers("m1", "O1", "bore", "T7")  # T7 cuts the bore in _wear's parts
+    reg = mine["value"]
+    mine.clear()
+    assert engine.registers("m1", "O1", "bore", "T7") == {"value": reg}
+    events = _run(engine, _wear())
+    offsets = [c for _, a in events if a.feature == "bore" for c in a.evidence["advice"]["offsets"]]
+    assert offsets and all(c["register"] == reg.as_dict() and c["label"] == "T7 D-wear" for c in offsets)
+
+
 def test_limits_come_from_the_program_arl_budget_or_explicit_values() -> None:
     plan = WatchPlan.for_program(_program(arl0=400))[0]
     channels = 3  # bore + hole x + hole y
