@@ -14,11 +14,12 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from monitor.codec import alert_from_dict, alert_to_dict, part_from_dict
+from monitor.codec import alert_from_dict, alert_to_dict, json_bytes, loads, part_from_dict
 from monitor.config import load_site
 from monitor.detect.capability import Capability, capability
 from monitor.model import (
@@ -481,6 +482,7 @@ def test_part_rows_from_the_stored_json_equal_the_rows_of_the_part_records(backe
                 expected.append(_row_of_record(p, site.probe_tools(p.machine), config.feature_models() if config else []))
             data = store.part_data(**query)
             assert [part_from_dict(d) for d in data] == records
+            assert [loads(t) for t in store.part_texts(**query)] == data
             assert repr(stored_part_rows(site, data)) == repr(expected)  # repr: NaN, 1 against 1.0
             assert repr(site_part_rows(site, records)) == repr(expected)
         assert {r["key"]: r["out_of_tolerance"] for r in stored_part_rows(site, store.part_data(machine="m1"))} == {
@@ -499,6 +501,62 @@ def test_part_rows_from_the_stored_json_equal_the_rows_of_the_part_records(backe
     )
     expected = [_row_of_record(unread, site.probe_tools("m1"), site.programs["O1001"].feature_models())]
     assert repr(site_part_rows(site, [unread])) == repr(expected)
+
+
+def test_parts_answer_from_kept_rows_is_the_bytes_of_the_rows_made_afresh(backend: Backend, tmp_path: Path) -> None:
+    """``/api/parts`` joins the JSON of rows it kept by each part's stored text: the very bytes
+    :func:`json_bytes` writes for the rows made afresh, whether kept, made now or mixed; a part whose
+    text changed gets a new row; another site empties what was kept; the bound holds; a row orjson
+    refuses (an integer beyond 64 bits) sends the whole answer through json_bytes, as before."""
+    from monitor.dashboard.api import PartRowCache, _read_parts
+
+    programs = Path(__file__).resolve().parents[1] / "monitor" / "sim" / "programs"
+
+    def site_with(probe: str) -> Any:
+        site_file = tmp_path / f"site-{probe}.yaml"
+        site_file.write_text(
+            f"site: rows\nstore: {{path: {tmp_path / 'unused.db'}}}\nprograms: {programs}\nmachines:\n"
+            f"- {{id: m1, probe_tool: '{probe}', source: {{type: replay, path: x.jsonl}}}}\n"
+            "- {id: m2, source: {type: replay, path: x.jsonl}}\n"
+        )
+        return load_site(site_file)
+
+    site = site_with("99")
+    with backend.open() as store:
+        for n in range(1, 30):
+            p = part(n, "m1" if n % 3 else "m2", "O1001" if n % 4 else "O2002", skip="probe.hole1_y" if n % 5 == 0 else "")
+            store.record_part(dataclasses.replace(p, tools=(ToolUse("12", 1.0, 1.5, 40.0), ToolUse("99", 2.0, 2.0, 1.0))))
+
+        def fresh(site: Any, **query: Any) -> bytes:
+            texts = store.part_texts(**query)
+            total = (
+                store.part_count(machine=query.get("machine"), program=query.get("program"))
+                if query.get("machines") is None
+                else sum(store.part_count(machine=m, program=query.get("program")) for m in query["machines"])
+            )
+            return json_bytes({"parts": stored_part_rows(site, [loads(t) for t in texts]), "total": total})
+
+        cache = PartRowCache(limit=40)
+        queries: list[dict[str, Any]] = [
+            {"machine": "m1", "program": "O1001", "last": 5},
+            {"machine": "m1", "program": "O1001", "last": 12},  # 5 kept, 7 made
+            {"machine": None, "program": None, "last": 100},
+            {"machine": None, "program": "O2002", "last": 3, "machines": ["m2", "m1"]},
+        ]
+        for query in [*queries, *queries]:
+            args = (query["machine"], query["program"], query["last"], query.get("machines"))
+            expected = fresh(site, **{k: v for k, v in query.items() if v is not None})
+            assert _read_parts(site, store, *args, cache) == expected
+            assert len(cache._rows) <= cache.limit
+        other = site_with("12")  # the probe is another tool: every row's last cutting tool changes
+        assert _read_parts(other, store, "m1", "O1001", 5, None, cache) == fresh(other, machine="m1", program="O1001", last=5)
+        assert fresh(other, machine="m1", program="O1001", last=5) != fresh(site, machine="m1", program="O1001", last=5)
+        texts = store.part_texts(machine="m1", last=1)
+    changed = json_bytes({**loads(texts[0]), "notes": ["re-probed"]}).decode()
+    (row,) = cache.rows(site, [changed]) or []
+    assert loads(row)["notes"] == ["re-probed"]
+    huge = json_bytes({**loads(texts[0]), "counter": 2**70}).decode()
+    assert cache.rows(site, [huge]) is None
 
 
 def _row_of_alert(alert: Alert) -> dict[str, object]:

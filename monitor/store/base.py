@@ -111,6 +111,21 @@ class StoreReader(Protocol):
         (``monitor parts``, ``/api/parts``) without building a :class:`PartRecord` of each."""
         ...
 
+    def part_texts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[str]:
+        """:meth:`part_data` before decoding: each part's stored JSON text, for a reader that keeps
+        what it made of a part by that text (``/api/parts``: the same text, the same row)."""
+        ...
+
     def has_part(self, key: str) -> bool: ...
 
     def part_count(self, *, machine: str | None = None, program: str | None = None, status: PartStatus | None = None) -> int: ...

@@ -706,6 +706,29 @@ class PostgresStore(DecodedReads):
         machines: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """What :meth:`parts` returns, as the stored JSON of each part decoded (``part_from_dict``'s input)."""
+        texts = self.part_texts(
+            machine=machine,
+            program=program,
+            status=status,
+            last=last,
+            first_part=first_part,
+            last_part=last_part,
+            machines=machines,
+        )
+        return [loads(t) for t in texts]
+
+    def part_texts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[str]:
+        """:meth:`part_data` before decoding: each part's stored JSON text."""
         where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
         if machines is not None:
             where.append("machine = ANY(%s)")
@@ -720,7 +743,7 @@ class PostgresStore(DecodedReads):
         if last is not None:
             sql += " LIMIT %s"
             args.append(last)
-        return [loads(r[0]) for r in reversed(self._query(sql, args))]
+        return [r[0] for r in reversed(self._query(sql, args))]
 
     def has_part(self, key: str) -> bool:
         return self._query_one("SELECT 1 FROM parts WHERE key = %s", (key,)) is not None

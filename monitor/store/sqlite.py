@@ -672,6 +672,29 @@ class SqliteStore(DecodedReads):
         machines: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """What :meth:`parts` returns, as the stored JSON of each part decoded (``part_from_dict``'s input)."""
+        texts = self.part_texts(
+            machine=machine,
+            program=program,
+            status=status,
+            last=last,
+            first_part=first_part,
+            last_part=last_part,
+            machines=machines,
+        )
+        return [loads(t) for t in texts]
+
+    def part_texts(
+        self,
+        *,
+        machine: str | None = None,
+        program: str | None = None,
+        status: PartStatus | None = None,
+        last: int | None = None,
+        first_part: int | None = None,
+        last_part: int | None = None,
+        machines: Sequence[str] | None = None,
+    ) -> list[str]:
+        """:meth:`part_data` before decoding: each part's stored JSON text."""
         where, args = _filters(machine=machine, program=program, status=str(status) if status else None)
         if machines is not None:
             where.append(f"machine IN ({','.join('?' * len(machines))})")
@@ -688,7 +711,7 @@ class SqliteStore(DecodedReads):
             args.append(last)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [loads(r[0]) for r in reversed(rows)]
+        return [r[0] for r in reversed(rows)]
 
     def has_part(self, key: str) -> bool:
         with self._lock:
