@@ -46,6 +46,7 @@ __all__ = [
     "loads",
     "observation_from_dict",
     "observation_to_dict",
+    "orjson_bytes",
     "part_from_dict",
     "part_to_dict",
 ]
@@ -181,6 +182,13 @@ def _orjson_default(obj: Any) -> Any:
     return str(obj)
 
 
+def orjson_bytes(obj: Any) -> bytes:
+    """:func:`json_bytes` without its fallback: raises :class:`orjson.JSONEncodeError` for what
+    orjson refuses (an integer beyond 64 bits), for a caller that keeps pieces of an answer and
+    writes the whole answer through :func:`json_bytes` then."""
+    return orjson.dumps(obj, default=_orjson_default, option=_ORJSON_OPTIONS)
+
+
 def json_bytes(obj: Any) -> bytes:
     """``obj`` as compact UTF-8 JSON, scrubbed as :func:`json_safe` scrubs while it is encoded: NaN
     and infinities as null, mapping keys as text, numpy's numbers and arrays as numbers; what JSON
@@ -196,7 +204,7 @@ def json_bytes(obj: Any) -> bytes:
     b'{"a":[1.0,null],"2":[null,"x"]}'
     """
     try:
-        return orjson.dumps(obj, default=_orjson_default, option=_ORJSON_OPTIONS)
+        return orjson_bytes(obj)
     except orjson.JSONEncodeError:
         return json.dumps(json_safe(obj), allow_nan=False, default=str).encode()
 

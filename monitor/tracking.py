@@ -348,7 +348,10 @@ class PartTracker:
             if self.tracking.probe_clock_tolerance_s
             else None
         )
-        self._doubtful: dict[int, str] = {}
+        self._doubtful: dict[int, tuple[Observation, str]] = {}
+        """Off-clock probe values placed at the machine's clock, by ``id``, with their note. Each entry
+        holds its value, so no later value can take its id while it waits (one dropped as late or
+        orphan leaves its entry: bounded by :data:`_LOOSE_MAX`, oldest first)."""
         self._non_numeric_logged: dict[str, tuple[datetime, int]] = {}
         """Per probe signal: when a non-numeric value of it was last logged, and how many came since."""
         self._accounted_until: datetime | None = None
@@ -865,10 +868,14 @@ class PartTracker:
             return obs
         self.counts["probe_values_off_clock"] += 1
         placed = replace(obs, time=clock)
-        self._doubtful[id(placed)] = (
+        doubtful = self._doubtful
+        doubtful[id(placed)] = (
+            placed,
             f"{obs.signal} was stamped {obs.time.isoformat()}, {_span(obs.time - clock)} from the machine's clock "
-            f"({clock.isoformat()}); kept at the machine's clock"
+            f"({clock.isoformat()}); kept at the machine's clock",
         )
+        if len(doubtful) > _LOOSE_MAX:
+            del doubtful[next(iter(doubtful))]
         return placed
 
     def _end_part(self, time: datetime, status: PartStatus, *, reopen: bool = True) -> list[PartRecord]:
@@ -1019,7 +1026,8 @@ class PartTracker:
         for obs in sorted(taken, key=lambda o: o.time):
             if obs.signal == PART_ID:
                 continue
-            doubt = self._doubtful.pop(id(obs), None)
+            held = self._doubtful.pop(id(obs), None)
+            doubt = held[1] if held is not None else None
             value = obs.number
             if value is None and obs.value is not None:  # NaN, infinity, text: noted below, changes nothing
                 non_numeric.append(obs)

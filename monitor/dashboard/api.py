@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from monitor.codec import _ORJSON_OPTIONS, _orjson_default, json_bytes, json_safe, loads
+from monitor.codec import json_bytes, json_safe, loads, orjson_bytes
 from monitor.commands import Acknowledge, CloseAlert, Command, OffsetApply, RecordAction, action_command, apply_offset_command
 from monitor.core import MonitorApi
 from monitor.dashboard.floor import floor_cards
@@ -47,6 +47,7 @@ __all__ = [
     "PARTS_MAX",
     "SERIES_MAX",
     "FeatureCache",
+    "PartRowCache",
     "add_api_routes",
     "feature_answer",
     "feature_series",
@@ -558,9 +559,10 @@ class PartRowCache:
     """Each listed part's row as JSON (:func:`~monitor.queries.stored_part_rows` encoded), kept by
     the part's stored JSON text: the same text and the same site make the same row, so a row is
     made once per change of its part, not once per request (``/api/parts`` polled by a page: the
-    store's texts read, the rest kept; 100 rows 1.7-2.1 -> 0.6-0.7 ms in process). Bounded: emptied
-    when it would hold more than ``limit`` rows (PARTS_MAX by default, the longest list: ~7 MB of
-    texts and rows at most)."""
+    store's texts read, the rest kept). Bounded: emptied when it would hold more than ``limit`` rows
+    (PARTS_MAX by default, the longest list: ~7 MB of texts and rows at most). Not locked: the core
+    runs every store read on its one store thread, so two calls never overlap (a site reload's
+    first call empties it before any row is made)."""
 
     def __init__(self, limit: int = PARTS_MAX) -> None:
         self.limit = limit
@@ -582,12 +584,13 @@ class PartRowCache:
         fresh: dict[str, bytes] = {}
         for text, row in zip(missing, stored_part_rows(site, [loads(t) for t in missing]), strict=True):
             try:
-                fresh[text] = orjson.dumps(row, default=_orjson_default, option=_ORJSON_OPTIONS)
+                fresh[text] = orjson_bytes(row)
             except orjson.JSONEncodeError:
                 return None
         if len(kept) + len(fresh) > self.limit:
             kept.clear()
-        kept.update(fresh)
+        if len(fresh) <= self.limit:  # a list longer than the bound is made, not kept
+            kept.update(fresh)
         return [row if row is not None else fresh[t] for t, row in zip(texts, got, strict=True)]
 
 
@@ -597,13 +600,13 @@ def _read_parts(
     machine: str | None,
     program: str | None,
     last: int,
-    machines: list[str] | None = None,
-    cache: PartRowCache | None = None,
+    machines: list[str] | None,
+    cache: PartRowCache,
 ) -> bytes:
     """The ``/api/parts`` answer's JSON: ``{"parts": rows, "total": n}`` as :func:`json_bytes`
     writes it, the rows' JSON joined (each row's made once per stored text, see :class:`PartRowCache`)."""
     texts = store.part_texts(machine=machine, program=program, last=last, machines=machines)
-    rows = (cache or PartRowCache()).rows(site, texts)
+    rows = cache.rows(site, texts)
     if machines is None:
         total = store.part_count(machine=machine, program=program)
     else:

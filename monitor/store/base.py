@@ -31,7 +31,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
 
-from monitor.codec import alert_from_dict, part_from_dict
+from monitor.codec import alert_from_dict, loads, part_from_dict
 from monitor.inspection.model import InspectionResult, MatchMethod, StoredResult
 from monitor.model import Action, Alert, AlertState, Observation, PartRecord, PartStatus
 
@@ -363,21 +363,25 @@ class _DataReads(Protocol):
     """What :class:`DecodedReads` builds on: a backend's decoded reads."""
 
     @property
-    def part_data(self) -> Callable[..., list[dict[str, Any]]]: ...
+    def part_texts(self) -> Callable[..., list[str]]: ...
 
     @property
     def alert_data(self) -> Callable[..., list[dict[str, Any]]]: ...
 
 
 class DecodedReads:
-    """:meth:`StoreReader.parts` and :meth:`StoreReader.alerts` as records built from what
-    ``part_data`` and ``alert_data`` decode: one place for both backends, which differ only in how
-    they read the stored JSON. The filters are passed on as they are: their names, types and
-    meanings are :class:`StoreReader`'s (one list of them, not one more here)."""
+    """:meth:`StoreReader.parts`, :meth:`StoreReader.part_data` and :meth:`StoreReader.alerts` built
+    from what ``part_texts`` reads and ``alert_data`` decodes: one place for both backends, which
+    differ only in how they read the stored JSON. The filters are passed on as they are: their names,
+    types and meanings are :class:`StoreReader`'s (one list of them, not one more here)."""
+
+    def part_data(self: _DataReads, **filters: Any) -> list[dict[str, Any]]:
+        """:meth:`StoreReader.part_data`: the stored JSON of :meth:`StoreReader.part_texts` decoded."""
+        return [loads(t) for t in self.part_texts(**filters)]
 
     def parts(self: _DataReads, **filters: Any) -> list[PartRecord]:
         """:meth:`StoreReader.parts`: the records of :meth:`StoreReader.part_data`."""
-        return [part_from_dict(d) for d in self.part_data(**filters)]
+        return [part_from_dict(loads(t)) for t in self.part_texts(**filters)]
 
     def alerts(self: _DataReads, **filters: Any) -> list[Alert]:
         """:meth:`StoreReader.alerts`: the records of :meth:`StoreReader.alert_data`."""

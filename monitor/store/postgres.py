@@ -694,29 +694,6 @@ class PostgresStore(DecodedReads):
         db.execute("DELETE FROM detector_state_log WHERE name = %s", (name,))
 
     # ----------------------------------------------------------------------- reads
-    def part_data(
-        self,
-        *,
-        machine: str | None = None,
-        program: str | None = None,
-        status: PartStatus | None = None,
-        last: int | None = None,
-        first_part: int | None = None,
-        last_part: int | None = None,
-        machines: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """What :meth:`parts` returns, as the stored JSON of each part decoded (``part_from_dict``'s input)."""
-        texts = self.part_texts(
-            machine=machine,
-            program=program,
-            status=status,
-            last=last,
-            first_part=first_part,
-            last_part=last_part,
-            machines=machines,
-        )
-        return [loads(t) for t in texts]
-
     def part_texts(
         self,
         *,
