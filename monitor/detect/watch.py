@@ -21,6 +21,7 @@ forecast's false alarms too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from monitor.detect.channel import Channel, ChannelSettings, ChannelStep
 from monitor.detect.config import DetectionConfig
 from monitor.detect.evidence import OFFSET_BAND_SD, SETTLE_BAND_SIGMA, AxisEvidence, ChartSignal, FeatureEvidence, OffsetAdvice
 from monitor.detect.forecast import BreachForecast, breach_forecast, breach_forecast_compiled
-from monitor.detect.trend import PHIS
+from monitor.detect.trend import PHIS, TrendFit
 from monitor.detect.zone import ZoneChart, ZoneResult, apl_fraction
 from monitor.errors import DetectionError
 from monitor.inspection.config import PROBE_SOURCE
@@ -444,6 +445,77 @@ class SharedView:
         return cls(int(d["part_number"]), levels, tuple(str(a) for a in d["significant"]))
 
 
+_REUSE_PARTS = 4
+"""At most this many parts after a breach forecast it is reused (shifted) instead of computed again."""
+
+_REUSE_SD = 0.5
+"""A forecast is reused while every channel's level moved less than this many of its standard errors
+from where the forecast's fit put it (and the slope less than this share of its interval's sd)."""
+
+
+def _fit_key(fit: TrendFit) -> tuple[Any, ...]:
+    """What the reuse rule compares: model, regime, level and its sd, slope and its sd."""
+    lo, hi = fit.slope_interval
+    nums = (fit.level, fit.level_sd, fit.slope, (hi - lo) / 3.29)
+    return (fit.model, fit.regime_start, None, *(v if math.isfinite(v) else math.nan for v in nums))
+
+
+def _shifted(fc: BreachForecast, age: int) -> BreachForecast | None:
+    """The forecast made ``age`` parts ago, in parts ahead of now (None when it searched too few
+    parts): the probabilities per part ahead shifted, the risk part found again in them, a
+    mean-at-limit part or first-bad-part quantile already passed is the next part (it is due now)."""
+    if fc.searched - age < fc.within:
+        return None
+    p_out = fc.p_out[age:]
+    risk = None
+    if fc.risk_parts is not None:
+        risk = next((h for h, p in enumerate(p_out, 1) if p >= fc.threshold), None)
+        if risk is None:
+            return None
+    mean = None if fc.mean_limit_parts is None else max(1, fc.mean_limit_parts - age)
+    lo, mid, hi = fc.first_out
+    first = (max(1.0, lo - age), max(1.0, mid - age), max(1.0, hi - age))
+    return BreachForecast(fc.threshold, fc.within, fc.searched - age, p_out, risk, mean, first, fc.breach_share, {})
+
+
+def _num(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _made_state(made: tuple[BreachForecast, int, tuple[tuple[Any, ...], ...]] | None) -> dict[str, Any] | None:
+    """The last computed forecast and the fits it came from, strict JSON (non-finite numbers as None)."""
+    if made is None:
+        return None
+    fc, fed, keys = made
+    return {
+        "forecast": [fc.threshold, fc.within, fc.searched, list(fc.p_out), fc.risk_parts, fc.mean_limit_parts],
+        "first_out": [_num(v) for v in fc.first_out],
+        "breach_share": fc.breach_share,
+        "fed": fed,
+        "fits": [[k[0], k[1]] + [_num(v) for v in k[3:]] for k in keys],
+    }
+
+
+def _made_load(d: Mapping[str, Any] | None) -> tuple[BreachForecast, int, tuple[tuple[Any, ...], ...]] | None:
+    if d is None:
+        return None
+    threshold, within, searched, p_out, risk, mean = d["forecast"]
+    lo, mid, hi = (math.inf if v is None else float(v) for v in d["first_out"])
+    fc = BreachForecast(
+        float(threshold),
+        int(within),
+        int(searched),
+        tuple(float(v) for v in p_out),
+        None if risk is None else int(risk),
+        None if mean is None else int(mean),
+        (lo, mid, hi),
+        float(d["breach_share"]),
+        {},
+    )
+    keys = tuple((str(k[0]), int(k[1]), None, *(math.nan if v is None else float(v) for v in k[2:])) for k in d["fits"])
+    return fc, int(d["fed"]), keys
+
+
 class FeatureWatch:
     """Running state of one feature on one machine; see the module docstring."""
 
@@ -464,6 +536,8 @@ class FeatureWatch:
         self._pending_step: dict[str, float | None] | None = None
         self.last: FeatureEvidence | None = None
         self.shared: SharedView | None = None
+        self._made: tuple[BreachForecast, int, tuple[tuple[Any, ...], ...]] | None = None
+        self._fed = 0
 
     def _new_channels(self) -> dict[str, Channel]:
         out = {}
@@ -564,6 +638,7 @@ class FeatureWatch:
             self._streak.clear()
             self._near_nominal = 0
             self._pending_step = None
+            self._made = None
         known_step = False
         if self._pending_step is not None:
             for axis, shift in self._pending_step.items():
@@ -572,6 +647,7 @@ class FeatureWatch:
             self._zone.reset()
             known_step = True
         self._keys.append(part.key)
+        self._fed += 1
         covariates = self._covariates(part)
         scatter = {axis: ch.scatter() for axis, ch in self._channels.items()}
         steps = {axis: self._channels[axis].step(d, covariates) for axis, d in devs.items()}
@@ -585,6 +661,7 @@ class FeatureWatch:
                 ch.trend.start_regime(keep=2)
             self._zone.reset()
             self._streak.clear()
+            self._made = None
         evidence = self._evidence(machine, part, value, devs, steps, known_step, zone)
         self.last = evidence
         self.shared = SharedView.of(evidence)
@@ -677,8 +754,8 @@ class FeatureWatch:
         gate = any(ch.trend.fit is not None and ch.trend.fit.drift_odds >= lim.forecast_odds for ch in self._channels.values())
         n = min((f.n for f in fits.values()), default=0)
         if gate and len(fits) == len(self._channels) and n >= cfg.forecast_min_parts:
-            forecast = self._forecast()
-            alarm = forecast.breach and forecast.breach_share >= cfg.breach_confidence
+            forecast = self._reused_forecast()
+            alarm = self._alarms(forecast)
         early_risk = None
         if (
             not alarm
@@ -739,6 +816,35 @@ class FeatureWatch:
             out = np.asarray(sum(d.mean**2 for d in draws) > r0 * r0)
         return float(out.any(axis=1).mean())
 
+    def _alarms(self, forecast: BreachForecast) -> bool:
+        return forecast.breach and forecast.breach_share >= self.plan.config.breach_confidence
+
+    def _reused_forecast(self) -> BreachForecast:
+        """The breach forecast, reused (shifted by the parts since) while every channel's fit stayed
+        where the forecast's fit predicted it (same model and regime, level and slope within
+        ``_REUSE_SD`` of their sd) for at most ``_REUSE_PARTS`` parts and the shift changes no alarm
+        decision; computed again otherwise."""
+        keys = tuple(_fit_key(ch.trend.fit) for ch in self._channels.values() if ch.trend.fit is not None)
+        made = self._made
+        if made is not None and self._alarms(made[0]) and len(keys) == len(made[2]):
+            fc, fed, old = made
+            age = self._fed - fed
+            if 1 <= age <= _REUSE_PARTS and all(
+                k[0] == o[0]
+                and k[1] == o[1]
+                and abs(k[3] - (o[3] + o[5] * age)) <= _REUSE_SD * o[4]
+                and abs(k[5] - o[5]) <= _REUSE_SD * o[6]
+                for k, o in zip(keys, old, strict=True)
+            ):
+                out = _shifted(fc, age)
+                if out is not None and self._alarms(out):
+                    return out
+        fc = self._forecast()
+        # kept as far as a reuse reads it (the risk part found again, the evidence's horizon): small in the state
+        keep = max(fc.within, fc.risk_parts or 0) + _REUSE_PARTS
+        self._made = (dataclasses.replace(fc, p_out=fc.p_out[:keep]), self._fed, keys)
+        return fc
+
     def _forecast(self, search: int = _SEARCH, cones: bool = False) -> BreachForecast:
         cfg = self.plan.config
         f = self.plan.feature
@@ -777,6 +883,8 @@ class FeatureWatch:
             "channels": {a: c.state() for a, c in self._channels.items()},
             "zone": self._zone.state(),
             "shared": self.shared.as_dict() if self.shared is not None else None,
+            "fed": self._fed,
+            "made": _made_state(self._made),
         }
 
     @classmethod
@@ -808,6 +916,8 @@ class FeatureWatch:
             watch._zone.load(state["zone"])
         shared = state.get("shared")
         watch.shared = SharedView.from_dict(shared) if shared is not None else None
+        watch._fed = int(state.get("fed", 0))
+        watch._made = _made_load(state.get("made"))
         return watch
 
     # ------------------------------------------------------------------------------ presentation data
